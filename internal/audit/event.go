@@ -1,0 +1,92 @@
+// Package audit is agentmesh's audit trail: typed events, the local spool
+// that gateways write before anything is acknowledged, shipping to the
+// coordinator, the coordinator's hash-chained store with signed checkpoints,
+// verification and queries.
+//
+// Audit is not logging. An event is never dropped: a full queue makes the
+// caller wait, a coordinator that is away makes the spool grow, and an event
+// is removed from the spool only after the coordinator acknowledged it.
+package audit
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"time"
+)
+
+// SchemaVersion is the version of Event's JSON encoding. It is written into
+// every event so that readers can tell encodings apart.
+const SchemaVersion = 1
+
+// Kind is the type of an audit event.
+type Kind string
+
+// Event kinds.
+const (
+	KindConnection Kind = "connection" // a connection attempt, accepted or refused
+	KindRequest    Kind = "request"    // a decision on one MCP message or HTTP request
+	KindAdmin      Kind = "admin"      // an admin action at the coordinator
+	KindSession    Kind = "session"    // a session opened, closed or cut off
+)
+
+// Decision values.
+const (
+	Allow = "allow"
+	Deny  = "deny"
+)
+
+// Event is one audit record. Fields that do not apply are left empty.
+type Event struct {
+	V    int       `json:"v"`
+	ID   string    `json:"id"`
+	Time time.Time `json:"time"`
+	Kind Kind      `json:"kind"`
+	// Src is the acting identity (a SPIFFE ID, or a tailnet identity), or
+	// "" when the peer could not be identified.
+	Src     string `json:"src,omitempty"`
+	SrcAddr string `json:"src_addr,omitempty"`
+	// Dst is the identity of the node that made the decision or was the
+	// target of the action.
+	Dst      string `json:"dst,omitempty"`
+	Method   string `json:"method,omitempty"`
+	Tool     string `json:"tool,omitempty"`
+	Resource string `json:"resource,omitempty"`
+	Prompt   string `json:"prompt,omitempty"`
+	Model    string `json:"model,omitempty"`
+	// Action names an admin action ("keys.create", "nodes.revoke", ...).
+	Action string `json:"action,omitempty"`
+	// Target is what an admin action acted on (a key id, a node name).
+	Target        string `json:"target,omitempty"`
+	Decision      string `json:"decision,omitempty"`
+	Reason        string `json:"reason,omitempty"`
+	Rule          string `json:"rule,omitempty"`
+	PolicyVersion string `json:"policy_version,omitempty"`
+	Session       string `json:"session,omitempty"`
+	LatencyUS     int64  `json:"latency_us,omitempty"`
+	Outcome       string `json:"outcome,omitempty"`
+	// ArgsSHA256 is the hex SHA-256 of a tool call's arguments, set only when
+	// the gateway is configured to record it; arguments themselves are never
+	// stored.
+	ArgsSHA256 string `json:"args_sha256,omitempty"`
+	// Detail carries action-specific text, such as a policy diff.
+	Detail string `json:"detail,omitempty"`
+	// Usage records model token usage, when the response reported it.
+	Usage *Usage `json:"usage,omitempty"`
+}
+
+// Usage is the token usage of one model request.
+type Usage struct {
+	PromptTokens     int64 `json:"prompt_tokens"`
+	CompletionTokens int64 `json:"completion_tokens"`
+	TotalTokens      int64 `json:"total_tokens"`
+}
+
+// NewID returns a fresh random event id: 128 bits, hex encoded. Ids make
+// delivery idempotent, so they must never repeat.
+func NewID() string {
+	var b [16]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		panic("audit: no randomness: " + err.Error())
+	}
+	return hex.EncodeToString(b[:])
+}
