@@ -1,0 +1,145 @@
+// Package controlapi defines the coordinator's HTTP API: paths and the JSON
+// bodies that the coordinator and its clients exchange. Both sides decode
+// strictly (unknown fields are errors) and bound body sizes.
+//
+// Authentication is by TLS 1.3 client certificate on every path but Join,
+// which is authenticated by an auth key instead and happens over a
+// connection whose server certificate the client pinned by CA fingerprint.
+package controlapi
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"io"
+	"time"
+
+	"agentmesh/internal/netmap"
+)
+
+// API paths.
+const (
+	PathJoin     = "/v1/join"
+	PathRenew    = "/v1/renew"
+	PathNetmap   = "/v1/netmap"   // GET ?since=VERSION long-polls for a newer netmap
+	PathRegister = "/v1/register" // a serving node announces its addresses
+	PathAudit    = "/v1/audit"    // POST: ship a batch of events; GET: query (admin)
+	PathVerify   = "/v1/audit/verify"
+	PathKeys     = "/v1/keys"
+	PathNodes    = "/v1/nodes"
+	PathPolicy   = "/v1/policy"
+	PathHistory  = "/v1/policy/history"
+	PathRollback = "/v1/policy/rollback"
+)
+
+// MaxBody bounds every request body the coordinator reads.
+const MaxBody = 1 << 20
+
+// MaxAuditBody bounds an audit batch.
+const MaxAuditBody = 16 << 20
+
+// JoinRequest asks for a first certificate.
+type JoinRequest struct {
+	KeyID  string `json:"key_id"`
+	Secret string `json:"secret"`
+	Name   string `json:"name"`
+	Kind   string `json:"kind"`
+	// CSR is a PEM certificate request signed by the node's own key.
+	CSR string `json:"csr"`
+}
+
+// CertResponse carries an issued certificate.
+type CertResponse struct {
+	Certificate string         `json:"certificate"` // PEM
+	CABundle    string         `json:"ca_bundle"`   // PEM
+	Netmap      *netmap.Netmap `json:"netmap,omitempty"`
+}
+
+// RenewRequest asks for a fresh certificate for the caller's own identity.
+type RenewRequest struct {
+	CSR string `json:"csr"`
+}
+
+// RegisterRequest announces where a serving node can be reached.
+type RegisterRequest struct {
+	Addrs []string `json:"addrs"`
+}
+
+// KeyCreateRequest creates an auth key.
+type KeyCreateRequest struct {
+	Kind     string        `json:"kind"`
+	Tags     []string      `json:"tags"`
+	Reusable bool          `json:"reusable"`
+	Expiry   time.Duration `json:"expiry"`
+}
+
+// KeyCreateResponse returns the new key, once; it cannot be read again.
+type KeyCreateResponse struct {
+	Key  string  `json:"key"`
+	Info KeyInfo `json:"info"`
+}
+
+// KeyInfo describes an auth key without its secret.
+type KeyInfo struct {
+	ID        string    `json:"id"`
+	Kind      string    `json:"kind"`
+	Tags      []string  `json:"tags"`
+	Reusable  bool      `json:"reusable"`
+	Uses      int       `json:"uses"`
+	CreatedAt time.Time `json:"created_at"`
+	ExpiresAt time.Time `json:"expires_at"`
+	Revoked   bool      `json:"revoked"`
+	CreatedBy string    `json:"created_by"`
+}
+
+// TagRequest replaces a node's tags.
+type TagRequest struct {
+	Tags []string `json:"tags"`
+}
+
+// PolicyApplyRequest applies a policy document.
+type PolicyApplyRequest struct {
+	Document string `json:"document"`
+}
+
+// PolicyVersion describes one applied policy version.
+type PolicyVersion struct {
+	Version   int64     `json:"version"`
+	AppliedAt time.Time `json:"applied_at"`
+	AppliedBy string    `json:"applied_by"`
+	Document  string    `json:"document,omitempty"`
+	Note      string    `json:"note,omitempty"`
+}
+
+// RollbackRequest re-applies an earlier version as a new version.
+type RollbackRequest struct {
+	Version int64 `json:"version"`
+}
+
+// Error is the body of every non-2xx answer.
+type Error struct {
+	Error string `json:"error"`
+	// Code is a stable machine-readable code such as "key_expired".
+	Code string `json:"code"`
+}
+
+// Decode reads one JSON value from r strictly into v, reading at most max
+// bytes. Unknown fields and trailing data are errors.
+func Decode(r io.Reader, max int64, v any) error {
+	b, err := io.ReadAll(io.LimitReader(r, max+1))
+	if err != nil {
+		return err
+	}
+	if int64(len(b)) > max {
+		return fmt.Errorf("body larger than %d bytes", max)
+	}
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return err
+	}
+	if dec.More() {
+		return fmt.Errorf("trailing data after JSON value")
+	}
+	return nil
+}
