@@ -1,0 +1,274 @@
+package connector
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httptrace"
+	"net/url"
+	"strings"
+	"sync/atomic"
+	"time"
+)
+
+// DefaultMaxMessageBytes is the default bound on one JSON-RPC message or SSE
+// event handled by the connector.
+const DefaultMaxMessageBytes = 16 << 20
+
+// Config configures a [Connector].
+type Config struct {
+	// Resolve returns the gateway's base URL (https://host:port) for the
+	// service; it is called on every (re)connection so netmap changes are
+	// picked up. The CLI resolves `tool:NAME` or a node name through the
+	// netmap. A trailing "/mcp" is accepted. Required.
+	Resolve func(ctx context.Context) (string, error)
+	// TLS is the client configuration with the node certificate (renewed live
+	// through GetClientCertificate). It is cloned; TLS 1.3 is enforced.
+	// Required: the mTLS identity is the connector's only credential.
+	TLS *tls.Config
+	// Logger receives operational logs; nil discards them.
+	Logger *slog.Logger
+	// MaxMessageBytes bounds one message from the agent in stdio mode and one
+	// message or SSE event from the gateway. Zero means
+	// DefaultMaxMessageBytes.
+	MaxMessageBytes int
+}
+
+// Connector forwards a local MCP endpoint to a gateway over mTLS. One
+// Connector may serve several endpoints at once; they share its connection
+// pool. Close releases idle connections.
+type Connector struct {
+	resolve   func(context.Context) (string, error)
+	log       *slog.Logger
+	transport *http.Transport
+	client    *http.Client
+	dialer    net.Dialer
+	maxMsg    int
+
+	// gw is the most recently resolved gateway; requests are addressed to
+	// it, and every new dial re-resolves and refreshes it.
+	gw atomic.Pointer[gatewayAddr]
+}
+
+// gatewayAddr is one resolution of the gateway.
+type gatewayAddr struct {
+	endpoint string // https://host:port/mcp
+	addr     string // host:port, as http.Transport dials it
+}
+
+// New validates cfg and returns a Connector. It does not contact the gateway.
+func New(cfg Config) (*Connector, error) {
+	if cfg.Resolve == nil {
+		return nil, fmt.Errorf("%w: Resolve is required", ErrConfig)
+	}
+	if cfg.TLS == nil {
+		return nil, fmt.Errorf("%w: TLS is required (the node identity is the credential)", ErrConfig)
+	}
+	tlsCfg := cfg.TLS.Clone()
+	if len(tlsCfg.Certificates) == 0 && tlsCfg.GetClientCertificate == nil {
+		return nil, fmt.Errorf("%w: TLS has no client certificate", ErrConfig)
+	}
+	if tlsCfg.InsecureSkipVerify && tlsCfg.VerifyPeerCertificate == nil && tlsCfg.VerifyConnection == nil {
+		return nil, fmt.Errorf("%w: TLS skips server verification without a verifier", ErrConfig)
+	}
+	if tlsCfg.MinVersion < tls.VersionTLS13 {
+		tlsCfg.MinVersion = tls.VersionTLS13
+	}
+	// ALPN is the transport's business: it offers h2 and http/1.1.
+	tlsCfg.NextProtos = nil
+
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	maxMsg := cfg.MaxMessageBytes
+	if maxMsg <= 0 {
+		maxMsg = DefaultMaxMessageBytes
+	}
+	c := &Connector{
+		resolve: cfg.Resolve,
+		log:     log,
+		maxMsg:  maxMsg,
+		dialer:  net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second},
+	}
+	protocols := new(http.Protocols)
+	protocols.SetHTTP1(true)
+	protocols.SetHTTP2(true)
+	c.transport = &http.Transport{
+		DialContext:         c.dial,
+		TLSClientConfig:     tlsCfg,
+		TLSHandshakeTimeout: 10 * time.Second,
+		Protocols:           protocols,
+		HTTP2: &http.HTTP2Config{
+			// Detect a silently dead gateway connection so that it is
+			// replaced instead of hanging every stream on it.
+			SendPingTimeout: 30 * time.Second,
+			PingTimeout:     15 * time.Second,
+		},
+		// With HTTP/1.1 (a gateway without h2) every open SSE stream holds a
+		// connection; keep enough idle ones for an agent's concurrency.
+		MaxIdleConns:        256,
+		MaxIdleConnsPerHost: 64,
+		IdleConnTimeout:     90 * time.Second,
+		// SSE must arrive event by event, and bodies are relayed verbatim.
+		DisableCompression: true,
+		ReadBufferSize:     32 << 10,
+		WriteBufferSize:    32 << 10,
+	}
+	c.client = &http.Client{
+		Transport: c.transport,
+		// A gateway never redirects; following one could carry the session
+		// somewhere else.
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+	}
+	return c, nil
+}
+
+// Close closes idle connections to the gateway. Endpoints still being served
+// keep working (they open new connections as needed). Close is idempotent.
+func (c *Connector) Close() error {
+	c.transport.CloseIdleConnections()
+	return nil
+}
+
+// parseGatewayURL validates a base URL returned by Resolve.
+func parseGatewayURL(raw string) (*gatewayAddr, error) {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrGatewayURL, err)
+	}
+	if u.Scheme != "https" {
+		return nil, fmt.Errorf("%w: %q is not https", ErrGatewayURL, raw)
+	}
+	if u.Hostname() == "" || u.User != nil || u.RawQuery != "" || u.Fragment != "" {
+		return nil, fmt.Errorf("%w: %q", ErrGatewayURL, raw)
+	}
+	port := u.Port()
+	if port == "" {
+		port = "443"
+	}
+	path := strings.TrimSuffix(u.EscapedPath(), "/")
+	if !strings.HasSuffix(path, "/mcp") {
+		path += "/mcp"
+	}
+	return &gatewayAddr{
+		endpoint: "https://" + u.Host + path,
+		addr:     net.JoinHostPort(u.Hostname(), port),
+	}, nil
+}
+
+// refresh calls Resolve and publishes the result.
+func (c *Connector) refresh(ctx context.Context) (*gatewayAddr, error) {
+	raw, err := c.resolve(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("resolve gateway: %w", err)
+	}
+	g, err := parseGatewayURL(raw)
+	if err != nil {
+		return nil, fmt.Errorf("resolve gateway: %w", err)
+	}
+	if old := c.gw.Swap(g); old != nil && old.endpoint != g.endpoint {
+		c.log.Info("gateway address changed", "from", old.endpoint, "to", g.endpoint)
+	}
+	return g, nil
+}
+
+// current returns the last resolved gateway, resolving it the first time.
+func (c *Connector) current(ctx context.Context) (*gatewayAddr, error) {
+	if g := c.gw.Load(); g != nil {
+		return g, nil
+	}
+	return c.refresh(ctx)
+}
+
+// dial re-resolves the gateway for every new connection. If the netmap now
+// names another address, the dial fails with errGatewayMoved and roundTrip
+// retries the request on the new address.
+func (c *Connector) dial(ctx context.Context, network, addr string) (net.Conn, error) {
+	g, err := c.refresh(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if !strings.EqualFold(g.addr, addr) {
+		return nil, fmt.Errorf("dial %s: %w (now %s)", addr, errGatewayMoved, g.addr)
+	}
+	conn, err := c.dialer.DialContext(ctx, network, addr)
+	if err != nil {
+		return nil, fmt.Errorf("dial gateway: %w", err)
+	}
+	return conn, nil
+}
+
+// errNotReplayable is returned by a request builder asked for a second
+// attempt when the first one consumed a body that cannot be replayed.
+var errNotReplayable = errors.New("request body already consumed")
+
+// roundTrip sends the request that build makes for the current gateway
+// endpoint. A request that failed before it was written (dial error, gateway
+// moved, write to a connection the gateway had already closed) is retried
+// once on a fresh connection; build is called again for the retry and may
+// refuse with errNotReplayable. A request that was written and then lost its
+// connection is not retried: the gateway may have acted on it, and tool calls
+// are not idempotent.
+func (c *Connector) roundTrip(ctx context.Context, build func(ctx context.Context, endpoint string) (*http.Request, error)) (*http.Response, error) {
+	var firstErr error
+	for attempt := 0; attempt < 2; attempt++ {
+		g, err := c.current(ctx)
+		if err != nil {
+			if firstErr != nil {
+				return nil, firstErr
+			}
+			return nil, err
+		}
+		// delivered turns true once request headers were handed to a
+		// connection, and false again if writing the request then failed:
+		// a request whose write failed never fully reached a live peer.
+		var delivered atomic.Bool
+		tctx := httptrace.WithClientTrace(ctx, &httptrace.ClientTrace{
+			WroteHeaders: func() { delivered.Store(true) },
+			WroteRequest: func(info httptrace.WroteRequestInfo) {
+				if info.Err != nil {
+					delivered.Store(false)
+				}
+			},
+		})
+		req, err := build(tctx, g.endpoint)
+		if err != nil {
+			if firstErr != nil {
+				return nil, firstErr
+			}
+			return nil, err
+		}
+		resp, err := c.client.Do(req)
+		if err == nil {
+			return resp, nil
+		}
+		if firstErr == nil {
+			firstErr = err
+		}
+		if ctx.Err() != nil || delivered.Load() {
+			return nil, firstErr
+		}
+		if attempt == 0 {
+			// Whatever failed, make the retry resolve again and use a new
+			// connection.
+			if _, rerr := c.refresh(ctx); rerr != nil {
+				return nil, firstErr
+			}
+			c.log.Debug("retrying request on a fresh connection", "err", err)
+		}
+	}
+	return nil, firstErr
+}
+
+// drainClose discards a little of what is left of body, so that an HTTP/1.1
+// connection can be reused, and closes it.
+func drainClose(body io.ReadCloser) {
+	_, _ = io.CopyN(io.Discard, body, 4<<10)
+	_ = body.Close()
+}

@@ -1,0 +1,207 @@
+package connector
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// shutdownTimeout bounds the wait for handlers when ServeListener stops.
+const shutdownTimeout = 5 * time.Second
+
+// Headers forwarded from the agent to the gateway; every other header
+// (Authorization, Cookie, Proxy-*, hop-by-hop headers...) is dropped: the
+// node's mTLS identity is the only credential the gateway sees.
+var forwardRequestHeaders = []string{
+	"Accept",
+	"Content-Type",
+	"Last-Event-Id",
+}
+
+// Headers relayed from the gateway to the agent.
+var forwardResponseHeaders = []string{
+	"Content-Type",
+	"Cache-Control",
+	"Mcp-Session-Id",
+	"Mcp-Protocol-Version",
+	"Allow",
+	"Retry-After",
+}
+
+// ServeListener serves Streamable HTTP at http://127.0.0.1:PORT/mcp on ln,
+// which must be a loopback listener (see [Listen]), and forwards every
+// request to the gateway as a streaming reverse proxy. It refuses requests
+// whose Host is not a loopback name with ln's port, or whose Origin is not a
+// loopback origin, with 403. It returns when ctx is done and the server has
+// shut down (open streams are closed); it closes ln.
+func (c *Connector) ServeListener(ctx context.Context, ln net.Listener) error {
+	port, err := loopbackPort(ln.Addr())
+	if err != nil {
+		ln.Close()
+		return fmt.Errorf("serve listener: %w", err)
+	}
+	// Handlers run on a context of their own that ends after ctx, so that
+	// upstream requests and streams stop when the server shuts down.
+	hctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	defer cancel()
+	p := &proxy{c: c, port: port}
+	srv := &http.Server{
+		Handler:           p,
+		ReadHeaderTimeout: 10 * time.Second,
+		BaseContext:       func(net.Listener) context.Context { return hctx },
+	}
+	serveErr := make(chan error, 1)
+	go func() { serveErr <- srv.Serve(ln) }()
+
+	select {
+	case err := <-serveErr:
+		cancel()
+		c.transport.CloseIdleConnections()
+		return fmt.Errorf("serve listener: %w", err)
+	case <-ctx.Done():
+	}
+	cancel()
+	sctx, stop := context.WithTimeout(context.Background(), shutdownTimeout)
+	defer stop()
+	err = srv.Shutdown(sctx)
+	if err != nil {
+		err = errors.Join(err, srv.Close())
+	}
+	<-serveErr // http.ErrServerClosed
+	c.transport.CloseIdleConnections()
+	if err != nil {
+		return fmt.Errorf("serve listener: shutdown: %w", err)
+	}
+	return nil
+}
+
+// proxy is the loopback HTTP handler.
+type proxy struct {
+	c    *Connector
+	port string
+}
+
+func (p *proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if !hostAllowed(r.Host, p.port) {
+		http.Error(w, "Forbidden: Host must be localhost, 127.0.0.1 or [::1] with this port", http.StatusForbidden)
+		return
+	}
+	if origin := r.Header.Get("Origin"); origin != "" && !originAllowed(origin) {
+		http.Error(w, "Forbidden: Origin is not a loopback origin", http.StatusForbidden)
+		return
+	}
+	if r.URL.Path != "/mcp" {
+		http.NotFound(w, r)
+		return
+	}
+	switch r.Method {
+	case http.MethodGet, http.MethodPost, http.MethodDelete:
+	default:
+		w.Header().Set("Allow", "GET, POST, DELETE")
+		http.Error(w, "Method Not Allowed", http.StatusMethodNotAllowed)
+		return
+	}
+
+	body := &replayGuard{r: r.Body}
+	resp, err := p.c.roundTrip(r.Context(), func(ctx context.Context, endpoint string) (*http.Request, error) {
+		if body.touched.Load() {
+			return nil, errNotReplayable
+		}
+		var b io.Reader = body
+		if r.ContentLength == 0 && r.Method != http.MethodPost {
+			b = nil
+		}
+		req, err := http.NewRequestWithContext(ctx, r.Method, endpoint, b)
+		if err != nil {
+			return nil, err
+		}
+		if b != nil {
+			req.ContentLength = r.ContentLength
+			if req.ContentLength == 0 {
+				req.Body = http.NoBody
+			}
+		}
+		copyHeaders(req.Header, r.Header, forwardRequestHeaders)
+		for k, vv := range r.Header {
+			if strings.HasPrefix(k, "Mcp-") {
+				req.Header[k] = vv
+			}
+		}
+		return req, nil
+	})
+	if err != nil {
+		if r.Context().Err() == nil {
+			p.c.log.Warn("gateway unreachable", "method", r.Method, "err", err)
+			http.Error(w, "Bad Gateway: gateway unreachable", http.StatusBadGateway)
+		}
+		return
+	}
+	defer resp.Body.Close()
+
+	copyHeaders(w.Header(), resp.Header, forwardResponseHeaders)
+	if resp.ContentLength >= 0 && mediaType(resp.Header.Get("Content-Type")) != "text/event-stream" {
+		w.Header().Set("Content-Length", fmt.Sprint(resp.ContentLength))
+	}
+	w.WriteHeader(resp.StatusCode)
+	if mediaType(resp.Header.Get("Content-Type")) == "text/event-stream" {
+		streamFlushing(w, resp.Body)
+		return
+	}
+	bp := copyBufPool.Get().(*[]byte)
+	_, _ = io.CopyBuffer(w, resp.Body, *bp)
+	copyBufPool.Put(bp)
+}
+
+var copyBufPool = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
+
+// streamFlushing copies an SSE body, flushing after every read so that each
+// event reaches the agent as soon as the gateway sent it.
+func streamFlushing(w http.ResponseWriter, body io.Reader) {
+	rc := http.NewResponseController(w)
+	_ = rc.Flush() // send the headers now: the first event may take a while
+	bp := copyBufPool.Get().(*[]byte)
+	defer copyBufPool.Put(bp)
+	buf := *bp
+	for {
+		n, err := body.Read(buf)
+		if n > 0 {
+			if _, werr := w.Write(buf[:n]); werr != nil {
+				return
+			}
+			if ferr := rc.Flush(); ferr != nil {
+				return
+			}
+		}
+		if err != nil {
+			return
+		}
+	}
+}
+
+func copyHeaders(dst, src http.Header, names []string) {
+	for _, k := range names {
+		if vv, ok := src[k]; ok {
+			dst[k] = vv
+		}
+	}
+}
+
+// replayGuard is a request body that records whether it was read, so a
+// request whose body was never touched can be retried with the same body
+// without buffering it. Close is left to the server.
+type replayGuard struct {
+	r       io.Reader
+	touched atomic.Bool
+}
+
+func (g *replayGuard) Read(p []byte) (int, error) {
+	g.touched.Store(true)
+	return g.r.Read(p)
+}
