@@ -1,11 +1,3 @@
-// Package audit is agentmesh's audit trail: typed events, the local spool
-// that gateways write before anything is acknowledged, shipping to the
-// coordinator, the coordinator's hash-chained store with signed checkpoints,
-// verification and queries.
-//
-// Audit is not logging. An event is never dropped: a full queue makes the
-// caller wait, a coordinator that is away makes the spool grow, and an event
-// is removed from the spool only after the coordinator acknowledged it.
 package audit
 
 import (
@@ -37,7 +29,14 @@ const (
 
 // Event is one audit record. Fields that do not apply are left empty.
 type Event struct {
-	V    int       `json:"v"`
+	// V is the encoding version, SchemaVersion for events written by this
+	// code.
+	V int `json:"v"`
+	// Seq is the event's position in the coordinator's hash chain. The
+	// store assigns it; it is zero in events that have not been stored
+	// (in the spool, on the wire to the coordinator) and it is not part of
+	// the canonical encoding, so a sender cannot choose it.
+	Seq  int64     `json:"seq,omitempty"`
 	ID   string    `json:"id"`
 	Time time.Time `json:"time"`
 	Kind Kind      `json:"kind"`

@@ -1,0 +1,153 @@
+package audit
+
+import (
+	"context"
+	"fmt"
+	"path/filepath"
+	"testing"
+	"time"
+)
+
+// BenchmarkSpoolAppend measures what a gateway request pays to record one
+// event: validation, encoding and queueing (the group commit runs in the
+// writer goroutine; a full queue makes Append wait for it, so sustained
+// throughput is bounded by the disk).
+func BenchmarkSpoolAppend(b *testing.B) {
+	for _, parallel := range []bool{false, true} {
+		name := "serial"
+		if parallel {
+			name = "parallel"
+		}
+		b.Run(name, func(b *testing.B) {
+			s, err := OpenSpool(b.TempDir(), SpoolOptions{QueueSize: 8192})
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer s.Close()
+			ctx := context.Background()
+			e := testEvent(1)
+			b.ReportAllocs()
+			b.ResetTimer()
+			if parallel {
+				b.RunParallel(func(pb *testing.PB) {
+					e := e
+					for pb.Next() {
+						if err := s.Append(ctx, &e); err != nil {
+							b.Error(err)
+							return
+						}
+					}
+				})
+			} else {
+				for b.Loop() {
+					if err := s.Append(ctx, &e); err != nil {
+						b.Fatal(err)
+					}
+				}
+			}
+			if err := s.Flush(ctx); err != nil {
+				b.Fatal(err)
+			}
+			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "events/s")
+		})
+	}
+}
+
+// BenchmarkSpoolAppendSync is the cost of waiting for durability per event
+// when many requests wait at once (they share fsyncs).
+func BenchmarkSpoolAppendSync(b *testing.B) {
+	s, err := OpenSpool(b.TempDir(), SpoolOptions{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer s.Close()
+	ctx := context.Background()
+	b.SetParallelism(64)
+	b.RunParallel(func(pb *testing.PB) {
+		e := testEvent(1)
+		for pb.Next() {
+			if err := s.AppendSync(ctx, &e); err != nil {
+				b.Error(err)
+				return
+			}
+		}
+	})
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "events/s")
+}
+
+// BenchmarkStoreAppend measures sustained ingest with the hash chain, in
+// batches of 1000 (one transaction each). One op is one event.
+func BenchmarkStoreAppend(b *testing.B) {
+	s, _, _ := testStore(b, StoreOptions{})
+	ctx := context.Background()
+	const batch = 1000
+	events := make([]Event, batch)
+	n := 0
+	b.ResetTimer()
+	for i := 0; i < b.N; i += batch {
+		b.StopTimer()
+		for j := range events {
+			events[j] = testEvent(n)
+			n++
+		}
+		b.StartTimer()
+		if _, err := s.Append(ctx, events[:min(batch, b.N-i)]); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "events/s")
+}
+
+// BenchmarkQuery1M runs filtered queries over 1,000,000 stored events. The
+// database is built once (about half a minute) before the sub-benchmarks;
+// it runs only with -bench and not with -short.
+func BenchmarkQuery1M(b *testing.B) {
+	if testing.Short() {
+		b.Skip("builds a 1,000,000-event database")
+	}
+	const total = 1_000_000
+	s, db, _ := testStore(b, StoreOptions{CheckpointEvents: 100_000})
+	ctx := context.Background()
+	start := time.Now()
+	events := make([]Event, 10_000)
+	for i := 0; i < total; i += len(events) {
+		for j := range events {
+			events[j] = testEvent(i + j)
+			// Make denies rarer and spread agents wider than the tests do.
+			events[j].Src = fmt.Sprintf("spiffe://mesh.test/agent/a%d", (i+j)%50)
+			events[j].Decision = Allow
+			if (i+j)%20 == 7 {
+				events[j].Decision = Deny // 5% denied
+			}
+		}
+		if _, err := s.Append(ctx, events); err != nil {
+			b.Fatal(err)
+		}
+	}
+	if _, err := db.ExecContext(ctx, `ANALYZE`); err != nil {
+		b.Fatal(err)
+	}
+	b.Logf("built %d events in %v (%s)", total, time.Since(start).Round(time.Millisecond), filepath.Base(b.TempDir()))
+	tests := []struct {
+		name string
+		f    Filter
+	}{
+		// The CLI's default: newest 100 matching.
+		{"src+deny/newest100", Filter{Src: "agent:a7", Decision: Deny, Limit: 100}},
+		{"tool/last-hour", Filter{Tool: "tool3", Since: testBase.Add(total*time.Second - time.Hour)}},
+		{"dst+deny/all", Filter{Dst: "tool:t1", Decision: Deny}},
+		{"follow/after-seq", Filter{AfterSeq: total - 1000, Ascending: true}},
+	}
+	for _, tt := range tests {
+		b.Run(tt.name, func(b *testing.B) {
+			rows := 0
+			for b.Loop() {
+				rows = 0
+				if err := s.Query(ctx, tt.f, func(Event) error { rows++; return nil }); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.ReportMetric(float64(rows), "rows/op")
+		})
+	}
+}

@@ -1,0 +1,90 @@
+// Package audit is agentmesh's audit trail: typed events, the local spool
+// that gateways write before anything is acknowledged, shipping to the
+// coordinator, the coordinator's hash-chained store with signed checkpoints,
+// verification, retention and queries.
+//
+// Audit is not logging. An event is never dropped: a full queue makes the
+// caller wait, a coordinator that is away makes the spool grow, and an event
+// is removed from the spool only after the coordinator acknowledged it.
+//
+// # Flow
+//
+// A gateway opens a Spool in its state directory and calls Append for every
+// decision. Ship reads the spool in batches and hands them to a Sender (the
+// control client, over mTLS); a batch is acknowledged in the spool only after
+// Send succeeded. The coordinator validates each received Event and calls
+// (*Store).Append, which is idempotent by event id, so a batch re-sent after a
+// lost acknowledgement or a gateway restart adds nothing. Admin actions at the
+// coordinator are appended to the same Store.
+//
+// # Spool guarantees
+//
+//   - Append validates and encodes the event in the caller's goroutine and
+//     puts it on a bounded in-memory queue; when the queue is full it waits
+//     (or returns ctx's error) and never drops. It returns before the event
+//     is on disk. The spool's writer goroutine takes everything queued,
+//     writes it with one write call and fsyncs it (group commit); it starts
+//     the next commit as soon as the previous one finished, so an event is
+//     durable one fsync after it was queued (well under 50 ms on any working
+//     disk), and under load one fsync covers thousands of events.
+//   - AppendSync returns only once the event is fsynced. Flush returns once
+//     every event whose Append returned before Flush was called is fsynced.
+//     A gateway that must not answer a request before its audit record is
+//     durable uses AppendSync; a SIGKILL after AppendSync or Flush returned
+//     loses nothing.
+//   - If a write or fsync fails the spool stops: every waiting and later
+//     call returns the error, so callers fail closed instead of serving
+//     unaudited requests.
+//
+// The spool's on-disk format is a directory of append-only segment files of
+// CRC-checked, length-prefixed records, and an ack file replaced atomically
+// (write, fsync, rename, fsync directory). A torn record at the end of the
+// newest segment (a crash during a write that was never reported durable) is
+// cut off when the spool is opened; a bad record anywhere else is reported as
+// ErrCorrupt rather than skipped.
+//
+// # Hash chain and canonical encoding
+//
+// The canonical encoding of an event (Canonical) is encoding/json applied to
+// the Event struct with Seq cleared and Time converted to UTC: fields in
+// struct order, empty optional fields omitted, Time as RFC 3339 with
+// nanoseconds and a "Z" suffix. Decoding canonical bytes and encoding the
+// result again yields identical bytes; the tests check it.
+//
+// The store numbers events 1, 2, 3, ... in the order it accepts them and
+// computes
+//
+//	hash(seq) = SHA-256("agentmesh audit chain v1\x00" || hash(seq-1) || uint64be(seq) || canonical)
+//
+// with hash(0) 32 zero bytes. Because seq and the previous hash are inside
+// the hashed bytes, editing, deleting, inserting or reordering rows changes
+// every following hash. A checkpoint is an ed25519 signature over
+// ("agentmesh audit checkpoint v1\x00" || uint64be(seq) || hash(seq) ||
+// int64be(unix nanoseconds)); the public key is distributed to nodes with the
+// CA bundle (EncodePublicKey).
+//
+// # Threat model
+//
+// The store defends against someone who can read and write the coordinator's
+// database file but does not hold the audit signing key: a compromised
+// backup, an operator editing rows to hide an action, a restore of an older
+// copy. Verify recomputes the chain and checks every checkpoint signature, so
+// any change to a row covered by a checkpoint is reported with the first
+// broken seq and id. Its limit: rows after the newest checkpoint are only
+// chained, not signed, so an attacker who deletes the newest rows together
+// with any checkpoint covering them, or who appends forged rows at the end,
+// is not detected. Keep checkpoints frequent (StoreOptions.CheckpointEvery
+// and CheckpointEvents) and keep copies of checkpoints elsewhere (nodes and
+// exports) to shrink that window. Someone who holds the signing key can
+// rewrite history; protect the key file like the CA key.
+//
+// Pruning deletes old events only up to a signed checkpoint and records a
+// signed prune point, so Verify starts from a signed position and pruning
+// cannot be used to hide tampering. Deleting the prune point is detected as
+// missing rows.
+//
+// The spool defends against crashes, not against local attackers: whoever
+// can write the gateway's state directory can already act as the gateway.
+// Its CRCs detect torn writes and media errors, not deliberate edits; the
+// coordinator's validation (Event.Validate) rejects garbage.
+package audit

@@ -1,0 +1,106 @@
+package audit
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"time"
+)
+
+// Sender delivers a batch of events to the coordinator. A nil error means
+// the coordinator stored all of them (durably); anything else means the
+// batch will be sent again, so the receiver must be idempotent by event id.
+// controlclient.Client implements it.
+type Sender interface {
+	Send(ctx context.Context, events []Event) error
+}
+
+// ShipOptions configures Ship. The zero value is usable.
+type ShipOptions struct {
+	// MaxBatch is the most events sent in one call. Zero means 1000.
+	MaxBatch int
+	// MinBackoff is the wait after the first failed send; it doubles on
+	// each further failure up to MaxBackoff. Zero means 500 ms and 30 s.
+	MinBackoff, MaxBackoff time.Duration
+	// After returns a channel that fires after d, as time.After does (nil
+	// means time.After). Tests inject it so they never sleep.
+	After func(d time.Duration) <-chan time.Time
+	// Jitter returns a number in [0, 1) that spreads retries of many
+	// gateways apart; nil means math/rand/v2.
+	Jitter func() float64
+	// Logger receives failed sends; nil discards.
+	Logger *slog.Logger
+}
+
+// Ship sends the spool's events to sender until ctx is done or the spool is
+// closed: it reads a batch, sends it, and acknowledges it only after the
+// send succeeded. A failed send is retried, with exponential backoff and
+// jitter, for as long as it takes; events are never skipped. It returns nil
+// when the spool was closed and ctx's error when ctx ended.
+func Ship(ctx context.Context, spool *Spool, sender Sender, opts ShipOptions) error {
+	if opts.MaxBatch <= 0 {
+		opts.MaxBatch = 1000
+	}
+	if opts.MinBackoff <= 0 {
+		opts.MinBackoff = 500 * time.Millisecond
+	}
+	if opts.MaxBackoff < opts.MinBackoff {
+		opts.MaxBackoff = max(30*time.Second, opts.MinBackoff)
+	}
+	if opts.After == nil {
+		opts.After = time.After
+	}
+	if opts.Jitter == nil {
+		opts.Jitter = rand.Float64
+	}
+	log := opts.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	backoff := opts.MinBackoff
+	failures := 0
+	for {
+		b, err := spool.Next(ctx, opts.MaxBatch)
+		switch {
+		case errors.Is(err, ErrClosed):
+			return nil
+		case ctx.Err() != nil:
+			return ctx.Err()
+		case err != nil:
+			// A damaged spool or a failed writer: nothing more will
+			// come, and retrying would spin.
+			return fmt.Errorf("audit: ship: %w", err)
+		}
+		err = sender.Send(ctx, b.Events)
+		if err == nil {
+			if err := spool.Ack(b); err != nil {
+				if errors.Is(err, ErrClosed) {
+					return nil
+				}
+				return fmt.Errorf("audit: ship: %w", err)
+			}
+			if failures > 0 {
+				log.Info("audit: shipping resumed", "failures", failures)
+			}
+			backoff, failures = opts.MinBackoff, 0
+			continue
+		}
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		failures++
+		// Equal jitter: wait between half and all of the backoff.
+		wait := backoff/2 + time.Duration(opts.Jitter()*float64(backoff/2))
+		log.Warn("audit: ship failed; will retry", "err", err, "events", len(b.Events), "failures", failures, "retry_in", wait)
+		select {
+		case <-opts.After(wait):
+		case <-spool.closing:
+			return nil
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+		backoff = min(backoff*2, opts.MaxBackoff)
+	}
+}

@@ -1,0 +1,372 @@
+package audit
+
+import (
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"testing"
+)
+
+// appendAll appends events and flushes them.
+func appendAll(t *testing.T, s *Spool, events []Event) {
+	t.Helper()
+	ctx := context.Background()
+	for i := range events {
+		if err := s.Append(ctx, &events[i]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// drain reads every pending event without acknowledging.
+func drain(t *testing.T, s *Spool) []Event {
+	t.Helper()
+	n := s.Pending()
+	if n == 0 {
+		return nil
+	}
+	b, err := s.Next(context.Background(), int(n))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b.Events
+}
+
+func wantIDs(t *testing.T, got []Event, from, n int) {
+	t.Helper()
+	if len(got) != n {
+		t.Fatalf("got %d events, want %d", len(got), n)
+	}
+	for i, e := range got {
+		if want := testEvent(from + i).ID; e.ID != want {
+			t.Fatalf("event %d has id %s, want %s", i, e.ID, want)
+		}
+	}
+}
+
+func TestSpoolKeepsEventsAcrossReopen(t *testing.T) {
+	dir := t.TempDir()
+	s, err := OpenSpool(dir, SpoolOptions{SegmentSize: 4 << 10})
+	if err != nil {
+		t.Fatal(err)
+	}
+	appendAll(t, s, testEvents(0, 300))
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatalf("second Close: %v", err)
+	}
+	segs, _ := filepath.Glob(filepath.Join(dir, "seg-*.log"))
+	if len(segs) < 2 {
+		t.Fatalf("%d segments, want rotation into several", len(segs))
+	}
+	s = openTestSpool(t, dir, SpoolOptions{SegmentSize: 4 << 10})
+	got := drain(t, s)
+	wantIDs(t, got, 0, 300)
+	if got[5] != testEvent(5) {
+		t.Fatalf("event changed on disk:\n%+v\n%+v", got[5], testEvent(5))
+	}
+}
+
+func TestSpoolTruncatesTornTailAndKeepsEarlierRecords(t *testing.T) {
+	tests := []struct {
+		name   string
+		damage func(t *testing.T, path string, size int64)
+	}{
+		{"partial header", func(t *testing.T, path string, _ int64) { appendBytes(t, path, []byte{0, 0, 1}) }},
+		{"partial payload", func(t *testing.T, path string, _ int64) {
+			rec, err := encodeRecord(ptr(testEvent(99)))
+			if err != nil {
+				t.Fatal(err)
+			}
+			appendBytes(t, path, rec[:len(rec)/2])
+		}},
+		{"zero-filled tail", func(t *testing.T, path string, _ int64) { appendBytes(t, path, make([]byte, 4096)) }},
+		{"last record flipped", func(t *testing.T, path string, size int64) {
+			f, err := os.OpenFile(path, os.O_RDWR, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer f.Close()
+			b := []byte{0}
+			if _, err := f.ReadAt(b, size-3); err != nil {
+				t.Fatal(err)
+			}
+			b[0] ^= 0x40
+			if _, err := f.WriteAt(b, size-3); err != nil {
+				t.Fatal(err)
+			}
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			dir := t.TempDir()
+			s, err := OpenSpool(dir, SpoolOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			appendAll(t, s, testEvents(0, 10))
+			s.Close()
+			path := segmentPath(dir, 0)
+			fi, err := os.Stat(path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			tt.damage(t, path, fi.Size())
+			s = openTestSpool(t, dir, SpoolOptions{})
+			want := 10
+			if tt.name == "last record flipped" {
+				want = 9
+			}
+			wantIDs(t, drain(t, s), 0, want)
+			// The spool keeps working after the repair.
+			appendAll(t, s, testEvents(100, 1))
+			got := drain(t, s)
+			if got[len(got)-1].ID != testEvent(100).ID {
+				t.Fatalf("event appended after repair is missing")
+			}
+		})
+	}
+}
+
+func TestSpoolReportsDamageBeforeTheTailAsCorrupt(t *testing.T) {
+	dir := t.TempDir()
+	s, err := OpenSpool(dir, SpoolOptions{SegmentSize: 2 << 10})
+	if err != nil {
+		t.Fatal(err)
+	}
+	appendAll(t, s, testEvents(0, 50))
+	s.Close()
+	f, err := os.OpenFile(segmentPath(dir, 0), os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.WriteAt([]byte("XX"), 20); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	if s, err := OpenSpool(dir, SpoolOptions{SegmentSize: 2 << 10}); !errors.Is(err, ErrCorrupt) {
+		if s != nil {
+			s.Close()
+		}
+		t.Fatalf("OpenSpool = %v, want ErrCorrupt", err)
+	}
+}
+
+func TestSpoolAckSurvivesReopenAndDeletesSegments(t *testing.T) {
+	dir := t.TempDir()
+	opts := SpoolOptions{SegmentSize: 4 << 10}
+	s, err := OpenSpool(dir, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	appendAll(t, s, testEvents(0, 200))
+	before, _ := filepath.Glob(filepath.Join(dir, "seg-*.log"))
+	b, err := s.Next(context.Background(), 150)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantIDs(t, b.Events, 0, 150)
+	if err := s.Ack(b); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Ack(b); err != nil {
+		t.Fatalf("repeated Ack: %v", err)
+	}
+	after, _ := filepath.Glob(filepath.Join(dir, "seg-*.log"))
+	if len(after) >= len(before) {
+		t.Fatalf("segments %d -> %d: acknowledged segments not deleted", len(before), len(after))
+	}
+	s.Close()
+	s = openTestSpool(t, dir, opts)
+	wantIDs(t, drain(t, s), 150, 50)
+}
+
+func TestSpoolNextRepeatsUntilAck(t *testing.T) {
+	s := openTestSpool(t, t.TempDir(), SpoolOptions{})
+	appendAll(t, s, testEvents(0, 5))
+	ctx := context.Background()
+	first, err := s.Next(ctx, 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	again, err := s.Next(ctx, 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantIDs(t, first.Events, 0, 3)
+	wantIDs(t, again.Events, 0, 3)
+	if err := s.Ack(first); err != nil {
+		t.Fatal(err)
+	}
+	rest, err := s.Next(ctx, 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantIDs(t, rest.Events, 3, 2)
+	// A batch that skips unacknowledged events cannot be acked.
+	if err := s.Ack(Batch{spool: s, from: 4, to: 5}); !errors.Is(err, ErrAckMismatch) {
+		t.Fatalf("Ack of a gap = %v, want ErrAckMismatch", err)
+	}
+	other := openTestSpool(t, t.TempDir(), SpoolOptions{})
+	if err := other.Ack(rest); !errors.Is(err, ErrAckMismatch) {
+		t.Fatalf("Ack on another spool = %v, want ErrAckMismatch", err)
+	}
+}
+
+func TestSpoolNextWaitsForDurableEvents(t *testing.T) {
+	s := openTestSpool(t, t.TempDir(), SpoolOptions{})
+	got := make(chan Batch, 1)
+	errc := make(chan error, 1)
+	go func() {
+		b, err := s.Next(context.Background(), 10)
+		got <- b
+		errc <- err
+	}()
+	e := testEvent(0)
+	if err := s.AppendSync(context.Background(), &e); err != nil {
+		t.Fatal(err)
+	}
+	b := <-got
+	if err := <-errc; err != nil {
+		t.Fatal(err)
+	}
+	wantIDs(t, b.Events, 0, 1)
+
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if err := s.Ack(b); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Next(ctx, 10); !errors.Is(err, context.Canceled) {
+		t.Fatalf("Next with cancelled ctx = %v", err)
+	}
+}
+
+func TestSpoolFullQueueBlocksUntilWriterFreesOrCtxEnds(t *testing.T) {
+	entered := make(chan struct{}, 10)
+	release := make(chan struct{})
+	s := openTestSpool(t, t.TempDir(), SpoolOptions{
+		QueueSize: 1,
+		beforeCommit: func() {
+			entered <- struct{}{}
+			<-release
+		},
+	})
+	ctx := context.Background()
+	e0, e1, e2 := testEvent(0), testEvent(1), testEvent(2)
+	if err := s.Append(ctx, &e0); err != nil {
+		t.Fatal(err)
+	}
+	<-entered // the writer holds e0 and waits
+	if err := s.Append(ctx, &e1); err != nil {
+		t.Fatal(err) // fills the queue
+	}
+
+	// The queue is full: Append waits, and gives up when its ctx ends.
+	cctx, cancel := context.WithCancel(ctx)
+	blocked := make(chan error, 1)
+	go func() { blocked <- s.Append(cctx, &e2) }()
+	cancel()
+	if err := <-blocked; !errors.Is(err, context.Canceled) {
+		t.Fatalf("Append on a full queue with cancelled ctx = %v, want context.Canceled", err)
+	}
+
+	// A waiting Append goes through once the writer makes room.
+	done := make(chan error, 1)
+	go func() { done <- s.Append(ctx, &e2) }()
+	release <- struct{}{} // commit e0
+	<-entered
+	release <- struct{}{} // commit e1 (or e1 and e2)
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	close(release)
+	if err := s.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	wantIDs(t, drain(t, s), 0, 3)
+}
+
+func TestSpoolCloseUnblocksWaitingAppendAndKeepsQueuedEvents(t *testing.T) {
+	dir := t.TempDir()
+	entered := make(chan struct{}, 10)
+	release := make(chan struct{})
+	s, err := OpenSpool(dir, SpoolOptions{
+		QueueSize: 1,
+		beforeCommit: func() {
+			entered <- struct{}{}
+			<-release
+		},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	e0, e1, e2 := testEvent(0), testEvent(1), testEvent(2)
+	s.Append(ctx, &e0)
+	<-entered
+	s.Append(ctx, &e1)
+	blocked := make(chan error, 1)
+	go func() { blocked <- s.Append(ctx, &e2) }()
+	closed := make(chan error, 1)
+	go func() { closed <- s.Close() }()
+	if err := <-blocked; !errors.Is(err, ErrClosed) {
+		t.Fatalf("Append blocked during Close = %v, want ErrClosed", err)
+	}
+	close(release)
+	if err := <-closed; err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Append(ctx, &e2); !errors.Is(err, ErrClosed) {
+		t.Fatalf("Append after Close = %v, want ErrClosed", err)
+	}
+	s = openTestSpool(t, dir, SpoolOptions{})
+	wantIDs(t, drain(t, s), 0, 2)
+}
+
+func TestSpoolRejectsInvalidEventAndSecondOpener(t *testing.T) {
+	dir := t.TempDir()
+	s := openTestSpool(t, dir, SpoolOptions{})
+	bad := testEvent(0)
+	bad.Kind = "nonsense"
+	if err := s.Append(context.Background(), &bad); !errors.Is(err, ErrInvalidEvent) {
+		t.Fatalf("Append of invalid event = %v, want ErrInvalidEvent", err)
+	}
+	if s2, err := OpenSpool(dir, SpoolOptions{}); err == nil {
+		s2.Close()
+		t.Fatal("a second OpenSpool of the same directory succeeded")
+	}
+}
+
+func TestSpoolRejectsMalformedAckFile(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, ackFile), []byte("12\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if s, err := OpenSpool(dir, SpoolOptions{}); !errors.Is(err, ErrCorrupt) {
+		if s != nil {
+			s.Close()
+		}
+		t.Fatalf("OpenSpool = %v, want ErrCorrupt", err)
+	}
+}
+
+func appendBytes(t *testing.T, path string, b []byte) {
+	t.Helper()
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if _, err := f.Write(b); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func ptr[T any](v T) *T { return &v }

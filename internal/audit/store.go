@@ -1,0 +1,404 @@
+package audit
+
+import (
+	"context"
+	"crypto"
+	"crypto/ed25519"
+	"crypto/rand"
+	"crypto/x509"
+	"database/sql"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"agentmesh/internal/store"
+)
+
+// migrations are the audit store's schema steps (owner "audit").
+//
+// audit_events keeps each event's canonical encoding in body (exactly the
+// bytes the chain hashes) and copies the fields queries filter on into
+// indexed columns; Verify checks that the copies agree with body. src_sel
+// and dst_sel hold the short selector form ("agent:NAME") of a SPIFFE ID so
+// that selector filters use an index.
+var migrations = []store.Migration{
+	{Version: 1, SQL: `
+CREATE TABLE audit_events (
+	seq      INTEGER PRIMARY KEY,
+	id       TEXT    NOT NULL UNIQUE,
+	time_ns  INTEGER NOT NULL,
+	kind     TEXT    NOT NULL,
+	src      TEXT    NOT NULL,
+	src_sel  TEXT    NOT NULL,
+	dst      TEXT    NOT NULL,
+	dst_sel  TEXT    NOT NULL,
+	method   TEXT    NOT NULL,
+	tool     TEXT    NOT NULL,
+	decision TEXT    NOT NULL,
+	body     BLOB    NOT NULL,
+	hash     BLOB    NOT NULL
+);
+CREATE INDEX audit_events_time ON audit_events(time_ns);
+CREATE INDEX audit_events_src ON audit_events(src_sel);
+CREATE INDEX audit_events_dst ON audit_events(dst_sel);
+CREATE INDEX audit_events_tool ON audit_events(tool);
+CREATE TABLE audit_checkpoints (
+	id      INTEGER PRIMARY KEY,
+	seq     INTEGER NOT NULL,
+	head    BLOB    NOT NULL,
+	time_ns INTEGER NOT NULL,
+	sig     BLOB    NOT NULL
+);
+CREATE INDEX audit_checkpoints_seq ON audit_checkpoints(seq);
+CREATE TABLE audit_prune (
+	id        INTEGER PRIMARY KEY CHECK (id = 1),
+	seq       INTEGER NOT NULL,
+	head      BLOB    NOT NULL,
+	before_ns INTEGER NOT NULL,
+	time_ns   INTEGER NOT NULL,
+	sig       BLOB    NOT NULL
+);
+`},
+}
+
+const insertEvent = `INSERT INTO audit_events
+	(seq, id, time_ns, kind, src, src_sel, dst, dst_sel, method, tool, decision, body, hash)
+	VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+	ON CONFLICT(id) DO NOTHING`
+
+// StoreOptions configures a Store. The zero value is usable.
+type StoreOptions struct {
+	// CheckpointEvery is how often Run signs a checkpoint (when events
+	// were added since the last one). Zero means one minute.
+	CheckpointEvery time.Duration
+	// CheckpointEvents makes Append sign a checkpoint once this many
+	// events were added since the last one, bounding the unsigned tail.
+	// Zero means 10,000; negative disables it.
+	CheckpointEvents int64
+	// Now returns the current time for checkpoints and prune points; nil
+	// means time.Now.
+	Now func() time.Time
+	// After returns a channel that fires after d (nil means time.After);
+	// Run uses it to schedule checkpoints.
+	After func(d time.Duration) <-chan time.Time
+	// Logger receives failed periodic checkpoints; nil discards.
+	Logger *slog.Logger
+}
+
+// Store is the coordinator's audit trail: a hash chain of events in SQLite
+// with signed checkpoints. Its methods are safe for concurrent use; the
+// Store must be the only writer of its tables.
+type Store struct {
+	db     *sql.DB
+	signer crypto.Signer
+	pub    ed25519.PublicKey
+	opts   StoreOptions
+	log    *slog.Logger
+
+	mu      sync.Mutex // serialises writers and guards the head below
+	seq     int64      // seq of the newest event (or of the prune point)
+	head    Hash       // its chain hash
+	ckptSeq int64      // seq of the newest checkpoint
+	stale   bool       // a write failed: reload the head before the next one
+}
+
+// NewStore applies the audit schema to db and returns a Store that signs
+// checkpoints with signer, whose public key must be ed25519
+// (ed25519.PrivateKey is a crypto.Signer).
+func NewStore(ctx context.Context, db *sql.DB, signer crypto.Signer, opts StoreOptions) (*Store, error) {
+	if signer == nil {
+		return nil, fmt.Errorf("audit: new store: %w: no signer", ErrBadKey)
+	}
+	pub, ok := signer.Public().(ed25519.PublicKey)
+	if !ok {
+		return nil, fmt.Errorf("audit: new store: %w", ErrBadKey)
+	}
+	if opts.CheckpointEvery <= 0 {
+		opts.CheckpointEvery = time.Minute
+	}
+	if opts.CheckpointEvents == 0 {
+		opts.CheckpointEvents = 10_000
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	if opts.After == nil {
+		opts.After = time.After
+	}
+	s := &Store{db: db, signer: signer, pub: pub, opts: opts, log: opts.Logger}
+	if s.log == nil {
+		s.log = slog.New(slog.DiscardHandler)
+	}
+	if err := store.Migrate(ctx, db, "audit", migrations); err != nil {
+		return nil, fmt.Errorf("audit: new store: %w", err)
+	}
+	if err := s.loadHead(ctx); err != nil {
+		return nil, fmt.Errorf("audit: new store: %w", err)
+	}
+	return s, nil
+}
+
+// loadHead reads the chain head: the newest event, or the prune point when
+// every event was pruned. s.mu must be held (or s unpublished).
+func (s *Store) loadHead(ctx context.Context) error {
+	s.seq, s.head, s.ckptSeq = 0, Hash{}, 0
+	var hash []byte
+	err := s.db.QueryRowContext(ctx, `SELECT seq, hash FROM audit_events ORDER BY seq DESC LIMIT 1`).Scan(&s.seq, &hash)
+	if errors.Is(err, sql.ErrNoRows) {
+		err = s.db.QueryRowContext(ctx, `SELECT seq, head FROM audit_prune WHERE id = 1`).Scan(&s.seq, &hash)
+		if errors.Is(err, sql.ErrNoRows) {
+			s.seq, hash, err = 0, make([]byte, HashSize), nil
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("load chain head: %w", err)
+	}
+	if len(hash) != HashSize {
+		return fmt.Errorf("load chain head: %w: hash of seq %d has %d bytes", ErrCorrupt, s.seq, len(hash))
+	}
+	copy(s.head[:], hash)
+	if err := s.db.QueryRowContext(ctx, `SELECT coalesce(max(seq), 0) FROM audit_checkpoints`).Scan(&s.ckptSeq); err != nil {
+		return fmt.Errorf("load checkpoint: %w", err)
+	}
+	s.stale = false
+	return nil
+}
+
+// PublicKey returns the key that verifies this store's checkpoints.
+func (s *Store) PublicKey() ed25519.PublicKey { return s.pub }
+
+// Head returns the seq and hash of the newest event in the chain.
+func (s *Store) Head() (int64, Hash) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.seq, s.head
+}
+
+// encodedEvent is an event ready to insert.
+type encodedEvent struct {
+	e         *Event
+	canonical []byte
+}
+
+// Append validates events and stores the new ones in one transaction,
+// each with the next seq and its chain hash. Events whose id is already
+// stored (including earlier in the same batch) are skipped, so delivering a
+// batch twice adds nothing. It returns how many events were added. Any
+// invalid event rejects the whole batch.
+func (s *Store) Append(ctx context.Context, events []Event) (int, error) {
+	if len(events) == 0 {
+		return 0, nil
+	}
+	enc := make([]encodedEvent, len(events))
+	for i := range events {
+		e := &events[i]
+		c, err := e.encodeValid()
+		if err != nil {
+			return 0, fmt.Errorf("audit: append: event %d: %w", i, err)
+		}
+		enc[i] = encodedEvent{e: e, canonical: c}
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.stale {
+		if err := s.loadHead(ctx); err != nil {
+			return 0, fmt.Errorf("audit: append: %w", err)
+		}
+	}
+	added, err := s.insert(ctx, enc)
+	if err != nil {
+		s.stale = true
+		return 0, fmt.Errorf("audit: append: %w", err)
+	}
+	if n := s.opts.CheckpointEvents; n > 0 && s.seq-s.ckptSeq >= n {
+		if err := s.checkpointLocked(ctx); err != nil {
+			// The events are stored; the next checkpoint covers them.
+			s.log.Warn("audit: checkpoint after append", "err", err)
+		}
+	}
+	return added, nil
+}
+
+// insert runs the append transaction and advances the head on commit.
+// s.mu must be held.
+func (s *Store) insert(ctx context.Context, enc []encodedEvent) (int, error) {
+	tx, err := s.db.BeginTx(ctx, nil)
+	if err != nil {
+		return 0, err
+	}
+	defer tx.Rollback()
+	stmt, err := tx.PrepareContext(ctx, insertEvent)
+	if err != nil {
+		return 0, err
+	}
+	defer stmt.Close()
+	seq, head, added := s.seq, s.head, 0
+	for _, x := range enc {
+		e := x.e
+		next := seq + 1
+		h := ChainHash(head, next, x.canonical)
+		res, err := stmt.ExecContext(ctx, next, e.ID, e.Time.UnixNano(), string(e.Kind),
+			e.Src, selectorOf(e.Src), e.Dst, selectorOf(e.Dst), e.Method, e.Tool, e.Decision,
+			x.canonical, h[:])
+		if err != nil {
+			return 0, fmt.Errorf("insert %s: %w", e.ID, err)
+		}
+		n, err := res.RowsAffected()
+		if err != nil {
+			return 0, fmt.Errorf("insert %s: %w", e.ID, err)
+		}
+		if n == 1 {
+			seq, head = next, h
+			added++
+		}
+	}
+	if err := tx.Commit(); err != nil {
+		return 0, err
+	}
+	s.seq, s.head = seq, head
+	return added, nil
+}
+
+// Checkpoint signs the current head (seq, hash, time) and stores the
+// signature. It does nothing when no event was added since the last one.
+func (s *Store) Checkpoint(ctx context.Context) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.stale {
+		if err := s.loadHead(ctx); err != nil {
+			return fmt.Errorf("audit: checkpoint: %w", err)
+		}
+	}
+	return s.checkpointLocked(ctx)
+}
+
+func (s *Store) checkpointLocked(ctx context.Context) error {
+	if s.seq == 0 || s.seq == s.ckptSeq {
+		return nil
+	}
+	at := s.opts.Now().UnixNano()
+	sig, err := s.signer.Sign(rand.Reader, checkpointMessage(s.seq, s.head, at), crypto.Hash(0))
+	if err != nil {
+		return fmt.Errorf("audit: checkpoint: sign: %w", err)
+	}
+	if _, err := s.db.ExecContext(ctx, `INSERT INTO audit_checkpoints (seq, head, time_ns, sig) VALUES (?, ?, ?, ?)`,
+		s.seq, s.head[:], at, sig); err != nil {
+		return fmt.Errorf("audit: checkpoint: %w", err)
+	}
+	s.ckptSeq = s.seq
+	return nil
+}
+
+// Run signs a checkpoint every CheckpointEvery until ctx is done, then
+// signs a last one. It returns ctx's error, joined with the last
+// checkpoint's error if that failed. Failed periodic checkpoints are
+// logged and retried at the next interval.
+func (s *Store) Run(ctx context.Context) error {
+	for {
+		select {
+		case <-s.opts.After(s.opts.CheckpointEvery):
+			if err := s.Checkpoint(ctx); err != nil && ctx.Err() == nil {
+				s.log.Error("audit: periodic checkpoint", "err", err)
+			}
+		case <-ctx.Done():
+			return errors.Join(ctx.Err(), s.Checkpoint(context.WithoutCancel(ctx)))
+		}
+	}
+}
+
+// Prune deletes events up to the newest signed checkpoint that lies before
+// the first event at or after before, so that what remains starts at a
+// signed position. It refuses to prune a trail that fails Verify, since
+// pruning would destroy the evidence. It records a signed prune point that
+// Verify starts from, deletes the checkpoints before it, and returns how
+// many events it deleted (0 when no checkpoint allows pruning).
+func (s *Store) Prune(ctx context.Context, before time.Time) (int64, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	rep, err := Verify(ctx, s.db, s.pub)
+	if err != nil {
+		return 0, fmt.Errorf("audit: prune: %w", err)
+	}
+	if !rep.OK {
+		return 0, fmt.Errorf("audit: prune: %w: refusing to prune a trail that fails verification: %s", ErrCorrupt, rep)
+	}
+	beforeNS := before.UnixNano()
+	var firstKeep int64
+	if err := s.db.QueryRowContext(ctx, `SELECT coalesce(min(seq), ?) FROM audit_events WHERE time_ns >= ?`,
+		s.seq+1, beforeNS).Scan(&firstKeep); err != nil {
+		return 0, fmt.Errorf("audit: prune: %w", err)
+	}
+	var cpSeq int64
+	var cpHead []byte
+	err = s.db.QueryRowContext(ctx, `SELECT seq, head FROM audit_checkpoints WHERE seq < ? AND seq > ?
+		ORDER BY seq DESC, id DESC LIMIT 1`, firstKeep, rep.PrunedThrough).Scan(&cpSeq, &cpHead)
+	if errors.Is(err, sql.ErrNoRows) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, fmt.Errorf("audit: prune: %w", err)
+	}
+	var head Hash
+	copy(head[:], cpHead)
+	sig, err := s.signer.Sign(rand.Reader, pruneMessage(cpSeq, head, beforeNS), crypto.Hash(0))
+	if err != nil {
+		return 0, fmt.Errorf("audit: prune: sign: %w", err)
+	}
+	tx, err := s.db.BeginTx(ctx, nil)
+	if err != nil {
+		return 0, fmt.Errorf("audit: prune: %w", err)
+	}
+	defer tx.Rollback()
+	res, err := tx.ExecContext(ctx, `DELETE FROM audit_events WHERE seq <= ?`, cpSeq)
+	if err != nil {
+		return 0, fmt.Errorf("audit: prune: %w", err)
+	}
+	deleted, err := res.RowsAffected()
+	if err != nil {
+		return 0, fmt.Errorf("audit: prune: %w", err)
+	}
+	if _, err := tx.ExecContext(ctx, `DELETE FROM audit_checkpoints WHERE seq < ?`, cpSeq); err != nil {
+		return 0, fmt.Errorf("audit: prune: %w", err)
+	}
+	if _, err := tx.ExecContext(ctx, `INSERT INTO audit_prune (id, seq, head, before_ns, time_ns, sig) VALUES (1, ?, ?, ?, ?, ?)
+		ON CONFLICT(id) DO UPDATE SET seq = excluded.seq, head = excluded.head, before_ns = excluded.before_ns,
+		time_ns = excluded.time_ns, sig = excluded.sig`,
+		cpSeq, head[:], beforeNS, s.opts.Now().UnixNano(), sig); err != nil {
+		return 0, fmt.Errorf("audit: prune: %w", err)
+	}
+	if err := tx.Commit(); err != nil {
+		return 0, fmt.Errorf("audit: prune: %w", err)
+	}
+	return deleted, nil
+}
+
+// EncodePublicKey returns pub as a PEM "PUBLIC KEY" block (PKIX), the form
+// nodes receive with the CA bundle.
+func EncodePublicKey(pub ed25519.PublicKey) []byte {
+	der, err := x509.MarshalPKIXPublicKey(pub)
+	if err != nil {
+		// Only a malformed key fails; an empty result verifies nothing.
+		return nil
+	}
+	return pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der})
+}
+
+// ParsePublicKey parses EncodePublicKey's output.
+func ParsePublicKey(b []byte) (ed25519.PublicKey, error) {
+	blk, _ := pem.Decode(b)
+	if blk == nil || blk.Type != "PUBLIC KEY" {
+		return nil, fmt.Errorf("audit: parse public key: %w: not a PEM PUBLIC KEY", ErrBadKey)
+	}
+	k, err := x509.ParsePKIXPublicKey(blk.Bytes)
+	if err != nil {
+		return nil, fmt.Errorf("audit: parse public key: %w", err)
+	}
+	pub, ok := k.(ed25519.PublicKey)
+	if !ok {
+		return nil, fmt.Errorf("audit: parse public key: %w", ErrBadKey)
+	}
+	return pub, nil
+}
