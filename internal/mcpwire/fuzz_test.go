@@ -1,0 +1,129 @@
+package mcpwire
+
+import (
+	"bytes"
+	"encoding/json"
+	"strings"
+	"testing"
+)
+
+var decodeSeeds = []string{
+	call(`{"name":"query","arguments":{"sql":"select 1","n":[1,2.5,{"x":null}]}}`),
+	call(`{"name":"a","Name":"b"}`),
+	call(`{"name":"a","na\u006de":"b"}`),
+	call(`{"name":"q","arguments":{"kind":1,"\u212aind":2}}`),
+	call(`{"name":"q","arguments":{"sql":1,"\u017fql":2}}`),
+	call(`{"name":"\ud83d\ude00\u0041"}`),
+	call(`{"name":"\ud800"}`),
+	call(`{"name":"a","name\u0000":"b"}`),
+	call("{\"name\":\"\xff\"}"),
+	`{"jsonrpc":"2.0","id":1,"method":"tools\u002fcall","params":{"name":"q"}}`,
+	`{"jsonrpc":"2.0","method":"notifications/initialized"}`,
+	`{"jsonrpc":"2.0","id":"x","result":{"tools":[{"name":"a"}]}}`,
+	`{"jsonrpc":"2.0","id":null,"error":{"code":-32700,"message":"m","data":[1]}}`,
+	`[{"jsonrpc":"2.0","id":1,"method":"a"},{"jsonrpc":"2.0","method":"b"}]`,
+	`[]`,
+	`{"jsonrpc":"2.0","id":1.0,"method":"x"}`,
+	`{"jsonrpc":"2.0","ID":1,"method":"x"}`,
+	`{"jsonrpc":"2.0","id":1,"method":"x",}`,
+	`{"jsonrpc":"2.0","id":1,"method":"x"} {}`,
+	`{"jsonrpc":"2.0","id":1,"method":"completion/complete","params":{"ref":{"type":"ref/prompt","name":"p"}}}`,
+	`{"jsonrpc":"2.0","id":1,"method":"resources/read","params":{"uri":"db://x","_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28"}}}`,
+	strings.Repeat("[", 100),
+	call(`{"name":"q","arguments":` + manyKeys(20, "") + `}`),
+}
+
+// FuzzDecode checks that Decode never panics and that whatever it accepts,
+// encoding/json also accepts and reads the same method, tool name and
+// arguments.
+func FuzzDecode(f *testing.F) {
+	for _, s := range decodeSeeds {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		msgs, batch, err := Decode(data, Limits{MaxDepth: 32})
+		if err != nil {
+			if msgs != nil {
+				t.Fatalf("messages returned with error %v", err)
+			}
+			return
+		}
+		if !json.Valid(data) {
+			t.Fatalf("Decode accepted what encoding/json calls invalid: %q", data)
+		}
+		if !batch && len(msgs) != 1 {
+			t.Fatalf("non-batch gave %d messages", len(msgs))
+		}
+		for i := range msgs {
+			m := &msgs[i]
+			checkAgainstStd(t, m)
+			again, _, err := Decode(m.Raw, Limits{MaxDepth: 32})
+			if err != nil || again[0].Method != m.Method || again[0].Kind != m.Kind || !bytes.Equal(again[0].ID, m.ID) {
+				t.Fatalf("re-decoding Raw %q: %v", m.Raw, err)
+			}
+			// The accessors must not panic on anything Decode accepts.
+			m.ToolCall()
+			m.ResourceURI()
+			m.PromptGet()
+			m.CompletionRef()
+			m.ProtocolVersionMeta()
+			if m.Result != nil && m.Result[0] == '{' {
+				FilterList(m.Result, "tools", func(string) bool { return true })
+			}
+		}
+	})
+}
+
+// FuzzFilterList checks that FilterList never panics and that its output is
+// strictly valid, keeps exactly the items keep allowed (by the name
+// encoding/json reads) and leaves every other member unchanged.
+func FuzzFilterList(f *testing.F) {
+	seeds := []string{
+		`{"tools":[{"name":"a","x":1},{"name":"bb"},{"name":"ccc","inputSchema":{}}],"nextCursor":"n","_meta":{}}`,
+		`{"tools":[{"name":"a","Name":"bb"},{"name":"a","name":"bb"},"x",null,{"nam\u0065":"dd"}]}`,
+		`{"tools":[],"tools":[]}`,
+		`{"tools":{"name":"a"}}`,
+		`{"tools":[{"name":"\ud800"}]}`,
+		` {"nextCursor":"c","tools":[ {"name":"a"} , {"name":"bb"} ]} `,
+	}
+	for i, s := range seeds {
+		f.Add([]byte(s), byte(i))
+	}
+	f.Fuzz(func(t *testing.T, data []byte, sel byte) {
+		keep := func(name string) bool { return (len(name)+int(sel))%2 == 0 }
+		out, kept, err := FilterList(data, "tools", keep)
+		if err != nil {
+			return
+		}
+		if err := Validate(out, Limits{MaxBytes: len(out)}); err != nil {
+			t.Fatalf("output %q invalid: %v", out, err)
+		}
+		var in, got map[string]json.RawMessage
+		if err := json.Unmarshal(data, &in); err != nil {
+			t.Fatalf("encoding/json rejects accepted input %q: %v", data, err)
+		}
+		if err := json.Unmarshal(out, &got); err != nil {
+			t.Fatalf("encoding/json rejects output %q: %v", out, err)
+		}
+		if len(in) != len(got) {
+			t.Fatalf("members changed: %q -> %q", data, out)
+		}
+		for k, v := range in {
+			if k != "tools" && !bytes.Equal(v, got[k]) {
+				t.Fatalf("member %q changed: %s -> %s", k, v, got[k])
+			}
+		}
+		var items []map[string]any
+		if err := json.Unmarshal(got["tools"], &items); err != nil {
+			t.Fatalf("output tools %s: %v", got["tools"], err)
+		}
+		if len(items) != len(kept) {
+			t.Fatalf("%d items but %d kept names", len(items), len(kept))
+		}
+		for i, item := range items {
+			if item["name"] != kept[i] || !keep(kept[i]) {
+				t.Fatalf("item %d name %v, kept %q", i, item["name"], kept[i])
+			}
+		}
+	})
+}

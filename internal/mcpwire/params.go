@@ -1,0 +1,288 @@
+package mcpwire
+
+import (
+	"encoding/json"
+	"fmt"
+)
+
+// MetaKeyProtocolVersion is the params._meta key that carries the protocol
+// version on every request from MCP 2026-07-28 on (SEP-2575).
+const MetaKeyProtocolVersion = "io.modelcontextprotocol/protocolVersion"
+
+// ToolCall is what a policy reads from the params of a tools/call request.
+type ToolCall struct {
+	Name      string          // unescaped tool name; never empty
+	Arguments map[string]any  // decoded with UseNumber (numbers are json.Number); nil when absent or null
+	Meta      json.RawMessage // params._meta as received; nil when absent
+}
+
+// Ref is the reference of a completion/complete request.
+type Ref struct {
+	Type string // "ref/prompt" or "ref/resource"
+	Name string // prompt name, set for "ref/prompt"
+	URI  string // resource URI or URI template, set for "ref/resource"
+}
+
+func invalidParams(format string, args ...any) error {
+	return fmt.Errorf("%w: %s", ErrInvalidParams, fmt.Sprintf(format, args...))
+}
+
+// paramsObject returns m.Params after checking that m is a request for one
+// of methods and that its params are a validated object.
+func (m *Message) paramsObject(op string, methods ...string) ([]byte, error) {
+	found := false
+	for _, meth := range methods {
+		found = found || m.Method == meth
+	}
+	if !found {
+		return nil, fmt.Errorf("%s: %w: method %q", op, ErrWrongMethod, m.Method)
+	}
+	p, err := m.validParams()
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", op, err)
+	}
+	if len(p) == 0 {
+		return nil, fmt.Errorf("%s: %w", op, invalidParams("missing params"))
+	}
+	if p[0] != '{' {
+		return nil, fmt.Errorf("%s: %w", op, invalidParams("params must be an object"))
+	}
+	return p, nil
+}
+
+// validParams returns m.Params with surrounding whitespace trimmed, running
+// the strict scanner over it unless it is the slice Decode validated (a
+// Message built by hand, or whose Params were replaced, is checked again).
+func (m *Message) validParams() ([]byte, error) {
+	p := m.Params
+	if len(p) == 0 || sameSlice(p, m.params) {
+		return p, nil
+	}
+	s := getScanner(p, DefaultMaxDepth, true)
+	defer putScanner(s)
+	if err := s.validate(); err != nil {
+		return nil, fmt.Errorf("params: %w", err)
+	}
+	start := skipWS(p, 0)
+	return p[start:skipValue(p, start)], nil
+}
+
+// nameValue returns the unescaped string v, which must be a non-empty JSON
+// string without control characters.
+func nameValue(field string, v []byte) (string, error) {
+	if v[0] != '"' {
+		return "", invalidParams("%s must be a string", field)
+	}
+	b := stringBytes(nil, v)
+	if len(b) == 0 {
+		return "", invalidParams("%s is empty", field)
+	}
+	if hasControl(b) {
+		return "", invalidParams("%s contains a control character", field)
+	}
+	return string(b), nil
+}
+
+// argsValue decodes an arguments object; null means absent.
+func argsValue(field string, v []byte) (map[string]any, error) {
+	switch v[0] {
+	case 'n':
+		return nil, nil
+	case '{':
+		a, _ := buildValue(v, 0)
+		return a.(map[string]any), nil
+	default:
+		return nil, invalidParams("%s must be an object", field)
+	}
+}
+
+// ToolCall reads the params of a tools/call request: the tool name (a
+// non-empty string without control characters), the arguments (an object,
+// or absent/null) and _meta (an object, or absent/null).
+func (m *Message) ToolCall() (ToolCall, error) {
+	const op = "tools/call params"
+	p, err := m.paramsObject(op, "tools/call")
+	if err != nil {
+		return ToolCall{}, err
+	}
+	var tc ToolCall
+	haveName := false
+	it := newObjIter(p)
+	for k, v, ok := it.next(); ok; k, v, ok = it.next() {
+		switch string(k) {
+		case "name":
+			tc.Name, err = nameValue("name", v)
+			haveName = true
+		case "arguments":
+			tc.Arguments, err = argsValue("arguments", v)
+		case "_meta":
+			tc.Meta, err = metaValue(v)
+		}
+		if err != nil {
+			return ToolCall{}, fmt.Errorf("%s: %w", op, err)
+		}
+	}
+	if !haveName {
+		return ToolCall{}, fmt.Errorf("%s: %w", op, invalidParams("missing name"))
+	}
+	return tc, nil
+}
+
+func metaValue(v []byte) (json.RawMessage, error) {
+	switch v[0] {
+	case 'n':
+		return nil, nil
+	case '{':
+		return v, nil
+	default:
+		return nil, invalidParams("_meta must be an object")
+	}
+}
+
+// ResourceURI returns params.uri of a resources/read, resources/subscribe
+// or resources/unsubscribe request: a non-empty string without control
+// characters, unescaped but otherwise as sent (no URI normalisation).
+func (m *Message) ResourceURI() (string, error) {
+	const op = "resource params"
+	p, err := m.paramsObject(op, "resources/read", "resources/subscribe", "resources/unsubscribe")
+	if err != nil {
+		return "", err
+	}
+	it := newObjIter(p)
+	for k, v, ok := it.next(); ok; k, v, ok = it.next() {
+		if string(k) == "uri" {
+			uri, err := nameValue("uri", v)
+			if err != nil {
+				return "", fmt.Errorf("%s: %w", op, err)
+			}
+			return uri, nil
+		}
+	}
+	return "", fmt.Errorf("%s: %w", op, invalidParams("missing uri"))
+}
+
+// PromptGet reads the params of a prompts/get request: the prompt name and
+// its arguments (decoded with UseNumber; nil when absent or null).
+func (m *Message) PromptGet() (name string, args map[string]any, err error) {
+	const op = "prompts/get params"
+	p, err := m.paramsObject(op, "prompts/get")
+	if err != nil {
+		return "", nil, err
+	}
+	haveName := false
+	it := newObjIter(p)
+	for k, v, ok := it.next(); ok; k, v, ok = it.next() {
+		switch string(k) {
+		case "name":
+			name, err = nameValue("name", v)
+			haveName = true
+		case "arguments":
+			args, err = argsValue("arguments", v)
+		}
+		if err != nil {
+			return "", nil, fmt.Errorf("%s: %w", op, err)
+		}
+	}
+	if !haveName {
+		return "", nil, fmt.Errorf("%s: %w", op, invalidParams("missing name"))
+	}
+	return name, args, nil
+}
+
+// CompletionRef reads params.ref of a completion/complete request. A
+// "ref/prompt" reference must have a name and no uri; a "ref/resource"
+// reference must have a uri and no name (as the MCP Go SDK requires, so
+// the upstream cannot read the field the policy did not check). Other types
+// are ErrInvalidParams.
+func (m *Message) CompletionRef() (Ref, error) {
+	const op = "completion/complete params"
+	p, err := m.paramsObject(op, "completion/complete")
+	if err != nil {
+		return Ref{}, err
+	}
+	var refv []byte
+	it := newObjIter(p)
+	for k, v, ok := it.next(); ok; k, v, ok = it.next() {
+		if string(k) == "ref" {
+			refv = v
+		}
+	}
+	if refv == nil {
+		return Ref{}, fmt.Errorf("%s: %w", op, invalidParams("missing ref"))
+	}
+	if refv[0] != '{' {
+		return Ref{}, fmt.Errorf("%s: %w", op, invalidParams("ref must be an object"))
+	}
+	var ref Ref
+	var typ, name, uri []byte
+	it = newObjIter(refv)
+	for k, v, ok := it.next(); ok; k, v, ok = it.next() {
+		switch string(k) {
+		case "type":
+			typ = v
+		case "name":
+			name = v
+		case "uri":
+			uri = v
+		}
+	}
+	if typ == nil || typ[0] != '"' {
+		return Ref{}, fmt.Errorf("%s: %w", op, invalidParams("ref.type must be a string"))
+	}
+	switch t := string(stringBytes(nil, typ)); t {
+	case "ref/prompt":
+		if uri != nil {
+			return Ref{}, fmt.Errorf("%s: %w", op, invalidParams("ref/prompt must not have a uri"))
+		}
+		if name == nil {
+			return Ref{}, fmt.Errorf("%s: %w", op, invalidParams("ref/prompt needs a name"))
+		}
+		ref.Type = "ref/prompt"
+		ref.Name, err = nameValue("ref.name", name)
+	case "ref/resource":
+		if name != nil {
+			return Ref{}, fmt.Errorf("%s: %w", op, invalidParams("ref/resource must not have a name"))
+		}
+		if uri == nil {
+			return Ref{}, fmt.Errorf("%s: %w", op, invalidParams("ref/resource needs a uri"))
+		}
+		ref.Type = "ref/resource"
+		ref.URI, err = nameValue("ref.uri", uri)
+	default:
+		return Ref{}, fmt.Errorf("%s: %w", op, invalidParams("unknown ref.type %q", clip([]byte(t))))
+	}
+	if err != nil {
+		return Ref{}, fmt.Errorf("%s: %w", op, err)
+	}
+	return ref, nil
+}
+
+// ProtocolVersionMeta returns params._meta["io.modelcontextprotocol/protocolVersion"]
+// (the per-request protocol version of MCP 2026-07-28), or "" when params,
+// _meta or the key is absent, or the value is not a string.
+func (m *Message) ProtocolVersionMeta() string {
+	p, err := m.validParams()
+	if err != nil || len(p) == 0 || p[0] != '{' {
+		return ""
+	}
+	it := newObjIter(p)
+	for k, v, ok := it.next(); ok; k, v, ok = it.next() {
+		if string(k) != "_meta" {
+			continue
+		}
+		if v[0] != '{' {
+			return ""
+		}
+		mit := newObjIter(v)
+		for mk, mv, ok := mit.next(); ok; mk, mv, ok = mit.next() {
+			if string(mk) == MetaKeyProtocolVersion {
+				if mv[0] != '"' {
+					return ""
+				}
+				return string(stringBytes(nil, mv))
+			}
+		}
+		return ""
+	}
+	return ""
+}
