@@ -1,0 +1,251 @@
+package cli
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"agentmesh/internal/audit"
+	"agentmesh/internal/controlapi"
+	"agentmesh/internal/controlclient"
+)
+
+func init() {
+	register(&command{
+		name:  "audit",
+		usage: "[verify | export --format jsonl] [--src SEL] [--dst SEL] [--decision allow|deny] [--kind KIND] [--method M] [--tool NAME] [--since DURATION|TIME] [--until TIME] [--limit N] [--json] [--follow]",
+		short: "query, follow, export and verify the audit trail (admin)",
+		long: `  audit [filters]            newest events first, as a table (--json: one object per line)
+  audit --follow [filters]   print events as they arrive
+  audit export --format jsonl [filters]   stream everything, oldest first
+  audit verify               recompute the hash chain and check checkpoint signatures;
+                             exit 0 with counts when intact, non-zero naming the first broken entry
+
+Selectors: agent:NAME, tool:NAME, model:NAME, or a full SPIFFE ID.
+
+Examples:
+  agentmesh audit --decision deny --since 1h
+  agentmesh audit --src agent:fraud-detector --tool query --json
+  agentmesh audit export --format jsonl > audit.jsonl
+  agentmesh audit verify`,
+		run: runAudit,
+	})
+}
+
+func runAudit(ctx context.Context, env Env, args []string) error {
+	c := commands["audit"]
+	fs := newFlags(c, env)
+	state := stateFlag(fs, env)
+	src := fs.String("src", "", "only events from this source `SEL`")
+	dst := fs.String("dst", "", "only events at this destination `SEL`")
+	decision := fs.String("decision", "", "allow or deny")
+	kind := fs.String("kind", "", "event `KIND`: connection, request, admin, session")
+	method := fs.String("method", "", "MCP `METHOD`, such as tools/call")
+	tool := fs.String("tool", "", "tool `NAME`")
+	since := fs.String("since", "", "events after this: a duration back from now (1h) or an RFC 3339 time")
+	until := fs.String("until", "", "events before this RFC 3339 `TIME`")
+	limit := fs.Int("limit", 100, "at most `N` events (0: no limit; export ignores it)")
+	asJSON := fs.Bool("json", false, "one JSON object per line")
+	follow := fs.Bool("follow", false, "keep printing new events until interrupted")
+	format := fs.String("format", "jsonl", "export `FORMAT` (jsonl)")
+	pos, _, err := parse(fs, args)
+	if err != nil {
+		return err
+	}
+	q := url.Values{}
+	for k, v := range map[string]string{"src": *src, "dst": *dst, "decision": *decision, "kind": *kind, "method": *method, "tool": *tool} {
+		if v != "" {
+			q.Set(k, v)
+		}
+	}
+	if *decision != "" && *decision != audit.Allow && *decision != audit.Deny {
+		return usagef("--decision must be allow or deny")
+	}
+	now := time.Now()
+	if *since != "" {
+		t, err := parseSince(*since, now)
+		if err != nil {
+			return usagef("--since: %v", err)
+		}
+		q.Set("since", t.UTC().Format(time.RFC3339Nano))
+	}
+	if *until != "" {
+		t, err := time.Parse(time.RFC3339, *until)
+		if err != nil {
+			return usagef("--until: want an RFC 3339 time such as 2026-11-28T10:00:00Z")
+		}
+		q.Set("until", t.UTC().Format(time.RFC3339Nano))
+	}
+	sub := ""
+	if len(pos) > 0 {
+		sub = pos[0]
+	}
+	switch sub {
+	case "verify":
+		cl, err := adminClient(ctx, *state)
+		if err != nil {
+			return err
+		}
+		defer cl.Close()
+		var rep audit.Report
+		if err := cl.Call(ctx, http.MethodGet, controlapi.PathVerify, nil, &rep); err != nil {
+			return err
+		}
+		if *asJSON {
+			printJSON(env.Stdout, rep)
+		} else {
+			fmt.Fprintln(env.Stdout, rep.String())
+		}
+		if !rep.OK {
+			return errSilent
+		}
+		return nil
+	case "export":
+		if *format != "jsonl" {
+			return usagef("--format: only jsonl is supported")
+		}
+		q.Set("order", "asc")
+		cl, err := adminClient(ctx, *state)
+		if err != nil {
+			return err
+		}
+		defer cl.Close()
+		body, err := cl.Stream(ctx, controlapi.PathAudit+"?"+q.Encode())
+		if err != nil {
+			return err
+		}
+		defer body.Close()
+		_, err = io.Copy(env.Stdout, body)
+		return err
+	case "":
+	default:
+		return usagef("unknown subcommand %q: want verify or export, or none to query", sub)
+	}
+	cl, err := adminClient(ctx, *state)
+	if err != nil {
+		return err
+	}
+	defer cl.Close()
+	if *follow {
+		return followAudit(ctx, env, cl, q, *asJSON)
+	}
+	if *limit > 0 {
+		q.Set("limit", strconv.Itoa(*limit))
+	}
+	events, _, err := fetchEvents(ctx, cl, q)
+	if err != nil {
+		return err
+	}
+	return printEvents(env.Stdout, events, *asJSON, true)
+}
+
+// parseSince accepts a duration back from now or an RFC 3339 time.
+func parseSince(s string, now time.Time) (time.Time, error) {
+	if d, err := time.ParseDuration(s); err == nil {
+		if d < 0 {
+			return time.Time{}, fmt.Errorf("duration must be positive")
+		}
+		return now.Add(-d), nil
+	}
+	t, err := time.Parse(time.RFC3339, s)
+	if err != nil {
+		return time.Time{}, fmt.Errorf("want a duration such as 1h or an RFC 3339 time")
+	}
+	return t, nil
+}
+
+func fetchEvents(ctx context.Context, cl *controlclient.Client, q url.Values) ([]audit.Event, int64, error) {
+	body, err := cl.Stream(ctx, controlapi.PathAudit+"?"+q.Encode())
+	if err != nil {
+		return nil, 0, err
+	}
+	defer body.Close()
+	var out []audit.Event
+	var maxSeq int64
+	sc := bufio.NewScanner(body)
+	sc.Buffer(make([]byte, 0, 64<<10), 4<<20)
+	for sc.Scan() {
+		var e audit.Event
+		if err := json.Unmarshal(sc.Bytes(), &e); err != nil {
+			return nil, 0, fmt.Errorf("bad event from coordinator: %w", err)
+		}
+		out = append(out, e)
+		maxSeq = max(maxSeq, e.Seq)
+	}
+	return out, maxSeq, sc.Err()
+}
+
+// followAudit polls for events after the newest one seen.
+func followAudit(ctx context.Context, env Env, cl *controlclient.Client, q url.Values, asJSON bool) error {
+	q.Set("order", "asc")
+	var after int64
+	header := true
+	for {
+		q.Set("after", strconv.FormatInt(after, 10))
+		events, maxSeq, err := fetchEvents(ctx, cl, q)
+		if ctx.Err() != nil {
+			return nil
+		}
+		if err != nil {
+			fmt.Fprintf(env.Stderr, "audit --follow: %v (retrying)\n", err)
+		} else if len(events) > 0 {
+			printEvents(env.Stdout, events, asJSON, header)
+			header = false
+			after = maxSeq
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(500 * time.Millisecond):
+		}
+	}
+}
+
+func printEvents(w io.Writer, events []audit.Event, asJSON, header bool) error {
+	if asJSON {
+		enc := json.NewEncoder(w)
+		for _, e := range events {
+			if err := enc.Encode(e); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	tw := tabwriter.NewWriter(w, 2, 4, 2, ' ', 0)
+	if header {
+		fmt.Fprintln(tw, "TIME\tKIND\tSRC\tDST\tWHAT\tDECISION\tREASON")
+	}
+	for _, e := range events {
+		what := e.Method
+		for _, s := range []string{e.Tool, e.Resource, e.Prompt, e.Model, e.Action, e.Target} {
+			if s != "" {
+				what = strings.TrimSpace(what + " " + s)
+			}
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", e.Time.Local().Format("2006-01-02 15:04:05.000"), e.Kind,
+			shortID(e.Src), shortID(e.Dst), what, e.Decision, e.Reason)
+	}
+	return tw.Flush()
+}
+
+// shortID prints spiffe://td/agent/x as agent:x.
+func shortID(s string) string {
+	if rest, ok := strings.CutPrefix(s, "spiffe://"); ok {
+		parts := strings.Split(rest, "/")
+		if len(parts) == 3 {
+			return parts[1] + ":" + parts[2]
+		}
+	}
+	if s == "" {
+		return "-"
+	}
+	return s
+}

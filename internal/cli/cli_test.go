@@ -1,0 +1,185 @@
+package cli
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+)
+
+// run runs one command in process and returns its exit status and output.
+func run(t *testing.T, env map[string]string, args ...string) (int, string, string) {
+	t.Helper()
+	var out, errb bytes.Buffer
+	code := Run(context.Background(), args, Env{Stdout: &out, Stderr: &errb, Getenv: func(k string) string { return env[k] }})
+	return code, out.String(), errb.String()
+}
+
+func TestREADMECLIReferenceMatchesHelp(t *testing.T) {
+	b, err := os.ReadFile("../../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	readme := string(b)
+	for _, c := range sortedCommands() {
+		line := "agentmesh " + c.name + " " + c.usage
+		if !strings.Contains(readme, line) {
+			t.Errorf("README's CLI reference lacks the usage line %q", line)
+		}
+		if !strings.Contains(readme, c.short) {
+			t.Errorf("README's CLI reference lacks %s's summary %q", c.name, c.short)
+		}
+		code, out, _ := run(t, nil, c.name, "--help")
+		if code != 0 || !strings.Contains(out, "Usage: "+line) {
+			t.Errorf("agentmesh %s --help: status %d, output lacks the usage line:\n%s", c.name, code, out)
+		}
+	}
+}
+
+func TestUsageErrorsExitTwo(t *testing.T) {
+	for _, args := range [][]string{
+		{"nosuch"},
+		{"keys"},
+		{"keys", "frobnicate", "--state", "x"},
+		{"join", "--name", "x"},
+		{"coordinator"},
+		{"policy", "check", "--src", "agent:a", "--dst", "tool:b"},
+		{"serve", "--state", "x"},
+		{"connect", "--state", "x"},
+		{"audit", "--decision", "maybe", "--state", "x"},
+	} {
+		if code, _, _ := run(t, nil, args...); code != 2 {
+			t.Errorf("%v: exit status %d, want 2", args, code)
+		}
+	}
+}
+
+func TestPolicyValidateAndCheckOffline(t *testing.T) {
+	code, out, errOut := run(t, nil, "policy", "validate", "../../examples/policy.hujson")
+	if code != 0 {
+		t.Fatalf("validate examples/policy.hujson: %d %s %s", code, out, errOut)
+	}
+	code, out, _ = run(t, nil, "policy", "check", "--file", "../../examples/policy.hujson",
+		"--src", "agent:auditor", "--dst", "tool:ledger", "--tool", "transfer", "--json")
+	var res checkResult
+	if code != 0 || json.Unmarshal([]byte(out), &res) != nil || res.Allow || res.Reason == "" {
+		t.Fatalf("check auditor transfer: %d %q", code, out)
+	}
+	code, out, _ = run(t, nil, "policy", "check", "--file", "../../examples/policy.hujson",
+		"--src", "agent:teller", "--dst", "tool:ledger", "--tool", "balance", "--json")
+	if code != 0 || json.Unmarshal([]byte(out), &res) != nil || !res.Allow {
+		t.Fatalf("check teller balance: %d %q", code, out)
+	}
+	bad := filepath.Join(t.TempDir(), "bad.hujson")
+	os.WriteFile(bad, []byte("{\n  \"grants\": [ { \"src\": [\"agent:a\"], \"dst\": [] } ]\n}\n"), 0o600)
+	code, _, errOut = run(t, nil, "policy", "validate", bad)
+	if code == 0 || !regexp.MustCompile(`\d+:\d+`).MatchString(errOut) {
+		t.Fatalf("invalid policy: exit %d, error %q should name line:column", code, errOut)
+	}
+}
+
+// TestBinaryQuickstart follows the README's quickstart with the built
+// binary: coordinator, keys, join, nodes list/tag/revoke, status.
+func TestBinaryQuickstart(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds the binary")
+	}
+	dir := t.TempDir()
+	bin := filepath.Join(dir, "agentmesh")
+	if out, err := exec.Command("go", "build", "-o", bin, "../../cmd/agentmesh").CombinedOutput(); err != nil {
+		t.Fatalf("build: %v\n%s", err, out)
+	}
+	data := filepath.Join(dir, "mesh")
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	co := exec.CommandContext(ctx, bin, "coordinator", "--data", data, "--listen", "127.0.0.1:0")
+	co.Cancel = func() error { return co.Process.Signal(os.Interrupt) }
+	stdout, _ := co.StdoutPipe()
+	co.Stderr = os.Stderr
+	if err := co.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- co.Wait() }()
+	defer func() {
+		cancel()
+		select {
+		case <-exited:
+		case <-time.After(10 * time.Second):
+			co.Process.Kill()
+			t.Error("coordinator did not stop on SIGINT")
+		}
+	}()
+	sc := bufio.NewScanner(stdout)
+	var admin string
+	for sc.Scan() {
+		if a, ok := strings.CutPrefix(sc.Text(), "admin identity:  "); ok {
+			admin, _, _ = strings.Cut(a, " ")
+			break
+		}
+	}
+	if admin == "" {
+		t.Fatal("coordinator did not print its admin identity")
+	}
+	go io.Copy(io.Discard, stdout)
+	am := func(args ...string) (string, string, error) {
+		t.Helper()
+		cmd := exec.Command(bin, args...)
+		cmd.Env = append(os.Environ(), "AGENTMESH_STATE="+admin)
+		var o, e bytes.Buffer
+		cmd.Stdout, cmd.Stderr = &o, &e
+		err := cmd.Run()
+		return o.String(), e.String(), err
+	}
+	key, errOut, err := am("keys", "create", "--kind", "tool", "--tags", "tag:payments")
+	if err != nil || strings.Count(strings.TrimSpace(key), "\n") != 0 || !strings.HasPrefix(key, "amk1_") {
+		t.Fatalf("keys create: %q %q %v", key, errOut, err)
+	}
+	node := filepath.Join(dir, "payments")
+	if out, errOut, err := am("join", "--authkey", strings.TrimSpace(key), "--name", "payments-db", "--state", node); err != nil {
+		t.Fatalf("join: %s %s %v", out, errOut, err)
+	}
+	if _, errOut, err := am("join", "--authkey", strings.TrimSpace(key), "--name", "other", "--state", filepath.Join(dir, "other")); err == nil || !strings.Contains(errOut, "single-use") {
+		t.Fatalf("second join with a single-use key: %q %v", errOut, err)
+	}
+	out, _, err := am("status", "--state", node, "--json")
+	var st Status
+	if err != nil || json.Unmarshal([]byte(out), &st) != nil || st.ID != "spiffe://agentmesh.local/tool/payments-db" || !st.CoordinatorReached || st.CertNotAfter.IsZero() {
+		t.Fatalf("status: %q %v", out, err)
+	}
+	if _, _, err := am("nodes", "tag", "payments-db", "--tags", "tag:payments,tag:prod"); err != nil {
+		t.Fatal(err)
+	}
+	out, _, err = am("nodes", "list", "--json")
+	var nodes []struct {
+		Name, Kind, ID, Status string
+		Tags                   []string
+	}
+	if err != nil || json.Unmarshal([]byte(out), &nodes) != nil {
+		t.Fatalf("nodes list: %q %v", out, err)
+	}
+	found := false
+	for _, n := range nodes {
+		if n.Name == "payments-db" && n.Status == "active" && strings.Join(n.Tags, ",") == "tag:payments,tag:prod" {
+			found = true
+		}
+	}
+	if !found {
+		t.Fatalf("nodes list lacks tagged payments-db: %s", out)
+	}
+	if _, _, err := am("nodes", "revoke", "payments-db"); err != nil {
+		t.Fatal(err)
+	}
+	out, _, _ = am("nodes", "list", "--json")
+	if !strings.Contains(out, `"revoked"`) {
+		t.Fatalf("revoked node not listed as revoked: %s", out)
+	}
+}

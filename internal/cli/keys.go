@@ -1,0 +1,157 @@
+package cli
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"agentmesh/internal/controlapi"
+	"agentmesh/internal/controlclient"
+	"agentmesh/internal/identity"
+	"agentmesh/internal/nodestate"
+)
+
+func init() {
+	register(&command{
+		name:  "keys",
+		usage: "create|list|revoke [flags]",
+		short: "create, list and revoke auth keys (admin)",
+		long: `  keys create [--kind agent|tool|model|admin] [--tags tag:a,tag:b] [--reusable] [--expiry 24h]
+      prints one auth key, alone on stdout: all a node needs to join.
+  keys list [--json]
+  keys revoke ID
+
+Examples:
+  agentmesh keys create --kind tool --tags tag:payments --state ./mesh/admin
+  KEY=$(agentmesh keys create --kind agent --tags tag:fraud --reusable --expiry 1h)
+  agentmesh keys revoke k1a2b3c4d5e6f`,
+		run: runKeys,
+	})
+}
+
+// adminClient opens the state directory and returns a client ready to call
+// the coordinator, renewing a certificate that is due.
+func adminClient(ctx context.Context, dir string) (*controlclient.Client, error) {
+	if err := needState(dir); err != nil {
+		return nil, err
+	}
+	d, err := nodestate.Open(dir)
+	if err != nil {
+		return nil, err
+	}
+	c, err := controlclient.New(d, controlclient.Options{})
+	if err != nil {
+		return nil, err
+	}
+	if err := c.RenewIfDue(ctx); err != nil {
+		return nil, fmt.Errorf("renewing this identity's certificate: %w", err)
+	}
+	return c, nil
+}
+
+func runKeys(ctx context.Context, env Env, args []string) error {
+	c := commands["keys"]
+	fs := newFlags(c, env)
+	state := stateFlag(fs, env)
+	kind := fs.String("kind", "agent", "node `KIND` the key admits: agent, tool, model or admin")
+	tags := fs.String("tags", "", "comma-separated `TAGS` given to nodes that join with the key")
+	reusable := fs.Bool("reusable", false, "allow more than one node to join with the key")
+	expiry := fs.Duration("expiry", 24*time.Hour, "how long the key can be used")
+	asJSON := fs.Bool("json", false, "print JSON")
+	pos, _, err := parse(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(pos) == 0 {
+		return usagef("missing subcommand: create, list or revoke")
+	}
+	switch pos[0] {
+	case "create":
+		if len(pos) != 1 {
+			return usagef("keys create takes no arguments")
+		}
+		if _, err := identity.ParseKind(*kind); err != nil {
+			return usagef("%v", err)
+		}
+		tl, err := identity.SplitTags(*tags)
+		if err != nil {
+			return usagef("%v", err)
+		}
+		cl, err := adminClient(ctx, *state)
+		if err != nil {
+			return err
+		}
+		defer cl.Close()
+		var resp controlapi.KeyCreateResponse
+		req := controlapi.KeyCreateRequest{Kind: *kind, Tags: tagStrings(tl), Reusable: *reusable, Expiry: *expiry}
+		if err := cl.Call(ctx, http.MethodPost, controlapi.PathKeys, req, &resp); err != nil {
+			return err
+		}
+		if *asJSON {
+			return printJSON(env.Stdout, resp)
+		}
+		fmt.Fprintln(env.Stdout, resp.Key)
+		use := "single-use"
+		if resp.Info.Reusable {
+			use = "reusable"
+		}
+		fmt.Fprintf(env.Stderr, "key %s: kind %s, tags [%s], %s, expires %s\n", resp.Info.ID, resp.Info.Kind,
+			strings.Join(resp.Info.Tags, ","), use, resp.Info.ExpiresAt.Local().Format(time.RFC3339))
+		return nil
+	case "list":
+		cl, err := adminClient(ctx, *state)
+		if err != nil {
+			return err
+		}
+		defer cl.Close()
+		var keys []controlapi.KeyInfo
+		if err := cl.Call(ctx, http.MethodGet, controlapi.PathKeys, nil, &keys); err != nil {
+			return err
+		}
+		if *asJSON {
+			return printJSON(env.Stdout, keys)
+		}
+		tw := tabwriter.NewWriter(env.Stdout, 2, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "ID\tKIND\tTAGS\tREUSABLE\tUSES\tEXPIRES\tSTATE")
+		now := time.Now()
+		for _, k := range keys {
+			st := "usable"
+			switch {
+			case k.Revoked:
+				st = "revoked"
+			case !now.Before(k.ExpiresAt):
+				st = "expired"
+			case !k.Reusable && k.Uses > 0:
+				st = "used"
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%v\t%d\t%s\t%s\n", k.ID, k.Kind, strings.Join(k.Tags, ","), k.Reusable, k.Uses, k.ExpiresAt.Local().Format(time.RFC3339), st)
+		}
+		return tw.Flush()
+	case "revoke":
+		if len(pos) != 2 {
+			return usagef("keys revoke takes one key ID")
+		}
+		cl, err := adminClient(ctx, *state)
+		if err != nil {
+			return err
+		}
+		defer cl.Close()
+		if err := cl.Call(ctx, http.MethodPost, controlapi.PathKeys+"/"+pos[1]+"/revoke", nil, nil); err != nil {
+			return err
+		}
+		fmt.Fprintf(env.Stdout, "revoked key %s\n", pos[1])
+		return nil
+	}
+	return usagef("unknown subcommand %q: want create, list or revoke", pos[0])
+}
+
+func tagStrings(tags []identity.Tag) []string {
+	out := make([]string, len(tags))
+	for i, t := range tags {
+		out[i] = string(t)
+	}
+	return out
+}

@@ -1,0 +1,101 @@
+package cli
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"time"
+
+	"agentmesh/internal/controlclient"
+	"agentmesh/internal/nodestate"
+)
+
+func init() {
+	register(&command{
+		name:  "status",
+		usage: "--state DIR [--json]",
+		short: "show this node's identity, certificate, netmap and coordinator reachability",
+		long: `Examples:
+  agentmesh status --state ./payments
+  agentmesh status --json | jq .cert_not_after`,
+		run: runStatus,
+	})
+}
+
+// Status is what 'agentmesh status --json' prints.
+type Status struct {
+	ID                 string    `json:"id"`
+	Name               string    `json:"name"`
+	Kind               string    `json:"kind"`
+	Tags               []string  `json:"tags"`
+	CertNotAfter       time.Time `json:"cert_not_after"`
+	CertExpired        bool      `json:"cert_expired"`
+	Coordinator        string    `json:"coordinator"`
+	CoordinatorReached bool      `json:"coordinator_reachable"`
+	CoordinatorError   string    `json:"coordinator_error,omitempty"`
+	NetmapVersion      int64     `json:"netmap_version"`
+	PolicyVersion      int64     `json:"policy_version"`
+	Nodes              int       `json:"nodes"`
+}
+
+func runStatus(ctx context.Context, env Env, args []string) error {
+	c := commands["status"]
+	fs := newFlags(c, env)
+	state := stateFlag(fs, env)
+	asJSON := fs.Bool("json", false, "print JSON")
+	if _, _, err := parse(fs, args); err != nil {
+		return err
+	}
+	if err := needState(*state); err != nil {
+		return err
+	}
+	d, err := nodestate.Open(*state)
+	if err != nil {
+		return err
+	}
+	cl, err := controlclient.New(d, controlclient.Options{})
+	if err != nil {
+		return err
+	}
+	defer cl.Close()
+	cfg, _ := d.Config()
+	leaf := cl.Certificate().Leaf
+	st := Status{ID: cl.ID().String(), Name: string(cl.ID().Name), Kind: string(cl.ID().Kind), Tags: []string{},
+		CertNotAfter: leaf.NotAfter.UTC(), CertExpired: time.Now().After(leaf.NotAfter), Coordinator: cfg.CoordinatorURL}
+	nm, _ := cl.CachedNetmap()
+	pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	fresh, err := cl.Netmap(pctx, -1)
+	cancel()
+	if err == nil && fresh != nil {
+		st.CoordinatorReached = true
+		nm = fresh
+	} else if err != nil {
+		st.CoordinatorError = err.Error()
+	}
+	if nm != nil {
+		st.NetmapVersion, st.PolicyVersion, st.Nodes = nm.Version, nm.Policy.Version, len(nm.Nodes)
+		if n, ok := nm.Node(st.Name); ok {
+			st.Tags = n.Tags
+		}
+	}
+	if *asJSON {
+		return printJSON(env.Stdout, st)
+	}
+	w := env.Stdout
+	fmt.Fprintf(w, "identity:     %s\n", st.ID)
+	fmt.Fprintf(w, "kind:         %s\n", st.Kind)
+	fmt.Fprintf(w, "tags:         %s\n", strings.Join(st.Tags, ", "))
+	exp := "valid until " + st.CertNotAfter.Local().Format(time.RFC3339)
+	if st.CertExpired {
+		exp = "EXPIRED at " + st.CertNotAfter.Local().Format(time.RFC3339) + " (renews when a long-running command starts; or join again)"
+	}
+	fmt.Fprintf(w, "certificate:  %s\n", exp)
+	reach := "reachable"
+	if !st.CoordinatorReached {
+		reach = "UNREACHABLE (" + st.CoordinatorError + "); using the cached netmap"
+	}
+	fmt.Fprintf(w, "coordinator:  %s, %s\n", st.Coordinator, reach)
+	fmt.Fprintf(w, "netmap:       version %d, %d nodes\n", st.NetmapVersion, st.Nodes)
+	fmt.Fprintf(w, "policy:       version %d\n", st.PolicyVersion)
+	return nil
+}

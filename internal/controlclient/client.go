@@ -1,0 +1,466 @@
+// Package controlclient is a node's side of the coordinator API: joining
+// with an auth key, renewing the certificate, watching the netmap (and
+// caching it for offline starts), registering served addresses, shipping
+// audit batches, and the admin calls the CLI makes.
+//
+// Threat model: the coordinator is authenticated before anything is sent.
+// Joining pins the CA fingerprint carried in the auth key; every later call
+// verifies the coordinator's certificate against the cached CA bundle and
+// checks that it names the coordinator. The node's private key is created
+// locally and never leaves the state directory.
+package controlclient
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"sync/atomic"
+	"time"
+
+	"agentmesh/internal/audit"
+	"agentmesh/internal/authkey"
+	"agentmesh/internal/controlapi"
+	"agentmesh/internal/identity"
+	"agentmesh/internal/netmap"
+	"agentmesh/internal/nodestate"
+	"agentmesh/internal/pki"
+)
+
+// coordinatorName is the node name in the coordinator's server certificate.
+const coordinatorName = "coordinator"
+
+// APIError is a refusal from the coordinator, with its stable code.
+type APIError struct {
+	Status int
+	Code   string
+	Msg    string
+}
+
+func (e *APIError) Error() string {
+	return fmt.Sprintf("coordinator refused (%s): %s", e.Code, e.Msg)
+}
+
+// Options tune a Client. The zero value is usable.
+type Options struct {
+	Now    func() time.Time // nil: time.Now
+	Logger *slog.Logger     // nil: discard
+}
+
+// Client talks to the coordinator as one node.
+type Client struct {
+	dir      *nodestate.Dir
+	cfg      nodestate.Config
+	now      func() time.Time
+	log      *slog.Logger
+	verifier *pki.Verifier
+	cert     atomic.Pointer[tls.Certificate]
+	http     *http.Client
+	id       identity.ID
+}
+
+// New returns a client for the node whose state is in dir.
+func New(dir *nodestate.Dir, opts Options) (*Client, error) {
+	cfg, err := dir.Config()
+	if err != nil {
+		return nil, err
+	}
+	td, err := identity.ParseTrustDomain(cfg.TrustDomain)
+	if err != nil {
+		return nil, fmt.Errorf("state %s: %w", dir.Path(), err)
+	}
+	tlsCert, leaf, err := dir.Certificate()
+	if err != nil {
+		return nil, err
+	}
+	id, err := identity.FromCertificate(leaf)
+	if err != nil {
+		return nil, fmt.Errorf("state %s: %w", dir.Path(), err)
+	}
+	roots, err := dir.CABundle()
+	if err != nil {
+		return nil, err
+	}
+	c := &Client{dir: dir, cfg: cfg, now: opts.Now, log: opts.Logger, id: id}
+	if c.now == nil {
+		c.now = time.Now
+	}
+	if c.log == nil {
+		c.log = slog.New(slog.DiscardHandler)
+	}
+	c.verifier = pki.NewVerifier(td, roots, c.now)
+	c.cert.Store(tlsCert)
+	want, _ := identity.New(td, identity.KindAdmin, coordinatorName)
+	tcfg := pki.ClientTLS(c.Certificate, c.verifier, func(got identity.ID) error {
+		if got != want {
+			return fmt.Errorf("server is %s, not the coordinator", got)
+		}
+		return nil
+	})
+	c.http = &http.Client{Transport: &http.Transport{
+		TLSClientConfig:     tcfg,
+		ForceAttemptHTTP2:   true,
+		MaxIdleConnsPerHost: 4,
+		IdleConnTimeout:     90 * time.Second,
+	}}
+	return c, nil
+}
+
+// ID is the node's identity.
+func (c *Client) ID() identity.ID { return c.id }
+
+// Dir is the node's state directory.
+func (c *Client) Dir() *nodestate.Dir { return c.dir }
+
+// Verifier checks peer certificates against the mesh's CA bundle with the
+// client's clock; serving nodes share it.
+func (c *Client) Verifier() *pki.Verifier { return c.verifier }
+
+// Certificate returns the node's current certificate.
+func (c *Client) Certificate() *tls.Certificate { return c.cert.Load() }
+
+// Close releases idle connections.
+func (c *Client) Close() { c.http.CloseIdleConnections() }
+
+// Renew asks for a fresh certificate for a fresh CSR from the node's own
+// key, stores it and swaps it in.
+func (c *Client) Renew(ctx context.Context) (*tls.Certificate, error) {
+	key, err := c.dir.Key()
+	if err != nil {
+		return nil, err
+	}
+	csr, err := pki.CreateCSR(key)
+	if err != nil {
+		return nil, err
+	}
+	var resp controlapi.CertResponse
+	if err := c.call(ctx, http.MethodPost, controlapi.PathRenew, controlapi.RenewRequest{CSR: string(pki.EncodeCSRPEM(csr))}, &resp); err != nil {
+		return nil, fmt.Errorf("renew: %w", err)
+	}
+	leaf, err := singleCert(resp.Certificate)
+	if err != nil {
+		return nil, fmt.Errorf("renew: %w", err)
+	}
+	if got, err := identity.FromCertificate(leaf); err != nil || got != c.id {
+		return nil, fmt.Errorf("renew: coordinator issued a certificate for %v, not %v", got, c.id)
+	}
+	if err := c.dir.SaveCertificate(leaf.Raw); err != nil {
+		return nil, fmt.Errorf("renew: %w", err)
+	}
+	tc := &tls.Certificate{Certificate: [][]byte{leaf.Raw}, PrivateKey: key, Leaf: leaf}
+	c.cert.Store(tc)
+	return tc, nil
+}
+
+// RenewIfDue renews when the certificate has passed two thirds of its
+// lifetime. Short-lived CLI commands call it so an admin identity that sat
+// unused for a while still works.
+func (c *Client) RenewIfDue(ctx context.Context) error {
+	leaf := c.cert.Load().Leaf
+	if leaf == nil {
+		return nil
+	}
+	life := leaf.NotAfter.Sub(leaf.NotBefore)
+	if c.now().Before(leaf.NotBefore.Add(life * 2 / 3)) {
+		return nil
+	}
+	_, err := c.Renew(ctx)
+	return err
+}
+
+// RunRenewal renews the certificate at about two thirds of its lifetime
+// until ctx ends. onRenew, if set, runs after every renewal.
+func (c *Client) RunRenewal(ctx context.Context, clock pki.Clock, onRenew func(*tls.Certificate)) error {
+	r := &pki.Renewer{
+		Clock: clock,
+		Renew: c.Renew,
+		OnRenew: func(tc *tls.Certificate) {
+			if onRenew != nil {
+				onRenew(tc)
+			}
+		},
+		Logger: c.log,
+	}
+	return r.Run(ctx, c.cert.Load())
+}
+
+// Netmap fetches the netmap once: immediately when since differs from the
+// current version, else after the next change or a timeout (then nil, nil).
+func (c *Client) Netmap(ctx context.Context, since int64) (*netmap.Netmap, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.cfg.CoordinatorURL+controlapi.PathNetmap+"?since="+strconv.FormatInt(since, 10), nil)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode == http.StatusNoContent {
+		return nil, nil
+	}
+	if resp.StatusCode != http.StatusOK {
+		return nil, readAPIError(resp)
+	}
+	b, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
+	if err != nil {
+		return nil, err
+	}
+	return netmap.Decode(b)
+}
+
+// CachedNetmap returns the netmap cached in the state directory, if any.
+func (c *Client) CachedNetmap() (*netmap.Netmap, error) {
+	b, err := c.dir.Netmap()
+	if err != nil {
+		return nil, err
+	}
+	return netmap.Decode(b)
+}
+
+// Watch calls onChange with the cached netmap (if there is one), then with
+// every newer netmap from the coordinator, caching each, until ctx ends.
+// While the coordinator is unreachable it retries with backoff and the node
+// keeps working from what it has.
+func (c *Client) Watch(ctx context.Context, onChange func(*netmap.Netmap)) error {
+	var since int64
+	if nm, err := c.CachedNetmap(); err == nil {
+		since = nm.Version
+		onChange(nm)
+	}
+	backoff := 100 * time.Millisecond
+	for {
+		nm, err := c.Netmap(ctx, since)
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		if err != nil {
+			c.log.Warn("netmap watch: coordinator unreachable, keeping the cached netmap", "err", err, "retry_in", backoff)
+			t := time.NewTimer(backoff)
+			select {
+			case <-ctx.Done():
+				t.Stop()
+				return ctx.Err()
+			case <-t.C:
+			}
+			backoff = min(backoff*2, 10*time.Second)
+			continue
+		}
+		backoff = 100 * time.Millisecond
+		if nm == nil {
+			continue
+		}
+		since = nm.Version
+		if b, err := json.Marshal(nm); err == nil {
+			if err := c.dir.SaveNetmap(b); err != nil {
+				c.log.Warn("netmap watch: cache", "err", err)
+			}
+		}
+		if roots, err := pki.DecodeCertsPEM([]byte(nm.CABundle)); err == nil && len(roots) > 0 {
+			c.verifier.SetRoots(roots)
+		}
+		onChange(nm)
+	}
+}
+
+// Register announces the addresses this serving node is reachable on.
+func (c *Client) Register(ctx context.Context, addrs []string) error {
+	return c.call(ctx, http.MethodPost, controlapi.PathRegister, controlapi.RegisterRequest{Addrs: addrs}, nil)
+}
+
+// Send ships a batch of audit events; it makes Client an audit.Sender.
+func (c *Client) Send(ctx context.Context, events []audit.Event) error {
+	return c.call(ctx, http.MethodPost, controlapi.PathAudit, events, nil)
+}
+
+// Call makes an API call: in is sent as JSON (nil: no body) and a 2xx
+// answer is decoded into out (nil: ignored). Refusals are *APIError.
+func (c *Client) Call(ctx context.Context, method, path string, in, out any) error {
+	return c.call(ctx, method, path, in, out)
+}
+
+// Stream makes a GET call and returns the body for the caller to read
+// incrementally, for audit exports.
+func (c *Client) Stream(ctx context.Context, path string) (io.ReadCloser, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.cfg.CoordinatorURL+path, nil)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("coordinator %s: %w", c.cfg.CoordinatorURL, err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		defer resp.Body.Close()
+		return nil, readAPIError(resp)
+	}
+	return resp.Body, nil
+}
+
+func (c *Client) call(ctx context.Context, method, path string, in, out any) error {
+	var body io.Reader
+	if in != nil {
+		b, err := json.Marshal(in)
+		if err != nil {
+			return err
+		}
+		body = bytes.NewReader(b)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, c.cfg.CoordinatorURL+path, body)
+	if err != nil {
+		return err
+	}
+	if in != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return fmt.Errorf("coordinator %s: %w", c.cfg.CoordinatorURL, err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode/100 != 2 {
+		return readAPIError(resp)
+	}
+	if out == nil || resp.StatusCode == http.StatusNoContent {
+		io.Copy(io.Discard, io.LimitReader(resp.Body, 1<<20))
+		return nil
+	}
+	dec := json.NewDecoder(io.LimitReader(resp.Body, 64<<20))
+	return dec.Decode(out)
+}
+
+func readAPIError(resp *http.Response) error {
+	var e controlapi.Error
+	b, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+	if json.Unmarshal(b, &e) != nil || e.Code == "" {
+		return &APIError{Status: resp.StatusCode, Code: "http_" + strconv.Itoa(resp.StatusCode), Msg: string(bytes.TrimSpace(b))}
+	}
+	return &APIError{Status: resp.StatusCode, Code: e.Code, Msg: e.Error}
+}
+
+func singleCert(pemText string) (*x509.Certificate, error) {
+	certs, err := pki.DecodeCertsPEM([]byte(pemText))
+	if err != nil {
+		return nil, err
+	}
+	if len(certs) != 1 {
+		return nil, fmt.Errorf("want one certificate, got %d", len(certs))
+	}
+	return certs[0], nil
+}
+
+// JoinOptions are the inputs of Join.
+type JoinOptions struct {
+	AuthKey string
+	Name    string
+	// Kind may be empty: the key's kind is used.
+	Kind  string
+	State string
+	Now   func() time.Time
+}
+
+// Join creates the node's key in the state directory, proves the
+// coordinator holds the pinned CA, and stores the issued certificate, CA
+// bundle, netmap and connection settings. On a refusal nothing is left in
+// the state directory but the key (which can be reused for a retry).
+func Join(ctx context.Context, o JoinOptions) (identity.ID, error) {
+	k, err := authkey.Parse(o.AuthKey)
+	if err != nil {
+		return identity.ID{}, err
+	}
+	name, err := identity.ParseName(o.Name)
+	if err != nil {
+		return identity.ID{}, err
+	}
+	if o.Kind != "" {
+		if _, err := identity.ParseKind(o.Kind); err != nil {
+			return identity.ID{}, err
+		}
+	}
+	dir, err := nodestate.Open(o.State)
+	if errors.Is(err, nodestate.ErrNotExist) {
+		dir, err = nodestate.Create(o.State)
+	}
+	if err != nil {
+		return identity.ID{}, err
+	}
+	if _, err := dir.Config(); err == nil {
+		return identity.ID{}, fmt.Errorf("join: %s already holds a joined node; use another --state directory", o.State)
+	}
+	key, err := dir.Key()
+	if errors.Is(err, nodestate.ErrNotExist) {
+		if key, err = pki.NewKey(); err == nil {
+			err = dir.SaveKey(key)
+		}
+	}
+	if err != nil {
+		return identity.ID{}, err
+	}
+	csr, err := pki.CreateCSR(key)
+	if err != nil {
+		return identity.ID{}, err
+	}
+	hc := &http.Client{Transport: &http.Transport{TLSClientConfig: pki.PinnedClientTLS(k.CAFingerprint)}, Timeout: 30 * time.Second}
+	defer hc.CloseIdleConnections()
+	body, _ := json.Marshal(controlapi.JoinRequest{KeyID: k.ID, Secret: k.Secret, Name: string(name), Kind: o.Kind, CSR: string(pki.EncodeCSRPEM(csr))})
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, k.CoordinatorURL+controlapi.PathJoin, bytes.NewReader(body))
+	if err != nil {
+		return identity.ID{}, err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := hc.Do(req)
+	if err != nil {
+		if errors.Is(err, pki.ErrFingerprintMismatch) {
+			return identity.ID{}, fmt.Errorf("join: the server at %s does not hold the CA this key pins (fingerprint %s…); nothing was sent: %w", k.CoordinatorURL, k.CAFingerprint[:16], err)
+		}
+		return identity.ID{}, fmt.Errorf("join: %w", err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return identity.ID{}, fmt.Errorf("join: %w", readAPIError(resp))
+	}
+	var cr controlapi.CertResponse
+	if err := controlapi.Decode(resp.Body, 64<<20, &cr); err != nil {
+		return identity.ID{}, fmt.Errorf("join: bad answer: %w", err)
+	}
+	leaf, err := singleCert(cr.Certificate)
+	if err != nil {
+		return identity.ID{}, fmt.Errorf("join: %w", err)
+	}
+	id, err := identity.FromCertificate(leaf)
+	if err != nil || id.Name != name {
+		return identity.ID{}, fmt.Errorf("join: coordinator issued a certificate for %v, not %s", id, name)
+	}
+	roots, err := pki.DecodeCertsPEM([]byte(cr.CABundle))
+	if err != nil || len(roots) == 0 || pki.Fingerprint(roots[0]) != k.CAFingerprint {
+		return identity.ID{}, errors.New("join: the CA bundle does not match the pinned fingerprint")
+	}
+	if err := dir.SaveCABundle([]byte(cr.CABundle)); err != nil {
+		return identity.ID{}, err
+	}
+	if err := dir.SaveCertificate(leaf.Raw); err != nil {
+		return identity.ID{}, err
+	}
+	if cr.Netmap != nil {
+		if b, err := json.Marshal(cr.Netmap); err == nil {
+			dir.SaveNetmap(b)
+		}
+	}
+	if err := dir.SaveConfig(nodestate.Config{
+		CoordinatorURL: k.CoordinatorURL,
+		CAFingerprint:  k.CAFingerprint,
+		TrustDomain:    string(id.TrustDomain),
+		Name:           string(id.Name),
+		Kind:           string(id.Kind),
+	}); err != nil {
+		return identity.ID{}, err
+	}
+	return id, nil
+}

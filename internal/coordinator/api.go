@@ -1,0 +1,606 @@
+package coordinator
+
+import (
+	"context"
+	"crypto/x509"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"agentmesh/internal/audit"
+	"agentmesh/internal/authkey"
+	"agentmesh/internal/controlapi"
+	"agentmesh/internal/identity"
+	"agentmesh/internal/netmap"
+	"agentmesh/internal/pki"
+	"agentmesh/internal/policy"
+)
+
+// MaxKeyExpiry bounds how long an auth key may stay usable.
+const MaxKeyExpiry = 90 * 24 * time.Hour
+
+// DefaultKeyExpiry is the lifetime of an auth key created without --expiry.
+const DefaultKeyExpiry = 24 * time.Hour
+
+// longPoll is how long a netmap watch waits for a change before it answers
+// "nothing new" and the client asks again.
+const longPoll = 25 * time.Second
+
+func (c *Coordinator) routes() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("POST "+controlapi.PathJoin, c.handleJoin)
+	mux.HandleFunc("POST "+controlapi.PathRenew, c.node(c.handleRenew))
+	mux.HandleFunc("GET "+controlapi.PathNetmap, c.node(c.handleNetmap))
+	mux.HandleFunc("POST "+controlapi.PathRegister, c.node(c.handleRegister))
+	mux.HandleFunc("POST "+controlapi.PathAudit, c.node(c.handleAuditIngest))
+	mux.HandleFunc("GET "+controlapi.PathAudit, c.admin(c.handleAuditQuery))
+	mux.HandleFunc("GET "+controlapi.PathVerify, c.admin(c.handleAuditVerify))
+	mux.HandleFunc("POST "+controlapi.PathKeys, c.admin(c.handleKeyCreate))
+	mux.HandleFunc("GET "+controlapi.PathKeys, c.admin(c.handleKeyList))
+	mux.HandleFunc("POST "+controlapi.PathKeys+"/{id}/revoke", c.admin(c.handleKeyRevoke))
+	mux.HandleFunc("GET "+controlapi.PathNodes, c.admin(c.handleNodeList))
+	mux.HandleFunc("POST "+controlapi.PathNodes+"/{name}/tags", c.admin(c.handleNodeTag))
+	mux.HandleFunc("POST "+controlapi.PathNodes+"/{name}/revoke", c.admin(c.handleNodeRevoke))
+	mux.HandleFunc("POST "+controlapi.PathPolicy, c.admin(c.handlePolicyApply))
+	mux.HandleFunc("GET "+controlapi.PathPolicy, c.admin(c.handlePolicyGet))
+	mux.HandleFunc("GET "+controlapi.PathHistory, c.admin(c.handlePolicyHistory))
+	mux.HandleFunc("POST "+controlapi.PathRollback, c.admin(c.handlePolicyRollback))
+	return mux
+}
+
+// caller is an authenticated node making a request.
+type caller struct {
+	id   identity.ID
+	node nodeRow
+	addr string
+}
+
+type handler func(w http.ResponseWriter, r *http.Request, who caller)
+
+// node authenticates the client certificate: a valid chain to the mesh CA
+// at the coordinator's clock, naming a node that is active under the same
+// incarnation. A refusal is audited as a connection event.
+func (c *Coordinator) node(h handler) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		who, code, err := c.authenticate(r)
+		if err != nil {
+			ev := c.event(audit.KindConnection, who.id.String(), "coordinator")
+			ev.SrcAddr = r.RemoteAddr
+			ev.Method = r.Method + " " + r.URL.Path
+			ev.Decision, ev.Reason, ev.Detail = audit.Deny, code, err.Error()
+			c.record(r.Context(), ev)
+			writeError(w, http.StatusUnauthorized, code, err.Error())
+			return
+		}
+		h(w, r, who)
+	}
+}
+
+// admin is node plus: the caller must be of kind admin.
+func (c *Coordinator) admin(h handler) http.HandlerFunc {
+	return c.node(func(w http.ResponseWriter, r *http.Request, who caller) {
+		if who.id.Kind != identity.KindAdmin {
+			ev := c.event(audit.KindConnection, who.id.String(), "coordinator")
+			ev.SrcAddr, ev.Method = r.RemoteAddr, r.Method+" "+r.URL.Path
+			ev.Decision, ev.Reason = audit.Deny, "not_admin"
+			c.record(r.Context(), ev)
+			writeError(w, http.StatusForbidden, "not_admin", "this operation needs an admin identity")
+			return
+		}
+		h(w, r, who)
+	})
+}
+
+func (c *Coordinator) authenticate(r *http.Request) (caller, string, error) {
+	who := caller{addr: r.RemoteAddr}
+	if r.TLS == nil || len(r.TLS.PeerCertificates) == 0 {
+		return who, "no_certificate", errors.New("a client certificate is required (run agentmesh join first)")
+	}
+	id, err := c.verifier.Verify(r.TLS.PeerCertificates, x509.ExtKeyUsageClientAuth)
+	if err != nil {
+		return who, pki.ReasonOf(err), fmt.Errorf("client certificate refused: %w", err)
+	}
+	who.id = id
+	n, err := c.reg.activeNode(r.Context(), string(id.Name))
+	if err != nil || n.Kind != string(id.Kind) || n.Incarnation != pki.Incarnation(r.TLS.PeerCertificates[0]) {
+		return who, "revoked", errors.New("this node has been revoked or replaced; join again with a new auth key")
+	}
+	who.node = n
+	return who, "", nil
+}
+
+func (c *Coordinator) handleJoin(w http.ResponseWriter, r *http.Request) {
+	var req controlapi.JoinRequest
+	if err := controlapi.Decode(r.Body, controlapi.MaxBody, &req); err != nil {
+		writeError(w, http.StatusBadRequest, "bad_request", "malformed join request: "+err.Error())
+		return
+	}
+	refuse := func(status int, code, msg string) {
+		ev := c.event(audit.KindAdmin, "", "coordinator")
+		ev.Action, ev.Target, ev.SrcAddr = "node.join", req.Name, r.RemoteAddr
+		ev.Decision, ev.Reason, ev.Detail = audit.Deny, code, msg
+		c.record(r.Context(), ev)
+		writeError(w, status, code, msg)
+	}
+	name, err := identity.ParseName(req.Name)
+	if err != nil {
+		refuse(http.StatusBadRequest, "bad_name", err.Error())
+		return
+	}
+	if name == ServerName {
+		refuse(http.StatusBadRequest, "bad_name", fmt.Sprintf("the name %q is reserved", ServerName))
+		return
+	}
+	if !authkey.ValidID(req.KeyID) {
+		refuse(http.StatusBadRequest, "bad_request", "malformed auth key id")
+		return
+	}
+	csr, err := parseCSR(req.CSR)
+	if err != nil {
+		refuse(http.StatusBadRequest, "bad_csr", err.Error())
+		return
+	}
+	now := c.now()
+	var id identity.ID
+	n := netmap.Node{Name: string(name), Incarnation: newIncarnation()}
+	err = c.reg.join(r.Context(), req.KeyID, func(k keyRecord) (netmap.Node, error) {
+		switch {
+		case !authkey.SecretMatches(req.Secret, k.SecretHash):
+			return n, &joinError{"key_unknown", "auth key is not known to this coordinator"}
+		case k.Revoked:
+			return n, &joinError{"key_revoked", "auth key has been revoked"}
+		case !now.Before(k.ExpiresAt):
+			return n, &joinError{"key_expired", "auth key expired at " + k.ExpiresAt.Format(time.RFC3339)}
+		case !k.Reusable && k.Uses > 0:
+			return n, &joinError{"key_used", "auth key is single-use and has been used already"}
+		case req.Kind != "" && req.Kind != k.Kind:
+			return n, &joinError{"kind_not_allowed", fmt.Sprintf("auth key allows kind %q, not %q", k.Kind, req.Kind)}
+		}
+		var err error
+		if id, err = identity.New(c.td, identity.Kind(k.Kind), name); err != nil {
+			return n, err
+		}
+		n.Kind, n.Tags = k.Kind, k.Tags
+		return n, nil
+	}, now)
+	var je *joinError
+	if errors.As(err, &je) {
+		refuse(http.StatusForbidden, je.code, je.msg)
+		return
+	}
+	if err != nil {
+		c.internalError(w, r, "join", err)
+		return
+	}
+	_, der, err := c.ca.Issue(csr, pki.IssueRequest{ID: id, Incarnation: n.Incarnation, TTL: c.cfg.CertTTL, Now: now})
+	if err != nil {
+		c.internalError(w, r, "join: issue", err)
+		return
+	}
+	ev := c.event(audit.KindAdmin, id.String(), "coordinator")
+	ev.Action, ev.Target, ev.SrcAddr, ev.Decision = "node.join", string(name), r.RemoteAddr, audit.Allow
+	ev.Detail = "key " + req.KeyID
+	c.record(r.Context(), ev)
+	if err := c.publish(r.Context()); err != nil {
+		c.internalError(w, r, "join: publish", err)
+		return
+	}
+	writeJSON(w, http.StatusOK, controlapi.CertResponse{
+		Certificate: string(pki.EncodeCertPEM(&x509.Certificate{Raw: der})),
+		CABundle:    string(pki.EncodeCertPEM(c.ca.Certificate())),
+		Netmap:      c.Netmap(),
+	})
+}
+
+func (c *Coordinator) handleRenew(w http.ResponseWriter, r *http.Request, who caller) {
+	var req controlapi.RenewRequest
+	if err := controlapi.Decode(r.Body, controlapi.MaxBody, &req); err != nil {
+		writeError(w, http.StatusBadRequest, "bad_request", "malformed renew request: "+err.Error())
+		return
+	}
+	csr, err := parseCSR(req.CSR)
+	if err != nil {
+		writeError(w, http.StatusBadRequest, "bad_csr", err.Error())
+		return
+	}
+	_, der, err := c.ca.Issue(csr, pki.IssueRequest{ID: who.id, Incarnation: who.node.Incarnation, TTL: c.cfg.CertTTL, Now: c.now()})
+	if err != nil {
+		c.internalError(w, r, "renew", err)
+		return
+	}
+	c.reg.touch(r.Context(), who.node.Incarnation, c.now())
+	writeJSON(w, http.StatusOK, controlapi.CertResponse{
+		Certificate: string(pki.EncodeCertPEM(&x509.Certificate{Raw: der})),
+		CABundle:    string(pki.EncodeCertPEM(c.ca.Certificate())),
+	})
+}
+
+// handleNetmap answers at once when the caller's version is older than the
+// current one, and otherwise waits for the next change (long poll): 204
+// means "nothing new, ask again".
+func (c *Coordinator) handleNetmap(w http.ResponseWriter, r *http.Request, who caller) {
+	since, _ := strconv.ParseInt(r.URL.Query().Get("since"), 10, 64)
+	c.reg.touch(r.Context(), who.node.Incarnation, c.now())
+	timer := time.NewTimer(longPoll)
+	defer timer.Stop()
+	for {
+		c.mu.Lock()
+		cur, changed := c.current, c.changed
+		c.mu.Unlock()
+		if cur.Version != since {
+			writeJSON(w, http.StatusOK, cur)
+			return
+		}
+		select {
+		case <-changed:
+		case <-timer.C:
+			w.WriteHeader(http.StatusNoContent)
+			return
+		case <-r.Context().Done():
+			return
+		}
+	}
+}
+
+func (c *Coordinator) handleRegister(w http.ResponseWriter, r *http.Request, who caller) {
+	var req controlapi.RegisterRequest
+	if err := controlapi.Decode(r.Body, controlapi.MaxBody, &req); err != nil {
+		writeError(w, http.StatusBadRequest, "bad_request", "malformed register request: "+err.Error())
+		return
+	}
+	if !who.id.Kind.Serves() {
+		writeError(w, http.StatusForbidden, "not_serving_kind", "only tool and model nodes serve")
+		return
+	}
+	if len(req.Addrs) > 16 {
+		writeError(w, http.StatusBadRequest, "bad_request", "too many addresses")
+		return
+	}
+	for _, a := range req.Addrs {
+		if _, _, err := splitHostPort(a); err != nil {
+			writeError(w, http.StatusBadRequest, "bad_request", fmt.Sprintf("address %q: %v", a, err))
+			return
+		}
+	}
+	if equalStrings(who.node.Addrs, req.Addrs) {
+		w.WriteHeader(http.StatusNoContent)
+		return
+	}
+	if err := c.reg.setAddrs(r.Context(), string(who.id.Name), req.Addrs); err != nil {
+		c.internalError(w, r, "register", err)
+		return
+	}
+	if err := c.publish(r.Context()); err != nil {
+		c.internalError(w, r, "register: publish", err)
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+func (c *Coordinator) handleKeyCreate(w http.ResponseWriter, r *http.Request, who caller) {
+	var req controlapi.KeyCreateRequest
+	if err := controlapi.Decode(r.Body, controlapi.MaxBody, &req); err != nil {
+		writeError(w, http.StatusBadRequest, "bad_request", "malformed key request: "+err.Error())
+		return
+	}
+	if req.Kind == "" {
+		req.Kind = string(identity.KindAgent)
+	}
+	kind, err := identity.ParseKind(req.Kind)
+	if err != nil {
+		writeError(w, http.StatusBadRequest, "bad_kind", err.Error())
+		return
+	}
+	tags, err := identity.ParseTags(req.Tags)
+	if err != nil {
+		writeError(w, http.StatusBadRequest, "bad_tags", err.Error())
+		return
+	}
+	if req.Expiry == 0 {
+		req.Expiry = DefaultKeyExpiry
+	}
+	if req.Expiry < time.Minute || req.Expiry > MaxKeyExpiry {
+		writeError(w, http.StatusBadRequest, "bad_expiry", fmt.Sprintf("expiry must be between 1m and %v", MaxKeyExpiry))
+		return
+	}
+	k, err := authkey.New(c.url, c.ca.Fingerprint())
+	if err != nil {
+		c.internalError(w, r, "keys: create", err)
+		return
+	}
+	now := c.now()
+	info := controlapi.KeyInfo{ID: k.ID, Kind: string(kind), Tags: tagStrings(tags), Reusable: req.Reusable,
+		CreatedAt: now.UTC(), ExpiresAt: now.Add(req.Expiry).UTC(), CreatedBy: who.id.String()}
+	if err := c.reg.createKey(r.Context(), keyRecord{KeyInfo: info, SecretHash: authkey.HashSecret(k.Secret)}); err != nil {
+		c.internalError(w, r, "keys: create", err)
+		return
+	}
+	c.adminEvent(r, who, "keys.create", k.ID, fmt.Sprintf("kind=%s tags=%s reusable=%v expires=%s", kind, strings.Join(info.Tags, ","), req.Reusable, info.ExpiresAt.Format(time.RFC3339)))
+	writeJSON(w, http.StatusOK, controlapi.KeyCreateResponse{Key: k.String(), Info: info})
+}
+
+func (c *Coordinator) handleKeyList(w http.ResponseWriter, r *http.Request, who caller) {
+	keys, err := c.reg.listKeys(r.Context())
+	if err != nil {
+		c.internalError(w, r, "keys: list", err)
+		return
+	}
+	writeJSON(w, http.StatusOK, keys)
+}
+
+func (c *Coordinator) handleKeyRevoke(w http.ResponseWriter, r *http.Request, who caller) {
+	id := r.PathValue("id")
+	if !authkey.ValidID(id) {
+		writeError(w, http.StatusBadRequest, "bad_request", "malformed key id")
+		return
+	}
+	if err := c.reg.revokeKey(r.Context(), id); errors.Is(err, errNotFound) {
+		writeError(w, http.StatusNotFound, "not_found", "no key with id "+id)
+		return
+	} else if err != nil {
+		c.internalError(w, r, "keys: revoke", err)
+		return
+	}
+	c.adminEvent(r, who, "keys.revoke", id, "")
+	w.WriteHeader(http.StatusNoContent)
+}
+
+// NodeInfo is one row of the node listing.
+type NodeInfo struct {
+	Name     string    `json:"name"`
+	Kind     string    `json:"kind"`
+	ID       string    `json:"id"`
+	Tags     []string  `json:"tags"`
+	Status   string    `json:"status"`
+	Addrs    []string  `json:"addrs,omitempty"`
+	LastSeen time.Time `json:"last_seen,omitzero"`
+	Created  time.Time `json:"created"`
+}
+
+func (c *Coordinator) handleNodeList(w http.ResponseWriter, r *http.Request, who caller) {
+	rows, err := c.reg.nodes(r.Context(), time.Time{})
+	if err != nil {
+		c.internalError(w, r, "nodes: list", err)
+		return
+	}
+	out := make([]NodeInfo, 0, len(rows))
+	for _, n := range rows {
+		id, _ := identity.New(c.td, identity.Kind(n.Kind), identity.Name(n.Name))
+		out = append(out, NodeInfo{Name: n.Name, Kind: n.Kind, ID: id.String(), Tags: n.Tags, Status: n.Status,
+			Addrs: n.Addrs, LastSeen: n.LastSeen, Created: n.CreatedAt})
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+func (c *Coordinator) handleNodeTag(w http.ResponseWriter, r *http.Request, who caller) {
+	name := r.PathValue("name")
+	var req controlapi.TagRequest
+	if err := controlapi.Decode(r.Body, controlapi.MaxBody, &req); err != nil {
+		writeError(w, http.StatusBadRequest, "bad_request", "malformed tag request: "+err.Error())
+		return
+	}
+	tags, err := identity.ParseTags(req.Tags)
+	if err != nil {
+		writeError(w, http.StatusBadRequest, "bad_tags", err.Error())
+		return
+	}
+	if err := c.reg.setTags(r.Context(), name, tagStrings(tags)); errors.Is(err, errNotFound) {
+		writeError(w, http.StatusNotFound, "not_found", fmt.Sprintf("no active node named %q", name))
+		return
+	} else if err != nil {
+		c.internalError(w, r, "nodes: tag", err)
+		return
+	}
+	c.adminEvent(r, who, "nodes.tag", name, strings.Join(tagStrings(tags), ","))
+	if err := c.publish(r.Context()); err != nil {
+		c.internalError(w, r, "nodes: tag: publish", err)
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+func (c *Coordinator) handleNodeRevoke(w http.ResponseWriter, r *http.Request, who caller) {
+	name := r.PathValue("name")
+	if name == string(who.id.Name) {
+		writeError(w, http.StatusBadRequest, "self_revoke", "refusing to revoke the identity making the request")
+		return
+	}
+	if err := c.reg.revokeNode(r.Context(), name, c.now()); errors.Is(err, errNotFound) {
+		writeError(w, http.StatusNotFound, "not_found", fmt.Sprintf("no active node named %q", name))
+		return
+	} else if err != nil {
+		c.internalError(w, r, "nodes: revoke", err)
+		return
+	}
+	c.adminEvent(r, who, "nodes.revoke", name, "")
+	if err := c.publish(r.Context()); err != nil {
+		c.internalError(w, r, "nodes: revoke: publish", err)
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+func (c *Coordinator) handlePolicyApply(w http.ResponseWriter, r *http.Request, who caller) {
+	var req controlapi.PolicyApplyRequest
+	if err := controlapi.Decode(r.Body, policy.MaxDocumentBytes+64<<10, &req); err != nil {
+		writeError(w, http.StatusBadRequest, "bad_request", "malformed policy request: "+err.Error())
+		return
+	}
+	c.applyPolicy(w, r, who, req.Document, "")
+}
+
+func (c *Coordinator) applyPolicy(w http.ResponseWriter, r *http.Request, who caller, doc, note string) {
+	if _, err := policy.Compile([]byte(doc), "pending"); err != nil {
+		ev := c.event(audit.KindAdmin, who.id.String(), "coordinator")
+		ev.Action, ev.Decision, ev.Reason, ev.Detail = "policy.apply", audit.Deny, "invalid_policy", err.Error()
+		c.record(r.Context(), ev)
+		writeError(w, http.StatusUnprocessableEntity, "invalid_policy", err.Error())
+		return
+	}
+	prev, err := c.reg.policy(r.Context(), 0)
+	if err != nil {
+		c.internalError(w, r, "policy: apply", err)
+		return
+	}
+	v, err := c.reg.addPolicy(r.Context(), doc, who.id.String(), note, c.now())
+	if err != nil {
+		c.internalError(w, r, "policy: apply", err)
+		return
+	}
+	detail := lineDiff(prev.Document, doc)
+	if note != "" {
+		detail = note + "\n" + detail
+	}
+	c.adminEvent(r, who, "policy.apply", "v"+strconv.FormatInt(v, 10), detail)
+	if err := c.publish(r.Context()); err != nil {
+		c.internalError(w, r, "policy: publish", err)
+		return
+	}
+	writeJSON(w, http.StatusOK, controlapi.PolicyVersion{Version: v, AppliedAt: c.now().UTC(), AppliedBy: who.id.String(), Note: note})
+}
+
+func (c *Coordinator) handlePolicyGet(w http.ResponseWriter, r *http.Request, who caller) {
+	var version int64
+	if s := r.URL.Query().Get("version"); s != "" {
+		v, err := strconv.ParseInt(s, 10, 64)
+		if err != nil || v < 1 {
+			writeError(w, http.StatusBadRequest, "bad_request", "version must be a positive number")
+			return
+		}
+		version = v
+	}
+	p, err := c.reg.policy(r.Context(), version)
+	if errors.Is(err, errNotFound) {
+		writeError(w, http.StatusNotFound, "not_found", fmt.Sprintf("no policy version %d", version))
+		return
+	} else if err != nil {
+		c.internalError(w, r, "policy: get", err)
+		return
+	}
+	writeJSON(w, http.StatusOK, p)
+}
+
+func (c *Coordinator) handlePolicyHistory(w http.ResponseWriter, r *http.Request, who caller) {
+	h, err := c.reg.policyHistory(r.Context())
+	if err != nil {
+		c.internalError(w, r, "policy: history", err)
+		return
+	}
+	writeJSON(w, http.StatusOK, h)
+}
+
+func (c *Coordinator) handlePolicyRollback(w http.ResponseWriter, r *http.Request, who caller) {
+	var req controlapi.RollbackRequest
+	if err := controlapi.Decode(r.Body, controlapi.MaxBody, &req); err != nil {
+		writeError(w, http.StatusBadRequest, "bad_request", "malformed rollback request: "+err.Error())
+		return
+	}
+	p, err := c.reg.policy(r.Context(), req.Version)
+	if errors.Is(err, errNotFound) || req.Version < 1 {
+		writeError(w, http.StatusNotFound, "not_found", fmt.Sprintf("no policy version %d", req.Version))
+		return
+	} else if err != nil {
+		c.internalError(w, r, "policy: rollback", err)
+		return
+	}
+	c.applyPolicy(w, r, who, p.Document, fmt.Sprintf("rollback to v%d", req.Version))
+}
+
+// publish builds a new netmap from the registry and wakes every watcher.
+func (c *Coordinator) publish(ctx context.Context) error {
+	rows, err := c.reg.nodes(ctx, c.now().Add(-pki.MaxTTL))
+	if err != nil {
+		return err
+	}
+	p, err := c.reg.policy(ctx, 0)
+	if err != nil {
+		return err
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	v, err := c.reg.bumpNetmapVersion(ctx)
+	if err != nil {
+		return err
+	}
+	nm := &netmap.Netmap{
+		Version:     v,
+		TrustDomain: string(c.td),
+		CABundle:    string(pki.EncodeCertPEM(c.ca.Certificate())),
+		AuditKey:    string(audit.EncodePublicKey(c.auditPub)),
+		Nodes:       make([]netmap.Node, 0, len(rows)),
+		Policy:      netmap.Policy{Version: p.Version, Document: p.Document},
+	}
+	for _, n := range rows {
+		id, _ := identity.New(c.td, identity.Kind(n.Kind), identity.Name(n.Name))
+		nn := n.Node
+		nn.ID = id.String()
+		nn.LastSeen = time.Time{}
+		nm.Nodes = append(nm.Nodes, nn)
+	}
+	c.current = nm
+	close(c.changed)
+	c.changed = make(chan struct{})
+	return nil
+}
+
+func (c *Coordinator) event(kind audit.Kind, src, dst string) audit.Event {
+	if dst == "coordinator" {
+		id, _ := identity.New(c.td, identity.KindAdmin, ServerName)
+		dst = id.String()
+	}
+	return audit.Event{V: audit.SchemaVersion, ID: audit.NewID(), Time: c.now().UTC(), Kind: kind, Src: src, Dst: dst}
+}
+
+func (c *Coordinator) adminEvent(r *http.Request, who caller, action, target, detail string) {
+	ev := c.event(audit.KindAdmin, who.id.String(), "coordinator")
+	ev.SrcAddr, ev.Action, ev.Target, ev.Detail, ev.Decision = who.addr, action, target, detail, audit.Allow
+	c.record(r.Context(), ev)
+}
+
+// record appends an event to the audit store. A failure is logged loudly;
+// the store is local, so it only fails when the database does.
+func (c *Coordinator) record(ctx context.Context, ev audit.Event) {
+	if _, err := c.audit.Append(context.WithoutCancel(ctx), []audit.Event{ev}); err != nil {
+		c.log.Error("coordinator: audit append failed", "err", err, "event", ev.ID, "action", ev.Action)
+	}
+}
+
+func (c *Coordinator) internalError(w http.ResponseWriter, r *http.Request, op string, err error) {
+	ref := audit.NewID()[:12]
+	c.log.Error("coordinator: "+op, "err", err, "ref", ref)
+	writeError(w, http.StatusInternalServerError, "internal", "internal error (ref "+ref+"; see the coordinator's log)")
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	json.NewEncoder(w).Encode(v)
+}
+
+func writeError(w http.ResponseWriter, status int, code, msg string) {
+	writeJSON(w, status, controlapi.Error{Error: msg, Code: code})
+}
+
+func tagStrings(tags []identity.Tag) []string {
+	out := make([]string, len(tags))
+	for i, t := range tags {
+		out[i] = string(t)
+	}
+	return out
+}
+
+func equalStrings(a, b []string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}

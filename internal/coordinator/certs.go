@@ -1,0 +1,189 @@
+package coordinator
+
+import (
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/hex"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"time"
+
+	"agentmesh/internal/identity"
+	"agentmesh/internal/netmap"
+	"agentmesh/internal/nodestate"
+	"agentmesh/internal/pki"
+)
+
+// newIncarnation returns a fresh random incarnation for a node record.
+func newIncarnation() string {
+	var b [12]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		panic("coordinator: no randomness: " + err.Error())
+	}
+	return hex.EncodeToString(b[:])
+}
+
+// issueServerCert gives the coordinator a fresh TLS certificate from its
+// own CA, valid for the names and addresses clients dial.
+func (c *Coordinator) issueServerCert() error {
+	id, err := identity.New(c.td, identity.KindAdmin, ServerName)
+	if err != nil {
+		return err
+	}
+	key, err := pki.NewKey()
+	if err != nil {
+		return err
+	}
+	csrDER, err := pki.CreateCSR(key)
+	if err != nil {
+		return err
+	}
+	csr, err := x509.ParseCertificateRequest(csrDER)
+	if err != nil {
+		return err
+	}
+	req := pki.IssueRequest{ID: id, Incarnation: "server", TTL: c.cfg.CertTTL, Now: c.now(), DNSNames: []string{"localhost"}}
+	req.IPs = []net.IP{net.IPv4(127, 0, 0, 1), net.IPv6loopback}
+	if host, _, err := net.SplitHostPort(c.ln.Addr().String()); err == nil {
+		if ip := net.ParseIP(host); ip != nil && !ip.IsUnspecified() && !ip.IsLoopback() {
+			req.IPs = append(req.IPs, ip)
+		}
+	}
+	if h, err := os.Hostname(); err == nil && h != "" {
+		req.DNSNames = append(req.DNSNames, h)
+	}
+	_, der, err := c.ca.Issue(csr, req)
+	if err != nil {
+		return err
+	}
+	// The CA certificate travels with the leaf: joining nodes pin it by
+	// fingerprint before they trust anything else.
+	c.serverCert.Store(&tls.Certificate{Certificate: [][]byte{der, c.ca.Certificate().Raw}, PrivateKey: key})
+	return nil
+}
+
+// renewLoop renews the server certificate and the local admin identity at
+// about two thirds of their lifetime.
+func (c *Coordinator) renewLoop(ctx context.Context) {
+	for {
+		wait := c.cfg.CertTTL * 2 / 3
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return
+		case <-t.C:
+		}
+		if err := c.issueServerCert(); err != nil {
+			c.log.Error("coordinator: renew server certificate", "err", err)
+		}
+		if err := c.writeAdminIdentity(ctx); err != nil {
+			c.log.Error("coordinator: renew admin identity", "err", err)
+		}
+	}
+}
+
+// writeAdminIdentity makes sure DATA/admin holds a valid admin identity:
+// on first start it creates the key and registers the admin node; on later
+// starts it re-issues the certificate, since the coordinator owns this
+// directory and an expired admin certificate would lock the operator out.
+func (c *Coordinator) writeAdminIdentity(ctx context.Context) error {
+	dir := c.AdminDir()
+	d, err := nodestate.Open(dir)
+	if errors.Is(err, os.ErrNotExist) {
+		d, err = nodestate.Create(dir)
+	}
+	if err != nil {
+		return err
+	}
+	key, err := d.Key()
+	if errors.Is(err, os.ErrNotExist) {
+		key, err = pki.NewKey()
+		if err == nil {
+			err = d.SaveKey(key)
+		}
+	}
+	if err != nil {
+		return err
+	}
+	n, err := c.reg.activeNode(ctx, AdminName)
+	if errors.Is(err, errNotFound) {
+		n.Node = netmap.Node{Name: AdminName, Kind: string(identity.KindAdmin), Tags: []string{}, Incarnation: newIncarnation()}
+		err = c.reg.addNode(ctx, n.Node, c.now())
+	}
+	if err != nil {
+		return err
+	}
+	id, _ := identity.New(c.td, identity.KindAdmin, AdminName)
+	csrDER, err := pki.CreateCSR(key)
+	if err != nil {
+		return err
+	}
+	csr, err := x509.ParseCertificateRequest(csrDER)
+	if err != nil {
+		return err
+	}
+	_, der, err := c.ca.Issue(csr, pki.IssueRequest{ID: id, Incarnation: n.Incarnation, TTL: c.cfg.CertTTL, Now: c.now()})
+	if err != nil {
+		return err
+	}
+	if err := d.SaveCABundle(pki.EncodeCertPEM(c.ca.Certificate())); err != nil {
+		return err
+	}
+	if err := d.SaveCertificate(der); err != nil {
+		return err
+	}
+	return d.SaveConfig(nodestate.Config{
+		CoordinatorURL: c.url,
+		CAFingerprint:  c.ca.Fingerprint(),
+		TrustDomain:    string(c.td),
+		Name:           AdminName,
+		Kind:           string(identity.KindAdmin),
+	})
+}
+
+// loadOrCreateAuditKey returns the ed25519 key that signs audit
+// checkpoints, creating it (mode 0600) on first start.
+func loadOrCreateAuditKey(path string) (ed25519.PrivateKey, error) {
+	b, err := os.ReadFile(path)
+	if errors.Is(err, os.ErrNotExist) {
+		_, priv, err := ed25519.GenerateKey(rand.Reader)
+		if err != nil {
+			return nil, err
+		}
+		der, err := x509.MarshalPKCS8PrivateKey(priv)
+		if err != nil {
+			return nil, err
+		}
+		out := pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der})
+		if err := os.WriteFile(path, out, 0o600); err != nil {
+			return nil, fmt.Errorf("audit key: %w", err)
+		}
+		return priv, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("audit key: %w", err)
+	}
+	if fi, err := os.Stat(path); err == nil && fi.Mode().Perm()&0o077 != 0 {
+		return nil, fmt.Errorf("audit key %s is readable by other users; run: chmod 600 %s", path, path)
+	}
+	blk, _ := pem.Decode(b)
+	if blk == nil {
+		return nil, fmt.Errorf("audit key %s: not PEM", path)
+	}
+	k, err := x509.ParsePKCS8PrivateKey(blk.Bytes)
+	if err != nil {
+		return nil, fmt.Errorf("audit key %s: %w", path, err)
+	}
+	priv, ok := k.(ed25519.PrivateKey)
+	if !ok {
+		return nil, fmt.Errorf("audit key %s: not an ed25519 key", path)
+	}
+	return priv, nil
+}

@@ -1,0 +1,329 @@
+// Package coordinator is agentmesh's control plane: the mesh certificate
+// authority, the node registry, auth keys, the policy store and its
+// distribution through the netmap, and the audit store, all behind one
+// admin API served over TLS 1.3.
+//
+// Threat model: anyone on the network may reach the API. Every path but join
+// requires a client certificate issued by the mesh CA to a node that is still
+// active under the same incarnation; admin paths require kind admin. Join
+// requires an auth key whose secret the coordinator holds only as a hash; a
+// single-use key is consumed in the same transaction that records the node,
+// so it admits exactly one node. The CA key never leaves the data directory
+// (mode 0600). Bodies are bounded and decoded strictly. Every admin action
+// is written to the audit trail.
+package coordinator
+
+import (
+	"context"
+	"crypto/ed25519"
+	"crypto/tls"
+	"crypto/x509"
+	"database/sql"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"agentmesh/internal/audit"
+	"agentmesh/internal/identity"
+	"agentmesh/internal/netmap"
+	"agentmesh/internal/pki"
+	"agentmesh/internal/store"
+)
+
+// DefaultListen is where the coordinator listens unless told otherwise:
+// loopback, so a first start exposes nothing to the network.
+const DefaultListen = "127.0.0.1:7443"
+
+// DefaultTrustDomain names a mesh created without --trust-domain.
+const DefaultTrustDomain = "agentmesh.local"
+
+// ServerName is the node name in the coordinator's own certificate. It is
+// reserved: no node can join under it.
+const ServerName = "coordinator"
+
+// AdminName is the name of the first admin identity, written to DATA/admin.
+const AdminName = "admin"
+
+// Config configures a coordinator. The zero value of each field means its
+// default.
+type Config struct {
+	// DataDir holds the CA, the database and the admin identity. Required.
+	DataDir string
+	// Listen is the TCP address to listen on (DefaultListen).
+	Listen string
+	// TrustDomain is used when DataDir is initialised; later starts keep the
+	// one the mesh was created with and refuse a different one.
+	TrustDomain string
+	// CertTTL is the lifetime of node certificates (pki.DefaultTTL).
+	CertTTL time.Duration
+	// Now is the clock (time.Now).
+	Now func() time.Time
+	// Logger receives operational logs (nil: discard).
+	Logger *slog.Logger
+	// CheckpointEvery is how often the audit head is signed (10s).
+	CheckpointEvery time.Duration
+}
+
+// Coordinator is a running control plane. Close stops it.
+type Coordinator struct {
+	cfg      Config
+	log      *slog.Logger
+	now      func() time.Time
+	td       identity.TrustDomain
+	ca       *pki.CA
+	verifier *pki.Verifier
+	db       *sql.DB
+	reg      *registry
+	audit    *audit.Store
+	auditPub ed25519.PublicKey
+	ln       net.Listener
+	srv      *http.Server
+	url      string
+
+	serverCert atomic.Pointer[tls.Certificate]
+
+	mu      sync.Mutex
+	current *netmap.Netmap
+	changed chan struct{} // closed and replaced on every publish
+
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+	closed sync.Once
+}
+
+// Start initialises or loads cfg.DataDir, listens, and serves until Close.
+func Start(ctx context.Context, cfg Config) (c *Coordinator, err error) {
+	if cfg.DataDir == "" {
+		return nil, errors.New("coordinator: no data directory given (--data DIR)")
+	}
+	if cfg.Listen == "" {
+		cfg.Listen = DefaultListen
+	}
+	if cfg.CertTTL == 0 {
+		cfg.CertTTL = pki.DefaultTTL
+	}
+	if cfg.CertTTL < pki.MinTTL || cfg.CertTTL > pki.MaxTTL {
+		return nil, fmt.Errorf("coordinator: certificate lifetime %v is outside %v..%v", cfg.CertTTL, pki.MinTTL, pki.MaxTTL)
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.CheckpointEvery == 0 {
+		cfg.CheckpointEvery = 10 * time.Second
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	c = &Coordinator{cfg: cfg, log: log, now: cfg.Now, changed: make(chan struct{})}
+	defer func() {
+		if err != nil {
+			c.Close()
+			c = nil
+		}
+	}()
+	if err := c.openData(ctx); err != nil {
+		return nil, fmt.Errorf("coordinator: %w", err)
+	}
+	ln, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		return nil, fmt.Errorf("coordinator: listen: %w", err)
+	}
+	c.ln = ln
+	c.url = "https://" + ln.Addr().String()
+	if err := c.issueServerCert(); err != nil {
+		return nil, fmt.Errorf("coordinator: server certificate: %w", err)
+	}
+	if err := c.writeAdminIdentity(ctx); err != nil {
+		return nil, fmt.Errorf("coordinator: admin identity: %w", err)
+	}
+	if err := c.publish(ctx); err != nil {
+		return nil, fmt.Errorf("coordinator: netmap: %w", err)
+	}
+	runCtx, cancel := context.WithCancel(context.Background())
+	c.cancel = cancel
+	c.srv = &http.Server{
+		Handler:           c.routes(),
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
+		BaseContext:       func(net.Listener) context.Context { return runCtx },
+	}
+	tlsLn := tls.NewListener(ln, c.tlsConfig())
+	c.wg.Add(3)
+	go func() {
+		defer c.wg.Done()
+		if err := c.srv.Serve(tlsLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			log.Error("coordinator: serve", "err", err)
+		}
+	}()
+	go func() {
+		defer c.wg.Done()
+		c.renewLoop(runCtx)
+	}()
+	go func() {
+		defer c.wg.Done()
+		if err := c.audit.Run(runCtx); err != nil && !errors.Is(err, context.Canceled) {
+			log.Error("coordinator: audit checkpoints", "err", err)
+		}
+	}()
+	return c, nil
+}
+
+// URL is the coordinator's API base URL, such as https://127.0.0.1:7443.
+func (c *Coordinator) URL() string { return c.url }
+
+// Addr is the address the coordinator listens on.
+func (c *Coordinator) Addr() net.Addr { return c.ln.Addr() }
+
+// CAFingerprint is the SHA-256 fingerprint of the mesh CA, as auth keys pin it.
+func (c *Coordinator) CAFingerprint() string { return c.ca.Fingerprint() }
+
+// TrustDomain is the mesh's trust domain.
+func (c *Coordinator) TrustDomain() identity.TrustDomain { return c.td }
+
+// AdminDir is the state directory of the first admin identity.
+func (c *Coordinator) AdminDir() string { return filepath.Join(c.cfg.DataDir, "admin") }
+
+// Netmap returns the current netmap.
+func (c *Coordinator) Netmap() *netmap.Netmap {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.current
+}
+
+// Close stops serving, waits for everything Start began, and closes the
+// database. It is safe to call more than once.
+func (c *Coordinator) Close() error {
+	c.closed.Do(func() {
+		if c.srv != nil {
+			sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			c.srv.Shutdown(sctx)
+			cancel()
+			c.srv.Close()
+		} else if c.ln != nil {
+			c.ln.Close()
+		}
+		if c.cancel != nil {
+			c.cancel()
+		}
+		c.wg.Wait()
+		if c.audit != nil {
+			if err := c.audit.Checkpoint(context.Background()); err != nil {
+				c.log.Warn("coordinator: final audit checkpoint", "err", err)
+			}
+		}
+		if c.db != nil {
+			c.db.Close()
+		}
+	})
+	return nil
+}
+
+// openData creates the data directory on first start and loads it after.
+func (c *Coordinator) openData(ctx context.Context) error {
+	dir := c.cfg.DataDir
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return fmt.Errorf("data directory: %w", err)
+	}
+	if fi, err := os.Stat(dir); err != nil {
+		return fmt.Errorf("data directory: %w", err)
+	} else if fi.Mode().Perm()&0o077 != 0 {
+		return fmt.Errorf("data directory %s is accessible to other users (mode %v); run: chmod 700 %s", dir, fi.Mode().Perm(), dir)
+	}
+	db, err := store.Open(filepath.Join(dir, "mesh.db"))
+	if err != nil {
+		return err
+	}
+	c.db = db
+	reg, err := newRegistry(ctx, db)
+	if err != nil {
+		return err
+	}
+	c.reg = reg
+	td, err := c.trustDomain(ctx)
+	if err != nil {
+		return err
+	}
+	c.td = td
+	_, statErr := os.Stat(filepath.Join(dir, "ca.crt"))
+	switch {
+	case statErr == nil:
+		ca, err := pki.LoadCA(dir)
+		if err != nil {
+			return err
+		}
+		c.ca = ca
+	case errors.Is(statErr, os.ErrNotExist):
+		ca, err := pki.NewCA(td, c.now())
+		if err != nil {
+			return err
+		}
+		if err := ca.Save(dir); err != nil {
+			return err
+		}
+		c.ca = ca
+	default:
+		return statErr
+	}
+	c.verifier = pki.NewVerifier(td, []*x509.Certificate{c.ca.Certificate()}, c.now)
+	signer, err := loadOrCreateAuditKey(filepath.Join(dir, "audit.key"))
+	if err != nil {
+		return err
+	}
+	c.auditPub = signer.Public().(ed25519.PublicKey)
+	as, err := audit.NewStore(ctx, db, signer, audit.StoreOptions{CheckpointEvery: c.cfg.CheckpointEvery, Now: c.now, Logger: c.log})
+	if err != nil {
+		return err
+	}
+	c.audit = as
+	return nil
+}
+
+// trustDomain returns the stored trust domain, storing the configured one
+// (or the default) on first start.
+func (c *Coordinator) trustDomain(ctx context.Context) (identity.TrustDomain, error) {
+	var stored string
+	err := c.db.QueryRowContext(ctx, `SELECT v FROM meta WHERE k = 'trust_domain'`).Scan(&stored)
+	switch {
+	case err == nil:
+		if c.cfg.TrustDomain != "" && c.cfg.TrustDomain != stored {
+			return "", fmt.Errorf("this mesh's trust domain is %q; it cannot be changed to %q", stored, c.cfg.TrustDomain)
+		}
+		return identity.ParseTrustDomain(stored)
+	case errors.Is(err, sql.ErrNoRows):
+		want := c.cfg.TrustDomain
+		if want == "" {
+			want = DefaultTrustDomain
+		}
+		td, err := identity.ParseTrustDomain(want)
+		if err != nil {
+			return "", err
+		}
+		_, err = c.db.ExecContext(ctx, `INSERT INTO meta(k, v) VALUES('trust_domain', ?)`, string(td))
+		return td, err
+	default:
+		return "", err
+	}
+}
+
+func (c *Coordinator) tlsConfig() *tls.Config {
+	return &tls.Config{
+		MinVersion: tls.VersionTLS13,
+		MaxVersion: tls.VersionTLS13,
+		// Join has no certificate yet, so certificates are requested, not
+		// required; every other handler refuses a request without one.
+		ClientAuth: tls.RequestClientCert,
+		GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) {
+			return c.serverCert.Load(), nil
+		},
+		NextProtos: []string{"h2", "http/1.1"},
+	}
+}

@@ -1,0 +1,457 @@
+package coordinator_test
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+
+	"agentmesh/internal/authkey"
+	"agentmesh/internal/controlapi"
+	"agentmesh/internal/controlclient"
+	"agentmesh/internal/coordinator"
+	"agentmesh/internal/identity"
+	"agentmesh/internal/netmap"
+	"agentmesh/internal/nodestate"
+	"agentmesh/internal/pki"
+)
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m)
+}
+
+// clock is a settable clock shared by the coordinator and clients in a test.
+type clock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func newClock() *clock { return &clock{t: time.Now()} }
+
+func (c *clock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.t
+}
+
+func (c *clock) Advance(d time.Duration) {
+	c.mu.Lock()
+	c.t = c.t.Add(d)
+	c.mu.Unlock()
+}
+
+type mesh struct {
+	t      *testing.T
+	data   string
+	listen string
+	clock  *clock
+	co     *coordinator.Coordinator
+	admin  *controlclient.Client
+}
+
+func startMesh(t *testing.T) *mesh {
+	t.Helper()
+	m := &mesh{t: t, data: filepath.Join(t.TempDir(), "mesh"), listen: "127.0.0.1:0", clock: newClock()}
+	m.start()
+	return m
+}
+
+func (m *mesh) start() {
+	m.t.Helper()
+	co, err := coordinator.Start(context.Background(), coordinator.Config{
+		DataDir: m.data, Listen: m.listen, TrustDomain: "test.mesh", Now: m.clock.Now,
+	})
+	if err != nil {
+		m.t.Fatal(err)
+	}
+	m.co = co
+	// A restart listens where the first start did: auth keys and node
+	// configurations carry the address.
+	m.listen = co.Addr().String()
+	m.admin = m.client(co.AdminDir())
+	m.t.Cleanup(m.stop)
+}
+
+func (m *mesh) stop() {
+	if m.admin != nil {
+		m.admin.Close()
+		m.admin = nil
+	}
+	if m.co != nil {
+		m.co.Close()
+		m.co = nil
+	}
+}
+
+func (m *mesh) client(dir string) *controlclient.Client {
+	m.t.Helper()
+	d, err := nodestate.Open(dir)
+	if err != nil {
+		m.t.Fatal(err)
+	}
+	c, err := controlclient.New(d, controlclient.Options{Now: m.clock.Now})
+	if err != nil {
+		m.t.Fatal(err)
+	}
+	m.t.Cleanup(c.Close)
+	return c
+}
+
+func (m *mesh) key(req controlapi.KeyCreateRequest) string {
+	m.t.Helper()
+	var resp controlapi.KeyCreateResponse
+	if err := m.admin.Call(context.Background(), http.MethodPost, controlapi.PathKeys, req, &resp); err != nil {
+		m.t.Fatal(err)
+	}
+	return resp.Key
+}
+
+func (m *mesh) join(key, name, kind string) (string, error) {
+	dir := filepath.Join(m.t.TempDir(), name)
+	_, err := controlclient.Join(context.Background(), controlclient.JoinOptions{AuthKey: key, Name: name, Kind: kind, State: dir, Now: m.clock.Now})
+	return dir, err
+}
+
+func (m *mesh) mustJoin(key, name, kind string) *controlclient.Client {
+	m.t.Helper()
+	dir, err := m.join(key, name, kind)
+	if err != nil {
+		m.t.Fatalf("join %s: %v", name, err)
+	}
+	return m.client(dir)
+}
+
+func apiCode(err error) string {
+	var ae *controlclient.APIError
+	if errors.As(err, &ae) {
+		return ae.Code
+	}
+	return ""
+}
+
+func TestJoinIssuesCertificateWithOneSPIFFEID(t *testing.T) {
+	m := startMesh(t)
+	key := m.key(controlapi.KeyCreateRequest{Kind: "tool", Tags: []string{"tag:payments"}})
+	c := m.mustJoin(key, "payments-db", "")
+	leaf := c.Certificate().Leaf
+	if len(leaf.URIs) != 1 || leaf.URIs[0].String() != "spiffe://test.mesh/tool/payments-db" {
+		t.Fatalf("URI SANs = %v", leaf.URIs)
+	}
+	fi, err := os.Stat(filepath.Join(c.Dir().Path(), "node.key"))
+	if err != nil || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("node.key mode = %v, %v; want 0600", fi.Mode().Perm(), err)
+	}
+	var nodes []coordinator.NodeInfo
+	if err := m.admin.Call(context.Background(), http.MethodGet, controlapi.PathNodes, nil, &nodes); err != nil {
+		t.Fatal(err)
+	}
+	found := false
+	for _, n := range nodes {
+		if n.Name == "payments-db" {
+			found = n.Kind == "tool" && n.Status == "active" && len(n.Tags) == 1 && n.Tags[0] == "tag:payments"
+		}
+	}
+	if !found {
+		t.Fatalf("nodes list lacks an active tagged payments-db: %+v", nodes)
+	}
+}
+
+func TestJoinRefusals(t *testing.T) {
+	m := startMesh(t)
+	ctx := context.Background()
+	single := m.key(controlapi.KeyCreateRequest{Kind: "agent"})
+	m.mustJoin(single, "a1", "")
+	if _, err := m.join(single, "a2", ""); apiCode(errors.Unwrap(err)) != "key_used" && !strings.Contains(fmt.Sprint(err), "key_used") {
+		t.Errorf("reusing a single-use key: %v, want key_used", err)
+	}
+
+	reusable := m.key(controlapi.KeyCreateRequest{Kind: "agent", Reusable: true})
+	m.mustJoin(reusable, "b1", "")
+	m.mustJoin(reusable, "b2", "")
+	if _, err := m.join(reusable, "b1", ""); !strings.Contains(fmt.Sprint(err), "name_taken") {
+		t.Errorf("joining under an active node's name: %v, want name_taken", err)
+	}
+	if _, err := m.join(reusable, "b3", "tool"); !strings.Contains(fmt.Sprint(err), "kind_not_allowed") {
+		t.Errorf("joining as a kind the key does not allow: %v, want kind_not_allowed", err)
+	}
+	if _, err := m.join(reusable, "coordinator", ""); !strings.Contains(fmt.Sprint(err), "reserved") {
+		t.Errorf("joining as the reserved coordinator name: %v", err)
+	}
+
+	short := m.key(controlapi.KeyCreateRequest{Kind: "agent", Expiry: time.Minute})
+	m.clock.Advance(2 * time.Minute)
+	if _, err := m.join(short, "c1", ""); !strings.Contains(fmt.Sprint(err), "key_expired") {
+		t.Errorf("expired key: %v, want key_expired", err)
+	}
+
+	revoked := m.key(controlapi.KeyCreateRequest{Kind: "agent"})
+	k, _ := authkey.Parse(revoked)
+	if err := m.admin.Call(ctx, http.MethodPost, controlapi.PathKeys+"/"+k.ID+"/revoke", nil, nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := m.join(revoked, "d1", ""); !strings.Contains(fmt.Sprint(err), "key_revoked") {
+		t.Errorf("revoked key: %v, want key_revoked", err)
+	}
+
+	forged := k
+	forged.Secret = strings.Repeat("0", 64)
+	if _, err := m.join(forged.String(), "e1", ""); !strings.Contains(fmt.Sprint(err), "key_unknown") {
+		t.Errorf("wrong secret: %v, want key_unknown", err)
+	}
+	if _, err := m.join(revoked[:len(revoked)-9], "f1", ""); !errors.Is(err, authkey.ErrMalformed) {
+		t.Errorf("truncated key: %v, want ErrMalformed", err)
+	}
+}
+
+func TestJoinRefusesWrongCAFingerprintBeforeSending(t *testing.T) {
+	m := startMesh(t)
+	k, err := authkey.Parse(m.key(controlapi.KeyCreateRequest{Kind: "agent"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	k.CAFingerprint = strings.Repeat("ab", 32)
+	_, err = m.join(k.String(), "mallory", "")
+	if !errors.Is(err, pki.ErrFingerprintMismatch) {
+		t.Fatalf("join with a wrong fingerprint: %v, want ErrFingerprintMismatch", err)
+	}
+	// Nothing was sent: the key is still unused.
+	var keys []controlapi.KeyInfo
+	if err := m.admin.Call(context.Background(), http.MethodGet, controlapi.PathKeys, nil, &keys); err != nil {
+		t.Fatal(err)
+	}
+	for _, ki := range keys {
+		if ki.ID == k.ID && ki.Uses != 0 {
+			t.Fatalf("key %s was used %d times by a join that should not have reached the coordinator", k.ID, ki.Uses)
+		}
+	}
+}
+
+// rawClient returns an HTTP client that trusts the coordinator and presents
+// cert (which may be nil), with the given TLS version cap.
+func rawClient(t *testing.T, m *mesh, cert *tls.Certificate, maxVersion uint16) *http.Client {
+	t.Helper()
+	roots := x509.NewCertPool()
+	b, err := os.ReadFile(filepath.Join(m.data, "ca.crt"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	roots.AppendCertsFromPEM(b)
+	cfg := &tls.Config{RootCAs: roots, ServerName: "localhost", MaxVersion: maxVersion}
+	if cert != nil {
+		cfg.Certificates = []tls.Certificate{*cert}
+	}
+	tr := &http.Transport{TLSClientConfig: cfg}
+	t.Cleanup(tr.CloseIdleConnections)
+	return &http.Client{Transport: tr}
+}
+
+func get(c *http.Client, url string) (int, string, error) {
+	resp, err := c.Get(url)
+	if err != nil {
+		return 0, "", err
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b), nil
+}
+
+func TestAPIRefusesBadClients(t *testing.T) {
+	m := startMesh(t)
+	url := m.co.URL() + controlapi.PathNodes
+
+	// No certificate.
+	if code, body, err := get(rawClient(t, m, nil, 0), url); err != nil || code != http.StatusUnauthorized || !strings.Contains(body, "no_certificate") {
+		t.Errorf("no certificate: %d %s %v", code, body, err)
+	}
+	// A certificate from another CA with a valid-looking SPIFFE ID.
+	other, err := pki.NewCA("test.mesh", time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	key, _ := pki.NewKey()
+	csrDER, _ := pki.CreateCSR(key)
+	csr, _ := x509.ParseCertificateRequest(csrDER)
+	id, _ := identity.New("test.mesh", identity.KindAdmin, "admin")
+	_, der, err := other.Issue(csr, pki.IssueRequest{ID: id, Incarnation: "x", TTL: time.Hour, Now: time.Now()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	foreign := &tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}
+	if code, body, err := get(rawClient(t, m, foreign, 0), url); err != nil || code != http.StatusUnauthorized || !strings.Contains(body, "unknown_ca") {
+		t.Errorf("foreign CA: %d %s %v", code, body, err)
+	}
+	// TLS 1.2 is refused in the handshake.
+	if _, _, err := get(rawClient(t, m, m.admin.Certificate(), tls.VersionTLS12), url); err == nil {
+		t.Error("a TLS 1.2 client was served")
+	}
+	// A non-admin node cannot use admin paths.
+	agent := m.mustJoin(m.key(controlapi.KeyCreateRequest{Kind: "agent"}), "agent1", "")
+	if code, body, _ := get(rawClient(t, m, agent.Certificate(), 0), url); code != http.StatusForbidden || !strings.Contains(body, "not_admin") {
+		t.Errorf("agent on an admin path: %d %s", code, body)
+	}
+	// Garbage and oversized bodies change nothing.
+	admin := rawClient(t, m, m.admin.Certificate(), 0)
+	for _, body := range [][]byte{[]byte("{nope"), []byte(`{"kind":"agent","extra":1}`), bytes.Repeat([]byte(" "), controlapi.MaxBody+10)} {
+		resp, err := admin.Post(m.co.URL()+controlapi.PathKeys, "application/json", bytes.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusBadRequest {
+			t.Errorf("bad body %.20q: status %d, want 400", body, resp.StatusCode)
+		}
+	}
+}
+
+func TestExpiredNodeCertificateIsRefused(t *testing.T) {
+	m := startMesh(t)
+	agent := m.mustJoin(m.key(controlapi.KeyCreateRequest{Kind: "agent"}), "agent1", "")
+	m.clock.Advance(2 * time.Hour)
+	code, body, err := get(rawClient(t, m, agent.Certificate(), 0), m.co.URL()+controlapi.PathNetmap+"?since=-1")
+	if err != nil || code != http.StatusUnauthorized || !strings.Contains(body, "expired") {
+		t.Fatalf("expired certificate: %d %s %v", code, body, err)
+	}
+	if _, err := agent.Renew(context.Background()); err == nil {
+		t.Fatal("an expired certificate was renewed")
+	}
+}
+
+func TestRenewKeepsIdentityAndRevokedNodeCannotRenew(t *testing.T) {
+	m := startMesh(t)
+	ctx := context.Background()
+	agent := m.mustJoin(m.key(controlapi.KeyCreateRequest{Kind: "agent"}), "agent1", "")
+	before := agent.Certificate().Leaf
+	m.clock.Advance(45 * time.Minute)
+	tc, err := agent.Renew(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !tc.Leaf.NotAfter.After(before.NotAfter) || tc.Leaf.URIs[0].String() != before.URIs[0].String() {
+		t.Fatalf("renewed certificate: %v %v, before %v %v", tc.Leaf.URIs, tc.Leaf.NotAfter, before.URIs, before.NotAfter)
+	}
+	if err := m.admin.Call(ctx, http.MethodPost, controlapi.PathNodes+"/agent1/revoke", nil, nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := agent.Renew(ctx); apiCode(err) != "revoked" && !strings.Contains(fmt.Sprint(err), "revoked") {
+		t.Fatalf("revoked node renewed: %v", err)
+	}
+	// The name is free again, and the old certificate stays dead for the new node's sake.
+	fresh := m.mustJoin(m.key(controlapi.KeyCreateRequest{Kind: "agent"}), "agent1", "")
+	if _, err := agent.Renew(ctx); err == nil {
+		t.Fatal("the revoked incarnation renewed after its name was reused")
+	}
+	if _, err := fresh.Renew(ctx); err != nil {
+		t.Fatalf("new incarnation cannot renew: %v", err)
+	}
+}
+
+func TestRevocationReachesWatchingNode(t *testing.T) {
+	m := startMesh(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	watcher := m.mustJoin(m.key(controlapi.KeyCreateRequest{Kind: "tool"}), "files", "")
+	m.mustJoin(m.key(controlapi.KeyCreateRequest{Kind: "agent"}), "victim", "")
+	maps := make(chan *netmap.Netmap, 16)
+	done := make(chan error, 1)
+	go func() { done <- watcher.Watch(ctx, func(nm *netmap.Netmap) { maps <- nm }) }()
+	waitFor := func(cond func(*netmap.Netmap) bool) *netmap.Netmap {
+		t.Helper()
+		for {
+			select {
+			case nm := <-maps:
+				if cond(nm) {
+					return nm
+				}
+			case <-time.After(10 * time.Second):
+				t.Fatal("netmap change did not arrive")
+			}
+		}
+	}
+	active := func(nm *netmap.Netmap) bool { n, ok := nm.Node("victim"); return ok && n.Status == netmap.StatusActive }
+	waitFor(active)
+	if err := m.admin.Call(ctx, http.MethodPost, controlapi.PathNodes+"/victim/revoke", nil, nil); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(func(nm *netmap.Netmap) bool { return !active(nm) })
+	cancel()
+	<-done
+}
+
+func TestRestartKeepsCANodesAndKeys(t *testing.T) {
+	m := startMesh(t)
+	fp := m.co.CAFingerprint()
+	reusable := m.key(controlapi.KeyCreateRequest{Kind: "agent", Reusable: true})
+	agent := m.mustJoin(reusable, "agent1", "")
+	m.stop()
+	m.start()
+	if m.co.CAFingerprint() != fp {
+		t.Fatal("CA changed across restart")
+	}
+	// The node's certificate is still accepted (same CA, same record), and
+	// the reusable key still admits nodes.
+	if _, err := agent.Renew(context.Background()); err != nil {
+		t.Fatalf("node from before the restart cannot renew: %v", err)
+	}
+	m.mustJoin(reusable, "agent2", "")
+	var nodes []coordinator.NodeInfo
+	if err := m.admin.Call(context.Background(), http.MethodGet, controlapi.PathNodes, nil, &nodes); err != nil {
+		t.Fatal(err)
+	}
+	names := map[string]bool{}
+	for _, n := range nodes {
+		names[n.Name] = true
+	}
+	if !names["agent1"] || !names["agent2"] || !names["admin"] {
+		t.Fatalf("nodes after restart: %v", names)
+	}
+}
+
+func TestNodeStartsFromCachedNetmapWithCoordinatorDown(t *testing.T) {
+	m := startMesh(t)
+	ctx := context.Background()
+	tool := m.mustJoin(m.key(controlapi.KeyCreateRequest{Kind: "tool"}), "files", "")
+	nm, err := tool.Netmap(ctx, -1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := json.Marshal(nm)
+	if err := tool.Dir().SaveNetmap(b); err != nil {
+		t.Fatal(err)
+	}
+	m.stop()
+	restarted := m.client(tool.Dir().Path())
+	wctx, cancel := context.WithCancel(ctx)
+	got := make(chan *netmap.Netmap, 1)
+	done := make(chan error, 1)
+	go func() {
+		done <- restarted.Watch(wctx, func(nm *netmap.Netmap) {
+			select {
+			case got <- nm:
+			default:
+			}
+		})
+	}()
+	select {
+	case cached := <-got:
+		if cached.Version != nm.Version {
+			t.Fatalf("cached netmap version %d, want %d", cached.Version, nm.Version)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("no netmap from cache with the coordinator down")
+	}
+	cancel()
+	<-done
+}

@@ -1,0 +1,331 @@
+package coordinator
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"agentmesh/internal/controlapi"
+	"agentmesh/internal/netmap"
+	"agentmesh/internal/store"
+)
+
+// registry is the coordinator's durable state: auth keys, nodes, policy
+// versions and the netmap version counter. Every method is one transaction.
+type registry struct {
+	db *sql.DB
+}
+
+var registryMigrations = []store.Migration{
+	{Version: 1, SQL: `
+CREATE TABLE meta (k TEXT PRIMARY KEY, v TEXT NOT NULL);
+CREATE TABLE authkeys (
+	id          TEXT PRIMARY KEY,
+	secret_hash TEXT NOT NULL,
+	kind        TEXT NOT NULL,
+	tags        TEXT NOT NULL,
+	reusable    INTEGER NOT NULL,
+	uses        INTEGER NOT NULL DEFAULT 0,
+	created_at  INTEGER NOT NULL,
+	expires_at  INTEGER NOT NULL,
+	revoked     INTEGER NOT NULL DEFAULT 0,
+	created_by  TEXT NOT NULL
+);
+CREATE TABLE nodes (
+	incarnation TEXT PRIMARY KEY,
+	name        TEXT NOT NULL,
+	kind        TEXT NOT NULL,
+	tags        TEXT NOT NULL,
+	status      TEXT NOT NULL,
+	addrs       TEXT NOT NULL DEFAULT '[]',
+	key_id      TEXT NOT NULL,
+	created_at  INTEGER NOT NULL,
+	revoked_at  INTEGER,
+	last_seen   INTEGER
+);
+CREATE UNIQUE INDEX nodes_active_name ON nodes(name) WHERE status = 'active';
+CREATE TABLE policies (
+	version    INTEGER PRIMARY KEY,
+	document   TEXT NOT NULL,
+	applied_by TEXT NOT NULL,
+	applied_at INTEGER NOT NULL,
+	note       TEXT NOT NULL DEFAULT ''
+);
+`},
+}
+
+func newRegistry(ctx context.Context, db *sql.DB) (*registry, error) {
+	if err := store.Migrate(ctx, db, "registry", registryMigrations); err != nil {
+		return nil, err
+	}
+	return &registry{db: db}, nil
+}
+
+type keyRecord struct {
+	controlapi.KeyInfo
+	SecretHash string
+}
+
+func (r *registry) createKey(ctx context.Context, k keyRecord) error {
+	tags, _ := json.Marshal(k.Tags)
+	_, err := r.db.ExecContext(ctx, `INSERT INTO authkeys(id, secret_hash, kind, tags, reusable, created_at, expires_at, created_by)
+		VALUES(?, ?, ?, ?, ?, ?, ?, ?)`, k.ID, k.SecretHash, k.Kind, string(tags), k.Reusable,
+		k.CreatedAt.UnixNano(), k.ExpiresAt.UnixNano(), k.CreatedBy)
+	return err
+}
+
+func scanKey(s interface{ Scan(...any) error }) (keyRecord, error) {
+	var k keyRecord
+	var tags string
+	var created, expires int64
+	if err := s.Scan(&k.ID, &k.SecretHash, &k.Kind, &tags, &k.Reusable, &k.Uses, &created, &expires, &k.Revoked, &k.CreatedBy); err != nil {
+		return k, err
+	}
+	k.CreatedAt = time.Unix(0, created).UTC()
+	k.ExpiresAt = time.Unix(0, expires).UTC()
+	if err := json.Unmarshal([]byte(tags), &k.Tags); err != nil {
+		return k, fmt.Errorf("key %s: tags: %w", k.ID, err)
+	}
+	return k, nil
+}
+
+const keyColumns = `id, secret_hash, kind, tags, reusable, uses, created_at, expires_at, revoked, created_by`
+
+func (r *registry) listKeys(ctx context.Context) ([]controlapi.KeyInfo, error) {
+	rows, err := r.db.QueryContext(ctx, `SELECT `+keyColumns+` FROM authkeys ORDER BY created_at`)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	out := []controlapi.KeyInfo{}
+	for rows.Next() {
+		k, err := scanKey(rows)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, k.KeyInfo)
+	}
+	return out, rows.Err()
+}
+
+func (r *registry) revokeKey(ctx context.Context, id string) error {
+	res, err := r.db.ExecContext(ctx, `UPDATE authkeys SET revoked = 1 WHERE id = ?`, id)
+	if err != nil {
+		return err
+	}
+	if n, _ := res.RowsAffected(); n == 0 {
+		return errNotFound
+	}
+	return nil
+}
+
+var (
+	errNotFound = errors.New("not found")
+	errConflict = errors.New("conflict")
+)
+
+// joinError is a refusal with a stable code that the client is shown.
+type joinError struct {
+	code, msg string
+}
+
+func (e *joinError) Error() string { return e.msg }
+
+// join consumes the key and records the node in one transaction, so that a
+// single-use key can never admit two nodes, however the requests interleave.
+// decide checks the key and returns the node to record.
+func (r *registry) join(ctx context.Context, keyID string, decide func(keyRecord) (netmap.Node, error), now time.Time) error {
+	tx, err := r.db.BeginTx(ctx, nil)
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback()
+	k, err := scanKey(tx.QueryRowContext(ctx, `SELECT `+keyColumns+` FROM authkeys WHERE id = ?`, keyID))
+	if errors.Is(err, sql.ErrNoRows) {
+		return &joinError{"key_unknown", "auth key is not known to this coordinator"}
+	}
+	if err != nil {
+		return err
+	}
+	n, err := decide(k)
+	if err != nil {
+		return err
+	}
+	var held int
+	if err := tx.QueryRowContext(ctx, `SELECT count(*) FROM nodes WHERE name = ? AND status = 'active'`, n.Name).Scan(&held); err != nil {
+		return err
+	}
+	if held > 0 {
+		return &joinError{"name_taken", fmt.Sprintf("name %q is held by another active node (revoke it first or pick another name)", n.Name)}
+	}
+	if _, err := tx.ExecContext(ctx, `UPDATE authkeys SET uses = uses + 1 WHERE id = ?`, keyID); err != nil {
+		return err
+	}
+	tags, _ := json.Marshal(n.Tags)
+	if _, err := tx.ExecContext(ctx, `INSERT INTO nodes(incarnation, name, kind, tags, status, key_id, created_at, last_seen)
+		VALUES(?, ?, ?, ?, 'active', ?, ?, ?)`, n.Incarnation, n.Name, n.Kind, string(tags), keyID, now.UnixNano(), now.UnixNano()); err != nil {
+		return err
+	}
+	return tx.Commit()
+}
+
+// addNode records a node the coordinator creates itself (the first admin).
+func (r *registry) addNode(ctx context.Context, n netmap.Node, now time.Time) error {
+	tags, _ := json.Marshal(n.Tags)
+	_, err := r.db.ExecContext(ctx, `INSERT INTO nodes(incarnation, name, kind, tags, status, key_id, created_at)
+		VALUES(?, ?, ?, ?, 'active', '', ?)`, n.Incarnation, n.Name, n.Kind, string(tags), now.UnixNano())
+	return err
+}
+
+// nodeRow is a node with the fields only the registry listing shows.
+type nodeRow struct {
+	netmap.Node
+	CreatedAt time.Time
+	RevokedAt time.Time
+}
+
+const nodeColumns = `incarnation, name, kind, tags, status, addrs, created_at, revoked_at, last_seen`
+
+func scanNode(s interface{ Scan(...any) error }) (nodeRow, error) {
+	var n nodeRow
+	var tags, addrs string
+	var created int64
+	var revoked, seen sql.NullInt64
+	if err := s.Scan(&n.Incarnation, &n.Name, &n.Kind, &tags, &n.Status, &addrs, &created, &revoked, &seen); err != nil {
+		return n, err
+	}
+	n.CreatedAt = time.Unix(0, created).UTC()
+	if revoked.Valid {
+		n.RevokedAt = time.Unix(0, revoked.Int64).UTC()
+	}
+	if seen.Valid {
+		n.LastSeen = time.Unix(0, seen.Int64).UTC()
+	}
+	if err := json.Unmarshal([]byte(tags), &n.Tags); err != nil {
+		return n, err
+	}
+	if err := json.Unmarshal([]byte(addrs), &n.Addrs); err != nil {
+		return n, err
+	}
+	return n, nil
+}
+
+// nodes lists nodes: every active one, and revoked ones revoked after
+// revokedSince (zero: all).
+func (r *registry) nodes(ctx context.Context, revokedSince time.Time) ([]nodeRow, error) {
+	rows, err := r.db.QueryContext(ctx, `SELECT `+nodeColumns+` FROM nodes
+		WHERE status = 'active' OR revoked_at >= ? ORDER BY name, created_at`, revokedSince.UnixNano())
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []nodeRow
+	for rows.Next() {
+		n, err := scanNode(rows)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, n)
+	}
+	return out, rows.Err()
+}
+
+// activeNode returns the active node with this name, or errNotFound.
+func (r *registry) activeNode(ctx context.Context, name string) (nodeRow, error) {
+	n, err := scanNode(r.db.QueryRowContext(ctx, `SELECT `+nodeColumns+` FROM nodes WHERE name = ? AND status = 'active'`, name))
+	if errors.Is(err, sql.ErrNoRows) {
+		return n, errNotFound
+	}
+	return n, err
+}
+
+func (r *registry) setTags(ctx context.Context, name string, tags []string) error {
+	b, _ := json.Marshal(tags)
+	return r.updateActive(ctx, name, `UPDATE nodes SET tags = ? WHERE name = ? AND status = 'active'`, string(b), name)
+}
+
+func (r *registry) setAddrs(ctx context.Context, name string, addrs []string) error {
+	b, _ := json.Marshal(addrs)
+	return r.updateActive(ctx, name, `UPDATE nodes SET addrs = ? WHERE name = ? AND status = 'active'`, string(b), name)
+}
+
+func (r *registry) revokeNode(ctx context.Context, name string, now time.Time) error {
+	return r.updateActive(ctx, name, `UPDATE nodes SET status = 'revoked', revoked_at = ? WHERE name = ? AND status = 'active'`, now.UnixNano(), name)
+}
+
+func (r *registry) touch(ctx context.Context, incarnation string, now time.Time) error {
+	_, err := r.db.ExecContext(ctx, `UPDATE nodes SET last_seen = ? WHERE incarnation = ?`, now.UnixNano(), incarnation)
+	return err
+}
+
+func (r *registry) updateActive(ctx context.Context, name, q string, args ...any) error {
+	res, err := r.db.ExecContext(ctx, q, args...)
+	if err != nil {
+		return err
+	}
+	if n, _ := res.RowsAffected(); n == 0 {
+		return errNotFound
+	}
+	return nil
+}
+
+// bumpNetmapVersion returns the next netmap version, persisted so that
+// versions keep increasing across restarts.
+func (r *registry) bumpNetmapVersion(ctx context.Context) (int64, error) {
+	var v int64
+	err := r.db.QueryRowContext(ctx, `INSERT INTO meta(k, v) VALUES('netmap_version', '1')
+		ON CONFLICT(k) DO UPDATE SET v = CAST(v AS INTEGER) + 1 RETURNING CAST(v AS INTEGER)`).Scan(&v)
+	return v, err
+}
+
+func (r *registry) addPolicy(ctx context.Context, doc, by, note string, now time.Time) (int64, error) {
+	var v int64
+	err := r.db.QueryRowContext(ctx, `INSERT INTO policies(version, document, applied_by, applied_at, note)
+		VALUES((SELECT coalesce(max(version), 0) + 1 FROM policies), ?, ?, ?, ?) RETURNING version`,
+		doc, by, now.UnixNano(), note).Scan(&v)
+	return v, err
+}
+
+// policy returns the given version, or the newest when version is 0.
+// With no policy applied yet it returns a zero PolicyVersion and no error.
+func (r *registry) policy(ctx context.Context, version int64) (controlapi.PolicyVersion, error) {
+	q := `SELECT version, document, applied_by, applied_at, note FROM policies ORDER BY version DESC LIMIT 1`
+	args := []any{}
+	if version > 0 {
+		q = `SELECT version, document, applied_by, applied_at, note FROM policies WHERE version = ?`
+		args = append(args, version)
+	}
+	var p controlapi.PolicyVersion
+	var at int64
+	err := r.db.QueryRowContext(ctx, q, args...).Scan(&p.Version, &p.Document, &p.AppliedBy, &at, &p.Note)
+	if errors.Is(err, sql.ErrNoRows) {
+		if version > 0 {
+			return p, errNotFound
+		}
+		return p, nil
+	}
+	p.AppliedAt = time.Unix(0, at).UTC()
+	return p, err
+}
+
+func (r *registry) policyHistory(ctx context.Context) ([]controlapi.PolicyVersion, error) {
+	rows, err := r.db.QueryContext(ctx, `SELECT version, applied_by, applied_at, note FROM policies ORDER BY version`)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	out := []controlapi.PolicyVersion{}
+	for rows.Next() {
+		var p controlapi.PolicyVersion
+		var at int64
+		if err := rows.Scan(&p.Version, &p.AppliedBy, &at, &p.Note); err != nil {
+			return nil, err
+		}
+		p.AppliedAt = time.Unix(0, at).UTC()
+		out = append(out, p)
+	}
+	return out, rows.Err()
+}

@@ -1,0 +1,205 @@
+// Package node runs the long-lived side of a mesh node that every data-plane
+// process shares: it loads the identity from the state directory, keeps the
+// certificate renewed, watches the netmap (starting from the cached copy so
+// a node works while the coordinator is down), compiles each new policy
+// once, and keeps the audit spool shipping to the coordinator.
+//
+// Fail closed: a policy that does not compile on the node is replaced by
+// nil, which denies everything, and the error is logged; the node never
+// keeps serving under rules it could not read.
+package node
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"sync"
+	"time"
+
+	"agentmesh/internal/audit"
+	"agentmesh/internal/controlclient"
+	"agentmesh/internal/identity"
+	"agentmesh/internal/netmap"
+	"agentmesh/internal/nodestate"
+	"agentmesh/internal/pki"
+	"agentmesh/internal/policy"
+)
+
+// View is one netmap with its compiled policy. Policy is nil when no policy
+// was applied yet or the document did not compile: both deny everything.
+type View struct {
+	Netmap *netmap.Netmap
+	Policy *policy.Policy
+}
+
+// Options configure Start. The zero value is usable.
+type Options struct {
+	Logger *slog.Logger
+	// OnView is called, one call at a time, with the cached view at start
+	// (if any) and then with each newer one.
+	OnView func(View)
+	// OnCertificate is called after each renewal.
+	OnCertificate func(*tls.Certificate)
+	// Clock drives renewal; nil is the system clock.
+	Clock pki.Clock
+	// Spool tunes the audit spool.
+	Spool audit.SpoolOptions
+}
+
+// Node is a running node. Close stops it.
+type Node struct {
+	Client *controlclient.Client
+	Spool  *audit.Spool
+	log    *slog.Logger
+
+	mu      sync.Mutex
+	view    View
+	changed chan struct{} // closed and replaced when view changes
+
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+	once   sync.Once
+}
+
+// Start opens the node in stateDir and starts renewal, the netmap watch and
+// audit shipping. It fails if the certificate has already expired: a node
+// that was offline for longer than its certificate's life must join again.
+func Start(ctx context.Context, stateDir string, o Options) (*Node, error) {
+	log := o.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	dir, err := nodestate.Open(stateDir)
+	if err != nil {
+		return nil, err
+	}
+	cl, err := controlclient.New(dir, controlclient.Options{Logger: log})
+	if err != nil {
+		return nil, err
+	}
+	leaf := cl.Certificate().Leaf
+	if leaf != nil && time.Now().After(leaf.NotAfter) {
+		cl.Close()
+		return nil, fmt.Errorf("the certificate in %s expired at %s; join again with a new auth key", stateDir, leaf.NotAfter.Format(time.RFC3339))
+	}
+	if err := cl.RenewIfDue(ctx); err != nil {
+		log.Warn("node: renewal at start failed; continuing with the current certificate", "err", err)
+	}
+	spool, err := audit.OpenSpool(dir.SpoolDir(), withLogger(o.Spool, log))
+	if err != nil {
+		cl.Close()
+		return nil, fmt.Errorf("audit spool: %w", err)
+	}
+	n := &Node{Client: cl, Spool: spool, log: log, changed: make(chan struct{})}
+	runCtx, cancel := context.WithCancel(context.Background())
+	n.cancel = cancel
+	n.wg.Add(3)
+	go func() {
+		defer n.wg.Done()
+		err := cl.RunRenewal(runCtx, o.Clock, o.OnCertificate)
+		if err != nil && !errors.Is(err, context.Canceled) {
+			log.Error("node: certificate renewal stopped", "err", err)
+		}
+	}()
+	go func() {
+		defer n.wg.Done()
+		var lastVersion int64 = -1
+		var lastPolicy *policy.Policy
+		cl.Watch(runCtx, func(nm *netmap.Netmap) {
+			if nm.Policy.Version != lastVersion {
+				lastPolicy = compile(nm.Policy, log)
+				lastVersion = nm.Policy.Version
+			}
+			v := View{Netmap: nm, Policy: lastPolicy}
+			n.mu.Lock()
+			n.view = v
+			close(n.changed)
+			n.changed = make(chan struct{})
+			n.mu.Unlock()
+			if o.OnView != nil {
+				o.OnView(v)
+			}
+		})
+	}()
+	go func() {
+		defer n.wg.Done()
+		audit.Ship(runCtx, spool, cl, audit.ShipOptions{Logger: log})
+	}()
+	return n, nil
+}
+
+func withLogger(o audit.SpoolOptions, log *slog.Logger) audit.SpoolOptions {
+	if o.Logger == nil {
+		o.Logger = log
+	}
+	return o
+}
+
+// compile compiles a netmap's policy; failure yields nil, which denies.
+func compile(p netmap.Policy, log *slog.Logger) *policy.Policy {
+	if p.Version == 0 {
+		return nil
+	}
+	pol, err := policy.Compile([]byte(p.Document), strconv.FormatInt(p.Version, 10))
+	if err != nil {
+		log.Error("node: policy does not compile here; denying everything until a good one arrives", "version", p.Version, "err", err)
+		return nil
+	}
+	return pol
+}
+
+// ID is the node's identity.
+func (n *Node) ID() identity.ID { return n.Client.ID() }
+
+// View returns the newest view, which is empty before the first netmap.
+func (n *Node) View() View {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.view
+}
+
+// WaitView waits until cond holds for the current view and returns it,
+// or returns ctx's error. Callers bound ctx: a node whose coordinator is
+// unreachable may never see a newer view.
+func (n *Node) WaitView(ctx context.Context, cond func(View) bool) (View, error) {
+	for {
+		n.mu.Lock()
+		v, ch := n.view, n.changed
+		n.mu.Unlock()
+		if cond(v) {
+			return v, nil
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return v, ctx.Err()
+		}
+	}
+}
+
+// Record appends an audit event to the spool. It blocks while the spool's
+// queue is full: audit slows requests down, it never drops them.
+func (n *Node) Record(ctx context.Context, e *audit.Event) error {
+	return n.Spool.Append(ctx, e)
+}
+
+// Close stops renewal, the watch and shipping, flushes the spool to disk
+// and closes it. Events not yet shipped stay in the spool for next time.
+func (n *Node) Close() error {
+	var err error
+	n.once.Do(func() {
+		n.cancel()
+		fctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		if ferr := n.Spool.Flush(fctx); ferr != nil {
+			n.log.Error("node: flushing the audit spool", "err", ferr)
+		}
+		cancel()
+		err = n.Spool.Close()
+		n.wg.Wait()
+		n.Client.Close()
+	})
+	return err
+}
