@@ -1,0 +1,86 @@
+package gateway
+
+import (
+	"context"
+	"net"
+	"net/http"
+	"sync"
+
+	"agentmesh/internal/identity"
+)
+
+// connTable tracks the server's TLS connections and, once a request on one
+// has been identified, whose they are, so that Update can close the
+// connections of a peer that lost access.
+type connTable struct {
+	mu    sync.Mutex
+	conns map[net.Conn]*trackedConn
+}
+
+type trackedConn struct {
+	conn net.Conn
+	mu   sync.Mutex
+	who  *peerRef // nil until a request on it was identified
+}
+
+// peerRef is who a connection or session belongs to.
+type peerRef struct {
+	id          identity.ID
+	incarnation string
+}
+
+type connKey struct{}
+
+func newConnTable() *connTable { return &connTable{conns: make(map[net.Conn]*trackedConn)} }
+
+// connContext is http.Server.ConnContext: it registers c.
+func (t *connTable) connContext(ctx context.Context, c net.Conn) context.Context {
+	tc := &trackedConn{conn: c}
+	t.mu.Lock()
+	t.conns[c] = tc
+	t.mu.Unlock()
+	return context.WithValue(ctx, connKey{}, tc)
+}
+
+// connState is http.Server.ConnState: it forgets closed connections.
+func (t *connTable) connState(c net.Conn, st http.ConnState) {
+	if st == http.StateClosed || st == http.StateHijacked {
+		t.mu.Lock()
+		delete(t.conns, c)
+		t.mu.Unlock()
+	}
+}
+
+func (t *connTable) snapshot() []*trackedConn {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	out := make([]*trackedConn, 0, len(t.conns))
+	for _, tc := range t.conns {
+		out = append(out, tc)
+	}
+	return out
+}
+
+// bind records that tc belongs to p; it reports whether this is the first
+// identified request on the connection (to audit the accepted connection
+// once).
+func (tc *trackedConn) bind(p peerRef) (first bool) {
+	tc.mu.Lock()
+	defer tc.mu.Unlock()
+	if tc.who == nil {
+		tc.who = &p
+		return true
+	}
+	return false
+}
+
+func (tc *trackedConn) peer() *peerRef {
+	tc.mu.Lock()
+	defer tc.mu.Unlock()
+	return tc.who
+}
+
+func connOf(ctx context.Context) *trackedConn {
+	tc, _ := ctx.Value(connKey{}).(*trackedConn)
+	return tc
+}

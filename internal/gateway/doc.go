@@ -1,0 +1,85 @@
+// Package gateway is the server side of the agentmesh data plane: it
+// terminates mutual TLS 1.3, identifies the peer from its certificate,
+// enforces the policy on every MCP message, forwards what is allowed to one
+// upstream MCP server (a Streamable HTTP URL or a stdio command) and hands
+// every decision to the audit recorder.
+//
+// # Use
+//
+//	gw, err := gateway.New(gateway.Config{TLS: tlsCfg, Upstream: gateway.HTTPUpstream{URL: u}, Audit: spool}, state)
+//	go gw.Serve(ctx, ln)      // https://ADDR/mcp
+//	gw.Update(newState)       // on every netmap or policy change
+//
+// # Threat model
+//
+// Every client is a remote mesh node that may be malicious: it holds a valid
+// certificate (or a stolen, revoked, or stale one) and sends arbitrary bytes.
+// The upstream MCP server is trusted to do what it is told, but not to
+// defend itself: anything the gateway forwards, it executes. The gateway
+// therefore defends as follows.
+//
+//   - Identity comes only from the verified TLS client certificate
+//     (identity.FromCertificate and pki.Incarnation); it must name an active
+//     peer of the current State with the same incarnation, and the policy
+//     must link it to this gateway, else the request is refused with HTTP 403
+//     and an audit event of kind "connection". Tags come from State, never
+//     from the peer.
+//   - Every POST body is read once, bounded by Limits.MaxBytes
+//     (http.MaxBytesReader), and decoded once by mcpwire's strict decoder,
+//     which rejects duplicate and case-variant keys, invalid UTF-8, and
+//     excessive size or nesting. The exact bytes that were evaluated are
+//     forwarded; the gateway never re-encodes a request, so the upstream
+//     cannot see anything the policy did not.
+//   - JSON-RPC batches are rejected as a whole (-32600): one POST carries one
+//     message, so a denied element can never ride along with allowed ones.
+//   - For protocol 2026-07-28 and later (or whenever the headers are
+//     present), Mcp-Method and Mcp-Name must equal the method and name in the
+//     body, and Mcp-Protocol-Version must equal the version in _meta; a
+//     mismatch is rejected, because an upstream or middlebox routing on the
+//     headers would otherwise act on something the policy never saw.
+//   - Methods are allow-listed. tools/call, resources/read,
+//     resources/subscribe, prompts/get and completion/complete are decided by
+//     the policy; tools/list, prompts/list, resources/list and
+//     resources/templates/list are answered with the upstream's result
+//     filtered to what the peer may see; initialize, ping, notifications/*,
+//     logging/setLevel, resources/unsubscribe, server/discover,
+//     subscriptions/listen, tasks/* and responses to server-initiated
+//     requests pass through; every other method is denied ("unknown_method").
+//   - A session id is bound to the identity whose initialize created it. The
+//     same id presented by anybody else is answered 404, exactly as an
+//     unknown id, so that ids cannot be probed, and the attempt is audited.
+//   - Client credentials (Authorization, Cookie and every header not on a
+//     short allow list) are never passed upstream.
+//   - Update applies a new State to the next message of every open session;
+//     sessions whose visible tools, prompts or resources changed receive the
+//     matching notifications/*/list_changed; peers that lost all access, were
+//     revoked or disappeared have their TLS connections closed, their
+//     streams ended and their stdio processes stopped at once.
+//
+// # Errors seen by clients
+//
+// A policy denial is a JSON-RPC error with code [CodeDenied] (-32040); input
+// that is malformed or looks like smuggling (duplicate keys, header/body
+// mismatch, bad session use) gets [CodeRejected] (-32041); a batch gets
+// -32600. In each case data is {"reason": "<code>", "event_id": "<audit id>"}:
+// the reason code is the same one written to the audit event with that id.
+// Refused connections get HTTP 403 with the same JSON body shape.
+//
+// # Upstreams
+//
+// [HTTPUpstream] is a lean message-level reverse proxy: requests go out on a
+// keep-alive transport, JSON and SSE responses stream back as they arrive
+// (flushed per read), and only list responses are parsed, to filter them.
+// A request whose bytes never reached the upstream is retried on a fresh
+// connection; a request that was written is never replayed.
+//
+// [CommandUpstream] starts one process per client session (so identities
+// never share server state) and speaks Streamable HTTP to the client itself,
+// with the MCP SDK's StreamableServerTransport, pumping messages to the
+// process's stdio. The process ends with the session; its stderr goes to the
+// gateway's log. A stdio upstream serves the session protocol versions
+// (2025-03-26 to 2025-11-25); stateless 2026-07-28 requests are answered
+// with the SDK's unsupported-version error so clients fall back to
+// initialize. Server-to-client messages of a stdio upstream travel on the
+// session's GET stream.
+package gateway

@@ -1,0 +1,366 @@
+package gateway
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"agentmesh/internal/audit"
+	"agentmesh/internal/identity"
+	"agentmesh/internal/mcpwire"
+	"agentmesh/internal/policy"
+)
+
+// State is everything the gateway enforces, swapped atomically as a whole.
+// The zero State denies everything.
+type State struct {
+	// Policy decides every request; nil denies everything.
+	Policy *policy.Policy
+	// Self is this gateway's node, the destination of every request.
+	Self policy.Node
+	// SelfID is this gateway's SPIFFE ID, written as the destination of
+	// audit events; when zero, Self's selector ("tool:NAME") is written.
+	SelfID identity.ID
+	// Peers are the active nodes of the netmap, by name. A peer absent
+	// from the map is refused.
+	Peers map[identity.Name]Peer
+}
+
+// Peer is one node that may connect, as the netmap describes it.
+type Peer struct {
+	// Node is the peer as the policy sees it (name, kind, tags).
+	Node policy.Node
+	// ID is the identity its certificate must carry.
+	ID identity.ID
+	// Incarnation is the registration its certificate must be issued for;
+	// a certificate of an earlier incarnation is refused.
+	Incarnation string
+	// Revoked refuses the peer.
+	Revoked bool
+}
+
+// Recorder receives audit events. Record may block to apply backpressure; it
+// must not drop events. An error is logged and the request still completes
+// (the decision was made); denials are recorded before they are answered.
+type Recorder interface {
+	Record(ctx context.Context, e *audit.Event) error
+}
+
+// Upstream is where allowed messages go: HTTPUpstream or CommandUpstream.
+type Upstream interface{ isUpstream() }
+
+// HTTPUpstream is a Streamable HTTP MCP server.
+type HTTPUpstream struct {
+	// URL is the MCP endpoint, such as http://127.0.0.1:8000/mcp.
+	URL string
+	// Header is added to every upstream request: the gateway's own
+	// credentials for the upstream, if it needs any.
+	Header http.Header
+	// Transport overrides the HTTP transport to the upstream; nil uses a
+	// keep-alive transport tuned for one upstream host.
+	Transport http.RoundTripper
+}
+
+// CommandUpstream is a stdio MCP server started once per client session.
+type CommandUpstream struct {
+	// Argv is the command and its arguments; Argv[0] is looked up in PATH.
+	Argv []string
+	// Env is the process environment; nil inherits the gateway's.
+	Env []string
+	// Dir is the working directory; "" is the gateway's.
+	Dir string
+	// Stderr receives the process's standard error; nil sends it to the
+	// gateway's log, line by line.
+	Stderr io.Writer
+}
+
+func (HTTPUpstream) isUpstream()    {}
+func (CommandUpstream) isUpstream() {}
+
+// Config configures a Gateway.
+type Config struct {
+	// TLS is the server configuration from pki.NewServerTLS: the handshake
+	// has verified the client's chain. Required by Serve.
+	TLS *tls.Config
+	// Upstream is an HTTPUpstream or a CommandUpstream. Required.
+	Upstream Upstream
+	// Audit receives every decision. Required: a gateway that cannot
+	// audit does not serve.
+	Audit Recorder
+	// Limits bound every decoded message; zero values are mcpwire's
+	// defaults (4 MiB, depth 64).
+	Limits mcpwire.Limits
+	// Logger is for operators; nil discards.
+	Logger *slog.Logger
+	// Now is the clock of audit events and latencies; nil is time.Now.
+	Now func() time.Time
+	// RecordArgsHash stores the SHA-256 of tool call arguments in audit
+	// events.
+	RecordArgsHash bool
+	// MaxResponseBytes bounds a list response that must be parsed to be
+	// filtered; zero is 64 MiB. Other responses stream without bound.
+	MaxResponseBytes int64
+}
+
+const (
+	defaultMaxBytes    = 4 << 20
+	defaultMaxResponse = 64 << 20
+	mcpPath            = "/mcp"
+)
+
+// Gateway is the server side of the data plane. Create it with New; it
+// serves after Serve is called.
+type Gateway struct {
+	cfg      Config
+	log      *slog.Logger
+	now      func() time.Time
+	maxBytes int64
+
+	state    atomic.Pointer[State]
+	up       upstream
+	sessions *sessionTable
+	conns    *connTable
+	handler  http.Handler
+
+	serving atomic.Bool
+	// base is cancelled when Serve's context ends; every stream and process
+	// hangs off it.
+	base       context.Context
+	cancelBase context.CancelFunc
+	wg         sync.WaitGroup
+}
+
+// upstream is what the request handler needs from either kind of upstream.
+type upstream interface {
+	// forward serves one admitted, allowed client request whose body (for
+	// POST) has been decoded and checked.
+	forward(w http.ResponseWriter, r *http.Request, x *exchange)
+	// closeSession releases what the upstream holds for a session the
+	// gateway ended.
+	closeSession(s *session)
+	// sessionDeleted releases what the gateway holds for a session the
+	// client deleted (the DELETE was forwarded).
+	sessionDeleted(s *session)
+	// close releases everything; called once Serve has stopped serving.
+	close()
+}
+
+// New checks cfg and returns a gateway enforcing initial (nil: the zero
+// State, which denies everything).
+func New(cfg Config, initial *State) (*Gateway, error) {
+	if cfg.Audit == nil {
+		return nil, fmt.Errorf("%w: Audit recorder is required", ErrConfig)
+	}
+	g := &Gateway{cfg: cfg, log: cfg.Logger, now: cfg.Now}
+	if g.log == nil {
+		g.log = slog.New(slog.DiscardHandler)
+	}
+	if g.now == nil {
+		g.now = time.Now
+	}
+	g.maxBytes = int64(cfg.Limits.MaxBytes)
+	if g.maxBytes <= 0 {
+		g.maxBytes = defaultMaxBytes
+	}
+	if g.cfg.MaxResponseBytes <= 0 {
+		g.cfg.MaxResponseBytes = defaultMaxResponse
+	}
+	g.base, g.cancelBase = context.WithCancel(context.Background())
+	g.sessions = newSessionTable()
+	g.conns = newConnTable()
+	switch u := cfg.Upstream.(type) {
+	case HTTPUpstream:
+		hu, err := newHTTPUpstream(g, u)
+		if err != nil {
+			return nil, err
+		}
+		g.up = hu
+	case *HTTPUpstream:
+		if u == nil {
+			return nil, fmt.Errorf("%w: nil upstream", ErrConfig)
+		}
+		hu, err := newHTTPUpstream(g, *u)
+		if err != nil {
+			return nil, err
+		}
+		g.up = hu
+	case CommandUpstream:
+		cu, err := newCommandUpstream(g, u)
+		if err != nil {
+			return nil, err
+		}
+		g.up = cu
+	case *CommandUpstream:
+		if u == nil {
+			return nil, fmt.Errorf("%w: nil upstream", ErrConfig)
+		}
+		cu, err := newCommandUpstream(g, *u)
+		if err != nil {
+			return nil, err
+		}
+		g.up = cu
+	default:
+		return nil, fmt.Errorf("%w: Upstream must be HTTPUpstream or CommandUpstream, got %T", ErrConfig, cfg.Upstream)
+	}
+	if initial == nil {
+		initial = &State{}
+	}
+	g.state.Store(initial)
+	mux := http.NewServeMux()
+	mux.HandleFunc(mcpPath, g.serveMCP)
+	g.handler = mux
+	return g, nil
+}
+
+// Handler returns the /mcp handler. It expects requests carrying r.TLS (as
+// served by Serve, or by an httptest TLS server using Config.TLS); without
+// TLS peer data every request is refused.
+func (g *Gateway) Handler() http.Handler { return g.handler }
+
+// Serve serves MCP over TLS on ln until ctx is done. It returns when
+// everything it started (connections, streams, sessions, child processes)
+// has stopped. It closes ln.
+func (g *Gateway) Serve(ctx context.Context, ln net.Listener) error {
+	if g.cfg.TLS == nil {
+		ln.Close()
+		return fmt.Errorf("serve: %w: TLS configuration is required", ErrConfig)
+	}
+	if !g.serving.CompareAndSwap(false, true) {
+		ln.Close()
+		return fmt.Errorf("serve: %w", ErrServing)
+	}
+	srv := &http.Server{
+		Handler:           g.handler,
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		ErrorLog:          slog.NewLogLogger(g.log.Handler(), slog.LevelDebug),
+		BaseContext:       func(net.Listener) context.Context { return g.base },
+		ConnContext:       g.conns.connContext,
+		ConnState:         g.conns.connState,
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(tls.NewListener(ln, g.cfg.TLS)) }()
+
+	var err error
+	select {
+	case <-ctx.Done():
+	case err = <-errc:
+		errc = nil
+	}
+	// Streams are long-lived: end them first, then let Shutdown finish the
+	// rest, then cut what remains.
+	g.cancelBase()
+	shutCtx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	if serr := srv.Shutdown(shutCtx); serr != nil {
+		srv.Close()
+	}
+	cancel()
+	if errc != nil {
+		<-errc
+	}
+	for _, s := range g.sessions.removeAll() {
+		s.cut()
+		g.up.closeSession(s)
+	}
+	g.up.close()
+	g.wg.Wait()
+	if err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return fmt.Errorf("serve: %w", err)
+	}
+	return nil
+}
+
+// go runs f as a goroutine owned by the gateway: Serve waits for it.
+func (g *Gateway) goOwned(f func()) {
+	g.wg.Add(1)
+	go func() {
+		defer g.wg.Done()
+		f()
+	}()
+}
+
+// Update swaps in s (nil: deny everything). Open sessions apply it from
+// their next message; sessions whose visible lists changed are sent
+// list_changed notifications; peers that lost access have their
+// connections, sessions and processes closed before Update returns.
+func (g *Gateway) Update(s *State) {
+	if s == nil {
+		s = &State{}
+	}
+	g.state.Store(s)
+	// Cut peers that are no longer admitted.
+	for _, tc := range g.conns.snapshot() {
+		p := tc.peer()
+		if p == nil {
+			continue
+		}
+		if reason := admit(s, p.id, p.incarnation); reason != "" {
+			g.log.Info("closing connection of peer that lost access", "peer", p.id.String(), "reason", reason)
+			tc.conn.Close()
+		}
+	}
+	for _, sess := range g.sessions.all() {
+		if reason := admit(s, sess.owner, sess.incarnation); reason != "" {
+			g.log.Info("closing session of peer that lost access", "peer", sess.owner.String(), "session", sess.id, "reason", reason)
+			g.endSession(sess)
+			g.record(context.Background(), &audit.Event{
+				Kind: audit.KindSession, Src: sess.owner.String(), Dst: dstOf(s),
+				Session: sess.id, Decision: audit.Deny, Reason: reason, Outcome: "closed",
+				PolicyVersion: versionOf(s),
+			})
+			continue
+		}
+		sess.recheck(s)
+	}
+}
+
+// endSession removes a session and releases everything it holds.
+func (g *Gateway) endSession(s *session) {
+	if g.sessions.remove(s) {
+		s.cut()
+		g.up.closeSession(s)
+	}
+}
+
+// record hands e to the recorder, filling the common fields. It blocks as
+// long as the recorder does.
+func (g *Gateway) record(ctx context.Context, e *audit.Event) {
+	if e.ID == "" {
+		e.ID = audit.NewID()
+	}
+	e.V = audit.SchemaVersion
+	if e.Time.IsZero() {
+		e.Time = g.now()
+	}
+	if err := g.cfg.Audit.Record(context.WithoutCancel(ctx), e); err != nil {
+		g.log.Error("audit record failed", "event_id", e.ID, "kind", string(e.Kind), "err", err)
+	}
+}
+
+func versionOf(s *State) string {
+	if s == nil || s.Policy == nil {
+		return ""
+	}
+	return s.Policy.Version()
+}
+
+func dstOf(s *State) string {
+	if s == nil {
+		return ""
+	}
+	if !s.SelfID.IsZero() {
+		return s.SelfID.String()
+	}
+	if s.Self.Name == "" {
+		return ""
+	}
+	return string(s.Self.Kind) + ":" + string(s.Self.Name)
+}

@@ -1,0 +1,453 @@
+package gateway
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"mime"
+	"net"
+	"net/http"
+	"net/http/httptrace"
+	"net/url"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"agentmesh/internal/mcpwire"
+)
+
+// httpUpstream forwards to a Streamable HTTP MCP server.
+type httpUpstream struct {
+	g      *Gateway
+	url    string
+	header http.Header
+	rt     http.RoundTripper
+	own    *http.Transport // closed by close, if we made it
+	fresh  *http.Transport // for retries: never reuses a connection
+}
+
+// Headers a client request may carry upstream. Everything else (notably
+// Authorization and Cookie) stays at the gateway.
+var forwardHeaders = []string{
+	"Accept", "Content-Type", "Mcp-Session-Id", "Mcp-Protocol-Version",
+	"Mcp-Method", "Mcp-Name", "Last-Event-Id",
+}
+
+// Headers an upstream response may carry back to the client.
+var backHeaders = []string{
+	"Content-Type", "Cache-Control", "Mcp-Session-Id", "Mcp-Protocol-Version",
+	"Allow", "Retry-After",
+}
+
+func newHTTPUpstream(g *Gateway, u HTTPUpstream) (*httpUpstream, error) {
+	pu, err := url.Parse(u.URL)
+	if err != nil || (pu.Scheme != "http" && pu.Scheme != "https") || pu.Host == "" {
+		return nil, fmt.Errorf("%w: upstream URL %q must be an absolute http or https URL", ErrConfig, u.URL)
+	}
+	h := &httpUpstream{g: g, url: pu.String(), header: u.Header.Clone(), rt: u.Transport}
+	if h.rt == nil {
+		h.own = &http.Transport{
+			Proxy: nil,
+			DialContext: (&net.Dialer{
+				Timeout:   10 * time.Second,
+				KeepAlive: 30 * time.Second,
+			}).DialContext,
+			// One upstream host, many concurrent clients: keep enough idle
+			// connections that a burst never has to dial.
+			MaxIdleConns:        512,
+			MaxIdleConnsPerHost: 512,
+			// Shorter than common server idle timeouts, so the gateway
+			// closes an idle connection before the upstream does and the
+			// close race is rare; requests that lose it anyway are retried
+			// only when nothing was written (see do).
+			IdleConnTimeout:       30 * time.Second,
+			TLSHandshakeTimeout:   10 * time.Second,
+			ExpectContinueTimeout: 0,
+			// Bodies pass through byte for byte: no transparent gzip.
+			DisableCompression: true,
+			ForceAttemptHTTP2:  true,
+			WriteBufferSize:    32 << 10,
+			ReadBufferSize:     32 << 10,
+		}
+		h.rt = h.own
+		h.fresh = h.own.Clone()
+		h.fresh.DisableKeepAlives = true
+	}
+	return h, nil
+}
+
+func (u *httpUpstream) close() {
+	if u.own != nil {
+		u.own.CloseIdleConnections()
+	}
+}
+
+func (u *httpUpstream) sessionDeleted(*session) {}
+
+// closeSession tells the upstream that a session the gateway cut is over,
+// so that it frees what it holds. Best effort, bounded, owned by the
+// gateway.
+func (u *httpUpstream) closeSession(s *session) {
+	if s.id == "" {
+		return
+	}
+	u.g.goOwned(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		req, err := http.NewRequestWithContext(ctx, http.MethodDelete, u.url, nil)
+		if err != nil {
+			return
+		}
+		req.Header.Set("Mcp-Session-Id", s.id)
+		for k, vs := range u.header {
+			req.Header[k] = vs
+		}
+		resp, err := u.rt.RoundTrip(req)
+		if err != nil {
+			u.g.log.Debug("upstream session delete failed", "session", s.id, "err", err)
+			return
+		}
+		io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
+		resp.Body.Close()
+	})
+}
+
+var bufPool = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
+
+func (u *httpUpstream) forward(w http.ResponseWriter, r *http.Request, x *exchange) {
+	g := u.g
+	ctx := r.Context()
+	if x.streamSess != nil {
+		// A server-to-client stream lives only as long as its session.
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithCancel(ctx)
+		defer cancel()
+		stop := context.AfterFunc(x.streamSess.ctx, cancel)
+		defer stop()
+	}
+	resp, err := u.do(ctx, r, x)
+	if err != nil {
+		if ctx.Err() != nil {
+			x.outcome = "client_gone"
+			return
+		}
+		g.log.Warn("upstream request failed", "event_id", x.ev.ID, "err", err)
+		u.fail(w, x)
+		return
+	}
+	defer resp.Body.Close()
+
+	if x.msg != nil && x.msg.Method == "initialize" && x.sess == nil && resp.StatusCode/100 == 2 {
+		if sid := resp.Header.Get("Mcp-Session-Id"); sid != "" {
+			s := newSession(g.base, sid, x.peer.ref)
+			if !g.sessions.add(s) {
+				// The upstream handed out an id that is already bound:
+				// never let two identities share it.
+				g.log.Error("upstream reused a session id", "session", sid, "event_id", x.ev.ID)
+				u.fail(w, x)
+				return
+			}
+			x.ev.Session = sid
+		}
+	}
+	h := w.Header()
+	for _, k := range backHeaders {
+		if vs := resp.Header.Values(k); len(vs) > 0 {
+			h[k] = vs
+		}
+	}
+	switch {
+	case x.v.filter != 0 && resp.StatusCode == http.StatusOK:
+		u.filtered(w, resp, x)
+	case x.stream != nil && resp.StatusCode == http.StatusOK && isSSE(resp.Header):
+		u.injecting(ctx, w, resp, x)
+	default:
+		u.copy(w, resp, x)
+	}
+}
+
+// fail answers an upstream failure with a JSON-RPC internal error carrying
+// the audit event id.
+func (u *httpUpstream) fail(w http.ResponseWriter, x *exchange) {
+	x.outcome = ReasonUpstream
+	var id json.RawMessage
+	if x.msg != nil {
+		id = x.msg.ID
+	}
+	writeRefusal(w, http.StatusBadGateway, id, mcpwire.CodeInternalError, ReasonUpstream, x.ev.ID)
+}
+
+// do sends the request upstream. The body is the validated original bytes.
+//
+// Retries are limited to requests the upstream cannot have acted on:
+//   - nothing of the request was written (a dial failure, a pooled
+//     connection found dead; net/http retries the latter itself too, since
+//     the body can be rewound);
+//   - the request went out on a reused keep-alive connection and the
+//     upstream closed that connection (EOF, reset) before sending a single
+//     response byte. That is the signature of the idle-close race: the
+//     server closed the connection as idle while our request was in
+//     flight, so it never read it. Go reverse proxies lose such calls
+//     ("request terminated without response"); we send them again on a
+//     fresh connection.
+//
+// A request that reached a fresh connection, or got any response byte, is
+// never replayed.
+func (u *httpUpstream) do(ctx context.Context, r *http.Request, x *exchange) (*http.Response, error) {
+	for attempt := 0; ; attempt++ {
+		var body io.Reader
+		if x.body != nil {
+			body = bytes.NewReader(x.body)
+		}
+		var wrote, reused, gotByte atomic.Bool
+		tctx := httptrace.WithClientTrace(ctx, &httptrace.ClientTrace{
+			GotConn:              func(ci httptrace.GotConnInfo) { reused.Store(ci.Reused) },
+			WroteHeaders:         func() { wrote.Store(true) },
+			GotFirstResponseByte: func() { gotByte.Store(true) },
+		})
+		req, err := http.NewRequestWithContext(tctx, r.Method, u.url, body)
+		if err != nil {
+			return nil, fmt.Errorf("%w: %w", ErrUpstream, err)
+		}
+		for _, k := range forwardHeaders {
+			if vs := r.Header.Values(k); len(vs) > 0 {
+				req.Header[k] = vs
+			}
+		}
+		for k, vs := range r.Header {
+			if strings.HasPrefix(k, "Mcp-Param-") {
+				req.Header[k] = vs
+			}
+		}
+		for k, vs := range u.header {
+			req.Header[k] = vs
+		}
+		rt := u.rt
+		if attempt > 0 && u.fresh != nil {
+			// A retry goes out on a new connection, which cannot be
+			// closed as idle under it.
+			rt = u.fresh
+		}
+		resp, err := rt.RoundTrip(req)
+		if err == nil {
+			return resp, nil
+		}
+		retry := !wrote.Load() || (reused.Load() && !gotByte.Load() && closedBeforeResponse(err))
+		if !retry || attempt >= 3 || ctx.Err() != nil {
+			return nil, fmt.Errorf("%w: %s %s: %w", ErrUpstream, r.Method, u.url, err)
+		}
+		u.g.log.Debug("retrying upstream request closed before any response", "event_id", x.ev.ID, "attempt", attempt+1, "err", err)
+	}
+}
+
+// closedBeforeResponse reports whether err says the upstream closed the
+// connection: EOF, a reset, or net/http's "server closed idle connection"
+// (not exported; its text has been stable since Go 1.6).
+func closedBeforeResponse(err error) bool {
+	return errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) ||
+		errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE) ||
+		strings.Contains(err.Error(), "server closed idle connection")
+}
+
+// copy streams the upstream response to the client unchanged, flushing SSE
+// as it arrives.
+func (u *httpUpstream) copy(w http.ResponseWriter, resp *http.Response, x *exchange) {
+	if cl := resp.Header.Get("Content-Length"); cl != "" {
+		w.Header().Set("Content-Length", cl)
+	}
+	w.WriteHeader(resp.StatusCode)
+	stream := isSSE(resp.Header)
+	rc := http.NewResponseController(w)
+	if stream {
+		rc.Flush()
+	}
+	bp := bufPool.Get().(*[]byte)
+	defer bufPool.Put(bp)
+	buf := *bp
+	for {
+		n, err := resp.Body.Read(buf)
+		if n > 0 {
+			if _, werr := w.Write(buf[:n]); werr != nil {
+				x.outcome = "client_gone"
+				return
+			}
+			if stream {
+				rc.Flush()
+			}
+		}
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			x.outcome = ReasonUpstream
+			return
+		}
+	}
+	x.outcome = outcomeOf(resp.StatusCode)
+}
+
+func outcomeOf(status int) string {
+	if status/100 == 2 {
+		return "ok"
+	}
+	return fmt.Sprintf("http_%d", status)
+}
+
+// filtered answers a list request with the upstream's result filtered to
+// what the peer may see. If the result cannot be parsed, the client gets an
+// error, never the unfiltered list.
+func (u *httpUpstream) filtered(w http.ResponseWriter, resp *http.Response, x *exchange) {
+	max := u.g.cfg.MaxResponseBytes
+	if !isSSE(resp.Header) {
+		body, err := io.ReadAll(io.LimitReader(resp.Body, max+1))
+		if err != nil || int64(len(body)) > max {
+			w.Header().Del("Content-Type")
+			u.fail(w, x)
+			return
+		}
+		out, err := u.g.filterMessage(body, x)
+		if err != nil {
+			u.g.log.Warn("cannot filter list response", "event_id", x.ev.ID, "err", err)
+			w.Header().Del("Content-Type")
+			u.fail(w, x)
+			return
+		}
+		w.Header().Set("Content-Length", fmt.Sprint(len(out)))
+		w.WriteHeader(http.StatusOK)
+		w.Write(out)
+		x.outcome = "ok"
+		return
+	}
+	w.WriteHeader(http.StatusOK)
+	fw := newFlushWriter(w)
+	er := newEventReader(resp.Body, max)
+	for {
+		ev, err := er.next()
+		if err != nil {
+			if errors.Is(err, io.EOF) {
+				x.outcome = "ok"
+			} else {
+				x.outcome = ReasonUpstream
+			}
+			return
+		}
+		out := ev.raw
+		if ev.data != nil {
+			data, err := u.g.filterMessage(ev.data, x)
+			if err != nil {
+				u.g.log.Warn("cannot filter list response", "event_id", x.ev.ID, "err", err)
+				x.outcome = ReasonUpstream
+				return
+			}
+			out = ev.rebuild(data)
+		}
+		if fw.write(out) != nil {
+			x.outcome = "client_gone"
+			return
+		}
+	}
+}
+
+// filterMessage filters data if it is a successful response; other messages
+// (notifications on the same stream, errors) are returned as they are.
+func (g *Gateway) filterMessage(data []byte, x *exchange) ([]byte, error) {
+	msgs, batch, err := mcpwire.Decode(data, mcpwire.Limits{MaxBytes: int(g.cfg.MaxResponseBytes), MaxDepth: g.cfg.Limits.MaxDepth})
+	if err != nil {
+		return nil, err
+	}
+	if batch || len(msgs) != 1 {
+		return nil, errors.New("batch in a list response")
+	}
+	m := &msgs[0]
+	if m.Kind != mcpwire.KindResponse || m.Error != nil {
+		return data, nil
+	}
+	k := x.v.filter
+	st := x.peer.state
+	vis := st.Policy.Visible(x.peer.peer.Node, st.Self)
+	seen := make(map[string]bool)
+	result, _, err := mcpwire.FilterList(m.Result, k.field(), func(name string) bool {
+		ok := visibleIn(vis, k, name)
+		seen[name] = ok
+		return ok
+	})
+	if err != nil {
+		return nil, err
+	}
+	sess := x.sess
+	if sess == nil {
+		sess = g.sessions.statelessFor(g.base, x.peer.ref)
+	}
+	names := make([]string, 0, len(seen))
+	for n := range seen {
+		names = append(names, n)
+	}
+	sess.remember(k, names, func(n string) bool { return seen[n] })
+	out := make([]byte, 0, len(result)+len(m.ID)+40)
+	out = append(out, `{"jsonrpc":"2.0","id":`...)
+	out = append(out, m.ID...)
+	out = append(out, `,"result":`...)
+	out = append(out, result...)
+	return append(out, '}'), nil
+}
+
+// injecting relays a server-to-client SSE stream event by event and adds
+// list_changed notifications when the session's view changes.
+func (u *httpUpstream) injecting(ctx context.Context, w http.ResponseWriter, resp *http.Response, x *exchange) {
+	w.WriteHeader(resp.StatusCode)
+	fw := newFlushWriter(w)
+	fw.write(nil)
+	st, sess := x.stream, x.streamSess
+	sess.attach(st)
+	defer sess.detach(st)
+	done := make(chan error, 1)
+	// The reader is owned by this handler, which waits for it below.
+	go func() {
+		er := newEventReader(resp.Body, u.g.cfg.MaxResponseBytes)
+		for {
+			ev, err := er.next()
+			if err != nil {
+				done <- err
+				return
+			}
+			if err := fw.write(ev.raw); err != nil {
+				done <- err
+				return
+			}
+		}
+	}()
+	for {
+		select {
+		case err := <-done:
+			if errors.Is(err, io.EOF) {
+				x.outcome = "ok"
+			} else {
+				x.outcome = "closed"
+			}
+			return
+		case <-st.wake:
+			for _, m := range st.messages(st.take()) {
+				fw.write(eventBytes(m))
+			}
+		case <-ctx.Done():
+			resp.Body.Close()
+			<-done
+			x.outcome = "closed"
+			return
+		}
+	}
+}
+
+func isSSE(h http.Header) bool {
+	ct := h.Get("Content-Type")
+	if !strings.HasPrefix(ct, "text/event-stream") {
+		return false
+	}
+	mt, _, _ := mime.ParseMediaType(ct)
+	return mt == "text/event-stream"
+}

@@ -1,0 +1,312 @@
+package gateway
+
+import (
+	"context"
+	"encoding/json"
+	"sync"
+
+	"agentmesh/internal/identity"
+)
+
+// listKind is one of the four filtered lists, as a bit so that pending
+// notifications can be merged.
+type listKind uint8
+
+const (
+	listTools listKind = 1 << iota
+	listPrompts
+	listResources
+	listTemplates
+	listAll = listTools | listPrompts | listResources | listTemplates
+)
+
+// notification returns the list_changed method for k. Resources and resource
+// templates share one notification.
+func (k listKind) notification() string {
+	switch k {
+	case listTools:
+		return "notifications/tools/list_changed"
+	case listPrompts:
+		return "notifications/prompts/list_changed"
+	default:
+		return "notifications/resources/list_changed"
+	}
+}
+
+// field is the result field that FilterList filters for k.
+func (k listKind) field() string {
+	switch k {
+	case listTools:
+		return "tools"
+	case listPrompts:
+		return "prompts"
+	case listResources:
+		return "resources"
+	default:
+		return "resourceTemplates"
+	}
+}
+
+// session is one client session: an Mcp-Session-Id bound to the identity
+// that created it, or (id == "") the stateless requests of one identity.
+// It remembers what each list showed, to tell when an Update changes it.
+type session struct {
+	id          string
+	owner       identity.ID
+	incarnation string
+
+	ctx    context.Context // cancelled by cut
+	cancel context.CancelFunc
+
+	mu      sync.Mutex
+	views   map[listKind]map[string]bool // name -> shown
+	pending listKind                     // to deliver when a stream opens
+	streams map[*stream]struct{}
+	// inject, if set, delivers list_changed itself (stdio sessions).
+	inject func(listKind)
+	// up is what the upstream keeps for the session (the stdio bridge).
+	up any
+}
+
+func newSession(base context.Context, id string, p peerRef) *session {
+	ctx, cancel := context.WithCancel(base)
+	return &session{
+		id: id, owner: p.id, incarnation: p.incarnation,
+		ctx: ctx, cancel: cancel,
+		views:   make(map[listKind]map[string]bool),
+		streams: make(map[*stream]struct{}),
+	}
+}
+
+// cut ends the session's streams.
+func (s *session) cut() { s.cancel() }
+
+// remember records what one list response offered and showed.
+func (s *session) remember(k listKind, names []string, shown func(string) bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	v := s.views[k]
+	if v == nil {
+		v = make(map[string]bool, len(names))
+		s.views[k] = v
+	}
+	for _, n := range names {
+		v[n] = shown(n)
+	}
+}
+
+// recheck re-filters what the session was shown under st and notifies the
+// session's streams of every list that changed.
+func (s *session) recheck(st *State) {
+	p, ok := st.Peers[s.owner.Name]
+	if !ok || st.Policy == nil {
+		return
+	}
+	vis := st.Policy.Visible(p.Node, st.Self)
+	var changed listKind
+	s.mu.Lock()
+	for k, v := range s.views {
+		for name, was := range v {
+			now := visibleIn(vis, k, name)
+			if now != was {
+				v[name] = now
+				changed |= k
+			}
+		}
+	}
+	s.mu.Unlock()
+	if changed != 0 {
+		s.notify(changed)
+	}
+}
+
+// notify hands list_changed bits to the session's streams, or keeps them
+// until one opens.
+func (s *session) notify(bits listKind) {
+	s.mu.Lock()
+	inject := s.inject
+	if inject == nil {
+		if len(s.streams) == 0 {
+			s.pending |= bits
+		}
+		for st := range s.streams {
+			st.post(bits)
+		}
+	}
+	s.mu.Unlock()
+	if inject != nil {
+		inject(bits)
+	}
+}
+
+// attach registers a server-to-client stream; it receives pending bits.
+func (s *session) attach(st *stream) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.streams[st] = struct{}{}
+	if s.pending != 0 {
+		st.post(s.pending)
+		s.pending = 0
+	}
+}
+
+func (s *session) detach(st *stream) {
+	s.mu.Lock()
+	delete(s.streams, st)
+	s.mu.Unlock()
+}
+
+// stream is one server-to-client SSE stream the gateway may inject
+// list_changed notifications into: a session's GET stream, or a 2026-07-28
+// subscriptions/listen stream.
+type stream struct {
+	mask  listKind        // kinds this stream wants
+	subID json.RawMessage // listen request id, stamped into _meta; nil for GET
+	mu    sync.Mutex
+	bits  listKind
+	wake  chan struct{}
+}
+
+func newStream(mask listKind, subID json.RawMessage) *stream {
+	return &stream{mask: mask, subID: subID, wake: make(chan struct{}, 1)}
+}
+
+func (st *stream) post(bits listKind) {
+	bits &= st.mask
+	if bits == 0 {
+		return
+	}
+	st.mu.Lock()
+	st.bits |= bits
+	st.mu.Unlock()
+	select {
+	case st.wake <- struct{}{}:
+	default:
+	}
+}
+
+func (st *stream) take() listKind {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	b := st.bits
+	st.bits = 0
+	return b
+}
+
+// messages returns the notifications for bits, one per method.
+func (st *stream) messages(bits listKind) [][]byte {
+	var out [][]byte
+	resources := false
+	for _, k := range []listKind{listTools, listPrompts, listResources, listTemplates} {
+		if bits&k == 0 {
+			continue
+		}
+		if k == listResources || k == listTemplates {
+			if resources {
+				continue
+			}
+			resources = true
+		}
+		out = append(out, notificationJSON(k.notification(), st.subID))
+	}
+	return out
+}
+
+func notificationJSON(method string, subID json.RawMessage) []byte {
+	b := []byte(`{"jsonrpc":"2.0","method":"` + method + `"`)
+	if subID != nil {
+		b = append(b, `,"params":{"_meta":{"io.modelcontextprotocol/subscriptionId":`...)
+		b = append(b, subID...)
+		b = append(b, "}}"...)
+	}
+	return append(b, '}')
+}
+
+// sessionTable holds the open sessions by id, and the stateless pseudo
+// sessions by identity.
+type sessionTable struct {
+	mu        sync.Mutex
+	byID      map[string]*session
+	stateless map[identity.ID]*session
+}
+
+func newSessionTable() *sessionTable {
+	return &sessionTable{byID: make(map[string]*session), stateless: make(map[identity.ID]*session)}
+}
+
+func (t *sessionTable) get(id string) *session {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.byID[id]
+}
+
+// add registers s; it fails if the id is taken.
+func (t *sessionTable) add(s *session) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if _, ok := t.byID[s.id]; ok {
+		return false
+	}
+	t.byID[s.id] = s
+	return true
+}
+
+// statelessFor returns the pseudo session of p, creating it.
+func (t *sessionTable) statelessFor(base context.Context, p peerRef) *session {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	s := t.stateless[p.id]
+	if s == nil || s.incarnation != p.incarnation {
+		if s != nil {
+			s.cut()
+		}
+		s = newSession(base, "", p)
+		t.stateless[p.id] = s
+	}
+	return s
+}
+
+func (t *sessionTable) remove(s *session) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if s.id == "" {
+		if t.stateless[s.owner] == s {
+			delete(t.stateless, s.owner)
+			return true
+		}
+		return false
+	}
+	if t.byID[s.id] == s {
+		delete(t.byID, s.id)
+		return true
+	}
+	return false
+}
+
+func (t *sessionTable) all() []*session {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	out := make([]*session, 0, len(t.byID)+len(t.stateless))
+	for _, s := range t.byID {
+		out = append(out, s)
+	}
+	for _, s := range t.stateless {
+		out = append(out, s)
+	}
+	return out
+}
+
+func (t *sessionTable) removeAll() []*session {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	out := make([]*session, 0, len(t.byID)+len(t.stateless))
+	for _, s := range t.byID {
+		out = append(out, s)
+	}
+	for _, s := range t.stateless {
+		out = append(out, s)
+	}
+	clear(t.byID)
+	clear(t.stateless)
+	return out
+}

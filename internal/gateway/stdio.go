@@ -1,0 +1,293 @@
+package gateway
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"os/exec"
+	"sync"
+	"time"
+
+	"github.com/modelcontextprotocol/go-sdk/jsonrpc"
+	"github.com/modelcontextprotocol/go-sdk/mcp"
+
+	"agentmesh/internal/mcpwire"
+)
+
+// commandUpstream runs one stdio MCP server process per client session and
+// serves Streamable HTTP to the client with the SDK's server transport.
+type commandUpstream struct {
+	g   *Gateway
+	cfg CommandUpstream
+}
+
+func newCommandUpstream(g *Gateway, c CommandUpstream) (*commandUpstream, error) {
+	if len(c.Argv) == 0 || c.Argv[0] == "" {
+		return nil, fmt.Errorf("%w: CommandUpstream.Argv is empty", ErrConfig)
+	}
+	return &commandUpstream{g: g, cfg: c}, nil
+}
+
+// stdioBridge pumps one session's messages between the client's
+// Streamable HTTP transport and the process's stdio.
+type stdioBridge struct {
+	g      *Gateway
+	t      *mcp.StreamableServerTransport
+	client mcp.Connection // towards the HTTP client
+	proc   mcp.Connection // towards the process
+	cmd    *exec.Cmd
+	ctx    context.Context
+	cancel context.CancelFunc
+	sess   *session
+
+	mu    sync.Mutex
+	lists map[jsonrpc.ID]listKind // list requests awaiting their result
+	once  sync.Once
+}
+
+func (u *commandUpstream) forward(w http.ResponseWriter, r *http.Request, x *exchange) {
+	g := u.g
+	if x.sess == nil {
+		if r.Method != http.MethodPost || x.msg == nil || x.msg.Kind != mcpwire.KindRequest || x.msg.Method != "initialize" {
+			u.unsupported(w, r, x)
+			return
+		}
+		s, err := u.start(x)
+		if err != nil {
+			g.log.Error("cannot start upstream process", "event_id", x.ev.ID, "err", err)
+			x.outcome = ReasonUpstream
+			writeRefusal(w, http.StatusBadGateway, x.msg.ID, mcpwire.CodeInternalError, ReasonUpstream, x.ev.ID)
+			return
+		}
+		x.sess = s
+		x.ev.Session = s.id
+	}
+	b, _ := x.sess.up.(*stdioBridge)
+	if b == nil {
+		x.outcome = ReasonUpstream
+		writeRefusal(w, http.StatusBadGateway, nil, mcpwire.CodeInternalError, ReasonUpstream, x.ev.ID)
+		return
+	}
+	switch r.Method {
+	case http.MethodDelete:
+		// The handler ends the session, which stops the process.
+		w.WriteHeader(http.StatusNoContent)
+		x.outcome = "ok"
+		return
+	case http.MethodPost:
+		if x.v.filter != 0 && x.msg.Kind == mcpwire.KindRequest {
+			if id, err := jsonrpc.MakeID(rawID(x.msg.ID)); err == nil {
+				b.mu.Lock()
+				b.lists[id] = x.v.filter
+				b.mu.Unlock()
+			}
+		}
+		r.Body = io.NopCloser(bytes.NewReader(x.body))
+	}
+	ctx, cancel := context.WithCancel(r.Context())
+	defer cancel()
+	stop := context.AfterFunc(b.ctx, cancel)
+	defer stop()
+	b.t.ServeHTTP(w, r.WithContext(ctx))
+	x.outcome = "ok"
+}
+
+// rawID turns a JSON id into the Go value jsonrpc.MakeID expects.
+func rawID(id json.RawMessage) any {
+	var v any
+	if json.Unmarshal(id, &v) != nil {
+		return nil
+	}
+	return v
+}
+
+// unsupported answers requests that need a session the client does not
+// have: stateless (2026-07-28) requests get the SDK's unsupported-version
+// error, so clients fall back to initialize.
+func (u *commandUpstream) unsupported(w http.ResponseWriter, r *http.Request, x *exchange) {
+	x.outcome = "unsupported"
+	if r.Method != http.MethodPost || x.msg == nil || x.msg.Kind != mcpwire.KindRequest {
+		writeRefusal(w, http.StatusBadRequest, nil, CodeRejected, ReasonUnknownSession, x.ev.ID)
+		return
+	}
+	requested := r.Header.Get("Mcp-Protocol-Version")
+	data, _ := json.Marshal(mcp.UnsupportedProtocolVersionData{
+		Supported: []string{"2025-11-25", "2025-06-18", "2025-03-26"},
+		Requested: requested,
+	})
+	b := mcpwire.ErrorResponse(x.msg.ID, mcpwire.Error{
+		Code:    mcp.CodeUnsupportedProtocolVersion,
+		Message: "this gateway serves its stdio upstream with sessions; use initialize",
+		Data:    data,
+	})
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(http.StatusBadRequest)
+	w.Write(b)
+}
+
+// start creates a session and its process for an initialize request.
+func (u *commandUpstream) start(x *exchange) (*session, error) {
+	g := u.g
+	sid := rand.Text()
+	s := newSession(g.base, sid, x.peer.ref)
+	cmd := exec.Command(u.cfg.Argv[0], u.cfg.Argv[1:]...)
+	cmd.Env, cmd.Dir = u.cfg.Env, u.cfg.Dir
+	cmd.Stderr = u.cfg.Stderr
+	if cmd.Stderr == nil {
+		cmd.Stderr = &lineLogger{log: g.log.With("session", sid, "upstream", u.cfg.Argv[0])}
+	}
+	proc, err := (&mcp.CommandTransport{Command: cmd, TerminateDuration: time.Second}).Connect(s.ctx)
+	if err != nil {
+		s.cut()
+		return nil, fmt.Errorf("start %s: %w", u.cfg.Argv[0], err)
+	}
+	t := &mcp.StreamableServerTransport{SessionID: sid}
+	client, err := t.Connect(s.ctx)
+	if err != nil {
+		proc.Close()
+		s.cut()
+		return nil, fmt.Errorf("session transport: %w", err)
+	}
+	b := &stdioBridge{g: g, t: t, client: client, proc: proc, cmd: cmd, sess: s, lists: make(map[jsonrpc.ID]listKind)}
+	b.ctx, b.cancel = context.WithCancel(s.ctx)
+	s.up = b
+	s.inject = b.inject
+	if !g.sessions.add(s) {
+		b.close()
+		return nil, fmt.Errorf("session id collision")
+	}
+	g.goOwned(b.pumpToProcess)
+	g.goOwned(b.pumpToClient)
+	return s, nil
+}
+
+func (u *commandUpstream) closeSession(s *session) {
+	if b, ok := s.up.(*stdioBridge); ok {
+		b.close()
+	}
+}
+
+func (u *commandUpstream) sessionDeleted(s *session) { u.closeSession(s) }
+
+func (u *commandUpstream) close() {}
+
+// close stops the bridge: the process is killed (a session that ended, was
+// deleted or was cut has nothing more to say to it) and both pumps end.
+func (b *stdioBridge) close() {
+	b.once.Do(func() {
+		b.cancel()
+		if b.cmd.Process != nil {
+			b.cmd.Process.Kill()
+		}
+		b.client.Close()
+		// Reaps the process; owned so that Serve waits for it.
+		b.g.goOwned(func() { b.proc.Close() })
+	})
+}
+
+func (b *stdioBridge) pumpToProcess() {
+	defer b.g.endSession(b.sess)
+	for {
+		msg, err := b.client.Read(b.ctx)
+		if err != nil {
+			return
+		}
+		if err := b.proc.Write(b.ctx, msg); err != nil {
+			return
+		}
+	}
+}
+
+func (b *stdioBridge) pumpToClient() {
+	defer b.g.endSession(b.sess)
+	for {
+		msg, err := b.proc.Read(b.ctx)
+		if err != nil {
+			return
+		}
+		if resp, ok := msg.(*jsonrpc.Response); ok {
+			b.mu.Lock()
+			k := b.lists[resp.ID]
+			delete(b.lists, resp.ID)
+			b.mu.Unlock()
+			if k != 0 && resp.Error == nil {
+				msg = b.filter(resp, k)
+			}
+		}
+		if err := b.client.Write(b.ctx, msg); err != nil {
+			b.g.log.Debug("write to client failed", "session", b.sess.id, "err", err)
+		}
+	}
+}
+
+// filter returns resp with its list filtered under the current state, or an
+// error response if it cannot be (never the unfiltered list).
+func (b *stdioBridge) filter(resp *jsonrpc.Response, k listKind) jsonrpc.Message {
+	st := b.g.state.Load()
+	p, ok := st.Peers[b.sess.owner.Name]
+	fail := &jsonrpc.Response{ID: resp.ID, Error: &jsonrpc.Error{Code: mcpwire.CodeInternalError, Message: "gateway: cannot filter list"}}
+	if !ok || st.Policy == nil {
+		return fail
+	}
+	vis := st.Policy.Visible(p.Node, st.Self)
+	seen := make(map[string]bool)
+	out, _, err := mcpwire.FilterList(resp.Result, k.field(), func(name string) bool {
+		v := visibleIn(vis, k, name)
+		seen[name] = v
+		return v
+	})
+	if err != nil {
+		b.g.log.Warn("cannot filter list response", "session", b.sess.id, "err", err)
+		return fail
+	}
+	names := make([]string, 0, len(seen))
+	for n := range seen {
+		names = append(names, n)
+	}
+	b.sess.remember(k, names, func(n string) bool { return seen[n] })
+	return &jsonrpc.Response{ID: resp.ID, Result: out}
+}
+
+// inject sends list_changed notifications on the session's standalone
+// stream.
+func (b *stdioBridge) inject(bits listKind) {
+	st := newStream(listAll, nil)
+	st.post(bits)
+	for _, m := range st.messages(st.take()) {
+		var n struct {
+			Method string `json:"method"`
+		}
+		_ = json.Unmarshal(m, &n)
+		if err := b.client.Write(b.ctx, &jsonrpc.Request{Method: n.Method}); err != nil {
+			b.g.log.Debug("list_changed not delivered", "session", b.sess.id, "err", err)
+		}
+	}
+}
+
+// lineLogger writes a process's stderr to the log, one record per line.
+type lineLogger struct {
+	log *slog.Logger
+	buf []byte
+}
+
+func (l *lineLogger) Write(p []byte) (int, error) {
+	l.buf = append(l.buf, p...)
+	for {
+		i := bytes.IndexByte(l.buf, '\n')
+		if i < 0 {
+			break
+		}
+		l.log.Info("upstream stderr", "line", string(bytes.TrimRight(l.buf[:i], "\r")))
+		l.buf = l.buf[i+1:]
+	}
+	if len(l.buf) > 64<<10 {
+		l.log.Info("upstream stderr", "line", string(l.buf))
+		l.buf = l.buf[:0]
+	}
+	return len(p), nil
+}
