@@ -61,4 +61,8 @@ type Decision struct {
 	// or -1 when no grant did.
 	Grant   int
 	Version string
+	// When says whether a when condition took part: held for an allow by a
+	// grant whose when held, false or error for a denial by one whose when
+	// did not, none otherwise.
+	When WhenResult
 }

@@ -1,0 +1,293 @@
+package policy
+
+import "fmt"
+
+// Decide answers r. It never scans every grant: the index built by Compile
+// yields the grants linking r.Src to r.Dst (by kind and name, tags and *),
+// and only those are checked, lowest index first. The deciding grant is the
+// lowest-numbered one that allows.
+//
+// A connect (ActionConnect) is allowed when any grant links Src to Dst;
+// `when` conditions are not evaluated for it, because a connection carries
+// no tool, resource, prompt or model for them to judge: every later request
+// on the connection is decided, and its when evaluated, on its own.
+//
+// A nil Policy denies with ReasonNoPolicy.
+func (p *Policy) Decide(r Request) Decision {
+	return p.decide(&r)
+}
+
+func (p *Policy) decide(r *Request) Decision {
+	if p == nil {
+		return Decision{Reason: ReasonNoPolicy, Grant: -1}
+	}
+	d := Decision{Grant: -1, Version: p.version}
+	srcKind, ok1 := validNode(&r.Src)
+	dstKind, ok2 := validNode(&r.Dst)
+	item, kind, ok3 := requestItem(r)
+	if !ok1 || !ok2 || !ok3 {
+		d.Reason = ReasonBadRequest
+		return d
+	}
+	if kind == itemResource && unsafeURI(item) {
+		d.Reason = ReasonUnsafeURI
+		return d
+	}
+	var (
+		linked           bool
+		best             = int32(-1)
+		bestWhen         WhenResult
+		falseAt, errorAt = int32(-1), int32(-1)
+	)
+	for i := 0; ; i++ {
+		dk, ok := keyAt(&r.Dst, dstKind, i)
+		if !ok {
+			break
+		}
+		bySrc := p.index[dk]
+		if bySrc == nil {
+			continue
+		}
+		for j := 0; ; j++ {
+			sk, ok := keyAt(&r.Src, srcKind, j)
+			if !ok {
+				break
+			}
+			for _, gi := range bySrc[sk] {
+				linked = true
+				if best >= 0 && gi >= best {
+					break // lists are ascending: nothing lower follows
+				}
+				if r.Action == ActionConnect {
+					best = gi
+					break
+				}
+				g := &p.grants[gi]
+				if !g.lists[kind].match(item) {
+					continue
+				}
+				if g.when == nil {
+					best, bestWhen = gi, WhenNone
+					continue
+				}
+				if (falseAt >= 0 && gi == falseAt) || (errorAt >= 0 && gi == errorAt) {
+					continue // reached again through another key
+				}
+				held, err := g.when.eval(r)
+				switch {
+				case err != nil:
+					if errorAt < 0 || gi < errorAt {
+						errorAt = gi
+					}
+				case held:
+					best, bestWhen = gi, WhenHeld
+				default:
+					if falseAt < 0 || gi < falseAt {
+						falseAt = gi
+					}
+				}
+			}
+		}
+	}
+	switch {
+	case best >= 0:
+		d.Allow, d.Reason, d.Grant, d.When = true, ReasonAllowed, int(best), bestWhen
+	case !linked:
+		d.Reason = ReasonNoGrant
+	case errorAt >= 0:
+		d.Reason, d.Grant, d.When = ReasonWhenError, int(errorAt), WhenError
+	case falseAt >= 0:
+		d.Reason, d.Grant, d.When = ReasonWhenFalse, int(falseAt), WhenFalse
+	default:
+		d.Reason = ReasonNotGranted
+	}
+	return d
+}
+
+// validNode checks a request's node and returns its index kind.
+func validNode(n *Node) (keyKind, bool) {
+	k, ok := kindKey(n.Kind)
+	if !ok || n.Name == "" {
+		return 0, false
+	}
+	return k, true
+}
+
+// requestItem returns the name the request is about and which grant list
+// covers it. Connect has no item.
+func requestItem(r *Request) (string, itemKind, bool) {
+	var s string
+	var k itemKind
+	switch r.Action {
+	case ActionConnect:
+		return "", 0, true
+	case ActionTool:
+		s, k = r.Tool, itemTool
+	case ActionResource:
+		s, k = r.Resource, itemResource
+	case ActionPrompt:
+		s, k = r.Prompt, itemPrompt
+	case ActionModel:
+		s, k = r.Model, itemModel
+	default:
+		return "", 0, false
+	}
+	return s, k, s != ""
+}
+
+// Links reports whether any grant links src to dst: the connect decision.
+func (p *Policy) Links(src, dst Node) bool {
+	return p.Decide(Request{Src: src, Dst: dst, Action: ActionConnect, Method: "connect"}).Allow
+}
+
+// Explain describes the decision in one line for people, e.g.
+// "allowed by grant 2 (line 14:5), when held; policy version 7".
+func (d Decision) Explain() string {
+	s := string(d.Reason)
+	if d.Reason == "" {
+		s = "denied"
+	}
+	s += ": " + d.Reason.describe()
+	if d.Grant >= 0 && d.Reason != "" {
+		s += fmt.Sprintf("; grant %d", d.Grant)
+	}
+	if w := d.When.String(); w != "" {
+		s += "; when " + w
+	}
+	if d.Version != "" {
+		s += "; policy version " + d.Version
+	}
+	return s
+}
+
+// Visibility answers which items of one destination one source may see, for
+// filtering tools/list, resources/list, resources/templates/list,
+// prompts/list and model lists. The zero Visibility shows nothing.
+//
+// An item is visible when some grant linking the source to the destination
+// covers it by its globs and that grant's when does not evaluate to false
+// for the item with no arguments. A when that fails to evaluate (it needs
+// arguments a list cannot supply) leaves the item listed: the call itself
+// is decided, with its arguments, when it is made.
+type Visibility struct {
+	p        *Policy
+	src, dst Node
+	grants   []int32 // linking grants, ascending, without duplicates
+}
+
+// Visible returns what src may see at dst. A nil Policy shows nothing.
+func (p *Policy) Visible(src, dst Node) Visibility {
+	v := Visibility{p: p, src: src, dst: dst}
+	if p == nil {
+		return v
+	}
+	srcKind, ok1 := validNode(&src)
+	dstKind, ok2 := validNode(&dst)
+	if !ok1 || !ok2 {
+		return v
+	}
+	seen := make(map[int32]bool)
+	for i := 0; ; i++ {
+		dk, ok := keyAt(&dst, dstKind, i)
+		if !ok {
+			break
+		}
+		bySrc := p.index[dk]
+		for j := 0; bySrc != nil; j++ {
+			sk, ok := keyAt(&src, srcKind, j)
+			if !ok {
+				break
+			}
+			for _, gi := range bySrc[sk] {
+				if !seen[gi] && !p.grants[gi].connOnly() {
+					seen[gi] = true
+					v.grants = append(v.grants, gi)
+				}
+			}
+		}
+	}
+	return v
+}
+
+// Tool reports whether the tool called name is visible.
+func (v Visibility) Tool(name string) bool {
+	return v.visible(itemTool, name, Request{Action: ActionTool, Method: "tools/call", Tool: name})
+}
+
+// Resource reports whether the resource at uri is visible. Unsafe URIs
+// (see ReasonUnsafeURI) never are.
+func (v Visibility) Resource(uri string) bool {
+	if unsafeURI(uri) {
+		return false
+	}
+	return v.visible(itemResource, uri, Request{Action: ActionResource, Method: "resources/read", Resource: uri})
+}
+
+// ResourceTemplate reports whether a resource template (RFC 6570, such as
+// "file:///data/{path}") is visible: whether some grant's resource globs
+// could match one of its expansions. Only the literal text before the first
+// '{' is compared with the globs, so a template may be listed whose every
+// expansion is then denied; it is never hidden when some expansion could be
+// read. A template without '{' is treated as a plain URI.
+func (v Visibility) ResourceTemplate(uriTemplate string) bool {
+	if unsafeURI(uriTemplate) {
+		return false
+	}
+	prefix, _, hasVar := cutBrace(uriTemplate)
+	if !hasVar {
+		return v.Resource(uriTemplate)
+	}
+	if v.p == nil {
+		return false
+	}
+	r := Request{Src: v.src, Dst: v.dst, Action: ActionResource, Method: "resources/read", Resource: uriTemplate}
+	for _, gi := range v.grants {
+		g := &v.p.grants[gi]
+		if g.lists[itemResource].mayMatchExpansion(prefix) && whenVisible(g, &r) {
+			return true
+		}
+	}
+	return false
+}
+
+func cutBrace(s string) (string, string, bool) {
+	for i := 0; i < len(s); i++ {
+		if s[i] == '{' {
+			return s[:i], s[i:], true
+		}
+	}
+	return s, "", false
+}
+
+// Prompt reports whether the prompt called name is visible.
+func (v Visibility) Prompt(name string) bool {
+	return v.visible(itemPrompt, name, Request{Action: ActionPrompt, Method: "prompts/get", Prompt: name})
+}
+
+// Model reports whether the model called name is visible.
+func (v Visibility) Model(name string) bool {
+	return v.visible(itemModel, name, Request{Action: ActionModel, Method: "model", Model: name})
+}
+
+func (v Visibility) visible(k itemKind, name string, r Request) bool {
+	if v.p == nil || name == "" {
+		return false
+	}
+	r.Src, r.Dst = v.src, v.dst
+	for _, gi := range v.grants {
+		g := &v.p.grants[gi]
+		if g.lists[k].match(name) && whenVisible(g, &r) {
+			return true
+		}
+	}
+	return false
+}
+
+// whenVisible is false only when the grant's when evaluates to false.
+func whenVisible(g *grant, r *Request) bool {
+	if g.when == nil {
+		return true
+	}
+	held, err := g.when.eval(r)
+	return held || err != nil
+}

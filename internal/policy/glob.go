@@ -1,0 +1,223 @@
+package policy
+
+import (
+	"errors"
+	"strings"
+	"unicode/utf8"
+)
+
+// A glob is one compiled pattern of a grant's tools, resources, prompts or
+// models list. '*' matches any run of characters, '/' included (resources are
+// URIs), and '?' exactly one character; every other character stands for
+// itself. Globs are matched by hand rather than through regexp: the common
+// shapes (exact, prefix*, *suffix, *) are a string comparison, and the
+// general case is a backtracking loop that does not allocate.
+type glob struct {
+	pat   string
+	shape globShape
+	lit   string // the literal part for exact, prefix and suffix shapes
+}
+
+type globShape uint8
+
+const (
+	shapeGeneral globShape = iota
+	shapeExact
+	shapePrefix // "lit*"
+	shapeSuffix // "*lit"
+	shapeAny    // "*"
+)
+
+func compileGlob(p string) glob {
+	g := glob{pat: p}
+	stars, quests := strings.Count(p, "*"), strings.Count(p, "?")
+	switch {
+	case quests > 0:
+		g.shape = shapeGeneral
+	case stars == 0:
+		g.shape, g.lit = shapeExact, p
+	case p == strings.Repeat("*", stars):
+		g.shape = shapeAny
+	case stars == 1 && p[len(p)-1] == '*':
+		g.shape, g.lit = shapePrefix, p[:len(p)-1]
+	case stars == 1 && p[0] == '*':
+		g.shape, g.lit = shapeSuffix, p[1:]
+	default:
+		g.shape = shapeGeneral
+	}
+	return g
+}
+
+func (g *glob) match(s string) bool {
+	switch g.shape {
+	case shapeExact:
+		return s == g.lit
+	case shapePrefix:
+		return strings.HasPrefix(s, g.lit)
+	case shapeSuffix:
+		return strings.HasSuffix(s, g.lit)
+	case shapeAny:
+		return true
+	}
+	return matchGlob(g.pat, s)
+}
+
+// matchGlob reports whether pattern p matches all of s. A '*' that has to
+// give way backtracks by whole runes, so '?' always lines up with a rune.
+func matchGlob(p, s string) bool {
+	px, sx := 0, 0
+	starP, starS := -1, 0
+	for px < len(p) || sx < len(s) {
+		if px < len(p) {
+			switch c := p[px]; c {
+			case '*':
+				starP, starS = px, sx
+				px++
+				continue
+			case '?':
+				if sx < len(s) {
+					_, n := utf8.DecodeRuneInString(s[sx:])
+					px, sx = px+1, sx+n
+					continue
+				}
+			default:
+				if sx < len(s) && s[sx] == c {
+					px, sx = px+1, sx+1
+					continue
+				}
+			}
+		}
+		if starP >= 0 && starS < len(s) {
+			_, n := utf8.DecodeRuneInString(s[starS:])
+			starS += n
+			px, sx = starP+1, starS
+			continue
+		}
+		return false
+	}
+	return true
+}
+
+// matchGlobPrefix reports whether some string that p matches starts with s.
+// Once the pattern reaches a '*', that star can swallow the rest of s, so
+// only the part of p before its first star has to agree with s.
+func matchGlobPrefix(p, s string) bool {
+	px, sx := 0, 0
+	for sx < len(s) {
+		if px == len(p) {
+			return false
+		}
+		switch c := p[px]; c {
+		case '*':
+			return true
+		case '?':
+			_, n := utf8.DecodeRuneInString(s[sx:])
+			px, sx = px+1, sx+n
+		default:
+			if s[sx] != c {
+				return false
+			}
+			px, sx = px+1, sx+1
+		}
+	}
+	return true
+}
+
+// globList is a compiled list: an item matches when some include matches it
+// and no exclude ('!' entry) does.
+type globList struct {
+	incl, excl []glob
+}
+
+func (l *globList) match(s string) bool {
+	if l == nil {
+		return false
+	}
+	hit := false
+	for i := range l.incl {
+		if l.incl[i].match(s) {
+			hit = true
+			break
+		}
+	}
+	if !hit {
+		return false
+	}
+	for i := range l.excl {
+		if l.excl[i].match(s) {
+			return false
+		}
+	}
+	return true
+}
+
+// mayMatchExpansion reports whether some string starting with prefix could
+// be matched by the list: an include agrees with prefix, and no exclude
+// covers every such string (an exclude ending in '*' that matches prefix
+// itself does).
+func (l *globList) mayMatchExpansion(prefix string) bool {
+	if l == nil {
+		return false
+	}
+	hit := false
+	for i := range l.incl {
+		if matchGlobPrefix(l.incl[i].pat, prefix) {
+			hit = true
+			break
+		}
+	}
+	if !hit {
+		return false
+	}
+	for i := range l.excl {
+		e := &l.excl[i]
+		if strings.HasSuffix(e.pat, "*") && e.match(prefix) {
+			return false
+		}
+	}
+	return true
+}
+
+var (
+	errGlobEmpty    = errors.New("empty entry")
+	errGlobBang     = errors.New(`"!" must be followed by a pattern`)
+	errGlobDouble   = errors.New(`"!!" is not allowed`)
+	errGlobChar     = errors.New("control characters, invalid UTF-8 and surrounding spaces are not allowed")
+	errGlobOnlyExcl = errors.New(`a list of only '!' entries matches nothing; add "*" to exclude from everything`)
+)
+
+// checkGlob validates one list entry.
+func checkGlob(e string) error {
+	switch {
+	case e == "":
+		return errGlobEmpty
+	case e == "!":
+		return errGlobBang
+	case strings.HasPrefix(e, "!!"):
+		return errGlobDouble
+	case !utf8.ValidString(e) || strings.TrimSpace(e) != e:
+		return errGlobChar
+	}
+	for i := 0; i < len(e); i++ {
+		if e[i] < 0x20 || e[i] == 0x7f {
+			return errGlobChar
+		}
+	}
+	return nil
+}
+
+// newGlobList compiles validated entries.
+func newGlobList(entries []string) (*globList, error) {
+	l := &globList{}
+	for _, e := range entries {
+		if ex, ok := strings.CutPrefix(e, "!"); ok {
+			l.excl = append(l.excl, compileGlob(ex))
+		} else {
+			l.incl = append(l.incl, compileGlob(e))
+		}
+	}
+	if len(l.incl) == 0 && len(l.excl) > 0 {
+		return nil, errGlobOnlyExcl
+	}
+	return l, nil
+}

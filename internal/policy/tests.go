@@ -1,0 +1,109 @@
+package policy
+
+import (
+	"fmt"
+	"strings"
+
+	"agentmesh/internal/identity"
+)
+
+// runTests runs a document's tests block against p and returns one error
+// per failing expectation (or malformed test), each wrapping ErrTestFailed
+// or ErrInvalid.
+func (p *Policy) runTests(tests []rawTest, doc []byte) []error {
+	d := decoder{doc: doc}
+	for i := range tests {
+		t := &tests[i]
+		path := fmt.Sprintf("tests[%d]", i)
+		src, ok1 := d.testNode(t.src, t.srcTags, path+".src")
+		dst, ok2 := d.testNode(t.dst, t.dstTags, path+".dst")
+		if !ok1 || !ok2 {
+			continue
+		}
+		for _, exp := range []struct {
+			allow bool
+			list  []str
+			field string
+		}{{true, t.allow, "allow"}, {false, t.deny, "deny"}} {
+			for j, e := range exp.list {
+				ep := fmt.Sprintf("%s.%s[%d]", path, exp.field, j)
+				r, err := testRequest(e.s)
+				if err != nil {
+					d.fail(e.off, ep, ErrInvalid, "%v", err)
+					continue
+				}
+				r.Src, r.Dst, r.Args = src, dst, t.args
+				got := p.Decide(r)
+				if got.Allow == exp.allow {
+					continue
+				}
+				verdict := "deny"
+				if got.Allow {
+					verdict = "allow"
+				}
+				msg := fmt.Sprintf("test %d (%s -> %s): expected %s %q, got %s: %s", i, t.src.s, t.dst.s, exp.field, e.s, verdict, got.Reason)
+				if got.Grant >= 0 {
+					line, col := lineColumn(doc, p.grants[got.Grant].off)
+					msg += fmt.Sprintf(" by grants[%d] at %d:%d", got.Grant, line, col)
+				}
+				if w := got.When.String(); w != "" {
+					msg += " (when " + w + ")"
+				}
+				d.fail(e.off, ep, ErrTestFailed, "%s", msg)
+			}
+		}
+	}
+	return d.errs
+}
+
+// testNode parses a test's "src" or "dst": a selector naming one node.
+func (d *decoder) testNode(s str, tags *strList, path string) (Node, bool) {
+	kind, name, ok := strings.Cut(s.s, ":")
+	k, kerr := identity.ParseKind(kind)
+	n, nerr := identity.ParseName(name)
+	if !ok || kerr != nil || nerr != nil || k == identity.KindAdmin {
+		d.fail(s.off, path, ErrInvalid, "%q: a test names one node, as agent:NAME, tool:NAME or model:NAME", s.s)
+		return Node{}, false
+	}
+	node := Node{Name: n, Kind: k}
+	if tags != nil {
+		list := make([]string, len(tags.items))
+		for i, t := range tags.items {
+			list[i] = t.s
+		}
+		parsed, err := identity.ParseTags(list)
+		if err != nil {
+			d.fail(tags.off, path+"_tags", ErrInvalid, "%v", err)
+			return Node{}, false
+		}
+		node.Tags = parsed
+	}
+	return node, true
+}
+
+// testRequest parses an expectation such as "tools/call query",
+// "resources/read URI", "resources/subscribe URI", "prompts/get NAME",
+// "model NAME" or "connect".
+func testRequest(s string) (Request, error) {
+	if s == "connect" {
+		return Request{Action: ActionConnect, Method: "connect"}, nil
+	}
+	method, arg, ok := strings.Cut(s, " ")
+	if !ok || arg == "" {
+		return Request{}, fmt.Errorf("expectation %q: want \"tools/call NAME\", \"resources/read URI\", \"resources/subscribe URI\", \"prompts/get NAME\", \"model NAME\" or \"connect\"", s)
+	}
+	r := Request{Method: method}
+	switch method {
+	case "tools/call":
+		r.Action, r.Tool = ActionTool, arg
+	case "resources/read", "resources/subscribe":
+		r.Action, r.Resource = ActionResource, arg
+	case "prompts/get":
+		r.Action, r.Prompt = ActionPrompt, arg
+	case "model":
+		r.Action, r.Model = ActionModel, arg
+	default:
+		return Request{}, fmt.Errorf("expectation %q: unknown method %q (want tools/call, resources/read, resources/subscribe, prompts/get, model or connect)", s, method)
+	}
+	return r, nil
+}
