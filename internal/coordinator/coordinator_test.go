@@ -54,7 +54,7 @@ func (c *clock) Advance(d time.Duration) {
 }
 
 type mesh struct {
-	t      *testing.T
+	t      testing.TB
 	data   string
 	listen string
 	clock  *clock
@@ -62,7 +62,7 @@ type mesh struct {
 	admin  *controlclient.Client
 }
 
-func startMesh(t *testing.T) *mesh {
+func startMesh(t testing.TB) *mesh {
 	t.Helper()
 	m := &mesh{t: t, data: filepath.Join(t.TempDir(), "mesh"), listen: "127.0.0.1:0", clock: newClock()}
 	m.start()

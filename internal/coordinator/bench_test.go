@@ -1,0 +1,110 @@
+package coordinator_test
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"path/filepath"
+	"sort"
+	"testing"
+	"time"
+
+	"agentmesh/internal/controlapi"
+	"agentmesh/internal/controlclient"
+)
+
+// BenchmarkJoin measures one join round trip on loopback: key pair, pinned
+// TLS handshake, CSR, key check and node record in one transaction,
+// certificate, state files written.
+func BenchmarkJoin(b *testing.B) {
+	m := startMesh(b)
+	defer m.stop()
+	key := m.keyB(b, controlapi.KeyCreateRequest{Kind: "agent", Reusable: true})
+	dir := b.TempDir()
+	b.ResetTimer()
+	for i := 0; b.Loop(); i++ {
+		if _, err := controlclient.Join(context.Background(), controlclient.JoinOptions{AuthKey: key, Name: fmt.Sprintf("n%d", i), State: filepath.Join(dir, fmt.Sprint(i))}); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "joins/s")
+}
+
+func (m *mesh) keyB(b *testing.B, req controlapi.KeyCreateRequest) string {
+	var resp controlapi.KeyCreateResponse
+	if err := m.admin.Call(context.Background(), http.MethodPost, controlapi.PathKeys, req, &resp); err != nil {
+		b.Fatal(err)
+	}
+	return resp.Key
+}
+
+// BenchmarkNetmapFanout1000 measures how long one change (a re-tag) takes
+// to reach 1,000 nodes that each hold a long-poll watch on their own TLS
+// connection. It reports the time until the last watcher has it and the
+// median.
+func BenchmarkNetmapFanout1000(b *testing.B) {
+	const watchers = 1000
+	m := startMesh(b)
+	defer m.stop()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	node := m.mustJoinB(b, m.keyB(b, controlapi.KeyCreateRequest{Kind: "tool"}), "watched")
+	got := make(chan time.Time, watchers)
+	start, _ := node.Netmap(ctx, -1)
+	ready := make(chan struct{}, watchers)
+	for range watchers {
+		c := m.client(node.Dir().Path())
+		go func() {
+			since := start.Version
+			// Open the connection first so handshakes are not timed.
+			ready <- struct{}{}
+			for ctx.Err() == nil {
+				nm, err := c.Netmap(ctx, since)
+				if err != nil || nm == nil {
+					continue
+				}
+				since = nm.Version
+				got <- time.Now()
+			}
+		}()
+	}
+	for range watchers {
+		<-ready
+	}
+	// Give every watcher a moment to have its poll parked at the server.
+	time.Sleep(2 * time.Second)
+	var lastAll, medianAll []time.Duration
+	b.ResetTimer()
+	for i := 0; b.Loop(); i++ {
+		t0 := time.Now()
+		if err := m.admin.Call(ctx, http.MethodPost, controlapi.PathNodes+"/watched/tags", controlapi.TagRequest{Tags: []string{fmt.Sprintf("tag:v%d", i)}}, nil); err != nil {
+			b.Fatal(err)
+		}
+		lat := make([]time.Duration, 0, watchers)
+		for range watchers {
+			lat = append(lat, (<-got).Sub(t0))
+		}
+		sort.Slice(lat, func(a, c int) bool { return lat[a] < lat[c] })
+		lastAll = append(lastAll, lat[len(lat)-1])
+		medianAll = append(medianAll, lat[len(lat)/2])
+	}
+	b.StopTimer()
+	b.ReportMetric(float64(avg(lastAll).Microseconds())/1000, "ms-to-all-1000")
+	b.ReportMetric(float64(avg(medianAll).Microseconds())/1000, "ms-median")
+}
+
+func avg(d []time.Duration) time.Duration {
+	var s time.Duration
+	for _, x := range d {
+		s += x
+	}
+	return s / time.Duration(len(d))
+}
+
+func (m *mesh) mustJoinB(b *testing.B, key, name string) *controlclient.Client {
+	dir := filepath.Join(b.TempDir(), name)
+	if _, err := controlclient.Join(context.Background(), controlclient.JoinOptions{AuthKey: key, Name: name, State: dir}); err != nil {
+		b.Fatal(err)
+	}
+	return m.client(dir)
+}
