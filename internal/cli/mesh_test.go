@@ -2,6 +2,7 @@ package cli
 
 import (
 	"context"
+	"encoding/json"
 	"io"
 	"log/slog"
 	"net/http"
@@ -17,6 +18,7 @@ import (
 	"agentmesh/internal/controlapi"
 	"agentmesh/internal/controlclient"
 	"agentmesh/internal/coordinator"
+	"agentmesh/internal/store"
 )
 
 // startTestMesh runs the demo's mesh (coordinator, ledger behind a gateway,
@@ -148,5 +150,51 @@ func TestMeshKeepsServingWhileCoordinatorIsDownAndDeliversEveryEventAfter(t *tes
 	var rep audit.Report
 	if err := d.admin.Call(ctx, http.MethodGet, controlapi.PathVerify, nil, &rep); err != nil || !rep.OK {
 		t.Fatalf("verify after the outage: %+v %v", rep, err)
+	}
+}
+
+func TestAuditCommandsQueryAndDetectTampering(t *testing.T) {
+	d, ctx := startTestMesh(t)
+	auditor, _, err := d.agent(ctx, "auditor", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := auditor.CallTool(ctx, &mcp.CallToolParams{Name: "transfer", Arguments: map[string]any{"from": "a", "to": "b", "amount": 1}}); err == nil {
+		t.Fatal("auditor's transfer was allowed")
+	}
+	env := map[string]string{"AGENTMESH_STATE": d.co.AdminDir()}
+	// The denial reaches the coordinator when the gateway ships its spool.
+	var out string
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		_, out, _ = run(t, env, "audit", "--decision", "deny", "--kind", "request", "--json")
+		if strings.Contains(out, `"tool":"transfer"`) || time.Now().After(deadline) {
+			break
+		}
+	}
+	var ev audit.Event
+	if err := json.Unmarshal([]byte(strings.SplitN(out, "\n", 2)[0]), &ev); err != nil {
+		t.Fatalf("audit --json: %q: %v", out, err)
+	}
+	if ev.Src != "spiffe://agentmesh.local/agent/auditor" || ev.Tool != "transfer" || ev.Decision != "deny" || ev.Reason != "not_granted" || ev.PolicyVersion == "" {
+		t.Fatalf("deny event = %+v", ev)
+	}
+	if code, out, _ := run(t, env, "audit", "--src", "agent:auditor", "--limit", "5"); code != 0 || !strings.Contains(out, "transfer") {
+		t.Fatalf("audit table: %d %q", code, out)
+	}
+	if code, out, _ := run(t, env, "audit", "verify"); code != 0 || !strings.Contains(out, "intact") {
+		t.Fatalf("audit verify on an intact trail: %d %q", code, out)
+	}
+	// Edit the denial into an allow behind the coordinator's back.
+	db, err := store.Open(filepath.Join(d.dir, "coordinator", "mesh.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	if _, err := db.Exec(`UPDATE audit_events SET body = CAST(replace(CAST(body AS TEXT), '"deny"', '"allow"') AS BLOB), decision = 'allow' WHERE id = ?`, ev.ID); err != nil {
+		t.Fatal(err)
+	}
+	code, out, _ := run(t, env, "audit", "verify")
+	if code == 0 || !strings.Contains(out, ev.ID) {
+		t.Fatalf("audit verify after tampering: exit %d, output %q should name event %s", code, out, ev.ID)
 	}
 }
