@@ -3,9 +3,11 @@ package cli
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"io"
 	"log/slog"
 	"net/http"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -196,5 +198,66 @@ func TestAuditCommandsQueryAndDetectTampering(t *testing.T) {
 	code, out, _ := run(t, env, "audit", "verify")
 	if code == 0 || !strings.Contains(out, ev.ID) {
 		t.Fatalf("audit verify after tampering: exit %d, output %q should name event %s", code, out, ev.ID)
+	}
+}
+
+func TestPolicyCommandsAgainstCoordinator(t *testing.T) {
+	d, _ := startTestMesh(t) // applies examples/policy.hujson as version 1
+	env := map[string]string{"AGENTMESH_STATE": d.co.AdminDir()}
+	dir := t.TempDir()
+
+	// A policy whose own test fails is refused and changes nothing.
+	failing := filepath.Join(dir, "failing.hujson")
+	os.WriteFile(failing, []byte(`{
+  "grants": [{"src": ["agent:teller"], "dst": ["tool:ledger"], "tools": ["balance"]}],
+  "tests": [{"src": "agent:teller", "dst": "tool:ledger", "allow": ["tools/call transfer"]}],
+}`), 0o600)
+	if code, _, errOut := run(t, env, "policy", "apply", failing); code == 0 || !strings.Contains(errOut, "transfer") {
+		t.Fatalf("apply of a policy with a failing test: exit %d, %q", code, errOut)
+	}
+	// The coordinator checks too, whatever the client did.
+	doc, _ := os.ReadFile(failing)
+	err := d.admin.Call(context.Background(), http.MethodPost, controlapi.PathPolicy, controlapi.PolicyApplyRequest{Document: string(doc)}, nil)
+	var ae *controlclient.APIError
+	if !errors.As(err, &ae) || ae.Code != "invalid_policy" {
+		t.Fatalf("coordinator accepted a policy whose test fails: %v", err)
+	}
+	_, out, _ := run(t, env, "policy", "history", "--json")
+	var hist []controlapi.PolicyVersion
+	if json.Unmarshal([]byte(out), &hist) != nil || len(hist) != 1 {
+		t.Fatalf("history after a refused apply: %q", out)
+	}
+
+	// A narrower policy, then a rollback to version 1.
+	narrow := filepath.Join(dir, "narrow.hujson")
+	os.WriteFile(narrow, []byte(`{"grants": [{"src": ["agent:teller"], "dst": ["tool:ledger"], "tools": ["balance"]}]}`), 0o600)
+	if code, out, errOut := run(t, env, "policy", "apply", narrow); code != 0 || !strings.Contains(out, "version 2") {
+		t.Fatalf("apply: %d %q %q", code, out, errOut)
+	}
+	check := func() checkResult {
+		t.Helper()
+		code, out, errOut := run(t, env, "policy", "check", "--src", "agent:teller", "--dst", "tool:ledger", "--tool", "transfer", "--json")
+		var res checkResult
+		if code != 0 || json.Unmarshal([]byte(out), &res) != nil {
+			t.Fatalf("check: %d %q %q", code, out, errOut)
+		}
+		return res
+	}
+	if res := check(); res.Allow || res.Version != "2" || res.Reason != "not_granted" {
+		t.Fatalf("check under version 2 = %+v", res)
+	}
+	if code, out, _ := run(t, env, "policy", "rollback", "1"); code != 0 || !strings.Contains(out, "version 3") {
+		t.Fatalf("rollback: %d %q", code, out)
+	}
+	if res := check(); !res.Allow || res.Version != "3" {
+		t.Fatalf("check after rollback = %+v", res)
+	}
+	if code, out, _ := run(t, env, "policy", "get"); code != 0 || out != string(examples.Policy) {
+		t.Fatalf("policy get after rollback does not return version 1's document (exit %d)", code)
+	}
+	// The apply is audited with a diff.
+	_, out, _ = run(t, env, "audit", "--kind", "admin", "--json", "--limit", "0")
+	if !strings.Contains(out, `"action":"policy.apply"`) || !strings.Contains(out, `rollback to v1`) {
+		t.Fatalf("policy applies missing from the audit trail: %s", out)
 	}
 }
