@@ -93,7 +93,7 @@ func serve(ctx context.Context, env Env, sc serveConfig) error {
 		latest *node.View
 		self   identity.ID
 	)
-	n, err := node.Start(ctx, sc.state, node.Options{Logger: log, OnView: func(v node.View) {
+	n, err := node.Start(ctx, sc.state, node.Options{Logger: log, Audit: true, OnView: func(v node.View) {
 		mu.Lock()
 		defer mu.Unlock()
 		latest = &v

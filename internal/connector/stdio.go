@@ -282,9 +282,15 @@ func (s *stdioSession) newPOST(m *message, onWritten func()) func(ctx context.Co
 // post forwards a notification or a response (the agent's answer to a
 // server request). Nothing is sent back to the agent unless the gateway
 // answers with a message.
+//
+// Unlike a request, the next message waits until the gateway has answered
+// this one (202 for a notification): the gateway may handle concurrent
+// POSTs in any order, and a client that sends notifications/initialized
+// followed at once by tools/list relies on the server seeing them in that
+// order.
 func (s *stdioSession) post(m *message, markSent func()) {
 	defer markSent()
-	resp, err := s.c.roundTrip(s.ctx, s.newPOST(m, markSent))
+	resp, err := s.c.roundTrip(s.ctx, s.newPOST(m, func() {}))
 	if err != nil {
 		if s.ctx.Err() == nil {
 			s.c.log.Warn("forward message to gateway", "method", m.method, "err", err)

@@ -45,6 +45,11 @@ type Options struct {
 	OnCertificate func(*tls.Certificate)
 	// Clock drives renewal; nil is the system clock.
 	Clock pki.Clock
+	// Audit opens the audit spool in the state directory and ships it. Only
+	// one process can hold a spool, so only nodes that record events
+	// (gateways) open it; several connectors of one agent can then run
+	// side by side, one per MCP server an agent uses.
+	Audit bool
 	// Spool tunes the audit spool.
 	Spool audit.SpoolOptions
 }
@@ -52,7 +57,8 @@ type Options struct {
 // Node is a running node. Close stops it.
 type Node struct {
 	Client *controlclient.Client
-	Spool  *audit.Spool
+	// Spool is nil unless Options.Audit was set.
+	Spool *audit.Spool
 	log    *slog.Logger
 
 	mu      sync.Mutex
@@ -88,15 +94,17 @@ func Start(ctx context.Context, stateDir string, o Options) (*Node, error) {
 	if err := cl.RenewIfDue(ctx); err != nil {
 		log.Warn("node: renewal at start failed; continuing with the current certificate", "err", err)
 	}
-	spool, err := audit.OpenSpool(dir.SpoolDir(), withLogger(o.Spool, log))
-	if err != nil {
-		cl.Close()
-		return nil, fmt.Errorf("audit spool: %w", err)
+	var spool *audit.Spool
+	if o.Audit {
+		if spool, err = audit.OpenSpool(dir.SpoolDir(), withLogger(o.Spool, log)); err != nil {
+			cl.Close()
+			return nil, fmt.Errorf("audit spool: %w", err)
+		}
 	}
 	n := &Node{Client: cl, Spool: spool, log: log, changed: make(chan struct{})}
 	runCtx, cancel := context.WithCancel(context.Background())
 	n.cancel = cancel
-	n.wg.Add(3)
+	n.wg.Add(2)
 	go func() {
 		defer n.wg.Done()
 		err := cl.RunRenewal(runCtx, o.Clock, o.OnCertificate)
@@ -124,10 +132,13 @@ func Start(ctx context.Context, stateDir string, o Options) (*Node, error) {
 			}
 		})
 	}()
-	go func() {
-		defer n.wg.Done()
-		audit.Ship(runCtx, spool, cl, audit.ShipOptions{Logger: log})
-	}()
+	if spool != nil {
+		n.wg.Add(1)
+		go func() {
+			defer n.wg.Done()
+			audit.Ship(runCtx, spool, cl, audit.ShipOptions{Logger: log})
+		}()
+	}
 	return n, nil
 }
 
@@ -183,6 +194,9 @@ func (n *Node) WaitView(ctx context.Context, cond func(View) bool) (View, error)
 // Record appends an audit event to the spool. It blocks while the spool's
 // queue is full: audit slows requests down, it never drops them.
 func (n *Node) Record(ctx context.Context, e *audit.Event) error {
+	if n.Spool == nil {
+		return errors.New("node: started without an audit spool")
+	}
 	return n.Spool.Append(ctx, e)
 }
 
@@ -192,12 +206,14 @@ func (n *Node) Close() error {
 	var err error
 	n.once.Do(func() {
 		n.cancel()
-		fctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		if ferr := n.Spool.Flush(fctx); ferr != nil {
-			n.log.Error("node: flushing the audit spool", "err", ferr)
+		if n.Spool != nil {
+			fctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			if ferr := n.Spool.Flush(fctx); ferr != nil {
+				n.log.Error("node: flushing the audit spool", "err", ferr)
+			}
+			cancel()
+			err = n.Spool.Close()
 		}
-		cancel()
-		err = n.Spool.Close()
 		n.wg.Wait()
 		n.Client.Close()
 	})
