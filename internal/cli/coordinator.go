@@ -11,7 +11,7 @@ import (
 func init() {
 	register(&command{
 		name:  "coordinator",
-		usage: "--data DIR [--listen ADDR] [--trust-domain NAME] [--cert-ttl DURATION]",
+		usage: "--data DIR [--listen ADDR] [--trust-domain NAME] [--cert-ttl DURATION] [--audit-retention DURATION]",
 		short: "run the control plane: CA, registry, auth keys, policy store, audit store",
 		long: `The first start initialises DIR (CA key and certificate, SQLite database, audit signing
 key, and a first admin identity in DIR/admin). Later starts reuse it. The API is served over
@@ -31,6 +31,7 @@ func runCoordinator(ctx context.Context, env Env, args []string) error {
 	listen := fs.String("listen", coordinator.DefaultListen, "`ADDR` to listen on")
 	td := fs.String("trust-domain", "", "trust `NAME` of a new mesh (default "+coordinator.DefaultTrustDomain+")")
 	ttl := fs.Duration("cert-ttl", 0, "node certificate lifetime, 5m to 24h (default 1h)")
+	retention := fs.Duration("audit-retention", 0, "prune audit events older than this `DURATION` (0: keep everything); verification still passes")
 	verbose := fs.Bool("v", false, "log requests and background work to stderr")
 	if _, _, err := parse(fs, args); err != nil {
 		return err
@@ -43,7 +44,7 @@ func runCoordinator(ctx context.Context, env Env, args []string) error {
 		level = slog.LevelDebug
 	}
 	log := slog.New(slog.NewTextHandler(env.Stderr, &slog.HandlerOptions{Level: level}))
-	co, err := coordinator.Start(ctx, coordinator.Config{DataDir: *data, Listen: *listen, TrustDomain: *td, CertTTL: *ttl, Logger: log})
+	co, err := coordinator.Start(ctx, coordinator.Config{DataDir: *data, Listen: *listen, TrustDomain: *td, CertTTL: *ttl, Logger: log, AuditRetention: *retention})
 	if err != nil {
 		return err
 	}

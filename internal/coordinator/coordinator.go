@@ -69,6 +69,11 @@ type Config struct {
 	Logger *slog.Logger
 	// CheckpointEvery is how often the audit head is signed (10s).
 	CheckpointEvery time.Duration
+	// AuditRetention, when positive, prunes audit events older than this,
+	// hourly and at start. Pruning stops at a signed checkpoint and leaves
+	// a signed prune point, so 'audit verify' still accepts the trail.
+	// Zero keeps everything.
+	AuditRetention time.Duration
 }
 
 // Coordinator is a running control plane. Close stops it.
@@ -147,6 +152,9 @@ func Start(ctx context.Context, cfg Config) (c *Coordinator, err error) {
 	if err := c.publish(ctx); err != nil {
 		return nil, fmt.Errorf("coordinator: netmap: %w", err)
 	}
+	if cfg.AuditRetention > 0 {
+		c.prune(ctx)
+	}
 	runCtx, cancel := context.WithCancel(context.Background())
 	c.cancel = cancel
 	c.srv = &http.Server{
@@ -157,7 +165,7 @@ func Start(ctx context.Context, cfg Config) (c *Coordinator, err error) {
 		BaseContext:       func(net.Listener) context.Context { return runCtx },
 	}
 	tlsLn := tls.NewListener(ln, c.tlsConfig())
-	c.wg.Add(3)
+	c.wg.Add(4)
 	go func() {
 		defer c.wg.Done()
 		if err := c.srv.Serve(tlsLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
@@ -170,11 +178,42 @@ func Start(ctx context.Context, cfg Config) (c *Coordinator, err error) {
 	}()
 	go func() {
 		defer c.wg.Done()
+		c.pruneLoop(runCtx)
+	}()
+	go func() {
+		defer c.wg.Done()
 		if err := c.audit.Run(runCtx); err != nil && !errors.Is(err, context.Canceled) {
 			log.Error("coordinator: audit checkpoints", "err", err)
 		}
 	}()
 	return c, nil
+}
+
+// pruneLoop applies the audit retention setting every hour; Start has
+// already applied it once.
+func (c *Coordinator) pruneLoop(ctx context.Context) {
+	if c.cfg.AuditRetention <= 0 {
+		return
+	}
+	for {
+		t := time.NewTimer(time.Hour)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return
+		case <-t.C:
+		}
+		c.prune(ctx)
+	}
+}
+
+func (c *Coordinator) prune(ctx context.Context) {
+	n, err := c.audit.Prune(ctx, c.now().Add(-c.cfg.AuditRetention))
+	if err != nil {
+		c.log.Error("coordinator: audit retention", "err", err)
+	} else if n > 0 {
+		c.log.Info("coordinator: pruned audit events past retention", "events", n)
+	}
 }
 
 // URL is the coordinator's API base URL, such as https://127.0.0.1:7443.
