@@ -59,7 +59,7 @@ type Node struct {
 	Client *controlclient.Client
 	// Spool is nil unless Options.Audit was set.
 	Spool *audit.Spool
-	log    *slog.Logger
+	log   *slog.Logger
 
 	mu      sync.Mutex
 	view    View
