@@ -4,10 +4,27 @@
 // Compile turns it into an immutable *Policy; Decide answers one request;
 // Visible answers what a source may see at a destination, for list filtering.
 //
+// Decoding is strict: unknown or duplicate keys, wrong JSON types, unknown
+// selector kinds, malformed globs, cyclic or undefined groups and when
+// expressions that do not compile to bool are errors naming line and column.
+// Size limits (MaxDocumentBytes, MaxGrants, MaxGroups, MaxTests, MaxDepth,
+// MaxWhenBytes, MaxIndexEntries) bound the cost of compiling a hostile file.
+//
+// Grants only add access. Decide looks grants up in an index built at
+// compile time (destination key, then source key; keys are kind:name, tag
+// and *, with groups expanded), so its cost does not grow with the number of
+// grants. A connect is decided without evaluating when; every item on the
+// connection is decided, with its when, on its own.
+//
 // Threat model: the policy is the only thing that allows traffic. It fails
 // closed by construction: the zero Decision denies, a nil *Policy denies
 // everything, grants can only add access, and a `when` condition that cannot
-// be evaluated denies with its own reason code.
+// be evaluated denies with its own reason code. Resource URIs with dot-dot
+// segments or encoded separators are refused (unsafe_uri) rather than
+// normalised, because a glob is a string match and the server resolves the
+// path. Node tags come from the registry through Request, never from the
+// peer. A when runs under a CEL cost limit, so a request cannot make the
+// gateway spin.
 package policy
 
 import "agentmesh/internal/identity"

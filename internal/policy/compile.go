@@ -32,7 +32,7 @@ type Policy struct {
 type grant struct {
 	lists [numItemKinds]*globList // nil when the field is absent
 	when  *whenProg               // nil when there is none
-	off   int // byte offset of the grant in the document
+	off   int                     // byte offset of the grant in the document
 }
 
 // connOnly reports whether the grant gives connection-level access only.
