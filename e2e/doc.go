@@ -1,0 +1,19 @@
+// Package e2e holds agentmesh's end-to-end tests: the built agentmesh binary
+// with real third-party MCP servers (the reference "everything" and
+// "filesystem" servers) behind `agentmesh serve`, driven through
+// `agentmesh connect` by the official TypeScript SDK client (client.mjs),
+// over stdio and over the connector's local Streamable HTTP endpoint.
+//
+// The Node.js packages are pinned in package.json and package-lock.json and
+// installed with `npm ci --prefix e2e` (.ci/run does it). Without node or
+// e2e/node_modules the tests skip and say why; with -short they skip too.
+//
+// What the tests establish, from the outside, as a user sees it: policy
+// filters tools/list; an allowed call, resource read and prompt get reach the
+// server and come back; a call outside the grant, or whose arguments fail the
+// grant's `when` (a path outside the allowed folder, a ".." escape), is
+// answered by the gateway with JSON-RPC error -32040 and a reason, never
+// reaches the server, and lands in the audit trail as a deny with that reason;
+// progress notifications stream back to the client; `agentmesh audit verify`
+// accepts the resulting hash chain.
+package e2e
