@@ -1,0 +1,393 @@
+package bench
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"math"
+	"net"
+	"os"
+	"os/exec"
+	"runtime"
+	"slices"
+	"strings"
+	"sync"
+	"text/tabwriter"
+	"time"
+)
+
+// Components run the product's data plane. The CLI supplies the functions
+// behind 'agentmesh serve' and 'agentmesh connect'.
+type Components struct {
+	// Gateway serves the tool node whose state directory is state in front
+	// of the Streamable HTTP MCP server at upstream until ctx ends, calling
+	// ready with its listening address once it serves.
+	Gateway func(ctx context.Context, state, upstream string, ready func(addr string)) error
+	// Connector relays MCP from ln (which it closes) to service's gateway
+	// with the identity of the agent node in state, until ctx ends.
+	Connector func(ctx context.Context, state, service string, ln net.Listener) error
+}
+
+// Config configures Run. The zero value of each field means its default.
+type Config struct {
+	// Components is required.
+	Components Components
+	// Scenarios to run, by name (Scenarios lists them); empty runs all.
+	Scenarios []string
+	// Quick runs every path with small counts: a smoke test that checks
+	// that everything works and counts, not timings.
+	Quick bool
+	// Columns restricts the endpoint columns (ColDirect, ...) that run;
+	// empty runs all. Useful with a CPU profile of one path.
+	Columns []string
+	// Gateways is the number of gateways of the policy scenario (100, or
+	// 5 when Quick).
+	Gateways int
+	// Sessions is the number of idle sessions of the memory scenario
+	// (1,000, or 20 when Quick).
+	Sessions int
+	// NginxPath is the nginx binary; "" looks up nginx in PATH and /usr/sbin.
+	NginxPath string
+	// Dir is the work directory; "" uses a temporary one, removed at the end.
+	Dir string
+	// Progress receives one line per step; nil discards.
+	Progress io.Writer
+	// Logger receives the components' logs; nil discards.
+	Logger *slog.Logger
+}
+
+// Scenario is one measurement.
+type Scenario struct {
+	Name  string
+	Title string
+	run   func(ctx context.Context, r *runner, s *Result) error
+}
+
+// Scenarios lists the scenarios in the order Run runs them.
+func Scenarios() []Scenario {
+	return []Scenario{
+		{"latency", "tools/call latency, sequential", scenarioLatency},
+		{"work", "tools/call that does 10 ms of work", scenarioWork},
+		{"throughput", "tools/call throughput at concurrency 1, 16 and 64", scenarioThroughput},
+		{"session", "new session setup (connection + initialize)", scenarioSession},
+		{"policy", "policy apply -> enforced on every gateway", scenarioPolicy},
+		{"join", "joins per second", scenarioJoin},
+		{"audit", "audit ingest per second", scenarioAudit},
+		{"resource", "large resource read", scenarioResource},
+		{"memory", "memory per idle session", scenarioMemory},
+	}
+}
+
+// Column names, in the order tables print them.
+const (
+	ColDirect    = "direct"
+	ColHTTPUtil  = "httputil"
+	ColGoChain   = "go-chain"
+	ColNginx     = "nginx-chain"
+	ColAgentmesh = "agentmesh"
+)
+
+// Report is the outcome of Run.
+type Report struct {
+	Machine   Machine   `json:"machine"`
+	Command   string    `json:"command,omitempty"`
+	Quick     bool      `json:"quick"`
+	Started   time.Time `json:"started"`
+	Duration  string    `json:"duration"`
+	Scenarios []*Result `json:"scenarios"`
+}
+
+// Machine describes where the figures come from.
+type Machine struct {
+	CPU       string `json:"cpu"`
+	CPUs      int    `json:"cpus"`
+	OS        string `json:"os"`
+	GoVersion string `json:"go"`
+	Nginx     string `json:"nginx"`
+}
+
+// Result is one scenario's table: rows of metrics, one value per column.
+type Result struct {
+	Name    string   `json:"name"`
+	Title   string   `json:"title"`
+	Columns []string `json:"columns"`
+	Rows    []Row    `json:"rows"`
+	Goals   []Goal   `json:"goals,omitempty"`
+	Notes   []string `json:"notes,omitempty"`
+	// Calls and Failed count every operation the scenario made.
+	Calls  int64  `json:"calls"`
+	Failed int64  `json:"failed"`
+	Error  string `json:"error,omitempty"`
+}
+
+// Row is one metric. A nil value is a column that did not run (see Notes).
+type Row struct {
+	Metric string     `json:"metric"`
+	Unit   string     `json:"unit"`
+	Values []*float64 `json:"values"`
+	// LowerIsBetter orients the ratios printed beside the values.
+	LowerIsBetter bool `json:"lower_is_better"`
+}
+
+// Goal is one target of issue 8 checked against this run's figures.
+type Goal struct {
+	Text     string `json:"text"`
+	Measured string `json:"measured"`
+	Met      bool   `json:"met"`
+}
+
+func (s *Result) row(metric, unit string, lower bool, vals map[string]float64) {
+	r := Row{Metric: metric, Unit: unit, LowerIsBetter: lower}
+	for _, c := range s.Columns {
+		if v, ok := vals[c]; ok && !math.IsNaN(v) && !math.IsInf(v, 0) {
+			r.Values = append(r.Values, &v)
+		} else {
+			r.Values = append(r.Values, nil)
+		}
+	}
+	s.Rows = append(s.Rows, r)
+}
+
+func (s *Result) goal(met bool, text, format string, a ...any) {
+	s.Goals = append(s.Goals, Goal{Text: text, Measured: fmt.Sprintf(format, a...), Met: met})
+}
+
+func (s *Result) note(format string, a ...any) { s.Notes = append(s.Notes, fmt.Sprintf(format, a...)) }
+
+// Run runs the scenarios and returns their report. A scenario that fails
+// records its error in its Result and the others still run; the error
+// returned is the first of them, or ErrLostCalls if calls failed.
+func Run(ctx context.Context, cfg Config) (*Report, error) {
+	if cfg.Components.Gateway == nil || cfg.Components.Connector == nil {
+		return nil, ErrNoComponents
+	}
+	all := Scenarios()
+	var todo []Scenario
+	if len(cfg.Scenarios) == 0 {
+		todo = all
+	}
+	for _, name := range cfg.Scenarios {
+		i := slices.IndexFunc(all, func(s Scenario) bool { return s.Name == name })
+		if i < 0 {
+			return nil, fmt.Errorf("%w %q (one of %s)", ErrUnknownScenario, name, strings.Join(ScenarioNames(), ", "))
+		}
+		todo = append(todo, all[i])
+	}
+	if cfg.Gateways <= 0 {
+		cfg.Gateways = pick(cfg.Quick, 5, 100)
+	}
+	if cfg.Sessions <= 0 {
+		cfg.Sessions = pick(cfg.Quick, 20, 1000)
+	}
+	if cfg.Progress == nil {
+		cfg.Progress = io.Discard
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	dir := cfg.Dir
+	if dir == "" {
+		tmp, err := os.MkdirTemp("", "agentmesh-bench-")
+		if err != nil {
+			return nil, fmt.Errorf("bench: %w", err)
+		}
+		defer os.RemoveAll(tmp)
+		dir = tmp
+	}
+	rep := &Report{Machine: machine(cfg.NginxPath), Quick: cfg.Quick, Started: time.Now().UTC()}
+	r := &runner{cfg: cfg, dir: dir, log: cfg.Logger}
+	ctx, cancel := context.WithCancel(ctx)
+	defer func() {
+		cancel()
+		r.stop()
+	}()
+	r.progress("starting the upstream, proxies, nginx and an in-process mesh in %s", dir)
+	if err := r.start(ctx); err != nil {
+		return nil, fmt.Errorf("bench: start: %w", err)
+	}
+	var first error
+	for _, sc := range todo {
+		if ctx.Err() != nil {
+			break
+		}
+		res := &Result{Name: sc.Name, Title: sc.Title}
+		r.progress("scenario %s: %s", sc.Name, sc.Title)
+		start := time.Now()
+		if err := sc.run(ctx, r, res); err != nil {
+			res.Error = err.Error()
+			if first == nil {
+				first = fmt.Errorf("bench: %s: %w", sc.Name, err)
+			}
+		}
+		if res.Failed > 0 && first == nil {
+			first = fmt.Errorf("%w: %d of %d in %s", ErrLostCalls, res.Failed, res.Calls, sc.Name)
+		}
+		r.progress("  done in %v", time.Since(start).Round(time.Millisecond))
+		rep.Scenarios = append(rep.Scenarios, res)
+	}
+	rep.Duration = time.Since(rep.Started).Round(time.Millisecond).String()
+	if first == nil {
+		first = ctx.Err()
+	}
+	return rep, first
+}
+
+// ScenarioNames lists the scenario names.
+func ScenarioNames() []string {
+	var out []string
+	for _, s := range Scenarios() {
+		out = append(out, s.Name)
+	}
+	return out
+}
+
+func pick[T any](quick bool, q, full T) T {
+	if quick {
+		return q
+	}
+	return full
+}
+
+func machine(nginxPath string) Machine {
+	m := Machine{CPUs: runtime.NumCPU(), OS: runtime.GOOS + "/" + runtime.GOARCH, GoVersion: runtime.Version(), Nginx: "not installed"}
+	if f, err := os.Open("/proc/cpuinfo"); err == nil {
+		sc := bufio.NewScanner(f)
+		for sc.Scan() {
+			if k, v, ok := strings.Cut(sc.Text(), ":"); ok && strings.TrimSpace(k) == "model name" {
+				m.CPU = strings.TrimSpace(v)
+				break
+			}
+		}
+		f.Close()
+	}
+	if p := findNginx(nginxPath); p != "" {
+		out, _ := exec.Command(p, "-v").CombinedOutput()
+		m.Nginx = strings.TrimSpace(strings.TrimPrefix(strings.TrimSpace(string(out)), "nginx version:"))
+	}
+	return m
+}
+
+// WriteJSON writes the report as indented JSON.
+func (rep *Report) WriteJSON(w io.Writer) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(rep)
+}
+
+// WriteText writes the report as tables for people, with the ratio of
+// agentmesh to the direct baseline and to the nginx chain.
+func (rep *Report) WriteText(w io.Writer) error {
+	fmt.Fprintf(w, "agentmesh bench: %s, %d CPUs, %s, %s, nginx %s%s\n", rep.Machine.CPU, rep.Machine.CPUs, rep.Machine.OS,
+		rep.Machine.GoVersion, rep.Machine.Nginx, map[bool]string{true: " (quick: a smoke run, figures are not meaningful)"}[rep.Quick])
+	for _, s := range rep.Scenarios {
+		fmt.Fprintf(w, "\n== %s: %s (%d operations, %d failed)\n", s.Name, s.Title, s.Calls, s.Failed)
+		if s.Error != "" {
+			fmt.Fprintf(w, "   ERROR: %s\n", s.Error)
+		}
+		if len(s.Rows) > 0 {
+			tw := tabwriter.NewWriter(w, 4, 4, 2, ' ', tabwriter.AlignRight)
+			fmt.Fprint(tw, "metric\t")
+			for _, c := range s.Columns {
+				fmt.Fprintf(tw, "%s\t", c)
+			}
+			am, dir, ngx := slices.Index(s.Columns, ColAgentmesh), slices.Index(s.Columns, ColDirect), slices.Index(s.Columns, ColNginx)
+			ratios := am >= 0 && (dir >= 0 || ngx >= 0)
+			if ratios {
+				fmt.Fprint(tw, "am/direct\tam/nginx\t")
+			}
+			fmt.Fprintln(tw)
+			for _, row := range s.Rows {
+				fmt.Fprintf(tw, "%s (%s)\t", row.Metric, row.Unit)
+				for _, v := range row.Values {
+					fmt.Fprintf(tw, "%s\t", fmtValue(v))
+				}
+				if ratios {
+					fmt.Fprintf(tw, "%s\t%s\t", ratio(row, am, dir), ratio(row, am, ngx))
+				}
+				fmt.Fprintln(tw)
+			}
+			tw.Flush()
+		}
+		for _, g := range s.Goals {
+			mark := "MET "
+			if !g.Met {
+				mark = "MISS"
+			}
+			fmt.Fprintf(w, "   goal %s  %s: %s\n", mark, g.Text, g.Measured)
+		}
+		for _, n := range s.Notes {
+			fmt.Fprintf(w, "   note: %s\n", n)
+		}
+	}
+	fmt.Fprintf(w, "\ntotal %s\n", rep.Duration)
+	return nil
+}
+
+func fmtValue(v *float64) string {
+	switch {
+	case v == nil:
+		return "n/a"
+	case *v >= 100 || *v == math.Trunc(*v):
+		return fmt.Sprintf("%.0f", *v)
+	case *v >= 10:
+		return fmt.Sprintf("%.1f", *v)
+	default:
+		return fmt.Sprintf("%.2f", *v)
+	}
+}
+
+func ratio(row Row, a, b int) string {
+	if a < 0 || b < 0 || row.Values[a] == nil || row.Values[b] == nil || *row.Values[b] == 0 {
+		return "-"
+	}
+	return fmt.Sprintf("%.2fx", *row.Values[a] / *row.Values[b])
+}
+
+// runner holds what the scenarios share and stops it all at the end.
+type runner struct {
+	cfg Config
+	dir string
+	log *slog.Logger
+
+	up      *upstream
+	columns []column // the MCP endpoints, direct first
+	mesh    *mesh
+
+	mu    sync.Mutex
+	stops []func()
+	wg    sync.WaitGroup
+}
+
+func (r *runner) progress(format string, a ...any) {
+	fmt.Fprintf(r.cfg.Progress, "bench: "+format+"\n", a...)
+}
+
+// onStop registers f to run, in reverse order, when the bench ends.
+func (r *runner) onStop(f func()) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.stops = append(r.stops, f)
+}
+
+// goStop runs f in a goroutine owned by the runner.
+func (r *runner) goStop(f func()) {
+	r.wg.Add(1)
+	go func() {
+		defer r.wg.Done()
+		f()
+	}()
+}
+
+func (r *runner) stop() {
+	r.mu.Lock()
+	stops := r.stops
+	r.stops = nil
+	r.mu.Unlock()
+	for i := len(stops) - 1; i >= 0; i-- {
+		stops[i]()
+	}
+	r.wg.Wait()
+}
