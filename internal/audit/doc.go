@@ -38,7 +38,11 @@
 //
 // The spool's on-disk format is a directory of append-only segment files of
 // CRC-checked, length-prefixed records, and an ack file replaced atomically
-// (write, fsync, rename, fsync directory). A torn record at the end of the
+// (write, fsync, rename, fsync directory). The ack file is rewritten only
+// when a whole segment becomes acknowledged (just before the segment is
+// deleted) and at Close, not after every shipped batch: after a crash the
+// acknowledged events of the current segment are shipped again, and the
+// coordinator drops them by id. A torn record at the end of the
 // newest segment (a crash during a write that was never reported durable) is
 // cut off when the spool is opened; a bad record anywhere else is reported as
 // ErrCorrupt rather than skipped.

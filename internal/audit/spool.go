@@ -66,6 +66,12 @@ type Spool struct {
 	wbuf   []byte
 
 	ackMu sync.Mutex // serialises ack file updates
+	// ackDisk is the ack position last written to the ack file. It lags
+	// ack: the file is rewritten (write, fsync, rename, fsync dir) only
+	// when a segment can be deleted and at Close, not after every shipped
+	// batch. After a crash the events between ackDisk and ack are shipped
+	// again, which the coordinator ignores (ingest is idempotent by id).
+	ackDisk uint64
 
 	// rmu guards the read cursor used by Next.
 	rmu sync.Mutex
@@ -157,7 +163,7 @@ func (s *Spool) recover() error {
 			return err
 		}
 		s.segs, s.active = []*segment{sg}, f
-		s.durable, s.ack = ack, ack
+		s.durable, s.ack, s.ackDisk = ack, ack, ack
 		return nil
 	}
 	first, last := segs[0], segs[len(segs)-1]
@@ -176,7 +182,7 @@ func (s *Spool) recover() error {
 		return err
 	}
 	s.segs, s.active = segs, f
-	s.durable, s.ack = end, ack
+	s.durable, s.ack, s.ackDisk = end, ack, ack
 	return nil
 }
 
@@ -451,11 +457,20 @@ func (s *Spool) Ack(b Batch) error {
 		return ErrClosed
 	default:
 	}
+	s.mu.Lock()
+	s.ack = b.to
+	freesSegment := len(s.segs) > 1 && s.segs[0].start+s.segs[0].count <= s.ack
+	s.mu.Unlock()
+	if !freesSegment {
+		return nil
+	}
+	// A segment is deleted only after the ack file says it is acknowledged,
+	// so that recovery never finds the ack pointing before a missing file.
 	if err := writeAck(s.dir, b.to); err != nil {
 		return fmt.Errorf("audit: spool ack: %w", err)
 	}
+	s.ackDisk = b.to
 	s.mu.Lock()
-	s.ack = b.to
 	var drop []*segment
 	for len(s.segs) > 1 && s.segs[0].start+s.segs[0].count <= s.ack {
 		drop = append(drop, s.segs[0])
@@ -488,10 +503,24 @@ func (s *Spool) Close() error {
 		s.gate.Unlock()
 		close(s.stop)
 		<-s.writerDone
+		s.ackMu.Lock()
+		s.mu.Lock()
+		ack := s.ack
+		s.mu.Unlock()
+		var ackErr error
+		if ack > s.ackDisk {
+			if ackErr = writeAck(s.dir, ack); ackErr == nil {
+				s.ackDisk = ack
+			}
+		}
+		s.ackMu.Unlock()
 		s.rmu.Lock()
 		s.rc.close()
 		s.rmu.Unlock()
 		s.closeErr = s.closeFiles()
+		if s.closeErr == nil && ackErr != nil {
+			s.closeErr = fmt.Errorf("audit: spool close: ack: %w", ackErr)
+		}
 		if s.closeErr == nil {
 			s.closeErr = s.failure()
 		}

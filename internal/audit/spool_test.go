@@ -370,3 +370,39 @@ func appendBytes(t *testing.T, path string, b []byte) {
 }
 
 func ptr[T any](v T) *T { return &v }
+
+// TestSpoolAckWithoutCloseRedeliversAfterCrash pins the trade made for
+// speed: within one segment the ack file is written at Close, not after
+// every batch, so a crash re-delivers acknowledged events (the coordinator
+// drops them by id) and never loses an unacknowledged one.
+func TestSpoolAckWithoutCloseRedeliversAfterCrash(t *testing.T) {
+	dir := t.TempDir()
+	s, err := OpenSpool(dir, SpoolOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	appendAll(t, s, testEvents(0, 20))
+	b, err := s.Next(context.Background(), 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Ack(b); err != nil {
+		t.Fatal(err)
+	}
+	// Copy the directory as a crash would leave it: before Close.
+	crashed := t.TempDir()
+	entries, _ := os.ReadDir(dir)
+	for _, e := range entries {
+		if e.IsDir() {
+			continue
+		}
+		data, err := os.ReadFile(filepath.Join(dir, e.Name()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		os.WriteFile(filepath.Join(crashed, e.Name()), data, 0o600)
+	}
+	s.Close()
+	wantIDs(t, drain(t, openTestSpool(t, crashed, SpoolOptions{})), 0, 20)
+	wantIDs(t, drain(t, openTestSpool(t, dir, SpoolOptions{})), 10, 10)
+}
