@@ -90,13 +90,8 @@ func runAudit(ctx context.Context, env Env, args []string) error {
 	}
 	switch sub {
 	case "verify":
-		cl, err := adminClient(ctx, *state)
-		if err != nil {
-			return err
-		}
-		defer cl.Close()
 		var rep audit.Report
-		if err := cl.Call(ctx, http.MethodGet, controlapi.PathVerify, nil, &rep); err != nil {
+		if err := adminCall(ctx, *state, http.MethodGet, controlapi.PathVerify, nil, &rep); err != nil {
 			return err
 		}
 		if *asJSON {

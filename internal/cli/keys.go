@@ -52,6 +52,17 @@ func adminClient(ctx context.Context, dir string) (*controlclient.Client, error)
 	return c, nil
 }
 
+// adminCall makes one admin API call with the identity in dir: in is sent
+// as JSON (nil: no body), a 2xx answer is decoded into out (nil: ignored).
+func adminCall(ctx context.Context, dir, method, path string, in, out any) error {
+	cl, err := adminClient(ctx, dir)
+	if err != nil {
+		return err
+	}
+	defer cl.Close()
+	return cl.Call(ctx, method, path, in, out)
+}
+
 func runKeys(ctx context.Context, env Env, args []string) error {
 	c := commands["keys"]
 	fs := newFlags(c, env)
@@ -80,14 +91,9 @@ func runKeys(ctx context.Context, env Env, args []string) error {
 		if err != nil {
 			return usagef("%v", err)
 		}
-		cl, err := adminClient(ctx, *state)
-		if err != nil {
-			return err
-		}
-		defer cl.Close()
 		var resp controlapi.KeyCreateResponse
 		req := controlapi.KeyCreateRequest{Kind: *kind, Tags: tagStrings(tl), Reusable: *reusable, Expiry: *expiry}
-		if err := cl.Call(ctx, http.MethodPost, controlapi.PathKeys, req, &resp); err != nil {
+		if err := adminCall(ctx, *state, http.MethodPost, controlapi.PathKeys, req, &resp); err != nil {
 			return err
 		}
 		if *asJSON {
@@ -102,13 +108,8 @@ func runKeys(ctx context.Context, env Env, args []string) error {
 			strings.Join(resp.Info.Tags, ","), use, resp.Info.ExpiresAt.Local().Format(time.RFC3339))
 		return nil
 	case "list":
-		cl, err := adminClient(ctx, *state)
-		if err != nil {
-			return err
-		}
-		defer cl.Close()
 		var keys []controlapi.KeyInfo
-		if err := cl.Call(ctx, http.MethodGet, controlapi.PathKeys, nil, &keys); err != nil {
+		if err := adminCall(ctx, *state, http.MethodGet, controlapi.PathKeys, nil, &keys); err != nil {
 			return err
 		}
 		if *asJSON {
@@ -134,12 +135,7 @@ func runKeys(ctx context.Context, env Env, args []string) error {
 		if len(pos) != 2 {
 			return usagef("keys revoke takes one key ID")
 		}
-		cl, err := adminClient(ctx, *state)
-		if err != nil {
-			return err
-		}
-		defer cl.Close()
-		if err := cl.Call(ctx, http.MethodPost, controlapi.PathKeys+"/"+pos[1]+"/revoke", nil, nil); err != nil {
+		if err := adminCall(ctx, *state, http.MethodPost, controlapi.PathKeys+"/"+pos[1]+"/revoke", nil, nil); err != nil {
 			return err
 		}
 		fmt.Fprintf(env.Stdout, "revoked key %s\n", pos[1])

@@ -91,13 +91,8 @@ func runPolicy(ctx context.Context, env Env, args []string) error {
 		if _, err := policy.Compile(doc, "file"); err != nil {
 			return fmt.Errorf("%s: %w (nothing was applied)", pos[1], err)
 		}
-		cl, err := adminClient(ctx, *state)
-		if err != nil {
-			return err
-		}
-		defer cl.Close()
 		var pv controlapi.PolicyVersion
-		if err := cl.Call(ctx, http.MethodPost, controlapi.PathPolicy, controlapi.PolicyApplyRequest{Document: string(doc)}, &pv); err != nil {
+		if err := adminCall(ctx, *state, http.MethodPost, controlapi.PathPolicy, controlapi.PolicyApplyRequest{Document: string(doc)}, &pv); err != nil {
 			return err
 		}
 		if *asJSON {
@@ -152,13 +147,8 @@ func runPolicy(ctx context.Context, env Env, args []string) error {
 		if err != nil || v < 1 {
 			return usagef("VERSION must be a positive number")
 		}
-		cl, err := adminClient(ctx, *state)
-		if err != nil {
-			return err
-		}
-		defer cl.Close()
 		var pv controlapi.PolicyVersion
-		if err := cl.Call(ctx, http.MethodPost, controlapi.PathRollback, controlapi.RollbackRequest{Version: v}, &pv); err != nil {
+		if err := adminCall(ctx, *state, http.MethodPost, controlapi.PathRollback, controlapi.RollbackRequest{Version: v}, &pv); err != nil {
 			return err
 		}
 		fmt.Fprintf(env.Stdout, "rolled back: version %d is version %d's policy\n", pv.Version, v)

@@ -286,6 +286,10 @@ func (t *sessionTable) remove(s *session) bool {
 func (t *sessionTable) all() []*session {
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	return t.allLocked()
+}
+
+func (t *sessionTable) allLocked() []*session {
 	out := make([]*session, 0, len(t.byID)+len(t.stateless))
 	for _, s := range t.byID {
 		out = append(out, s)
@@ -299,13 +303,7 @@ func (t *sessionTable) all() []*session {
 func (t *sessionTable) removeAll() []*session {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	out := make([]*session, 0, len(t.byID)+len(t.stateless))
-	for _, s := range t.byID {
-		out = append(out, s)
-	}
-	for _, s := range t.stateless {
-		out = append(out, s)
-	}
+	out := t.allLocked()
 	clear(t.byID)
 	clear(t.stateless)
 	return out
