@@ -9,9 +9,8 @@ import (
 )
 
 // BenchmarkSpoolAppend measures what a gateway request pays to record one
-// event: validation, encoding and queueing (the group commit runs in the
-// writer goroutine; a full queue makes Append wait for it, so sustained
-// throughput is bounded by the disk).
+// event: validation, encoding and the write into the segment file (the
+// fsync runs in the syncer goroutine, once per SyncInterval at most).
 func BenchmarkSpoolAppend(b *testing.B) {
 	for _, parallel := range []bool{false, true} {
 		name := "serial"
@@ -19,7 +18,7 @@ func BenchmarkSpoolAppend(b *testing.B) {
 			name = "parallel"
 		}
 		b.Run(name, func(b *testing.B) {
-			s, err := OpenSpool(b.TempDir(), SpoolOptions{QueueSize: 8192})
+			s, err := OpenSpool(b.TempDir(), SpoolOptions{})
 			if err != nil {
 				b.Fatal(err)
 			}

@@ -20,18 +20,17 @@
 // # Spool guarantees
 //
 //   - Append validates and encodes the event in the caller's goroutine and
-//     puts it on a bounded in-memory queue; when the queue is full it waits
-//     (or returns ctx's error) and never drops. It returns before the event
-//     is on disk. The spool's writer goroutine takes everything queued,
-//     writes it with one write call and fsyncs it (group commit); it starts
-//     the next commit as soon as the previous one finished, so an event is
-//     durable one fsync after it was queued (well under 50 ms on any working
-//     disk), and under load one fsync covers thousands of events.
-//   - AppendSync returns only once the event is fsynced. Flush returns once
-//     every event whose Append returned before Flush was called is fsynced.
-//     A gateway that must not answer a request before its audit record is
-//     durable uses AppendSync; a SIGKILL after AppendSync or Flush returned
-//     loses nothing.
+//     writes it to the active segment file before it returns (one write
+//     call, serialised with other Appends). From then on the event is in the
+//     kernel: killing the gateway process, even with SIGKILL, loses nothing
+//     that Append accepted. A slow disk makes Append wait; nothing is ever
+//     dropped and there is no in-memory queue to lose.
+//   - A syncer goroutine fsyncs what was written as soon as there is
+//     something, then rests for SyncInterval (10 ms by default, never more
+//     than 50 ms), so under load one fsync covers many events and a machine
+//     crash loses at most the last interval. AppendSync returns only once the
+//     event is fsynced; Flush returns once every event whose Append returned
+//     before Flush was called is fsynced. Next hands out fsynced events only.
 //   - If a write or fsync fails the spool stops: every waiting and later
 //     call returns the error, so callers fail closed instead of serving
 //     unaudited requests.

@@ -71,7 +71,8 @@ func readRecord(r io.Reader, buf []byte) ([]byte, error) {
 	return buf, nil
 }
 
-// segment is one spool file. count and size cover durable records only.
+// segment is one spool file. count and size cover every record written to
+// it (readers stop at the spool's durable position).
 type segment struct {
 	path  string
 	start uint64 // spool position of the first record

@@ -8,14 +8,18 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"time"
 )
 
 // SpoolOptions configures a Spool. The zero value is usable.
 type SpoolOptions struct {
-	// QueueSize is how many events may wait for the writer; Append blocks
-	// when the queue is full. Zero means 1024. With MaxEventSize events the
-	// queue holds at most QueueSize*64 KiB of memory.
-	QueueSize int
+	// SyncInterval is the longest an appended event waits for its fsync,
+	// and the shortest time between two fsyncs: the syncer fsyncs as soon
+	// as there is something to sync, then rests for SyncInterval, so a busy
+	// gateway pays at most one fsync per interval however many events it
+	// appends. Flush and AppendSync do not wait for the rest. Zero means
+	// 10 ms; values above 50 ms are capped at 50 ms.
+	SyncInterval time.Duration
 	// SegmentSize is the size at which the active segment file is closed
 	// and a new one started. Acknowledged segments are deleted whole, so
 	// smaller segments free disk sooner. Zero means 16 MiB.
@@ -27,43 +31,52 @@ type SpoolOptions struct {
 	// Logger receives operational messages; nil discards them.
 	Logger *slog.Logger
 
-	// beforeCommit, when set, runs in the writer goroutine before each
-	// group commit. Tests use it to hold the writer.
-	beforeCommit func()
+	// beforeSync, when set, runs in the syncer goroutine before each
+	// fsync. Tests use it to hold the syncer.
+	beforeSync func()
 }
 
-// Spool is a gateway's durable, append-only queue of audit events waiting
-// to be shipped to the coordinator. See the package documentation for its
-// guarantees. Open starts its writer goroutine and Close stops it; all
+// MaxSyncInterval is the longest SyncInterval a spool accepts.
+const MaxSyncInterval = 50 * time.Millisecond
+
+// Spool is a gateway's durable, append-only log of audit events waiting to
+// be shipped to the coordinator. See the package documentation for its
+// guarantees. Open starts its syncer goroutine and Close stops it; all
 // methods are safe for concurrent use.
+//
+// Locks, always taken in this order: wmu (one writer at a time), syncMu
+// (the active file is not closed under a running fsync), mu (positions and
+// segments; never held across I/O).
 type Spool struct {
 	dir  string
 	opts SpoolOptions
 	log  *slog.Logger
 	lock *os.File // holds the directory lock for the spool's lifetime
 
-	queue      chan pending
+	wmu    sync.Mutex
+	closed bool // under wmu: no Append writes after Close began
+
+	syncMu sync.Mutex
+	// active is the newest segment's file, opened for appending. It is
+	// replaced under wmu, syncMu and mu together, so any one of them makes
+	// reading it safe.
+	active *os.File
+
+	syncReq    chan struct{} // capacity 1: "there is something to fsync"
+	flushReq   chan struct{} // capacity 1: "someone waits: skip the rest"
 	closing    chan struct{} // closed first by Close: unblocks waiting callers
-	stop       chan struct{} // closed by Close once no send can happen: writer drains and exits
-	writerDone chan struct{}
+	stop       chan struct{} // closed by Close once no write can happen
+	syncerDone chan struct{}
 	closeOnce  sync.Once
 	closeErr   error
 
-	// gate makes Close wait for Appends that are sending on queue, so the
-	// writer's final drain sees every event whose Append returned nil.
-	gate   sync.RWMutex
-	closed bool
-
 	mu      sync.Mutex
 	segs    []*segment // ordered by start; the last one is active
+	written uint64     // position after the last record handed to the kernel
 	durable uint64     // position after the last fsynced record
 	ack     uint64     // position after the last acknowledged record
-	failed  error      // sticky writer failure
+	failed  error      // sticky write or fsync failure
 	changed chan struct{}
-
-	// Owned by the writer goroutine.
-	active *os.File
-	wbuf   []byte
 
 	ackMu sync.Mutex // serialises ack file updates
 	// ackDisk is the ack position last written to the ack file. It lags
@@ -78,13 +91,6 @@ type Spool struct {
 	rc  readCursor
 }
 
-// pending is one item on the writer's queue: an encoded record, or a flush
-// barrier (rec nil). done, if not nil, receives the commit's outcome.
-type pending struct {
-	rec  []byte
-	done chan error
-}
-
 // Batch is a run of consecutive spooled events returned by Next. Pass it to
 // Ack once the coordinator has stored it.
 type Batch struct {
@@ -96,12 +102,13 @@ type Batch struct {
 }
 
 // OpenSpool opens (creating if needed) the spool in dir, repairs a torn
-// tail left by a crash, deletes acknowledged segments and starts the writer.
-// Only one process may have a spool open; a second OpenSpool fails.
+// tail left by a crash, deletes acknowledged segments and starts the
+// syncer. Only one process may have a spool open; a second OpenSpool fails.
 func OpenSpool(dir string, opts SpoolOptions) (*Spool, error) {
-	if opts.QueueSize <= 0 {
-		opts.QueueSize = 1024
+	if opts.SyncInterval <= 0 {
+		opts.SyncInterval = 10 * time.Millisecond
 	}
+	opts.SyncInterval = min(opts.SyncInterval, MaxSyncInterval)
 	if opts.SegmentSize <= 0 {
 		opts.SegmentSize = 16 << 20
 	}
@@ -112,10 +119,11 @@ func OpenSpool(dir string, opts SpoolOptions) (*Spool, error) {
 		dir:        dir,
 		opts:       opts,
 		log:        opts.Logger,
-		queue:      make(chan pending, opts.QueueSize),
+		syncReq:    make(chan struct{}, 1),
+		flushReq:   make(chan struct{}, 1),
 		closing:    make(chan struct{}),
 		stop:       make(chan struct{}),
-		writerDone: make(chan struct{}),
+		syncerDone: make(chan struct{}),
 		changed:    make(chan struct{}),
 	}
 	if s.log == nil {
@@ -133,12 +141,14 @@ func OpenSpool(dir string, opts SpoolOptions) (*Spool, error) {
 		s.closeFiles()
 		return nil, fmt.Errorf("audit: open spool %s: %w", dir, err)
 	}
-	go s.writeLoop()
+	go s.syncLoop()
 	return s, nil
 }
 
 // recover reads the ack pointer and the segments, truncates a torn tail,
 // deletes acknowledged segments and opens the active segment for writing.
+// Records that reached the files before a crash count as durable: the
+// kernel had them, and recovery fsyncs the active segment before use.
 func (s *Spool) recover() error {
 	ack, err := readAck(filepath.Join(s.dir, ackFile))
 	if err != nil {
@@ -163,7 +173,7 @@ func (s *Spool) recover() error {
 			return err
 		}
 		s.segs, s.active = []*segment{sg}, f
-		s.durable, s.ack, s.ackDisk = ack, ack, ack
+		s.written, s.durable, s.ack, s.ackDisk = ack, ack, ack, ack
 		return nil
 	}
 	first, last := segs[0], segs[len(segs)-1]
@@ -181,67 +191,114 @@ func (s *Spool) recover() error {
 	if err != nil {
 		return err
 	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return err
+	}
 	s.segs, s.active = segs, f
-	s.durable, s.ack, s.ackDisk = end, ack, ack
+	s.written, s.durable, s.ack, s.ackDisk = end, end, ack, ack
 	return nil
 }
 
-// Append validates e and queues it for the next group commit. It returns
-// once the event is queued, before it is on disk; it waits while the queue
-// is full, until ctx is done. See AppendSync and Flush for durability.
+// Append validates e and writes it to the active segment before it
+// returns: once Append returned nil the event is in the kernel's page
+// cache, so killing the process (SIGKILL, a panic, an OOM kill) loses
+// nothing. It is fsynced by the syncer within SyncInterval; AppendSync and
+// Flush wait for that. Appends are serialised; a slow disk makes them wait,
+// and nothing is ever dropped. After a write failure every Append fails.
 func (s *Spool) Append(ctx context.Context, e *Event) error {
 	rec, err := encodeRecord(e)
 	if err != nil {
 		return err
 	}
-	return s.enqueue(ctx, pending{rec: rec})
+	return s.write(ctx, rec)
 }
 
 // AppendSync is Append, then waits until the event is fsynced. If ctx ends
 // first it returns ctx's error; the event may still become durable.
 func (s *Spool) AppendSync(ctx context.Context, e *Event) error {
-	rec, err := encodeRecord(e)
-	if err != nil {
+	if err := s.Append(ctx, e); err != nil {
 		return err
 	}
-	return s.wait(ctx, pending{rec: rec, done: make(chan error, 1)})
+	return s.Flush(ctx)
 }
 
 // Flush waits until every event whose Append returned before Flush was
 // called is fsynced.
 func (s *Spool) Flush(ctx context.Context) error {
-	return s.wait(ctx, pending{done: make(chan error, 1)})
+	s.mu.Lock()
+	target := s.written
+	s.mu.Unlock()
+	for {
+		s.mu.Lock()
+		durable, failed, changed := s.durable, s.failed, s.changed
+		s.mu.Unlock()
+		if failed != nil {
+			return failed
+		}
+		if durable >= target {
+			return nil
+		}
+		signal(s.flushReq)
+		signal(s.syncReq)
+		select {
+		case <-changed:
+		case <-s.syncerDone:
+			// Close synced what it could; the loop reports the outcome.
+			s.mu.Lock()
+			durable, failed = s.durable, s.failed
+			s.mu.Unlock()
+			if failed != nil {
+				return failed
+			}
+			if durable < target {
+				return ErrClosed
+			}
+			return nil
+		case <-ctx.Done():
+			return fmt.Errorf("audit: spool flush: %w", ctx.Err())
+		}
+	}
 }
 
-func (s *Spool) wait(ctx context.Context, p pending) error {
-	if err := s.enqueue(ctx, p); err != nil {
-		return err
-	}
+// signal makes a pending wake-up on c, a channel of capacity 1.
+func signal(c chan struct{}) {
 	select {
-	case err := <-p.done:
-		return err
-	case <-ctx.Done():
-		return fmt.Errorf("audit: spool: %w", ctx.Err())
+	case c <- struct{}{}:
+	default:
 	}
 }
 
-func (s *Spool) enqueue(ctx context.Context, p pending) error {
-	s.gate.RLock()
-	defer s.gate.RUnlock()
+func (s *Spool) write(ctx context.Context, rec []byte) error {
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("audit: spool append: %w", err)
+	}
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
 	if s.closed {
 		return ErrClosed
 	}
 	if err := s.failure(); err != nil {
 		return err
 	}
-	select {
-	case s.queue <- p:
-		return nil
-	case <-s.closing:
-		return ErrClosed
-	case <-ctx.Done():
-		return fmt.Errorf("audit: spool append: %w", ctx.Err())
+	if err := s.writeRecord(rec); err != nil {
+		err = fmt.Errorf("audit: spool write: %w", err)
+		s.log.Error("audit: spool write failed; refusing further events", "err", err)
+		s.fail(err)
+		return err
 	}
+	signal(s.syncReq)
+	return nil
+}
+
+// fail makes err the spool's sticky failure and wakes every waiter.
+func (s *Spool) fail(err error) {
+	s.mu.Lock()
+	if s.failed == nil {
+		s.failed = err
+	}
+	s.notifyLocked()
+	s.mu.Unlock()
 }
 
 func (s *Spool) failure() error {
@@ -267,129 +324,109 @@ func encodeRecord(e *Event) ([]byte, error) {
 	return rec, nil
 }
 
-// writeLoop is the writer goroutine: it takes whatever is queued, commits
-// it, and repeats. After stop it drains the queue and exits.
-func (s *Spool) writeLoop() {
-	defer close(s.writerDone)
-	batch := make([]pending, 0, 256)
+// writeRecord writes one record to the active segment, first starting a
+// new segment when it is full. s.wmu must be held.
+func (s *Spool) writeRecord(rec []byte) error {
+	s.mu.Lock()
+	cur := s.segs[len(s.segs)-1]
+	s.mu.Unlock()
+	if cur.size > 0 && cur.size+int64(len(rec)) > s.opts.SegmentSize {
+		next, err := s.rotate(cur)
+		if err != nil {
+			return err
+		}
+		cur = next
+	}
+	// os.File.Write writes everything or fails; a partial record left by a
+	// failure is a torn tail that the next OpenSpool cuts off.
+	if _, err := s.active.Write(rec); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	cur.count++
+	cur.size += int64(len(rec))
+	s.written++
+	s.mu.Unlock()
+	return nil
+}
+
+// rotate fsyncs and closes the full segment cur and starts the next one.
+// s.wmu must be held.
+func (s *Spool) rotate(cur *segment) (*segment, error) {
+	s.syncMu.Lock()
+	defer s.syncMu.Unlock()
+	if err := s.active.Sync(); err != nil {
+		return nil, err
+	}
+	next, f, err := createSegment(s.dir, cur.start+cur.count)
+	if err != nil {
+		return nil, err
+	}
+	old := s.active
+	s.mu.Lock()
+	s.active = f
+	s.segs = append(s.segs, next)
+	s.durable = s.written // everything written so far was in old
+	s.notifyLocked()
+	s.mu.Unlock()
+	if err := old.Close(); err != nil {
+		return nil, err
+	}
+	return next, nil
+}
+
+// syncLoop is the syncer goroutine: it fsyncs whatever was written, then
+// rests for SyncInterval unless someone is waiting in Flush. After stop it
+// makes a last fsync and exits.
+func (s *Spool) syncLoop() {
+	defer close(s.syncerDone)
+	rest := time.NewTimer(0)
+	defer rest.Stop()
 	for {
-		var p pending
-		stopping := false
 		select {
-		case p = <-s.queue:
+		case <-s.syncReq:
 		case <-s.stop:
-			stopping = true
+			s.syncNow()
+			return
 		}
-		batch = batch[:0]
-		if !stopping {
-			batch = append(batch, p)
-		}
-		size := len(p.rec)
-	drain:
-		for size < maxCommitBytes {
-			select {
-			case p := <-s.queue:
-				batch = append(batch, p)
-				size += len(p.rec)
-			default:
-				break drain
-			}
-		}
-		if len(batch) > 0 {
-			s.commit(batch)
-		}
-		if stopping && len(s.queue) == 0 {
+		s.syncNow()
+		rest.Reset(s.opts.SyncInterval)
+		select {
+		case <-rest.C:
+		case <-s.flushReq:
+		case <-s.stop:
+			s.syncNow()
 			return
 		}
 	}
 }
 
-// maxCommitBytes bounds one group commit, so a deep queue of large events
-// is written in steps rather than one huge buffer.
-const maxCommitBytes = 4 << 20
-
-// commit writes the batch's records to the active segment (rotating when it
-// is full), fsyncs, publishes the new durable position and answers waiters.
-func (s *Spool) commit(batch []pending) {
-	err := s.failure()
-	if err == nil {
-		if h := s.opts.beforeCommit; h != nil {
-			h()
-		}
-		err = s.writeBatch(batch)
-		if err != nil {
-			err = fmt.Errorf("audit: spool write: %w", err)
-			s.log.Error("audit: spool write failed; refusing further events", "err", err)
-			s.mu.Lock()
-			s.failed = err
-			s.notifyLocked()
-			s.mu.Unlock()
-		}
-	}
-	for _, p := range batch {
-		if p.done != nil {
-			p.done <- err
-		}
-	}
-}
-
-func (s *Spool) writeBatch(batch []pending) error {
+// syncNow fsyncs the active segment if anything was written since the last
+// fsync, and publishes the new durable position.
+func (s *Spool) syncNow() {
+	s.syncMu.Lock()
+	defer s.syncMu.Unlock()
 	s.mu.Lock()
-	cur := s.segs[len(s.segs)-1]
+	f, target, durable, failed := s.active, s.written, s.durable, s.failed
 	s.mu.Unlock()
-	size, n := cur.size, uint64(0) // bytes and records of cur including what is buffered
-	buf := s.wbuf[:0]
-	for _, p := range batch {
-		if p.rec == nil {
-			continue
-		}
-		if size > 0 && size+int64(len(p.rec)) > s.opts.SegmentSize {
-			if err := s.syncActive(cur, buf, n); err != nil {
-				return err
-			}
-			next, f, err := createSegment(s.dir, cur.start+cur.count)
-			if err != nil {
-				return err
-			}
-			if err := s.active.Close(); err != nil {
-				return err
-			}
-			s.active = f
-			s.mu.Lock()
-			s.segs = append(s.segs, next)
-			s.mu.Unlock()
-			cur, size, n, buf = next, 0, 0, buf[:0]
-		}
-		buf = append(buf, p.rec...)
-		size += int64(len(p.rec))
-		n++
+	if target <= durable || failed != nil || f == nil {
+		return
 	}
-	err := s.syncActive(cur, buf, n)
-	if cap(buf) <= maxCommitBytes+MaxEventSize {
-		s.wbuf = buf[:0]
+	if h := s.opts.beforeSync; h != nil {
+		h()
 	}
-	return err
-}
-
-// syncActive writes buf (n records) to the active segment, fsyncs it and
-// publishes the records.
-func (s *Spool) syncActive(cur *segment, buf []byte, n uint64) error {
-	if n == 0 {
-		return nil
-	}
-	if _, err := s.active.Write(buf); err != nil {
-		return err
-	}
-	if err := s.active.Sync(); err != nil {
-		return err
+	if err := f.Sync(); err != nil {
+		err = fmt.Errorf("audit: spool fsync: %w", err)
+		s.log.Error("audit: spool fsync failed; refusing further events", "err", err)
+		s.fail(err)
+		return
 	}
 	s.mu.Lock()
-	cur.count += n
-	cur.size += int64(len(buf))
-	s.durable += n
+	if target > s.durable {
+		s.durable = target
+	}
 	s.notifyLocked()
 	s.mu.Unlock()
-	return nil
 }
 
 // notifyLocked wakes everyone waiting in Next. s.mu must be held.
@@ -492,17 +529,16 @@ func (s *Spool) Pending() uint64 {
 	return s.durable - s.ack
 }
 
-// Close stops accepting events, writes and fsyncs everything already
-// queued, stops the writer and releases the spool. Appends waiting on a
-// full queue return ErrClosed. Close is idempotent.
+// Close stops accepting events, fsyncs everything written, stops the
+// syncer and releases the spool. Close is idempotent.
 func (s *Spool) Close() error {
 	s.closeOnce.Do(func() {
 		close(s.closing)
-		s.gate.Lock()
+		s.wmu.Lock()
 		s.closed = true
-		s.gate.Unlock()
+		s.wmu.Unlock()
 		close(s.stop)
-		<-s.writerDone
+		<-s.syncerDone
 		s.ackMu.Lock()
 		s.mu.Lock()
 		ack := s.ack

@@ -1,6 +1,7 @@
 package audit
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"os"
@@ -248,83 +249,94 @@ func TestSpoolNextWaitsForDurableEvents(t *testing.T) {
 	}
 }
 
-func TestSpoolFullQueueBlocksUntilWriterFreesOrCtxEnds(t *testing.T) {
+func TestSpoolAppendIsInTheFileBeforeItReturns(t *testing.T) {
+	// The syncer is held, so nothing is fsynced: the record must still be
+	// in the segment file, where a killed process cannot lose it.
+	entered := make(chan struct{}, 1)
+	release := make(chan struct{})
+	dir := t.TempDir()
+	s := openTestSpool(t, dir, SpoolOptions{beforeSync: func() {
+		select {
+		case entered <- struct{}{}:
+		default:
+		}
+		<-release
+	}})
+	defer close(release)
+	e := testEvent(0)
+	if err := s.Append(context.Background(), &e); err != nil {
+		t.Fatal(err)
+	}
+	segs, err := listSegments(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, err := os.ReadFile(segs[len(segs)-1].path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Contains(raw, []byte(e.ID)) {
+		t.Fatalf("event %s is not in the segment file after Append returned", e.ID)
+	}
+	<-entered
+	if n := s.Pending(); n != 0 {
+		t.Fatalf("Pending = %d before the fsync, want 0 (Next hands out fsynced events only)", n)
+	}
+}
+
+func TestSpoolFlushWaitsForFsyncAndGivesUpWithCtx(t *testing.T) {
 	entered := make(chan struct{}, 10)
 	release := make(chan struct{})
 	s := openTestSpool(t, t.TempDir(), SpoolOptions{
-		QueueSize: 1,
-		beforeCommit: func() {
+		SyncInterval: MaxSyncInterval,
+		beforeSync: func() {
 			entered <- struct{}{}
 			<-release
 		},
 	})
 	ctx := context.Background()
-	e0, e1, e2 := testEvent(0), testEvent(1), testEvent(2)
+	e0 := testEvent(0)
 	if err := s.Append(ctx, &e0); err != nil {
 		t.Fatal(err)
 	}
-	<-entered // the writer holds e0 and waits
-	if err := s.Append(ctx, &e1); err != nil {
-		t.Fatal(err) // fills the queue
-	}
+	<-entered // the syncer is about to fsync e0 and waits
 
-	// The queue is full: Append waits, and gives up when its ctx ends.
 	cctx, cancel := context.WithCancel(ctx)
-	blocked := make(chan error, 1)
-	go func() { blocked <- s.Append(cctx, &e2) }()
 	cancel()
-	if err := <-blocked; !errors.Is(err, context.Canceled) {
-		t.Fatalf("Append on a full queue with cancelled ctx = %v, want context.Canceled", err)
+	if err := s.Flush(cctx); !errors.Is(err, context.Canceled) {
+		t.Fatalf("Flush with cancelled ctx = %v, want context.Canceled", err)
 	}
-
-	// A waiting Append goes through once the writer makes room.
 	done := make(chan error, 1)
-	go func() { done <- s.Append(ctx, &e2) }()
-	release <- struct{}{} // commit e0
-	<-entered
-	release <- struct{}{} // commit e1 (or e1 and e2)
+	go func() { done <- s.Flush(ctx) }()
+	release <- struct{}{}
 	if err := <-done; err != nil {
 		t.Fatal(err)
 	}
 	close(release)
-	if err := s.Flush(ctx); err != nil {
-		t.Fatal(err)
-	}
-	wantIDs(t, drain(t, s), 0, 3)
+	wantIDs(t, drain(t, s), 0, 1)
 }
 
-func TestSpoolCloseUnblocksWaitingAppendAndKeepsQueuedEvents(t *testing.T) {
+func TestSpoolCloseFsyncsWrittenEventsAndRefusesLaterAppends(t *testing.T) {
 	dir := t.TempDir()
-	entered := make(chan struct{}, 10)
-	release := make(chan struct{})
-	s, err := OpenSpool(dir, SpoolOptions{
-		QueueSize: 1,
-		beforeCommit: func() {
-			entered <- struct{}{}
-			<-release
-		},
-	})
+	s, err := OpenSpool(dir, SpoolOptions{SyncInterval: MaxSyncInterval})
 	if err != nil {
 		t.Fatal(err)
 	}
 	ctx := context.Background()
 	e0, e1, e2 := testEvent(0), testEvent(1), testEvent(2)
-	s.Append(ctx, &e0)
-	<-entered
-	s.Append(ctx, &e1)
-	blocked := make(chan error, 1)
-	go func() { blocked <- s.Append(ctx, &e2) }()
-	closed := make(chan error, 1)
-	go func() { closed <- s.Close() }()
-	if err := <-blocked; !errors.Is(err, ErrClosed) {
-		t.Fatalf("Append blocked during Close = %v, want ErrClosed", err)
+	for _, e := range []*Event{&e0, &e1} {
+		if err := s.Append(ctx, e); err != nil {
+			t.Fatal(err)
+		}
 	}
-	close(release)
-	if err := <-closed; err != nil {
+	if err := s.Close(); err != nil {
 		t.Fatal(err)
 	}
 	if err := s.Append(ctx, &e2); !errors.Is(err, ErrClosed) {
 		t.Fatalf("Append after Close = %v, want ErrClosed", err)
+	}
+	if err := s.Flush(ctx); err != nil {
+		t.Fatalf("Flush after Close = %v, want nil (everything was synced)", err)
 	}
 	s = openTestSpool(t, dir, SpoolOptions{})
 	wantIDs(t, drain(t, s), 0, 2)
