@@ -108,6 +108,11 @@ type mesh struct {
 	t     *testing.T
 	dir   string
 	admin string // the admin identity's state directory
+	coord *proc
+	// coordAddr is where the coordinator listens: a free port the first
+	// start got from the kernel, taken again by a restart, since nodes
+	// know the coordinator by its URL.
+	coordAddr string
 }
 
 // newMesh starts a coordinator on a free loopback port.
@@ -115,7 +120,16 @@ func newMesh(t *testing.T) *mesh {
 	t.Helper()
 	requireE2E(t)
 	m := &mesh{t: t, dir: t.TempDir()}
-	co := startProc(t, "coordinator", []string{agentmeshBin, "coordinator", "--data", filepath.Join(m.dir, "coord"), "--listen", "127.0.0.1:0"}, m.env())
+	m.startCoordinator("127.0.0.1:0")
+	return m
+}
+
+// startCoordinator starts the mesh's coordinator listening on addr and
+// waits until it serves.
+func (m *mesh) startCoordinator(addr string) {
+	t := m.t
+	t.Helper()
+	co := startProc(t, "coordinator", []string{agentmeshBin, "coordinator", "--data", filepath.Join(m.dir, "coord"), "--listen", addr}, m.env())
 	line, err := co.waitLine(co.stdout, startTimeout, func(l string) bool { return strings.HasPrefix(l, "admin identity:") })
 	if err != nil {
 		t.Fatalf("coordinator did not print its admin identity: %v", err)
@@ -126,11 +140,21 @@ func newMesh(t *testing.T) *mesh {
 		t.Fatalf("coordinator printed %q: no admin state directory", line)
 	}
 	m.admin = f[0]
-	if _, err := co.waitLine(co.stdout, startTimeout, func(l string) bool { return strings.Contains(l, "listening on https://127.0.0.1:") }); err != nil {
+	const listening = "listening on https://"
+	line, err = co.waitLine(co.stdout, startTimeout, func(l string) bool { return strings.Contains(l, listening+"127.0.0.1:") })
+	if err != nil {
 		t.Fatalf("coordinator did not say where it listens: %v", err)
 	}
-	return m
+	_, rest, _ := strings.Cut(line, listening)
+	m.coord, m.coordAddr = co, strings.Fields(rest)[0]
 }
+
+// stopCoordinator stops the coordinator as Ctrl-C would.
+func (m *mesh) stopCoordinator() { m.coord.stop(m.t) }
+
+// startCoordinatorAgain starts the stopped coordinator on its old address
+// with its old data.
+func (m *mesh) startCoordinatorAgain() { m.startCoordinator(m.coordAddr) }
 
 // env is the environment of every agentmesh process: the test's own,
 // without an AGENTMESH_STATE that could point at a real mesh.

@@ -35,6 +35,9 @@ const (
 	ReasonUpstream        = "upstream_error"
 	ReasonTooLarge        = "too_large"
 	ReasonBadHTTP         = "bad_http_request"
+	// ReasonAuditFailed: the request was allowed but its audit event could
+	// not be recorded, so its answer was withheld (HTTP 503).
+	ReasonAuditFailed = "audit_failed"
 )
 
 // Errors returned by New and Serve; match them with errors.Is.
@@ -45,4 +48,6 @@ var (
 	ErrUpstream = errors.New("upstream failed")
 	// ErrServing: Serve was called twice.
 	ErrServing = errors.New("gateway already serving")
+	// errAuditBlocked: a response write after its audit record failed.
+	errAuditBlocked = errors.New("response withheld: audit record failed")
 )

@@ -48,8 +48,11 @@ type Peer struct {
 }
 
 // Recorder receives audit events. Record may block to apply backpressure; it
-// must not drop events. An error is logged and the request still completes
-// (the decision was made); denials are recorded before they are answered.
+// must not drop events. Every decision is recorded before the client sees
+// its answer: a denial before the error is written, an allowed request when
+// its response starts. If recording an allowed request fails, the client
+// gets a 503 (reason audit_failed) instead of the upstream's answer; a
+// failure to record a denial is logged and the denial still answered.
 type Recorder interface {
 	Record(ctx context.Context, e *audit.Event) error
 }
@@ -331,8 +334,16 @@ func (g *Gateway) endSession(s *session) {
 }
 
 // record hands e to the recorder, filling the common fields. It blocks as
-// long as the recorder does.
+// long as the recorder does. A failure is logged; callers that must not go
+// on without the record use recordErr.
 func (g *Gateway) record(ctx context.Context, e *audit.Event) {
+	if err := g.recordErr(ctx, e); err != nil {
+		g.log.Error("audit record failed", "event_id", e.ID, "kind", string(e.Kind), "err", err)
+	}
+}
+
+// recordErr is record returning the recorder's error.
+func (g *Gateway) recordErr(ctx context.Context, e *audit.Event) error {
 	if e.ID == "" {
 		e.ID = audit.NewID()
 	}
@@ -340,9 +351,7 @@ func (g *Gateway) record(ctx context.Context, e *audit.Event) {
 	if e.Time.IsZero() {
 		e.Time = g.now()
 	}
-	if err := g.cfg.Audit.Record(context.WithoutCancel(ctx), e); err != nil {
-		g.log.Error("audit record failed", "event_id", e.ID, "kind", string(e.Kind), "err", err)
-	}
+	return g.cfg.Audit.Record(context.WithoutCancel(ctx), e)
 }
 
 func versionOf(s *State) string {

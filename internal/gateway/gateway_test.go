@@ -3,6 +3,8 @@ package gateway
 import (
 	"context"
 	"encoding/json"
+	"errors"
+	"fmt"
 	"net/http"
 	"slices"
 	"strings"
@@ -108,6 +110,51 @@ func TestGatewayRecordsAllowedCallWithRuleAndArgsHash(t *testing.T) {
 	}
 	if ev.Decision != audit.Allow || ev.Rule != "0" || ev.ArgsSHA256 == "" || ev.Session == "" || ev.Outcome != "ok" || ev.SrcAddr == "" {
 		t.Fatalf("allowed event = %+v", ev)
+	}
+}
+
+func TestGatewayRecordsAllowedCallBeforeTheClientSeesTheAnswer(t *testing.T) {
+	for _, stdio := range []bool{false, true} {
+		t.Run(map[bool]string{false: "http", true: "stdio"}[stdio], func(t *testing.T) {
+			f := newFixture(t, fixtureOpts{stdio: stdio})
+			ctx := testContext(t)
+			cs := f.connect(ctx, f.fraud, "2025-11-25", nil)
+			for i := range 20 {
+				text := fmt.Sprintf("call-%d", i)
+				if _, err := callText(ctx, cs, "echo", map[string]any{"text": text}); err != nil {
+					t.Fatal(err)
+				}
+				// No waiting: the event must be there already.
+				n := 0
+				for _, e := range f.rec.Events() {
+					if e.Kind == audit.KindRequest && e.Tool == "echo" && e.Decision == audit.Allow {
+						n++
+					}
+				}
+				if n != i+1 {
+					t.Fatalf("after %d answered calls the recorder holds %d allowed echo events", i+1, n)
+				}
+			}
+		})
+	}
+}
+
+func TestGatewayWithholdsAnswerWhenAuditFails(t *testing.T) {
+	f := newFixture(t, fixtureOpts{})
+	ctx := testContext(t)
+	c := f.httpClient(f.fraud)
+	sid := f.rawSession(ctx, c, "2025-11-25")
+	f.rec.FailWith(errors.New("disk full"))
+	status, _, b := f.rawPost(ctx, c, `{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"echo","arguments":{"text":"unaudited-secret"}}}`,
+		map[string]string{"Mcp-Session-Id": sid, "Mcp-Protocol-Version": "2025-11-25"})
+	if status != http.StatusServiceUnavailable {
+		t.Fatalf("status = %d, body %s; want 503", status, b)
+	}
+	if d := rpcError(t, b); d.Code != CodeRejected || d.Reason != ReasonAuditFailed || d.EventID == "" {
+		t.Fatalf("refusal = %+v", d)
+	}
+	if strings.Contains(string(b), "unaudited-secret") {
+		t.Fatalf("the upstream's answer reached the client: %s", b)
 	}
 }
 

@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"strings"
+	"time"
 
 	"agentmesh/internal/audit"
 	"agentmesh/internal/identity"
@@ -28,6 +29,8 @@ type exchange struct {
 	streamSess *session
 	outcome    string
 	recorded   bool
+	// start is when the request arrived; the event's latency runs from it.
+	start time.Time
 }
 
 func (g *Gateway) serveMCP(w http.ResponseWriter, r *http.Request) {
@@ -48,7 +51,7 @@ func (g *Gateway) serveMCP(w http.ResponseWriter, r *http.Request) {
 		ID: audit.NewID(), Kind: audit.KindRequest, Src: p.ref.id.String(), SrcAddr: r.RemoteAddr,
 		Dst: dstOf(p.state), PolicyVersion: versionOf(p.state),
 	}
-	x := &exchange{peer: p, ev: ev}
+	x := &exchange{peer: p, ev: ev, start: start}
 	switch r.Method {
 	case http.MethodPost:
 		g.servePost(w, r, x)
@@ -62,7 +65,7 @@ func (g *Gateway) serveMCP(w http.ResponseWriter, r *http.Request) {
 			x.streamSess = x.sess
 		}
 		ev.Decision, ev.Reason = audit.Allow, ReasonAllowed
-		g.up.forward(w, r, x)
+		g.forward(w, r, x)
 		if r.Method == http.MethodDelete && x.sess != nil && x.outcome != ReasonUpstream {
 			if g.sessions.remove(x.sess) {
 				x.sess.cut()
@@ -77,12 +80,95 @@ func (g *Gateway) serveMCP(w http.ResponseWriter, r *http.Request) {
 	if x.recorded {
 		return
 	}
-	// Allowed requests are recorded once they completed, with latency and
-	// outcome; a slow recorder holds the handler (backpressure).
+	// An allowed request that never got a response head (the client left,
+	// the upstream failed before answering) is recorded now.
 	ev.LatencyUS = g.now().Sub(start).Microseconds()
 	ev.Outcome = x.outcome
 	g.record(r.Context(), ev)
 }
+
+// forward hands an allowed request to the upstream through a writer that
+// records its audit event the moment the response starts: no client sees
+// an answer whose event is not already in the recorder (for a gateway, the
+// spool file, where killing the process cannot lose it). The event's latency
+// is the time to the response head, its outcome the one known then.
+func (g *Gateway) forward(w http.ResponseWriter, r *http.Request, x *exchange) {
+	aw := &auditWriter{ResponseWriter: w, g: g, r: r, x: x}
+	g.up.forward(aw, r, x)
+}
+
+// auditWriter is the http.ResponseWriter of a forwarded request; see
+// Gateway.forward. If the event cannot be recorded, the client gets a 503
+// instead of the upstream's answer (fail closed) and the rest of the
+// response is discarded.
+type auditWriter struct {
+	http.ResponseWriter
+	g         *Gateway
+	r         *http.Request
+	x         *exchange
+	committed bool
+	blocked   bool
+}
+
+// commit records the event once, before the first byte of the response.
+func (a *auditWriter) commit(status int) {
+	if a.committed {
+		return
+	}
+	a.committed = true
+	x := a.x
+	x.ev.LatencyUS = a.g.now().Sub(x.start).Microseconds()
+	x.ev.Outcome = x.outcome
+	if x.ev.Outcome == "" {
+		x.ev.Outcome = outcomeOf(status)
+	}
+	if err := a.g.recordErr(a.r.Context(), x.ev); err != nil {
+		a.blocked = true
+		x.outcome = ReasonAuditFailed
+		var id json.RawMessage
+		if x.msg != nil {
+			id = x.msg.ID
+		}
+		a.ResponseWriter.Header().Del("Content-Length")
+		writeRefusal(a.ResponseWriter, http.StatusServiceUnavailable, id, CodeRejected, ReasonAuditFailed, x.ev.ID)
+	}
+	x.recorded = true
+}
+
+func (a *auditWriter) WriteHeader(status int) {
+	if status < 200 {
+		a.ResponseWriter.WriteHeader(status)
+		return
+	}
+	a.commit(status)
+	if !a.blocked {
+		a.ResponseWriter.WriteHeader(status)
+	}
+}
+
+func (a *auditWriter) Write(b []byte) (int, error) {
+	a.commit(http.StatusOK)
+	if a.blocked {
+		return 0, errAuditBlocked
+	}
+	return a.ResponseWriter.Write(b)
+}
+
+// FlushError flushes through to the client (http.ResponseController uses
+// it); a flush is the start of the response like a write.
+func (a *auditWriter) FlushError() error {
+	a.commit(http.StatusOK)
+	if a.blocked {
+		return errAuditBlocked
+	}
+	return http.NewResponseController(a.ResponseWriter).Flush()
+}
+
+// Flush is http.Flusher, for code that asserts it.
+func (a *auditWriter) Flush() { a.FlushError() }
+
+// Unwrap lets http.ResponseController reach the connection's deadlines.
+func (a *auditWriter) Unwrap() http.ResponseWriter { return a.ResponseWriter }
 
 // servePost reads, decodes and decides one POSTed message, then forwards
 // it or answers the denial.
@@ -159,7 +245,7 @@ func (g *Gateway) servePost(w http.ResponseWriter, r *http.Request, x *exchange)
 			x.streamSess = g.sessions.statelessFor(g.base, x.peer.ref)
 		}
 	}
-	g.up.forward(w, r, x)
+	g.forward(w, r, x)
 }
 
 // bindSession checks the Mcp-Session-Id of r against its owner. It answers

@@ -102,14 +102,27 @@ type Recorder struct {
 	mu     sync.Mutex
 	events []audit.Event
 	wake   chan struct{}
+	fail   error
+}
+
+// FailWith makes every later Record return err without storing the event
+// (nil restores normal recording), as a spool whose disk failed would.
+func (r *Recorder) FailWith(err error) {
+	r.mu.Lock()
+	r.fail = err
+	r.mu.Unlock()
 }
 
 // NewRecorder returns an empty recorder.
 func NewRecorder() *Recorder { return &Recorder{wake: make(chan struct{})} }
 
-// Record stores a copy of e.
+// Record stores a copy of e, or returns the error set by FailWith.
 func (r *Recorder) Record(_ context.Context, e *audit.Event) error {
 	r.mu.Lock()
+	if r.fail != nil {
+		defer r.mu.Unlock()
+		return r.fail
+	}
 	r.events = append(r.events, *e)
 	close(r.wake)
 	r.wake = make(chan struct{})
