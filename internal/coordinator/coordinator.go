@@ -26,6 +26,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -364,5 +365,22 @@ func (c *Coordinator) tlsConfig() *tls.Config {
 			return c.serverCert.Load(), nil
 		},
 		NextProtos: []string{"h2", "http/1.1"},
+		// Every handshake refused for its version is a connection attempt
+		// the audit trail must show; the other refusals (no, foreign,
+		// expired or revoked certificates) happen per request, in node,
+		// which records them.
+		GetConfigForClient: func(hello *tls.ClientHelloInfo) (*tls.Config, error) {
+			if slices.Contains(hello.SupportedVersions, tls.VersionTLS13) {
+				return nil, nil
+			}
+			ev := c.event(audit.KindConnection, "", "coordinator")
+			if hello.Conn != nil && hello.Conn.RemoteAddr() != nil {
+				ev.SrcAddr = hello.Conn.RemoteAddr().String()
+			}
+			ev.Decision, ev.Reason, ev.Outcome = audit.Deny, string(pki.ReasonTLSVersion), "refused"
+			ev.Detail = "client offers only TLS versions older than 1.3"
+			c.record(hello.Context(), ev)
+			return nil, nil // MinVersion makes the stack refuse it
+		},
 	}
 }

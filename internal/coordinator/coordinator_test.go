@@ -19,6 +19,7 @@ import (
 
 	"go.uber.org/goleak"
 
+	"agentmesh/internal/audit"
 	"agentmesh/internal/authkey"
 	"agentmesh/internal/controlapi"
 	"agentmesh/internal/controlclient"
@@ -297,6 +298,19 @@ func TestAPIRefusesBadClients(t *testing.T) {
 	if _, _, err := get(rawClient(t, m, m.admin.Certificate(), tls.VersionTLS12), url); err == nil {
 		t.Error("a TLS 1.2 client was served")
 	}
+	// Each refusal is a connection event in the audit trail.
+	refusals := map[string]bool{}
+	for _, e := range m.auditEvents(t, "kind=connection&decision=deny") {
+		if e.SrcAddr == "" || e.Dst != "spiffe://test.mesh/admin/coordinator" {
+			t.Errorf("refusal event lacks the client address or the coordinator: %+v", e)
+		}
+		refusals[e.Reason] = true
+	}
+	for _, reason := range []string{"no_certificate", "unknown_ca", "tls_version"} {
+		if !refusals[reason] {
+			t.Errorf("no audited refusal with reason %s (have %v)", reason, refusals)
+		}
+	}
 	// A non-admin node cannot use admin paths.
 	agent := m.mustJoin(m.key(controlapi.KeyCreateRequest{Kind: "agent"}), "agent1", "")
 	if code, body, _ := get(rawClient(t, m, agent.Certificate(), 0), url); code != http.StatusForbidden || !strings.Contains(body, "not_admin") {
@@ -454,6 +468,26 @@ func TestNodeStartsFromCachedNetmapWithCoordinatorDown(t *testing.T) {
 	}
 	cancel()
 	<-done
+}
+
+// auditEvents returns the events the audit query API returns for query.
+func (m *mesh) auditEvents(t *testing.T, query string) []audit.Event {
+	t.Helper()
+	body, err := m.admin.Stream(context.Background(), controlapi.PathAudit+"?"+query)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer body.Close()
+	var out []audit.Event
+	dec := json.NewDecoder(body)
+	for dec.More() {
+		var e audit.Event
+		if err := dec.Decode(&e); err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, e)
+	}
+	return out
 }
 
 func TestAuditRetentionPrunesAndVerifyStillPasses(t *testing.T) {
