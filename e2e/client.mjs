@@ -52,8 +52,14 @@ function errorJSON(err) {
   return { code: err?.code ?? null, message: String(err?.message ?? err), data: err?.data ?? null };
 }
 
+// wire is every message the transport delivered to the client, in arrival
+// order, so a test can check ordering independently of how the SDK
+// dispatches them.
+const wire = [];
+
 async function runStep(client, step) {
   const out = { op: step.op };
+  const wireStart = wire.length;
   const progress = [];
   const opts = { timeout: step.timeoutMs ?? 30000 };
   if (step.progress) {
@@ -87,6 +93,15 @@ async function runStep(client, step) {
   }
   if (step.progress) {
     out.progress = progress;
+    // Progress notifications that reached the transport before the step's
+    // response did (steps run one at a time, so the first response after
+    // the step started is its own).
+    let before = 0;
+    for (const m of wire.slice(wireStart)) {
+      if (m.id !== undefined && (m.result !== undefined || m.error !== undefined)) break;
+      if (m.method === "notifications/progress") before++;
+    }
+    out.wireProgressBeforeResult = before;
   }
   return out;
 }
@@ -101,6 +116,11 @@ async function main() {
   const transport = transportFor(spec);
   try {
     await client.connect(transport);
+    const deliver = transport.onmessage;
+    transport.onmessage = (msg, extra) => {
+      wire.push(msg);
+      deliver?.(msg, extra);
+    };
   } catch (err) {
     process.stderr.write(`client.mjs: connect: ${err?.stack ?? err}\n`);
     process.stdout.write(JSON.stringify({ connectError: errorJSON(err) }) + "\n");

@@ -464,6 +464,33 @@ func TestGatewayPassesProgressAndSampling(t *testing.T) {
 	}
 }
 
+// TestStdioProgressPrecedesResult checks that a stdio upstream's progress
+// notifications go out on the stream of the request they belong to, ahead
+// of its result, for both kinds of upstream.
+func TestStdioProgressPrecedesResult(t *testing.T) {
+	for _, stdio := range []bool{false, true} {
+		t.Run(map[bool]string{false: "http", true: "stdio"}[stdio], func(t *testing.T) {
+			f := newFixture(t, fixtureOpts{stdio: stdio})
+			ctx := testContext(t)
+			c := f.httpClient(f.fraud)
+			sid := f.rawSession(ctx, c, "2025-11-25")
+			status, _, b := f.rawPost(ctx, c, `{"jsonrpc":"2.0","id":5,"method":"tools/call","params":{"name":"progress","arguments":{"size":3},"_meta":{"progressToken":"tok-5"}}}`,
+				map[string]string{"Mcp-Session-Id": sid, "Mcp-Protocol-Version": "2025-11-25"})
+			if status != http.StatusOK {
+				t.Fatalf("status %d: %s", status, b)
+			}
+			body := string(b)
+			result := strings.Index(body, `"id":5`)
+			if result < 0 {
+				t.Fatalf("no result on the request's stream: %s", body)
+			}
+			if n := strings.Count(body[:result], `"method":"notifications/progress"`); n != 3 {
+				t.Fatalf("%d progress notifications before the result on the request's stream, want 3: %s", n, body)
+			}
+		})
+	}
+}
+
 func TestGatewayStreamsLargeResults(t *testing.T) {
 	f := newFixture(t, fixtureOpts{})
 	ctx := testContext(t)

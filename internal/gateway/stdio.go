@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net/http"
 	"os/exec"
+	"reflect"
 	"sync"
 	"time"
 
@@ -47,7 +48,11 @@ type stdioBridge struct {
 
 	mu    sync.Mutex
 	lists map[jsonrpc.ID]listKind // list requests awaiting their result
-	once  sync.Once
+	// progress maps the progress token of each client request in flight
+	// (its raw JSON) to the request's id, so the process's progress
+	// notifications go out on that request's stream, before its result.
+	progress map[string]jsonrpc.ID
+	once     sync.Once
 }
 
 func (u *commandUpstream) forward(w http.ResponseWriter, r *http.Request, x *exchange) {
@@ -153,7 +158,8 @@ func (u *commandUpstream) start(x *exchange) (*session, error) {
 		s.cut()
 		return nil, fmt.Errorf("session transport: %w", err)
 	}
-	b := &stdioBridge{g: g, t: t, client: client, proc: proc, cmd: cmd, sess: s, lists: make(map[jsonrpc.ID]listKind)}
+	b := &stdioBridge{g: g, t: t, client: client, proc: proc, cmd: cmd, sess: s,
+		lists: make(map[jsonrpc.ID]listKind), progress: make(map[string]jsonrpc.ID)}
 	b.ctx, b.cancel = context.WithCancel(s.ctx)
 	s.up = b
 	s.inject = b.inject
@@ -197,6 +203,13 @@ func (b *stdioBridge) pumpToProcess() {
 		if err != nil {
 			return
 		}
+		if req, ok := msg.(*jsonrpc.Request); ok && req.IsCall() {
+			if tok := progressToken(req.Params, "_meta"); tok != "" {
+				b.mu.Lock()
+				b.progress[tok] = req.ID
+				b.mu.Unlock()
+			}
+		}
 		if err := b.proc.Write(b.ctx, msg); err != nil {
 			return
 		}
@@ -210,19 +223,73 @@ func (b *stdioBridge) pumpToClient() {
 		if err != nil {
 			return
 		}
-		if resp, ok := msg.(*jsonrpc.Response); ok {
+		ctx := b.ctx
+		switch m := msg.(type) {
+		case *jsonrpc.Response:
 			b.mu.Lock()
-			k := b.lists[resp.ID]
-			delete(b.lists, resp.ID)
+			k := b.lists[m.ID]
+			delete(b.lists, m.ID)
+			for tok, id := range b.progress {
+				if id == m.ID {
+					delete(b.progress, tok)
+				}
+			}
 			b.mu.Unlock()
-			if k != 0 && resp.Error == nil {
-				msg = b.filter(resp, k)
+			if k != 0 && m.Error == nil {
+				msg = b.filter(m, k)
+			}
+		case *jsonrpc.Request:
+			if !m.IsCall() && m.Method == "notifications/progress" {
+				b.mu.Lock()
+				id, ok := b.progress[progressToken(m.Params, "")]
+				b.mu.Unlock()
+				if ok {
+					ctx = requestContext{Context: ctx, id: id}
+				}
 			}
 		}
-		if err := b.client.Write(b.ctx, msg); err != nil {
+		if err := b.client.Write(ctx, msg); err != nil {
 			b.g.log.Debug("write to client failed", "session", b.sess.id, "err", err)
 		}
 	}
+}
+
+// progressToken returns the raw JSON of the progress token in params
+// (under "_meta" when in is "_meta", at the top level otherwise), or "".
+func progressToken(params json.RawMessage, in string) string {
+	var p struct {
+		Meta struct {
+			ProgressToken json.RawMessage `json:"progressToken"`
+		} `json:"_meta"`
+		Token json.RawMessage `json:"progressToken"`
+	}
+	if len(params) == 0 || json.Unmarshal(params, &p) != nil {
+		return ""
+	}
+	if in == "_meta" {
+		return string(p.Meta.ProgressToken)
+	}
+	return string(p.Token)
+}
+
+// requestContext tells the SDK's streamable server transport which client
+// request a message belongs to, so that it goes out on that request's SSE
+// stream instead of the session's standalone stream (where a progress
+// notification would race the result and arrive after it). The transport
+// reads the request id from the context under an unexported key type,
+// mcp.idContextKey (streamable_server.go documents the mechanism); this
+// context answers that one key. TestStdioProgressPrecedesResult fails if an
+// SDK upgrade changes it.
+type requestContext struct {
+	context.Context
+	id jsonrpc.ID
+}
+
+func (c requestContext) Value(key any) any {
+	if t := reflect.TypeOf(key); t != nil && t.Name() == "idContextKey" && t.PkgPath() == "github.com/modelcontextprotocol/go-sdk/mcp" {
+		return c.id
+	}
+	return c.Context.Value(key)
 }
 
 // filter returns resp with its list filtered under the current state, or an
