@@ -38,6 +38,9 @@ const (
 	// ReasonAuditFailed: the request was allowed but its audit event could
 	// not be recorded, so its answer was withheld (HTTP 503).
 	ReasonAuditFailed = "audit_failed"
+	// ReasonIdle: a session ended because nothing used it for the idle
+	// timeout (Config.SessionIdleTimeout).
+	ReasonIdle = "idle"
 )
 
 // Errors returned by New and Serve; match them with errors.Is.

@@ -100,6 +100,8 @@ type fixtureOpts struct {
 	stdio bool
 	// upstreamIdle makes the HTTP upstream close idle connections.
 	upstreamIdle time.Duration
+	// now is the gateway's clock; nil is time.Now.
+	now func() time.Time
 }
 
 func compile(t testing.TB, doc, version string) *policy.Policy {
@@ -142,6 +144,7 @@ func newFixture(t testing.TB, o fixtureOpts) *fixture {
 		Audit:          f.rec,
 		Logger:         testLogger(),
 		RecordArgsHash: true,
+		Now:            o.now,
 	}, f.state(basePolicy))
 	if err != nil {
 		t.Fatal(err)

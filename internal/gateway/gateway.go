@@ -111,11 +111,17 @@ type Config struct {
 	// MaxResponseBytes bounds a list response that must be parsed to be
 	// filtered; zero is 64 MiB. Other responses stream without bound.
 	MaxResponseBytes int64
+	// SessionIdleTimeout ends a session that has had no request in flight
+	// (an open stream counts as one) for this long, with its upstream
+	// process or upstream session: clients that vanish without a DELETE
+	// would otherwise hold them forever. Zero is 30 minutes.
+	SessionIdleTimeout time.Duration
 }
 
 const (
 	defaultMaxBytes    = 4 << 20
 	defaultMaxResponse = 64 << 20
+	defaultIdleTimeout = 30 * time.Minute
 	mcpPath            = "/mcp"
 )
 
@@ -175,6 +181,9 @@ func New(cfg Config, initial *State) (*Gateway, error) {
 	}
 	if g.cfg.MaxResponseBytes <= 0 {
 		g.cfg.MaxResponseBytes = defaultMaxResponse
+	}
+	if g.cfg.SessionIdleTimeout <= 0 {
+		g.cfg.SessionIdleTimeout = defaultIdleTimeout
 	}
 	g.base, g.cancelBase = context.WithCancel(context.Background())
 	g.sessions = newSessionTable()
@@ -251,6 +260,7 @@ func (g *Gateway) Serve(ctx context.Context, ln net.Listener) error {
 	}
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(tls.NewListener(ln, g.cfg.TLS)) }()
+	g.goOwned(g.reapLoop)
 
 	var err error
 	select {
@@ -323,6 +333,47 @@ func (g *Gateway) Update(s *State) {
 		}
 		sess.recheck(s)
 	}
+}
+
+// reapLoop ends idle sessions until Serve stops, looking every quarter of
+// the idle timeout (so a session lives at most 1.25 times it).
+func (g *Gateway) reapLoop() {
+	t := time.NewTicker(g.cfg.SessionIdleTimeout / 4)
+	defer t.Stop()
+	for {
+		select {
+		case <-g.base.Done():
+			return
+		case <-t.C:
+			g.reapIdle()
+		}
+	}
+}
+
+// reapIdle ends every session idle for longer than the idle timeout, by the
+// gateway's clock, and audits each. It returns how many it ended.
+func (g *Gateway) reapIdle() int {
+	cutoff := g.now().Add(-g.cfg.SessionIdleTimeout)
+	st := g.state.Load()
+	n := 0
+	for _, sess := range g.sessions.all() {
+		if !sess.idleSince(cutoff) || !g.sessions.remove(sess) {
+			continue
+		}
+		sess.cut()
+		g.up.closeSession(sess)
+		n++
+		if sess.id == "" {
+			continue // a stateless pseudo session: nothing the client holds
+		}
+		g.log.Info("ended idle session", "peer", sess.owner.String(), "session", sess.id)
+		g.record(context.Background(), &audit.Event{
+			Kind: audit.KindSession, Src: sess.owner.String(), Dst: dstOf(st),
+			Session: sess.id, Decision: audit.Allow, Reason: ReasonIdle, Outcome: "expired",
+			PolicyVersion: versionOf(st),
+		})
+	}
+	return n
 }
 
 // endSession removes a session and releases everything it holds.

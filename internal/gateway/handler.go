@@ -29,6 +29,8 @@ type exchange struct {
 	streamSess *session
 	outcome    string
 	recorded   bool
+	// entered is the session this request counts as in flight for.
+	entered *session
 	// start is when the request arrived; the event's latency runs from it.
 	start time.Time
 }
@@ -52,6 +54,11 @@ func (g *Gateway) serveMCP(w http.ResponseWriter, r *http.Request) {
 		Dst: dstOf(p.state), PolicyVersion: versionOf(p.state),
 	}
 	x := &exchange{peer: p, ev: ev, start: start}
+	defer func() {
+		if x.entered != nil {
+			x.entered.leave(g.now())
+		}
+	}()
 	switch r.Method {
 	case http.MethodPost:
 		g.servePost(w, r, x)
@@ -242,7 +249,9 @@ func (g *Gateway) servePost(w http.ResponseWriter, r *http.Request, x *exchange)
 		x.stream = newStream(mask, m.ID)
 		x.streamSess = x.sess
 		if x.streamSess == nil {
-			x.streamSess = g.sessions.statelessFor(g.base, x.peer.ref)
+			x.streamSess = g.sessions.statelessFor(g.base, x.peer.ref, g.now())
+			x.streamSess.enter()
+			x.entered = x.streamSess
 		}
 	}
 	g.forward(w, r, x)
@@ -276,6 +285,8 @@ func (g *Gateway) bindSession(w http.ResponseWriter, r *http.Request, x *exchang
 		return false
 	}
 	x.sess = s
+	s.enter()
+	x.entered = s
 	return true
 }
 

@@ -144,7 +144,7 @@ func (u *httpUpstream) forward(w http.ResponseWriter, r *http.Request, x *exchan
 
 	if x.msg != nil && x.msg.Method == "initialize" && x.sess == nil && resp.StatusCode/100 == 2 {
 		if sid := resp.Header.Get("Mcp-Session-Id"); sid != "" {
-			s := newSession(g.base, sid, x.peer.ref)
+			s := newSession(g.base, sid, x.peer.ref, g.now())
 			if !g.sessions.add(s) {
 				// The upstream handed out an id that is already bound:
 				// never let two identities share it.
@@ -381,7 +381,7 @@ func (g *Gateway) filterMessage(data []byte, x *exchange) ([]byte, error) {
 	}
 	sess := x.sess
 	if sess == nil {
-		sess = g.sessions.statelessFor(g.base, x.peer.ref)
+		sess = g.sessions.statelessFor(g.base, x.peer.ref, g.now())
 	}
 	names := make([]string, 0, len(seen))
 	for n := range seen {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"sync"
+	"time"
 
 	"agentmesh/internal/identity"
 )
@@ -66,13 +67,18 @@ type session struct {
 	inject func(listKind)
 	// up is what the upstream keeps for the session (the stdio bridge).
 	up any
+	// busy counts the session's requests in flight (an open GET stream is
+	// one); lastUsed is when the last of them ended. A session that is not
+	// busy and was last used longer ago than the idle timeout is reaped.
+	busy     int
+	lastUsed time.Time
 }
 
-func newSession(base context.Context, id string, p peerRef) *session {
+func newSession(base context.Context, id string, p peerRef, now time.Time) *session {
 	ctx, cancel := context.WithCancel(base)
 	return &session{
 		id: id, owner: p.id, incarnation: p.incarnation,
-		ctx: ctx, cancel: cancel,
+		ctx: ctx, cancel: cancel, lastUsed: now,
 		views:   make(map[listKind]map[string]bool),
 		streams: make(map[*stream]struct{}),
 	}
@@ -80,6 +86,31 @@ func newSession(base context.Context, id string, p peerRef) *session {
 
 // cut ends the session's streams.
 func (s *session) cut() { s.cancel() }
+
+// enter marks a request of the session in flight.
+func (s *session) enter() {
+	s.mu.Lock()
+	s.busy++
+	s.mu.Unlock()
+}
+
+// leave marks the end of a request that entered, at now.
+func (s *session) leave(now time.Time) {
+	s.mu.Lock()
+	s.busy--
+	if now.After(s.lastUsed) {
+		s.lastUsed = now
+	}
+	s.mu.Unlock()
+}
+
+// idleSince reports whether the session has nothing in flight and has not
+// been used since before cutoff.
+func (s *session) idleSince(cutoff time.Time) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.busy == 0 && s.lastUsed.Before(cutoff)
+}
 
 // remember records what one list response offered and showed.
 func (s *session) remember(k listKind, names []string, shown func(string) bool) {
@@ -251,8 +282,9 @@ func (t *sessionTable) add(s *session) bool {
 	return true
 }
 
-// statelessFor returns the pseudo session of p, creating it.
-func (t *sessionTable) statelessFor(base context.Context, p peerRef) *session {
+// statelessFor returns the pseudo session of p, creating it, and marks it
+// used at now.
+func (t *sessionTable) statelessFor(base context.Context, p peerRef, now time.Time) *session {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	s := t.stateless[p.id]
@@ -260,9 +292,14 @@ func (t *sessionTable) statelessFor(base context.Context, p peerRef) *session {
 		if s != nil {
 			s.cut()
 		}
-		s = newSession(base, "", p)
+		s = newSession(base, "", p, now)
 		t.stateless[p.id] = s
 	}
+	s.mu.Lock()
+	if now.After(s.lastUsed) {
+		s.lastUsed = now
+	}
+	s.mu.Unlock()
 	return s
 }
 

@@ -139,7 +139,7 @@ func (u *commandUpstream) unsupported(w http.ResponseWriter, r *http.Request, x 
 func (u *commandUpstream) start(x *exchange) (*session, error) {
 	g := u.g
 	sid := rand.Text()
-	s := newSession(g.base, sid, x.peer.ref)
+	s := newSession(g.base, sid, x.peer.ref, g.now())
 	cmd := exec.Command(u.cfg.Argv[0], u.cfg.Argv[1:]...)
 	cmd.Env, cmd.Dir = u.cfg.Env, u.cfg.Dir
 	cmd.Stderr = u.cfg.Stderr

@@ -5,11 +5,15 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 
+	"agentmesh/internal/audit"
 	"agentmesh/internal/mcpwire"
 )
 
@@ -133,5 +137,81 @@ func TestEveryFileIsInThePackageDocumentedInDocGo(t *testing.T) {
 	b, err := os.ReadFile("doc.go")
 	if err != nil || !bytes.HasPrefix(b, []byte("// Package gateway ")) || !bytes.Contains(b, []byte("# Threat model")) {
 		t.Fatal("doc.go must hold the package doc with its threat model")
+	}
+}
+
+// fakeClock is a clock tests move by hand.
+type fakeClock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func (c *fakeClock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.t
+}
+
+func (c *fakeClock) Advance(d time.Duration) {
+	c.mu.Lock()
+	c.t = c.t.Add(d)
+	c.mu.Unlock()
+}
+
+func TestGatewayReapsIdleSessionsButNotOpenStreams(t *testing.T) {
+	for _, stdio := range []bool{false, true} {
+		t.Run(map[bool]string{false: "http", true: "stdio"}[stdio], func(t *testing.T) {
+			clock := &fakeClock{t: time.Date(2026, 11, 28, 9, 0, 0, 0, time.UTC)}
+			f := newFixture(t, fixtureOpts{stdio: stdio, now: clock.Now})
+			ctx := testContext(t)
+			c := f.httpClient(f.fraud)
+			idle := f.rawSession(ctx, c, "2025-11-25")
+			streaming := f.rawSession(ctx, c, "2025-11-25")
+
+			// The second session keeps a GET stream open.
+			req, err := http.NewRequestWithContext(ctx, http.MethodGet, f.url, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			req.Header.Set("Accept", "text/event-stream")
+			req.Header.Set("Mcp-Session-Id", streaming)
+			req.Header.Set("Mcp-Protocol-Version", "2025-11-25")
+			resp, err := c.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer resp.Body.Close()
+			if resp.StatusCode != http.StatusOK {
+				t.Fatalf("GET stream: status %d", resp.StatusCode)
+			}
+
+			clock.Advance(defaultIdleTimeout - time.Minute)
+			if n := f.gw.reapIdle(); n != 0 {
+				t.Fatalf("reaped %d sessions before the idle timeout", n)
+			}
+			clock.Advance(2 * time.Minute)
+			if n := f.gw.reapIdle(); n != 1 {
+				t.Fatalf("reaped %d sessions after the idle timeout, want 1 (the idle one)", n)
+			}
+			hdr := func(sid string) map[string]string {
+				return map[string]string{"Mcp-Session-Id": sid, "Mcp-Protocol-Version": "2025-11-25"}
+			}
+			call := `{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"echo","arguments":{"text":"x"}}}`
+			if status, _, b := f.rawPost(ctx, c, call, hdr(idle)); status != http.StatusNotFound {
+				t.Fatalf("call on the reaped session: status %d %s, want 404", status, b)
+			}
+			if status, _, b := f.rawPost(ctx, c, call, hdr(streaming)); status != http.StatusOK {
+				t.Fatalf("call on the streaming session: status %d %s", status, b)
+			}
+			found := false
+			for _, e := range f.rec.Events() {
+				if e.Kind == audit.KindSession && e.Session == idle && e.Reason == ReasonIdle && e.Outcome == "expired" {
+					found = true
+				}
+			}
+			if !found {
+				t.Fatal("no audit event for the reaped session")
+			}
+		})
 	}
 }
