@@ -162,13 +162,20 @@ func (p *proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 var copyBufPool = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
 
 // streamFlushing copies an SSE body, flushing after every read so that each
-// event reaches the agent as soon as the gateway sent it.
+// event reaches the agent as soon as the gateway sent it. It starts with a
+// small buffer, since a session's standalone stream is open for as long as
+// the session and mostly idle, and takes a large one from the pool once a
+// read fills the small one (a big result arriving).
 func streamFlushing(w http.ResponseWriter, body io.Reader) {
 	rc := http.NewResponseController(w)
 	_ = rc.Flush() // send the headers now: the first event may take a while
-	bp := copyBufPool.Get().(*[]byte)
-	defer copyBufPool.Put(bp)
-	buf := *bp
+	buf := make([]byte, 4<<10)
+	var big *[]byte
+	defer func() {
+		if big != nil {
+			copyBufPool.Put(big)
+		}
+	}()
 	for {
 		n, err := body.Read(buf)
 		if n > 0 {
@@ -181,6 +188,10 @@ func streamFlushing(w http.ResponseWriter, body io.Reader) {
 		}
 		if err != nil {
 			return
+		}
+		if n == len(buf) && big == nil {
+			big = copyBufPool.Get().(*[]byte)
+			buf = *big
 		}
 	}
 }

@@ -28,7 +28,10 @@ type eventReader struct {
 }
 
 func newEventReader(r io.Reader, max int64) *eventReader {
-	return &eventReader{br: bufio.NewReaderSize(r, 32<<10), max: int(max)}
+	// A small buffer: a session's standalone stream holds its reader for
+	// as long as it is open, mostly idle; longer lines are assembled by
+	// readLine.
+	return &eventReader{br: bufio.NewReaderSize(r, 4<<10), max: int(max)}
 }
 
 // next returns the next complete event. Comment-only and empty events are
