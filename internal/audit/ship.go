@@ -32,6 +32,12 @@ type ShipOptions struct {
 	Jitter func() float64
 	// Logger receives failed sends; nil discards.
 	Logger *slog.Logger
+	// Linger is how long Ship waits for a batch that is not full to fill
+	// up before sending it, so that a busy gateway sends a few large
+	// batches (one coordinator transaction each) rather than one per
+	// fsync. Events are durable in the spool meanwhile; only their arrival
+	// at the coordinator waits. Zero means 100 ms; negative sends at once.
+	Linger time.Duration
 }
 
 // Ship sends the spool's events to sender until ctx is done or the spool is
@@ -55,6 +61,9 @@ func Ship(ctx context.Context, spool *Spool, sender Sender, opts ShipOptions) er
 	if opts.Jitter == nil {
 		opts.Jitter = rand.Float64
 	}
+	if opts.Linger == 0 {
+		opts.Linger = 100 * time.Millisecond
+	}
 	log := opts.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
@@ -63,6 +72,17 @@ func Ship(ctx context.Context, spool *Spool, sender Sender, opts ShipOptions) er
 	failures := 0
 	for {
 		b, err := spool.Next(ctx, opts.MaxBatch)
+		if err == nil && len(b.Events) < opts.MaxBatch && opts.Linger > 0 && failures == 0 {
+			// Let the batch fill up; a retry after a failure does not wait.
+			select {
+			case <-opts.After(opts.Linger):
+			case <-spool.closing:
+				return nil
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+			b, err = spool.Next(ctx, opts.MaxBatch)
+		}
 		switch {
 		case errors.Is(err, ErrClosed):
 			return nil

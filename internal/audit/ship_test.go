@@ -59,6 +59,7 @@ func TestShipDeliversEverythingOnceThroughFailures(t *testing.T) {
 	go func() {
 		done <- audit.Ship(shipCtx, spool, sender, audit.ShipOptions{
 			MaxBatch:   1000,
+			Linger:     -1, // the waits counted below are backoffs only
 			MinBackoff: time.Second,
 			MaxBackoff: 3 * time.Second,
 			Jitter:     func() float64 { return 0.5 },
@@ -153,7 +154,7 @@ func TestShipResendsAfterRestartUntilAcknowledged(t *testing.T) {
 	tried := make(chan struct{})
 	var once sync.Once
 	go func() {
-		done <- audit.Ship(shipCtx, spool, down, audit.ShipOptions{After: func(time.Duration) <-chan time.Time {
+		done <- audit.Ship(shipCtx, spool, down, audit.ShipOptions{Linger: -1, After: func(time.Duration) <-chan time.Time {
 			once.Do(func() { close(tried) })
 			return nil // wait forever, until cancelled
 		}})
@@ -178,5 +179,56 @@ func TestShipResendsAfterRestartUntilAcknowledged(t *testing.T) {
 	<-done
 	if n := len(up.Events()); n != 10 {
 		t.Fatalf("after restart %d events delivered, want 10", n)
+	}
+}
+
+func TestShipLingersForAPartialBatchToFill(t *testing.T) {
+	ctx := context.Background()
+	spool, err := audit.OpenSpool(t.TempDir(), audit.SpoolOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer spool.Close()
+	base := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	appendN := func(from, n int) {
+		for i := range n {
+			e := audittest.Event(from+i, base)
+			if err := spool.Append(ctx, &e); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := spool.Flush(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	appendN(0, 10)
+	waiting := make(chan time.Duration, 1)
+	fire := make(chan time.Time, 1)
+	sender := &audittest.Sender{Delivered: make(chan struct{}, 1)}
+	shipCtx, cancel := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() {
+		done <- audit.Ship(shipCtx, spool, sender, audit.ShipOptions{
+			MaxBatch: 100,
+			Linger:   250 * time.Millisecond,
+			After: func(d time.Duration) <-chan time.Time {
+				waiting <- d
+				return fire
+			},
+		})
+	}()
+	if d := <-waiting; d != 250*time.Millisecond {
+		t.Fatalf("Ship waited %v, want the linger", d)
+	}
+	if n := sender.Calls(); n != 0 {
+		t.Fatalf("%d sends before the linger ended", n)
+	}
+	appendN(10, 15) // arrives while Ship lingers
+	fire <- time.Time{}
+	<-sender.Delivered
+	cancel()
+	<-done
+	if calls, got := sender.Calls(), len(sender.Events()); calls != 1 || got != 25 {
+		t.Fatalf("%d sends carrying %d events, want 1 send of 25", calls, got)
 	}
 }
