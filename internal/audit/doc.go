@@ -73,13 +73,17 @@
 // backup, an operator editing rows to hide an action, a restore of an older
 // copy. Verify recomputes the chain and checks every checkpoint signature, so
 // any change to a row covered by a checkpoint is reported with the first
-// broken seq and id. Its limit: rows after the newest checkpoint are only
-// chained, not signed, so an attacker who deletes the newest rows together
-// with any checkpoint covering them, or who appends forged rows at the end,
-// is not detected. Keep checkpoints frequent (StoreOptions.CheckpointEvery
-// and CheckpointEvents) and keep copies of checkpoints elsewhere (nodes and
-// exports) to shrink that window. Someone who holds the signing key can
-// rewrite history; protect the key file like the CA key.
+// broken seq and id. The database alone has a limit: rows after the newest
+// stored checkpoint are only chained, not signed, so an attacker who
+// deletes the newest rows together with the checkpoints covering them, or
+// who appends forged rows at the end, is not detected by it. Receipts close
+// most of that gap: the coordinator answers every shipped batch with a
+// signed head (Store.Receipt), the gateway keeps the newest one in its
+// state directory, and Verify given those receipts reports any deleted
+// event a receipt covers. What no receipt covers yet (the last batch, admin
+// actions since) remains bounded by checkpoint frequency
+// (StoreOptions.CheckpointEvery and CheckpointEvents). Someone who holds the
+// signing key can rewrite history; protect the key file like the CA key.
 //
 // Pruning deletes old events only up to a signed checkpoint and records a
 // signed prune point, so Verify starts from a signed position and pruning

@@ -2,11 +2,13 @@ package audit
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"crypto/ed25519"
 	"database/sql"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 )
 
@@ -20,6 +22,8 @@ type Report struct {
 	LastSeq  int64 `json:"last_seq,omitempty"`
 	// Checkpoints is how many signed checkpoints were verified.
 	Checkpoints int64 `json:"checkpoints"`
+	// Receipts is how many receipts given to Verify were checked.
+	Receipts int64 `json:"receipts,omitempty"`
 	// PrunedThrough is the seq of the signed prune point the chain starts
 	// after (0: nothing was pruned).
 	PrunedThrough int64 `json:"pruned_through,omitempty"`
@@ -49,7 +53,11 @@ func (r Report) String() string {
 	if r.Events > 0 {
 		s += fmt.Sprintf(" (seq %d..%d)", r.FirstSeq, r.LastSeq)
 	}
-	s += fmt.Sprintf(", %d checkpoints, signed through seq %d", r.Checkpoints, r.SignedThrough)
+	s += fmt.Sprintf(", %d checkpoints", r.Checkpoints)
+	if r.Receipts > 0 {
+		s += fmt.Sprintf(", %d receipts", r.Receipts)
+	}
+	s += fmt.Sprintf(", signed through seq %d", r.SignedThrough)
 	if r.PrunedThrough > 0 {
 		s += fmt.Sprintf(", pruned through seq %d", r.PrunedThrough)
 	}
@@ -63,6 +71,17 @@ func (r Report) String() string {
 type checkpointRow struct {
 	id, seq, at int64
 	head, sig   []byte
+	// receipt is the 1-based position of a receipt given to Verify; 0 for
+	// a checkpoint stored in the database.
+	receipt int
+}
+
+// String names the checkpoint in a Report's problem.
+func (c checkpointRow) String() string {
+	if c.receipt > 0 {
+		return fmt.Sprintf("receipt %d (seq %d)", c.receipt, c.seq)
+	}
+	return fmt.Sprintf("checkpoint %d", c.id)
 }
 
 // Verify recomputes the hash chain in db from its signed starting point
@@ -70,7 +89,12 @@ type checkpointRow struct {
 // signature with pub. Tampering yields a Report that is not OK and names
 // the first broken entry; the error is only for failing to read the
 // database. See the package documentation for what cannot be detected.
-func Verify(ctx context.Context, db *sql.DB, pub ed25519.PublicKey) (Report, error) {
+//
+// receipts are signed heads handed out earlier (Store.Receipt), kept
+// outside the database by nodes; each is checked like a stored checkpoint,
+// so deleting events a receipt covers, together with the stored
+// checkpoints that covered them, is detected too.
+func Verify(ctx context.Context, db *sql.DB, pub ed25519.PublicKey, receipts ...Receipt) (Report, error) {
 	if len(pub) != ed25519.PublicKeySize {
 		return Report{}, fmt.Errorf("audit: verify: %w", ErrBadKey)
 	}
@@ -81,14 +105,14 @@ func Verify(ctx context.Context, db *sql.DB, pub ed25519.PublicKey) (Report, err
 		return Report{}, fmt.Errorf("audit: verify: %w", err)
 	}
 	defer tx.Rollback()
-	rep, err := verifyTx(ctx, tx, pub)
+	rep, err := verifyTx(ctx, tx, pub, receipts)
 	if err != nil {
 		return Report{}, fmt.Errorf("audit: verify: %w", err)
 	}
 	return rep, nil
 }
 
-func verifyTx(ctx context.Context, tx *sql.Tx, pub ed25519.PublicKey) (Report, error) {
+func verifyTx(ctx context.Context, tx *sql.Tx, pub ed25519.PublicKey, receipts []Receipt) (Report, error) {
 	var rep Report
 	fail := func(seq int64, id, format string, args ...any) (Report, error) {
 		rep.OK, rep.BrokenSeq, rep.BrokenID, rep.Problem = false, seq, id, fmt.Sprintf(format, args...)
@@ -135,22 +159,35 @@ func verifyTx(ctx context.Context, tx *sql.Tx, pub ed25519.PublicKey) (Report, e
 	if err := rows.Err(); err != nil {
 		return rep, err
 	}
+	for i, r := range receipts {
+		c, err := r.row()
+		if err != nil {
+			return fail(r.Seq, "", "receipt %d is malformed: %v", i+1, err)
+		}
+		c.receipt = i + 1
+		cps = append(cps, c)
+	}
+	slices.SortStableFunc(cps, func(a, b checkpointRow) int { return cmp.Compare(a.seq, b.seq) })
 	ahead := cps[:0] // checkpoints the chain must still reach
 	for _, c := range cps {
 		if len(c.head) != HashSize {
-			return fail(c.seq, "", "checkpoint %d has a malformed hash", c.id)
+			return fail(c.seq, "", "%v has a malformed hash", c)
 		}
 		h := padHash(c.head)
 		if !ed25519.Verify(pub, checkpointMessage(c.seq, h, c.at), c.sig) {
-			return fail(c.seq, "", "checkpoint %d (signed %s) has an invalid signature", c.id, time.Unix(0, c.at).UTC().Format(time.RFC3339))
+			return fail(c.seq, "", "%v (signed %s) has an invalid signature", c, time.Unix(0, c.at).UTC().Format(time.RFC3339))
 		}
-		rep.Checkpoints++
+		if c.receipt > 0 {
+			rep.Receipts++
+		} else {
+			rep.Checkpoints++
+		}
 		rep.SignedThrough = max(rep.SignedThrough, c.seq)
 		switch {
 		case c.seq > start:
 			ahead = append(ahead, c)
 		case c.seq == start && h != prev:
-			return fail(c.seq, "", "checkpoint %d disagrees with the prune point", c.id)
+			return fail(c.seq, "", "%v disagrees with the prune point", c)
 		}
 		// A checkpoint before the prune point speaks of pruned events:
 		// its signature is all there is to check.
@@ -207,7 +244,7 @@ func verifyTx(ctx context.Context, tx *sql.Tx, pub ed25519.PublicKey) (Report, e
 		}
 		for len(cps) > 0 && cps[0].seq == r.seq {
 			if !bytes.Equal(cps[0].head, h[:]) {
-				return fail(r.seq, r.id, "checkpoint %d disagrees with the chain: events up to seq %d were changed", cps[0].id, r.seq)
+				return fail(r.seq, r.id, "%v disagrees with the chain: events up to seq %d were changed", cps[0], r.seq)
 			}
 			cps = cps[1:]
 		}
@@ -222,7 +259,7 @@ func verifyTx(ctx context.Context, tx *sql.Tx, pub ed25519.PublicKey) (Report, e
 		return rep, err
 	}
 	if len(cps) > 0 {
-		return fail(cps[0].seq, "", "checkpoint %d covers seq %d but the chain ends at seq %d: signed events were deleted", cps[0].id, cps[0].seq, seq)
+		return fail(cps[0].seq, "", "%v covers seq %d but the chain ends at seq %d: signed events were deleted", cps[0], cps[0].seq, seq)
 	}
 	rep.OK = true
 	return rep, nil

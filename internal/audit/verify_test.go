@@ -196,7 +196,7 @@ func TestVerifyPassesAfterPruneAndStillDetectsTampering(t *testing.T) {
 			if _, err := tx.Exec(tamper.sql); err != nil {
 				t.Fatal(err)
 			}
-			rep, err := verifyTx(ctx, tx, pub)
+			rep, err := verifyTx(ctx, tx, pub, nil)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -212,5 +212,54 @@ func TestPruneRefusesTamperedTrail(t *testing.T) {
 	mustExec(t, db, `UPDATE audit_events SET decision = 'allow' WHERE seq = 2`)
 	if _, err := s.Prune(context.Background(), testBase.Add(time.Hour)); err == nil {
 		t.Fatal("Prune deleted evidence of tampering")
+	}
+}
+
+func TestVerifyWithReceiptDetectsTailDeletedWithItsCheckpoints(t *testing.T) {
+	ctx := context.Background()
+	s, db, pub := chainWithCheckpoints(t)
+	r, err := s.Receipt(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Seq != 30 || r.Check(pub) != nil {
+		t.Fatalf("receipt %+v: seq want 30, check %v", r, r.Check(pub))
+	}
+	// The attacker removes the last events and every checkpoint that
+	// mentions them: the database alone still verifies.
+	mustExec(t, db, `DELETE FROM audit_events WHERE seq > 25`)
+	mustExec(t, db, `DELETE FROM audit_checkpoints WHERE seq > 20`)
+	if rep, err := Verify(ctx, db, pub); err != nil || !rep.OK {
+		t.Fatalf("without receipts: %v %v (the limitation receipts address)", rep, err)
+	}
+	rep, err := Verify(ctx, db, pub, r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.OK || rep.BrokenSeq != 30 || !strings.Contains(rep.Problem, "receipt 1 (seq 30)") || !strings.Contains(rep.Problem, "deleted") {
+		t.Fatalf("with the receipt: %+v", rep)
+	}
+}
+
+func TestVerifyRejectsForgedReceiptAndAcceptsAGoodOne(t *testing.T) {
+	ctx := context.Background()
+	s, db, pub := chainWithCheckpoints(t)
+	good, err := s.Receipt(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep, err := Verify(ctx, db, pub, good); err != nil || !rep.OK || rep.Receipts != 1 {
+		t.Fatalf("good receipt: %+v %v", rep, err)
+	}
+	forged := good
+	forged.Seq = 29 // claims another position under the same signature
+	rep, err := Verify(ctx, db, pub, forged)
+	if err != nil || rep.OK || !strings.Contains(rep.Problem, "invalid signature") {
+		t.Fatalf("forged receipt: %+v %v", rep, err)
+	}
+	bad := good
+	bad.Head = "zz"
+	if rep, err := Verify(ctx, db, pub, bad); err != nil || rep.OK || !strings.Contains(rep.Problem, "malformed") {
+		t.Fatalf("malformed receipt: %+v %v", rep, err)
 	}
 }

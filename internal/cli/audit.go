@@ -4,10 +4,12 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
 	"net/url"
+	"os"
 	"strconv"
 	"strings"
 	"text/tabwriter"
@@ -21,13 +23,17 @@ import (
 func init() {
 	register(&command{
 		name:  "audit",
-		usage: "[verify | export --format jsonl] [--src SEL] [--dst SEL] [--decision allow|deny] [--kind KIND] [--method M] [--tool NAME] [--since DURATION|TIME] [--until TIME] [--limit N] [--json] [--follow]",
+		usage: "[verify [--receipt FILE]... | export --format jsonl] [--src SEL] [--dst SEL] [--decision allow|deny] [--kind KIND] [--method M] [--tool NAME] [--since DURATION|TIME] [--until TIME] [--limit N] [--json] [--follow]",
 		short: "query, follow, export and verify the audit trail (admin)",
 		long: `  audit [filters]            newest events first, as a table (--json: one object per line)
   audit --follow [filters]   print events as they arrive
   audit export --format jsonl [filters]   stream everything, oldest first
   audit verify               recompute the hash chain and check checkpoint signatures;
                              exit 0 with counts when intact, non-zero naming the first broken entry
+  audit verify --receipt FILE
+                             also check receipts that gateways kept (STATE/audit-receipt.json,
+                             the signed head after their last shipped batch): deleting the
+                             events a receipt covers, even with their checkpoints, is detected
 
 Selectors: agent:NAME, tool:NAME, model:NAME, or a full SPIFFE ID.
 
@@ -35,9 +41,23 @@ Examples:
   agentmesh audit --decision deny --since 1h
   agentmesh audit --src agent:fraud-detector --tool query --json
   agentmesh audit export --format jsonl > audit.jsonl
-  agentmesh audit verify`,
+  agentmesh audit verify
+  agentmesh audit verify --receipt ./payments/audit-receipt.json --receipt ./files/audit-receipt.json`,
 		run: runAudit,
 	})
+}
+
+// fileList is a repeatable flag of file names.
+type fileList []string
+
+func (l *fileList) String() string { return strings.Join(*l, ",") }
+
+func (l *fileList) Set(v string) error {
+	if v == "" {
+		return errors.New("empty file name")
+	}
+	*l = append(*l, v)
+	return nil
 }
 
 func runAudit(ctx context.Context, env Env, args []string) error {
@@ -56,6 +76,8 @@ func runAudit(ctx context.Context, env Env, args []string) error {
 	asJSON := fs.Bool("json", false, "one JSON object per line")
 	follow := fs.Bool("follow", false, "keep printing new events until interrupted")
 	format := fs.String("format", "jsonl", "export `FORMAT` (jsonl)")
+	var receipts fileList
+	fs.Var(&receipts, "receipt", "verify: a receipt `FILE` a gateway kept (repeatable)")
 	pos, _, err := parse(fs, args)
 	if err != nil {
 		return err
@@ -91,8 +113,26 @@ func runAudit(ctx context.Context, env Env, args []string) error {
 	switch sub {
 	case "verify":
 		var rep audit.Report
-		if err := adminCall(ctx, *state, http.MethodGet, controlapi.PathVerify, nil, &rep); err != nil {
-			return err
+		if len(receipts) == 0 {
+			if err := adminCall(ctx, *state, http.MethodGet, controlapi.PathVerify, nil, &rep); err != nil {
+				return err
+			}
+		} else {
+			var req controlapi.VerifyRequest
+			for _, f := range receipts {
+				b, err := os.ReadFile(f)
+				if err != nil {
+					return fmt.Errorf("--receipt: %w", err)
+				}
+				var r audit.Receipt
+				if err := json.Unmarshal(b, &r); err != nil {
+					return usagef("--receipt %s: not a receipt: %v", f, err)
+				}
+				req.Receipts = append(req.Receipts, r)
+			}
+			if err := adminCall(ctx, *state, http.MethodPost, controlapi.PathVerify, req, &rep); err != nil {
+				return err
+			}
 		}
 		if *asJSON {
 			printJSON(env.Stdout, rep)

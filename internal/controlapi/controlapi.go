@@ -14,6 +14,7 @@ import (
 	"io"
 	"time"
 
+	"agentmesh/internal/audit"
 	"agentmesh/internal/netmap"
 )
 
@@ -37,6 +38,23 @@ const MaxBody = 1 << 20
 
 // MaxAuditBody bounds an audit batch.
 const MaxAuditBody = 16 << 20
+
+// AuditIngestResponse answers a shipped batch (POST PathAudit).
+type AuditIngestResponse struct {
+	Received int `json:"received"`
+	Added    int `json:"added"`
+	// Receipt is the chain's head after the batch, signed: the node keeps
+	// the newest one, so that deleting the events it covers from the
+	// coordinator's database is detected (agentmesh audit verify --receipt).
+	Receipt audit.Receipt `json:"receipt"`
+}
+
+// VerifyRequest is the body of POST PathVerify: receipts that nodes kept,
+// checked against the chain with the stored checkpoints. GET PathVerify
+// verifies without receipts. The answer is an audit.Report.
+type VerifyRequest struct {
+	Receipts []audit.Receipt `json:"receipts"`
+}
 
 // JoinRequest asks for a first certificate.
 type JoinRequest struct {

@@ -275,9 +275,43 @@ func (c *Client) Register(ctx context.Context, addrs []string) error {
 	return c.call(ctx, http.MethodPost, controlapi.PathRegister, controlapi.RegisterRequest{Addrs: addrs}, nil)
 }
 
-// Send ships a batch of audit events; it makes Client an audit.Sender.
+// Send ships a batch of audit events; it makes Client an audit.Sender. The
+// receipt the coordinator answers with is kept in the state directory
+// (nodestate.ReceiptFile) once its signature checks out against the audit
+// key of the cached netmap; failing to keep it does not fail the send,
+// since the events are stored.
 func (c *Client) Send(ctx context.Context, events []audit.Event) error {
-	return c.call(ctx, http.MethodPost, controlapi.PathAudit, events, nil)
+	var resp controlapi.AuditIngestResponse
+	if err := c.call(ctx, http.MethodPost, controlapi.PathAudit, events, &resp); err != nil {
+		return err
+	}
+	if !resp.Receipt.IsZero() {
+		if err := c.keepReceipt(resp.Receipt); err != nil {
+			c.log.Warn("audit: receipt not kept", "err", err)
+		}
+	}
+	return nil
+}
+
+// keepReceipt checks r against the audit key of the cached netmap and saves
+// it: a receipt is only worth keeping if it is the coordinator's.
+func (c *Client) keepReceipt(r audit.Receipt) error {
+	nm, err := c.CachedNetmap()
+	if err != nil {
+		return err
+	}
+	pub, err := audit.ParsePublicKey([]byte(nm.AuditKey))
+	if err != nil {
+		return fmt.Errorf("audit key of the netmap: %w", err)
+	}
+	if err := r.Check(pub); err != nil {
+		return err
+	}
+	b, err := json.Marshal(r)
+	if err != nil {
+		return err
+	}
+	return c.dir.SaveReceipt(b)
 }
 
 // Call makes an API call: in is sent as JSON (nil: no body) and a 2xx

@@ -39,6 +39,7 @@ func (c *Coordinator) routes() http.Handler {
 	mux.HandleFunc("POST "+controlapi.PathAudit, c.node(c.handleAuditIngest))
 	mux.HandleFunc("GET "+controlapi.PathAudit, c.admin(c.handleAuditQuery))
 	mux.HandleFunc("GET "+controlapi.PathVerify, c.admin(c.handleAuditVerify))
+	mux.HandleFunc("POST "+controlapi.PathVerify, c.admin(c.handleAuditVerify))
 	mux.HandleFunc("POST "+controlapi.PathKeys, c.admin(c.handleKeyCreate))
 	mux.HandleFunc("GET "+controlapi.PathKeys, c.admin(c.handleKeyList))
 	mux.HandleFunc("POST "+controlapi.PathKeys+"/{id}/revoke", c.admin(c.handleKeyRevoke))

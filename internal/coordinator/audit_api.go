@@ -44,7 +44,12 @@ func (c *Coordinator) handleAuditIngest(w http.ResponseWriter, r *http.Request, 
 		c.internalError(w, r, "audit: ingest", err)
 		return
 	}
-	writeJSON(w, http.StatusOK, map[string]int{"received": len(batch), "added": added})
+	resp := controlapi.AuditIngestResponse{Received: len(batch), Added: added}
+	if resp.Receipt, err = c.audit.Receipt(r.Context()); err != nil {
+		// The events are stored; the node just keeps its older receipt.
+		c.log.Warn("coordinator: audit receipt", "err", err)
+	}
+	writeJSON(w, http.StatusOK, resp)
 }
 
 // handleAuditQuery streams matching events as JSON lines, so a large export
@@ -74,7 +79,9 @@ func (c *Coordinator) handleAuditQuery(w http.ResponseWriter, r *http.Request, w
 	}
 }
 
-// handleAuditVerify first signs the head the store holds in memory, so the
+// handleAuditVerify checks the receipts posted with it (nodes keep them,
+// see controlapi.VerifyRequest) along with the stored checkpoints. It first
+// signs the head the store holds in memory, so the
 // whole trail up to now is covered by a signature, then recomputes the
 // chain from the database. Signing cannot launder tampering: the signed
 // head is the one the store computed as events arrived, not one read back
@@ -83,7 +90,14 @@ func (c *Coordinator) handleAuditVerify(w http.ResponseWriter, r *http.Request, 
 	if err := c.audit.Checkpoint(r.Context()); err != nil {
 		c.log.Warn("coordinator: checkpoint before verify", "err", err)
 	}
-	rep, err := audit.Verify(r.Context(), c.db, c.auditPub)
+	var req controlapi.VerifyRequest
+	if r.Method == http.MethodPost {
+		if err := controlapi.Decode(r.Body, controlapi.MaxBody, &req); err != nil {
+			writeError(w, http.StatusBadRequest, "bad_request", "malformed verify request: "+err.Error())
+			return
+		}
+	}
+	rep, err := audit.Verify(r.Context(), c.db, c.auditPub, req.Receipts...)
 	if err != nil {
 		c.internalError(w, r, "audit: verify", err)
 		return

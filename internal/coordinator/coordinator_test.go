@@ -20,6 +20,7 @@ import (
 	"go.uber.org/goleak"
 
 	"agentmesh/internal/audit"
+	"agentmesh/internal/audit/audittest"
 	"agentmesh/internal/authkey"
 	"agentmesh/internal/controlapi"
 	"agentmesh/internal/controlclient"
@@ -28,6 +29,7 @@ import (
 	"agentmesh/internal/netmap"
 	"agentmesh/internal/nodestate"
 	"agentmesh/internal/pki"
+	"agentmesh/internal/store"
 )
 
 func TestMain(m *testing.M) {
@@ -518,5 +520,69 @@ func TestAuditRetentionPrunesAndVerifyStillPasses(t *testing.T) {
 	}
 	if rep.Events >= before {
 		t.Fatalf("events after pruning = %d, want fewer than %d", rep.Events, before)
+	}
+}
+
+// TestGatewayReceiptDetectsTailDeletedWhileCoordinatorWasDown: a tool node
+// keeps the signed receipt of its last shipped batch. Someone with the
+// database deletes the newest events and the checkpoints that cover them
+// while the coordinator is stopped; after a restart the database alone
+// verifies, the node's receipt does not.
+func TestGatewayReceiptDetectsTailDeletedWhileCoordinatorWasDown(t *testing.T) {
+	m := startMesh(t)
+	ctx := context.Background()
+	key := m.key(controlapi.KeyCreateRequest{Kind: "tool"})
+	dir, err := m.join(key, "ledger", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tool := m.client(dir)
+	base := m.clock.Now()
+	events := make([]audit.Event, 20)
+	for i := range events {
+		events[i] = audittest.Event(i, base)
+		events[i].Dst = "spiffe://test.mesh/tool/ledger"
+	}
+	if err := tool.Send(ctx, events); err != nil {
+		t.Fatal(err)
+	}
+	d, err := nodestate.Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(d.ReceiptPath())
+	if err != nil {
+		t.Fatalf("the node kept no receipt: %v", err)
+	}
+	var receipt audit.Receipt
+	if err := json.Unmarshal(b, &receipt); err != nil {
+		t.Fatal(err)
+	}
+	m.stop()
+	db, err := store.Open(filepath.Join(m.data, "mesh.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, q := range []string{
+		`DELETE FROM audit_events WHERE seq > ?`,
+		`DELETE FROM audit_checkpoints WHERE seq > ?`,
+	} {
+		if _, err := db.Exec(q, receipt.Seq-5); err != nil {
+			t.Fatal(err)
+		}
+	}
+	db.Close()
+	m.start()
+
+	var rep audit.Report
+	if err := m.admin.Call(ctx, http.MethodGet, controlapi.PathVerify, nil, &rep); err != nil || !rep.OK {
+		t.Fatalf("verify without the receipt: %+v %v (the gap receipts close)", rep, err)
+	}
+	req := controlapi.VerifyRequest{Receipts: []audit.Receipt{receipt}}
+	if err := m.admin.Call(ctx, http.MethodPost, controlapi.PathVerify, req, &rep); err != nil {
+		t.Fatal(err)
+	}
+	if rep.OK || rep.BrokenSeq != receipt.Seq || !strings.Contains(rep.Problem, "deleted") {
+		t.Fatalf("verify with the receipt: %+v", rep)
 	}
 }

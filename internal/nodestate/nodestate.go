@@ -46,6 +46,7 @@ const (
 	CertFile    = "node.crt"
 	CAFile      = "ca.crt"
 	NetmapFile  = "netmap.json"
+	ReceiptFile = "audit-receipt.json"
 	ConfigFile  = "coordinator.json"
 	SpoolSubdir = "spool"
 )
@@ -286,6 +287,22 @@ func (d *Dir) SaveNetmap(b []byte) error {
 	}
 	return nil
 }
+
+// SaveReceipt keeps the newest audit receipt the coordinator gave this node
+// (JSON), the node's evidence of what the audit trail held.
+func (d *Dir) SaveReceipt(b []byte) error {
+	if !json.Valid(b) {
+		return fmt.Errorf("save audit receipt: %w: not valid JSON", ErrInvalid)
+	}
+	if err := writeFile(d.file(ReceiptFile), b, true); err != nil {
+		return fmt.Errorf("save audit receipt: %w", err)
+	}
+	return nil
+}
+
+// ReceiptPath is where SaveReceipt writes, for `agentmesh audit verify
+// --receipt`.
+func (d *Dir) ReceiptPath() string { return d.file(ReceiptFile) }
 
 // Config is what a node needs to reconnect to its coordinator, stored in
 // coordinator.json. Every field is required.
