@@ -103,6 +103,8 @@ type Store struct {
 	head    Hash       // its chain hash
 	ckptSeq int64      // seq of the newest checkpoint
 	stale   bool       // a write failed: reload the head before the next one
+	// appended is closed (and replaced) whenever an Append stored events.
+	appended chan struct{}
 }
 
 // NewStore applies the audit schema to db and returns a Store that signs
@@ -128,7 +130,7 @@ func NewStore(ctx context.Context, db *sql.DB, signer crypto.Signer, opts StoreO
 	if opts.After == nil {
 		opts.After = time.After
 	}
-	s := &Store{db: db, signer: signer, pub: pub, opts: opts, log: opts.Logger}
+	s := &Store{db: db, signer: signer, pub: pub, opts: opts, log: opts.Logger, appended: make(chan struct{})}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
 	}
@@ -259,7 +261,20 @@ func (s *Store) insert(ctx context.Context, enc []encodedEvent) (int, error) {
 		return 0, err
 	}
 	s.seq, s.head = seq, head
+	if added > 0 {
+		close(s.appended)
+		s.appended = make(chan struct{})
+	}
 	return added, nil
+}
+
+// Appended returns a channel that is closed the next time an Append stores
+// at least one event, for callers that wait for events to arrive instead
+// of polling.
+func (s *Store) Appended() <-chan struct{} {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.appended
 }
 
 // Checkpoint signs the current head (seq, hash, time) and stores the

@@ -180,3 +180,26 @@ func TestPublicKeyPEMRoundTrips(t *testing.T) {
 		t.Fatalf("ParsePublicKey(garbage) = %v, want ErrBadKey", err)
 	}
 }
+
+func TestStoreAppendedClosesOnlyWhenEventsAreAdded(t *testing.T) {
+	ctx := context.Background()
+	s, _, _ := testStore(t, StoreOptions{})
+	ch := s.Appended()
+	if _, err := s.Append(ctx, testEvents(0, 3)); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-ch:
+	default:
+		t.Fatal("Appended was not closed by an Append that stored events")
+	}
+	ch = s.Appended()
+	if added, err := s.Append(ctx, testEvents(0, 3)); err != nil || added != 0 {
+		t.Fatalf("re-delivery: added %d, %v", added, err)
+	}
+	select {
+	case <-ch:
+		t.Fatal("Appended was closed by an Append that stored nothing")
+	default:
+	}
+}

@@ -133,8 +133,10 @@ func TestMeshKeepsServingWhileCoordinatorIsDownAndDeliversEveryEventAfter(t *tes
 	}
 	d.co = co
 	// Every decision made while it was away arrives, once.
-	deadline := time.Now().Add(20 * time.Second)
+	deadline := time.NewTimer(20 * time.Second)
+	defer deadline.Stop()
 	for {
+		appended := co.AuditAppended()
 		allows, denies := requestEvents(t, ctx, d, audit.Allow), requestEvents(t, ctx, d, audit.Deny)
 		if allows >= 1+calls && denies == 1 {
 			// Nothing is delivered twice: ids are unique in the store, and
@@ -144,10 +146,11 @@ func TestMeshKeepsServingWhileCoordinatorIsDownAndDeliversEveryEventAfter(t *tes
 			}
 			break
 		}
-		if time.Now().After(deadline) {
+		select {
+		case <-appended:
+		case <-deadline.C:
 			t.Fatalf("after the restart the trail has %d allow and %d deny request events, want %d and 1", allows, denies, 1+calls)
 		}
-		time.Sleep(50 * time.Millisecond)
 	}
 	var rep audit.Report
 	if err := d.admin.Call(ctx, http.MethodGet, controlapi.PathVerify, nil, &rep); err != nil || !rep.OK {
@@ -167,10 +170,18 @@ func TestAuditCommandsQueryAndDetectTampering(t *testing.T) {
 	env := map[string]string{"AGENTMESH_STATE": d.co.AdminDir()}
 	// The denial reaches the coordinator when the gateway ships its spool.
 	var out string
-	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+	deadline := time.NewTimer(10 * time.Second)
+	defer deadline.Stop()
+	for waiting := true; waiting; {
+		appended := d.co.AuditAppended()
 		_, out, _ = run(t, env, "audit", "--decision", "deny", "--kind", "request", "--json")
-		if strings.Contains(out, `"tool":"transfer"`) || time.Now().After(deadline) {
+		if strings.Contains(out, `"tool":"transfer"`) {
 			break
+		}
+		select {
+		case <-appended:
+		case <-deadline.C:
+			waiting = false
 		}
 	}
 	var ev audit.Event

@@ -232,6 +232,10 @@ func (c *Coordinator) TrustDomain() identity.TrustDomain { return c.td }
 // AdminDir is the state directory of the first admin identity.
 func (c *Coordinator) AdminDir() string { return filepath.Join(c.cfg.DataDir, "admin") }
 
+// AuditAppended returns a channel closed the next time events are stored in
+// the audit trail (shipped by a node or recorded here).
+func (c *Coordinator) AuditAppended() <-chan struct{} { return c.audit.Appended() }
+
 // Netmap returns the current netmap.
 func (c *Coordinator) Netmap() *netmap.Netmap {
 	c.mu.Lock()
