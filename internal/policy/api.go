@@ -1,14 +1,23 @@
 // Package policy parses, compiles and evaluates agentmesh policy documents.
 //
-// A document is HuJSON with three top-level keys: groups, grants and tests.
+// A document is HuJSON with four top-level keys: groups, grants, limits and
+// tests. Grants carry tools, resources, prompts, models and paths (HTTP
+// "METHOD /path" globs for model nodes); limits declare requests per minute
+// and tokens per day for model requests (see Policy.Limits).
 // Compile turns it into an immutable *Policy; Decide answers one request;
 // Visible answers what a source may see at a destination, for list filtering.
 //
 // Decoding is strict: unknown or duplicate keys, wrong JSON types, unknown
 // selector kinds, malformed globs, cyclic or undefined groups and when
 // expressions that do not compile to bool are errors naming line and column.
-// Size limits (MaxDocumentBytes, MaxGrants, MaxGroups, MaxTests, MaxDepth,
-// MaxWhenBytes, MaxIndexEntries) bound the cost of compiling a hostile file.
+// Size limits (MaxDocumentBytes, MaxGrants, MaxGroups, MaxTests, MaxLimits,
+// MaxDepth, MaxWhenBytes, MaxIndexEntries) bound the cost of compiling a
+// hostile file.
+//
+// A when sees src, dst, method, tool, resource, prompt, model, path,
+// http_method and args; for a model request args is the request's JSON body
+// (args.max_tokens, args.stream), and path and http_method are its URL path
+// and HTTP method.
 //
 // Grants only add access. Decide looks grants up in an index built at
 // compile time (destination key, then source key; keys are kind:name, tag
@@ -48,6 +57,10 @@ const (
 	ActionResource        // resources/read, resources/subscribe of Request.Resource
 	ActionPrompt          // prompts/get of Request.Prompt
 	ActionModel           // a model API request for Request.Model
+	// ActionPath is an HTTP request to a model node that names no model
+	// (GET /v1/models is filtered instead): allowed only when a grant's
+	// paths list covers "HTTPMethod Path", such as "POST /v1/audio/speech".
+	ActionPath
 )
 
 // Request is one question put to the policy.
@@ -61,6 +74,11 @@ type Request struct {
 	Resource string
 	Prompt   string
 	Model    string
+	// HTTPMethod and Path are the HTTP method and URL path of a model API
+	// request; `when` sees them as http_method and path. For ActionPath the
+	// item matched against a grant's paths is HTTPMethod + " " + Path.
+	HTTPMethod string
+	Path       string
 	// Args are the tool call's arguments (or the model request's fields), as
 	// decoded by the strict decoder; `when` sees them as `args`.
 	Args map[string]any

@@ -27,6 +27,7 @@ type Policy struct {
 	index   map[nodeKey]map[nodeKey][]int32
 	nGroups int
 	nTests  int
+	limits  []limit
 }
 
 type grant struct {
@@ -161,6 +162,9 @@ func (c *compiler) compile(raw *rawDoc) *Policy {
 		dst := c.expandList(rg.dst, path+".dst")
 		for k, l := range rg.lists {
 			if l != nil {
+				if itemKind(k) == itemPath {
+					c.checkPaths(*l, path+".paths")
+				}
 				g.lists[k] = c.globList(*l, path+"."+itemFields[k])
 			}
 		}
@@ -185,6 +189,7 @@ func (c *compiler) compile(raw *rawDoc) *Policy {
 			c.d.fail(rg.off, path, ErrInvalid, "the grants so far link more than %d (destination, source) pairs; use tags or * instead of enumerating large groups", MaxIndexEntries)
 		}
 	}
+	c.compileLimits(p, raw.limits)
 	return p
 }
 

@@ -129,6 +129,11 @@ func requestItem(r *Request) (string, itemKind, bool) {
 		s, k = r.Prompt, itemPrompt
 	case ActionModel:
 		s, k = r.Model, itemModel
+	case ActionPath:
+		if r.HTTPMethod == "" || r.Path == "" {
+			return "", 0, false
+		}
+		s, k = r.HTTPMethod+" "+r.Path, itemPath
 	default:
 		return "", 0, false
 	}

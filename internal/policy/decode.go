@@ -62,6 +62,7 @@ type (
 		groups []rawGroup
 		grants []rawGrant
 		tests  []rawTest
+		limits []rawLimit
 	}
 )
 
@@ -73,10 +74,11 @@ const (
 	itemResource
 	itemPrompt
 	itemModel
+	itemPath
 	numItemKinds
 )
 
-var itemFields = [numItemKinds]string{"tools", "resources", "prompts", "models"}
+var itemFields = [numItemKinds]string{"tools", "resources", "prompts", "models", "paths"}
 
 // decoder walks a parsed HuJSON tree strictly: known keys only, no duplicate
 // keys, the right JSON type for every field. It collects errors rather than
@@ -196,6 +198,18 @@ func decodeDocument(doc []byte) (*rawDoc, []error) {
 				}
 				if g, ok := d.grant(gv, fmt.Sprintf("grants[%d]", i)); ok {
 					raw.grants = append(raw.grants, g)
+				}
+			})
+		case "limits":
+			d.array(v, "limits", func(i int, lv *hujson.Value) {
+				if i == MaxLimits {
+					d.fail(lv.StartOffset, "limits", ErrInvalid, "more than %d limits", MaxLimits)
+				}
+				if i >= MaxLimits {
+					return
+				}
+				if l, ok := d.limit(lv, fmt.Sprintf("limits[%d]", i)); ok {
+					raw.limits = append(raw.limits, l)
 				}
 			})
 		case "tests":
@@ -375,7 +389,7 @@ func (d *decoder) grant(v *hujson.Value, path string) (rawGrant, bool) {
 			g.src, hasSrc = d.stringList(fv, fp)
 		case "dst":
 			g.dst, hasDst = d.stringList(fv, fp)
-		case "tools", "resources", "prompts", "models":
+		case "tools", "resources", "prompts", "models", "paths":
 			for k, f := range itemFields {
 				if f == name {
 					if l, ok := d.stringList(fv, fp); ok {

@@ -11,6 +11,7 @@ import (
 
 func FuzzCompile(f *testing.F) {
 	f.Add([]byte(decideDoc))
+	f.Add([]byte(modelDoc))
 	f.Add([]byte(`{}`))
 	f.Add([]byte(`{"groups": {"group:a": ["group:b"], "group:b": ["group:a"]}}`))
 	f.Add([]byte(`{"grants": [{"src": ["*"], "dst": ["*"], "tools": ["a*b?c", "!x"], "when": "args.x == 1"}]}`))

@@ -83,7 +83,7 @@ func (d *decoder) testNode(s str, tags *strList, path string) (Node, bool) {
 
 // testRequest parses an expectation such as "tools/call query",
 // "resources/read URI", "resources/subscribe URI", "prompts/get NAME",
-// "model NAME" or "connect".
+// "model NAME", "path METHOD /PATH" or "connect".
 func testRequest(s string) (Request, error) {
 	if s == "connect" {
 		return Request{Action: ActionConnect, Method: "connect"}, nil
@@ -102,8 +102,15 @@ func testRequest(s string) (Request, error) {
 		r.Action, r.Prompt = ActionPrompt, arg
 	case "model":
 		r.Action, r.Model = ActionModel, arg
+	case "path":
+		// "path POST /v1/audio/speech": an HTTP request to a model node.
+		hm, hp, ok := strings.Cut(arg, " ")
+		if !ok || hm == "" || !strings.HasPrefix(hp, "/") {
+			return Request{}, fmt.Errorf("expectation %q: want \"path METHOD /PATH\"", s)
+		}
+		r.Action, r.HTTPMethod, r.Path, r.Method = ActionPath, hm, hp, hp
 	default:
-		return Request{}, fmt.Errorf("expectation %q: unknown method %q (want tools/call, resources/read, resources/subscribe, prompts/get, model or connect)", s, method)
+		return Request{}, fmt.Errorf("expectation %q: unknown method %q (want tools/call, resources/read, resources/subscribe, prompts/get, model, path or connect)", s, method)
 	}
 	return r, nil
 }

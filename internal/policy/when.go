@@ -63,6 +63,8 @@ var celEnv = sync.OnceValues(func() (*cel.Env, error) {
 		cel.Variable("resource", strMap),
 		cel.Variable("prompt", strMap),
 		cel.Variable("model", cel.StringType),
+		cel.Variable("path", cel.StringType),
+		cel.Variable("http_method", cel.StringType),
 		cel.Variable("args", cel.MapType(cel.StringType, cel.DynType)),
 		ext.Strings(),
 		cel.ParserRecursionLimit(64),
@@ -166,6 +168,10 @@ func (a *activation) ResolveName(name string) (any, bool) {
 		return types.NewStringStringMap(types.DefaultTypeAdapter, map[string]string{"name": r.Prompt}), true
 	case "model":
 		return types.String(r.Model), true
+	case "path":
+		return types.String(r.Path), true
+	case "http_method":
+		return types.String(r.HTTPMethod), true
 	case "args":
 		m, _ := celArg(r.Args).(map[string]any)
 		if m == nil {
