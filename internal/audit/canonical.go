@@ -58,6 +58,14 @@ func appendCanonical(dst []byte, e *Event) ([]byte, error) {
 		dst = strconv.AppendInt(dst, u.TotalTokens, 10)
 		dst = append(dst, '}')
 	}
+	if e.TTFBUS != 0 {
+		dst = append(dst, `,"ttfb_us":`...)
+		dst = strconv.AppendInt(dst, e.TTFBUS, 10)
+	}
+	if e.Status != 0 {
+		dst = append(dst, `,"status":`...)
+		dst = strconv.AppendInt(dst, int64(e.Status), 10)
+	}
 	return append(dst, '}'), nil
 }
 

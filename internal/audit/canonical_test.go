@@ -79,6 +79,9 @@ func TestAppendCanonicalMatchesEncodingJSON(t *testing.T) {
 			e.Usage = &Usage{TotalTokens: int64(i)}
 		}
 		e.LatencyUS = 0
+		if i%3 == 0 {
+			e.TTFBUS, e.Status = int64(i+1), 200+i
+		}
 		got, _ := appendCanonical(nil, &e)
 		if want := referenceCanonical(t, e); !bytes.Equal(got, want) {
 			t.Fatalf("mismatch:\n got %s\nwant %s", got, want)
@@ -102,4 +105,29 @@ func FuzzAppendCanonicalMatchesEncodingJSON(f *testing.F) {
 			t.Fatalf("mismatch:\n got %s\nwant %s", got, want)
 		}
 	})
+}
+
+func TestAppendCanonicalCoversModelHTTPFields(t *testing.T) {
+	e := testEvent(3)
+	base, err := appendCanonical(nil, &e)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, set := range []func(*Event){
+		func(e *Event) { e.TTFBUS = 1234 },
+		func(e *Event) { e.Status = 429 },
+	} {
+		c := e
+		set(&c)
+		got, err := appendCanonical(nil, &c)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if bytes.Equal(got, base) {
+			t.Fatalf("canonical encoding ignores a field: %s", got)
+		}
+		if want := referenceCanonical(t, c); !bytes.Equal(got, want) {
+			t.Fatalf("mismatch:\n got %s\nwant %s", got, want)
+		}
+	}
 }

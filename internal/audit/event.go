@@ -71,6 +71,12 @@ type Event struct {
 	Detail string `json:"detail,omitempty"`
 	// Usage records model token usage, when the response reported it.
 	Usage *Usage `json:"usage,omitempty"`
+	// TTFBUS is the time to the first byte of the upstream's response, in
+	// microseconds, for proxied HTTP requests (model endpoints).
+	TTFBUS int64 `json:"ttfb_us,omitempty"`
+	// Status is the HTTP status answered to the client, for HTTP requests
+	// (model endpoints); 0 when not applicable.
+	Status int `json:"status,omitempty"`
 }
 
 // Usage is the token usage of one model request.
