@@ -60,3 +60,28 @@ func admit(st *State, id identity.ID, inc string) string {
 	}
 	return ""
 }
+
+// IdentifyTLS identifies the client of r by its verified certificate and
+// admits it under st, for other servers on the gateway's listener (the model
+// gateway). It returns the admitted peer, the identity read from the
+// certificate (zero when none could be read) and, on refusal, one of the
+// gateway's reason codes (no_certificate, bad_identity, unknown_peer,
+// revoked, stale_incarnation, no_policy, no_grant); reason is "" when the
+// peer is admitted. A nil st refuses with no_policy.
+func IdentifyTLS(st *State, r *http.Request) (Peer, identity.ID, string) {
+	if r.TLS == nil || len(r.TLS.PeerCertificates) == 0 {
+		return Peer{}, identity.ID{}, ReasonNoCertificate
+	}
+	leaf := r.TLS.PeerCertificates[0]
+	id, err := identity.FromCertificate(leaf)
+	if err != nil {
+		return Peer{}, identity.ID{}, ReasonBadIdentity
+	}
+	if st == nil {
+		return Peer{}, id, ReasonNoPolicy
+	}
+	if reason := admit(st, id, pki.Incarnation(leaf)); reason != "" {
+		return Peer{}, id, reason
+	}
+	return st.Peers[id.Name], id, ""
+}

@@ -1,0 +1,223 @@
+package modelgw
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/url"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"agentmesh/internal/gateway"
+)
+
+// Defaults of Config.
+const (
+	DefaultMaxBodyBytes     = 4 << 20
+	DefaultMaxResponseBytes = 16 << 20
+)
+
+// Config configures a Gateway.
+type Config struct {
+	// TLS is the server configuration from pki.NewServerTLS. Required by
+	// Serve (Handler alone does not need it).
+	TLS *tls.Config
+	// Upstream is the base URL of the OpenAI-compatible API, such as
+	// http://127.0.0.1:8000; request paths (/v1/...) are appended to it. A
+	// trailing "/v1" is dropped, so http://127.0.0.1:8000/v1 works too.
+	// Required.
+	Upstream string
+	// UpstreamHeader is added to every upstream request: the gateway's own
+	// credential for the upstream (Authorization: Bearer ...), if any.
+	UpstreamHeader http.Header
+	// Transport overrides the HTTP transport to the upstream; nil uses a
+	// keep-alive transport.
+	Transport http.RoundTripper
+	// Audit receives every decision. Required.
+	Audit gateway.Recorder
+	// StateDir is where limit counters are kept (file CountersFile); ""
+	// keeps them in memory, so a restart resets them.
+	StateDir string
+	// MaxBodyBytes bounds a request body (413 above it); zero is
+	// DefaultMaxBodyBytes.
+	MaxBodyBytes int64
+	// MaxResponseBytes bounds a non-streamed response that is buffered to
+	// read its usage or filter a model list; a larger one passes through
+	// unparsed (a model list is then refused). Zero is
+	// DefaultMaxResponseBytes.
+	MaxResponseBytes int64
+	// Logger is for operators; nil discards.
+	Logger *slog.Logger
+	// Now is the clock of audit events, latencies and limit windows; nil is
+	// time.Now.
+	Now func() time.Time
+}
+
+// Gateway is the server side of model endpoints. Create it with New; it is
+// an http.Handler (Handler) and serves mTLS itself with Serve.
+type Gateway struct {
+	cfg      Config
+	log      *slog.Logger
+	now      func() time.Time
+	upstream *url.URL
+	client   *http.Client
+	state    atomic.Pointer[gateway.State]
+	counters *counters
+	serving  atomic.Bool
+
+	// flights are the admitted requests in progress, re-checked by Update.
+	mu      sync.Mutex
+	flights map[*flight]struct{}
+}
+
+// flight is one admitted request in progress.
+type flight struct {
+	r      *http.Request // carries the verified TLS state
+	cancel context.CancelFunc
+}
+
+// New checks cfg, loads the limit counters from cfg.StateDir and returns a
+// gateway enforcing initial (nil: the zero State, which denies everything).
+func New(cfg Config, initial *gateway.State) (*Gateway, error) {
+	if cfg.Audit == nil {
+		return nil, fmt.Errorf("new model gateway: %w: Audit recorder is required", ErrConfig)
+	}
+	u, err := url.Parse(cfg.Upstream)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.RawQuery != "" || u.Fragment != "" {
+		return nil, fmt.Errorf("new model gateway: %w: upstream %q: want http(s)://HOST[:PORT][/PREFIX]", ErrConfig, cfg.Upstream)
+	}
+	u.Path = strings.TrimSuffix(strings.TrimSuffix(u.Path, "/"), "/v1")
+	u.RawPath = ""
+	g := &Gateway{cfg: cfg, log: cfg.Logger, now: cfg.Now, upstream: u, flights: map[*flight]struct{}{}}
+	if g.log == nil {
+		g.log = slog.New(slog.DiscardHandler)
+	}
+	if g.now == nil {
+		g.now = time.Now
+	}
+	if g.cfg.MaxBodyBytes <= 0 {
+		g.cfg.MaxBodyBytes = DefaultMaxBodyBytes
+	}
+	if g.cfg.MaxResponseBytes <= 0 {
+		g.cfg.MaxResponseBytes = DefaultMaxResponseBytes
+	}
+	tr := cfg.Transport
+	if tr == nil {
+		tr = &http.Transport{
+			Proxy:               nil,
+			DialContext:         (&net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
+			MaxIdleConns:        256,
+			MaxIdleConnsPerHost: 64,
+			IdleConnTimeout:     90 * time.Second,
+			// Bodies are relayed verbatim and parsed for usage: ask for
+			// them uncompressed.
+			DisableCompression: true,
+		}
+	}
+	g.client = &http.Client{Transport: tr, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	path := ""
+	if cfg.StateDir != "" {
+		path = filepath.Join(cfg.StateDir, CountersFile)
+	}
+	g.counters, err = loadCounters(path)
+	if err != nil {
+		return nil, fmt.Errorf("new model gateway: %w", err)
+	}
+	g.Update(initial)
+	return g, nil
+}
+
+// Update swaps the enforced state atomically (nil denies everything). New
+// requests are decided under s; requests in progress keep the decision they
+// got, except that those of peers s no longer admits (revoked, removed, of
+// a stale incarnation, or no longer linked to this node by any grant) are
+// cut at once, streams included, before Update returns.
+func (g *Gateway) Update(s *gateway.State) {
+	if s == nil {
+		s = &gateway.State{}
+	}
+	g.state.Store(s)
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	for f := range g.flights {
+		if _, id, reason := gateway.IdentifyTLS(s, f.r); reason != "" {
+			g.log.Info("model gateway: cutting request of peer that lost access", "peer", id.String(), "reason", reason)
+			f.cancel()
+		}
+	}
+}
+
+// track registers an admitted request so that Update can cut it; the
+// returned request carries the cancellable context, and done unregisters.
+func (g *Gateway) track(r *http.Request) (*http.Request, func()) {
+	ctx, cancel := context.WithCancel(r.Context())
+	f := &flight{r: r.WithContext(ctx), cancel: cancel}
+	g.mu.Lock()
+	g.flights[f] = struct{}{}
+	g.mu.Unlock()
+	return f.r, func() {
+		g.mu.Lock()
+		delete(g.flights, f)
+		g.mu.Unlock()
+		cancel()
+	}
+}
+
+// Handler returns the HTTP handler (for tests and for mounting on a server
+// whose TLS configuration verifies client certificates).
+func (g *Gateway) Handler() http.Handler { return http.HandlerFunc(g.serveHTTP) }
+
+// Serve accepts TLS connections on ln until ctx ends, then shuts down,
+// waiting for requests in flight to finish (streams are cut when ctx ends,
+// because their request contexts derive from it), and returns nil. It
+// closes ln.
+func (g *Gateway) Serve(ctx context.Context, ln net.Listener) error {
+	if g.cfg.TLS == nil {
+		ln.Close()
+		return fmt.Errorf("serve: %w: TLS configuration is required", ErrConfig)
+	}
+	if !g.serving.CompareAndSwap(false, true) {
+		ln.Close()
+		return fmt.Errorf("serve: %w", ErrServing)
+	}
+	base, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	srv := &http.Server{
+		Handler:           g.Handler(),
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		ErrorLog:          slog.NewLogLogger(g.log.Handler(), slog.LevelDebug),
+		BaseContext:       func(net.Listener) context.Context { return base },
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(tls.NewListener(ln, g.cfg.TLS)) }()
+	var err error
+	select {
+	case <-ctx.Done():
+	case err = <-errc:
+		errc = nil
+	}
+	cancel()
+	shutCtx, done := context.WithTimeout(context.Background(), 5*time.Second)
+	defer done()
+	if serr := srv.Shutdown(shutCtx); serr != nil {
+		srv.Close()
+	}
+	if errc != nil {
+		<-errc
+	}
+	if errors.Is(err, http.ErrServerClosed) {
+		err = nil
+	}
+	if t, ok := g.client.Transport.(*http.Transport); ok && g.cfg.Transport == nil {
+		t.CloseIdleConnections()
+	}
+	return err
+}

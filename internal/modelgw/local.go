@@ -1,0 +1,214 @@
+package modelgw
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"net/netip"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// LocalConfig configures a Local.
+type LocalConfig struct {
+	// Resolve returns the model gateway's base URL (https://host:port); it
+	// is called for every request so that netmap changes are picked up.
+	// Required.
+	Resolve func(ctx context.Context) (string, error)
+	// TLS is the client configuration with the node certificate. It is
+	// cloned; TLS 1.3 is enforced. Required.
+	TLS *tls.Config
+	// Logger is for operators; nil discards.
+	Logger *slog.Logger
+}
+
+// Local is the client side of a model endpoint: a loopback HTTP server that
+// relays OpenAI-compatible requests to the model gateway over mTLS.
+type Local struct {
+	resolve   func(context.Context) (string, error)
+	log       *slog.Logger
+	transport *http.Transport
+	proxy     *httputil.ReverseProxy
+}
+
+type gatewayKey struct{}
+
+// localDropHeaders never leave the machine: credentials the agent's SDK
+// sends (none is a mesh credential) and the browser's Origin.
+var localDropHeaders = []string{"Authorization", "Cookie", "Api-Key", "X-Api-Key", "Proxy-Authorization", "Origin"}
+
+// NewLocal checks cfg and returns a Local. It does not contact the gateway.
+func NewLocal(cfg LocalConfig) (*Local, error) {
+	if cfg.Resolve == nil {
+		return nil, fmt.Errorf("new local model endpoint: %w: Resolve is required", ErrConfig)
+	}
+	if cfg.TLS == nil {
+		return nil, fmt.Errorf("new local model endpoint: %w: TLS is required (the node identity is the credential)", ErrConfig)
+	}
+	tlsCfg := cfg.TLS.Clone()
+	if len(tlsCfg.Certificates) == 0 && tlsCfg.GetClientCertificate == nil {
+		return nil, fmt.Errorf("new local model endpoint: %w: TLS has no client certificate", ErrConfig)
+	}
+	if tlsCfg.MinVersion < tls.VersionTLS13 {
+		tlsCfg.MinVersion = tls.VersionTLS13
+	}
+	tlsCfg.NextProtos = nil
+	l := &Local{resolve: cfg.Resolve, log: cfg.Logger}
+	if l.log == nil {
+		l.log = slog.New(slog.DiscardHandler)
+	}
+	protocols := new(http.Protocols)
+	protocols.SetHTTP1(true)
+	protocols.SetHTTP2(true)
+	l.transport = &http.Transport{
+		DialContext:         (&net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
+		TLSClientConfig:     tlsCfg,
+		TLSHandshakeTimeout: 10 * time.Second,
+		Protocols:           protocols,
+		MaxIdleConns:        256,
+		MaxIdleConnsPerHost: 64,
+		IdleConnTimeout:     90 * time.Second,
+		DisableCompression:  true,
+	}
+	l.proxy = &httputil.ReverseProxy{
+		Transport:     l.transport,
+		FlushInterval: -1, // SSE chunks go to the client as they arrive
+		Rewrite: func(pr *httputil.ProxyRequest) {
+			base := pr.In.Context().Value(gatewayKey{}).(*url.URL)
+			pr.SetURL(base)
+			pr.Out.Host = base.Host
+			// The agent's API key (if its SDK insists on one) is not a
+			// mesh credential and never leaves the machine.
+			for _, k := range localDropHeaders {
+				pr.Out.Header.Del(k)
+			}
+		},
+		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
+			l.log.Warn("local model endpoint: gateway request failed", "err", err)
+			writeError(w, http.StatusBadGateway, ErrorBody{Error: ErrorDetail{Type: "api_error", Code: ReasonUpstream,
+				Message: "the model gateway could not be reached"}, Reason: ReasonUpstream})
+		},
+	}
+	return l, nil
+}
+
+// Handler returns the local HTTP handler for a listener on port (the
+// listener's port, which the Host header must carry).
+func (l *Local) Handler(port string) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !hostAllowed(r.Host, port) || (r.Header.Get("Origin") != "" && !originAllowed(r.Header.Get("Origin"))) {
+			writeError(w, http.StatusForbidden, ErrorBody{Error: ErrorDetail{Type: "permission_denied", Code: ReasonNotLocal,
+				Message: "this endpoint serves local clients only"}, Reason: ReasonNotLocal})
+			return
+		}
+		raw, err := l.resolve(r.Context())
+		var base *url.URL
+		if err == nil {
+			base, err = url.Parse(raw)
+		}
+		if err != nil || base.Scheme != "https" || base.Host == "" {
+			l.log.Warn("local model endpoint: resolving the gateway failed", "err", err, "url", raw)
+			writeError(w, http.StatusBadGateway, ErrorBody{Error: ErrorDetail{Type: "api_error", Code: ReasonUpstream,
+				Message: "the model gateway could not be resolved"}, Reason: ReasonUpstream})
+			return
+		}
+		base.Path, base.RawPath = "", ""
+		l.proxy.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), gatewayKey{}, base)))
+	})
+}
+
+// Serve serves the local endpoint on ln (which must be a loopback TCP
+// listener) until ctx ends. It closes ln.
+func (l *Local) Serve(ctx context.Context, ln net.Listener) error {
+	tcp, ok := ln.Addr().(*net.TCPAddr)
+	if !ok || !tcp.IP.IsLoopback() {
+		ln.Close()
+		return fmt.Errorf("serve local model endpoint %v: %w", ln.Addr(), ErrNotLoopback)
+	}
+	srv := &http.Server{
+		Handler:           l.Handler(strconv.Itoa(tcp.Port)),
+		ReadHeaderTimeout: 10 * time.Second,
+		ErrorLog:          slog.NewLogLogger(l.log.Handler(), slog.LevelDebug),
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	var err error
+	select {
+	case <-ctx.Done():
+	case err = <-errc:
+		errc = nil
+	}
+	shutCtx, done := context.WithTimeout(context.Background(), 5*time.Second)
+	defer done()
+	if serr := srv.Shutdown(shutCtx); serr != nil {
+		srv.Close()
+	}
+	if errc != nil {
+		<-errc
+	}
+	l.transport.CloseIdleConnections()
+	if errors.Is(err, http.ErrServerClosed) {
+		err = nil
+	}
+	return err
+}
+
+// Close releases idle connections to the gateway. It is idempotent.
+func (l *Local) Close() error {
+	l.transport.CloseIdleConnections()
+	return nil
+}
+
+// Listen opens a loopback TCP listener ("127.0.0.1:0", "localhost:7801");
+// any other address fails with ErrNotLoopback.
+func Listen(addr string) (net.Listener, error) {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return nil, fmt.Errorf("listen %q: %w", addr, err)
+	}
+	if strings.EqualFold(host, "localhost") {
+		host = "127.0.0.1"
+	}
+	ip, err := netip.ParseAddr(host)
+	if err != nil || !ip.IsLoopback() || ip.Zone() != "" {
+		return nil, fmt.Errorf("listen %q: %w", addr, ErrNotLoopback)
+	}
+	ln, err := net.Listen("tcp", net.JoinHostPort(ip.String(), port))
+	if err != nil {
+		return nil, fmt.Errorf("listen %q: %w", addr, err)
+	}
+	return ln, nil
+}
+
+func isLoopbackHost(host string) bool {
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	ip, err := netip.ParseAddr(host)
+	return err == nil && ip.IsLoopback() && ip.Zone() == ""
+}
+
+// hostAllowed: the Host header must be a loopback name with the listener's
+// port; a DNS-rebinding page carries its own name.
+func hostAllowed(hostHeader, port string) bool {
+	host, p, err := net.SplitHostPort(hostHeader)
+	if err != nil {
+		host, p = strings.TrimSuffix(strings.TrimPrefix(hostHeader, "["), "]"), "80"
+	}
+	return p == port && isLoopbackHost(host)
+}
+
+func originAllowed(origin string) bool {
+	u, err := url.Parse(origin)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.User != nil {
+		return false
+	}
+	return isLoopbackHost(u.Hostname())
+}
