@@ -16,4 +16,12 @@
 // reaches the server, and lands in the audit trail as a deny with that reason;
 // progress notifications stream back to the client; `agentmesh audit verify`
 // accepts the resulting hash chain.
+//
+// Model endpoints are driven the same way by the official `openai` npm
+// client (openai_client.mjs) through `agentmesh connect model:NAME --listen`
+// against a model node whose upstream is the Go test server of
+// internal/modelgw/modelgwtest: the model list is filtered, completions
+// (plain and streamed with usage) and embeddings come back, a denied model
+// surfaces as an APIError with our reason code, and the audit trail records
+// status, time to first byte and token usage.
 package e2e

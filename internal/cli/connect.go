@@ -20,7 +20,7 @@ func init() {
 	register(&command{
 		name:  "connect",
 		usage: "SERVICE --state DIR [--listen 127.0.0.1:PORT]",
-		short: "expose a mesh tool server to a local MCP client (stdio, or HTTP on loopback)",
+		short: "expose a mesh tool server to a local MCP client (stdio, or HTTP on loopback), or a model API to a local OpenAI client",
 		long: `SERVICE is a node name or tool:NAME, resolved through the netmap. The connection to its
 gateway uses this node's identity (mTLS) and is re-established after failures.
 
@@ -32,9 +32,14 @@ By default it is a stdio MCP server, so it can be the command of an MCP client's
 With --listen it serves Streamable HTTP at http://127.0.0.1:PORT/mcp, on loopback only, and
 refuses requests whose Host or Origin is not local (DNS rebinding protection).
 
+For model:NAME, --listen is required: it serves the model's OpenAI-compatible API at
+http://127.0.0.1:PORT/v1, so unmodified clients use OPENAI_BASE_URL=http://127.0.0.1:PORT/v1
+(the API key they send stays on this machine; the mesh identity is the credential).
+
 Examples:
   agentmesh connect payments-db --state ./fraud
-  agentmesh connect tool:files --state ./fraud --listen 127.0.0.1:7801`,
+  agentmesh connect tool:files --state ./fraud --listen 127.0.0.1:7801
+  agentmesh connect model:llm --state ./fraud --listen 127.0.0.1:7802`,
 		run: runConnect,
 	})
 }
@@ -52,8 +57,12 @@ func runConnect(ctx context.Context, env Env, args []string) error {
 	if len(pos) != 1 {
 		return usagef("give one SERVICE (a node name or tool:NAME)")
 	}
-	if _, _, err := parseService(pos[0]); err != nil {
+	kind, _, err := parseService(pos[0])
+	if err != nil {
 		return usagef("%v", err)
+	}
+	if kind == identity.KindModel && *listen == "" {
+		return usagef("a model endpoint is HTTP: give --listen 127.0.0.1:PORT (stdio makes no sense for a model)")
 	}
 	if err := needState(*state); err != nil {
 		return err
@@ -63,7 +72,11 @@ func runConnect(ctx context.Context, env Env, args []string) error {
 		if ln, err = connector.Listen(*listen); err != nil {
 			return err
 		}
-		fmt.Fprintf(env.Stderr, "connect: serving %s at http://%s/mcp\n", pos[0], ln.Addr())
+		if kind == identity.KindModel {
+			fmt.Fprintf(env.Stderr, "connect: serving %s at http://%s/v1 (OPENAI_BASE_URL)\n", pos[0], ln.Addr())
+		} else {
+			fmt.Fprintf(env.Stderr, "connect: serving %s at http://%s/mcp\n", pos[0], ln.Addr())
+		}
 	}
 	return connectService(ctx, env, *state, pos[0], ln, newLogger(env, *verbose))
 }
@@ -98,6 +111,9 @@ func connectService(ctx context.Context, env Env, state, service string, ln net.
 		}
 		return nil
 	})
+	if kind == identity.KindModel && ln != nil {
+		return connectModel(ctx, n, kind, name, tlsCfg, ln, log)
+	}
 	cn, err := connector.New(connector.Config{
 		TLS:    tlsCfg,
 		Logger: log,

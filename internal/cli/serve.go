@@ -13,6 +13,7 @@ import (
 	"agentmesh/internal/gateway"
 	"agentmesh/internal/identity"
 	"agentmesh/internal/mcpwire"
+	"agentmesh/internal/modelgw"
 	"agentmesh/internal/netmap"
 	"agentmesh/internal/node"
 	"agentmesh/internal/pki"
@@ -37,7 +38,12 @@ The address is registered with the coordinator so that connectors find it by nam
 Examples:
   agentmesh serve --state ./payments -- npx @modelcontextprotocol/server-postgres postgres://localhost/db
   agentmesh serve --state ./files --listen 0.0.0.0:7800 --advertise files.internal:7800 -- mcp-server-filesystem /srv
-  agentmesh serve --state ./tools --upstream http://127.0.0.1:8080/mcp`,
+  agentmesh serve --state ./tools --upstream http://127.0.0.1:8080/mcp
+
+A node of kind model serves an OpenAI-compatible API instead: --upstream is its base URL
+(such as http://127.0.0.1:8000; a stdio command is a usage error), clients reach it through
+'agentmesh connect model:NAME --listen 127.0.0.1:PORT', and limit counters are kept in DIR:
+  agentmesh serve --state ./llm --upstream http://127.0.0.1:8000`,
 		run: runServe,
 	})
 }
@@ -48,7 +54,7 @@ func runServe(ctx context.Context, env Env, args []string) error {
 	state := stateFlag(fs, env)
 	listen := fs.String("listen", DefaultServeListen, "`ADDR` to listen on")
 	advertise := fs.String("advertise", "", "`HOST:PORT` registered for connectors (default: the listen address)")
-	upstreamURL := fs.String("upstream", "", "Streamable HTTP MCP server `URL`")
+	upstreamURL := fs.String("upstream", "", "Streamable HTTP MCP server `URL` (for a model node: the OpenAI-compatible API's base URL)")
 	maxBytes := fs.Int("max-message-bytes", 4<<20, "largest JSON-RPC message accepted from a client")
 	argsHash := fs.Bool("record-args-hash", false, "store the SHA-256 of tool call arguments in audit events")
 	verbose := fs.Bool("v", false, "log to stderr at debug level")
@@ -71,7 +77,7 @@ func runServe(ctx context.Context, env Env, args []string) error {
 		up = gateway.HTTPUpstream{URL: *upstreamURL}
 	}
 	return serve(ctx, env, serveConfig{state: *state, listen: *listen, advertise: *advertise, upstream: up,
-		limits: mcpwire.Limits{MaxBytes: *maxBytes}, argsHash: *argsHash, log: log})
+		limits: mcpwire.Limits{MaxBytes: *maxBytes}, argsHash: *argsHash, log: log, modelUpstream: *upstreamURL})
 }
 
 type serveConfig struct {
@@ -82,6 +88,9 @@ type serveConfig struct {
 	log                      *slog.Logger
 	// ready, when set, receives the gateway's address once it serves.
 	ready func(addr string)
+	// modelUpstream is the --upstream URL, used as the model API's base
+	// URL when the node is of kind model ("" with a stdio command).
+	modelUpstream string
 }
 
 // serve runs a gateway until ctx ends.
@@ -90,6 +99,7 @@ func serve(ctx context.Context, env Env, sc serveConfig) error {
 	var (
 		mu     sync.Mutex
 		gw     *gateway.Gateway
+		mgw    *modelgw.Gateway
 		latest *node.View
 		self   identity.ID
 	)
@@ -99,6 +109,9 @@ func serve(ctx context.Context, env Env, sc serveConfig) error {
 		latest = &v
 		if gw != nil {
 			gw.Update(gatewayState(v, self))
+		}
+		if mgw != nil {
+			mgw.Update(gatewayState(v, self))
 		}
 	}})
 	if err != nil {
@@ -124,6 +137,16 @@ func serve(ctx context.Context, env Env, sc serveConfig) error {
 			}
 		},
 	})
+	if self.Kind == identity.KindModel {
+		return serveModel(ctx, env, n, sc, tlsCfg, self, func(g *modelgw.Gateway) {
+			mu.Lock()
+			defer mu.Unlock()
+			mgw = g
+			if latest != nil {
+				mgw.Update(gatewayState(*latest, self))
+			}
+		})
+	}
 	g, err := gateway.New(gateway.Config{TLS: tlsCfg, Upstream: sc.upstream, Audit: n, Limits: sc.limits, Logger: log, RecordArgsHash: sc.argsHash}, nil)
 	if err != nil {
 		return err
