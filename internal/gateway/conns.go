@@ -27,6 +27,9 @@ type trackedConn struct {
 type peerRef struct {
 	id          identity.ID
 	incarnation string
+	// key and caller are set instead of id for an Identifier caller.
+	key    string
+	caller *Caller
 }
 
 type connKey struct{}

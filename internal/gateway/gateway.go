@@ -116,6 +116,12 @@ type Config struct {
 	// process or upstream session: clients that vanish without a DELETE
 	// would otherwise hold them forever. Zero is 30 minutes.
 	SessionIdleTimeout time.Duration
+	// Identifier, when set, identifies requests that arrive without TLS
+	// (a tailnet's WireGuard authenticates the transport instead): see
+	// Caller. With TLS nil, Serve then serves plain HTTP, which is only
+	// safe on a listener whose transport authenticates and encrypts, such
+	// as tailnet.Node's. Nil refuses every request without a certificate.
+	Identifier Identifier
 }
 
 const (
@@ -241,7 +247,7 @@ func (g *Gateway) Handler() http.Handler { return g.handler }
 // everything it started (connections, streams, sessions, child processes)
 // has stopped. It closes ln.
 func (g *Gateway) Serve(ctx context.Context, ln net.Listener) error {
-	if g.cfg.TLS == nil {
+	if g.cfg.TLS == nil && g.cfg.Identifier == nil {
 		ln.Close()
 		return fmt.Errorf("serve: %w: TLS configuration is required", ErrConfig)
 	}
@@ -259,7 +265,10 @@ func (g *Gateway) Serve(ctx context.Context, ln net.Listener) error {
 		ConnState:         g.conns.connState,
 	}
 	errc := make(chan error, 1)
-	go func() { errc <- srv.Serve(tls.NewListener(ln, g.cfg.TLS)) }()
+	if g.cfg.TLS != nil {
+		ln = tls.NewListener(ln, g.cfg.TLS)
+	}
+	go func() { errc <- srv.Serve(ln) }()
 	g.goOwned(g.reapLoop)
 
 	var err error
@@ -312,15 +321,17 @@ func (g *Gateway) Update(s *State) {
 	// Cut peers that are no longer admitted.
 	for _, tc := range g.conns.snapshot() {
 		p := tc.peer()
-		if p == nil {
-			continue
+		if p == nil || p.caller != nil {
+			continue // Identifier callers are re-checked below
 		}
 		if reason := admit(s, p.id, p.incarnation); reason != "" {
-			g.log.Info("closing connection of peer that lost access", "peer", p.id.String(), "reason", reason)
-			tc.conn.Close()
+			g.closeConn(tc, p.id.String(), reason, s)
 		}
 	}
 	for _, sess := range g.sessions.all() {
+		if sess.hasCaller {
+			continue // re-checked below
+		}
 		if reason := admit(s, sess.owner, sess.incarnation); reason != "" {
 			g.log.Info("closing session of peer that lost access", "peer", sess.owner.String(), "session", sess.id, "reason", reason)
 			g.endSession(sess)
@@ -333,6 +344,7 @@ func (g *Gateway) Update(s *State) {
 		}
 		sess.recheck(s)
 	}
+	g.recheckCallers(context.Background(), s)
 }
 
 // reapLoop ends idle sessions until Serve stops, looking every quarter of
@@ -374,6 +386,19 @@ func (g *Gateway) reapIdle() int {
 		})
 	}
 	return n
+}
+
+// closeConn closes the connection of a peer (src, for the log and the
+// audit trail) that lost access under st for reason, and audits it: the
+// peer's streams end with it, and a stateless client has no session whose
+// closing would otherwise show in the trail.
+func (g *Gateway) closeConn(tc *trackedConn, src, reason string, st *State) {
+	g.log.Info("closing connection of peer that lost access", "peer", src, "reason", reason)
+	tc.conn.Close()
+	g.record(context.Background(), &audit.Event{
+		Kind: audit.KindConnection, Src: src, SrcAddr: tc.conn.RemoteAddr().String(), Dst: dstOf(st),
+		Decision: audit.Deny, Reason: reason, Outcome: "closed", PolicyVersion: versionOf(st),
+	})
 }
 
 // endSession removes a session and releases everything it holds.

@@ -429,6 +429,11 @@ func TestGatewayClosesRevokedPeer(t *testing.T) {
 	}); err != nil {
 		t.Fatal(err)
 	}
+	if _, err := f.rec.WaitFor(ctx, func(e audit.Event) bool {
+		return e.Kind == audit.KindConnection && e.Src == fraud.String() && e.Reason == ReasonRevoked && e.Outcome == "closed"
+	}); err != nil {
+		t.Fatalf("closed connection not audited: %v", err)
+	}
 }
 
 func TestGatewayPassesProgressAndSampling(t *testing.T) {

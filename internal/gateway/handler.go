@@ -37,20 +37,31 @@ type exchange struct {
 
 func (g *Gateway) serveMCP(w http.ResponseWriter, r *http.Request) {
 	start := g.now()
-	p, id, reason := g.identify(r)
+	var (
+		p      *peerInfo
+		src    string
+		reason string
+	)
+	if r.TLS == nil && g.cfg.Identifier != nil {
+		p, src, reason = g.identifyCaller(r, g.state.Load())
+	} else {
+		var id identity.ID
+		p, id, reason = g.identify(r)
+		src = id.String()
+	}
 	if p == nil {
-		g.refuse(w, r, id, reason)
+		g.refuse(w, r, src, reason)
 		return
 	}
 	if tc := connOf(r.Context()); tc != nil && tc.bind(p.ref) {
 		g.record(r.Context(), &audit.Event{
-			Kind: audit.KindConnection, Src: p.ref.id.String(), SrcAddr: r.RemoteAddr,
+			Kind: audit.KindConnection, Src: src, SrcAddr: r.RemoteAddr,
 			Dst: dstOf(p.state), Decision: audit.Allow, Reason: ReasonAllowed,
 			PolicyVersion: versionOf(p.state), Outcome: "accepted",
 		})
 	}
 	ev := &audit.Event{
-		ID: audit.NewID(), Kind: audit.KindRequest, Src: p.ref.id.String(), SrcAddr: r.RemoteAddr,
+		ID: audit.NewID(), Kind: audit.KindRequest, Src: src, SrcAddr: r.RemoteAddr,
 		Dst: dstOf(p.state), PolicyVersion: versionOf(p.state),
 	}
 	x := &exchange{peer: p, ev: ev, start: start}
@@ -278,7 +289,7 @@ func (g *Gateway) bindSession(w http.ResponseWriter, r *http.Request, x *exchang
 		g.deny(w, r, x, http.StatusNotFound, id, CodeRejected, ReasonUnknownSession)
 		return false
 	}
-	if s.owner != x.peer.ref.id || s.incarnation != x.peer.ref.incarnation {
+	if s.owner != x.peer.ref.id || s.incarnation != x.peer.ref.incarnation || s.key != x.peer.ref.key {
 		// Same answer as an unknown id, so that ids cannot be probed.
 		g.log.Warn("session presented by another identity", "session", s.id, "owner", s.owner.String(), "peer", x.peer.ref.id.String())
 		g.deny(w, r, x, http.StatusNotFound, id, CodeRejected, ReasonSessionMismatch)
@@ -306,15 +317,15 @@ func (g *Gateway) deny(w http.ResponseWriter, r *http.Request, x *exchange, stat
 
 // refuse answers a request whose peer is not admitted, and audits it as a
 // connection refusal.
-func (g *Gateway) refuse(w http.ResponseWriter, r *http.Request, id identity.ID, reason string) {
+func (g *Gateway) refuse(w http.ResponseWriter, r *http.Request, src, reason string) {
 	st := g.state.Load()
 	ev := &audit.Event{
-		ID: audit.NewID(), Kind: audit.KindConnection, Src: id.String(), SrcAddr: r.RemoteAddr,
+		ID: audit.NewID(), Kind: audit.KindConnection, Src: src, SrcAddr: r.RemoteAddr,
 		Dst: dstOf(st), Decision: audit.Deny, Reason: reason, PolicyVersion: versionOf(st),
 		Outcome: "refused",
 	}
 	g.record(r.Context(), ev)
-	g.log.Info("refused peer", "peer", id.String(), "addr", r.RemoteAddr, "reason", reason, "event_id", ev.ID)
+	g.log.Info("refused peer", "peer", src, "addr", r.RemoteAddr, "reason", reason, "event_id", ev.ID)
 	writeRefusal(w, http.StatusForbidden, nil, CodeDenied, reason, ev.ID)
 }
 

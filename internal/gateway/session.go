@@ -55,11 +55,16 @@ type session struct {
 	id          string
 	owner       identity.ID
 	incarnation string
+	// key is the owning Identifier caller's Key ("" for a certificate
+	// owner); hasCaller says caller (guarded by mu) is set.
+	key       string
+	hasCaller bool
 
 	ctx    context.Context // cancelled by cut
 	cancel context.CancelFunc
 
 	mu      sync.Mutex
+	caller  *Caller                      // the Identifier caller as last checked
 	views   map[listKind]map[string]bool // name -> shown
 	pending listKind                     // to deliver when a stream opens
 	streams map[*stream]struct{}
@@ -78,6 +83,7 @@ func newSession(base context.Context, id string, p peerRef, now time.Time) *sess
 	ctx, cancel := context.WithCancel(base)
 	return &session{
 		id: id, owner: p.id, incarnation: p.incarnation,
+		key: p.key, hasCaller: p.caller != nil, caller: p.caller,
 		ctx: ctx, cancel: cancel, lastUsed: now,
 		views:   make(map[listKind]map[string]bool),
 		streams: make(map[*stream]struct{}),
@@ -129,11 +135,10 @@ func (s *session) remember(k listKind, names []string, shown func(string) bool) 
 // recheck re-filters what the session was shown under st and notifies the
 // session's streams of every list that changed.
 func (s *session) recheck(st *State) {
-	p, ok := st.Peers[s.owner.Name]
-	if !ok || st.Policy == nil {
+	vis, ok := visibleFor(s, st)
+	if !ok {
 		return
 	}
-	vis := st.Policy.Visible(p.Node, st.Self)
 	var changed listKind
 	s.mu.Lock()
 	for k, v := range s.views {
@@ -258,11 +263,11 @@ func notificationJSON(method string, subID json.RawMessage) []byte {
 type sessionTable struct {
 	mu        sync.Mutex
 	byID      map[string]*session
-	stateless map[identity.ID]*session
+	stateless map[ownerKey]*session
 }
 
 func newSessionTable() *sessionTable {
-	return &sessionTable{byID: make(map[string]*session), stateless: make(map[identity.ID]*session)}
+	return &sessionTable{byID: make(map[string]*session), stateless: make(map[ownerKey]*session)}
 }
 
 func (t *sessionTable) get(id string) *session {
@@ -287,13 +292,13 @@ func (t *sessionTable) add(s *session) bool {
 func (t *sessionTable) statelessFor(base context.Context, p peerRef, now time.Time) *session {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	s := t.stateless[p.id]
+	s := t.stateless[ownerKey{p.id, p.key}]
 	if s == nil || s.incarnation != p.incarnation {
 		if s != nil {
 			s.cut()
 		}
 		s = newSession(base, "", p, now)
-		t.stateless[p.id] = s
+		t.stateless[ownerKey{p.id, p.key}] = s
 	}
 	s.mu.Lock()
 	if now.After(s.lastUsed) {
@@ -307,8 +312,8 @@ func (t *sessionTable) remove(s *session) bool {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if s.id == "" {
-		if t.stateless[s.owner] == s {
-			delete(t.stateless, s.owner)
+		if t.stateless[ownerKey{s.owner, s.key}] == s {
+			delete(t.stateless, ownerKey{s.owner, s.key})
 			return true
 		}
 		return false
@@ -344,4 +349,11 @@ func (t *sessionTable) removeAll() []*session {
 	clear(t.byID)
 	clear(t.stateless)
 	return out
+}
+
+// ownerKey names the owner of a stateless pseudo session: a certificate
+// identity, or an Identifier caller's key.
+type ownerKey struct {
+	id  identity.ID
+	key string
 }

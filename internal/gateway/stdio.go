@@ -296,12 +296,11 @@ func (c requestContext) Value(key any) any {
 // error response if it cannot be (never the unfiltered list).
 func (b *stdioBridge) filter(resp *jsonrpc.Response, k listKind) jsonrpc.Message {
 	st := b.g.state.Load()
-	p, ok := st.Peers[b.sess.owner.Name]
+	vis, ok := visibleFor(b.sess, st)
 	fail := &jsonrpc.Response{ID: resp.ID, Error: &jsonrpc.Error{Code: mcpwire.CodeInternalError, Message: "gateway: cannot filter list"}}
-	if !ok || st.Policy == nil {
+	if !ok {
 		return fail
 	}
-	vis := st.Policy.Visible(p.Node, st.Self)
 	seen := make(map[string]bool)
 	out, _, err := mcpwire.FilterList(resp.Result, k.field(), func(name string) bool {
 		v := visibleIn(vis, k, name)

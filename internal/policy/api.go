@@ -19,9 +19,13 @@
 // (args.max_tokens, args.stream), and path and http_method are its URL path
 // and HTTP method.
 //
+// Selectors are agent:NAME, tool:NAME, model:NAME, tag:NAME, group:NAME, *
+// and user:LOGIN; the last matches Node.User, which only a tailnet caller
+// identified with WhoIs has (a mesh certificate names no user).
+//
 // Grants only add access. Decide looks grants up in an index built at
-// compile time (destination key, then source key; keys are kind:name, tag
-// and *, with groups expanded), so its cost does not grow with the number of
+// compile time (destination key, then source key; keys are kind:name, tag,
+// user and *, with groups expanded), so its cost does not grow with the number of
 // grants. A connect is decided without evaluating when; every item on the
 // connection is decided, with its when, on its own.
 //
@@ -44,6 +48,10 @@ type Node struct {
 	Name identity.Name
 	Kind identity.Kind
 	Tags []identity.Tag
+	// User is the login of the human who owns the node (for a tailnet
+	// node, as WhoIs reports it, such as "alice@example.com"); it is
+	// matched by user:LOGIN selectors. Empty matches no user: selector.
+	User string
 }
 
 // Action says what a request wants to do at its destination.

@@ -62,6 +62,7 @@ const (
 	keyTool
 	keyModel
 	keyAdmin
+	keyUser
 )
 
 func kindKey(k identity.Kind) (keyKind, bool) {
@@ -88,6 +89,8 @@ func keyAt(n *Node, k keyKind, i int) (nodeKey, bool) {
 		return nodeKey{kind: keyAll}, true
 	case i-2 < len(n.Tags):
 		return nodeKey{keyTag, string(n.Tags[i-2])}, true
+	case i-2 == len(n.Tags) && n.User != "":
+		return nodeKey{keyUser, n.User}, true
 	}
 	return nodeKey{}, false
 }
@@ -206,7 +209,7 @@ func (c *compiler) selector(s str, listPath string, idx int, inGroup bool) []nod
 	}
 	kind, name, ok := strings.Cut(s.s, ":")
 	if !ok {
-		c.d.fail(s.off, at(), ErrInvalid, "selector %q: want agent:NAME, tool:NAME, model:NAME, tag:NAME, group:NAME or *", s.s)
+		c.d.fail(s.off, at(), ErrInvalid, "selector %q: want agent:NAME, tool:NAME, model:NAME, tag:NAME, user:LOGIN, group:NAME or *", s.s)
 		return nil
 	}
 	switch kind {
@@ -223,6 +226,12 @@ func (c *compiler) selector(s str, listPath string, idx int, inGroup bool) []nod
 			return nil
 		}
 		return []nodeKey{{keyTag, s.s}}
+	case "user":
+		if !validLogin(name) {
+			c.d.fail(s.off, at(), ErrInvalid, "selector %q: want user:LOGIN with LOGIN of 1-256 printable characters, no spaces", s.s)
+			return nil
+		}
+		return []nodeKey{{keyUser, name}}
 	case "group":
 		gs := c.groups[s.s]
 		if gs == nil {
@@ -234,7 +243,7 @@ func (c *compiler) selector(s str, listPath string, idx int, inGroup bool) []nod
 		}
 		return c.expandGroup(gs, "")
 	}
-	c.d.fail(s.off, at(), ErrInvalid, "selector %q: unknown kind %q (want agent, tool, model, tag, group or *)", s.s, kind)
+	c.d.fail(s.off, at(), ErrInvalid, "selector %q: unknown kind %q (want agent, tool, model, tag, user, group or *)", s.s, kind)
 	return nil
 }
 
@@ -343,4 +352,19 @@ func (p *Policy) Summary() string {
 		return "no policy"
 	}
 	return fmt.Sprintf("%d grants, %d groups, %d tests passed", len(p.grants), p.nGroups, p.nTests)
+}
+
+// validLogin reports whether s can be a user:LOGIN selector: a tailnet login
+// such as "alice@example.com" or "bob@github", 1 to 256 printable ASCII
+// characters without spaces. Logins are compared exactly, case included.
+func validLogin(s string) bool {
+	if len(s) == 0 || len(s) > 256 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if s[i] <= ' ' || s[i] >= 0x7f {
+			return false
+		}
+	}
+	return true
 }

@@ -37,6 +37,8 @@ func TestCompileRejectsBadDocumentsWithPosition(t *testing.T) {
 		{"selector without kind", `{"grants": [{"src": ["fraud"], "dst": ["*"]}]}`, ErrInvalid, `selector "fraud": want agent:NAME`},
 		{"bad node name", `{"grants": [{"src": ["agent:Fraud"], "dst": ["*"]}]}`, ErrInvalid, `1:22: grants[0].src[0]: selector "agent:Fraud"`},
 		{"bad tag", `{"grants": [{"src": ["tag:"], "dst": ["*"]}]}`, ErrInvalid, `selector "tag:"`},
+		{"empty user login", `{"grants": [{"src": ["user:"], "dst": ["*"]}]}`, ErrInvalid, `1:22: grants[0].src[0]: selector "user:": want user:LOGIN`},
+		{"user login with space", `{"grants": [{"src": ["user:a b"], "dst": ["*"]}]}`, ErrInvalid, `selector "user:a b": want user:LOGIN`},
 		{"undefined group", `{"grants": [{"src": ["group:nobody"], "dst": ["*"]}]}`, ErrInvalid, `1:22: grants[0].src[0]: undefined group "group:nobody"`},
 		{"bad group name", `{"groups": {"fraud": ["agent:a"]}}`, ErrInvalid, `1:13: groups: group name "fraud"`},
 		{"star in group", `{"groups": {"group:all": ["*"]}}`, ErrInvalid, `1:27: groups.group:all[0]: "*" cannot be a group member`},

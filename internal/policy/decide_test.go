@@ -254,3 +254,40 @@ func TestDecideIsSafeForConcurrentUse(t *testing.T) {
 		}
 	}
 }
+
+func TestDecideMatchesUserSelectorsOnlyForThatLogin(t *testing.T) {
+	p := mustCompile(t, `{
+	  "groups": {"group:humans": ["user:alice@example.com"]},
+	  "grants": [
+	    {"src": ["user:bob@example.com"], "dst": ["tool:db"], "tools": ["query"]},
+	    {"src": ["group:humans"], "dst": ["tool:db"], "tools": ["describe"]},
+	  ],
+	}`)
+	db := tool("db")
+	owned := func(login string, tags ...identity.Tag) Node {
+		n := agent("laptop", tags...)
+		n.User = login
+		return n
+	}
+	tests := []struct {
+		name  string
+		src   Node
+		tool  string
+		allow bool
+	}{
+		{"user selector matches its login", owned("bob@example.com"), "query", true},
+		{"user selector in a group", owned("alice@example.com"), "describe", true},
+		{"another login does not match", owned("alice@example.com"), "query", false},
+		{"logins compare case-sensitively", owned("Bob@example.com"), "query", false},
+		{"a node without a user matches no user selector", agent("laptop"), "query", false},
+		{"tags do not stand in for the user", owned("", "tag:bob@example.com"), "query", false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			d := p.Decide(callTool(tt.src, db, tt.tool, nil))
+			if d.Allow != tt.allow {
+				t.Fatalf("Decide = %+v, want allow %v", d, tt.allow)
+			}
+		})
+	}
+}
