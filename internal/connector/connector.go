@@ -29,8 +29,16 @@ type Config struct {
 	Resolve func(ctx context.Context) (string, error)
 	// TLS is the client configuration with the node certificate (renewed live
 	// through GetClientCertificate). It is cloned; TLS 1.3 is enforced.
-	// Required: the mTLS identity is the connector's only credential.
+	// Required unless Dial is set: the mTLS identity is the connector's only
+	// credential.
 	TLS *tls.Config
+	// Dial, when set, connects to the gateway over a transport that
+	// authenticates and encrypts by itself, such as a tailnet
+	// (tailnet.Node.Dial): the transport's identity is then the credential,
+	// TLS must be nil, and Resolve returns http://host:port, spoken as
+	// HTTP/2 without TLS inside that transport. Nil dials TCP and requires
+	// TLS and https.
+	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
 	// Logger receives operational logs; nil discards them.
 	Logger *slog.Logger
 	// MaxMessageBytes bounds one message from the agent in stdio mode and one
@@ -47,7 +55,8 @@ type Connector struct {
 	log       *slog.Logger
 	transport *http.Transport
 	client    *http.Client
-	dialer    net.Dialer
+	dialRaw   func(ctx context.Context, network, addr string) (net.Conn, error)
+	scheme    string // of gateway URLs: https, or http with Config.Dial
 	maxMsg    int
 
 	// gw is the most recently resolved gateway; requests are addressed to
@@ -66,21 +75,26 @@ func New(cfg Config) (*Connector, error) {
 	if cfg.Resolve == nil {
 		return nil, fmt.Errorf("%w: Resolve is required", ErrConfig)
 	}
-	if cfg.TLS == nil {
+	var tlsCfg *tls.Config
+	switch {
+	case cfg.Dial != nil && cfg.TLS != nil:
+		return nil, fmt.Errorf("%w: Dial and TLS are exclusive (the dialer's transport is the credential)", ErrConfig)
+	case cfg.Dial == nil && cfg.TLS == nil:
 		return nil, fmt.Errorf("%w: TLS is required (the node identity is the credential)", ErrConfig)
+	case cfg.TLS != nil:
+		tlsCfg = cfg.TLS.Clone()
+		if len(tlsCfg.Certificates) == 0 && tlsCfg.GetClientCertificate == nil {
+			return nil, fmt.Errorf("%w: TLS has no client certificate", ErrConfig)
+		}
+		if tlsCfg.InsecureSkipVerify && tlsCfg.VerifyPeerCertificate == nil && tlsCfg.VerifyConnection == nil {
+			return nil, fmt.Errorf("%w: TLS skips server verification without a verifier", ErrConfig)
+		}
+		if tlsCfg.MinVersion < tls.VersionTLS13 {
+			tlsCfg.MinVersion = tls.VersionTLS13
+		}
+		// ALPN is the transport's business: it offers h2 and http/1.1.
+		tlsCfg.NextProtos = nil
 	}
-	tlsCfg := cfg.TLS.Clone()
-	if len(tlsCfg.Certificates) == 0 && tlsCfg.GetClientCertificate == nil {
-		return nil, fmt.Errorf("%w: TLS has no client certificate", ErrConfig)
-	}
-	if tlsCfg.InsecureSkipVerify && tlsCfg.VerifyPeerCertificate == nil && tlsCfg.VerifyConnection == nil {
-		return nil, fmt.Errorf("%w: TLS skips server verification without a verifier", ErrConfig)
-	}
-	if tlsCfg.MinVersion < tls.VersionTLS13 {
-		tlsCfg.MinVersion = tls.VersionTLS13
-	}
-	// ALPN is the transport's business: it offers h2 and http/1.1.
-	tlsCfg.NextProtos = nil
 
 	log := cfg.Logger
 	if log == nil {
@@ -94,11 +108,21 @@ func New(cfg Config) (*Connector, error) {
 		resolve: cfg.Resolve,
 		log:     log,
 		maxMsg:  maxMsg,
-		dialer:  net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second},
+		dialRaw: cfg.Dial,
+		scheme:  "https",
 	}
 	protocols := new(http.Protocols)
-	protocols.SetHTTP1(true)
-	protocols.SetHTTP2(true)
+	if cfg.Dial != nil {
+		// One multiplexed connection, as with TLS: prior-knowledge HTTP/2,
+		// which the gateway serves on a listener without TLS.
+		c.scheme = "http"
+		protocols.SetUnencryptedHTTP2(true)
+	} else {
+		d := &net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}
+		c.dialRaw = d.DialContext
+		protocols.SetHTTP1(true)
+		protocols.SetHTTP2(true)
+	}
 	c.transport = &http.Transport{
 		DialContext:         c.dial,
 		TLSClientConfig:     tlsCfg,
@@ -136,14 +160,15 @@ func (c *Connector) Close() error {
 	return nil
 }
 
-// parseGatewayURL validates a base URL returned by Resolve.
-func parseGatewayURL(raw string) (*gatewayAddr, error) {
+// parseGatewayURL validates a base URL returned by Resolve, whose scheme
+// must be scheme.
+func parseGatewayURL(raw, scheme string) (*gatewayAddr, error) {
 	u, err := url.Parse(raw)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrGatewayURL, err)
 	}
-	if u.Scheme != "https" {
-		return nil, fmt.Errorf("%w: %q is not https", ErrGatewayURL, raw)
+	if u.Scheme != scheme {
+		return nil, fmt.Errorf("%w: %q is not %s", ErrGatewayURL, raw, scheme)
 	}
 	if u.Hostname() == "" || u.User != nil || u.RawQuery != "" || u.Fragment != "" {
 		return nil, fmt.Errorf("%w: %q", ErrGatewayURL, raw)
@@ -151,13 +176,16 @@ func parseGatewayURL(raw string) (*gatewayAddr, error) {
 	port := u.Port()
 	if port == "" {
 		port = "443"
+		if scheme == "http" {
+			port = "80"
+		}
 	}
 	path := strings.TrimSuffix(u.EscapedPath(), "/")
 	if !strings.HasSuffix(path, "/mcp") {
 		path += "/mcp"
 	}
 	return &gatewayAddr{
-		endpoint: "https://" + u.Host + path,
+		endpoint: scheme + "://" + u.Host + path,
 		addr:     net.JoinHostPort(u.Hostname(), port),
 	}, nil
 }
@@ -168,7 +196,7 @@ func (c *Connector) refresh(ctx context.Context) (*gatewayAddr, error) {
 	if err != nil {
 		return nil, fmt.Errorf("resolve gateway: %w", err)
 	}
-	g, err := parseGatewayURL(raw)
+	g, err := parseGatewayURL(raw, c.scheme)
 	if err != nil {
 		return nil, fmt.Errorf("resolve gateway: %w", err)
 	}
@@ -197,7 +225,7 @@ func (c *Connector) dial(ctx context.Context, network, addr string) (net.Conn, e
 	if !strings.EqualFold(g.addr, addr) {
 		return nil, fmt.Errorf("dial %s: %w (now %s)", addr, errGatewayMoved, g.addr)
 	}
-	conn, err := c.dialer.DialContext(ctx, network, addr)
+	conn, err := c.dialRaw(ctx, network, addr)
 	if err != nil {
 		return nil, fmt.Errorf("dial gateway: %w", err)
 	}

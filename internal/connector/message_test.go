@@ -210,7 +210,7 @@ func TestParseGatewayURLRequiresHTTPS(t *testing.T) {
 		{"", "", "", false},
 	}
 	for _, tt := range tests {
-		g, err := parseGatewayURL(tt.in)
+		g, err := parseGatewayURL(tt.in, "https")
 		if (err == nil) != tt.ok {
 			t.Errorf("parseGatewayURL(%q) error = %v, want ok=%v", tt.in, err, tt.ok)
 			continue
@@ -218,6 +218,16 @@ func TestParseGatewayURLRequiresHTTPS(t *testing.T) {
 		if tt.ok && (g.endpoint != tt.endpoint || g.addr != tt.addr) {
 			t.Errorf("parseGatewayURL(%q) = %+v", tt.in, g)
 		}
+	}
+}
+
+func TestParseGatewayURLWithADialerWantsHTTP(t *testing.T) {
+	g, err := parseGatewayURL("http://tools.tail.ts.net", "http")
+	if err != nil || g.endpoint != "http://tools.tail.ts.net/mcp" || g.addr != "tools.tail.ts.net:80" {
+		t.Fatalf("parseGatewayURL = %+v, %v", g, err)
+	}
+	if _, err := parseGatewayURL("https://tools.tail.ts.net", "http"); err == nil {
+		t.Fatal("https accepted where the dialer's transport, not TLS, protects the connection")
 	}
 }
 

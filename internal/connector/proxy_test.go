@@ -290,6 +290,7 @@ func TestNewRefusesUnsafeConfig(t *testing.T) {
 		{"no TLS", connector.Config{Resolve: resolve}},
 		{"no client certificate", connector.Config{Resolve: resolve, TLS: noCert}},
 		{"verification skipped", connector.Config{Resolve: resolve, TLS: insecure}},
+		{"dialer and TLS", connector.Config{Resolve: resolve, TLS: good, Dial: (&net.Dialer{}).DialContext}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -84,7 +84,23 @@ func callerState(c *Caller, st *State) *State {
 // identifyCaller is identify for a request without TLS, through the
 // configured Identifier.
 func (g *Gateway) identifyCaller(r *http.Request, st *State) (*peerInfo, string, string) {
-	c, reason := g.cfg.Identifier.Identify(r, st)
+	c, src, reason := admitThrough(g.cfg.Identifier, r, st)
+	if c == nil {
+		return nil, src, reason
+	}
+	return &peerInfo{
+		ref:   peerRef{key: c.Key, caller: c},
+		peer:  Peer{Node: c.Node},
+		state: callerState(c, st),
+		addr:  r.RemoteAddr,
+	}, c.Src, ""
+}
+
+// admitThrough identifies the client of r with ident and admits it under
+// st. It returns the caller, or nil with the audit source as far as known
+// and the refusal's reason.
+func admitThrough(ident Identifier, r *http.Request, st *State) (*Caller, string, string) {
+	c, reason := ident.Identify(r, st)
 	if c == nil || reason != "" {
 		if reason == "" {
 			reason = ReasonUnknownPeer
@@ -98,12 +114,48 @@ func (g *Gateway) identifyCaller(r *http.Request, st *State) (*peerInfo, string,
 	if reason := admitCaller(c, st); reason != "" {
 		return nil, c.Src, reason
 	}
-	return &peerInfo{
-		ref:   peerRef{key: c.Key, caller: c},
-		peer:  Peer{Node: c.Node},
-		state: callerState(c, st),
-		addr:  r.RemoteAddr,
-	}, c.Src, ""
+	return c, c.Src, ""
+}
+
+// Admitted is a client admitted by IdentifyRequest.
+type Admitted struct {
+	// Node is the client as the policy sees it.
+	Node policy.Node
+	// Src is the client's audit source (a SPIFFE ID, or an Identifier
+	// caller's Src).
+	Src string
+	// State is what to decide the client's requests under: the State it
+	// was admitted under, or a copy carrying the caller's own policy.
+	State *State
+}
+
+// IdentifyRequest identifies the client of r and admits it under st, for
+// servers that share the gateway's admission rules (the model gateway): by
+// its verified certificate when r came over TLS, else through ident (nil:
+// refused with no_certificate). It returns the admitted client and "", or
+// the refusal's reason with Admitted.Src set as far as the client could be
+// named. A nil st refuses with no_policy.
+func IdentifyRequest(st *State, r *http.Request, ident Identifier) (Admitted, string) {
+	if r.TLS == nil && ident != nil {
+		if st == nil {
+			return Admitted{}, ReasonNoPolicy
+		}
+		c, src, reason := admitThrough(ident, r, st)
+		if c == nil {
+			return Admitted{Src: src}, reason
+		}
+		return Admitted{Node: c.Node, Src: c.Src, State: callerState(c, st)}, ""
+	}
+	p, id, reason := IdentifyTLS(st, r)
+	a := Admitted{}
+	if !id.IsZero() {
+		a.Src = id.String()
+	}
+	if reason != "" {
+		return a, reason
+	}
+	a.Node, a.State = p.Node, st
+	return a, ""
 }
 
 // Recheck identifies every open session's and connection's Identifier

@@ -24,6 +24,13 @@
 //     must link it to this gateway, else the request is refused with HTTP 403
 //     and an audit event of kind "connection". Tags come from State, never
 //     from the peer.
+//   - The one exception is a Config.Identifier, for a listener whose
+//     transport authenticates its peers itself (a tailnet, see package
+//     tailnet): a request without TLS is then identified by the Identifier
+//     on every request, and refused on any doubt; sessions are bound to the
+//     caller's stable key, and Recheck re-identifies open sessions when the
+//     transport reports changes. Without an Identifier, Serve refuses to
+//     serve without TLS.
 //   - Every POST body is read once, bounded by Limits.MaxBytes
 //     (http.MaxBytesReader), and decoded once by mcpwire's strict decoder,
 //     which rejects duplicate and case-variant keys, invalid UTF-8, and

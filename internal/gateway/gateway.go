@@ -240,10 +240,13 @@ func New(cfg Config, initial *State) (*Gateway, error) {
 
 // Handler returns the /mcp handler. It expects requests carrying r.TLS (as
 // served by Serve, or by an httptest TLS server using Config.TLS); without
-// TLS peer data every request is refused.
+// TLS peer data every request is refused, unless Config.Identifier names
+// the caller.
 func (g *Gateway) Handler() http.Handler { return g.handler }
 
-// Serve serves MCP over TLS on ln until ctx is done. It returns when
+// Serve serves MCP over TLS on ln until ctx is done (with Config.TLS nil and
+// an Identifier: HTTP/1.1 and prior-knowledge HTTP/2 without TLS, for a
+// listener whose transport authenticates and encrypts). It returns when
 // everything it started (connections, streams, sessions, child processes)
 // has stopped. It closes ln.
 func (g *Gateway) Serve(ctx context.Context, ln net.Listener) error {
@@ -267,6 +270,12 @@ func (g *Gateway) Serve(ctx context.Context, ln net.Listener) error {
 	errc := make(chan error, 1)
 	if g.cfg.TLS != nil {
 		ln = tls.NewListener(ln, g.cfg.TLS)
+	} else {
+		// The transport below authenticates and encrypts (Identifier):
+		// accept prior-knowledge HTTP/2 as connectors speak it there.
+		srv.Protocols = new(http.Protocols)
+		srv.Protocols.SetHTTP1(true)
+		srv.Protocols.SetUnencryptedHTTP2(true)
 	}
 	go func() { errc <- srv.Serve(ln) }()
 	g.goOwned(g.reapLoop)

@@ -10,6 +10,11 @@
 // decision, HTTP status, latency, time to first byte and the token usage
 // the upstream reported.
 //
+// On a tailnet (agentmesh serve --tailnet on a model node) a second Gateway
+// serves without TLS and identifies callers through Config.Identifier, as
+// the MCP gateway does; Recheck re-checks requests in progress when the
+// tailnet's netmap changes.
+//
 // The client side, [Local], is what `agentmesh connect model:NAME --listen
 // 127.0.0.1:PORT` runs: a loopback-only HTTP reverse proxy that dials the
 // gateway with the node's mTLS identity, so that an unmodified OpenAI

@@ -27,8 +27,14 @@ const (
 // Config configures a Gateway.
 type Config struct {
 	// TLS is the server configuration from pki.NewServerTLS. Required by
-	// Serve (Handler alone does not need it).
+	// Serve (Handler alone does not need it) unless Identifier is set.
 	TLS *tls.Config
+	// Identifier, when set, identifies requests that arrive without TLS,
+	// on a listener whose transport authenticates and encrypts (a
+	// tailnet): see gateway.Identifier. With TLS nil, Serve then serves
+	// plain HTTP (HTTP/1.1 and prior-knowledge HTTP/2). Nil refuses every
+	// request without a certificate.
+	Identifier gateway.Identifier
 	// Upstream is the base URL of the OpenAI-compatible API, such as
 	// http://127.0.0.1:8000; request paths (/v1/...) are appended to it. A
 	// trailing "/v1" is dropped, so http://127.0.0.1:8000/v1 works too.
@@ -146,9 +152,28 @@ func (g *Gateway) Update(s *gateway.State) {
 	g.state.Store(s)
 	g.mu.Lock()
 	defer g.mu.Unlock()
+	g.recheckLocked(s)
+}
+
+// Recheck re-identifies the clients of every request in progress under the
+// current state and cuts those that lost access, as Update does. Call it
+// when the Identifier's transport reports that identities or capabilities
+// changed (a tailnet's netmap); certificate clients only change on Update.
+func (g *Gateway) Recheck(context.Context) {
+	if g.cfg.Identifier == nil {
+		return
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.recheckLocked(g.state.Load())
+}
+
+// recheckLocked cuts the requests in progress whose client s no longer
+// admits. g.mu is held.
+func (g *Gateway) recheckLocked(s *gateway.State) {
 	for f := range g.flights {
-		if _, id, reason := gateway.IdentifyTLS(s, f.r); reason != "" {
-			g.log.Info("model gateway: cutting request of peer that lost access", "peer", id.String(), "reason", reason)
+		if who, reason := gateway.IdentifyRequest(s, f.r, g.cfg.Identifier); reason != "" {
+			g.log.Info("model gateway: cutting request of peer that lost access", "peer", who.Src, "reason", reason)
 			f.cancel()
 		}
 	}
@@ -174,12 +199,13 @@ func (g *Gateway) track(r *http.Request) (*http.Request, func()) {
 // whose TLS configuration verifies client certificates).
 func (g *Gateway) Handler() http.Handler { return http.HandlerFunc(g.serveHTTP) }
 
-// Serve accepts TLS connections on ln until ctx ends, then shuts down,
+// Serve accepts TLS connections (plain ones with an Identifier and no TLS)
+// on ln until ctx ends, then shuts down,
 // waiting for requests in flight to finish (streams are cut when ctx ends,
 // because their request contexts derive from it), and returns nil. It
 // closes ln.
 func (g *Gateway) Serve(ctx context.Context, ln net.Listener) error {
-	if g.cfg.TLS == nil {
+	if g.cfg.TLS == nil && g.cfg.Identifier == nil {
 		ln.Close()
 		return fmt.Errorf("serve: %w: TLS configuration is required", ErrConfig)
 	}
@@ -196,8 +222,16 @@ func (g *Gateway) Serve(ctx context.Context, ln net.Listener) error {
 		ErrorLog:          slog.NewLogLogger(g.log.Handler(), slog.LevelDebug),
 		BaseContext:       func(net.Listener) context.Context { return base },
 	}
+	if g.cfg.TLS != nil {
+		ln = tls.NewListener(ln, g.cfg.TLS)
+	} else {
+		// The transport below authenticates and encrypts (Identifier).
+		srv.Protocols = new(http.Protocols)
+		srv.Protocols.SetHTTP1(true)
+		srv.Protocols.SetUnencryptedHTTP2(true)
+	}
 	errc := make(chan error, 1)
-	go func() { errc <- srv.Serve(tls.NewListener(ln, g.cfg.TLS)) }()
+	go func() { errc <- srv.Serve(ln) }()
 	var err error
 	select {
 	case <-ctx.Done():

@@ -41,8 +41,8 @@ var hopHeaders = []string{
 // request is one request in flight: what the audit event needs.
 type request struct {
 	start  time.Time
-	st     *gateway.State
-	src    gateway.Peer
+	st     *gateway.State // as admitted: with the caller's own policy, if any
+	src    policy.Node
 	ev     audit.Event
 	limits []policy.Limit
 }
@@ -79,17 +79,16 @@ func (g *Gateway) serveHTTP(w http.ResponseWriter, r *http.Request) {
 		Kind: audit.KindRequest, SrcAddr: r.RemoteAddr, Dst: dstOf(x.st),
 		Method: r.Method + " " + r.URL.Path, PolicyVersion: x.st.Policy.Version(),
 	}
-	peer, id, reason := gateway.IdentifyTLS(x.st, r)
-	if !id.IsZero() {
-		x.ev.Src = id.String()
-	}
+	peer, reason := gateway.IdentifyRequest(x.st, r, g.cfg.Identifier)
+	x.ev.Src = peer.Src
 	if reason != "" {
 		// Audited as a refused connection, as the MCP gateway does.
 		x.ev.Kind, x.ev.Method, x.ev.Outcome = audit.KindConnection, "", "refused"
 		g.refuse(w, r, x, http.StatusForbidden, reason, "caller not admitted: "+reason)
 		return
 	}
-	x.src = peer
+	x.src, x.st = peer.Node, peer.State
+	x.ev.PolicyVersion = x.st.Policy.Version()
 	p := r.URL.Path
 	if r.URL.RawPath != "" || p == "" || path.Clean(p) != p || strings.Contains(p, "//") {
 		g.refuse(w, r, x, http.StatusBadRequest, ReasonBadPath, "the URL path is not clean")
@@ -113,7 +112,7 @@ func (g *Gateway) serveHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		body = b
 	}
-	req := policy.Request{Src: peer.Node, Dst: x.st.Self, Method: p, HTTPMethod: r.Method, Path: p}
+	req := policy.Request{Src: x.src, Dst: x.st.Self, Method: p, HTTPMethod: r.Method, Path: p}
 	filterList, streamNoUsage := false, false
 	switch {
 	case r.Method == http.MethodPost && modelRoutes[p]:
@@ -148,7 +147,7 @@ func (g *Gateway) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	if filterList {
 		x.ev.Rule = ""
 	}
-	x.limits = x.st.Policy.Limits(peer.Node, x.st.Self, req.Model)
+	x.limits = x.st.Policy.Limits(x.src, x.st.Self, req.Model)
 	if streamNoUsage {
 		// Fail closed: a stream that never reports usage would spend
 		// tokens no limit counts.
@@ -327,7 +326,7 @@ func (g *Gateway) relayBuffered(w http.ResponseWriter, r *http.Request, x *reque
 		return
 	}
 	if filterList && resp.StatusCode == http.StatusOK {
-		fb, ok := filterModels(b, x.st.Policy.Visible(x.src.Node, x.st.Self))
+		fb, ok := filterModels(b, x.st.Policy.Visible(x.src, x.st.Self))
 		if !ok {
 			g.refuse(w, r, x, http.StatusBadGateway, ReasonUpstream, "the upstream's model list is malformed")
 			return

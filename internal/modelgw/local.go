@@ -23,8 +23,13 @@ type LocalConfig struct {
 	// Required.
 	Resolve func(ctx context.Context) (string, error)
 	// TLS is the client configuration with the node certificate. It is
-	// cloned; TLS 1.3 is enforced. Required.
+	// cloned; TLS 1.3 is enforced. Required unless Dial is set.
 	TLS *tls.Config
+	// Dial, when set, reaches the gateway over a transport that
+	// authenticates and encrypts by itself (tailnet.Node.Dial): TLS must
+	// then be nil and Resolve returns http://host:port, spoken as HTTP/2
+	// without TLS inside that transport.
+	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
 	// Logger is for operators; nil discards.
 	Logger *slog.Logger
 }
@@ -33,6 +38,7 @@ type LocalConfig struct {
 // relays OpenAI-compatible requests to the model gateway over mTLS.
 type Local struct {
 	resolve   func(context.Context) (string, error)
+	scheme    string // of gateway URLs: https, or http with LocalConfig.Dial
 	log       *slog.Logger
 	transport *http.Transport
 	proxy     *httputil.ReverseProxy
@@ -49,33 +55,40 @@ func NewLocal(cfg LocalConfig) (*Local, error) {
 	if cfg.Resolve == nil {
 		return nil, fmt.Errorf("new local model endpoint: %w: Resolve is required", ErrConfig)
 	}
-	if cfg.TLS == nil {
-		return nil, fmt.Errorf("new local model endpoint: %w: TLS is required (the node identity is the credential)", ErrConfig)
-	}
-	tlsCfg := cfg.TLS.Clone()
-	if len(tlsCfg.Certificates) == 0 && tlsCfg.GetClientCertificate == nil {
-		return nil, fmt.Errorf("new local model endpoint: %w: TLS has no client certificate", ErrConfig)
-	}
-	if tlsCfg.MinVersion < tls.VersionTLS13 {
-		tlsCfg.MinVersion = tls.VersionTLS13
-	}
-	tlsCfg.NextProtos = nil
-	l := &Local{resolve: cfg.Resolve, log: cfg.Logger}
+	l := &Local{resolve: cfg.Resolve, log: cfg.Logger, scheme: "https"}
 	if l.log == nil {
 		l.log = slog.New(slog.DiscardHandler)
 	}
-	protocols := new(http.Protocols)
-	protocols.SetHTTP1(true)
-	protocols.SetHTTP2(true)
 	l.transport = &http.Transport{
-		DialContext:         (&net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
-		TLSClientConfig:     tlsCfg,
-		TLSHandshakeTimeout: 10 * time.Second,
-		Protocols:           protocols,
 		MaxIdleConns:        256,
 		MaxIdleConnsPerHost: 64,
 		IdleConnTimeout:     90 * time.Second,
 		DisableCompression:  true,
+		Protocols:           new(http.Protocols),
+	}
+	switch {
+	case cfg.Dial != nil && cfg.TLS != nil:
+		return nil, fmt.Errorf("new local model endpoint: %w: Dial and TLS are exclusive (the dialer's transport is the credential)", ErrConfig)
+	case cfg.Dial != nil:
+		l.scheme = "http"
+		l.transport.DialContext = cfg.Dial
+		l.transport.Protocols.SetUnencryptedHTTP2(true)
+	case cfg.TLS == nil:
+		return nil, fmt.Errorf("new local model endpoint: %w: TLS is required (the node identity is the credential)", ErrConfig)
+	default:
+		tlsCfg := cfg.TLS.Clone()
+		if len(tlsCfg.Certificates) == 0 && tlsCfg.GetClientCertificate == nil {
+			return nil, fmt.Errorf("new local model endpoint: %w: TLS has no client certificate", ErrConfig)
+		}
+		if tlsCfg.MinVersion < tls.VersionTLS13 {
+			tlsCfg.MinVersion = tls.VersionTLS13
+		}
+		tlsCfg.NextProtos = nil
+		l.transport.DialContext = (&net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}).DialContext
+		l.transport.TLSClientConfig = tlsCfg
+		l.transport.TLSHandshakeTimeout = 10 * time.Second
+		l.transport.Protocols.SetHTTP1(true)
+		l.transport.Protocols.SetHTTP2(true)
 	}
 	l.proxy = &httputil.ReverseProxy{
 		Transport:     l.transport,
@@ -113,7 +126,7 @@ func (l *Local) Handler(port string) http.Handler {
 		if err == nil {
 			base, err = url.Parse(raw)
 		}
-		if err != nil || base.Scheme != "https" || base.Host == "" {
+		if err != nil || base.Scheme != l.scheme || base.Host == "" {
 			l.log.Warn("local model endpoint: resolving the gateway failed", "err", err, "url", raw)
 			writeError(w, http.StatusBadGateway, ErrorBody{Error: ErrorDetail{Type: "api_error", Code: ReasonUpstream,
 				Message: "the model gateway could not be resolved"}, Reason: ReasonUpstream})
