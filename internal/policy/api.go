@@ -51,6 +51,9 @@ type Node struct {
 	// User is the login of the human who owns the node (for a tailnet
 	// node, as WhoIs reports it, such as "alice@example.com"); it is
 	// matched by user:LOGIN selectors. Empty matches no user: selector.
+	// A node with a User may have no Name (a person's tailnet device,
+	// whose self-chosen name proves nothing): it then matches no
+	// kind:NAME selector.
 	User string
 }
 

@@ -107,8 +107,8 @@ func (p *Policy) decide(r *Request) Decision {
 // validNode checks a request's node and returns its index kind.
 func validNode(n *Node) (keyKind, bool) {
 	k, ok := kindKey(n.Kind)
-	if !ok || n.Name == "" {
-		return 0, false
+	if !ok || n.Name == "" && n.User == "" {
+		return 0, false // a node needs a name, or a user who owns it
 	}
 	return k, true
 }

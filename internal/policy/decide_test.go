@@ -281,6 +281,7 @@ func TestDecideMatchesUserSelectorsOnlyForThatLogin(t *testing.T) {
 		{"logins compare case-sensitively", owned("Bob@example.com"), "query", false},
 		{"a node without a user matches no user selector", agent("laptop"), "query", false},
 		{"tags do not stand in for the user", owned("", "tag:bob@example.com"), "query", false},
+		{"a nameless node is matched by its user", Node{Kind: identity.KindAgent, User: "bob@example.com"}, "query", true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -1,0 +1,190 @@
+// Package tailnettest runs an offline tailnet for tests: tailscale's own
+// test control server (tailscale.com/tstest/integration/testcontrol) with
+// its in-process DERP and STUN servers on 127.0.0.1, and tsnet nodes joined
+// to it with in-memory state.
+//
+// Tailnet traffic must never leave the machine, so tests that use it call
+// InLoopbackNamespace first: it re-runs the test inside a private network
+// namespace whose only interface is lo (unshare -n, as root), with
+// magicsock told not to advertise or probe local interface addresses and
+// no port mapping. Tests are skipped where that is impossible (not root, no
+// unshare).
+package tailnettest
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"net"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"testing"
+
+	"golang.org/x/sys/unix"
+	"tailscale.com/ipn/store/mem"
+	"tailscale.com/net/netns"
+	"tailscale.com/tailcfg"
+	"tailscale.com/tstest/integration"
+	"tailscale.com/tstest/integration/testcontrol"
+	"tailscale.com/types/logger"
+
+	"agentmesh/internal/tailnet"
+)
+
+// MagicDNS is the test tailnet's DNS suffix: node HOST is
+// HOST.MagicDNS on the tailnet.
+const MagicDNS = "tail-scale.ts.net"
+
+// Net is an offline tailnet. Create it with New.
+type Net struct {
+	// Control is tailscale's test control server: set app capabilities
+	// (SetGlobalAppCaps) and inspect nodes through it.
+	Control *testcontrol.Server
+	// URL is the control server's URL, for tailnet.Config.ControlURL.
+	URL string
+}
+
+// New starts a control server with DERP and STUN on 127.0.0.1, stopped at
+// cleanup. Call it only inside InLoopbackNamespace.
+func New(tb testing.TB) *Net {
+	tb.Helper()
+	netns.SetEnabled(false) // no SO_MARK or interface binding in tests
+	tb.Cleanup(func() { netns.SetEnabled(true) })
+	derpMap := integration.RunDERPAndSTUN(tb, logger.Discard, "127.0.0.1")
+	c := &testcontrol.Server{
+		DERPMap:        derpMap,
+		DNSConfig:      &tailcfg.DNSConfig{Proxied: true},
+		MagicDNSDomain: MagicDNS,
+		TagOwners:      map[string][]string{}, // grant every requested tag
+		Logf:           logger.Discard,
+	}
+	c.HTTPTestServer = httptest.NewUnstartedServer(c)
+	c.HTTPTestServer.Start()
+	tb.Cleanup(c.HTTPTestServer.Close)
+	return &Net{Control: c, URL: c.HTTPTestServer.URL}
+}
+
+// Join brings up a node named host with tags (tag:NAME), closed at cleanup.
+func (n *Net) Join(tb testing.TB, ctx context.Context, host string, tags ...string) *tailnet.Node {
+	tb.Helper()
+	node, err := tailnet.Join(ctx, tailnet.Config{
+		Hostname: host, ControlURL: n.URL, Store: new(mem.Store), Ephemeral: true, Tags: tags,
+	})
+	if err != nil {
+		tb.Fatalf("join %s: %v", host, err)
+	}
+	tb.Cleanup(func() { node.Close() })
+	return node
+}
+
+// SetCaps makes every node grant every other the CapabilityMCP values
+// given (none: no capability at all).
+func (n *Net) SetCaps(values ...string) {
+	if len(values) == 0 {
+		n.Control.SetGlobalAppCaps(nil)
+		return
+	}
+	raw := make([]tailcfg.RawMessage, len(values))
+	for i, v := range values {
+		raw[i] = tailcfg.RawMessage(v)
+	}
+	n.Control.SetGlobalAppCaps(tailcfg.PeerCapMap{tailnet.CapabilityMCP: raw})
+}
+
+// Env is the environment of a process that joins the test tailnet: no
+// local interface addresses advertised or pinged, no port mapping, and the
+// network taken as up although only lo is.
+var Env = []string{
+	"TS_DEBUG_OMIT_LOCAL_ADDRS=1",
+	"TS_DISABLE_PORTMAPPER=1",
+	"TS_ASSUME_NETWORK_UP_FOR_TEST=1",
+}
+
+// netnsEnv marks a test binary re-executed inside a fresh network
+// namespace by InLoopbackNamespace.
+const netnsEnv = "AGENTMESH_TAILNET_NETNS"
+
+var errNamespace = errors.New("loopback-only network namespace")
+
+// InLoopbackNamespace makes tb run in a network namespace whose only
+// interface is lo, so that no tailnet packet can leave the machine. Outside
+// one, it re-executes the test binary under `unshare -n` for tb alone (the
+// Go runtime is multi-threaded, so unsharing in-process would leave other
+// threads in the old namespace), relays its output, and returns false: the
+// caller must return. Inside, it brings lo up and returns true. Without root
+// or unshare it skips tb. tb must be a top-level test or benchmark.
+func InLoopbackNamespace(tb testing.TB) bool {
+	tb.Helper()
+	if os.Getenv(netnsEnv) == "1" {
+		if err := loopbackOnly(); err != nil {
+			tb.Fatalf("%v", err)
+		}
+		return true
+	}
+	if os.Geteuid() != 0 {
+		tb.Skip("skipping: tailnet tests run in a private network namespace (unshare -n), which needs root")
+	}
+	unshare, err := exec.LookPath("unshare")
+	if err != nil {
+		tb.Skip("skipping: unshare(1) not found; tailnet tests run only in a private network namespace")
+	}
+	if err := exec.Command(unshare, "-n", "true").Run(); err != nil {
+		tb.Skipf("skipping: cannot create a network namespace (unshare -n: %v)", err)
+	}
+	args := []string{"-n", os.Args[0], "-test.count=1"}
+	if _, bench := tb.(*testing.B); bench {
+		args = append(args, "-test.run=^$", "-test.bench=^"+tb.Name()+"$")
+		for _, name := range []string{"test.benchtime", "test.benchmem", "test.cpuprofile"} {
+			if f := flag.Lookup(name); f != nil && f.Value.String() != f.DefValue {
+				args = append(args, "-"+name+"="+f.Value.String())
+			}
+		}
+	} else {
+		args = append(args, "-test.run=^"+tb.Name()+"$")
+	}
+	if testing.Verbose() {
+		args = append(args, "-test.v")
+	}
+	if testing.Short() {
+		args = append(args, "-test.short")
+	}
+	cmd := exec.Command(unshare, args...)
+	cmd.Env = append(append(os.Environ(), netnsEnv+"=1"), Env...)
+	cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
+	if err := cmd.Run(); err != nil {
+		tb.Fatalf("%s in a private network namespace: %v", tb.Name(), err)
+	}
+	return false
+}
+
+// loopbackOnly brings lo up and checks it is the only interface up.
+func loopbackOnly() error {
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("%w: socket: %w", errNamespace, err)
+	}
+	defer unix.Close(fd)
+	ifr, err := unix.NewIfreq("lo")
+	if err != nil {
+		return fmt.Errorf("%w: %w", errNamespace, err)
+	}
+	if err := unix.IoctlIfreq(fd, unix.SIOCGIFFLAGS, ifr); err != nil {
+		return fmt.Errorf("%w: get lo flags: %w", errNamespace, err)
+	}
+	ifr.SetUint16(ifr.Uint16() | unix.IFF_UP)
+	if err := unix.IoctlIfreq(fd, unix.SIOCSIFFLAGS, ifr); err != nil {
+		return fmt.Errorf("%w: bring lo up: %w", errNamespace, err)
+	}
+	ifs, err := net.Interfaces()
+	if err != nil {
+		return fmt.Errorf("%w: %w", errNamespace, err)
+	}
+	for _, i := range ifs {
+		if i.Name != "lo" && i.Flags&net.FlagUp != 0 {
+			return fmt.Errorf("%w: interface %s is up; want only lo", errNamespace, i.Name)
+		}
+	}
+	return nil
+}
