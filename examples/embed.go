@@ -9,3 +9,15 @@ import _ "embed"
 //
 //go:embed policy.hujson
 var Policy []byte
+
+// TailnetPolicy is examples/tailnet-policy.hujson: a tailnet policy file
+// whose grants carry agentmesh rules in the app capability.
+//
+//go:embed tailnet-policy.hujson
+var TailnetPolicy []byte
+
+// TailnetMeshPolicy is examples/tailnet-mesh-policy.hujson: an agentmesh
+// policy for tailnet callers.
+//
+//go:embed tailnet-mesh-policy.hujson
+var TailnetMeshPolicy []byte

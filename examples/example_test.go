@@ -1,11 +1,16 @@
 package examples_test
 
 import (
+	"encoding/json"
 	"testing"
+
+	"github.com/tailscale/hujson"
+	"tailscale.com/tailcfg"
 
 	"agentmesh/examples"
 	"agentmesh/internal/identity"
 	"agentmesh/internal/policy"
+	"agentmesh/internal/tailnet"
 )
 
 func node(kind identity.Kind, name string, tags ...identity.Tag) policy.Node {
@@ -59,5 +64,87 @@ func TestExamplePolicyCompilesAndDecides(t *testing.T) {
 	vis := p.Visible(auditor, ledger)
 	if !vis.Tool("balance") || vis.Tool("transfer") {
 		t.Errorf("auditor's tools/list: balance visible %v (want true), transfer visible %v (want false)", vis.Tool("balance"), vis.Tool("transfer"))
+	}
+}
+
+// TestTailnetMeshPolicyMatchesTailnetCallers compiles
+// examples/tailnet-mesh-policy.hujson and decides for callers as the tailnet
+// Identifier builds them.
+func TestTailnetMeshPolicyMatchesTailnetCallers(t *testing.T) {
+	p, err := policy.Compile(examples.TailnetMeshPolicy, "example")
+	if err != nil {
+		t.Fatalf("Compile(examples/tailnet-mesh-policy.hujson): %v", err)
+	}
+	db := node(identity.KindTool, "payments-db")
+	tagged := node(identity.KindAgent, "fraud-detector", "tag:fraud")
+	alice := policy.Node{Kind: identity.KindAgent, User: "alice@example.com"}
+	bob := policy.Node{Kind: identity.KindAgent, User: "bob@example.com"}
+	for _, tt := range []struct {
+		name  string
+		req   policy.Request
+		allow bool
+	}{
+		{"tagged agent queries", policy.Request{Src: tagged, Dst: db, Action: policy.ActionTool, Tool: "query", Args: map[string]any{"sql": "select 1"}}, true},
+		{"tagged agent may not delete", policy.Request{Src: tagged, Dst: db, Action: policy.ActionTool, Tool: "query", Args: map[string]any{"sql": "delete from t"}}, false},
+		{"alice lists", policy.Request{Src: alice, Dst: db, Action: policy.ActionTool, Tool: "list_tables"}, true},
+		{"alice may not query", policy.Request{Src: alice, Dst: db, Action: policy.ActionTool, Tool: "query", Args: map[string]any{"sql": "select 1"}}, false},
+		{"bob has no grant", policy.Request{Src: bob, Dst: db, Action: policy.ActionConnect}, false},
+	} {
+		if d := p.Decide(tt.req); d.Allow != tt.allow {
+			t.Errorf("%s: allow = %v (%s), want %v", tt.name, d.Allow, d.Reason, tt.allow)
+		}
+	}
+}
+
+// TestTailnetPolicyCapabilitiesCompile reads the agentmesh.dev/cap/mcp
+// values of examples/tailnet-policy.hujson as control sends them (standard
+// JSON) and compiles each grant's values as a gateway would.
+func TestTailnetPolicyCapabilitiesCompile(t *testing.T) {
+	v, err := hujson.Parse(examples.TailnetPolicy)
+	if err != nil {
+		t.Fatal(err)
+	}
+	v.Standardize()
+	var doc struct {
+		Grants []struct {
+			Src []string                                     `json:"src"`
+			App map[tailcfg.PeerCapability][]json.RawMessage `json:"app"`
+		} `json:"grants"`
+	}
+	if err := json.Unmarshal(v.Pack(), &doc); err != nil {
+		t.Fatal(err)
+	}
+	self := node(identity.KindTool, "payments-db")
+	caller := node(identity.KindAgent, "fraud-detector", "tag:fraud")
+	compiled := 0
+	for i, g := range doc.Grants {
+		values := g.App[tailnet.CapabilityMCP]
+		if len(values) == 0 {
+			t.Fatalf("grant %d carries no %s values", i, tailnet.CapabilityMCP)
+		}
+		raw := make([]tailcfg.RawMessage, len(values))
+		for j, val := range values {
+			raw[j] = tailcfg.RawMessage(val)
+		}
+		pol, err := tailnet.CompileCapabilities(raw, "example")
+		if err != nil {
+			t.Fatalf("grant %d: %v", i, err)
+		}
+		compiled++
+		if i == 0 {
+			for _, tt := range []struct {
+				tool  string
+				sql   string
+				allow bool
+			}{{"query", "select 1", true}, {"query", "DELETE FROM t", false}, {"drop_table", "", false}, {"list_tables", "", true}} {
+				req := policy.Request{Src: caller, Dst: self, Action: policy.ActionTool, Method: "tools/call", Tool: tt.tool, Args: map[string]any{"sql": tt.sql}}
+				if d := pol.Decide(req); d.Allow != tt.allow {
+					t.Errorf("grant 0, %s %q: allow = %v (%s), want %v", tt.tool, tt.sql, d.Allow, d.Reason, tt.allow)
+				}
+			}
+		}
+	}
+	if compiled != 2 {
+		t.Fatalf("compiled %d grants, want 2", compiled)
 	}
 }

@@ -11,6 +11,7 @@ import (
 
 	"agentmesh/internal/connector"
 	"agentmesh/internal/identity"
+	"agentmesh/internal/modelgw"
 	"agentmesh/internal/netmap"
 	"agentmesh/internal/node"
 	"agentmesh/internal/pki"
@@ -19,7 +20,7 @@ import (
 func init() {
 	register(&command{
 		name:  "connect",
-		usage: "SERVICE --state DIR [--listen 127.0.0.1:PORT]",
+		usage: "SERVICE --state DIR [--listen 127.0.0.1:PORT] [--tailnet [--ts-*]]",
 		short: "expose a mesh tool server to a local MCP client (stdio, or HTTP on loopback), or a model API to a local OpenAI client",
 		long: `SERVICE is a node name or tool:NAME, resolved through the netmap. The connection to its
 gateway uses this node's identity (mTLS) and is re-established after failures.
@@ -36,10 +37,17 @@ For model:NAME, --listen is required: it serves the model's OpenAI-compatible AP
 http://127.0.0.1:PORT/v1, so unmodified clients use OPENAI_BASE_URL=http://127.0.0.1:PORT/v1
 (the API key they send stays on this machine; the mesh identity is the credential).
 
+With --tailnet it joins a tailnet (Tailscale, or Headscale with --ts-control-url) as its own node
+with tsnet and dials the gateway there: SERVICE is then the gateway's tailnet name (NAME or
+NAME.TAILNET.ts.net, with model: for a model API), WireGuard is the transport and the tailnet
+identity the credential, so --state is optional (it only supplies defaults for --ts-hostname and
+--ts-state). The auth key comes from $TS_AUTHKEY (or --ts-authkey).
+
 Examples:
   agentmesh connect payments-db --state ./fraud
   agentmesh connect tool:files --state ./fraud --listen 127.0.0.1:7801
-  agentmesh connect model:llm --state ./fraud --listen 127.0.0.1:7802`,
+  agentmesh connect model:llm --state ./fraud --listen 127.0.0.1:7802
+  TS_AUTHKEY=tskey-auth-... agentmesh connect tools --tailnet --ts-hostname fraud-agent --ts-state ./ts`,
 		run: runConnect,
 	})
 }
@@ -50,6 +58,7 @@ func runConnect(ctx context.Context, env Env, args []string) error {
 	state := stateFlag(fs, env)
 	listen := fs.String("listen", "", "serve Streamable HTTP on this loopback `ADDR` instead of stdio")
 	verbose := fs.Bool("v", false, "log to stderr at debug level")
+	tf := addTailnetFlags(fs, false)
 	pos, _, err := parse(fs, args)
 	if err != nil {
 		return err
@@ -57,15 +66,25 @@ func runConnect(ctx context.Context, env Env, args []string) error {
 	if len(pos) != 1 {
 		return usagef("give one SERVICE (a node name or tool:NAME)")
 	}
-	kind, _, err := parseService(pos[0])
+	if err := tf.check(fs); err != nil {
+		return err
+	}
+	var kind identity.Kind
+	if *tf.on {
+		kind, _, err = parseTailnetService(pos[0])
+	} else {
+		kind, _, err = parseService(pos[0])
+	}
 	if err != nil {
 		return usagef("%v", err)
 	}
 	if kind == identity.KindModel && *listen == "" {
 		return usagef("a model endpoint is HTTP: give --listen 127.0.0.1:PORT (stdio makes no sense for a model)")
 	}
-	if err := needState(*state); err != nil {
-		return err
+	if !*tf.on {
+		if err := needState(*state); err != nil {
+			return err
+		}
 	}
 	var ln net.Listener
 	if *listen != "" {
@@ -77,6 +96,9 @@ func runConnect(ctx context.Context, env Env, args []string) error {
 		} else {
 			fmt.Fprintf(env.Stderr, "connect: serving %s at http://%s/mcp\n", pos[0], ln.Addr())
 		}
+	}
+	if *tf.on {
+		return connectTailnet(ctx, env, *state, pos[0], ln, tf, newLogger(env, *verbose))
 	}
 	return connectService(ctx, env, *state, pos[0], ln, newLogger(env, *verbose))
 }
@@ -111,34 +133,38 @@ func connectService(ctx context.Context, env Env, state, service string, ln net.
 		}
 		return nil
 	})
-	if kind == identity.KindModel && ln != nil {
-		return connectModel(ctx, n, kind, name, tlsCfg, ln, log)
-	}
-	cn, err := connector.New(connector.Config{
-		TLS:    tlsCfg,
-		Logger: log,
-		Resolve: func(ctx context.Context) (string, error) {
-			t, err := target()
-			if err != nil {
-				// Right after start the netmap may not have arrived yet, or
-				// the gateway may still be registering: wait briefly for a
-				// view in which the service resolves.
-				wctx, cancel := context.WithTimeout(ctx, resolveWait)
-				v, werr := n.WaitView(wctx, func(v node.View) bool {
-					_, err := resolveService(v.Netmap, kind, name)
-					return err == nil
-				})
-				cancel()
-				if werr != nil {
-					return "", err
-				}
-				if t, err = resolveService(v.Netmap, kind, name); err != nil {
-					return "", err
-				}
+	resolve := func(ctx context.Context) (string, error) {
+		t, err := target()
+		if err != nil {
+			// Right after start the netmap may not have arrived yet, or
+			// the gateway may still be registering: wait briefly for a
+			// view in which the service resolves.
+			wctx, cancel := context.WithTimeout(ctx, resolveWait)
+			v, werr := n.WaitView(wctx, func(v node.View) bool {
+				_, err := resolveService(v.Netmap, kind, name)
+				return err == nil
+			})
+			cancel()
+			if werr != nil {
+				return "", err
 			}
-			return "https://" + t.Addrs[0], nil
-		},
-	})
+			if t, err = resolveService(v.Netmap, kind, name); err != nil {
+				return "", err
+			}
+		}
+		return "https://" + t.Addrs[0], nil
+	}
+	return runConnector(ctx, env, kind, ln, connector.Config{TLS: tlsCfg, Logger: log, Resolve: resolve})
+}
+
+// runConnector serves the local side of a connection to a gateway until ctx
+// ends: the model API on ln for a model service, else MCP on ln or, when ln
+// is nil, over env's stdin and stdout. cfg says how to reach the gateway.
+func runConnector(ctx context.Context, env Env, kind identity.Kind, ln net.Listener, cfg connector.Config) error {
+	if kind == identity.KindModel && ln != nil {
+		return connectModel(ctx, modelgw.LocalConfig{Resolve: cfg.Resolve, TLS: cfg.TLS, Dial: cfg.Dial, Logger: cfg.Logger}, ln)
+	}
+	cn, err := connector.New(cfg)
 	if err != nil {
 		if ln != nil {
 			ln.Close()
@@ -157,19 +183,44 @@ func connectService(ctx context.Context, env Env, state, service string, ln net.
 	return err
 }
 
+// connectModel runs the local OpenAI-compatible endpoint of a model service
+// on ln until ctx ends. It closes ln.
+func connectModel(ctx context.Context, cfg modelgw.LocalConfig, ln net.Listener) error {
+	l, err := modelgw.NewLocal(cfg)
+	if err != nil {
+		ln.Close()
+		return err
+	}
+	defer l.Close()
+	err = l.Serve(ctx, ln)
+	if errors.Is(err, context.Canceled) {
+		err = nil
+	}
+	return err
+}
+
 // resolveWait bounds how long a connection attempt waits for the service
 // to appear in the netmap.
 const resolveWait = 5 * time.Second
 
+// cutServiceKind splits an optional "tool:" or "model:" prefix off s.
+func cutServiceKind(s string) (identity.Kind, string, error) {
+	k, rest, ok := strings.Cut(s, ":")
+	if !ok {
+		return "", s, nil
+	}
+	pk, err := identity.ParseKind(k)
+	if err != nil || !pk.Serves() {
+		return "", "", fmt.Errorf("SERVICE %q: the prefix must be tool: or model:", s)
+	}
+	return pk, rest, nil
+}
+
 // parseService reads "NAME", "tool:NAME" or "model:NAME".
 func parseService(s string) (identity.Kind, identity.Name, error) {
-	kind := identity.Kind("")
-	if k, rest, ok := strings.Cut(s, ":"); ok {
-		pk, err := identity.ParseKind(k)
-		if err != nil || !pk.Serves() {
-			return "", "", fmt.Errorf("SERVICE %q: the prefix must be tool: or model:", s)
-		}
-		kind, s = pk, rest
+	kind, s, err := cutServiceKind(s)
+	if err != nil {
+		return "", "", err
 	}
 	name, err := identity.ParseName(s)
 	if err != nil {

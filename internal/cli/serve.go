@@ -2,10 +2,14 @@ package cli
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
+	"flag"
 	"fmt"
 	"log/slog"
 	"net"
+	"os"
+	"path/filepath"
 	"sync"
 	"time"
 
@@ -18,6 +22,7 @@ import (
 	"agentmesh/internal/node"
 	"agentmesh/internal/pki"
 	"agentmesh/internal/policy"
+	"agentmesh/internal/tailnet"
 )
 
 // DefaultServeListen is where a gateway listens unless told otherwise:
@@ -28,7 +33,7 @@ const DefaultServeListen = "127.0.0.1:0"
 func init() {
 	register(&command{
 		name:  "serve",
-		usage: "--state DIR [--listen ADDR] [--advertise ADDR] (--upstream URL | -- COMMAND [ARGS...])",
+		usage: "--state DIR [--listen ADDR] [--advertise ADDR] [--tailnet [--ts-*] [--tailnet-policy agentmesh|tailnet]] (--upstream URL | -- COMMAND [ARGS...])",
 		short: "run the gateway of a tool or model node: mTLS in, policy per message, audit, forward upstream",
 		long: `Serves MCP at https://ADDR/mcp over TLS 1.3; every client needs a certificate from the mesh CA,
 an active node record, and a grant to this node. The upstream is a Streamable HTTP MCP server
@@ -43,7 +48,16 @@ Examples:
 A node of kind model serves an OpenAI-compatible API instead: --upstream is its base URL
 (such as http://127.0.0.1:8000; a stdio command is a usage error), clients reach it through
 'agentmesh connect model:NAME --listen 127.0.0.1:PORT', and limit counters are kept in DIR:
-  agentmesh serve --state ./llm --upstream http://127.0.0.1:8000`,
+  agentmesh serve --state ./llm --upstream http://127.0.0.1:8000
+
+With --tailnet the gateway also joins a tailnet (Tailscale, or Headscale with --ts-control-url)
+as its own node, with tsnet (userspace, no root), and serves at http://NAME:PORT/mcp there:
+WireGuard encrypts, each caller is identified with WhoIs, and the same per-message policy and
+audit apply. The mTLS listener then runs only if --listen is given. Tool rules for tailnet
+callers come from this mesh's policy (selectors agent:NODE, tag:TAG, user:LOGIN; the default)
+or, with --tailnet-policy tailnet, from the tailnet policy file's grants of the app capability
+agentmesh.dev/cap/mcp. The auth key comes from $TS_AUTHKEY (or --ts-authkey):
+  TS_AUTHKEY=tskey-auth-... agentmesh serve --state ./tools --tailnet --tailnet-policy tailnet --upstream http://127.0.0.1:8080/mcp`,
 		run: runServe,
 	})
 }
@@ -58,6 +72,7 @@ func runServe(ctx context.Context, env Env, args []string) error {
 	maxBytes := fs.Int("max-message-bytes", 4<<20, "largest JSON-RPC message accepted from a client")
 	argsHash := fs.Bool("record-args-hash", false, "store the SHA-256 of tool call arguments in audit events")
 	verbose := fs.Bool("v", false, "log to stderr at debug level")
+	tf := addTailnetFlags(fs, true)
 	pos, rest, err := parse(fs, args)
 	if err != nil {
 		return err
@@ -68,6 +83,9 @@ func runServe(ctx context.Context, env Env, args []string) error {
 	if (*upstreamURL == "") == (len(rest) == 0) {
 		return usagef("give exactly one upstream: --upstream URL or -- COMMAND [ARGS...]")
 	}
+	if err := tf.check(fs); err != nil {
+		return err
+	}
 	if err := needState(*state); err != nil {
 		return err
 	}
@@ -76,30 +94,60 @@ func runServe(ctx context.Context, env Env, args []string) error {
 	if *upstreamURL != "" {
 		up = gateway.HTTPUpstream{URL: *upstreamURL}
 	}
-	return serve(ctx, env, serveConfig{state: *state, listen: *listen, advertise: *advertise, upstream: up,
-		limits: mcpwire.Limits{MaxBytes: *maxBytes}, argsHash: *argsHash, log: log, modelUpstream: *upstreamURL})
+	sc := serveConfig{state: *state, listen: *listen, advertise: *advertise, upstream: up,
+		limits: mcpwire.Limits{MaxBytes: *maxBytes}, argsHash: *argsHash, log: log, modelUpstream: *upstreamURL}
+	if *tf.on {
+		sc.tailnet = tf
+		if !flagGiven(fs, "listen") {
+			sc.listen = "" // tailnet only, unless an mTLS listener is asked for
+		}
+	}
+	return serve(ctx, env, sc)
+}
+
+// flagGiven reports whether the flag name was set on the command line.
+func flagGiven(fs *flag.FlagSet, name string) bool {
+	given := false
+	fs.Visit(func(f *flag.Flag) { given = given || f.Name == name })
+	return given
 }
 
 type serveConfig struct {
+	// listen is the mTLS listener's address; "" runs none (tailnet only).
 	state, listen, advertise string
 	upstream                 gateway.Upstream
 	limits                   mcpwire.Limits
 	argsHash                 bool
 	log                      *slog.Logger
-	// ready, when set, receives the gateway's address once it serves.
+	// ready, when set, receives the mTLS listener's address once it serves.
 	ready func(addr string)
 	// modelUpstream is the --upstream URL, used as the model API's base
 	// URL when the node is of kind model ("" with a stdio command).
 	modelUpstream string
+	// tailnet, when set, also serves on a tailnet (Tailscale mode).
+	tailnet *tailnetFlags
 }
 
-// serve runs a gateway until ctx ends.
+// frontend is one listener's gateway: the MCP gateway of a tool node or the
+// model gateway of a model node, with TLS or with a tailnet Identifier.
+type frontend interface {
+	Update(*gateway.State)
+	Recheck(context.Context)
+	Serve(context.Context, net.Listener) error
+}
+
+var (
+	_ frontend = (*gateway.Gateway)(nil)
+	_ frontend = (*modelgw.Gateway)(nil)
+)
+
+// serve runs a node's gateways until ctx ends: on the mTLS listener, on the
+// tailnet, or both. Every one enforces the node's current view.
 func serve(ctx context.Context, env Env, sc serveConfig) error {
 	log := sc.log
 	var (
 		mu     sync.Mutex
-		gw     *gateway.Gateway
-		mgw    *modelgw.Gateway
+		fronts []frontend
 		latest *node.View
 		self   identity.ID
 	)
@@ -107,11 +155,8 @@ func serve(ctx context.Context, env Env, sc serveConfig) error {
 		mu.Lock()
 		defer mu.Unlock()
 		latest = &v
-		if gw != nil {
-			gw.Update(gatewayState(v, self))
-		}
-		if mgw != nil {
-			mgw.Update(gatewayState(v, self))
+		for _, f := range fronts {
+			f.Update(gatewayState(v, self))
 		}
 	}})
 	if err != nil {
@@ -124,7 +169,104 @@ func serve(ctx context.Context, env Env, sc serveConfig) error {
 	mu.Lock()
 	self = n.ID()
 	mu.Unlock()
-	tlsCfg := pki.NewServerTLS(pki.ServerOptions{
+	if self.Kind == identity.KindModel && sc.modelUpstream == "" {
+		return usagef("a model node serves an OpenAI-compatible HTTP API: give --upstream http://HOST:PORT (a stdio command makes no sense for a model)")
+	}
+	// newFrontend makes a gateway for one listener and hands it the current
+	// view before it serves anything.
+	newFrontend := func(tlsCfg *tls.Config, ident gateway.Identifier, limitsDir string) (frontend, error) {
+		var f frontend
+		var err error
+		if self.Kind == identity.KindModel {
+			f, err = modelgw.New(modelgw.Config{TLS: tlsCfg, Identifier: ident, Upstream: sc.modelUpstream, Audit: n,
+				StateDir: limitsDir, MaxBodyBytes: int64(sc.limits.MaxBytes), Logger: log}, nil)
+		} else {
+			f, err = gateway.New(gateway.Config{TLS: tlsCfg, Identifier: ident, Upstream: sc.upstream, Audit: n,
+				Limits: sc.limits, Logger: log, RecordArgsHash: sc.argsHash}, nil)
+		}
+		if err != nil {
+			return nil, err
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		fronts = append(fronts, f)
+		if latest != nil {
+			f.Update(gatewayState(*latest, self))
+		}
+		return f, nil
+	}
+	what, path, note := "MCP", "/mcp", ""
+	if self.Kind == identity.KindModel {
+		what, path, note = "the model API", "/v1", " (upstream "+sc.modelUpstream+")"
+	}
+
+	var tasks []func(context.Context) error
+	if sc.listen != "" {
+		f, err := newFrontend(serverTLS(n, self, log), nil, sc.state)
+		if err != nil {
+			return err
+		}
+		ln, err := net.Listen("tcp", sc.listen)
+		if err != nil {
+			return fmt.Errorf("listen: %w", err)
+		}
+		addr := ln.Addr().String()
+		adv := sc.advertise
+		if adv == "" {
+			adv = addr
+		}
+		tasks = append(tasks,
+			func(ctx context.Context) error { registerAddr(ctx, n, adv, log); return nil },
+			func(ctx context.Context) error { return f.Serve(ctx, ln) })
+		fmt.Fprintf(env.Stdout, "gateway %s serving %s at https://%s%s%s\n", self, what, addr, path, note)
+		if sc.ready != nil {
+			sc.ready(addr)
+		}
+	}
+	if sc.tailnet != nil {
+		tn, o, err := sc.tailnet.join(ctx, env, sc.state, self.Name, log)
+		if err != nil {
+			return err
+		}
+		defer tn.Close()
+		// Limit counters are per source identity, and tailnet sources are
+		// not mesh identities: they get their own file.
+		limitsDir := filepath.Join(sc.state, "tailnet-limits")
+		if err := os.MkdirAll(limitsDir, 0o700); err != nil {
+			return fmt.Errorf("serve: %w", err)
+		}
+		f, err := newFrontend(nil, tailnet.NewIdentifier(tn, tailnet.IdentifierConfig{Source: o.source, Logger: log}), limitsDir)
+		if err != nil {
+			return err
+		}
+		ln, err := tn.Listen(o.listenAddr())
+		if err != nil {
+			return err
+		}
+		tasks = append(tasks,
+			func(ctx context.Context) error { return f.Serve(ctx, ln) },
+			func(ctx context.Context) error { return tn.WatchNetmap(ctx, 0, f.Recheck) })
+		fmt.Fprintf(env.Stdout, "gateway %s serving %s on the tailnet at http://%s:%d%s (rules: %s)%s\n",
+			self, what, o.hostname, o.port, path, rulesNote(o.source), note)
+	}
+	if len(tasks) == 0 {
+		return usagef("nothing to serve: give --listen ADDR, --tailnet, or both")
+	}
+	return runTasks(ctx, tasks)
+}
+
+// rulesNote says where a tailnet gateway's tool rules come from.
+func rulesNote(s tailnet.Source) string {
+	if s == tailnet.SourceTailnet {
+		return "the tailnet policy's " + string(tailnet.CapabilityMCP) + " grants"
+	}
+	return "this mesh's policy"
+}
+
+// serverTLS is the mTLS configuration of a gateway listener; refused
+// handshakes are audited.
+func serverTLS(n *node.Node, self identity.ID, log *slog.Logger) *tls.Config {
+	return pki.NewServerTLS(pki.ServerOptions{
 		Certificate: n.Client.Certificate,
 		Verifier:    n.Client.Verifier(),
 		OnRefused: func(remote string, reason pki.Reason, err error) {
@@ -137,52 +279,27 @@ func serve(ctx context.Context, env Env, sc serveConfig) error {
 			}
 		},
 	})
-	if self.Kind == identity.KindModel {
-		return serveModel(ctx, env, n, sc, tlsCfg, self, func(g *modelgw.Gateway) {
-			mu.Lock()
-			defer mu.Unlock()
-			mgw = g
-			if latest != nil {
-				mgw.Update(gatewayState(*latest, self))
-			}
-		})
+}
+
+// runTasks runs every task until ctx ends or one of them fails, then stops
+// the others and returns when all have returned, with the first failure
+// (a cancelled context is not one). A task may also finish early with nil
+// (a registration that succeeded) without stopping the others.
+func runTasks(ctx context.Context, tasks []func(context.Context) error) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	errc := make(chan error, len(tasks))
+	for _, t := range tasks {
+		go func() { errc <- t(ctx) }()
 	}
-	g, err := gateway.New(gateway.Config{TLS: tlsCfg, Upstream: sc.upstream, Audit: n, Limits: sc.limits, Logger: log, RecordArgsHash: sc.argsHash}, nil)
-	if err != nil {
-		return err
+	var first error
+	for range tasks {
+		if err := <-errc; err != nil && !errors.Is(err, context.Canceled) && first == nil {
+			first = err
+			cancel()
+		}
 	}
-	mu.Lock()
-	gw = g
-	if latest != nil {
-		gw.Update(gatewayState(*latest, self))
-	}
-	mu.Unlock()
-	ln, err := net.Listen("tcp", sc.listen)
-	if err != nil {
-		return fmt.Errorf("listen: %w", err)
-	}
-	addr := ln.Addr().String()
-	adv := sc.advertise
-	if adv == "" {
-		adv = addr
-	}
-	regCtx, stopReg := context.WithCancel(ctx)
-	var regWG sync.WaitGroup
-	regWG.Add(1)
-	go func() {
-		defer regWG.Done()
-		registerAddr(regCtx, n, adv, log)
-	}()
-	defer func() { stopReg(); regWG.Wait() }()
-	fmt.Fprintf(env.Stdout, "gateway %s serving MCP at https://%s/mcp\n", self, addr)
-	if sc.ready != nil {
-		sc.ready(addr)
-	}
-	err = g.Serve(ctx, ln)
-	if errors.Is(err, context.Canceled) {
-		err = nil
-	}
-	return err
+	return first
 }
 
 // registerAddr announces the gateway's address, retrying while the coordinator
