@@ -20,6 +20,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"os/exec"
+	"sync"
 	"testing"
 
 	"golang.org/x/sys/unix"
@@ -108,6 +109,11 @@ const netnsEnv = "AGENTMESH_TAILNET_NETNS"
 
 var errNamespace = errors.New("loopback-only network namespace")
 
+var (
+	reexecMu   sync.Mutex
+	reexecuted = map[string]bool{} // benchmarks already re-executed
+)
+
 // InLoopbackNamespace makes tb run in a network namespace whose only
 // interface is lo, so that no tailnet packet can leave the machine. Outside
 // one, it re-executes the test binary under `unshare -n` for tb alone (the
@@ -135,6 +141,15 @@ func InLoopbackNamespace(tb testing.TB) bool {
 	}
 	args := []string{"-n", os.Args[0], "-test.count=1"}
 	if _, bench := tb.(*testing.B); bench {
+		// The testing package calls a benchmark several times to size
+		// b.N; the re-executed one sizes itself, so run it once.
+		reexecMu.Lock()
+		done := reexecuted[tb.Name()]
+		reexecuted[tb.Name()] = true
+		reexecMu.Unlock()
+		if done {
+			return false
+		}
 		args = append(args, "-test.run=^$", "-test.bench=^"+tb.Name()+"$")
 		for _, name := range []string{"test.benchtime", "test.benchmem", "test.cpuprofile"} {
 			if f := flag.Lookup(name); f != nil && f.Value.String() != f.DefValue {
