@@ -20,10 +20,12 @@
 // # Spool guarantees
 //
 //   - Append validates and encodes the event in the caller's goroutine and
-//     writes it to the active segment file before it returns (one write
-//     call, serialised with other Appends). From then on the event is in the
-//     kernel: killing the gateway process, even with SIGKILL, loses nothing
-//     that Append accepted. A slow disk makes Append wait; nothing is ever
+//     writes it to the active segment file before it returns (serialised
+//     with other Appends; on Linux a copy into the segment's shared memory
+//     mapping, whose blocks were allocated when the segment was created,
+//     elsewhere one write call). From then on the event is in the kernel's
+//     page cache: killing the gateway process, even with SIGKILL, loses
+//     nothing that Append accepted. A slow disk makes Append wait; nothing is ever
 //     dropped and there is no in-memory queue to lose.
 //   - A syncer goroutine fsyncs what was written as soon as there is
 //     something, then rests for SyncInterval (10 ms by default, never more
@@ -36,7 +38,9 @@
 //     unaudited requests.
 //
 // The spool's on-disk format is a directory of append-only segment files of
-// CRC-checked, length-prefixed records, and an ack file replaced atomically
+// CRC-checked, length-prefixed records (the newest one, while open, padded
+// with allocated zeros that are cut off when it is closed, and that read
+// as a torn tail after a crash), and an ack file replaced atomically
 // (write, fsync, rename, fsync directory). The ack file is rewritten only
 // when a whole segment becomes acknowledged (just before the segment is
 // deleted) and at Close, not after every shipped batch: after a crash the

@@ -154,11 +154,12 @@ func (sg *segment) scan(tail bool) error {
 	}
 }
 
-// createSegment creates an empty segment starting at start and makes its
-// directory entry durable.
-func createSegment(dir string, start uint64) (*segment, *os.File, error) {
+// createSegment creates an empty segment starting at start, makes its
+// directory entry durable and opens it as the active file with room for
+// prealloc bytes.
+func createSegment(dir string, start uint64, prealloc int64) (*segment, *activeFile, error) {
 	path := segmentPath(dir, start)
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND|os.O_CREATE|os.O_EXCL, 0o600)
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -166,7 +167,7 @@ func createSegment(dir string, start uint64) (*segment, *os.File, error) {
 		f.Close()
 		return nil, nil, err
 	}
-	return &segment{path: path, start: start}, f, nil
+	return &segment{path: path, start: start}, newActive(f, 0, prealloc), nil
 }
 
 func syncDir(dir string) error {
@@ -231,11 +232,34 @@ func writeAck(dir string, pos uint64) error {
 // reads do not rescan a segment from its start.
 type readCursor struct {
 	f     *os.File
-	r     *bufio.Reader
+	src   *boundedReader // reads f
+	r     *bufio.Reader  // buffers src
 	path  string
 	pos   uint64 // spool position of the next record r returns
 	limit uint64 // end position of the segment f belongs to, when read
 	buf   []byte
+}
+
+// boundedReader reads f sequentially up to limit bytes, the end of the
+// records written to it: the active segment's blocks beyond them are
+// allocated ahead and will be written later, so read-ahead must not buffer
+// them. Raising limit makes the following reads go on.
+type boundedReader struct {
+	f          *os.File
+	off, limit int64
+}
+
+func (b *boundedReader) Read(p []byte) (int, error) {
+	if b.off >= b.limit {
+		return 0, io.EOF
+	}
+	p = p[:min(int64(len(p)), b.limit-b.off)]
+	n, err := b.f.ReadAt(p, b.off)
+	b.off += int64(n)
+	if err == io.EOF && n > 0 {
+		err = nil
+	}
+	return n, err
 }
 
 func (c *readCursor) close() {
@@ -303,9 +327,12 @@ func (s *Spool) recordAt(segs []segment, pos uint64) ([]byte, error) {
 			if err != nil {
 				return nil, err
 			}
-			c.f, c.r, c.path, c.pos = f, bufio.NewReaderSize(f, 256<<10), sg.path, sg.start
+			c.f, c.path, c.pos = f, sg.path, sg.start
+			c.src = &boundedReader{f: f}
+			c.r = bufio.NewReaderSize(c.src, 256<<10)
 		}
 		c.limit = sg.start + sg.count
+		c.src.limit = sg.size
 		for c.pos < pos {
 			if _, err := s.nextRecord(); err != nil {
 				return nil, err

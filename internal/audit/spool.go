@@ -60,7 +60,7 @@ type Spool struct {
 	// active is the newest segment's file, opened for appending. It is
 	// replaced under wmu, syncMu and mu together, so any one of them makes
 	// reading it safe.
-	active *os.File
+	active *activeFile
 
 	syncReq    chan struct{} // capacity 1: "there is something to fsync"
 	flushReq   chan struct{} // capacity 1: "someone waits: skip the rest"
@@ -168,7 +168,7 @@ func (s *Spool) recover() error {
 		}
 	}
 	if len(segs) == 0 {
-		sg, f, err := createSegment(s.dir, ack)
+		sg, f, err := createSegment(s.dir, ack, s.opts.SegmentSize)
 		if err != nil {
 			return err
 		}
@@ -187,7 +187,7 @@ func (s *Spool) recover() error {
 		}
 		segs = segs[1:]
 	}
-	f, err := os.OpenFile(last.path, os.O_WRONLY|os.O_APPEND, 0o600)
+	f, err := os.OpenFile(last.path, os.O_RDWR, 0o600)
 	if err != nil {
 		return err
 	}
@@ -195,7 +195,7 @@ func (s *Spool) recover() error {
 		f.Close()
 		return err
 	}
-	s.segs, s.active = segs, f
+	s.segs, s.active = segs, newActive(f, last.size, s.opts.SegmentSize)
 	s.written, s.durable, s.ack, s.ackDisk = end, end, ack, ack
 	return nil
 }
@@ -337,9 +337,7 @@ func (s *Spool) writeRecord(rec []byte) error {
 		}
 		cur = next
 	}
-	// os.File.Write writes everything or fails; a partial record left by a
-	// failure is a torn tail that the next OpenSpool cuts off.
-	if _, err := s.active.Write(rec); err != nil {
+	if err := s.active.append(rec); err != nil {
 		return err
 	}
 	s.mu.Lock()
@@ -351,27 +349,32 @@ func (s *Spool) writeRecord(rec []byte) error {
 }
 
 // rotate fsyncs and closes the full segment cur and starts the next one.
-// s.wmu must be held.
+// s.wmu must be held. The full segment is cut to its records and synced
+// before the next one exists, so that only the newest segment can ever end
+// in anything but a record.
 func (s *Spool) rotate(cur *segment) (*segment, error) {
 	s.syncMu.Lock()
 	defer s.syncMu.Unlock()
-	if err := s.active.Sync(); err != nil {
+	if err := s.active.sync(); err != nil {
 		return nil, err
 	}
-	next, f, err := createSegment(s.dir, cur.start+cur.count)
+	if err := s.active.close(); err != nil {
+		s.active = nil
+		return nil, err
+	}
+	s.mu.Lock()
+	s.active = nil
+	s.durable = s.written // everything written so far was in cur
+	s.notifyLocked()
+	s.mu.Unlock()
+	next, f, err := createSegment(s.dir, cur.start+cur.count, s.opts.SegmentSize)
 	if err != nil {
 		return nil, err
 	}
-	old := s.active
 	s.mu.Lock()
 	s.active = f
 	s.segs = append(s.segs, next)
-	s.durable = s.written // everything written so far was in old
-	s.notifyLocked()
 	s.mu.Unlock()
-	if err := old.Close(); err != nil {
-		return nil, err
-	}
 	return next, nil
 }
 
@@ -415,7 +418,7 @@ func (s *Spool) syncNow() {
 	if h := s.opts.beforeSync; h != nil {
 		h()
 	}
-	if err := f.Sync(); err != nil {
+	if err := f.sync(); err != nil {
 		err = fmt.Errorf("audit: spool fsync: %w", err)
 		s.log.Error("audit: spool fsync failed; refusing further events", "err", err)
 		s.fail(err)
@@ -567,7 +570,7 @@ func (s *Spool) Close() error {
 func (s *Spool) closeFiles() error {
 	var errs []error
 	if s.active != nil {
-		errs = append(errs, s.active.Close())
+		errs = append(errs, s.active.close())
 		s.active = nil
 	}
 	if s.lock != nil {

@@ -418,3 +418,63 @@ func TestSpoolAckWithoutCloseRedeliversAfterCrash(t *testing.T) {
 	wantIDs(t, drain(t, openTestSpool(t, crashed, SpoolOptions{})), 0, 20)
 	wantIDs(t, drain(t, openTestSpool(t, dir, SpoolOptions{})), 10, 10)
 }
+
+func TestSpoolReadsWhileTheActiveSegmentGrows(t *testing.T) {
+	// Shipping reads the active segment while Appends go on writing it: the
+	// reader must never buffer the allocated space beyond the records.
+	s := openTestSpool(t, t.TempDir(), SpoolOptions{})
+	ctx := context.Background()
+	for i := range 50 {
+		appendAll(t, s, testEvents(i, 1))
+		b, err := s.Next(ctx, 10)
+		if err != nil {
+			t.Fatalf("Next after %d appends: %v", i+1, err)
+		}
+		wantIDs(t, b.Events, i, 1)
+		if err := s.Ack(b); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+func TestSpoolRecoversASegmentLeftAllocatedByACrash(t *testing.T) {
+	// A copy of the files of a live spool is what a crash leaves: the active
+	// segment still has its space allocated ahead, full of zeros.
+	dir := t.TempDir()
+	s := openTestSpool(t, dir, SpoolOptions{})
+	appendAll(t, s, testEvents(0, 20))
+	crashed := t.TempDir()
+	segs, err := listSegments(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, sg := range segs {
+		b, err := os.ReadFile(sg.path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(crashed, filepath.Base(sg.path)), b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	r := openTestSpool(t, crashed, SpoolOptions{})
+	wantIDs(t, drain(t, r), 0, 20)
+	appendAll(t, r, testEvents(20, 1))
+	got := drain(t, r)
+	wantIDs(t, got, 0, 21)
+	if err := r.Close(); err != nil {
+		t.Fatal(err)
+	}
+	// Closed, a segment ends at its last record.
+	segs, err = listSegments(crashed)
+	if err != nil {
+		t.Fatal(err)
+	}
+	last := segs[len(segs)-1]
+	if err := last.scan(false); err != nil {
+		t.Fatalf("closed segment does not end at its last record: %v", err)
+	}
+	if last.count != 21 {
+		t.Fatalf("closed segment holds %d records, want 21", last.count)
+	}
+}
