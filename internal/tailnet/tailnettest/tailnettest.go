@@ -20,7 +20,6 @@ import (
 	"net/http/httptest"
 	"os"
 	"os/exec"
-	"sync"
 	"testing"
 
 	"golang.org/x/sys/unix"
@@ -109,10 +108,6 @@ const netnsEnv = "AGENTMESH_TAILNET_NETNS"
 
 var errNamespace = errors.New("loopback-only network namespace")
 
-var (
-	reexecMu   sync.Mutex
-	reexecuted = map[string]bool{} // benchmarks already re-executed
-)
 
 // InLoopbackNamespace makes tb run in a network namespace whose only
 // interface is lo, so that no tailnet packet can leave the machine. Outside
@@ -140,14 +135,11 @@ func InLoopbackNamespace(tb testing.TB) bool {
 		tb.Skipf("skipping: cannot create a network namespace (unshare -n: %v)", err)
 	}
 	args := []string{"-n", os.Args[0], "-test.count=1"}
-	if _, bench := tb.(*testing.B); bench {
-		// The testing package calls a benchmark several times to size
-		// b.N; the re-executed one sizes itself, so run it once.
-		reexecMu.Lock()
-		done := reexecuted[tb.Name()]
-		reexecuted[tb.Name()] = true
-		reexecMu.Unlock()
-		if done {
+	if b, bench := tb.(*testing.B); bench {
+		// The testing package calls a benchmark first with b.N == 1, then
+		// again to size b.N; the re-executed one sizes itself, so run it
+		// from the first call only (once per -count).
+		if b.N != 1 {
 			return false
 		}
 		args = append(args, "-test.run=^$", "-test.bench=^"+tb.Name()+"$")
