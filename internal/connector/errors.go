@@ -1,12 +1,16 @@
 package connector
 
-import "errors"
+import (
+	"errors"
+
+	"agentmesh/internal/loopback"
+)
 
 // Sentinel errors returned by this package.
 var (
 	// ErrNotLoopback is returned by [Listen] and [Connector.ServeListener] for
 	// an address that is not a loopback address.
-	ErrNotLoopback = errors.New("connector: address is not loopback")
+	ErrNotLoopback = loopback.ErrNotLoopback
 	// ErrConfig is returned by [New] for an unusable configuration.
 	ErrConfig = errors.New("connector: invalid configuration")
 	// ErrGatewayURL is returned when Config.Resolve yields an unusable URL

@@ -11,6 +11,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"agentmesh/internal/loopback"
 )
 
 // shutdownTimeout bounds the wait for handlers when ServeListener stops.
@@ -42,7 +44,7 @@ var forwardResponseHeaders = []string{
 // loopback origin, with 403. It returns when ctx is done and the server has
 // shut down (open streams are closed); it closes ln.
 func (c *Connector) ServeListener(ctx context.Context, ln net.Listener) error {
-	port, err := loopbackPort(ln.Addr())
+	port, err := loopback.Port(ln.Addr())
 	if err != nil {
 		ln.Close()
 		return fmt.Errorf("serve listener: %w", err)
@@ -89,11 +91,11 @@ type proxy struct {
 }
 
 func (p *proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	if !hostAllowed(r.Host, p.port) {
+	if !loopback.HostAllowed(r.Host, p.port) {
 		http.Error(w, "Forbidden: Host must be localhost, 127.0.0.1 or [::1] with this port", http.StatusForbidden)
 		return
 	}
-	if origin := r.Header.Get("Origin"); origin != "" && !originAllowed(origin) {
+	if origin := r.Header.Get("Origin"); origin != "" && !loopback.OriginAllowed(origin) {
 		http.Error(w, "Forbidden: Origin is not a loopback origin", http.StatusForbidden)
 		return
 	}

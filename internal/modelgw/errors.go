@@ -4,6 +4,7 @@ import (
 	"errors"
 
 	"agentmesh/internal/gateway"
+	"agentmesh/internal/loopback"
 )
 
 // Reason codes of the model gateway's refusals. Admission codes
@@ -47,5 +48,5 @@ var (
 	// ErrLimitStore: the limit counters file cannot be read or written.
 	ErrLimitStore = errors.New("limit counters store failed")
 	// ErrNotLoopback: Local was asked to serve on a non-loopback address.
-	ErrNotLoopback = errors.New("address is not loopback")
+	ErrNotLoopback = loopback.ErrNotLoopback
 )

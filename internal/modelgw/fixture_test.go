@@ -19,6 +19,7 @@ import (
 	"agentmesh/internal/gateway"
 	"agentmesh/internal/gateway/gatewaytest"
 	"agentmesh/internal/identity"
+	"agentmesh/internal/loopback"
 	"agentmesh/internal/modelgw/modelgwtest"
 	"agentmesh/internal/pki"
 	"agentmesh/internal/policy"
@@ -181,7 +182,7 @@ func (f *fixture) local(cert *tls.Certificate) string {
 	if err != nil {
 		f.t.Fatal(err)
 	}
-	ln, err := Listen("127.0.0.1:0")
+	ln, err := loopback.Listen("127.0.0.1:0")
 	if err != nil {
 		f.t.Fatal(err)
 	}

@@ -9,11 +9,10 @@ import (
 	"net"
 	"net/http"
 	"net/http/httputil"
-	"net/netip"
 	"net/url"
-	"strconv"
-	"strings"
 	"time"
+
+	"agentmesh/internal/loopback"
 )
 
 // LocalConfig configures a Local.
@@ -116,7 +115,7 @@ func NewLocal(cfg LocalConfig) (*Local, error) {
 // listener's port, which the Host header must carry).
 func (l *Local) Handler(port string) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if !hostAllowed(r.Host, port) || (r.Header.Get("Origin") != "" && !originAllowed(r.Header.Get("Origin"))) {
+		if !loopback.HostAllowed(r.Host, port) || (r.Header.Get("Origin") != "" && !loopback.OriginAllowed(r.Header.Get("Origin"))) {
 			writeError(w, http.StatusForbidden, ErrorBody{Error: ErrorDetail{Type: "permission_denied", Code: ReasonNotLocal,
 				Message: "this endpoint serves local clients only"}, Reason: ReasonNotLocal})
 			return
@@ -140,19 +139,19 @@ func (l *Local) Handler(port string) http.Handler {
 // Serve serves the local endpoint on ln (which must be a loopback TCP
 // listener) until ctx ends. It closes ln.
 func (l *Local) Serve(ctx context.Context, ln net.Listener) error {
-	tcp, ok := ln.Addr().(*net.TCPAddr)
-	if !ok || !tcp.IP.IsLoopback() {
+	port, err := loopback.Port(ln.Addr())
+	if err != nil {
 		ln.Close()
-		return fmt.Errorf("serve local model endpoint %v: %w", ln.Addr(), ErrNotLoopback)
+		return fmt.Errorf("serve local model endpoint: %w", err)
 	}
 	srv := &http.Server{
-		Handler:           l.Handler(strconv.Itoa(tcp.Port)),
+		Handler:           l.Handler(port),
 		ReadHeaderTimeout: 10 * time.Second,
 		ErrorLog:          slog.NewLogLogger(l.log.Handler(), slog.LevelDebug),
 	}
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
-	var err error
+	err = nil
 	select {
 	case <-ctx.Done():
 	case err = <-errc:
@@ -177,51 +176,4 @@ func (l *Local) Serve(ctx context.Context, ln net.Listener) error {
 func (l *Local) Close() error {
 	l.transport.CloseIdleConnections()
 	return nil
-}
-
-// Listen opens a loopback TCP listener ("127.0.0.1:0", "localhost:7801");
-// any other address fails with ErrNotLoopback.
-func Listen(addr string) (net.Listener, error) {
-	host, port, err := net.SplitHostPort(addr)
-	if err != nil {
-		return nil, fmt.Errorf("listen %q: %w", addr, err)
-	}
-	if strings.EqualFold(host, "localhost") {
-		host = "127.0.0.1"
-	}
-	ip, err := netip.ParseAddr(host)
-	if err != nil || !ip.IsLoopback() || ip.Zone() != "" {
-		return nil, fmt.Errorf("listen %q: %w", addr, ErrNotLoopback)
-	}
-	ln, err := net.Listen("tcp", net.JoinHostPort(ip.String(), port))
-	if err != nil {
-		return nil, fmt.Errorf("listen %q: %w", addr, err)
-	}
-	return ln, nil
-}
-
-func isLoopbackHost(host string) bool {
-	if strings.EqualFold(host, "localhost") {
-		return true
-	}
-	ip, err := netip.ParseAddr(host)
-	return err == nil && ip.IsLoopback() && ip.Zone() == ""
-}
-
-// hostAllowed: the Host header must be a loopback name with the listener's
-// port; a DNS-rebinding page carries its own name.
-func hostAllowed(hostHeader, port string) bool {
-	host, p, err := net.SplitHostPort(hostHeader)
-	if err != nil {
-		host, p = strings.TrimSuffix(strings.TrimPrefix(hostHeader, "["), "]"), "80"
-	}
-	return p == port && isLoopbackHost(host)
-}
-
-func originAllowed(origin string) bool {
-	u, err := url.Parse(origin)
-	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.User != nil {
-		return false
-	}
-	return isLoopbackHost(u.Hostname())
 }

@@ -108,7 +108,6 @@ const netnsEnv = "AGENTMESH_TAILNET_NETNS"
 
 var errNamespace = errors.New("loopback-only network namespace")
 
-
 // InLoopbackNamespace makes tb run in a network namespace whose only
 // interface is lo, so that no tailnet packet can leave the machine. Outside
 // one, it re-executes the test binary under `unshare -n` for tb alone (the

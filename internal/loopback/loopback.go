@@ -1,0 +1,95 @@
+// Package loopback guards agentmesh's local endpoints, the connector's MCP
+// endpoint and the local model API: listeners that accept loopback
+// addresses only, and the Host and Origin checks every request to them
+// passes.
+//
+// Threat model: a local endpoint carries the node's identity to the mesh,
+// so whoever can talk to it acts as the node. Listening on loopback keeps
+// other hosts out. Browsers on this machine remain: a web page can make
+// its browser send requests to 127.0.0.1, and by DNS rebinding
+// (evil.example resolving to 127.0.0.1) even read the answers. Such a
+// request carries the page's own name in Host and its origin in Origin,
+// so a Host that is not a loopback name with the listener's port, or an
+// Origin that is not a loopback origin, is refused. "localhost" is taken
+// to mean 127.0.0.1, never resolved, so a hostile resolver cannot move it.
+package loopback
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"net/url"
+	"strconv"
+	"strings"
+)
+
+// ErrNotLoopback reports an address that is not a loopback address.
+var ErrNotLoopback = errors.New("address is not loopback")
+
+// Listen opens a TCP listener on a loopback address and refuses any other:
+// "127.0.0.1:0", "[::1]:7801" and "localhost:7801" (which listens on
+// 127.0.0.1) are accepted; "0.0.0.0:7801", ":7801" or "10.1.2.3:1" fail
+// with ErrNotLoopback.
+func Listen(addr string) (net.Listener, error) {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return nil, fmt.Errorf("listen %q: %w", addr, err)
+	}
+	if strings.EqualFold(host, "localhost") {
+		host = "127.0.0.1"
+	}
+	ip, err := netip.ParseAddr(host)
+	if err != nil || !ip.IsLoopback() || ip.Zone() != "" {
+		return nil, fmt.Errorf("listen %q: %w", addr, ErrNotLoopback)
+	}
+	ln, err := net.Listen("tcp", net.JoinHostPort(ip.String(), port))
+	if err != nil {
+		return nil, fmt.Errorf("listen %q: %w", addr, err)
+	}
+	return ln, nil
+}
+
+// Port returns the port of a loopback TCP address, or ErrNotLoopback.
+func Port(a net.Addr) (string, error) {
+	tcp, ok := a.(*net.TCPAddr)
+	if !ok || !tcp.IP.IsLoopback() {
+		return "", fmt.Errorf("%w: %v", ErrNotLoopback, a)
+	}
+	return strconv.Itoa(tcp.Port), nil
+}
+
+// isLocalHost reports whether host (no port, no brackets) names the local
+// machine: "localhost" or a loopback IP literal.
+func isLocalHost(host string) bool {
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	ip, err := netip.ParseAddr(host)
+	return err == nil && ip.IsLoopback() && ip.Zone() == ""
+}
+
+// HostAllowed reports whether a request's Host header is a loopback name
+// with the listener's port. A DNS-rebinding page carries its own domain
+// name in Host, which this refuses.
+func HostAllowed(hostHeader, port string) bool {
+	host, p, err := net.SplitHostPort(hostHeader)
+	if err != nil {
+		// No port: only valid when listening on the default port.
+		host, p = hostHeader, "80"
+		if strings.HasPrefix(host, "[") && strings.HasSuffix(host, "]") {
+			host = host[1 : len(host)-1]
+		}
+	}
+	return p == port && isLocalHost(host)
+}
+
+// OriginAllowed reports whether an Origin header names a loopback origin
+// (http or https, any port). "null" and every other origin are refused.
+func OriginAllowed(origin string) bool {
+	u, err := url.Parse(origin)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.User != nil {
+		return false
+	}
+	return isLocalHost(u.Hostname())
+}
