@@ -32,8 +32,12 @@ type tailnetFlags struct {
 // addTailnetFlags adds the --tailnet and --ts-* flags; serve also gets
 // --tailnet-policy.
 func addTailnetFlags(fs *flag.FlagSet, serve bool) *tailnetFlags {
+	use := "join a tailnet (Tailscale or Headscale) with tsnet and dial the gateway there instead of over mTLS"
+	if serve {
+		use = "join a tailnet (Tailscale or Headscale) with tsnet and serve there too (instead of mTLS unless --listen is given)"
+	}
 	tf := &tailnetFlags{
-		on:         fs.Bool("tailnet", false, "join a tailnet (Tailscale or Headscale) with tsnet and use it instead of mTLS"),
+		on:         fs.Bool("tailnet", false, use),
 		hostname:   fs.String("ts-hostname", "", "this process's `NAME` on the tailnet (default: the node's agentmesh name)"),
 		controlURL: fs.String("ts-control-url", "", "coordination server `URL`, such as a Headscale server's (default: Tailscale's)"),
 		stateDir:   fs.String("ts-state", "", "tailnet state `DIR` (default: tailnet/ in --state)"),
@@ -42,7 +46,7 @@ func addTailnetFlags(fs *flag.FlagSet, serve bool) *tailnetFlags {
 		port:       fs.Int("ts-port", 80, "tailnet `PORT` of the gateway"),
 	}
 	if serve {
-		tf.source = fs.String("tailnet-policy", "agentmesh", "where tool rules for tailnet callers come from: `agentmesh` (this mesh's policy, selectors from WhoIs) or tailnet (the app capability "+string(tailnet.CapabilityMCP)+" in the tailnet policy file)")
+		tf.source = fs.String("tailnet-policy", "agentmesh", "`SOURCE` of the tool rules for tailnet callers: agentmesh (this mesh's policy, selectors from WhoIs) or tailnet (the app capability "+string(tailnet.CapabilityMCP)+" in the tailnet policy file)")
 	}
 	return tf
 }
