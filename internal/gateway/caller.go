@@ -146,7 +146,7 @@ func IdentifyRequest(st *State, r *http.Request, ident Identifier) (Admitted, st
 		}
 		return Admitted{Node: c.Node, Src: c.Src, State: callerState(c, st)}, ""
 	}
-	p, id, reason := IdentifyTLS(st, r)
+	p, id, _, reason := identifyCert(st, r)
 	a := Admitted{}
 	if !id.IsZero() {
 		a.Src = id.String()

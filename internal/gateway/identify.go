@@ -19,21 +19,13 @@ type peerInfo struct {
 // On refusal it returns the reason and the identity if one was read.
 func (g *Gateway) identify(r *http.Request) (*peerInfo, identity.ID, string) {
 	st := g.state.Load()
-	if r.TLS == nil || len(r.TLS.PeerCertificates) == 0 {
-		return nil, identity.ID{}, ReasonNoCertificate
-	}
-	leaf := r.TLS.PeerCertificates[0]
-	id, err := identity.FromCertificate(leaf)
-	if err != nil {
-		return nil, identity.ID{}, ReasonBadIdentity
-	}
-	inc := pki.Incarnation(leaf)
-	if reason := admit(st, id, inc); reason != "" {
+	p, id, inc, reason := identifyCert(st, r)
+	if reason != "" {
 		return nil, id, reason
 	}
 	return &peerInfo{
 		ref:   peerRef{id: id, incarnation: inc},
-		peer:  st.Peers[id.Name],
+		peer:  p,
 		state: st,
 		addr:  r.RemoteAddr,
 	}, id, ""
@@ -61,27 +53,28 @@ func admit(st *State, id identity.ID, inc string) string {
 	return ""
 }
 
-// IdentifyTLS identifies the client of r by its verified certificate and
-// admits it under st, for other servers on the gateway's listener (the model
-// gateway). It returns the admitted peer, the identity read from the
-// certificate (zero when none could be read) and, on refusal, one of the
-// gateway's reason codes (no_certificate, bad_identity, unknown_peer,
-// revoked, stale_incarnation, no_policy, no_grant); reason is "" when the
-// peer is admitted. A nil st refuses with no_policy.
-func IdentifyTLS(st *State, r *http.Request) (Peer, identity.ID, string) {
+// identifyCert identifies the client of r by its verified certificate and
+// admits it under st. It returns the admitted peer, the identity read from
+// the certificate (zero when none could be read), the certificate's
+// incarnation and, on refusal, one of the gateway's reason codes
+// (no_certificate, bad_identity, unknown_peer, revoked, stale_incarnation,
+// no_policy, no_grant); reason is "" when the peer is admitted. A nil st
+// refuses with no_policy.
+func identifyCert(st *State, r *http.Request) (Peer, identity.ID, string, string) {
 	if r.TLS == nil || len(r.TLS.PeerCertificates) == 0 {
-		return Peer{}, identity.ID{}, ReasonNoCertificate
+		return Peer{}, identity.ID{}, "", ReasonNoCertificate
 	}
 	leaf := r.TLS.PeerCertificates[0]
 	id, err := identity.FromCertificate(leaf)
 	if err != nil {
-		return Peer{}, identity.ID{}, ReasonBadIdentity
+		return Peer{}, identity.ID{}, "", ReasonBadIdentity
 	}
 	if st == nil {
-		return Peer{}, id, ReasonNoPolicy
+		return Peer{}, id, "", ReasonNoPolicy
 	}
-	if reason := admit(st, id, pki.Incarnation(leaf)); reason != "" {
-		return Peer{}, id, reason
+	inc := pki.Incarnation(leaf)
+	if reason := admit(st, id, inc); reason != "" {
+		return Peer{}, id, inc, reason
 	}
-	return st.Peers[id.Name], id, ""
+	return st.Peers[id.Name], id, inc, ""
 }

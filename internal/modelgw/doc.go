@@ -4,7 +4,7 @@
 // The server side, [Gateway], runs on the mTLS listener of a node of kind
 // model (`agentmesh serve --upstream URL` on a model node). It identifies
 // every client from its certificate as the MCP gateway does
-// ([gateway.IdentifyTLS] under a [gateway.State]), decides every request
+// ([gateway.IdentifyRequest] under a [gateway.State]), decides every request
 // with the policy, enforces the policy's limits, forwards what is allowed
 // to the upstream and records an audit event per request with the model,
 // decision, HTTP status, latency, time to first byte and the token usage
