@@ -268,15 +268,7 @@ func (g *Gateway) Serve(ctx context.Context, ln net.Listener) error {
 		ConnState:         g.conns.connState,
 	}
 	errc := make(chan error, 1)
-	if g.cfg.TLS != nil {
-		ln = tls.NewListener(ln, g.cfg.TLS)
-	} else {
-		// The transport below authenticates and encrypts (Identifier):
-		// accept prior-knowledge HTTP/2 as connectors speak it there.
-		srv.Protocols = new(http.Protocols)
-		srv.Protocols.SetHTTP1(true)
-		srv.Protocols.SetUnencryptedHTTP2(true)
-	}
+	ln = ServeOn(srv, ln, g.cfg.TLS)
 	go func() { errc <- srv.Serve(ln) }()
 	g.goOwned(g.reapLoop)
 
@@ -307,6 +299,21 @@ func (g *Gateway) Serve(ctx context.Context, ln net.Listener) error {
 		return fmt.Errorf("serve: %w", err)
 	}
 	return nil
+}
+
+// ServeOn prepares srv to serve on ln and returns the listener to serve:
+// ln wrapped in tlsCfg's TLS, or, with tlsCfg nil, ln itself with HTTP/1.1
+// and prior-knowledge HTTP/2 (as connectors speak it over a transport that
+// authenticates and encrypts). Only a server whose handler identifies
+// callers without TLS (an Identifier) may pass nil.
+func ServeOn(srv *http.Server, ln net.Listener, tlsCfg *tls.Config) net.Listener {
+	if tlsCfg != nil {
+		return tls.NewListener(ln, tlsCfg)
+	}
+	srv.Protocols = new(http.Protocols)
+	srv.Protocols.SetHTTP1(true)
+	srv.Protocols.SetUnencryptedHTTP2(true)
+	return ln
 }
 
 // go runs f as a goroutine owned by the gateway: Serve waits for it.

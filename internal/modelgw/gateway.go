@@ -222,14 +222,7 @@ func (g *Gateway) Serve(ctx context.Context, ln net.Listener) error {
 		ErrorLog:          slog.NewLogLogger(g.log.Handler(), slog.LevelDebug),
 		BaseContext:       func(net.Listener) context.Context { return base },
 	}
-	if g.cfg.TLS != nil {
-		ln = tls.NewListener(ln, g.cfg.TLS)
-	} else {
-		// The transport below authenticates and encrypts (Identifier).
-		srv.Protocols = new(http.Protocols)
-		srv.Protocols.SetHTTP1(true)
-		srv.Protocols.SetUnencryptedHTTP2(true)
-	}
+	ln = gateway.ServeOn(srv, ln, g.cfg.TLS)
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
 	var err error
