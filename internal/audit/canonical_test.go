@@ -12,7 +12,7 @@ import (
 // referenceCanonical is the definition appendCanonical must match.
 func referenceCanonical(t testing.TB, e Event) []byte {
 	e.Seq = 0
-	e.Time = e.Time.UTC()
+	e.Time, e.First = e.Time.UTC(), e.First.UTC()
 	b, err := json.Marshal(&e)
 	if err != nil {
 		t.Fatal(err)
@@ -90,13 +90,18 @@ func TestAppendCanonicalMatchesEncodingJSON(t *testing.T) {
 }
 
 func FuzzAppendCanonicalMatchesEncodingJSON(f *testing.F) {
-	f.Add("agent", "<&>\u2028", int64(5), int64(1700000000123456789))
-	f.Add("", "\xff", int64(0), int64(0))
-	f.Fuzz(func(t *testing.T, a, b string, n, ns int64) {
+	f.Add("agent", "<&>\u2028", int64(5), int64(1700000000123456789), int64(0))
+	f.Add("", "\xff", int64(0), int64(0), int64(0))
+	f.Add("agent", "aggregate", int64(7), int64(1700000000123456789), int64(-60_000_000_001))
+	f.Fuzz(func(t *testing.T, a, b string, n, ns, firstDelta int64) {
 		e := testEvent(1)
 		e.Src, e.Detail, e.Tool = a, b, strings.ToUpper(a)+b
 		e.LatencyUS = n
 		e.Time = time.Unix(0, ns)
+		if firstDelta != 0 {
+			// An aggregate: Count and First follow Time.
+			e.Count, e.First = n, time.Unix(0, ns+firstDelta)
+		}
 		got, err := appendCanonical(nil, &e)
 		if err != nil {
 			t.Skip()

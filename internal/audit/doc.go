@@ -53,7 +53,7 @@
 // # Hash chain and canonical encoding
 //
 // The canonical encoding of an event (Canonical) is encoding/json applied to
-// the Event struct with Seq cleared and Time converted to UTC: fields in
+// the Event struct with Seq cleared and Time and First converted to UTC: fields in
 // struct order, empty optional fields omitted, Time as RFC 3339 with
 // nanoseconds and a "Z" suffix. Decoding canonical bytes and encoding the
 // result again yields identical bytes; the tests check it.

@@ -15,6 +15,12 @@ import (
 // rejected by Validate, by the spool and by the store.
 const MaxEventSize = 64 << 10
 
+// maxIntegritySize bounds an integrity event, which may carry a rejected
+// event of up to MaxEventSize in its Detail (JSON inside a JSON string
+// at most doubles in size). Nodes cannot ship integrity events, so what a
+// node sends stays bounded by MaxEventSize.
+const maxIntegritySize = 3 * MaxEventSize
+
 // maxFieldLen bounds each identifying field (ids, names, methods); only
 // Detail may use the rest of MaxEventSize.
 const maxFieldLen = 4 << 10
@@ -26,7 +32,7 @@ const HashSize = sha256.Size
 type Hash [HashSize]byte
 
 // Canonical returns the canonical encoding of e: encoding/json of the Event
-// with Seq cleared and Time in UTC (RFC 3339 with nanoseconds, "Z"). These
+// with Seq cleared and Time and First in UTC (RFC 3339 with nanoseconds, "Z"). These
 // are the bytes the hash chain covers, the spool stores and the store keeps.
 // Decoding them with DecodeEvent and encoding again gives the same bytes.
 func Canonical(e *Event) ([]byte, error) {
@@ -49,7 +55,7 @@ func DecodeEvent(b []byte) (Event, error) {
 	if dec.More() {
 		return Event{}, fmt.Errorf("audit: decode event: %w: trailing data", ErrInvalidEvent)
 	}
-	e.Time = e.Time.UTC()
+	e.Time, e.First = e.Time.UTC(), e.First.UTC()
 	if err := e.Validate(); err != nil {
 		return Event{}, err
 	}
@@ -82,8 +88,12 @@ func (e *Event) encodeValid() ([]byte, error) {
 	if err != nil {
 		return nil, fmt.Errorf("audit: event %s: %w: %w", e.ID, ErrInvalidEvent, err)
 	}
-	if len(b) > MaxEventSize {
-		return nil, fmt.Errorf("audit: event %s: %w: %d bytes encoded, limit %d", e.ID, ErrInvalidEvent, len(b), MaxEventSize)
+	limit := MaxEventSize
+	if e.Kind == KindIntegrity {
+		limit = maxIntegritySize
+	}
+	if len(b) > limit {
+		return nil, fmt.Errorf("audit: event %s: %w: %d bytes encoded, limit %d", e.ID, ErrInvalidEvent, len(b), limit)
 	}
 	return b, nil
 }
@@ -98,7 +108,7 @@ func (e *Event) problem() string {
 		return "id must be 32 lower-case hex characters"
 	}
 	switch e.Kind {
-	case KindConnection, KindRequest, KindAdmin, KindSession:
+	case KindConnection, KindRequest, KindAdmin, KindSession, KindIntegrity:
 	default:
 		return fmt.Sprintf("unknown kind %.40q", e.Kind)
 	}
@@ -115,6 +125,16 @@ func (e *Event) problem() string {
 	}
 	if e.LatencyUS < 0 {
 		return "negative latency"
+	}
+	switch {
+	case e.Count < 0:
+		return "negative count"
+	case e.Count > 0 && e.First.IsZero():
+		return "count without first"
+	case e.Count == 0 && !e.First.IsZero():
+		return "first without count"
+	case !e.First.IsZero() && (e.First.Before(minTime) || e.First.After(e.Time)):
+		return "first out of range or after time"
 	}
 	if u := e.Usage; u != nil && (u.PromptTokens < 0 || u.CompletionTokens < 0 || u.TotalTokens < 0) {
 		return "negative token usage"

@@ -35,6 +35,19 @@ func TestCanonicalRoundTripsToIdenticalBytes(t *testing.T) {
 			e.Seq = 42
 			return e
 		}()},
+		{"aggregate with count and a non-UTC first time", func() Event {
+			e := testEvent(6)
+			e.Kind, e.Decision, e.Reason = KindConnection, Deny, "tls_version"
+			e.Count, e.First = 12345, time.Date(2026, 5, 6, 7, 8, 0, 987654321, zone)
+			e.Time = e.First.Add(59 * time.Second)
+			return e
+		}()},
+		{"integrity event", func() Event {
+			e := testEvent(7)
+			e.Kind, e.Decision, e.Reason, e.Target = KindIntegrity, Deny, ReasonIDConflict, "0123456789abcdef0123456789abcdef"
+			e.Detail = `{"rejected":{"v":1,"id":"x"}}`
+			return e
+		}()},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -97,6 +110,13 @@ func TestValidateRejectsGarbage(t *testing.T) {
 		{"invalid UTF-8", func(e *Event) { e.Tool = "\xff\xfe" }},
 		{"long field", func(e *Event) { e.Src = strings.Repeat("a", maxFieldLen+1) }},
 		{"oversized event", func(e *Event) { e.Detail = strings.Repeat("d", MaxEventSize) }},
+		{"oversized integrity event", func(e *Event) {
+			e.Kind, e.Detail = KindIntegrity, strings.Repeat("d", maxIntegritySize)
+		}},
+		{"negative count", func(e *Event) { e.Count, e.First = -1, e.Time }},
+		{"count without first", func(e *Event) { e.Count = 3 }},
+		{"first without count", func(e *Event) { e.First = e.Time }},
+		{"first after time", func(e *Event) { e.Count, e.First = 2, e.Time.Add(time.Second) }},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -110,6 +130,33 @@ func TestValidateRejectsGarbage(t *testing.T) {
 	ok := testEvent(1)
 	if err := ok.Validate(); err != nil {
 		t.Fatalf("valid event rejected: %v", err)
+	}
+}
+
+// TestCanonicalOfExistingEventsIsUnchanged pins the canonical bytes of an
+// event written before Count and First existed: the chain of every stored
+// trail hashes these bytes, so a new field must never change them.
+func TestCanonicalOfExistingEventsIsUnchanged(t *testing.T) {
+	e := testEvent(1)
+	got, err := Canonical(&e)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const want = `{"v":1,"id":"00000000000000000000000000000002","time":"2026-03-01T12:00:01Z","kind":"request",` +
+		`"src":"spiffe://mesh.test/agent/a1","src_addr":"127.0.0.1:40000","dst":"spiffe://mesh.test/tool/t1",` +
+		`"method":"tools/call","tool":"tool1","decision":"deny","reason":"granted","rule":"grants[0]",` +
+		`"policy_version":"7","session":"s1","latency_us":1,"outcome":"ok"}`
+	if string(got) != want {
+		t.Fatalf("canonical bytes changed:\n got %s\nwant %s", got, want)
+	}
+	// An aggregate carries its count and first time after every older field.
+	e.Count, e.First = 2, e.Time.Add(-time.Second)
+	got, err = Canonical(&e)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasSuffix(string(got), `"outcome":"ok","count":2,"first":"2026-03-01T12:00:00Z"}`) {
+		t.Fatalf("aggregate encoding: %s", got)
 	}
 }
 

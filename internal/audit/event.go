@@ -19,6 +19,23 @@ const (
 	KindRequest    Kind = "request"    // a decision on one MCP message or HTTP request
 	KindAdmin      Kind = "admin"      // an admin action at the coordinator
 	KindSession    Kind = "session"    // a session opened, closed or cut off
+	// KindIntegrity is a security event about the trail itself, recorded
+	// by the coordinator: a node shipped an event it may not record
+	// (reason foreign_event) or shipped different content under an id
+	// already stored (reason id_conflict). Nodes cannot ship it.
+	KindIntegrity Kind = "integrity"
+)
+
+// Reasons of integrity events.
+const (
+	// ReasonIDConflict: an event arrived under a (dst, id) already stored
+	// with different content. The new content is kept in the integrity
+	// event (see Conflict); the stored event is left as it was.
+	ReasonIDConflict = "id_conflict"
+	// ReasonForeignEvent: a node shipped a batch with an event it did not
+	// decide (another destination, or a kind nodes do not record); the
+	// whole batch was refused.
+	ReasonForeignEvent = "foreign_event"
 )
 
 // Decision values.
@@ -77,7 +94,19 @@ type Event struct {
 	// Status is the HTTP status answered to the client, for HTTP requests
 	// (model endpoints); 0 when not applicable.
 	Status int `json:"status,omitempty"`
+	// Count, when not zero, is how many attempts this one event accounts
+	// for: refusals aggregated over a window (see Refusals), from First to
+	// Time. Zero means the event is one attempt, as every event that is
+	// not an aggregate.
+	Count int64 `json:"count,omitempty"`
+	// First is the time of the first attempt an aggregate (Count > 0)
+	// accounts for; Time is the last one's. Zero otherwise.
+	First time.Time `json:"first,omitzero"`
 }
+
+// Attempts is how many attempts e accounts for: Count, or 1 for an event
+// that is not an aggregate.
+func (e *Event) Attempts() int64 { return max(e.Count, 1) }
 
 // Usage is the token usage of one model request.
 type Usage struct {
