@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/binary"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"math"
 	"time"
@@ -47,19 +48,28 @@ func Canonical(e *Event) ([]byte, error) {
 // and the result must pass Validate. The returned event's Time is in UTC.
 func DecodeEvent(b []byte) (Event, error) {
 	var e Event
-	dec := json.NewDecoder(bytes.NewReader(b))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&e); err != nil {
+	if err := decodeStrict(b, &e); err != nil {
 		return Event{}, fmt.Errorf("audit: decode event: %w: %w", ErrInvalidEvent, err)
-	}
-	if dec.More() {
-		return Event{}, fmt.Errorf("audit: decode event: %w: trailing data", ErrInvalidEvent)
 	}
 	e.Time, e.First = e.Time.UTC(), e.First.UTC()
 	if err := e.Validate(); err != nil {
 		return Event{}, err
 	}
 	return e, nil
+}
+
+// decodeStrict decodes one JSON value from b into v: unknown fields and
+// trailing data are errors.
+func decodeStrict(b []byte, v any) error {
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return err
+	}
+	if dec.More() {
+		return errors.New("trailing data")
+	}
+	return nil
 }
 
 // minTime and maxTime bound event times to what int64 nanoseconds since the

@@ -25,6 +25,18 @@ var (
 	// such as a tag selector (tags are not recorded in events).
 	ErrBadFilter = errors.New("bad audit filter")
 
+	// ErrForeignEvent is wrapped by ForeignEventError: a node shipped an
+	// event it did not decide.
+	ErrForeignEvent = errors.New("foreign audit event")
+
+	// ErrNotKept is returned by Receipt.CheckBatch (and by senders, so
+	// that Ship keeps the batch) when the coordinator's answer does not
+	// show that it kept exactly the events sent.
+	ErrNotKept = errors.New("the coordinator did not keep the batch as sent")
+
+	// ErrBadReceipt is returned by ParseReceipt for a malformed receipt.
+	ErrBadReceipt = errors.New("malformed audit receipt")
+
 	// ErrBadKey is returned for a signing or verification key that is not
 	// ed25519.
 	ErrBadKey = errors.New("audit key is not ed25519")

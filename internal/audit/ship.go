@@ -10,9 +10,11 @@ import (
 )
 
 // Sender delivers a batch of events to the coordinator. A nil error means
-// the coordinator stored all of them (durably); anything else means the
-// batch will be sent again, so the receiver must be idempotent by event id.
-// controlclient.Client implements it.
+// the coordinator stored all of them (durably) and proved it (a receipt
+// that binds the batch, Receipt.CheckBatch); anything else means the batch
+// will be sent again, so the receiver must be idempotent by (dst, event
+// id). An error wrapping ErrNotKept says the coordinator answered but did
+// not show that it kept what was sent. controlclient.Client implements it.
 type Sender interface {
 	Send(ctx context.Context, events []Event) error
 }
@@ -113,7 +115,14 @@ func Ship(ctx context.Context, spool *Spool, sender Sender, opts ShipOptions) er
 		failures++
 		// Equal jitter: wait between half and all of the backoff.
 		wait := backoff/2 + time.Duration(opts.Jitter()*float64(backoff/2))
-		log.Warn("audit: ship failed; will retry", "err", err, "events", len(b.Events), "failures", failures, "retry_in", wait)
+		if errors.Is(err, ErrNotKept) {
+			// Not an outage: the coordinator answered without proving it
+			// stored what was sent. The events stay in the spool.
+			log.Error("audit: THE COORDINATOR DID NOT KEEP THE EVENTS SENT; keeping them and retrying",
+				"err", err, "events", len(b.Events), "failures", failures, "retry_in", wait)
+		} else {
+			log.Warn("audit: ship failed; will retry", "err", err, "events", len(b.Events), "failures", failures, "retry_in", wait)
+		}
 		select {
 		case <-opts.After(wait):
 		case <-spool.closing:

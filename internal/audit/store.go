@@ -1,12 +1,16 @@
 package audit
 
 import (
+	"bytes"
 	"context"
 	"crypto"
 	"crypto/ed25519"
 	"crypto/rand"
+	"crypto/sha256"
 	"crypto/x509"
 	"database/sql"
+	"encoding/hex"
+	"encoding/json"
 	"encoding/pem"
 	"errors"
 	"fmt"
@@ -24,6 +28,12 @@ import (
 // indexed columns; Verify checks that the copies agree with body. src_sel
 // and dst_sel hold the short selector form ("agent:NAME") of a SPIFFE ID so
 // that selector filters use an index.
+//
+// Version 2 makes an event unique by (dst, id) instead of id: ids are
+// namespaced by the node that recorded the event, so no node can claim an
+// id another recorder will use (a denial answer tells the caller its event
+// id). SQLite cannot drop a constraint, so the table is rebuilt; bodies,
+// seqs and hashes are copied unchanged, so the chain is untouched.
 var migrations = []store.Migration{
 	{Version: 1, SQL: `
 CREATE TABLE audit_events (
@@ -62,12 +72,39 @@ CREATE TABLE audit_prune (
 	sig       BLOB    NOT NULL
 );
 `},
+	{Version: 2, SQL: `
+CREATE TABLE audit_events_v2 (
+	seq      INTEGER PRIMARY KEY,
+	id       TEXT    NOT NULL,
+	time_ns  INTEGER NOT NULL,
+	kind     TEXT    NOT NULL,
+	src      TEXT    NOT NULL,
+	src_sel  TEXT    NOT NULL,
+	dst      TEXT    NOT NULL,
+	dst_sel  TEXT    NOT NULL,
+	method   TEXT    NOT NULL,
+	tool     TEXT    NOT NULL,
+	decision TEXT    NOT NULL,
+	body     BLOB    NOT NULL,
+	hash     BLOB    NOT NULL,
+	UNIQUE (dst, id)
+);
+INSERT INTO audit_events_v2 (seq, id, time_ns, kind, src, src_sel, dst, dst_sel, method, tool, decision, body, hash)
+	SELECT seq, id, time_ns, kind, src, src_sel, dst, dst_sel, method, tool, decision, body, hash FROM audit_events;
+DROP TABLE audit_events;
+ALTER TABLE audit_events_v2 RENAME TO audit_events;
+CREATE INDEX audit_events_time ON audit_events(time_ns);
+CREATE INDEX audit_events_src ON audit_events(src_sel);
+CREATE INDEX audit_events_dst ON audit_events(dst_sel);
+CREATE INDEX audit_events_tool ON audit_events(tool);
+CREATE INDEX audit_events_kind ON audit_events(kind);
+`},
 }
 
 const insertEvent = `INSERT INTO audit_events
 	(seq, id, time_ns, kind, src, src_sel, dst, dst_sel, method, tool, decision, body, hash)
 	VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-	ON CONFLICT(id) DO NOTHING`
+	ON CONFLICT(dst, id) DO NOTHING`
 
 // StoreOptions configures a Store. The zero value is usable.
 type StoreOptions struct {
@@ -86,6 +123,10 @@ type StoreOptions struct {
 	After func(d time.Duration) <-chan time.Time
 	// Logger receives failed periodic checkpoints; nil discards.
 	Logger *slog.Logger
+	// Self is the identity of the store's owner (the coordinator's SPIFFE
+	// ID), written as the destination of the integrity events the store
+	// records itself.
+	Self string
 }
 
 // Store is the coordinator's audit trail: a hash chain of events in SQLite
@@ -185,21 +226,111 @@ type encodedEvent struct {
 	canonical []byte
 }
 
-// Append validates events and stores the new ones in one transaction,
-// each with the next seq and its chain hash. Events whose id is already
-// stored (including earlier in the same batch) are skipped, so delivering a
-// batch twice adds nothing. It returns how many events were added. Any
-// invalid event rejects the whole batch.
+// Append validates events recorded here (by the store's owner) and stores
+// them in one transaction, each with the next seq and its chain hash; see
+// Ingest for what happens to an event whose (dst, id) is already stored.
+// It returns how many events were added. Any invalid event rejects the
+// whole batch.
 func (s *Store) Append(ctx context.Context, events []Event) (int, error) {
+	r, err := s.append(ctx, s.opts.Self, events, false)
+	return r.Added, err
+}
+
+// Ingest stores a batch that the node from (its SPIFFE ID) shipped, after
+// checking that the node may record every event of it: only the node that
+// made a decision may record it, so each event must be of a kind nodes
+// record (connection, request, session) and name from as its destination.
+// A foreign event refuses the whole batch with a *ForeignEventError. (Which
+// nodes may ship at all is the caller's decision.)
+//
+// An event whose (dst, id) is already stored with identical canonical
+// content is a re-sent event and adds nothing. With different content it is
+// a security event, never a silent drop: the stored event stays, and an
+// integrity event (reason id_conflict, see ConflictDetail) recorded in the
+// same transaction keeps the new content. The result accounts for every
+// event of the batch and carries a receipt that binds the batch's content.
+func (s *Store) Ingest(ctx context.Context, from string, events []Event) (IngestResult, error) {
+	for i := range events {
+		e := &events[i]
+		switch {
+		case e.Kind != KindConnection && e.Kind != KindRequest && e.Kind != KindSession:
+			return IngestResult{}, &ForeignEventError{Index: i, ID: e.ID, Why: fmt.Sprintf("kind %.40q is not one nodes record", e.Kind)}
+		case e.Dst != from:
+			return IngestResult{}, &ForeignEventError{Index: i, ID: e.ID, Why: fmt.Sprintf("destination %.200q is not the shipping node", e.Dst)}
+		}
+	}
+	return s.append(ctx, from, events, true)
+}
+
+// IngestResult accounts for every event of a batch given to Ingest.
+type IngestResult struct {
+	// Added is how many events were stored as new.
+	Added int
+	// Duplicates is how many were stored already with identical content.
+	Duplicates int
+	// Conflicts are the events whose (dst, id) was stored with other
+	// content; each one's content is kept in an integrity event.
+	Conflicts []Conflict
+	// Seqs holds, for each event of the batch in order, the seq at which
+	// its content is kept: its new row, the identical row stored before,
+	// or the integrity event that keeps a conflicting one.
+	Seqs []int64
+	// Receipt is the signed head after the batch, bound to its content
+	// (Receipt.Batch); zero only for an empty batch.
+	Receipt Receipt
+}
+
+// Conflict is one event of a batch whose (dst, id) was already stored
+// with different content.
+type Conflict struct {
+	// Index is the event's position in the batch.
+	Index int `json:"index"`
+	// ID is its event id.
+	ID string `json:"id"`
+	// StoredSeq is the seq of the event stored first under the same
+	// (dst, id); Seq is the integrity event that keeps the new content.
+	StoredSeq int64 `json:"stored_seq"`
+	Seq       int64 `json:"seq"`
+}
+
+// ConflictDetail is the Detail of an id_conflict integrity event (JSON):
+// both contents' hashes and the rejected content itself, so nothing that
+// arrived is lost and the two can be compared.
+type ConflictDetail struct {
+	ID             string          `json:"id"`
+	Dst            string          `json:"dst"`
+	StoredSeq      int64           `json:"stored_seq"`
+	StoredSHA256   string          `json:"stored_sha256"`
+	RejectedSHA256 string          `json:"rejected_sha256"`
+	Rejected       json.RawMessage `json:"rejected"`
+}
+
+// ForeignEventError refuses a batch with an event the shipping node may
+// not record. It wraps ErrForeignEvent.
+type ForeignEventError struct {
+	Index int
+	ID    string
+	Why   string
+}
+
+func (e *ForeignEventError) Error() string {
+	return fmt.Sprintf("event %d (%.40s): %s: a node may only record its own decisions", e.Index, e.ID, e.Why)
+}
+
+func (e *ForeignEventError) Unwrap() error { return ErrForeignEvent }
+
+// append validates and stores events shipped by from (the store's owner
+// for Append), signing a receipt for the batch when receipt is set.
+func (s *Store) append(ctx context.Context, from string, events []Event, receipt bool) (IngestResult, error) {
 	if len(events) == 0 {
-		return 0, nil
+		return IngestResult{}, nil
 	}
 	enc := make([]encodedEvent, len(events))
 	for i := range events {
 		e := &events[i]
 		c, err := e.encodeValid()
 		if err != nil {
-			return 0, fmt.Errorf("audit: append: event %d: %w", i, err)
+			return IngestResult{}, fmt.Errorf("audit: append: event %d: %w", i, err)
 		}
 		enc[i] = encodedEvent{e: e, canonical: c}
 	}
@@ -207,13 +338,13 @@ func (s *Store) Append(ctx context.Context, events []Event) (int, error) {
 	defer s.mu.Unlock()
 	if s.stale {
 		if err := s.loadHead(ctx); err != nil {
-			return 0, fmt.Errorf("audit: append: %w", err)
+			return IngestResult{}, fmt.Errorf("audit: append: %w", err)
 		}
 	}
-	added, err := s.insert(ctx, enc)
+	r, err := s.insert(ctx, from, enc)
 	if err != nil {
 		s.stale = true
-		return 0, fmt.Errorf("audit: append: %w", err)
+		return IngestResult{}, fmt.Errorf("audit: append: %w", err)
 	}
 	if n := s.opts.CheckpointEvents; n > 0 && s.seq-s.ckptSeq >= n {
 		if err := s.checkpointLocked(ctx); err != nil {
@@ -221,51 +352,118 @@ func (s *Store) Append(ctx context.Context, events []Event) (int, error) {
 			s.log.Warn("audit: checkpoint after append", "err", err)
 		}
 	}
-	return added, nil
+	if receipt {
+		hashes := make([]Hash, len(enc))
+		for i, x := range enc {
+			hashes[i] = sha256.Sum256(x.canonical)
+		}
+		if r.Receipt, err = s.signLocked(newBatchCommit(r.Seqs, hashes)); err != nil {
+			// The events are stored; the sender sees no receipt and
+			// sends the batch again, which adds nothing.
+			return r, fmt.Errorf("audit: append: %w", err)
+		}
+	}
+	return r, nil
 }
 
 // insert runs the append transaction and advances the head on commit.
 // s.mu must be held.
-func (s *Store) insert(ctx context.Context, enc []encodedEvent) (int, error) {
+func (s *Store) insert(ctx context.Context, from string, enc []encodedEvent) (IngestResult, error) {
+	r := IngestResult{Seqs: make([]int64, len(enc))}
 	tx, err := s.db.BeginTx(ctx, nil)
 	if err != nil {
-		return 0, err
+		return r, err
 	}
 	defer tx.Rollback()
 	stmt, err := tx.PrepareContext(ctx, insertEvent)
 	if err != nil {
-		return 0, err
+		return r, err
 	}
 	defer stmt.Close()
-	seq, head, added := s.seq, s.head, 0
-	for _, x := range enc {
-		e := x.e
+	seq, head := s.seq, s.head
+	// put chains one event; it reports false when (dst, id) is taken.
+	put := func(e *Event, canonical []byte) (bool, error) {
 		next := seq + 1
-		h := ChainHash(head, next, x.canonical)
+		h := ChainHash(head, next, canonical)
 		res, err := stmt.ExecContext(ctx, next, e.ID, e.Time.UnixNano(), string(e.Kind),
 			e.Src, selectorOf(e.Src), e.Dst, selectorOf(e.Dst), e.Method, e.Tool, e.Decision,
-			x.canonical, h[:])
+			canonical, h[:])
 		if err != nil {
-			return 0, fmt.Errorf("insert %s: %w", e.ID, err)
+			return false, fmt.Errorf("insert %s: %w", e.ID, err)
 		}
 		n, err := res.RowsAffected()
 		if err != nil {
-			return 0, fmt.Errorf("insert %s: %w", e.ID, err)
+			return false, fmt.Errorf("insert %s: %w", e.ID, err)
 		}
 		if n == 1 {
 			seq, head = next, h
-			added++
 		}
+		return n == 1, nil
+	}
+	for i, x := range enc {
+		ok, err := put(x.e, x.canonical)
+		if err != nil {
+			return r, err
+		}
+		if ok {
+			r.Seqs[i] = seq
+			r.Added++
+			continue
+		}
+		var oldSeq int64
+		var oldBody []byte
+		if err := tx.QueryRowContext(ctx, `SELECT seq, body FROM audit_events WHERE dst = ? AND id = ?`,
+			x.e.Dst, x.e.ID).Scan(&oldSeq, &oldBody); err != nil {
+			return r, fmt.Errorf("look up %s: %w", x.e.ID, err)
+		}
+		if bytes.Equal(oldBody, x.canonical) {
+			r.Seqs[i] = oldSeq
+			r.Duplicates++
+			continue
+		}
+		ie, ic, err := s.conflictEvent(from, x, oldSeq, oldBody)
+		if err != nil {
+			return r, err
+		}
+		if ok, err := put(ie, ic); err != nil || !ok {
+			return r, fmt.Errorf("record id conflict of %s: %w", x.e.ID, errors.Join(err, errors.New("integrity event id taken")))
+		}
+		r.Seqs[i] = seq
+		r.Conflicts = append(r.Conflicts, Conflict{Index: i, ID: x.e.ID, StoredSeq: oldSeq, Seq: seq})
 	}
 	if err := tx.Commit(); err != nil {
-		return 0, err
+		return r, err
 	}
 	s.seq, s.head = seq, head
-	if added > 0 {
+	if r.Added > 0 || len(r.Conflicts) > 0 {
 		close(s.appended)
 		s.appended = make(chan struct{})
 	}
-	return added, nil
+	return r, nil
+}
+
+// conflictEvent builds the integrity event that keeps x, which from shipped
+// under the (dst, id) of the event stored at oldSeq with oldBody.
+func (s *Store) conflictEvent(from string, x encodedEvent, oldSeq int64, oldBody []byte) (*Event, []byte, error) {
+	oldSum, newSum := sha256.Sum256(oldBody), sha256.Sum256(x.canonical)
+	detail, err := json.Marshal(ConflictDetail{
+		ID: x.e.ID, Dst: x.e.Dst, StoredSeq: oldSeq,
+		StoredSHA256: hex.EncodeToString(oldSum[:]), RejectedSHA256: hex.EncodeToString(newSum[:]),
+		Rejected: x.canonical,
+	})
+	if err != nil {
+		return nil, nil, fmt.Errorf("record id conflict of %s: %w", x.e.ID, err)
+	}
+	e := &Event{
+		V: SchemaVersion, ID: NewID(), Time: s.opts.Now().UTC(), Kind: KindIntegrity,
+		Src: from, Dst: s.opts.Self, Action: "audit.ingest", Target: x.e.ID,
+		Decision: Deny, Reason: ReasonIDConflict, Detail: string(detail),
+	}
+	c, err := e.encodeValid()
+	if err != nil {
+		return nil, nil, fmt.Errorf("record id conflict of %s: %w", x.e.ID, err)
+	}
+	return e, c, nil
 }
 
 // Appended returns a channel that is closed the next time an Append stores

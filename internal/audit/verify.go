@@ -5,31 +5,59 @@ import (
 	"cmp"
 	"context"
 	"crypto/ed25519"
+	"crypto/sha256"
 	"database/sql"
+	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"time"
 )
 
-// Report is the outcome of Verify. Its zero value is not OK.
+// Report is the outcome of Verify: what it proved, and the limits of what
+// it could prove. Its zero value is not OK.
 type Report struct {
-	// OK is true when the chain and every checkpoint check out.
+	// OK is true when the chain, every checkpoint, the prune point and
+	// every receipt (with its batch) check out. Id conflicts do not make
+	// it false: they are events recorded in an intact chain, reported in
+	// Conflicts.
 	OK bool `json:"ok"`
-	// Events is how many events were verified, FirstSeq..LastSeq.
+	// Events is how many events were verified, FirstSeq..LastSeq: the
+	// hash chain was recomputed over each of them.
 	Events   int64 `json:"events"`
 	FirstSeq int64 `json:"first_seq,omitempty"`
 	LastSeq  int64 `json:"last_seq,omitempty"`
-	// Checkpoints is how many signed checkpoints were verified.
-	Checkpoints int64 `json:"checkpoints"`
-	// Receipts is how many receipts given to Verify were checked.
-	Receipts int64 `json:"receipts,omitempty"`
+	// Checkpoints is how many signed checkpoints stored in the database
+	// were verified; SignedThrough is the newest one's seq (or the prune
+	// point's). Events after it are only chained as far as the database
+	// can tell: deleting them together with their checkpoints is not
+	// detectable without receipts.
+	Checkpoints   int64 `json:"checkpoints"`
+	SignedThrough int64 `json:"signed_through"`
+	// Receipts is how many receipts given to Verify were checked, and
+	// ReceiptsThrough the newest one's seq: the chain must reach each
+	// receipt's head with the hash it signed.
+	Receipts        int64 `json:"receipts,omitempty"`
+	ReceiptsThrough int64 `json:"receipts_through,omitempty"`
+	// ReceiptEvents is how many events of the receipts' batches were found
+	// stored exactly as their senders sent them; ReceiptEventsPruned is
+	// how many could not be checked because they were pruned.
+	ReceiptEvents       int64 `json:"receipt_events,omitempty"`
+	ReceiptEventsPruned int64 `json:"receipt_events_pruned,omitempty"`
 	// PrunedThrough is the seq of the signed prune point the chain starts
 	// after (0: nothing was pruned).
 	PrunedThrough int64 `json:"pruned_through,omitempty"`
-	// SignedThrough is the seq of the newest checkpoint. Events after it
-	// are chained but not yet signed: deleting them is not detectable.
-	SignedThrough int64 `json:"signed_through"`
+	// Conflicts counts the id_conflict integrity events in the chain: a
+	// node shipped different content under an event id already stored.
+	// ConflictIDs names the first few conflicting event ids.
+	Conflicts   int64    `json:"conflicts,omitempty"`
+	ConflictIDs []string `json:"conflict_ids,omitempty"`
+	// Key is the SHA-256 fingerprint (hex) of the public key signatures
+	// were checked with. Whoever holds the matching private key can sign
+	// any history; compare it with a copy kept elsewhere.
+	Key string `json:"key,omitempty"`
 	// BrokenSeq and BrokenID name the first entry that failed (the event at
 	// that seq, or a checkpoint at that seq); Problem says why.
 	BrokenSeq int64  `json:"broken_seq,omitempty"`
@@ -37,8 +65,24 @@ type Report struct {
 	Problem   string `json:"problem,omitempty"`
 }
 
-// String is a one-line summary for people.
+// maxConflictIDs bounds Report.ConflictIDs.
+const maxConflictIDs = 5
+
+// Unwitnessed is the seq range after every signature (stored checkpoint
+// or receipt): events there are only chained, and deleting them with the
+// checkpoints that covered them is not detected. first > last when every
+// event is covered.
+func (r Report) Unwitnessed() (first, last int64) {
+	signed := max(r.SignedThrough, r.ReceiptsThrough)
+	if r.Events == 0 || r.LastSeq <= signed {
+		return 1, 0
+	}
+	return max(signed+1, r.FirstSeq), r.LastSeq
+}
+
+// String says, for people, what was proved and what could not be.
 func (r Report) String() string {
+	var b strings.Builder
 	if !r.OK {
 		if r.Problem == "" {
 			return "audit trail not verified"
@@ -49,22 +93,37 @@ func (r Report) String() string {
 		}
 		return fmt.Sprintf("audit trail BROKEN at seq %d%s: %s", r.BrokenSeq, id, r.Problem)
 	}
-	s := fmt.Sprintf("audit trail intact: %d events", r.Events)
+	fmt.Fprintf(&b, "audit trail intact: %d events", r.Events)
 	if r.Events > 0 {
-		s += fmt.Sprintf(" (seq %d..%d)", r.FirstSeq, r.LastSeq)
+		fmt.Fprintf(&b, ", hash chain recomputed over seq %d..%d", r.FirstSeq, r.LastSeq)
 	}
-	s += fmt.Sprintf(", %d checkpoints", r.Checkpoints)
-	if r.Receipts > 0 {
-		s += fmt.Sprintf(", %d receipts", r.Receipts)
-	}
-	s += fmt.Sprintf(", signed through seq %d", r.SignedThrough)
 	if r.PrunedThrough > 0 {
-		s += fmt.Sprintf(", pruned through seq %d", r.PrunedThrough)
+		fmt.Fprintf(&b, " (pruned through seq %d at a signed prune point)", r.PrunedThrough)
 	}
-	if unsigned := r.LastSeq - r.SignedThrough; r.Events > 0 && unsigned > 0 {
-		s += fmt.Sprintf(", %d newest events not yet signed", unsigned)
+	fmt.Fprintf(&b, "\n  signed: %d checkpoints in the database, through seq %d", r.Checkpoints, r.SignedThrough)
+	if r.Key != "" {
+		fmt.Fprintf(&b, " (key sha256:%s)", r.Key)
 	}
-	return s
+	if r.Receipts > 0 {
+		fmt.Fprintf(&b, "\n  receipts: %d checked, through seq %d; %d events of their batches are stored as sent",
+			r.Receipts, r.ReceiptsThrough, r.ReceiptEvents)
+		if r.ReceiptEventsPruned > 0 {
+			fmt.Fprintf(&b, " (%d more were pruned)", r.ReceiptEventsPruned)
+		}
+	} else {
+		b.WriteString("\n  receipts: none given; pass --receipt STATE/audit-receipt.json of each gateway to check what they sent")
+	}
+	if first, last := r.Unwitnessed(); first <= last {
+		fmt.Fprintf(&b, "\n  not proved: seq %d..%d are only chained; deleting them together with their checkpoints would go unnoticed", first, last)
+		if r.Receipts == 0 {
+			b.WriteString(" (receipts would show it)")
+		}
+	}
+	if r.Conflicts > 0 {
+		fmt.Fprintf(&b, "\n  ATTENTION: %d event ids arrived again with different content (first: %s); the chain itself is intact; see: agentmesh audit --kind integrity",
+			r.Conflicts, strings.Join(r.ConflictIDs, ", "))
+	}
+	return b.String()
 }
 
 // checkpointRow is one stored checkpoint.
@@ -113,7 +172,7 @@ func Verify(ctx context.Context, db *sql.DB, pub ed25519.PublicKey, receipts ...
 }
 
 func verifyTx(ctx context.Context, tx *sql.Tx, pub ed25519.PublicKey, receipts []Receipt) (Report, error) {
-	var rep Report
+	rep := Report{Key: KeyFingerprint(pub)}
 	fail := func(seq int64, id, format string, args ...any) (Report, error) {
 		rep.OK, rep.BrokenSeq, rep.BrokenID, rep.Problem = false, seq, id, fmt.Sprintf(format, args...)
 		return rep, nil
@@ -159,12 +218,24 @@ func verifyTx(ctx context.Context, tx *sql.Tx, pub ed25519.PublicKey, receipts [
 	if err := rows.Err(); err != nil {
 		return rep, err
 	}
+	// Receipts are checked first: they are self-contained, and a batch's
+	// seqs tell the chain scan which rows' content to hash.
+	need := map[int64]Hash{}
 	for i, r := range receipts {
-		c, err := r.row()
-		if err != nil {
+		if err := r.Validate(); err != nil {
 			return fail(r.Seq, "", "receipt %d is malformed: %v", i+1, err)
 		}
+		c, _ := r.row()
 		c.receipt = i + 1
+		if err := r.Check(pub); err != nil {
+			return fail(c.seq, "", "%v (signed %s) has an invalid signature", c, r.Time.UTC().Format(time.RFC3339))
+		}
+		if r.Batch != nil {
+			seqs, _ := r.Batch.seqs(r.Seq)
+			for _, s := range seqs {
+				need[s] = Hash{}
+			}
+		}
 		cps = append(cps, c)
 	}
 	slices.SortStableFunc(cps, func(a, b checkpointRow) int { return cmp.Compare(a.seq, b.seq) })
@@ -174,15 +245,16 @@ func verifyTx(ctx context.Context, tx *sql.Tx, pub ed25519.PublicKey, receipts [
 			return fail(c.seq, "", "%v has a malformed hash", c)
 		}
 		h := padHash(c.head)
-		if !ed25519.Verify(pub, checkpointMessage(c.seq, h, c.at), c.sig) {
-			return fail(c.seq, "", "%v (signed %s) has an invalid signature", c, time.Unix(0, c.at).UTC().Format(time.RFC3339))
-		}
 		if c.receipt > 0 {
 			rep.Receipts++
+			rep.ReceiptsThrough = max(rep.ReceiptsThrough, c.seq)
 		} else {
+			if !ed25519.Verify(pub, checkpointMessage(c.seq, h, c.at), c.sig) {
+				return fail(c.seq, "", "%v (signed %s) has an invalid signature", c, time.Unix(0, c.at).UTC().Format(time.RFC3339))
+			}
 			rep.Checkpoints++
+			rep.SignedThrough = max(rep.SignedThrough, c.seq)
 		}
-		rep.SignedThrough = max(rep.SignedThrough, c.seq)
 		switch {
 		case c.seq > start:
 			ahead = append(ahead, c)
@@ -242,6 +314,15 @@ func verifyTx(ctx context.Context, tx *sql.Tx, pub ed25519.PublicKey, receipts [
 			e.Tool != r.tool, e.Decision != r.decis, selectorOf(e.Src) != r.srcSel, selectorOf(e.Dst) != r.dstSel:
 			return fail(r.seq, r.id, "a filter column disagrees with the hashed event")
 		}
+		if e.Kind == KindIntegrity && e.Reason == ReasonIDConflict {
+			if rep.Conflicts < maxConflictIDs {
+				rep.ConflictIDs = append(rep.ConflictIDs, e.Target)
+			}
+			rep.Conflicts++
+		}
+		if _, ok := need[r.seq]; ok {
+			need[r.seq] = keptContentHash(&e, r.body)
+		}
 		for len(cps) > 0 && cps[0].seq == r.seq {
 			if !bytes.Equal(cps[0].head, h[:]) {
 				return fail(r.seq, r.id, "%v disagrees with the chain: events up to seq %d were changed", cps[0], r.seq)
@@ -261,8 +342,64 @@ func verifyTx(ctx context.Context, tx *sql.Tx, pub ed25519.PublicKey, receipts [
 	if len(cps) > 0 {
 		return fail(cps[0].seq, "", "%v covers seq %d but the chain ends at seq %d: signed events were deleted", cps[0], cps[0].seq, seq)
 	}
+	// Each receipt's batch: the rows at its seqs must hold what the
+	// sender sent. The chain reaching the receipt's head proves the rows
+	// were not changed after the coordinator signed; this proves the
+	// coordinator stored what it was sent.
+	for i, r := range receipts {
+		if r.Batch == nil {
+			continue
+		}
+		seqs, _ := r.Batch.seqs(r.Seq)
+		if slices.ContainsFunc(seqs, func(s int64) bool { return s <= start }) {
+			rep.ReceiptEventsPruned += int64(len(seqs))
+			continue
+		}
+		hashes := make([]Hash, len(seqs))
+		for j, s := range seqs {
+			hashes[j] = need[s]
+		}
+		d := batchDigest(seqs, hashes)
+		if hex.EncodeToString(d[:]) != r.Batch.Digest {
+			return fail(r.Seq, "", "receipt %d: the stored events of its batch (seq %s) are not the events the sender shipped: one was altered or replaced",
+				i+1, rangesString(r.Batch.Seqs))
+		}
+		rep.ReceiptEvents += int64(len(seqs))
+	}
 	rep.OK = true
 	return rep, nil
+}
+
+// keptContentHash is the hash of the content the row of e keeps for a
+// batch: its own canonical bytes, or for an id_conflict integrity event the
+// rejected event it keeps.
+func keptContentHash(e *Event, body []byte) Hash {
+	if e.Kind == KindIntegrity && e.Reason == ReasonIDConflict {
+		var d ConflictDetail
+		if json.Unmarshal([]byte(e.Detail), &d) == nil && len(d.Rejected) > 0 {
+			return sha256.Sum256(d.Rejected)
+		}
+	}
+	return sha256.Sum256(body)
+}
+
+// rangesString prints seq ranges as "1..5, 9".
+func rangesString(rs []SeqRange) string {
+	parts := make([]string, len(rs))
+	for i, r := range rs {
+		parts[i] = fmt.Sprint(r[0])
+		if r[1] != r[0] {
+			parts[i] += fmt.Sprintf("..%d", r[1])
+		}
+	}
+	return strings.Join(parts, ", ")
+}
+
+// KeyFingerprint is the hex SHA-256 of an audit public key, as Report.Key
+// prints it.
+func KeyFingerprint(pub ed25519.PublicKey) string {
+	sum := sha256.Sum256(pub)
+	return hex.EncodeToString(sum[:])
 }
 
 // padHash returns b as a Hash; callers check the length first.

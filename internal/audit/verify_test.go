@@ -141,8 +141,11 @@ func TestVerifyPassesIntactChainAndNamesUnsignedTail(t *testing.T) {
 	if rep.Events != 35 || rep.Checkpoints != 3 || rep.SignedThrough != 30 || rep.LastSeq != 35 {
 		t.Fatalf("report %+v", rep)
 	}
-	if !strings.Contains(rep.String(), "5 newest events not yet signed") {
-		t.Fatalf("String() = %q", rep.String())
+	if first, last := rep.Unwitnessed(); first != 31 || last != 35 {
+		t.Fatalf("Unwitnessed = %d..%d, want 31..35", first, last)
+	}
+	if !strings.Contains(rep.String(), "seq 31..35") {
+		t.Fatalf("String() does not name the unsigned tail: %q", rep.String())
 	}
 	// The documented limit: deleting unsigned newest rows is not detected.
 	mustExec(t, db, `DELETE FROM audit_events WHERE seq > 30`)
