@@ -39,13 +39,24 @@ const MaxBody = 1 << 20
 // MaxAuditBody bounds an audit batch.
 const MaxAuditBody = 16 << 20
 
-// AuditIngestResponse answers a shipped batch (POST PathAudit).
+// AuditIngestResponse answers a shipped batch (POST PathAudit). It
+// accounts for every event of the batch: Added + Duplicates +
+// len(Conflicts) == Received.
 type AuditIngestResponse struct {
 	Received int `json:"received"`
-	Added    int `json:"added"`
-	// Receipt is the chain's head after the batch, signed: the node keeps
-	// the newest one, so that deleting the events it covers from the
-	// coordinator's database is detected (agentmesh audit verify --receipt).
+	// Added is how many events were stored as new.
+	Added int `json:"added"`
+	// Duplicates is how many were stored already with identical content
+	// (a batch sent again after a lost answer).
+	Duplicates int `json:"duplicates"`
+	// Conflicts are events whose (dst, id) was stored already with other
+	// content: each is kept in an integrity event, and flagged.
+	Conflicts []audit.Conflict `json:"conflicts,omitempty"`
+	// Receipt is the chain's head after the batch, signed, and bound to
+	// the batch's content (audit.Receipt.CheckBatch): the node checks it
+	// before it forgets the batch, and keeps the newest one, so that
+	// deleting or altering the events it covers in the coordinator's
+	// database is detected (agentmesh audit verify --receipt).
 	Receipt audit.Receipt `json:"receipt"`
 }
 

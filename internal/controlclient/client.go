@@ -13,6 +13,7 @@ package controlclient
 import (
 	"bytes"
 	"context"
+	"crypto/ed25519"
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
@@ -275,43 +276,69 @@ func (c *Client) Register(ctx context.Context, addrs []string) error {
 	return c.call(ctx, http.MethodPost, controlapi.PathRegister, controlapi.RegisterRequest{Addrs: addrs}, nil)
 }
 
-// Send ships a batch of audit events; it makes Client an audit.Sender. The
-// receipt the coordinator answers with is kept in the state directory
-// (nodestate.ReceiptFile) once its signature checks out against the audit
-// key of the cached netmap; failing to keep it does not fail the send,
-// since the events are stored.
+// Send ships a batch of audit events; it makes Client an audit.Sender. It
+// succeeds only when the coordinator's answer accounts for every event and
+// its receipt, signed with the audit key of the cached netmap, binds
+// exactly the events sent (audit.Receipt.CheckBatch): otherwise the error
+// wraps audit.ErrNotKept and Ship keeps the batch and sends it again. The
+// receipt is then kept in the state directory (nodestate.ReceiptFile);
+// failing to save it does not fail the send, since the events are stored.
 func (c *Client) Send(ctx context.Context, events []audit.Event) error {
 	var resp controlapi.AuditIngestResponse
 	if err := c.call(ctx, http.MethodPost, controlapi.PathAudit, events, &resp); err != nil {
 		return err
 	}
-	if !resp.Receipt.IsZero() {
-		if err := c.keepReceipt(resp.Receipt); err != nil {
-			c.log.Warn("audit: receipt not kept", "err", err)
-		}
+	pub, err := c.auditKey()
+	if err != nil {
+		return fmt.Errorf("audit: cannot check the coordinator's receipt: %w", err)
+	}
+	if err := checkIngest(&resp, events, pub); err != nil {
+		return err
+	}
+	for _, cf := range resp.Conflicts {
+		// Only this node may record under its own destination: another
+		// event under this id means this node's identity shipped twice.
+		c.log.Error("audit: ID CONFLICT: the coordinator already held other content under an id this node shipped; it kept both and flagged it",
+			"event_id", cf.ID, "stored_seq", cf.StoredSeq, "integrity_seq", cf.Seq)
+	}
+	b, err := json.Marshal(resp.Receipt)
+	if err == nil {
+		err = c.dir.SaveReceipt(b)
+	}
+	if err != nil {
+		c.log.Warn("audit: receipt not kept", "err", err)
 	}
 	return nil
 }
 
-// keepReceipt checks r against the audit key of the cached netmap and saves
-// it: a receipt is only worth keeping if it is the coordinator's.
-func (c *Client) keepReceipt(r audit.Receipt) error {
+// checkIngest checks that resp accounts for every one of events and that
+// its receipt binds them.
+func checkIngest(resp *controlapi.AuditIngestResponse, events []audit.Event, pub ed25519.PublicKey) error {
+	n := len(events)
+	if resp.Received != n || resp.Added < 0 || resp.Duplicates < 0 || resp.Added+resp.Duplicates+len(resp.Conflicts) != n {
+		return fmt.Errorf("%w: sent %d events, the coordinator received %d and accounts for %d added, %d already stored, %d conflicting",
+			audit.ErrNotKept, n, resp.Received, resp.Added, resp.Duplicates, len(resp.Conflicts))
+	}
+	for _, cf := range resp.Conflicts {
+		if cf.Index < 0 || cf.Index >= n || events[cf.Index].ID != cf.ID {
+			return fmt.Errorf("%w: a conflict names event %d (%.40s), which was not sent", audit.ErrNotKept, cf.Index, cf.ID)
+		}
+	}
+	return resp.Receipt.CheckBatch(pub, events)
+}
+
+// auditKey is the audit key of the cached netmap: a receipt is only worth
+// anything if it is the coordinator's.
+func (c *Client) auditKey() (ed25519.PublicKey, error) {
 	nm, err := c.CachedNetmap()
 	if err != nil {
-		return err
+		return nil, err
 	}
 	pub, err := audit.ParsePublicKey([]byte(nm.AuditKey))
 	if err != nil {
-		return fmt.Errorf("audit key of the netmap: %w", err)
+		return nil, fmt.Errorf("audit key of the netmap: %w", err)
 	}
-	if err := r.Check(pub); err != nil {
-		return err
-	}
-	b, err := json.Marshal(r)
-	if err != nil {
-		return err
-	}
-	return c.dir.SaveReceipt(b)
+	return pub, nil
 }
 
 // Call makes an API call: in is sent as JSON (nil: no body) and a 2xx

@@ -73,7 +73,7 @@ func (c *Coordinator) node(h handler) http.HandlerFunc {
 			ev.SrcAddr = r.RemoteAddr
 			ev.Method = r.Method + " " + r.URL.Path
 			ev.Decision, ev.Reason, ev.Detail = audit.Deny, code, err.Error()
-			c.record(r.Context(), ev)
+			c.refuse(r.Context(), ev)
 			writeError(w, http.StatusUnauthorized, code, err.Error())
 			return
 		}
@@ -88,7 +88,7 @@ func (c *Coordinator) admin(h handler) http.HandlerFunc {
 			ev := c.event(audit.KindConnection, who.id.String(), "coordinator")
 			ev.SrcAddr, ev.Method = r.RemoteAddr, r.Method+" "+r.URL.Path
 			ev.Decision, ev.Reason = audit.Deny, "not_admin"
-			c.record(r.Context(), ev)
+			c.refuse(r.Context(), ev)
 			writeError(w, http.StatusForbidden, "not_admin", "this operation needs an admin identity")
 			return
 		}
@@ -124,7 +124,7 @@ func (c *Coordinator) handleJoin(w http.ResponseWriter, r *http.Request) {
 		ev := c.event(audit.KindAdmin, "", "coordinator")
 		ev.Action, ev.Target, ev.SrcAddr = "node.join", req.Name, r.RemoteAddr
 		ev.Decision, ev.Reason, ev.Detail = audit.Deny, code, msg
-		c.record(r.Context(), ev)
+		c.refuse(r.Context(), ev)
 		writeError(w, status, code, msg)
 	}
 	name, err := identity.ParseName(req.Name)
@@ -565,8 +565,22 @@ func (c *Coordinator) adminEvent(r *http.Request, who caller, action, target, de
 // record appends an event to the audit store. A failure is logged loudly;
 // the store is local, so it only fails when the database does.
 func (c *Coordinator) record(ctx context.Context, ev audit.Event) {
-	if _, err := c.audit.Append(context.WithoutCancel(ctx), []audit.Event{ev}); err != nil {
+	if err := c.appendEvent(ctx, &ev); err != nil {
 		c.log.Error("coordinator: audit append failed", "err", err, "event", ev.ID, "action", ev.Action)
+	}
+}
+
+func (c *Coordinator) appendEvent(ctx context.Context, ev *audit.Event) error {
+	_, err := c.audit.Append(context.WithoutCancel(ctx), []audit.Event{*ev})
+	return err
+}
+
+// refuse records a refused attempt through the refusal aggregator, so a
+// client that is refused over and over writes a count, not a row per
+// attempt. A failure is logged; the attempt stays counted.
+func (c *Coordinator) refuse(ctx context.Context, ev audit.Event) {
+	if _, err := c.refusals.Refuse(ctx, &ev); err != nil {
+		c.log.Error("coordinator: audit of a refusal failed", "err", err, "reason", ev.Reason)
 	}
 }
 

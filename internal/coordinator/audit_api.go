@@ -2,6 +2,7 @@ package coordinator
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"strconv"
@@ -11,45 +12,62 @@ import (
 	"agentmesh/internal/controlapi"
 )
 
-// maxIngestBatch bounds the events in one shipped batch.
-const maxIngestBatch = 10_000
-
-// handleAuditIngest stores a batch shipped by a node. Ingest is idempotent
-// by event id, so a batch re-sent after a lost acknowledgement adds nothing.
-// A node may only ship events it recorded itself: request and connection
-// events must name it as the destination.
+// handleAuditIngest stores a batch shipped by a node. Only the node that
+// made a decision may record it: the caller must be a node that decides
+// (kind tool or model), and every event must be one it recorded
+// (audit.Store.Ingest checks kinds and destinations). A batch that breaks
+// the rule is refused whole (403 foreign_event) and the refusal is
+// audited. Ingest is idempotent by (dst, id), so a batch re-sent after a
+// lost answer adds nothing; the answer accounts for every event.
 func (c *Coordinator) handleAuditIngest(w http.ResponseWriter, r *http.Request, who caller) {
+	self := who.id.String()
+	if !who.id.Kind.Serves() {
+		why := fmt.Sprintf("a node of kind %s records no decisions", who.id.Kind)
+		c.refuseForeign(r, who, why)
+		writeError(w, http.StatusForbidden, audit.ReasonForeignEvent, why)
+		return
+	}
 	var batch []audit.Event
 	if err := controlapi.Decode(r.Body, controlapi.MaxAuditBody, &batch); err != nil {
 		writeError(w, http.StatusBadRequest, "bad_request", "malformed audit batch: "+err.Error())
 		return
 	}
-	if len(batch) > maxIngestBatch {
-		writeError(w, http.StatusBadRequest, "bad_request", fmt.Sprintf("batch of %d events is over the limit of %d", len(batch), maxIngestBatch))
+	if len(batch) > audit.MaxBatch {
+		writeError(w, http.StatusBadRequest, "bad_request", fmt.Sprintf("batch of %d events is over the limit of %d", len(batch), audit.MaxBatch))
 		return
 	}
-	self := who.id.String()
 	for i := range batch {
 		if err := batch[i].Validate(); err != nil {
 			writeError(w, http.StatusBadRequest, "bad_event", fmt.Sprintf("event %d: %v", i, err))
 			return
 		}
-		if batch[i].Kind == audit.KindAdmin || batch[i].Dst != self && batch[i].Src != self {
-			writeError(w, http.StatusForbidden, "foreign_event", fmt.Sprintf("event %d: a node may only ship events it recorded", i))
-			return
-		}
 	}
-	added, err := c.audit.Append(r.Context(), batch)
+	res, err := c.audit.Ingest(r.Context(), self, batch)
+	var fe *audit.ForeignEventError
+	if errors.As(err, &fe) {
+		c.refuseForeign(r, who, fe.Error())
+		writeError(w, http.StatusForbidden, audit.ReasonForeignEvent, fe.Error())
+		return
+	}
 	if err != nil {
 		c.internalError(w, r, "audit: ingest", err)
 		return
 	}
-	resp := controlapi.AuditIngestResponse{Received: len(batch), Added: added}
-	if resp.Receipt, err = c.audit.Receipt(r.Context()); err != nil {
-		// The events are stored; the node just keeps its older receipt.
-		c.log.Warn("coordinator: audit receipt", "err", err)
+	for _, cf := range res.Conflicts {
+		c.log.Error("coordinator: AUDIT ID CONFLICT: a node shipped other content under an event id it used before; both are kept",
+			"node", self, "event_id", cf.ID, "stored_seq", cf.StoredSeq, "integrity_seq", cf.Seq)
 	}
-	writeJSON(w, http.StatusOK, resp)
+	writeJSON(w, http.StatusOK, controlapi.AuditIngestResponse{
+		Received: len(batch), Added: res.Added, Duplicates: res.Duplicates, Conflicts: res.Conflicts, Receipt: res.Receipt,
+	})
+}
+
+// refuseForeign audits a refused audit batch, aggregated per node.
+func (c *Coordinator) refuseForeign(r *http.Request, who caller, why string) {
+	ev := c.event(audit.KindIntegrity, who.id.String(), "coordinator")
+	ev.SrcAddr, ev.Action = r.RemoteAddr, "audit.ingest"
+	ev.Decision, ev.Reason, ev.Detail = audit.Deny, audit.ReasonForeignEvent, why
+	c.refuse(r.Context(), ev)
 }
 
 // handleAuditQuery streams matching events as JSON lines, so a large export

@@ -89,6 +89,8 @@ type Coordinator struct {
 	reg      *registry
 	audit    *audit.Store
 	auditPub ed25519.PublicKey
+	// refusals aggregates refused handshakes, requests and joins.
+	refusals *audit.Refusals
 	ln       net.Listener
 	srv      *http.Server
 	url      string
@@ -166,7 +168,13 @@ func Start(ctx context.Context, cfg Config) (c *Coordinator, err error) {
 		BaseContext:       func(net.Listener) context.Context { return runCtx },
 	}
 	tlsLn := tls.NewListener(ln, c.tlsConfig())
-	c.wg.Add(4)
+	c.wg.Add(5)
+	go func() {
+		defer c.wg.Done()
+		if err := c.refusals.Run(runCtx); err != nil {
+			log.Error("coordinator: writing aggregated refusals", "err", err)
+		}
+	}()
 	go func() {
 		defer c.wg.Done()
 		if err := c.srv.Serve(tlsLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
@@ -323,11 +331,16 @@ func (c *Coordinator) openData(ctx context.Context) error {
 		return err
 	}
 	c.auditPub = signer.Public().(ed25519.PublicKey)
-	as, err := audit.NewStore(ctx, db, signer, audit.StoreOptions{CheckpointEvery: c.cfg.CheckpointEvery, Now: c.now, Logger: c.log})
+	self, err := identity.New(td, identity.KindAdmin, ServerName)
+	if err != nil {
+		return err
+	}
+	as, err := audit.NewStore(ctx, db, signer, audit.StoreOptions{CheckpointEvery: c.cfg.CheckpointEvery, Now: c.now, Logger: c.log, Self: self.String()})
 	if err != nil {
 		return err
 	}
 	c.audit = as
+	c.refusals = audit.NewRefusals(audit.RefusalOptions{Record: c.appendEvent, Now: c.now, Logger: c.log})
 	return nil
 }
 
@@ -370,7 +383,7 @@ func (c *Coordinator) tlsConfig() *tls.Config {
 		},
 		NextProtos: []string{"h2", "http/1.1"},
 		// Every handshake refused for its version is a connection attempt
-		// the audit trail must show; the other refusals (no, foreign,
+		// the audit trail must account for (aggregated per source); the other refusals (no, foreign,
 		// expired or revoked certificates) happen per request, in node,
 		// which records them.
 		GetConfigForClient: func(hello *tls.ClientHelloInfo) (*tls.Config, error) {
@@ -383,7 +396,7 @@ func (c *Coordinator) tlsConfig() *tls.Config {
 			}
 			ev.Decision, ev.Reason, ev.Outcome = audit.Deny, string(pki.ReasonTLSVersion), "refused"
 			ev.Detail = "client offers only TLS versions older than 1.3"
-			c.record(hello.Context(), ev)
+			c.refuse(hello.Context(), ev)
 			return nil, nil // MinVersion makes the stack refuse it
 		},
 	}

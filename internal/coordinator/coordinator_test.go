@@ -284,15 +284,7 @@ func TestAPIRefusesBadClients(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	key, _ := pki.NewKey()
-	csrDER, _ := pki.CreateCSR(key)
-	csr, _ := x509.ParseCertificateRequest(csrDER)
-	id, _ := identity.New("test.mesh", identity.KindAdmin, "admin")
-	_, der, err := other.Issue(csr, pki.IssueRequest{ID: id, Incarnation: "x", TTL: time.Hour, Now: time.Now()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	foreign := &tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}
+	foreign := issueCert(t, other, identity.KindAdmin, "admin", pki.IssueRequest{Now: time.Now()})
 	if code, body, err := get(rawClient(t, m, foreign, 0), url); err != nil || code != http.StatusUnauthorized || !strings.Contains(body, "unknown_ca") {
 		t.Errorf("foreign CA: %d %s %v", code, body, err)
 	}
