@@ -178,10 +178,10 @@ func serve(ctx context.Context, env Env, sc serveConfig) error {
 		var f frontend
 		var err error
 		if self.Kind == identity.KindModel {
-			f, err = modelgw.New(modelgw.Config{TLS: tlsCfg, Identifier: ident, Upstream: sc.modelUpstream, Audit: n,
+			f, err = modelgw.New(modelgw.Config{TLS: tlsCfg, Identifier: ident, Upstream: sc.modelUpstream, Audit: n, Refusals: n.Refusals,
 				StateDir: limitsDir, MaxBodyBytes: int64(sc.limits.MaxBytes), Logger: log}, nil)
 		} else {
-			f, err = gateway.New(gateway.Config{TLS: tlsCfg, Identifier: ident, Upstream: sc.upstream, Audit: n,
+			f, err = gateway.New(gateway.Config{TLS: tlsCfg, Identifier: ident, Upstream: sc.upstream, Audit: n, Refusals: n.Refusals,
 				Limits: sc.limits, Logger: log, RecordArgsHash: sc.argsHash}, nil)
 		}
 		if err != nil {
@@ -264,17 +264,17 @@ func rulesNote(s tailnet.Source) string {
 }
 
 // serverTLS is the mTLS configuration of a gateway listener; refused
-// handshakes are audited.
+// handshakes are audited through the node's refusal aggregator.
 func serverTLS(n *node.Node, self identity.ID, log *slog.Logger) *tls.Config {
 	return pki.NewServerTLS(pki.ServerOptions{
 		Certificate: n.Client.Certificate,
 		Verifier:    n.Client.Verifier(),
 		OnRefused: func(remote string, reason pki.Reason, err error) {
-			e := &audit.Event{V: audit.SchemaVersion, ID: audit.NewID(), Time: time.Now().UTC(), Kind: audit.KindConnection,
-				SrcAddr: remote, Dst: self.String(), Decision: audit.Deny, Reason: string(reason), Detail: err.Error()}
-			// The handshake goroutine must not block on a full spool
-			// forever; the spool's queue applies backpressure.
-			if err := n.Record(context.Background(), e); err != nil {
+			e := &audit.Event{Kind: audit.KindConnection, SrcAddr: remote, Dst: self.String(), Decision: audit.Deny,
+				Reason: string(reason), Outcome: "refused", Detail: err.Error()}
+			// Aggregated per source: a client that hammers the listener
+			// writes counts, not one event per handshake.
+			if _, err := n.Refusals.Refuse(context.Background(), e); err != nil {
 				log.Error("serve: audit of a refused handshake failed", "err", err)
 			}
 		},

@@ -102,6 +102,8 @@ type fixtureOpts struct {
 	upstreamIdle time.Duration
 	// now is the gateway's clock; nil is time.Now.
 	now func() time.Time
+	// aggregate sets Config.Refusals to an aggregator into the recorder.
+	aggregate bool
 }
 
 func compile(t testing.TB, doc, version string) *policy.Policy {
@@ -145,6 +147,7 @@ func newFixture(t testing.TB, o fixtureOpts) *fixture {
 		Logger:         testLogger(),
 		RecordArgsHash: true,
 		Now:            o.now,
+		Refusals:       refusalsFor(f.rec, o.aggregate),
 	}, f.state(basePolicy))
 	if err != nil {
 		t.Fatal(err)

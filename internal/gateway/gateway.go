@@ -98,6 +98,9 @@ type Config struct {
 	// Audit receives every decision. Required: a gateway that cannot
 	// audit does not serve.
 	Audit Recorder
+	// Refusals, when set, aggregates the refusals of peers that are not
+	// admitted (see RecordRefusal); nil records each one through Audit.
+	Refusals *audit.Refusals
 	// Limits bound every decoded message; zero values are mcpwire's
 	// defaults (4 MiB, depth 64).
 	Limits mcpwire.Limits

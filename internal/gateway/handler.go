@@ -316,17 +316,21 @@ func (g *Gateway) deny(w http.ResponseWriter, r *http.Request, x *exchange, stat
 }
 
 // refuse answers a request whose peer is not admitted, and audits it as a
-// connection refusal.
+// connection refusal (aggregated when Config.Refusals is set); the answer
+// carries the id of the event that accounts for it.
 func (g *Gateway) refuse(w http.ResponseWriter, r *http.Request, src, reason string) {
 	st := g.state.Load()
 	ev := &audit.Event{
-		ID: audit.NewID(), Kind: audit.KindConnection, Src: src, SrcAddr: r.RemoteAddr,
+		Time: g.now(), Kind: audit.KindConnection, Src: src, SrcAddr: r.RemoteAddr,
 		Dst: dstOf(st), Decision: audit.Deny, Reason: reason, PolicyVersion: versionOf(st),
 		Outcome: "refused",
 	}
-	g.record(r.Context(), ev)
-	g.log.Info("refused peer", "peer", src, "addr", r.RemoteAddr, "reason", reason, "event_id", ev.ID)
-	writeRefusal(w, http.StatusForbidden, nil, CodeDenied, reason, ev.ID)
+	id, err := RecordRefusal(r.Context(), g.cfg.Refusals, g.cfg.Audit, ev)
+	if err != nil {
+		g.log.Error("audit record failed", "event_id", id, "kind", string(ev.Kind), "err", err)
+	}
+	g.log.Info("refused peer", "peer", src, "addr", r.RemoteAddr, "reason", reason, "event_id", id)
+	writeRefusal(w, http.StatusForbidden, nil, CodeDenied, reason, id)
 }
 
 // writeRefusal writes a JSON-RPC error response carrying reason and the

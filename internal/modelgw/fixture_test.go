@@ -16,6 +16,7 @@ import (
 
 	"go.uber.org/goleak"
 
+	"agentmesh/internal/audit"
 	"agentmesh/internal/gateway"
 	"agentmesh/internal/gateway/gatewaytest"
 	"agentmesh/internal/identity"
@@ -81,6 +82,7 @@ type fixture struct {
 	stateDir string
 	stop     func()
 	maxResp  int64
+	refusals *audit.Refusals
 }
 
 type fixtureOpts struct {
@@ -91,6 +93,8 @@ type fixtureOpts struct {
 	tick time.Duration
 	// maxResponse is Config.MaxResponseBytes.
 	maxResponse int64
+	// aggregate sets Config.Refusals to an aggregator into the recorder.
+	aggregate bool
 }
 
 func newFixture(t testing.TB, o fixtureOpts) *fixture {
@@ -113,6 +117,9 @@ func newFixture(t testing.TB, o fixtureOpts) *fixture {
 	t.Cleanup(hs.Close)
 	f.upURL = hs.URL
 	f.stateDir, f.maxResp = o.stateDir, o.maxResponse
+	if o.aggregate {
+		f.refusals = f.rec.Refusals()
+	}
 	if o.policy == "" {
 		o.policy = basePolicy
 	}
@@ -132,6 +139,7 @@ func (f *fixture) start(doc string) {
 		MaxBodyBytes:     64 << 10,
 		MaxResponseBytes: f.maxResp,
 		Now:              f.clock.now,
+		Refusals:         f.refusals,
 	}, f.state(doc))
 	if err != nil {
 		f.t.Fatal(err)

@@ -15,6 +15,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"agentmesh/internal/audit"
 	"agentmesh/internal/gateway"
 )
 
@@ -48,6 +49,10 @@ type Config struct {
 	Transport http.RoundTripper
 	// Audit receives every decision. Required.
 	Audit gateway.Recorder
+	// Refusals, when set, aggregates the refusals of callers that are not
+	// admitted (gateway.RecordRefusal); nil records each one through
+	// Audit.
+	Refusals *audit.Refusals
 	// StateDir is where limit counters are kept (file CountersFile); ""
 	// keeps them in memory, so a restart resets them.
 	StateDir string

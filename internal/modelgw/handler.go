@@ -213,7 +213,18 @@ func (g *Gateway) refuse(w http.ResponseWriter, r *http.Request, x *request, sta
 		}
 	}
 	x.ev.LatencyUS = g.now().Sub(x.start).Microseconds()
-	id := g.record(r.Context(), &x.ev)
+	var id string
+	if x.ev.Kind == audit.KindConnection {
+		// A caller that was not admitted: aggregated per source, so a
+		// flood of them writes counts, not one event each.
+		x.ev.Time = g.now().UTC()
+		var err error
+		if id, err = gateway.RecordRefusal(r.Context(), g.cfg.Refusals, g.cfg.Audit, &x.ev); err != nil {
+			g.log.Error("model gateway: audit record failed", "err", err, "event", id, "reason", x.ev.Reason)
+		}
+	} else {
+		id = g.record(r.Context(), &x.ev)
+	}
 	typ := "permission_denied"
 	switch status {
 	case http.StatusTooManyRequests:

@@ -59,7 +59,11 @@ type Node struct {
 	Client *controlclient.Client
 	// Spool is nil unless Options.Audit was set.
 	Spool *audit.Spool
-	log   *slog.Logger
+	// Refusals aggregates refused attempts (handshakes, admissions) into
+	// the spool, so a client refused over and over writes counts, not one
+	// event per attempt. Nil unless Options.Audit was set.
+	Refusals *audit.Refusals
+	log      *slog.Logger
 
 	mu      sync.Mutex
 	view    View
@@ -102,6 +106,9 @@ func Start(ctx context.Context, stateDir string, o Options) (*Node, error) {
 		}
 	}
 	n := &Node{Client: cl, Spool: spool, log: log, changed: make(chan struct{})}
+	if spool != nil {
+		n.Refusals = audit.NewRefusals(audit.RefusalOptions{Record: n.Record, Logger: log})
+	}
 	runCtx, cancel := context.WithCancel(context.Background())
 	n.cancel = cancel
 	n.wg.Add(2)
@@ -133,10 +140,14 @@ func Start(ctx context.Context, stateDir string, o Options) (*Node, error) {
 		})
 	}()
 	if spool != nil {
-		n.wg.Add(1)
+		n.wg.Add(2)
 		go func() {
 			defer n.wg.Done()
 			audit.Ship(runCtx, spool, cl, audit.ShipOptions{Logger: log})
+		}()
+		go func() {
+			defer n.wg.Done()
+			n.Refusals.Run(runCtx)
 		}()
 	}
 	return n, nil
@@ -193,18 +204,38 @@ func (n *Node) WaitView(ctx context.Context, cond func(View) bool) (View, error)
 
 // Record appends an audit event to the spool. It blocks while the spool's
 // queue is full: audit slows requests down, it never drops them.
+//
+// Only the node that made a decision may record it, and the coordinator
+// refuses a batch with an event whose destination is another node's: so
+// an event without a destination gets this node's, and one naming another
+// node is refused here rather than left to block the spool.
 func (n *Node) Record(ctx context.Context, e *audit.Event) error {
 	if n.Spool == nil {
 		return errors.New("node: started without an audit spool")
 	}
+	self := n.ID().String()
+	if e.Dst == "" {
+		e.Dst = self
+	}
+	if e.Dst != self {
+		return fmt.Errorf("node: audit event %s names %q as its recorder, not this node (%s)", e.ID, e.Dst, self)
+	}
 	return n.Spool.Append(ctx, e)
 }
 
-// Close stops renewal, the watch and shipping, flushes the spool to disk
-// and closes it. Events not yet shipped stay in the spool for next time.
+// Close writes the open refusal windows, stops renewal, the watch and
+// shipping, flushes the spool to disk and closes it. Events not yet shipped stay in the spool for next time.
 func (n *Node) Close() error {
 	var err error
 	n.once.Do(func() {
+		if n.Refusals != nil {
+			// Open windows go into the spool before it closes.
+			rctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			if rerr := n.Refusals.Close(rctx); rerr != nil {
+				n.log.Error("node: writing aggregated refusals", "err", rerr)
+			}
+			cancel()
+		}
 		n.cancel()
 		if n.Spool != nil {
 			fctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)

@@ -256,3 +256,35 @@ func (u *Upstream) Bodies() [][]byte {
 	}
 	return out
 }
+
+// Refusals returns an aggregator of refused attempts that records into r,
+// for a gateway's Config.Refusals; the test closes it to write its open
+// windows.
+func (r *Recorder) Refusals() *audit.Refusals {
+	return audit.NewRefusals(audit.RefusalOptions{Record: r.Record})
+}
+
+// CheckAccounted fails tb unless the recorded events with reason account
+// for exactly the attempts told their ids (told maps an event id to how
+// many refusal answers named it) and there are want of them.
+func (r *Recorder) CheckAccounted(tb testing.TB, reason string, told map[string]int64, want int) {
+	tb.Helper()
+	var events int
+	var sum, attempts int64
+	for _, n := range told {
+		attempts += n
+	}
+	for _, e := range r.Events() {
+		if e.Reason != reason {
+			continue
+		}
+		events++
+		if told[e.ID] != e.Attempts() {
+			tb.Fatalf("event %+v accounts for %d attempts, %d answers named it", e, e.Attempts(), told[e.ID])
+		}
+		sum += e.Attempts()
+	}
+	if events != want || sum != attempts {
+		tb.Fatalf("%d events accounting for %d attempts, want %d accounting for %d", events, sum, want, attempts)
+	}
+}
