@@ -12,10 +12,31 @@
 // A gateway opens a Spool in its state directory and calls Append for every
 // decision. Ship reads the spool in batches and hands them to a Sender (the
 // control client, over mTLS); a batch is acknowledged in the spool only after
-// Send succeeded. The coordinator validates each received Event and calls
-// (*Store).Append, which is idempotent by event id, so a batch re-sent after a
-// lost acknowledgement or a gateway restart adds nothing. Admin actions at the
+// Send succeeded, which means the coordinator proved it kept every event as
+// sent (Receipt.CheckBatch). The coordinator validates each received Event
+// and calls (*Store).Ingest with the shipping node's identity; Ingest is
+// idempotent by (dst, event id), so a batch re-sent after a lost
+// acknowledgement or a gateway restart adds nothing. Admin actions at the
 // coordinator are appended to the same Store.
+//
+// # Who may record what
+//
+// Only the node that made a decision may record it. Ingest accepts only
+// connection, request and session events whose Dst is the shipping node
+// (the coordinator also requires the node to be one that decides, a tool or
+// model node); anything else refuses the whole batch (ForeignEventError).
+// Event ids are namespaced by their recorder: the store's uniqueness is
+// (dst, id), so no node can claim, ahead of it, an id another recorder will
+// use. The same (dst, id) with identical canonical bytes is a re-sent event;
+// with different bytes it is a security event: the stored event stays, and
+// an integrity event (reason id_conflict, Detail a ConflictDetail) keeps the
+// new content, both hashes and the shipper. Verify counts them.
+//
+// Refused attempts (handshakes, admissions, joins) go through Refusals,
+// which writes the first refusal of a (recorder, source, reason, kind) at
+// once and aggregates the rest of its window into one event with Count and
+// First, so a flood writes a bounded number of events while the counts add
+// up to every attempt.
 //
 // # Spool guarantees
 //
@@ -45,10 +66,10 @@
 // when a whole segment becomes acknowledged (just before the segment is
 // deleted) and at Close, not after every shipped batch: after a crash the
 // acknowledged events of the current segment are shipped again, and the
-// coordinator drops them by id. A torn record at the end of the
-// newest segment (a crash during a write that was never reported durable) is
-// cut off when the spool is opened; a bad record anywhere else is reported as
-// ErrCorrupt rather than skipped.
+// coordinator finds them stored already, identical, and adds nothing. A
+// torn record at the end of the newest segment (a crash during a write that
+// was never reported durable) is cut off when the spool is opened; a bad
+// record anywhere else is reported as ErrCorrupt rather than skipped.
 //
 // # Hash chain and canonical encoding
 //
@@ -82,7 +103,7 @@
 // deletes the newest rows together with the checkpoints covering them, or
 // who appends forged rows at the end, is not detected by it. Receipts close
 // most of that gap: the coordinator answers every shipped batch with a
-// signed head (Store.Receipt), the gateway keeps the newest one in its
+// signed head (IngestResult.Receipt), the gateway keeps the newest one in its
 // state directory, and Verify given those receipts reports any deleted
 // event a receipt covers. What no receipt covers yet (the last batch, admin
 // actions since) remains bounded by checkpoint frequency

@@ -12,6 +12,8 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+
+	"agentmesh/internal/store"
 )
 
 // A spool record is an 8-byte header followed by the event's canonical
@@ -163,20 +165,11 @@ func createSegment(dir string, start uint64, prealloc int64) (*segment, *activeF
 	if err != nil {
 		return nil, nil, err
 	}
-	if err := syncDir(dir); err != nil {
+	if err := store.SyncDir(dir); err != nil {
 		f.Close()
 		return nil, nil, err
 	}
 	return &segment{path: path, start: start}, newActive(f, 0, prealloc), nil
-}
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
 }
 
 // The ack file holds one line: ackMagic, a space, the position after the
@@ -225,7 +218,7 @@ func writeAck(dir string, pos uint64) error {
 	if err := os.Rename(tmp, filepath.Join(dir, ackFile)); err != nil {
 		return err
 	}
-	return syncDir(dir)
+	return store.SyncDir(dir)
 }
 
 // readCursor remembers where the last Next stopped reading, so sequential

@@ -28,12 +28,14 @@ func init() {
 		long: `  audit [filters]            newest events first, as a table (--json: one object per line)
   audit --follow [filters]   print events as they arrive
   audit export --format jsonl [filters]   stream everything, oldest first
-  audit verify               recompute the hash chain and check checkpoint signatures;
-                             exit 0 with counts when intact, non-zero naming the first broken entry
+  audit verify               recompute the hash chain and check checkpoint signatures; say what
+                             was proved and what was not; exit non-zero naming the first broken
+                             entry, or when event ids arrived twice with different content
   audit verify --receipt FILE
                              also check receipts that gateways kept (STATE/audit-receipt.json,
-                             the signed head after their last shipped batch): deleting the
-                             events a receipt covers, even with their checkpoints, is detected
+                             the signed head and batch of their last shipped batch): deleting the
+                             events a receipt covers, even with their checkpoints, or storing its
+                             batch other than as sent, is detected
 
 Selectors: agent:NAME, tool:NAME, model:NAME, or a full SPIFFE ID.
 
@@ -67,7 +69,7 @@ func runAudit(ctx context.Context, env Env, args []string) error {
 	src := fs.String("src", "", "only events from this source `SEL`")
 	dst := fs.String("dst", "", "only events at this destination `SEL`")
 	decision := fs.String("decision", "", "allow or deny")
-	kind := fs.String("kind", "", "event `KIND`: connection, request, admin, session")
+	kind := fs.String("kind", "", "event `KIND`: connection, request, admin, session, integrity")
 	method := fs.String("method", "", "MCP `METHOD`, such as tools/call")
 	tool := fs.String("tool", "", "tool `NAME`")
 	since := fs.String("since", "", "events after this: a duration back from now (1h) or an RFC 3339 time")
@@ -124,8 +126,8 @@ func runAudit(ctx context.Context, env Env, args []string) error {
 				if err != nil {
 					return fmt.Errorf("--receipt: %w", err)
 				}
-				var r audit.Receipt
-				if err := json.Unmarshal(b, &r); err != nil {
+				r, err := audit.ParseReceipt(b)
+				if err != nil {
 					return usagef("--receipt %s: not a receipt: %v", f, err)
 				}
 				req.Receipts = append(req.Receipts, r)
@@ -139,7 +141,8 @@ func runAudit(ctx context.Context, env Env, args []string) error {
 		} else {
 			fmt.Fprintln(env.Stdout, rep.String())
 		}
-		if !rep.OK {
+		if !rep.OK || rep.Conflicts > 0 {
+			// An intact chain with id conflicts still needs a person.
 			return errSilent
 		}
 		return nil

@@ -11,15 +11,21 @@ import (
 func init() {
 	register(&command{
 		name:  "coordinator",
-		usage: "--data DIR [--listen ADDR] [--trust-domain NAME] [--cert-ttl DURATION] [--audit-retention DURATION]",
+		usage: "--data DIR [--listen ADDR] [--trust-domain NAME] [--cert-ttl DURATION] [--audit-retention DURATION] [--audit-key FILE]",
 		short: "run the control plane: CA, registry, auth keys, policy store, audit store",
-		long: `The first start initialises DIR (CA key and certificate, SQLite database, audit signing
-key, and a first admin identity in DIR/admin). Later starts reuse it. The API is served over
-TLS 1.3 only, on loopback unless --listen says otherwise. Ctrl-C stops it cleanly.
+		long: `The first start initialises DIR (CA key and certificate, audit signing key, a first admin
+identity in DIR/admin, and the SQLite database in DIR/db). Later starts reuse it. The API is
+served over TLS 1.3 only, on loopback unless --listen says otherwise. Ctrl-C stops it cleanly.
+
+The database has a directory of its own so that whoever may write it (a backup, a replica, a
+database tool) does not also find the audit signing key beside it; --audit-key keeps the key
+somewhere else altogether. A data directory from an earlier version (DIR/mesh.db) is moved into
+DIR/db at start.
 
 Examples:
   agentmesh coordinator --data ./mesh
-  agentmesh coordinator --data ./mesh --listen 10.0.0.5:7443 --cert-ttl 30m`,
+  agentmesh coordinator --data ./mesh --listen 10.0.0.5:7443 --cert-ttl 30m
+  agentmesh coordinator --data /var/lib/agentmesh --audit-key /etc/agentmesh/audit.key`,
 		run: runCoordinator,
 	})
 }
@@ -32,6 +38,7 @@ func runCoordinator(ctx context.Context, env Env, args []string) error {
 	td := fs.String("trust-domain", "", "trust `NAME` of a new mesh (default "+coordinator.DefaultTrustDomain+")")
 	ttl := fs.Duration("cert-ttl", 0, "node certificate lifetime, 5m to 24h (default 1h)")
 	retention := fs.Duration("audit-retention", 0, "prune audit events older than this `DURATION` (0: keep everything); verification still passes")
+	auditKey := fs.String("audit-key", "", "audit signing key `FILE`, created on first start (default DIR/audit.key; never inside DIR/db)")
 	verbose := fs.Bool("v", false, "log requests and background work to stderr")
 	if _, _, err := parse(fs, args); err != nil {
 		return err
@@ -44,7 +51,7 @@ func runCoordinator(ctx context.Context, env Env, args []string) error {
 		level = slog.LevelDebug
 	}
 	log := slog.New(slog.NewTextHandler(env.Stderr, &slog.HandlerOptions{Level: level}))
-	co, err := coordinator.Start(ctx, coordinator.Config{DataDir: *data, Listen: *listen, TrustDomain: *td, CertTTL: *ttl, Logger: log, AuditRetention: *retention})
+	co, err := coordinator.Start(ctx, coordinator.Config{DataDir: *data, Listen: *listen, TrustDomain: *td, CertTTL: *ttl, Logger: log, AuditRetention: *retention, AuditKeyFile: *auditKey})
 	if err != nil {
 		return err
 	}
@@ -52,6 +59,7 @@ func runCoordinator(ctx context.Context, env Env, args []string) error {
 	fmt.Fprintf(env.Stdout, "coordinator listening on %s\n", co.URL())
 	fmt.Fprintf(env.Stdout, "trust domain:    %s\n", co.TrustDomain())
 	fmt.Fprintf(env.Stdout, "CA fingerprint:  sha256:%s\n", co.CAFingerprint())
+	fmt.Fprintf(env.Stdout, "audit key:       sha256:%s (write it down: audit verify names the key it checked with)\n", co.AuditKeyFingerprint())
 	fmt.Fprintf(env.Stdout, "admin identity:  %s (use --state %s, or export AGENTMESH_STATE=%s)\n", co.AdminDir(), co.AdminDir(), co.AdminDir())
 	fmt.Fprintf(env.Stdout, "next: agentmesh keys create --kind agent --state %s\n", co.AdminDir())
 	<-ctx.Done()

@@ -198,7 +198,7 @@ func TestAuditCommandsQueryAndDetectTampering(t *testing.T) {
 		t.Fatalf("audit verify on an intact trail: %d %q", code, out)
 	}
 	// Edit the denial into an allow behind the coordinator's back.
-	db, err := store.Open(filepath.Join(d.dir, "coordinator", "mesh.db"))
+	db, err := store.Open(coordinator.DatabasePath(filepath.Join(d.dir, "coordinator")))
 	if err != nil {
 		t.Fatal(err)
 	}

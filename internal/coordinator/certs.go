@@ -149,9 +149,15 @@ func (c *Coordinator) writeAdminIdentity(ctx context.Context) error {
 }
 
 // loadOrCreateAuditKey returns the ed25519 key that signs audit
-// checkpoints, creating it (mode 0600) on first start.
-func loadOrCreateAuditKey(path string) (ed25519.PrivateKey, error) {
+// checkpoints, creating it (mode 0600) on first start. It refuses to create
+// one when create is false (the trail already holds checkpoints): a new
+// key would leave every earlier signature unverifiable, and replacing the
+// key is what someone rewriting the trail would do.
+func loadOrCreateAuditKey(path string, create bool) (ed25519.PrivateKey, error) {
 	b, err := os.ReadFile(path)
+	if errors.Is(err, os.ErrNotExist) && !create {
+		return nil, fmt.Errorf("audit key %s is missing, but the audit trail holds checkpoints it signed; restore the key there, or pass --audit-key FILE where it is (a new key would make the trail unverifiable)", path)
+	}
 	if errors.Is(err, os.ErrNotExist) {
 		_, priv, err := ed25519.GenerateKey(rand.Reader)
 		if err != nil {

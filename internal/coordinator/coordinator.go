@@ -10,7 +10,10 @@
 // single-use key is consumed in the same transaction that records the node,
 // so it admits exactly one node. The CA key never leaves the data directory
 // (mode 0600). Bodies are bounded and decoded strictly. Every admin action
-// is written to the audit trail.
+// is written to the audit trail. Nodes may ship only the audit events they
+// recorded themselves (audit.Store.Ingest); refused attempts are aggregated
+// (audit.Refusals) so that a flood cannot bury the trail. The audit signing
+// key is kept out of the database's directory (datadir.go).
 package coordinator
 
 import (
@@ -35,7 +38,6 @@ import (
 	"agentmesh/internal/identity"
 	"agentmesh/internal/netmap"
 	"agentmesh/internal/pki"
-	"agentmesh/internal/store"
 )
 
 // DefaultListen is where the coordinator listens unless told otherwise:
@@ -55,8 +57,13 @@ const AdminName = "admin"
 // Config configures a coordinator. The zero value of each field means its
 // default.
 type Config struct {
-	// DataDir holds the CA, the database and the admin identity. Required.
+	// DataDir holds the CA, the audit signing key, the admin identity and,
+	// in its own subdirectory (DatabaseDir), the database. Required.
 	DataDir string
+	// AuditKeyFile is the audit signing key (created on first start);
+	// empty means DataDir/audit.key. It may not lie in the database's
+	// directory. See datadir.go for the layout and why.
+	AuditKeyFile string
 	// Listen is the TCP address to listen on (DefaultListen).
 	Listen string
 	// TrustDomain is used when DataDir is initialised; later starts keep the
@@ -131,9 +138,11 @@ func Start(ctx context.Context, cfg Config) (c *Coordinator, err error) {
 		log = slog.New(slog.DiscardHandler)
 	}
 	c = &Coordinator{cfg: cfg, log: log, now: cfg.Now, changed: make(chan struct{})}
+	// "return nil, err" has already set c to nil when this runs.
+	started := c
 	defer func() {
 		if err != nil {
-			c.Close()
+			started.Close()
 			c = nil
 		}
 	}()
@@ -234,6 +243,10 @@ func (c *Coordinator) Addr() net.Addr { return c.ln.Addr() }
 // CAFingerprint is the SHA-256 fingerprint of the mesh CA, as auth keys pin it.
 func (c *Coordinator) CAFingerprint() string { return c.ca.Fingerprint() }
 
+// AuditKeyFingerprint is the SHA-256 fingerprint of the audit signing key's
+// public key, as audit verify reports it (audit.Report.Key).
+func (c *Coordinator) AuditKeyFingerprint() string { return audit.KeyFingerprint(c.auditPub) }
+
 // TrustDomain is the mesh's trust domain.
 func (c *Coordinator) TrustDomain() identity.TrustDomain { return c.td }
 
@@ -290,7 +303,7 @@ func (c *Coordinator) openData(ctx context.Context) error {
 	} else if fi.Mode().Perm()&0o077 != 0 {
 		return fmt.Errorf("data directory %s is accessible to other users (mode %v); run: chmod 700 %s", dir, fi.Mode().Perm(), dir)
 	}
-	db, err := store.Open(filepath.Join(dir, "mesh.db"))
+	db, err := openDatabase(dir, c.log)
 	if err != nil {
 		return err
 	}
@@ -326,7 +339,11 @@ func (c *Coordinator) openData(ctx context.Context) error {
 		return statErr
 	}
 	c.verifier = pki.NewVerifier(td, []*x509.Certificate{c.ca.Certificate()}, c.now)
-	signer, err := loadOrCreateAuditKey(filepath.Join(dir, "audit.key"))
+	keyPath, err := c.auditKeyPath()
+	if err != nil {
+		return err
+	}
+	signer, err := loadOrCreateAuditKey(keyPath, !hasCheckpoints(db))
 	if err != nil {
 		return err
 	}

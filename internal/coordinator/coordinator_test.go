@@ -551,7 +551,7 @@ func TestGatewayReceiptDetectsTailDeletedWhileCoordinatorWasDown(t *testing.T) {
 		t.Fatal(err)
 	}
 	m.stop()
-	db, err := store.Open(filepath.Join(m.data, "mesh.db"))
+	db, err := store.Open(coordinator.DatabasePath(m.data))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -4,7 +4,9 @@ import (
 	"crypto/tls"
 	"encoding/json"
 	"net/http"
+	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -106,5 +108,53 @@ func TestGatewayListenerAggregatesRefusedHandshakes(t *testing.T) {
 	}
 	if len(events) != 2 || sum != attempts {
 		t.Fatalf("%d events for %d attempts, want 2 for %d", len(events), sum, attempts)
+	}
+}
+
+// TestAuditVerifyFlagsIDConflictsAndChecksReceiptBatches: an id that a
+// gateway shipped twice with different content makes verify exit non-zero
+// although the chain is intact, and names it; the gateway's receipt file
+// is read and its batch checked.
+func TestAuditVerifyFlagsIDConflictsAndChecksReceiptBatches(t *testing.T) {
+	d, ctx := startTestMesh(t)
+	state := filepath.Join(d.dir, "ledger")
+	ledger, err := d.client(state)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ledger.Close()
+	ev := audit.Event{V: audit.SchemaVersion, ID: audit.NewID(), Time: time.Now().UTC(), Kind: audit.KindRequest,
+		Src: "spiffe://agentmesh.local/agent/teller", Dst: ledger.ID().String(), Method: "tools/call", Tool: "balance",
+		Decision: audit.Allow, Reason: "allowed"}
+	if err := ledger.Send(ctx, []audit.Event{ev}); err != nil {
+		t.Fatal(err)
+	}
+	env := map[string]string{"AGENTMESH_STATE": d.co.AdminDir()}
+	receipt := filepath.Join(t.TempDir(), "receipt.json")
+	b, err := os.ReadFile(filepath.Join(state, "audit-receipt.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(receipt, b, 0o600)
+	code, out, _ := run(t, env, "audit", "verify", "--receipt", receipt, "--json")
+	var rep audit.Report
+	if err := json.Unmarshal([]byte(out), &rep); err != nil || code != 0 || !rep.OK || rep.Receipts != 1 || rep.ReceiptEvents != 1 {
+		t.Fatalf("verify with the receipt: exit %d, %q", code, out)
+	}
+	ev.Tool = "transfer"
+	if err := ledger.Send(ctx, []audit.Event{ev}); err != nil {
+		t.Fatal(err)
+	}
+	code, out, _ = run(t, env, "audit", "verify")
+	if code == 0 || !strings.Contains(out, "intact") || !strings.Contains(out, ev.ID) {
+		t.Fatalf("verify with an id conflict: exit %d, %q", code, out)
+	}
+	if code, out, _ := run(t, env, "audit", "--kind", "integrity", "--json"); code != 0 || !strings.Contains(out, `"reason":"id_conflict"`) {
+		t.Fatalf("audit --kind integrity: exit %d, %q", code, out)
+	}
+	// A receipt file that is not one is refused with a clear message.
+	os.WriteFile(receipt, []byte(`{"seq":1,"head":"00","sig":"x","extra":1}`), 0o600)
+	if code, _, errOut := run(t, env, "audit", "verify", "--receipt", receipt); code == 0 || !strings.Contains(errOut, "not a receipt") {
+		t.Fatalf("verify with a malformed receipt: exit %d, %q", code, errOut)
 	}
 }
