@@ -335,3 +335,58 @@ func TestStoreMigratesToRecorderNamespacedIDs(t *testing.T) {
 		t.Fatalf("verify: %+v %v", rep, err)
 	}
 }
+
+// FuzzParseReceipt feeds arbitrary bytes to the receipt decoder, as a
+// receipt file (audit verify --receipt) or a coordinator's answer (a
+// gateway's Send) would: it must not panic or loop over huge ranges, what
+// it accepts must be well-formed and survive a round trip, and checking it
+// against a real trail must give a report, not an error.
+func FuzzParseReceipt(f *testing.F) {
+	s, db, pub := testStore(f, StoreOptions{Self: testCoordinator, CheckpointEvents: -1})
+	ctx := context.Background()
+	batch := eventsFor(toolA, 0, 4)
+	r, err := s.Ingest(ctx, toolA, batch)
+	if err != nil {
+		f.Fatal(err)
+	}
+	good, _ := json.Marshal(r.Receipt)
+	head, _ := s.Receipt(ctx)
+	v1, _ := json.Marshal(head)
+	f.Add(good)
+	f.Add(v1)
+	for _, edit := range []struct{ old, new string }{
+		{`"seqs":[[1,4]]`, `"seqs":[[1,9223372036854775807]]`},
+		{`"seqs":[[1,4]]`, `"seqs":[[4,1]]`},
+		{`"seqs":[[1,4]]`, `"seqs":[[1,2],[2,3]]`},
+		{`"seqs":[[1,4]]`, `"seqs":[[-5,4]]`},
+		{`"events":4`, `"events":-1`},
+		{`"events":4`, `"events":1000000000`},
+		{`"seq":4`, `"seq":0`},
+		{`"digest":"`, `"digest":"0`},
+	} {
+		f.Add([]byte(strings.Replace(string(good), edit.old, edit.new, 1)))
+	}
+	f.Add([]byte(`{"seq":1,"head":"","time":"2026-01-01T00:00:00Z","sig":"","batch":null}`))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		r, err := ParseReceipt(b)
+		if err != nil {
+			if !errors.Is(err, ErrBadReceipt) {
+				t.Fatalf("error %v does not wrap ErrBadReceipt", err)
+			}
+			return
+		}
+		if err := r.Validate(); err != nil {
+			t.Fatalf("accepted a receipt that does not validate: %v", err)
+		}
+		again, _ := json.Marshal(r)
+		if _, err := ParseReceipt(again); err != nil {
+			t.Fatalf("round trip: %v", err)
+		}
+		if r.Check(pub) == nil && r.Batch != nil && r.CheckBatch(pub, batch) == nil && r.Seq != 4 {
+			t.Fatalf("a receipt for another head checks out: %+v", r)
+		}
+		if _, err := Verify(ctx, db, pub, r); err != nil {
+			t.Fatalf("verify: %v", err)
+		}
+	})
+}

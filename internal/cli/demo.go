@@ -392,7 +392,7 @@ func (d *demo) showAudit(ctx context.Context) error {
 	if err := d.admin.Call(ctx, http.MethodGet, controlapi.PathVerify, nil, &rep); err != nil {
 		return err
 	}
-	d.say("   verify: %s", rep.String())
+	d.say("   verify: %s", strings.ReplaceAll(rep.String(), "\n", "\n   "))
 	return nil
 }
 
