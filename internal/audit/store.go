@@ -97,7 +97,6 @@ CREATE INDEX audit_events_time ON audit_events(time_ns);
 CREATE INDEX audit_events_src ON audit_events(src_sel);
 CREATE INDEX audit_events_dst ON audit_events(dst_sel);
 CREATE INDEX audit_events_tool ON audit_events(tool);
-CREATE INDEX audit_events_kind ON audit_events(kind);
 `},
 }
 

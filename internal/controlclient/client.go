@@ -284,6 +284,9 @@ func (c *Client) Register(ctx context.Context, addrs []string) error {
 // receipt is then kept in the state directory (nodestate.ReceiptFile);
 // failing to save it does not fail the send, since the events are stored.
 func (c *Client) Send(ctx context.Context, events []audit.Event) error {
+	if len(events) == 0 {
+		return nil
+	}
 	var resp controlapi.AuditIngestResponse
 	if err := c.call(ctx, http.MethodPost, controlapi.PathAudit, events, &resp); err != nil {
 		return err
