@@ -116,7 +116,7 @@ func (r Report) String() string {
 	if first, last := r.Unwitnessed(); first <= last {
 		fmt.Fprintf(&b, "\n  not proved: seq %d..%d are only chained; deleting them together with their checkpoints would go unnoticed", first, last)
 		if r.Receipts == 0 {
-			b.WriteString(" (receipts would show it)")
+			b.WriteString(" (a gateway's receipt covering them would show it)")
 		}
 	}
 	if r.Conflicts > 0 {
