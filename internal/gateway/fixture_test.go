@@ -102,6 +102,8 @@ type fixtureOpts struct {
 	upstreamIdle time.Duration
 	// now is the gateway's clock; nil is time.Now.
 	now func() time.Time
+	// config, if set, adjusts the gateway's Config before New.
+	config func(*Config)
 }
 
 func compile(t testing.TB, doc, version string) *policy.Policy {
@@ -138,14 +140,18 @@ func newFixture(t testing.TB, o fixtureOpts) *fixture {
 		f.up = gatewaytest.NewUpstreamIdle(t, o.upstreamIdle)
 		up = HTTPUpstream{URL: f.up.URL}
 	}
-	gw, err := New(Config{
+	cfg := Config{
 		TLS:            f.mesh.ServerTLS(f.mesh.Issue(t, f.gwID, "gw1")),
 		Upstream:       up,
 		Audit:          f.rec,
 		Logger:         testLogger(),
 		RecordArgsHash: true,
 		Now:            o.now,
-	}, f.state(basePolicy))
+	}
+	if o.config != nil {
+		o.config(&cfg)
+	}
+	gw, err := New(cfg, f.state(basePolicy))
 	if err != nil {
 		t.Fatal(err)
 	}
