@@ -63,8 +63,12 @@
 //     the gateway's own upstream credential comes from
 //     Config.UpstreamHeader. [Local] drops them before they leave the
 //     machine.
-//   - Request bodies are bounded (413); streamed responses pass through
-//     chunk by chunk, and their usage is read as they pass.
+//   - Request bodies are bounded (413), held in memory within the same
+//     body budget per caller and in all as the MCP gateway's (Config.Bodies,
+//     package budget: reserved before they are read, over it 429 or 503
+//     over_budget at once), and must arrive within a deadline (408
+//     body_timeout); streamed responses pass through chunk by chunk, and
+//     their usage is read as they pass.
 //   - Update re-checks every request in progress: the requests and streams
 //     of a peer that was revoked, removed or lost its grant are cut at once.
 //   - Limit counters are written through to Config.StateDir (temporary
@@ -96,6 +100,7 @@
 //	 "reason": "not_granted", "audit_event": "9f2c..."}
 //
 // with HTTP 400 (malformed, bad_path), 403 (admission and policy reasons,
-// usage_required), 413 (too_large), 429 (limit_rpm, limit_tokens), 502
-// (upstream_error) or 503 (limits_unavailable, audit_failed).
+// usage_required), 408 (body_timeout), 413 (too_large), 429 (limit_rpm,
+// limit_tokens, over_budget), 502 (upstream_error) or 503
+// (limits_unavailable, audit_failed, over_budget).
 package modelgw

@@ -20,6 +20,11 @@ const (
 	ReasonTooLarge    = gateway.ReasonTooLarge
 	ReasonUpstream    = gateway.ReasonUpstream
 	ReasonAuditFailed = gateway.ReasonAuditFailed
+	// Also the gateway package's: a body that does not fit in the
+	// caller's or the gateway's body budget (429 or 503), a body that did
+	// not arrive within the deadline (408).
+	ReasonOverBudget  = gateway.ReasonOverBudget
+	ReasonBodyTimeout = gateway.ReasonBodyTimeout
 	// ReasonBadPath: the URL path is not canonical (percent-encoding, dot
 	// or empty segments, trailing slash).
 	ReasonBadPath = "bad_path"

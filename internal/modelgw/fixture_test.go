@@ -16,6 +16,7 @@ import (
 
 	"go.uber.org/goleak"
 
+	"agentmesh/internal/budget"
 	"agentmesh/internal/gateway"
 	"agentmesh/internal/gateway/gatewaytest"
 	"agentmesh/internal/identity"
@@ -81,6 +82,7 @@ type fixture struct {
 	stateDir string
 	stop     func()
 	maxResp  int64
+	bodies   budget.Bodies
 }
 
 type fixtureOpts struct {
@@ -91,6 +93,8 @@ type fixtureOpts struct {
 	tick time.Duration
 	// maxResponse is Config.MaxResponseBytes.
 	maxResponse int64
+	// bodies is Config.Bodies.
+	bodies budget.Bodies
 }
 
 func newFixture(t testing.TB, o fixtureOpts) *fixture {
@@ -112,7 +116,7 @@ func newFixture(t testing.TB, o fixtureOpts) *fixture {
 	hs := httptest.NewServer(f.up)
 	t.Cleanup(hs.Close)
 	f.upURL = hs.URL
-	f.stateDir, f.maxResp = o.stateDir, o.maxResponse
+	f.stateDir, f.maxResp, f.bodies = o.stateDir, o.maxResponse, o.bodies
 	if o.policy == "" {
 		o.policy = basePolicy
 	}
@@ -131,6 +135,7 @@ func (f *fixture) start(doc string) {
 		StateDir:         f.stateDir,
 		MaxBodyBytes:     64 << 10,
 		MaxResponseBytes: f.maxResp,
+		Bodies:           f.bodies,
 		Now:              f.clock.now,
 	}, f.state(doc))
 	if err != nil {

@@ -15,6 +15,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"agentmesh/internal/budget"
 	"agentmesh/internal/gateway"
 )
 
@@ -54,6 +55,13 @@ type Config struct {
 	// MaxBodyBytes bounds a request body (413 above it); zero is
 	// DefaultMaxBodyBytes.
 	MaxBodyBytes int64
+	// Bodies bounds the request bodies held in memory, in all and per
+	// peer, and how long one may take to arrive, as for the MCP gateway
+	// (package budget): over the budget a request is refused at once (429
+	// or 503, over_budget), a body late past the deadline with 408
+	// (body_timeout). Zero fields are budget's defaults: 16 and 64 times
+	// MaxBodyBytes, 30 seconds.
+	Bodies budget.Bodies
 	// MaxResponseBytes bounds a non-streamed response that is buffered to
 	// read its usage or filter a model list; a larger one passes through
 	// unparsed (a model list is then refused). Zero is
@@ -76,6 +84,7 @@ type Gateway struct {
 	client   *http.Client
 	state    atomic.Pointer[gateway.State]
 	counters *counters
+	bodies   *budget.BodyReader
 	serving  atomic.Bool
 
 	// flights are the admitted requests in progress, re-checked by Update.
@@ -113,6 +122,9 @@ func New(cfg Config, initial *gateway.State) (*Gateway, error) {
 	}
 	if g.cfg.MaxResponseBytes <= 0 {
 		g.cfg.MaxResponseBytes = DefaultMaxResponseBytes
+	}
+	if g.bodies, err = budget.NewBodyReader(g.cfg.MaxBodyBytes, cfg.Bodies); err != nil {
+		return nil, fmt.Errorf("new model gateway: %w: %w", ErrConfig, err)
 	}
 	tr := cfg.Transport
 	if tr == nil {
