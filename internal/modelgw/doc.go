@@ -18,7 +18,12 @@
 // The client side, [Local], is what `agentmesh connect model:NAME --listen
 // 127.0.0.1:PORT` runs: a loopback-only HTTP reverse proxy that dials the
 // gateway with the node's mTLS identity, so that an unmodified OpenAI
-// client works with OPENAI_BASE_URL=http://127.0.0.1:PORT/v1.
+// client works with OPENAI_BASE_URL=http://127.0.0.1:PORT/v1 and the
+// endpoint's token as OPENAI_API_KEY. It admits its owner only, through
+// the same loopback.Guard as the connector's MCP endpoint: a bearer token
+// on TCP (refused: 401 authentication_error, reason local_auth), or a
+// private Unix socket; a foreign Host or Origin is 403 not_local. Its
+// refusals never reach the mesh.
 //
 // # What is decided how
 //

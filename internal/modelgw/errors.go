@@ -40,8 +40,11 @@ const (
 	// its tokens could not be counted (403).
 	ReasonUsageRequired = "usage_required"
 	// ReasonNotLocal: the local endpoint refused a request whose Host or
-	// Origin is not local (DNS rebinding protection).
-	ReasonNotLocal = "not_local"
+	// Origin is not local (DNS rebinding protection; 403).
+	ReasonNotLocal = loopback.ReasonNotLocal
+	// ReasonLocalAuth: the local endpoint refused a request without its
+	// token as the API key (401).
+	ReasonLocalAuth = loopback.ReasonLocalAuth
 )
 
 // Errors returned by New, NewLocal and Serve; match them with errors.Is.
@@ -54,4 +57,7 @@ var (
 	ErrLimitStore = errors.New("limit counters store failed")
 	// ErrNotLoopback: Local was asked to serve on a non-loopback address.
 	ErrNotLoopback = loopback.ErrNotLoopback
+	// ErrNoToken: Local was asked to serve TCP without a token or an
+	// explicit opt-out.
+	ErrNoToken = loopback.ErrNoToken
 )

@@ -193,7 +193,7 @@ func (f *fixture) local(cert *tls.Certificate) string {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- l.Serve(ctx, ln) }()
+	go func() { done <- l.Serve(ctx, ln, loopback.Auth{Token: localToken}) }()
 	f.t.Cleanup(func() {
 		cancel()
 		if err := <-done; err != nil {
@@ -201,6 +201,20 @@ func (f *fixture) local(cert *tls.Certificate) string {
 		}
 	})
 	return "http://" + ln.Addr().String()
+}
+
+// localToken is the token of every local endpoint the fixture starts.
+const localToken = loopback.TokenPrefix + "modelgw-test-token"
+
+// localClient is an HTTP client for the fixture's local endpoints (on tr,
+// nil for a default transport): it sends localToken as its API key, as an
+// OpenAI client sends OPENAI_API_KEY.
+func localClient(t testing.TB, tr *http.Transport) *http.Client {
+	if tr == nil {
+		tr = &http.Transport{}
+	}
+	t.Cleanup(tr.CloseIdleConnections)
+	return &http.Client{Transport: loopback.WithToken(tr, localToken)}
 }
 
 type result struct {

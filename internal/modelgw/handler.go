@@ -60,7 +60,8 @@ type ErrorBody struct {
 // ErrorDetail is the "error" object of ErrorBody.
 type ErrorDetail struct {
 	// Type is permission_denied (403), rate_limit_exceeded (429),
-	// invalid_request_error (400, 413) or api_error (502, 503).
+	// invalid_request_error (400, 408, 413), api_error (502, 503) or, from
+	// the local endpoint, authentication_error (401).
 	Type    string `json:"type"`
 	Code    string `json:"code"`
 	Message string `json:"message"`
