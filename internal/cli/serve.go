@@ -73,6 +73,7 @@ func runServe(ctx context.Context, env Env, args []string) error {
 	maxBytes := fs.Int("max-message-bytes", 4<<20, "largest JSON-RPC message accepted from a client")
 	argsHash := fs.Bool("record-args-hash", false, "store the SHA-256 of tool call arguments in audit events")
 	var caps serveCaps
+	fs.IntVar(&caps.requestsPerPeer, "max-requests-per-peer", gateway.DefaultMaxRequestsPerPeer, "at most `N` requests in flight per client at once, open streams included")
 	fs.IntVar(&caps.sessionsPerPeer, "max-sessions-per-peer", gateway.DefaultMaxSessionsPerPeer, "at most `N` open MCP sessions per client at once")
 	fs.IntVar(&caps.processesPerPeer, "max-processes-per-peer", gateway.DefaultMaxProcessesPerPeer, "at most `N` stdio upstream processes per client at once")
 	fs.IntVar(&caps.processes, "max-processes", gateway.DefaultMaxProcesses, "at most `N` stdio upstream processes for all clients together")
@@ -142,8 +143,8 @@ type serveConfig struct {
 // serveCaps are the serve flags that bound what clients can make a
 // gateway hold: see gateway.Config and package budget.
 type serveCaps struct {
-	sessionsPerPeer, processesPerPeer, processes int
-	bodies                                       budget.Bodies
+	requestsPerPeer, sessionsPerPeer, processesPerPeer, processes int
+	bodies                                                        budget.Bodies
 }
 
 // frontend is one listener's gateway: the MCP gateway of a tool node or the
@@ -197,12 +198,14 @@ func serve(ctx context.Context, env Env, sc serveConfig) error {
 		var err error
 		if self.Kind == identity.KindModel {
 			f, err = modelgw.New(modelgw.Config{TLS: tlsCfg, Identifier: ident, Upstream: sc.modelUpstream, Audit: n,
-				StateDir: limitsDir, MaxBodyBytes: int64(sc.limits.MaxBytes), Bodies: sc.caps.bodies, Logger: log}, nil)
+				StateDir: limitsDir, MaxBodyBytes: int64(sc.limits.MaxBytes), Bodies: sc.caps.bodies,
+				MaxRequestsPerPeer: sc.caps.requestsPerPeer, Logger: log}, nil)
 		} else {
 			f, err = gateway.New(gateway.Config{TLS: tlsCfg, Identifier: ident, Upstream: sc.upstream, Audit: n,
 				Limits: sc.limits, Logger: log, RecordArgsHash: sc.argsHash,
-				MaxSessionsPerPeer: sc.caps.sessionsPerPeer, MaxProcessesPerPeer: sc.caps.processesPerPeer,
-				MaxProcesses: sc.caps.processes, Bodies: sc.caps.bodies}, nil)
+				MaxRequestsPerPeer: sc.caps.requestsPerPeer, MaxSessionsPerPeer: sc.caps.sessionsPerPeer,
+				MaxProcessesPerPeer: sc.caps.processesPerPeer,
+				MaxProcesses:        sc.caps.processes, Bodies: sc.caps.bodies}, nil)
 		}
 		if err != nil {
 			return nil, err

@@ -15,6 +15,7 @@ import (
 // sixty-four sessions of one identity at once are far beyond that, yet
 // small enough that a peer looping on initialize cannot exhaust the host.
 const (
+	DefaultMaxRequestsPerPeer  = 256
 	DefaultMaxSessionsPerPeer  = 64
 	DefaultMaxProcessesPerPeer = 16
 	DefaultMaxProcesses        = 128
@@ -23,6 +24,7 @@ const (
 // caps bounds what peers can make the gateway hold (see Config and the
 // threat model in doc.go).
 type caps struct {
+	requests  *budget.Budget // requests in flight, per peer
 	sessions  *budget.Budget // open sessions, per peer
 	processes *budget.Budget // stdio upstream processes, per peer and in all
 	bodies    *budget.BodyReader
@@ -30,8 +32,11 @@ type caps struct {
 
 // newCaps fills cfg's zero caps with the defaults and builds the budgets.
 func newCaps(cfg *Config, maxBytes int64) (caps, error) {
-	if cfg.MaxSessionsPerPeer < 0 || cfg.MaxProcessesPerPeer < 0 || cfg.MaxProcesses < 0 {
-		return caps{}, fmt.Errorf("%w: session and process caps must not be negative", ErrConfig)
+	if cfg.MaxRequestsPerPeer < 0 || cfg.MaxSessionsPerPeer < 0 || cfg.MaxProcessesPerPeer < 0 || cfg.MaxProcesses < 0 {
+		return caps{}, fmt.Errorf("%w: request, session and process caps must not be negative", ErrConfig)
+	}
+	if cfg.MaxRequestsPerPeer == 0 {
+		cfg.MaxRequestsPerPeer = DefaultMaxRequestsPerPeer
 	}
 	if cfg.MaxSessionsPerPeer == 0 {
 		cfg.MaxSessionsPerPeer = DefaultMaxSessionsPerPeer
@@ -47,6 +52,7 @@ func newCaps(cfg *Config, maxBytes int64) (caps, error) {
 		return caps{}, fmt.Errorf("%w: %w", ErrConfig, err)
 	}
 	return caps{
+		requests:  budget.New(0, int64(cfg.MaxRequestsPerPeer)),
 		sessions:  budget.New(0, int64(cfg.MaxSessionsPerPeer)),
 		processes: budget.New(int64(cfg.MaxProcesses), int64(cfg.MaxProcessesPerPeer)),
 		bodies:    bodies,
@@ -69,6 +75,24 @@ func limitStatus(err error) int {
 		return http.StatusServiceUnavailable
 	}
 	return http.StatusTooManyRequests
+}
+
+// admitRequest counts x among its peer's requests in flight until the
+// request is done. It answers a refusal itself (the body left unread) and
+// returns false when the request must stop.
+func (g *Gateway) admitRequest(w http.ResponseWriter, r *http.Request, x *exchange) bool {
+	l, err := g.caps.requests.Take(x.peer.ref.budgetKey(), 1)
+	if err != nil {
+		g.log.Info("request refused", "peer", x.ev.Src, "err", err)
+		if r.Method != http.MethodPost {
+			x.ev.Method = r.Method // a POST's method is in the unread body
+		}
+		budget.SkipBody(w, r)
+		g.deny(w, r, x, limitStatus(err), nil, CodeLimited, ReasonTooManyRequests)
+		return false
+	}
+	x.inFlight = l
+	return true
 }
 
 // readBody reads the POST body of x within the body budget, holding its

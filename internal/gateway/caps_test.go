@@ -305,3 +305,42 @@ func childProcesses() (int, error) {
 	}
 	return n, nil
 }
+
+func TestGatewayCapsRequestsInFlightPerPeerStreamsIncluded(t *testing.T) {
+	f := newFixture(t, fixtureOpts{config: func(c *Config) { c.MaxRequestsPerPeer = 2 }})
+	ctx := testContext(t)
+	fraud, other := f.httpClient(f.fraud), f.httpClient(f.other)
+	requests := f.gw.caps.requests
+	// Two sessions, each with its standalone GET stream held open.
+	var streams []*http.Response
+	for range 2 {
+		sid := f.rawSession(ctx, fraud, "2025-11-25")
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, f.url, nil)
+		req.Header.Set("Accept", "text/event-stream")
+		req.Header.Set("Mcp-Session-Id", sid)
+		req.Header.Set("Mcp-Protocol-Version", "2025-11-25")
+		resp, err := fraud.Do(req)
+		if err != nil || resp.StatusCode != http.StatusOK {
+			t.Fatalf("GET stream: %v %v", resp, err)
+		}
+		streams = append(streams, resp)
+	}
+	key := f.peerKey("fraud")
+	waitFor(t, ctx, requests, func(b *budget.Budget) bool { return b.UsedBy(key) == 2 })
+	status, _, b := f.rawPost(ctx, fraud, `{"jsonrpc":"2.0","id":9,"method":"ping"}`, nil)
+	f.checkLimited(status, b, http.StatusTooManyRequests, ReasonTooManyRequests)
+	if f.up.Received(`"id":9`) {
+		t.Fatal("a refused request reached the upstream")
+	}
+	// The cap is per peer.
+	if status, _, b := f.rawPost(ctx, other, `{"jsonrpc":"2.0","id":10,"method":"ping"}`, nil); status != http.StatusOK {
+		t.Fatalf("other's ping: %d %s", status, b)
+	}
+	// A stream that ends frees its place.
+	streams[0].Body.Close()
+	waitFor(t, ctx, requests, func(b *budget.Budget) bool { return b.UsedBy(key) == 1 })
+	if status, _, b := f.rawPost(ctx, fraud, `{"jsonrpc":"2.0","id":11,"method":"ping"}`, nil); status != http.StatusOK {
+		t.Fatalf("ping after a stream ended: %d %s", status, b)
+	}
+	streams[1].Body.Close()
+}

@@ -40,7 +40,8 @@
 //     cannot see anything the policy did not.
 //   - An admitted peer may still be hostile and try to exhaust the
 //     gateway. What it can make the gateway hold is bounded and reserved
-//     before it is taken: open sessions per peer
+//     before it is taken: requests in flight per peer, open streams
+//     included (Config.MaxRequestsPerPeer), open sessions per peer
 //     (Config.MaxSessionsPerPeer), stdio upstream processes per peer and
 //     in all (Config.MaxProcessesPerPeer, Config.MaxProcesses; a process
 //     counts until it has exited), and the bytes of request bodies in
@@ -83,7 +84,8 @@
 // that is malformed or looks like smuggling (duplicate keys, header/body
 // mismatch, bad session use) gets [CodeRejected] (-32041); a request over
 // a cap gets [CodeLimited] (-32042) with HTTP 429 when the peer is over its
-// own share, 503 when the gateway is full (reasons too_many_sessions,
+// own share, 503 when the gateway is full (reasons too_many_requests,
+// too_many_sessions,
 // too_many_processes, over_budget) or 408 (body_timeout); a batch gets
 // -32600. In each case data is {"reason": "<code>", "event_id": "<audit id>"}:
 // the reason code is the same one written to the audit event with that id.

@@ -46,6 +46,9 @@ const (
 	// ReasonIdle: a session ended because nothing used it for the idle
 	// timeout (Config.SessionIdleTimeout).
 	ReasonIdle = "idle"
+	// ReasonTooManyRequests: the peer already has as many requests in
+	// flight, open streams included, as it may (Config.MaxRequestsPerPeer).
+	ReasonTooManyRequests = "too_many_requests"
 	// ReasonTooManySessions: an initialize would open more sessions than
 	// the peer may hold (Config.MaxSessionsPerPeer).
 	ReasonTooManySessions = "too_many_sessions"

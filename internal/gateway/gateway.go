@@ -122,6 +122,11 @@ type Config struct {
 	// too_many_sessions) before it reaches the upstream. Zero is
 	// DefaultMaxSessionsPerPeer.
 	MaxSessionsPerPeer int
+	// MaxRequestsPerPeer bounds the requests one peer has in flight at
+	// once, open streams (GET, subscriptions/listen) included: one more
+	// is refused (HTTP 429, too_many_requests) before its body is read.
+	// Zero is DefaultMaxRequestsPerPeer.
+	MaxRequestsPerPeer int
 	// MaxProcessesPerPeer and MaxProcesses bound the processes of a stdio
 	// upstream (one per session) that one peer, and all peers together,
 	// hold at once: a session over either is refused (HTTP 429 or 503,

@@ -39,6 +39,8 @@ type exchange struct {
 	// slots are what the session this request may create holds; the
 	// session takes them over, else they are released with the request.
 	slots sessionSlots
+	// inFlight counts the request among its peer's until it is done.
+	inFlight *budget.Lease
 }
 
 func (g *Gateway) serveMCP(w http.ResponseWriter, r *http.Request) {
@@ -77,7 +79,11 @@ func (g *Gateway) serveMCP(w http.ResponseWriter, r *http.Request) {
 		}
 		x.bodyLease.Release()
 		x.slots.release()
+		x.inFlight.Release()
 	}()
+	if !g.admitRequest(w, r, x) {
+		return
+	}
 	switch r.Method {
 	case http.MethodPost:
 		g.servePost(w, r, x)

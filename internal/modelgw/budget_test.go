@@ -104,3 +104,32 @@ func TestGatewayEndsATricklingBody(t *testing.T) {
 		t.Fatal("the refused body is still held in the budget")
 	}
 }
+
+func TestGatewayCapsRequestsInFlightPerCaller(t *testing.T) {
+	gate := make(chan struct{})
+	f := newFixture(t, fixtureOpts{gate: gate})
+	f.stop()
+	f.cfgRequests = 1
+	f.start(basePolicy)
+	fraud := gatewaytest.ID(t, identity.KindAgent, "fraud").String()
+	// A stream held open by the upstream (it waits at the gate).
+	c := f.client(f.fraud)
+	req, _ := http.NewRequest("POST", "https://"+f.addr+"/v1/chat/completions", strings.NewReader(chatBody("gpt-4o", streamWithUsage)))
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := c.Do(req)
+	if err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("stream: %v %v", resp, err)
+	}
+	defer resp.Body.Close()
+	waitBudget(t, f.gw.requests, func(b *budget.Budget) bool { return b.UsedBy(fraud) == 1 })
+
+	res := f.do(f.fraud, "POST", "/v1/chat/completions", chatBody("gpt-4o", ""))
+	if eb := res.errBody(t); res.status != http.StatusTooManyRequests || eb.Reason != ReasonTooManyRequests || eb.AuditEvent == "" {
+		t.Fatalf("a second request in flight: %d %s", res.status, res.body)
+	}
+	if res := f.do(f.other, "POST", "/v1/chat/completions", chatBody("gpt-4o-mini", "")); res.status != http.StatusOK {
+		t.Fatalf("other's chat: %d %s", res.status, res.body)
+	}
+	close(gate)
+	io.Copy(io.Discard, resp.Body)
+}

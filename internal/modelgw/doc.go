@@ -68,6 +68,8 @@
 //     the gateway's own upstream credential comes from
 //     Config.UpstreamHeader. [Local] drops them before they leave the
 //     machine.
+//   - Requests in flight are capped per caller, streams included (429
+//     too_many_requests, Config.MaxRequestsPerPeer).
 //   - Request bodies are bounded (413), held in memory within the same
 //     body budget per caller and in all as the MCP gateway's (Config.Bodies,
 //     package budget: reserved before they are read, over it 429 or 503
@@ -106,6 +108,6 @@
 //
 // with HTTP 400 (malformed, bad_path), 403 (admission and policy reasons,
 // usage_required), 408 (body_timeout), 413 (too_large), 429 (limit_rpm,
-// limit_tokens, over_budget), 502 (upstream_error) or 503
+// limit_tokens, too_many_requests, over_budget), 502 (upstream_error) or 503
 // (limits_unavailable, audit_failed, over_budget).
 package modelgw

@@ -25,6 +25,9 @@ const (
 	// not arrive within the deadline (408).
 	ReasonOverBudget  = gateway.ReasonOverBudget
 	ReasonBodyTimeout = gateway.ReasonBodyTimeout
+	// ReasonTooManyRequests: the caller already has
+	// Config.MaxRequestsPerPeer requests in flight (429).
+	ReasonTooManyRequests = gateway.ReasonTooManyRequests
 	// ReasonBadPath: the URL path is not canonical (percent-encoding, dot
 	// or empty segments, trailing slash).
 	ReasonBadPath = "bad_path"

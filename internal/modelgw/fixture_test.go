@@ -83,6 +83,8 @@ type fixture struct {
 	stop     func()
 	maxResp  int64
 	bodies   budget.Bodies
+	// cfgRequests is Config.MaxRequestsPerPeer for the next start.
+	cfgRequests int
 }
 
 type fixtureOpts struct {
@@ -128,15 +130,16 @@ func newFixture(t testing.TB, o fixtureOpts) *fixture {
 func (f *fixture) start(doc string) {
 	f.t.Helper()
 	gw, err := New(Config{
-		TLS:              f.mesh.ServerTLS(f.mesh.Issue(f.t, f.gwID, "gw1")),
-		Upstream:         f.upURL + "/v1",
-		UpstreamHeader:   http.Header{"Authorization": {"Bearer upstream-key"}},
-		Audit:            f.rec,
-		StateDir:         f.stateDir,
-		MaxBodyBytes:     64 << 10,
-		MaxResponseBytes: f.maxResp,
-		Bodies:           f.bodies,
-		Now:              f.clock.now,
+		TLS:                f.mesh.ServerTLS(f.mesh.Issue(f.t, f.gwID, "gw1")),
+		Upstream:           f.upURL + "/v1",
+		UpstreamHeader:     http.Header{"Authorization": {"Bearer upstream-key"}},
+		Audit:              f.rec,
+		StateDir:           f.stateDir,
+		MaxBodyBytes:       64 << 10,
+		MaxResponseBytes:   f.maxResp,
+		Bodies:             f.bodies,
+		MaxRequestsPerPeer: f.cfgRequests,
+		Now:                f.clock.now,
 	}, f.state(doc))
 	if err != nil {
 		f.t.Fatal(err)

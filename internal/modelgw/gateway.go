@@ -62,6 +62,10 @@ type Config struct {
 	// (body_timeout). Zero fields are budget's defaults: 16 and 64 times
 	// MaxBodyBytes, 30 seconds.
 	Bodies budget.Bodies
+	// MaxRequestsPerPeer bounds the requests one caller has in flight at
+	// once, streams included: one more is refused at once (429,
+	// too_many_requests). Zero is gateway.DefaultMaxRequestsPerPeer.
+	MaxRequestsPerPeer int
 	// MaxResponseBytes bounds a non-streamed response that is buffered to
 	// read its usage or filter a model list; a larger one passes through
 	// unparsed (a model list is then refused). Zero is
@@ -85,6 +89,7 @@ type Gateway struct {
 	state    atomic.Pointer[gateway.State]
 	counters *counters
 	bodies   *budget.BodyReader
+	requests *budget.Budget // requests in flight, per caller
 	serving  atomic.Bool
 
 	// flights are the admitted requests in progress, re-checked by Update.
@@ -126,6 +131,13 @@ func New(cfg Config, initial *gateway.State) (*Gateway, error) {
 	if g.bodies, err = budget.NewBodyReader(g.cfg.MaxBodyBytes, cfg.Bodies); err != nil {
 		return nil, fmt.Errorf("new model gateway: %w: %w", ErrConfig, err)
 	}
+	switch {
+	case cfg.MaxRequestsPerPeer < 0:
+		return nil, fmt.Errorf("new model gateway: %w: MaxRequestsPerPeer must not be negative", ErrConfig)
+	case cfg.MaxRequestsPerPeer == 0:
+		g.cfg.MaxRequestsPerPeer = gateway.DefaultMaxRequestsPerPeer
+	}
+	g.requests = budget.New(0, int64(g.cfg.MaxRequestsPerPeer))
 	tr := cfg.Transport
 	if tr == nil {
 		tr = &http.Transport{

@@ -92,6 +92,15 @@ func (g *Gateway) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	x.src, x.st = peer.Node, peer.State
 	x.ev.PolicyVersion = x.st.Policy.Version()
+	inFlight, err := g.requests.Take(x.ev.Src, 1)
+	if err != nil {
+		g.log.Info("model gateway: request refused", "peer", x.ev.Src, "err", err)
+		budget.SkipBody(w, r)
+		x.ev.Outcome = "refused"
+		g.refuse(w, r, x, http.StatusTooManyRequests, ReasonTooManyRequests, "too many requests in flight from this caller; retry later")
+		return
+	}
+	defer inFlight.Release()
 	p := r.URL.Path
 	if r.URL.RawPath != "" || p == "" || path.Clean(p) != p || strings.Contains(p, "//") {
 		budget.SkipBody(w, r)
