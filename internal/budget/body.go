@@ -50,7 +50,7 @@ var (
 
 // firstChunk is the first buffer for a body of undeclared length; it
 // doubles as the body arrives, and each growth is reserved first.
-const firstChunk = 16 << 10
+const firstChunk = 2 << 10
 
 // BodyReader reads request bodies into memory within a byte budget, a
 // size limit and a deadline. It is safe for concurrent use.
@@ -178,17 +178,21 @@ func readDeclared(body io.Reader, n int64) ([]byte, error) {
 
 // readGrowing reads a body of undeclared length into a buffer of first
 // bytes that doubles, up to the largest body, each growth reserved in lease
-// before it is allocated.
+// before it is allocated. A full buffer grows only once another byte has
+// arrived, so a body that fills it exactly costs no more.
 func (br *BodyReader) readGrowing(body io.Reader, lease *Lease, first int64) ([]byte, error) {
 	b := make([]byte, 0, first)
 	for {
 		if len(b) == cap(b) {
-			if int64(cap(b)) >= br.max {
-				// Full at the largest size: only the end may follow.
-				if err := readEOF(body); err != nil {
-					return nil, err
-				}
+			c, err := readByte(body)
+			if errors.Is(err, io.EOF) {
 				return b, nil
+			}
+			if err != nil {
+				return nil, err
+			}
+			if int64(cap(b)) >= br.max {
+				return nil, ErrTooLarge
 			}
 			more := min(int64(cap(b)), br.max-int64(cap(b)))
 			if err := lease.Grow(more); err != nil {
@@ -196,7 +200,7 @@ func (br *BodyReader) readGrowing(body io.Reader, lease *Lease, first int64) ([]
 			}
 			nb := make([]byte, len(b), int64(cap(b))+more)
 			copy(nb, b)
-			b = nb
+			b = append(nb, c)
 		}
 		n, err := body.Read(b[len(b):cap(b)])
 		b = b[:len(b)+n]
@@ -209,19 +213,31 @@ func (br *BodyReader) readGrowing(body io.Reader, lease *Lease, first int64) ([]
 	}
 }
 
-// readEOF reads the end of a body that must have no more bytes.
-func readEOF(body io.Reader) error {
+// readByte reads one byte of a body, or its end (io.EOF).
+func readByte(body io.Reader) (byte, error) {
 	var one [1]byte
 	for {
 		n, err := body.Read(one[:])
 		if n > 0 {
-			return ErrTooLarge
+			return one[0], nil
 		}
 		if errors.Is(err, io.EOF) {
-			return nil
+			return 0, io.EOF
 		}
 		if err != nil {
-			return fmt.Errorf("read body: %w", err)
+			return 0, fmt.Errorf("read body: %w", err)
 		}
 	}
+}
+
+// readEOF reads the end of a body that must have no more bytes.
+func readEOF(body io.Reader) error {
+	_, err := readByte(body)
+	switch {
+	case err == nil:
+		return ErrTooLarge
+	case errors.Is(err, io.EOF):
+		return nil
+	}
+	return err
 }
