@@ -10,6 +10,7 @@
 //     "transport": "stdio" | "http",
 //     "command": "/path/to/agentmesh", "args": ["connect", "everything", "--state", "DIR"],  // stdio
 //     "url": "http://127.0.0.1:PORT/mcp",                                                    // http
+//     "headers": {"Authorization": "Bearer TOKEN"},           // http: sent with every request
 //     "steps": [
 //       {"op": "listTools"},
 //       {"op": "callTool", "name": "echo", "arguments": {"message": "hi"}, "progress": true},
@@ -41,7 +42,9 @@ function transportFor(spec) {
       // test log; stdout carries only MCP messages.
       return new StdioClientTransport({ command: spec.command, args: spec.args ?? [], stderr: "inherit" });
     case "http":
-      return new StreamableHTTPClientTransport(new URL(spec.url));
+      // requestInit.headers is how the SDK sends configured headers (the
+      // local endpoint's bearer token) with every POST, GET and DELETE.
+      return new StreamableHTTPClientTransport(new URL(spec.url), { requestInit: { headers: spec.headers ?? {} } });
     default:
       throw new Error(`unknown transport ${JSON.stringify(spec.transport)}: want stdio or http`);
   }

@@ -2,7 +2,9 @@
 // with real third-party MCP servers (the reference "everything" and
 // "filesystem" servers) behind `agentmesh serve`, driven through
 // `agentmesh connect` by the official TypeScript SDK client (client.mjs),
-// over stdio and over the connector's local Streamable HTTP endpoint.
+// over stdio and over the connector's local Streamable HTTP endpoint (with
+// the endpoint's bearer token, sent as the SDK sends configured headers,
+// through requestInit; a client without it is refused with 401 local_auth).
 //
 // The Node.js packages are pinned in package.json and package-lock.json and
 // installed with `npm ci --prefix e2e` (.ci/run does it). Without node or
@@ -22,6 +24,7 @@
 // against a model node whose upstream is the Go test server of
 // internal/modelgw/modelgwtest: the model list is filtered, completions
 // (plain and streamed with usage) and embeddings come back, a denied model
-// surfaces as an APIError with our reason code, and the audit trail records
-// status, time to first byte and token usage.
+// surfaces as an APIError with our reason code, a client without the
+// endpoint's token (its API key) as an AuthenticationError with local_auth,
+// and the audit trail records status, time to first byte and token usage.
 package e2e

@@ -44,7 +44,14 @@ func TestEverythingServerThroughMesh(t *testing.T) {
 	agent := m.join("agent", "assistant", "tag:assistants")
 	m.applyPolicy(everythingPolicy)
 	m.serve("everything", tool, "node", filepath.Join(nodeModules, "@modelcontextprotocol/server-everything/dist/index.js"), "stdio")
-	url := m.connectHTTP("everything", agent)
+	url, token := m.connectHTTP("everything", agent)
+
+	// Another local user's process can reach the port but has no token:
+	// the real SDK client is refused before anything reaches the mesh.
+	refused := runClientMayFail(t, httpClient(url, "", step{Op: "listTools"}))
+	if e := refused.ConnectError; e == nil || e.Code != 401 || !strings.Contains(e.Message, `"reason":"local_auth"`) {
+		t.Fatalf("a client without the endpoint's token: %+v, want HTTP 401 with reason local_auth", refused.ConnectError)
+	}
 
 	steps := []step{
 		{Op: "listTools"},
@@ -75,7 +82,7 @@ func TestEverythingServerThroughMesh(t *testing.T) {
 		spec      clientSpec
 	}{
 		{"stdio", stdioClient("everything", agent, steps...)},
-		{"http", httpClient(url, steps...)},
+		{"http", httpClient(url, token, steps...)},
 	} {
 		t.Run(tc.transport, func(t *testing.T) {
 			out := runClient(t, tc.spec)

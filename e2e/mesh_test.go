@@ -235,8 +235,9 @@ func (m *mesh) serve(name, state string, upstream ...string) *proc {
 }
 
 // connectHTTP starts `agentmesh connect service --listen 127.0.0.1:0` and
-// returns the local Streamable HTTP URL it serves.
-func (m *mesh) connectHTTP(service, state string) string {
+// returns the local Streamable HTTP URL it serves and the endpoint's bearer
+// token, read from the file it names.
+func (m *mesh) connectHTTP(service, state string) (url, token string) {
 	m.t.Helper()
 	p := startProc(m.t, "connect "+service, []string{agentmeshBin, "connect", service, "--state", state, "--listen", "127.0.0.1:0"}, m.env())
 	prefix := "connect: serving " + service + " at "
@@ -248,7 +249,30 @@ func (m *mesh) connectHTTP(service, state string) string {
 	if !strings.HasPrefix(u, "http://127.0.0.1:") || !strings.HasSuffix(u, "/mcp") {
 		m.t.Fatalf("connector serves at %q, want http://127.0.0.1:PORT/mcp", u)
 	}
-	return u
+	token, _ = localToken(m.t, p, state)
+	return u, token
+}
+
+// localToken reads the bearer token of the local endpoint p serves from the
+// file p names, which must be in the state directory with mode 0600, and
+// returns it and the file.
+func localToken(t *testing.T, p *proc, state string) (token, file string) {
+	t.Helper()
+	const prefix = "connect: token in "
+	line, err := p.waitLine(p.stderr, startTimeout, func(l string) bool { return strings.HasPrefix(l, prefix) })
+	if err != nil {
+		t.Fatalf("connect did not say where its token is: %v", err)
+	}
+	file, _, _ = strings.Cut(strings.TrimPrefix(line, prefix), ": ")
+	fi, err := os.Stat(file)
+	if err != nil || filepath.Dir(file) != filepath.Clean(state) || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("token file %s (%v, mode %v): want mode 0600 in %s", file, err, fi.Mode(), state)
+	}
+	b, err := os.ReadFile(file)
+	if err != nil || len(b) < 40 {
+		t.Fatalf("token file %s holds %d bytes: %v", file, len(b), err)
+	}
+	return string(b), file
 }
 
 // event is the part of an audit event the tests look at.
@@ -334,7 +358,9 @@ type clientSpec struct {
 	Command   string   `json:"command,omitempty"`
 	Args      []string `json:"args,omitempty"`
 	URL       string   `json:"url,omitempty"`
-	Steps     []step   `json:"steps"`
+	// Headers go with every HTTP request, through the SDK's requestInit.
+	Headers map[string]string `json:"headers,omitempty"`
+	Steps   []step            `json:"steps"`
 }
 
 // rpcError is a JSON-RPC error as the TypeScript SDK reports it.
@@ -379,11 +405,24 @@ type clientOutput struct {
 	// ProtocolErrors are the client's errors outside any request, such as
 	// a line on the connector's stdout that is not a JSON-RPC message.
 	ProtocolErrors []string `json:"protocolErrors"`
-	Raw            string   `json:"-"`
+	// ConnectError is set when the client could not connect at all.
+	ConnectError *rpcError `json:"connectError"`
+	Raw          string    `json:"-"`
 }
 
 // runClient runs client.mjs with spec and returns its results, one per step.
 func runClient(t *testing.T, spec clientSpec) clientOutput {
+	t.Helper()
+	res := runClientMayFail(t, spec)
+	if res.ConnectError != nil {
+		t.Fatalf("client.mjs (%s) could not connect: %+v\n%s", spec.Transport, *res.ConnectError, res.Raw)
+	}
+	return res
+}
+
+// runClientMayFail is runClient for a client that may be refused: a failure
+// to connect is returned in ConnectError.
+func runClientMayFail(t *testing.T, spec clientSpec) clientOutput {
 	t.Helper()
 	in, err := json.Marshal(spec)
 	if err != nil {
@@ -400,12 +439,17 @@ func runClient(t *testing.T, spec clientSpec) clientOutput {
 	cmd.WaitDelay = stopGrace
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb
-	if err := cmd.Run(); err != nil {
-		t.Fatalf("node client.mjs (%s): %v\nstdout: %s\nstderr: %s", spec.Transport, err, out.String(), errb.String())
-	}
+	runErr := cmd.Run()
 	var res clientOutput
 	if err := json.Unmarshal(out.Bytes(), &res); err != nil {
-		t.Fatalf("client.mjs printed %q: %v\nstderr: %s", out.String(), err, errb.String())
+		t.Fatalf("client.mjs printed %q: %v (exit: %v)\nstderr: %s", out.String(), err, runErr, errb.String())
+	}
+	res.Raw = out.String() + errb.String()
+	if res.ConnectError != nil {
+		return res
+	}
+	if runErr != nil {
+		t.Fatalf("node client.mjs (%s): %v\nstdout: %s\nstderr: %s", spec.Transport, runErr, out.String(), errb.String())
 	}
 	if len(res.Results) != len(spec.Steps) {
 		t.Fatalf("client.mjs returned %d results for %d steps: %s", len(res.Results), len(spec.Steps), out.String())
@@ -417,7 +461,6 @@ func runClient(t *testing.T, spec clientSpec) clientOutput {
 		}
 		t.Errorf("client.mjs (%s) saw a protocol error: %s", spec.Transport, e)
 	}
-	res.Raw = out.String() + errb.String()
 	return res
 }
 
@@ -426,9 +469,14 @@ func stdioClient(service, state string, steps ...step) clientSpec {
 	return clientSpec{Transport: "stdio", Command: agentmeshBin, Args: []string{"connect", service, "--state", state}, Steps: steps}
 }
 
-// httpClient is a client.mjs spec for a connector's local HTTP endpoint.
-func httpClient(url string, steps ...step) clientSpec {
-	return clientSpec{Transport: "http", URL: url, Steps: steps}
+// httpClient is a client.mjs spec for a connector's local HTTP endpoint,
+// sending token as its bearer token ("" sends none).
+func httpClient(url, token string, steps ...step) clientSpec {
+	spec := clientSpec{Transport: "http", URL: url, Steps: steps}
+	if token != "" {
+		spec.Headers = map[string]string{"Authorization": "Bearer " + token}
+	}
+	return spec
 }
 
 // toolNames lists the names in a tools/list result.

@@ -1,6 +1,6 @@
 // openai_client.mjs drives a model endpoint with the official `openai` npm
 // client, as a real third-party client would: it reads a spec from stdin
-// ({"baseURL": "...", "model": "...", "embeddingModel": "...",
+// ({"baseURL": "...", "apiKey": "...", "model": "...", "embeddingModel": "...",
 // "deniedModel": "...", "limitedModel": "..."}) and prints one JSON object with what each call
 // returned, for openai_test.go to check.
 import OpenAI from "openai";
@@ -13,10 +13,22 @@ const spec = JSON.parse(await new Promise((resolve, reject) => {
   process.stdin.on("error", reject);
 }));
 
-// The key is required by the SDK but is not a mesh credential: the local
-// endpoint drops it and the mesh certificate authenticates the agent.
-const client = new OpenAI({ baseURL: spec.baseURL, apiKey: "not-a-mesh-credential", maxRetries: 0, timeout: 30_000 });
+// The API key is the local endpoint's token (OPENAI_API_KEY): the endpoint
+// admits only requests that carry it, then drops it; the mesh certificate
+// authenticates the agent to the gateway.
+const client = new OpenAI({ baseURL: spec.baseURL, apiKey: spec.apiKey, maxRetries: 0, timeout: 30_000 });
 const out = {};
+
+// Another local process without the token is refused by the endpoint
+// itself: an AuthenticationError carrying our reason code.
+try {
+  const stranger = new OpenAI({ baseURL: spec.baseURL, apiKey: "sk-not-the-token", maxRetries: 0, timeout: 30_000 });
+  await stranger.models.list();
+  out.wrongKey = { error: "a client with the wrong key was answered" };
+} catch (e) {
+  if (!(e instanceof OpenAI.APIError)) throw e;
+  out.wrongKey = { status: e.status, authenticationError: e instanceof OpenAI.AuthenticationError, type: e.type, code: e.code };
+}
 
 const models = [];
 for await (const m of client.models.list()) models.push(m.id);

@@ -39,6 +39,13 @@ type openaiOutput struct {
 		Error      string `json:"error"`
 		AuditEvent string `json:"auditEvent"`
 	} `json:"denied"`
+	WrongKey struct {
+		Status              int    `json:"status"`
+		AuthenticationError bool   `json:"authenticationError"`
+		Type                string `json:"type"`
+		Code                string `json:"code"`
+		Error               string `json:"error"`
+	} `json:"wrongKey"`
 	Limited []struct {
 		Status         int    `json:"status"`
 		RateLimitError bool   `json:"rateLimitError"`
@@ -97,8 +104,9 @@ func TestOpenAIClientThroughModelEndpoint(t *testing.T) {
 	if !strings.HasPrefix(baseURL, "http://127.0.0.1:") || !strings.HasSuffix(baseURL, "/v1") {
 		t.Fatalf("local endpoint at %q, want http://127.0.0.1:PORT/v1", baseURL)
 	}
+	token, tokenFile := localToken(t, c, agent)
 
-	in, _ := json.Marshal(map[string]string{"baseURL": baseURL, "model": "gpt-4o",
+	in, _ := json.Marshal(map[string]string{"baseURL": baseURL, "apiKey": token, "model": "gpt-4o",
 		"embeddingModel": "text-embedding-3-small", "deniedModel": "gpt-4o-mini", "limitedModel": "gpt-4o-limited"})
 	ctx, cancel := context.WithTimeout(context.Background(), commandTimeout)
 	defer cancel()
@@ -133,6 +141,9 @@ func TestOpenAIClientThroughModelEndpoint(t *testing.T) {
 			}
 		}
 	}
+	if w := out.WrongKey; w.Status != 401 || !w.AuthenticationError || w.Code != "local_auth" || w.Type != "authentication_error" {
+		t.Errorf("a client without the endpoint's token: %+v, want an AuthenticationError 401 local_auth", w)
+	}
 	if out.Denied.Status != 403 || out.Denied.Code != "not_granted" || out.Denied.Type != "permission_denied" || out.Denied.AuditEvent == "" {
 		t.Errorf("denied model: %+v, want an APIError 403 permission_denied not_granted with error.audit_event", out.Denied)
 	}
@@ -140,11 +151,27 @@ func TestOpenAIClientThroughModelEndpoint(t *testing.T) {
 		l[1].Code != "limit_rpm" || l[1].Type != "rate_limit_exceeded" || l[1].RetryAfter == "" {
 		t.Errorf("rate-limited model: %+v, want 200 then a RateLimitError 429 limit_rpm with Retry-After", l)
 	}
-	// The upstream never saw the client's key.
+	// The upstream never saw the client's key, the endpoint's token.
 	for _, r := range up.Received() {
 		if r.Authorization != "" {
 			t.Errorf("upstream got Authorization %q", r.Authorization)
 		}
+	}
+	// A refused request never left the machine: the only models.list the
+	// upstream saw is the client's own (with the token).
+	lists := 0
+	for _, r := range up.Received() {
+		if r.Path == "/v1/models" {
+			lists++
+		}
+	}
+	if lists != 1 {
+		t.Errorf("the upstream answered %d model lists, want 1 (the refused one must not reach it)", lists)
+	}
+	// Once the endpoint stops, its token file goes with it.
+	c.stop(t)
+	if _, err := os.Stat(tokenFile); !os.IsNotExist(err) {
+		t.Errorf("the token file %s outlived its endpoint (stat: %v)", tokenFile, err)
 	}
 	// The audit trail reaches the coordinator with the denial and the
 	// usage, time to first byte and status of the streamed completion.

@@ -13,6 +13,7 @@ import (
 
 	"agentmesh/internal/bench"
 	"agentmesh/internal/gateway"
+	"agentmesh/internal/loopback"
 )
 
 func init() {
@@ -87,7 +88,9 @@ func runBench(ctx context.Context, env Env, args []string) error {
 					state: state, listen: "127.0.0.1:0", upstream: gateway.HTTPUpstream{URL: upstream}, log: log, ready: ready})
 			},
 			Connector: func(ctx context.Context, state, service string, ln net.Listener) error {
-				return connectService(ctx, env, state, service, ln, log)
+				// The benchmark's clients are its own processes' goroutines;
+				// a token would cost one header compare per request.
+				return connectService(ctx, env, state, service, ln, loopback.Auth{NoToken: true}, log)
 			},
 		},
 	}

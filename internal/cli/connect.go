@@ -11,6 +11,7 @@ import (
 
 	"agentmesh/internal/connector"
 	"agentmesh/internal/identity"
+	"agentmesh/internal/loopback"
 	"agentmesh/internal/modelgw"
 	"agentmesh/internal/netmap"
 	"agentmesh/internal/node"
@@ -20,7 +21,7 @@ import (
 func init() {
 	register(&command{
 		name:  "connect",
-		usage: "SERVICE --state DIR [--listen 127.0.0.1:PORT] [--tailnet [--ts-*]]",
+		usage: "SERVICE --state DIR [--listen 127.0.0.1:PORT|unix:PATH [--no-token]] [--tailnet [--ts-*]]",
 		short: "expose a mesh tool server to a local MCP client (stdio, or HTTP on loopback), or a model API to a local OpenAI client",
 		long: `SERVICE is a node name or tool:NAME, resolved through the netmap. The connection to its
 gateway uses this node's identity (mTLS) and is re-established after failures.
@@ -31,22 +32,31 @@ By default it is a stdio MCP server, so it can be the command of an MCP client's
       "args": ["connect", "payments-db", "--state", "/home/me/.agentmesh/fraud"]}}}
 
 With --listen it serves Streamable HTTP at http://127.0.0.1:PORT/mcp, on loopback only, and
-refuses requests whose Host or Origin is not local (DNS rebinding protection).
+refuses requests whose Host or Origin is not local (DNS rebinding protection). Every local user
+can reach a loopback port, so each start makes a new bearer token, written with mode 0600 to
+DIR/local-PORT.token, that every request must carry (Authorization: Bearer TOKEN); the file is
+removed when connect stops. --no-token drops it, and then anybody on this machine can act as
+this agent. --listen unix:PATH serves on a Unix socket instead (mode 0600, in a directory only
+you may enter), which needs no token but few MCP clients can use.
 
 For model:NAME, --listen is required: it serves the model's OpenAI-compatible API at
 http://127.0.0.1:PORT/v1, so unmodified clients use OPENAI_BASE_URL=http://127.0.0.1:PORT/v1
-(the API key they send stays on this machine; the mesh identity is the credential).
+and the endpoint's token as OPENAI_API_KEY (it stays on this machine; the mesh identity is the
+credential towards the gateway).
 
 With --tailnet it joins a tailnet (Tailscale, or Headscale with --ts-control-url) as its own node
 with tsnet and dials the gateway there: SERVICE is then the gateway's tailnet name (NAME or
 NAME.TAILNET.ts.net, with model: for a model API), WireGuard is the transport and the tailnet
-identity the credential, so --state is optional (it only supplies defaults for --ts-hostname and
---ts-state). The auth key comes from $TS_AUTHKEY (or --ts-authkey).
+identity the credential, so --state is optional (it supplies defaults for --ts-hostname and
+--ts-state, and keeps a TCP --listen endpoint's token). The auth key comes from $TS_AUTHKEY
+(or --ts-authkey).
 
 Examples:
   agentmesh connect payments-db --state ./fraud
   agentmesh connect tool:files --state ./fraud --listen 127.0.0.1:7801
+  agentmesh connect tool:files --state ./fraud --listen unix:$XDG_RUNTIME_DIR/agentmesh/files.sock
   agentmesh connect model:llm --state ./fraud --listen 127.0.0.1:7802
+    OPENAI_BASE_URL=http://127.0.0.1:7802/v1 OPENAI_API_KEY=$(cat ./fraud/local-7802.token) python agent.py
   TS_AUTHKEY=tskey-auth-... agentmesh connect tools --tailnet --ts-hostname fraud-agent --ts-state ./ts`,
 		run: runConnect,
 	})
@@ -56,7 +66,8 @@ func runConnect(ctx context.Context, env Env, args []string) error {
 	c := commands["connect"]
 	fs := newFlags(c, env)
 	state := stateFlag(fs, env)
-	listen := fs.String("listen", "", "serve Streamable HTTP on this loopback `ADDR` instead of stdio")
+	listen := fs.String("listen", "", "serve Streamable HTTP on this loopback `ADDR` (127.0.0.1:PORT, or unix:PATH for a private Unix socket) instead of stdio")
+	noToken := fs.Bool("no-token", false, "serve a TCP --listen endpoint without its bearer token: every local user and process that can reach the port then acts as this agent")
 	verbose := fs.Bool("v", false, "log to stderr at debug level")
 	tf := addTailnetFlags(fs, false)
 	pos, _, err := parse(fs, args)
@@ -86,26 +97,31 @@ func runConnect(ctx context.Context, env Env, args []string) error {
 			return err
 		}
 	}
-	var ln net.Listener
+	var (
+		ln   net.Listener
+		auth loopback.Auth
+	)
 	if *listen != "" {
 		if ln, err = connector.Listen(*listen); err != nil {
 			return err
 		}
-		if kind == identity.KindModel {
-			fmt.Fprintf(env.Stderr, "connect: serving %s at http://%s/v1 (OPENAI_BASE_URL)\n", pos[0], ln.Addr())
-		} else {
-			fmt.Fprintf(env.Stderr, "connect: serving %s at http://%s/mcp\n", pos[0], ln.Addr())
+		var done func()
+		if auth, done, err = localAuth(env, *state, ln, kind, pos[0], *noToken); err != nil {
+			ln.Close()
+			return err
 		}
+		defer done()
 	}
 	if *tf.on {
-		return connectTailnet(ctx, env, *state, pos[0], ln, tf, newLogger(env, *verbose))
+		return connectTailnet(ctx, env, *state, pos[0], ln, auth, tf, newLogger(env, *verbose))
 	}
-	return connectService(ctx, env, *state, pos[0], ln, newLogger(env, *verbose))
+	return connectService(ctx, env, *state, pos[0], ln, auth, newLogger(env, *verbose))
 }
 
 // connectService runs a connector to service until ctx ends: on ln when it
-// is not nil (which it closes), else over env's stdin and stdout.
-func connectService(ctx context.Context, env Env, state, service string, ln net.Listener, log *slog.Logger) error {
+// is not nil (which it closes, admitting clients by auth), else over env's
+// stdin and stdout.
+func connectService(ctx context.Context, env Env, state, service string, ln net.Listener, auth loopback.Auth, log *slog.Logger) error {
 	kind, name, err := parseService(service)
 	if err != nil {
 		if ln != nil {
@@ -154,15 +170,16 @@ func connectService(ctx context.Context, env Env, state, service string, ln net.
 		}
 		return "https://" + t.Addrs[0], nil
 	}
-	return runConnector(ctx, env, kind, ln, connector.Config{TLS: tlsCfg, Logger: log, Resolve: resolve})
+	return runConnector(ctx, env, kind, ln, auth, connector.Config{TLS: tlsCfg, Logger: log, Resolve: resolve})
 }
 
 // runConnector serves the local side of a connection to a gateway until ctx
 // ends: the model API on ln for a model service, else MCP on ln or, when ln
-// is nil, over env's stdin and stdout. cfg says how to reach the gateway.
-func runConnector(ctx context.Context, env Env, kind identity.Kind, ln net.Listener, cfg connector.Config) error {
+// is nil, over env's stdin and stdout; auth admits the clients of ln. cfg
+// says how to reach the gateway.
+func runConnector(ctx context.Context, env Env, kind identity.Kind, ln net.Listener, auth loopback.Auth, cfg connector.Config) error {
 	if kind == identity.KindModel && ln != nil {
-		return connectModel(ctx, modelgw.LocalConfig{Resolve: cfg.Resolve, TLS: cfg.TLS, Dial: cfg.Dial, Logger: cfg.Logger}, ln)
+		return connectModel(ctx, modelgw.LocalConfig{Resolve: cfg.Resolve, TLS: cfg.TLS, Dial: cfg.Dial, Logger: cfg.Logger}, ln, auth)
 	}
 	cn, err := connector.New(cfg)
 	if err != nil {
@@ -173,7 +190,7 @@ func runConnector(ctx context.Context, env Env, kind identity.Kind, ln net.Liste
 	}
 	defer cn.Close()
 	if ln != nil {
-		err = cn.ServeListener(ctx, ln)
+		err = cn.ServeListener(ctx, ln, auth)
 	} else {
 		err = cn.ServeStdio(ctx, env.Stdin, env.Stdout)
 	}
@@ -184,15 +201,15 @@ func runConnector(ctx context.Context, env Env, kind identity.Kind, ln net.Liste
 }
 
 // connectModel runs the local OpenAI-compatible endpoint of a model service
-// on ln until ctx ends. It closes ln.
-func connectModel(ctx context.Context, cfg modelgw.LocalConfig, ln net.Listener) error {
+// on ln, admitting clients by auth, until ctx ends. It closes ln.
+func connectModel(ctx context.Context, cfg modelgw.LocalConfig, ln net.Listener, auth loopback.Auth) error {
 	l, err := modelgw.NewLocal(cfg)
 	if err != nil {
 		ln.Close()
 		return err
 	}
 	defer l.Close()
-	err = l.Serve(ctx, ln)
+	err = l.Serve(ctx, ln, auth)
 	if errors.Is(err, context.Canceled) {
 		err = nil
 	}

@@ -28,6 +28,7 @@ import (
 	"agentmesh/internal/coordinator"
 	"agentmesh/internal/gateway"
 	"agentmesh/internal/ledger"
+	"agentmesh/internal/loopback"
 	"agentmesh/internal/nodestate"
 )
 
@@ -166,16 +167,16 @@ func (d *demo) run(ctx context.Context, keep bool) error {
 
 	d.section("Agents connect through local connectors (loopback HTTP in, mTLS out)")
 	listChanged := make(chan struct{}, 4)
-	teller, tellerURL, err := d.agent(ctx, "teller", nil)
+	teller, tellerEP, err := d.agent(ctx, "teller", nil)
 	if err != nil {
 		return err
 	}
-	auditor, auditorURL, err := d.agent(ctx, "auditor", listChanged)
+	auditor, auditorEP, err := d.agent(ctx, "auditor", listChanged)
 	if err != nil {
 		return err
 	}
-	d.say("   teller   -> %s", tellerURL)
-	d.say("   auditor  -> %s", auditorURL)
+	d.say("   teller   -> %s (bearer token required)", tellerEP.url)
+	d.say("   auditor  -> %s (bearer token required)", auditorEP.url)
 
 	d.section("One server, two views: tools/list is filtered per identity")
 	for _, a := range []struct {
@@ -244,8 +245,9 @@ func (d *demo) run(ctx context.Context, keep bool) error {
 		return err
 	}
 	if keep {
-		d.say("\nThe mesh keeps running (Ctrl-C to stop). Point an MCP client at the auditor's connector:")
-		d.say("   {\"mcpServers\": {\"ledger\": {\"url\": %q}}}", auditorURL)
+		d.say("\nThe mesh keeps running (Ctrl-C to stop). Point an MCP client at the auditor's connector;")
+		d.say("it admits only requests with its token, so that no other local user can act as the auditor:")
+		d.say("   {\"mcpServers\": {\"ledger\": {\"url\": %q, \"headers\": {\"Authorization\": \"Bearer %s\"}}}}", auditorEP.url, auditorEP.token)
 		d.say("or run a stdio connector as an MCP server command:")
 		self, _ := os.Executable()
 		d.say("   %s connect ledger --state %s", self, filepath.Join(d.dir, "auditor"))
@@ -318,19 +320,25 @@ func (d *demo) startGateway(ctx context.Context, upstream string) (string, error
 	}
 }
 
-// agent starts the agent's connector on loopback and an MCP SDK client
-// session through it.
-func (d *demo) agent(ctx context.Context, name string, listChanged chan<- struct{}) (*mcp.ClientSession, string, error) {
+// agent starts the agent's connector on loopback, with a bearer token as
+// `agentmesh connect --listen` has, and an MCP SDK client session through
+// it that sends the token.
+func (d *demo) agent(ctx context.Context, name string, listChanged chan<- struct{}) (*mcp.ClientSession, localEndpoint, error) {
 	ln, err := connector.Listen("127.0.0.1:0")
 	if err != nil {
-		return nil, "", err
+		return nil, localEndpoint{}, err
 	}
-	url := "http://" + ln.Addr().String() + "/mcp"
+	token, err := loopback.NewToken()
+	if err != nil {
+		ln.Close()
+		return nil, localEndpoint{}, err
+	}
+	ep := localEndpoint{url: "http://" + ln.Addr().String() + "/mcp", token: token}
 	cctx, cancel := context.WithCancel(ctx)
 	d.wg.Add(1)
 	go func() {
 		defer d.wg.Done()
-		if err := connectService(cctx, d.env, filepath.Join(d.dir, name), "ledger", ln, d.log); err != nil {
+		if err := connectService(cctx, d.env, filepath.Join(d.dir, name), "ledger", ln, loopback.Auth{Token: token}, d.log); err != nil {
 			d.log.Error("demo: connector", "agent", name, "err", err)
 		}
 	}()
@@ -345,13 +353,19 @@ func (d *demo) agent(ctx context.Context, name string, listChanged chan<- struct
 		}
 	}
 	cl := mcp.NewClient(&mcp.Implementation{Name: name, Version: "demo"}, opts)
-	s, err := cl.Connect(ctx, &mcp.StreamableClientTransport{Endpoint: url, MaxRetries: -1}, nil)
+	tr := &http.Transport{}
+	d.stops = append(d.stops, tr.CloseIdleConnections)
+	hc := &http.Client{Transport: loopback.WithToken(tr, token)}
+	s, err := cl.Connect(ctx, &mcp.StreamableClientTransport{Endpoint: ep.url, HTTPClient: hc, MaxRetries: -1}, nil)
 	if err != nil {
-		return nil, "", fmt.Errorf("%s: connect: %w", name, err)
+		return nil, localEndpoint{}, fmt.Errorf("%s: connect: %w", name, err)
 	}
 	d.stops = append(d.stops, func() { s.Close() })
-	return s, url, nil
+	return s, ep, nil
 }
+
+// localEndpoint is a connector's local MCP endpoint and its bearer token.
+type localEndpoint struct{ url, token string }
 
 func (d *demo) showAudit(ctx context.Context) error {
 	// Gateways ship their spools in batches; wait until the denial is in.

@@ -20,6 +20,7 @@ import (
 	"agentmesh/internal/controlapi"
 	"agentmesh/internal/controlclient"
 	"agentmesh/internal/coordinator"
+	"agentmesh/internal/loopback"
 	"agentmesh/internal/store"
 )
 
@@ -102,7 +103,7 @@ func TestMeshKeepsServingWhileCoordinatorIsDownAndDeliversEveryEventAfter(t *tes
 	}
 	// The auditor's connector has run once, so its cache holds the netmap
 	// with the gateway's address.
-	_, auditorURL, err := d.agent(ctx, "auditor", nil)
+	_, auditorEP, err := d.agent(ctx, "auditor", nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -118,7 +119,8 @@ func TestMeshKeepsServingWhileCoordinatorIsDownAndDeliversEveryEventAfter(t *tes
 		}
 	}
 	auditor, err := mcp.NewClient(&mcp.Implementation{Name: "auditor", Version: "test"}, nil).Connect(ctx,
-		&mcp.StreamableClientTransport{Endpoint: auditorURL, MaxRetries: -1}, nil)
+		&mcp.StreamableClientTransport{Endpoint: auditorEP.url, MaxRetries: -1,
+			HTTPClient: &http.Client{Transport: loopback.WithToken(nil, auditorEP.token)}}, nil)
 	if err != nil {
 		t.Fatalf("new session with the coordinator down: %v", err)
 	}

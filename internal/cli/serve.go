@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"agentmesh/internal/audit"
+	"agentmesh/internal/budget"
 	"agentmesh/internal/gateway"
 	"agentmesh/internal/identity"
 	"agentmesh/internal/mcpwire"
@@ -71,6 +72,14 @@ func runServe(ctx context.Context, env Env, args []string) error {
 	upstreamURL := fs.String("upstream", "", "Streamable HTTP MCP server `URL` (for a model node: the OpenAI-compatible API's base URL)")
 	maxBytes := fs.Int("max-message-bytes", 4<<20, "largest JSON-RPC message accepted from a client")
 	argsHash := fs.Bool("record-args-hash", false, "store the SHA-256 of tool call arguments in audit events")
+	var caps serveCaps
+	fs.IntVar(&caps.requestsPerPeer, "max-requests-per-peer", gateway.DefaultMaxRequestsPerPeer, "at most `N` requests in flight per client at once, open streams included")
+	fs.IntVar(&caps.sessionsPerPeer, "max-sessions-per-peer", gateway.DefaultMaxSessionsPerPeer, "at most `N` open MCP sessions per client at once")
+	fs.IntVar(&caps.processesPerPeer, "max-processes-per-peer", gateway.DefaultMaxProcessesPerPeer, "at most `N` stdio upstream processes per client at once")
+	fs.IntVar(&caps.processes, "max-processes", gateway.DefaultMaxProcesses, "at most `N` stdio upstream processes for all clients together")
+	fs.Int64Var(&caps.bodies.Total, "body-budget", 0, "`BYTES` of request bodies held in memory at once, all clients together (default 64 × --max-message-bytes)")
+	fs.Int64Var(&caps.bodies.PerPeer, "body-budget-per-peer", 0, "`BYTES` of request bodies one client may have in memory at once (default 16 × --max-message-bytes)")
+	fs.DurationVar(&caps.bodies.Timeout, "body-timeout", budget.DefaultBodyTimeout, "a request body must arrive whole within `DURATION`")
 	verbose := fs.Bool("v", false, "log to stderr at debug level")
 	tf := addTailnetFlags(fs, true)
 	pos, rest, err := parse(fs, args)
@@ -95,7 +104,7 @@ func runServe(ctx context.Context, env Env, args []string) error {
 		up = gateway.HTTPUpstream{URL: *upstreamURL}
 	}
 	sc := serveConfig{state: *state, listen: *listen, advertise: *advertise, upstream: up,
-		limits: mcpwire.Limits{MaxBytes: *maxBytes}, argsHash: *argsHash, log: log, modelUpstream: *upstreamURL}
+		limits: mcpwire.Limits{MaxBytes: *maxBytes}, argsHash: *argsHash, log: log, modelUpstream: *upstreamURL, caps: caps}
 	if *tf.on {
 		sc.tailnet = tf
 		if !flagGiven(fs, "listen") {
@@ -126,6 +135,16 @@ type serveConfig struct {
 	modelUpstream string
 	// tailnet, when set, also serves on a tailnet (Tailscale mode).
 	tailnet *tailnetFlags
+	// caps bound what clients can make the gateway hold; zero values are
+	// the gateways' defaults.
+	caps serveCaps
+}
+
+// serveCaps are the serve flags that bound what clients can make a
+// gateway hold: see gateway.Config and package budget.
+type serveCaps struct {
+	requestsPerPeer, sessionsPerPeer, processesPerPeer, processes int
+	bodies                                                        budget.Bodies
 }
 
 // frontend is one listener's gateway: the MCP gateway of a tool node or the
@@ -179,10 +198,14 @@ func serve(ctx context.Context, env Env, sc serveConfig) error {
 		var err error
 		if self.Kind == identity.KindModel {
 			f, err = modelgw.New(modelgw.Config{TLS: tlsCfg, Identifier: ident, Upstream: sc.modelUpstream, Audit: n, Refusals: n.Refusals,
-				StateDir: limitsDir, MaxBodyBytes: int64(sc.limits.MaxBytes), Logger: log}, nil)
+				StateDir: limitsDir, MaxBodyBytes: int64(sc.limits.MaxBytes), Bodies: sc.caps.bodies,
+				MaxRequestsPerPeer: sc.caps.requestsPerPeer, Logger: log}, nil)
 		} else {
 			f, err = gateway.New(gateway.Config{TLS: tlsCfg, Identifier: ident, Upstream: sc.upstream, Audit: n, Refusals: n.Refusals,
-				Limits: sc.limits, Logger: log, RecordArgsHash: sc.argsHash}, nil)
+				Limits: sc.limits, Logger: log, RecordArgsHash: sc.argsHash,
+				MaxRequestsPerPeer: sc.caps.requestsPerPeer, MaxSessionsPerPeer: sc.caps.sessionsPerPeer,
+				MaxProcessesPerPeer: sc.caps.processesPerPeer,
+				MaxProcesses:        sc.caps.processes, Bodies: sc.caps.bodies}, nil)
 		}
 		if err != nil {
 			return nil, err

@@ -12,6 +12,7 @@ import (
 
 	"agentmesh/internal/connector"
 	"agentmesh/internal/identity"
+	"agentmesh/internal/loopback"
 	"agentmesh/internal/nodestate"
 	"agentmesh/internal/tailnet"
 )
@@ -158,9 +159,9 @@ func (tf *tailnetFlags) join(ctx context.Context, env Env, state string, name id
 func (o *tailnetOptions) listenAddr() string { return ":" + strconv.Itoa(o.port) }
 
 // connectTailnet runs a connector to service over the tailnet until ctx
-// ends: on ln when it is not nil (which it closes), else over env's stdin
-// and stdout.
-func connectTailnet(ctx context.Context, env Env, state, service string, ln net.Listener, tf *tailnetFlags, log *slog.Logger) (err error) {
+// ends: on ln when it is not nil (which it closes, admitting clients by
+// auth), else over env's stdin and stdout.
+func connectTailnet(ctx context.Context, env Env, state, service string, ln net.Listener, auth loopback.Auth, tf *tailnetFlags, log *slog.Logger) (err error) {
 	defer func() {
 		if err != nil && ln != nil {
 			ln.Close()
@@ -193,7 +194,7 @@ func connectTailnet(ctx context.Context, env Env, state, service string, ln net.
 	defer tn.Close()
 	base := "http://" + net.JoinHostPort(host, strconv.Itoa(o.port))
 	resolve := func(context.Context) (string, error) { return base, nil }
-	return runConnector(ctx, env, kind, ln, connector.Config{Dial: tn.Dial, Logger: log, Resolve: resolve})
+	return runConnector(ctx, env, kind, ln, auth, connector.Config{Dial: tn.Dial, Logger: log, Resolve: resolve})
 }
 
 // parseTailnetService reads "HOST", "tool:HOST" or "model:HOST", HOST a

@@ -157,11 +157,13 @@ func TestServeAndConnectOverTailnet(t *testing.T) {
 	serveAt("llm")
 
 	// Callers are tagged tailnet nodes: a tagged node's name stands for it
-	// (agent:NAME); an untagged one's would not.
+	// (agent:NAME); an untagged one's would not. They have no state
+	// directory for a local token; the test's own clients are the only
+	// ones on this namespace's loopback.
 	local := func(caller, service string) string {
 		banner := newLineWaiter(`connect: serving \S+ at (http://\S+)`)
 		startCommand(t, ctx, io.Discard, banner, "connect", service, "--tailnet", "--ts-control-url", tn.URL,
-			"--ts-hostname", caller, "--ts-tags", "tag:agents", "--ts-state", filepath.Join(dir, "ts-"+caller+"-"+strings.ReplaceAll(service, ":", "-")), "--listen", "127.0.0.1:0")
+			"--ts-hostname", caller, "--ts-tags", "tag:agents", "--ts-state", filepath.Join(dir, "ts-"+caller+"-"+strings.ReplaceAll(service, ":", "-")), "--listen", "127.0.0.1:0", "--no-token")
 		return banner.wait(t, ctx, "connect --tailnet banner")[1]
 	}
 	tryConnect := func(caller, service string) (*mcp.ClientSession, error) {

@@ -103,6 +103,7 @@ func BenchmarkForwardingHop(b *testing.B) {
 			req, _ := http.NewRequest(http.MethodPost, url, strings.NewReader(body))
 			req.Header.Set("Content-Type", "application/json")
 			req.Header.Set("Accept", "application/json, text/event-stream")
+			req.Header.Set("Authorization", "Bearer "+testToken)
 			resp, err := client.Do(req)
 			if err != nil {
 				b.Fatal(err)

@@ -12,8 +12,9 @@
 //     relays JSON and SSE responses, keeps the session id and protocol version,
 //     opens the standalone GET stream for server-initiated messages and
 //     deletes the session when the agent goes away.
-//   - [Connector.ServeListener] serves Streamable HTTP on a loopback listener
-//     (see [Listen]) and forwards each request as a streaming reverse proxy.
+//   - [Connector.ServeListener] serves Streamable HTTP on a loopback or
+//     private Unix socket listener (see [Listen]) and forwards each request
+//     as a streaming reverse proxy.
 //
 // # Threat model
 //
@@ -33,9 +34,17 @@
 //   - The gateway is reached only over https with the node's TLS
 //     configuration, TLS 1.3 at least; a configuration that would skip server
 //     verification without a verifier of its own is refused.
-//   - Local processes that can reach the loopback port can use the agent's
-//     identity; that is the same trust as running `agentmesh connect` itself.
-//     Use stdio mode where that matters.
+//   - Every local user's processes can reach a loopback port, and whoever
+//     talks to the endpoint acts as the agent. A TCP endpoint therefore
+//     requires a bearer token on every request (loopback.Auth; the CLI makes
+//     a new one at every start and writes it with mode 0600 into the state
+//     directory), unless the caller opts out explicitly; a Unix socket
+//     endpoint relies on its file mode (0600, in a 0700 directory) instead.
+//     Refusals (403 not_local, 401 local_auth) are JSON-RPC errors
+//     [CodeLocalRefused] and never reach the gateway, and the token itself,
+//     like every other agent credential, is never forwarded. Stdio mode
+//     needs neither: only the process that started the connector holds its
+//     pipes.
 //   - Gateway replies are relayed, never interpreted beyond what routing needs
 //     (message ids, the negotiated protocol version), so a JSON-RPC error from
 //     the gateway (for instance a policy denial) reaches the agent unchanged.

@@ -11,6 +11,9 @@ var (
 	// ErrNotLoopback is returned by [Listen] and [Connector.ServeListener] for
 	// an address that is not a loopback address.
 	ErrNotLoopback = loopback.ErrNotLoopback
+	// ErrNoToken is returned by [Connector.ServeListener] for a TCP
+	// listener without a token or an explicit opt-out.
+	ErrNoToken = loopback.ErrNoToken
 	// ErrConfig is returned by [New] for an unusable configuration.
 	ErrConfig = errors.New("connector: invalid configuration")
 	// ErrGatewayURL is returned when Config.Resolve yields an unusable URL
@@ -37,4 +40,9 @@ const (
 	// CodeGatewayUnreachable: the gateway could not be reached, or the
 	// connection broke before the answer arrived.
 	CodeGatewayUnreachable = -32051
+	// CodeLocalRefused: the local HTTP endpoint refused the request before
+	// it left the machine; data.reason is not_local (a foreign Host or
+	// Origin, HTTP 403) or local_auth (no or a wrong bearer token, HTTP
+	// 401).
+	CodeLocalRefused = -32052
 )

@@ -21,6 +21,7 @@ import (
 
 	"agentmesh/internal/connector"
 	"agentmesh/internal/connector/connectortest"
+	"agentmesh/internal/loopback"
 )
 
 func TestMain(m *testing.M) {
@@ -196,6 +197,13 @@ func (u *upstream) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 }
 
 // recordedRequests returns what the upstream received, filtered by "HTTPMETHOD jsonrpcmethod".
+// requestCount is how many requests reached the gateway.
+func (u *upstream) requestCount() int {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	return len(u.requests)
+}
+
 func (u *upstream) recordedRequests(what string) []recorded {
 	u.mu.Lock()
 	defer u.mu.Unlock()
@@ -353,24 +361,35 @@ func connectStdio(t testing.TB, ctx context.Context, c *connector.Connector, cli
 	return cs, wait
 }
 
-// serveListener runs c.ServeListener on a fresh loopback port and returns
-// the endpoint URL. The server stops when the test ends.
+// testToken is the bearer token of every local endpoint serveListener
+// starts; connectHTTP and rawRequest send it.
+const testToken = loopback.TokenPrefix + "connector-test-token"
+
+// serveListener runs c.ServeListener on a fresh loopback port, requiring
+// testToken, and returns the endpoint URL. The server stops when the test
+// ends.
 func serveListener(t testing.TB, c *connector.Connector) string {
 	t.Helper()
 	ln, err := connector.Listen("127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
+	serveOn(t, c, ln, loopback.Auth{Token: testToken})
+	return "http://" + ln.Addr().String() + "/mcp"
+}
+
+// serveOn runs c.ServeListener on ln with auth until the test ends.
+func serveOn(t testing.TB, c *connector.Connector, ln net.Listener, auth loopback.Auth) {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- c.ServeListener(ctx, ln) }()
+	go func() { done <- c.ServeListener(ctx, ln, auth) }()
 	t.Cleanup(func() {
 		cancel()
 		if err := <-done; err != nil {
 			t.Errorf("ServeListener: %v", err)
 		}
 	})
-	return "http://" + ln.Addr().String() + "/mcp"
 }
 
 // connectHTTP connects an SDK client over Streamable HTTP to endpoint.
@@ -384,7 +403,7 @@ func connectHTTP(t testing.TB, ctx context.Context, endpoint string, client *mcp
 	}
 	cs, err := client.Connect(ctx, &mcp.StreamableClientTransport{
 		Endpoint:   endpoint,
-		HTTPClient: &http.Client{Transport: tr},
+		HTTPClient: &http.Client{Transport: loopback.WithToken(tr, testToken)},
 		MaxRetries: -1,
 	}, opts)
 	if err != nil {

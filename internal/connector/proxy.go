@@ -38,13 +38,18 @@ var forwardResponseHeaders = []string{
 }
 
 // ServeListener serves Streamable HTTP at http://127.0.0.1:PORT/mcp on ln,
-// which must be a loopback listener (see [Listen]), and forwards every
-// request to the gateway as a streaming reverse proxy. It refuses requests
-// whose Host is not a loopback name with ln's port, or whose Origin is not a
-// loopback origin, with 403. It returns when ctx is done and the server has
-// shut down (open streams are closed); it closes ln.
-func (c *Connector) ServeListener(ctx context.Context, ln net.Listener) error {
-	port, err := loopback.Port(ln.Addr())
+// which must be a loopback or Unix socket listener (see [Listen]), and
+// forwards every request to the gateway as a streaming reverse proxy. auth
+// binds the endpoint to its owner: on TCP every request must carry
+// auth.Token as a bearer token unless auth.NoToken says otherwise (the zero
+// Auth fails with loopback.ErrNoToken). Requests whose Host is not a
+// loopback name with ln's port, or whose Origin is not a loopback origin,
+// are refused with 403, those without the token with 401, both as a
+// JSON-RPC error [CodeLocalRefused] that never reaches the gateway. It
+// returns when ctx is done and the server has shut down (open streams are
+// closed); it closes ln.
+func (c *Connector) ServeListener(ctx context.Context, ln net.Listener, auth loopback.Auth) error {
+	guard, err := loopback.NewGuard(ln.Addr(), auth)
 	if err != nil {
 		ln.Close()
 		return fmt.Errorf("serve listener: %w", err)
@@ -53,7 +58,7 @@ func (c *Connector) ServeListener(ctx context.Context, ln net.Listener) error {
 	// upstream requests and streams stop when the server shuts down.
 	hctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancel()
-	p := &proxy{c: c, port: port}
+	p := &proxy{c: c, guard: guard}
 	srv := &http.Server{
 		Handler:           p,
 		ReadHeaderTimeout: 10 * time.Second,
@@ -86,17 +91,13 @@ func (c *Connector) ServeListener(ctx context.Context, ln net.Listener) error {
 
 // proxy is the loopback HTTP handler.
 type proxy struct {
-	c    *Connector
-	port string
+	c     *Connector
+	guard *loopback.Guard
 }
 
 func (p *proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	if !loopback.HostAllowed(r.Host, p.port) {
-		http.Error(w, "Forbidden: Host must be localhost, 127.0.0.1 or [::1] with this port", http.StatusForbidden)
-		return
-	}
-	if origin := r.Header.Get("Origin"); origin != "" && !loopback.OriginAllowed(origin) {
-		http.Error(w, "Forbidden: Origin is not a loopback origin", http.StatusForbidden)
+	if reason := p.guard.Check(r); reason != "" {
+		p.refuse(w, r, reason)
 		return
 	}
 	if r.URL.Path != "/mcp" {
@@ -159,6 +160,22 @@ func (p *proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	bp := copyBufPool.Get().(*[]byte)
 	_, _ = io.CopyBuffer(w, resp.Body, *bp)
 	copyBufPool.Put(bp)
+}
+
+// refuse answers a request the local endpoint does not serve with a
+// JSON-RPC error carrying the reason code; it never reaches the gateway.
+func (p *proxy) refuse(w http.ResponseWriter, r *http.Request, reason string) {
+	status, msg := http.StatusForbidden, "local endpoint: Host or Origin is not local"
+	if reason == loopback.ReasonLocalAuth {
+		status, msg = http.StatusUnauthorized, "local endpoint: send Authorization: Bearer TOKEN with this endpoint's token"
+		w.Header().Set("WWW-Authenticate", loopback.Challenge)
+	}
+	p.c.log.Warn("local endpoint refused a request", "reason", reason, "method", r.Method, "remote", r.RemoteAddr)
+	b := errorResponse(nil, CodeLocalRefused, msg, map[string]string{"reason": reason})
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Content-Length", fmt.Sprint(len(b)))
+	w.WriteHeader(status)
+	w.Write(b)
 }
 
 var copyBufPool = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}

@@ -2,17 +2,22 @@ package connector_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"os"
+	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
 
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 
 	"agentmesh/internal/connector"
+	"agentmesh/internal/loopback"
 )
 
 func TestListenerProxiesMCP(t *testing.T) {
@@ -105,7 +110,12 @@ func rawRequest(t *testing.T, endpoint, method, host string, header map[string]s
 	if host != "" {
 		req.Host = host
 	}
+	req.Header.Set("Authorization", "Bearer "+testToken)
 	for k, v := range header {
+		if v == "" {
+			req.Header.Del(k)
+			continue
+		}
 		req.Header.Set(k, v)
 	}
 	tr := &http.Transport{}
@@ -155,6 +165,9 @@ func TestListenerRefusesDNSRebinding(t *testing.T) {
 			if status != tt.wantStatus {
 				t.Errorf("status = %d (%s), want %d", status, strings.TrimSpace(body), tt.wantStatus)
 			}
+			if tt.wantStatus == http.StatusForbidden && !strings.Contains(body, `"reason":"not_local"`) {
+				t.Errorf("refusal %s does not carry the reason not_local", body)
+			}
 			if tt.wantStatus == http.StatusForbidden && len(e.up.recordedRequests("POST initialize")) != 0 {
 				t.Error("a refused request reached the gateway")
 			}
@@ -163,11 +176,12 @@ func TestListenerRefusesDNSRebinding(t *testing.T) {
 	e.up.closeSessions()
 }
 
+// TestListenerDropsAgentCredentials: neither the endpoint's own token nor any
+// other credential the agent sends leaves the machine.
 func TestListenerDropsAgentCredentials(t *testing.T) {
 	e := newEnv(t)
 	endpoint := serveListener(t, e.conn)
 	h := map[string]string{
-		"Authorization":       "Bearer agent-secret",
 		"Cookie":              "session=agent-secret",
 		"Proxy-Authorization": "Basic c2VjcmV0",
 		"X-Api-Key":           "agent-secret",
@@ -184,7 +198,7 @@ func TestListenerDropsAgentCredentials(t *testing.T) {
 	}
 	for name, vv := range reqs[0].header {
 		for _, v := range vv {
-			if strings.Contains(v, "agent-secret") || strings.Contains(v, "c2VjcmV0") {
+			if strings.Contains(v, "agent-secret") || strings.Contains(v, "c2VjcmV0") || strings.Contains(v, testToken) {
 				t.Errorf("header %s: %q reached the gateway", name, v)
 			}
 		}
@@ -267,9 +281,114 @@ func TestServeListenerRefusesNonLoopbackListener(t *testing.T) {
 	if err != nil {
 		t.Skipf("cannot listen on the wildcard address: %v", err)
 	}
-	err = e.conn.ServeListener(context.Background(), ln)
+	err = e.conn.ServeListener(context.Background(), ln, loopback.Auth{NoToken: true})
 	if !errors.Is(err, connector.ErrNotLoopback) {
 		t.Errorf("ServeListener on %v = %v, want ErrNotLoopback", ln.Addr(), err)
+	}
+}
+
+func TestServeListenerRefusesATCPEndpointWithoutAToken(t *testing.T) {
+	e := newEnv(t)
+	ln, err := connector.Listen("127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := e.conn.ServeListener(context.Background(), ln, loopback.Auth{}); !errors.Is(err, connector.ErrNoToken) {
+		t.Fatalf("ServeListener without a token = %v, want ErrNoToken", err)
+	}
+	// The listener was closed: nobody can reach an endpoint that refused
+	// to start.
+	if c, err := net.Dial("tcp", ln.Addr().String()); err == nil {
+		c.Close()
+		t.Fatal("the refused listener still accepts connections")
+	}
+}
+
+// TestListenerRefusesRequestsWithoutTheToken: another local user's process
+// can reach the port, but without the endpoint's token every method is
+// refused with a JSON-RPC error carrying local_auth, and nothing reaches
+// the gateway.
+func TestListenerRefusesRequestsWithoutTheToken(t *testing.T) {
+	e := newEnv(t)
+	endpoint := serveListener(t, e.conn)
+	for _, auth := range []string{"", "Bearer wrong", "Bearer " + testToken + "x", "Basic " + testToken, testToken} {
+		for _, method := range []string{http.MethodPost, http.MethodGet, http.MethodDelete} {
+			h := map[string]string{"Authorization": auth, "Mcp-Session-Id": "s1"}
+			for k, v := range mcpHeaders {
+				h[k] = v
+			}
+			req, _ := http.NewRequest(method, endpoint, strings.NewReader(initializeBody))
+			for k, v := range h {
+				if v != "" {
+					req.Header.Set(k, v)
+				}
+			}
+			tr := &http.Transport{}
+			resp, err := (&http.Client{Transport: tr}).Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			body, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			tr.CloseIdleConnections()
+			var msg struct {
+				ID    json.RawMessage `json:"id"`
+				Error struct {
+					Code int `json:"code"`
+					Data struct {
+						Reason string `json:"reason"`
+					} `json:"data"`
+				} `json:"error"`
+			}
+			if err := json.Unmarshal(body, &msg); err != nil || resp.StatusCode != http.StatusUnauthorized ||
+				msg.Error.Code != connector.CodeLocalRefused || msg.Error.Data.Reason != loopback.ReasonLocalAuth ||
+				resp.Header.Get("WWW-Authenticate") == "" {
+				t.Fatalf("%s with Authorization %q: %d %s %v", method, auth, resp.StatusCode, body, resp.Header)
+			}
+		}
+	}
+	if n := e.up.requestCount(); n != 0 {
+		t.Fatalf("%d refused requests reached the gateway", n)
+	}
+	if status, body := rawRequest(t, endpoint, http.MethodPost, "", mcpHeaders, initializeBody); status != http.StatusOK {
+		t.Fatalf("with the token: %d %s", status, body)
+	}
+	e.up.closeSessions()
+}
+
+// TestListenerServesAUnixSocket: an MCP client reaches the connector over a
+// private Unix socket, which needs no token and takes any Host.
+func TestListenerServesAUnixSocket(t *testing.T) {
+	if runtime.GOOS == "windows" {
+		t.Skip("unix socket endpoints are Unix only")
+	}
+	e := newEnv(t)
+	// Socket paths are short (108 bytes): a temporary directory of its own.
+	dir, err := os.MkdirTemp("", "am")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	sock := filepath.Join(dir, "run", "c.sock")
+	ln, err := connector.Listen(loopback.UnixPrefix + sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	serveOn(t, e.conn, ln, loopback.Auth{})
+	tr := &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+		return (&net.Dialer{}).DialContext(ctx, "unix", sock)
+	}}
+	t.Cleanup(tr.CloseIdleConnections)
+	ctx := testContext(t)
+	cs, err := newClient(nil).Connect(ctx, &mcp.StreamableClientTransport{
+		Endpoint: "http://agentmesh/mcp", HTTPClient: &http.Client{Transport: tr}, MaxRetries: -1,
+	}, nil)
+	if err != nil {
+		t.Fatalf("connect over the unix socket: %v", err)
+	}
+	defer cs.Close()
+	if got, err := callEcho(ctx, cs, "over a socket"); err != nil || got != "over a socket" {
+		t.Fatalf("echo = %q, %v", got, err)
 	}
 }
 

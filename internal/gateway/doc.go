@@ -31,12 +31,27 @@
 //     caller's stable key, and Recheck re-identifies open sessions when the
 //     transport reports changes. Without an Identifier, Serve refuses to
 //     serve without TLS.
-//   - Every POST body is read once, bounded by Limits.MaxBytes
-//     (http.MaxBytesReader), and decoded once by mcpwire's strict decoder,
+//   - Every POST body is read once, bounded by Limits.MaxBytes, within the
+//     body budget and deadline of Config.Bodies (package budget), and
+//     decoded once by mcpwire's strict decoder,
 //     which rejects duplicate and case-variant keys, invalid UTF-8, and
 //     excessive size or nesting. The exact bytes that were evaluated are
 //     forwarded; the gateway never re-encodes a request, so the upstream
 //     cannot see anything the policy did not.
+//   - An admitted peer may still be hostile and try to exhaust the
+//     gateway. What it can make the gateway hold is bounded and reserved
+//     before it is taken: requests in flight per peer, open streams
+//     included (Config.MaxRequestsPerPeer), open sessions per peer
+//     (Config.MaxSessionsPerPeer), stdio upstream processes per peer and
+//     in all (Config.MaxProcessesPerPeer, Config.MaxProcesses; a process
+//     counts until it has exited), and the bytes of request bodies in
+//     memory per peer and in all (Config.Bodies, reserved from
+//     Content-Length before a byte is read, or as bytes arrive). Over a
+//     cap the request is refused at once with [CodeLimited] and one audit
+//     event, before anything reaches the upstream or a process starts;
+//     nothing waits in a queue. A body must arrive whole within
+//     Config.Bodies.Timeout; the deadline ends with the body, so slow
+//     answers and long-lived streams are not cut.
 //   - JSON-RPC batches are rejected as a whole (-32600): one POST carries one
 //     message, so a denied element can never ride along with allowed ones.
 //   - For protocol 2026-07-28 and later (or whenever the headers are
@@ -67,7 +82,11 @@
 //
 // A policy denial is a JSON-RPC error with code [CodeDenied] (-32040); input
 // that is malformed or looks like smuggling (duplicate keys, header/body
-// mismatch, bad session use) gets [CodeRejected] (-32041); a batch gets
+// mismatch, bad session use) gets [CodeRejected] (-32041); a request over
+// a cap gets [CodeLimited] (-32042) with HTTP 429 when the peer is over its
+// own share, 503 when the gateway is full (reasons too_many_requests,
+// too_many_sessions,
+// too_many_processes, over_budget) or 408 (body_timeout); a batch gets
 // -32600. In each case data is {"reason": "<code>", "event_id": "<audit id>"}:
 // the reason code is the same one written to the audit event with that id.
 // Refused connections get HTTP 403 with the same JSON body shape.

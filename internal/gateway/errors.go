@@ -12,6 +12,11 @@ const (
 	// case-variant keys, header/body mismatch, a session id that belongs to
 	// somebody else. It was not forwarded.
 	CodeRejected = -32041
+	// CodeLimited: the peer, or all peers together, already hold as much
+	// as the gateway allows (sessions, upstream processes, request bodies
+	// in memory), or the body arrived too slowly. It was not forwarded;
+	// the same request may succeed later.
+	CodeLimited = -32042
 )
 
 // Reason codes of the gateway's own refusals, beside the policy's reason
@@ -41,6 +46,23 @@ const (
 	// ReasonIdle: a session ended because nothing used it for the idle
 	// timeout (Config.SessionIdleTimeout).
 	ReasonIdle = "idle"
+	// ReasonTooManyRequests: the peer already has as many requests in
+	// flight, open streams included, as it may (Config.MaxRequestsPerPeer).
+	ReasonTooManyRequests = "too_many_requests"
+	// ReasonTooManySessions: an initialize would open more sessions than
+	// the peer may hold (Config.MaxSessionsPerPeer).
+	ReasonTooManySessions = "too_many_sessions"
+	// ReasonTooManyProcesses: a session would start more stdio upstream
+	// processes than the peer, or the gateway, may run
+	// (Config.MaxProcessesPerPeer, Config.MaxProcesses).
+	ReasonTooManyProcesses = "too_many_processes"
+	// ReasonOverBudget: the request body does not fit in what remains of
+	// the peer's or the gateway's memory budget for bodies
+	// (Config.Bodies).
+	ReasonOverBudget = "over_budget"
+	// ReasonBodyTimeout: the request body did not arrive whole within
+	// Config.Bodies.Timeout.
+	ReasonBodyTimeout = "body_timeout"
 )
 
 // Errors returned by New and Serve; match them with errors.Is.

@@ -104,6 +104,8 @@ type fixtureOpts struct {
 	now func() time.Time
 	// aggregate sets Config.Refusals to an aggregator into the recorder.
 	aggregate bool
+	// config, if set, adjusts the gateway's Config before New.
+	config func(*Config)
 }
 
 func compile(t testing.TB, doc, version string) *policy.Policy {
@@ -140,7 +142,7 @@ func newFixture(t testing.TB, o fixtureOpts) *fixture {
 		f.up = gatewaytest.NewUpstreamIdle(t, o.upstreamIdle)
 		up = HTTPUpstream{URL: f.up.URL}
 	}
-	gw, err := New(Config{
+	cfg := Config{
 		TLS:            f.mesh.ServerTLS(f.mesh.Issue(t, f.gwID, "gw1")),
 		Upstream:       up,
 		Audit:          f.rec,
@@ -148,7 +150,11 @@ func newFixture(t testing.TB, o fixtureOpts) *fixture {
 		RecordArgsHash: true,
 		Now:            o.now,
 		Refusals:       refusalsFor(f.rec, o.aggregate),
-	}, f.state(basePolicy))
+	}
+	if o.config != nil {
+		o.config(&cfg)
+	}
+	gw, err := New(cfg, f.state(basePolicy))
 	if err != nil {
 		t.Fatal(err)
 	}

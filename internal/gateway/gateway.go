@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"agentmesh/internal/audit"
+	"agentmesh/internal/budget"
 	"agentmesh/internal/identity"
 	"agentmesh/internal/mcpwire"
 	"agentmesh/internal/policy"
@@ -119,6 +120,31 @@ type Config struct {
 	// process or upstream session: clients that vanish without a DELETE
 	// would otherwise hold them forever. Zero is 30 minutes.
 	SessionIdleTimeout time.Duration
+	// MaxSessionsPerPeer bounds the sessions one peer holds open at once:
+	// an initialize that would open one more is refused (HTTP 429,
+	// too_many_sessions) before it reaches the upstream. Zero is
+	// DefaultMaxSessionsPerPeer.
+	MaxSessionsPerPeer int
+	// MaxRequestsPerPeer bounds the requests one peer has in flight at
+	// once, open streams (GET, subscriptions/listen) included: one more
+	// is refused (HTTP 429, too_many_requests) before its body is read.
+	// Zero is DefaultMaxRequestsPerPeer.
+	MaxRequestsPerPeer int
+	// MaxProcessesPerPeer and MaxProcesses bound the processes of a stdio
+	// upstream (one per session) that one peer, and all peers together,
+	// hold at once: a session over either is refused (HTTP 429 or 503,
+	// too_many_processes) before its process starts. A process counts
+	// until it has exited. Zero is DefaultMaxProcessesPerPeer and
+	// DefaultMaxProcesses.
+	MaxProcessesPerPeer int
+	MaxProcesses        int
+	// Bodies bounds the request bodies held in memory, in all and per
+	// peer, and how long one may take to arrive (see package budget);
+	// over the budget a request is refused at once (HTTP 429 or 503,
+	// over_budget), a body late past the deadline with HTTP 408
+	// (body_timeout). Zero fields are budget's defaults: 16 and 64 times
+	// Limits.MaxBytes, 30 seconds.
+	Bodies budget.Bodies
 	// Identifier, when set, identifies requests that arrive without TLS
 	// (a tailnet's WireGuard authenticates the transport instead): see
 	// Caller. With TLS nil, Serve then serves plain HTTP, which is only
@@ -146,6 +172,7 @@ type Gateway struct {
 	up       upstream
 	sessions *sessionTable
 	conns    *connTable
+	caps     caps
 	handler  http.Handler
 
 	serving atomic.Bool
@@ -193,6 +220,10 @@ func New(cfg Config, initial *State) (*Gateway, error) {
 	}
 	if g.cfg.SessionIdleTimeout <= 0 {
 		g.cfg.SessionIdleTimeout = defaultIdleTimeout
+	}
+	var err error
+	if g.caps, err = newCaps(&g.cfg, g.maxBytes); err != nil {
+		return nil, err
 	}
 	g.base, g.cancelBase = context.WithCancel(context.Background())
 	g.sessions = newSessionTable()

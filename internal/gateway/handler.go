@@ -3,13 +3,12 @@ package gateway
 import (
 	"encoding/base64"
 	"encoding/json"
-	"errors"
-	"io"
 	"net/http"
 	"strings"
 	"time"
 
 	"agentmesh/internal/audit"
+	"agentmesh/internal/budget"
 	"agentmesh/internal/identity"
 	"agentmesh/internal/mcpwire"
 )
@@ -33,6 +32,15 @@ type exchange struct {
 	entered *session
 	// start is when the request arrived; the event's latency runs from it.
 	start time.Time
+
+	// bodyLease holds body's bytes in the body budget until the request
+	// is done.
+	bodyLease *budget.Lease
+	// slots are what the session this request may create holds; the
+	// session takes them over, else they are released with the request.
+	slots sessionSlots
+	// inFlight counts the request among its peer's until it is done.
+	inFlight *budget.Lease
 }
 
 func (g *Gateway) serveMCP(w http.ResponseWriter, r *http.Request) {
@@ -69,7 +77,13 @@ func (g *Gateway) serveMCP(w http.ResponseWriter, r *http.Request) {
 		if x.entered != nil {
 			x.entered.leave(g.now())
 		}
+		x.bodyLease.Release()
+		x.slots.release()
+		x.inFlight.Release()
 	}()
+	if !g.admitRequest(w, r, x) {
+		return
+	}
 	switch r.Method {
 	case http.MethodPost:
 		g.servePost(w, r, x)
@@ -192,18 +206,10 @@ func (a *auditWriter) Unwrap() http.ResponseWriter { return a.ResponseWriter }
 // it or answers the denial.
 func (g *Gateway) servePost(w http.ResponseWriter, r *http.Request, x *exchange) {
 	ev := x.ev
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, g.maxBytes))
-	if err != nil {
-		var mbe *http.MaxBytesError
-		if errors.As(err, &mbe) {
-			g.deny(w, r, x, http.StatusRequestEntityTooLarge, nil, CodeRejected, ReasonTooLarge)
-			return
-		}
-		x.outcome = "client_gone"
-		ev.Decision, ev.Reason = audit.Deny, ReasonBadHTTP
+	if !g.readBody(w, r, x) {
 		return
 	}
-	msgs, batch, err := mcpwire.Decode(body, g.cfg.Limits)
+	msgs, batch, err := mcpwire.Decode(x.body, g.cfg.Limits)
 	if err != nil {
 		g.deny(w, r, x, http.StatusBadRequest, nil, CodeRejected, ReasonMalformed)
 		return
@@ -213,7 +219,7 @@ func (g *Gateway) servePost(w http.ResponseWriter, r *http.Request, x *exchange)
 		return
 	}
 	m := &msgs[0]
-	x.body, x.msg = body, m
+	x.msg = m
 	ev.Method = m.Method
 	if m.Kind == mcpwire.KindResponse {
 		ev.Method = "response"
@@ -265,6 +271,9 @@ func (g *Gateway) servePost(w http.ResponseWriter, r *http.Request, x *exchange)
 			x.entered = x.streamSess
 		}
 	}
+	if !g.reserveSession(w, r, x) {
+		return
+	}
 	g.forward(w, r, x)
 }
 
@@ -306,8 +315,11 @@ func (g *Gateway) bindSession(w http.ResponseWriter, r *http.Request, x *exchang
 func (g *Gateway) deny(w http.ResponseWriter, r *http.Request, x *exchange, status int, id json.RawMessage, code int, reason string) {
 	ev := x.ev
 	ev.Decision, ev.Reason, ev.Outcome = audit.Deny, reason, "denied"
-	if code == CodeRejected || code == mcpwire.CodeInvalidRequest {
+	switch code {
+	case CodeRejected, mcpwire.CodeInvalidRequest:
 		ev.Outcome = "rejected"
+	case CodeLimited:
+		ev.Outcome = "refused"
 	}
 	g.record(r.Context(), ev)
 	x.recorded = true
@@ -330,6 +342,7 @@ func (g *Gateway) refuse(w http.ResponseWriter, r *http.Request, src, reason str
 		g.log.Error("audit record failed", "event_id", id, "kind", string(ev.Kind), "err", err)
 	}
 	g.log.Info("refused peer", "peer", src, "addr", r.RemoteAddr, "reason", reason, "event_id", id)
+	budget.SkipBody(w, r)
 	writeRefusal(w, http.StatusForbidden, nil, CodeDenied, reason, id)
 }
 

@@ -147,7 +147,10 @@ func (u *httpUpstream) forward(w http.ResponseWriter, r *http.Request, x *exchan
 	if x.msg != nil && x.msg.Method == "initialize" && x.sess == nil && resp.StatusCode/100 == 2 {
 		if sid := resp.Header.Get("Mcp-Session-Id"); sid != "" {
 			s := newSession(g.base, sid, x.peer.ref, g.now())
+			s.hold(x.slots.session)
+			x.slots.session = nil
 			if !g.sessions.add(s) {
+				s.cut()
 				// The upstream handed out an id that is already bound:
 				// never let two identities share it.
 				g.log.Error("upstream reused a session id", "session", sid, "event_id", x.ev.ID)

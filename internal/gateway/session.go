@@ -6,6 +6,7 @@ import (
 	"sync"
 	"time"
 
+	"agentmesh/internal/budget"
 	"agentmesh/internal/identity"
 )
 
@@ -77,6 +78,9 @@ type session struct {
 	// busy and was last used longer ago than the idle timeout is reaped.
 	busy     int
 	lastUsed time.Time
+	// slot is the session's place among its owner's sessions, released
+	// when the session is cut.
+	slot *budget.Lease
 }
 
 func newSession(base context.Context, id string, p peerRef, now time.Time) *session {
@@ -90,8 +94,27 @@ func newSession(base context.Context, id string, p peerRef, now time.Time) *sess
 	}
 }
 
-// cut ends the session's streams.
-func (s *session) cut() { s.cancel() }
+// cut ends the session's streams and gives back its slot.
+func (s *session) cut() {
+	s.cancel()
+	s.mu.Lock()
+	l := s.slot
+	s.slot = nil
+	s.mu.Unlock()
+	l.Release()
+}
+
+// hold makes l the session's slot, released when the session is cut; if
+// it already was, l is released now.
+func (s *session) hold(l *budget.Lease) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.ctx.Err() != nil {
+		l.Release()
+		return
+	}
+	s.slot = l
+}
 
 // enter marks a request of the session in flight.
 func (s *session) enter() {

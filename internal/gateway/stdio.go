@@ -17,6 +17,7 @@ import (
 	"github.com/modelcontextprotocol/go-sdk/jsonrpc"
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 
+	"agentmesh/internal/budget"
 	"agentmesh/internal/mcpwire"
 )
 
@@ -53,6 +54,10 @@ type stdioBridge struct {
 	// notifications go out on that request's stream, before its result.
 	progress map[string]jsonrpc.ID
 	once     sync.Once
+
+	// procSlot counts the process in the process caps until it has
+	// exited.
+	procSlot *budget.Lease
 }
 
 func (u *commandUpstream) forward(w http.ResponseWriter, r *http.Request, x *exchange) {
@@ -140,6 +145,8 @@ func (u *commandUpstream) start(x *exchange) (*session, error) {
 	g := u.g
 	sid := rand.Text()
 	s := newSession(g.base, sid, x.peer.ref, g.now())
+	s.hold(x.slots.session)
+	x.slots.session = nil
 	cmd := exec.Command(u.cfg.Argv[0], u.cfg.Argv[1:]...)
 	cmd.Env, cmd.Dir = u.cfg.Env, u.cfg.Dir
 	cmd.Stderr = u.cfg.Stderr
@@ -158,8 +165,9 @@ func (u *commandUpstream) start(x *exchange) (*session, error) {
 		s.cut()
 		return nil, fmt.Errorf("session transport: %w", err)
 	}
-	b := &stdioBridge{g: g, t: t, client: client, proc: proc, cmd: cmd, sess: s,
+	b := &stdioBridge{g: g, t: t, client: client, proc: proc, cmd: cmd, sess: s, procSlot: x.slots.process,
 		lists: make(map[jsonrpc.ID]listKind), progress: make(map[string]jsonrpc.ID)}
+	x.slots.process = nil
 	b.ctx, b.cancel = context.WithCancel(s.ctx)
 	s.up = b
 	s.inject = b.inject
@@ -191,8 +199,12 @@ func (b *stdioBridge) close() {
 			b.cmd.Process.Kill()
 		}
 		b.client.Close()
-		// Reaps the process; owned so that Serve waits for it.
-		b.g.goOwned(func() { b.proc.Close() })
+		// Reaps the process; owned so that Serve waits for it. The
+		// process counts against the caps until it has exited.
+		b.g.goOwned(func() {
+			b.proc.Close()
+			b.procSlot.Release()
+		})
 	})
 }
 

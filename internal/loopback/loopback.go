@@ -1,7 +1,7 @@
 // Package loopback guards agentmesh's local endpoints, the connector's MCP
-// endpoint and the local model API: listeners that accept loopback
-// addresses only, and the Host and Origin checks every request to them
-// passes.
+// endpoint and the local model API: listeners on loopback addresses or
+// private Unix sockets only, and the Guard every request to them passes
+// (Host and Origin checks, and a per-endpoint bearer token).
 //
 // Threat model: a local endpoint carries the node's identity to the mesh,
 // so whoever can talk to it acts as the node. Listening on loopback keeps
@@ -12,6 +12,23 @@
 // so a Host that is not a loopback name with the listener's port, or an
 // Origin that is not a loopback origin, is refused. "localhost" is taken
 // to mean 127.0.0.1, never resolved, so a hostile resolver cannot move it.
+//
+// Other local users and their processes remain: a loopback port is open to
+// every account on the machine. Two ways bind an endpoint to its owner:
+//
+//   - a bearer token (Auth.Token, from NewToken), required on every request
+//     and compared in constant time; the CLI writes it with mode 0600 into
+//     the node's state directory, where only the owner (and root) can read
+//     it, and makes a new one at every start. A TCP endpoint without a
+//     token must be asked for explicitly (Auth.NoToken).
+//   - a Unix socket (Listen("unix:PATH")): mode 0600 in a directory of
+//     mode 0700 that the user owns, so the kernel admits only the owner
+//     (and root); few MCP clients speak HTTP over a Unix socket yet.
+//
+// A token file is readable by every process of the owner and by root, as
+// is the node's key beside it; an attacker with the owner's account is out
+// of scope. A stdio endpoint needs neither: the client starts the
+// connector itself and talks to it over pipes no one else holds.
 package loopback
 
 import (
@@ -20,7 +37,6 @@ import (
 	"net"
 	"net/netip"
 	"net/url"
-	"strconv"
 	"strings"
 )
 
@@ -30,8 +46,12 @@ var ErrNotLoopback = errors.New("address is not loopback")
 // Listen opens a TCP listener on a loopback address and refuses any other:
 // "127.0.0.1:0", "[::1]:7801" and "localhost:7801" (which listens on
 // 127.0.0.1) are accepted; "0.0.0.0:7801", ":7801" or "10.1.2.3:1" fail
-// with ErrNotLoopback.
+// with ErrNotLoopback. "unix:PATH" listens on a Unix socket at PATH with
+// mode 0600 in a directory only this user may enter (see listenUnix).
 func Listen(addr string) (net.Listener, error) {
+	if path, ok := strings.CutPrefix(addr, UnixPrefix); ok {
+		return listenUnix(path)
+	}
 	host, port, err := net.SplitHostPort(addr)
 	if err != nil {
 		return nil, fmt.Errorf("listen %q: %w", addr, err)
@@ -48,15 +68,6 @@ func Listen(addr string) (net.Listener, error) {
 		return nil, fmt.Errorf("listen %q: %w", addr, err)
 	}
 	return ln, nil
-}
-
-// Port returns the port of a loopback TCP address, or ErrNotLoopback.
-func Port(a net.Addr) (string, error) {
-	tcp, ok := a.(*net.TCPAddr)
-	if !ok || !tcp.IP.IsLoopback() {
-		return "", fmt.Errorf("%w: %v", ErrNotLoopback, a)
-	}
-	return strconv.Itoa(tcp.Port), nil
 }
 
 // isLocalHost reports whether host (no port, no brackets) names the local

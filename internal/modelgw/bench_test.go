@@ -59,8 +59,7 @@ func BenchmarkAddedLatency(b *testing.B) {
 			}
 			f := newFixture(b, o)
 			mesh := f.local(f.fraud)
-			c := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 4}}
-			b.Cleanup(c.CloseIdleConnections)
+			c := localClient(b, &http.Transport{MaxIdleConnsPerHost: 4})
 			body := chatBody("gpt-4o", bc.extra)
 			// Warm both paths: connections, TLS sessions.
 			benchRequest(b, c, f.upURL, body)

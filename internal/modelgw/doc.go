@@ -18,7 +18,12 @@
 // The client side, [Local], is what `agentmesh connect model:NAME --listen
 // 127.0.0.1:PORT` runs: a loopback-only HTTP reverse proxy that dials the
 // gateway with the node's mTLS identity, so that an unmodified OpenAI
-// client works with OPENAI_BASE_URL=http://127.0.0.1:PORT/v1.
+// client works with OPENAI_BASE_URL=http://127.0.0.1:PORT/v1 and the
+// endpoint's token as OPENAI_API_KEY. It admits its owner only, through
+// the same loopback.Guard as the connector's MCP endpoint: a bearer token
+// on TCP (refused: 401 authentication_error, reason local_auth), or a
+// private Unix socket; a foreign Host or Origin is 403 not_local. Its
+// refusals never reach the mesh.
 //
 // # What is decided how
 //
@@ -63,8 +68,14 @@
 //     the gateway's own upstream credential comes from
 //     Config.UpstreamHeader. [Local] drops them before they leave the
 //     machine.
-//   - Request bodies are bounded (413); streamed responses pass through
-//     chunk by chunk, and their usage is read as they pass.
+//   - Requests in flight are capped per caller, streams included (429
+//     too_many_requests, Config.MaxRequestsPerPeer).
+//   - Request bodies are bounded (413), held in memory within the same
+//     body budget per caller and in all as the MCP gateway's (Config.Bodies,
+//     package budget: reserved before they are read, over it 429 or 503
+//     over_budget at once), and must arrive within a deadline (408
+//     body_timeout); streamed responses pass through chunk by chunk, and
+//     their usage is read as they pass.
 //   - Update re-checks every request in progress: the requests and streams
 //     of a peer that was revoked, removed or lost its grant are cut at once.
 //   - Limit counters are written through to Config.StateDir (temporary
@@ -96,6 +107,7 @@
 //	 "reason": "not_granted", "audit_event": "9f2c..."}
 //
 // with HTTP 400 (malformed, bad_path), 403 (admission and policy reasons,
-// usage_required), 413 (too_large), 429 (limit_rpm, limit_tokens), 502
-// (upstream_error) or 503 (limits_unavailable, audit_failed).
+// usage_required), 408 (body_timeout), 413 (too_large), 429 (limit_rpm,
+// limit_tokens, too_many_requests, over_budget), 502 (upstream_error) or 503
+// (limits_unavailable, audit_failed, over_budget).
 package modelgw

@@ -26,8 +26,7 @@ const streamWithUsage = `"stream":true,"stream_options":{"include_usage":true}`
 // returns the response and a reader of its data lines.
 func openStream(t *testing.T, base, body string) (*http.Response, *bufio.Scanner) {
 	t.Helper()
-	c := &http.Client{}
-	t.Cleanup(c.CloseIdleConnections)
+	c := localClient(t, nil)
 	resp, err := c.Post(base+"/v1/chat/completions", "application/json", strings.NewReader(body))
 	if err != nil {
 		t.Fatal(err)

@@ -20,6 +20,14 @@ const (
 	ReasonTooLarge    = gateway.ReasonTooLarge
 	ReasonUpstream    = gateway.ReasonUpstream
 	ReasonAuditFailed = gateway.ReasonAuditFailed
+	// Also the gateway package's: a body that does not fit in the
+	// caller's or the gateway's body budget (429 or 503), a body that did
+	// not arrive within the deadline (408).
+	ReasonOverBudget  = gateway.ReasonOverBudget
+	ReasonBodyTimeout = gateway.ReasonBodyTimeout
+	// ReasonTooManyRequests: the caller already has
+	// Config.MaxRequestsPerPeer requests in flight (429).
+	ReasonTooManyRequests = gateway.ReasonTooManyRequests
 	// ReasonBadPath: the URL path is not canonical (percent-encoding, dot
 	// or empty segments, trailing slash).
 	ReasonBadPath = "bad_path"
@@ -35,8 +43,11 @@ const (
 	// its tokens could not be counted (403).
 	ReasonUsageRequired = "usage_required"
 	// ReasonNotLocal: the local endpoint refused a request whose Host or
-	// Origin is not local (DNS rebinding protection).
-	ReasonNotLocal = "not_local"
+	// Origin is not local (DNS rebinding protection; 403).
+	ReasonNotLocal = loopback.ReasonNotLocal
+	// ReasonLocalAuth: the local endpoint refused a request without its
+	// token as the API key (401).
+	ReasonLocalAuth = loopback.ReasonLocalAuth
 )
 
 // Errors returned by New, NewLocal and Serve; match them with errors.Is.
@@ -49,4 +60,7 @@ var (
 	ErrLimitStore = errors.New("limit counters store failed")
 	// ErrNotLoopback: Local was asked to serve on a non-loopback address.
 	ErrNotLoopback = loopback.ErrNotLoopback
+	// ErrNoToken: Local was asked to serve TCP without a token or an
+	// explicit opt-out.
+	ErrNoToken = loopback.ErrNoToken
 )

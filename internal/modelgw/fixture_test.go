@@ -17,6 +17,7 @@ import (
 	"go.uber.org/goleak"
 
 	"agentmesh/internal/audit"
+	"agentmesh/internal/budget"
 	"agentmesh/internal/gateway"
 	"agentmesh/internal/gateway/gatewaytest"
 	"agentmesh/internal/identity"
@@ -83,6 +84,9 @@ type fixture struct {
 	stop     func()
 	maxResp  int64
 	refusals *audit.Refusals
+	bodies   budget.Bodies
+	// cfgRequests is Config.MaxRequestsPerPeer for the next start.
+	cfgRequests int
 }
 
 type fixtureOpts struct {
@@ -95,6 +99,8 @@ type fixtureOpts struct {
 	maxResponse int64
 	// aggregate sets Config.Refusals to an aggregator into the recorder.
 	aggregate bool
+	// bodies is Config.Bodies.
+	bodies budget.Bodies
 }
 
 func newFixture(t testing.TB, o fixtureOpts) *fixture {
@@ -116,7 +122,7 @@ func newFixture(t testing.TB, o fixtureOpts) *fixture {
 	hs := httptest.NewServer(f.up)
 	t.Cleanup(hs.Close)
 	f.upURL = hs.URL
-	f.stateDir, f.maxResp = o.stateDir, o.maxResponse
+	f.stateDir, f.maxResp, f.bodies = o.stateDir, o.maxResponse, o.bodies
 	if o.aggregate {
 		f.refusals = f.rec.Refusals()
 	}
@@ -131,15 +137,17 @@ func newFixture(t testing.TB, o fixtureOpts) *fixture {
 func (f *fixture) start(doc string) {
 	f.t.Helper()
 	gw, err := New(Config{
-		TLS:              f.mesh.ServerTLS(f.mesh.Issue(f.t, f.gwID, "gw1")),
-		Upstream:         f.upURL + "/v1",
-		UpstreamHeader:   http.Header{"Authorization": {"Bearer upstream-key"}},
-		Audit:            f.rec,
-		StateDir:         f.stateDir,
-		MaxBodyBytes:     64 << 10,
-		MaxResponseBytes: f.maxResp,
-		Now:              f.clock.now,
-		Refusals:         f.refusals,
+		TLS:                f.mesh.ServerTLS(f.mesh.Issue(f.t, f.gwID, "gw1")),
+		Upstream:           f.upURL + "/v1",
+		UpstreamHeader:     http.Header{"Authorization": {"Bearer upstream-key"}},
+		Audit:              f.rec,
+		StateDir:           f.stateDir,
+		MaxBodyBytes:       64 << 10,
+		MaxResponseBytes:   f.maxResp,
+		Bodies:             f.bodies,
+		MaxRequestsPerPeer: f.cfgRequests,
+		Now:                f.clock.now,
+		Refusals:           f.refusals,
 	}, f.state(doc))
 	if err != nil {
 		f.t.Fatal(err)
@@ -196,7 +204,7 @@ func (f *fixture) local(cert *tls.Certificate) string {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- l.Serve(ctx, ln) }()
+	go func() { done <- l.Serve(ctx, ln, loopback.Auth{Token: localToken}) }()
 	f.t.Cleanup(func() {
 		cancel()
 		if err := <-done; err != nil {
@@ -204,6 +212,20 @@ func (f *fixture) local(cert *tls.Certificate) string {
 		}
 	})
 	return "http://" + ln.Addr().String()
+}
+
+// localToken is the token of every local endpoint the fixture starts.
+const localToken = loopback.TokenPrefix + "modelgw-test-token"
+
+// localClient is an HTTP client for the fixture's local endpoints (on tr,
+// nil for a default transport): it sends localToken as its API key, as an
+// OpenAI client sends OPENAI_API_KEY.
+func localClient(t testing.TB, tr *http.Transport) *http.Client {
+	if tr == nil {
+		tr = &http.Transport{}
+	}
+	t.Cleanup(tr.CloseIdleConnections)
+	return &http.Client{Transport: loopback.WithToken(tr, localToken)}
 }
 
 type result struct {

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"agentmesh/internal/audit"
+	"agentmesh/internal/budget"
 	"agentmesh/internal/gateway"
 )
 
@@ -59,6 +60,17 @@ type Config struct {
 	// MaxBodyBytes bounds a request body (413 above it); zero is
 	// DefaultMaxBodyBytes.
 	MaxBodyBytes int64
+	// Bodies bounds the request bodies held in memory, in all and per
+	// peer, and how long one may take to arrive, as for the MCP gateway
+	// (package budget): over the budget a request is refused at once (429
+	// or 503, over_budget), a body late past the deadline with 408
+	// (body_timeout). Zero fields are budget's defaults: 16 and 64 times
+	// MaxBodyBytes, 30 seconds.
+	Bodies budget.Bodies
+	// MaxRequestsPerPeer bounds the requests one caller has in flight at
+	// once, streams included: one more is refused at once (429,
+	// too_many_requests). Zero is gateway.DefaultMaxRequestsPerPeer.
+	MaxRequestsPerPeer int
 	// MaxResponseBytes bounds a non-streamed response that is buffered to
 	// read its usage or filter a model list; a larger one passes through
 	// unparsed (a model list is then refused). Zero is
@@ -81,6 +93,8 @@ type Gateway struct {
 	client   *http.Client
 	state    atomic.Pointer[gateway.State]
 	counters *counters
+	bodies   *budget.BodyReader
+	requests *budget.Budget // requests in flight, per caller
 	serving  atomic.Bool
 
 	// flights are the admitted requests in progress, re-checked by Update.
@@ -119,6 +133,16 @@ func New(cfg Config, initial *gateway.State) (*Gateway, error) {
 	if g.cfg.MaxResponseBytes <= 0 {
 		g.cfg.MaxResponseBytes = DefaultMaxResponseBytes
 	}
+	if g.bodies, err = budget.NewBodyReader(g.cfg.MaxBodyBytes, cfg.Bodies); err != nil {
+		return nil, fmt.Errorf("new model gateway: %w: %w", ErrConfig, err)
+	}
+	switch {
+	case cfg.MaxRequestsPerPeer < 0:
+		return nil, fmt.Errorf("new model gateway: %w: MaxRequestsPerPeer must not be negative", ErrConfig)
+	case cfg.MaxRequestsPerPeer == 0:
+		g.cfg.MaxRequestsPerPeer = gateway.DefaultMaxRequestsPerPeer
+	}
+	g.requests = budget.New(0, int64(g.cfg.MaxRequestsPerPeer))
 	tr := cfg.Transport
 	if tr == nil {
 		tr = &http.Transport{

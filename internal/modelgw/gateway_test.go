@@ -3,6 +3,7 @@ package modelgw
 import (
 	"bufio"
 	"encoding/json"
+	"io"
 	"net/http"
 	"slices"
 	"strings"
@@ -198,8 +199,7 @@ func TestGatewayRejectsMalformedAndOversizedBodies(t *testing.T) {
 func TestGatewayRecordsUsageStatusAndTTFB(t *testing.T) {
 	f := newFixture(t, fixtureOpts{})
 	base := f.local(f.fraud)
-	c := &http.Client{}
-	t.Cleanup(c.CloseIdleConnections)
+	c := localClient(t, nil)
 	for _, tt := range []struct {
 		name, path, body string
 		want             audit.Usage
@@ -233,8 +233,7 @@ func TestGatewayStreamsChunksWithoutBuffering(t *testing.T) {
 	gate := make(chan struct{})
 	f := newFixture(t, fixtureOpts{gate: gate})
 	base := f.local(f.fraud)
-	c := &http.Client{}
-	t.Cleanup(c.CloseIdleConnections)
+	c := localClient(t, nil)
 	resp, err := c.Post(base+"/v1/chat/completions", "application/json",
 		strings.NewReader(chatBody("gpt-4o", `"stream":true,"stream_options":{"include_usage":true}`)))
 	if err != nil {
@@ -344,8 +343,7 @@ func TestGatewayAppliesLivePolicyUpdate(t *testing.T) {
 func TestLocalRefusesForeignHostAndOrigin(t *testing.T) {
 	f := newFixture(t, fixtureOpts{})
 	base := f.local(f.fraud)
-	c := &http.Client{}
-	t.Cleanup(c.CloseIdleConnections)
+	c := localClient(t, nil)
 	for _, tt := range []struct {
 		name, host, origin string
 		status             int
@@ -372,5 +370,45 @@ func TestLocalRefusesForeignHostAndOrigin(t *testing.T) {
 				t.Fatalf("status %d, want %d", resp.StatusCode, tt.status)
 			}
 		})
+	}
+}
+
+// TestLocalRequiresItsTokenAsTheAPIKey: a local process without the
+// endpoint's token (its API key) is refused in the OpenAI error shape with
+// local_auth, and nothing reaches the gateway.
+func TestLocalRequiresItsTokenAsTheAPIKey(t *testing.T) {
+	f := newFixture(t, fixtureOpts{})
+	base := f.local(f.fraud)
+	tr := &http.Transport{}
+	t.Cleanup(tr.CloseIdleConnections)
+	for _, key := range []string{"", "sk-not-the-token", localToken + "x"} {
+		req, _ := http.NewRequest("POST", base+"/v1/chat/completions", strings.NewReader(chatBody("gpt-4o", "")))
+		if key != "" {
+			req.Header.Set("Authorization", "Bearer "+key)
+		}
+		resp, err := tr.RoundTrip(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		res := result{resp.StatusCode, resp.Header, b}
+		eb := res.errBody(t)
+		if res.status != http.StatusUnauthorized || eb.Reason != ReasonLocalAuth || eb.Error.Code != ReasonLocalAuth ||
+			eb.Error.Type != "authentication_error" || res.header.Get("WWW-Authenticate") == "" {
+			t.Fatalf("API key %q: %d %s", key, res.status, res.body)
+		}
+	}
+	if n := len(f.rec.Events()); n != 0 {
+		t.Fatalf("the gateway recorded %d events: a refused request left the machine", n)
+	}
+	if res := do(t, localClient(t, nil), "POST", base+"/v1/chat/completions", chatBody("gpt-4o", "")); res.status != http.StatusOK {
+		t.Fatalf("with the token: %d %s", res.status, res.body)
+	}
+	// The token, like any API key the client sends, stays on this machine.
+	for _, r := range f.up.Received() {
+		if strings.Contains(r.Authorization, localToken) {
+			t.Fatal("the local token reached the upstream")
+		}
 	}
 }

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"agentmesh/internal/audit"
+	"agentmesh/internal/budget"
 	"agentmesh/internal/gateway"
 	"agentmesh/internal/policy"
 )
@@ -59,7 +60,8 @@ type ErrorBody struct {
 // ErrorDetail is the "error" object of ErrorBody.
 type ErrorDetail struct {
 	// Type is permission_denied (403), rate_limit_exceeded (429),
-	// invalid_request_error (400, 413) or api_error (502, 503).
+	// invalid_request_error (400, 408, 413), api_error (502, 503) or, from
+	// the local endpoint, authentication_error (401).
 	Type    string `json:"type"`
 	Code    string `json:"code"`
 	Message string `json:"message"`
@@ -84,32 +86,34 @@ func (g *Gateway) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	if reason != "" {
 		// Audited as a refused connection, as the MCP gateway does.
 		x.ev.Kind, x.ev.Method, x.ev.Outcome = audit.KindConnection, "", "refused"
+		budget.SkipBody(w, r)
 		g.refuse(w, r, x, http.StatusForbidden, reason, "caller not admitted: "+reason)
 		return
 	}
 	x.src, x.st = peer.Node, peer.State
 	x.ev.PolicyVersion = x.st.Policy.Version()
+	inFlight, err := g.requests.Take(x.ev.Src, 1)
+	if err != nil {
+		g.log.Info("model gateway: request refused", "peer", x.ev.Src, "err", err)
+		budget.SkipBody(w, r)
+		x.ev.Outcome = "refused"
+		g.refuse(w, r, x, http.StatusTooManyRequests, ReasonTooManyRequests, "too many requests in flight from this caller; retry later")
+		return
+	}
+	defer inFlight.Release()
 	p := r.URL.Path
 	if r.URL.RawPath != "" || p == "" || path.Clean(p) != p || strings.Contains(p, "//") {
+		budget.SkipBody(w, r)
 		g.refuse(w, r, x, http.StatusBadRequest, ReasonBadPath, "the URL path is not clean")
 		return
 	}
 	var body []byte
 	if r.Body != nil && r.Method != http.MethodGet && r.Method != http.MethodHead {
-		if r.ContentLength > g.cfg.MaxBodyBytes {
-			g.refuse(w, r, x, http.StatusRequestEntityTooLarge, ReasonTooLarge, "request body too large")
+		b, lease, ok := g.readBody(w, r, x)
+		if !ok {
 			return
 		}
-		b, err := io.ReadAll(http.MaxBytesReader(w, r.Body, g.cfg.MaxBodyBytes))
-		var mbe *http.MaxBytesError
-		switch {
-		case errors.As(err, &mbe):
-			g.refuse(w, r, x, http.StatusRequestEntityTooLarge, ReasonTooLarge, "request body too large")
-			return
-		case err != nil:
-			g.refuse(w, r, x, http.StatusBadRequest, ReasonMalformed, "could not read the request body")
-			return
-		}
+		defer lease.Release()
 		body = b
 	}
 	req := policy.Request{Src: x.src, Dst: x.st.Self, Method: p, HTTPMethod: r.Method, Path: p}
@@ -181,6 +185,34 @@ func (g *Gateway) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	g.forward(w, r, x, body, filterList)
 }
 
+// readBody reads the request body within the body budget; the lease holds
+// its bytes until released. It answers a refusal itself and reports false
+// when the request must stop.
+func (g *Gateway) readBody(w http.ResponseWriter, r *http.Request, x *request) ([]byte, *budget.Lease, bool) {
+	b, lease, err := g.bodies.Read(w, r, x.ev.Src)
+	switch {
+	case err == nil:
+		return b, lease, true
+	case errors.Is(err, budget.ErrTooLarge):
+		g.refuse(w, r, x, http.StatusRequestEntityTooLarge, ReasonTooLarge, "request body too large")
+	case errors.Is(err, budget.ErrPeerShare), errors.Is(err, budget.ErrExhausted):
+		g.log.Info("model gateway: request body over budget", "peer", x.ev.Src, "err", err)
+		status, msg := http.StatusTooManyRequests, "too many request bodies in flight from this caller; retry later"
+		if errors.Is(err, budget.ErrExhausted) {
+			status, msg = http.StatusServiceUnavailable, "the gateway holds too many request bodies; retry later"
+		}
+		w.Header().Set("Retry-After", "1")
+		x.ev.Outcome = "refused"
+		g.refuse(w, r, x, status, ReasonOverBudget, msg)
+	case errors.Is(err, budget.ErrTimeout):
+		x.ev.Outcome = "refused"
+		g.refuse(w, r, x, http.StatusRequestTimeout, ReasonBodyTimeout, "the request body did not arrive in time")
+	default:
+		g.refuse(w, r, x, http.StatusBadRequest, ReasonMalformed, "could not read the request body")
+	}
+	return nil, nil, false
+}
+
 func denyMessage(r *policy.Request, reason policy.Reason) string {
 	switch {
 	case r.Action == policy.ActionModel:
@@ -229,7 +261,7 @@ func (g *Gateway) refuse(w http.ResponseWriter, r *http.Request, x *request, sta
 	switch status {
 	case http.StatusTooManyRequests:
 		typ = "rate_limit_exceeded"
-	case http.StatusBadRequest, http.StatusRequestEntityTooLarge:
+	case http.StatusBadRequest, http.StatusRequestEntityTooLarge, http.StatusRequestTimeout:
 		typ = "invalid_request_error"
 	case http.StatusBadGateway, http.StatusServiceUnavailable:
 		typ = "api_error"

@@ -96,8 +96,9 @@ func NewLocal(cfg LocalConfig) (*Local, error) {
 			base := pr.In.Context().Value(gatewayKey{}).(*url.URL)
 			pr.SetURL(base)
 			pr.Out.Host = base.Host
-			// The agent's API key (if its SDK insists on one) is not a
-			// mesh credential and never leaves the machine.
+			// The agent's API key (the endpoint's token, or whatever its
+			// SDK insists on) is not a mesh credential and never leaves
+			// the machine.
 			for _, k := range localDropHeaders {
 				pr.Out.Header.Del(k)
 			}
@@ -111,13 +112,12 @@ func NewLocal(cfg LocalConfig) (*Local, error) {
 	return l, nil
 }
 
-// Handler returns the local HTTP handler for a listener on port (the
-// listener's port, which the Host header must carry).
-func (l *Local) Handler(port string) http.Handler {
+// Handler returns the local HTTP handler for a listener that guard guards
+// (loopback.NewGuard with the listener's address).
+func (l *Local) Handler(guard *loopback.Guard) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if !loopback.HostAllowed(r.Host, port) || (r.Header.Get("Origin") != "" && !loopback.OriginAllowed(r.Header.Get("Origin"))) {
-			writeError(w, http.StatusForbidden, ErrorBody{Error: ErrorDetail{Type: "permission_denied", Code: ReasonNotLocal,
-				Message: "this endpoint serves local clients only"}, Reason: ReasonNotLocal})
+		if reason := guard.Check(r); reason != "" {
+			l.refuse(w, r, reason)
 			return
 		}
 		raw, err := l.resolve(r.Context())
@@ -136,16 +136,35 @@ func (l *Local) Handler(port string) http.Handler {
 	})
 }
 
-// Serve serves the local endpoint on ln (which must be a loopback TCP
-// listener) until ctx ends. It closes ln.
-func (l *Local) Serve(ctx context.Context, ln net.Listener) error {
-	port, err := loopback.Port(ln.Addr())
+// refuse answers a request the local endpoint does not serve in the OpenAI
+// error shape, with the reason code; it never reaches the gateway. A
+// missing or wrong token is 401, which OpenAI clients surface as an
+// authentication error about their API key: the token is that key.
+func (l *Local) refuse(w http.ResponseWriter, r *http.Request, reason string) {
+	l.log.Warn("local model endpoint refused a request", "reason", reason, "method", r.Method, "remote", r.RemoteAddr)
+	if reason == loopback.ReasonLocalAuth {
+		w.Header().Set("WWW-Authenticate", loopback.Challenge)
+		writeError(w, http.StatusUnauthorized, ErrorBody{Error: ErrorDetail{Type: "authentication_error", Code: reason,
+			Message: "this endpoint requires its token as the API key (Authorization: Bearer TOKEN)"}, Reason: reason})
+		return
+	}
+	writeError(w, http.StatusForbidden, ErrorBody{Error: ErrorDetail{Type: "permission_denied", Code: reason,
+		Message: "this endpoint serves local clients only"}, Reason: reason})
+}
+
+// Serve serves the local endpoint on ln (a loopback TCP listener or a Unix
+// socket from loopback.Listen) until ctx ends, with auth binding it to its
+// owner: on TCP every request must carry auth.Token as its API key (the
+// zero Auth fails with loopback.ErrNoToken) unless auth.NoToken opts out.
+// It closes ln.
+func (l *Local) Serve(ctx context.Context, ln net.Listener, auth loopback.Auth) error {
+	guard, err := loopback.NewGuard(ln.Addr(), auth)
 	if err != nil {
 		ln.Close()
 		return fmt.Errorf("serve local model endpoint: %w", err)
 	}
 	srv := &http.Server{
-		Handler:           l.Handler(port),
+		Handler:           l.Handler(guard),
 		ReadHeaderTimeout: 10 * time.Second,
 		ErrorLog:          slog.NewLogLogger(l.log.Handler(), slog.LevelDebug),
 	}

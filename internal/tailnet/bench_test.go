@@ -17,6 +17,7 @@ import (
 	"agentmesh/internal/gateway"
 	"agentmesh/internal/gateway/gatewaytest"
 	"agentmesh/internal/identity"
+	"agentmesh/internal/loopback"
 	"agentmesh/internal/pki"
 	"agentmesh/internal/policy"
 	"agentmesh/internal/tailnet"
@@ -69,7 +70,8 @@ func BenchmarkToolCallPaths(b *testing.B) {
 		go func() {
 			defer wg.Done()
 			defer cn.Close()
-			if err := cn.ServeListener(ctx, ln); err != nil && !errors.Is(err, context.Canceled) {
+			// The benchmark's own client is the only one on this loopback.
+			if err := cn.ServeListener(ctx, ln, loopback.Auth{NoToken: true}); err != nil && !errors.Is(err, context.Canceled) {
 				b.Error(err)
 			}
 		}()
