@@ -14,6 +14,9 @@ type ToolCall struct {
 	Name      string          // unescaped tool name; never empty
 	Arguments map[string]any  // decoded with UseNumber (numbers are json.Number); nil when absent or null
 	Meta      json.RawMessage // params._meta as received; nil when absent
+	// Task reports a task-augmented call (MCP 2025-11-25): params.task is
+	// an object. The answer is then a task handle, not the tool's result.
+	Task bool
 }
 
 // Ref is the reference of a completion/complete request.
@@ -109,14 +112,20 @@ func (m *Message) ToolCall() (ToolCall, error) {
 	haveName := false
 	it := newObjIter(p)
 	for k, v, ok := it.next(); ok; k, v, ok = it.next() {
-		switch string(k) {
-		case "name":
+		var i int
+		if i, err = keyIndex(k, "name", "arguments", "_meta", "task"); err != nil {
+			return ToolCall{}, fmt.Errorf("%s: %w", op, err)
+		}
+		switch i {
+		case 0:
 			tc.Name, err = nameValue("name", v)
 			haveName = true
-		case "arguments":
+		case 1:
 			tc.Arguments, err = argsValue("arguments", v)
-		case "_meta":
+		case 2:
 			tc.Meta, err = metaValue(v)
+		case 3:
+			tc.Task, err = taskValue(v)
 		}
 		if err != nil {
 			return ToolCall{}, fmt.Errorf("%s: %w", op, err)
@@ -126,6 +135,18 @@ func (m *Message) ToolCall() (ToolCall, error) {
 		return ToolCall{}, fmt.Errorf("%s: %w", op, invalidParams("missing name"))
 	}
 	return tc, nil
+}
+
+// taskValue reads params.task: an object, or absent/null.
+func taskValue(v []byte) (bool, error) {
+	switch v[0] {
+	case 'n':
+		return false, nil
+	case '{':
+		return true, nil
+	default:
+		return false, invalidParams("task must be an object")
+	}
 }
 
 func metaValue(v []byte) (json.RawMessage, error) {
@@ -143,22 +164,32 @@ func metaValue(v []byte) (json.RawMessage, error) {
 // or resources/unsubscribe request: a non-empty string without control
 // characters, unescaped but otherwise as sent (no URI normalisation).
 func (m *Message) ResourceURI() (string, error) {
-	const op = "resource params"
-	p, err := m.paramsObject(op, "resources/read", "resources/subscribe", "resources/unsubscribe")
+	return m.stringParam("resource params", "uri", "resources/read", "resources/subscribe", "resources/unsubscribe")
+}
+
+// stringParam returns the params member key of a request for one of
+// methods: a non-empty string without control characters. A member that
+// differs from key only in case is ErrCaseVariantKey.
+func (m *Message) stringParam(op, key string, methods ...string) (string, error) {
+	p, err := m.paramsObject(op, methods...)
 	if err != nil {
 		return "", err
 	}
 	it := newObjIter(p)
 	for k, v, ok := it.next(); ok; k, v, ok = it.next() {
-		if string(k) == "uri" {
-			uri, err := nameValue("uri", v)
+		i, err := keyIndex(k, key)
+		if err != nil {
+			return "", fmt.Errorf("%s: %w", op, err)
+		}
+		if i == 0 {
+			s, err := nameValue(key, v)
 			if err != nil {
 				return "", fmt.Errorf("%s: %w", op, err)
 			}
-			return uri, nil
+			return s, nil
 		}
 	}
-	return "", fmt.Errorf("%s: %w", op, invalidParams("missing uri"))
+	return "", fmt.Errorf("%s: %w", op, invalidParams("missing %s", key))
 }
 
 // PromptGet reads the params of a prompts/get request: the prompt name and
@@ -172,11 +203,15 @@ func (m *Message) PromptGet() (name string, args map[string]any, err error) {
 	haveName := false
 	it := newObjIter(p)
 	for k, v, ok := it.next(); ok; k, v, ok = it.next() {
-		switch string(k) {
-		case "name":
+		var i int
+		if i, err = keyIndex(k, "name", "arguments"); err != nil {
+			return "", nil, fmt.Errorf("%s: %w", op, err)
+		}
+		switch i {
+		case 0:
 			name, err = nameValue("name", v)
 			haveName = true
-		case "arguments":
+		case 1:
 			args, err = argsValue("arguments", v)
 		}
 		if err != nil {
@@ -203,7 +238,11 @@ func (m *Message) CompletionRef() (Ref, error) {
 	var refv []byte
 	it := newObjIter(p)
 	for k, v, ok := it.next(); ok; k, v, ok = it.next() {
-		if string(k) == "ref" {
+		i, err := keyIndex(k, "ref")
+		if err != nil {
+			return Ref{}, fmt.Errorf("%s: %w", op, err)
+		}
+		if i == 0 {
 			refv = v
 		}
 	}
@@ -217,12 +256,16 @@ func (m *Message) CompletionRef() (Ref, error) {
 	var typ, name, uri []byte
 	it = newObjIter(refv)
 	for k, v, ok := it.next(); ok; k, v, ok = it.next() {
-		switch string(k) {
-		case "type":
+		i, err := keyIndex(k, "type", "name", "uri")
+		if err != nil {
+			return Ref{}, fmt.Errorf("%s: ref: %w", op, err)
+		}
+		switch i {
+		case 0:
 			typ = v
-		case "name":
+		case 1:
 			name = v
-		case "uri":
+		case 2:
 			uri = v
 		}
 	}

@@ -37,7 +37,9 @@ func TestToolCallReadsNameArgumentsAndMeta(t *testing.T) {
 		{"empty arguments", `{"name":"q","arguments":{}}`, ToolCall{Name: "q", Arguments: map[string]any{}}},
 		{"null arguments", `{"name":"q","arguments":null}`, ToolCall{Name: "q"}},
 		{"meta", `{"_meta":{"progressToken":1},"name":"q"}`, ToolCall{Name: "q", Meta: json.RawMessage(`{"progressToken":1}`)}},
-		{"unknown members ignored", `{"name":"q","task":{"ttl":1},"requestState":"s"}`, ToolCall{Name: "q"}},
+		{"unknown members ignored", `{"name":"q","requestState":"s","inputResponses":{}}`, ToolCall{Name: "q"}},
+		{"task-augmented", `{"name":"q","task":{"ttl":1}}`, ToolCall{Name: "q", Task: true}},
+		{"null task", `{"name":"q","task":null}`, ToolCall{Name: "q"}},
 		{"unicode name", `{"name":"café_\ud83d\ude00"}`, ToolCall{Name: "café_😀"}},
 	}
 	for _, tt := range tests {
@@ -62,7 +64,14 @@ func TestToolCallRejectsSmuggledOrMalformedParams(t *testing.T) {
 		want   error
 	}{
 		{"missing name", "tools/call", `{"arguments":{}}`, ErrInvalidParams},
-		{"case-variant name only", "tools/call", `{"Name":"drop"}`, ErrInvalidParams},
+		{"case-variant name only", "tools/call", `{"Name":"drop"}`, ErrCaseVariantKey},
+		{"lone case-variant arguments", "tools/call", `{"name":"q","Arguments":{"sql":"drop table t"}}`, ErrCaseVariantKey},
+		{"lone upper-case arguments", "tools/call", `{"name":"q","ARGUMENTS":{}}`, ErrCaseVariantKey},
+		{"escaped case-variant arguments", "tools/call", `{"name":"q","\u0041rguments":{}}`, ErrCaseVariantKey},
+		{"case-variant meta", "tools/call", `{"name":"q","_META":{}}`, ErrCaseVariantKey},
+		{"case-variant task", "tools/call", `{"name":"q","Task":{}}`, ErrCaseVariantKey},
+		{"long s in task", "tools/call", `{"name":"q","taſk":{}}`, ErrCaseVariantKey},
+		{"task string", "tools/call", `{"name":"q","task":"x"}`, ErrInvalidParams},
 		{"number name", "tools/call", `{"name":1}`, ErrInvalidParams},
 		{"object name", "tools/call", `{"name":{"x":"drop"}}`, ErrInvalidParams},
 		{"array name", "tools/call", `{"name":["drop"]}`, ErrInvalidParams},
@@ -161,7 +170,7 @@ func TestResourceURI(t *testing.T) {
 		{"escaped uri", "resources/read", `{"uri":"db:\/\/private\u002fkeys"}`, "db://private/keys", nil},
 		{"percent escapes kept", "resources/read", `{"uri":"db://a%2Fb"}`, "db://a%2Fb", nil},
 		{"missing uri", "resources/read", `{"name":"x"}`, "", ErrInvalidParams},
-		{"case-variant uri only", "resources/read", `{"URI":"db://private"}`, "", ErrInvalidParams},
+		{"case-variant uri only", "resources/read", `{"URI":"db://private"}`, "", ErrCaseVariantKey},
 		{"number uri", "resources/read", `{"uri":1}`, "", ErrInvalidParams},
 		{"object uri", "resources/read", `{"uri":{"href":"db://x"}}`, "", ErrInvalidParams},
 		{"empty uri", "resources/read", `{"uri":""}`, "", ErrInvalidParams},
@@ -194,6 +203,8 @@ func TestPromptGet(t *testing.T) {
 		{"number name", `{"name":5}`, "", nil, ErrInvalidParams},
 		{"control in name", `{"name":"p\u001b[31m"}`, "", nil, ErrInvalidParams},
 		{"args array", `{"name":"p","arguments":[]}`, "", nil, ErrInvalidParams},
+		{"lone case-variant arguments", `{"name":"p","Arguments":{"style":"long"}}`, "", nil, ErrCaseVariantKey},
+		{"lone case-variant name", `{"NAME":"p"}`, "", nil, ErrCaseVariantKey},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -229,6 +240,9 @@ func TestCompletionRef(t *testing.T) {
 		{"resource without uri", `{"ref":{"type":"ref/resource"}}`, Ref{}, ErrInvalidParams},
 		{"prompt name number", `{"ref":{"type":"ref/prompt","name":1}}`, Ref{}, ErrInvalidParams},
 		{"prompt name with NUL", `{"ref":{"type":"ref/prompt","name":"a\u0000"}}`, Ref{}, ErrInvalidParams},
+		{"case-variant ref", `{"Ref":{"type":"ref/prompt","name":"p"}}`, Ref{}, ErrCaseVariantKey},
+		{"lone case-variant uri in ref", `{"ref":{"type":"ref/prompt","name":"p","Uri":"file:///secret/{p}"}}`, Ref{}, ErrCaseVariantKey},
+		{"case-variant type", `{"ref":{"Type":"ref/prompt","name":"p"}}`, Ref{}, ErrCaseVariantKey},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
