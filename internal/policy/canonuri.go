@@ -42,24 +42,39 @@ import (
 //     last label starts with a digit is a dotted-quad IPv4 address as
 //     netip prints it (never 0x7f.1 or 2130706433); an IPv6 literal is in
 //     RFC 5952 form without a zone; "file://localhost/" is "file:///";
+//   - a file URI is written with "//" ("file:///x", never "file:/x" or
+//     "file:x", which URL parsers read as the same file), and an http,
+//     https, ws, wss or ftp URI without "//" has no canonical form;
 //   - an http, https, ws or wss URI with an empty path has the path "/";
 //   - an empty query or fragment ("x?" or "x#") is dropped.
 //
 // Case in paths is significant in URIs, so it is not folded here; instead,
 // resource exclusions match without regard to case (see globList.foldExcl),
 // so that a case-insensitive file system cannot read "SECRET" past
-// "!file:///public/secret*".
+// "!file:///public/secret*". Likewise a trailing slash, a query and a
+// fragment are part of the canonical form, and an exclusion also matches
+// the URI without them, or with a trailing slash added (see
+// resourceForms), because a file server resolving the URL's path reads
+// "file:///public/secret/?x#y" as "/public/secret".
+//
+// What the canonical form cannot know is how an upstream maps a URI to a
+// resource beyond RFC 3986 and the WHATWG URL parser: a server that strips
+// ";params" from path segments, resolves symbolic links, or reads Windows
+// short (8.3) names or alternate data streams can reach an excluded file
+// under a spelling no string comparison sees. Exclusions are a guard on
+// names, not on the server's file system.
 
 var (
-	errURINoScheme   = errors.New("not an absolute URI: it needs a scheme such as file: or https:")
-	errURIUserinfo   = errors.New("user information (user@host) is not allowed in the authority")
-	errURIHost       = errors.New("the host must be lower-case letters, digits, '-', '.', '_' or '~', an IPv4 address or a bracketed IPv6 address")
-	errURIPort       = errors.New("the port must be a number from 1 to 65535")
-	errURIPercent    = errors.New("'%' must be followed by two hex digits")
-	errURIUTF8       = errors.New("percent-encoded octets must decode to valid UTF-8")
-	errURISegmentEnd = errors.New("a path segment must not end in '.' or a space")
-	errURIControl    = errors.New("control characters are not allowed")
-	errURIFilePort   = errors.New("a file: URI has no port")
+	errURINoScheme    = errors.New("not an absolute URI: it needs a scheme such as file: or https:")
+	errURIUserinfo    = errors.New("user information (user@host) is not allowed in the authority")
+	errURIHost        = errors.New("the host must be lower-case letters, digits, '-', '.', '_' or '~', an IPv4 address or a bracketed IPv6 address")
+	errURIPort        = errors.New("the port must be a number from 1 to 65535")
+	errURIPercent     = errors.New("'%' must be followed by two hex digits")
+	errURIUTF8        = errors.New("percent-encoded octets must decode to valid UTF-8")
+	errURISegmentEnd  = errors.New("a path segment must not end in '.' or a space")
+	errURIControl     = errors.New("control characters are not allowed")
+	errURIFilePort    = errors.New("a file: URI has no port")
+	errURINoAuthority = errors.New("an http, https, ws, wss or ftp URI needs \"//\" and a host")
 )
 
 // URI component classes for percent-encoding decisions.
@@ -346,6 +361,18 @@ func canonicalURI(u string) (string, error) {
 	b.WriteByte(':')
 	path := rest
 	hasAuth := strings.HasPrefix(rest, "//")
+	if !hasAuth && specialScheme(scheme) {
+		// WHATWG URL parsers (browsers, Node's URL, which file servers
+		// use) read "file:/x" and "file:x" as "file:///x", and
+		// "http:/host/x" as "http://host/x": without "//" these
+		// schemes still have an authority, so the spelling without it
+		// is not canonical.
+		if scheme != "file" {
+			return "", errURINoAuthority
+		}
+		rest = "///" + strings.TrimPrefix(rest, "/")
+		path, hasAuth = rest, true
+	}
 	if hasAuth {
 		auth := rest[2:]
 		path = ""
@@ -387,6 +414,13 @@ func canonicalURI(u string) (string, error) {
 		b.WriteString(c)
 	}
 	return b.String(), nil
+}
+
+// specialScheme reports whether scheme is one the WHATWG URL standard gives
+// an authority however many slashes follow the colon.
+func specialScheme(scheme string) bool {
+	_, web := defaultPorts[scheme]
+	return web || scheme == "file"
 }
 
 // validScheme reports whether s is an RFC 3986 scheme.

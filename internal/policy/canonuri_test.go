@@ -51,6 +51,10 @@ func TestCanonicalURIForms(t *testing.T) {
 		// Authority.
 		{"file://localhost/public/secret", "file:///public/secret"},
 		{"file://LOCALHOST/x", "file:///x"},
+		// A file URI without "//" is the same file to URL parsers.
+		{"file:/public/secret", "file:///public/secret"},
+		{"file:public/secret", "file:///public/secret"},
+		{"file:", "file:///"},
 		{"http://example.com:80/x", "http://example.com/x"},
 		{"https://example.com:443/x", "https://example.com/x"},
 		{"https://example.com:0443/x", "https://example.com/x"},
@@ -79,6 +83,8 @@ func TestCanonicalURIForms(t *testing.T) {
 		{"http://127.000.000.001/", ""},
 		{"http://[::1%25eth0]/", ""},
 		{"http://[v1.x]/", ""},
+		{"http:/example.com/x", ""},
+		{"https:example.com/x", ""},
 		{"http://[::1/", ""},
 		{"http://example.com:65536/", ""},
 		{"http://example.com:0/", ""},
@@ -146,6 +152,8 @@ func TestDecideRefusesEverySpellingOfAnExcludedResource(t *testing.T) {
 		{files, "file:///public/secret.txt%00.png", ReasonUnsafeURI},
 		{files, "file://localhost/public/secret.txt", ReasonNonCanonicalURI},
 		{files, "file://LOCALHOST/public/secret.txt", ReasonNonCanonicalURI},
+		{files, "file:/public/secret.txt", ReasonNonCanonicalURI},
+		{files, "file:public/secret.txt", ReasonNonCanonicalURI},
 		{files, "file:///public/secret.txt.", ReasonNonCanonicalURI},
 		{files, "file:///public/secret.txt%20", ReasonNonCanonicalURI},
 		{files, "file:///public/secret.txt?", ReasonNonCanonicalURI},
@@ -162,6 +170,7 @@ func TestDecideRefusesEverySpellingOfAnExcludedResource(t *testing.T) {
 		{web, "https://user@docs.example.com/internal/x", ReasonNonCanonicalURI},
 		{web, "https://docs.example.com/%69nternal/x", ReasonNonCanonicalURI},
 		{web, "https://docs.example.com/Internal/x", ReasonNotGranted},
+		{web, "https:/docs.example.com/internal/x", ReasonNonCanonicalURI},
 	}
 	for _, s := range spellings {
 		d := read(s.dst, s.uri)
@@ -228,6 +237,8 @@ func TestCompileRefusesNonCanonicalResourceGlobs(t *testing.T) {
 		{"file:///caf%c3%a9/*", `write it as "file:///caf%C3%A9/*"`},
 		{"file:///public/secr%65t*", `write it as "file:///public/secret*"`},
 		{"file://localhost/x/*", `write it as "file:///x/*"`},
+		{"!file:/public/secret*", `write it as "file:///public/secret*"`},
+		{"https:docs.example.com/*", "host"},
 		{"file:///public/../secret/*", "always refused"},
 		{"file:///public%2F*", "always refused"},
 		{"*/./secret*", `write it as "*/secret*"`},
@@ -266,5 +277,31 @@ func TestResourceExclusionsIgnoreCaseButInclusionsDoNot(t *testing.T) {
 	}
 	if read("file:///PUBLIC/x") {
 		t.Error("an include matched case-insensitively")
+	}
+}
+
+// TestResourceExclusionsHoldForFormsAServerReadsAsTheSame: an exclusion
+// without a wildcard still holds when the client adds or drops a trailing
+// slash, or adds a query or a fragment, which a file server resolving the
+// URL's path ignores.
+func TestResourceExclusionsHoldForFormsAServerReadsAsTheSame(t *testing.T) {
+	p := mustCompile(t, `{"grants": [{"src": ["agent:a"], "dst": ["tool:files"],
+	  "resources": ["file:///public/*", "!file:///public/secret", "!file:///public/keys/", "!file:///public/db/*"]}]}`)
+	read := func(uri string) Decision {
+		return p.Decide(Request{Src: agent("a"), Dst: tool("files"), Action: ActionResource, Method: "resources/read", Resource: uri})
+	}
+	for _, uri := range []string{
+		"file:///public/secret", "file:///public/secret/", "file:///public/secret?x=1", "file:///public/secret#top",
+		"file:///public/secret/?x", "file:///public/SECRET/", "file:///public/keys", "file:///public/keys/",
+		"file:///public/keys?x", "file:///public/db", "file:///public/db/x",
+	} {
+		if d := read(uri); d.Allow || d.Reason != ReasonNotGranted {
+			t.Errorf("%q: %s, want not_granted", uri, d.Explain())
+		}
+	}
+	for _, uri := range []string{"file:///public/secrets", "file:///public/secret.txt", "file:///public/keys.txt", "file:///public/dbx", "file:///public/x?secret"} {
+		if d := read(uri); !d.Allow {
+			t.Errorf("%q: %s, want allowed", uri, d.Explain())
+		}
 	}
 }

@@ -157,20 +157,67 @@ func (l *globList) match(s string) bool {
 	return !l.excluded(s)
 }
 
-// excluded reports whether an exclude matches s.
+// excluded reports whether an exclude matches s. In a resources list an
+// exclude also matches the forms of s that a server may read as the same
+// resource (see resourceForms).
 func (l *globList) excluded(s string) bool {
 	if len(l.excl) == 0 {
 		return false
 	}
-	if l.foldExcl {
-		s = uriFold(s)
+	if !l.foldExcl {
+		return l.excludes(s)
 	}
+	var forms [5]string
+	for _, f := range resourceForms(uriFold(s), forms[:0]) {
+		if l.excludes(f) {
+			return true
+		}
+	}
+	return false
+}
+
+func (l *globList) excludes(s string) bool {
 	for i := range l.excl {
 		if l.excl[i].match(s) {
 			return true
 		}
 	}
 	return false
+}
+
+// resourceForms appends to out the canonical (and folded) URI u and the
+// forms of it that a server may resolve to the same resource although RFC
+// 3986 calls them different: u without its fragment (never sent to an HTTP
+// server, dropped by file servers), without its query (a file server that
+// reads the URL's pathname ignores it), and that last form with its
+// trailing slash removed or added (a server resolving paths with
+// path.resolve reads "/public/secret/" as "/public/secret"). An exclusion
+// matched against every form holds however the server reads u; inclusions
+// are matched against u alone, so that together the check fails closed.
+// In canonical form the first '?' starts the query and the first '#' the
+// fragment: both are percent-encoded in a path.
+func resourceForms(u string, out []string) []string {
+	out = append(out, u)
+	base := u
+	if i := strings.IndexByte(base, '#'); i >= 0 {
+		base = base[:i]
+		out = append(out, base)
+	}
+	if i := strings.IndexByte(base, '?'); i >= 0 {
+		base = base[:i]
+		out = append(out, base)
+	}
+	// Only a path after the authority has a slash to toggle.
+	if rest, ok := strings.CutPrefix(base[strings.IndexByte(base, ':')+1:], "//"); !ok || strings.IndexByte(rest, '/') >= 0 {
+		if t, ok := strings.CutSuffix(base, "/"); ok {
+			if !strings.HasSuffix(t, "/") && !strings.HasSuffix(t, ":") {
+				out = append(out, t)
+			}
+		} else {
+			out = append(out, base+"/")
+		}
+	}
+	return out
 }
 
 // uriFold returns the case fold of a canonical URI (or URI glob): its
