@@ -190,7 +190,10 @@ func headerCheck(h map[string][]string, m *mcpwire.Message) string {
 	}
 	mv := ""
 	if m.Kind == mcpwire.KindRequest || m.Kind == mcpwire.KindNotification {
-		mv = m.ProtocolVersionMeta()
+		var err error
+		if mv, err = m.ProtocolVersionMeta(); err != nil {
+			return ReasonMalformed // a case-variant _meta key
+		}
 	}
 	if mv != "" && hv != "" && mv != hv {
 		return ReasonHeaderMismatch

@@ -14,9 +14,6 @@ type ToolCall struct {
 	Name      string          // unescaped tool name; never empty
 	Arguments map[string]any  // decoded with UseNumber (numbers are json.Number); nil when absent or null
 	Meta      json.RawMessage // params._meta as received; nil when absent
-	// Task reports a task-augmented call (MCP 2025-11-25): params.task is
-	// an object. The answer is then a task handle, not the tool's result.
-	Task bool
 }
 
 // Ref is the reference of a completion/complete request.
@@ -113,7 +110,7 @@ func (m *Message) ToolCall() (ToolCall, error) {
 	it := newObjIter(p)
 	for k, v, ok := it.next(); ok; k, v, ok = it.next() {
 		var i int
-		if i, err = keyIndex(k, "name", "arguments", "_meta", "task"); err != nil {
+		if i, err = keyIndex(k, "name", "arguments", "_meta"); err != nil {
 			return ToolCall{}, fmt.Errorf("%s: %w", op, err)
 		}
 		switch i {
@@ -124,8 +121,6 @@ func (m *Message) ToolCall() (ToolCall, error) {
 			tc.Arguments, err = argsValue("arguments", v)
 		case 2:
 			tc.Meta, err = metaValue(v)
-		case 3:
-			tc.Task, err = taskValue(v)
 		}
 		if err != nil {
 			return ToolCall{}, fmt.Errorf("%s: %w", op, err)
@@ -135,18 +130,6 @@ func (m *Message) ToolCall() (ToolCall, error) {
 		return ToolCall{}, fmt.Errorf("%s: %w", op, invalidParams("missing name"))
 	}
 	return tc, nil
-}
-
-// taskValue reads params.task: an object, or absent/null.
-func taskValue(v []byte) (bool, error) {
-	switch v[0] {
-	case 'n':
-		return false, nil
-	case '{':
-		return true, nil
-	default:
-		return false, invalidParams("task must be an object")
-	}
 }
 
 func metaValue(v []byte) (json.RawMessage, error) {
@@ -302,30 +285,39 @@ func (m *Message) CompletionRef() (Ref, error) {
 
 // ProtocolVersionMeta returns params._meta["io.modelcontextprotocol/protocolVersion"]
 // (the per-request protocol version of MCP 2026-07-28), or "" when params,
-// _meta or the key is absent, or the value is not a string.
-func (m *Message) ProtocolVersionMeta() string {
+// _meta or the key is absent, or the value is not a string. A key that
+// differs from "_meta" or from the version key only in case is
+// ErrCaseVariantKey: an upstream binding keys case-insensitively would read
+// the version the gateway did not compare with the header.
+func (m *Message) ProtocolVersionMeta() (string, error) {
+	meta, err := m.paramsMeta()
+	if err != nil {
+		return "", err
+	}
+	v, err := member(meta, MetaKeyProtocolVersion)
+	if err != nil {
+		return "", fmt.Errorf("protocol version: _meta: %w", err)
+	}
+	if len(v) == 0 || v[0] != '"' {
+		return "", nil
+	}
+	return string(stringBytes(nil, v)), nil
+}
+
+// paramsMeta returns params._meta when params is an object and _meta an
+// object; nil otherwise. A params key that differs from "_meta" only in
+// case is ErrCaseVariantKey.
+func (m *Message) paramsMeta() ([]byte, error) {
 	p, err := m.validParams()
-	if err != nil || len(p) == 0 || p[0] != '{' {
-		return ""
+	if err != nil {
+		return nil, err
 	}
-	it := newObjIter(p)
-	for k, v, ok := it.next(); ok; k, v, ok = it.next() {
-		if string(k) != "_meta" {
-			continue
-		}
-		if v[0] != '{' {
-			return ""
-		}
-		mit := newObjIter(v)
-		for mk, mv, ok := mit.next(); ok; mk, mv, ok = mit.next() {
-			if string(mk) == MetaKeyProtocolVersion {
-				if mv[0] != '"' {
-					return ""
-				}
-				return string(stringBytes(nil, mv))
-			}
-		}
-		return ""
+	v, err := member(p, "_meta")
+	if err != nil {
+		return nil, fmt.Errorf("params: %w", err)
 	}
-	return ""
+	if len(v) == 0 || v[0] != '{' {
+		return nil, nil
+	}
+	return v, nil
 }
