@@ -143,6 +143,8 @@ type Gateway struct {
 	up       upstream
 	sessions *sessionTable
 	conns    *connTable
+	tasks    *taskTable
+	params   *paramHeaders
 	handler  http.Handler
 
 	serving atomic.Bool
@@ -194,6 +196,8 @@ func New(cfg Config, initial *State) (*Gateway, error) {
 	g.base, g.cancelBase = context.WithCancel(context.Background())
 	g.sessions = newSessionTable()
 	g.conns = newConnTable()
+	g.tasks = newTaskTable()
+	g.params = newParamHeaders()
 	switch u := cfg.Upstream.(type) {
 	case HTTPUpstream:
 		hu, err := newHTTPUpstream(g, u)

@@ -256,3 +256,23 @@ func (u *Upstream) Bodies() [][]byte {
 	}
 	return out
 }
+
+// Log is a buffer safe for concurrent writers, for a gateway's log in a
+// test (a handler panic that net/http recovers shows only there).
+type Log struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (l *Log) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.buf.Write(p)
+}
+
+// String returns what was written.
+func (l *Log) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.buf.String()
+}
