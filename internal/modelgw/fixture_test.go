@@ -6,6 +6,7 @@ import (
 	"crypto/tls"
 	"encoding/json"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -81,6 +82,7 @@ type fixture struct {
 	stateDir string
 	stop     func()
 	maxResp  int64
+	log      io.Writer
 }
 
 type fixtureOpts struct {
@@ -91,6 +93,9 @@ type fixtureOpts struct {
 	tick time.Duration
 	// maxResponse is Config.MaxResponseBytes.
 	maxResponse int64
+	// log, if set, receives the gateway's log (its http.Server's too) at
+	// debug level.
+	log io.Writer
 }
 
 func newFixture(t testing.TB, o fixtureOpts) *fixture {
@@ -112,7 +117,7 @@ func newFixture(t testing.TB, o fixtureOpts) *fixture {
 	hs := httptest.NewServer(f.up)
 	t.Cleanup(hs.Close)
 	f.upURL = hs.URL
-	f.stateDir, f.maxResp = o.stateDir, o.maxResponse
+	f.stateDir, f.maxResp, f.log = o.stateDir, o.maxResponse, o.log
 	if o.policy == "" {
 		o.policy = basePolicy
 	}
@@ -132,6 +137,7 @@ func (f *fixture) start(doc string) {
 		MaxBodyBytes:     64 << 10,
 		MaxResponseBytes: f.maxResp,
 		Now:              f.clock.now,
+		Logger:           f.logger(),
 	}, f.state(doc))
 	if err != nil {
 		f.t.Fatal(err)
@@ -155,6 +161,14 @@ func (f *fixture) start(doc string) {
 		})
 	}
 	f.t.Cleanup(f.stop)
+}
+
+// logger is the gateway's logger: f.log at debug level, or nil.
+func (f *fixture) logger() *slog.Logger {
+	if f.log == nil {
+		return nil
+	}
+	return slog.New(slog.NewTextHandler(f.log, &slog.HandlerOptions{Level: slog.LevelDebug}))
 }
 
 func (f *fixture) state(doc string) *gateway.State {
