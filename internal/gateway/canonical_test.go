@@ -47,6 +47,7 @@ func TestGatewayRefusesOtherSpellingsOfResourcesAndKeys(t *testing.T) {
 		{"lone URI", call(15, "resources/read", `{"URI":"db://private/b"}`), CodeRejected, ReasonMalformed},
 		{"when key in other case", call(16, "tools/call", `{"name":"query","arguments":{"SQL":"delete from payments"}}`), CodeRejected, "case_variant_key"},
 		{"when key with long s", call(17, "tools/call", `{"name":"query","arguments":{"\u017fql":"delete from payments"}}`), CodeRejected, "case_variant_key"},
+		{"no NFC spelling (once a stack overflow)", call(18, "resources/read", `{"uri":"db://public/a?%3D%CC%B8"}`), CodeDenied, "noncanonical_uri"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -71,6 +71,7 @@ var (
 	errURIPort        = errors.New("the port must be a number from 1 to 65535")
 	errURIPercent     = errors.New("'%' must be followed by two hex digits")
 	errURIUTF8        = errors.New("percent-encoded octets must decode to valid UTF-8")
+	errURINFC         = errors.New("the decoded text has no spelling in Unicode normalisation form C")
 	errURISegmentEnd  = errors.New("a path segment must not end in '.' or a space")
 	errURIControl     = errors.New("control characters are not allowed")
 	errURIFilePort    = errors.New("a file: URI has no port")
@@ -135,6 +136,17 @@ const upperHex = "0123456789ABCDEF"
 // fragment s. The decoded text (with encoded octets of reserved characters
 // left encoded) must be valid UTF-8 in NFC.
 func canonicalComponent(s string, comp int) (string, error) {
+	return canonicalComponentNFC(s, comp, true)
+}
+
+// canonicalComponentNFC is canonicalComponent; normalize says whether text
+// that is not in NFC may be normalised once. The NFC form of the decoded
+// text cannot always be spelled: a reserved character kept encoded
+// ("%3D" in a query) followed by a combining mark (U+0338) composes to
+// another character ('≠') only once decoded, so normalising the spelling
+// changes nothing. Such text has no canonical form, rather than being
+// normalised again and again (which recursed until the stack ran out).
+func canonicalComponentNFC(s string, comp int, normalize bool) (string, error) {
 	var b strings.Builder
 	b.Grow(len(s))
 	var text []byte // decoded octets above 0x7F and raw non-ASCII, for the UTF-8 and NFC check
@@ -182,8 +194,11 @@ func canonicalComponent(s string, comp int) (string, error) {
 	}
 	out := b.String()
 	if !norm.NFC.IsNormal(text) {
+		if !normalize {
+			return "", errURINFC
+		}
 		// Re-encode the NFC form: ASCII keeps the spelling just built.
-		return canonicalComponent(norm.NFC.String(decodeNonASCII(out)), comp)
+		return canonicalComponentNFC(norm.NFC.String(decodeNonASCII(out)), comp, false)
 	}
 	return out, nil
 }
