@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"strings"
 	"testing"
+	"unicode/utf8"
 )
 
 var decodeSeeds = []string{
@@ -172,4 +173,28 @@ func checkFoldBinding(t *testing.T, m *Message, key, want string) {
 	if n != 1 {
 		t.Fatalf("%s: %d keys fold to it (params %q)", key, n, m.Params)
 	}
+}
+
+// FuzzFold checks the key fold that every case-variant check uses against
+// strings.EqualFold, the equivalence encoding/json binds keys with: for
+// valid UTF-8, Fold(a) == Fold(b) and KeyIs's near miss exactly when
+// EqualFold says the keys are one.
+func FuzzFold(f *testing.F) {
+	for _, p := range [][2]string{{"name", "Name"}, {"kind", "\u212aind"}, {"sql", "\u017fql"}, {"σ", "ς"}, {"ǅ", "ǆ"},
+		{"arguments", "ARGUMENTS"}, {"straße", "STRASSE"}, {"a", "b"}, {"", ""}, {"x\xff", "X\xff"}} {
+		f.Add(p[0], p[1])
+	}
+	f.Fuzz(func(t *testing.T, a, b string) {
+		same, err := KeyIs(a, b)
+		if !utf8.ValidString(a) || !utf8.ValidString(b) {
+			return
+		}
+		eq := strings.EqualFold(a, b)
+		if (Fold(a) == Fold(b)) != eq {
+			t.Fatalf("Fold(%q) = %q, Fold(%q) = %q; EqualFold %v", a, Fold(a), b, Fold(b), eq)
+		}
+		if same != (a == b) || (err != nil) != (eq && a != b) {
+			t.Fatalf("KeyIs(%q, %q) = %v, %v; EqualFold %v", a, b, same, err, eq)
+		}
+	})
 }
