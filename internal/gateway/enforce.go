@@ -214,7 +214,7 @@ func (g *Gateway) decide(p *peerInfo, m *mcpwire.Message) verdict {
 			return deny(CodeRejected, ReasonMalformed)
 		}
 		if task {
-			o := originOf(req, v)
+			o := originOf(req, v, len(m.Params))
 			v.origin = &o
 		}
 	}

@@ -30,12 +30,14 @@ import (
 //   - a tasks/list result is filtered to the caller's own tasks.
 //
 // The table is bounded: each owner keeps at most maxTasksPerOwner tasks,
-// each for at most maxTaskAge; beyond that the oldest are forgotten, and a
-// forgotten task can no longer be reached through the gateway (fail
-// closed).
+// holding at most maxTaskBytesPerOwner of request params between them
+// (the arguments are kept to decide again), each for at most maxTaskAge;
+// beyond that the oldest are forgotten, and a forgotten task can no longer
+// be reached through the gateway (fail closed).
 const (
-	maxTasksPerOwner = 1024
-	maxTaskAge       = 24 * time.Hour
+	maxTasksPerOwner     = 1024
+	maxTaskBytesPerOwner = 32 << 20
+	maxTaskAge           = 24 * time.Hour
 	// maxTaskHandleBytes bounds the JSON answer the gateway holds back
 	// to look for a task handle (a few hundred bytes); a longer answer is
 	// a result, relayed as it streams.
@@ -46,6 +48,8 @@ const (
 type taskOrigin struct {
 	req                    policy.Request // Src and Dst are filled in per request
 	tool, resource, prompt string
+	// size is the length of the request's params, what keeping req costs.
+	size int
 }
 
 type taskEntry struct {
@@ -61,33 +65,32 @@ type taskTable struct {
 	mu      sync.Mutex
 	byID    map[string]*taskEntry
 	byOwner map[ownerKey][]*taskEntry // oldest first
+	bytes   map[ownerKey]int          // the sizes of byOwner's origins
 }
 
 func newTaskTable() *taskTable {
-	return &taskTable{byID: make(map[string]*taskEntry), byOwner: make(map[ownerKey][]*taskEntry)}
+	return &taskTable{byID: make(map[string]*taskEntry), byOwner: make(map[ownerKey][]*taskEntry), bytes: make(map[ownerKey]int)}
 }
 
 // add records task id as created by p for origin at now. It reports false
-// when the id is already bound to another owner (never shared).
+// when the id is already bound to another owner (never shared); the same
+// handle seen again (a replayed answer) changes nothing.
 func (t *taskTable) add(id string, p peerRef, origin taskOrigin, now time.Time) bool {
 	owner := ownerKey{p.id, p.key}
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if e := t.byID[id]; e != nil {
-		if e.owner != owner || e.incarnation != p.incarnation {
-			return false
-		}
-		e.origin, e.created = origin, now
-		return true
+		return e.owner == owner && e.incarnation == p.incarnation
 	}
 	q := t.expire(owner, now)
-	if len(q) >= maxTasksPerOwner {
-		delete(t.byID, q[0].id)
+	for len(q) > 0 && (len(q) >= maxTasksPerOwner || t.bytes[owner]+origin.size > maxTaskBytesPerOwner) {
+		t.drop(q[0])
 		q = q[1:]
 	}
 	e := &taskEntry{id: id, owner: owner, incarnation: p.incarnation, origin: origin, created: now}
 	t.byID[id] = e
 	t.byOwner[owner] = append(q, e)
+	t.bytes[owner] += origin.size
 	return true
 }
 
@@ -97,16 +100,24 @@ func (t *taskTable) expire(owner ownerKey, now time.Time) []*taskEntry {
 	q := t.byOwner[owner]
 	n := 0
 	for n < len(q) && now.Sub(q[n].created) > maxTaskAge {
-		if t.byID[q[n].id] == q[n] {
-			delete(t.byID, q[n].id)
-		}
+		t.drop(q[n])
 		n++
 	}
 	q = q[n:]
 	if len(q) == 0 {
 		delete(t.byOwner, owner)
+		delete(t.bytes, owner)
 	}
 	return q
+}
+
+// drop forgets e, which the caller takes off its owner's queue. t.mu is
+// held.
+func (t *taskTable) drop(e *taskEntry) {
+	if t.byID[e.id] == e {
+		delete(t.byID, e.id)
+	}
+	t.bytes[e.owner] -= e.origin.size
 }
 
 // lookup returns the origin of task id when p owns it and it has not
@@ -123,9 +134,9 @@ func (t *taskTable) lookup(id string, p peerRef, now time.Time) (taskOrigin, boo
 
 // originOf returns what the task table records for a decided request whose
 // answer may be a task handle: its policy request and audit names.
-func originOf(req policy.Request, v verdict) taskOrigin {
+func originOf(req policy.Request, v verdict, size int) taskOrigin {
 	req.Src, req.Dst = policy.Node{}, policy.Node{}
-	return taskOrigin{req: req, tool: v.tool, resource: v.resource, prompt: v.prompt}
+	return taskOrigin{req: req, tool: v.tool, resource: v.resource, prompt: v.prompt, size: size}
 }
 
 // noteTask records the task handle data may carry, an upstream message

@@ -9,7 +9,10 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
+	"agentmesh/internal/gateway/gatewaytest"
+	"agentmesh/internal/identity"
 	"agentmesh/internal/policy"
 )
 
@@ -308,5 +311,70 @@ func TestGatewayFiltersReplayedStreamsLikeLiveOnes(t *testing.T) {
 	f.rawPost(ctx, fraud, call(50, "ping", `{}`), map[string]string{"Mcp-Session-Id": sid, "Last-Event-ID": "3"})
 	if h := up.lastHeader(); h.Get("Last-Event-Id") != "" {
 		t.Errorf("Last-Event-ID passed on a POST: %v", h)
+	}
+}
+
+// TestTaskTableBoundsWhatEachOwnerHolds: the task table is bounded per
+// owner in count, in the bytes of the requests it keeps and in age, the
+// oldest going first, without touching another owner's tasks; a task id
+// is never handed to a second owner, and a handle seen again changes
+// nothing.
+func TestTaskTableBoundsWhatEachOwnerHolds(t *testing.T) {
+	tt := newTaskTable()
+	a := peerRef{id: gatewaytest.ID(t, identity.KindAgent, "a"), incarnation: "1"}
+	b := peerRef{id: gatewaytest.ID(t, identity.KindAgent, "b"), incarnation: "1"}
+	now := time.Date(2026, 12, 1, 0, 0, 0, 0, time.UTC)
+	small := taskOrigin{tool: "echo", size: 10}
+	if !tt.add("b-0", b, small, now) {
+		t.Fatal("add b-0")
+	}
+	for i := range maxTasksPerOwner + 6 {
+		if !tt.add(fmt.Sprintf("a-%d", i), a, small, now) {
+			t.Fatalf("add a-%d", i)
+		}
+	}
+	for i, want := range map[int]bool{0: false, 5: false, 6: true, maxTasksPerOwner + 5: true} {
+		if _, ok := tt.lookup(fmt.Sprintf("a-%d", i), a, now); ok != want {
+			t.Errorf("a-%d kept: %v, want %v", i, ok, want)
+		}
+	}
+	if _, ok := tt.lookup("b-0", b, now); !ok {
+		t.Error("b's task went with a's")
+	}
+	if tt.add("b-0", a, small, now) {
+		t.Error("b's task id handed to a")
+	}
+	if !tt.add("b-0", b, taskOrigin{tool: "other"}, now) {
+		t.Error("b's own handle seen again refused")
+	}
+	if o, _ := tt.lookup("b-0", b, now); o.tool != "echo" {
+		t.Errorf("a handle seen again replaced the origin: %+v", o)
+	}
+	if _, ok := tt.lookup("b-0", peerRef{id: b.id, incarnation: "2"}, now); ok {
+		t.Error("b's task reached by b's next incarnation")
+	}
+
+	// Bytes: two requests of 20 MiB do not fit in 32.
+	big := taskOrigin{tool: "echo", size: 20 << 20}
+	tt.add("a-big-1", a, big, now)
+	tt.add("a-big-2", a, big, now)
+	if _, ok := tt.lookup("a-big-1", a, now); ok {
+		t.Error("the byte budget let 40 MiB of requests stay")
+	}
+	if _, ok := tt.lookup("a-big-2", a, now); !ok {
+		t.Error("the newest task went")
+	}
+	if got := tt.bytes[ownerKey{a.id, ""}]; got > maxTaskBytesPerOwner {
+		t.Errorf("a holds %d bytes", got)
+	}
+
+	// Age.
+	later := now.Add(maxTaskAge + time.Second)
+	if _, ok := tt.lookup("b-0", b, later); ok {
+		t.Error("an expired task reached")
+	}
+	tt.add("a-new", a, small, later)
+	if len(tt.byOwner[ownerKey{a.id, ""}]) != 1 || tt.bytes[ownerKey{a.id, ""}] != small.size {
+		t.Errorf("expired tasks kept: %d tasks, %d bytes", len(tt.byOwner[ownerKey{a.id, ""}]), tt.bytes[ownerKey{a.id, ""}])
 	}
 }
