@@ -39,12 +39,14 @@
 // 3986 normalisation, made stricter), or it is refused (noncanonical_uri),
 // and resource globs must be canonical to compile, so that no two spellings
 // of one resource match differently; resource exclusions match regardless
-// of case, for servers on case-insensitive file systems. Arguments holding
-// a key that differs only in case from a key some when reads are refused
-// (case_variant_key), since an upstream that binds keys case-insensitively
-// would read what the when never saw (see ArgKeys). Node tags come from the registry through Request, never from the
-// peer. A when runs under a CEL cost limit, so a request cannot make the
-// gateway spin.
+// of case, and also the URI's trailing-slash, query-less and fragment-less
+// forms, for servers that read those as the same resource. Arguments
+// holding a key that differs only in case from a key some when reads are
+// refused (case_variant_key), since an upstream that binds keys
+// case-insensitively would read what the when never saw (see ArgKeys).
+// Node tags come from the registry through Request, never from the peer. A
+// when runs under a CEL cost limit, so a request cannot make the gateway
+// spin.
 package policy
 
 import "agentmesh/internal/identity"
