@@ -384,7 +384,7 @@ func (u *httpUpstream) relayMessages(w http.ResponseWriter, resp *http.Response,
 			return
 		}
 		out := ev.raw
-		if ev.data != nil {
+		if len(ev.data) > 0 {
 			data, err := fn(ev.data)
 			if err != nil {
 				u.g.log.Warn("cannot filter list response", "event_id", x.ev.ID, "err", err)
@@ -497,7 +497,7 @@ func (g *Gateway) peerKeeper(k listKind, p *peerInfo) func(string) bool {
 // remembers the request; a task handle is bound as on the POST stream. An
 // event that cannot be processed is dropped, never passed on unfiltered.
 func (g *Gateway) streamEvent(ev sseEvent, x *exchange, sess *session) ([]byte, bool) {
-	if ev.data == nil {
+	if len(ev.data) == 0 {
 		return ev.raw, true
 	}
 	m, err := g.decodeOne(ev.data)

@@ -226,7 +226,8 @@ func TestGatewayBindsTasksToTheIdentityThatCreatedThem(t *testing.T) {
 // Last-Event-ID is served (it used to panic).
 func TestGatewayFiltersReplayedStreamsLikeLiveOnes(t *testing.T) {
 	up := &taskUpstream{}
-	up.getReplay = "id: 44\nevent: message\ndata: " + `{"jsonrpc":"2.0","id":8,"result":{"task":{"taskId":"task-R","status":"working"}}}` + "\n\n" +
+	up.getReplay = "id: 39\ndata:\n\n" + // a priming event (2025-11-25): an id, empty data
+		"id: 44\nevent: message\ndata: " + `{"jsonrpc":"2.0","id":8,"result":{"task":{"taskId":"task-R","status":"working"}}}` + "\n\n" +
 		"id: 40\nevent: message\ndata: " + `{"jsonrpc":"2.0","id":5,"result":{"tools":[{"name":"echo"},{"name":"drop_table"}]}}` + "\n\n" +
 		": keep-alive\n\n" +
 		"id: 41\nevent: message\ndata: " + `{"jsonrpc":"2.0","id":6,"result":{"tasks":[{"taskId":"task-R"},{"taskId":"task-B"}]}}` + "\n\n" +
@@ -274,8 +275,8 @@ func TestGatewayFiltersReplayedStreamsLikeLiveOnes(t *testing.T) {
 	if strings.Contains(got, "task-B") || !strings.Contains(got, "task-R") {
 		t.Errorf("replayed tasks/list not filtered to the caller's tasks: %s", got)
 	}
-	if !strings.Contains(got, "id: 40\n") || !strings.Contains(got, ": keep-alive") || !strings.Contains(got, "notifications/message") {
-		t.Errorf("event ids, comments or notifications lost: %s", got)
+	if !strings.Contains(got, "id: 39\ndata:\n\n") || !strings.Contains(got, "id: 40\n") || !strings.Contains(got, ": keep-alive") || !strings.Contains(got, "notifications/message") {
+		t.Errorf("priming events, event ids, comments or notifications lost: %s", got)
 	}
 	if strings.Contains(got, "id: 42\n") {
 		t.Errorf("a list under a case-variant key passed unfiltered: %s", got)
