@@ -1,7 +1,10 @@
 package gateway
 
 import (
+	"encoding/base64"
+	"encoding/json"
 	"net/http"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -119,4 +122,34 @@ func TestParamCheckRefusesRepeatedHeadersAndComparesIntegersAsNumbers(t *testing
 	if got := g.paramCheck(http.Header{}, msg(`{"n":42}`)); got != "" {
 		t.Errorf("after the annotation went: %q", got)
 	}
+}
+
+// FuzzHeaderMatches checks the comparison of a mirrored header with the
+// body value it claims to carry: a value matches only what it decodes to,
+// never with a byte outside visible ASCII, space and tab; any string the
+// body holds matches its base64 wrapping; an integer matches its decimal.
+func FuzzHeaderMatches(f *testing.F) {
+	for _, s := range [][2]string{{"us-west1", "us-west1"}, {"=?base64?SGVsbG8sIOS4lueVjA==?=", "Hello, 世界"},
+		{"=?base64?!!?=", "\x00invalid"}, {"42", "42"}, {"4\u00b2", "42"}, {"=?base64??=", ""}, {" x", "x"}} {
+		f.Add(s[0], s[1], int64(42))
+	}
+	f.Fuzz(func(t *testing.T, hv, body string, n int64) {
+		if headerMatches(hv, body) {
+			got, ok := decodeHeaderValue(hv)
+			if !ok || got != body {
+				t.Fatalf("%q matched %q but decodes to %q, %v", hv, body, got, ok)
+			}
+			for i := 0; i < len(hv); i++ {
+				if c := hv[i]; (c < 0x20 && c != '\t') || c >= 0x7f {
+					t.Fatalf("%q matched with byte %#x", hv, c)
+				}
+			}
+		}
+		if !headerMatches("=?base64?"+base64.StdEncoding.EncodeToString([]byte(body))+"?=", body) {
+			t.Fatalf("the base64 wrapping of %q does not match it", body)
+		}
+		if n > -(1<<53) && n < 1<<53 && !headerMatches(strconv.FormatInt(n, 10), json.Number(strconv.FormatInt(n, 10))) {
+			t.Fatalf("%d does not match itself", n)
+		}
+	})
 }
