@@ -511,11 +511,14 @@ func (g *Gateway) streamEvent(ev sseEvent, x *exchange, sess *session) ([]byte, 
 	if o := sess.takeWatched(m.IDKey()); o != nil {
 		g.noteTaskOf(m, x.peer.ref, *o)
 	}
-	k := resultList(m)
-	if k == 0 {
+	k, err := resultList(m)
+	if k == 0 && err == nil {
 		return ev.raw, true
 	}
-	result, err := g.filterResult(m, k, g.peerKeeper(k, x.peer), sess)
+	var result []byte
+	if err == nil {
+		result, err = g.filterResult(m, k, g.peerKeeper(k, x.peer), sess)
+	}
 	if err != nil {
 		g.log.Warn("dropped an unfilterable list from a server-to-client stream", "event_id", x.ev.ID, "err", err)
 		return nil, false
@@ -524,14 +527,19 @@ func (g *Gateway) streamEvent(ev sseEvent, x *exchange, sess *session) ([]byte, 
 }
 
 // resultList returns the list kind whose array the result of m holds at
-// its top level, or 0.
-func resultList(m *mcpwire.Message) listKind {
+// its top level, or 0; several lists in one result are an error, since
+// one filter would pass the others.
+func resultList(m *mcpwire.Message) (listKind, error) {
+	var found listKind
 	for _, k := range []listKind{listTools, listPrompts, listResources, listTemplates, listTasks} {
 		if m.ResultHas(k.field()) {
-			return k
+			if found != 0 {
+				return 0, errors.New("a result holding more than one list")
+			}
+			found = k
 		}
 	}
-	return 0
+	return found, nil
 }
 
 // injecting relays a server-to-client SSE stream event by event and adds

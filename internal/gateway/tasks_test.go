@@ -232,7 +232,8 @@ func TestGatewayFiltersReplayedStreamsLikeLiveOnes(t *testing.T) {
 		": keep-alive\n\n" +
 		"id: 41\nevent: message\ndata: " + `{"jsonrpc":"2.0","id":6,"result":{"tasks":[{"taskId":"task-R"},{"taskId":"task-B"}]}}` + "\n\n" +
 		"id: 42\nevent: message\ndata: " + `{"jsonrpc":"2.0","id":7,"result":{"Tools":[{"name":"drop_table"}]}}` + "\n\n" +
-		"id: 43\nevent: message\ndata: " + `{"jsonrpc":"2.0","method":"notifications/message","params":{"level":"info","data":"x"}}` + "\n\n"
+		"id: 43\nevent: message\ndata: " + `{"jsonrpc":"2.0","method":"notifications/message","params":{"level":"info","data":"x"}}` + "\n\n" +
+		"id: 45\nevent: message\ndata: " + `{"jsonrpc":"2.0","id":9,"result":{"tools":[{"name":"echo"}],"prompts":[{"name":"secret-prompt"}]}}` + "\n\n"
 	f := newFixture(t, fixtureOpts{upstream: up})
 	ctx := testContext(t)
 	fraud := f.httpClient(f.fraud)
@@ -280,6 +281,9 @@ func TestGatewayFiltersReplayedStreamsLikeLiveOnes(t *testing.T) {
 	}
 	if strings.Contains(got, "id: 42\n") {
 		t.Errorf("a list under a case-variant key passed unfiltered: %s", got)
+	}
+	if strings.Contains(got, "secret-prompt") {
+		t.Errorf("a second list in one result passed unfiltered: %s", got)
 	}
 	h := up.lastHeader()
 	if h.Get("Last-Event-Id") != "39" {
