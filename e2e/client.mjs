@@ -16,7 +16,7 @@
 //       {"op": "callTool", "name": "echo", "arguments": {"message": "hi"}, "progress": true},
 //       {"op": "readResource", "uri": "demo://resource/dynamic/text/1"},
 //       {"op": "getPrompt", "name": "simple-prompt", "arguments": {}},
-//       {"op": "listPrompts"}, {"op": "listResources"}
+//       {"op": "listPrompts"}, {"op": "listResources"}, {"op": "listResourceTemplates"}
 //     ]
 //   }
 //
@@ -78,6 +78,9 @@ async function runStep(client, step) {
         break;
       case "listResources":
         out.result = await client.listResources({}, opts);
+        break;
+      case "listResourceTemplates":
+        out.result = await client.listResourceTemplates({}, opts);
         break;
       case "callTool":
         out.result = await client.callTool({ name: step.name, arguments: step.arguments ?? {} }, undefined, opts);

@@ -3,6 +3,7 @@
 package e2e
 
 import (
+	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -167,6 +168,75 @@ func TestEverythingServerThroughMesh(t *testing.T) {
 		t.Errorf("the audit trail has %d allow decisions for echo, want %d", allowed, echoed)
 	}
 	m.verifyAudit()
+}
+
+// resourcesPolicy grants agent:assistant server-everything's resources
+// except one document.
+const resourcesPolicy = `{
+  "grants": [
+    {"src": ["agent:assistant"], "dst": ["tool:everything"],
+     "resources": ["demo://resource/*", "!demo://resource/static/document/startup.md"]},
+  ],
+}`
+
+// TestEverythingServerResourcesKeepTheirCanonicalNames lists and reads the
+// resources the reference everything server offers through the mesh: every
+// URI and template it lists is already canonical, so the gateway shows them
+// all but the excluded document, and reads them; other spellings of the
+// excluded document are refused.
+func TestEverythingServerResourcesKeepTheirCanonicalNames(t *testing.T) {
+	m := newMesh(t)
+	tool := m.join("tool", "everything", "tag:demo")
+	agent := m.join("agent", "assistant", "tag:assistants")
+	m.applyPolicy(resourcesPolicy)
+	m.serve("everything", tool, "node", filepath.Join(nodeModules, "@modelcontextprotocol/server-everything/dist/index.js"), "stdio")
+	out := runClient(t, stdioClient("everything", agent,
+		step{Op: "listResources"},
+		step{Op: "listResourceTemplates"},
+		step{Op: "readResource", URI: "demo://resource/static/document/architecture.md"},
+		step{Op: "readResource", URI: "demo://resource/static/document/STARTUP.md"},
+		step{Op: "readResource", URI: "demo://resource/static/document/./startup.md"},
+		step{Op: "readResource", URI: "demo://resource/static//document/startup.md"},
+	))
+	r := out.Results
+	var listed struct {
+		Resources []struct {
+			URI string `json:"uri"`
+		} `json:"resources"`
+		ResourceTemplates []struct {
+			URITemplate string `json:"uriTemplate"`
+		} `json:"resourceTemplates"`
+	}
+	for _, i := range []int{0, 1} {
+		if r[i].Error != nil || json.Unmarshal(r[i].Result, &listed) != nil {
+			t.Fatalf("%s: %+v %s", r[i].Op, r[i].Error, r[i].Result)
+		}
+	}
+	uris := map[string]bool{}
+	for _, res := range listed.Resources {
+		uris[res.URI] = true
+	}
+	for _, want := range []string{"architecture.md", "features.md", "how-it-works.md", "structure.md"} {
+		if !uris["demo://resource/static/document/"+want] {
+			t.Errorf("resources/list lacks the granted document %s: %v", want, uris)
+		}
+	}
+	if uris["demo://resource/static/document/startup.md"] {
+		t.Errorf("resources/list shows the excluded document")
+	}
+	templates := map[string]bool{}
+	for _, tpl := range listed.ResourceTemplates {
+		templates[tpl.URITemplate] = true
+	}
+	if !templates["demo://resource/dynamic/text/{resourceId}"] {
+		t.Errorf("resources/templates/list lacks the text template: %v", templates)
+	}
+	if got := texts(t, r[2]); !strings.Contains(strings.ToLower(got), "architecture") {
+		t.Errorf("reading architecture.md returned %q", got)
+	}
+	policyDenial(t, r[3], "not_granted")
+	policyDenial(t, r[4], "noncanonical_uri")
+	policyDenial(t, r[5], "noncanonical_uri")
 }
 
 // filesPolicy confines agent:reader to the folder ALLOWED of the filesystem

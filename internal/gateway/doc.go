@@ -57,16 +57,37 @@
 //   - For protocol 2026-07-28 and later (or whenever the headers are
 //     present), Mcp-Method and Mcp-Name must equal the method and name in the
 //     body, and Mcp-Protocol-Version must equal the version in _meta; a
-//     mismatch is rejected, because an upstream or middlebox routing on the
-//     headers would otherwise act on something the policy never saw.
+//     mismatch is rejected (header_mismatch, MCP's HeaderMismatch code
+//     -32020), because an upstream or middlebox routing on the headers would
+//     otherwise act on something the policy never saw. An Mcp-Param-* header
+//     (a tool argument mirrored by x-mcp-header) is forwarded only when the
+//     tool's schema, as the gateway saw it in tools/list, declares it and its
+//     value equals the argument the policy judged (see paramheaders.go).
+//     Headers that mirror a body pass only on a POST.
 //   - Methods are allow-listed. tools/call, resources/read,
-//     resources/subscribe, prompts/get and completion/complete are decided by
-//     the policy; tools/list, prompts/list, resources/list and
-//     resources/templates/list are answered with the upstream's result
-//     filtered to what the peer may see; initialize, ping, notifications/*,
-//     logging/setLevel, resources/unsubscribe, server/discover,
-//     subscriptions/listen, tasks/* and responses to server-initiated
-//     requests pass through; every other method is denied ("unknown_method").
+//     resources/subscribe, prompts/get, completion/complete and the
+//     resourceSubscriptions of subscriptions/listen are decided by the
+//     policy; tools/list, prompts/list, resources/list,
+//     resources/templates/list and tasks/list are answered with the
+//     upstream's result filtered to what the peer may see (tasks/list: its
+//     own tasks); tasks/get, tasks/result and tasks/update reach only a task
+//     the caller created and are decided again as the request that created
+//     it, tasks/cancel reaches only the caller's own task (tasks.go); the
+//     requests in passThrough and the notifications in clientNotifications
+//     (enforce.go, each with the reason it needs no decision) and responses
+//     to server-initiated requests pass through; every other method is
+//     denied ("unknown_method"), with no prefix wildcard.
+//   - Every resource URI a rule matches must be in canonical form and every
+//     key the gateway or a when reads must be spelled exactly (see package
+//     policy and mcpwire): a spelling the upstream reads as the same thing
+//     is refused, not matched differently.
+//   - A server-to-client stream (a GET, or subscriptions/listen) belongs to
+//     a session, the caller's stateless one when it names none; every
+//     response on it, which is where a resumption with Last-Event-ID
+//     replays what a broken POST stream lost, is filtered by the shape of
+//     its result exactly as on the stream of its request. Last-Event-ID
+//     passes only on a GET that names a session: without one the upstream
+//     cannot tell whose stream an event id names.
 //   - A session id is bound to the identity whose initialize created it. The
 //     same id presented by anybody else is answered 404, exactly as an
 //     unknown id, so that ids cannot be probed, and the attempt is audited.
@@ -95,7 +116,9 @@
 //
 // [HTTPUpstream] is a lean message-level reverse proxy: requests go out on a
 // keep-alive transport, JSON and SSE responses stream back as they arrive
-// (flushed per read), and only list responses are parsed, to filter them.
+// (flushed per read); only list responses (to filter them), the events of
+// server-to-client streams (to filter replayed lists) and the answers to
+// requests that may create a task (to bind it) are parsed.
 // A request whose bytes never reached the upstream is retried on a fresh
 // connection; a request that was written is never replayed.
 //

@@ -5,7 +5,6 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"strconv"
-	"strings"
 
 	"agentmesh/internal/mcpwire"
 	"agentmesh/internal/policy"
@@ -20,6 +19,9 @@ type verdict struct {
 	version string
 	// filter is set for list methods: the response must be filtered.
 	filter listKind
+	// origin is set for a decided request whose answer may be a task
+	// handle: the task is then bound to the caller (see tasks.go).
+	origin *taskOrigin
 	// what the request targets, for the audit event.
 	tool, resource, prompt string
 	argsHash               string
@@ -32,15 +34,29 @@ func (v verdict) rule() string {
 	return strconv.Itoa(v.grant)
 }
 
-// passThrough is the set of requests that need no policy decision beyond
-// admission.
-var passThrough = map[string]bool{
-	"initialize":            true,
-	"ping":                  true,
-	"logging/setLevel":      true,
-	"resources/unsubscribe": true,
-	"server/discover":       true,
-	"subscriptions/listen":  true,
+// passThrough lists the requests that reach the upstream with no policy
+// decision beyond admission, each with the reason it needs none. Every
+// other request is decided by the policy (decide), answered with a
+// filtered list (listMethods), bound to its task (tasks.go), or denied
+// with unknown_method: there is no prefix wildcard, so a method an
+// upstream invents is never forwarded undecided.
+var passThrough = map[string]string{
+	"initialize":            "the handshake: capabilities and versions, no tool, resource or prompt",
+	"ping":                  "liveness only",
+	"logging/setLevel":      "sets how much the server logs to this session; reveals nothing the session cannot see",
+	"resources/unsubscribe": "only stops notifications; subscribing is decided",
+	"server/discover":       "the server's versions and capabilities (2026-07-28), what initialize returns",
+}
+
+// clientNotifications lists the notifications a client may send, each with
+// why it needs no decision; any other notification is denied
+// (unknown_method).
+var clientNotifications = map[string]string{
+	"notifications/initialized":        "ends the handshake",
+	"notifications/cancelled":          "cancels the caller's own request in flight",
+	"notifications/progress":           "progress of a server-initiated request the client is serving",
+	"notifications/roots/list_changed": "tells the server to ask for the client's roots again",
+	"notifications/tasks/status":       "status of a task the client hosts for the server (2025-11-25)",
 }
 
 var listMethods = map[string]listKind{
@@ -48,6 +64,7 @@ var listMethods = map[string]listKind{
 	"prompts/list":             listPrompts,
 	"resources/list":           listResources,
 	"resources/templates/list": listTemplates,
+	"tasks/list":               listTasks,
 }
 
 // decide answers one decoded client message for peer p under p.state.
@@ -63,7 +80,7 @@ func (g *Gateway) decide(p *peerInfo, m *mcpwire.Message) verdict {
 		// roots): the upstream asked for it.
 		return allow()
 	case mcpwire.KindNotification:
-		if strings.HasPrefix(m.Method, "notifications/") {
+		if _, ok := clientNotifications[m.Method]; ok {
 			return allow()
 		}
 		return deny(CodeDenied, ReasonUnknownMethod)
@@ -72,7 +89,7 @@ func (g *Gateway) decide(p *peerInfo, m *mcpwire.Message) verdict {
 		return deny(CodeRejected, ReasonMalformed)
 	}
 
-	if passThrough[m.Method] || strings.HasPrefix(m.Method, "tasks/") {
+	if _, ok := passThrough[m.Method]; ok {
 		return allow()
 	}
 	if k, ok := listMethods[m.Method]; ok {
@@ -80,8 +97,10 @@ func (g *Gateway) decide(p *peerInfo, m *mcpwire.Message) verdict {
 		return allow()
 	}
 	req := policy.Request{Src: p.peer.Node, Dst: st.Self, Method: m.Method}
-	switch m.Method {
-	case "tools/call":
+	// Extra resource URIs decided with the request (subscriptions/listen).
+	var subscriptions []string
+	switch {
+	case m.Method == "tools/call":
 		tc, err := m.ToolCall()
 		if err != nil {
 			return deny(CodeRejected, ReasonMalformed)
@@ -91,21 +110,21 @@ func (g *Gateway) decide(p *peerInfo, m *mcpwire.Message) verdict {
 		if g.cfg.RecordArgsHash {
 			v.argsHash = argsHash(m.Params)
 		}
-	case "resources/read", "resources/subscribe":
+	case m.Method == "resources/read", m.Method == "resources/subscribe":
 		uri, err := m.ResourceURI()
 		if err != nil {
 			return deny(CodeRejected, ReasonMalformed)
 		}
 		req.Action, req.Resource = policy.ActionResource, uri
 		v.resource = uri
-	case "prompts/get":
+	case m.Method == "prompts/get":
 		name, args, err := m.PromptGet()
 		if err != nil {
 			return deny(CodeRejected, ReasonMalformed)
 		}
 		req.Action, req.Prompt, req.Args = policy.ActionPrompt, name, args
 		v.prompt = name
-	case "completion/complete":
+	case m.Method == "completion/complete":
 		ref, err := m.CompletionRef()
 		if err != nil {
 			return deny(CodeRejected, ReasonMalformed)
@@ -115,11 +134,45 @@ func (g *Gateway) decide(p *peerInfo, m *mcpwire.Message) verdict {
 			req.Action, req.Prompt = policy.ActionPrompt, ref.Name
 			v.prompt = ref.Name
 		case "ref/resource":
-			req.Action, req.Resource = policy.ActionResource, ref.URI
+			// The reference is a URI template, not a URI.
+			req.Action, req.Resource, req.Template = policy.ActionResource, ref.URI, true
 			v.resource = ref.URI
 		default:
 			return deny(CodeRejected, ReasonMalformed)
 		}
+	case m.Method == "subscriptions/listen":
+		// The 2026-07-28 successor of the GET stream and of
+		// resources/subscribe: list_changed notifications are the
+		// gateway's to filter (it injects them), but every URI in
+		// resourceSubscriptions is decided as a subscription.
+		f, err := m.Listen()
+		if err != nil {
+			return deny(CodeRejected, ReasonMalformed)
+		}
+		if len(f.ResourceSubscriptions) == 0 {
+			return allow()
+		}
+		subscriptions = f.ResourceSubscriptions
+		req.Action, req.Method, req.Resource = policy.ActionResource, "resources/subscribe", subscriptions[0]
+		v.resource = subscriptions[0]
+	case mcpwire.IsTaskMethod(m.Method):
+		id, err := m.TaskID()
+		if err != nil {
+			return deny(CodeRejected, ReasonMalformed)
+		}
+		o, ok := g.tasks.lookup(id, p.ref, g.now())
+		if !ok {
+			return deny(CodeRejected, ReasonUnknownTask)
+		}
+		v.tool, v.resource, v.prompt = o.tool, o.resource, o.prompt
+		if m.Method == "tasks/cancel" {
+			// Its owner may always stop a task, even once the
+			// request that started it would no longer be allowed.
+			return allow()
+		}
+		// Decided again as the request that created the task.
+		req.Action, req.Method, req.Tool, req.Resource, req.Prompt, req.Args, req.Template =
+			o.req.Action, o.req.Method, o.req.Tool, o.req.Resource, o.req.Prompt, o.req.Args, o.req.Template
 	default:
 		return deny(CodeDenied, ReasonUnknownMethod)
 	}
@@ -127,17 +180,43 @@ func (g *Gateway) decide(p *peerInfo, m *mcpwire.Message) verdict {
 		return deny(CodeDenied, ReasonNoPolicy)
 	}
 	d := st.Policy.Decide(req)
+	for _, uri := range subscriptions[min(1, len(subscriptions)):] {
+		if !d.Allow {
+			break
+		}
+		req.Resource = uri
+		if d = st.Policy.Decide(req); !d.Allow {
+			v.resource = uri
+		}
+	}
 	v.grant, v.version = d.Grant, d.Version
 	if !d.Allow {
 		reason := string(d.Reason)
 		if reason == "" {
 			reason = "denied"
 		}
-		return deny(CodeDenied, reason)
+		code := CodeDenied
+		if d.Reason == policy.ReasonCaseVariantKey {
+			// Ambiguous input, like a case-variant pair: rejected.
+			code = CodeRejected
+		}
+		return deny(code, reason)
 	}
 	v.allow, v.reason = true, string(d.Reason)
 	if v.reason == "" {
 		v.reason = ReasonAllowed
+	}
+	if !mcpwire.IsTaskMethod(m.Method) && m.Method != "subscriptions/listen" {
+		// A decided request may be answered with a task handle, which
+		// is then bound to the caller (see tasks.go).
+		task, err := m.TaskRequest()
+		if err != nil {
+			return deny(CodeRejected, ReasonMalformed)
+		}
+		if task {
+			o := originOf(req, v, len(m.Params))
+			v.origin = &o
+		}
 	}
 	return v
 }
@@ -190,7 +269,10 @@ func headerCheck(h map[string][]string, m *mcpwire.Message) string {
 	}
 	mv := ""
 	if m.Kind == mcpwire.KindRequest || m.Kind == mcpwire.KindNotification {
-		mv = m.ProtocolVersionMeta()
+		var err error
+		if mv, err = m.ProtocolVersionMeta(); err != nil {
+			return ReasonMalformed // a case-variant _meta key
+		}
 	}
 	if mv != "" && hv != "" && mv != hv {
 		return ReasonHeaderMismatch
@@ -225,7 +307,7 @@ func headerCheck(h map[string][]string, m *mcpwire.Message) string {
 		return ReasonHeaderMismatch
 	}
 	body, ok := bodyName(m)
-	if !ok || decodeHeaderValue(name) != body {
+	if hv, valid := decodeHeaderValue(name); !ok || !valid || hv != body {
 		return ReasonHeaderMismatch
 	}
 	return ""

@@ -17,6 +17,12 @@ const (
 	// in memory), or the body arrived too slowly. It was not forwarded;
 	// the same request may succeed later.
 	CodeLimited = -32042
+	// CodeHeaderMismatch is MCP's HeaderMismatch error (2026-07-28): the
+	// Mcp-Method, Mcp-Name, Mcp-Protocol-Version or Mcp-Param-* headers
+	// disagree with the body (reason header_mismatch). A client that gets
+	// it for Mcp-Param-* headers lists tools again and retries. It was not
+	// forwarded.
+	CodeHeaderMismatch = -32020
 )
 
 // Reason codes of the gateway's own refusals, beside the policy's reason
@@ -43,6 +49,10 @@ const (
 	// ReasonAuditFailed: the request was allowed but its audit event could
 	// not be recorded, so its answer was withheld (HTTP 503).
 	ReasonAuditFailed = "audit_failed"
+	// ReasonUnknownTask: a tasks/get, tasks/result, tasks/cancel or
+	// tasks/update names a task the caller does not own (unknown, expired
+	// from the gateway's table, or another identity's): not forwarded.
+	ReasonUnknownTask = "unknown_task"
 	// ReasonIdle: a session ended because nothing used it for the idle
 	// timeout (Config.SessionIdleTimeout).
 	ReasonIdle = "idle"

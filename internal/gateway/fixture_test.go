@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"strings"
 	"testing"
@@ -106,6 +107,12 @@ type fixtureOpts struct {
 	aggregate bool
 	// config, if set, adjusts the gateway's Config before New.
 	config func(*Config)
+	// upstream, if set, serves as the HTTP upstream (at /mcp) instead of
+	// gatewaytest's MCP server; f.up is then nil.
+	upstream http.Handler
+	// log, if set, receives the gateway's log (its http.Server's too) at
+	// debug level.
+	log io.Writer
 }
 
 func compile(t testing.TB, doc, version string) *policy.Policy {
@@ -138,15 +145,23 @@ func newFixture(t testing.TB, o fixtureOpts) *fixture {
 			t.Fatal(err)
 		}
 		up = CommandUpstream{Argv: []string{exe}, Env: append(os.Environ(), stdioServerEnv+"=1")}
+	} else if o.upstream != nil {
+		srv := httptest.NewServer(o.upstream)
+		t.Cleanup(srv.Close)
+		up = HTTPUpstream{URL: srv.URL + "/mcp"}
 	} else {
 		f.up = gatewaytest.NewUpstreamIdle(t, o.upstreamIdle)
 		up = HTTPUpstream{URL: f.up.URL}
+	}
+	logger := testLogger()
+	if o.log != nil {
+		logger = slog.New(slog.NewTextHandler(o.log, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	}
 	cfg := Config{
 		TLS:            f.mesh.ServerTLS(f.mesh.Issue(t, f.gwID, "gw1")),
 		Upstream:       up,
 		Audit:          f.rec,
-		Logger:         testLogger(),
+		Logger:         logger,
 		RecordArgsHash: true,
 		Now:            o.now,
 		Refusals:       refusalsFor(f.rec, o.aggregate),

@@ -173,6 +173,8 @@ type Gateway struct {
 	sessions *sessionTable
 	conns    *connTable
 	caps     caps
+	tasks    *taskTable
+	params   *paramHeaders
 	handler  http.Handler
 
 	serving atomic.Bool
@@ -228,6 +230,8 @@ func New(cfg Config, initial *State) (*Gateway, error) {
 	g.base, g.cancelBase = context.WithCancel(context.Background())
 	g.sessions = newSessionTable()
 	g.conns = newConnTable()
+	g.tasks = newTaskTable()
+	g.params = newParamHeaders()
 	switch u := cfg.Upstream.(type) {
 	case HTTPUpstream:
 		hu, err := newHTTPUpstream(g, u)

@@ -271,8 +271,8 @@ func TestGatewayRefusesSmuggling(t *testing.T) {
 		{"case-variant name key", `{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"echo","Name":"drop_table","arguments":{}}}`, nil, CodeRejected, ReasonMalformed},
 		{"unicode-escaped denied tool", `{"jsonrpc":"2.0","id":3,"method":"tools\u002fcall","params":{"name":"drop\u005ftable","arguments":{}}}`, nil, CodeDenied, "not_granted"},
 		{"batch mixing allowed and denied", `[{"jsonrpc":"2.0","id":4,"method":"tools/call","params":{"name":"echo","arguments":{"text":"a"}}},{"jsonrpc":"2.0","id":5,"method":"tools/call","params":{"name":"drop_table","arguments":{}}}]`, nil, -32600, ReasonBatch},
-		{"Mcp-Method header mismatch", `{"jsonrpc":"2.0","id":6,"method":"tools/call","params":{"name":"drop_table","arguments":{}}}`, map[string]string{"Mcp-Method": "tools/list"}, CodeRejected, ReasonHeaderMismatch},
-		{"Mcp-Name header mismatch", `{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"drop_table","arguments":{}}}`, map[string]string{"Mcp-Method": "tools/call", "Mcp-Name": "echo"}, CodeRejected, ReasonHeaderMismatch},
+		{"Mcp-Method header mismatch", `{"jsonrpc":"2.0","id":6,"method":"tools/call","params":{"name":"drop_table","arguments":{}}}`, map[string]string{"Mcp-Method": "tools/list"}, CodeHeaderMismatch, ReasonHeaderMismatch},
+		{"Mcp-Name header mismatch", `{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"drop_table","arguments":{}}}`, map[string]string{"Mcp-Method": "tools/call", "Mcp-Name": "echo"}, CodeHeaderMismatch, ReasonHeaderMismatch},
 		{"invalid UTF-8", "{\"jsonrpc\":\"2.0\",\"id\":8,\"method\":\"tools/call\",\"params\":{\"name\":\"drop_table\xff\",\"arguments\":{}}}", nil, CodeRejected, ReasonMalformed},
 	}
 	for _, tt := range tests {

@@ -93,8 +93,14 @@ func (g *Gateway) serveMCP(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		if r.Method == http.MethodGet {
-			x.stream = newStream(listAll, nil)
-			x.streamSess = x.sess
+			if x.sess == nil && len(r.Header.Values("Last-Event-Id")) > 0 {
+				// Without a session the upstream cannot tell whose
+				// stream an event id names, and a replay could carry
+				// another identity's answers.
+				g.deny(w, r, x, http.StatusBadRequest, nil, CodeRejected, ReasonBadHTTP)
+				return
+			}
+			g.openStream(x, listAll, nil)
 		}
 		ev.Decision, ev.Reason = audit.Allow, ReasonAllowed
 		g.forward(w, r, x)
@@ -224,8 +230,16 @@ func (g *Gateway) servePost(w http.ResponseWriter, r *http.Request, x *exchange)
 	if m.Kind == mcpwire.KindResponse {
 		ev.Method = "response"
 	}
-	if reason := headerCheck(r.Header, m); reason != "" {
-		g.deny(w, r, x, http.StatusBadRequest, m.ID, CodeRejected, reason)
+	reason := headerCheck(r.Header, m)
+	if reason == "" {
+		reason = g.paramCheck(r.Header, m)
+	}
+	if reason != "" {
+		code := CodeRejected
+		if reason == ReasonHeaderMismatch {
+			code = CodeHeaderMismatch
+		}
+		g.deny(w, r, x, http.StatusBadRequest, m.ID, code, reason)
 		return
 	}
 	if !g.bindSession(w, r, x) {
@@ -245,36 +259,40 @@ func (g *Gateway) servePost(w http.ResponseWriter, r *http.Request, x *exchange)
 	}
 	ev.Decision, ev.Reason = audit.Allow, v.reason
 	if m.Method == "subscriptions/listen" && m.Kind == mcpwire.KindRequest {
-		var p struct {
-			Notifications struct {
-				Tools     bool `json:"toolsListChanged"`
-				Prompts   bool `json:"promptsListChanged"`
-				Resources bool `json:"resourcesListChanged"`
-			} `json:"notifications"`
-		}
-		_ = json.Unmarshal(m.Params, &p)
+		f, _ := m.Listen() // decide has refused what it cannot read
 		var mask listKind
-		if p.Notifications.Tools {
+		if f.ToolsListChanged {
 			mask |= listTools
 		}
-		if p.Notifications.Prompts {
+		if f.PromptsListChanged {
 			mask |= listPrompts
 		}
-		if p.Notifications.Resources {
+		if f.ResourcesListChanged {
 			mask |= listResources | listTemplates
 		}
-		x.stream = newStream(mask, m.ID)
-		x.streamSess = x.sess
-		if x.streamSess == nil {
-			x.streamSess = g.sessions.statelessFor(g.base, x.peer.ref, g.now())
-			x.streamSess.enter()
-			x.entered = x.streamSess
-		}
+		g.openStream(x, mask, m.ID)
 	}
 	if !g.reserveSession(w, r, x) {
 		return
 	}
 	g.forward(w, r, x)
+}
+
+// openStream makes x a server-to-client stream (a GET stream, or a
+// subscriptions/listen stream with its request id) that the gateway may
+// inject list_changed notifications into and filters replayed lists on.
+// A stream always belongs to a session: without a session id it belongs to
+// the caller's stateless pseudo session, held busy while the stream is
+// open. (A GET without a session id once reached the stream code with no
+// session and panicked on it.)
+func (g *Gateway) openStream(x *exchange, mask listKind, subID json.RawMessage) {
+	x.stream = newStream(mask, subID)
+	x.streamSess = x.sess
+	if x.streamSess == nil {
+		x.streamSess = g.sessions.statelessFor(g.base, x.peer.ref, g.now())
+		x.streamSess.enter()
+		x.entered = x.streamSess
+	}
 }
 
 // bindSession checks the Mcp-Session-Id of r against its owner. It answers
@@ -316,10 +334,11 @@ func (g *Gateway) deny(w http.ResponseWriter, r *http.Request, x *exchange, stat
 	ev := x.ev
 	ev.Decision, ev.Reason, ev.Outcome = audit.Deny, reason, "denied"
 	switch code {
-	case CodeRejected, mcpwire.CodeInvalidRequest:
-		ev.Outcome = "rejected"
+	case CodeDenied:
 	case CodeLimited:
 		ev.Outcome = "refused"
+	default:
+		ev.Outcome = "rejected"
 	}
 	g.record(r.Context(), ev)
 	x.recorded = true
@@ -357,6 +376,8 @@ func writeRefusal(w http.ResponseWriter, status int, id json.RawMessage, code in
 	switch code {
 	case CodeRejected:
 		msg = "request rejected"
+	case CodeHeaderMismatch:
+		msg = "header mismatch"
 	case mcpwire.CodeInvalidRequest:
 		msg = "invalid request"
 	}
@@ -368,16 +389,22 @@ func writeRefusal(w http.ResponseWriter, status int, id json.RawMessage, code in
 	w.Write(b)
 }
 
-// decodeHeaderValue undoes the =?base64?...?= wrapping MCP uses for header
-// values that are not plain ASCII.
-func decodeHeaderValue(v string) string {
-	if inner, ok := strings.CutPrefix(v, "=?base64?"); ok {
-		if inner, ok = strings.CutSuffix(inner, "?="); ok {
-			if b, err := base64.StdEncoding.DecodeString(inner); err == nil {
-				return string(b)
-			}
-			return "\x00invalid"
+// decodeHeaderValue returns the value an Mcp-Name or Mcp-Param-* header
+// carries: visible ASCII, space and tab as they are, or UTF-8 wrapped as
+// =?base64?...?= (MCP 2026-07-28). It reports false for a value with other
+// bytes (control characters, raw non-ASCII) or a wrapping that is not
+// valid base64: such a header matches no body value.
+func decodeHeaderValue(v string) (string, bool) {
+	for i := 0; i < len(v); i++ {
+		if c := v[i]; (c < 0x20 && c != '\t') || c >= 0x7f {
+			return "", false
 		}
 	}
-	return v
+	if inner, ok := strings.CutPrefix(v, "=?base64?"); ok {
+		if inner, ok = strings.CutSuffix(inner, "?="); ok {
+			b, err := base64.StdEncoding.DecodeString(inner)
+			return string(b), err == nil
+		}
+	}
+	return v, true
 }

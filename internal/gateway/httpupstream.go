@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"agentmesh/internal/mcpwire"
+	"agentmesh/internal/policy"
 )
 
 // httpUpstream forwards to a Streamable HTTP MCP server.
@@ -32,11 +33,15 @@ type httpUpstream struct {
 }
 
 // Headers a client request may carry upstream. Everything else (notably
-// Authorization and Cookie) stays at the gateway.
-var forwardHeaders = []string{
-	"Accept", "Content-Type", "Mcp-Session-Id", "Mcp-Protocol-Version",
-	"Mcp-Method", "Mcp-Name", "Last-Event-Id",
-}
+// Authorization and Cookie) stays at the gateway. Headers that mirror the
+// body (Mcp-Method, Mcp-Name and Mcp-Param-*) pass only on a POST, whose
+// body headerCheck and paramCheck have matched them with; Last-Event-ID
+// only on a GET of a session, the one request that resumes a stream (whose
+// replay is filtered like a live stream, see streamEvent).
+var forwardHeaders = []string{"Accept", "Content-Type", "Mcp-Session-Id", "Mcp-Protocol-Version"}
+
+// bodyHeaders are the headers that mirror a POST body.
+var bodyHeaders = []string{"Mcp-Method", "Mcp-Name"}
 
 // Headers an upstream response may carry back to the client.
 var backHeaders = []string{
@@ -168,9 +173,18 @@ func (u *httpUpstream) forward(w http.ResponseWriter, r *http.Request, x *exchan
 	}
 	switch {
 	case x.v.filter != 0 && resp.StatusCode == http.StatusOK:
-		u.filtered(w, resp, x)
+		u.relayMessages(w, resp, x, true, func(data []byte) ([]byte, error) { return g.filterMessage(data, x) })
 	case x.stream != nil && resp.StatusCode == http.StatusOK && isSSE(resp.Header):
 		u.injecting(ctx, w, resp, x)
+	case x.v.origin != nil && resp.StatusCode == http.StatusOK:
+		// The answer may be a task handle, to be bound to the caller.
+		if x.sess != nil {
+			x.sess.watchTask(x.msg.IDKey(), x.v.origin)
+		}
+		u.relayMessages(w, resp, x, false, func(data []byte) ([]byte, error) {
+			g.noteTask(x, data)
+			return data, nil
+		})
 	default:
 		u.copy(w, resp, x)
 	}
@@ -219,14 +233,19 @@ func (u *httpUpstream) do(ctx context.Context, r *http.Request, x *exchange) (*h
 		if err != nil {
 			return nil, fmt.Errorf("%w: %w", ErrUpstream, err)
 		}
-		for _, k := range forwardHeaders {
-			if vs := r.Header.Values(k); len(vs) > 0 {
-				req.Header[k] = vs
+		copyHeaders(req.Header, r.Header, forwardHeaders...)
+		switch r.Method {
+		case http.MethodPost:
+			// Checked against the body before the request got here.
+			copyHeaders(req.Header, r.Header, bodyHeaders...)
+			for k, vs := range r.Header {
+				if isParamHeader(k) {
+					req.Header[k] = vs
+				}
 			}
-		}
-		for k, vs := range r.Header {
-			if strings.HasPrefix(k, "Mcp-Param-") {
-				req.Header[k] = vs
+		case http.MethodGet:
+			if x.sess != nil {
+				copyHeaders(req.Header, r.Header, "Last-Event-Id")
 			}
 		}
 		for k, vs := range u.header {
@@ -247,6 +266,16 @@ func (u *httpUpstream) do(ctx context.Context, r *http.Request, x *exchange) (*h
 			return nil, fmt.Errorf("%w: %s %s: %w", ErrUpstream, r.Method, u.url, err)
 		}
 		u.g.log.Debug("retrying upstream request closed before any response", "event_id", x.ev.ID, "attempt", attempt+1, "err", err)
+	}
+}
+
+// copyHeaders copies the values of keys (canonical header keys) from src
+// to dst.
+func copyHeaders(dst, src http.Header, keys ...string) {
+	for _, k := range keys {
+		if vs := src.Values(k); len(vs) > 0 {
+			dst[k] = vs
+		}
 	}
 }
 
@@ -303,19 +332,35 @@ func outcomeOf(status int) string {
 	return fmt.Sprintf("http_%d", status)
 }
 
-// filtered answers a list request with the upstream's result filtered to
-// what the peer may see. If the result cannot be parsed, the client gets an
-// error, never the unfiltered list.
-func (u *httpUpstream) filtered(w http.ResponseWriter, resp *http.Response, x *exchange) {
+// relayMessages answers with the upstream's response passed message by
+// message through fn: a JSON body as one message, an SSE stream event by
+// event (events without data pass as they are). With must set (list
+// filtering), a body or event that fn cannot handle ends the answer with an
+// error, never the unprocessed message; without it (observing task
+// handles, which are small), a JSON body larger than maxTaskHandleBytes is
+// relayed unprocessed, as it streams.
+func (u *httpUpstream) relayMessages(w http.ResponseWriter, resp *http.Response, x *exchange, must bool, fn func([]byte) ([]byte, error)) {
 	max := u.g.cfg.MaxResponseBytes
 	if !isSSE(resp.Header) {
-		body, err := io.ReadAll(io.LimitReader(resp.Body, max+1))
+		limit := max
+		if !must {
+			limit = min(max, maxTaskHandleBytes)
+		}
+		body, err := io.ReadAll(io.LimitReader(resp.Body, limit+1))
+		if err == nil && int64(len(body)) > limit && !must {
+			resp.Body = struct {
+				io.Reader
+				io.Closer
+			}{io.MultiReader(bytes.NewReader(body), resp.Body), resp.Body}
+			u.copy(w, resp, x)
+			return
+		}
 		if err != nil || int64(len(body)) > max {
 			w.Header().Del("Content-Type")
 			u.fail(w, x)
 			return
 		}
-		out, err := u.g.filterMessage(body, x)
+		out, err := fn(body)
 		if err != nil {
 			u.g.log.Warn("cannot filter list response", "event_id", x.ev.ID, "err", err)
 			w.Header().Del("Content-Type")
@@ -342,14 +387,16 @@ func (u *httpUpstream) filtered(w http.ResponseWriter, resp *http.Response, x *e
 			return
 		}
 		out := ev.raw
-		if ev.data != nil {
-			data, err := u.g.filterMessage(ev.data, x)
+		if len(ev.data) > 0 {
+			data, err := fn(ev.data)
 			if err != nil {
 				u.g.log.Warn("cannot filter list response", "event_id", x.ev.ID, "err", err)
 				x.outcome = ReasonUpstream
 				return
 			}
-			out = ev.rebuild(data)
+			if !bytes.Equal(data, ev.data) {
+				out = ev.rebuild(data)
+			}
 		}
 		if fw.write(out) != nil {
 			x.outcome = "client_gone"
@@ -361,44 +408,141 @@ func (u *httpUpstream) filtered(w http.ResponseWriter, resp *http.Response, x *e
 // filterMessage filters data if it is a successful response; other messages
 // (notifications on the same stream, errors) are returned as they are.
 func (g *Gateway) filterMessage(data []byte, x *exchange) ([]byte, error) {
+	m, err := g.decodeOne(data)
+	if err != nil {
+		return nil, err
+	}
+	if m.Kind != mcpwire.KindResponse || m.Error != nil {
+		return data, nil
+	}
+	sess := x.sess
+	if sess == nil {
+		sess = g.sessions.statelessFor(g.base, x.peer.ref, g.now())
+	}
+	result, err := g.filterResult(m, x.v.filter, g.peerKeeper(x.v.filter, x.peer), sess)
+	if err != nil {
+		return nil, err
+	}
+	return responseBytes(m.ID, result), nil
+}
+
+// decodeOne decodes one upstream message (never a batch).
+func (g *Gateway) decodeOne(data []byte) (*mcpwire.Message, error) {
 	msgs, batch, err := mcpwire.Decode(data, mcpwire.Limits{MaxBytes: int(g.cfg.MaxResponseBytes), MaxDepth: g.cfg.Limits.MaxDepth})
 	if err != nil {
 		return nil, err
 	}
 	if batch || len(msgs) != 1 {
-		return nil, errors.New("batch in a list response")
+		return nil, errors.New("batch in a response")
 	}
-	m := &msgs[0]
-	if m.Kind != mcpwire.KindResponse || m.Error != nil {
-		return data, nil
+	return &msgs[0], nil
+}
+
+// filterResult returns the result of the success response m with its k
+// list filtered by keep (see keeper), remembering in sess what was shown.
+func (g *Gateway) filterResult(m *mcpwire.Message, k listKind, keep func(string) bool, sess *session) ([]byte, error) {
+	if k == listTools {
+		g.params.learn(m.Result)
 	}
-	k := x.v.filter
-	st := x.peer.state
-	vis := st.Policy.Visible(x.peer.peer.Node, st.Self)
 	seen := make(map[string]bool)
-	result, _, err := mcpwire.FilterList(m.Result, k.field(), func(name string) bool {
-		ok := visibleIn(vis, k, name)
+	result, _, err := m.FilterResult(k.field(), func(name string) bool {
+		ok := keep(name)
 		seen[name] = ok
 		return ok
 	})
 	if err != nil {
 		return nil, err
 	}
-	sess := x.sess
-	if sess == nil {
-		sess = g.sessions.statelessFor(g.base, x.peer.ref, g.now())
+	if k != listTasks {
+		names := make([]string, 0, len(seen))
+		for n := range seen {
+			names = append(names, n)
+		}
+		sess.remember(k, names, func(n string) bool { return seen[n] })
 	}
-	names := make([]string, 0, len(seen))
-	for n := range seen {
-		names = append(names, n)
-	}
-	sess.remember(k, names, func(n string) bool { return seen[n] })
-	out := make([]byte, 0, len(result)+len(m.ID)+40)
+	return result, nil
+}
+
+// responseBytes is the success response to id with result.
+func responseBytes(id, result []byte) []byte {
+	out := make([]byte, 0, len(result)+len(id)+40)
 	out = append(out, `{"jsonrpc":"2.0","id":`...)
-	out = append(out, m.ID...)
+	out = append(out, id...)
 	out = append(out, `,"result":`...)
 	out = append(out, result...)
-	return append(out, '}'), nil
+	return append(out, '}')
+}
+
+// keeper returns what a k list shows: the items vis makes visible, or for
+// tasks/list the tasks owner owns.
+func (g *Gateway) keeper(k listKind, vis policy.Visibility, owner peerRef) func(string) bool {
+	if k == listTasks {
+		now := g.now()
+		return func(id string) bool {
+			_, ok := g.tasks.lookup(id, owner, now)
+			return ok
+		}
+	}
+	return func(name string) bool { return visibleIn(vis, k, name) }
+}
+
+// peerKeeper is keeper for an admitted peer.
+func (g *Gateway) peerKeeper(k listKind, p *peerInfo) func(string) bool {
+	return g.keeper(k, p.state.Policy.Visible(p.peer.Node, p.state.Self), p.ref)
+}
+
+// streamEvent processes one event of a server-to-client stream (a GET
+// stream, which is also where a Last-Event-ID resumption replays what a
+// POST stream lost): a response on it is filtered exactly as on the stream
+// of its request. Its list kind is read from the shape of the result (a
+// "tools", "prompts", "resources", "resourceTemplates" or "tasks" array),
+// so no replayed list passes unfiltered whether or not the gateway
+// remembers the request; a task handle is bound as on the POST stream. An
+// event that cannot be processed is dropped, never passed on unfiltered.
+func (g *Gateway) streamEvent(ev sseEvent, x *exchange, sess *session) ([]byte, bool) {
+	if len(ev.data) == 0 {
+		return ev.raw, true
+	}
+	m, err := g.decodeOne(ev.data)
+	if err != nil {
+		g.log.Warn("dropped an undecodable event from a server-to-client stream", "event_id", x.ev.ID, "err", err)
+		return nil, false
+	}
+	if m.Kind != mcpwire.KindResponse || m.Error != nil {
+		return ev.raw, true
+	}
+	if o := sess.takeWatched(m.IDKey()); o != nil {
+		g.noteTaskOf(m, x.peer.ref, *o)
+	}
+	k, err := resultList(m)
+	if k == 0 && err == nil {
+		return ev.raw, true
+	}
+	var result []byte
+	if err == nil {
+		result, err = g.filterResult(m, k, g.peerKeeper(k, x.peer), sess)
+	}
+	if err != nil {
+		g.log.Warn("dropped an unfilterable list from a server-to-client stream", "event_id", x.ev.ID, "err", err)
+		return nil, false
+	}
+	return ev.rebuild(responseBytes(m.ID, result)), true
+}
+
+// resultList returns the list kind whose array the result of m holds at
+// its top level, or 0; several lists in one result are an error, since
+// one filter would pass the others.
+func resultList(m *mcpwire.Message) (listKind, error) {
+	var found listKind
+	for _, k := range []listKind{listTools, listPrompts, listResources, listTemplates, listTasks} {
+		if m.ResultHas(k.field()) {
+			if found != 0 {
+				return 0, errors.New("a result holding more than one list")
+			}
+			found = k
+		}
+	}
+	return found, nil
 }
 
 // injecting relays a server-to-client SSE stream event by event and adds
@@ -420,7 +564,11 @@ func (u *httpUpstream) injecting(ctx context.Context, w http.ResponseWriter, res
 				done <- err
 				return
 			}
-			if err := fw.write(ev.raw); err != nil {
+			out, ok := u.g.streamEvent(ev, x, sess)
+			if !ok {
+				continue
+			}
+			if err := fw.write(out); err != nil {
 				done <- err
 				return
 			}

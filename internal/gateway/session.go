@@ -19,6 +19,9 @@ const (
 	listPrompts
 	listResources
 	listTemplates
+	// listTasks filters tasks/list to the caller's own tasks; it has no
+	// list_changed notification and is not part of listAll.
+	listTasks
 	listAll = listTools | listPrompts | listResources | listTemplates
 )
 
@@ -44,6 +47,8 @@ func (k listKind) field() string {
 		return "prompts"
 	case listResources:
 		return "resources"
+	case listTasks:
+		return "tasks"
 	default:
 		return "resourceTemplates"
 	}
@@ -73,6 +78,9 @@ type session struct {
 	inject func(listKind)
 	// up is what the upstream keeps for the session (the stdio bridge).
 	up any
+	// watched holds the requests whose answer may be a task handle, by
+	// IDKey, so that a replay on the GET stream binds the task too.
+	watched map[string]*taskOrigin
 	// busy counts the session's requests in flight (an open GET stream is
 	// one); lastUsed is when the last of them ended. A session that is not
 	// busy and was last used longer ago than the idle timeout is reaped.

@@ -17,6 +17,7 @@ import (
 	"github.com/modelcontextprotocol/go-sdk/jsonrpc"
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 
+	"agentmesh/internal/audit"
 	"agentmesh/internal/budget"
 	"agentmesh/internal/mcpwire"
 )
@@ -49,6 +50,8 @@ type stdioBridge struct {
 
 	mu    sync.Mutex
 	lists map[jsonrpc.ID]listKind // list requests awaiting their result
+	// tasks are requests awaiting a result that may be a task handle.
+	tasks map[jsonrpc.ID]*taskOrigin
 	// progress maps the progress token of each client request in flight
 	// (its raw JSON) to the request's id, so the process's progress
 	// notifications go out on that request's stream, before its result.
@@ -90,10 +93,14 @@ func (u *commandUpstream) forward(w http.ResponseWriter, r *http.Request, x *exc
 		x.outcome = "ok"
 		return
 	case http.MethodPost:
-		if x.v.filter != 0 && x.msg.Kind == mcpwire.KindRequest {
+		if (x.v.filter != 0 || x.v.origin != nil) && x.msg.Kind == mcpwire.KindRequest {
 			if id, err := jsonrpc.MakeID(rawID(x.msg.ID)); err == nil {
 				b.mu.Lock()
-				b.lists[id] = x.v.filter
+				if x.v.filter != 0 {
+					b.lists[id] = x.v.filter
+				} else {
+					b.tasks[id] = x.v.origin
+				}
 				b.mu.Unlock()
 			}
 		}
@@ -122,6 +129,9 @@ func rawID(id json.RawMessage) any {
 func (u *commandUpstream) unsupported(w http.ResponseWriter, r *http.Request, x *exchange) {
 	x.outcome = "unsupported"
 	if r.Method != http.MethodPost || x.msg == nil || x.msg.Kind != mcpwire.KindRequest {
+		// Refused here, not by the upstream: the audit event says so,
+		// with the reason the client sees.
+		x.ev.Decision, x.ev.Reason, x.outcome = audit.Deny, ReasonUnknownSession, "rejected"
 		writeRefusal(w, http.StatusBadRequest, nil, CodeRejected, ReasonUnknownSession, x.ev.ID)
 		return
 	}
@@ -166,7 +176,8 @@ func (u *commandUpstream) start(x *exchange) (*session, error) {
 		return nil, fmt.Errorf("session transport: %w", err)
 	}
 	b := &stdioBridge{g: g, t: t, client: client, proc: proc, cmd: cmd, sess: s, procSlot: x.slots.process,
-		lists: make(map[jsonrpc.ID]listKind), progress: make(map[string]jsonrpc.ID)}
+		lists: make(map[jsonrpc.ID]listKind), tasks: make(map[jsonrpc.ID]*taskOrigin),
+		progress: make(map[string]jsonrpc.ID)}
 	x.slots.process = nil
 	b.ctx, b.cancel = context.WithCancel(s.ctx)
 	s.up = b
@@ -241,6 +252,8 @@ func (b *stdioBridge) pumpToClient() {
 			b.mu.Lock()
 			k := b.lists[m.ID]
 			delete(b.lists, m.ID)
+			origin := b.tasks[m.ID]
+			delete(b.tasks, m.ID)
 			for tok, id := range b.progress {
 				if id == m.ID {
 					delete(b.progress, tok)
@@ -249,6 +262,11 @@ func (b *stdioBridge) pumpToClient() {
 			b.mu.Unlock()
 			if k != 0 && m.Error == nil {
 				msg = b.filter(m, k)
+			}
+			if origin != nil && m.Error == nil {
+				if rm, err := responseMessage(m); err == nil {
+					b.g.noteTaskOf(rm, b.sess.ref(), *origin)
+				}
 			}
 		case *jsonrpc.Request:
 			if !m.IsCall() && m.Method == "notifications/progress" {
@@ -313,22 +331,28 @@ func (b *stdioBridge) filter(resp *jsonrpc.Response, k listKind) jsonrpc.Message
 	if !ok {
 		return fail
 	}
-	seen := make(map[string]bool)
-	out, _, err := mcpwire.FilterList(resp.Result, k.field(), func(name string) bool {
-		v := visibleIn(vis, k, name)
-		seen[name] = v
-		return v
-	})
+	m, err := responseMessage(resp)
+	var out []byte
+	if err == nil {
+		out, err = b.g.filterResult(m, k, b.g.keeper(k, vis, b.sess.ref()), b.sess)
+	}
 	if err != nil {
 		b.g.log.Warn("cannot filter list response", "session", b.sess.id, "err", err)
 		return fail
 	}
-	names := make([]string, 0, len(seen))
-	for n := range seen {
-		names = append(names, n)
-	}
-	b.sess.remember(k, names, func(n string) bool { return seen[n] })
 	return &jsonrpc.Response{ID: resp.ID, Result: out}
+}
+
+// responseMessage reads an SDK response from the process as the strict
+// decoder sees it (a Message whose Result filterResult and CreatedTaskID
+// read).
+func responseMessage(resp *jsonrpc.Response) (*mcpwire.Message, error) {
+	b := responseBytes([]byte("0"), resp.Result)
+	msgs, _, err := mcpwire.Decode(b, mcpwire.Limits{MaxBytes: len(b)})
+	if err != nil {
+		return nil, err
+	}
+	return &msgs[0], nil
 }
 
 // inject sends list_changed notifications on the session's standalone

@@ -4,7 +4,9 @@
 // The gateway calls [Decode] on each message from a peer, makes its policy
 // decision from the decoded method, tool name, resource URI, prompt name and
 // arguments (see [Message.ToolCall], [Message.ResourceURI],
-// [Message.PromptGet], [Message.CompletionRef]) and then forwards the
+// [Message.PromptGet], [Message.CompletionRef], and for tasks and
+// subscriptions [Message.TaskID], [Message.TaskRequest],
+// [Message.Listen]) and then forwards the
 // ORIGINAL bytes ([Message.Raw]) to the upstream MCP server. [FilterList]
 // (or [Message.FilterResult], which skips re-validating a decoded result)
 // rewrites list results so a caller sees only what it may use,
@@ -39,6 +41,12 @@
 //     values and upstream servers bind nested structs case-insensitively, so
 //     the rule applies everywhere; legitimate MCP traffic never relies on two
 //     keys that differ only in case;
+//   - no key that is alone in its object but differs only in case from a
+//     key an accessor reads ("Arguments", "URI", "Ref", "TaskId", "_Meta"):
+//     code that reads the exact key would not see it, while an upstream that
+//     binds keys case-insensitively reads it as the key; the accessors fail
+//     with ErrCaseVariantKey instead ([KeyIs] and [Fold] give the same test
+//     to packages that read keys of their own, such as the policy's when);
 //   - no control character (C0 or DEL, which must be escaped) in any object
 //     key: C-string based parsers truncate "name\u0000x" to "name";
 //   - bounded size and nesting depth ([Limits]), checked while scanning,

@@ -15,14 +15,17 @@ func listItemKey(field string) (string, bool) {
 		return "uri", true
 	case "resourceTemplates":
 		return "uriTemplate", true
+	case "tasks":
+		return "taskId", true
 	}
 	return "", false
 }
 
 // FilterList rewrites a list result (tools/list, prompts/list, resources/list,
-// resources/templates/list): field is "tools", "prompts", "resources" or
-// "resourceTemplates"; each item's key ("name" for tools/prompts, "uri" for
-// resources, "uriTemplate" for templates) is passed to keep; items for which
+// resources/templates/list, tasks/list): field is "tools", "prompts",
+// "resources", "resourceTemplates" or "tasks"; each item's key ("name" for
+// tools/prompts, "uri" for resources, "uriTemplate" for templates, "taskId"
+// for tasks) is passed to keep; items for which
 // keep is false are removed; every other field of the result and of kept
 // items is preserved byte-for-byte (nextCursor, _meta, ...). Items that are
 // not objects, lack the key, hold it as anything but a non-empty string
@@ -165,4 +168,38 @@ func itemName(item []byte, key string, strict bool) (string, bool) {
 		}
 	}
 	return "", false
+}
+
+// ResultHas reports whether m is a success response whose result is an
+// object holding field (spelled exactly) with an array value: the shape of
+// a list result ("tools", "prompts", "resources", "resourceTemplates",
+// "tasks"). A key that differs from field only in case also counts, so that
+// a caller filtering the result fails (closed) rather than passing a list a
+// case-insensitive client would read.
+func (m *Message) ResultHas(field string) bool {
+	if m.Kind != KindResponse || len(m.Result) == 0 {
+		return false
+	}
+	r := m.Result
+	if !sameSlice(r, m.result) {
+		if Validate(r, Limits{MaxBytes: len(r)}) != nil {
+			return false
+		}
+		r = trimValue(r)
+	}
+	if r[0] != '{' {
+		return false
+	}
+	it := newObjIter(r)
+	for k, ok := it.nextKey(); ok; k, ok = it.nextKey() {
+		end := skipValue(r, it.valPos)
+		if _, err := keyIndex(k, field); err != nil {
+			return true // a case variant: filtering it fails, which drops it
+		}
+		if string(k) == field {
+			return r[it.valPos] == '['
+		}
+		it.pos = end
+	}
+	return false
 }

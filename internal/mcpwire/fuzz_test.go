@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"strings"
 	"testing"
+	"unicode/utf8"
 )
 
 var decodeSeeds = []string{
@@ -29,6 +30,14 @@ var decodeSeeds = []string{
 	`{"jsonrpc":"2.0","id":1,"method":"x"} {}`,
 	`{"jsonrpc":"2.0","id":1,"method":"completion/complete","params":{"ref":{"type":"ref/prompt","name":"p"}}}`,
 	`{"jsonrpc":"2.0","id":1,"method":"resources/read","params":{"uri":"db://x","_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28"}}}`,
+	`{"jsonrpc":"2.0","id":1,"method":"resources/read","params":{"URI":"db://private"}}`,
+	`{"jsonrpc":"2.0","id":1,"method":"tasks/get","params":{"taskId":"t-1","inputResponses":{"k":{"action":"accept"}}}}`,
+	`{"jsonrpc":"2.0","id":1,"method":"tasks/update","params":{"TaskId":"t-1"}}`,
+	`{"jsonrpc":"2.0","id":1,"method":"subscriptions/listen","params":{"notifications":{"toolsListChanged":true,"resourceSubscriptions":["file:///a"]}}}`,
+	call(`{"name":"q","task":{"ttl":1},"_meta":{"io.modelcontextprotocol/clientCapabilities":{"extensions":{"io.modelcontextprotocol/tasks":{}}}}}`),
+	`{"jsonrpc":"2.0","id":1,"result":{"task":{"taskId":"a","status":"working"}}}`,
+	`{"jsonrpc":"2.0","id":1,"result":{"resultType":"task","taskId":"b"}}`,
+	`{"jsonrpc":"2.0","id":1,"result":{"Tools":[{"name":"a"}]}}`,
 	strings.Repeat("[", 100),
 	call(`{"name":"q","arguments":` + manyKeys(20, "") + `}`),
 }
@@ -61,12 +70,25 @@ func FuzzDecode(f *testing.F) {
 			if err != nil || again[0].Method != m.Method || again[0].Kind != m.Kind || !bytes.Equal(again[0].ID, m.ID) {
 				t.Fatalf("re-decoding Raw %q: %v", m.Raw, err)
 			}
-			// The accessors must not panic on anything Decode accepts.
+			// The accessors must not panic on anything Decode accepts, and
+			// what they read is what a decoder that binds keys
+			// case-insensitively (encoding/json into a struct) reads.
 			m.ToolCall()
-			m.ResourceURI()
+			if uri, err := m.ResourceURI(); err == nil {
+				checkFoldBinding(t, m, "uri", uri)
+			}
 			m.PromptGet()
 			m.CompletionRef()
 			m.ProtocolVersionMeta()
+			m.TaskRequest()
+			if id, err := m.TaskID(); err == nil {
+				checkFoldBinding(t, m, "taskId", id)
+			}
+			m.Listen()
+			m.CreatedTaskID()
+			if m.ResultHas("tools") {
+				m.FilterResult("tools", func(n string) bool { return len(n)%2 == 0 })
+			}
 			if m.Result != nil && m.Result[0] == '{' {
 				FilterList(m.Result, "tools", func(string) bool { return true })
 			}
@@ -124,6 +146,55 @@ func FuzzFilterList(f *testing.F) {
 			if item["name"] != kept[i] || !keep(kept[i]) {
 				t.Fatalf("item %d name %v, kept %q", i, item["name"], kept[i])
 			}
+		}
+	})
+}
+
+// checkFoldBinding fails t unless the params of m hold exactly one key that
+// strings.EqualFold matches with key, spelled exactly key, whose value is
+// the string want: then a decoder that binds keys case-insensitively reads
+// what the accessor read.
+func checkFoldBinding(t *testing.T, m *Message, key, want string) {
+	t.Helper()
+	var p map[string]any
+	if err := json.Unmarshal(m.Params, &p); err != nil {
+		t.Fatalf("encoding/json rejects accepted params %q: %v", m.Params, err)
+	}
+	n := 0
+	for k, v := range p {
+		if !strings.EqualFold(k, key) {
+			continue
+		}
+		n++
+		if k != key || v != want {
+			t.Fatalf("%s: accessor read %q, but a case-insensitive decoder binds %q: %v (params %q)", key, want, k, v, m.Params)
+		}
+	}
+	if n != 1 {
+		t.Fatalf("%s: %d keys fold to it (params %q)", key, n, m.Params)
+	}
+}
+
+// FuzzFold checks the key fold that every case-variant check uses against
+// strings.EqualFold, the equivalence encoding/json binds keys with: for
+// valid UTF-8, Fold(a) == Fold(b) and KeyIs's near miss exactly when
+// EqualFold says the keys are one.
+func FuzzFold(f *testing.F) {
+	for _, p := range [][2]string{{"name", "Name"}, {"kind", "\u212aind"}, {"sql", "\u017fql"}, {"σ", "ς"}, {"ǅ", "ǆ"},
+		{"arguments", "ARGUMENTS"}, {"straße", "STRASSE"}, {"a", "b"}, {"", ""}, {"x\xff", "X\xff"}} {
+		f.Add(p[0], p[1])
+	}
+	f.Fuzz(func(t *testing.T, a, b string) {
+		same, err := KeyIs(a, b)
+		if !utf8.ValidString(a) || !utf8.ValidString(b) {
+			return
+		}
+		eq := strings.EqualFold(a, b)
+		if (Fold(a) == Fold(b)) != eq {
+			t.Fatalf("Fold(%q) = %q, Fold(%q) = %q; EqualFold %v", a, Fold(a), b, Fold(b), eq)
+		}
+		if same != (a == b) || (err != nil) != (eq && a != b) {
+			t.Fatalf("KeyIs(%q, %q) = %v, %v; EqualFold %v", a, b, same, err, eq)
 		}
 	})
 }

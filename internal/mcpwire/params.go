@@ -109,13 +109,17 @@ func (m *Message) ToolCall() (ToolCall, error) {
 	haveName := false
 	it := newObjIter(p)
 	for k, v, ok := it.next(); ok; k, v, ok = it.next() {
-		switch string(k) {
-		case "name":
+		var i int
+		if i, err = keyIndex(k, "name", "arguments", "_meta"); err != nil {
+			return ToolCall{}, fmt.Errorf("%s: %w", op, err)
+		}
+		switch i {
+		case 0:
 			tc.Name, err = nameValue("name", v)
 			haveName = true
-		case "arguments":
+		case 1:
 			tc.Arguments, err = argsValue("arguments", v)
-		case "_meta":
+		case 2:
 			tc.Meta, err = metaValue(v)
 		}
 		if err != nil {
@@ -143,22 +147,32 @@ func metaValue(v []byte) (json.RawMessage, error) {
 // or resources/unsubscribe request: a non-empty string without control
 // characters, unescaped but otherwise as sent (no URI normalisation).
 func (m *Message) ResourceURI() (string, error) {
-	const op = "resource params"
-	p, err := m.paramsObject(op, "resources/read", "resources/subscribe", "resources/unsubscribe")
+	return m.stringParam("resource params", "uri", "resources/read", "resources/subscribe", "resources/unsubscribe")
+}
+
+// stringParam returns the params member key of a request for one of
+// methods: a non-empty string without control characters. A member that
+// differs from key only in case is ErrCaseVariantKey.
+func (m *Message) stringParam(op, key string, methods ...string) (string, error) {
+	p, err := m.paramsObject(op, methods...)
 	if err != nil {
 		return "", err
 	}
 	it := newObjIter(p)
 	for k, v, ok := it.next(); ok; k, v, ok = it.next() {
-		if string(k) == "uri" {
-			uri, err := nameValue("uri", v)
+		i, err := keyIndex(k, key)
+		if err != nil {
+			return "", fmt.Errorf("%s: %w", op, err)
+		}
+		if i == 0 {
+			s, err := nameValue(key, v)
 			if err != nil {
 				return "", fmt.Errorf("%s: %w", op, err)
 			}
-			return uri, nil
+			return s, nil
 		}
 	}
-	return "", fmt.Errorf("%s: %w", op, invalidParams("missing uri"))
+	return "", fmt.Errorf("%s: %w", op, invalidParams("missing %s", key))
 }
 
 // PromptGet reads the params of a prompts/get request: the prompt name and
@@ -172,11 +186,15 @@ func (m *Message) PromptGet() (name string, args map[string]any, err error) {
 	haveName := false
 	it := newObjIter(p)
 	for k, v, ok := it.next(); ok; k, v, ok = it.next() {
-		switch string(k) {
-		case "name":
+		var i int
+		if i, err = keyIndex(k, "name", "arguments"); err != nil {
+			return "", nil, fmt.Errorf("%s: %w", op, err)
+		}
+		switch i {
+		case 0:
 			name, err = nameValue("name", v)
 			haveName = true
-		case "arguments":
+		case 1:
 			args, err = argsValue("arguments", v)
 		}
 		if err != nil {
@@ -203,7 +221,11 @@ func (m *Message) CompletionRef() (Ref, error) {
 	var refv []byte
 	it := newObjIter(p)
 	for k, v, ok := it.next(); ok; k, v, ok = it.next() {
-		if string(k) == "ref" {
+		i, err := keyIndex(k, "ref")
+		if err != nil {
+			return Ref{}, fmt.Errorf("%s: %w", op, err)
+		}
+		if i == 0 {
 			refv = v
 		}
 	}
@@ -217,12 +239,16 @@ func (m *Message) CompletionRef() (Ref, error) {
 	var typ, name, uri []byte
 	it = newObjIter(refv)
 	for k, v, ok := it.next(); ok; k, v, ok = it.next() {
-		switch string(k) {
-		case "type":
+		i, err := keyIndex(k, "type", "name", "uri")
+		if err != nil {
+			return Ref{}, fmt.Errorf("%s: ref: %w", op, err)
+		}
+		switch i {
+		case 0:
 			typ = v
-		case "name":
+		case 1:
 			name = v
-		case "uri":
+		case 2:
 			uri = v
 		}
 	}
@@ -259,30 +285,39 @@ func (m *Message) CompletionRef() (Ref, error) {
 
 // ProtocolVersionMeta returns params._meta["io.modelcontextprotocol/protocolVersion"]
 // (the per-request protocol version of MCP 2026-07-28), or "" when params,
-// _meta or the key is absent, or the value is not a string.
-func (m *Message) ProtocolVersionMeta() string {
+// _meta or the key is absent, or the value is not a string. A key that
+// differs from "_meta" or from the version key only in case is
+// ErrCaseVariantKey: an upstream binding keys case-insensitively would read
+// the version the gateway did not compare with the header.
+func (m *Message) ProtocolVersionMeta() (string, error) {
+	meta, err := m.paramsMeta()
+	if err != nil {
+		return "", err
+	}
+	v, err := member(meta, MetaKeyProtocolVersion)
+	if err != nil {
+		return "", fmt.Errorf("protocol version: _meta: %w", err)
+	}
+	if len(v) == 0 || v[0] != '"' {
+		return "", nil
+	}
+	return string(stringBytes(nil, v)), nil
+}
+
+// paramsMeta returns params._meta when params is an object and _meta an
+// object; nil otherwise. A params key that differs from "_meta" only in
+// case is ErrCaseVariantKey.
+func (m *Message) paramsMeta() ([]byte, error) {
 	p, err := m.validParams()
-	if err != nil || len(p) == 0 || p[0] != '{' {
-		return ""
+	if err != nil {
+		return nil, err
 	}
-	it := newObjIter(p)
-	for k, v, ok := it.next(); ok; k, v, ok = it.next() {
-		if string(k) != "_meta" {
-			continue
-		}
-		if v[0] != '{' {
-			return ""
-		}
-		mit := newObjIter(v)
-		for mk, mv, ok := mit.next(); ok; mk, mv, ok = mit.next() {
-			if string(mk) == MetaKeyProtocolVersion {
-				if mv[0] != '"' {
-					return ""
-				}
-				return string(stringBytes(nil, mv))
-			}
-		}
-		return ""
+	v, err := member(p, "_meta")
+	if err != nil {
+		return nil, fmt.Errorf("params: %w", err)
 	}
-	return ""
+	if len(v) == 0 || v[0] != '{' {
+		return nil, nil
+	}
+	return v, nil
 }

@@ -37,7 +37,8 @@ func TestToolCallReadsNameArgumentsAndMeta(t *testing.T) {
 		{"empty arguments", `{"name":"q","arguments":{}}`, ToolCall{Name: "q", Arguments: map[string]any{}}},
 		{"null arguments", `{"name":"q","arguments":null}`, ToolCall{Name: "q"}},
 		{"meta", `{"_meta":{"progressToken":1},"name":"q"}`, ToolCall{Name: "q", Meta: json.RawMessage(`{"progressToken":1}`)}},
-		{"unknown members ignored", `{"name":"q","task":{"ttl":1},"requestState":"s"}`, ToolCall{Name: "q"}},
+		{"unknown members ignored", `{"name":"q","requestState":"s","inputResponses":{}}`, ToolCall{Name: "q"}},
+		{"task-augmented", `{"name":"q","task":{"ttl":1}}`, ToolCall{Name: "q"}},
 		{"unicode name", `{"name":"café_\ud83d\ude00"}`, ToolCall{Name: "café_😀"}},
 	}
 	for _, tt := range tests {
@@ -62,7 +63,11 @@ func TestToolCallRejectsSmuggledOrMalformedParams(t *testing.T) {
 		want   error
 	}{
 		{"missing name", "tools/call", `{"arguments":{}}`, ErrInvalidParams},
-		{"case-variant name only", "tools/call", `{"Name":"drop"}`, ErrInvalidParams},
+		{"case-variant name only", "tools/call", `{"Name":"drop"}`, ErrCaseVariantKey},
+		{"lone case-variant arguments", "tools/call", `{"name":"q","Arguments":{"sql":"drop table t"}}`, ErrCaseVariantKey},
+		{"lone upper-case arguments", "tools/call", `{"name":"q","ARGUMENTS":{}}`, ErrCaseVariantKey},
+		{"escaped case-variant arguments", "tools/call", `{"name":"q","\u0041rguments":{}}`, ErrCaseVariantKey},
+		{"case-variant meta", "tools/call", `{"name":"q","_META":{}}`, ErrCaseVariantKey},
 		{"number name", "tools/call", `{"name":1}`, ErrInvalidParams},
 		{"object name", "tools/call", `{"name":{"x":"drop"}}`, ErrInvalidParams},
 		{"array name", "tools/call", `{"name":["drop"]}`, ErrInvalidParams},
@@ -161,7 +166,7 @@ func TestResourceURI(t *testing.T) {
 		{"escaped uri", "resources/read", `{"uri":"db:\/\/private\u002fkeys"}`, "db://private/keys", nil},
 		{"percent escapes kept", "resources/read", `{"uri":"db://a%2Fb"}`, "db://a%2Fb", nil},
 		{"missing uri", "resources/read", `{"name":"x"}`, "", ErrInvalidParams},
-		{"case-variant uri only", "resources/read", `{"URI":"db://private"}`, "", ErrInvalidParams},
+		{"case-variant uri only", "resources/read", `{"URI":"db://private"}`, "", ErrCaseVariantKey},
 		{"number uri", "resources/read", `{"uri":1}`, "", ErrInvalidParams},
 		{"object uri", "resources/read", `{"uri":{"href":"db://x"}}`, "", ErrInvalidParams},
 		{"empty uri", "resources/read", `{"uri":""}`, "", ErrInvalidParams},
@@ -194,6 +199,8 @@ func TestPromptGet(t *testing.T) {
 		{"number name", `{"name":5}`, "", nil, ErrInvalidParams},
 		{"control in name", `{"name":"p\u001b[31m"}`, "", nil, ErrInvalidParams},
 		{"args array", `{"name":"p","arguments":[]}`, "", nil, ErrInvalidParams},
+		{"lone case-variant arguments", `{"name":"p","Arguments":{"style":"long"}}`, "", nil, ErrCaseVariantKey},
+		{"lone case-variant name", `{"NAME":"p"}`, "", nil, ErrCaseVariantKey},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -229,6 +236,9 @@ func TestCompletionRef(t *testing.T) {
 		{"resource without uri", `{"ref":{"type":"ref/resource"}}`, Ref{}, ErrInvalidParams},
 		{"prompt name number", `{"ref":{"type":"ref/prompt","name":1}}`, Ref{}, ErrInvalidParams},
 		{"prompt name with NUL", `{"ref":{"type":"ref/prompt","name":"a\u0000"}}`, Ref{}, ErrInvalidParams},
+		{"case-variant ref", `{"Ref":{"type":"ref/prompt","name":"p"}}`, Ref{}, ErrCaseVariantKey},
+		{"lone case-variant uri in ref", `{"ref":{"type":"ref/prompt","name":"p","Uri":"file:///secret/{p}"}}`, Ref{}, ErrCaseVariantKey},
+		{"case-variant type", `{"ref":{"Type":"ref/prompt","name":"p"}}`, Ref{}, ErrCaseVariantKey},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -245,26 +255,30 @@ func TestProtocolVersionMeta(t *testing.T) {
 		name string
 		in   string
 		want string
+		err  error
 	}{
-		{"present", req("tools/call", `{"name":"q","_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28"}}`), "2026-07-28"},
-		{"escaped key and value", req("tools/list", `{"_meta":{"io.modelcontextprotocol\/protocolVersion":"2026\u002d07-28"}}`), "2026-07-28"},
-		{"among other meta", req("server/discover", `{"_meta":{"progressToken":"t","io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientInfo":{}}}`), "2026-07-28"},
-		{"no params", `{"jsonrpc":"2.0","id":1,"method":"tools/list"}`, ""},
-		{"no meta", req("tools/list", `{}`), ""},
-		{"meta not object", req("tools/list", `{"_meta":"x"}`), ""},
-		{"version not string", req("tools/list", `{"_meta":{"io.modelcontextprotocol/protocolVersion":20260728}}`), ""},
-		{"key outside meta", req("tools/list", `{"io.modelcontextprotocol/protocolVersion":"2026-07-28"}`), ""},
-		{"params array", req("x", `["2026-07-28"]`), ""},
+		{"present", req("tools/call", `{"name":"q","_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28"}}`), "2026-07-28", nil},
+		{"escaped key and value", req("tools/list", `{"_meta":{"io.modelcontextprotocol\/protocolVersion":"2026\u002d07-28"}}`), "2026-07-28", nil},
+		{"among other meta", req("server/discover", `{"_meta":{"progressToken":"t","io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientInfo":{}}}`), "2026-07-28", nil},
+		{"no params", `{"jsonrpc":"2.0","id":1,"method":"tools/list"}`, "", nil},
+		{"no meta", req("tools/list", `{}`), "", nil},
+		{"meta not object", req("tools/list", `{"_meta":"x"}`), "", nil},
+		{"version not string", req("tools/list", `{"_meta":{"io.modelcontextprotocol/protocolVersion":20260728}}`), "", nil},
+		{"key outside meta", req("tools/list", `{"io.modelcontextprotocol/protocolVersion":"2026-07-28"}`), "", nil},
+		{"params array", req("x", `["2026-07-28"]`), "", nil},
+		{"lone case-variant meta", req("tools/list", `{"_Meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28"}}`), "", ErrCaseVariantKey},
+		{"lone case-variant version key", req("tools/list", `{"_meta":{"io.modelcontextprotocol/protocolversion":"2026-07-28"}}`), "", ErrCaseVariantKey},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			if got := decodeOne(t, tt.in).ProtocolVersionMeta(); got != tt.want {
-				t.Errorf("ProtocolVersionMeta = %q, want %q", got, tt.want)
+			got, err := decodeOne(t, tt.in).ProtocolVersionMeta()
+			if got != tt.want || !errors.Is(err, tt.err) || (tt.err == nil) != (err == nil) {
+				t.Errorf("ProtocolVersionMeta = %q, %v; want %q, %v", got, err, tt.want, tt.err)
 			}
 		})
 	}
 	hand := &Message{Params: json.RawMessage(`{"_meta":{"io.modelcontextprotocol/protocolVersion":"a","io.modelcontextprotocol/protocolVersion":"b"}}`)}
-	if got := hand.ProtocolVersionMeta(); got != "" {
-		t.Errorf("ProtocolVersionMeta of hand-built params with duplicate key = %q, want empty", got)
+	if got, err := hand.ProtocolVersionMeta(); got != "" || err == nil {
+		t.Errorf("ProtocolVersionMeta of hand-built params with duplicate key = %q, %v; want an error", got, err)
 	}
 }

@@ -9,6 +9,7 @@ import (
 	"strings"
 
 	"agentmesh/internal/mcpwire"
+	"agentmesh/internal/policy"
 )
 
 var errBody = errors.New("body must be one JSON object with unique keys and a string \"model\"")
@@ -58,12 +59,23 @@ func decodeModelBody(b []byte) (model string, fields map[string]any, err error) 
 	if _, err := dec.Token(); err != io.EOF {
 		return "", nil, fmt.Errorf("%w: data after the object", errBody)
 	}
+	if k, bad := bodyKeys.Find(fields); bad {
+		return "", nil, fmt.Errorf("%w: key %q differs only in case from a field the gateway reads", errBody, k)
+	}
 	model, ok := fields["model"].(string)
 	if !ok || model == "" {
 		return "", nil, fmt.Errorf("%w: missing model", errBody)
 	}
 	return model, fields, nil
 }
+
+// bodyKeys are the fields the gateway itself reads in a body. A lone key
+// that differs from one of them only in case ("Model", "Stream",
+// "stream_options": {"Include_Usage": ...}) is refused: the gateway would
+// not see it while an upstream that binds keys case-insensitively would
+// (see policy.ArgKeys; the keys a policy's when reads are refused by the
+// policy itself, reason case_variant_key).
+var bodyKeys = policy.NewArgKeys("model", "stream", "stream_options.include_usage")
 
 // wantsStreamWithoutUsage reports whether a chat or text completion body
 // asks for a stream without stream_options.include_usage: its tokens would

@@ -6,6 +6,7 @@ import (
 	"crypto/tls"
 	"encoding/json"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -87,6 +88,7 @@ type fixture struct {
 	bodies   budget.Bodies
 	// cfgRequests is Config.MaxRequestsPerPeer for the next start.
 	cfgRequests int
+	log         io.Writer
 }
 
 type fixtureOpts struct {
@@ -101,6 +103,9 @@ type fixtureOpts struct {
 	aggregate bool
 	// bodies is Config.Bodies.
 	bodies budget.Bodies
+	// log, if set, receives the gateway's log (its http.Server's too) at
+	// debug level.
+	log io.Writer
 }
 
 func newFixture(t testing.TB, o fixtureOpts) *fixture {
@@ -122,7 +127,7 @@ func newFixture(t testing.TB, o fixtureOpts) *fixture {
 	hs := httptest.NewServer(f.up)
 	t.Cleanup(hs.Close)
 	f.upURL = hs.URL
-	f.stateDir, f.maxResp, f.bodies = o.stateDir, o.maxResponse, o.bodies
+	f.stateDir, f.maxResp, f.bodies, f.log = o.stateDir, o.maxResponse, o.bodies, o.log
 	if o.aggregate {
 		f.refusals = f.rec.Refusals()
 	}
@@ -148,6 +153,7 @@ func (f *fixture) start(doc string) {
 		MaxRequestsPerPeer: f.cfgRequests,
 		Now:                f.clock.now,
 		Refusals:           f.refusals,
+		Logger:             f.logger(),
 	}, f.state(doc))
 	if err != nil {
 		f.t.Fatal(err)
@@ -171,6 +177,14 @@ func (f *fixture) start(doc string) {
 		})
 	}
 	f.t.Cleanup(f.stop)
+}
+
+// logger is the gateway's logger: f.log at debug level, or nil.
+func (f *fixture) logger() *slog.Logger {
+	if f.log == nil {
+		return nil
+	}
+	return slog.New(slog.NewTextHandler(f.log, &slog.HandlerOptions{Level: slog.LevelDebug}))
 }
 
 func (f *fixture) state(doc string) *gateway.State {

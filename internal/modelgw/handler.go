@@ -145,7 +145,11 @@ func (g *Gateway) serveHTTP(w http.ResponseWriter, r *http.Request) {
 		x.ev.Rule = strconv.Itoa(d.Grant)
 	}
 	if !d.Allow {
-		g.refuse(w, r, x, http.StatusForbidden, string(d.Reason), denyMessage(&req, d.Reason))
+		status := http.StatusForbidden
+		if d.Reason == policy.ReasonCaseVariantKey {
+			status = http.StatusBadRequest // ambiguous input, not a policy verdict
+		}
+		g.refuse(w, r, x, status, string(d.Reason), denyMessage(&req, d.Reason))
 		return
 	}
 	if filterList {
@@ -215,6 +219,8 @@ func (g *Gateway) readBody(w http.ResponseWriter, r *http.Request, x *request) (
 
 func denyMessage(r *policy.Request, reason policy.Reason) string {
 	switch {
+	case reason == policy.ReasonCaseVariantKey:
+		return "a body field differs only in case from a field the policy reads; spell it exactly (" + string(reason) + ")"
 	case r.Action == policy.ActionModel:
 		return "model " + strconv.Quote(r.Model) + " is not allowed for this caller (" + string(reason) + ")"
 	case r.Action == policy.ActionPath:

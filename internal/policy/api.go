@@ -35,9 +35,18 @@
 // be evaluated denies with its own reason code. Resource URIs with dot-dot
 // segments or encoded separators are refused (unsafe_uri) rather than
 // normalised, because a glob is a string match and the server resolves the
-// path. Node tags come from the registry through Request, never from the
-// peer. A when runs under a CEL cost limit, so a request cannot make the
-// gateway spin.
+// path; every other URI must be in the canonical form of canonuri.go (RFC
+// 3986 normalisation, made stricter), or it is refused (noncanonical_uri),
+// and resource globs must be canonical to compile, so that no two spellings
+// of one resource match differently; resource exclusions match regardless
+// of case, and also the URI's trailing-slash, query-less and fragment-less
+// forms, for servers that read those as the same resource. Arguments
+// holding a key that differs only in case from a key some when reads are
+// refused (case_variant_key), since an upstream that binds keys
+// case-insensitively would read what the when never saw (see ArgKeys).
+// Node tags come from the registry through Request, never from the peer. A
+// when runs under a CEL cost limit, so a request cannot make the gateway
+// spin.
 package policy
 
 import "agentmesh/internal/identity"
@@ -83,6 +92,10 @@ type Request struct {
 	Method   string
 	Tool     string
 	Resource string
+	// Template says Resource is an RFC 6570 URI template (the ref/resource
+	// of completion/complete) rather than a URI: its expressions are not
+	// URI text, so only its literal text must be in canonical form.
+	Template bool
 	Prompt   string
 	Model    string
 	// HTTPMethod and Path are the HTTP method and URL path of a model API

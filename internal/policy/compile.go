@@ -28,6 +28,9 @@ type Policy struct {
 	nGroups int
 	nTests  int
 	limits  []limit
+	// argKeys is what every when reads in args; Decide refuses args with a
+	// key that differs from one of them only in case.
+	argKeys *ArgKeys
 }
 
 type grant struct {
@@ -168,11 +171,17 @@ func (c *compiler) compile(raw *rawDoc) *Policy {
 				if itemKind(k) == itemPath {
 					c.checkPaths(*l, path+".paths")
 				}
-				g.lists[k] = c.globList(*l, path+"."+itemFields[k])
+				g.lists[k] = c.globList(*l, itemKind(k), path+"."+itemFields[k])
 			}
 		}
 		if rg.when != nil {
 			g.when = c.when(*rg.when, path+".when")
+			if g.when != nil {
+				if p.argKeys == nil {
+					p.argKeys = &ArgKeys{root: &keyNode{}}
+				}
+				p.argKeys.root.merge(g.when.keys.root)
+			}
 		}
 		if len(c.d.errs) > 0 || entries > MaxIndexEntries {
 			continue
@@ -294,20 +303,24 @@ func (c *compiler) expandMembers(l strList, path string, inGroup bool) []nodeKey
 	return out
 }
 
-func (c *compiler) globList(l strList, path string) *globList {
+func (c *compiler) globList(l strList, kind itemKind, path string) *globList {
 	items := make([]string, len(l.items))
 	for i, s := range l.items {
-		if err := checkGlob(s.s); err != nil {
+		err := checkGlob(s.s)
+		if err == nil && kind == itemResource {
+			err = checkResourceGlob(strings.TrimPrefix(s.s, "!"))
+		}
+		if err != nil {
 			c.d.fail(s.off, path+"["+strconv.Itoa(i)+"]", ErrInvalid, "glob %q: %v", s.s, err)
 			return nil
 		}
 		items[i] = s.s
 	}
-	key := strings.Join(items, "\x00")
+	key := strconv.Itoa(int(kind)) + "\x00" + strings.Join(items, "\x00")
 	if gl, ok := c.globs[key]; ok {
 		return gl
 	}
-	gl, err := newGlobList(items)
+	gl, err := newGlobList(items, kind == itemResource)
 	if err != nil {
 		c.d.fail(l.off, path, ErrInvalid, "%v", err)
 		return nil

@@ -29,8 +29,18 @@ func (p *Policy) decide(r *Request) Decision {
 		d.Reason = ReasonBadRequest
 		return d
 	}
-	if kind == itemResource && unsafeURI(item) {
-		d.Reason = ReasonUnsafeURI
+	if kind == itemResource {
+		if unsafeURI(item) {
+			d.Reason = ReasonUnsafeURI
+			return d
+		}
+		if r.Template && !isCanonicalTemplate(item) || !r.Template && !isCanonicalURI(item) {
+			d.Reason = ReasonNonCanonicalURI
+			return d
+		}
+	}
+	if _, bad := p.caseVariantKeyOf(r.Args); bad {
+		d.Reason = ReasonCaseVariantKey
 		return d
 	}
 	var (
@@ -219,10 +229,11 @@ func (v Visibility) Tool(name string) bool {
 	return v.visible(itemTool, name, Request{Action: ActionTool, Method: "tools/call", Tool: name})
 }
 
-// Resource reports whether the resource at uri is visible. Unsafe URIs
-// (see ReasonUnsafeURI) never are.
+// Resource reports whether the resource at uri is visible. Unsafe and
+// non-canonical URIs (see ReasonUnsafeURI, ReasonNonCanonicalURI) never
+// are: a client could not read them.
 func (v Visibility) Resource(uri string) bool {
-	if unsafeURI(uri) {
+	if unsafeURI(uri) || !isCanonicalURI(uri) {
 		return false
 	}
 	return v.visible(itemResource, uri, Request{Action: ActionResource, Method: "resources/read", Resource: uri})
@@ -233,9 +244,11 @@ func (v Visibility) Resource(uri string) bool {
 // could match one of its expansions. Only the literal text before the first
 // '{' is compared with the globs, so a template may be listed whose every
 // expansion is then denied; it is never hidden when some expansion could be
-// read. A template without '{' is treated as a plain URI.
+// read. A template without '{' is treated as a plain URI. A template whose
+// literal text is unsafe or not in canonical form is never visible: its
+// expansions would be refused.
 func (v Visibility) ResourceTemplate(uriTemplate string) bool {
-	if unsafeURI(uriTemplate) {
+	if unsafeURI(uriTemplate) || !isCanonicalTemplate(uriTemplate) {
 		return false
 	}
 	prefix, _, hasVar := cutBrace(uriTemplate)

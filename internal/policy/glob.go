@@ -4,6 +4,8 @@ import (
 	"errors"
 	"strings"
 	"unicode/utf8"
+
+	"agentmesh/internal/mcpwire"
 )
 
 // A glob is one compiled pattern of a grant's tools, resources, prompts or
@@ -125,8 +127,17 @@ func matchGlobPrefix(p, s string) bool {
 
 // globList is a compiled list: an item matches when some include matches it
 // and no exclude ('!' entry) does.
+//
+// In a resources list (foldExcl), excludes match without regard to case:
+// their patterns and the URI are compared after uriFold. A URI path is case
+// sensitive to RFC 3986 and to the glob, but a server on a case-insensitive
+// file system (macOS, Windows) reads "file:///public/SECRET" as
+// "file:///public/secret", so an exclusion that matched case-sensitively
+// would not hold there. Includes stay case-sensitive: together this fails
+// closed either way.
 type globList struct {
 	incl, excl []glob
+	foldExcl   bool
 }
 
 func (l *globList) match(s string) bool {
@@ -143,12 +154,82 @@ func (l *globList) match(s string) bool {
 	if !hit {
 		return false
 	}
-	for i := range l.excl {
-		if l.excl[i].match(s) {
-			return false
+	return !l.excluded(s)
+}
+
+// excluded reports whether an exclude matches s. In a resources list an
+// exclude also matches the forms of s that a server may read as the same
+// resource (see resourceForms).
+func (l *globList) excluded(s string) bool {
+	if len(l.excl) == 0 {
+		return false
+	}
+	if !l.foldExcl {
+		return l.excludes(s)
+	}
+	var forms [5]string
+	for _, f := range resourceForms(uriFold(s), forms[:0]) {
+		if l.excludes(f) {
+			return true
 		}
 	}
-	return true
+	return false
+}
+
+func (l *globList) excludes(s string) bool {
+	for i := range l.excl {
+		if l.excl[i].match(s) {
+			return true
+		}
+	}
+	return false
+}
+
+// resourceForms appends to out the canonical (and folded) URI u and the
+// forms of it that a server may resolve to the same resource although RFC
+// 3986 calls them different: u without its fragment (never sent to an HTTP
+// server, dropped by file servers), without its query (a file server that
+// reads the URL's pathname ignores it), and that last form with its
+// trailing slash removed or added (a server resolving paths with
+// path.resolve reads "/public/secret/" as "/public/secret"). An exclusion
+// matched against every form holds however the server reads u; inclusions
+// are matched against u alone, so that together the check fails closed.
+// In canonical form the first '?' starts the query and the first '#' the
+// fragment: both are percent-encoded in a path.
+func resourceForms(u string, out []string) []string {
+	out = append(out, u)
+	base := u
+	if i := strings.IndexByte(base, '#'); i >= 0 {
+		base = base[:i]
+		out = append(out, base)
+	}
+	if i := strings.IndexByte(base, '?'); i >= 0 {
+		base = base[:i]
+		out = append(out, base)
+	}
+	// Only a path after the authority has a slash to toggle.
+	if rest, ok := strings.CutPrefix(base[strings.IndexByte(base, ':')+1:], "//"); !ok || strings.IndexByte(rest, '/') >= 0 {
+		if t, ok := strings.CutSuffix(base, "/"); ok {
+			if !strings.HasSuffix(t, "/") && !strings.HasSuffix(t, ":") {
+				out = append(out, t)
+			}
+		} else {
+			out = append(out, base+"/")
+		}
+	}
+	return out
+}
+
+// uriFold returns the case fold of a canonical URI (or URI glob): its
+// percent-encoded UTF-8 is decoded, so that "%C3%89" and "%C3%A9" (É and é)
+// fold together, and every rune is replaced by the smallest rune of its
+// Unicode simple-fold orbit (mcpwire.Fold). Other percent-encoded octets
+// stay encoded: they are reserved characters or the result is not UTF-8.
+func uriFold(s string) string {
+	if strings.IndexByte(s, '%') >= 0 {
+		s = decodeNonASCII(s)
+	}
+	return mcpwire.Fold(s)
 }
 
 // mayMatchExpansion reports whether some string starting with prefix could
@@ -168,6 +249,9 @@ func (l *globList) mayMatchExpansion(prefix string) bool {
 	}
 	if !hit {
 		return false
+	}
+	if l.foldExcl {
+		prefix = uriFold(prefix)
 	}
 	for i := range l.excl {
 		e := &l.excl[i]
@@ -206,11 +290,15 @@ func checkGlob(e string) error {
 	return nil
 }
 
-// newGlobList compiles validated entries.
-func newGlobList(entries []string) (*globList, error) {
-	l := &globList{}
+// newGlobList compiles validated entries; foldExcl makes excludes match
+// without regard to case (for resources, see globList).
+func newGlobList(entries []string, foldExcl bool) (*globList, error) {
+	l := &globList{foldExcl: foldExcl}
 	for _, e := range entries {
 		if ex, ok := strings.CutPrefix(e, "!"); ok {
+			if foldExcl {
+				ex = uriFold(ex)
+			}
 			l.excl = append(l.excl, compileGlob(ex))
 		} else {
 			l.incl = append(l.incl, compileGlob(e))

@@ -78,7 +78,7 @@ func TestGlobPrefixMatchesWhenSomeExpansionCould(t *testing.T) {
 }
 
 func TestGlobListExcludesWithinList(t *testing.T) {
-	l, err := newGlobList([]string{"*", "!drop_*", "!truncate"})
+	l, err := newGlobList([]string{"*", "!drop_*", "!truncate"}, false)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -113,7 +113,7 @@ func TestCheckGlobRejectsMalformedEntries(t *testing.T) {
 			t.Errorf("checkGlob(%q) = %v, want %v", tt.entry, err, tt.want)
 		}
 	}
-	if _, err := newGlobList([]string{"!drop_*"}); !errors.Is(err, errGlobOnlyExcl) {
+	if _, err := newGlobList([]string{"!drop_*"}, false); !errors.Is(err, errGlobOnlyExcl) {
 		t.Errorf("only exclusions: err = %v, want %v", err, errGlobOnlyExcl)
 	}
 }

@@ -146,7 +146,7 @@ func (c *compiler) compileLimits(p *Policy, raw []rawLimit) {
 			h.Write([]byte{1})
 		}
 		if rl.models != nil {
-			l.models = c.globList(*rl.models, path+".models")
+			l.models = c.globList(*rl.models, itemModel, path+".models")
 			for _, s := range rl.models.items {
 				h.Write([]byte(s.s))
 				h.Write([]byte{0})

@@ -15,8 +15,17 @@ package policy
 //	                     (missing argument, wrong type, cost limit): fail closed
 //	bad_request   no     the request itself is invalid: zero Action, empty name,
 //	                     invalid node kind or name
-//	unsafe_uri    no     the resource URI has a dot-dot segment or a percent-encoded
-//	                     '/', '.' or '\', which are refused rather than normalised
+//	unsafe_uri    no     the resource URI has a dot-dot segment, a percent-encoded
+//	                     '/', '.', '\' or control character, or a doubly encoded
+//	                     octet, which are refused rather than normalised
+//	noncanonical_uri no  the resource URI (or template) is not in canonical form
+//	                     (scheme or host case, percent-encoding, "." or empty
+//	                     segments, default port, ...): it is refused rather than
+//	                     matched, since the gateway forwards it as spelled and
+//	                     the server may resolve it to a resource a glob excludes
+//	case_variant_key no  the arguments hold a key that differs only in case from
+//	                     a key some when reads ("Max_Tokens" for max_tokens): a
+//	                     case-insensitive upstream would bind what when never saw
 const (
 	ReasonAllowed    Reason = "allowed"
 	ReasonNoPolicy   Reason = "no_policy"
@@ -26,12 +35,19 @@ const (
 	ReasonWhenError  Reason = "when_error"
 	ReasonBadRequest Reason = "bad_request"
 	ReasonUnsafeURI  Reason = "unsafe_uri"
+	// ReasonNonCanonicalURI: see the table above. It is a distinct code
+	// from unsafe_uri because it has a remedy (send the canonical
+	// spelling) where an unsafe URI has none, and the audit trail then
+	// tells a client library's odd spelling from a traversal attempt.
+	ReasonNonCanonicalURI Reason = "noncanonical_uri"
+	ReasonCaseVariantKey  Reason = "case_variant_key"
 )
 
 // Reasons lists every reason code, in the order of the table above.
 var Reasons = []Reason{
 	ReasonAllowed, ReasonNoPolicy, ReasonNoGrant, ReasonNotGranted,
 	ReasonWhenFalse, ReasonWhenError, ReasonBadRequest, ReasonUnsafeURI,
+	ReasonNonCanonicalURI, ReasonCaseVariantKey,
 }
 
 // describe is the human sentence behind a reason code, for Explain.
@@ -52,7 +68,11 @@ func (r Reason) describe() string {
 	case ReasonBadRequest:
 		return "the request is invalid"
 	case ReasonUnsafeURI:
-		return "the resource URI has a dot-dot segment or an encoded '/', '.' or '\\'"
+		return "the resource URI has a dot-dot segment, an encoded '/', '.', '\\' or control character, or a doubly encoded octet"
+	case ReasonNonCanonicalURI:
+		return "the resource URI is not in canonical form (resource URIs are matched only in canonical form)"
+	case ReasonCaseVariantKey:
+		return "an argument key differs only in case from a key a when condition reads"
 	case "":
 		return "no decision was made"
 	}

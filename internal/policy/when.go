@@ -74,8 +74,9 @@ var celEnv = sync.OnceValues(func() (*cel.Env, error) {
 
 // whenProg is one compiled when expression. It is safe for concurrent use.
 type whenProg struct {
-	src string
-	prg cel.Program
+	src  string
+	prg  cel.Program
+	keys *ArgKeys // what the expression reads in args
 }
 
 var errBackspace = errors.New(`regular expression contains a backspace: inside a CEL quoted string '\b' is a backspace, not a word boundary; write a raw string such as r'\bdelete\b'`)
@@ -106,7 +107,7 @@ func compileWhen(src string) (*whenProg, error) {
 	if err != nil {
 		return nil, fmt.Errorf("program: %w", err)
 	}
-	return &whenProg{src: src, prg: prg}, nil
+	return &whenProg{src: src, prg: prg, keys: argKeysOf(checked.NativeRep().Expr())}, nil
 }
 
 // checkRegexLiterals rejects a constant `matches` pattern with a backspace

@@ -288,3 +288,23 @@ func (r *Recorder) CheckAccounted(tb testing.TB, reason string, told map[string]
 		tb.Fatalf("%d events accounting for %d attempts, want %d accounting for %d", events, sum, want, attempts)
 	}
 }
+
+// Log is a buffer safe for concurrent writers, for a gateway's log in a
+// test (a handler panic that net/http recovers shows only there).
+type Log struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (l *Log) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.buf.Write(p)
+}
+
+// String returns what was written.
+func (l *Log) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.buf.String()
+}

@@ -1,0 +1,59 @@
+package modelgw
+
+import (
+	"strings"
+	"testing"
+
+	"agentmesh/internal/audit"
+	"agentmesh/internal/policy"
+)
+
+// TestGatewayRefusesBodyKeysThatDifferOnlyInCase covers the README's own
+// example: `!has(args.max_tokens) || args.max_tokens <= 1000` held for
+// {"Max_Tokens": 100000}, which an upstream written with encoding/json
+// binds to max_tokens. Such a body is refused, recorded and not forwarded;
+// the same for the fields the gateway itself reads.
+func TestGatewayRefusesBodyKeysThatDifferOnlyInCase(t *testing.T) {
+	doc := strings.Replace(basePolicy, `"grants"`, `"limits": [
+	  {"src": ["agent:fraud"], "dst": ["model:llm"], "models": ["gpt-4o"], "tokens_per_day": 1000}], "grants"`, 1)
+	f := newFixture(t, fixtureOpts{policy: doc})
+	tests := []struct {
+		name, extra string
+		reason      string
+	}{
+		{"capitalised max_tokens", `"Max_Tokens":100000`, string(policy.ReasonCaseVariantKey)},
+		{"upper-case max_tokens", `"MAX_TOKENS":100000`, string(policy.ReasonCaseVariantKey)},
+		{"Kelvin sign is not k: untouched key", `"\u212aeep":1`, ""},
+		{"capitalised stream dodges include_usage", `"Stream":true`, ReasonMalformed},
+		{"capitalised include_usage", `"stream":true,"stream_options":{"include_usage":true,"Include_Usage":false}`, ReasonMalformed},
+		{"lone capitalised include_usage", `"stream":false,"stream_options":{"Include_Usage":true}`, ReasonMalformed},
+		{"capitalised model beside model", `"Model":"gpt-4o-mini"`, ReasonMalformed},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			before := len(f.up.Received())
+			res := f.do(f.fraud, "POST", "/v1/chat/completions", chatBody("gpt-4o", tt.extra))
+			if tt.reason == "" {
+				if res.status != 200 {
+					t.Fatalf("status %d: %s", res.status, res.body)
+				}
+				return
+			}
+			b := res.errBody(t)
+			if res.status != 400 || b.Reason != tt.reason || b.AuditEvent == "" {
+				t.Fatalf("status %d, body %s; want 400 %s", res.status, res.body, tt.reason)
+			}
+			ev, ok := f.rec.ByID(b.AuditEvent)
+			if !ok || ev.Decision != audit.Deny || ev.Reason != tt.reason || ev.Outcome != "rejected" {
+				t.Fatalf("audit event %+v (found %v)", ev, ok)
+			}
+			if len(f.up.Received()) != before {
+				t.Fatal("the refused body reached the upstream")
+			}
+		})
+	}
+	// Spelled exactly, the when decides as written.
+	if res := f.do(f.fraud, "POST", "/v1/chat/completions", chatBody("gpt-4o", `"max_tokens":100000`)); res.status != 403 || res.errBody(t).Reason != string(policy.ReasonWhenFalse) {
+		t.Fatalf("max_tokens over the limit: %d %s", res.status, res.body)
+	}
+}
