@@ -92,9 +92,9 @@ func runConnect(ctx context.Context, env Env, args []string) error {
 			return err
 		}
 		if kind == identity.KindModel {
-			fmt.Fprintf(env.Stderr, "connect: serving %s at http://%s/v1 (OPENAI_BASE_URL)\n", pos[0], ln.Addr())
+			printf(env.Stderr, "connect: serving %s at http://%s/v1 (OPENAI_BASE_URL)\n", pos[0], ln.Addr())
 		} else {
-			fmt.Fprintf(env.Stderr, "connect: serving %s at http://%s/mcp\n", pos[0], ln.Addr())
+			printf(env.Stderr, "connect: serving %s at http://%s/mcp\n", pos[0], ln.Addr())
 		}
 	}
 	if *tf.on {

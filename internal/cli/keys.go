@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"net/http"
-	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -99,13 +98,13 @@ func runKeys(ctx context.Context, env Env, args []string) error {
 		if *asJSON {
 			return printJSON(env.Stdout, resp)
 		}
-		fmt.Fprintln(env.Stdout, resp.Key)
+		printf(env.Stdout, "%s\n", resp.Key)
 		use := "single-use"
 		if resp.Info.Reusable {
 			use = "reusable"
 		}
-		fmt.Fprintf(env.Stderr, "key %s: kind %s, tags [%s], %s, expires %s\n", resp.Info.ID, resp.Info.Kind,
-			strings.Join(resp.Info.Tags, ","), use, resp.Info.ExpiresAt.Local().Format(time.RFC3339))
+		printf(env.Stderr, "key %s: kind %s, tags [%s], %s, expires %s\n", resp.Info.ID, resp.Info.Kind,
+			resp.Info.Tags, use, resp.Info.ExpiresAt.Local().Format(time.RFC3339))
 		return nil
 	case "list":
 		var keys []controlapi.KeyInfo
@@ -128,7 +127,7 @@ func runKeys(ctx context.Context, env Env, args []string) error {
 			case !k.Reusable && k.Uses > 0:
 				st = "used"
 			}
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%v\t%d\t%s\t%s\n", k.ID, k.Kind, strings.Join(k.Tags, ","), k.Reusable, k.Uses, k.ExpiresAt.Local().Format(time.RFC3339), st)
+			printf(tw, "%s\t%s\t%s\t%v\t%d\t%s\t%s\n", k.ID, k.Kind, k.Tags, k.Reusable, k.Uses, k.ExpiresAt.Local().Format(time.RFC3339), st)
 		}
 		return tw.Flush()
 	case "revoke":
@@ -138,7 +137,7 @@ func runKeys(ctx context.Context, env Env, args []string) error {
 		if err := adminCall(ctx, *state, http.MethodPost, controlapi.PathKeys+"/"+pos[1]+"/revoke", nil, nil); err != nil {
 			return err
 		}
-		fmt.Fprintf(env.Stdout, "revoked key %s\n", pos[1])
+		printf(env.Stdout, "revoked key %s\n", pos[1])
 		return nil
 	}
 	return usagef("unknown subcommand %q: want create, list or revoke", pos[0])

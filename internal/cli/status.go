@@ -2,7 +2,6 @@ package cli
 
 import (
 	"context"
-	"fmt"
 	"strings"
 	"time"
 
@@ -82,20 +81,20 @@ func runStatus(ctx context.Context, env Env, args []string) error {
 		return printJSON(env.Stdout, st)
 	}
 	w := env.Stdout
-	fmt.Fprintf(w, "identity:     %s\n", st.ID)
-	fmt.Fprintf(w, "kind:         %s\n", st.Kind)
-	fmt.Fprintf(w, "tags:         %s\n", strings.Join(st.Tags, ", "))
+	printf(w, "identity:     %s\n", st.ID)
+	printf(w, "kind:         %s\n", st.Kind)
+	printf(w, "tags:         %s\n", strings.Join(st.Tags, ", "))
 	exp := "valid until " + st.CertNotAfter.Local().Format(time.RFC3339)
 	if st.CertExpired {
 		exp = "EXPIRED at " + st.CertNotAfter.Local().Format(time.RFC3339) + " (renews when a long-running command starts; or join again)"
 	}
-	fmt.Fprintf(w, "certificate:  %s\n", exp)
+	printf(w, "certificate:  %s\n", exp)
 	reach := "reachable"
 	if !st.CoordinatorReached {
 		reach = "UNREACHABLE (" + st.CoordinatorError + "); using the cached netmap"
 	}
-	fmt.Fprintf(w, "coordinator:  %s, %s\n", st.Coordinator, reach)
-	fmt.Fprintf(w, "netmap:       version %d, %d nodes\n", st.NetmapVersion, st.Nodes)
-	fmt.Fprintf(w, "policy:       version %d\n", st.PolicyVersion)
+	printf(w, "coordinator:  %s, %s\n", st.Coordinator, reach)
+	printf(w, "netmap:       version %d, %d nodes\n", st.NetmapVersion, st.Nodes)
+	printf(w, "policy:       version %d\n", st.PolicyVersion)
 	return nil
 }

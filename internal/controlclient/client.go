@@ -32,6 +32,7 @@ import (
 	"agentmesh/internal/netmap"
 	"agentmesh/internal/nodestate"
 	"agentmesh/internal/pki"
+	"agentmesh/internal/termtext"
 )
 
 // coordinatorName is the node name in the coordinator's server certificate.
@@ -44,8 +45,12 @@ type APIError struct {
 	Msg    string
 }
 
+// Error describes the refusal on one line, with every control, bidi and
+// invisible character of the coordinator's code and message escaped
+// (termtext.Escape): error text ends up on terminals, and a message may
+// quote what a peer sent. Code and Msg hold them as received.
 func (e *APIError) Error() string {
-	return fmt.Sprintf("coordinator refused (%s): %s", e.Code, e.Msg)
+	return fmt.Sprintf("coordinator refused (%s): %s", termtext.Escape(e.Code), termtext.Escape(e.Msg))
 }
 
 // Options tune a Client. The zero value is usable.

@@ -120,16 +120,19 @@ func (c *Coordinator) handleJoin(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, "bad_request", "malformed join request: "+err.Error())
 		return
 	}
+	// The name is the peer's choice and may be anything until it parses:
+	// the trail and the answer carry it bounded and escaped.
+	shownName := peerText(req.Name)
 	refuse := func(status int, code, msg string) {
 		ev := c.event(audit.KindAdmin, "", "coordinator")
-		ev.Action, ev.Target, ev.SrcAddr = "node.join", req.Name, r.RemoteAddr
+		ev.Action, ev.Target, ev.SrcAddr = "node.join", shownName, r.RemoteAddr
 		ev.Decision, ev.Reason, ev.Detail = audit.Deny, code, msg
 		c.record(r.Context(), ev)
 		writeError(w, status, code, msg)
 	}
 	name, err := identity.ParseName(req.Name)
 	if err != nil {
-		refuse(http.StatusBadRequest, "bad_name", err.Error())
+		refuse(http.StatusBadRequest, "bad_name", fmt.Sprintf("invalid node name \"%s\" (%s)", shownName, identity.NameRule))
 		return
 	}
 	if name == ServerName {
@@ -263,7 +266,7 @@ func (c *Coordinator) handleRegister(w http.ResponseWriter, r *http.Request, who
 	}
 	for _, a := range req.Addrs {
 		if _, _, err := splitHostPort(a); err != nil {
-			writeError(w, http.StatusBadRequest, "bad_request", fmt.Sprintf("address %q: %v", a, err))
+			writeError(w, http.StatusBadRequest, "bad_address", fmt.Sprintf("address \"%s\": %v", peerText(a), err))
 			return
 		}
 	}
