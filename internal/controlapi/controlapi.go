@@ -36,6 +36,10 @@ const (
 // MaxBody bounds every request body the coordinator reads.
 const MaxBody = 1 << 20
 
+// MaxJoinBody bounds a join request, which anybody may send: a key, a
+// name and a certificate request fit in a few hundred bytes.
+const MaxJoinBody = 16 << 10
+
 // MaxAuditBody bounds an audit batch.
 const MaxAuditBody = 16 << 20
 

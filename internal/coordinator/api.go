@@ -13,6 +13,7 @@ import (
 
 	"agentmesh/internal/audit"
 	"agentmesh/internal/authkey"
+	"agentmesh/internal/connlimit"
 	"agentmesh/internal/controlapi"
 	"agentmesh/internal/identity"
 	"agentmesh/internal/netmap"
@@ -32,24 +33,29 @@ const longPoll = 25 * time.Second
 
 func (c *Coordinator) routes() http.Handler {
 	mux := http.NewServeMux()
+	// Every body is read whole, within its size and time limits, after
+	// the caller is authenticated and before the handler runs (withBody);
+	// join, which has no caller yet, reads its own under tighter ones.
+	body := func(max int64, h handler) handler { return c.withBody(max, h) }
+	const small = controlapi.MaxBody
 	mux.HandleFunc("POST "+controlapi.PathJoin, c.handleJoin)
-	mux.HandleFunc("POST "+controlapi.PathRenew, c.node(c.handleRenew))
+	mux.HandleFunc("POST "+controlapi.PathRenew, c.node(body(small, c.handleRenew)))
 	mux.HandleFunc("GET "+controlapi.PathNetmap, c.node(c.handleNetmap))
-	mux.HandleFunc("POST "+controlapi.PathRegister, c.node(c.handleRegister))
-	mux.HandleFunc("POST "+controlapi.PathAudit, c.node(c.handleAuditIngest))
+	mux.HandleFunc("POST "+controlapi.PathRegister, c.node(body(small, c.handleRegister)))
+	mux.HandleFunc("POST "+controlapi.PathAudit, c.node(body(controlapi.MaxAuditBody, c.handleAuditIngest)))
 	mux.HandleFunc("GET "+controlapi.PathAudit, c.admin(c.handleAuditQuery))
 	mux.HandleFunc("GET "+controlapi.PathVerify, c.admin(c.handleAuditVerify))
-	mux.HandleFunc("POST "+controlapi.PathVerify, c.admin(c.handleAuditVerify))
-	mux.HandleFunc("POST "+controlapi.PathKeys, c.admin(c.handleKeyCreate))
+	mux.HandleFunc("POST "+controlapi.PathVerify, c.admin(body(small, c.handleAuditVerify)))
+	mux.HandleFunc("POST "+controlapi.PathKeys, c.admin(body(small, c.handleKeyCreate)))
 	mux.HandleFunc("GET "+controlapi.PathKeys, c.admin(c.handleKeyList))
-	mux.HandleFunc("POST "+controlapi.PathKeys+"/{id}/revoke", c.admin(c.handleKeyRevoke))
+	mux.HandleFunc("POST "+controlapi.PathKeys+"/{id}/revoke", c.admin(body(small, c.handleKeyRevoke)))
 	mux.HandleFunc("GET "+controlapi.PathNodes, c.admin(c.handleNodeList))
-	mux.HandleFunc("POST "+controlapi.PathNodes+"/{name}/tags", c.admin(c.handleNodeTag))
-	mux.HandleFunc("POST "+controlapi.PathNodes+"/{name}/revoke", c.admin(c.handleNodeRevoke))
-	mux.HandleFunc("POST "+controlapi.PathPolicy, c.admin(c.handlePolicyApply))
+	mux.HandleFunc("POST "+controlapi.PathNodes+"/{name}/tags", c.admin(body(small, c.handleNodeTag)))
+	mux.HandleFunc("POST "+controlapi.PathNodes+"/{name}/revoke", c.admin(body(small, c.handleNodeRevoke)))
+	mux.HandleFunc("POST "+controlapi.PathPolicy, c.admin(body(policy.MaxDocumentBytes+64<<10, c.handlePolicyApply)))
 	mux.HandleFunc("GET "+controlapi.PathPolicy, c.admin(c.handlePolicyGet))
 	mux.HandleFunc("GET "+controlapi.PathHistory, c.admin(c.handlePolicyHistory))
-	mux.HandleFunc("POST "+controlapi.PathRollback, c.admin(c.handlePolicyRollback))
+	mux.HandleFunc("POST "+controlapi.PathRollback, c.admin(body(small, c.handlePolicyRollback)))
 	return mux
 }
 
@@ -74,6 +80,7 @@ func (c *Coordinator) node(h handler) http.HandlerFunc {
 			ev.Method = r.Method + " " + r.URL.Path
 			ev.Decision, ev.Reason, ev.Detail = audit.Deny, code, err.Error()
 			c.record(r.Context(), ev)
+			closeAfter(w) // its body, if any, is never read
 			writeError(w, http.StatusUnauthorized, code, err.Error())
 			return
 		}
@@ -114,22 +121,45 @@ func (c *Coordinator) authenticate(r *http.Request) (caller, string, error) {
 	return who, "", nil
 }
 
+// handleJoin admits a new node. Anybody may call it, so before it reads
+// the body it takes one of the source's join tokens and one of the slots
+// for joins in flight, and it reads the body within JoinBodyTimeout and
+// controlapi.MaxJoinBody; every refusal is audited.
 func (c *Coordinator) handleJoin(w http.ResponseWriter, r *http.Request) {
 	var req controlapi.JoinRequest
-	if err := controlapi.Decode(r.Body, controlapi.MaxBody, &req); err != nil {
-		writeError(w, http.StatusBadRequest, "bad_request", "malformed join request: "+err.Error())
-		return
-	}
 	// The name is the peer's choice and may be anything until it parses:
 	// the trail and the answer carry it bounded and escaped.
-	shownName := peerText(req.Name)
+	shownName := ""
 	refuse := func(status int, code, msg string) {
 		ev := c.event(audit.KindAdmin, "", "coordinator")
 		ev.Action, ev.Target, ev.SrcAddr = "node.join", shownName, r.RemoteAddr
 		ev.Decision, ev.Reason, ev.Detail = audit.Deny, code, msg
 		c.record(r.Context(), ev)
+		if status == http.StatusTooManyRequests || status == http.StatusRequestTimeout || status == http.StatusRequestEntityTooLarge {
+			closeAfter(w)
+		}
 		writeError(w, status, code, msg)
 	}
+	if !c.joinRate.Allow(sourceOf(r)) {
+		refuse(http.StatusTooManyRequests, string(connlimit.ReasonRateLimited), "too many join attempts from this address; wait and try again")
+		return
+	}
+	select {
+	case c.joinSlots <- struct{}{}:
+		defer func() { <-c.joinSlots }()
+	default:
+		refuse(http.StatusTooManyRequests, string(connlimit.ReasonRateLimited), "too many joins in progress; try again shortly")
+		return
+	}
+	if be := readBody(w, r, controlapi.MaxJoinBody, c.limits.JoinBodyTimeout); be != nil {
+		refuse(be.status, be.code, be.msg)
+		return
+	}
+	if err := controlapi.Decode(r.Body, controlapi.MaxJoinBody, &req); err != nil {
+		refuse(http.StatusBadRequest, "bad_request", "malformed join request: "+peerText(err.Error()))
+		return
+	}
+	shownName = peerText(req.Name)
 	name, err := identity.ParseName(req.Name)
 	if err != nil {
 		refuse(http.StatusBadRequest, "bad_name", fmt.Sprintf("invalid node name \"%s\" (%s)", shownName, identity.NameRule))

@@ -11,6 +11,17 @@
 // so it admits exactly one node. The CA key never leaves the data directory
 // (mode 0600). Bodies are bounded and decoded strictly. Every admin action
 // is written to the audit trail.
+//
+// Anybody may also try to exhaust the coordinator, and with it the mesh:
+// nodes that cannot renew or fetch a netmap stop within one certificate
+// lifetime. Everything a client without a certificate can hold is bounded
+// (Limits): connections in the TLS handshake and after it without a mesh
+// certificate, globally and per source, and in time; header and body read
+// times per request; the join body's size; join attempts per source (a
+// token bucket) and joins in flight. Connections that present a mesh
+// certificate are counted apart, so a flood of anonymous ones cannot crowd
+// the nodes out once their handshake is done. Every refusal for a bound is
+// audited with a stable reason code.
 package coordinator
 
 import (
@@ -32,6 +43,7 @@ import (
 	"time"
 
 	"agentmesh/internal/audit"
+	"agentmesh/internal/connlimit"
 	"agentmesh/internal/identity"
 	"agentmesh/internal/netmap"
 	"agentmesh/internal/pki"
@@ -75,6 +87,9 @@ type Config struct {
 	// a signed prune point, so 'audit verify' still accepts the trail.
 	// Zero keeps everything.
 	AuditRetention time.Duration
+	// Limits bound what clients, above all those without a certificate,
+	// can hold of the coordinator (see Limits); zero fields are defaults.
+	Limits Limits
 }
 
 // Coordinator is a running control plane. Close stops it.
@@ -90,8 +105,13 @@ type Coordinator struct {
 	audit    *audit.Store
 	auditPub ed25519.PublicKey
 	ln       net.Listener
+	limiter  *connlimit.Listener
+	limits   Limits
 	srv      *http.Server
 	url      string
+
+	joinRate  *connlimit.RateLimiter
+	joinSlots chan struct{} // one token per join being read or handled
 
 	serverCert atomic.Pointer[tls.Certificate]
 
@@ -128,7 +148,10 @@ func Start(ctx context.Context, cfg Config) (c *Coordinator, err error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	c = &Coordinator{cfg: cfg, log: log, now: cfg.Now, changed: make(chan struct{})}
+	limits := cfg.Limits.withDefaults()
+	c = &Coordinator{cfg: cfg, log: log, now: cfg.Now, changed: make(chan struct{}), limits: limits,
+		joinRate:  connlimit.NewRateLimiter(limits.JoinRate, limits.JoinBurst, 0, cfg.Now),
+		joinSlots: make(chan struct{}, limits.MaxJoinsInFlight)}
 	defer func() {
 		if err != nil {
 			c.Close()
@@ -143,6 +166,9 @@ func Start(ctx context.Context, cfg Config) (c *Coordinator, err error) {
 		return nil, fmt.Errorf("coordinator: listen: %w", err)
 	}
 	c.ln = ln
+	connCfg := limits.Conn
+	connCfg.OnRefuse = c.refuseConn
+	c.limiter = connlimit.NewListener(ln, connCfg)
 	c.url = "https://" + ln.Addr().String()
 	if err := c.issueServerCert(); err != nil {
 		return nil, fmt.Errorf("coordinator: server certificate: %w", err)
@@ -159,13 +185,17 @@ func Start(ctx context.Context, cfg Config) (c *Coordinator, err error) {
 	runCtx, cancel := context.WithCancel(context.Background())
 	c.cancel = cancel
 	c.srv = &http.Server{
-		Handler:           c.routes(),
-		ReadHeaderTimeout: 10 * time.Second,
+		Handler: c.routes(),
+		// Headers must arrive in time; bodies get a deadline per request
+		// (readBody), so that the netmap long poll, which has none, is
+		// never cut off. No ReadTimeout: it would span the long poll.
+		ReadHeaderTimeout: limits.ReadHeaderTimeout,
 		IdleTimeout:       2 * time.Minute,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
 		BaseContext:       func(net.Listener) context.Context { return runCtx },
+		HTTP2:             &http.HTTP2Config{MaxConcurrentStreams: 100},
 	}
-	tlsLn := tls.NewListener(ln, c.tlsConfig())
+	tlsLn := tls.NewListener(c.limiter, c.limiter.ServerTLS(c.tlsConfig(), c.presentsMeshCertificate))
 	c.wg.Add(4)
 	go func() {
 		defer c.wg.Done()
@@ -252,6 +282,8 @@ func (c *Coordinator) Close() error {
 			c.srv.Shutdown(sctx)
 			cancel()
 			c.srv.Close()
+		} else if c.limiter != nil {
+			c.limiter.Close()
 		} else if c.ln != nil {
 			c.ln.Close()
 		}
@@ -356,6 +388,19 @@ func (c *Coordinator) trustDomain(ctx context.Context) (identity.TrustDomain, er
 	default:
 		return "", err
 	}
+}
+
+// presentsMeshCertificate sorts a connection into connlimit's
+// authenticated budget: its client certificate chains to the mesh CA and
+// is valid now. Whether the node is still active is checked per request
+// (authenticate); here it only has to be one of the mesh's certificates,
+// which nobody without a node key holds.
+func (c *Coordinator) presentsMeshCertificate(cs tls.ConnectionState) bool {
+	if len(cs.PeerCertificates) == 0 {
+		return false
+	}
+	_, err := c.verifier.Verify(cs.PeerCertificates, x509.ExtKeyUsageClientAuth)
+	return err == nil
 }
 
 func (c *Coordinator) tlsConfig() *tls.Config {

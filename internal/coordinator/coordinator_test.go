@@ -1,7 +1,6 @@
 package coordinator_test
 
 import (
-	"bytes"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -61,6 +60,7 @@ type mesh struct {
 	data   string
 	listen string
 	clock  *clock
+	limits coordinator.Limits
 	co     *coordinator.Coordinator
 	admin  *controlclient.Client
 }
@@ -75,7 +75,7 @@ func startMesh(t testing.TB) *mesh {
 func (m *mesh) start() {
 	m.t.Helper()
 	co, err := coordinator.Start(context.Background(), coordinator.Config{
-		DataDir: m.data, Listen: m.listen, TrustDomain: "test.mesh", Now: m.clock.Now,
+		DataDir: m.data, Listen: m.listen, TrustDomain: "test.mesh", Now: m.clock.Now, Limits: m.limits,
 	})
 	if err != nil {
 		m.t.Fatal(err)
@@ -320,14 +320,15 @@ func TestAPIRefusesBadClients(t *testing.T) {
 	}
 	// Garbage and oversized bodies change nothing.
 	admin := rawClient(t, m, m.admin.Certificate(), 0)
-	for _, body := range [][]byte{[]byte("{nope"), []byte(`{"kind":"agent","extra":1}`), bytes.Repeat([]byte(" "), controlapi.MaxBody+10)} {
-		resp, err := admin.Post(m.co.URL()+controlapi.PathKeys, "application/json", bytes.NewReader(body))
+	for body, want := range map[string]int{"{nope": http.StatusBadRequest, `{"kind":"agent","extra":1}`: http.StatusBadRequest,
+		strings.Repeat(" ", controlapi.MaxBody+10): http.StatusRequestEntityTooLarge} {
+		resp, err := admin.Post(m.co.URL()+controlapi.PathKeys, "application/json", strings.NewReader(body))
 		if err != nil {
 			t.Fatal(err)
 		}
 		resp.Body.Close()
-		if resp.StatusCode != http.StatusBadRequest {
-			t.Errorf("bad body %.20q: status %d, want 400", body, resp.StatusCode)
+		if resp.StatusCode != want {
+			t.Errorf("bad body %.20q: status %d, want %d", body, resp.StatusCode, want)
 		}
 	}
 }
