@@ -328,3 +328,60 @@ func TestCoordinatorKeepsServingNodesUnderUnauthenticatedSlowBodyFlood(t *testin
 	m.clock.Advance(time.Minute)
 	m.mustJoin(m.key(controlapi.KeyCreateRequest{Kind: "agent"}), "after-flood", "")
 }
+
+// TestJoinBodyMustArriveInTimeOverHTTP1AndHTTP2: a join whose body stalls
+// is answered 408 read_timeout and audited, on either protocol, while a
+// node's netmap long poll, open longer than every header and body
+// deadline, is not cut off.
+func TestJoinBodyMustArriveInTimeOverHTTP1AndHTTP2(t *testing.T) {
+	m := &mesh{t: t, data: filepath.Join(t.TempDir(), "mesh"), listen: "127.0.0.1:0", clock: newClock(),
+		limits: coordinator.Limits{JoinBodyTimeout: 50 * time.Millisecond, BodyTimeout: 50 * time.Millisecond, ReadHeaderTimeout: 50 * time.Millisecond}}
+	m.start()
+	agent := m.mustJoin(m.key(controlapi.KeyCreateRequest{Kind: "agent"}), "agent1", "")
+	nm, err := agent.Netmap(context.Background(), -1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	polled := make(chan error, 1)
+	go func() {
+		next, err := agent.Netmap(context.Background(), nm.Version) // waits for the next change
+		if err == nil && next == nil {
+			err = errors.New("long poll ended with nothing new")
+		}
+		polled <- err
+	}()
+	for _, proto := range []string{"HTTP/1.1", "HTTP/2.0"} {
+		c := rawClient(t, m, nil, 0)
+		tr := c.Transport.(*http.Transport)
+		tr.ForceAttemptHTTP2 = proto == "HTTP/2.0"
+		pr, pw := io.Pipe()
+		go pw.Write([]byte(`{"key_id":`)) // then nothing, ever
+		req, _ := http.NewRequest(http.MethodPost, m.co.URL()+controlapi.PathJoin, pr)
+		req.ContentLength = 4096
+		resp, err := c.Do(req)
+		pw.Close()
+		if err != nil {
+			t.Fatalf("%s: %v", proto, err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.Proto != proto || resp.StatusCode != http.StatusRequestTimeout || !strings.Contains(string(b), "read_timeout") {
+			t.Errorf("%s: stalled join body answered %s %d %s, want 408 read_timeout", proto, resp.Proto, resp.StatusCode, b)
+		}
+	}
+	n := 0
+	for _, e := range m.auditEvents(t, "kind=admin&decision=deny") {
+		if e.Action == "node.join" && e.Reason == "read_timeout" {
+			n++
+		}
+	}
+	if n != 2 {
+		t.Errorf("%d audited read_timeout join refusals, want 2", n)
+	}
+	// The long poll has been open longer than every deadline by now, and
+	// still delivers the next change.
+	m.mustJoin(m.key(controlapi.KeyCreateRequest{Kind: "tool"}), "files", "")
+	if err := <-polled; err != nil {
+		t.Fatalf("the netmap long poll was cut off: %v", err)
+	}
+}
