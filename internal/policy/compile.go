@@ -28,6 +28,10 @@ type Policy struct {
 	nGroups int
 	nTests  int
 	limits  []limit
+	// grantNumbers, for a compiled Projection, maps each grant to its
+	// index in the whole document, which decisions report; nil for a
+	// whole document.
+	grantNumbers []int
 }
 
 type grant struct {

@@ -14,7 +14,11 @@ import "fmt"
 //
 // A nil Policy denies with ReasonNoPolicy.
 func (p *Policy) Decide(r Request) Decision {
-	return p.decide(&r)
+	d := p.decide(&r)
+	if d.Grant >= 0 && p.grantNumbers != nil {
+		d.Grant = p.grantNumbers[d.Grant]
+	}
+	return d
 }
 
 func (p *Policy) decide(r *Request) Decision {
