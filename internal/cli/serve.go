@@ -325,7 +325,7 @@ func registerAddr(ctx context.Context, n *node.Node, addr string, log *slog.Logg
 // active nodes are peers; a node absent from the netmap is refused.
 func gatewayState(v node.View, self identity.ID) *gateway.State {
 	s := &gateway.State{Policy: v.Policy, SelfID: self, Peers: map[identity.Name]gateway.Peer{},
-		Self: policy.Node{Name: self.Name, Kind: self.Kind, Tags: []identity.Tag{}}}
+		Self: policy.Node{Name: self.Name, Kind: self.Kind, Tags: []identity.Tag{}}, Stale: v.Stale}
 	if v.Netmap == nil {
 		return s
 	}

@@ -93,6 +93,8 @@ type KeyCreateRequest struct {
 	Tags     []string      `json:"tags"`
 	Reusable bool          `json:"reusable"`
 	Expiry   time.Duration `json:"expiry"`
+	// Name, when set, is the only name a node may join as with the key.
+	Name string `json:"name,omitempty"`
 }
 
 // KeyCreateResponse returns the new key, once; it cannot be read again.
@@ -112,6 +114,8 @@ type KeyInfo struct {
 	ExpiresAt time.Time `json:"expires_at"`
 	Revoked   bool      `json:"revoked"`
 	CreatedBy string    `json:"created_by"`
+	// Name is the only name the key admits; "" admits any free name.
+	Name string `json:"name,omitempty"`
 }
 
 // TagRequest replaces a node's tags.

@@ -192,7 +192,9 @@ func (c *Coordinator) handleJoin(w http.ResponseWriter, r *http.Request) {
 		case !k.Reusable && k.Uses > 0:
 			return n, &joinError{"key_used", "auth key is single-use and has been used already"}
 		case req.Kind != "" && req.Kind != k.Kind:
-			return n, &joinError{"kind_not_allowed", fmt.Sprintf("auth key allows kind %q, not %q", k.Kind, req.Kind)}
+			return n, &joinError{"kind_not_allowed", fmt.Sprintf("auth key allows kind %q, not \"%s\"", k.Kind, peerText(req.Kind))}
+		case k.Name != "" && k.Name != string(name):
+			return n, &joinError{"name_not_allowed", fmt.Sprintf("auth key is for the name %q only", k.Name)}
 		}
 		var err error
 		if id, err = identity.New(c.td, identity.Kind(k.Kind), name); err != nil {
@@ -223,10 +225,16 @@ func (c *Coordinator) handleJoin(w http.ResponseWriter, r *http.Request) {
 		c.internalError(w, r, "join: publish", err)
 		return
 	}
+	n.ID = id.String()
+	view, err := c.viewFor(n)
+	if err != nil {
+		c.internalError(w, r, "join: view", err)
+		return
+	}
 	writeJSON(w, http.StatusOK, controlapi.CertResponse{
 		Certificate: string(pki.EncodeCertPEM(&x509.Certificate{Raw: der})),
 		CABundle:    string(pki.EncodeCertPEM(c.ca.Certificate())),
-		Netmap:      c.Netmap(),
+		Netmap:      view,
 	})
 }
 
@@ -259,14 +267,19 @@ func (c *Coordinator) handleRenew(w http.ResponseWriter, r *http.Request, who ca
 func (c *Coordinator) handleNetmap(w http.ResponseWriter, r *http.Request, who caller) {
 	since, _ := strconv.ParseInt(r.URL.Query().Get("since"), 10, 64)
 	c.reg.touch(r.Context(), who.node.Incarnation, c.now())
-	timer := time.NewTimer(longPoll)
+	timer := time.NewTimer(c.cfg.LongPoll)
 	defer timer.Stop()
 	for {
 		c.mu.Lock()
 		cur, changed := c.current, c.changed
 		c.mu.Unlock()
 		if cur.Version != since {
-			writeJSON(w, http.StatusOK, cur)
+			view, err := c.viewFor(who.node.Node)
+			if err != nil {
+				c.internalError(w, r, "netmap", err)
+				return
+			}
+			writeJSON(w, http.StatusOK, view)
 			return
 		}
 		select {
@@ -334,6 +347,16 @@ func (c *Coordinator) handleKeyCreate(w http.ResponseWriter, r *http.Request, wh
 		writeError(w, http.StatusBadRequest, "bad_tags", err.Error())
 		return
 	}
+	if req.Name != "" {
+		if _, err := identity.ParseName(req.Name); err != nil {
+			writeError(w, http.StatusBadRequest, "bad_name", peerText(err.Error()))
+			return
+		}
+		if req.Name == ServerName {
+			writeError(w, http.StatusBadRequest, "bad_name", fmt.Sprintf("the name %q is reserved", ServerName))
+			return
+		}
+	}
 	if req.Expiry == 0 {
 		req.Expiry = DefaultKeyExpiry
 	}
@@ -348,12 +371,16 @@ func (c *Coordinator) handleKeyCreate(w http.ResponseWriter, r *http.Request, wh
 	}
 	now := c.now()
 	info := controlapi.KeyInfo{ID: k.ID, Kind: string(kind), Tags: tagStrings(tags), Reusable: req.Reusable,
-		CreatedAt: now.UTC(), ExpiresAt: now.Add(req.Expiry).UTC(), CreatedBy: who.id.String()}
+		CreatedAt: now.UTC(), ExpiresAt: now.Add(req.Expiry).UTC(), CreatedBy: who.id.String(), Name: req.Name}
 	if err := c.reg.createKey(r.Context(), keyRecord{KeyInfo: info, SecretHash: authkey.HashSecret(k.Secret)}); err != nil {
 		c.internalError(w, r, "keys: create", err)
 		return
 	}
-	c.adminEvent(r, who, "keys.create", k.ID, fmt.Sprintf("kind=%s tags=%s reusable=%v expires=%s", kind, strings.Join(info.Tags, ","), req.Reusable, info.ExpiresAt.Format(time.RFC3339)))
+	detail := fmt.Sprintf("kind=%s tags=%s reusable=%v expires=%s", kind, strings.Join(info.Tags, ","), req.Reusable, info.ExpiresAt.Format(time.RFC3339))
+	if req.Name != "" {
+		detail += " name=" + req.Name
+	}
+	c.adminEvent(r, who, "keys.create", k.ID, detail)
 	writeJSON(w, http.StatusOK, controlapi.KeyCreateResponse{Key: k.String(), Info: info})
 }
 
@@ -565,8 +592,21 @@ func (c *Coordinator) publish(ctx context.Context) error {
 		TrustDomain: string(c.td),
 		CABundle:    string(pki.EncodeCertPEM(c.ca.Certificate())),
 		AuditKey:    string(audit.EncodePublicKey(c.auditPub)),
+		CertTTL:     c.cfg.CertTTL,
 		Nodes:       make([]netmap.Node, 0, len(rows)),
 		Policy:      netmap.Policy{Version: p.Version, Document: p.Document},
+	}
+	if c.current == nil || c.current.Policy.Version != p.Version {
+		c.pol = nil
+		if p.Version > 0 {
+			// Apply compiled it already; a failure here means the stored
+			// document changed under us, and gateways get an empty policy.
+			pol, err := policy.Compile([]byte(p.Document), strconv.FormatInt(p.Version, 10))
+			if err != nil {
+				c.log.Error("coordinator: the stored policy does not compile; gateways get an empty one", "version", p.Version, "err", err)
+			}
+			c.pol = pol
+		}
 	}
 	for _, n := range rows {
 		id, _ := identity.New(c.td, identity.Kind(n.Kind), identity.Name(n.Name))

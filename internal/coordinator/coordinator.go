@@ -47,6 +47,7 @@ import (
 	"agentmesh/internal/identity"
 	"agentmesh/internal/netmap"
 	"agentmesh/internal/pki"
+	"agentmesh/internal/policy"
 	"agentmesh/internal/store"
 )
 
@@ -87,6 +88,9 @@ type Config struct {
 	// a signed prune point, so 'audit verify' still accepts the trail.
 	// Zero keeps everything.
 	AuditRetention time.Duration
+	// LongPoll is how long a netmap watch waits for a change before it
+	// answers "nothing new", which confirms the node's view (25s).
+	LongPoll time.Duration
 	// Limits bound what clients, above all those without a certificate,
 	// can hold of the coordinator (see Limits); zero fields are defaults.
 	Limits Limits
@@ -116,8 +120,11 @@ type Coordinator struct {
 	serverCert atomic.Pointer[tls.Certificate]
 
 	mu      sync.Mutex
-	current *netmap.Netmap
-	changed chan struct{} // closed and replaced on every publish
+	current *netmap.Netmap // the whole mesh; each node gets viewFor's part
+	pol     *policy.Policy // current.Policy compiled (nil: none, or broken)
+	changed chan struct{}  // closed and replaced on every publish
+
+	projections projectionCache
 
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
@@ -140,6 +147,9 @@ func Start(ctx context.Context, cfg Config) (c *Coordinator, err error) {
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
+	}
+	if cfg.LongPoll <= 0 {
+		cfg.LongPoll = longPoll
 	}
 	if cfg.CheckpointEvery == 0 {
 		cfg.CheckpointEvery = 10 * time.Second
@@ -266,7 +276,8 @@ func (c *Coordinator) AdminDir() string { return filepath.Join(c.cfg.DataDir, "a
 // the audit trail (shipped by a node or recorded here).
 func (c *Coordinator) AuditAppended() <-chan struct{} { return c.audit.Appended() }
 
-// Netmap returns the current netmap.
+// Netmap returns the current netmap of the whole mesh, as the coordinator
+// holds it; nodes only ever receive their own view of it.
 func (c *Coordinator) Netmap() *netmap.Netmap {
 	c.mu.Lock()
 	defer c.mu.Unlock()

@@ -137,6 +137,15 @@ func (m *mesh) mustJoin(key, name, kind string) *controlclient.Client {
 	return m.client(dir)
 }
 
+func (m *mesh) applyPolicy(doc string) int64 {
+	m.t.Helper()
+	var pv controlapi.PolicyVersion
+	if err := m.admin.Call(context.Background(), http.MethodPost, controlapi.PathPolicy, controlapi.PolicyApplyRequest{Document: doc}, &pv); err != nil {
+		m.t.Fatal(err)
+	}
+	return pv.Version
+}
+
 func apiCode(err error) string {
 	var ae *controlclient.APIError
 	if errors.As(err, &ae) {
@@ -381,6 +390,8 @@ func TestRevocationReachesWatchingNode(t *testing.T) {
 	defer cancel()
 	watcher := m.mustJoin(m.key(controlapi.KeyCreateRequest{Kind: "tool"}), "files", "")
 	m.mustJoin(m.key(controlapi.KeyCreateRequest{Kind: "agent"}), "victim", "")
+	// The gateway only hears of peers the policy lets reach it.
+	m.applyPolicy(`{"grants": [{"src": ["agent:victim"], "dst": ["tool:files"], "tools": ["*"]}]}`)
 	maps := make(chan *netmap.Netmap, 16)
 	done := make(chan error, 1)
 	go func() { done <- watcher.Watch(ctx, func(nm *netmap.Netmap) { maps <- nm }) }()

@@ -41,6 +41,10 @@ const (
 	// ReasonIdle: a session ended because nothing used it for the idle
 	// timeout (Config.SessionIdleTimeout).
 	ReasonIdle = "idle"
+	// ReasonStaleNetmap: the coordinator has not confirmed the gateway's
+	// view of the mesh for longer than a certificate lifetime (State.Stale),
+	// so nobody is admitted until it answers again.
+	ReasonStaleNetmap = "stale_netmap"
 )
 
 // Errors returned by New and Serve; match them with errors.Is.

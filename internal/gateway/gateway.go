@@ -32,6 +32,10 @@ type State struct {
 	// Peers are the active nodes of the netmap, by name. A peer absent
 	// from the map is refused.
 	Peers map[identity.Name]Peer
+	// Stale refuses everybody (stale_netmap): the view this state comes
+	// from is older than the mesh lets a gateway act on unconfirmed
+	// (netmap.Netmap.Fresh).
+	Stale bool
 }
 
 // Peer is one node that may connect, as the netmap describes it.
