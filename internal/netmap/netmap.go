@@ -24,6 +24,7 @@ import (
 	"fmt"
 	"time"
 
+	"agentmesh/internal/identity"
 	"agentmesh/internal/policy"
 )
 
@@ -124,13 +125,51 @@ func (m *Netmap) Node(name string) (Node, bool) {
 	return Node{}, false
 }
 
-// Decode parses a netmap strictly: unknown fields are errors.
+// Decode parses a netmap strictly: unknown fields are errors, and so is a
+// node entry that does not hold together (see Validate), so that nothing
+// downstream sees a name its identity does not carry.
 func Decode(b []byte) (*Netmap, error) {
 	var m Netmap
 	if err := decodeStrict(b, &m); err != nil {
 		return nil, fmt.Errorf("netmap: %w", err)
 	}
+	if err := m.Validate(); err != nil {
+		return nil, err
+	}
 	return &m, nil
+}
+
+// Validate checks that every node entry holds together: a valid name,
+// kind, tags and status, and an ID that is exactly the SPIFFE ID of that
+// kind and name in the netmap's trust domain. (encoding/json matches keys
+// without regard to case, so a field may arrive under another spelling;
+// the entry must still be consistent.)
+func (m *Netmap) Validate() error {
+	td, err := identity.ParseTrustDomain(m.TrustDomain)
+	if err != nil && len(m.Nodes) > 0 {
+		return fmt.Errorf("netmap: %w", err)
+	}
+	for i, n := range m.Nodes {
+		kind, err := identity.ParseKind(n.Kind)
+		if err != nil {
+			return fmt.Errorf("netmap: node %d: %w", i, err)
+		}
+		name, err := identity.ParseName(n.Name)
+		if err != nil {
+			return fmt.Errorf("netmap: node %d: %w", i, err)
+		}
+		id, err := identity.New(td, kind, name)
+		if err != nil || n.ID != id.String() {
+			return fmt.Errorf("netmap: node %d: id %q is not %s", i, n.ID, id)
+		}
+		if _, err := identity.ParseTags(n.Tags); err != nil {
+			return fmt.Errorf("netmap: node %d: %w", i, err)
+		}
+		if n.Status != StatusActive && n.Status != StatusRevoked {
+			return fmt.Errorf("netmap: node %d: status %q", i, n.Status)
+		}
+	}
+	return nil
 }
 
 func decodeStrict(b []byte, v any) error {
