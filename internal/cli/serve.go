@@ -330,7 +330,9 @@ func gatewayState(v node.View, self identity.ID) *gateway.State {
 		return s
 	}
 	for _, nn := range v.Netmap.Nodes {
-		if nn.Status != netmap.StatusActive {
+		// A service this node may reach comes without an incarnation: it
+		// is not a peer that may connect here.
+		if nn.Status != netmap.StatusActive || nn.Incarnation == "" {
 			continue
 		}
 		id, err := identity.Parse(nn.ID)
