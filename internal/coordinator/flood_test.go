@@ -327,7 +327,7 @@ func TestCoordinatorKeepsServingNodesUnderUnauthenticatedSlowBodyFlood(t *testin
 }
 
 // TestJoinBodyMustArriveInTimeOverHTTP1AndHTTP2: a join whose body stalls
-// is answered 408 read_timeout and audited, on either protocol, while a
+// is answered 408 body_timeout and audited, on either protocol, while a
 // node's netmap long poll, open longer than every body deadline, is not
 // cut off.
 func TestJoinBodyMustArriveInTimeOverHTTP1AndHTTP2(t *testing.T) {
@@ -362,18 +362,18 @@ func TestJoinBodyMustArriveInTimeOverHTTP1AndHTTP2(t *testing.T) {
 		}
 		b, _ := io.ReadAll(resp.Body)
 		resp.Body.Close()
-		if resp.Proto != proto || resp.StatusCode != http.StatusRequestTimeout || !strings.Contains(string(b), "read_timeout") {
-			t.Errorf("%s: stalled join body answered %s %d %s, want 408 read_timeout", proto, resp.Proto, resp.StatusCode, b)
+		if resp.Proto != proto || resp.StatusCode != http.StatusRequestTimeout || !strings.Contains(string(b), "body_timeout") {
+			t.Errorf("%s: stalled join body answered %s %d %s, want 408 body_timeout", proto, resp.Proto, resp.StatusCode, b)
 		}
 	}
 	n := 0
 	for _, e := range m.auditEvents(t, "kind=admin&decision=deny") {
-		if e.Action == "node.join" && e.Reason == "read_timeout" {
+		if e.Action == "node.join" && e.Reason == "body_timeout" {
 			n++
 		}
 	}
 	if n != 2 {
-		t.Errorf("%d audited read_timeout join refusals, want 2", n)
+		t.Errorf("%d audited body_timeout join refusals, want 2", n)
 	}
 	// The long poll has been open longer than every deadline by now, and
 	// still delivers the next change.

@@ -74,8 +74,9 @@ func orDefault[T int | float64 | time.Duration](v *T, d T) {
 // Reason codes of refusals for a bound, beside connlimit's
 // (too_many_connections, handshake_timeout, conn_lifetime, rate_limited).
 const (
-	// reasonReadTimeout: a request body did not arrive in time.
-	reasonReadTimeout = "read_timeout"
+	// reasonBodyTimeout: a request body did not arrive in time (the gateway
+	// uses the same code for the same bound).
+	reasonBodyTimeout = "body_timeout"
 	// reasonTooLarge: a request body is over its limit.
 	reasonTooLarge = "too_large"
 	// reasonIncompleteBody: the connection failed before the body was in
@@ -132,7 +133,7 @@ func readBody(w http.ResponseWriter, r *http.Request, max int64, timeout time.Du
 	rc.SetReadDeadline(time.Time{})
 	switch {
 	case errors.Is(err, os.ErrDeadlineExceeded):
-		return &bodyError{http.StatusRequestTimeout, reasonReadTimeout, fmt.Sprintf("body not received within %v", timeout)}
+		return &bodyError{http.StatusRequestTimeout, reasonBodyTimeout, fmt.Sprintf("body not received within %v", timeout)}
 	case err != nil:
 		return &bodyError{http.StatusBadRequest, reasonIncompleteBody, "the body ended early: " + err.Error()}
 	case int64(len(b)) > max:
