@@ -89,7 +89,10 @@ func projectRequests(src, dst Node) []Request {
 	}
 	add(Request{Action: ActionConnect, Method: "connect"})
 	for _, name := range []string{"query", "list_x", "list_secrets", "describe_t", "transfer", "restart_web", "drop_table", "anything"} {
-		for _, args := range []map[string]any{nil, {"sql": "select 1"}, {"sql": "DELETE from t"}, {"amount": json.Number("5")}, {"amount": json.Number("5000")}} {
+		for _, args := range []map[string]any{nil, {"sql": "select 1"}, {"sql": "DELETE from t"}, {"amount": json.Number("5")}, {"amount": json.Number("5000")},
+			// Keys that some when reads, spelled in another case: they
+			// must be judged alike too.
+			{"SQL": "DELETE from t"}, {"Amount": json.Number("5000")}, {"path": "/srv", "Sql": "x"}} {
 			add(Request{Action: ActionTool, Method: "tools/call", Tool: name, Args: args})
 		}
 	}
