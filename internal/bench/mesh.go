@@ -10,6 +10,7 @@ import (
 	"slices"
 	"time"
 
+	"agentmesh/internal/connlimit"
 	"agentmesh/internal/controlapi"
 	"agentmesh/internal/controlclient"
 	"agentmesh/internal/coordinator"
@@ -41,7 +42,12 @@ type mesh struct {
 
 func (r *runner) startMesh(ctx context.Context) (string, error) {
 	co, err := coordinator.Start(ctx, coordinator.Config{DataDir: filepath.Join(r.dir, "coordinator"), Listen: "127.0.0.1:0",
-		TrustDomain: "bench.agentmesh", Logger: r.log})
+		TrustDomain: "bench.agentmesh", Logger: r.log,
+		// Every node of the bench runs on this one host: the per-source
+		// bounds, a defence against floods, would measure themselves (the
+		// join rate, and a hundred gateways handshaking at once).
+		Limits: coordinator.Limits{JoinRate: 1e9, JoinBurst: 1 << 30,
+			Conn: connlimit.Config{MaxHandshaking: 4096, MaxHandshakingPerSource: 4096}}})
 	if err != nil {
 		return "", err
 	}

@@ -18,6 +18,7 @@ import (
 	"agentmesh/internal/audit"
 	"agentmesh/internal/controlapi"
 	"agentmesh/internal/controlclient"
+	"agentmesh/internal/termtext"
 )
 
 func init() {
@@ -139,7 +140,7 @@ func runAudit(ctx context.Context, env Env, args []string) error {
 		if *asJSON {
 			printJSON(env.Stdout, rep)
 		} else {
-			fmt.Fprintln(env.Stdout, rep.String())
+			printf(env.Stdout, "%s\n", rep)
 		}
 		if !rep.OK || rep.Conflicts > 0 {
 			// An intact chain with id conflicts still needs a person.
@@ -161,8 +162,13 @@ func runAudit(ctx context.Context, env Env, args []string) error {
 			return err
 		}
 		defer body.Close()
-		_, err = io.Copy(env.Stdout, body)
-		return err
+		// The trail is JSON lines: escaped as every JSON output is, so
+		// that an export shown on a terminal cannot drive it.
+		out := termtext.NewJSONWriter(env.Stdout)
+		if _, err := io.Copy(out, body); err != nil {
+			return err
+		}
+		return out.Flush()
 	case "":
 	default:
 		return usagef("unknown subcommand %q: want verify or export, or none to query", sub)
@@ -233,7 +239,7 @@ func followAudit(ctx context.Context, env Env, cl *controlclient.Client, q url.V
 			return nil
 		}
 		if err != nil {
-			fmt.Fprintf(env.Stderr, "audit --follow: %v (retrying)\n", err)
+			printf(env.Stderr, "audit --follow: %v (retrying)\n", err)
 		} else if len(events) > 0 {
 			printEvents(env.Stdout, events, asJSON, header)
 			header = false
@@ -249,9 +255,8 @@ func followAudit(ctx context.Context, env Env, cl *controlclient.Client, q url.V
 
 func printEvents(w io.Writer, events []audit.Event, asJSON, header bool) error {
 	if asJSON {
-		enc := json.NewEncoder(w)
 		for _, e := range events {
-			if err := enc.Encode(e); err != nil {
+			if err := printJSONLine(w, e); err != nil {
 				return err
 			}
 		}
@@ -268,7 +273,7 @@ func printEvents(w io.Writer, events []audit.Event, asJSON, header bool) error {
 				what = strings.TrimSpace(what + " " + s)
 			}
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", e.Time.Local().Format("2006-01-02 15:04:05.000"), e.Kind,
+		printf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", e.Time.Local().Format("2006-01-02 15:04:05.000"), string(e.Kind),
 			shortID(e.Src), shortID(e.Dst), what, e.Decision, e.Reason)
 	}
 	return tw.Flush()

@@ -5,7 +5,6 @@ package cli
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -76,7 +75,7 @@ func Run(ctx context.Context, args []string, env Env) int {
 	}
 	cmd, ok := commands[args[0]]
 	if !ok {
-		fmt.Fprintf(env.Stderr, "agentmesh: unknown command %q; run 'agentmesh help' for the list\n", args[0])
+		printf(env.Stderr, "agentmesh: unknown command \"%s\"; run 'agentmesh help' for the list\n", args[0])
 		return 2
 	}
 	err := cmd.run(ctx, env, args[1:])
@@ -90,10 +89,10 @@ func Run(ctx context.Context, args []string, env Env) int {
 	}
 	var ue *usageError
 	if errors.As(err, &ue) {
-		fmt.Fprintf(env.Stderr, "agentmesh %s: %s\nusage: agentmesh %s %s\n", cmd.name, ue.msg, cmd.name, cmd.usage)
+		printf(env.Stderr, "agentmesh %s: %s\nusage: agentmesh %s %s\n", cmd.name, ue.msg, cmd.name, cmd.usage)
 		return 2
 	}
-	fmt.Fprintf(env.Stderr, "agentmesh %s: %v\n", cmd.name, err)
+	printf(env.Stderr, "agentmesh %s: %v\n", cmd.name, err)
 	return 1
 }
 
@@ -183,10 +182,4 @@ func needState(dir string) error {
 		return usagef("no state directory: pass --state DIR or set AGENTMESH_STATE")
 	}
 	return nil
-}
-
-func printJSON(w io.Writer, v any) error {
-	enc := json.NewEncoder(w)
-	enc.SetIndent("", "  ")
-	return enc.Encode(v)
 }

@@ -254,7 +254,7 @@ func resolveService(nm *netmap.Netmap, kind identity.Kind, name identity.Name) (
 	n, ok := nm.Node(string(name))
 	switch {
 	case !ok || n.Status != netmap.StatusActive:
-		return netmap.Node{}, fmt.Errorf("no active node named %q in the netmap", name)
+		return netmap.Node{}, fmt.Errorf("no service named %q in this node's netmap: it lists only the services a grant lets this node reach (is there one? is %q joined and serving?)", name, name)
 	case kind != "" && n.Kind != string(kind):
 		return netmap.Node{}, fmt.Errorf("%q is a %s node, not %s", name, n.Kind, kind)
 	case !identity.Kind(n.Kind).Serves():

@@ -64,7 +64,7 @@ type demo struct {
 	step  int
 }
 
-func (d *demo) say(format string, a ...any) { fmt.Fprintf(d.w, format+"\n", a...) }
+func (d *demo) say(format string, a ...any) { printf(d.w, format+"\n", a...) }
 
 func (d *demo) section(title string) {
 	d.step++
@@ -399,7 +399,7 @@ func (d *demo) showAudit(ctx context.Context) error {
 			continue
 		}
 		what := strings.TrimSpace(e.Method + " " + e.Tool + e.Action + " " + e.Target)
-		fmt.Fprintf(tw, "   %s\t%s\t%s\t%s\t%s\t%s\n", e.Time.Local().Format("15:04:05.000"), e.Kind, shortID(e.Src), what, e.Decision, e.Reason)
+		printf(tw, "   %s\t%s\t%s\t%s\t%s\t%s\n", e.Time.Local().Format("15:04:05.000"), string(e.Kind), shortID(e.Src), what, e.Decision, e.Reason)
 	}
 	tw.Flush()
 	var rep audit.Report

@@ -2,7 +2,6 @@ package cli
 
 import (
 	"context"
-	"fmt"
 
 	"agentmesh/internal/controlclient"
 )
@@ -46,6 +45,6 @@ func runJoin(ctx context.Context, env Env, args []string) error {
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(env.Stdout, "joined as %s (state in %s)\n", id, *state)
+	printf(env.Stdout, "joined as %s (state in %s)\n", id, *state)
 	return nil
 }

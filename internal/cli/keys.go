@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"net/http"
-	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -19,13 +18,15 @@ func init() {
 		name:  "keys",
 		usage: "create|list|revoke [flags]",
 		short: "create, list and revoke auth keys (admin)",
-		long: `  keys create [--kind agent|tool|model|admin] [--tags tag:a,tag:b] [--reusable] [--expiry 24h]
+		long: `  keys create [--kind agent|tool|model|admin] [--tags tag:a,tag:b] [--name NAME] [--reusable] [--expiry 24h]
       prints one auth key, alone on stdout: all a node needs to join.
+      --name pins the name: the key then joins a node under that name only. Without it,
+      whoever holds the key may claim any free name, and grants to that name with it.
   keys list [--json]
   keys revoke ID
 
 Examples:
-  agentmesh keys create --kind tool --tags tag:payments --state ./mesh/admin
+  agentmesh keys create --kind tool --tags tag:payments --name payments-db --state ./mesh/admin
   KEY=$(agentmesh keys create --kind agent --tags tag:fraud --reusable --expiry 1h)
   agentmesh keys revoke k1a2b3c4d5e6f`,
 		run: runKeys,
@@ -71,6 +72,7 @@ func runKeys(ctx context.Context, env Env, args []string) error {
 	tags := fs.String("tags", "", "comma-separated `TAGS` given to nodes that join with the key")
 	reusable := fs.Bool("reusable", false, "allow more than one node to join with the key")
 	expiry := fs.Duration("expiry", 24*time.Hour, "how long the key can be used")
+	name := fs.String("name", "", "the only node `NAME` the key may join as (default: any free name)")
 	asJSON := fs.Bool("json", false, "print JSON")
 	pos, _, err := parse(fs, args)
 	if err != nil {
@@ -91,21 +93,26 @@ func runKeys(ctx context.Context, env Env, args []string) error {
 		if err != nil {
 			return usagef("%v", err)
 		}
+		if *name != "" {
+			if _, err := identity.ParseName(*name); err != nil {
+				return usagef("--name: %v", err)
+			}
+		}
 		var resp controlapi.KeyCreateResponse
-		req := controlapi.KeyCreateRequest{Kind: *kind, Tags: tagStrings(tl), Reusable: *reusable, Expiry: *expiry}
+		req := controlapi.KeyCreateRequest{Kind: *kind, Tags: tagStrings(tl), Reusable: *reusable, Expiry: *expiry, Name: *name}
 		if err := adminCall(ctx, *state, http.MethodPost, controlapi.PathKeys, req, &resp); err != nil {
 			return err
 		}
 		if *asJSON {
 			return printJSON(env.Stdout, resp)
 		}
-		fmt.Fprintln(env.Stdout, resp.Key)
+		printf(env.Stdout, "%s\n", resp.Key)
 		use := "single-use"
 		if resp.Info.Reusable {
 			use = "reusable"
 		}
-		fmt.Fprintf(env.Stderr, "key %s: kind %s, tags [%s], %s, expires %s\n", resp.Info.ID, resp.Info.Kind,
-			strings.Join(resp.Info.Tags, ","), use, resp.Info.ExpiresAt.Local().Format(time.RFC3339))
+		printf(env.Stderr, "key %s: kind %s, tags [%s], name %s, %s, expires %s\n", resp.Info.ID, resp.Info.Kind,
+			resp.Info.Tags, keyName(resp.Info), use, resp.Info.ExpiresAt.Local().Format(time.RFC3339))
 		return nil
 	case "list":
 		var keys []controlapi.KeyInfo
@@ -116,7 +123,7 @@ func runKeys(ctx context.Context, env Env, args []string) error {
 			return printJSON(env.Stdout, keys)
 		}
 		tw := tabwriter.NewWriter(env.Stdout, 2, 4, 2, ' ', 0)
-		fmt.Fprintln(tw, "ID\tKIND\tTAGS\tREUSABLE\tUSES\tEXPIRES\tSTATE")
+		fmt.Fprintln(tw, "ID\tKIND\tTAGS\tNAME\tREUSABLE\tUSES\tEXPIRES\tSTATE")
 		now := time.Now()
 		for _, k := range keys {
 			st := "usable"
@@ -128,7 +135,7 @@ func runKeys(ctx context.Context, env Env, args []string) error {
 			case !k.Reusable && k.Uses > 0:
 				st = "used"
 			}
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%v\t%d\t%s\t%s\n", k.ID, k.Kind, strings.Join(k.Tags, ","), k.Reusable, k.Uses, k.ExpiresAt.Local().Format(time.RFC3339), st)
+			printf(tw, "%s\t%s\t%s\t%s\t%v\t%d\t%s\t%s\n", k.ID, k.Kind, k.Tags, keyName(k), k.Reusable, k.Uses, k.ExpiresAt.Local().Format(time.RFC3339), st)
 		}
 		return tw.Flush()
 	case "revoke":
@@ -138,10 +145,18 @@ func runKeys(ctx context.Context, env Env, args []string) error {
 		if err := adminCall(ctx, *state, http.MethodPost, controlapi.PathKeys+"/"+pos[1]+"/revoke", nil, nil); err != nil {
 			return err
 		}
-		fmt.Fprintf(env.Stdout, "revoked key %s\n", pos[1])
+		printf(env.Stdout, "revoked key %s\n", pos[1])
 		return nil
 	}
 	return usagef("unknown subcommand %q: want create, list or revoke", pos[0])
+}
+
+// keyName says which name a key admits.
+func keyName(k controlapi.KeyInfo) string {
+	if k.Name == "" {
+		return "(any free)"
+	}
+	return k.Name
 }
 
 func tagStrings(tags []identity.Tag) []string {

@@ -1,7 +1,6 @@
 package cli
 
 import (
-	"fmt"
 	"net"
 	"strconv"
 
@@ -23,14 +22,14 @@ func localAuth(env Env, state string, ln net.Listener, kind identity.Kind, servi
 	}
 	tcp, ok := ln.Addr().(*net.TCPAddr)
 	if !ok {
-		fmt.Fprintf(env.Stderr, "connect: serving %s at %s%s, HTTP path %s (only this user may open the socket)\n",
+		printf(env.Stderr, "connect: serving %s at %s%s, HTTP path %s (only this user may open the socket)\n",
 			service, loopback.UnixPrefix, ln.Addr(), path)
 		return loopback.Auth{}, func() {}, nil
 	}
 	url := "http://" + ln.Addr().String() + path
 	if noToken {
-		fmt.Fprintf(env.Stderr, "connect: serving %s at %s%s\n", service, url, what)
-		fmt.Fprintf(env.Stderr, "connect: warning: --no-token: every local user and process can act as this agent through %s\n", url)
+		printf(env.Stderr, "connect: serving %s at %s%s\n", service, url, what)
+		printf(env.Stderr, "connect: warning: --no-token: every local user and process can act as this agent through %s\n", url)
 		return loopback.Auth{NoToken: true}, func() {}, nil
 	}
 	if err := needState(state); err != nil {
@@ -51,14 +50,14 @@ func localAuth(env Env, state string, ln net.Listener, kind identity.Kind, servi
 	}
 	done := func() {
 		if err := dir.RemoveLocalToken(port); err != nil {
-			fmt.Fprintf(env.Stderr, "connect: %v\n", err)
+			printf(env.Stderr, "connect: %v\n", err)
 		}
 	}
-	fmt.Fprintf(env.Stderr, "connect: serving %s at %s%s\n", service, url, what)
+	printf(env.Stderr, "connect: serving %s at %s%s\n", service, url, what)
 	if kind == identity.KindModel {
-		fmt.Fprintf(env.Stderr, "connect: token in %s: send it as the API key (OPENAI_API_KEY=$(cat %s))\n", file, file)
+		printf(env.Stderr, "connect: token in %s: send it as the API key (OPENAI_API_KEY=$(cat %s))\n", file, file)
 	} else {
-		fmt.Fprintf(env.Stderr, "connect: token in %s: send it as Authorization: Bearer TOKEN\n", file)
+		printf(env.Stderr, "connect: token in %s: send it as Authorization: Bearer TOKEN\n", file)
 	}
 	return loopback.Auth{Token: token}, done, nil
 }

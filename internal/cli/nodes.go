@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"net/http"
-	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -83,19 +82,19 @@ func runNodes(ctx context.Context, env Env, args []string) error {
 			if !n.LastSeen.IsZero() {
 				seen = time.Since(n.LastSeen).Round(time.Second).String() + " ago"
 			}
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", n.Name, n.Kind, strings.Join(n.Tags, ","), n.Status, strings.Join(n.Addrs, ","), seen)
+			printf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", n.Name, n.Kind, n.Tags, n.Status, n.Addrs, seen)
 		}
 		return tw.Flush()
 	case "tag":
 		if err := cl.Call(ctx, http.MethodPost, controlapi.PathNodes+"/"+pos[1]+"/tags", controlapi.TagRequest{Tags: tagStrings(tl)}, nil); err != nil {
 			return err
 		}
-		fmt.Fprintf(env.Stdout, "%s now has tags [%s]\n", pos[1], strings.Join(tagStrings(tl), ","))
+		printf(env.Stdout, "%s now has tags [%s]\n", pos[1], tagStrings(tl))
 	case "revoke":
 		if err := cl.Call(ctx, http.MethodPost, controlapi.PathNodes+"/"+pos[1]+"/revoke", nil, nil); err != nil {
 			return err
 		}
-		fmt.Fprintf(env.Stdout, "revoked %s\n", pos[1])
+		printf(env.Stdout, "revoked %s\n", pos[1])
 	}
 	return nil
 }

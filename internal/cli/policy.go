@@ -78,7 +78,7 @@ func runPolicy(ctx context.Context, env Env, args []string) error {
 		if err != nil {
 			return fmt.Errorf("%s: %w", pos[1], err)
 		}
-		fmt.Fprintf(env.Stdout, "%s: valid (%s)\n", pos[1], p.Summary())
+		printf(env.Stdout, "%s: valid (%s)\n", pos[1], p.Summary())
 		return nil
 	case "apply":
 		if len(pos) != 2 {
@@ -122,7 +122,7 @@ func runPolicy(ctx context.Context, env Env, args []string) error {
 				fmt.Fprintln(env.Stderr, "no policy has been applied yet: everything is denied")
 				return nil
 			}
-			fmt.Fprintf(env.Stderr, "# policy version %d, applied %s by %s\n", pv.Version, pv.AppliedAt.Local().Format(time.RFC3339), pv.AppliedBy)
+			printf(env.Stderr, "# policy version %d, applied %s by %s\n", pv.Version, pv.AppliedAt.Local().Format(time.RFC3339), pv.AppliedBy)
 			fmt.Fprint(env.Stdout, pv.Document)
 			return nil
 		}
@@ -136,7 +136,7 @@ func runPolicy(ctx context.Context, env Env, args []string) error {
 		tw := tabwriter.NewWriter(env.Stdout, 2, 4, 2, ' ', 0)
 		fmt.Fprintln(tw, "VERSION\tAPPLIED\tBY\tNOTE")
 		for _, p := range h {
-			fmt.Fprintf(tw, "%d\t%s\t%s\t%s\n", p.Version, p.AppliedAt.Local().Format(time.RFC3339), p.AppliedBy, p.Note)
+			printf(tw, "%d\t%s\t%s\t%s\n", p.Version, p.AppliedAt.Local().Format(time.RFC3339), p.AppliedBy, p.Note)
 		}
 		return tw.Flush()
 	case "rollback":
@@ -272,7 +272,7 @@ func policyCheck(ctx context.Context, env Env, a checkArgs) error {
 	if d.Allow {
 		verdict = "ALLOW"
 	}
-	fmt.Fprintf(env.Stdout, "%s  %s\n", verdict, d.Explain())
+	printf(env.Stdout, "%s  %s\n", verdict, d.Explain())
 	return nil
 }
 

@@ -348,12 +348,14 @@ func registerAddr(ctx context.Context, n *node.Node, addr string, log *slog.Logg
 // active nodes are peers; a node absent from the netmap is refused.
 func gatewayState(v node.View, self identity.ID) *gateway.State {
 	s := &gateway.State{Policy: v.Policy, SelfID: self, Peers: map[identity.Name]gateway.Peer{},
-		Self: policy.Node{Name: self.Name, Kind: self.Kind, Tags: []identity.Tag{}}}
+		Self: policy.Node{Name: self.Name, Kind: self.Kind, Tags: []identity.Tag{}}, Stale: v.Stale}
 	if v.Netmap == nil {
 		return s
 	}
 	for _, nn := range v.Netmap.Nodes {
-		if nn.Status != netmap.StatusActive {
+		// A service this node may reach comes without an incarnation: it
+		// is not a peer that may connect here.
+		if nn.Status != netmap.StatusActive || nn.Incarnation == "" {
 			continue
 		}
 		id, err := identity.Parse(nn.ID)

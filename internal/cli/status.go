@@ -2,7 +2,6 @@ package cli
 
 import (
 	"context"
-	"fmt"
 	"strings"
 	"time"
 
@@ -36,6 +35,11 @@ type Status struct {
 	NetmapVersion      int64     `json:"netmap_version"`
 	PolicyVersion      int64     `json:"policy_version"`
 	Nodes              int       `json:"nodes"`
+
+	// NetmapConfirmed is when the coordinator last confirmed this node's
+	// view (netmap.Netmap.Fresh), by this machine's clock.
+	NetmapConfirmed time.Time `json:"netmap_confirmed,omitzero"`
+	NetmapStale     bool      `json:"netmap_stale"`
 }
 
 func runStatus(ctx context.Context, env Env, args []string) error {
@@ -66,12 +70,15 @@ func runStatus(ctx context.Context, env Env, args []string) error {
 	pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	fresh, err := cl.Netmap(pctx, -1)
 	cancel()
+	st.NetmapConfirmed, _ = d.NetmapConfirmed()
 	if err == nil && fresh != nil {
 		st.CoordinatorReached = true
 		nm = fresh
+		st.NetmapConfirmed = time.Now()
 	} else if err != nil {
 		st.CoordinatorError = err.Error()
 	}
+	st.NetmapStale = !nm.Fresh(st.NetmapConfirmed, time.Now())
 	if nm != nil {
 		st.NetmapVersion, st.PolicyVersion, st.Nodes = nm.Version, nm.Policy.Version, len(nm.Nodes)
 		if n, ok := nm.Node(st.Name); ok {
@@ -82,20 +89,27 @@ func runStatus(ctx context.Context, env Env, args []string) error {
 		return printJSON(env.Stdout, st)
 	}
 	w := env.Stdout
-	fmt.Fprintf(w, "identity:     %s\n", st.ID)
-	fmt.Fprintf(w, "kind:         %s\n", st.Kind)
-	fmt.Fprintf(w, "tags:         %s\n", strings.Join(st.Tags, ", "))
+	printf(w, "identity:     %s\n", st.ID)
+	printf(w, "kind:         %s\n", st.Kind)
+	printf(w, "tags:         %s\n", strings.Join(st.Tags, ", "))
 	exp := "valid until " + st.CertNotAfter.Local().Format(time.RFC3339)
 	if st.CertExpired {
 		exp = "EXPIRED at " + st.CertNotAfter.Local().Format(time.RFC3339) + " (renews when a long-running command starts; or join again)"
 	}
-	fmt.Fprintf(w, "certificate:  %s\n", exp)
+	printf(w, "certificate:  %s\n", exp)
 	reach := "reachable"
 	if !st.CoordinatorReached {
 		reach = "UNREACHABLE (" + st.CoordinatorError + "); using the cached netmap"
 	}
-	fmt.Fprintf(w, "coordinator:  %s, %s\n", st.Coordinator, reach)
-	fmt.Fprintf(w, "netmap:       version %d, %d nodes\n", st.NetmapVersion, st.Nodes)
-	fmt.Fprintf(w, "policy:       version %d\n", st.PolicyVersion)
+	printf(w, "coordinator:  %s, %s\n", st.Coordinator, reach)
+	confirmed := "never confirmed"
+	if !st.NetmapConfirmed.IsZero() {
+		confirmed = "confirmed " + st.NetmapConfirmed.Local().Format(time.RFC3339)
+	}
+	if st.NetmapStale {
+		confirmed += ", STALE: a gateway admits nobody until the coordinator answers"
+	}
+	printf(w, "netmap:       version %d, %d nodes in this node's view, %s\n", st.NetmapVersion, st.Nodes, confirmed)
+	printf(w, "policy:       version %d\n", st.PolicyVersion)
 	return nil
 }

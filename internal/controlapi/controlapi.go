@@ -36,6 +36,10 @@ const (
 // MaxBody bounds every request body the coordinator reads.
 const MaxBody = 1 << 20
 
+// MaxJoinBody bounds a join request, which anybody may send: a key, a
+// name and a certificate request fit in a few hundred bytes.
+const MaxJoinBody = 16 << 10
+
 // MaxAuditBody bounds an audit batch.
 const MaxAuditBody = 16 << 20
 
@@ -100,6 +104,8 @@ type KeyCreateRequest struct {
 	Tags     []string      `json:"tags"`
 	Reusable bool          `json:"reusable"`
 	Expiry   time.Duration `json:"expiry"`
+	// Name, when set, is the only name a node may join as with the key.
+	Name string `json:"name,omitempty"`
 }
 
 // KeyCreateResponse returns the new key, once; it cannot be read again.
@@ -119,6 +125,8 @@ type KeyInfo struct {
 	ExpiresAt time.Time `json:"expires_at"`
 	Revoked   bool      `json:"revoked"`
 	CreatedBy string    `json:"created_by"`
+	// Name is the only name the key admits; "" admits any free name.
+	Name string `json:"name,omitempty"`
 }
 
 // TagRequest replaces a node's tags.

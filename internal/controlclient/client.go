@@ -33,6 +33,7 @@ import (
 	"agentmesh/internal/netmap"
 	"agentmesh/internal/nodestate"
 	"agentmesh/internal/pki"
+	"agentmesh/internal/termtext"
 )
 
 // coordinatorName is the node name in the coordinator's server certificate.
@@ -45,8 +46,12 @@ type APIError struct {
 	Msg    string
 }
 
+// Error describes the refusal on one line, with every control, bidi and
+// invisible character of the coordinator's code and message escaped
+// (termtext.Escape): error text ends up on terminals, and a message may
+// quote what a peer sent. Code and Msg hold them as received.
 func (e *APIError) Error() string {
-	return fmt.Sprintf("coordinator refused (%s): %s", e.Code, e.Msg)
+	return fmt.Sprintf("coordinator refused (%s): %s", termtext.Escape(e.Code), termtext.Escape(e.Msg))
 }
 
 // Options tune a Client. The zero value is usable.
@@ -231,10 +236,28 @@ func (c *Client) CachedNetmap() (*netmap.Netmap, error) {
 // While the coordinator is unreachable it retries with backoff and the node
 // keeps working from what it has.
 func (c *Client) Watch(ctx context.Context, onChange func(*netmap.Netmap)) error {
+	return c.Follow(ctx, func(nm *netmap.Netmap, _ time.Time) {
+		if nm != nil {
+			onChange(nm)
+		}
+	})
+}
+
+// Follow is Watch that also reports confirmations: it calls update with
+// the cached netmap (if there is one) and the time the coordinator last
+// confirmed it (zero if unknown), then on every answer of the long poll
+// with the newer netmap, or with nil for "nothing new", and the time of
+// the answer by the client's clock. Both are kept in the state directory,
+// so that a restart knows how fresh its cache is (netmap.Netmap.Fresh).
+func (c *Client) Follow(ctx context.Context, update func(nm *netmap.Netmap, confirmed time.Time)) error {
 	var since int64
 	if nm, err := c.CachedNetmap(); err == nil {
 		since = nm.Version
-		onChange(nm)
+		confirmed, err := c.dir.NetmapConfirmed()
+		if err != nil {
+			c.log.Warn("netmap watch: the cache's confirmation time is unreadable; treating the cache as unconfirmed", "err", err)
+		}
+		update(nm, confirmed)
 	}
 	backoff := 100 * time.Millisecond
 	for {
@@ -255,19 +278,30 @@ func (c *Client) Watch(ctx context.Context, onChange func(*netmap.Netmap)) error
 			continue
 		}
 		backoff = 100 * time.Millisecond
-		if nm == nil {
-			continue
+		now := c.now()
+		cached := true // the cache holds what the coordinator just confirmed
+		if nm != nil {
+			since = nm.Version
+			b, err := json.Marshal(nm)
+			if err == nil {
+				err = c.dir.SaveNetmap(b)
+			}
+			if err != nil {
+				cached = false
+				c.log.Warn("netmap watch: cache", "err", err)
+			}
+			if roots, err := pki.DecodeCertsPEM([]byte(nm.CABundle)); err == nil && len(roots) > 0 {
+				c.verifier.SetRoots(roots)
+			}
 		}
-		since = nm.Version
-		if b, err := json.Marshal(nm); err == nil {
-			if err := c.dir.SaveNetmap(b); err != nil {
+		// A confirmation is only kept for the netmap it confirms: never
+		// let an older cache look fresh after a restart.
+		if cached {
+			if err := c.dir.SaveNetmapConfirmed(now); err != nil {
 				c.log.Warn("netmap watch: cache", "err", err)
 			}
 		}
-		if roots, err := pki.DecodeCertsPEM([]byte(nm.CABundle)); err == nil && len(roots) > 0 {
-			c.verifier.SetRoots(roots)
-		}
-		onChange(nm)
+		update(nm, now)
 	}
 }
 
@@ -513,8 +547,12 @@ func Join(ctx context.Context, o JoinOptions) (identity.ID, error) {
 		return identity.ID{}, err
 	}
 	if cr.Netmap != nil {
-		if b, err := json.Marshal(cr.Netmap); err == nil {
-			dir.SaveNetmap(b)
+		if b, err := json.Marshal(cr.Netmap); err == nil && dir.SaveNetmap(b) == nil {
+			now := time.Now
+			if o.Now != nil {
+				now = o.Now
+			}
+			dir.SaveNetmapConfirmed(now())
 		}
 	}
 	if err := dir.SaveConfig(nodestate.Config{

@@ -13,6 +13,7 @@ import (
 
 	"agentmesh/internal/audit"
 	"agentmesh/internal/authkey"
+	"agentmesh/internal/connlimit"
 	"agentmesh/internal/controlapi"
 	"agentmesh/internal/identity"
 	"agentmesh/internal/netmap"
@@ -32,24 +33,29 @@ const longPoll = 25 * time.Second
 
 func (c *Coordinator) routes() http.Handler {
 	mux := http.NewServeMux()
+	// Every body is read whole, within its size and time limits, after
+	// the caller is authenticated and before the handler runs (withBody);
+	// join, which has no caller yet, reads its own under tighter ones.
+	body := func(max int64, h handler) handler { return c.withBody(max, h) }
+	const small = controlapi.MaxBody
 	mux.HandleFunc("POST "+controlapi.PathJoin, c.handleJoin)
-	mux.HandleFunc("POST "+controlapi.PathRenew, c.node(c.handleRenew))
+	mux.HandleFunc("POST "+controlapi.PathRenew, c.node(body(small, c.handleRenew)))
 	mux.HandleFunc("GET "+controlapi.PathNetmap, c.node(c.handleNetmap))
-	mux.HandleFunc("POST "+controlapi.PathRegister, c.node(c.handleRegister))
-	mux.HandleFunc("POST "+controlapi.PathAudit, c.node(c.handleAuditIngest))
+	mux.HandleFunc("POST "+controlapi.PathRegister, c.node(body(small, c.handleRegister)))
+	mux.HandleFunc("POST "+controlapi.PathAudit, c.node(body(controlapi.MaxAuditBody, c.handleAuditIngest)))
 	mux.HandleFunc("GET "+controlapi.PathAudit, c.admin(c.handleAuditQuery))
 	mux.HandleFunc("GET "+controlapi.PathVerify, c.admin(c.handleAuditVerify))
-	mux.HandleFunc("POST "+controlapi.PathVerify, c.admin(c.handleAuditVerify))
-	mux.HandleFunc("POST "+controlapi.PathKeys, c.admin(c.handleKeyCreate))
+	mux.HandleFunc("POST "+controlapi.PathVerify, c.admin(body(small, c.handleAuditVerify)))
+	mux.HandleFunc("POST "+controlapi.PathKeys, c.admin(body(small, c.handleKeyCreate)))
 	mux.HandleFunc("GET "+controlapi.PathKeys, c.admin(c.handleKeyList))
-	mux.HandleFunc("POST "+controlapi.PathKeys+"/{id}/revoke", c.admin(c.handleKeyRevoke))
+	mux.HandleFunc("POST "+controlapi.PathKeys+"/{id}/revoke", c.admin(body(small, c.handleKeyRevoke)))
 	mux.HandleFunc("GET "+controlapi.PathNodes, c.admin(c.handleNodeList))
-	mux.HandleFunc("POST "+controlapi.PathNodes+"/{name}/tags", c.admin(c.handleNodeTag))
-	mux.HandleFunc("POST "+controlapi.PathNodes+"/{name}/revoke", c.admin(c.handleNodeRevoke))
-	mux.HandleFunc("POST "+controlapi.PathPolicy, c.admin(c.handlePolicyApply))
+	mux.HandleFunc("POST "+controlapi.PathNodes+"/{name}/tags", c.admin(body(small, c.handleNodeTag)))
+	mux.HandleFunc("POST "+controlapi.PathNodes+"/{name}/revoke", c.admin(body(small, c.handleNodeRevoke)))
+	mux.HandleFunc("POST "+controlapi.PathPolicy, c.admin(body(policy.MaxDocumentBytes+64<<10, c.handlePolicyApply)))
 	mux.HandleFunc("GET "+controlapi.PathPolicy, c.admin(c.handlePolicyGet))
 	mux.HandleFunc("GET "+controlapi.PathHistory, c.admin(c.handlePolicyHistory))
-	mux.HandleFunc("POST "+controlapi.PathRollback, c.admin(c.handlePolicyRollback))
+	mux.HandleFunc("POST "+controlapi.PathRollback, c.admin(body(small, c.handlePolicyRollback)))
 	return mux
 }
 
@@ -74,6 +80,7 @@ func (c *Coordinator) node(h handler) http.HandlerFunc {
 			ev.Method = r.Method + " " + r.URL.Path
 			ev.Decision, ev.Reason, ev.Detail = audit.Deny, code, err.Error()
 			c.refuse(r.Context(), ev)
+			closeAfter(w) // its body, if any, is never read
 			writeError(w, http.StatusUnauthorized, code, err.Error())
 			return
 		}
@@ -114,22 +121,48 @@ func (c *Coordinator) authenticate(r *http.Request) (caller, string, error) {
 	return who, "", nil
 }
 
+// handleJoin admits a new node. Anybody may call it, so before it reads
+// the body it takes one of the source's join tokens and one of the slots
+// for joins in flight, and it reads the body within JoinBodyTimeout and
+// controlapi.MaxJoinBody; every refusal is audited.
 func (c *Coordinator) handleJoin(w http.ResponseWriter, r *http.Request) {
 	var req controlapi.JoinRequest
-	if err := controlapi.Decode(r.Body, controlapi.MaxBody, &req); err != nil {
-		writeError(w, http.StatusBadRequest, "bad_request", "malformed join request: "+err.Error())
-		return
-	}
+	// The name is the peer's choice and may be anything until it parses:
+	// the trail and the answer carry it bounded and escaped.
+	shownName := ""
 	refuse := func(status int, code, msg string) {
 		ev := c.event(audit.KindAdmin, "", "coordinator")
-		ev.Action, ev.Target, ev.SrcAddr = "node.join", req.Name, r.RemoteAddr
+		ev.Action, ev.Target, ev.SrcAddr = "node.join", shownName, r.RemoteAddr
 		ev.Decision, ev.Reason, ev.Detail = audit.Deny, code, msg
 		c.refuse(r.Context(), ev)
+		if status == http.StatusTooManyRequests || status == http.StatusRequestTimeout || status == http.StatusRequestEntityTooLarge {
+			closeAfter(w)
+		}
 		writeError(w, status, code, msg)
 	}
+	if !c.joinRate.Allow(sourceOf(r)) {
+		refuse(http.StatusTooManyRequests, string(connlimit.ReasonRateLimited), "too many join attempts from this address; wait and try again")
+		return
+	}
+	select {
+	case c.joinSlots <- struct{}{}:
+		defer func() { <-c.joinSlots }()
+	default:
+		refuse(http.StatusTooManyRequests, string(connlimit.ReasonRateLimited), "too many joins in progress; try again shortly")
+		return
+	}
+	if be := readBody(w, r, controlapi.MaxJoinBody, c.limits.JoinBodyTimeout); be != nil {
+		refuse(be.status, be.code, be.msg)
+		return
+	}
+	if err := controlapi.Decode(r.Body, controlapi.MaxJoinBody, &req); err != nil {
+		refuse(http.StatusBadRequest, "bad_request", "malformed join request: "+peerText(err.Error()))
+		return
+	}
+	shownName = peerText(req.Name)
 	name, err := identity.ParseName(req.Name)
 	if err != nil {
-		refuse(http.StatusBadRequest, "bad_name", err.Error())
+		refuse(http.StatusBadRequest, "bad_name", fmt.Sprintf("invalid node name \"%s\" (%s)", shownName, identity.NameRule))
 		return
 	}
 	if name == ServerName {
@@ -159,7 +192,9 @@ func (c *Coordinator) handleJoin(w http.ResponseWriter, r *http.Request) {
 		case !k.Reusable && k.Uses > 0:
 			return n, &joinError{"key_used", "auth key is single-use and has been used already"}
 		case req.Kind != "" && req.Kind != k.Kind:
-			return n, &joinError{"kind_not_allowed", fmt.Sprintf("auth key allows kind %q, not %q", k.Kind, req.Kind)}
+			return n, &joinError{"kind_not_allowed", fmt.Sprintf("auth key allows kind %q, not \"%s\"", k.Kind, peerText(req.Kind))}
+		case k.Name != "" && k.Name != string(name):
+			return n, &joinError{"name_not_allowed", fmt.Sprintf("auth key is for the name %q only", k.Name)}
 		}
 		var err error
 		if id, err = identity.New(c.td, identity.Kind(k.Kind), name); err != nil {
@@ -190,10 +225,16 @@ func (c *Coordinator) handleJoin(w http.ResponseWriter, r *http.Request) {
 		c.internalError(w, r, "join: publish", err)
 		return
 	}
+	n.ID = id.String()
+	view, err := c.viewFor(n)
+	if err != nil {
+		c.internalError(w, r, "join: view", err)
+		return
+	}
 	writeJSON(w, http.StatusOK, controlapi.CertResponse{
 		Certificate: string(pki.EncodeCertPEM(&x509.Certificate{Raw: der})),
 		CABundle:    string(pki.EncodeCertPEM(c.ca.Certificate())),
-		Netmap:      c.Netmap(),
+		Netmap:      view,
 	})
 }
 
@@ -226,14 +267,19 @@ func (c *Coordinator) handleRenew(w http.ResponseWriter, r *http.Request, who ca
 func (c *Coordinator) handleNetmap(w http.ResponseWriter, r *http.Request, who caller) {
 	since, _ := strconv.ParseInt(r.URL.Query().Get("since"), 10, 64)
 	c.reg.touch(r.Context(), who.node.Incarnation, c.now())
-	timer := time.NewTimer(longPoll)
+	timer := time.NewTimer(c.cfg.LongPoll)
 	defer timer.Stop()
 	for {
 		c.mu.Lock()
 		cur, changed := c.current, c.changed
 		c.mu.Unlock()
 		if cur.Version != since {
-			writeJSON(w, http.StatusOK, cur)
+			view, err := c.viewFor(who.node.Node)
+			if err != nil {
+				c.internalError(w, r, "netmap", err)
+				return
+			}
+			writeJSON(w, http.StatusOK, view)
 			return
 		}
 		select {
@@ -263,7 +309,7 @@ func (c *Coordinator) handleRegister(w http.ResponseWriter, r *http.Request, who
 	}
 	for _, a := range req.Addrs {
 		if _, _, err := splitHostPort(a); err != nil {
-			writeError(w, http.StatusBadRequest, "bad_request", fmt.Sprintf("address %q: %v", a, err))
+			writeError(w, http.StatusBadRequest, "bad_address", fmt.Sprintf("address \"%s\": %v", peerText(a), err))
 			return
 		}
 	}
@@ -301,6 +347,16 @@ func (c *Coordinator) handleKeyCreate(w http.ResponseWriter, r *http.Request, wh
 		writeError(w, http.StatusBadRequest, "bad_tags", err.Error())
 		return
 	}
+	if req.Name != "" {
+		if _, err := identity.ParseName(req.Name); err != nil {
+			writeError(w, http.StatusBadRequest, "bad_name", peerText(err.Error()))
+			return
+		}
+		if req.Name == ServerName {
+			writeError(w, http.StatusBadRequest, "bad_name", fmt.Sprintf("the name %q is reserved", ServerName))
+			return
+		}
+	}
 	if req.Expiry == 0 {
 		req.Expiry = DefaultKeyExpiry
 	}
@@ -315,12 +371,16 @@ func (c *Coordinator) handleKeyCreate(w http.ResponseWriter, r *http.Request, wh
 	}
 	now := c.now()
 	info := controlapi.KeyInfo{ID: k.ID, Kind: string(kind), Tags: tagStrings(tags), Reusable: req.Reusable,
-		CreatedAt: now.UTC(), ExpiresAt: now.Add(req.Expiry).UTC(), CreatedBy: who.id.String()}
+		CreatedAt: now.UTC(), ExpiresAt: now.Add(req.Expiry).UTC(), CreatedBy: who.id.String(), Name: req.Name}
 	if err := c.reg.createKey(r.Context(), keyRecord{KeyInfo: info, SecretHash: authkey.HashSecret(k.Secret)}); err != nil {
 		c.internalError(w, r, "keys: create", err)
 		return
 	}
-	c.adminEvent(r, who, "keys.create", k.ID, fmt.Sprintf("kind=%s tags=%s reusable=%v expires=%s", kind, strings.Join(info.Tags, ","), req.Reusable, info.ExpiresAt.Format(time.RFC3339)))
+	detail := fmt.Sprintf("kind=%s tags=%s reusable=%v expires=%s", kind, strings.Join(info.Tags, ","), req.Reusable, info.ExpiresAt.Format(time.RFC3339))
+	if req.Name != "" {
+		detail += " name=" + req.Name
+	}
+	c.adminEvent(r, who, "keys.create", k.ID, detail)
 	writeJSON(w, http.StatusOK, controlapi.KeyCreateResponse{Key: k.String(), Info: info})
 }
 
@@ -532,8 +592,21 @@ func (c *Coordinator) publish(ctx context.Context) error {
 		TrustDomain: string(c.td),
 		CABundle:    string(pki.EncodeCertPEM(c.ca.Certificate())),
 		AuditKey:    string(audit.EncodePublicKey(c.auditPub)),
+		CertTTL:     c.cfg.CertTTL,
 		Nodes:       make([]netmap.Node, 0, len(rows)),
 		Policy:      netmap.Policy{Version: p.Version, Document: p.Document},
+	}
+	if c.current == nil || c.current.Policy.Version != p.Version {
+		c.pol = nil
+		if p.Version > 0 {
+			// Apply compiled it already; a failure here means the stored
+			// document changed under us, and gateways get an empty policy.
+			pol, err := policy.Compile([]byte(p.Document), strconv.FormatInt(p.Version, 10))
+			if err != nil {
+				c.log.Error("coordinator: the stored policy does not compile; gateways get an empty one", "version", p.Version, "err", err)
+			}
+			c.pol = pol
+		}
 	}
 	for _, n := range rows {
 		id, _ := identity.New(c.td, identity.Kind(n.Kind), identity.Name(n.Name))

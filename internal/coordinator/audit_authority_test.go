@@ -22,6 +22,7 @@ import (
 	"agentmesh/internal/authkey"
 	"agentmesh/internal/controlapi"
 	"agentmesh/internal/controlclient"
+	"agentmesh/internal/coordinator"
 	"agentmesh/internal/identity"
 	"agentmesh/internal/pki"
 )
@@ -335,7 +336,9 @@ func TestGatewayNoticesCoordinatorKeepingFewerEvents(t *testing.T) {
 // kind of refusal writes one event at once, the rest are counted, and the
 // count is written when the coordinator stops; the attempts add up.
 func TestCoordinatorAggregatesRefusalsAndAccountsForEachAttempt(t *testing.T) {
-	m := startMesh(t)
+	// The fake clock never refills the per-source join bucket: lift it, so
+	// that every bad join reaches the key check it is about.
+	m := startMeshWith(t, coordinator.Limits{JoinRate: 1e12, JoinBurst: 1 << 30})
 	const n = 25
 	url := m.co.URL() + controlapi.PathNodes
 	tls12 := rawClient(t, m, m.admin.Certificate(), tls.VersionTLS12)

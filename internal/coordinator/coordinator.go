@@ -14,6 +14,17 @@
 // recorded themselves (audit.Store.Ingest); refused attempts are aggregated
 // (audit.Refusals) so that a flood cannot bury the trail. The audit signing
 // key is kept out of the database's directory (datadir.go).
+//
+// Anybody may also try to exhaust the coordinator, and with it the mesh:
+// nodes that cannot renew or fetch a netmap stop within one certificate
+// lifetime. Everything a client without a certificate can hold is bounded
+// (Limits): connections in the TLS handshake and after it without a mesh
+// certificate, globally and per source, and in time; header and body read
+// times per request; the join body's size; join attempts per source (a
+// token bucket) and joins in flight. Connections that present a mesh
+// certificate are counted apart, so a flood of anonymous ones cannot crowd
+// the nodes out once their handshake is done. Every refusal for a bound is
+// audited with a stable reason code.
 package coordinator
 
 import (
@@ -35,9 +46,11 @@ import (
 	"time"
 
 	"agentmesh/internal/audit"
+	"agentmesh/internal/connlimit"
 	"agentmesh/internal/identity"
 	"agentmesh/internal/netmap"
 	"agentmesh/internal/pki"
+	"agentmesh/internal/policy"
 )
 
 // DefaultListen is where the coordinator listens unless told otherwise:
@@ -82,6 +95,12 @@ type Config struct {
 	// a signed prune point, so 'audit verify' still accepts the trail.
 	// Zero keeps everything.
 	AuditRetention time.Duration
+	// LongPoll is how long a netmap watch waits for a change before it
+	// answers "nothing new", which confirms the node's view (25s).
+	LongPoll time.Duration
+	// Limits bound what clients, above all those without a certificate,
+	// can hold of the coordinator (see Limits); zero fields are defaults.
+	Limits Limits
 }
 
 // Coordinator is a running control plane. Close stops it.
@@ -99,14 +118,22 @@ type Coordinator struct {
 	// refusals aggregates refused handshakes, requests and joins.
 	refusals *audit.Refusals
 	ln       net.Listener
+	limiter  *connlimit.Listener
+	limits   Limits
 	srv      *http.Server
 	url      string
+
+	joinRate  *connlimit.RateLimiter
+	joinSlots chan struct{} // one token per join being read or handled
 
 	serverCert atomic.Pointer[tls.Certificate]
 
 	mu      sync.Mutex
-	current *netmap.Netmap
-	changed chan struct{} // closed and replaced on every publish
+	current *netmap.Netmap // the whole mesh; each node gets viewFor's part
+	pol     *policy.Policy // current.Policy compiled (nil: none, or broken)
+	changed chan struct{}  // closed and replaced on every publish
+
+	projections projectionCache
 
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
@@ -130,6 +157,9 @@ func Start(ctx context.Context, cfg Config) (c *Coordinator, err error) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
+	if cfg.LongPoll <= 0 {
+		cfg.LongPoll = longPoll
+	}
 	if cfg.CheckpointEvery == 0 {
 		cfg.CheckpointEvery = 10 * time.Second
 	}
@@ -137,7 +167,10 @@ func Start(ctx context.Context, cfg Config) (c *Coordinator, err error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	c = &Coordinator{cfg: cfg, log: log, now: cfg.Now, changed: make(chan struct{})}
+	limits := cfg.Limits.withDefaults()
+	c = &Coordinator{cfg: cfg, log: log, now: cfg.Now, changed: make(chan struct{}), limits: limits,
+		joinRate:  connlimit.NewRateLimiter(limits.JoinRate, limits.JoinBurst, 0, cfg.Now),
+		joinSlots: make(chan struct{}, limits.MaxJoinsInFlight)}
 	// "return nil, err" has already set c to nil when this runs.
 	started := c
 	defer func() {
@@ -154,6 +187,9 @@ func Start(ctx context.Context, cfg Config) (c *Coordinator, err error) {
 		return nil, fmt.Errorf("coordinator: listen: %w", err)
 	}
 	c.ln = ln
+	connCfg := limits.Conn
+	connCfg.OnRefuse = c.refuseConn
+	c.limiter = connlimit.NewListener(ln, connCfg)
 	c.url = "https://" + ln.Addr().String()
 	if err := c.issueServerCert(); err != nil {
 		return nil, fmt.Errorf("coordinator: server certificate: %w", err)
@@ -170,13 +206,17 @@ func Start(ctx context.Context, cfg Config) (c *Coordinator, err error) {
 	runCtx, cancel := context.WithCancel(context.Background())
 	c.cancel = cancel
 	c.srv = &http.Server{
-		Handler:           c.routes(),
-		ReadHeaderTimeout: 10 * time.Second,
+		Handler: c.routes(),
+		// Headers must arrive in time; bodies get a deadline per request
+		// (readBody), so that the netmap long poll, which has none, is
+		// never cut off. No ReadTimeout: it would span the long poll.
+		ReadHeaderTimeout: limits.ReadHeaderTimeout,
 		IdleTimeout:       2 * time.Minute,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
 		BaseContext:       func(net.Listener) context.Context { return runCtx },
+		HTTP2:             &http.HTTP2Config{MaxConcurrentStreams: 100},
 	}
-	tlsLn := tls.NewListener(ln, c.tlsConfig())
+	tlsLn := tls.NewListener(c.limiter, c.limiter.ServerTLS(c.tlsConfig(), c.presentsMeshCertificate))
 	c.wg.Add(5)
 	go func() {
 		defer c.wg.Done()
@@ -257,7 +297,8 @@ func (c *Coordinator) AdminDir() string { return filepath.Join(c.cfg.DataDir, "a
 // the audit trail (shipped by a node or recorded here).
 func (c *Coordinator) AuditAppended() <-chan struct{} { return c.audit.Appended() }
 
-// Netmap returns the current netmap.
+// Netmap returns the current netmap of the whole mesh, as the coordinator
+// holds it; nodes only ever receive their own view of it.
 func (c *Coordinator) Netmap() *netmap.Netmap {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -273,6 +314,8 @@ func (c *Coordinator) Close() error {
 			c.srv.Shutdown(sctx)
 			cancel()
 			c.srv.Close()
+		} else if c.limiter != nil {
+			c.limiter.Close()
 		} else if c.ln != nil {
 			c.ln.Close()
 		}
@@ -386,6 +429,19 @@ func (c *Coordinator) trustDomain(ctx context.Context) (identity.TrustDomain, er
 	default:
 		return "", err
 	}
+}
+
+// presentsMeshCertificate sorts a connection into connlimit's
+// authenticated budget: its client certificate chains to the mesh CA and
+// is valid now. Whether the node is still active is checked per request
+// (authenticate); here it only has to be one of the mesh's certificates,
+// which nobody without a node key holds.
+func (c *Coordinator) presentsMeshCertificate(cs tls.ConnectionState) bool {
+	if len(cs.PeerCertificates) == 0 {
+		return false
+	}
+	_, err := c.verifier.Verify(cs.PeerCertificates, x509.ExtKeyUsageClientAuth)
+	return err == nil
 }
 
 func (c *Coordinator) tlsConfig() *tls.Config {

@@ -1,7 +1,6 @@
 package coordinator_test
 
 import (
-	"bytes"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -61,13 +60,20 @@ type mesh struct {
 	data   string
 	listen string
 	clock  *clock
+	limits coordinator.Limits
 	co     *coordinator.Coordinator
 	admin  *controlclient.Client
 }
 
 func startMesh(t testing.TB) *mesh {
 	t.Helper()
-	m := &mesh{t: t, data: filepath.Join(t.TempDir(), "mesh"), listen: "127.0.0.1:0", clock: newClock()}
+	return startMeshWith(t, coordinator.Limits{})
+}
+
+// startMeshWith is startMesh with the coordinator's limits set.
+func startMeshWith(t testing.TB, limits coordinator.Limits) *mesh {
+	t.Helper()
+	m := &mesh{t: t, data: filepath.Join(t.TempDir(), "mesh"), listen: "127.0.0.1:0", clock: newClock(), limits: limits}
 	m.start()
 	return m
 }
@@ -75,7 +81,7 @@ func startMesh(t testing.TB) *mesh {
 func (m *mesh) start() {
 	m.t.Helper()
 	co, err := coordinator.Start(context.Background(), coordinator.Config{
-		DataDir: m.data, Listen: m.listen, TrustDomain: "test.mesh", Now: m.clock.Now,
+		DataDir: m.data, Listen: m.listen, TrustDomain: "test.mesh", Now: m.clock.Now, Limits: m.limits,
 	})
 	if err != nil {
 		m.t.Fatal(err)
@@ -135,6 +141,15 @@ func (m *mesh) mustJoin(key, name, kind string) *controlclient.Client {
 		m.t.Fatalf("join %s: %v", name, err)
 	}
 	return m.client(dir)
+}
+
+func (m *mesh) applyPolicy(doc string) int64 {
+	m.t.Helper()
+	var pv controlapi.PolicyVersion
+	if err := m.admin.Call(context.Background(), http.MethodPost, controlapi.PathPolicy, controlapi.PolicyApplyRequest{Document: doc}, &pv); err != nil {
+		m.t.Fatal(err)
+	}
+	return pv.Version
 }
 
 func apiCode(err error) string {
@@ -312,14 +327,15 @@ func TestAPIRefusesBadClients(t *testing.T) {
 	}
 	// Garbage and oversized bodies change nothing.
 	admin := rawClient(t, m, m.admin.Certificate(), 0)
-	for _, body := range [][]byte{[]byte("{nope"), []byte(`{"kind":"agent","extra":1}`), bytes.Repeat([]byte(" "), controlapi.MaxBody+10)} {
-		resp, err := admin.Post(m.co.URL()+controlapi.PathKeys, "application/json", bytes.NewReader(body))
+	for body, want := range map[string]int{"{nope": http.StatusBadRequest, `{"kind":"agent","extra":1}`: http.StatusBadRequest,
+		strings.Repeat(" ", controlapi.MaxBody+10): http.StatusRequestEntityTooLarge} {
+		resp, err := admin.Post(m.co.URL()+controlapi.PathKeys, "application/json", strings.NewReader(body))
 		if err != nil {
 			t.Fatal(err)
 		}
 		resp.Body.Close()
-		if resp.StatusCode != http.StatusBadRequest {
-			t.Errorf("bad body %.20q: status %d, want 400", body, resp.StatusCode)
+		if resp.StatusCode != want {
+			t.Errorf("bad body %.20q: status %d, want %d", body, resp.StatusCode, want)
 		}
 	}
 }
@@ -372,6 +388,8 @@ func TestRevocationReachesWatchingNode(t *testing.T) {
 	defer cancel()
 	watcher := m.mustJoin(m.key(controlapi.KeyCreateRequest{Kind: "tool"}), "files", "")
 	m.mustJoin(m.key(controlapi.KeyCreateRequest{Kind: "agent"}), "victim", "")
+	// The gateway only hears of peers the policy lets reach it.
+	m.applyPolicy(`{"grants": [{"src": ["agent:victim"], "dst": ["tool:files"], "tools": ["*"]}]}`)
 	maps := make(chan *netmap.Netmap, 16)
 	done := make(chan error, 1)
 	go func() { done <- watcher.Watch(ctx, func(nm *netmap.Netmap) { maps <- nm }) }()

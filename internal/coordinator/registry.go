@@ -55,6 +55,8 @@ CREATE TABLE policies (
 	note       TEXT NOT NULL DEFAULT ''
 );
 `},
+	// An auth key may pin the name its node joins as.
+	{Version: 2, SQL: `ALTER TABLE authkeys ADD COLUMN name TEXT NOT NULL DEFAULT '';`},
 }
 
 func newRegistry(ctx context.Context, db *sql.DB) (*registry, error) {
@@ -71,9 +73,9 @@ type keyRecord struct {
 
 func (r *registry) createKey(ctx context.Context, k keyRecord) error {
 	tags, _ := json.Marshal(k.Tags)
-	_, err := r.db.ExecContext(ctx, `INSERT INTO authkeys(id, secret_hash, kind, tags, reusable, created_at, expires_at, created_by)
-		VALUES(?, ?, ?, ?, ?, ?, ?, ?)`, k.ID, k.SecretHash, k.Kind, string(tags), k.Reusable,
-		k.CreatedAt.UnixNano(), k.ExpiresAt.UnixNano(), k.CreatedBy)
+	_, err := r.db.ExecContext(ctx, `INSERT INTO authkeys(id, secret_hash, kind, tags, reusable, created_at, expires_at, created_by, name)
+		VALUES(?, ?, ?, ?, ?, ?, ?, ?, ?)`, k.ID, k.SecretHash, k.Kind, string(tags), k.Reusable,
+		k.CreatedAt.UnixNano(), k.ExpiresAt.UnixNano(), k.CreatedBy, k.Name)
 	return err
 }
 
@@ -81,7 +83,7 @@ func scanKey(s interface{ Scan(...any) error }) (keyRecord, error) {
 	var k keyRecord
 	var tags string
 	var created, expires int64
-	if err := s.Scan(&k.ID, &k.SecretHash, &k.Kind, &tags, &k.Reusable, &k.Uses, &created, &expires, &k.Revoked, &k.CreatedBy); err != nil {
+	if err := s.Scan(&k.ID, &k.SecretHash, &k.Kind, &tags, &k.Reusable, &k.Uses, &created, &expires, &k.Revoked, &k.CreatedBy, &k.Name); err != nil {
 		return k, err
 	}
 	k.CreatedAt = time.Unix(0, created).UTC()
@@ -92,7 +94,7 @@ func scanKey(s interface{ Scan(...any) error }) (keyRecord, error) {
 	return k, nil
 }
 
-const keyColumns = `id, secret_hash, kind, tags, reusable, uses, created_at, expires_at, revoked, created_by`
+const keyColumns = `id, secret_hash, kind, tags, reusable, uses, created_at, expires_at, revoked, created_by, name`
 
 func (r *registry) listKeys(ctx context.Context) ([]controlapi.KeyInfo, error) {
 	rows, err := r.db.QueryContext(ctx, `SELECT `+keyColumns+` FROM authkeys ORDER BY created_at`)

@@ -6,7 +6,11 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"strconv"
+	"strings"
+
+	"agentmesh/internal/termtext"
 )
 
 // parseCSR decodes a PEM certificate request and checks its signature, which
@@ -44,8 +48,49 @@ func splitHostPort(a string) (string, int, error) {
 	if err != nil || p < 1 || p > 65535 {
 		return "", 0, fmt.Errorf("bad port %q", port)
 	}
-	if host == "" || len(host) > 253 {
-		return "", 0, errors.New("bad host")
+	if !validHost(host) {
+		return "", 0, fmt.Errorf("host %s is neither an IP address nor a DNS name", peerText(host))
 	}
 	return host, p, nil
+}
+
+// validHost reports whether host is an IP address or a DNS name (labels of
+// letters, digits, '-' and '_'): what connectors dial, and what 'nodes
+// list' shows an admin, so nothing else may be registered.
+func validHost(host string) bool {
+	if ip, err := netip.ParseAddr(host); err == nil {
+		return ip.Zone() == "" || validLabels(ip.Zone())
+	}
+	return len(host) <= 253 && validLabels(host)
+}
+
+func validLabels(s string) bool {
+	for _, l := range strings.Split(s, ".") {
+		if len(l) == 0 || len(l) > 63 {
+			return false
+		}
+		for i := 0; i < len(l); i++ {
+			c := l[i]
+			if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_') {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+// maxPeerText bounds how much of a string a peer chose, that failed
+// validation, is kept for the audit trail and error messages.
+const maxPeerText = 80
+
+// peerText returns s as the audit trail and error messages may carry it
+// although it failed validation: at most maxPeerText bytes of it, with
+// every control, invisible or bidi character and invalid byte escaped
+// (termtext.Escape), so an event always stays valid and small and no
+// reader's terminal acts on it.
+func peerText(s string) string {
+	if len(s) <= maxPeerText {
+		return termtext.Escape(s)
+	}
+	return termtext.Escape(s[:maxPeerText]) + fmt.Sprintf("…(%d bytes)", len(s))
 }

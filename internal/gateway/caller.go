@@ -58,6 +58,9 @@ func callerPolicy(c *Caller, st *State) *policy.Policy {
 
 // admitCaller says why c may not talk to this gateway under st, or "".
 func admitCaller(c *Caller, st *State) string {
+	if st.Stale {
+		return ReasonStaleNetmap
+	}
 	if c.Key == "" {
 		return ReasonUnknownPeer
 	}

@@ -73,6 +73,10 @@ const (
 	// ReasonBodyTimeout: the request body did not arrive whole within
 	// Config.Bodies.Timeout.
 	ReasonBodyTimeout = "body_timeout"
+	// ReasonStaleNetmap: the coordinator has not confirmed the gateway's
+	// view of the mesh for longer than a certificate lifetime (State.Stale),
+	// so nobody is admitted until it answers again.
+	ReasonStaleNetmap = "stale_netmap"
 )
 
 // Errors returned by New and Serve; match them with errors.Is.

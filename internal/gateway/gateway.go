@@ -33,6 +33,10 @@ type State struct {
 	// Peers are the active nodes of the netmap, by name. A peer absent
 	// from the map is refused.
 	Peers map[identity.Name]Peer
+	// Stale refuses everybody (stale_netmap): the view this state comes
+	// from is older than the mesh lets a gateway act on unconfirmed
+	// (netmap.Netmap.Fresh).
+	Stale bool
 }
 
 // Peer is one node that may connect, as the netmap describes it.
@@ -448,9 +452,15 @@ func (g *Gateway) reapIdle() int {
 // closing would otherwise show in the trail.
 func (g *Gateway) closeConn(tc *trackedConn, src, reason string, st *State) {
 	g.log.Info("closing connection of peer that lost access", "peer", src, "reason", reason)
+	// Read the address first: some transports (tsnet's) answer nil once
+	// the connection is closed.
+	addr := ""
+	if a := tc.conn.RemoteAddr(); a != nil {
+		addr = a.String()
+	}
 	tc.conn.Close()
 	g.record(context.Background(), &audit.Event{
-		Kind: audit.KindConnection, Src: src, SrcAddr: tc.conn.RemoteAddr().String(), Dst: dstOf(st),
+		Kind: audit.KindConnection, Src: src, SrcAddr: addr, Dst: dstOf(st),
 		Decision: audit.Deny, Reason: reason, Outcome: "closed", PolicyVersion: versionOf(st),
 	})
 }

@@ -34,6 +34,9 @@ func (g *Gateway) identify(r *http.Request) (*peerInfo, identity.ID, string) {
 // admit says why id (with a certificate of incarnation inc) may not talk to
 // this gateway under st, or "" if it may.
 func admit(st *State, id identity.ID, inc string) string {
+	if st.Stale {
+		return ReasonStaleNetmap
+	}
 	p, ok := st.Peers[id.Name]
 	if !ok || p.ID != id {
 		return ReasonUnknownPeer

@@ -77,10 +77,13 @@ func validLabel(s string, allowDot bool) bool {
 // The zero Name is invalid.
 type Name string
 
+// NameRule says, for people, which strings are node names.
+const NameRule = "use 1-63 lower-case letters, digits, '-' or '_', starting with a letter or digit"
+
 // ParseName validates s as a node name.
 func ParseName(s string) (Name, error) {
 	if !validLabel(s, false) {
-		return "", fmt.Errorf("%w: %q (use 1-63 lower-case letters, digits, '-' or '_', starting with a letter or digit)", ErrBadName, s)
+		return "", fmt.Errorf("%w: %q (%s)", ErrBadName, s, NameRule)
 	}
 	return Name(s), nil
 }

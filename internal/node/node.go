@@ -6,7 +6,10 @@
 //
 // Fail closed: a policy that does not compile on the node is replaced by
 // nil, which denies everything, and the error is logged; the node never
-// keeps serving under rules it could not read.
+// keeps serving under rules it could not read. A view that the coordinator
+// has not confirmed for longer than a certificate lifetime is marked
+// stale (netmap.Netmap.Fresh), and a gateway then admits nobody until the
+// coordinator answers again.
 package node
 
 import (
@@ -15,6 +18,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -33,17 +37,28 @@ import (
 type View struct {
 	Netmap *netmap.Netmap
 	Policy *policy.Policy
+	// Confirmed is when the coordinator last confirmed this view, by the
+	// node's clock (zero: never, as far as the cache says).
+	Confirmed time.Time
+	// Stale is set while the view is not fresh (netmap.Netmap.Fresh): the
+	// coordinator has not confirmed it for longer than a certificate
+	// lifetime. A gateway then admits nobody (stale_netmap) until the
+	// coordinator answers again.
+	Stale bool
 }
 
 // Options configure Start. The zero value is usable.
 type Options struct {
 	Logger *slog.Logger
 	// OnView is called, one call at a time, with the cached view at start
-	// (if any) and then with each newer one.
+	// (if any) and then with each newer one: a new netmap, or the view
+	// going stale or fresh again. A confirmation alone does not call it
+	// (View and WaitView show it).
 	OnView func(View)
 	// OnCertificate is called after each renewal.
 	OnCertificate func(*tls.Certificate)
-	// Clock drives renewal; nil is the system clock.
+	// Clock drives renewal and decides when a view goes stale; nil is the
+	// system clock.
 	Clock pki.Clock
 	// Audit opens the audit spool in the state directory and ships it. Only
 	// one process can hold a spool, so only nodes that record events
@@ -86,7 +101,14 @@ func Start(ctx context.Context, stateDir string, o Options) (*Node, error) {
 	if err != nil {
 		return nil, err
 	}
-	cl, err := controlclient.New(dir, controlclient.Options{Logger: log})
+	clock := o.Clock
+	if clock == nil {
+		clock = pki.SystemClock{}
+	}
+	o.Clock = clock
+	// One clock for certificate checks, renewal, and the confirmations and
+	// staleness of the view.
+	cl, err := controlclient.New(dir, controlclient.Options{Logger: log, Now: clock.Now})
 	if err != nil {
 		return nil, err
 	}
@@ -119,25 +141,20 @@ func Start(ctx context.Context, stateDir string, o Options) (*Node, error) {
 			log.Error("node: certificate renewal stopped", "err", err)
 		}
 	}()
+	updates := make(chan update)
 	go func() {
 		defer n.wg.Done()
-		var lastVersion int64 = -1
-		var lastPolicy *policy.Policy
-		cl.Watch(runCtx, func(nm *netmap.Netmap) {
-			if nm.Policy.Version != lastVersion {
-				lastPolicy = compile(nm.Policy, log)
-				lastVersion = nm.Policy.Version
-			}
-			v := View{Netmap: nm, Policy: lastPolicy}
-			n.mu.Lock()
-			n.view = v
-			close(n.changed)
-			n.changed = make(chan struct{})
-			n.mu.Unlock()
-			if o.OnView != nil {
-				o.OnView(v)
+		cl.Follow(runCtx, func(nm *netmap.Netmap, confirmed time.Time) {
+			select {
+			case updates <- update{nm, confirmed}:
+			case <-runCtx.Done():
 			}
 		})
+	}()
+	n.wg.Add(1)
+	go func() {
+		defer n.wg.Done()
+		n.followViews(runCtx, updates, o.Clock, o.OnView)
 	}()
 	if spool != nil {
 		n.wg.Add(2)
@@ -160,12 +177,98 @@ func withLogger(o audit.SpoolOptions, log *slog.Logger) audit.SpoolOptions {
 	return o
 }
 
-// compile compiles a netmap's policy; failure yields nil, which denies.
+// update is one answer of the coordinator (or the cache at start): a
+// newer netmap, or nil for "nothing new", and when it was confirmed.
+type update struct {
+	nm        *netmap.Netmap
+	confirmed time.Time
+}
+
+// followViews turns the coordinator's answers into views, one at a time,
+// and marks the view stale when the coordinator has not confirmed it for
+// a certificate lifetime (netmap.Netmap.Fresh), on the clock.
+func (n *Node) followViews(ctx context.Context, updates <-chan update, clock pki.Clock, onView func(View)) {
+	var (
+		cur     View
+		lastPol *netmap.Policy   // the one cur.Policy was compiled from
+		expiry  <-chan time.Time // fires when cur may have gone stale
+	)
+	for {
+		changed := false
+		select {
+		case <-ctx.Done():
+			return
+		case u := <-updates:
+			if u.nm != nil {
+				if lastPol == nil || !samePolicy(*lastPol, u.nm.Policy) {
+					cur.Policy = compile(u.nm.Policy, n.log)
+					lastPol = &u.nm.Policy
+				}
+				cur.Netmap, changed = u.nm, true
+			}
+			cur.Confirmed = u.confirmed
+		case <-expiry:
+			expiry = nil
+		}
+		now := clock.Now()
+		stale := !cur.Netmap.Fresh(cur.Confirmed, now)
+		if stale != cur.Stale {
+			cur.Stale, changed = stale, true
+			if stale {
+				n.log.Warn("node: the coordinator has not confirmed this node's view for a certificate lifetime; admitting nobody until it answers",
+					"confirmed", cur.Confirmed)
+			}
+		}
+		if !stale && expiry == nil {
+			// One timer at a time: when it fires, a newer confirmation
+			// may have pushed the deadline on, and it is armed again.
+			expiry = clock.After(cur.Confirmed.Add(cur.Netmap.CertTTL).Sub(now) + time.Nanosecond)
+		}
+		if changed {
+			n.publish(cur, onView)
+		} else {
+			// A confirmation alone changes nothing a gateway enforces, so
+			// onView is not bothered; WaitView still sees it.
+			n.mu.Lock()
+			n.view.Confirmed = cur.Confirmed
+			close(n.changed)
+			n.changed = make(chan struct{})
+			n.mu.Unlock()
+		}
+	}
+}
+
+// samePolicy reports whether a and b compile to the same policy.
+func samePolicy(a, b netmap.Policy) bool {
+	return a.Version == b.Version && a.Document == b.Document && slices.Equal(a.Grants, b.Grants) && slices.Equal(a.Limits, b.Limits)
+}
+
+// publish makes v the current view and tells onView.
+func (n *Node) publish(v View, onView func(View)) {
+	n.mu.Lock()
+	n.view = v
+	close(n.changed)
+	n.changed = make(chan struct{})
+	n.mu.Unlock()
+	if onView != nil {
+		onView(v)
+	}
+}
+
+// compile compiles a netmap's policy (a projection for this node, or a
+// whole document); failure yields nil, which denies.
 func compile(p netmap.Policy, log *slog.Logger) *policy.Policy {
 	if p.Version == 0 {
 		return nil
 	}
-	pol, err := policy.Compile([]byte(p.Document), strconv.FormatInt(p.Version, 10))
+	version := strconv.FormatInt(p.Version, 10)
+	var pol *policy.Policy
+	var err error
+	if p.Projected() {
+		pol, err = policy.CompileProjection(policy.Projection{Document: []byte(p.Document), Grants: p.Grants, Limits: p.Limits}, version)
+	} else {
+		pol, err = policy.Compile([]byte(p.Document), version)
+	}
 	if err != nil {
 		log.Error("node: policy does not compile here; denying everything until a good one arrives", "version", p.Version, "err", err)
 		return nil

@@ -32,6 +32,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"time"
 
 	"agentmesh/internal/identity"
 	"agentmesh/internal/pki"
@@ -50,6 +51,10 @@ const (
 	ConfigFile  = "coordinator.json"
 	SpoolSubdir = "spool"
 )
+
+// ConfirmedFile holds when the coordinator last confirmed the cached
+// netmap (netmap.Netmap.Fresh).
+const ConfirmedFile = "netmap-confirmed"
 
 // fileMode is the mode of every file written; the key is secret and the
 // rest reveals the mesh's shape, so nothing is readable by others.
@@ -284,6 +289,35 @@ func (d *Dir) SaveNetmap(b []byte) error {
 	}
 	if err := writeFile(d.file(NetmapFile), b, true); err != nil {
 		return fmt.Errorf("save netmap: %w", err)
+	}
+	return nil
+}
+
+// NetmapConfirmed returns when the coordinator last confirmed the cached
+// netmap, by this node's clock, or the zero time when nothing says it
+// ever did.
+func (d *Dir) NetmapConfirmed() (time.Time, error) {
+	b, err := os.ReadFile(d.file(ConfirmedFile))
+	if errors.Is(err, fs.ErrNotExist) {
+		return time.Time{}, nil
+	}
+	if err != nil {
+		return time.Time{}, fmt.Errorf("read netmap confirmation: %w", err)
+	}
+	t, err := time.Parse(time.RFC3339Nano, string(bytes.TrimSpace(b)))
+	if err != nil {
+		return time.Time{}, fmt.Errorf("read netmap confirmation: %w: %s: %w", ErrInvalid, d.file(ConfirmedFile), err)
+	}
+	return t, nil
+}
+
+// SaveNetmapConfirmed records when the coordinator last confirmed the
+// cached netmap. Write the netmap first: a crash between the two writes
+// then leaves a newer netmap with an older confirmation, which errs on the
+// side of calling it stale.
+func (d *Dir) SaveNetmapConfirmed(t time.Time) error {
+	if err := writeFile(d.file(ConfirmedFile), []byte(t.UTC().Format(time.RFC3339Nano)+"\n"), true); err != nil {
+		return fmt.Errorf("save netmap confirmation: %w", err)
 	}
 	return nil
 }

@@ -41,8 +41,10 @@
 // of one resource match differently; resource exclusions match regardless
 // of case, and also the URI's trailing-slash, query-less and fragment-less
 // forms, for servers that read those as the same resource. Arguments
-// holding a key that differs only in case from a key some when reads are
-// refused (case_variant_key), since an upstream that binds keys
+// holding a key that differs only in case from a key read by the when of a
+// grant that comes to decide the request are refused (case_variant_key):
+// the projection of a policy for one gateway decides exactly as the whole
+// policy does, since an upstream that binds keys
 // case-insensitively would read what the when never saw (see ArgKeys).
 // Node tags come from the registry through Request, never from the peer. A
 // when runs under a CEL cost limit, so a request cannot make the gateway

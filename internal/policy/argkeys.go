@@ -142,19 +142,6 @@ func (n *keyNode) caseVariant(key string) bool {
 	return false
 }
 
-// merge adds what o reads to n.
-func (n *keyNode) merge(o *keyNode) {
-	if o == nil {
-		return
-	}
-	for k, c := range o.fields {
-		n.child(k).merge(c)
-	}
-	if o.any != nil {
-		n.anyChild().merge(o.any)
-	}
-}
-
 // empty reports whether k reads no key at all.
 func (k *ArgKeys) empty() bool {
 	return k == nil || k.root == nil || len(k.root.fields) == 0 && k.root.any == nil
@@ -333,21 +320,4 @@ func (w *keyWalker) comprehension(c ast.ComprehensionExpr, sc scope) []*keyNode 
 	w.walk(c.LoopCondition(), withAccu)
 	w.walk(c.LoopStep(), withAccu)
 	return w.walk(c.Result(), sc.with(c.AccuVar(), accu))
-}
-
-// caseVariantKeyOf is the check Decide makes, for callers in this package.
-func (p *Policy) caseVariantKeyOf(args map[string]any) (string, bool) {
-	if p.argKeys.empty() {
-		return "", false
-	}
-	return p.argKeys.Find(args)
-}
-
-// ArgKeys returns the keys the policy's when expressions read in args (see
-// ArgKeys); nil for a nil Policy or one that reads none.
-func (p *Policy) ArgKeys() *ArgKeys {
-	if p == nil || p.argKeys.empty() {
-		return nil
-	}
-	return p.argKeys
 }

@@ -28,9 +28,10 @@ type Policy struct {
 	nGroups int
 	nTests  int
 	limits  []limit
-	// argKeys is what every when reads in args; Decide refuses args with a
-	// key that differs from one of them only in case.
-	argKeys *ArgKeys
+	// grantNumbers, for a compiled Projection, maps each grant to its
+	// index in the whole document, which decisions report; nil for a
+	// whole document.
+	grantNumbers []int
 }
 
 type grant struct {
@@ -176,12 +177,6 @@ func (c *compiler) compile(raw *rawDoc) *Policy {
 		}
 		if rg.when != nil {
 			g.when = c.when(*rg.when, path+".when")
-			if g.when != nil {
-				if p.argKeys == nil {
-					p.argKeys = &ArgKeys{root: &keyNode{}}
-				}
-				p.argKeys.root.merge(g.when.keys.root)
-			}
 		}
 		if len(c.d.errs) > 0 || entries > MaxIndexEntries {
 			continue

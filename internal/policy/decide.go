@@ -14,7 +14,11 @@ import "fmt"
 //
 // A nil Policy denies with ReasonNoPolicy.
 func (p *Policy) Decide(r Request) Decision {
-	return p.decide(&r)
+	d := p.decide(&r)
+	if d.Grant >= 0 && p.grantNumbers != nil {
+		d.Grant = p.grantNumbers[d.Grant]
+	}
+	return d
 }
 
 func (p *Policy) decide(r *Request) Decision {
@@ -39,15 +43,14 @@ func (p *Policy) decide(r *Request) Decision {
 			return d
 		}
 	}
-	if _, bad := p.caseVariantKeyOf(r.Args); bad {
-		d.Reason = ReasonCaseVariantKey
-		return d
-	}
 	var (
 		linked           bool
 		best             = int32(-1)
 		bestWhen         WhenResult
 		falseAt, errorAt = int32(-1), int32(-1)
+		// variantAt is the lowest grant whose when reads a key that the
+		// arguments hold only in another case (see ArgKeys).
+		variantAt = int32(-1)
 	)
 	for i := 0; ; i++ {
 		dk, ok := keyAt(&r.Dst, dstKind, i)
@@ -80,8 +83,16 @@ func (p *Policy) decide(r *Request) Decision {
 					best, bestWhen = gi, WhenNone
 					continue
 				}
-				if (falseAt >= 0 && gi == falseAt) || (errorAt >= 0 && gi == errorAt) {
+				if (falseAt >= 0 && gi == falseAt) || (errorAt >= 0 && gi == errorAt) || gi == variantAt {
 					continue // reached again through another key
+				}
+				if _, bad := g.when.keys.Find(r.Args); bad {
+					// The when would judge arguments without the key an
+					// upstream that folds case binds: refuse, never guess.
+					if variantAt < 0 || gi < variantAt {
+						variantAt = gi
+					}
+					continue
 				}
 				held, err := g.when.eval(r)
 				switch {
@@ -100,6 +111,8 @@ func (p *Policy) decide(r *Request) Decision {
 		}
 	}
 	switch {
+	case variantAt >= 0 && (best < 0 || variantAt < best):
+		d.Reason, d.Grant = ReasonCaseVariantKey, int(variantAt)
 	case best >= 0:
 		d.Allow, d.Reason, d.Grant, d.When = true, ReasonAllowed, int(best), bestWhen
 	case !linked:

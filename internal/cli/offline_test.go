@@ -1,0 +1,234 @@
+package cli
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"net/http"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"agentmesh/internal/controlapi"
+	"agentmesh/internal/controlclient"
+	"agentmesh/internal/coordinator"
+	"agentmesh/internal/gateway"
+	"agentmesh/internal/identity"
+	"agentmesh/internal/netmap"
+	"agentmesh/internal/node"
+	"agentmesh/internal/nodestate"
+	"agentmesh/internal/pki/pkitest"
+)
+
+// admitsAs says how the gateway state of view v (at the node self) answers
+// a client presenting the certificate in state dir: "" when admitted, else
+// the reason code.
+func admitsAs(t *testing.T, v node.View, n *node.Node, dir string) string {
+	t.Helper()
+	d, err := nodestate.Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, leaf, err := d.Certificate()
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, _ := http.NewRequest(http.MethodPost, "https://gateway/mcp", nil)
+	r.TLS = &tls.ConnectionState{PeerCertificates: []*x509.Certificate{leaf}}
+	_, reason := gateway.IdentifyRequest(gatewayState(v, n.ID()), r, nil)
+	return reason
+}
+
+// TestGatewayOnAnOldCacheAdmitsNobodyUntilTheCoordinatorAnswers: a gateway
+// that restarts from its cache while the coordinator is away still admits
+// a node revoked meanwhile, but only while its view is younger than a
+// certificate lifetime (so at most until that node's certificate expires);
+// past that it admits nobody (stale_netmap) until the coordinator answers,
+// and then it knows of the revocation.
+func TestGatewayOnAnOldCacheAdmitsNobodyUntilTheCoordinatorAnswers(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	start := time.Now()
+	clock := pkitest.NewClock(start)
+	const ttl = time.Hour
+	startCo := func(now func() time.Time, listen string) *coordinator.Coordinator {
+		t.Helper()
+		co, err := coordinator.Start(ctx, coordinator.Config{DataDir: filepath.Join(dir, "co"), Listen: listen, CertTTL: ttl,
+			Now: now, LongPoll: 20 * time.Millisecond, Logger: testLogger(t)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return co
+	}
+	co := startCo(clock.Now, "127.0.0.1:0")
+	defer func() { co.Close() }()
+	adminDir := co.AdminDir()
+	admin := func(method, path string, in, out any) {
+		t.Helper()
+		if err := adminCall(ctx, adminDir, method, path, in, out); err != nil {
+			t.Fatal(err)
+		}
+	}
+	states := map[string]string{}
+	for _, n := range []struct{ name, kind string }{{"files", "tool"}, {"teller", "agent"}, {"auditor", "agent"}} {
+		var resp controlapi.KeyCreateResponse
+		admin(http.MethodPost, controlapi.PathKeys, controlapi.KeyCreateRequest{Kind: n.kind}, &resp)
+		states[n.name] = filepath.Join(dir, n.name)
+		if _, err := controlclient.Join(ctx, controlclient.JoinOptions{AuthKey: resp.Key, Name: n.name, State: states[n.name], Now: clock.Now}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	admin(http.MethodPost, controlapi.PathPolicy, controlapi.PolicyApplyRequest{Document: `{"grants": [{"src": ["agent:teller", "agent:auditor"], "dst": ["tool:files"], "tools": ["*"]}]}`}, nil)
+
+	startNode := func(clk *pkitest.Clock) *node.Node {
+		t.Helper()
+		o := node.Options{Logger: testLogger(t)}
+		if clk != nil {
+			o.Clock = clk
+		}
+		n, err := node.Start(ctx, states["files"], o)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	wait := func(n *node.Node, what string, cond func(node.View) bool) node.View {
+		t.Helper()
+		wctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+		defer cancel()
+		v, err := n.WaitView(wctx, cond)
+		if err != nil {
+			t.Fatalf("waiting for %s: %v (view: stale %v, confirmed %v)", what, err, v.Stale, v.Confirmed)
+		}
+		return v
+	}
+	hasTeller := func(v node.View) bool { _, ok := v.Netmap.Node("teller"); return ok }
+
+	// The gateway runs with the coordinator up: teller is admitted, and
+	// every answer of the long poll confirms the view.
+	n := startNode(clock)
+	v := wait(n, "a view with teller", func(v node.View) bool { return v.Policy != nil && hasTeller(v) && !v.Stale })
+	if got := admitsAs(t, v, n, states["teller"]); got != "" {
+		t.Fatalf("teller refused with the coordinator up: %s", got)
+	}
+	clock.Advance(30 * time.Minute)
+	confirmedAt := clock.Now()
+	wait(n, "a confirmation", func(v node.View) bool { return !v.Confirmed.Before(confirmedAt) })
+	n.Close()
+
+	// While the gateway is down, teller is revoked, then the coordinator
+	// goes away too.
+	admin(http.MethodPost, controlapi.PathNodes+"/teller/revoke", nil, nil)
+	co.Close()
+
+	// Restarted from its cache, the gateway does not know: teller is
+	// admitted, at most until its certificate expires (it cannot renew),
+	// which is before the view goes stale.
+	n = startNode(clock)
+	v = wait(n, "the cached view", func(v node.View) bool { return v.Netmap != nil })
+	if v.Stale || !hasTeller(v) {
+		t.Fatalf("cached view: stale %v, teller %v", v.Stale, hasTeller(v))
+	}
+	if got := admitsAs(t, v, n, states["teller"]); got != "" {
+		t.Fatalf("teller refused from a fresh cache: %s", got)
+	}
+	d, _ := nodestate.Open(states["teller"])
+	if _, leaf, _ := d.Certificate(); leaf.NotAfter.After(v.Confirmed.Add(ttl)) {
+		t.Fatalf("teller's certificate outlives the view's window: %v > %v", leaf.NotAfter, v.Confirmed.Add(ttl))
+	}
+	// One lifetime after the last confirmation, nobody is admitted.
+	clock.Advance(ttl + time.Second)
+	v = wait(n, "the view to go stale", func(v node.View) bool { return v.Stale })
+	for _, who := range []string{"teller", "auditor"} {
+		if got := admitsAs(t, v, n, states[who]); got != gateway.ReasonStaleNetmap {
+			t.Errorf("%s on a stale view: %q, want %s", who, got, gateway.ReasonStaleNetmap)
+		}
+	}
+	n.Close()
+
+	// A restart from a cache last confirmed long ago starts stale, and
+	// the coordinator's first answer makes the view fresh: teller is gone.
+	co = startCo(time.Now, co.Addr().String())
+	fd, _ := nodestate.Open(states["files"])
+	if err := fd.SaveNetmapConfirmed(time.Now().Add(-2 * ttl)); err != nil {
+		t.Fatal(err)
+	}
+	views := make(chan node.View, 16)
+	n, err := node.Start(ctx, states["files"], node.Options{Logger: testLogger(t), OnView: func(v node.View) { views <- v }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer n.Close()
+	first := <-views
+	if !first.Stale || !hasTeller(first) {
+		t.Fatalf("view from an old cache: stale %v, teller %v; want stale", first.Stale, hasTeller(first))
+	}
+	if got := admitsAs(t, first, n, states["auditor"]); got != gateway.ReasonStaleNetmap {
+		t.Errorf("auditor on the old cache: %q, want %s", got, gateway.ReasonStaleNetmap)
+	}
+	v = wait(n, "the coordinator's answer", func(v node.View) bool { return !v.Stale })
+	if hasTeller(v) {
+		t.Error("the fresh view still lists the revoked teller")
+	}
+	if got := admitsAs(t, v, n, states["auditor"]); got != "" {
+		t.Errorf("auditor refused on the fresh view: %s", got)
+	}
+	if got := admitsAs(t, v, n, states["teller"]); got == "" {
+		t.Error("the revoked teller is admitted on the fresh view")
+	}
+}
+
+// FuzzNodeViewFromNetmap: whatever netmap a node decodes (from the
+// coordinator or its cache), the state a gateway builds from it admits
+// only active nodes whose identity parses, keeps the view's staleness, and
+// a connector resolves a service only to an active serving node with an
+// address.
+func FuzzNodeViewFromNetmap(f *testing.F) {
+	f.Add([]byte(`{"version":3,"trust_domain":"t.mesh","cert_ttl":3600000000000,"nodes":[`+
+		`{"id":"spiffe://t.mesh/tool/files","name":"files","kind":"tool","tags":["tag:a"],"status":"active","incarnation":"i1","addrs":["files:1"]},`+
+		`{"id":"spiffe://t.mesh/agent/teller","name":"teller","kind":"agent","tags":[],"status":"active","incarnation":"i2"},`+
+		`{"id":"spiffe://t.mesh/agent/old","name":"old","kind":"agent","tags":[],"status":"revoked","incarnation":"i3"},`+
+		`{"id":"spiffe://t.mesh/model/llm","name":"llm","kind":"model","tags":[],"status":"active","addrs":["llm:1"]}],`+
+		`"policy":{"version":0,"document":""}}`), true)
+	f.Add([]byte(`{"version":1,"nodes":[{"id":"","name":"files","kind":"model","tags":null,"status":"active","incarnation":""}],"policy":{"version":0,"document":""}}`), false)
+	f.Add([]byte(`{"trust_domain":"t.mesh","nodes":[{"id":"spiffe://t.mesh/agent/a","NAME":"a","Kind":"agent","stAtus":"active","inCArnAtion":"0"}]}`), false)
+	self, _ := identity.New("t.mesh", identity.KindTool, "files")
+	f.Fuzz(func(t *testing.T, b []byte, stale bool) {
+		nm, err := netmap.Decode(b)
+		if err != nil {
+			return
+		}
+		st := gatewayState(node.View{Netmap: nm, Stale: stale}, self)
+		if st.Stale != stale {
+			t.Fatalf("state stale %v from a view stale %v", st.Stale, stale)
+		}
+		for name, p := range st.Peers {
+			n, ok := nm.Node(string(name))
+			if !ok || p.ID.Name != name || p.ID.String() == "" {
+				t.Fatalf("peer %s admitted: not in the netmap as such (%+v)", name, p)
+			}
+			found := false
+			for _, nn := range nm.Nodes {
+				found = found || nn.ID == p.ID.String() && nn.Status == netmap.StatusActive && nn.Incarnation == p.Incarnation
+			}
+			if !found {
+				t.Fatalf("peer %s admitted without an active entry with its identity and incarnation (%+v)", name, n)
+			}
+		}
+		for _, kind := range []identity.Kind{"", identity.KindTool, identity.KindModel} {
+			for _, n := range nm.Nodes {
+				name, err := identity.ParseName(n.Name)
+				if err != nil {
+					continue
+				}
+				got, err := resolveService(nm, kind, name)
+				if err != nil {
+					continue
+				}
+				if got.Status != netmap.StatusActive || !identity.Kind(got.Kind).Serves() || len(got.Addrs) == 0 || kind != "" && got.Kind != string(kind) {
+					t.Fatalf("resolved %s:%s to %+v", kind, name, got)
+				}
+			}
+		}
+	})
+}

@@ -1,0 +1,62 @@
+package cli
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"strings"
+
+	"agentmesh/internal/termtext"
+)
+
+// printf is how the CLI prints a line for people: format is the CLI's own
+// text, and every argument that carries text (a string, an error, a
+// Stringer, a list of strings, joined with ",") is passed through
+// termtext.Escape first, so that nothing a peer chose (a tool name, a
+// reason, an address, a message relayed from the coordinator) reaches the
+// terminal raw. Errors keep their newlines, since several problems found
+// here are reported one per line (an error relayed from the coordinator
+// is a controlclient.APIError, which escapes its newlines itself); no
+// other argument may add a line or a column.
+func printf(w io.Writer, format string, args ...any) {
+	safe := make([]any, len(args))
+	for i, a := range args {
+		switch v := a.(type) {
+		case string:
+			safe[i] = termtext.Escape(v)
+
+		case []string:
+			safe[i] = termtext.Escape(strings.Join(v, ","))
+		case error:
+			safe[i] = termtext.EscapeLines(v.Error())
+		case fmt.Stringer:
+			safe[i] = termtext.Escape(v.String())
+		default:
+			safe[i] = a
+		}
+	}
+	fmt.Fprintf(w, format, safe...)
+}
+
+// printJSON is how the CLI prints JSON: indented, and with the characters
+// that encoding/json leaves raw but a terminal would act on (bidi
+// overrides, C1 controls, DEL) written as \u escapes, which decode to the
+// same value (see termtext.JSON).
+func printJSON(w io.Writer, v any) error {
+	b, err := json.MarshalIndent(v, "", "  ")
+	if err != nil {
+		return err
+	}
+	_, err = w.Write(append(termtext.JSON(b), '\n'))
+	return err
+}
+
+// printJSONLine prints v as one line of JSON, escaped as printJSON does.
+func printJSONLine(w io.Writer, v any) error {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+	_, err = w.Write(append(termtext.JSON(b), '\n'))
+	return err
+}

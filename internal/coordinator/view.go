@@ -1,0 +1,137 @@
+package coordinator
+
+import (
+	"fmt"
+	"strconv"
+	"strings"
+	"sync"
+
+	"agentmesh/internal/identity"
+	"agentmesh/internal/netmap"
+	"agentmesh/internal/policy"
+)
+
+// Need to know: every node gets a view of the mesh built for it (see the
+// netmap package doc). The coordinator keeps the whole netmap and the
+// compiled policy of each version (publish), and builds a node's view from
+// them when the node asks: the node itself; for a gateway, the peers the
+// policy may admit to it and the projection of the policy it enforces;
+// for every node, the services it may reach, with their addresses and
+// nothing else. Revoked nodes are left out: a node absent from a gateway's
+// view is refused anyway.
+
+// viewFor builds the netmap that the node self receives.
+func (c *Coordinator) viewFor(self netmap.Node) (*netmap.Netmap, error) {
+	c.mu.Lock()
+	full, pol := c.current, c.pol
+	c.mu.Unlock()
+	nm := &netmap.Netmap{
+		Version:     full.Version,
+		TrustDomain: full.TrustDomain,
+		CABundle:    full.CABundle,
+		AuditKey:    full.AuditKey,
+		CertTTL:     c.cfg.CertTTL,
+		IssuedAt:    c.now().UTC(),
+		Nodes:       []netmap.Node{},
+		Policy:      netmap.Policy{Version: full.Policy.Version},
+	}
+	me, ok := policyNode(self)
+	if !ok {
+		return nil, fmt.Errorf("view: node %q has an invalid record", self.Name)
+	}
+	serves := me.Kind.Serves()
+	for _, n := range full.Nodes {
+		if n.Status != netmap.StatusActive {
+			continue
+		}
+		if n.Incarnation == self.Incarnation {
+			nm.Nodes = append(nm.Nodes, n)
+			continue
+		}
+		pn, ok := policyNode(n)
+		if !ok {
+			continue
+		}
+		var entry netmap.Node
+		include := false
+		if serves && pol.Links(pn, me) {
+			// A peer, as the gateway checks it: identity, tags,
+			// incarnation. Where it serves is none of its business.
+			entry, include = n, true
+			entry.Addrs = nil
+		}
+		if pn.Kind.Serves() && len(n.Addrs) > 0 && pol.Links(me, pn) {
+			// A service this node may reach: where, and who answers.
+			if !include {
+				entry = netmap.Node{ID: n.ID, Name: n.Name, Kind: n.Kind, Tags: []string{}, Status: n.Status}
+			}
+			entry.Addrs, include = n.Addrs, true
+		}
+		if include {
+			nm.Nodes = append(nm.Nodes, entry)
+		}
+	}
+	if serves && full.Policy.Version > 0 {
+		pr, err := c.projections.get(pol, full.Policy.Version, me)
+		if err != nil {
+			return nil, fmt.Errorf("view for %s: %w", self.Name, err)
+		}
+		nm.Policy.Document, nm.Policy.Grants, nm.Policy.Limits = string(pr.Document), pr.Grants, pr.Limits
+	}
+	return nm, nil
+}
+
+// policyNode is n as the policy sees it.
+func policyNode(n netmap.Node) (policy.Node, bool) {
+	kind, err := identity.ParseKind(n.Kind)
+	if err != nil {
+		return policy.Node{}, false
+	}
+	name, err := identity.ParseName(n.Name)
+	if err != nil {
+		return policy.Node{}, false
+	}
+	tags, err := identity.ParseTags(n.Tags)
+	if err != nil {
+		return policy.Node{}, false
+	}
+	return policy.Node{Kind: kind, Name: name, Tags: tags}, true
+}
+
+// projectionCache keeps each gateway's projection of the current policy
+// version, so that a change elsewhere in the mesh (a join, a registered
+// address) does not project the policy again for every gateway. It is
+// emptied when the version changes.
+type projectionCache struct {
+	mu      sync.Mutex
+	version int64
+	byNode  map[string]policy.Projection
+}
+
+// get returns the projection of pol (version) for the gateway gw. A nil
+// pol (a stored document that does not compile here, which apply
+// prevents) projects to an empty policy: nothing allowed.
+func (pc *projectionCache) get(pol *policy.Policy, version int64, gw policy.Node) (policy.Projection, error) {
+	if pol == nil {
+		return policy.Projection{Document: []byte("{}\n")}, nil
+	}
+	tags := make([]string, len(gw.Tags))
+	for i, t := range gw.Tags {
+		tags[i] = string(t)
+	}
+	key := string(gw.Kind) + ":" + string(gw.Name) + " " + strings.Join(tags, ",")
+	pc.mu.Lock()
+	defer pc.mu.Unlock()
+	if pc.version != version || pc.byNode == nil {
+		pc.version, pc.byNode = version, make(map[string]policy.Projection)
+	}
+	if pr, ok := pc.byNode[key]; ok {
+		return pr, nil
+	}
+	pr, err := pol.Project(gw)
+	if err != nil {
+		return pr, fmt.Errorf("policy version %s: %w", strconv.FormatInt(version, 10), err)
+	}
+	pc.byNode[key] = pr
+	return pr, nil
+}

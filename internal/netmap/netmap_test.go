@@ -1,0 +1,129 @@
+package netmap_test
+
+import (
+	"encoding/json"
+	"reflect"
+	"testing"
+	"time"
+
+	"agentmesh/internal/netmap"
+	"agentmesh/internal/policy"
+)
+
+func TestFreshAdmitsForOneCertificateLifetimeAfterTheLastConfirmation(t *testing.T) {
+	confirmed := time.Unix(1_000_000, 0)
+	nm := &netmap.Netmap{CertTTL: time.Hour}
+	for _, tc := range []struct {
+		name      string
+		nm        *netmap.Netmap
+		confirmed time.Time
+		now       time.Time
+		fresh     bool
+	}{
+		{"just confirmed", nm, confirmed, confirmed, true},
+		{"within the lifetime", nm, confirmed, confirmed.Add(59 * time.Minute), true},
+		{"at the lifetime", nm, confirmed, confirmed.Add(time.Hour), true},
+		{"past the lifetime", nm, confirmed, confirmed.Add(time.Hour + time.Nanosecond), false},
+		{"never confirmed", nm, time.Time{}, confirmed, false},
+		{"no netmap", nil, confirmed, confirmed, false},
+		{"no lifetime", &netmap.Netmap{}, confirmed, confirmed, false},
+		{"clock a little behind", nm, confirmed, confirmed.Add(-30 * time.Second), true},
+		{"clock went back", nm, confirmed, confirmed.Add(-2 * time.Minute), false},
+	} {
+		if got := tc.nm.Fresh(tc.confirmed, tc.now); got != tc.fresh {
+			t.Errorf("%s: Fresh = %v, want %v", tc.name, got, tc.fresh)
+		}
+	}
+}
+
+// FuzzDecode: the node decodes what the coordinator (or its own cache)
+// hands it. Decoding is strict and never panics; what decodes survives a
+// round trip, and its policy, projected or whole, compiles or is refused
+// without panicking.
+func FuzzDecode(f *testing.F) {
+	full, _ := json.Marshal(netmap.Netmap{Version: 3, TrustDomain: "t.mesh", CertTTL: time.Hour, IssuedAt: time.Unix(1_000_000, 0).UTC(),
+		Nodes:  []netmap.Node{{ID: "spiffe://t.mesh/tool/files", Name: "files", Kind: "tool", Tags: []string{"tag:a"}, Status: "active", Incarnation: "i1", Addrs: []string{"files:1"}}},
+		Policy: netmap.Policy{Version: 2, Document: `{"grants":[{"src":["*"],"dst":["tool:files"],"tools":["*"]}]}`, Grants: []int{4}, Limits: []policy.LimitRef{}}})
+	f.Add(full)
+	f.Add([]byte(`{"version":1,"nodes":[],"policy":{"version":0,"document":""}}`))
+	f.Add([]byte(`{"version":1,"policy":{"version":1,"document":"{}","grants":[0,0],"limits":[{"index":-1,"key":""}]}}`))
+	f.Add([]byte(`{"version":1,"unknown":true}`))
+	f.Add([]byte(`{"version":1} {}`))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		nm, err := netmap.Decode(b)
+		if err != nil {
+			return
+		}
+		again, err := json.Marshal(nm)
+		if err != nil {
+			t.Fatal(err)
+		}
+		back, err := netmap.Decode(again)
+		if err != nil {
+			t.Fatalf("a decoded netmap does not decode again: %v\n%s", err, again)
+		}
+		if !reflect.DeepEqual(normalize(nm), normalize(back)) {
+			t.Fatalf("round trip changed the netmap:\n%+v\n%+v", nm, back)
+		}
+		nm.Fresh(nm.IssuedAt, time.Now())
+		p := nm.Policy
+		if p.Projected() {
+			policy.CompileProjection(policy.Projection{Document: []byte(p.Document), Grants: p.Grants, Limits: p.Limits}, "1")
+		} else if p.Version != 0 {
+			policy.Compile([]byte(p.Document), "1")
+		}
+	})
+}
+
+// normalize makes empty and nil slices, and times in other zones, compare
+// equal, as JSON does not tell them apart.
+func normalize(nm *netmap.Netmap) *netmap.Netmap {
+	c := *nm
+	c.IssuedAt = c.IssuedAt.UTC()
+	if len(c.Nodes) == 0 {
+		c.Nodes = nil
+	}
+	for i := range c.Nodes {
+		n := c.Nodes[i]
+		if len(n.Tags) == 0 {
+			n.Tags = nil
+		}
+		if len(n.Addrs) == 0 {
+			n.Addrs = nil
+		}
+		n.LastSeen = n.LastSeen.UTC()
+		c.Nodes[i] = n
+	}
+	if len(c.Policy.Grants) == 0 {
+		c.Policy.Grants = nil
+	}
+	if len(c.Policy.Limits) == 0 {
+		c.Policy.Limits = nil
+	}
+	return &c
+}
+
+func TestDecodeRefusesNodeEntriesThatDoNotHoldTogether(t *testing.T) {
+	ok := `{"trust_domain":"t.mesh","nodes":[{"id":"spiffe://t.mesh/agent/a","name":"a","kind":"agent","tags":["tag:x"],"status":"active","incarnation":"i"}]}`
+	if _, err := netmap.Decode([]byte(ok)); err != nil {
+		t.Fatalf("a consistent netmap: %v", err)
+	}
+	for name, b := range map[string]string{
+		// What the fuzzer found: keys spelled in other cases still bind
+		// (encoding/json), here leaving the name empty while the ID names
+		// a node, so a gateway would admit a peer its lookups cannot find.
+		"id without name": `{"trust_domain":"t.mesh","nodes":[{"id":"spiffe://t.mesh/agent/a","stAtus":"active","inCArnAtion":"0"}]}`,
+		"id of another":   `{"trust_domain":"t.mesh","nodes":[{"id":"spiffe://t.mesh/agent/b","name":"a","kind":"agent","tags":[],"status":"active"}]}`,
+		"other domain":    `{"trust_domain":"t.mesh","nodes":[{"id":"spiffe://evil/agent/a","name":"a","kind":"agent","tags":[],"status":"active"}]}`,
+		"kind mismatch":   `{"trust_domain":"t.mesh","nodes":[{"id":"spiffe://t.mesh/agent/a","name":"a","kind":"tool","tags":[],"status":"active"}]}`,
+		"bad tag":         `{"trust_domain":"t.mesh","nodes":[{"id":"spiffe://t.mesh/agent/a","name":"a","kind":"agent","tags":["x"],"status":"active"}]}`,
+		"unknown status":  `{"trust_domain":"t.mesh","nodes":[{"id":"spiffe://t.mesh/agent/a","name":"a","kind":"agent","tags":[],"status":"maybe"}]}`,
+		"no trust domain": `{"nodes":[{"id":"spiffe://t.mesh/agent/a","name":"a","kind":"agent","tags":[],"status":"active"}]}`,
+		"unknown field":   `{"trust_domain":"t.mesh","nodes":[],"extra":1}`,
+		"trailing data":   `{"trust_domain":"t.mesh"} {}`,
+	} {
+		if _, err := netmap.Decode([]byte(b)); err == nil {
+			t.Errorf("%s: decoded", name)
+		}
+	}
+}
