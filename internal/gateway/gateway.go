@@ -15,6 +15,7 @@ import (
 
 	"agentmesh/internal/audit"
 	"agentmesh/internal/budget"
+	"agentmesh/internal/connlimit"
 	"agentmesh/internal/identity"
 	"agentmesh/internal/mcpwire"
 	"agentmesh/internal/policy"
@@ -149,6 +150,10 @@ type Config struct {
 	// (body_timeout). Zero fields are budget's defaults: 16 and 64 times
 	// Limits.MaxBytes, 30 seconds.
 	Bodies budget.Bodies
+	// Conns bounds the connections that have not finished their TLS
+	// handshake (see ServeOn); zero fields are connlimit's defaults.
+	// OnRefuse is ignored: refusals are audited through Refusals.
+	Conns connlimit.Config
 	// Identifier, when set, identifies requests that arrive without TLS
 	// (a tailnet's WireGuard authenticates the transport instead): see
 	// Caller. With TLS nil, Serve then serves plain HTTP, which is only
@@ -310,7 +315,7 @@ func (g *Gateway) Serve(ctx context.Context, ln net.Listener) error {
 		ConnState:         g.conns.connState,
 	}
 	errc := make(chan error, 1)
-	ln = ServeOn(srv, ln, g.cfg.TLS)
+	ln = ServeOn(srv, ln, g.cfg.TLS, g.connLimits())
 	go func() { errc <- srv.Serve(ln) }()
 	g.goOwned(g.reapLoop)
 
@@ -348,14 +353,34 @@ func (g *Gateway) Serve(ctx context.Context, ln net.Listener) error {
 // and prior-knowledge HTTP/2 (as connectors speak it over a transport that
 // authenticates and encrypts). Only a server whose handler identifies
 // callers without TLS (an Identifier) may pass nil.
-func ServeOn(srv *http.Server, ln net.Listener, tlsCfg *tls.Config) net.Listener {
+//
+// With TLS, connections that have not finished their handshake are bounded
+// by conns (see package connlimit; zero fields are its defaults): anybody
+// who can reach the port can open them, and without a bound enough of them
+// exhaust the gateway's file descriptors before any certificate is seen.
+// tlsCfg must require a client certificate, so a finished handshake is an
+// authenticated one.
+func ServeOn(srv *http.Server, ln net.Listener, tlsCfg *tls.Config, conns connlimit.Config) net.Listener {
 	if tlsCfg != nil {
-		return tls.NewListener(ln, tlsCfg)
+		l := connlimit.NewListener(ln, conns)
+		return tls.NewListener(l, l.ServerTLS(tlsCfg, presentedCertificate))
 	}
 	srv.Protocols = new(http.Protocols)
 	srv.Protocols.SetHTTP1(true)
 	srv.Protocols.SetUnencryptedHTTP2(true)
 	return ln
+}
+
+// presentedCertificate says whether a finished handshake authenticated the
+// client. The gateway's TLS configuration refuses a handshake without a
+// verified certificate, so every finished one did.
+func presentedCertificate(cs tls.ConnectionState) bool { return len(cs.PeerCertificates) > 0 }
+
+// connLimits is Config.Conns reporting to the audit trail.
+func (g *Gateway) connLimits() connlimit.Config {
+	c := g.cfg.Conns
+	c.OnRefuse = ConnRefusals(g.cfg.Refusals, g.cfg.Audit, g.now, func() string { return dstOf(g.state.Load()) }, g.log)
+	return c
 }
 
 // go runs f as a goroutine owned by the gateway: Serve waits for it.

@@ -2,8 +2,12 @@ package gateway
 
 import (
 	"context"
+	"log/slog"
+	"net"
+	"time"
 
 	"agentmesh/internal/audit"
+	"agentmesh/internal/connlimit"
 )
 
 // RecordRefusal records the refused attempt e (a peer that was not
@@ -22,4 +26,23 @@ func RecordRefusal(ctx context.Context, agg *audit.Refusals, rec Recorder, e *au
 		e.ID = audit.NewID()
 	}
 	return e.ID, rec.Record(ctx, e)
+}
+
+// ConnRefusals returns a connlimit OnRefuse hook that records every
+// connection the listener refused or closed for a bound as a refused
+// connection to dst() (aggregated through agg when set). The model gateway
+// shares it.
+func ConnRefusals(agg *audit.Refusals, rec Recorder, now func() time.Time, dst func() string, log *slog.Logger) func(net.Addr, connlimit.Reason) {
+	return func(remote net.Addr, reason connlimit.Reason) {
+		e := &audit.Event{
+			Time: now(), Kind: audit.KindConnection, Dst: dst(), Decision: audit.Deny,
+			Reason: string(reason), Outcome: "refused",
+		}
+		if remote != nil {
+			e.SrcAddr = remote.String()
+		}
+		if id, err := RecordRefusal(context.Background(), agg, rec, e); err != nil {
+			log.Error("audit record failed", "event_id", id, "reason", string(reason), "err", err)
+		}
+	}
 }

@@ -17,6 +17,7 @@ import (
 
 	"agentmesh/internal/audit"
 	"agentmesh/internal/budget"
+	"agentmesh/internal/connlimit"
 	"agentmesh/internal/gateway"
 )
 
@@ -54,6 +55,10 @@ type Config struct {
 	// admitted (gateway.RecordRefusal); nil records each one through
 	// Audit.
 	Refusals *audit.Refusals
+	// Conns bounds the connections that have not finished their TLS
+	// handshake, as for the MCP gateway (gateway.ServeOn); zero fields are
+	// connlimit's defaults.
+	Conns connlimit.Config
 	// StateDir is where limit counters are kept (file CountersFile); ""
 	// keeps them in memory, so a restart resets them.
 	StateDir string
@@ -251,7 +256,9 @@ func (g *Gateway) Serve(ctx context.Context, ln net.Listener) error {
 		ErrorLog:          slog.NewLogLogger(g.log.Handler(), slog.LevelDebug),
 		BaseContext:       func(net.Listener) context.Context { return base },
 	}
-	ln = gateway.ServeOn(srv, ln, g.cfg.TLS)
+	conns := g.cfg.Conns
+	conns.OnRefuse = gateway.ConnRefusals(g.cfg.Refusals, g.cfg.Audit, g.now, func() string { return dstOf(g.state.Load()) }, g.log)
+	ln = gateway.ServeOn(srv, ln, g.cfg.TLS, conns)
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
 	var err error
