@@ -149,6 +149,11 @@ func TestAuditVerifyFlagsIDConflictsAndChecksReceiptBatches(t *testing.T) {
 	if code == 0 || !strings.Contains(out, "intact") || !strings.Contains(out, ev.ID) {
 		t.Fatalf("verify with an id conflict: exit %d, %q", code, out)
 	}
+	// The report is several lines for people: each line is escaped, the
+	// line breaks between them are not.
+	if strings.Count(out, "\n") < 2 || strings.Contains(out, `\x0a`) {
+		t.Fatalf("verify printed its report as %q, want one escaped line per line", out)
+	}
 	if code, out, _ := run(t, env, "audit", "--kind", "integrity", "--json"); code != 0 || !strings.Contains(out, `"reason":"id_conflict"`) {
 		t.Fatalf("audit --kind integrity: exit %d, %q", code, out)
 	}

@@ -406,7 +406,8 @@ func (d *demo) showAudit(ctx context.Context) error {
 	if err := d.admin.Call(ctx, http.MethodGet, controlapi.PathVerify, nil, &rep); err != nil {
 		return err
 	}
-	d.say("   verify: %s", strings.ReplaceAll(rep.String(), "\n", "\n   "))
+	io.WriteString(d.w, "   verify: ")
+	printLines(d.w, "   ", rep.String())
 	return nil
 }
 

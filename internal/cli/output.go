@@ -38,6 +38,18 @@ func printf(w io.Writer, format string, args ...any) {
 	fmt.Fprintf(w, format, safe...)
 }
 
+// printLines prints text that is several lines by design (a report),
+// each line escaped as printf escapes an argument and indented by indent
+// after the first.
+func printLines(w io.Writer, indent, text string) {
+	for i, line := range strings.Split(text, "\n") {
+		if i > 0 {
+			io.WriteString(w, indent)
+		}
+		printf(w, "%s\n", line)
+	}
+}
+
 // printJSON is how the CLI prints JSON: indented, and with the characters
 // that encoding/json leaves raw but a terminal would act on (bidi
 // overrides, C1 controls, DEL) written as \u escapes, which decode to the
