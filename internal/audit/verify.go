@@ -80,19 +80,28 @@ func (r Report) Unwitnessed() (first, last int64) {
 	return max(signed+1, r.FirstSeq), r.LastSeq
 }
 
-// String says, for people, what was proved and what could not be.
-func (r Report) String() string {
-	var b strings.Builder
+// String says, for people, what was proved and what could not be: the
+// report's Lines joined.
+func (r Report) String() string { return strings.Join(r.Lines(), "\n") }
+
+// Lines is the report for people, one line per element; continuation lines
+// are indented by two spaces. Fields that came from the database (a broken
+// event's id, the problem found) are inside one element whatever they
+// hold, so a program that escapes each element for a terminal keeps the
+// report's own line breaks and no others.
+func (r Report) Lines() []string {
 	if !r.OK {
 		if r.Problem == "" {
-			return "audit trail not verified"
+			return []string{"audit trail not verified"}
 		}
 		id := ""
 		if r.BrokenID != "" {
 			id = " (event " + r.BrokenID + ")"
 		}
-		return fmt.Sprintf("audit trail BROKEN at seq %d%s: %s", r.BrokenSeq, id, r.Problem)
+		return []string{fmt.Sprintf("audit trail BROKEN at seq %d%s: %s", r.BrokenSeq, id, r.Problem)}
 	}
+	var lines []string
+	var b strings.Builder
 	fmt.Fprintf(&b, "audit trail intact: %d events", r.Events)
 	if r.Events > 0 {
 		fmt.Fprintf(&b, ", hash chain recomputed over seq %d..%d", r.FirstSeq, r.LastSeq)
@@ -100,30 +109,36 @@ func (r Report) String() string {
 	if r.PrunedThrough > 0 {
 		fmt.Fprintf(&b, " (pruned through seq %d at a signed prune point)", r.PrunedThrough)
 	}
-	fmt.Fprintf(&b, "\n  signed: %d checkpoints in the database, through seq %d", r.Checkpoints, r.SignedThrough)
+	lines = append(lines, b.String())
+	b.Reset()
+	fmt.Fprintf(&b, "  signed: %d checkpoints in the database, through seq %d", r.Checkpoints, r.SignedThrough)
 	if r.Key != "" {
 		fmt.Fprintf(&b, " (key sha256:%s)", r.Key)
 	}
+	lines = append(lines, b.String())
+	b.Reset()
 	if r.Receipts > 0 {
-		fmt.Fprintf(&b, "\n  receipts: %d checked, through seq %d; %d events of their batches are stored as sent",
+		fmt.Fprintf(&b, "  receipts: %d checked, through seq %d; %d events of their batches are stored as sent",
 			r.Receipts, r.ReceiptsThrough, r.ReceiptEvents)
 		if r.ReceiptEventsPruned > 0 {
 			fmt.Fprintf(&b, " (%d more were pruned)", r.ReceiptEventsPruned)
 		}
 	} else {
-		b.WriteString("\n  receipts: none given; pass --receipt STATE/audit-receipt.json of each gateway to check what they sent")
+		b.WriteString("  receipts: none given; pass --receipt STATE/audit-receipt.json of each gateway to check what they sent")
 	}
+	lines = append(lines, b.String())
 	if first, last := r.Unwitnessed(); first <= last {
-		fmt.Fprintf(&b, "\n  not proved: seq %d..%d are only chained; deleting them together with their checkpoints would go unnoticed", first, last)
+		l := fmt.Sprintf("  not proved: seq %d..%d are only chained; deleting them together with their checkpoints would go unnoticed", first, last)
 		if r.Receipts == 0 {
-			b.WriteString(" (a gateway's receipt covering them would show it)")
+			l += " (a gateway's receipt covering them would show it)"
 		}
+		lines = append(lines, l)
 	}
 	if r.Conflicts > 0 {
-		fmt.Fprintf(&b, "\n  ATTENTION: %d event ids arrived again with different content (first: %s); the chain itself is intact; see: agentmesh audit --kind integrity",
-			r.Conflicts, strings.Join(r.ConflictIDs, ", "))
+		lines = append(lines, fmt.Sprintf("  ATTENTION: %d event ids arrived again with different content (first: %s); the chain itself is intact; see: agentmesh audit --kind integrity",
+			r.Conflicts, strings.Join(r.ConflictIDs, ", ")))
 	}
-	return b.String()
+	return lines
 }
 
 // checkpointRow is one stored checkpoint.

@@ -140,7 +140,7 @@ func runAudit(ctx context.Context, env Env, args []string) error {
 		if *asJSON {
 			printJSON(env.Stdout, rep)
 		} else {
-			printLines(env.Stdout, "", rep.String())
+			printLines(env.Stdout, "", rep.Lines())
 		}
 		if !rep.OK || rep.Conflicts > 0 {
 			// An intact chain with id conflicts still needs a person.

@@ -407,7 +407,7 @@ func (d *demo) showAudit(ctx context.Context) error {
 		return err
 	}
 	io.WriteString(d.w, "   verify: ")
-	printLines(d.w, "   ", rep.String())
+	printLines(d.w, "   ", rep.Lines())
 	return nil
 }
 

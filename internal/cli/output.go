@@ -38,11 +38,11 @@ func printf(w io.Writer, format string, args ...any) {
 	fmt.Fprintf(w, format, safe...)
 }
 
-// printLines prints text that is several lines by design (a report),
-// each line escaped as printf escapes an argument and indented by indent
-// after the first.
-func printLines(w io.Writer, indent, text string) {
-	for i, line := range strings.Split(text, "\n") {
+// printLines prints lines made for people (a report), each escaped as
+// printf escapes an argument, so a line break inside one of them is
+// escaped too, and indented by indent after the first.
+func printLines(w io.Writer, indent string, lines []string) {
+	for i, line := range lines {
 		if i > 0 {
 			io.WriteString(w, indent)
 		}
