@@ -13,6 +13,8 @@ import (
 	"net/http/httptrace"
 	"sync"
 	"time"
+
+	"agentmesh/internal/sse"
 )
 
 // deleteTimeout bounds the DELETE that ends a session when the agent leaves.
@@ -404,29 +406,29 @@ func (s *stdioSession) call(ctx context.Context, m *message, countPending bool, 
 // which writes it. The stream is read to its end, so that the connection can
 // be reused; it returns the last event id seen.
 func (s *stdioSession) relaySSE(body io.Reader, answerKey string, onAnswer func([]byte)) (lastEventID string, err error) {
-	sr := newSSEReader(body, s.c.maxMsg)
+	sr := sse.NewReader(body, s.c.maxMsg)
 	for {
-		ev, err := sr.next()
+		ev, err := sr.Next()
 		if err != nil {
 			if err == io.EOF {
 				err = nil
 			}
 			return lastEventID, err
 		}
-		if ev.hasID {
-			lastEventID = ev.id
+		if ev.HasID {
+			lastEventID = ev.ID
 		}
-		if len(ev.data) == 0 || (ev.name != "" && ev.name != "message") {
+		if len(ev.Data) == 0 || (ev.Name != "" && ev.Name != "message") {
 			continue
 		}
 		if answerKey != "" {
-			if r := parseMessage(ev.data); r.kind == kindResponse && idKey(r.id) == answerKey {
+			if r := parseMessage(ev.Data); r.kind == kindResponse && idKey(r.id) == answerKey {
 				answerKey = ""
-				onAnswer(ev.data)
+				onAnswer(ev.Data)
 				continue
 			}
 		}
-		if err := s.out.writeLine(ev.data); err != nil {
+		if err := s.out.writeLine(ev.Data); err != nil {
 			return lastEventID, err
 		}
 	}

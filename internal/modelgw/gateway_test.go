@@ -1,7 +1,6 @@
 package modelgw
 
 import (
-	"bufio"
 	"encoding/json"
 	"io"
 	"net/http"
@@ -12,6 +11,7 @@ import (
 
 	"agentmesh/internal/audit"
 	"agentmesh/internal/modelgw/modelgwtest"
+	"agentmesh/internal/sse"
 )
 
 func TestGatewayDecidesModelByGlob(t *testing.T) {
@@ -243,23 +243,25 @@ func TestGatewayStreamsChunksWithoutBuffering(t *testing.T) {
 	if ct := resp.Header.Get("Content-Type"); resp.StatusCode != 200 || !strings.HasPrefix(ct, "text/event-stream") {
 		t.Fatalf("status %d content type %q", resp.StatusCode, ct)
 	}
-	sc := bufio.NewScanner(resp.Body)
+	sr := sse.NewReader(resp.Body, 1<<20)
 	var chunks []string
-	for sc.Scan() {
-		line := sc.Text()
-		data, ok := strings.CutPrefix(line, "data: ")
-		if !ok {
+	for {
+		ev, err := sr.Next()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !ev.HasData {
 			continue
 		}
-		chunks = append(chunks, data)
+		chunks = append(chunks, string(ev.Data))
 		// The upstream sends chunk i+1 only after the gate opens: reading
 		// chunk i here first proves nothing waited for the whole stream.
 		if len(chunks) < len(modelgwtest.StreamChunks) {
 			gate <- struct{}{}
 		}
-	}
-	if err := sc.Err(); err != nil {
-		t.Fatal(err)
 	}
 	if len(chunks) < 2 || chunks[len(chunks)-1] != "[DONE]" || !strings.Contains(chunks[0], modelgwtest.StreamChunks[0]) {
 		t.Fatalf("chunks %q", chunks)
