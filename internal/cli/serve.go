@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"agentmesh/internal/audit"
+	"agentmesh/internal/backoff"
 	"agentmesh/internal/budget"
 	"agentmesh/internal/gateway"
 	"agentmesh/internal/identity"
@@ -328,19 +329,17 @@ func runTasks(ctx context.Context, tasks []func(context.Context) error) error {
 // registerAddr announces the gateway's address, retrying while the coordinator
 // is away: the gateway serves from its cache meanwhile.
 func registerAddr(ctx context.Context, n *node.Node, addr string, log *slog.Logger) {
-	backoff := 200 * time.Millisecond
+	retry := backoff.Backoff{Min: 200 * time.Millisecond, Max: 10 * time.Second}
 	for {
 		err := n.Client.Register(ctx, []string{addr})
 		if err == nil || ctx.Err() != nil {
 			return
 		}
-		log.Warn("serve: registering the address failed; retrying", "err", err, "retry_in", backoff)
-		select {
-		case <-ctx.Done():
+		wait := retry.Next()
+		log.Warn("serve: registering the address failed; retrying", "err", err, "retry_in", wait)
+		if backoff.Sleep(ctx, nil, wait) != nil {
 			return
-		case <-time.After(backoff):
 		}
-		backoff = min(backoff*2, 10*time.Second)
 	}
 }
 

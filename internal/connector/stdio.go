@@ -14,6 +14,7 @@ import (
 	"sync"
 	"time"
 
+	"agentmesh/internal/backoff"
 	"agentmesh/internal/sse"
 )
 
@@ -514,7 +515,7 @@ func (s *stdioSession) startGET() {
 // resuming with Last-Event-ID after interruptions.
 func (s *stdioSession) runGET() {
 	var lastEventID string
-	failures := 0
+	retry := backoff.Backoff{Min: 100 * time.Millisecond, Max: 30 * time.Second}
 	for s.ctx.Err() == nil {
 		s.mu.Lock()
 		sessionID, version, expired := s.sessionID, s.negotiated, s.expired
@@ -554,7 +555,7 @@ func (s *stdioSession) runGET() {
 			resp.Body.Close()
 			if id != "" && id != lastEventID {
 				lastEventID = id
-				failures = 0
+				retry.Reset()
 			}
 			if s.ctx.Err() != nil {
 				return
@@ -564,8 +565,7 @@ func (s *stdioSession) runGET() {
 			drainClose(resp.Body)
 			s.c.log.Debug("standalone SSE stream refused", "status", resp.StatusCode)
 		}
-		failures++
-		if !sleepCtx(s.ctx, backoff(failures)) {
+		if retry.Wait(s.ctx) != nil {
 			return
 		}
 	}
@@ -598,28 +598,6 @@ func (s *stdioSession) deleteSession(parent context.Context) {
 		return
 	}
 	drainClose(resp.Body)
-}
-
-// backoff is the delay before the n-th reconnection of the standalone
-// stream: 100ms doubling up to 30s.
-func backoff(n int) time.Duration {
-	d := 100 * time.Millisecond
-	for i := 1; i < n && d < 30*time.Second; i++ {
-		d *= 2
-	}
-	return min(d, 30*time.Second)
-}
-
-// sleepCtx waits for d or until ctx is done; it reports whether d elapsed.
-func sleepCtx(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return true
-	case <-ctx.Done():
-		return false
-	}
 }
 
 // readLimited reads all of r, failing beyond max bytes.

@@ -28,6 +28,7 @@ import (
 
 	"agentmesh/internal/audit"
 	"agentmesh/internal/authkey"
+	"agentmesh/internal/backoff"
 	"agentmesh/internal/controlapi"
 	"agentmesh/internal/identity"
 	"agentmesh/internal/netmap"
@@ -58,6 +59,9 @@ func (e *APIError) Error() string {
 type Options struct {
 	Now    func() time.Time // nil: time.Now
 	Logger *slog.Logger     // nil: discard
+	// Clock is what retries wait on (Follow's while the coordinator is
+	// away); nil is the wall clock.
+	Clock backoff.Clock
 }
 
 // Client talks to the coordinator as one node.
@@ -65,6 +69,7 @@ type Client struct {
 	dir      *nodestate.Dir
 	cfg      nodestate.Config
 	now      func() time.Time
+	clock    backoff.Clock
 	log      *slog.Logger
 	verifier *pki.Verifier
 	cert     atomic.Pointer[tls.Certificate]
@@ -94,7 +99,7 @@ func New(dir *nodestate.Dir, opts Options) (*Client, error) {
 	if err != nil {
 		return nil, err
 	}
-	c := &Client{dir: dir, cfg: cfg, now: opts.Now, log: opts.Logger, id: id}
+	c := &Client{dir: dir, cfg: cfg, now: opts.Now, clock: opts.Clock, log: opts.Logger, id: id}
 	if c.now == nil {
 		c.now = time.Now
 	}
@@ -259,25 +264,21 @@ func (c *Client) Follow(ctx context.Context, update func(nm *netmap.Netmap, conf
 		}
 		update(nm, confirmed)
 	}
-	backoff := 100 * time.Millisecond
+	retry := backoff.Backoff{Min: 100 * time.Millisecond, Max: 10 * time.Second}
 	for {
 		nm, err := c.Netmap(ctx, since)
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
 		if err != nil {
-			c.log.Warn("netmap watch: coordinator unreachable, keeping the cached netmap", "err", err, "retry_in", backoff)
-			t := time.NewTimer(backoff)
-			select {
-			case <-ctx.Done():
-				t.Stop()
-				return ctx.Err()
-			case <-t.C:
+			wait := retry.Next()
+			c.log.Warn("netmap watch: coordinator unreachable, keeping the cached netmap", "err", err, "retry_in", wait)
+			if err := backoff.Sleep(ctx, c.clock, wait); err != nil {
+				return err
 			}
-			backoff = min(backoff*2, 10*time.Second)
 			continue
 		}
-		backoff = 100 * time.Millisecond
+		retry.Reset()
 		now := c.now()
 		cached := true // the cache holds what the coordinator just confirmed
 		if nm != nil {
