@@ -15,7 +15,7 @@ import (
 	"agentmesh/internal/modelgw"
 	"agentmesh/internal/netmap"
 	"agentmesh/internal/node"
-	"agentmesh/internal/pki"
+	"agentmesh/internal/transport"
 )
 
 func init() {
@@ -137,17 +137,15 @@ func connectService(ctx context.Context, env Env, state, service string, ln net.
 		return err
 	}
 	defer n.Close()
-	td := n.ID().TrustDomain
 	target := func() (netmap.Node, error) { return resolveService(n.View().Netmap, kind, name) }
-	tlsCfg := pki.ClientTLS(n.Client.Certificate, n.Client.Verifier(), func(got identity.ID) error {
+	// The gateway reached must be the node the netmap names for the
+	// service, asked again at every handshake.
+	tlsCfg := transport.ClientTLS(n.Client.Certificate, n.Client.Verifier(), func() (identity.ID, error) {
 		t, err := target()
 		if err != nil {
-			return err
+			return identity.ID{}, err
 		}
-		if got.String() != t.ID || got.TrustDomain != td {
-			return fmt.Errorf("%w: reached %s, want %s", pki.ErrWrongPeer, got, t.ID)
-		}
-		return nil
+		return identity.Parse(t.ID)
 	})
 	resolve := func(ctx context.Context) (string, error) {
 		t, err := target()

@@ -35,10 +35,15 @@ import (
 	"agentmesh/internal/nodestate"
 	"agentmesh/internal/pki"
 	"agentmesh/internal/termtext"
+	"agentmesh/internal/transport"
 )
 
 // coordinatorName is the node name in the coordinator's server certificate.
 const coordinatorName = "coordinator"
+
+// responseHeaderTimeout bounds the wait for the coordinator's answer to a
+// call, the netmap long poll included.
+const responseHeaderTimeout = 2 * time.Minute
 
 // APIError is a refusal from the coordinator, with its stable code.
 type APIError struct {
@@ -108,19 +113,22 @@ func New(dir *nodestate.Dir, opts Options) (*Client, error) {
 	}
 	c.verifier = pki.NewVerifier(td, roots, c.now)
 	c.cert.Store(tlsCert)
-	want, _ := identity.New(td, identity.KindAdmin, coordinatorName)
-	tcfg := pki.ClientTLS(c.Certificate, c.verifier, func(got identity.ID) error {
-		if got != want {
-			return fmt.Errorf("server is %s, not the coordinator", got)
-		}
-		return nil
+	want, err := identity.New(td, identity.KindAdmin, coordinatorName)
+	if err != nil {
+		return nil, fmt.Errorf("state %s: %w", dir.Path(), err)
+	}
+	tr, err := transport.New(transport.Config{
+		TLS: transport.ClientTLS(c.Certificate, c.verifier, func() (identity.ID, error) { return want, nil }),
+		// The coordinator answers every call within its long poll (25 s by
+		// default); one that took a request and never answers is given up
+		// on, so that the netmap watch retries instead of hanging.
+		ResponseHeaderTimeout: responseHeaderTimeout,
+		MaxIdleConnsPerHost:   4,
 	})
-	c.http = &http.Client{Transport: &http.Transport{
-		TLSClientConfig:     tcfg,
-		ForceAttemptHTTP2:   true,
-		MaxIdleConnsPerHost: 4,
-		IdleConnTimeout:     90 * time.Second,
-	}}
+	if err != nil {
+		return nil, fmt.Errorf("state %s: %w", dir.Path(), err)
+	}
+	c.http = transport.Client(tr)
 	return c, nil
 }
 

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"agentmesh/internal/loopback"
+	"agentmesh/internal/transport"
 )
 
 // LocalConfig configures a Local.
@@ -21,8 +22,11 @@ type LocalConfig struct {
 	// is called for every request so that netmap changes are picked up.
 	// Required.
 	Resolve func(ctx context.Context) (string, error)
-	// TLS is the client configuration with the node certificate. It is
-	// cloned; TLS 1.3 is enforced. Required unless Dial is set.
+	// TLS is the client configuration with the node certificate and the
+	// check of the gateway's identity (transport.ClientTLS). It is cloned;
+	// TLS 1.3 is enforced, and a configuration that does not check the
+	// server with a verifier of its own is refused. Required unless Dial
+	// is set.
 	TLS *tls.Config
 	// Dial, when set, reaches the gateway over a transport that
 	// authenticates and encrypts by itself (tailnet.Node.Dial): TLS must
@@ -54,40 +58,14 @@ func NewLocal(cfg LocalConfig) (*Local, error) {
 	if cfg.Resolve == nil {
 		return nil, fmt.Errorf("new local model endpoint: %w: Resolve is required", ErrConfig)
 	}
-	l := &Local{resolve: cfg.Resolve, log: cfg.Logger, scheme: "https"}
+	tc := transport.Config{TLS: cfg.TLS, Dial: cfg.Dial}
+	tr, err := transport.New(tc)
+	if err != nil {
+		return nil, fmt.Errorf("new local model endpoint: %w: %w", ErrConfig, err)
+	}
+	l := &Local{resolve: cfg.Resolve, log: cfg.Logger, scheme: tc.Scheme(), transport: tr}
 	if l.log == nil {
 		l.log = slog.New(slog.DiscardHandler)
-	}
-	l.transport = &http.Transport{
-		MaxIdleConns:        256,
-		MaxIdleConnsPerHost: 64,
-		IdleConnTimeout:     90 * time.Second,
-		DisableCompression:  true,
-		Protocols:           new(http.Protocols),
-	}
-	switch {
-	case cfg.Dial != nil && cfg.TLS != nil:
-		return nil, fmt.Errorf("new local model endpoint: %w: Dial and TLS are exclusive (the dialer's transport is the credential)", ErrConfig)
-	case cfg.Dial != nil:
-		l.scheme = "http"
-		l.transport.DialContext = cfg.Dial
-		l.transport.Protocols.SetUnencryptedHTTP2(true)
-	case cfg.TLS == nil:
-		return nil, fmt.Errorf("new local model endpoint: %w: TLS is required (the node identity is the credential)", ErrConfig)
-	default:
-		tlsCfg := cfg.TLS.Clone()
-		if len(tlsCfg.Certificates) == 0 && tlsCfg.GetClientCertificate == nil {
-			return nil, fmt.Errorf("new local model endpoint: %w: TLS has no client certificate", ErrConfig)
-		}
-		if tlsCfg.MinVersion < tls.VersionTLS13 {
-			tlsCfg.MinVersion = tls.VersionTLS13
-		}
-		tlsCfg.NextProtos = nil
-		l.transport.DialContext = (&net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}).DialContext
-		l.transport.TLSClientConfig = tlsCfg
-		l.transport.TLSHandshakeTimeout = 10 * time.Second
-		l.transport.Protocols.SetHTTP1(true)
-		l.transport.Protocols.SetHTTP2(true)
 	}
 	l.proxy = &httputil.ReverseProxy{
 		Transport:     l.transport,
