@@ -10,9 +10,9 @@ import (
 	"time"
 
 	"agentmesh/internal/connector"
+	"agentmesh/internal/connector/modelconn"
 	"agentmesh/internal/identity"
 	"agentmesh/internal/loopback"
-	"agentmesh/internal/modelgw"
 	"agentmesh/internal/netmap"
 	"agentmesh/internal/node"
 	"agentmesh/internal/transport"
@@ -177,7 +177,7 @@ func connectService(ctx context.Context, env Env, state, service string, ln net.
 // says how to reach the gateway.
 func runConnector(ctx context.Context, env Env, kind identity.Kind, ln net.Listener, auth loopback.Auth, cfg connector.Config) error {
 	if kind == identity.KindModel && ln != nil {
-		return connectModel(ctx, modelgw.LocalConfig{Resolve: cfg.Resolve, TLS: cfg.TLS, Dial: cfg.Dial, Logger: cfg.Logger}, ln, auth)
+		return connectModel(ctx, modelconn.Config{Resolve: cfg.Resolve, TLS: cfg.TLS, Dial: cfg.Dial, Logger: cfg.Logger}, ln, auth)
 	}
 	cn, err := connector.New(cfg)
 	if err != nil {
@@ -200,8 +200,8 @@ func runConnector(ctx context.Context, env Env, kind identity.Kind, ln net.Liste
 
 // connectModel runs the local OpenAI-compatible endpoint of a model service
 // on ln, admitting clients by auth, until ctx ends. It closes ln.
-func connectModel(ctx context.Context, cfg modelgw.LocalConfig, ln net.Listener, auth loopback.Auth) error {
-	l, err := modelgw.NewLocal(cfg)
+func connectModel(ctx context.Context, cfg modelconn.Config, ln net.Listener, auth loopback.Auth) error {
+	l, err := modelconn.New(cfg)
 	if err != nil {
 		ln.Close()
 		return err
