@@ -13,6 +13,8 @@ import (
 	"sync"
 	"time"
 
+	"golang.org/x/sync/errgroup"
+
 	"agentmesh/internal/audit"
 	"agentmesh/internal/backoff"
 	"agentmesh/internal/budget"
@@ -310,20 +312,16 @@ func serverTLS(n *node.Node, self identity.ID, log *slog.Logger) *tls.Config {
 // (a cancelled context is not one). A task may also finish early with nil
 // (a registration that succeeded) without stopping the others.
 func runTasks(ctx context.Context, tasks []func(context.Context) error) error {
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	errc := make(chan error, len(tasks))
+	g, ctx := errgroup.WithContext(ctx)
 	for _, t := range tasks {
-		go func() { errc <- t(ctx) }()
+		g.Go(func() error {
+			if err := t(ctx); !errors.Is(err, context.Canceled) {
+				return err
+			}
+			return nil
+		})
 	}
-	var first error
-	for range tasks {
-		if err := <-errc; err != nil && !errors.Is(err, context.Canceled) && first == nil {
-			first = err
-			cancel()
-		}
-	}
-	return first
+	return g.Wait()
 }
 
 // registerAddr announces the gateway's address, retrying while the coordinator

@@ -42,6 +42,7 @@ import (
 	"net/url"
 	"time"
 
+	"agentmesh/internal/httpserver"
 	"agentmesh/internal/loopback"
 	"agentmesh/internal/modelwire"
 	"agentmesh/internal/transport"
@@ -199,27 +200,12 @@ func (e *Endpoint) Serve(ctx context.Context, ln net.Listener, auth loopback.Aut
 		ReadHeaderTimeout: 10 * time.Second,
 		ErrorLog:          slog.NewLogLogger(e.log.Handler(), slog.LevelDebug),
 	}
-	errc := make(chan error, 1)
-	go func() { errc <- srv.Serve(ln) }()
-	err = nil
-	select {
-	case <-ctx.Done():
-	case err = <-errc:
-		errc = nil
-	}
-	shutCtx, done := context.WithTimeout(context.Background(), 5*time.Second)
-	defer done()
-	if serr := srv.Shutdown(shutCtx); serr != nil {
-		srv.Close()
-	}
-	if errc != nil {
-		<-errc
-	}
+	err = httpserver.Run(ctx, srv, ln)
 	e.transport.CloseIdleConnections()
-	if errors.Is(err, http.ErrServerClosed) {
-		err = nil
+	if err != nil {
+		return fmt.Errorf("serve local model endpoint: %w", err)
 	}
-	return err
+	return nil
 }
 
 // Close releases idle connections to the gateway. It is idempotent.
