@@ -5,8 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"math/rand/v2"
 	"time"
+
+	"agentmesh/internal/backoff"
 )
 
 // Sender delivers a batch of events to the coordinator. A nil error means
@@ -54,14 +55,8 @@ func Ship(ctx context.Context, spool *Spool, sender Sender, opts ShipOptions) er
 	if opts.MinBackoff <= 0 {
 		opts.MinBackoff = 500 * time.Millisecond
 	}
-	if opts.MaxBackoff < opts.MinBackoff {
-		opts.MaxBackoff = max(30*time.Second, opts.MinBackoff)
-	}
 	if opts.After == nil {
 		opts.After = time.After
-	}
-	if opts.Jitter == nil {
-		opts.Jitter = rand.Float64
 	}
 	if opts.Linger == 0 {
 		opts.Linger = 100 * time.Millisecond
@@ -70,11 +65,10 @@ func Ship(ctx context.Context, spool *Spool, sender Sender, opts ShipOptions) er
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	backoff := opts.MinBackoff
-	failures := 0
+	retry := backoff.Backoff{Min: opts.MinBackoff, Max: opts.MaxBackoff, Rand: opts.Jitter}
 	for {
 		b, err := spool.Next(ctx, opts.MaxBatch)
-		if err == nil && len(b.Events) < opts.MaxBatch && opts.Linger > 0 && failures == 0 {
+		if err == nil && len(b.Events) < opts.MaxBatch && opts.Linger > 0 && retry.Failures() == 0 {
 			// Let the batch fill up; a retry after a failure does not wait.
 			select {
 			case <-opts.After(opts.Linger):
@@ -103,18 +97,17 @@ func Ship(ctx context.Context, spool *Spool, sender Sender, opts ShipOptions) er
 				}
 				return fmt.Errorf("audit: ship: %w", err)
 			}
-			if failures > 0 {
-				log.Info("audit: shipping resumed", "failures", failures)
+			if retry.Failures() > 0 {
+				log.Info("audit: shipping resumed", "failures", retry.Failures())
 			}
-			backoff, failures = opts.MinBackoff, 0
+			retry.Reset()
 			continue
 		}
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
-		failures++
-		// Equal jitter: wait between half and all of the backoff.
-		wait := backoff/2 + time.Duration(opts.Jitter()*float64(backoff/2))
+		wait := retry.Next()
+		failures := retry.Failures()
 		if errors.Is(err, ErrNotKept) {
 			// Not an outage: the coordinator answered without proving it
 			// stored what was sent. The events stay in the spool.
@@ -130,6 +123,5 @@ func Ship(ctx context.Context, spool *Spool, sender Sender, opts ShipOptions) er
 		case <-ctx.Done():
 			return ctx.Err()
 		}
-		backoff = min(backoff*2, opts.MaxBackoff)
 	}
 }

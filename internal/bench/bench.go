@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"math"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"runtime"
@@ -17,6 +18,8 @@ import (
 	"sync"
 	"text/tabwriter"
 	"time"
+
+	"agentmesh/internal/httpserver"
 )
 
 // Components run the product's data plane. The CLI supplies the functions
@@ -370,6 +373,13 @@ func (r *runner) onStop(f func()) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.stops = append(r.stops, f)
+}
+
+// serve runs hs on ln until the runner stops.
+func (r *runner) serve(hs *http.Server, ln net.Listener) {
+	ctx, stop := context.WithCancel(context.Background())
+	r.goStop(func() { httpserver.Run(ctx, hs, ln) })
+	r.onStop(stop)
 }
 
 // goStop runs f in a goroutine owned by the runner.

@@ -116,9 +116,7 @@ func (r *runner) serveProxy(target string, rt http.RoundTripper, serverTLS *tls.
 	if serverTLS != nil {
 		ln = tls.NewListener(ln, serverTLS)
 	}
-	hs := &http.Server{Handler: rp, ReadHeaderTimeout: 10 * time.Second}
-	r.goStop(func() { hs.Serve(ln) })
-	r.onStop(func() { hs.Close() })
+	r.serve(&http.Server{Handler: rp, ReadHeaderTimeout: 10 * time.Second}, ln)
 	return ln.Addr().String(), nil
 }
 

@@ -58,8 +58,7 @@ func (r *runner) startUpstream(blobSize int) error {
 		return err
 	}
 	hs := &http.Server{Handler: mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return srv }, nil), ReadHeaderTimeout: 10 * time.Second}
-	r.goStop(func() { hs.Serve(ln) })
-	r.onStop(func() { hs.Close() })
+	r.serve(hs, ln)
 	up.url = "http://" + ln.Addr().String() + "/mcp"
 	r.up = up
 	return nil

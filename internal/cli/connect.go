@@ -10,12 +10,12 @@ import (
 	"time"
 
 	"agentmesh/internal/connector"
+	"agentmesh/internal/connector/modelconn"
 	"agentmesh/internal/identity"
 	"agentmesh/internal/loopback"
-	"agentmesh/internal/modelgw"
 	"agentmesh/internal/netmap"
 	"agentmesh/internal/node"
-	"agentmesh/internal/pki"
+	"agentmesh/internal/transport"
 )
 
 func init() {
@@ -137,17 +137,15 @@ func connectService(ctx context.Context, env Env, state, service string, ln net.
 		return err
 	}
 	defer n.Close()
-	td := n.ID().TrustDomain
 	target := func() (netmap.Node, error) { return resolveService(n.View().Netmap, kind, name) }
-	tlsCfg := pki.ClientTLS(n.Client.Certificate, n.Client.Verifier(), func(got identity.ID) error {
+	// The gateway reached must be the node the netmap names for the
+	// service, asked again at every handshake.
+	tlsCfg := transport.ClientTLS(n.Client.Certificate, n.Client.Verifier(), func() (identity.ID, error) {
 		t, err := target()
 		if err != nil {
-			return err
+			return identity.ID{}, err
 		}
-		if got.String() != t.ID || got.TrustDomain != td {
-			return fmt.Errorf("%w: reached %s, want %s", pki.ErrWrongPeer, got, t.ID)
-		}
-		return nil
+		return identity.Parse(t.ID)
 	})
 	resolve := func(ctx context.Context) (string, error) {
 		t, err := target()
@@ -179,7 +177,7 @@ func connectService(ctx context.Context, env Env, state, service string, ln net.
 // says how to reach the gateway.
 func runConnector(ctx context.Context, env Env, kind identity.Kind, ln net.Listener, auth loopback.Auth, cfg connector.Config) error {
 	if kind == identity.KindModel && ln != nil {
-		return connectModel(ctx, modelgw.LocalConfig{Resolve: cfg.Resolve, TLS: cfg.TLS, Dial: cfg.Dial, Logger: cfg.Logger}, ln, auth)
+		return connectModel(ctx, modelconn.Config{Resolve: cfg.Resolve, TLS: cfg.TLS, Dial: cfg.Dial, Logger: cfg.Logger}, ln, auth)
 	}
 	cn, err := connector.New(cfg)
 	if err != nil {
@@ -202,8 +200,8 @@ func runConnector(ctx context.Context, env Env, kind identity.Kind, ln net.Liste
 
 // connectModel runs the local OpenAI-compatible endpoint of a model service
 // on ln, admitting clients by auth, until ctx ends. It closes ln.
-func connectModel(ctx context.Context, cfg modelgw.LocalConfig, ln net.Listener, auth loopback.Auth) error {
-	l, err := modelgw.NewLocal(cfg)
+func connectModel(ctx context.Context, cfg modelconn.Config, ln net.Listener, auth loopback.Auth) error {
+	l, err := modelconn.New(cfg)
 	if err != nil {
 		ln.Close()
 		return err

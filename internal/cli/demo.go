@@ -27,6 +27,7 @@ import (
 	"agentmesh/internal/controlclient"
 	"agentmesh/internal/coordinator"
 	"agentmesh/internal/gateway"
+	"agentmesh/internal/httpserver"
 	"agentmesh/internal/ledger"
 	"agentmesh/internal/loopback"
 	"agentmesh/internal/nodestate"
@@ -285,12 +286,13 @@ func (d *demo) startLedger() (string, error) {
 	}
 	srv := ledger.NewServer(ledger.NewBook())
 	hs := &http.Server{Handler: mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return srv }, nil), ReadHeaderTimeout: 10 * time.Second}
+	ctx, stop := context.WithCancel(context.Background())
 	d.wg.Add(1)
 	go func() {
 		defer d.wg.Done()
-		hs.Serve(ln)
+		httpserver.Run(ctx, hs, ln)
 	}()
-	d.stops = append(d.stops, func() { hs.Close() })
+	d.stops = append(d.stops, stop)
 	return "http://" + ln.Addr().String() + "/mcp", nil
 }
 

@@ -13,7 +13,10 @@ import (
 	"sync"
 	"time"
 
+	"golang.org/x/sync/errgroup"
+
 	"agentmesh/internal/audit"
+	"agentmesh/internal/backoff"
 	"agentmesh/internal/budget"
 	"agentmesh/internal/gateway"
 	"agentmesh/internal/identity"
@@ -309,38 +312,32 @@ func serverTLS(n *node.Node, self identity.ID, log *slog.Logger) *tls.Config {
 // (a cancelled context is not one). A task may also finish early with nil
 // (a registration that succeeded) without stopping the others.
 func runTasks(ctx context.Context, tasks []func(context.Context) error) error {
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	errc := make(chan error, len(tasks))
+	g, ctx := errgroup.WithContext(ctx)
 	for _, t := range tasks {
-		go func() { errc <- t(ctx) }()
+		g.Go(func() error {
+			if err := t(ctx); !errors.Is(err, context.Canceled) {
+				return err
+			}
+			return nil
+		})
 	}
-	var first error
-	for range tasks {
-		if err := <-errc; err != nil && !errors.Is(err, context.Canceled) && first == nil {
-			first = err
-			cancel()
-		}
-	}
-	return first
+	return g.Wait()
 }
 
 // registerAddr announces the gateway's address, retrying while the coordinator
 // is away: the gateway serves from its cache meanwhile.
 func registerAddr(ctx context.Context, n *node.Node, addr string, log *slog.Logger) {
-	backoff := 200 * time.Millisecond
+	retry := backoff.Backoff{Min: 200 * time.Millisecond, Max: 10 * time.Second}
 	for {
 		err := n.Client.Register(ctx, []string{addr})
 		if err == nil || ctx.Err() != nil {
 			return
 		}
-		log.Warn("serve: registering the address failed; retrying", "err", err, "retry_in", backoff)
-		select {
-		case <-ctx.Done():
+		wait := retry.Next()
+		log.Warn("serve: registering the address failed; retrying", "err", err, "retry_in", wait)
+		if backoff.Sleep(ctx, nil, wait) != nil {
 			return
-		case <-time.After(backoff):
 		}
-		backoff = min(backoff*2, 10*time.Second)
 	}
 }
 

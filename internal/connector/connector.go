@@ -13,7 +13,8 @@ import (
 	"net/url"
 	"strings"
 	"sync/atomic"
-	"time"
+
+	"agentmesh/internal/transport"
 )
 
 // DefaultMaxMessageBytes is the default bound on one JSON-RPC message or SSE
@@ -28,9 +29,11 @@ type Config struct {
 	// netmap. A trailing "/mcp" is accepted. Required.
 	Resolve func(ctx context.Context) (string, error)
 	// TLS is the client configuration with the node certificate (renewed live
-	// through GetClientCertificate). It is cloned; TLS 1.3 is enforced.
-	// Required unless Dial is set: the mTLS identity is the connector's only
-	// credential.
+	// through GetClientCertificate) and the check of the gateway's identity
+	// (transport.ClientTLS). It is cloned; TLS 1.3 is enforced, and a
+	// configuration that does not check the server with a verifier of its
+	// own is refused (see package transport). Required unless Dial is set:
+	// the mTLS identity is the connector's only credential.
 	TLS *tls.Config
 	// Dial, when set, connects to the gateway over a transport that
 	// authenticates and encrypts by itself, such as a tailnet
@@ -75,27 +78,11 @@ func New(cfg Config) (*Connector, error) {
 	if cfg.Resolve == nil {
 		return nil, fmt.Errorf("%w: Resolve is required", ErrConfig)
 	}
-	var tlsCfg *tls.Config
-	switch {
-	case cfg.Dial != nil && cfg.TLS != nil:
-		return nil, fmt.Errorf("%w: Dial and TLS are exclusive (the dialer's transport is the credential)", ErrConfig)
-	case cfg.Dial == nil && cfg.TLS == nil:
-		return nil, fmt.Errorf("%w: TLS is required (the node identity is the credential)", ErrConfig)
-	case cfg.TLS != nil:
-		tlsCfg = cfg.TLS.Clone()
-		if len(tlsCfg.Certificates) == 0 && tlsCfg.GetClientCertificate == nil {
-			return nil, fmt.Errorf("%w: TLS has no client certificate", ErrConfig)
-		}
-		if tlsCfg.InsecureSkipVerify && tlsCfg.VerifyPeerCertificate == nil && tlsCfg.VerifyConnection == nil {
-			return nil, fmt.Errorf("%w: TLS skips server verification without a verifier", ErrConfig)
-		}
-		if tlsCfg.MinVersion < tls.VersionTLS13 {
-			tlsCfg.MinVersion = tls.VersionTLS13
-		}
-		// ALPN is the transport's business: it offers h2 and http/1.1.
-		tlsCfg.NextProtos = nil
+	tc := transport.Config{TLS: cfg.TLS, Dial: cfg.Dial}
+	tr, err := transport.New(tc)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrConfig, err)
 	}
-
 	log := cfg.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
@@ -105,51 +92,16 @@ func New(cfg Config) (*Connector, error) {
 		maxMsg = DefaultMaxMessageBytes
 	}
 	c := &Connector{
-		resolve: cfg.Resolve,
-		log:     log,
-		maxMsg:  maxMsg,
-		dialRaw: cfg.Dial,
-		scheme:  "https",
+		resolve:   cfg.Resolve,
+		log:       log,
+		maxMsg:    maxMsg,
+		scheme:    tc.Scheme(),
+		transport: tr,
+		client:    transport.Client(tr),
+		// Every new connection re-resolves the gateway first (see dial).
+		dialRaw: tr.DialContext,
 	}
-	protocols := new(http.Protocols)
-	if cfg.Dial != nil {
-		// One multiplexed connection, as with TLS: prior-knowledge HTTP/2,
-		// which the gateway serves on a listener without TLS.
-		c.scheme = "http"
-		protocols.SetUnencryptedHTTP2(true)
-	} else {
-		d := &net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}
-		c.dialRaw = d.DialContext
-		protocols.SetHTTP1(true)
-		protocols.SetHTTP2(true)
-	}
-	c.transport = &http.Transport{
-		DialContext:         c.dial,
-		TLSClientConfig:     tlsCfg,
-		TLSHandshakeTimeout: 10 * time.Second,
-		Protocols:           protocols,
-		HTTP2: &http.HTTP2Config{
-			// Detect a silently dead gateway connection so that it is
-			// replaced instead of hanging every stream on it.
-			SendPingTimeout: 30 * time.Second,
-			PingTimeout:     15 * time.Second,
-		},
-		// With HTTP/1.1 (a gateway without h2) every open SSE stream holds a
-		// connection; keep enough idle ones for an agent's concurrency.
-		MaxIdleConns:        256,
-		MaxIdleConnsPerHost: 64,
-		IdleConnTimeout:     90 * time.Second,
-		// SSE must arrive event by event, and bodies are relayed verbatim.
-		DisableCompression: true,
-		ReadBufferSize:     32 << 10,
-		WriteBufferSize:    32 << 10,
-	}
-	c.client = &http.Client{
-		Transport: c.transport,
-		// A gateway never redirects; following one could carry the session
-		// somewhere else.
-		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
-	}
+	tr.DialContext = c.dial
 	return c, nil
 }
 

@@ -32,8 +32,10 @@
 //     whose Origin (when present) is not a loopback origin, are refused with
 //     403 (DNS rebinding protection).
 //   - The gateway is reached only over https with the node's TLS
-//     configuration, TLS 1.3 at least; a configuration that would skip server
-//     verification without a verifier of its own is refused.
+//     configuration, TLS 1.3 at least, through the one client transport of
+//     package transport: a configuration that does not check the gateway
+//     with a verifier of its own is refused, and the gateway must carry the
+//     SPIFFE ID the netmap names for the service (transport.ServerIs).
 //   - Every local user's processes can reach a loopback port, and whoever
 //     talks to the endpoint acts as the agent. A TCP endpoint therefore
 //     requires a bearer token on every request (loopback.Auth; the CLI makes

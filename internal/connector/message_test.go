@@ -1,7 +1,6 @@
 package connector
 
 import (
-	"io"
 	"net/http"
 	"strings"
 	"testing"
@@ -117,38 +116,6 @@ func TestShortTextIsSafe(t *testing.T) {
 	}
 }
 
-func TestSSEReaderParsesEvents(t *testing.T) {
-	stream := ": keep-alive\n\n" +
-		"id: 1\nevent: message\ndata: {\"a\":1}\n\n" +
-		"data: {\"b\":\ndata: 2}\r\n\r\n" +
-		"event: other\ndata: x\n\n" +
-		"id: 9\n\n" +
-		"data: tail-without-blank-line\n"
-	r := newSSEReader(strings.NewReader(stream), 1<<10)
-	var got []string
-	for {
-		ev, err := r.next()
-		if err != nil {
-			if err != io.ErrUnexpectedEOF {
-				t.Errorf("end of stream = %v, want io.ErrUnexpectedEOF for a truncated event", err)
-			}
-			break
-		}
-		got = append(got, ev.name+"|"+ev.id+"|"+string(ev.data))
-	}
-	want := []string{`message|1|{"a":1}`, "|" + "|" + "{\"b\":\n2}", "other||x", "|9|"}
-	if strings.Join(got, ";") != strings.Join(want, ";") {
-		t.Errorf("events = %q, want %q", got, want)
-	}
-}
-
-func TestSSEReaderBoundsEventSize(t *testing.T) {
-	r := newSSEReader(strings.NewReader("data: "+strings.Repeat("x", 100)+"\n\n"), 64)
-	if _, err := r.next(); err == nil {
-		t.Error("an event over the bound was accepted")
-	}
-}
-
 func TestParseGatewayURLRequiresHTTPS(t *testing.T) {
 	tests := []struct {
 		in, endpoint, addr string
@@ -204,22 +171,5 @@ func FuzzParseMessage(f *testing.F) {
 			}
 		}
 		_ = oneLine(b)
-	})
-}
-
-func FuzzSSEReader(f *testing.F) {
-	f.Add([]byte("id: 1\ndata: {}\n\n"))
-	f.Add([]byte("data: a\r\ndata: b\r\n\r\n:c\n"))
-	f.Fuzz(func(t *testing.T, b []byte) {
-		r := newSSEReader(strings.NewReader(string(b)), 256)
-		for range 1000 {
-			ev, err := r.next()
-			if err != nil {
-				return
-			}
-			if len(ev.data) > 256 {
-				t.Fatalf("event of %d bytes passed a 256-byte bound", len(ev.data))
-			}
-		}
 	})
 }

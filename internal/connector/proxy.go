@@ -2,7 +2,6 @@ package connector
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -12,11 +11,9 @@ import (
 	"sync/atomic"
 	"time"
 
+	"agentmesh/internal/httpserver"
 	"agentmesh/internal/loopback"
 )
-
-// shutdownTimeout bounds the wait for handlers when ServeListener stops.
-const shutdownTimeout = 5 * time.Second
 
 // Headers forwarded from the agent to the gateway; every other header
 // (Authorization, Cookie, Proxy-*, hop-by-hop headers...) is dropped: the
@@ -54,37 +51,18 @@ func (c *Connector) ServeListener(ctx context.Context, ln net.Listener, auth loo
 		ln.Close()
 		return fmt.Errorf("serve listener: %w", err)
 	}
-	// Handlers run on a context of their own that ends after ctx, so that
-	// upstream requests and streams stop when the server shuts down.
-	hctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
-	defer cancel()
 	p := &proxy{c: c, guard: guard}
 	srv := &http.Server{
 		Handler:           p,
 		ReadHeaderTimeout: 10 * time.Second,
-		BaseContext:       func(net.Listener) context.Context { return hctx },
+		// Handlers see ctx's values; httpserver.Run ends their contexts
+		// (and so their gateway requests and streams) when it stops.
+		BaseContext: func(net.Listener) context.Context { return context.WithoutCancel(ctx) },
 	}
-	serveErr := make(chan error, 1)
-	go func() { serveErr <- srv.Serve(ln) }()
-
-	select {
-	case err := <-serveErr:
-		cancel()
-		c.transport.CloseIdleConnections()
-		return fmt.Errorf("serve listener: %w", err)
-	case <-ctx.Done():
-	}
-	cancel()
-	sctx, stop := context.WithTimeout(context.Background(), shutdownTimeout)
-	defer stop()
-	err = srv.Shutdown(sctx)
-	if err != nil {
-		err = errors.Join(err, srv.Close())
-	}
-	<-serveErr // http.ErrServerClosed
+	err = httpserver.Run(ctx, srv, ln)
 	c.transport.CloseIdleConnections()
 	if err != nil {
-		return fmt.Errorf("serve listener: shutdown: %w", err)
+		return fmt.Errorf("serve listener: %w", err)
 	}
 	return nil
 }

@@ -13,6 +13,9 @@ import (
 	"net/http/httptrace"
 	"sync"
 	"time"
+
+	"agentmesh/internal/backoff"
+	"agentmesh/internal/sse"
 )
 
 // deleteTimeout bounds the DELETE that ends a session when the agent leaves.
@@ -404,29 +407,29 @@ func (s *stdioSession) call(ctx context.Context, m *message, countPending bool, 
 // which writes it. The stream is read to its end, so that the connection can
 // be reused; it returns the last event id seen.
 func (s *stdioSession) relaySSE(body io.Reader, answerKey string, onAnswer func([]byte)) (lastEventID string, err error) {
-	sr := newSSEReader(body, s.c.maxMsg)
+	sr := sse.NewReader(body, s.c.maxMsg)
 	for {
-		ev, err := sr.next()
+		ev, err := sr.Next()
 		if err != nil {
 			if err == io.EOF {
 				err = nil
 			}
 			return lastEventID, err
 		}
-		if ev.hasID {
-			lastEventID = ev.id
+		if ev.HasID {
+			lastEventID = ev.ID
 		}
-		if len(ev.data) == 0 || (ev.name != "" && ev.name != "message") {
+		if len(ev.Data) == 0 || (ev.Name != "" && ev.Name != "message") {
 			continue
 		}
 		if answerKey != "" {
-			if r := parseMessage(ev.data); r.kind == kindResponse && idKey(r.id) == answerKey {
+			if r := parseMessage(ev.Data); r.kind == kindResponse && idKey(r.id) == answerKey {
 				answerKey = ""
-				onAnswer(ev.data)
+				onAnswer(ev.Data)
 				continue
 			}
 		}
-		if err := s.out.writeLine(ev.data); err != nil {
+		if err := s.out.writeLine(ev.Data); err != nil {
 			return lastEventID, err
 		}
 	}
@@ -512,7 +515,7 @@ func (s *stdioSession) startGET() {
 // resuming with Last-Event-ID after interruptions.
 func (s *stdioSession) runGET() {
 	var lastEventID string
-	failures := 0
+	retry := backoff.Backoff{Min: 100 * time.Millisecond, Max: 30 * time.Second}
 	for s.ctx.Err() == nil {
 		s.mu.Lock()
 		sessionID, version, expired := s.sessionID, s.negotiated, s.expired
@@ -552,7 +555,7 @@ func (s *stdioSession) runGET() {
 			resp.Body.Close()
 			if id != "" && id != lastEventID {
 				lastEventID = id
-				failures = 0
+				retry.Reset()
 			}
 			if s.ctx.Err() != nil {
 				return
@@ -562,8 +565,7 @@ func (s *stdioSession) runGET() {
 			drainClose(resp.Body)
 			s.c.log.Debug("standalone SSE stream refused", "status", resp.StatusCode)
 		}
-		failures++
-		if !sleepCtx(s.ctx, backoff(failures)) {
+		if retry.Wait(s.ctx) != nil {
 			return
 		}
 	}
@@ -596,28 +598,6 @@ func (s *stdioSession) deleteSession(parent context.Context) {
 		return
 	}
 	drainClose(resp.Body)
-}
-
-// backoff is the delay before the n-th reconnection of the standalone
-// stream: 100ms doubling up to 30s.
-func backoff(n int) time.Duration {
-	d := 100 * time.Millisecond
-	for i := 1; i < n && d < 30*time.Second; i++ {
-		d *= 2
-	}
-	return min(d, 30*time.Second)
-}
-
-// sleepCtx waits for d or until ctx is done; it reports whether d elapsed.
-func sleepCtx(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return true
-	case <-ctx.Done():
-		return false
-	}
 }
 
 // readLimited reads all of r, failing beyond max bytes.

@@ -28,16 +28,22 @@ import (
 
 	"agentmesh/internal/audit"
 	"agentmesh/internal/authkey"
+	"agentmesh/internal/backoff"
 	"agentmesh/internal/controlapi"
 	"agentmesh/internal/identity"
 	"agentmesh/internal/netmap"
 	"agentmesh/internal/nodestate"
 	"agentmesh/internal/pki"
 	"agentmesh/internal/termtext"
+	"agentmesh/internal/transport"
 )
 
 // coordinatorName is the node name in the coordinator's server certificate.
 const coordinatorName = "coordinator"
+
+// responseHeaderTimeout bounds the wait for the coordinator's answer to a
+// call, the netmap long poll included.
+const responseHeaderTimeout = 2 * time.Minute
 
 // APIError is a refusal from the coordinator, with its stable code.
 type APIError struct {
@@ -58,6 +64,9 @@ func (e *APIError) Error() string {
 type Options struct {
 	Now    func() time.Time // nil: time.Now
 	Logger *slog.Logger     // nil: discard
+	// Clock is what retries wait on (Follow's while the coordinator is
+	// away); nil is the wall clock.
+	Clock backoff.Clock
 }
 
 // Client talks to the coordinator as one node.
@@ -65,6 +74,7 @@ type Client struct {
 	dir      *nodestate.Dir
 	cfg      nodestate.Config
 	now      func() time.Time
+	clock    backoff.Clock
 	log      *slog.Logger
 	verifier *pki.Verifier
 	cert     atomic.Pointer[tls.Certificate]
@@ -94,7 +104,7 @@ func New(dir *nodestate.Dir, opts Options) (*Client, error) {
 	if err != nil {
 		return nil, err
 	}
-	c := &Client{dir: dir, cfg: cfg, now: opts.Now, log: opts.Logger, id: id}
+	c := &Client{dir: dir, cfg: cfg, now: opts.Now, clock: opts.Clock, log: opts.Logger, id: id}
 	if c.now == nil {
 		c.now = time.Now
 	}
@@ -103,19 +113,22 @@ func New(dir *nodestate.Dir, opts Options) (*Client, error) {
 	}
 	c.verifier = pki.NewVerifier(td, roots, c.now)
 	c.cert.Store(tlsCert)
-	want, _ := identity.New(td, identity.KindAdmin, coordinatorName)
-	tcfg := pki.ClientTLS(c.Certificate, c.verifier, func(got identity.ID) error {
-		if got != want {
-			return fmt.Errorf("server is %s, not the coordinator", got)
-		}
-		return nil
+	want, err := identity.New(td, identity.KindAdmin, coordinatorName)
+	if err != nil {
+		return nil, fmt.Errorf("state %s: %w", dir.Path(), err)
+	}
+	tr, err := transport.New(transport.Config{
+		TLS: transport.ClientTLS(c.Certificate, c.verifier, func() (identity.ID, error) { return want, nil }),
+		// The coordinator answers every call within its long poll (25 s by
+		// default); one that took a request and never answers is given up
+		// on, so that the netmap watch retries instead of hanging.
+		ResponseHeaderTimeout: responseHeaderTimeout,
+		MaxIdleConnsPerHost:   4,
 	})
-	c.http = &http.Client{Transport: &http.Transport{
-		TLSClientConfig:     tcfg,
-		ForceAttemptHTTP2:   true,
-		MaxIdleConnsPerHost: 4,
-		IdleConnTimeout:     90 * time.Second,
-	}}
+	if err != nil {
+		return nil, fmt.Errorf("state %s: %w", dir.Path(), err)
+	}
+	c.http = transport.Client(tr)
 	return c, nil
 }
 
@@ -259,25 +272,21 @@ func (c *Client) Follow(ctx context.Context, update func(nm *netmap.Netmap, conf
 		}
 		update(nm, confirmed)
 	}
-	backoff := 100 * time.Millisecond
+	retry := backoff.Backoff{Min: 100 * time.Millisecond, Max: 10 * time.Second}
 	for {
 		nm, err := c.Netmap(ctx, since)
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
 		if err != nil {
-			c.log.Warn("netmap watch: coordinator unreachable, keeping the cached netmap", "err", err, "retry_in", backoff)
-			t := time.NewTimer(backoff)
-			select {
-			case <-ctx.Done():
-				t.Stop()
-				return ctx.Err()
-			case <-t.C:
+			wait := retry.Next()
+			c.log.Warn("netmap watch: coordinator unreachable, keeping the cached netmap", "err", err, "retry_in", wait)
+			if err := backoff.Sleep(ctx, c.clock, wait); err != nil {
+				return err
 			}
-			backoff = min(backoff*2, 10*time.Second)
 			continue
 		}
-		backoff = 100 * time.Millisecond
+		retry.Reset()
 		now := c.now()
 		cached := true // the cache holds what the coordinator just confirmed
 		if nm != nil {

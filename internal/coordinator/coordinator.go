@@ -47,6 +47,7 @@ import (
 
 	"agentmesh/internal/audit"
 	"agentmesh/internal/connlimit"
+	"agentmesh/internal/httpserver"
 	"agentmesh/internal/identity"
 	"agentmesh/internal/netmap"
 	"agentmesh/internal/pki"
@@ -120,8 +121,11 @@ type Coordinator struct {
 	ln       net.Listener
 	limiter  *connlimit.Listener
 	limits   Limits
-	srv      *http.Server
 	url      string
+	// stopServe ends the API server, and served is closed once it has
+	// stopped (nil before it starts).
+	stopServe context.CancelFunc
+	served    chan struct{}
 
 	joinRate  *connlimit.RateLimiter
 	joinSlots chan struct{} // one token per join being read or handled
@@ -205,7 +209,7 @@ func Start(ctx context.Context, cfg Config) (c *Coordinator, err error) {
 	}
 	runCtx, cancel := context.WithCancel(context.Background())
 	c.cancel = cancel
-	c.srv = &http.Server{
+	srv := &http.Server{
 		Handler: c.routes(),
 		// Headers must arrive in time; bodies get a deadline per request
 		// (readBody), so that the netmap long poll, which has none, is
@@ -213,21 +217,25 @@ func Start(ctx context.Context, cfg Config) (c *Coordinator, err error) {
 		ReadHeaderTimeout: limits.ReadHeaderTimeout,
 		IdleTimeout:       2 * time.Minute,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
-		BaseContext:       func(net.Listener) context.Context { return runCtx },
 		HTTP2:             &http.HTTP2Config{MaxConcurrentStreams: 100},
 	}
 	tlsLn := tls.NewListener(c.limiter, c.limiter.ServerTLS(c.tlsConfig(), c.presentsMeshCertificate))
-	c.wg.Add(5)
+	// The server stops before the loops below (Close waits for it first):
+	// requests finishing in the grace period may still record refusals
+	// and audit events.
+	serveCtx, stopServe := context.WithCancel(context.Background())
+	c.stopServe, c.served = stopServe, make(chan struct{})
+	go func() {
+		defer close(c.served)
+		if err := httpserver.Run(serveCtx, srv, tlsLn); err != nil {
+			log.Error("coordinator: serve", "err", err)
+		}
+	}()
+	c.wg.Add(4)
 	go func() {
 		defer c.wg.Done()
 		if err := c.refusals.Run(runCtx); err != nil {
 			log.Error("coordinator: writing aggregated refusals", "err", err)
-		}
-	}()
-	go func() {
-		defer c.wg.Done()
-		if err := c.srv.Serve(tlsLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			log.Error("coordinator: serve", "err", err)
 		}
 	}()
 	go func() {
@@ -309,11 +317,11 @@ func (c *Coordinator) Netmap() *netmap.Netmap {
 // database. It is safe to call more than once.
 func (c *Coordinator) Close() error {
 	c.closed.Do(func() {
-		if c.srv != nil {
-			sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-			c.srv.Shutdown(sctx)
-			cancel()
-			c.srv.Close()
+		if c.stopServe != nil {
+			// Long polls end at once (httpserver.Run ends every request's
+			// context first), so Close does not wait one out.
+			c.stopServe()
+			<-c.served
 		} else if c.limiter != nil {
 			c.limiter.Close()
 		} else if c.ln != nil {

@@ -22,6 +22,7 @@ import (
 	"agentmesh/internal/gateway/gatewaytest"
 	"agentmesh/internal/identity"
 	"agentmesh/internal/policy"
+	"agentmesh/internal/sse"
 )
 
 // stdioServerEnv makes the test binary an MCP stdio server (for the
@@ -300,9 +301,19 @@ func (f *fixture) rawSession(ctx context.Context, c *http.Client, version string
 func rpcError(t testing.TB, b []byte) denial {
 	t.Helper()
 	s := string(b)
-	if i := strings.Index(s, "data: "); i >= 0 && !strings.HasPrefix(strings.TrimSpace(s), "{") {
-		s = s[i+len("data: "):]
-		s = s[:strings.IndexByte(s, '\n')]
+	if !strings.HasPrefix(strings.TrimSpace(s), "{") {
+		// An SSE body: the first event with data.
+		r := sse.NewReader(strings.NewReader(s), len(s))
+		for {
+			ev, err := r.Next()
+			if err != nil {
+				t.Fatalf("no event with data in %q (%v)", b, err)
+			}
+			if ev.HasData {
+				s = string(ev.Data)
+				break
+			}
+		}
 	}
 	var msg struct {
 		Error *struct {

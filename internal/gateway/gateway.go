@@ -3,7 +3,6 @@ package gateway
 import (
 	"context"
 	"crypto/tls"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -16,6 +15,7 @@ import (
 	"agentmesh/internal/audit"
 	"agentmesh/internal/budget"
 	"agentmesh/internal/connlimit"
+	"agentmesh/internal/httpserver"
 	"agentmesh/internal/identity"
 	"agentmesh/internal/mcpwire"
 	"agentmesh/internal/policy"
@@ -314,35 +314,21 @@ func (g *Gateway) Serve(ctx context.Context, ln net.Listener) error {
 		ConnContext:       g.conns.connContext,
 		ConnState:         g.conns.connState,
 	}
-	errc := make(chan error, 1)
 	ln = ServeOn(srv, ln, g.cfg.TLS, g.connLimits())
-	go func() { errc <- srv.Serve(ln) }()
 	g.goOwned(g.reapLoop)
-
-	var err error
-	select {
-	case <-ctx.Done():
-	case err = <-errc:
-		errc = nil
-	}
-	// Streams are long-lived: end them first, then let Shutdown finish the
-	// rest, then cut what remains.
+	// Sessions and their streams hang off g.base, not off one request:
+	// they end as soon as ctx does, with the requests httpserver.Run ends.
+	stopBase := context.AfterFunc(ctx, g.cancelBase)
+	defer stopBase()
+	err := httpserver.Run(ctx, srv, ln)
 	g.cancelBase()
-	shutCtx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-	if serr := srv.Shutdown(shutCtx); serr != nil {
-		srv.Close()
-	}
-	cancel()
-	if errc != nil {
-		<-errc
-	}
 	for _, s := range g.sessions.removeAll() {
 		s.cut()
 		g.up.closeSession(s)
 	}
 	g.up.close()
 	g.wg.Wait()
-	if err != nil && !errors.Is(err, http.ErrServerClosed) {
+	if err != nil {
 		return fmt.Errorf("serve: %w", err)
 	}
 	return nil

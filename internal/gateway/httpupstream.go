@@ -20,6 +20,7 @@ import (
 
 	"agentmesh/internal/mcpwire"
 	"agentmesh/internal/policy"
+	"agentmesh/internal/sse"
 )
 
 // httpUpstream forwards to a Streamable HTTP MCP server.
@@ -375,9 +376,9 @@ func (u *httpUpstream) relayMessages(w http.ResponseWriter, resp *http.Response,
 	}
 	w.WriteHeader(http.StatusOK)
 	fw := newFlushWriter(w)
-	er := newEventReader(resp.Body, max)
+	er := sse.NewReader(resp.Body, int(max))
 	for {
-		ev, err := er.next()
+		ev, err := er.Next()
 		if err != nil {
 			if errors.Is(err, io.EOF) {
 				x.outcome = "ok"
@@ -386,16 +387,16 @@ func (u *httpUpstream) relayMessages(w http.ResponseWriter, resp *http.Response,
 			}
 			return
 		}
-		out := ev.raw
-		if len(ev.data) > 0 {
-			data, err := fn(ev.data)
+		out := ev.Raw
+		if len(ev.Data) > 0 {
+			data, err := fn(ev.Data)
 			if err != nil {
 				u.g.log.Warn("cannot filter list response", "event_id", x.ev.ID, "err", err)
 				x.outcome = ReasonUpstream
 				return
 			}
-			if !bytes.Equal(data, ev.data) {
-				out = ev.rebuild(data)
+			if !bytes.Equal(data, ev.Data) {
+				out = ev.Rewrite(data)
 			}
 		}
 		if fw.write(out) != nil {
@@ -499,24 +500,24 @@ func (g *Gateway) peerKeeper(k listKind, p *peerInfo) func(string) bool {
 // so no replayed list passes unfiltered whether or not the gateway
 // remembers the request; a task handle is bound as on the POST stream. An
 // event that cannot be processed is dropped, never passed on unfiltered.
-func (g *Gateway) streamEvent(ev sseEvent, x *exchange, sess *session) ([]byte, bool) {
-	if len(ev.data) == 0 {
-		return ev.raw, true
+func (g *Gateway) streamEvent(ev sse.Event, x *exchange, sess *session) ([]byte, bool) {
+	if len(ev.Data) == 0 {
+		return ev.Raw, true
 	}
-	m, err := g.decodeOne(ev.data)
+	m, err := g.decodeOne(ev.Data)
 	if err != nil {
 		g.log.Warn("dropped an undecodable event from a server-to-client stream", "event_id", x.ev.ID, "err", err)
 		return nil, false
 	}
 	if m.Kind != mcpwire.KindResponse || m.Error != nil {
-		return ev.raw, true
+		return ev.Raw, true
 	}
 	if o := sess.takeWatched(m.IDKey()); o != nil {
 		g.noteTaskOf(m, x.peer.ref, *o)
 	}
 	k, err := resultList(m)
 	if k == 0 && err == nil {
-		return ev.raw, true
+		return ev.Raw, true
 	}
 	var result []byte
 	if err == nil {
@@ -526,7 +527,7 @@ func (g *Gateway) streamEvent(ev sseEvent, x *exchange, sess *session) ([]byte, 
 		g.log.Warn("dropped an unfilterable list from a server-to-client stream", "event_id", x.ev.ID, "err", err)
 		return nil, false
 	}
-	return ev.rebuild(responseBytes(m.ID, result)), true
+	return ev.Rewrite(responseBytes(m.ID, result)), true
 }
 
 // resultList returns the list kind whose array the result of m holds at
@@ -557,9 +558,9 @@ func (u *httpUpstream) injecting(ctx context.Context, w http.ResponseWriter, res
 	done := make(chan error, 1)
 	// The reader is owned by this handler, which waits for it below.
 	go func() {
-		er := newEventReader(resp.Body, u.g.cfg.MaxResponseBytes)
+		er := sse.NewReader(resp.Body, int(u.g.cfg.MaxResponseBytes))
 		for {
-			ev, err := er.next()
+			ev, err := er.Next()
 			if err != nil {
 				done <- err
 				return
@@ -585,7 +586,7 @@ func (u *httpUpstream) injecting(ctx context.Context, w http.ResponseWriter, res
 			return
 		case <-st.wake:
 			for _, m := range st.messages(st.take()) {
-				fw.write(eventBytes(m))
+				fw.write(sse.Message(m))
 			}
 		case <-ctx.Done():
 			resp.Body.Close()

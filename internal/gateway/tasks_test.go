@@ -383,3 +383,42 @@ func TestTaskTableBoundsWhatEachOwnerHolds(t *testing.T) {
 		t.Errorf("expired tasks kept: %d tasks, %d bytes", len(tt.byOwner[ownerKey{a.id, ""}]), tt.bytes[ownerKey{a.id, ""}])
 	}
 }
+
+// TestGatewayFiltersListsWhateverTheStreamsLineEndings: the SSE standard
+// ends lines with CRLF, LF or a lone CR and ignores a byte order mark at
+// the start of a stream, and clients read streams so. An upstream that
+// writes an event that way cannot hide a list from the filter (before the
+// gateway split events as clients do, these passed unfiltered).
+func TestGatewayFiltersListsWhateverTheStreamsLineEndings(t *testing.T) {
+	list := `{"jsonrpc":"2.0","id":5,"result":{"tools":[{"name":"echo"},{"name":"drop_table"}]}}`
+	for name, replay := range map[string]string{
+		"lone CR":                      "id: 40\revent: message\rdata: " + list + "\r\r",
+		"CR inside a line the LF ends": "event: message\rdata: " + list + "\r\n\r\n",
+		"byte order mark":              "\xEF\xBB\xBFdata: " + list + "\n\n",
+	} {
+		t.Run(name, func(t *testing.T) {
+			f := newFixture(t, fixtureOpts{upstream: &taskUpstream{getReplay: replay}})
+			ctx := testContext(t)
+			fraud := f.httpClient(f.fraud)
+			sid := f.rawSession(ctx, fraud, "2025-11-25")
+			req, err := http.NewRequestWithContext(ctx, http.MethodGet, f.url, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			req.Header.Set("Accept", "text/event-stream")
+			req.Header.Set("Mcp-Session-Id", sid)
+			resp, err := fraud.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			b, err := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if err != nil || resp.StatusCode != http.StatusOK {
+				t.Fatalf("GET: %d %v", resp.StatusCode, err)
+			}
+			if strings.Contains(string(b), "drop_table") || !strings.Contains(string(b), `{"name":"echo"}`) {
+				t.Errorf("the list was not filtered: %q", b)
+			}
+		})
+	}
+}

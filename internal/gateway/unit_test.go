@@ -3,12 +3,9 @@ package gateway
 import (
 	"bytes"
 	"encoding/json"
-	"errors"
-	"io"
 	"net/http"
 	"os"
 	"path/filepath"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -54,46 +51,6 @@ func TestHeaderCheckRequiresHeadersToMatchBody(t *testing.T) {
 				t.Fatalf("headerCheck = %q, want ok=%v", got, tt.ok)
 			}
 		})
-	}
-}
-
-func TestEventReaderKeepsEventsByteForByte(t *testing.T) {
-	stream := "event: message\nid: 1\ndata: {\"a\":1}\n\n: keep-alive\n\ndata: line1\r\ndata: line2\r\n\r\n"
-	er := newEventReader(strings.NewReader(stream), 1<<20)
-	var raw bytes.Buffer
-	var datas []string
-	for {
-		ev, err := er.next()
-		if errors.Is(err, io.EOF) {
-			break
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-		raw.Write(ev.raw)
-		if ev.data != nil {
-			datas = append(datas, string(ev.data))
-		}
-	}
-	if raw.String() != stream {
-		t.Fatalf("raw = %q, want %q", raw.String(), stream)
-	}
-	if want := []string{`{"a":1}`, "line1\nline2"}; strings.Join(datas, "|") != strings.Join(want, "|") {
-		t.Fatalf("data = %q, want %q", datas, want)
-	}
-}
-
-func TestEventReaderBoundsEventSize(t *testing.T) {
-	er := newEventReader(strings.NewReader("data: "+strings.Repeat("x", 100)+"\n\n"), 50)
-	if _, err := er.next(); !errors.Is(err, errEventTooLarge) {
-		t.Fatalf("err = %v, want errEventTooLarge", err)
-	}
-}
-
-func TestRebuildKeepsEventFields(t *testing.T) {
-	ev := sseEvent{raw: []byte("event: message\nid: 7\ndata: old\n\n")}
-	if got := string(ev.rebuild([]byte("new"))); got != "event: message\nid: 7\ndata: new\n\n" {
-		t.Fatalf("rebuild = %q", got)
 	}
 }
 

@@ -15,15 +15,10 @@
 // the MCP gateway does; Recheck re-checks requests in progress when the
 // tailnet's netmap changes.
 //
-// The client side, [Local], is what `agentmesh connect model:NAME --listen
-// 127.0.0.1:PORT` runs: a loopback-only HTTP reverse proxy that dials the
-// gateway with the node's mTLS identity, so that an unmodified OpenAI
-// client works with OPENAI_BASE_URL=http://127.0.0.1:PORT/v1 and the
-// endpoint's token as OPENAI_API_KEY. It admits its owner only, through
-// the same loopback.Guard as the connector's MCP endpoint: a bearer token
-// on TCP (refused: 401 authentication_error, reason local_auth), or a
-// private Unix socket; a foreign Host or Origin is 403 not_local. Its
-// refusals never reach the mesh.
+// The client side, what `agentmesh connect model:NAME --listen
+// 127.0.0.1:PORT` runs, is client code and lives with the connector
+// (package connector/modelconn); both sides write refusals in the shape of
+// package modelwire.
 //
 // # What is decided how
 //
@@ -66,8 +61,8 @@
 //     User-Agent, OpenAI-Beta, Idempotency-Key) reaches the upstream: the
 //     client's credentials (Authorization, Cookie, Api-Key, ...) never do;
 //     the gateway's own upstream credential comes from
-//     Config.UpstreamHeader. [Local] drops them before they leave the
-//     machine.
+//     Config.UpstreamHeader. The local endpoint (modelconn) drops them
+//     before they leave the machine.
 //   - Requests in flight are capped per caller, streams included (429
 //     too_many_requests, Config.MaxRequestsPerPeer).
 //   - Request bodies are bounded (413), held in memory within the same

@@ -1,7 +1,6 @@
 package modelgw
 
 import (
-	"bufio"
 	"context"
 	"encoding/base64"
 	"encoding/binary"
@@ -18,13 +17,14 @@ import (
 	"agentmesh/internal/audit"
 	"agentmesh/internal/gateway"
 	"agentmesh/internal/modelgw/modelgwtest"
+	"agentmesh/internal/sse"
 )
 
 const streamWithUsage = `"stream":true,"stream_options":{"include_usage":true}`
 
 // openStream starts a streamed chat completion through the local proxy and
-// returns the response and a reader of its data lines.
-func openStream(t *testing.T, base, body string) (*http.Response, *bufio.Scanner) {
+// returns the response and a reader of its events.
+func openStream(t *testing.T, base, body string) (*http.Response, *sse.Reader) {
 	t.Helper()
 	c := localClient(t, nil)
 	resp, err := c.Post(base+"/v1/chat/completions", "application/json", strings.NewReader(body))
@@ -36,18 +36,22 @@ func openStream(t *testing.T, base, body string) (*http.Response, *bufio.Scanner
 		b, _ := io.ReadAll(resp.Body)
 		t.Fatalf("status %d: %s", resp.StatusCode, b)
 	}
-	return resp, bufio.NewScanner(resp.Body)
+	return resp, sse.NewReader(resp.Body, 1<<20)
 }
 
-// nextData returns the next "data: " payload of an SSE stream.
-func nextData(t *testing.T, sc *bufio.Scanner) (string, bool) {
+// nextData returns the data of the next event of an SSE stream that has
+// data.
+func nextData(t *testing.T, r *sse.Reader) (string, bool) {
 	t.Helper()
-	for sc.Scan() {
-		if d, ok := strings.CutPrefix(sc.Text(), "data: "); ok {
-			return d, true
+	for {
+		ev, err := r.Next()
+		if err != nil {
+			return "", false
+		}
+		if ev.HasData {
+			return string(ev.Data), true
 		}
 	}
-	return "", false
 }
 
 func TestGatewayCutsStreamOfPeerThatLostAccess(t *testing.T) {

@@ -4,7 +4,6 @@ import (
 	"errors"
 
 	"agentmesh/internal/gateway"
-	"agentmesh/internal/loopback"
 )
 
 // Reason codes of the model gateway's refusals. Admission codes
@@ -42,15 +41,9 @@ const (
 	// tokens_per_day limit did not set stream_options.include_usage, so
 	// its tokens could not be counted (403).
 	ReasonUsageRequired = "usage_required"
-	// ReasonNotLocal: the local endpoint refused a request whose Host or
-	// Origin is not local (DNS rebinding protection; 403).
-	ReasonNotLocal = loopback.ReasonNotLocal
-	// ReasonLocalAuth: the local endpoint refused a request without its
-	// token as the API key (401).
-	ReasonLocalAuth = loopback.ReasonLocalAuth
 )
 
-// Errors returned by New, NewLocal and Serve; match them with errors.Is.
+// Errors returned by New and Serve; match them with errors.Is.
 var (
 	// ErrConfig: the configuration is incomplete or invalid.
 	ErrConfig = errors.New("invalid model gateway configuration")
@@ -58,9 +51,4 @@ var (
 	ErrServing = errors.New("model gateway already serving")
 	// ErrLimitStore: the limit counters file cannot be read or written.
 	ErrLimitStore = errors.New("limit counters store failed")
-	// ErrNotLoopback: Local was asked to serve on a non-loopback address.
-	ErrNotLoopback = loopback.ErrNotLoopback
-	// ErrNoToken: Local was asked to serve TCP without a token or an
-	// explicit opt-out.
-	ErrNoToken = loopback.ErrNoToken
 )

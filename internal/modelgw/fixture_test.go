@@ -19,6 +19,7 @@ import (
 
 	"agentmesh/internal/audit"
 	"agentmesh/internal/budget"
+	"agentmesh/internal/connector/modelconn"
 	"agentmesh/internal/gateway"
 	"agentmesh/internal/gateway/gatewaytest"
 	"agentmesh/internal/identity"
@@ -205,7 +206,7 @@ func (f *fixture) client(cert *tls.Certificate) *http.Client {
 // (http://127.0.0.1:PORT).
 func (f *fixture) local(cert *tls.Certificate) string {
 	f.t.Helper()
-	l, err := NewLocal(LocalConfig{
+	l, err := modelconn.New(modelconn.Config{
 		Resolve: func(context.Context) (string, error) { return "https://" + f.addr, nil },
 		TLS:     pki.ClientTLS(func() *tls.Certificate { return cert }, f.mesh.Verifier, pki.ExpectServer(f.gwID)),
 	})
@@ -222,7 +223,7 @@ func (f *fixture) local(cert *tls.Certificate) string {
 	f.t.Cleanup(func() {
 		cancel()
 		if err := <-done; err != nil {
-			f.t.Errorf("Local.Serve: %v", err)
+			f.t.Errorf("modelconn.Endpoint.Serve: %v", err)
 		}
 	})
 	return "http://" + ln.Addr().String()

@@ -3,7 +3,6 @@ package modelgw
 import (
 	"context"
 	"crypto/tls"
-	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -19,6 +18,7 @@ import (
 	"agentmesh/internal/budget"
 	"agentmesh/internal/connlimit"
 	"agentmesh/internal/gateway"
+	"agentmesh/internal/httpserver"
 )
 
 // Defaults of Config.
@@ -247,38 +247,16 @@ func (g *Gateway) Serve(ctx context.Context, ln net.Listener) error {
 		ln.Close()
 		return fmt.Errorf("serve: %w", ErrServing)
 	}
-	base, cancel := context.WithCancel(context.Background())
-	defer cancel()
 	srv := &http.Server{
 		Handler:           g.Handler(),
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       2 * time.Minute,
 		ErrorLog:          slog.NewLogLogger(g.log.Handler(), slog.LevelDebug),
-		BaseContext:       func(net.Listener) context.Context { return base },
 	}
 	conns := g.cfg.Conns
 	conns.OnRefuse = gateway.ConnRefusals(g.cfg.Refusals, g.cfg.Audit, g.now, func() string { return dstOf(g.state.Load()) }, g.log)
 	ln = gateway.ServeOn(srv, ln, g.cfg.TLS, conns)
-	errc := make(chan error, 1)
-	go func() { errc <- srv.Serve(ln) }()
-	var err error
-	select {
-	case <-ctx.Done():
-	case err = <-errc:
-		errc = nil
-	}
-	cancel()
-	shutCtx, done := context.WithTimeout(context.Background(), 5*time.Second)
-	defer done()
-	if serr := srv.Shutdown(shutCtx); serr != nil {
-		srv.Close()
-	}
-	if errc != nil {
-		<-errc
-	}
-	if errors.Is(err, http.ErrServerClosed) {
-		err = nil
-	}
+	err := httpserver.Run(ctx, srv, ln)
 	if t, ok := g.client.Transport.(*http.Transport); ok && g.cfg.Transport == nil {
 		t.CloseIdleConnections()
 	}

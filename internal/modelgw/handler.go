@@ -15,6 +15,7 @@ import (
 	"agentmesh/internal/audit"
 	"agentmesh/internal/budget"
 	"agentmesh/internal/gateway"
+	"agentmesh/internal/modelwire"
 	"agentmesh/internal/policy"
 )
 
@@ -48,27 +49,12 @@ type request struct {
 	limits []policy.Limit
 }
 
-// ErrorBody is the JSON body of every refusal, in the shape OpenAI clients
-// read (error.type, error.code, error.message) plus the reason code and the
-// id of the audit event that recorded the refusal.
-type ErrorBody struct {
-	Error      ErrorDetail `json:"error"`
-	Reason     string      `json:"reason"`
-	AuditEvent string      `json:"audit_event,omitempty"`
-}
+// ErrorBody is the JSON body of every refusal (modelwire.ErrorBody, which
+// the local endpoint writes too).
+type ErrorBody = modelwire.ErrorBody
 
 // ErrorDetail is the "error" object of ErrorBody.
-type ErrorDetail struct {
-	// Type is permission_denied (403), rate_limit_exceeded (429),
-	// invalid_request_error (400, 408, 413), api_error (502, 503) or, from
-	// the local endpoint, authentication_error (401).
-	Type    string `json:"type"`
-	Code    string `json:"code"`
-	Message string `json:"message"`
-	// AuditEvent repeats ErrorBody.AuditEvent inside the error object,
-	// because SDKs (the openai package's APIError) expose only that object.
-	AuditEvent string `json:"audit_event,omitempty"`
-}
+type ErrorDetail = modelwire.ErrorDetail
 
 func (g *Gateway) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	start := g.now()
@@ -276,11 +262,7 @@ func (g *Gateway) refuse(w http.ResponseWriter, r *http.Request, x *request, sta
 }
 
 func writeError(w http.ResponseWriter, status int, body ErrorBody) {
-	b, _ := json.Marshal(body)
-	w.Header().Set("Content-Type", "application/json")
-	w.Header().Set("Content-Length", strconv.Itoa(len(b)))
-	w.WriteHeader(status)
-	w.Write(b)
+	modelwire.WriteError(w, status, body)
 }
 
 // record fills in the event's id and time and records it. It returns the id,

@@ -108,7 +108,7 @@ func Start(ctx context.Context, stateDir string, o Options) (*Node, error) {
 	o.Clock = clock
 	// One clock for certificate checks, renewal, and the confirmations and
 	// staleness of the view.
-	cl, err := controlclient.New(dir, controlclient.Options{Logger: log, Now: clock.Now})
+	cl, err := controlclient.New(dir, controlclient.Options{Logger: log, Now: clock.Now, Clock: clock})
 	if err != nil {
 		return nil, err
 	}

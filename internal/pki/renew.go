@@ -10,6 +10,8 @@ import (
 	"math/rand/v2"
 	"sync/atomic"
 	"time"
+
+	"agentmesh/internal/backoff"
 )
 
 // Clock is the time source of a Renewer. SystemClock is the real one;
@@ -45,7 +47,8 @@ const (
 
 // Renewer keeps a certificate fresh: it renews at about two thirds of the
 // current certificate's lifetime (±10%), retries with exponential backoff
-// while renewal fails, and gives up when the certificate expires. Set the
+// (package backoff) while renewal fails, and gives up when the certificate
+// expires. Set the
 // fields, then call Run once. Renew is required; the other fields have
 // defaults.
 type Renewer struct {
@@ -110,7 +113,7 @@ func (r *Renewer) Run(ctx context.Context, initial *tls.Certificate) error {
 		if !first && wait < minB {
 			wait = minB
 		}
-		if !sleep(ctx, clock, wait) {
+		if backoff.Sleep(ctx, clock, wait) != nil {
 			return nil
 		}
 		next, nextLeaf, err := r.attempt(ctx, clock, leaf, log, minB, maxB)
@@ -129,7 +132,7 @@ func (r *Renewer) Run(ctx context.Context, initial *tls.Certificate) error {
 // attempt calls Renew until it succeeds, ctx ends (nil, nil, nil) or the
 // certificate expires.
 func (r *Renewer) attempt(ctx context.Context, clock Clock, leaf *x509.Certificate, log *slog.Logger, minB, maxB time.Duration) (*tls.Certificate, *x509.Certificate, error) {
-	backoff := minB
+	retry := backoff.Backoff{Min: minB, Max: maxB, Rand: r.random}
 	for {
 		next, err := r.Renew(ctx)
 		if err == nil {
@@ -145,12 +148,11 @@ func (r *Renewer) attempt(ctx context.Context, clock Clock, leaf *x509.Certifica
 		if left <= 0 {
 			return nil, nil, fmt.Errorf("renew: %w at %v: %w", ErrExpiredBeforeRenewal, leaf.NotAfter, err)
 		}
-		wait := min(jitter(backoff, r.random()), left)
+		wait := min(retry.Next(), left)
 		log.Warn("certificate renewal failed; will retry", "err", err, "retry_in", wait, "expires", leaf.NotAfter)
-		if !sleep(ctx, clock, wait) {
+		if backoff.Sleep(ctx, clock, wait) != nil {
 			return nil, nil, nil
 		}
-		backoff = min(backoff*2, maxB)
 	}
 }
 
@@ -167,24 +169,6 @@ func renewalTime(leaf *x509.Certificate, u float64) time.Time {
 	life := leaf.NotAfter.Sub(leaf.NotBefore)
 	f := RenewAt * (1 + RenewJitter*(2*u-1))
 	return leaf.NotBefore.Add(time.Duration(float64(life) * f))
-}
-
-// jitter spreads d by ±RenewJitter.
-func jitter(d time.Duration, u float64) time.Duration {
-	return time.Duration(float64(d) * (1 + RenewJitter*(2*u-1)))
-}
-
-// sleep waits for d on clock, returning false if ctx ended first.
-func sleep(ctx context.Context, clock Clock, d time.Duration) bool {
-	if d <= 0 {
-		return ctx.Err() == nil
-	}
-	select {
-	case <-ctx.Done():
-		return false
-	case <-clock.After(d):
-		return true
-	}
 }
 
 // leafOf returns c's parsed leaf, parsing it if c.Leaf is unset.

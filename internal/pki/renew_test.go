@@ -163,8 +163,9 @@ func TestRenewerRetriesWithBackoffAfterFailure(t *testing.T) {
 
 	at := h.nextWake()
 	h.advanceToCall(at) <- renewAnswer{err: errors.New("coordinator unreachable")}
-	// Retries come after 1s, 2s, 4s: exponential backoff.
-	for i, backoff := range []time.Duration{time.Second, 2 * time.Second, 4 * time.Second} {
+	// Retries come after 1s, 2s, 4s of exponential backoff, each wait
+	// between half and all of it (0.5: three quarters).
+	for i, backoff := range []time.Duration{750 * time.Millisecond, 1500 * time.Millisecond, 3 * time.Second} {
 		next := h.nextWake()
 		if got := next.Sub(clock.Now()); got != backoff {
 			t.Fatalf("retry %d after %v, want %v", i+1, got, backoff)
