@@ -310,7 +310,7 @@ func (c *Client) Register(ctx context.Context, addrs []string) error {
 	return c.call(ctx, http.MethodPost, controlapi.PathRegister, controlapi.RegisterRequest{Addrs: addrs}, nil)
 }
 
-// Send ships a batch of audit events; it makes Client an audit.Sender. It
+// Send ships a batch of audit events; it makes Client an spool.Sender. It
 // succeeds only when the coordinator's answer accounts for every event and
 // its receipt, signed with the audit key of the cached netmap, binds
 // exactly the events sent (audit.Receipt.CheckBatch): otherwise the error

@@ -19,6 +19,7 @@ import (
 	"go.uber.org/goleak"
 
 	"agentmesh/internal/audit"
+	"agentmesh/internal/audit/auditstore"
 	"agentmesh/internal/audit/audittest"
 	"agentmesh/internal/authkey"
 	"agentmesh/internal/controlapi"
@@ -584,7 +585,7 @@ func TestGatewayReceiptDetectsTailDeletedWhileCoordinatorWasDown(t *testing.T) {
 	db.Close()
 	m.start()
 
-	var rep audit.Report
+	var rep auditstore.Report
 	if err := m.admin.Call(ctx, http.MethodGet, controlapi.PathVerify, nil, &rep); err != nil || !rep.OK {
 		t.Fatalf("verify without the receipt: %+v %v (the gap receipts close)", rep, err)
 	}

@@ -1,4 +1,4 @@
-package audit
+package auditstore
 
 import (
 	"bytes"
@@ -7,13 +7,14 @@ import (
 	"crypto/ed25519"
 	"crypto/sha256"
 	"database/sql"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
 	"strings"
 	"time"
+
+	"agentmesh/internal/audit"
 )
 
 // Report is the outcome of Verify: what it proved, and the limits of what
@@ -168,9 +169,9 @@ func (c checkpointRow) String() string {
 // outside the database by nodes; each is checked like a stored checkpoint,
 // so deleting events a receipt covers, together with the stored
 // checkpoints that covered them, is detected too.
-func Verify(ctx context.Context, db *sql.DB, pub ed25519.PublicKey, receipts ...Receipt) (Report, error) {
+func Verify(ctx context.Context, db *sql.DB, pub ed25519.PublicKey, receipts ...audit.Receipt) (Report, error) {
 	if len(pub) != ed25519.PublicKeySize {
-		return Report{}, fmt.Errorf("audit: verify: %w", ErrBadKey)
+		return Report{}, fmt.Errorf("audit: verify: %w", audit.ErrBadKey)
 	}
 	// One read transaction gives one snapshot: events and checkpoints
 	// appended meanwhile are not half seen.
@@ -186,15 +187,15 @@ func Verify(ctx context.Context, db *sql.DB, pub ed25519.PublicKey, receipts ...
 	return rep, nil
 }
 
-func verifyTx(ctx context.Context, tx *sql.Tx, pub ed25519.PublicKey, receipts []Receipt) (Report, error) {
-	rep := Report{Key: KeyFingerprint(pub)}
+func verifyTx(ctx context.Context, tx *sql.Tx, pub ed25519.PublicKey, receipts []audit.Receipt) (Report, error) {
+	rep := Report{Key: audit.KeyFingerprint(pub)}
 	fail := func(seq int64, id, format string, args ...any) (Report, error) {
 		rep.OK, rep.BrokenSeq, rep.BrokenID, rep.Problem = false, seq, id, fmt.Sprintf(format, args...)
 		return rep, nil
 	}
 
 	// The starting point.
-	var prev Hash
+	var prev audit.Hash
 	var start int64
 	var pHead, pSig []byte
 	var pBefore, pAt int64
@@ -205,11 +206,11 @@ func verifyTx(ctx context.Context, tx *sql.Tx, pub ed25519.PublicKey, receipts [
 	case err != nil:
 		return rep, err
 	default:
-		if len(pHead) != HashSize {
+		if len(pHead) != audit.HashSize {
 			return fail(start, "", "prune point hash is malformed")
 		}
 		copy(prev[:], pHead)
-		if !ed25519.Verify(pub, pruneMessage(start, prev, pBefore), pSig) {
+		if !ed25519.Verify(pub, audit.PruneMessage(start, prev, pBefore), pSig) {
 			return fail(start, "", "prune point signature is invalid")
 		}
 		rep.PrunedThrough, rep.SignedThrough = start, start
@@ -235,28 +236,26 @@ func verifyTx(ctx context.Context, tx *sql.Tx, pub ed25519.PublicKey, receipts [
 	}
 	// Receipts are checked first: they are self-contained, and a batch's
 	// seqs tell the chain scan which rows' content to hash.
-	need := map[int64]Hash{}
+	need := map[int64]audit.Hash{}
 	for i, r := range receipts {
 		if err := r.Validate(); err != nil {
 			return fail(r.Seq, "", "receipt %d is malformed: %v", i+1, err)
 		}
-		c, _ := r.row()
-		c.receipt = i + 1
+		head, _ := r.HeadHash()
+		c := checkpointRow{seq: r.Seq, at: r.Time.UnixNano(), head: head[:], receipt: i + 1}
 		if err := r.Check(pub); err != nil {
 			return fail(c.seq, "", "%v (signed %s) has an invalid signature", c, r.Time.UTC().Format(time.RFC3339))
 		}
-		if r.Batch != nil {
-			seqs, _ := r.Batch.seqs(r.Seq)
-			for _, s := range seqs {
-				need[s] = Hash{}
-			}
+		seqs, _ := r.BatchSeqs()
+		for _, s := range seqs {
+			need[s] = audit.Hash{}
 		}
 		cps = append(cps, c)
 	}
 	slices.SortStableFunc(cps, func(a, b checkpointRow) int { return cmp.Compare(a.seq, b.seq) })
 	ahead := cps[:0] // checkpoints the chain must still reach
 	for _, c := range cps {
-		if len(c.head) != HashSize {
+		if len(c.head) != audit.HashSize {
 			return fail(c.seq, "", "%v has a malformed hash", c)
 		}
 		h := padHash(c.head)
@@ -264,7 +263,7 @@ func verifyTx(ctx context.Context, tx *sql.Tx, pub ed25519.PublicKey, receipts [
 			rep.Receipts++
 			rep.ReceiptsThrough = max(rep.ReceiptsThrough, c.seq)
 		} else {
-			if !ed25519.Verify(pub, checkpointMessage(c.seq, h, c.at), c.sig) {
+			if !ed25519.Verify(pub, audit.CheckpointMessage(c.seq, h, c.at), c.sig) {
 				return fail(c.seq, "", "%v (signed %s) has an invalid signature", c, time.Unix(0, c.at).UTC().Format(time.RFC3339))
 			}
 			rep.Checkpoints++
@@ -308,15 +307,15 @@ func verifyTx(ctx context.Context, tx *sql.Tx, pub ed25519.PublicKey, receipts [
 			}
 			return fail(r.seq, r.id, "event lies at or before the prune point (seq %d)", start)
 		}
-		e, err := DecodeEvent(r.body)
+		e, err := audit.DecodeEvent(r.body)
 		if err != nil {
 			return fail(r.seq, r.id, "stored event does not decode: %v", err)
 		}
-		canon, err := Canonical(&e)
+		canon, err := audit.Canonical(&e)
 		if err != nil || !bytes.Equal(canon, r.body) {
 			return fail(r.seq, r.id, "stored event is not in canonical form")
 		}
-		h := ChainHash(prev, r.seq, r.body)
+		h := audit.ChainHash(prev, r.seq, r.body)
 		if !bytes.Equal(h[:], r.hash) {
 			return fail(r.seq, r.id, "hash mismatch: the event, its seq or an earlier event was changed, inserted or removed")
 		}
@@ -329,7 +328,7 @@ func verifyTx(ctx context.Context, tx *sql.Tx, pub ed25519.PublicKey, receipts [
 			e.Tool != r.tool, e.Decision != r.decis, selectorOf(e.Src) != r.srcSel, selectorOf(e.Dst) != r.dstSel:
 			return fail(r.seq, r.id, "a filter column disagrees with the hashed event")
 		}
-		if e.Kind == KindIntegrity && e.Reason == ReasonIDConflict {
+		if e.Kind == audit.KindIntegrity && e.Reason == audit.ReasonIDConflict {
 			if rep.Conflicts < maxConflictIDs {
 				rep.ConflictIDs = append(rep.ConflictIDs, e.Target)
 			}
@@ -365,17 +364,16 @@ func verifyTx(ctx context.Context, tx *sql.Tx, pub ed25519.PublicKey, receipts [
 		if r.Batch == nil {
 			continue
 		}
-		seqs, _ := r.Batch.seqs(r.Seq)
+		seqs, _ := r.BatchSeqs()
 		if slices.ContainsFunc(seqs, func(s int64) bool { return s <= start }) {
 			rep.ReceiptEventsPruned += int64(len(seqs))
 			continue
 		}
-		hashes := make([]Hash, len(seqs))
+		hashes := make([]audit.Hash, len(seqs))
 		for j, s := range seqs {
 			hashes[j] = need[s]
 		}
-		d := batchDigest(seqs, hashes)
-		if hex.EncodeToString(d[:]) != r.Batch.Digest {
+		if !r.Batch.Matches(seqs, hashes) {
 			return fail(r.Seq, "", "receipt %d: the stored events of its batch (seq %s) are not the events the sender shipped: one was altered or replaced",
 				i+1, rangesString(r.Batch.Seqs))
 		}
@@ -388,9 +386,9 @@ func verifyTx(ctx context.Context, tx *sql.Tx, pub ed25519.PublicKey, receipts [
 // keptContentHash is the hash of the content the row of e keeps for a
 // batch: its own canonical bytes, or for an id_conflict integrity event the
 // rejected event it keeps.
-func keptContentHash(e *Event, body []byte) Hash {
-	if e.Kind == KindIntegrity && e.Reason == ReasonIDConflict {
-		var d ConflictDetail
+func keptContentHash(e *audit.Event, body []byte) audit.Hash {
+	if e.Kind == audit.KindIntegrity && e.Reason == audit.ReasonIDConflict {
+		var d audit.ConflictDetail
 		if json.Unmarshal([]byte(e.Detail), &d) == nil && len(d.Rejected) > 0 {
 			return sha256.Sum256(d.Rejected)
 		}
@@ -399,7 +397,7 @@ func keptContentHash(e *Event, body []byte) Hash {
 }
 
 // rangesString prints seq ranges as "1..5, 9".
-func rangesString(rs []SeqRange) string {
+func rangesString(rs []audit.SeqRange) string {
 	parts := make([]string, len(rs))
 	for i, r := range rs {
 		parts[i] = fmt.Sprint(r[0])
@@ -410,15 +408,8 @@ func rangesString(rs []SeqRange) string {
 	return strings.Join(parts, ", ")
 }
 
-// KeyFingerprint is the hex SHA-256 of an audit public key, as Report.Key
-// prints it.
-func KeyFingerprint(pub ed25519.PublicKey) string {
-	sum := sha256.Sum256(pub)
-	return hex.EncodeToString(sum[:])
-}
-
 // padHash returns b as a Hash; callers check the length first.
-func padHash(b []byte) (h Hash) {
+func padHash(b []byte) (h audit.Hash) {
 	copy(h[:], b)
 	return h
 }
