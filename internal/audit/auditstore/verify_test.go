@@ -108,7 +108,7 @@ func rewriteChainFrom(t *testing.T, db *sql.DB, from int64, old, new string) {
 	if err := db.QueryRow(`SELECT hash FROM audit_events WHERE seq = ?`, from-1).Scan(&prevB); err != nil {
 		t.Fatal(err)
 	}
-	prev := padHash(prevB)
+	prev := audit.Hash(prevB)
 	rows, err := db.Query(`SELECT seq, body FROM audit_events WHERE seq >= ? ORDER BY seq`, from)
 	if err != nil {
 		t.Fatal(err)
