@@ -206,7 +206,7 @@ func (c *Client) Netmap(ctx context.Context, since int64) (*netmap.Netmap, error
 	}
 	resp, err := c.http.Do(req)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("coordinator %s: %w", c.cfg.CoordinatorURL, err)
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode == http.StatusNoContent {
@@ -217,9 +217,13 @@ func (c *Client) Netmap(ctx context.Context, since int64) (*netmap.Netmap, error
 	}
 	b, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("coordinator %s: %w", c.cfg.CoordinatorURL, err)
 	}
-	return netmap.Decode(b)
+	nm, err := netmap.Decode(b)
+	if err != nil {
+		return nil, fmt.Errorf("coordinator %s: %w", c.cfg.CoordinatorURL, err)
+	}
+	return nm, nil
 }
 
 // CachedNetmap returns the netmap cached in the state directory, if any.
