@@ -23,6 +23,7 @@ import (
 	"log/slog"
 	"net/http"
 	"strconv"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -69,6 +70,7 @@ type Client struct {
 	verifier *pki.Verifier
 	cert     atomic.Pointer[tls.Certificate]
 	http     *http.Client
+	conns    *certTransport // c.http's transport
 	id       identity.ID
 }
 
@@ -110,13 +112,65 @@ func New(dir *nodestate.Dir, opts Options) (*Client, error) {
 		}
 		return nil
 	})
-	c.http = &http.Client{Transport: &http.Transport{
-		TLSClientConfig:     tcfg,
-		ForceAttemptHTTP2:   true,
-		MaxIdleConnsPerHost: 4,
-		IdleConnTimeout:     90 * time.Second,
+	c.conns = &certTransport{newTransport: func() *http.Transport {
+		return &http.Transport{
+			TLSClientConfig:     tcfg,
+			ForceAttemptHTTP2:   true,
+			MaxIdleConnsPerHost: 4,
+			IdleConnTimeout:     90 * time.Second,
+		}
 	}}
+	c.conns.cur = c.conns.newTransport()
+	c.http = &http.Client{Transport: c.conns}
 	return c, nil
+}
+
+// certTransport sends each request over connections made with the current
+// certificate. A TLS client certificate is presented once, at the
+// handshake, and the coordinator checks it on every request: a pooled
+// connection made before a renewal would keep presenting the old
+// certificate, and be refused once it expires, while the netmap watch kept
+// it busy for ever. So a renewal starts a new transport; requests in
+// flight finish on the old one, whose connections are closed when idle
+// (at the next renewal at the latest).
+type certTransport struct {
+	newTransport func() *http.Transport
+
+	mu        sync.Mutex
+	cur, prev *http.Transport
+}
+
+// RoundTrip implements http.RoundTripper.
+func (t *certTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	t.mu.Lock()
+	cur := t.cur
+	t.mu.Unlock()
+	return cur.RoundTrip(req)
+}
+
+// renewed makes new requests use new connections, which present the
+// certificate now current.
+func (t *certTransport) renewed() {
+	t.mu.Lock()
+	retired, old := t.prev, t.cur
+	t.prev, t.cur = t.cur, t.newTransport()
+	t.mu.Unlock()
+	if retired != nil {
+		retired.CloseIdleConnections()
+	}
+	old.CloseIdleConnections()
+}
+
+// CloseIdleConnections closes the idle connections of both transports
+// (http.Client.CloseIdleConnections calls it).
+func (t *certTransport) CloseIdleConnections() {
+	t.mu.Lock()
+	cur, prev := t.cur, t.prev
+	t.mu.Unlock()
+	cur.CloseIdleConnections()
+	if prev != nil {
+		prev.CloseIdleConnections()
+	}
 }
 
 // ID is the node's identity.
@@ -162,6 +216,7 @@ func (c *Client) Renew(ctx context.Context) (*tls.Certificate, error) {
 	}
 	tc := &tls.Certificate{Certificate: [][]byte{leaf.Raw}, PrivateKey: key, Leaf: leaf}
 	c.cert.Store(tc)
+	c.conns.renewed()
 	return tc, nil
 }
 

@@ -23,6 +23,7 @@ import (
 	"agentmesh/internal/identity"
 	"agentmesh/internal/netmap"
 	"agentmesh/internal/nodestate"
+	"agentmesh/internal/pki"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -184,6 +185,39 @@ func TestRenewKeepsTheIdentityAndStoresTheNewCertificate(t *testing.T) {
 	// The state directory holds it, so the next start uses it.
 	if again := m.Client(dir); !again.Certificate().Leaf.Equal(tc.Leaf) {
 		t.Fatal("the renewed certificate was not stored")
+	}
+}
+
+func TestARenewedClientIsServedAfterItsFirstCertificateExpires(t *testing.T) {
+	m := coordinatortest.Start(t, coordinatortest.Options{})
+	dir := m.Join("tool", "files")
+	// The coordinator's own certificate, issued at its start, outlives
+	// the node's first one by half an hour.
+	m.Stop()
+	m.Clock.Advance(30 * time.Minute)
+	m.Restart()
+	cl := m.Client(dir)
+	ctx := context.Background()
+	// A connection made with the first certificate, kept busy by a watch
+	// that is in flight when the certificate is renewed.
+	nm, err := cl.Netmap(ctx, -1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	watch := make(chan error, 1)
+	go func() { _, err := cl.Netmap(ctx, nm.Version); watch <- err }()
+	first := cl.Certificate().Leaf
+	m.Clock.Set(first.NotBefore.Add(first.NotAfter.Sub(first.NotBefore) * 2 / 3))
+	if _, err := cl.Renew(ctx); err != nil {
+		t.Fatal(err)
+	}
+	m.ApplyPolicy(`{}`) // a new version ends the watch
+	if err := <-watch; err != nil {
+		t.Fatal(err)
+	}
+	m.Clock.Set(first.NotAfter.Add(pki.ClockSkew + time.Second))
+	if _, err := cl.Netmap(ctx, -1); err != nil {
+		t.Fatalf("after the first certificate expired, with a renewed one: %v", err)
 	}
 }
 
