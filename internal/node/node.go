@@ -114,7 +114,7 @@ func Start(ctx context.Context, stateDir string, o Options) (*Node, error) {
 		return nil, err
 	}
 	leaf := cl.Certificate().Leaf
-	if leaf != nil && time.Now().After(leaf.NotAfter) {
+	if leaf != nil && clock.Now().After(leaf.NotAfter) {
 		cl.Close()
 		return nil, fmt.Errorf("the certificate in %s expired at %s; join again with a new auth key", stateDir, leaf.NotAfter.Format(time.RFC3339))
 	}
