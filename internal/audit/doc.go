@@ -1,75 +1,47 @@
-// Package audit is agentmesh's audit trail: typed events, the local spool
-// that gateways write before anything is acknowledged, shipping to the
-// coordinator, the coordinator's hash-chained store with signed checkpoints,
-// verification, retention and queries.
+// Package audit is the format of agentmesh's audit trail, shared by the
+// nodes that record events and the coordinator that keeps them: typed
+// events and their validation, the canonical encoding and the chain hash,
+// the signed messages (checkpoints, prune points, receipts), receipts and
+// the sender's check of one, the audit key's format, and the aggregation
+// of refused attempts.
 //
 // Audit is not logging. An event is never dropped: a full queue makes the
 // caller wait, a coordinator that is away makes the spool grow, and an event
-// is removed from the spool only after the coordinator acknowledged it.
+// is removed from the spool only after the coordinator proved it kept it.
 //
-// # Flow
+// # Two sides, one format
 //
-// A gateway opens a Spool in its state directory and calls Append for every
-// decision. Ship reads the spool in batches and hands them to a Sender (the
-// control client, over mTLS); a batch is acknowledged in the spool only after
-// Send succeeded, which means the coordinator proved it kept every event as
-// sent (Receipt.CheckBatch). The coordinator validates each received Event
-// and calls (*Store).Ingest with the shipping node's identity; Ingest is
-// idempotent by (dst, event id), so a batch re-sent after a lost
-// acknowledgement or a gateway restart adds nothing. Admin actions at the
-// coordinator are appended to the same Store.
+// The trail has a node side and a coordinator side, and neither links the
+// other's code:
+//
+//   - spool (node side): a gateway's durable, append-only log of events
+//     and Ship, which sends it to the coordinator batch by batch and
+//     acknowledges a batch only after its receipt checks out.
+//   - auditstore (coordinator side): the hash-chained store in the
+//     coordinator's database with signed checkpoints, Ingest, Verify,
+//     queries and pruning.
+//
+// Gateways, connectors and the node runtime import audit and spool only,
+// never auditstore, so they do not link the database driver
+// (TestNodeSideDoesNotLinkTheDatabase keeps it so). What both sides must
+// agree on lives here: an event is encoded, hashed and signed one way.
 //
 // # Who may record what
 //
-// Only the node that made a decision may record it. Ingest accepts only
-// connection, request and session events whose Dst is the shipping node
-// (the coordinator also requires the node to be one that decides, a tool or
-// model node); anything else refuses the whole batch (ForeignEventError).
-// Event ids are namespaced by their recorder: the store's uniqueness is
-// (dst, id), so no node can claim, ahead of it, an id another recorder will
-// use. The same (dst, id) with identical canonical bytes is a re-sent event;
-// with different bytes it is a security event: the stored event stays, and
-// an integrity event (reason id_conflict, Detail a ConflictDetail) keeps the
-// new content, both hashes and the shipper. Verify counts them.
+// Only the node that made a decision may record it: a node ships only
+// connection, request and session events whose Dst is itself, and the
+// coordinator refuses a batch with anything else (auditstore.Ingest, reason
+// ReasonForeignEvent). Event ids are namespaced by their recorder, so the
+// store's uniqueness is (dst, id). The same (dst, id) with different content
+// is kept and flagged as an integrity event (KindIntegrity, reason
+// ReasonIDConflict, Detail a ConflictDetail), never dropped.
 //
 // Refused attempts (handshakes, admissions, joins) go through Refusals,
 // which writes the first refusal of a (recorder, source, reason, kind) at
 // once and aggregates the rest of its window into one event with Count and
 // First, so a flood writes a bounded number of events while the counts add
-// up to every attempt.
-//
-// # Spool guarantees
-//
-//   - Append validates and encodes the event in the caller's goroutine and
-//     writes it to the active segment file before it returns (serialised
-//     with other Appends; on Linux a copy into the segment's shared memory
-//     mapping, whose blocks were allocated when the segment was created,
-//     elsewhere one write call). From then on the event is in the kernel's
-//     page cache: killing the gateway process, even with SIGKILL, loses
-//     nothing that Append accepted. A slow disk makes Append wait; nothing is ever
-//     dropped and there is no in-memory queue to lose.
-//   - A syncer goroutine fsyncs what was written as soon as there is
-//     something, then rests for SyncInterval (10 ms by default, never more
-//     than 50 ms), so under load one fsync covers many events and a machine
-//     crash loses at most the last interval. AppendSync returns only once the
-//     event is fsynced; Flush returns once every event whose Append returned
-//     before Flush was called is fsynced. Next hands out fsynced events only.
-//   - If a write or fsync fails the spool stops: every waiting and later
-//     call returns the error, so callers fail closed instead of serving
-//     unaudited requests.
-//
-// The spool's on-disk format is a directory of append-only segment files of
-// CRC-checked, length-prefixed records (the newest one, while open, padded
-// with allocated zeros that are cut off when it is closed, and that read
-// as a torn tail after a crash), and an ack file replaced atomically
-// (write, fsync, rename, fsync directory). The ack file is rewritten only
-// when a whole segment becomes acknowledged (just before the segment is
-// deleted) and at Close, not after every shipped batch: after a crash the
-// acknowledged events of the current segment are shipped again, and the
-// coordinator finds them stored already, identical, and adds nothing. A
-// torn record at the end of the newest segment (a crash during a write that
-// was never reported durable) is cut off when the spool is opened; a bad
-// record anywhere else is reported as ErrCorrupt rather than skipped.
+// up to every attempt. Gateways record through their spool, the
+// coordinator through its store.
 //
 // # Hash chain and canonical encoding
 //
@@ -77,10 +49,12 @@
 // the Event struct with Seq cleared and Time and First converted to UTC: fields in
 // struct order, empty optional fields omitted, Time as RFC 3339 with
 // nanoseconds and a "Z" suffix. Decoding canonical bytes and encoding the
-// result again yields identical bytes; the tests check it.
+// result again yields identical bytes; the tests check it. The spool
+// stores these bytes, they travel to the coordinator, and the store keeps
+// them as each row's body.
 //
 // The store numbers events 1, 2, 3, ... in the order it accepts them and
-// computes
+// computes (ChainHash)
 //
 //	hash(seq) = SHA-256("agentmesh audit chain v1\x00" || hash(seq-1) || uint64be(seq) || canonical)
 //
@@ -88,35 +62,38 @@
 // the hashed bytes, editing, deleting, inserting or reordering rows changes
 // every following hash. A checkpoint is an ed25519 signature over
 // ("agentmesh audit checkpoint v1\x00" || uint64be(seq) || hash(seq) ||
-// int64be(unix nanoseconds)); the public key is distributed to nodes with the
-// CA bundle (EncodePublicKey).
+// int64be(unix nanoseconds)) (CheckpointMessage); a prune point and a
+// receipt that binds a batch sign messages with their own prefixes, so no
+// signed statement can be taken for another. The public key is
+// distributed to nodes with the netmap (EncodePublicKey).
+//
+// # Receipts
+//
+// The coordinator answers every shipped batch with a Receipt: a signed
+// head of the chain whose BatchCommit names, for each event sent, the seq
+// that keeps its content, and a digest over those seqs and the SHA-256 of
+// each event's canonical encoding. Receipt.CheckBatch is the sender's
+// check, made before a batch is acknowledged: the signature holds with the
+// audit key of the netmap, and the receipt binds exactly the events sent,
+// in order. The gateway keeps the newest receipt in its state directory;
+// given to auditstore.Verify it proves that the rows it covers still hold
+// what was sent.
 //
 // # Threat model
 //
-// The store defends against someone who can read and write the coordinator's
-// database file but does not hold the audit signing key: a compromised
-// backup, an operator editing rows to hide an action, a restore of an older
-// copy. Verify recomputes the chain and checks every checkpoint signature, so
-// any change to a row covered by a checkpoint is reported with the first
-// broken seq and id. The database alone has a limit: rows after the newest
-// stored checkpoint are only chained, not signed, so an attacker who
-// deletes the newest rows together with the checkpoints covering them, or
-// who appends forged rows at the end, is not detected by it. Receipts close
-// most of that gap: the coordinator answers every shipped batch with a
-// signed head (IngestResult.Receipt), the gateway keeps the newest one in its
-// state directory, and Verify given those receipts reports any deleted
-// event a receipt covers. What no receipt covers yet (the last batch, admin
-// actions since) remains bounded by checkpoint frequency
-// (StoreOptions.CheckpointEvery and CheckpointEvents). Someone who holds the
-// signing key can rewrite history; protect the key file like the CA key.
+// What this package decides for both sides: what a valid event is (a
+// node's garbage is refused by Validate at the spool and again at the
+// coordinator, and every field is bounded, MaxEventSize), that an event has
+// exactly one encoding (so a hash or a receipt over it means one thing),
+// and what a receipt proves. ParseReceipt and DecodeEvent read bytes from
+// peers and files strictly (unknown fields and trailing data are errors)
+// and are fuzzed. A receipt is only worth the key that checks it: the
+// sender checks it with the audit key of its netmap, which came over the
+// mTLS connection to the coordinator. Whoever holds the audit signing key
+// can sign any history; the key stays with the coordinator.
 //
-// Pruning deletes old events only up to a signed checkpoint and records a
-// signed prune point, so Verify starts from a signed position and pruning
-// cannot be used to hide tampering. Deleting the prune point is detected as
-// missing rows.
-//
-// The spool defends against crashes, not against local attackers: whoever
-// can write the gateway's state directory can already act as the gateway.
-// Its CRCs detect torn writes and media errors, not deliberate edits; the
-// coordinator's validation (Event.Validate) rejects garbage.
+// The threat models of the two sides are in their packages: the spool
+// defends against crashes, not against whoever can write the gateway's
+// state directory; the store defends against someone who can write the
+// coordinator's database but does not hold the signing key.
 package audit

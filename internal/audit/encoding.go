@@ -85,16 +85,19 @@ var (
 // batch containing an event that fails Validate; the spool refuses to queue
 // one, so a bad event can never block shipping.
 func (e *Event) Validate() error {
-	_, err := e.encodeValid()
+	_, err := AppendValid(nil, e)
 	return err
 }
 
-// encodeValid validates e and returns its canonical encoding.
-func (e *Event) encodeValid() ([]byte, error) {
+// AppendValid validates e (see Validate) and appends its canonical
+// encoding to dst: what the spool writes into a record and the store keeps
+// as a row's body, encoded once.
+func AppendValid(dst []byte, e *Event) ([]byte, error) {
 	if p := e.problem(); p != "" {
 		return nil, fmt.Errorf("audit: event %.40q: %w: %s", e.ID, ErrInvalidEvent, p)
 	}
-	b, err := Canonical(e)
+	start := len(dst)
+	b, err := appendCanonical(dst, e)
 	if err != nil {
 		return nil, fmt.Errorf("audit: event %s: %w: %w", e.ID, ErrInvalidEvent, err)
 	}
@@ -102,8 +105,8 @@ func (e *Event) encodeValid() ([]byte, error) {
 	if e.Kind == KindIntegrity {
 		limit = maxIntegritySize
 	}
-	if len(b) > limit {
-		return nil, fmt.Errorf("audit: event %s: %w: %d bytes encoded, limit %d", e.ID, ErrInvalidEvent, len(b), limit)
+	if n := len(b) - start; n > limit {
+		return nil, fmt.Errorf("audit: event %s: %w: %d bytes encoded, limit %d", e.ID, ErrInvalidEvent, n, limit)
 	}
 	return b, nil
 }
@@ -207,14 +210,16 @@ func ChainHash(prev Hash, seq int64, canonical []byte) Hash {
 	return out
 }
 
-// checkpointMessage is what a checkpoint signs.
-func checkpointMessage(seq int64, head Hash, at int64) []byte {
+// CheckpointMessage is what a checkpoint signs: the chain position seq,
+// its hash head and the time of signing (Unix nanoseconds). A receipt
+// without a batch signs the same message.
+func CheckpointMessage(seq int64, head Hash, at int64) []byte {
 	return signedMessage(checkpointPrefix, seq, head, at)
 }
 
-// pruneMessage is what a prune point signs: the chain position Verify
-// restarts from and the cut-off time asked for.
-func pruneMessage(seq int64, head Hash, before int64) []byte {
+// PruneMessage is what a prune point signs: the chain position the
+// store's verification restarts from and the cut-off time asked for.
+func PruneMessage(seq int64, head Hash, before int64) []byte {
 	return signedMessage(prunePrefix, seq, head, before)
 }
 

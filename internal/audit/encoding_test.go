@@ -76,22 +76,6 @@ func TestCanonicalRoundTripsToIdenticalBytes(t *testing.T) {
 	}
 }
 
-func TestSpoolRecordPayloadIsCanonical(t *testing.T) {
-	e := testEvent(9)
-	e.Detail = "<tag> & more"
-	rec, err := encodeRecord(&e)
-	if err != nil {
-		t.Fatal(err)
-	}
-	want, err := Canonical(&e)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !bytes.Equal(rec[recordHeader:], want) {
-		t.Fatalf("record payload differs from canonical:\n%s\n%s", rec[recordHeader:], want)
-	}
-}
-
 func TestValidateRejectsGarbage(t *testing.T) {
 	tests := []struct {
 		name string

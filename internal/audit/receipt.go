@@ -1,7 +1,6 @@
 package audit
 
 import (
-	"context"
 	"crypto"
 	"crypto/ed25519"
 	"crypto/rand"
@@ -22,13 +21,14 @@ const MaxBatch = 10_000
 // same signed statement as a stored checkpoint (seq, head hash, time), but
 // kept by whoever received it. A checkpoint stored in the database can be
 // deleted together with the events after it; a receipt on another machine
-// cannot, so Verify given receipts detects the deletion of any event a
-// receipt covers.
+// cannot, so verifying the trail with receipts (auditstore.Verify) detects
+// the deletion of any event a receipt covers.
 //
 // The coordinator answers every ingested batch with a receipt whose Batch
 // commits to the content of that batch as stored: the gateway checks at
-// once that what was stored is what it sent (CheckBatch), and Verify given
-// the receipt later checks that the stored rows still hold exactly that.
+// once that what was stored is what it sent (CheckBatch), and verification
+// with the receipt later checks that the stored rows still hold exactly
+// that.
 //
 // The file format (JSON, STATE/audit-receipt.json) is this struct. A
 // receipt without "batch" is a version 1 receipt (a signed head only,
@@ -86,9 +86,10 @@ func batchDigest(seqs []int64, hashes []Hash) Hash {
 	return out
 }
 
-// newBatchCommit builds the commitment to events kept at seqs with content
-// hashes hashes.
-func newBatchCommit(seqs []int64, hashes []Hash) *BatchCommit {
+// NewBatchCommit builds the commitment to a batch whose events are kept at
+// seqs (in batch order) with content hashes hashes (SHA-256 of each kept
+// canonical encoding).
+func NewBatchCommit(seqs []int64, hashes []Hash) *BatchCommit {
 	var ranges []SeqRange
 	for _, s := range seqs {
 		if n := len(ranges); n > 0 && ranges[n-1][1]+1 == s && s > 0 {
@@ -99,6 +100,15 @@ func newBatchCommit(seqs []int64, hashes []Hash) *BatchCommit {
 	}
 	d := batchDigest(seqs, hashes)
 	return &BatchCommit{Events: len(seqs), Seqs: ranges, Digest: hex.EncodeToString(d[:])}
+}
+
+// Matches reports whether b commits to the content hashes kept at seqs:
+// the sender's check (CheckBatch, with the hashes of what it sent) and the
+// verifier's (with the hashes of what the rows at seqs keep) are this one
+// comparison.
+func (b *BatchCommit) Matches(seqs []int64, hashes []Hash) bool {
+	d := batchDigest(seqs, hashes)
+	return b.Digest == hex.EncodeToString(d[:])
 }
 
 // seqs expands the ranges, refusing more than MaxBatch seqs, seqs outside
@@ -125,35 +135,16 @@ func (b *BatchCommit) seqs(head int64) ([]int64, error) {
 	return out, nil
 }
 
-// Receipt signs the store's current head, without binding a batch. It
-// stores nothing. A store without events yields the zero Receipt.
-func (s *Store) Receipt(ctx context.Context) (Receipt, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.stale {
-		if err := s.loadHead(ctx); err != nil {
-			return Receipt{}, fmt.Errorf("audit: receipt: %w", err)
-		}
-	}
-	r, err := s.signLocked(nil)
-	if err != nil {
-		return Receipt{}, fmt.Errorf("audit: receipt: %w", err)
-	}
-	return r, nil
-}
-
-// signLocked signs the current head and batch (nil: none). s.mu must be
-// held.
-func (s *Store) signLocked(batch *BatchCommit) (Receipt, error) {
-	if s.seq == 0 {
-		return Receipt{}, nil
-	}
-	r := Receipt{Seq: s.seq, Head: hex.EncodeToString(s.head[:]), Time: s.opts.Now().UTC(), Batch: batch}
-	msg, err := r.message(s.head)
+// SignReceipt signs a receipt for the chain head (seq, head) at time at,
+// bound to batch when it is not nil. The coordinator's store calls it for
+// every ingested batch and for a bare signed head.
+func SignReceipt(signer crypto.Signer, seq int64, head Hash, at time.Time, batch *BatchCommit) (Receipt, error) {
+	r := Receipt{Seq: seq, Head: hex.EncodeToString(head[:]), Time: at.UTC(), Batch: batch}
+	msg, err := r.message(head)
 	if err != nil {
 		return Receipt{}, err
 	}
-	sig, err := s.signer.Sign(rand.Reader, msg, crypto.Hash(0))
+	sig, err := signer.Sign(rand.Reader, msg, crypto.Hash(0))
 	if err != nil {
 		return Receipt{}, fmt.Errorf("sign: %w", err)
 	}
@@ -164,7 +155,7 @@ func (s *Store) signLocked(batch *BatchCommit) (Receipt, error) {
 // message is what r's signature covers.
 func (r *Receipt) message(head Hash) ([]byte, error) {
 	if r.Batch == nil {
-		return checkpointMessage(r.Seq, head, r.Time.UnixNano()), nil
+		return CheckpointMessage(r.Seq, head, r.Time.UnixNano()), nil
 	}
 	d, err := hex.DecodeString(r.Batch.Digest)
 	if err != nil || len(d) != HashSize {
@@ -180,18 +171,18 @@ func (r Receipt) IsZero() bool { return r.Seq == 0 && r.Head == "" && r.Sig == "
 
 // Check verifies r's signature with pub, without a database.
 func (r Receipt) Check(pub ed25519.PublicKey) error {
-	c, err := r.row()
+	head, sig, err := r.decode()
 	if err != nil {
 		return fmt.Errorf("audit: %w: %v", ErrBadReceipt, err)
 	}
 	if len(pub) != ed25519.PublicKeySize {
 		return ErrBadKey
 	}
-	msg, err := r.message(padHash(c.head))
+	msg, err := r.message(head)
 	if err != nil {
 		return fmt.Errorf("audit: %w: %v", ErrBadReceipt, err)
 	}
-	if !ed25519.Verify(pub, msg, c.sig) {
+	if !ed25519.Verify(pub, msg, sig) {
 		return errors.New("audit: receipt signature is invalid")
 	}
 	return nil
@@ -212,7 +203,7 @@ func (r Receipt) CheckBatch(pub ed25519.PublicKey, events []Event) error {
 	if r.Batch.Events != len(events) {
 		return fmt.Errorf("%w: the receipt covers %d events, %d were sent", ErrNotKept, r.Batch.Events, len(events))
 	}
-	seqs, err := r.Batch.seqs(r.Seq)
+	seqs, err := r.BatchSeqs()
 	if err != nil {
 		return fmt.Errorf("%w: %v", ErrNotKept, err)
 	}
@@ -224,8 +215,7 @@ func (r Receipt) CheckBatch(pub ed25519.PublicKey, events []Event) error {
 		}
 		hashes[i] = sha256.Sum256(c)
 	}
-	want := batchDigest(seqs, hashes)
-	if r.Batch.Digest != hex.EncodeToString(want[:]) {
+	if !r.Batch.Matches(seqs, hashes) {
 		return fmt.Errorf("%w: the receipt's batch digest does not match the events sent", ErrNotKept)
 	}
 	return nil
@@ -248,32 +238,49 @@ func ParseReceipt(b []byte) (Receipt, error) {
 // Validate checks r's shape: a positive seq, a hash, a signature, and a
 // batch whose ranges are bounded and consistent.
 func (r Receipt) Validate() error {
-	if _, err := r.row(); err != nil {
+	if _, _, err := r.decode(); err != nil {
 		return fmt.Errorf("audit: %w: %v", ErrBadReceipt, err)
 	}
 	if r.Batch != nil {
 		if _, err := r.message(Hash{}); err != nil {
 			return fmt.Errorf("audit: %w: %v", ErrBadReceipt, err)
 		}
-		if _, err := r.Batch.seqs(r.Seq); err != nil {
+		if _, err := r.BatchSeqs(); err != nil {
 			return fmt.Errorf("audit: %w: %v", ErrBadReceipt, err)
 		}
 	}
 	return nil
 }
 
-// row decodes r into the form Verify checks stored checkpoints in.
-func (r Receipt) row() (checkpointRow, error) {
+// BatchSeqs returns the seqs r's batch names, in batch order: nil for a
+// receipt without a batch, and an error for ranges that are not bounded
+// and consistent with the batch's size and r's head.
+func (r Receipt) BatchSeqs() ([]int64, error) {
+	if r.Batch == nil {
+		return nil, nil
+	}
+	return r.Batch.seqs(r.Seq)
+}
+
+// HeadHash returns the chain hash r signs. It fails for a malformed Head;
+// a receipt that passed Validate always has one.
+func (r Receipt) HeadHash() (Hash, error) {
+	head, _, err := r.decode()
+	return head, err
+}
+
+// decode checks r's shape and returns its head hash and signature.
+func (r Receipt) decode() (Hash, []byte, error) {
 	head, err := hex.DecodeString(r.Head)
 	if err != nil || len(head) != HashSize {
-		return checkpointRow{}, errors.New("head is not a hex SHA-256 hash")
+		return Hash{}, nil, errors.New("head is not a hex SHA-256 hash")
 	}
 	sig, err := base64.StdEncoding.DecodeString(r.Sig)
 	if err != nil || len(sig) != ed25519.SignatureSize {
-		return checkpointRow{}, errors.New("sig is not a base64 Ed25519 signature")
+		return Hash{}, nil, errors.New("sig is not a base64 Ed25519 signature")
 	}
 	if r.Seq <= 0 {
-		return checkpointRow{}, errors.New("seq must be positive")
+		return Hash{}, nil, errors.New("seq must be positive")
 	}
-	return checkpointRow{seq: r.Seq, at: r.Time.UnixNano(), head: head, sig: sig}, nil
+	return Hash(head), sig, nil
 }

@@ -60,6 +60,9 @@ func (c *manualClock) Advance(d time.Duration) {
 	c.mu.Unlock()
 }
 
+// testCoordinator is the recorder of the refusals in these tests.
+const testCoordinator = "spiffe://mesh.test/admin/coordinator"
+
 func refusal(addr, reason string) *Event {
 	return &Event{Kind: KindConnection, SrcAddr: addr, Dst: testCoordinator, Decision: Deny, Reason: reason,
 		Outcome: "refused", Detail: "detail of " + addr}

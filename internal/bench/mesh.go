@@ -14,6 +14,7 @@ import (
 	"agentmesh/internal/controlapi"
 	"agentmesh/internal/controlclient"
 	"agentmesh/internal/coordinator"
+	"agentmesh/internal/identity"
 	"agentmesh/internal/nodestate"
 )
 
@@ -104,7 +105,7 @@ func (r *runner) startMesh(ctx context.Context) (string, error) {
 // so connectors resolve it.
 func (m *mesh) waitAddr(ctx context.Context, name, addr string) error {
 	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); {
-		if n, ok := m.co.Netmap().Node(name); ok && slices.Contains(n.Addrs, addr) {
+		if n, ok := m.co.Netmap().Node(identity.Name(name)); ok && slices.Contains(n.Addrs, addr) {
 			return nil
 		}
 		select {

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"agentmesh/internal/audit"
+	"agentmesh/internal/audit/spool"
 	"agentmesh/internal/controlclient"
 	"agentmesh/internal/node"
 )
@@ -192,7 +193,7 @@ func scenarioAudit(ctx context.Context, r *runner, res *Result) error {
 	}
 	// Spool.
 	nSpool := pick(r.cfg.Quick, 1000, 100_000)
-	sp, err := audit.OpenSpool(filepath.Join(r.dir, "spool-bench"), audit.SpoolOptions{Logger: r.log})
+	sp, err := spool.Open(filepath.Join(r.dir, "spool-bench"), spool.Options{Logger: r.log})
 	if err != nil {
 		return err
 	}

@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"agentmesh/internal/audit"
+	"agentmesh/internal/audit/auditstore"
+	"agentmesh/internal/audit/spool"
 	"agentmesh/internal/controlapi"
 	"agentmesh/internal/controlclient"
 	"agentmesh/internal/node"
@@ -87,13 +89,13 @@ func TestGatewayListenerAggregatesRefusedHandshakes(t *testing.T) {
 		events = append(events, e)
 	}
 	body.Close()
-	spool, err := audit.OpenSpool(filepath.Join(state, "spool"), audit.SpoolOptions{})
+	sp, err := spool.Open(filepath.Join(state, "spool"), spool.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer spool.Close()
-	if spool.Pending() > 0 {
-		b, err := spool.Next(ctx, 100)
+	defer sp.Close()
+	if sp.Pending() > 0 {
+		b, err := sp.Next(ctx, 100)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -137,7 +139,7 @@ func TestAuditVerifyFlagsIDConflictsAndChecksReceiptBatches(t *testing.T) {
 	}
 	os.WriteFile(receipt, b, 0o600)
 	code, out, _ := run(t, env, "audit", "verify", "--receipt", receipt, "--json")
-	var rep audit.Report
+	var rep auditstore.Report
 	if err := json.Unmarshal([]byte(out), &rep); err != nil || code != 0 || !rep.OK || rep.Receipts != 1 || rep.ReceiptEvents != 1 {
 		t.Fatalf("verify with the receipt: exit %d, %q", code, out)
 	}

@@ -145,7 +145,7 @@ func connectService(ctx context.Context, env Env, state, service string, ln net.
 		if err != nil {
 			return identity.ID{}, err
 		}
-		return identity.Parse(t.ID)
+		return t.ID, nil
 	})
 	resolve := func(ctx context.Context) (string, error) {
 		t, err := target()
@@ -249,13 +249,13 @@ func resolveService(nm *netmap.Netmap, kind identity.Kind, name identity.Name) (
 	if nm == nil {
 		return netmap.Node{}, errors.New("no netmap yet (is the coordinator reachable, and did this node ever reach it?)")
 	}
-	n, ok := nm.Node(string(name))
+	n, ok := nm.Node(name)
 	switch {
 	case !ok || n.Status != netmap.StatusActive:
 		return netmap.Node{}, fmt.Errorf("no service named %q in this node's netmap: it lists only the services a grant lets this node reach (is there one? is %q joined and serving?)", name, name)
-	case kind != "" && n.Kind != string(kind):
+	case kind != "" && n.Kind != kind:
 		return netmap.Node{}, fmt.Errorf("%q is a %s node, not %s", name, n.Kind, kind)
-	case !identity.Kind(n.Kind).Serves():
+	case !n.Kind.Serves():
 		return netmap.Node{}, fmt.Errorf("%q is a %s node; only tool and model nodes serve", name, n.Kind)
 	case len(n.Addrs) == 0:
 		return netmap.Node{}, fmt.Errorf("%q has not registered an address (is 'agentmesh serve' running?)", name)

@@ -99,7 +99,7 @@ func runKeys(ctx context.Context, env Env, args []string) error {
 			}
 		}
 		var resp controlapi.KeyCreateResponse
-		req := controlapi.KeyCreateRequest{Kind: *kind, Tags: tagStrings(tl), Reusable: *reusable, Expiry: *expiry, Name: *name}
+		req := controlapi.KeyCreateRequest{Kind: *kind, Tags: identity.TagStrings(tl), Reusable: *reusable, Expiry: *expiry, Name: *name}
 		if err := adminCall(ctx, *state, http.MethodPost, controlapi.PathKeys, req, &resp); err != nil {
 			return err
 		}
@@ -157,12 +157,4 @@ func keyName(k controlapi.KeyInfo) string {
 		return "(any free)"
 	}
 	return k.Name
-}
-
-func tagStrings(tags []identity.Tag) []string {
-	out := make([]string, len(tags))
-	for i, t := range tags {
-		out[i] = string(t)
-	}
-	return out
 }

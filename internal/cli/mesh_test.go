@@ -17,6 +17,7 @@ import (
 
 	"agentmesh/examples"
 	"agentmesh/internal/audit"
+	"agentmesh/internal/audit/auditstore"
 	"agentmesh/internal/controlapi"
 	"agentmesh/internal/controlclient"
 	"agentmesh/internal/coordinator"
@@ -154,7 +155,7 @@ func TestMeshKeepsServingWhileCoordinatorIsDownAndDeliversEveryEventAfter(t *tes
 			t.Fatalf("after the restart the trail has %d allow and %d deny request events, want %d and 1", allows, denies, 1+calls)
 		}
 	}
-	var rep audit.Report
+	var rep auditstore.Report
 	if err := d.admin.Call(ctx, http.MethodGet, controlapi.PathVerify, nil, &rep); err != nil || !rep.OK {
 		t.Fatalf("verify after the outage: %+v %v", rep, err)
 	}

@@ -86,10 +86,10 @@ func runNodes(ctx context.Context, env Env, args []string) error {
 		}
 		return tw.Flush()
 	case "tag":
-		if err := cl.Call(ctx, http.MethodPost, controlapi.PathNodes+"/"+pos[1]+"/tags", controlapi.TagRequest{Tags: tagStrings(tl)}, nil); err != nil {
+		if err := cl.Call(ctx, http.MethodPost, controlapi.PathNodes+"/"+pos[1]+"/tags", controlapi.TagRequest{Tags: identity.TagStrings(tl)}, nil); err != nil {
 			return err
 		}
-		printf(env.Stdout, "%s now has tags [%s]\n", pos[1], tagStrings(tl))
+		printf(env.Stdout, "%s now has tags [%s]\n", pos[1], identity.TagStrings(tl))
 	case "revoke":
 		if err := cl.Call(ctx, http.MethodPost, controlapi.PathNodes+"/"+pos[1]+"/revoke", nil, nil); err != nil {
 			return err

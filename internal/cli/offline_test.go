@@ -203,13 +203,13 @@ func FuzzNodeViewFromNetmap(f *testing.F) {
 			t.Fatalf("state stale %v from a view stale %v", st.Stale, stale)
 		}
 		for name, p := range st.Peers {
-			n, ok := nm.Node(string(name))
+			n, ok := nm.Node(name)
 			if !ok || p.ID.Name != name || p.ID.String() == "" {
 				t.Fatalf("peer %s admitted: not in the netmap as such (%+v)", name, p)
 			}
 			found := false
 			for _, nn := range nm.Nodes {
-				found = found || nn.ID == p.ID.String() && nn.Status == netmap.StatusActive && nn.Incarnation == p.Incarnation
+				found = found || nn.ID == p.ID && nn.Status == netmap.StatusActive && nn.Incarnation == p.Incarnation
 			}
 			if !found {
 				t.Fatalf("peer %s admitted without an active entry with its identity and incarnation (%+v)", name, n)
@@ -217,16 +217,12 @@ func FuzzNodeViewFromNetmap(f *testing.F) {
 		}
 		for _, kind := range []identity.Kind{"", identity.KindTool, identity.KindModel} {
 			for _, n := range nm.Nodes {
-				name, err := identity.ParseName(n.Name)
+				got, err := resolveService(nm, kind, n.Name)
 				if err != nil {
 					continue
 				}
-				got, err := resolveService(nm, kind, name)
-				if err != nil {
-					continue
-				}
-				if got.Status != netmap.StatusActive || !identity.Kind(got.Kind).Serves() || len(got.Addrs) == 0 || kind != "" && got.Kind != string(kind) {
-					t.Fatalf("resolved %s:%s to %+v", kind, name, got)
+				if got.Status != netmap.StatusActive || !got.Kind.Serves() || len(got.Addrs) == 0 || kind != "" && got.Kind != kind {
+					t.Fatalf("resolved %s:%s to %+v", kind, n.Name, got)
 				}
 			}
 		}

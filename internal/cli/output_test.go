@@ -16,6 +16,7 @@ import (
 	"unicode"
 
 	"agentmesh/internal/audit"
+	"agentmesh/internal/audit/auditstore"
 	"agentmesh/internal/controlapi"
 	"agentmesh/internal/coordinator"
 	"agentmesh/internal/identity"
@@ -70,9 +71,10 @@ func fakeCoordinator(t *testing.T) string {
 	reply("POST "+controlapi.PathKeys, controlapi.KeyCreateResponse{Key: hostile, Info: controlapi.KeyInfo{ID: hostile, Kind: hostile, Tags: []string{hostile}}})
 	reply("GET "+controlapi.PathHistory, []controlapi.PolicyVersion{{Version: 1, AppliedBy: hostile, Note: hostile}})
 	reply("GET "+controlapi.PathPolicy, controlapi.PolicyVersion{Version: 1, AppliedBy: hostile, Document: "{}\n"})
-	reply("GET "+controlapi.PathVerify, audit.Report{Problem: hostile, BrokenID: hostile})
+	reply("GET "+controlapi.PathVerify, auditstore.Report{Problem: hostile, BrokenID: hostile})
 	reply("GET "+controlapi.PathNetmap, netmap.Netmap{Version: 1, TrustDomain: "test.mesh",
-		Nodes: []netmap.Node{{ID: "spiffe://test.mesh/admin/admin", Name: "admin", Kind: "admin", Tags: []string{hostile}, Status: "active"}}})
+		Nodes: []netmap.Node{{ID: pkitest.ID(t, pkitest.TrustDomain, identity.KindAdmin, "admin"), Name: "admin", Kind: identity.KindAdmin,
+			Tags: []identity.Tag{identity.Tag(hostile)}, Status: netmap.StatusActive}}})
 	h.HandleFunc("GET "+controlapi.PathAudit, func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Query().Get("after") != "" && r.URL.Query().Get("after") != "0" {
 			return // --follow: nothing newer

@@ -355,19 +355,11 @@ func gatewayState(v node.View, self identity.ID) *gateway.State {
 		if nn.Status != netmap.StatusActive || nn.Incarnation == "" {
 			continue
 		}
-		id, err := identity.Parse(nn.ID)
-		if err != nil {
-			continue
-		}
-		tags, err := identity.ParseTags(nn.Tags)
-		if err != nil {
-			continue
-		}
-		pn := policy.Node{Name: id.Name, Kind: id.Kind, Tags: tags}
-		if id == self {
+		pn := nn.PolicyNode()
+		if nn.ID == self {
 			s.Self = pn
 		}
-		s.Peers[id.Name] = gateway.Peer{Node: pn, ID: id, Incarnation: nn.Incarnation}
+		s.Peers[nn.Name] = gateway.Peer{Node: pn, ID: nn.ID, Incarnation: nn.Incarnation}
 	}
 	return s
 }

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"agentmesh/internal/controlclient"
+	"agentmesh/internal/identity"
 	"agentmesh/internal/nodestate"
 )
 
@@ -81,8 +82,8 @@ func runStatus(ctx context.Context, env Env, args []string) error {
 	st.NetmapStale = !nm.Fresh(st.NetmapConfirmed, time.Now())
 	if nm != nil {
 		st.NetmapVersion, st.PolicyVersion, st.Nodes = nm.Version, nm.Policy.Version, len(nm.Nodes)
-		if n, ok := nm.Node(st.Name); ok {
-			st.Tags = n.Tags
+		if n, ok := nm.Node(cl.ID().Name); ok {
+			st.Tags = identity.TagStrings(n.Tags)
 		}
 	}
 	if *asJSON {

@@ -66,7 +66,7 @@ type AuditIngestResponse struct {
 
 // VerifyRequest is the body of POST PathVerify: receipts that nodes kept,
 // checked against the chain with the stored checkpoints. GET PathVerify
-// verifies without receipts. The answer is an audit.Report.
+// verifies without receipts. The answer is an auditstore.Report.
 type VerifyRequest struct {
 	Receipts []audit.Receipt `json:"receipts"`
 }

@@ -23,6 +23,7 @@ import (
 	"log/slog"
 	"net/http"
 	"strconv"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -79,6 +80,7 @@ type Client struct {
 	verifier *pki.Verifier
 	cert     atomic.Pointer[tls.Certificate]
 	http     *http.Client
+	conns    *certTransport // c.http's transport
 	id       identity.ID
 }
 
@@ -117,19 +119,74 @@ func New(dir *nodestate.Dir, opts Options) (*Client, error) {
 	if err != nil {
 		return nil, fmt.Errorf("state %s: %w", dir.Path(), err)
 	}
-	tr, err := transport.New(transport.Config{
+	tcfg := transport.Config{
 		TLS: transport.ClientTLS(c.Certificate, c.verifier, func() (identity.ID, error) { return want, nil }),
 		// The coordinator answers every call within its long poll (25 s by
 		// default); one that took a request and never answers is given up
 		// on, so that the netmap watch retries instead of hanging.
 		ResponseHeaderTimeout: responseHeaderTimeout,
 		MaxIdleConnsPerHost:   4,
-	})
-	if err != nil {
+	}
+	// Checked once here, so that newTransport, called again at each
+	// renewal, cannot fail.
+	if _, err := transport.New(tcfg); err != nil {
 		return nil, fmt.Errorf("state %s: %w", dir.Path(), err)
 	}
-	c.http = transport.Client(tr)
+	c.conns = &certTransport{newTransport: func() *http.Transport {
+		tr, _ := transport.New(tcfg)
+		return tr
+	}}
+	c.conns.cur = c.conns.newTransport()
+	c.http = transport.Client(c.conns)
 	return c, nil
+}
+
+// certTransport sends each request over connections made with the current
+// certificate. A TLS client certificate is presented once, at the
+// handshake, and the coordinator checks it on every request: a pooled
+// connection made before a renewal would keep presenting the old
+// certificate, and be refused once it expires, while the netmap watch kept
+// it busy for ever. So a renewal starts a new transport; requests in
+// flight finish on the old one, whose connections are closed when idle
+// (at the next renewal at the latest).
+type certTransport struct {
+	newTransport func() *http.Transport
+
+	mu        sync.Mutex
+	cur, prev *http.Transport
+}
+
+// RoundTrip implements http.RoundTripper.
+func (t *certTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	t.mu.Lock()
+	cur := t.cur
+	t.mu.Unlock()
+	return cur.RoundTrip(req)
+}
+
+// renewed makes new requests use new connections, which present the
+// certificate now current.
+func (t *certTransport) renewed() {
+	t.mu.Lock()
+	retired, old := t.prev, t.cur
+	t.prev, t.cur = t.cur, t.newTransport()
+	t.mu.Unlock()
+	if retired != nil {
+		retired.CloseIdleConnections()
+	}
+	old.CloseIdleConnections()
+}
+
+// CloseIdleConnections closes the idle connections of both transports
+// (http.Client.CloseIdleConnections calls it).
+func (t *certTransport) CloseIdleConnections() {
+	t.mu.Lock()
+	cur, prev := t.cur, t.prev
+	t.mu.Unlock()
+	cur.CloseIdleConnections()
+	if prev != nil {
+		prev.CloseIdleConnections()
+	}
 }
 
 // ID is the node's identity.
@@ -175,6 +232,7 @@ func (c *Client) Renew(ctx context.Context) (*tls.Certificate, error) {
 	}
 	tc := &tls.Certificate{Certificate: [][]byte{leaf.Raw}, PrivateKey: key, Leaf: leaf}
 	c.cert.Store(tc)
+	c.conns.renewed()
 	return tc, nil
 }
 
@@ -219,7 +277,7 @@ func (c *Client) Netmap(ctx context.Context, since int64) (*netmap.Netmap, error
 	}
 	resp, err := c.http.Do(req)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("coordinator %s: %w", c.cfg.CoordinatorURL, err)
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode == http.StatusNoContent {
@@ -230,9 +288,13 @@ func (c *Client) Netmap(ctx context.Context, since int64) (*netmap.Netmap, error
 	}
 	b, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("coordinator %s: %w", c.cfg.CoordinatorURL, err)
 	}
-	return netmap.Decode(b)
+	nm, err := netmap.Decode(b)
+	if err != nil {
+		return nil, fmt.Errorf("coordinator %s: %w", c.cfg.CoordinatorURL, err)
+	}
+	return nm, nil
 }
 
 // CachedNetmap returns the netmap cached in the state directory, if any.
@@ -319,7 +381,7 @@ func (c *Client) Register(ctx context.Context, addrs []string) error {
 	return c.call(ctx, http.MethodPost, controlapi.PathRegister, controlapi.RegisterRequest{Addrs: addrs}, nil)
 }
 
-// Send ships a batch of audit events; it makes Client an audit.Sender. It
+// Send ships a batch of audit events; it makes Client an spool.Sender. It
 // succeeds only when the coordinator's answer accounts for every event and
 // its receipt, signed with the audit key of the cached netmap, binds
 // exactly the events sent (audit.Receipt.CheckBatch): otherwise the error

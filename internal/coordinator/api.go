@@ -113,8 +113,8 @@ func (c *Coordinator) authenticate(r *http.Request) (caller, string, error) {
 		return who, pki.ReasonOf(err), fmt.Errorf("client certificate refused: %w", err)
 	}
 	who.id = id
-	n, err := c.reg.activeNode(r.Context(), string(id.Name))
-	if err != nil || n.Kind != string(id.Kind) || n.Incarnation != pki.Incarnation(r.TLS.PeerCertificates[0]) {
+	n, err := c.reg.activeNode(r.Context(), id.Name)
+	if err != nil || n.Kind != id.Kind || n.Incarnation != pki.Incarnation(r.TLS.PeerCertificates[0]) {
 		return who, "revoked", errors.New("this node has been revoked or replaced; join again with a new auth key")
 	}
 	who.node = n
@@ -180,7 +180,7 @@ func (c *Coordinator) handleJoin(w http.ResponseWriter, r *http.Request) {
 	}
 	now := c.now()
 	var id identity.ID
-	n := netmap.Node{Name: string(name), Incarnation: newIncarnation()}
+	n := netmap.Node{Name: name, Incarnation: newIncarnation()}
 	err = c.reg.join(r.Context(), req.KeyID, func(k keyRecord) (netmap.Node, error) {
 		switch {
 		case !authkey.SecretMatches(req.Secret, k.SecretHash):
@@ -200,7 +200,10 @@ func (c *Coordinator) handleJoin(w http.ResponseWriter, r *http.Request) {
 		if id, err = identity.New(c.td, identity.Kind(k.Kind), name); err != nil {
 			return n, err
 		}
-		n.Kind, n.Tags = k.Kind, k.Tags
+		if n.Tags, err = identity.ParseTags(k.Tags); err != nil {
+			return n, fmt.Errorf("auth key %s: %w", k.ID, err)
+		}
+		n.Kind = id.Kind
 		return n, nil
 	}, now)
 	var je *joinError
@@ -225,7 +228,7 @@ func (c *Coordinator) handleJoin(w http.ResponseWriter, r *http.Request) {
 		c.internalError(w, r, "join: publish", err)
 		return
 	}
-	n.ID = id.String()
+	n.ID = id
 	view, err := c.viewFor(n)
 	if err != nil {
 		c.internalError(w, r, "join: view", err)
@@ -370,7 +373,7 @@ func (c *Coordinator) handleKeyCreate(w http.ResponseWriter, r *http.Request, wh
 		return
 	}
 	now := c.now()
-	info := controlapi.KeyInfo{ID: k.ID, Kind: string(kind), Tags: tagStrings(tags), Reusable: req.Reusable,
+	info := controlapi.KeyInfo{ID: k.ID, Kind: string(kind), Tags: identity.TagStrings(tags), Reusable: req.Reusable,
 		CreatedAt: now.UTC(), ExpiresAt: now.Add(req.Expiry).UTC(), CreatedBy: who.id.String(), Name: req.Name}
 	if err := c.reg.createKey(r.Context(), keyRecord{KeyInfo: info, SecretHash: authkey.HashSecret(k.Secret)}); err != nil {
 		c.internalError(w, r, "keys: create", err)
@@ -430,9 +433,9 @@ func (c *Coordinator) handleNodeList(w http.ResponseWriter, r *http.Request, who
 	}
 	out := make([]NodeInfo, 0, len(rows))
 	for _, n := range rows {
-		id, _ := identity.New(c.td, identity.Kind(n.Kind), identity.Name(n.Name))
-		out = append(out, NodeInfo{Name: n.Name, Kind: n.Kind, ID: id.String(), Tags: n.Tags, Status: n.Status,
-			Addrs: n.Addrs, LastSeen: n.LastSeen, Created: n.CreatedAt})
+		id, _ := identity.New(c.td, n.Kind, n.Name)
+		out = append(out, NodeInfo{Name: string(n.Name), Kind: string(n.Kind), ID: id.String(), Tags: identity.TagStrings(n.Tags),
+			Status: string(n.Status), Addrs: n.Addrs, LastSeen: n.LastSeen, Created: n.CreatedAt})
 	}
 	writeJSON(w, http.StatusOK, out)
 }
@@ -449,14 +452,14 @@ func (c *Coordinator) handleNodeTag(w http.ResponseWriter, r *http.Request, who 
 		writeError(w, http.StatusBadRequest, "bad_tags", err.Error())
 		return
 	}
-	if err := c.reg.setTags(r.Context(), name, tagStrings(tags)); errors.Is(err, errNotFound) {
+	if err := c.reg.setTags(r.Context(), name, identity.TagStrings(tags)); errors.Is(err, errNotFound) {
 		writeError(w, http.StatusNotFound, "not_found", fmt.Sprintf("no active node named %q", name))
 		return
 	} else if err != nil {
 		c.internalError(w, r, "nodes: tag", err)
 		return
 	}
-	c.adminEvent(r, who, "nodes.tag", name, strings.Join(tagStrings(tags), ","))
+	c.adminEvent(r, who, "nodes.tag", name, strings.Join(identity.TagStrings(tags), ","))
 	if err := c.publish(r.Context()); err != nil {
 		c.internalError(w, r, "nodes: tag: publish", err)
 		return
@@ -589,7 +592,7 @@ func (c *Coordinator) publish(ctx context.Context) error {
 	}
 	nm := &netmap.Netmap{
 		Version:     v,
-		TrustDomain: string(c.td),
+		TrustDomain: c.td,
 		CABundle:    string(pki.EncodeCertPEM(c.ca.Certificate())),
 		AuditKey:    string(audit.EncodePublicKey(c.auditPub)),
 		CertTTL:     c.cfg.CertTTL,
@@ -609,9 +612,9 @@ func (c *Coordinator) publish(ctx context.Context) error {
 		}
 	}
 	for _, n := range rows {
-		id, _ := identity.New(c.td, identity.Kind(n.Kind), identity.Name(n.Name))
+		id, _ := identity.New(c.td, n.Kind, n.Name)
 		nn := n.Node
-		nn.ID = id.String()
+		nn.ID = id
 		nn.LastSeen = time.Time{}
 		nm.Nodes = append(nm.Nodes, nn)
 	}
@@ -671,14 +674,6 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 
 func writeError(w http.ResponseWriter, status int, code, msg string) {
 	writeJSON(w, status, controlapi.Error{Error: msg, Code: code})
-}
-
-func tagStrings(tags []identity.Tag) []string {
-	out := make([]string, len(tags))
-	for i, t := range tags {
-		out[i] = string(t)
-	}
-	return out
 }
 
 func equalStrings(a, b []string) bool {

@@ -9,13 +9,14 @@ import (
 	"time"
 
 	"agentmesh/internal/audit"
+	"agentmesh/internal/audit/auditstore"
 	"agentmesh/internal/controlapi"
 )
 
 // handleAuditIngest stores a batch shipped by a node. Only the node that
 // made a decision may record it: the caller must be a node that decides
 // (kind tool or model), and every event must be one it recorded
-// (audit.Store.Ingest checks kinds and destinations). A batch that breaks
+// (auditstore.Store.Ingest checks kinds and destinations). A batch that breaks
 // the rule is refused whole (403 foreign_event) and the refusal is
 // audited. Ingest is idempotent by (dst, id), so a batch re-sent after a
 // lost answer adds nothing; the answer accounts for every event.
@@ -43,7 +44,7 @@ func (c *Coordinator) handleAuditIngest(w http.ResponseWriter, r *http.Request, 
 		}
 	}
 	res, err := c.audit.Ingest(r.Context(), self, batch)
-	var fe *audit.ForeignEventError
+	var fe *auditstore.ForeignEventError
 	if errors.As(err, &fe) {
 		c.refuseForeign(r, who, fe.Error())
 		writeError(w, http.StatusForbidden, audit.ReasonForeignEvent, fe.Error())
@@ -115,7 +116,7 @@ func (c *Coordinator) handleAuditVerify(w http.ResponseWriter, r *http.Request, 
 			return
 		}
 	}
-	rep, err := audit.Verify(r.Context(), c.db, c.auditPub, req.Receipts...)
+	rep, err := auditstore.Verify(r.Context(), c.db, c.auditPub, req.Receipts...)
 	if err != nil {
 		c.internalError(w, r, "audit: verify", err)
 		return
@@ -123,10 +124,10 @@ func (c *Coordinator) handleAuditVerify(w http.ResponseWriter, r *http.Request, 
 	writeJSON(w, http.StatusOK, rep)
 }
 
-// filterFromQuery reads an audit.Filter from URL parameters.
-func filterFromQuery(r *http.Request) (audit.Filter, error) {
+// filterFromQuery reads an auditstore.Filter from URL parameters.
+func filterFromQuery(r *http.Request) (auditstore.Filter, error) {
 	q := r.URL.Query()
-	f := audit.Filter{
+	f := auditstore.Filter{
 		Src:      q.Get("src"),
 		Dst:      q.Get("dst"),
 		Decision: q.Get("decision"),

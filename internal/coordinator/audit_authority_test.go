@@ -18,7 +18,9 @@ import (
 	"time"
 
 	"agentmesh/internal/audit"
+	"agentmesh/internal/audit/auditstore"
 	"agentmesh/internal/audit/audittest"
+	"agentmesh/internal/audit/spool"
 	"agentmesh/internal/authkey"
 	"agentmesh/internal/controlapi"
 	"agentmesh/internal/controlclient"
@@ -144,7 +146,7 @@ func TestCoordinatorFlagsIDConflictInTrailAndVerify(t *testing.T) {
 	if err := json.Unmarshal(d.Rejected, &kept); err != nil || kept.Reason != "rewritten" {
 		t.Fatalf("the rejected content is not kept: %s %v", d.Rejected, err)
 	}
-	var rep audit.Report
+	var rep auditstore.Report
 	if err := m.admin.Call(context.Background(), http.MethodGet, controlapi.PathVerify, nil, &rep); err != nil {
 		t.Fatal(err)
 	}
@@ -283,21 +285,21 @@ func TestGatewayNoticesCoordinatorKeepingFewerEvents(t *testing.T) {
 
 	// Through Ship and a spool: nothing is acknowledged while the
 	// coordinator does not prove it kept everything.
-	spool, err := audit.OpenSpool(t.TempDir(), audit.SpoolOptions{})
+	sp, err := spool.Open(t.TempDir(), spool.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer spool.Close()
+	defer sp.Close()
 	ctx, cancel := context.WithCancel(context.Background())
 	for i := range events {
-		if err := spool.AppendSync(ctx, &events[i]); err != nil {
+		if err := sp.AppendSync(ctx, &events[i]); err != nil {
 			t.Fatal(err)
 		}
 	}
 	retry := make(chan chan time.Time, 4)
 	done := make(chan error)
 	go func() {
-		done <- audit.Ship(ctx, spool, gw, audit.ShipOptions{Linger: -1, After: func(time.Duration) <-chan time.Time {
+		done <- spool.Ship(ctx, sp, gw, spool.ShipOptions{Linger: -1, After: func(time.Duration) <-chan time.Time {
 			c := make(chan time.Time, 1)
 			retry <- c
 			return c
@@ -307,7 +309,7 @@ func TestGatewayNoticesCoordinatorKeepingFewerEvents(t *testing.T) {
 		t.Fatalf("first batch of %d events, want 5", n)
 	}
 	fire := <-retry // Ship waits to retry: the batch was refused
-	if p := spool.Pending(); p != 5 {
+	if p := sp.Pending(); p != 5 {
 		t.Fatalf("%d events pending after a batch the coordinator did not keep, want 5", p)
 	}
 	tc.setDrop(false)
@@ -318,7 +320,7 @@ func TestGatewayNoticesCoordinatorKeepingFewerEvents(t *testing.T) {
 	// Only once the last batch was proved kept does the next one start
 	// after it.
 	more := eventsAt(ledgerID, 5, 1, base)
-	if err := spool.AppendSync(ctx, &more[0]); err != nil {
+	if err := sp.AppendSync(ctx, &more[0]); err != nil {
 		t.Fatal(err)
 	}
 	if n := <-tc.batches; n != 1 {

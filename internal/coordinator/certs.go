@@ -114,7 +114,7 @@ func (c *Coordinator) writeAdminIdentity(ctx context.Context) error {
 	}
 	n, err := c.reg.activeNode(ctx, AdminName)
 	if errors.Is(err, errNotFound) {
-		n.Node = netmap.Node{Name: AdminName, Kind: string(identity.KindAdmin), Tags: []string{}, Incarnation: newIncarnation()}
+		n.Node = netmap.Node{Name: AdminName, Kind: identity.KindAdmin, Tags: []identity.Tag{}, Incarnation: newIncarnation()}
 		err = c.reg.addNode(ctx, n.Node, c.now())
 	}
 	if err != nil {

@@ -11,7 +11,7 @@
 // so it admits exactly one node. The CA key never leaves the data directory
 // (mode 0600). Bodies are bounded and decoded strictly. Every admin action
 // is written to the audit trail. Nodes may ship only the audit events they
-// recorded themselves (audit.Store.Ingest); refused attempts are aggregated
+// recorded themselves (auditstore.Store.Ingest); refused attempts are aggregated
 // (audit.Refusals) so that a flood cannot bury the trail. The audit signing
 // key is kept out of the database's directory (datadir.go).
 //
@@ -46,6 +46,7 @@ import (
 	"time"
 
 	"agentmesh/internal/audit"
+	"agentmesh/internal/audit/auditstore"
 	"agentmesh/internal/connlimit"
 	"agentmesh/internal/httpserver"
 	"agentmesh/internal/identity"
@@ -114,7 +115,7 @@ type Coordinator struct {
 	verifier *pki.Verifier
 	db       *sql.DB
 	reg      *registry
-	audit    *audit.Store
+	audit    *auditstore.Store
 	auditPub ed25519.PublicKey
 	// refusals aggregates refused handshakes, requests and joins.
 	refusals *audit.Refusals
@@ -292,7 +293,7 @@ func (c *Coordinator) Addr() net.Addr { return c.ln.Addr() }
 func (c *Coordinator) CAFingerprint() string { return c.ca.Fingerprint() }
 
 // AuditKeyFingerprint is the SHA-256 fingerprint of the audit signing key's
-// public key, as audit verify reports it (audit.Report.Key).
+// public key, as audit verify reports it (auditstore.Report.Key).
 func (c *Coordinator) AuditKeyFingerprint() string { return audit.KeyFingerprint(c.auditPub) }
 
 // TrustDomain is the mesh's trust domain.
@@ -403,7 +404,7 @@ func (c *Coordinator) openData(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	as, err := audit.NewStore(ctx, db, signer, audit.StoreOptions{CheckpointEvery: c.cfg.CheckpointEvery, Now: c.now, Logger: c.log, Self: self.String()})
+	as, err := auditstore.New(ctx, db, signer, auditstore.Options{CheckpointEvery: c.cfg.CheckpointEvery, Now: c.now, Logger: c.log, Self: self.String()})
 	if err != nil {
 		return err
 	}

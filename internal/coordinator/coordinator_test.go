@@ -19,11 +19,13 @@ import (
 	"go.uber.org/goleak"
 
 	"agentmesh/internal/audit"
+	"agentmesh/internal/audit/auditstore"
 	"agentmesh/internal/audit/audittest"
 	"agentmesh/internal/authkey"
 	"agentmesh/internal/controlapi"
 	"agentmesh/internal/controlclient"
 	"agentmesh/internal/coordinator"
+	"agentmesh/internal/coordinator/coordinatortest"
 	"agentmesh/internal/identity"
 	"agentmesh/internal/netmap"
 	"agentmesh/internal/nodestate"
@@ -107,25 +109,12 @@ func (m *mesh) stop() {
 
 func (m *mesh) client(dir string) *controlclient.Client {
 	m.t.Helper()
-	d, err := nodestate.Open(dir)
-	if err != nil {
-		m.t.Fatal(err)
-	}
-	c, err := controlclient.New(d, controlclient.Options{Now: m.clock.Now})
-	if err != nil {
-		m.t.Fatal(err)
-	}
-	m.t.Cleanup(c.Close)
-	return c
+	return coordinatortest.NewClient(m.t, dir, m.clock.Now)
 }
 
 func (m *mesh) key(req controlapi.KeyCreateRequest) string {
 	m.t.Helper()
-	var resp controlapi.KeyCreateResponse
-	if err := m.admin.Call(context.Background(), http.MethodPost, controlapi.PathKeys, req, &resp); err != nil {
-		m.t.Fatal(err)
-	}
-	return resp.Key
+	return coordinatortest.CreateKey(m.t, m.admin, req)
 }
 
 func (m *mesh) join(key, name, kind string) (string, error) {
@@ -145,11 +134,7 @@ func (m *mesh) mustJoin(key, name, kind string) *controlclient.Client {
 
 func (m *mesh) applyPolicy(doc string) int64 {
 	m.t.Helper()
-	var pv controlapi.PolicyVersion
-	if err := m.admin.Call(context.Background(), http.MethodPost, controlapi.PathPolicy, controlapi.PolicyApplyRequest{Document: doc}, &pv); err != nil {
-		m.t.Fatal(err)
-	}
-	return pv.Version
+	return coordinatortest.ApplyPolicy(m.t, m.admin, doc)
 }
 
 func apiCode(err error) string {
@@ -584,7 +569,7 @@ func TestGatewayReceiptDetectsTailDeletedWhileCoordinatorWasDown(t *testing.T) {
 	db.Close()
 	m.start()
 
-	var rep audit.Report
+	var rep auditstore.Report
 	if err := m.admin.Call(ctx, http.MethodGet, controlapi.PathVerify, nil, &rep); err != nil || !rep.OK {
 		t.Fatalf("verify without the receipt: %+v %v (the gap receipts close)", rep, err)
 	}

@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strings"
 
+	"agentmesh/internal/durable"
 	"agentmesh/internal/store"
 )
 
@@ -100,7 +101,7 @@ func moveDatabase(old, dbDir, path string) error {
 			return err
 		}
 	}
-	return errors.Join(store.SyncDir(dbDir), store.SyncDir(filepath.Dir(old)))
+	return errors.Join(durable.SyncDir(dbDir), durable.SyncDir(filepath.Dir(old)))
 }
 
 // privateDir refuses a directory that other users may read or enter.

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"agentmesh/internal/audit"
+	"agentmesh/internal/audit/auditstore"
 	"agentmesh/internal/controlapi"
 	"agentmesh/internal/identity"
 	"agentmesh/internal/store"
@@ -64,7 +65,7 @@ func FuzzAuditIngest(f *testing.F) {
 	}
 	defer db.Close()
 	pub, priv, _ := ed25519.GenerateKey(rand.Reader)
-	as, err := audit.NewStore(context.Background(), db, priv, audit.StoreOptions{CheckpointEvents: -1, Self: "spiffe://test.mesh/admin/coordinator"})
+	as, err := auditstore.New(context.Background(), db, priv, auditstore.Options{CheckpointEvents: -1, Self: "spiffe://test.mesh/admin/coordinator"})
 	if err != nil {
 		f.Fatal(err)
 	}

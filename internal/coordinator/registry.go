@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"agentmesh/internal/controlapi"
+	"agentmesh/internal/identity"
 	"agentmesh/internal/netmap"
 	"agentmesh/internal/store"
 )
@@ -157,7 +158,7 @@ func (r *registry) join(ctx context.Context, keyID string, decide func(keyRecord
 		return err
 	}
 	var held int
-	if err := tx.QueryRowContext(ctx, `SELECT count(*) FROM nodes WHERE name = ? AND status = 'active'`, n.Name).Scan(&held); err != nil {
+	if err := tx.QueryRowContext(ctx, `SELECT count(*) FROM nodes WHERE name = ? AND status = 'active'`, string(n.Name)).Scan(&held); err != nil {
 		return err
 	}
 	if held > 0 {
@@ -168,7 +169,7 @@ func (r *registry) join(ctx context.Context, keyID string, decide func(keyRecord
 	}
 	tags, _ := json.Marshal(n.Tags)
 	if _, err := tx.ExecContext(ctx, `INSERT INTO nodes(incarnation, name, kind, tags, status, key_id, created_at, last_seen)
-		VALUES(?, ?, ?, ?, 'active', ?, ?, ?)`, n.Incarnation, n.Name, n.Kind, string(tags), keyID, now.UnixNano(), now.UnixNano()); err != nil {
+		VALUES(?, ?, ?, ?, 'active', ?, ?, ?)`, n.Incarnation, string(n.Name), string(n.Kind), string(tags), keyID, now.UnixNano(), now.UnixNano()); err != nil {
 		return err
 	}
 	return tx.Commit()
@@ -178,7 +179,7 @@ func (r *registry) join(ctx context.Context, keyID string, decide func(keyRecord
 func (r *registry) addNode(ctx context.Context, n netmap.Node, now time.Time) error {
 	tags, _ := json.Marshal(n.Tags)
 	_, err := r.db.ExecContext(ctx, `INSERT INTO nodes(incarnation, name, kind, tags, status, key_id, created_at)
-		VALUES(?, ?, ?, ?, 'active', '', ?)`, n.Incarnation, n.Name, n.Kind, string(tags), now.UnixNano())
+		VALUES(?, ?, ?, ?, 'active', '', ?)`, n.Incarnation, string(n.Name), string(n.Kind), string(tags), now.UnixNano())
 	return err
 }
 
@@ -191,13 +192,33 @@ type nodeRow struct {
 
 const nodeColumns = `incarnation, name, kind, tags, status, addrs, created_at, revoked_at, last_seen`
 
+// scanNode reads a node row, parsing its name, kind, tags and status once:
+// a row that does not parse is an error, never a node that lookups skip.
+// The ID is left to the caller, who knows the trust domain.
 func scanNode(s interface{ Scan(...any) error }) (nodeRow, error) {
 	var n nodeRow
-	var tags, addrs string
+	var name, kind, tags, status, addrs string
 	var created int64
 	var revoked, seen sql.NullInt64
-	if err := s.Scan(&n.Incarnation, &n.Name, &n.Kind, &tags, &n.Status, &addrs, &created, &revoked, &seen); err != nil {
+	if err := s.Scan(&n.Incarnation, &name, &kind, &tags, &status, &addrs, &created, &revoked, &seen); err != nil {
 		return n, err
+	}
+	var err error
+	if n.Name, err = identity.ParseName(name); err != nil {
+		return n, fmt.Errorf("node %q: %w", name, err)
+	}
+	if n.Kind, err = identity.ParseKind(kind); err != nil {
+		return n, fmt.Errorf("node %q: %w", name, err)
+	}
+	if n.Status, err = netmap.ParseStatus(status); err != nil {
+		return n, fmt.Errorf("node %q: %w", name, err)
+	}
+	var tagList []string
+	if err := json.Unmarshal([]byte(tags), &tagList); err != nil {
+		return n, err
+	}
+	if n.Tags, err = identity.ParseTags(tagList); err != nil {
+		return n, fmt.Errorf("node %q: %w", name, err)
 	}
 	n.CreatedAt = time.Unix(0, created).UTC()
 	if revoked.Valid {
@@ -205,9 +226,6 @@ func scanNode(s interface{ Scan(...any) error }) (nodeRow, error) {
 	}
 	if seen.Valid {
 		n.LastSeen = time.Unix(0, seen.Int64).UTC()
-	}
-	if err := json.Unmarshal([]byte(tags), &n.Tags); err != nil {
-		return n, err
 	}
 	if err := json.Unmarshal([]byte(addrs), &n.Addrs); err != nil {
 		return n, err
@@ -236,8 +254,8 @@ func (r *registry) nodes(ctx context.Context, revokedSince time.Time) ([]nodeRow
 }
 
 // activeNode returns the active node with this name, or errNotFound.
-func (r *registry) activeNode(ctx context.Context, name string) (nodeRow, error) {
-	n, err := scanNode(r.db.QueryRowContext(ctx, `SELECT `+nodeColumns+` FROM nodes WHERE name = ? AND status = 'active'`, name))
+func (r *registry) activeNode(ctx context.Context, name identity.Name) (nodeRow, error) {
+	n, err := scanNode(r.db.QueryRowContext(ctx, `SELECT `+nodeColumns+` FROM nodes WHERE name = ? AND status = 'active'`, string(name)))
 	if errors.Is(err, sql.ErrNoRows) {
 		return n, errNotFound
 	}

@@ -35,10 +35,7 @@ func (c *Coordinator) viewFor(self netmap.Node) (*netmap.Netmap, error) {
 		Nodes:       []netmap.Node{},
 		Policy:      netmap.Policy{Version: full.Policy.Version},
 	}
-	me, ok := policyNode(self)
-	if !ok {
-		return nil, fmt.Errorf("view: node %q has an invalid record", self.Name)
-	}
+	me := self.PolicyNode()
 	serves := me.Kind.Serves()
 	for _, n := range full.Nodes {
 		if n.Status != netmap.StatusActive {
@@ -48,10 +45,7 @@ func (c *Coordinator) viewFor(self netmap.Node) (*netmap.Netmap, error) {
 			nm.Nodes = append(nm.Nodes, n)
 			continue
 		}
-		pn, ok := policyNode(n)
-		if !ok {
-			continue
-		}
+		pn := n.PolicyNode()
 		var entry netmap.Node
 		include := false
 		if serves && pol.Links(pn, me) {
@@ -63,7 +57,7 @@ func (c *Coordinator) viewFor(self netmap.Node) (*netmap.Netmap, error) {
 		if pn.Kind.Serves() && len(n.Addrs) > 0 && pol.Links(me, pn) {
 			// A service this node may reach: where, and who answers.
 			if !include {
-				entry = netmap.Node{ID: n.ID, Name: n.Name, Kind: n.Kind, Tags: []string{}, Status: n.Status}
+				entry = netmap.Node{ID: n.ID, Name: n.Name, Kind: n.Kind, Tags: []identity.Tag{}, Status: n.Status}
 			}
 			entry.Addrs, include = n.Addrs, true
 		}
@@ -79,23 +73,6 @@ func (c *Coordinator) viewFor(self netmap.Node) (*netmap.Netmap, error) {
 		nm.Policy.Document, nm.Policy.Grants, nm.Policy.Limits = string(pr.Document), pr.Grants, pr.Limits
 	}
 	return nm, nil
-}
-
-// policyNode is n as the policy sees it.
-func policyNode(n netmap.Node) (policy.Node, bool) {
-	kind, err := identity.ParseKind(n.Kind)
-	if err != nil {
-		return policy.Node{}, false
-	}
-	name, err := identity.ParseName(n.Name)
-	if err != nil {
-		return policy.Node{}, false
-	}
-	tags, err := identity.ParseTags(n.Tags)
-	if err != nil {
-		return policy.Node{}, false
-	}
-	return policy.Node{Kind: kind, Name: name, Tags: tags}, true
 }
 
 // projectionCache keeps each gateway's projection of the current policy
@@ -115,11 +92,7 @@ func (pc *projectionCache) get(pol *policy.Policy, version int64, gw policy.Node
 	if pol == nil {
 		return policy.Projection{Document: []byte("{}\n")}, nil
 	}
-	tags := make([]string, len(gw.Tags))
-	for i, t := range gw.Tags {
-		tags[i] = string(t)
-	}
-	key := string(gw.Kind) + ":" + string(gw.Name) + " " + strings.Join(tags, ",")
+	key := string(gw.Kind) + ":" + string(gw.Name) + " " + strings.Join(identity.TagStrings(gw.Tags), ",")
 	pc.mu.Lock()
 	defer pc.mu.Unlock()
 	if pc.version != version || pc.byNode == nil {

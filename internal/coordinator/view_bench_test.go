@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"agentmesh/internal/identity"
 	"agentmesh/internal/netmap"
 	"agentmesh/internal/policy"
 )
@@ -36,13 +37,19 @@ func viewBench(b *testing.B) (*Coordinator, netmap.Node, netmap.Node) {
 		b.Fatal(err)
 	}
 	nm := &netmap.Netmap{Version: 7, TrustDomain: "bench.mesh", Policy: netmap.Policy{Version: 1, Document: doc.String()}}
+	node := func(kind identity.Kind, name string, tags ...identity.Tag) netmap.Node {
+		id := identity.ID{TrustDomain: nm.TrustDomain, Kind: kind, Name: identity.Name(name)}
+		return netmap.Node{ID: id, Name: id.Name, Kind: kind, Tags: append([]identity.Tag{}, tags...), Status: netmap.StatusActive}
+	}
 	for i := range 900 {
-		nm.Nodes = append(nm.Nodes, netmap.Node{ID: fmt.Sprintf("spiffe://bench.mesh/agent/agent-%d", i), Name: fmt.Sprintf("agent-%d", i), Kind: "agent",
-			Tags: []string{fmt.Sprintf("tag:team-%d", i%30)}, Status: netmap.StatusActive, Incarnation: fmt.Sprintf("a%d", i)})
+		n := node(identity.KindAgent, fmt.Sprintf("agent-%d", i), identity.Tag(fmt.Sprintf("tag:team-%d", i%30)))
+		n.Incarnation = fmt.Sprintf("a%d", i)
+		nm.Nodes = append(nm.Nodes, n)
 	}
 	for i := range 100 {
-		nm.Nodes = append(nm.Nodes, netmap.Node{ID: fmt.Sprintf("spiffe://bench.mesh/tool/tool-%d", i), Name: fmt.Sprintf("tool-%d", i), Kind: "tool",
-			Tags: []string{}, Status: netmap.StatusActive, Incarnation: fmt.Sprintf("t%d", i), Addrs: []string{fmt.Sprintf("tool-%d.internal:7800", i)}})
+		n := node(identity.KindTool, fmt.Sprintf("tool-%d", i))
+		n.Incarnation, n.Addrs = fmt.Sprintf("t%d", i), []string{fmt.Sprintf("tool-%d.internal:7800", i)}
+		nm.Nodes = append(nm.Nodes, n)
 	}
 	c := &Coordinator{cfg: Config{CertTTL: time.Hour}, now: time.Now, current: nm, pol: pol}
 	return c, nm.Nodes[0], nm.Nodes[900]

@@ -30,7 +30,7 @@ const needToKnowPolicy = `{
 func names(nm *netmap.Netmap) []string {
 	var out []string
 	for _, n := range nm.Nodes {
-		out = append(out, n.Name)
+		out = append(out, string(n.Name))
 	}
 	slices.Sort(out)
 	return out
@@ -73,7 +73,7 @@ func TestEachNodeReceivesOnlyWhatItNeeds(t *testing.T) {
 		t.Errorf("payments sees %v, want fraud, mon and itself", got)
 	}
 	for _, n := range nm.Nodes {
-		if n.Name == "fraud" && (n.Incarnation == "" || n.ID == "" || len(n.Addrs) != 0) {
+		if n.Name == "fraud" && (n.Incarnation == "" || n.ID.IsZero() || len(n.Addrs) != 0) {
 			t.Errorf("payments' entry for its peer fraud: %+v, want identity and incarnation, no addresses", n)
 		}
 	}

@@ -121,6 +121,16 @@ func ParseTags(list []string) ([]Tag, error) {
 	return out, nil
 }
 
+// TagStrings returns tags as strings, the form JSON and the database
+// hold them in.
+func TagStrings(tags []Tag) []string {
+	out := make([]string, len(tags))
+	for i, t := range tags {
+		out[i] = string(t)
+	}
+	return out
+}
+
 // SplitTags parses a comma-separated list such as "tag:a,tag:b", as given on
 // a command line. An empty string yields no tags.
 func SplitTags(s string) ([]Tag, error) {

@@ -12,6 +12,20 @@
 // nodes use the admin API instead. Only the version number is shared: it
 // changes whenever anything in the mesh does.
 //
+// Typed once, at decode: a node's ID, kind, name, tags and status are
+// identity and netmap types, parsed when the netmap is decoded (Decode,
+// Node.UnmarshalJSON). A node entry that does not parse, or whose parts do
+// not agree, fails the whole decode with an error that names it; nothing
+// downstream parses a node's strings again, and no node is skipped
+// silently. The JSON wire format is unchanged: every field is a string.
+//
+// Threat model: the netmap is what a gateway admits peers by, so a node
+// that decodes with a name its identity does not carry (a key spelled in
+// another case, an id of another node) would be a peer its lookups find
+// under the wrong name; Decode refuses such an entry rather than dropping
+// it, so the node keeps the last good netmap and says why. The netmap
+// comes over mTLS from the coordinator, or from the node's own cache.
+//
 // A Netmap is a value: the coordinator builds a new one for each change and
 // nodes swap the one they hold atomically. Nodes cache the last one in their
 // state directory so that they keep enforcing it while the coordinator is
@@ -22,33 +36,128 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"slices"
 	"time"
 
 	"agentmesh/internal/identity"
 	"agentmesh/internal/policy"
 )
 
+// Status is a node's registration status.
+type Status string
+
 // Node status values.
 const (
-	StatusActive  = "active"
-	StatusRevoked = "revoked"
+	StatusActive  Status = "active"
+	StatusRevoked Status = "revoked"
 )
 
-// Node is one registered node.
+// ParseStatus returns the Status s names, or an error for anything else.
+func ParseStatus(s string) (Status, error) {
+	switch st := Status(s); st {
+	case StatusActive, StatusRevoked:
+		return st, nil
+	}
+	return "", fmt.Errorf("status %q is neither active nor revoked", s)
+}
+
+// Node is one registered node. Its identifying fields are typed: decoding
+// parses them once (see UnmarshalJSON) and refuses an entry that does not
+// parse, so nothing downstream parses a node's strings again or has to
+// skip a node it cannot read. On the wire every field is a string (or a
+// list of strings), as before.
 type Node struct {
-	// ID is the node's SPIFFE ID.
-	ID   string   `json:"id"`
-	Name string   `json:"name"`
-	Kind string   `json:"kind"`
-	Tags []string `json:"tags"`
+	// ID is the node's SPIFFE ID; its kind and name are Kind and Name.
+	ID   identity.ID
+	Name identity.Name
+	Kind identity.Kind
+	// Tags are the node's tags; empty, never nil, in a decoded node.
+	Tags []identity.Tag
 	// Addrs are the host:port addresses a serving node is reachable on.
-	Addrs  []string `json:"addrs,omitempty"`
-	Status string   `json:"status"`
+	Addrs  []string
+	Status Status
 	// Incarnation distinguishes successive nodes that held the same name:
 	// it is written into every certificate issued to the node, and a
 	// certificate whose incarnation is not the active node's is refused.
+	// A service listed for a node to reach comes without one.
+	Incarnation string
+	LastSeen    time.Time
+}
+
+// PolicyNode is n as the policy sees it: kind, name and tags.
+func (n Node) PolicyNode() policy.Node {
+	return policy.Node{Kind: n.Kind, Name: n.Name, Tags: n.Tags}
+}
+
+// wireNode is a Node as JSON carries it.
+type wireNode struct {
+	ID          string    `json:"id"`
+	Name        string    `json:"name"`
+	Kind        string    `json:"kind"`
+	Tags        []string  `json:"tags"`
+	Addrs       []string  `json:"addrs,omitempty"`
+	Status      string    `json:"status"`
 	Incarnation string    `json:"incarnation"`
 	LastSeen    time.Time `json:"last_seen,omitzero"`
+}
+
+// MarshalJSON writes n in the wire format: its typed fields as strings.
+func (n Node) MarshalJSON() ([]byte, error) {
+	tags := make([]string, len(n.Tags))
+	for i, t := range n.Tags {
+		tags[i] = string(t)
+	}
+	return json.Marshal(wireNode{
+		ID: n.ID.String(), Name: string(n.Name), Kind: string(n.Kind), Tags: tags,
+		Addrs: n.Addrs, Status: string(n.Status), Incarnation: n.Incarnation, LastSeen: n.LastSeen,
+	})
+}
+
+// UnmarshalJSON reads a node entry strictly (unknown fields and trailing
+// data are errors) and parses every identifying field: the ID, kind, name,
+// tags and status must be valid, and the ID must be the one of that kind
+// and name. (That it lies in the netmap's trust domain is Validate's
+// check.) An entry that does not parse fails the whole decode.
+func (n *Node) UnmarshalJSON(b []byte) error {
+	var w wireNode
+	if err := decodeStrict(b, &w); err != nil {
+		return fmt.Errorf("node: %w", err)
+	}
+	parsed, err := w.parse()
+	if err != nil {
+		return fmt.Errorf("node %.80q: %w", w.Name, err)
+	}
+	*n = parsed
+	return nil
+}
+
+// parse turns a wire node into a Node, or says what does not parse.
+func (w *wireNode) parse() (Node, error) {
+	id, err := identity.Parse(w.ID)
+	if err != nil {
+		return Node{}, err
+	}
+	kind, err := identity.ParseKind(w.Kind)
+	if err != nil {
+		return Node{}, err
+	}
+	name, err := identity.ParseName(w.Name)
+	if err != nil {
+		return Node{}, err
+	}
+	if id.Kind != kind || id.Name != name {
+		return Node{}, fmt.Errorf("id %q is not the id of %s %s", w.ID, kind, name)
+	}
+	tags, err := identity.ParseTags(w.Tags)
+	if err != nil {
+		return Node{}, err
+	}
+	status, err := ParseStatus(w.Status)
+	if err != nil {
+		return Node{}, err
+	}
+	return Node{ID: id, Name: name, Kind: kind, Tags: tags, Addrs: w.Addrs, Status: status,
+		Incarnation: w.Incarnation, LastSeen: w.LastSeen}, nil
 }
 
 // Policy is the policy a gateway enforces: the projection for it of the
@@ -70,8 +179,8 @@ func (p Policy) Projected() bool { return p.Grants != nil || p.Limits != nil }
 
 // Netmap is one version of the mesh's state, as one node needs it.
 type Netmap struct {
-	Version     int64  `json:"version"`
-	TrustDomain string `json:"trust_domain"`
+	Version     int64                `json:"version"`
+	TrustDomain identity.TrustDomain `json:"trust_domain"`
 	// CABundle holds the PEM certificates that node certificates chain to.
 	CABundle string `json:"ca_bundle"`
 	// AuditKey is the PEM public key that signs audit checkpoints.
@@ -113,7 +222,7 @@ func (m *Netmap) Fresh(confirmed, now time.Time) bool {
 const clockSkew = time.Minute
 
 // Node returns the node named name, if the netmap has it.
-func (m *Netmap) Node(name string) (Node, bool) {
+func (m *Netmap) Node(name identity.Name) (Node, bool) {
 	if m == nil {
 		return Node{}, false
 	}
@@ -126,8 +235,9 @@ func (m *Netmap) Node(name string) (Node, bool) {
 }
 
 // Decode parses a netmap strictly: unknown fields are errors, and so is a
-// node entry that does not hold together (see Validate), so that nothing
-// downstream sees a name its identity does not carry.
+// node entry that does not parse or does not hold together (see
+// Node.UnmarshalJSON and Validate), so that nothing downstream sees a name
+// its identity does not carry, or has to skip a node.
 func Decode(b []byte) (*Netmap, error) {
 	var m Netmap
 	if err := decodeStrict(b, &m); err != nil {
@@ -141,35 +251,46 @@ func Decode(b []byte) (*Netmap, error) {
 
 // Validate checks that every node entry holds together: a valid name,
 // kind, tags and status, and an ID that is exactly the SPIFFE ID of that
-// kind and name in the netmap's trust domain. (encoding/json matches keys
-// without regard to case, so a field may arrive under another spelling;
-// the entry must still be consistent.)
+// kind and name in the netmap's trust domain. Decode calls it; a netmap
+// built in code can be checked with it before it is sent. (encoding/json
+// matches keys without regard to case, so a field may arrive under
+// another spelling; the entry must still be consistent.)
 func (m *Netmap) Validate() error {
-	td, err := identity.ParseTrustDomain(m.TrustDomain)
+	td, err := identity.ParseTrustDomain(string(m.TrustDomain))
 	if err != nil && len(m.Nodes) > 0 {
 		return fmt.Errorf("netmap: %w", err)
 	}
 	for i, n := range m.Nodes {
-		kind, err := identity.ParseKind(n.Kind)
-		if err != nil {
-			return fmt.Errorf("netmap: node %d: %w", i, err)
-		}
-		name, err := identity.ParseName(n.Name)
-		if err != nil {
-			return fmt.Errorf("netmap: node %d: %w", i, err)
-		}
-		id, err := identity.New(td, kind, name)
-		if err != nil || n.ID != id.String() {
-			return fmt.Errorf("netmap: node %d: id %q is not %s", i, n.ID, id)
-		}
-		if _, err := identity.ParseTags(n.Tags); err != nil {
-			return fmt.Errorf("netmap: node %d: %w", i, err)
-		}
-		if n.Status != StatusActive && n.Status != StatusRevoked {
-			return fmt.Errorf("netmap: node %d: status %q", i, n.Status)
+		if err := n.validate(td); err != nil {
+			return fmt.Errorf("netmap: node %d (%.80q): %w", i, n.Name, err)
 		}
 	}
 	return nil
+}
+
+// validate checks n's typed fields as decoding would have, and that its ID
+// lies in the trust domain td.
+func (n *Node) validate(td identity.TrustDomain) error {
+	id, err := identity.New(td, n.Kind, n.Name)
+	if err != nil {
+		return err
+	}
+	if n.ID != id {
+		return fmt.Errorf("id %q is not %s", n.ID, id)
+	}
+	tags := make([]string, len(n.Tags))
+	for i, t := range n.Tags {
+		tags[i] = string(t)
+	}
+	parsed, err := identity.ParseTags(tags)
+	if err != nil {
+		return err
+	}
+	if !slices.Equal(parsed, n.Tags) {
+		return fmt.Errorf("tags %q are not in canonical form", tags)
+	}
+	_, err = ParseStatus(string(n.Status))
+	return err
 }
 
 func decodeStrict(b []byte, v any) error {

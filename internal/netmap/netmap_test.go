@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"agentmesh/internal/identity"
 	"agentmesh/internal/netmap"
 	"agentmesh/internal/policy"
 )
@@ -42,7 +43,7 @@ func TestFreshAdmitsForOneCertificateLifetimeAfterTheLastConfirmation(t *testing
 // without panicking.
 func FuzzDecode(f *testing.F) {
 	full, _ := json.Marshal(netmap.Netmap{Version: 3, TrustDomain: "t.mesh", CertTTL: time.Hour, IssuedAt: time.Unix(1_000_000, 0).UTC(),
-		Nodes:  []netmap.Node{{ID: "spiffe://t.mesh/tool/files", Name: "files", Kind: "tool", Tags: []string{"tag:a"}, Status: "active", Incarnation: "i1", Addrs: []string{"files:1"}}},
+		Nodes:  []netmap.Node{{ID: identity.ID{TrustDomain: "t.mesh", Kind: identity.KindTool, Name: "files"}, Name: "files", Kind: identity.KindTool, Tags: []identity.Tag{"tag:a"}, Status: netmap.StatusActive, Incarnation: "i1", Addrs: []string{"files:1"}}},
 		Policy: netmap.Policy{Version: 2, Document: `{"grants":[{"src":["*"],"dst":["tool:files"],"tools":["*"]}]}`, Grants: []int{4}, Limits: []policy.LimitRef{}}})
 	f.Add(full)
 	f.Add([]byte(`{"version":1,"nodes":[],"policy":{"version":0,"document":""}}`))

@@ -24,6 +24,7 @@ import (
 	"time"
 
 	"agentmesh/internal/audit"
+	"agentmesh/internal/audit/spool"
 	"agentmesh/internal/controlclient"
 	"agentmesh/internal/identity"
 	"agentmesh/internal/netmap"
@@ -66,14 +67,14 @@ type Options struct {
 	// side by side, one per MCP server an agent uses.
 	Audit bool
 	// Spool tunes the audit spool.
-	Spool audit.SpoolOptions
+	Spool spool.Options
 }
 
 // Node is a running node. Close stops it.
 type Node struct {
 	Client *controlclient.Client
 	// Spool is nil unless Options.Audit was set.
-	Spool *audit.Spool
+	Spool *spool.Spool
 	// Refusals aggregates refused attempts (handshakes, admissions) into
 	// the spool, so a client refused over and over writes counts, not one
 	// event per attempt. Nil unless Options.Audit was set.
@@ -113,22 +114,22 @@ func Start(ctx context.Context, stateDir string, o Options) (*Node, error) {
 		return nil, err
 	}
 	leaf := cl.Certificate().Leaf
-	if leaf != nil && time.Now().After(leaf.NotAfter) {
+	if leaf != nil && clock.Now().After(leaf.NotAfter) {
 		cl.Close()
 		return nil, fmt.Errorf("the certificate in %s expired at %s; join again with a new auth key", stateDir, leaf.NotAfter.Format(time.RFC3339))
 	}
 	if err := cl.RenewIfDue(ctx); err != nil {
 		log.Warn("node: renewal at start failed; continuing with the current certificate", "err", err)
 	}
-	var spool *audit.Spool
+	var sp *spool.Spool
 	if o.Audit {
-		if spool, err = audit.OpenSpool(dir.SpoolDir(), withLogger(o.Spool, log)); err != nil {
+		if sp, err = spool.Open(dir.SpoolDir(), withLogger(o.Spool, log)); err != nil {
 			cl.Close()
 			return nil, fmt.Errorf("audit spool: %w", err)
 		}
 	}
-	n := &Node{Client: cl, Spool: spool, log: log, changed: make(chan struct{})}
-	if spool != nil {
+	n := &Node{Client: cl, Spool: sp, log: log, changed: make(chan struct{})}
+	if sp != nil {
 		n.Refusals = audit.NewRefusals(audit.RefusalOptions{Record: n.Record, Logger: log})
 	}
 	runCtx, cancel := context.WithCancel(context.Background())
@@ -156,11 +157,11 @@ func Start(ctx context.Context, stateDir string, o Options) (*Node, error) {
 		defer n.wg.Done()
 		n.followViews(runCtx, updates, o.Clock, o.OnView)
 	}()
-	if spool != nil {
+	if sp != nil {
 		n.wg.Add(2)
 		go func() {
 			defer n.wg.Done()
-			audit.Ship(runCtx, spool, cl, audit.ShipOptions{Logger: log})
+			spool.Ship(runCtx, sp, cl, spool.ShipOptions{Logger: log})
 		}()
 		go func() {
 			defer n.wg.Done()
@@ -170,7 +171,7 @@ func Start(ctx context.Context, stateDir string, o Options) (*Node, error) {
 	return n, nil
 }
 
-func withLogger(o audit.SpoolOptions, log *slog.Logger) audit.SpoolOptions {
+func withLogger(o spool.Options, log *slog.Logger) spool.Options {
 	if o.Logger == nil {
 		o.Logger = log
 	}

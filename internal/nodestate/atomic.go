@@ -3,6 +3,8 @@ package nodestate
 import (
 	"os"
 	"path/filepath"
+
+	"agentmesh/internal/durable"
 )
 
 // writeFile writes data to path with mode 0600 atomically: into a
@@ -43,14 +45,5 @@ func writeFile(path string, data []byte, replace bool) (err error) {
 	if err != nil {
 		return err
 	}
-	return syncDir(dir)
-}
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
+	return durable.SyncDir(dir)
 }

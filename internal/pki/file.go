@@ -5,6 +5,8 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+
+	"agentmesh/internal/durable"
 )
 
 // writeFileExclusive writes data to path with mode perm atomically and
@@ -44,16 +46,7 @@ func writeFileExclusive(path string, data []byte, perm fs.FileMode) (err error) 
 	if err := os.Link(tmp, path); err != nil {
 		return err
 	}
-	return syncDir(dir)
-}
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
+	return durable.SyncDir(dir)
 }
 
 // checkKeyMode refuses a private key file that group or others can read or

@@ -13,7 +13,6 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
-	"os"
 
 	_ "modernc.org/sqlite" // registers the "sqlite" driver
 )
@@ -94,15 +93,4 @@ func Migrate(ctx context.Context, db *sql.DB, owner string, steps []Migration) e
 		}
 	}
 	return nil
-}
-
-// SyncDir fsyncs a directory, so that a file created, renamed or removed in
-// it survives a crash.
-func SyncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
 }

@@ -1,5 +1,6 @@
-// Package audittest provides test doubles for package audit: a Sender that
-// fails on demand and records what it delivered, and an event generator.
+// Package audittest provides test doubles for the audit packages: a Sender
+// (spool.Sender) that fails on demand and records what it delivered, and
+// an event generator.
 package audittest
 
 import (
@@ -15,7 +16,7 @@ import (
 // ErrUnavailable is what Sender returns for a simulated failure.
 var ErrUnavailable = errors.New("audittest: coordinator unavailable")
 
-// Sender is an audit.Sender for tests. It fails the first FailFirst calls
+// Sender is a spool.Sender for tests. It fails the first FailFirst calls
 // with ErrUnavailable, then passes each batch to Deliver (if set) and
 // records it. The zero value accepts everything. It is safe for concurrent
 // use.
@@ -34,9 +35,7 @@ type Sender struct {
 	batches [][]audit.Event
 }
 
-var _ audit.Sender = (*Sender)(nil)
-
-// Send implements audit.Sender.
+// Send implements spool.Sender.
 func (s *Sender) Send(ctx context.Context, events []audit.Event) error {
 	s.mu.Lock()
 	s.calls++
@@ -101,4 +100,14 @@ func Event(i int, base time.Time) audit.Event {
 		LatencyUS:     int64(100 + i%50),
 		Outcome:       "ok",
 	}
+}
+
+// Events returns n events numbered from, from..from+n-1, as Event makes
+// them.
+func Events(from, n int, base time.Time) []audit.Event {
+	out := make([]audit.Event, n)
+	for i := range out {
+		out[i] = Event(from+i, base)
+	}
+	return out
 }

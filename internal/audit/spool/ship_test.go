@@ -1,4 +1,4 @@
-package audit_test
+package spool_test
 
 import (
 	"context"
@@ -11,9 +11,14 @@ import (
 	"time"
 
 	"agentmesh/internal/audit"
+	"agentmesh/internal/audit/auditstore"
 	"agentmesh/internal/audit/audittest"
+	"agentmesh/internal/audit/spool"
 	"agentmesh/internal/store"
 )
+
+// The test double must be a Sender.
+var _ spool.Sender = (*audittest.Sender)(nil)
 
 func TestShipDeliversEverythingOnceThroughFailures(t *testing.T) {
 	ctx := context.Background()
@@ -23,7 +28,7 @@ func TestShipDeliversEverythingOnceThroughFailures(t *testing.T) {
 	}
 	defer db.Close()
 	pub, priv, _ := ed25519.GenerateKey(rand.Reader)
-	st, err := audit.NewStore(ctx, db, priv, audit.StoreOptions{})
+	st, err := auditstore.New(ctx, db, priv, auditstore.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -36,19 +41,19 @@ func TestShipDeliversEverythingOnceThroughFailures(t *testing.T) {
 		},
 		Delivered: make(chan struct{}, 1),
 	}
-	spool, err := audit.OpenSpool(t.TempDir(), audit.SpoolOptions{})
+	sp, err := spool.Open(t.TempDir(), spool.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer spool.Close()
+	defer sp.Close()
 	base := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 	for i := range total {
 		e := audittest.Event(i, base)
-		if err := spool.Append(ctx, &e); err != nil {
+		if err := sp.Append(ctx, &e); err != nil {
 			t.Fatal(err)
 		}
 	}
-	if err := spool.Flush(ctx); err != nil {
+	if err := sp.Flush(ctx); err != nil {
 		t.Fatal(err)
 	}
 
@@ -57,7 +62,7 @@ func TestShipDeliversEverythingOnceThroughFailures(t *testing.T) {
 	shipCtx, cancel := context.WithCancel(ctx)
 	done := make(chan error, 1)
 	go func() {
-		done <- audit.Ship(shipCtx, spool, sender, audit.ShipOptions{
+		done <- spool.Ship(shipCtx, sp, sender, spool.ShipOptions{
 			MaxBatch:   1000,
 			Linger:     -1, // the waits counted below are backoffs only
 			MinBackoff: time.Second,
@@ -115,19 +120,19 @@ func TestShipDeliversEverythingOnceThroughFailures(t *testing.T) {
 	if err != nil || added != 0 {
 		t.Fatalf("re-delivery added %d rows (%v)", added, err)
 	}
-	if rep, err := audit.Verify(ctx, db, pub); err != nil || !rep.OK || rep.Events != total {
+	if rep, err := auditstore.Verify(ctx, db, pub); err != nil || !rep.OK || rep.Events != total {
 		t.Fatalf("Verify = %v, %v", rep, err)
 	}
 }
 
 func TestShipReturnsWhenSpoolCloses(t *testing.T) {
-	spool, err := audit.OpenSpool(t.TempDir(), audit.SpoolOptions{})
+	sp, err := spool.Open(t.TempDir(), spool.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	done := make(chan error, 1)
-	go func() { done <- audit.Ship(context.Background(), spool, &audittest.Sender{}, audit.ShipOptions{}) }()
-	spool.Close()
+	go func() { done <- spool.Ship(context.Background(), sp, &audittest.Sender{}, spool.ShipOptions{}) }()
+	sp.Close()
 	if err := <-done; err != nil {
 		t.Fatalf("Ship = %v, want nil after Close", err)
 	}
@@ -136,14 +141,14 @@ func TestShipReturnsWhenSpoolCloses(t *testing.T) {
 func TestShipResendsAfterRestartUntilAcknowledged(t *testing.T) {
 	ctx := context.Background()
 	dir := t.TempDir()
-	spool, err := audit.OpenSpool(dir, audit.SpoolOptions{})
+	sp, err := spool.Open(dir, spool.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	base := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 	for i := range 10 {
 		e := audittest.Event(i, base)
-		if err := spool.AppendSync(ctx, &e); err != nil {
+		if err := sp.AppendSync(ctx, &e); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -154,7 +159,7 @@ func TestShipResendsAfterRestartUntilAcknowledged(t *testing.T) {
 	tried := make(chan struct{})
 	var once sync.Once
 	go func() {
-		done <- audit.Ship(shipCtx, spool, down, audit.ShipOptions{Linger: -1, After: func(time.Duration) <-chan time.Time {
+		done <- spool.Ship(shipCtx, sp, down, spool.ShipOptions{Linger: -1, After: func(time.Duration) <-chan time.Time {
 			once.Do(func() { close(tried) })
 			return nil // wait forever, until cancelled
 		}})
@@ -162,16 +167,16 @@ func TestShipResendsAfterRestartUntilAcknowledged(t *testing.T) {
 	<-tried
 	cancel()
 	<-done
-	spool.Close()
+	sp.Close()
 
-	spool, err = audit.OpenSpool(dir, audit.SpoolOptions{})
+	sp, err = spool.Open(dir, spool.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer spool.Close()
+	defer sp.Close()
 	up := &audittest.Sender{Delivered: make(chan struct{}, 1)}
 	shipCtx, cancel = context.WithCancel(ctx)
-	go func() { done <- audit.Ship(shipCtx, spool, up, audit.ShipOptions{}) }()
+	go func() { done <- spool.Ship(shipCtx, sp, up, spool.ShipOptions{}) }()
 	for len(up.Events()) < 10 {
 		<-up.Delivered
 	}
@@ -184,20 +189,20 @@ func TestShipResendsAfterRestartUntilAcknowledged(t *testing.T) {
 
 func TestShipLingersForAPartialBatchToFill(t *testing.T) {
 	ctx := context.Background()
-	spool, err := audit.OpenSpool(t.TempDir(), audit.SpoolOptions{})
+	sp, err := spool.Open(t.TempDir(), spool.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer spool.Close()
+	defer sp.Close()
 	base := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 	appendN := func(from, n int) {
 		for i := range n {
 			e := audittest.Event(from+i, base)
-			if err := spool.Append(ctx, &e); err != nil {
+			if err := sp.Append(ctx, &e); err != nil {
 				t.Fatal(err)
 			}
 		}
-		if err := spool.Flush(ctx); err != nil {
+		if err := sp.Flush(ctx); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -208,7 +213,7 @@ func TestShipLingersForAPartialBatchToFill(t *testing.T) {
 	shipCtx, cancel := context.WithCancel(ctx)
 	done := make(chan error, 1)
 	go func() {
-		done <- audit.Ship(shipCtx, spool, sender, audit.ShipOptions{
+		done <- spool.Ship(shipCtx, sp, sender, spool.ShipOptions{
 			MaxBatch: 100,
 			Linger:   250 * time.Millisecond,
 			After: func(d time.Duration) <-chan time.Time {

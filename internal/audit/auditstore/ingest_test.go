@@ -1,4 +1,4 @@
-package audit
+package auditstore
 
 import (
 	"context"
@@ -12,6 +12,7 @@ import (
 	"strings"
 	"testing"
 
+	"agentmesh/internal/audit"
 	"agentmesh/internal/store"
 )
 
@@ -22,7 +23,7 @@ const (
 )
 
 // eventsFor returns n request events recorded by the node dst.
-func eventsFor(dst string, from, n int) []Event {
+func eventsFor(dst string, from, n int) []audit.Event {
 	ev := testEvents(from, n)
 	for i := range ev {
 		ev[i].Dst = dst
@@ -31,19 +32,19 @@ func eventsFor(dst string, from, n int) []Event {
 }
 
 func TestIngestRefusesEventForAnotherRecorder(t *testing.T) {
-	s, db, _ := testStore(t, StoreOptions{Self: testCoordinator})
+	s, db, _ := testStore(t, Options{Self: testCoordinator})
 	ctx := context.Background()
 	tests := []struct {
 		name string
-		edit func(*Event)
+		edit func(*audit.Event)
 	}{
-		{"another gateway's decision", func(e *Event) { e.Dst = toolB }},
+		{"another gateway's decision", func(e *audit.Event) { e.Dst = toolB }},
 		// The shipper is the source: "the gateway allowed me X".
-		{"the shipper as source of another's decision", func(e *Event) { e.Src, e.Dst = toolA, toolB }},
-		{"no destination", func(e *Event) { e.Dst = "" }},
-		{"destination as a selector", func(e *Event) { e.Dst = "tool:a" }},
-		{"admin event", func(e *Event) { e.Kind = KindAdmin }},
-		{"integrity event", func(e *Event) { e.Kind = KindIntegrity }},
+		{"the shipper as source of another's decision", func(e *audit.Event) { e.Src, e.Dst = toolA, toolB }},
+		{"no destination", func(e *audit.Event) { e.Dst = "" }},
+		{"destination as a selector", func(e *audit.Event) { e.Dst = "tool:a" }},
+		{"admin event", func(e *audit.Event) { e.Kind = audit.KindAdmin }},
+		{"integrity event", func(e *audit.Event) { e.Kind = audit.KindIntegrity }},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -64,7 +65,7 @@ func TestIngestRefusesEventForAnotherRecorder(t *testing.T) {
 }
 
 func TestIngestNamespacesIDsByRecorder(t *testing.T) {
-	s, db, pub := testStore(t, StoreOptions{Self: testCoordinator})
+	s, db, pub := testStore(t, Options{Self: testCoordinator})
 	ctx := context.Background()
 	// Node B learned the id of A's event (a denial answer carries it) and
 	// ships its own event under it first.
@@ -89,7 +90,7 @@ func TestIngestNamespacesIDsByRecorder(t *testing.T) {
 }
 
 func TestIngestKeepsConflictingContentAsIntegrityEvent(t *testing.T) {
-	s, db, pub := testStore(t, StoreOptions{Self: testCoordinator})
+	s, db, pub := testStore(t, Options{Self: testCoordinator})
 	ctx := context.Background()
 	batch := eventsFor(toolA, 0, 4)
 	if r, err := s.Ingest(ctx, toolA, batch); err != nil || r.Added != 4 {
@@ -121,19 +122,19 @@ func TestIngestKeepsConflictingContentAsIntegrityEvent(t *testing.T) {
 	if err := r.Receipt.CheckBatch(pub, changed); err != nil {
 		t.Fatalf("the receipt of a batch with a conflict does not bind it: %v", err)
 	}
-	var ie []Event
-	if err := s.Query(ctx, Filter{Kind: KindIntegrity}, func(e Event) error { ie = append(ie, e); return nil }); err != nil {
+	var ie []audit.Event
+	if err := s.Query(ctx, Filter{Kind: audit.KindIntegrity}, func(e audit.Event) error { ie = append(ie, e); return nil }); err != nil {
 		t.Fatal(err)
 	}
-	if len(ie) != 1 || ie[0].Reason != ReasonIDConflict || ie[0].Src != toolA || ie[0].Dst != testCoordinator || ie[0].Target != c.ID {
+	if len(ie) != 1 || ie[0].Reason != audit.ReasonIDConflict || ie[0].Src != toolA || ie[0].Dst != testCoordinator || ie[0].Target != c.ID {
 		t.Fatalf("integrity events %+v", ie)
 	}
-	var d ConflictDetail
+	var d audit.ConflictDetail
 	if err := json.Unmarshal([]byte(ie[0].Detail), &d); err != nil {
 		t.Fatal(err)
 	}
-	rejected, _ := Canonical(&changed[0])
-	stored, _ := Canonical(&batch[2])
+	rejected, _ := audit.Canonical(&changed[0])
+	stored, _ := audit.Canonical(&batch[2])
 	sum := func(b []byte) string { h := sha256.Sum256(b); return hex.EncodeToString(h[:]) }
 	if string(d.Rejected) != string(rejected) || d.RejectedSHA256 != sum(rejected) || d.StoredSHA256 != sum(stored) || d.StoredSeq != 3 {
 		t.Fatalf("conflict detail %+v", d)
@@ -157,7 +158,7 @@ func TestIngestKeepsConflictingContentAsIntegrityEvent(t *testing.T) {
 }
 
 func TestReceiptBindsBatchContent(t *testing.T) {
-	s, _, pub := testStore(t, StoreOptions{Self: testCoordinator})
+	s, _, pub := testStore(t, Options{Self: testCoordinator})
 	ctx := context.Background()
 	if _, err := s.Ingest(ctx, toolA, eventsFor(toolA, 100, 3)); err != nil {
 		t.Fatal(err)
@@ -170,37 +171,37 @@ func TestReceiptBindsBatchContent(t *testing.T) {
 	if err := r.Receipt.CheckBatch(pub, batch); err != nil {
 		t.Fatalf("genuine receipt: %v", err)
 	}
-	if got := r.Receipt.Batch.Seqs; len(got) != 1 || got[0] != (SeqRange{4, 8}) {
+	if got := r.Receipt.Batch.Seqs; len(got) != 1 || got[0] != (audit.SeqRange{4, 8}) {
 		t.Fatalf("seq ranges %v, want [4 8]", got)
 	}
-	altered := append([]Event(nil), batch...)
+	altered := append([]audit.Event(nil), batch...)
 	altered[2].Reason = "not_granted"
-	for name, sent := range map[string][]Event{
-		"one more event sent":         append(append([]Event(nil), batch...), eventsFor(toolA, 9, 1)...),
+	for name, sent := range map[string][]audit.Event{
+		"one more event sent":         append(append([]audit.Event(nil), batch...), eventsFor(toolA, 9, 1)...),
 		"fewer events sent":           batch[:4],
 		"other content":               altered,
 		"the same events reordered":   {batch[1], batch[0], batch[2], batch[3], batch[4]},
 		"another batch with same len": eventsFor(toolA, 50, 5),
 	} {
-		if err := r.Receipt.CheckBatch(pub, sent); !errors.Is(err, ErrNotKept) {
-			t.Errorf("%s: CheckBatch = %v, want ErrNotKept", name, err)
+		if err := r.Receipt.CheckBatch(pub, sent); !errors.Is(err, audit.ErrNotKept) {
+			t.Errorf("%s: CheckBatch = %v, want audit.ErrNotKept", name, err)
 		}
 	}
 	// A receipt whose batch was edited no longer verifies.
 	edited := r.Receipt
 	b := *edited.Batch
-	b.Seqs = []SeqRange{{3, 7}}
+	b.Seqs = []audit.SeqRange{{3, 7}}
 	edited.Batch = &b
-	if err := edited.CheckBatch(pub, batch); !errors.Is(err, ErrNotKept) {
-		t.Errorf("edited ranges: CheckBatch = %v, want ErrNotKept", err)
+	if err := edited.CheckBatch(pub, batch); !errors.Is(err, audit.ErrNotKept) {
+		t.Errorf("edited ranges: CheckBatch = %v, want audit.ErrNotKept", err)
 	}
 	// A head-only receipt binds no batch.
 	head, err := s.Receipt(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := head.CheckBatch(pub, batch); !errors.Is(err, ErrNotKept) {
-		t.Errorf("head-only receipt: CheckBatch = %v, want ErrNotKept", err)
+	if err := head.CheckBatch(pub, batch); !errors.Is(err, audit.ErrNotKept) {
+		t.Errorf("head-only receipt: CheckBatch = %v, want audit.ErrNotKept", err)
 	}
 }
 
@@ -210,26 +211,26 @@ func TestReceiptBindsBatchContent(t *testing.T) {
 // that receipt, although the chain and every signature hold.
 func TestVerifyReceiptDetectsBatchNotStoredAsSent(t *testing.T) {
 	ctx := context.Background()
-	s, db, pub := testStore(t, StoreOptions{Self: testCoordinator})
+	s, db, pub := testStore(t, Options{Self: testCoordinator})
 	sent := eventsFor(toolA, 0, 3)
-	stored := append([]Event(nil), sent...)
+	stored := append([]audit.Event(nil), sent...)
 	stored[1].Reason = "not_granted" // what the dishonest side stored instead
 	r, err := s.Ingest(ctx, toolA, stored)
 	if err != nil {
 		t.Fatal(err)
 	}
 	// The gateway would have refused this receipt at once.
-	if err := r.Receipt.CheckBatch(pub, sent); !errors.Is(err, ErrNotKept) {
-		t.Fatalf("gateway check = %v, want ErrNotKept", err)
+	if err := r.Receipt.CheckBatch(pub, sent); !errors.Is(err, audit.ErrNotKept) {
+		t.Fatalf("gateway check = %v, want audit.ErrNotKept", err)
 	}
 	// Suppose it was answered with one for what it sent, at the real head.
-	hashes := make([]Hash, len(sent))
+	hashes := make([]audit.Hash, len(sent))
 	for i := range sent {
-		c, _ := Canonical(&sent[i])
+		c, _ := audit.Canonical(&sent[i])
 		hashes[i] = sha256.Sum256(c)
 	}
 	s.mu.Lock()
-	lie, err := s.signLocked(newBatchCommit(r.Seqs, hashes))
+	lie, err := s.signLocked(audit.NewBatchCommit(r.Seqs, hashes))
 	s.mu.Unlock()
 	if err != nil || lie.CheckBatch(pub, sent) != nil {
 		t.Fatalf("forged receipt: %v", err)
@@ -247,7 +248,7 @@ func TestVerifyReceiptDetectsBatchNotStoredAsSent(t *testing.T) {
 }
 
 func TestParseReceiptReadsOldFilesAndRefusesMalformedOnes(t *testing.T) {
-	s, _, pub := testStore(t, StoreOptions{Self: testCoordinator})
+	s, _, pub := testStore(t, Options{Self: testCoordinator})
 	ctx := context.Background()
 	batch := eventsFor(toolA, 0, 3)
 	r, err := s.Ingest(ctx, toolA, batch)
@@ -255,7 +256,7 @@ func TestParseReceiptReadsOldFilesAndRefusesMalformedOnes(t *testing.T) {
 		t.Fatal(err)
 	}
 	b, _ := json.Marshal(r.Receipt)
-	got, err := ParseReceipt(b)
+	got, err := audit.ParseReceipt(b)
 	if err != nil || got.CheckBatch(pub, batch) != nil {
 		t.Fatalf("round trip: %v", err)
 	}
@@ -266,7 +267,7 @@ func TestParseReceiptReadsOldFilesAndRefusesMalformedOnes(t *testing.T) {
 		t.Fatal(err)
 	}
 	v1 := `{"seq":` + jsonString(head.Seq) + `,"head":"` + head.Head + `","time":"` + head.Time.Format("2006-01-02T15:04:05.999999999Z07:00") + `","sig":"` + head.Sig + `"}`
-	old, err := ParseReceipt([]byte(v1))
+	old, err := audit.ParseReceipt([]byte(v1))
 	if err != nil || old.Check(pub) != nil || old.Batch != nil {
 		t.Fatalf("v1 receipt: %+v %v", old, err)
 	}
@@ -280,8 +281,8 @@ func TestParseReceiptReadsOldFilesAndRefusesMalformedOnes(t *testing.T) {
 		"bad digest":         strings.Replace(string(b), `"digest":"`, `"digest":"zz`, 1),
 		"not json":           `nope`,
 	} {
-		if _, err := ParseReceipt([]byte(in)); !errors.Is(err, ErrBadReceipt) {
-			t.Errorf("%s: ParseReceipt = %v, want ErrBadReceipt", name, err)
+		if _, err := audit.ParseReceipt([]byte(in)); !errors.Is(err, audit.ErrBadReceipt) {
+			t.Errorf("%s: audit.ParseReceipt = %v, want audit.ErrBadReceipt", name, err)
 		}
 	}
 }
@@ -302,11 +303,11 @@ func TestStoreMigratesToRecorderNamespacedIDs(t *testing.T) {
 	if err := store.Migrate(ctx, db, "audit", migrations[:1]); err != nil {
 		t.Fatal(err)
 	}
-	var prev Hash
+	var prev audit.Hash
 	old := eventsFor(toolA, 0, 5)
 	for i := range old {
-		c, _ := Canonical(&old[i])
-		h := ChainHash(prev, int64(i+1), c)
+		c, _ := audit.Canonical(&old[i])
+		h := audit.ChainHash(prev, int64(i+1), c)
 		e := &old[i]
 		if _, err := db.Exec(`INSERT INTO audit_events (seq, id, time_ns, kind, src, src_sel, dst, dst_sel, method, tool, decision, body, hash)
 			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`, i+1, e.ID, e.Time.UnixNano(), string(e.Kind), e.Src, selectorOf(e.Src),
@@ -316,7 +317,7 @@ func TestStoreMigratesToRecorderNamespacedIDs(t *testing.T) {
 		prev = h
 	}
 	pub, priv, _ := ed25519.GenerateKey(rand.Reader)
-	s, err := NewStore(ctx, db, priv, StoreOptions{Self: testCoordinator})
+	s, err := New(ctx, db, priv, Options{Self: testCoordinator})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -342,7 +343,7 @@ func TestStoreMigratesToRecorderNamespacedIDs(t *testing.T) {
 // it accepts must be well-formed and survive a round trip, and checking it
 // against a real trail must give a report, not an error.
 func FuzzParseReceipt(f *testing.F) {
-	s, db, pub := testStore(f, StoreOptions{Self: testCoordinator, CheckpointEvents: -1})
+	s, db, pub := testStore(f, Options{Self: testCoordinator, CheckpointEvents: -1})
 	ctx := context.Background()
 	batch := eventsFor(toolA, 0, 4)
 	r, err := s.Ingest(ctx, toolA, batch)
@@ -368,10 +369,10 @@ func FuzzParseReceipt(f *testing.F) {
 	}
 	f.Add([]byte(`{"seq":1,"head":"","time":"2026-01-01T00:00:00Z","sig":"","batch":null}`))
 	f.Fuzz(func(t *testing.T, b []byte) {
-		r, err := ParseReceipt(b)
+		r, err := audit.ParseReceipt(b)
 		if err != nil {
-			if !errors.Is(err, ErrBadReceipt) {
-				t.Fatalf("error %v does not wrap ErrBadReceipt", err)
+			if !errors.Is(err, audit.ErrBadReceipt) {
+				t.Fatalf("error %v does not wrap audit.ErrBadReceipt", err)
 			}
 			return
 		}
@@ -379,7 +380,7 @@ func FuzzParseReceipt(f *testing.F) {
 			t.Fatalf("accepted a receipt that does not validate: %v", err)
 		}
 		again, _ := json.Marshal(r)
-		if _, err := ParseReceipt(again); err != nil {
+		if _, err := audit.ParseReceipt(again); err != nil {
 			t.Fatalf("round trip: %v", err)
 		}
 		if r.Check(pub) == nil && r.Batch != nil && r.CheckBatch(pub, batch) == nil && r.Seq != 4 {

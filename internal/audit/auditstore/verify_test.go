@@ -1,4 +1,4 @@
-package audit
+package auditstore
 
 import (
 	"context"
@@ -6,12 +6,14 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"agentmesh/internal/audit"
 )
 
 // chainWithCheckpoints stores 30 events with checkpoints at 10, 20 and 30.
 func chainWithCheckpoints(t *testing.T) (*Store, *sql.DB, []byte) {
 	t.Helper()
-	s, db, pub := testStore(t, StoreOptions{CheckpointEvents: 10})
+	s, db, pub := testStore(t, Options{CheckpointEvents: 10})
 	for i := range 3 {
 		if _, err := s.Append(context.Background(), testEvents(i*10, 10)); err != nil {
 			t.Fatal(err)
@@ -106,21 +108,21 @@ func rewriteChainFrom(t *testing.T, db *sql.DB, from int64, old, new string) {
 	if err := db.QueryRow(`SELECT hash FROM audit_events WHERE seq = ?`, from-1).Scan(&prevB); err != nil {
 		t.Fatal(err)
 	}
-	prev := padHash(prevB)
+	prev := audit.Hash(prevB)
 	rows, err := db.Query(`SELECT seq, body FROM audit_events WHERE seq >= ? ORDER BY seq`, from)
 	if err != nil {
 		t.Fatal(err)
 	}
 	type upd struct {
 		seq int64
-		h   Hash
+		h   audit.Hash
 	}
 	var ups []upd
 	for rows.Next() {
 		var seq int64
 		var body []byte
 		rows.Scan(&seq, &body)
-		prev = ChainHash(prev, seq, body)
+		prev = audit.ChainHash(prev, seq, body)
 		ups = append(ups, upd{seq, prev})
 	}
 	rows.Close()
@@ -157,9 +159,9 @@ func TestVerifyPassesIntactChainAndNamesUnsignedTail(t *testing.T) {
 func TestVerifyPassesAfterPruneAndStillDetectsTampering(t *testing.T) {
 	s, db, pub := chainWithCheckpoints(t)
 	ctx := context.Background()
-	// Events 0..29 are at testBase+i seconds. Cut at event 24's time: the
+	// Events 0..29 are at testBase+i milliseconds. Cut at event 24's time: the
 	// newest checkpoint before it is at seq 20.
-	deleted, err := s.Prune(ctx, testBase.Add(24*time.Second))
+	deleted, err := s.Prune(ctx, testBase.Add(24*time.Millisecond))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -177,7 +179,7 @@ func TestVerifyPassesAfterPruneAndStillDetectsTampering(t *testing.T) {
 		t.Fatalf("report %+v", rep)
 	}
 	// Pruning again to the same point does nothing.
-	if n, err := s.Prune(ctx, testBase.Add(24*time.Second)); err != nil || n != 0 {
+	if n, err := s.Prune(ctx, testBase.Add(24*time.Millisecond)); err != nil || n != 0 {
 		t.Fatalf("second Prune = %d, %v", n, err)
 	}
 

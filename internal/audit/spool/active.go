@@ -1,4 +1,4 @@
-package audit
+package spool
 
 import (
 	"fmt"
@@ -45,7 +45,7 @@ func (a *activeFile) append(rec []byte) error {
 		}
 	} else if _, err := a.f.WriteAt(rec, a.size); err != nil {
 		// A partial record left by a failure is a torn tail that the next
-		// OpenSpool cuts off.
+		// Open cuts off.
 		return err
 	}
 	a.size = end

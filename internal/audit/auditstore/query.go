@@ -1,4 +1,4 @@
-package audit
+package auditstore
 
 import (
 	"context"
@@ -7,6 +7,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"agentmesh/internal/audit"
 )
 
 // Filter selects events for Query. Its zero value selects every event,
@@ -21,7 +23,7 @@ type Filter struct {
 	// Decision is Allow, Deny or "" for both.
 	Decision string
 	// Kind, Method and Tool match exactly when not empty.
-	Kind   Kind
+	Kind   audit.Kind
 	Method string
 	Tool   string
 	// Since (inclusive) and Until (exclusive) bound the event time; the
@@ -39,7 +41,7 @@ type Filter struct {
 // Query calls fn for each event matching f, with Seq set, streaming from
 // the database without holding the result in memory. An error from fn
 // stops the query and is returned. Exports are a Query with Ascending set.
-func (s *Store) Query(ctx context.Context, f Filter, fn func(Event) error) error {
+func (s *Store) Query(ctx context.Context, f Filter, fn func(audit.Event) error) error {
 	q, args, err := f.sql()
 	if err != nil {
 		return fmt.Errorf("audit: query: %w", err)
@@ -55,7 +57,7 @@ func (s *Store) Query(ctx context.Context, f Filter, fn func(Event) error) error
 		if err := rows.Scan(&seq, &body); err != nil {
 			return fmt.Errorf("audit: query: %w", err)
 		}
-		var e Event
+		var e audit.Event
 		if err := json.Unmarshal(body, &e); err != nil {
 			return fmt.Errorf("audit: query: event at seq %d: %w: %w", seq, ErrCorrupt, err)
 		}
@@ -104,7 +106,7 @@ func (f Filter) sql() (string, []any, error) {
 	}
 	switch f.Decision {
 	case "":
-	case Allow, Deny:
+	case audit.Allow, audit.Deny:
 		add("decision = ?", f.Decision)
 	default:
 		return "", nil, fmt.Errorf("%w: decision %q", ErrBadFilter, f.Decision)

@@ -1,4 +1,4 @@
-package audit
+package spool
 
 import (
 	"context"
@@ -9,10 +9,12 @@ import (
 	"path/filepath"
 	"sync"
 	"time"
+
+	"agentmesh/internal/audit"
 )
 
-// SpoolOptions configures a Spool. The zero value is usable.
-type SpoolOptions struct {
+// Options configures a Spool. The zero value is usable.
+type Options struct {
 	// SyncInterval is the longest an appended event waits for its fsync,
 	// and the shortest time between two fsyncs: the syncer fsyncs as soon
 	// as there is something to sync, then rests for SyncInterval, so a busy
@@ -49,7 +51,7 @@ const MaxSyncInterval = 50 * time.Millisecond
 // segments; never held across I/O).
 type Spool struct {
 	dir  string
-	opts SpoolOptions
+	opts Options
 	log  *slog.Logger
 	lock *os.File // holds the directory lock for the spool's lifetime
 
@@ -95,16 +97,16 @@ type Spool struct {
 // Ack once the coordinator has stored it.
 type Batch struct {
 	// Events are the spooled events, oldest first.
-	Events []Event
+	Events []audit.Event
 
 	spool    *Spool
 	from, to uint64 // spool positions [from, to)
 }
 
-// OpenSpool opens (creating if needed) the spool in dir, repairs a torn
-// tail left by a crash, deletes acknowledged segments and starts the
-// syncer. Only one process may have a spool open; a second OpenSpool fails.
-func OpenSpool(dir string, opts SpoolOptions) (*Spool, error) {
+// Open opens (creating if needed) the spool in dir, repairs a torn tail
+// left by a crash, deletes acknowledged segments and starts the syncer.
+// Only one process may have a spool open; a second Open fails.
+func Open(dir string, opts Options) (*Spool, error) {
 	if opts.SyncInterval <= 0 {
 		opts.SyncInterval = 10 * time.Millisecond
 	}
@@ -206,7 +208,7 @@ func (s *Spool) recover() error {
 // nothing. It is fsynced by the syncer within SyncInterval; AppendSync and
 // Flush wait for that. Appends are serialised; a slow disk makes them wait,
 // and nothing is ever dropped. After a write failure every Append fails.
-func (s *Spool) Append(ctx context.Context, e *Event) error {
+func (s *Spool) Append(ctx context.Context, e *audit.Event) error {
 	rec, err := encodeRecord(e)
 	if err != nil {
 		return err
@@ -216,7 +218,7 @@ func (s *Spool) Append(ctx context.Context, e *Event) error {
 
 // AppendSync is Append, then waits until the event is fsynced. If ctx ends
 // first it returns ctx's error; the event may still become durable.
-func (s *Spool) AppendSync(ctx context.Context, e *Event) error {
+func (s *Spool) AppendSync(ctx context.Context, e *audit.Event) error {
 	if err := s.Append(ctx, e); err != nil {
 		return err
 	}
@@ -309,16 +311,14 @@ func (s *Spool) failure() error {
 
 // encodeRecord validates e and returns its spool record: header, then the
 // canonical encoding.
-func encodeRecord(e *Event) ([]byte, error) {
-	if p := e.problem(); p != "" {
-		return nil, fmt.Errorf("audit: spool append %.40q: %w: %s", e.ID, ErrInvalidEvent, p)
-	}
-	rec, err := appendCanonical(make([]byte, recordHeader, recordHeader+512), e)
+func encodeRecord(e *audit.Event) ([]byte, error) {
+	rec, err := audit.AppendValid(make([]byte, recordHeader, recordHeader+512), e)
 	if err != nil {
-		return nil, fmt.Errorf("audit: spool append %.40q: %w: %w", e.ID, ErrInvalidEvent, err)
+		return nil, fmt.Errorf("audit: spool append: %w", err)
 	}
-	if len(rec)-recordHeader > MaxEventSize {
-		return nil, fmt.Errorf("audit: spool append %s: %w: %d bytes encoded, limit %d", e.ID, ErrInvalidEvent, len(rec)-recordHeader, MaxEventSize)
+	if n := len(rec) - recordHeader; n > audit.MaxEventSize {
+		// An integrity event may be larger, but nodes never record one.
+		return nil, fmt.Errorf("audit: spool append %s: %w: %d bytes encoded, limit %d", e.ID, audit.ErrInvalidEvent, n, audit.MaxEventSize)
 	}
 	sealRecord(rec)
 	return rec, nil

@@ -1,4 +1,4 @@
-package audit
+package spool
 
 import (
 	"bufio"
@@ -13,7 +13,8 @@ import (
 	"strconv"
 	"strings"
 
-	"agentmesh/internal/store"
+	"agentmesh/internal/audit"
+	"agentmesh/internal/durable"
 )
 
 // A spool record is an 8-byte header followed by the event's canonical
@@ -55,7 +56,7 @@ func readRecord(r io.Reader, buf []byte) ([]byte, error) {
 		return nil, err
 	}
 	n := binary.BigEndian.Uint32(h[0:4])
-	if n == 0 || n > MaxEventSize {
+	if n == 0 || n > audit.MaxEventSize {
 		return nil, errBadRecord
 	}
 	buf = slices.Grow(buf[:0], int(n))[:n]
@@ -165,7 +166,7 @@ func createSegment(dir string, start uint64, prealloc int64) (*segment, *activeF
 	if err != nil {
 		return nil, nil, err
 	}
-	if err := store.SyncDir(dir); err != nil {
+	if err := durable.SyncDir(dir); err != nil {
 		f.Close()
 		return nil, nil, err
 	}
@@ -218,7 +219,7 @@ func writeAck(dir string, pos uint64) error {
 	if err := os.Rename(tmp, filepath.Join(dir, ackFile)); err != nil {
 		return err
 	}
-	return store.SyncDir(dir)
+	return durable.SyncDir(dir)
 }
 
 // readCursor remembers where the last Next stopped reading, so sequential
@@ -284,7 +285,7 @@ func (s *Spool) read(max int) (Batch, error) {
 		if bytes > 0 && bytes+len(payload) > s.opts.MaxBatchBytes {
 			break
 		}
-		e, err := DecodeEvent(payload)
+		e, err := audit.DecodeEvent(payload)
 		if err != nil {
 			s.rc.close()
 			return Batch{}, fmt.Errorf("audit: spool read at %d: %w: %w", pos, ErrCorrupt, err)

@@ -1,4 +1,4 @@
-package audit
+package spool
 
 import (
 	"bytes"
@@ -7,10 +7,12 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+
+	"agentmesh/internal/audit"
 )
 
 // appendAll appends events and flushes them.
-func appendAll(t *testing.T, s *Spool, events []Event) {
+func appendAll(t *testing.T, s *Spool, events []audit.Event) {
 	t.Helper()
 	ctx := context.Background()
 	for i := range events {
@@ -24,7 +26,7 @@ func appendAll(t *testing.T, s *Spool, events []Event) {
 }
 
 // drain reads every pending event without acknowledging.
-func drain(t *testing.T, s *Spool) []Event {
+func drain(t *testing.T, s *Spool) []audit.Event {
 	t.Helper()
 	n := s.Pending()
 	if n == 0 {
@@ -37,7 +39,7 @@ func drain(t *testing.T, s *Spool) []Event {
 	return b.Events
 }
 
-func wantIDs(t *testing.T, got []Event, from, n int) {
+func wantIDs(t *testing.T, got []audit.Event, from, n int) {
 	t.Helper()
 	if len(got) != n {
 		t.Fatalf("got %d events, want %d", len(got), n)
@@ -51,7 +53,7 @@ func wantIDs(t *testing.T, got []Event, from, n int) {
 
 func TestSpoolKeepsEventsAcrossReopen(t *testing.T) {
 	dir := t.TempDir()
-	s, err := OpenSpool(dir, SpoolOptions{SegmentSize: 4 << 10})
+	s, err := Open(dir, Options{SegmentSize: 4 << 10})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -66,7 +68,7 @@ func TestSpoolKeepsEventsAcrossReopen(t *testing.T) {
 	if len(segs) < 2 {
 		t.Fatalf("%d segments, want rotation into several", len(segs))
 	}
-	s = openTestSpool(t, dir, SpoolOptions{SegmentSize: 4 << 10})
+	s = openTestSpool(t, dir, Options{SegmentSize: 4 << 10})
 	got := drain(t, s)
 	wantIDs(t, got, 0, 300)
 	if got[5] != testEvent(5) {
@@ -107,7 +109,7 @@ func TestSpoolTruncatesTornTailAndKeepsEarlierRecords(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			dir := t.TempDir()
-			s, err := OpenSpool(dir, SpoolOptions{})
+			s, err := Open(dir, Options{})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -119,7 +121,7 @@ func TestSpoolTruncatesTornTailAndKeepsEarlierRecords(t *testing.T) {
 				t.Fatal(err)
 			}
 			tt.damage(t, path, fi.Size())
-			s = openTestSpool(t, dir, SpoolOptions{})
+			s = openTestSpool(t, dir, Options{})
 			want := 10
 			if tt.name == "last record flipped" {
 				want = 9
@@ -137,7 +139,7 @@ func TestSpoolTruncatesTornTailAndKeepsEarlierRecords(t *testing.T) {
 
 func TestSpoolReportsDamageBeforeTheTailAsCorrupt(t *testing.T) {
 	dir := t.TempDir()
-	s, err := OpenSpool(dir, SpoolOptions{SegmentSize: 2 << 10})
+	s, err := Open(dir, Options{SegmentSize: 2 << 10})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -151,18 +153,18 @@ func TestSpoolReportsDamageBeforeTheTailAsCorrupt(t *testing.T) {
 		t.Fatal(err)
 	}
 	f.Close()
-	if s, err := OpenSpool(dir, SpoolOptions{SegmentSize: 2 << 10}); !errors.Is(err, ErrCorrupt) {
+	if s, err := Open(dir, Options{SegmentSize: 2 << 10}); !errors.Is(err, ErrCorrupt) {
 		if s != nil {
 			s.Close()
 		}
-		t.Fatalf("OpenSpool = %v, want ErrCorrupt", err)
+		t.Fatalf("Open = %v, want ErrCorrupt", err)
 	}
 }
 
 func TestSpoolAckSurvivesReopenAndDeletesSegments(t *testing.T) {
 	dir := t.TempDir()
-	opts := SpoolOptions{SegmentSize: 4 << 10}
-	s, err := OpenSpool(dir, opts)
+	opts := Options{SegmentSize: 4 << 10}
+	s, err := Open(dir, opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -189,7 +191,7 @@ func TestSpoolAckSurvivesReopenAndDeletesSegments(t *testing.T) {
 }
 
 func TestSpoolNextRepeatsUntilAck(t *testing.T) {
-	s := openTestSpool(t, t.TempDir(), SpoolOptions{})
+	s := openTestSpool(t, t.TempDir(), Options{})
 	appendAll(t, s, testEvents(0, 5))
 	ctx := context.Background()
 	first, err := s.Next(ctx, 3)
@@ -214,14 +216,14 @@ func TestSpoolNextRepeatsUntilAck(t *testing.T) {
 	if err := s.Ack(Batch{spool: s, from: 4, to: 5}); !errors.Is(err, ErrAckMismatch) {
 		t.Fatalf("Ack of a gap = %v, want ErrAckMismatch", err)
 	}
-	other := openTestSpool(t, t.TempDir(), SpoolOptions{})
+	other := openTestSpool(t, t.TempDir(), Options{})
 	if err := other.Ack(rest); !errors.Is(err, ErrAckMismatch) {
 		t.Fatalf("Ack on another spool = %v, want ErrAckMismatch", err)
 	}
 }
 
 func TestSpoolNextWaitsForDurableEvents(t *testing.T) {
-	s := openTestSpool(t, t.TempDir(), SpoolOptions{})
+	s := openTestSpool(t, t.TempDir(), Options{})
 	got := make(chan Batch, 1)
 	errc := make(chan error, 1)
 	go func() {
@@ -255,7 +257,7 @@ func TestSpoolAppendIsInTheFileBeforeItReturns(t *testing.T) {
 	entered := make(chan struct{}, 1)
 	release := make(chan struct{})
 	dir := t.TempDir()
-	s := openTestSpool(t, dir, SpoolOptions{beforeSync: func() {
+	s := openTestSpool(t, dir, Options{beforeSync: func() {
 		select {
 		case entered <- struct{}{}:
 		default:
@@ -287,7 +289,7 @@ func TestSpoolAppendIsInTheFileBeforeItReturns(t *testing.T) {
 func TestSpoolFlushWaitsForFsyncAndGivesUpWithCtx(t *testing.T) {
 	entered := make(chan struct{}, 10)
 	release := make(chan struct{})
-	s := openTestSpool(t, t.TempDir(), SpoolOptions{
+	s := openTestSpool(t, t.TempDir(), Options{
 		SyncInterval: MaxSyncInterval,
 		beforeSync: func() {
 			entered <- struct{}{}
@@ -318,13 +320,13 @@ func TestSpoolFlushWaitsForFsyncAndGivesUpWithCtx(t *testing.T) {
 
 func TestSpoolCloseFsyncsWrittenEventsAndRefusesLaterAppends(t *testing.T) {
 	dir := t.TempDir()
-	s, err := OpenSpool(dir, SpoolOptions{SyncInterval: MaxSyncInterval})
+	s, err := Open(dir, Options{SyncInterval: MaxSyncInterval})
 	if err != nil {
 		t.Fatal(err)
 	}
 	ctx := context.Background()
 	e0, e1, e2 := testEvent(0), testEvent(1), testEvent(2)
-	for _, e := range []*Event{&e0, &e1} {
+	for _, e := range []*audit.Event{&e0, &e1} {
 		if err := s.Append(ctx, e); err != nil {
 			t.Fatal(err)
 		}
@@ -338,21 +340,21 @@ func TestSpoolCloseFsyncsWrittenEventsAndRefusesLaterAppends(t *testing.T) {
 	if err := s.Flush(ctx); err != nil {
 		t.Fatalf("Flush after Close = %v, want nil (everything was synced)", err)
 	}
-	s = openTestSpool(t, dir, SpoolOptions{})
+	s = openTestSpool(t, dir, Options{})
 	wantIDs(t, drain(t, s), 0, 2)
 }
 
 func TestSpoolRejectsInvalidEventAndSecondOpener(t *testing.T) {
 	dir := t.TempDir()
-	s := openTestSpool(t, dir, SpoolOptions{})
+	s := openTestSpool(t, dir, Options{})
 	bad := testEvent(0)
 	bad.Kind = "nonsense"
-	if err := s.Append(context.Background(), &bad); !errors.Is(err, ErrInvalidEvent) {
-		t.Fatalf("Append of invalid event = %v, want ErrInvalidEvent", err)
+	if err := s.Append(context.Background(), &bad); !errors.Is(err, audit.ErrInvalidEvent) {
+		t.Fatalf("Append of invalid event = %v, want audit.ErrInvalidEvent", err)
 	}
-	if s2, err := OpenSpool(dir, SpoolOptions{}); err == nil {
+	if s2, err := Open(dir, Options{}); err == nil {
 		s2.Close()
-		t.Fatal("a second OpenSpool of the same directory succeeded")
+		t.Fatal("a second Open of the same directory succeeded")
 	}
 }
 
@@ -361,11 +363,11 @@ func TestSpoolRejectsMalformedAckFile(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(dir, ackFile), []byte("12\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if s, err := OpenSpool(dir, SpoolOptions{}); !errors.Is(err, ErrCorrupt) {
+	if s, err := Open(dir, Options{}); !errors.Is(err, ErrCorrupt) {
 		if s != nil {
 			s.Close()
 		}
-		t.Fatalf("OpenSpool = %v, want ErrCorrupt", err)
+		t.Fatalf("Open = %v, want ErrCorrupt", err)
 	}
 }
 
@@ -389,7 +391,7 @@ func ptr[T any](v T) *T { return &v }
 // drops them by id) and never loses an unacknowledged one.
 func TestSpoolAckWithoutCloseRedeliversAfterCrash(t *testing.T) {
 	dir := t.TempDir()
-	s, err := OpenSpool(dir, SpoolOptions{})
+	s, err := Open(dir, Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -415,14 +417,14 @@ func TestSpoolAckWithoutCloseRedeliversAfterCrash(t *testing.T) {
 		os.WriteFile(filepath.Join(crashed, e.Name()), data, 0o600)
 	}
 	s.Close()
-	wantIDs(t, drain(t, openTestSpool(t, crashed, SpoolOptions{})), 0, 20)
-	wantIDs(t, drain(t, openTestSpool(t, dir, SpoolOptions{})), 10, 10)
+	wantIDs(t, drain(t, openTestSpool(t, crashed, Options{})), 0, 20)
+	wantIDs(t, drain(t, openTestSpool(t, dir, Options{})), 10, 10)
 }
 
 func TestSpoolReadsWhileTheActiveSegmentGrows(t *testing.T) {
 	// Shipping reads the active segment while Appends go on writing it: the
 	// reader must never buffer the allocated space beyond the records.
-	s := openTestSpool(t, t.TempDir(), SpoolOptions{})
+	s := openTestSpool(t, t.TempDir(), Options{})
 	ctx := context.Background()
 	for i := range 50 {
 		appendAll(t, s, testEvents(i, 1))
@@ -441,7 +443,7 @@ func TestSpoolRecoversASegmentLeftAllocatedByACrash(t *testing.T) {
 	// A copy of the files of a live spool is what a crash leaves: the active
 	// segment still has its space allocated ahead, full of zeros.
 	dir := t.TempDir()
-	s := openTestSpool(t, dir, SpoolOptions{})
+	s := openTestSpool(t, dir, Options{})
 	appendAll(t, s, testEvents(0, 20))
 	crashed := t.TempDir()
 	segs, err := listSegments(dir)
@@ -457,7 +459,7 @@ func TestSpoolRecoversASegmentLeftAllocatedByACrash(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	r := openTestSpool(t, crashed, SpoolOptions{})
+	r := openTestSpool(t, crashed, Options{})
 	wantIDs(t, drain(t, r), 0, 20)
 	appendAll(t, r, testEvents(20, 1))
 	got := drain(t, r)
@@ -476,5 +478,21 @@ func TestSpoolRecoversASegmentLeftAllocatedByACrash(t *testing.T) {
 	}
 	if last.count != 21 {
 		t.Fatalf("closed segment holds %d records, want 21", last.count)
+	}
+}
+
+func TestSpoolRecordPayloadIsCanonical(t *testing.T) {
+	e := testEvent(9)
+	e.Detail = "<tag> & more"
+	rec, err := encodeRecord(&e)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, err := audit.Canonical(&e)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(rec[recordHeader:], want) {
+		t.Fatalf("record payload differs from canonical:\n%s\n%s", rec[recordHeader:], want)
 	}
 }

@@ -1,6 +1,6 @@
 //go:build unix
 
-package audit
+package spool
 
 import (
 	"bufio"
@@ -22,7 +22,7 @@ const killHelperEnv = "AGENTMESH_AUDIT_KILL_HELPER"
 // after each round how many Appends have returned (flushing only the first
 // rounds), and keeps appending until killed.
 func runKillHelper(dir string) {
-	s, err := OpenSpool(dir, SpoolOptions{SegmentSize: 64 << 10})
+	s, err := Open(dir, Options{SegmentSize: 64 << 10})
 	if err != nil {
 		fmt.Println("error", err)
 		os.Exit(1)
@@ -89,7 +89,7 @@ func TestSpoolLosesNothingAppendedWhenKilled(t *testing.T) {
 		t.Fatalf("helper appended only %d events", appended)
 	}
 
-	s := openTestSpool(t, dir, SpoolOptions{SegmentSize: 64 << 10})
+	s := openTestSpool(t, dir, Options{SegmentSize: 64 << 10})
 	got := drain(t, s)
 	if len(got) < appended {
 		t.Fatalf("reopened spool has %d events, %d Appends had returned", len(got), appended)

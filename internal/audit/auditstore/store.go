@@ -1,4 +1,4 @@
-package audit
+package auditstore
 
 import (
 	"bytes"
@@ -7,17 +7,16 @@ import (
 	"crypto/ed25519"
 	"crypto/rand"
 	"crypto/sha256"
-	"crypto/x509"
 	"database/sql"
 	"encoding/hex"
 	"encoding/json"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"log/slog"
 	"sync"
 	"time"
 
+	"agentmesh/internal/audit"
 	"agentmesh/internal/store"
 )
 
@@ -105,8 +104,8 @@ const insertEvent = `INSERT INTO audit_events
 	VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 	ON CONFLICT(dst, id) DO NOTHING`
 
-// StoreOptions configures a Store. The zero value is usable.
-type StoreOptions struct {
+// Options configures a Store. The zero value is usable.
+type Options struct {
 	// CheckpointEvery is how often Run signs a checkpoint (when events
 	// were added since the last one). Zero means one minute.
 	CheckpointEvery time.Duration
@@ -135,28 +134,28 @@ type Store struct {
 	db     *sql.DB
 	signer crypto.Signer
 	pub    ed25519.PublicKey
-	opts   StoreOptions
+	opts   Options
 	log    *slog.Logger
 
 	mu      sync.Mutex // serialises writers and guards the head below
 	seq     int64      // seq of the newest event (or of the prune point)
-	head    Hash       // its chain hash
+	head    audit.Hash // its chain hash
 	ckptSeq int64      // seq of the newest checkpoint
 	stale   bool       // a write failed: reload the head before the next one
 	// appended is closed (and replaced) whenever an Append stored events.
 	appended chan struct{}
 }
 
-// NewStore applies the audit schema to db and returns a Store that signs
+// New applies the audit schema to db and returns a Store that signs
 // checkpoints with signer, whose public key must be ed25519
 // (ed25519.PrivateKey is a crypto.Signer).
-func NewStore(ctx context.Context, db *sql.DB, signer crypto.Signer, opts StoreOptions) (*Store, error) {
+func New(ctx context.Context, db *sql.DB, signer crypto.Signer, opts Options) (*Store, error) {
 	if signer == nil {
-		return nil, fmt.Errorf("audit: new store: %w: no signer", ErrBadKey)
+		return nil, fmt.Errorf("audit: new store: %w: no signer", audit.ErrBadKey)
 	}
 	pub, ok := signer.Public().(ed25519.PublicKey)
 	if !ok {
-		return nil, fmt.Errorf("audit: new store: %w", ErrBadKey)
+		return nil, fmt.Errorf("audit: new store: %w", audit.ErrBadKey)
 	}
 	if opts.CheckpointEvery <= 0 {
 		opts.CheckpointEvery = time.Minute
@@ -186,19 +185,19 @@ func NewStore(ctx context.Context, db *sql.DB, signer crypto.Signer, opts StoreO
 // loadHead reads the chain head: the newest event, or the prune point when
 // every event was pruned. s.mu must be held (or s unpublished).
 func (s *Store) loadHead(ctx context.Context) error {
-	s.seq, s.head, s.ckptSeq = 0, Hash{}, 0
+	s.seq, s.head, s.ckptSeq = 0, audit.Hash{}, 0
 	var hash []byte
 	err := s.db.QueryRowContext(ctx, `SELECT seq, hash FROM audit_events ORDER BY seq DESC LIMIT 1`).Scan(&s.seq, &hash)
 	if errors.Is(err, sql.ErrNoRows) {
 		err = s.db.QueryRowContext(ctx, `SELECT seq, head FROM audit_prune WHERE id = 1`).Scan(&s.seq, &hash)
 		if errors.Is(err, sql.ErrNoRows) {
-			s.seq, hash, err = 0, make([]byte, HashSize), nil
+			s.seq, hash, err = 0, make([]byte, audit.HashSize), nil
 		}
 	}
 	if err != nil {
 		return fmt.Errorf("load chain head: %w", err)
 	}
-	if len(hash) != HashSize {
+	if len(hash) != audit.HashSize {
 		return fmt.Errorf("load chain head: %w: hash of seq %d has %d bytes", ErrCorrupt, s.seq, len(hash))
 	}
 	copy(s.head[:], hash)
@@ -213,7 +212,7 @@ func (s *Store) loadHead(ctx context.Context) error {
 func (s *Store) PublicKey() ed25519.PublicKey { return s.pub }
 
 // Head returns the seq and hash of the newest event in the chain.
-func (s *Store) Head() (int64, Hash) {
+func (s *Store) Head() (int64, audit.Hash) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.seq, s.head
@@ -221,7 +220,7 @@ func (s *Store) Head() (int64, Hash) {
 
 // encodedEvent is an event ready to insert.
 type encodedEvent struct {
-	e         *Event
+	e         *audit.Event
 	canonical []byte
 }
 
@@ -230,7 +229,7 @@ type encodedEvent struct {
 // Ingest for what happens to an event whose (dst, id) is already stored.
 // It returns how many events were added. Any invalid event rejects the
 // whole batch.
-func (s *Store) Append(ctx context.Context, events []Event) (int, error) {
+func (s *Store) Append(ctx context.Context, events []audit.Event) (int, error) {
 	r, err := s.append(ctx, s.opts.Self, events, false)
 	return r.Added, err
 }
@@ -248,11 +247,11 @@ func (s *Store) Append(ctx context.Context, events []Event) (int, error) {
 // integrity event (reason id_conflict, see ConflictDetail) recorded in the
 // same transaction keeps the new content. The result accounts for every
 // event of the batch and carries a receipt that binds the batch's content.
-func (s *Store) Ingest(ctx context.Context, from string, events []Event) (IngestResult, error) {
+func (s *Store) Ingest(ctx context.Context, from string, events []audit.Event) (IngestResult, error) {
 	for i := range events {
 		e := &events[i]
 		switch {
-		case e.Kind != KindConnection && e.Kind != KindRequest && e.Kind != KindSession:
+		case e.Kind != audit.KindConnection && e.Kind != audit.KindRequest && e.Kind != audit.KindSession:
 			return IngestResult{}, &ForeignEventError{Index: i, ID: e.ID, Why: fmt.Sprintf("kind %.40q is not one nodes record", e.Kind)}
 		case e.Dst != from:
 			return IngestResult{}, &ForeignEventError{Index: i, ID: e.ID, Why: fmt.Sprintf("destination %.200q is not the shipping node", e.Dst)}
@@ -269,39 +268,14 @@ type IngestResult struct {
 	Duplicates int
 	// Conflicts are the events whose (dst, id) was stored with other
 	// content; each one's content is kept in an integrity event.
-	Conflicts []Conflict
+	Conflicts []audit.Conflict
 	// Seqs holds, for each event of the batch in order, the seq at which
 	// its content is kept: its new row, the identical row stored before,
 	// or the integrity event that keeps a conflicting one.
 	Seqs []int64
 	// Receipt is the signed head after the batch, bound to its content
-	// (Receipt.Batch); zero only for an empty batch.
-	Receipt Receipt
-}
-
-// Conflict is one event of a batch whose (dst, id) was already stored
-// with different content.
-type Conflict struct {
-	// Index is the event's position in the batch.
-	Index int `json:"index"`
-	// ID is its event id.
-	ID string `json:"id"`
-	// StoredSeq is the seq of the event stored first under the same
-	// (dst, id); Seq is the integrity event that keeps the new content.
-	StoredSeq int64 `json:"stored_seq"`
-	Seq       int64 `json:"seq"`
-}
-
-// ConflictDetail is the Detail of an id_conflict integrity event (JSON):
-// both contents' hashes and the rejected content itself, so nothing that
-// arrived is lost and the two can be compared.
-type ConflictDetail struct {
-	ID             string          `json:"id"`
-	Dst            string          `json:"dst"`
-	StoredSeq      int64           `json:"stored_seq"`
-	StoredSHA256   string          `json:"stored_sha256"`
-	RejectedSHA256 string          `json:"rejected_sha256"`
-	Rejected       json.RawMessage `json:"rejected"`
+	// (audit.Receipt.Batch); zero only for an empty batch.
+	Receipt audit.Receipt
 }
 
 // ForeignEventError refuses a batch with an event the shipping node may
@@ -320,14 +294,14 @@ func (e *ForeignEventError) Unwrap() error { return ErrForeignEvent }
 
 // append validates and stores events shipped by from (the store's owner
 // for Append), signing a receipt for the batch when receipt is set.
-func (s *Store) append(ctx context.Context, from string, events []Event, receipt bool) (IngestResult, error) {
+func (s *Store) append(ctx context.Context, from string, events []audit.Event, receipt bool) (IngestResult, error) {
 	if len(events) == 0 {
 		return IngestResult{}, nil
 	}
 	enc := make([]encodedEvent, len(events))
 	for i := range events {
 		e := &events[i]
-		c, err := e.encodeValid()
+		c, err := audit.AppendValid(make([]byte, 0, 512), e)
 		if err != nil {
 			return IngestResult{}, fmt.Errorf("audit: append: event %d: %w", i, err)
 		}
@@ -352,11 +326,11 @@ func (s *Store) append(ctx context.Context, from string, events []Event, receipt
 		}
 	}
 	if receipt {
-		hashes := make([]Hash, len(enc))
+		hashes := make([]audit.Hash, len(enc))
 		for i, x := range enc {
 			hashes[i] = sha256.Sum256(x.canonical)
 		}
-		if r.Receipt, err = s.signLocked(newBatchCommit(r.Seqs, hashes)); err != nil {
+		if r.Receipt, err = s.signLocked(audit.NewBatchCommit(r.Seqs, hashes)); err != nil {
 			// The events are stored; the sender sees no receipt and
 			// sends the batch again, which adds nothing.
 			return r, fmt.Errorf("audit: append: %w", err)
@@ -381,9 +355,9 @@ func (s *Store) insert(ctx context.Context, from string, enc []encodedEvent) (In
 	defer stmt.Close()
 	seq, head := s.seq, s.head
 	// put chains one event; it reports false when (dst, id) is taken.
-	put := func(e *Event, canonical []byte) (bool, error) {
+	put := func(e *audit.Event, canonical []byte) (bool, error) {
 		next := seq + 1
-		h := ChainHash(head, next, canonical)
+		h := audit.ChainHash(head, next, canonical)
 		res, err := stmt.ExecContext(ctx, next, e.ID, e.Time.UnixNano(), string(e.Kind),
 			e.Src, selectorOf(e.Src), e.Dst, selectorOf(e.Dst), e.Method, e.Tool, e.Decision,
 			canonical, h[:])
@@ -428,7 +402,7 @@ func (s *Store) insert(ctx context.Context, from string, enc []encodedEvent) (In
 			return r, fmt.Errorf("record id conflict of %s: %w", x.e.ID, errors.Join(err, errors.New("integrity event id taken")))
 		}
 		r.Seqs[i] = seq
-		r.Conflicts = append(r.Conflicts, Conflict{Index: i, ID: x.e.ID, StoredSeq: oldSeq, Seq: seq})
+		r.Conflicts = append(r.Conflicts, audit.Conflict{Index: i, ID: x.e.ID, StoredSeq: oldSeq, Seq: seq})
 	}
 	if err := tx.Commit(); err != nil {
 		return r, err
@@ -443,9 +417,9 @@ func (s *Store) insert(ctx context.Context, from string, enc []encodedEvent) (In
 
 // conflictEvent builds the integrity event that keeps x, which from shipped
 // under the (dst, id) of the event stored at oldSeq with oldBody.
-func (s *Store) conflictEvent(from string, x encodedEvent, oldSeq int64, oldBody []byte) (*Event, []byte, error) {
+func (s *Store) conflictEvent(from string, x encodedEvent, oldSeq int64, oldBody []byte) (*audit.Event, []byte, error) {
 	oldSum, newSum := sha256.Sum256(oldBody), sha256.Sum256(x.canonical)
-	detail, err := json.Marshal(ConflictDetail{
+	detail, err := json.Marshal(audit.ConflictDetail{
 		ID: x.e.ID, Dst: x.e.Dst, StoredSeq: oldSeq,
 		StoredSHA256: hex.EncodeToString(oldSum[:]), RejectedSHA256: hex.EncodeToString(newSum[:]),
 		Rejected: x.canonical,
@@ -453,16 +427,42 @@ func (s *Store) conflictEvent(from string, x encodedEvent, oldSeq int64, oldBody
 	if err != nil {
 		return nil, nil, fmt.Errorf("record id conflict of %s: %w", x.e.ID, err)
 	}
-	e := &Event{
-		V: SchemaVersion, ID: NewID(), Time: s.opts.Now().UTC(), Kind: KindIntegrity,
+	e := &audit.Event{
+		V: audit.SchemaVersion, ID: audit.NewID(), Time: s.opts.Now().UTC(), Kind: audit.KindIntegrity,
 		Src: from, Dst: s.opts.Self, Action: "audit.ingest", Target: x.e.ID,
-		Decision: Deny, Reason: ReasonIDConflict, Detail: string(detail),
+		Decision: audit.Deny, Reason: audit.ReasonIDConflict, Detail: string(detail),
 	}
-	c, err := e.encodeValid()
+	c, err := audit.AppendValid(make([]byte, 0, 512), e)
 	if err != nil {
 		return nil, nil, fmt.Errorf("record id conflict of %s: %w", x.e.ID, err)
 	}
 	return e, c, nil
+}
+
+// Receipt signs the store's current head, without binding a batch. It
+// stores nothing. A store without events yields the zero Receipt.
+func (s *Store) Receipt(ctx context.Context) (audit.Receipt, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.stale {
+		if err := s.loadHead(ctx); err != nil {
+			return audit.Receipt{}, fmt.Errorf("audit: receipt: %w", err)
+		}
+	}
+	r, err := s.signLocked(nil)
+	if err != nil {
+		return audit.Receipt{}, fmt.Errorf("audit: receipt: %w", err)
+	}
+	return r, nil
+}
+
+// signLocked signs the current head and batch (nil: none). s.mu must be
+// held.
+func (s *Store) signLocked(batch *audit.BatchCommit) (audit.Receipt, error) {
+	if s.seq == 0 {
+		return audit.Receipt{}, nil
+	}
+	return audit.SignReceipt(s.signer, s.seq, s.head, s.opts.Now(), batch)
 }
 
 // Appended returns a channel that is closed the next time an Append stores
@@ -492,7 +492,7 @@ func (s *Store) checkpointLocked(ctx context.Context) error {
 		return nil
 	}
 	at := s.opts.Now().UnixNano()
-	sig, err := s.signer.Sign(rand.Reader, checkpointMessage(s.seq, s.head, at), crypto.Hash(0))
+	sig, err := s.signer.Sign(rand.Reader, audit.CheckpointMessage(s.seq, s.head, at), crypto.Hash(0))
 	if err != nil {
 		return fmt.Errorf("audit: checkpoint: sign: %w", err)
 	}
@@ -553,9 +553,9 @@ func (s *Store) Prune(ctx context.Context, before time.Time) (int64, error) {
 	if err != nil {
 		return 0, fmt.Errorf("audit: prune: %w", err)
 	}
-	var head Hash
+	var head audit.Hash
 	copy(head[:], cpHead)
-	sig, err := s.signer.Sign(rand.Reader, pruneMessage(cpSeq, head, beforeNS), crypto.Hash(0))
+	sig, err := s.signer.Sign(rand.Reader, audit.PruneMessage(cpSeq, head, beforeNS), crypto.Hash(0))
 	if err != nil {
 		return 0, fmt.Errorf("audit: prune: sign: %w", err)
 	}
@@ -585,32 +585,4 @@ func (s *Store) Prune(ctx context.Context, before time.Time) (int64, error) {
 		return 0, fmt.Errorf("audit: prune: %w", err)
 	}
 	return deleted, nil
-}
-
-// EncodePublicKey returns pub as a PEM "PUBLIC KEY" block (PKIX), the form
-// nodes receive with the CA bundle.
-func EncodePublicKey(pub ed25519.PublicKey) []byte {
-	der, err := x509.MarshalPKIXPublicKey(pub)
-	if err != nil {
-		// Only a malformed key fails; an empty result verifies nothing.
-		return nil
-	}
-	return pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der})
-}
-
-// ParsePublicKey parses EncodePublicKey's output.
-func ParsePublicKey(b []byte) (ed25519.PublicKey, error) {
-	blk, _ := pem.Decode(b)
-	if blk == nil || blk.Type != "PUBLIC KEY" {
-		return nil, fmt.Errorf("audit: parse public key: %w: not a PEM PUBLIC KEY", ErrBadKey)
-	}
-	k, err := x509.ParsePKIXPublicKey(blk.Bytes)
-	if err != nil {
-		return nil, fmt.Errorf("audit: parse public key: %w", err)
-	}
-	pub, ok := k.(ed25519.PublicKey)
-	if !ok {
-		return nil, fmt.Errorf("audit: parse public key: %w", ErrBadKey)
-	}
-	return pub, nil
 }

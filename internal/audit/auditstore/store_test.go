@@ -1,4 +1,4 @@
-package audit
+package auditstore
 
 import (
 	"bytes"
@@ -8,10 +8,12 @@ import (
 	"errors"
 	"testing"
 	"time"
+
+	"agentmesh/internal/audit"
 )
 
 func TestStoreAppendIsIdempotentByID(t *testing.T) {
-	s, db, pub := testStore(t, StoreOptions{CheckpointEvents: -1})
+	s, db, pub := testStore(t, Options{CheckpointEvents: -1})
 	ctx := context.Background()
 	batch := testEvents(0, 100)
 	added, err := s.Append(ctx, batch)
@@ -21,7 +23,7 @@ func TestStoreAppendIsIdempotentByID(t *testing.T) {
 	// Re-delivery, overlap and duplicates inside one batch add only what is new.
 	tests := []struct {
 		name  string
-		batch []Event
+		batch []audit.Event
 		want  int
 	}{
 		{"same batch again", batch, 0},
@@ -47,11 +49,11 @@ func TestStoreAppendIsIdempotentByID(t *testing.T) {
 }
 
 func TestStoreAppendRejectsBatchWithInvalidEvent(t *testing.T) {
-	s, db, _ := testStore(t, StoreOptions{})
+	s, db, _ := testStore(t, Options{})
 	batch := testEvents(0, 3)
 	batch[2].ID = "not-an-id"
-	if _, err := s.Append(context.Background(), batch); !errors.Is(err, ErrInvalidEvent) {
-		t.Fatalf("Append = %v, want ErrInvalidEvent", err)
+	if _, err := s.Append(context.Background(), batch); !errors.Is(err, audit.ErrInvalidEvent) {
+		t.Fatalf("Append = %v, want audit.ErrInvalidEvent", err)
 	}
 	var n int
 	db.QueryRow(`SELECT count(*) FROM audit_events`).Scan(&n)
@@ -61,13 +63,13 @@ func TestStoreAppendRejectsBatchWithInvalidEvent(t *testing.T) {
 }
 
 func TestStoreContinuesChainAfterReopen(t *testing.T) {
-	s, db, pub := testStore(t, StoreOptions{})
+	s, db, pub := testStore(t, Options{})
 	ctx := context.Background()
 	if _, err := s.Append(ctx, testEvents(0, 10)); err != nil {
 		t.Fatal(err)
 	}
 	seq, head := s.Head()
-	again, err := NewStore(ctx, db, s.signer, StoreOptions{})
+	again, err := New(ctx, db, s.signer, Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -83,7 +85,7 @@ func TestStoreContinuesChainAfterReopen(t *testing.T) {
 }
 
 func TestStoreSignsCheckpointEveryNEvents(t *testing.T) {
-	s, db, pub := testStore(t, StoreOptions{CheckpointEvents: 25})
+	s, db, pub := testStore(t, Options{CheckpointEvents: 25})
 	ctx := context.Background()
 	for i := range 10 {
 		if _, err := s.Append(ctx, testEvents(i*10, 10)); err != nil {
@@ -114,7 +116,7 @@ func TestStoreSignsCheckpointEveryNEvents(t *testing.T) {
 func TestStoreRunCheckpointsOnTimerAndOnStop(t *testing.T) {
 	ticks := make(chan chan time.Time)
 	now := testBase
-	s, db, _ := testStore(t, StoreOptions{
+	s, db, _ := testStore(t, Options{
 		CheckpointEvents: -1,
 		CheckpointEvery:  time.Minute,
 		Now:              func() time.Time { return now },
@@ -154,9 +156,9 @@ func TestStoreRunCheckpointsOnTimerAndOnStop(t *testing.T) {
 }
 
 func TestStoreRejectsNonEd25519Signer(t *testing.T) {
-	_, db, _ := testStore(t, StoreOptions{})
-	if _, err := NewStore(context.Background(), db, nil, StoreOptions{}); !errors.Is(err, ErrBadKey) {
-		t.Fatalf("NewStore(nil signer) = %v, want ErrBadKey", err)
+	_, db, _ := testStore(t, Options{})
+	if _, err := New(context.Background(), db, nil, Options{}); !errors.Is(err, audit.ErrBadKey) {
+		t.Fatalf("New(nil signer) = %v, want audit.ErrBadKey", err)
 	}
 }
 
@@ -165,25 +167,25 @@ func TestPublicKeyPEMRoundTrips(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	pemBytes := EncodePublicKey(pub)
+	pemBytes := audit.EncodePublicKey(pub)
 	if !bytes.HasPrefix(pemBytes, []byte("-----BEGIN PUBLIC KEY-----")) {
 		t.Fatalf("not PEM: %s", pemBytes)
 	}
-	got, err := ParsePublicKey(pemBytes)
+	got, err := audit.ParsePublicKey(pemBytes)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if !got.Equal(pub) {
 		t.Fatal("parsed key differs")
 	}
-	if _, err := ParsePublicKey([]byte("garbage")); !errors.Is(err, ErrBadKey) {
-		t.Fatalf("ParsePublicKey(garbage) = %v, want ErrBadKey", err)
+	if _, err := audit.ParsePublicKey([]byte("garbage")); !errors.Is(err, audit.ErrBadKey) {
+		t.Fatalf("audit.ParsePublicKey(garbage) = %v, want audit.ErrBadKey", err)
 	}
 }
 
 func TestStoreAppendedClosesOnlyWhenEventsAreAdded(t *testing.T) {
 	ctx := context.Background()
-	s, _, _ := testStore(t, StoreOptions{})
+	s, _, _ := testStore(t, Options{})
 	ch := s.Appended()
 	if _, err := s.Append(ctx, testEvents(0, 3)); err != nil {
 		t.Fatal(err)

@@ -1,4 +1,4 @@
-package audit
+package spool
 
 import (
 	"context"
@@ -7,17 +7,18 @@ import (
 	"log/slog"
 	"time"
 
+	"agentmesh/internal/audit"
 	"agentmesh/internal/backoff"
 )
 
 // Sender delivers a batch of events to the coordinator. A nil error means
 // the coordinator stored all of them (durably) and proved it (a receipt
-// that binds the batch, Receipt.CheckBatch); anything else means the batch
+// that binds the batch, audit.Receipt.CheckBatch); anything else means the batch
 // will be sent again, so the receiver must be idempotent by (dst, event
-// id). An error wrapping ErrNotKept says the coordinator answered but did
+// id). An error wrapping audit.ErrNotKept says the coordinator answered but did
 // not show that it kept what was sent. controlclient.Client implements it.
 type Sender interface {
-	Send(ctx context.Context, events []Event) error
+	Send(ctx context.Context, events []audit.Event) error
 }
 
 // ShipOptions configures Ship. The zero value is usable.
@@ -108,7 +109,7 @@ func Ship(ctx context.Context, spool *Spool, sender Sender, opts ShipOptions) er
 		}
 		wait := retry.Next()
 		failures := retry.Failures()
-		if errors.Is(err, ErrNotKept) {
+		if errors.Is(err, audit.ErrNotKept) {
 			// Not an outage: the coordinator answered without proving it
 			// stored what was sent. The events stay in the spool.
 			log.Error("audit: THE COORDINATOR DID NOT KEEP THE EVENTS SENT; keeping them and retrying",
