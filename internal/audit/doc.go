@@ -32,6 +32,11 @@
 // an integrity event (reason id_conflict, Detail a ConflictDetail) keeps the
 // new content, both hashes and the shipper. Verify counts them.
 //
+// Every recorder stamps an event (Event.Stamp: version, id, time from its
+// injected clock) before it writes it. Decision and Outcome are typed; the
+// doc of Outcome lists each situation and the outcome every recorder gives
+// it.
+//
 // Refused attempts (handshakes, admissions, joins) go through Refusals,
 // which writes the first refusal of a (recorder, source, reason, kind) at
 // once and aggregates the rest of its window into one event with Count and

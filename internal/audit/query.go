@@ -19,7 +19,7 @@ type Filter struct {
 	// selectors are rejected with ErrBadFilter: events do not record tags.
 	Src, Dst string
 	// Decision is Allow, Deny or "" for both.
-	Decision string
+	Decision Decision
 	// Kind, Method and Tool match exactly when not empty.
 	Kind   Kind
 	Method string

@@ -454,10 +454,10 @@ func (s *Store) conflictEvent(from string, x encodedEvent, oldSeq int64, oldBody
 		return nil, nil, fmt.Errorf("record id conflict of %s: %w", x.e.ID, err)
 	}
 	e := &Event{
-		V: SchemaVersion, ID: NewID(), Time: s.opts.Now().UTC(), Kind: KindIntegrity,
-		Src: from, Dst: s.opts.Self, Action: "audit.ingest", Target: x.e.ID,
+		Kind: KindIntegrity, Src: from, Dst: s.opts.Self, Action: "audit.ingest", Target: x.e.ID,
 		Decision: Deny, Reason: ReasonIDConflict, Detail: string(detail),
 	}
+	e.Stamp(s.opts.Now())
 	c, err := e.encodeValid()
 	if err != nil {
 		return nil, nil, fmt.Errorf("record id conflict of %s: %w", x.e.ID, err)

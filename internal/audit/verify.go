@@ -326,7 +326,7 @@ func verifyTx(ctx context.Context, tx *sql.Tx, pub ed25519.PublicKey, receipts [
 		case e.Time.UnixNano() != r.timeNS:
 			return fail(r.seq, r.id, "time column disagrees with the hashed event")
 		case string(e.Kind) != r.kind, e.Src != r.src, e.Dst != r.dst, e.Method != r.method,
-			e.Tool != r.tool, e.Decision != r.decis, selectorOf(e.Src) != r.srcSel, selectorOf(e.Dst) != r.dstSel:
+			e.Tool != r.tool, string(e.Decision) != r.decis, selectorOf(e.Src) != r.srcSel, selectorOf(e.Dst) != r.dstSel:
 			return fail(r.seq, r.id, "a filter column disagrees with the hashed event")
 		}
 		if e.Kind == KindIntegrity && e.Reason == ReasonIDConflict {

@@ -18,8 +18,10 @@ import (
 	"syscall"
 	"time"
 
+	"agentmesh/internal/audit"
 	"agentmesh/internal/mcpwire"
 	"agentmesh/internal/policy"
+	"agentmesh/internal/reason"
 )
 
 // httpUpstream forwards to a Streamable HTTP MCP server.
@@ -140,7 +142,7 @@ func (u *httpUpstream) forward(w http.ResponseWriter, r *http.Request, x *exchan
 	resp, err := u.do(ctx, r, x)
 	if err != nil {
 		if ctx.Err() != nil {
-			x.outcome = "client_gone"
+			x.outcome = audit.OutcomeClientGone
 			return
 		}
 		g.log.Warn("upstream request failed", "event_id", x.ev.ID, "err", err)
@@ -193,12 +195,12 @@ func (u *httpUpstream) forward(w http.ResponseWriter, r *http.Request, x *exchan
 // fail answers an upstream failure with a JSON-RPC internal error carrying
 // the audit event id.
 func (u *httpUpstream) fail(w http.ResponseWriter, x *exchange) {
-	x.outcome = ReasonUpstream
+	x.outcome = audit.OutcomeUpstreamError
 	var id json.RawMessage
 	if x.msg != nil {
 		id = x.msg.ID
 	}
-	writeRefusal(w, http.StatusBadGateway, id, mcpwire.CodeInternalError, ReasonUpstream, x.ev.ID)
+	writeRefusal(w, http.StatusBadGateway, id, mcpwire.CodeInternalError, reason.UpstreamError, x.ev.ID)
 }
 
 // do sends the request upstream. The body is the validated original bytes.
@@ -307,7 +309,7 @@ func (u *httpUpstream) copy(w http.ResponseWriter, resp *http.Response, x *excha
 		n, err := resp.Body.Read(buf)
 		if n > 0 {
 			if _, werr := w.Write(buf[:n]); werr != nil {
-				x.outcome = "client_gone"
+				x.outcome = audit.OutcomeClientGone
 				return
 			}
 			if stream {
@@ -318,18 +320,11 @@ func (u *httpUpstream) copy(w http.ResponseWriter, resp *http.Response, x *excha
 			break
 		}
 		if err != nil {
-			x.outcome = ReasonUpstream
+			x.outcome = audit.OutcomeUpstreamError
 			return
 		}
 	}
-	x.outcome = outcomeOf(resp.StatusCode)
-}
-
-func outcomeOf(status int) string {
-	if status/100 == 2 {
-		return "ok"
-	}
-	return fmt.Sprintf("http_%d", status)
+	x.outcome = audit.OutcomeOfStatus(resp.StatusCode)
 }
 
 // relayMessages answers with the upstream's response passed message by
@@ -370,7 +365,7 @@ func (u *httpUpstream) relayMessages(w http.ResponseWriter, resp *http.Response,
 		w.Header().Set("Content-Length", fmt.Sprint(len(out)))
 		w.WriteHeader(http.StatusOK)
 		w.Write(out)
-		x.outcome = "ok"
+		x.outcome = audit.OutcomeOK
 		return
 	}
 	w.WriteHeader(http.StatusOK)
@@ -380,9 +375,9 @@ func (u *httpUpstream) relayMessages(w http.ResponseWriter, resp *http.Response,
 		ev, err := er.next()
 		if err != nil {
 			if errors.Is(err, io.EOF) {
-				x.outcome = "ok"
+				x.outcome = audit.OutcomeOK
 			} else {
-				x.outcome = ReasonUpstream
+				x.outcome = audit.OutcomeUpstreamError
 			}
 			return
 		}
@@ -391,7 +386,7 @@ func (u *httpUpstream) relayMessages(w http.ResponseWriter, resp *http.Response,
 			data, err := fn(ev.data)
 			if err != nil {
 				u.g.log.Warn("cannot filter list response", "event_id", x.ev.ID, "err", err)
-				x.outcome = ReasonUpstream
+				x.outcome = audit.OutcomeUpstreamError
 				return
 			}
 			if !bytes.Equal(data, ev.data) {
@@ -399,7 +394,7 @@ func (u *httpUpstream) relayMessages(w http.ResponseWriter, resp *http.Response,
 			}
 		}
 		if fw.write(out) != nil {
-			x.outcome = "client_gone"
+			x.outcome = audit.OutcomeClientGone
 			return
 		}
 	}
@@ -488,7 +483,7 @@ func (g *Gateway) keeper(k listKind, vis policy.Visibility, owner peerRef) func(
 
 // peerKeeper is keeper for an admitted peer.
 func (g *Gateway) peerKeeper(k listKind, p *peerInfo) func(string) bool {
-	return g.keeper(k, p.state.Policy.Visible(p.peer.Node, p.state.Self), p.ref)
+	return g.keeper(k, p.state.Policy.Visible(p.node, p.state.Self), p.ref)
 }
 
 // streamEvent processes one event of a server-to-client stream (a GET
@@ -569,7 +564,7 @@ func (u *httpUpstream) injecting(ctx context.Context, w http.ResponseWriter, res
 				continue
 			}
 			if err := fw.write(out); err != nil {
-				done <- err
+				done <- errClientGone
 				return
 			}
 		}
@@ -577,10 +572,15 @@ func (u *httpUpstream) injecting(ctx context.Context, w http.ResponseWriter, res
 	for {
 		select {
 		case err := <-done:
-			if errors.Is(err, io.EOF) {
-				x.outcome = "ok"
-			} else {
-				x.outcome = "closed"
+			switch {
+			case errors.Is(err, io.EOF):
+				x.outcome = audit.OutcomeOK
+			case errors.Is(err, errClientGone):
+				x.outcome = audit.OutcomeClientGone
+			case ctx.Err() != nil:
+				x.outcome = audit.OutcomeStreamCut
+			default:
+				x.outcome = audit.OutcomeUpstreamError
 			}
 			return
 		case <-st.wake:
@@ -590,7 +590,7 @@ func (u *httpUpstream) injecting(ctx context.Context, w http.ResponseWriter, res
 		case <-ctx.Done():
 			resp.Body.Close()
 			<-done
-			x.outcome = "closed"
+			x.outcome = audit.OutcomeStreamCut
 			return
 		}
 	}

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"agentmesh/internal/loopback"
+	"agentmesh/internal/reason"
 )
 
 // LocalConfig configures a Local.
@@ -105,8 +106,8 @@ func NewLocal(cfg LocalConfig) (*Local, error) {
 		},
 		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
 			l.log.Warn("local model endpoint: gateway request failed", "err", err)
-			writeError(w, http.StatusBadGateway, ErrorBody{Error: ErrorDetail{Type: "api_error", Code: ReasonUpstream,
-				Message: "the model gateway could not be reached"}, Reason: ReasonUpstream})
+			writeError(w, http.StatusBadGateway, ErrorBody{Error: ErrorDetail{Type: "api_error", Code: reason.UpstreamError,
+				Message: "the model gateway could not be reached"}, Reason: reason.UpstreamError})
 		},
 	}
 	return l, nil
@@ -127,8 +128,8 @@ func (l *Local) Handler(guard *loopback.Guard) http.Handler {
 		}
 		if err != nil || base.Scheme != l.scheme || base.Host == "" {
 			l.log.Warn("local model endpoint: resolving the gateway failed", "err", err, "url", raw)
-			writeError(w, http.StatusBadGateway, ErrorBody{Error: ErrorDetail{Type: "api_error", Code: ReasonUpstream,
-				Message: "the model gateway could not be resolved"}, Reason: ReasonUpstream})
+			writeError(w, http.StatusBadGateway, ErrorBody{Error: ErrorDetail{Type: "api_error", Code: reason.UpstreamError,
+				Message: "the model gateway could not be resolved"}, Reason: reason.UpstreamError})
 			return
 		}
 		base.Path, base.RawPath = "", ""
@@ -140,16 +141,16 @@ func (l *Local) Handler(guard *loopback.Guard) http.Handler {
 // error shape, with the reason code; it never reaches the gateway. A
 // missing or wrong token is 401, which OpenAI clients surface as an
 // authentication error about their API key: the token is that key.
-func (l *Local) refuse(w http.ResponseWriter, r *http.Request, reason string) {
-	l.log.Warn("local model endpoint refused a request", "reason", reason, "method", r.Method, "remote", r.RemoteAddr)
-	if reason == loopback.ReasonLocalAuth {
+func (l *Local) refuse(w http.ResponseWriter, r *http.Request, why reason.Code) {
+	l.log.Warn("local model endpoint refused a request", "reason", why, "method", r.Method, "remote", r.RemoteAddr)
+	if why == reason.LocalAuth {
 		w.Header().Set("WWW-Authenticate", loopback.Challenge)
-		writeError(w, http.StatusUnauthorized, ErrorBody{Error: ErrorDetail{Type: "authentication_error", Code: reason,
-			Message: "this endpoint requires its token as the API key (Authorization: Bearer TOKEN)"}, Reason: reason})
+		writeError(w, http.StatusUnauthorized, ErrorBody{Error: ErrorDetail{Type: "authentication_error", Code: why,
+			Message: "this endpoint requires its token as the API key (Authorization: Bearer TOKEN)"}, Reason: why})
 		return
 	}
-	writeError(w, http.StatusForbidden, ErrorBody{Error: ErrorDetail{Type: "permission_denied", Code: reason,
-		Message: "this endpoint serves local clients only"}, Reason: reason})
+	writeError(w, http.StatusForbidden, ErrorBody{Error: ErrorDetail{Type: "permission_denied", Code: why,
+		Message: "this endpoint serves local clients only"}, Reason: why})
 }
 
 // Serve serves the local endpoint on ln (a loopback TCP listener or a Unix
