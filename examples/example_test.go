@@ -10,6 +10,7 @@ import (
 	"agentmesh/examples"
 	"agentmesh/internal/identity"
 	"agentmesh/internal/policy"
+	"agentmesh/internal/reason"
 	"agentmesh/internal/tailnet"
 )
 
@@ -37,20 +38,20 @@ func TestExamplePolicyCompilesAndDecides(t *testing.T) {
 		name   string
 		req    policy.Request
 		allow  bool
-		reason policy.Reason
+		reason reason.Code
 	}{
-		{"fraud queries payments", policy.Request{Src: fraud, Dst: db, Action: policy.ActionTool, Tool: "query", Args: map[string]any{"sql": "select 1"}}, true, policy.ReasonAllowed},
-		{"fraud may not delete", policy.Request{Src: fraud, Dst: db, Action: policy.ActionTool, Tool: "query", Args: map[string]any{"sql": "DELETE FROM payments"}}, false, policy.ReasonWhenFalse},
-		{"fraud may not drop", policy.Request{Src: fraud, Dst: db, Action: policy.ActionTool, Tool: "drop_table"}, false, policy.ReasonNotGranted},
-		{"support cannot reach payments", policy.Request{Src: support, Dst: db, Action: policy.ActionConnect}, false, policy.ReasonNoGrant},
-		{"support reads shared file", policy.Request{Src: support, Dst: files, Action: policy.ActionTool, Tool: "read_file", Args: map[string]any{"path": "/srv/shared/a.txt"}}, true, policy.ReasonAllowed},
-		{"support path traversal", policy.Request{Src: support, Dst: files, Action: policy.ActionTool, Tool: "read_file", Args: map[string]any{"path": "/srv/shared/../x"}}, false, policy.ReasonWhenFalse},
-		{"support call without path", policy.Request{Src: support, Dst: files, Action: policy.ActionTool, Tool: "read_file"}, false, policy.ReasonWhenError},
-		{"unsafe resource uri", policy.Request{Src: support, Dst: files, Action: policy.ActionResource, Resource: "file:///srv/shared/%2e%2e/etc/passwd"}, false, policy.ReasonUnsafeURI},
-		{"llama allowed", policy.Request{Src: support, Dst: llm, Action: policy.ActionModel, Model: "llama-3-8b"}, true, policy.ReasonAllowed},
-		{"other model denied", policy.Request{Src: fraud, Dst: llm, Action: policy.ActionModel, Model: "mistral-7b"}, false, policy.ReasonNotGranted},
-		{"teller transfers", policy.Request{Src: teller, Dst: ledger, Action: policy.ActionTool, Tool: "transfer"}, true, policy.ReasonAllowed},
-		{"auditor cannot transfer", policy.Request{Src: auditor, Dst: ledger, Action: policy.ActionTool, Tool: "transfer"}, false, policy.ReasonNotGranted},
+		{"fraud queries payments", policy.Request{Src: fraud, Dst: db, Action: policy.ActionTool, Tool: "query", Args: map[string]any{"sql": "select 1"}}, true, reason.Allowed},
+		{"fraud may not delete", policy.Request{Src: fraud, Dst: db, Action: policy.ActionTool, Tool: "query", Args: map[string]any{"sql": "DELETE FROM payments"}}, false, reason.WhenFalse},
+		{"fraud may not drop", policy.Request{Src: fraud, Dst: db, Action: policy.ActionTool, Tool: "drop_table"}, false, reason.NotGranted},
+		{"support cannot reach payments", policy.Request{Src: support, Dst: db, Action: policy.ActionConnect}, false, reason.NoGrant},
+		{"support reads shared file", policy.Request{Src: support, Dst: files, Action: policy.ActionTool, Tool: "read_file", Args: map[string]any{"path": "/srv/shared/a.txt"}}, true, reason.Allowed},
+		{"support path traversal", policy.Request{Src: support, Dst: files, Action: policy.ActionTool, Tool: "read_file", Args: map[string]any{"path": "/srv/shared/../x"}}, false, reason.WhenFalse},
+		{"support call without path", policy.Request{Src: support, Dst: files, Action: policy.ActionTool, Tool: "read_file"}, false, reason.WhenError},
+		{"unsafe resource uri", policy.Request{Src: support, Dst: files, Action: policy.ActionResource, Resource: "file:///srv/shared/%2e%2e/etc/passwd"}, false, reason.UnsafeURI},
+		{"llama allowed", policy.Request{Src: support, Dst: llm, Action: policy.ActionModel, Model: "llama-3-8b"}, true, reason.Allowed},
+		{"other model denied", policy.Request{Src: fraud, Dst: llm, Action: policy.ActionModel, Model: "mistral-7b"}, false, reason.NotGranted},
+		{"teller transfers", policy.Request{Src: teller, Dst: ledger, Action: policy.ActionTool, Tool: "transfer"}, true, reason.Allowed},
+		{"auditor cannot transfer", policy.Request{Src: auditor, Dst: ledger, Action: policy.ActionTool, Tool: "transfer"}, false, reason.NotGranted},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

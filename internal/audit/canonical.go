@@ -37,8 +37,8 @@ func appendCanonical(dst []byte, e *Event) ([]byte, error) {
 	dst = appendField(dst, `,"model":`, e.Model)
 	dst = appendField(dst, `,"action":`, e.Action)
 	dst = appendField(dst, `,"target":`, e.Target)
-	dst = appendField(dst, `,"decision":`, e.Decision)
-	dst = appendField(dst, `,"reason":`, e.Reason)
+	dst = appendField(dst, `,"decision":`, string(e.Decision))
+	dst = appendField(dst, `,"reason":`, string(e.Reason))
 	dst = appendField(dst, `,"rule":`, e.Rule)
 	dst = appendField(dst, `,"policy_version":`, e.PolicyVersion)
 	dst = appendField(dst, `,"session":`, e.Session)
@@ -46,7 +46,7 @@ func appendCanonical(dst []byte, e *Event) ([]byte, error) {
 		dst = append(dst, `,"latency_us":`...)
 		dst = strconv.AppendInt(dst, e.LatencyUS, 10)
 	}
-	dst = appendField(dst, `,"outcome":`, e.Outcome)
+	dst = appendField(dst, `,"outcome":`, string(e.Outcome))
 	dst = appendField(dst, `,"args_sha256":`, e.ArgsSHA256)
 	dst = appendField(dst, `,"detail":`, e.Detail)
 	if u := e.Usage; u != nil {

@@ -36,6 +36,11 @@
 // is kept and flagged as an integrity event (KindIntegrity, reason
 // ReasonIDConflict, Detail a ConflictDetail), never dropped.
 //
+// Every recorder stamps an event (Event.Stamp: version, id, time from its
+// injected clock) before it writes it. Decision and Outcome are typed; the
+// doc of Outcome lists each situation and the outcome every recorder gives
+// it.
+//
 // Refused attempts (handshakes, admissions, joins) go through Refusals,
 // which writes the first refusal of a (recorder, source, reason, kind) at
 // once and aggregates the rest of its window into one event with Count and

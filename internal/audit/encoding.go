@@ -155,8 +155,8 @@ func (e *Event) problem() string {
 	for _, f := range []struct{ name, v string }{
 		{"src", e.Src}, {"src_addr", e.SrcAddr}, {"dst", e.Dst}, {"method", e.Method},
 		{"tool", e.Tool}, {"resource", e.Resource}, {"prompt", e.Prompt}, {"model", e.Model},
-		{"action", e.Action}, {"target", e.Target}, {"reason", e.Reason}, {"rule", e.Rule},
-		{"policy_version", e.PolicyVersion}, {"session", e.Session}, {"outcome", e.Outcome},
+		{"action", e.Action}, {"target", e.Target}, {"reason", string(e.Reason)}, {"rule", e.Rule},
+		{"policy_version", e.PolicyVersion}, {"session", e.Session}, {"outcome", string(e.Outcome)},
 		{"args_sha256", e.ArgsSHA256},
 	} {
 		if len(f.v) > maxFieldLen {

@@ -4,6 +4,8 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"time"
+
+	"agentmesh/internal/reason"
 )
 
 // SchemaVersion is the version of Event's JSON encoding. It is written into
@@ -26,22 +28,18 @@ const (
 	KindIntegrity Kind = "integrity"
 )
 
-// Reasons of integrity events.
+// Reasons of integrity events, kept under these names for the store and
+// verify code that matches on them.
 const (
-	// ReasonIDConflict: an event arrived under a (dst, id) already stored
-	// with different content. The new content is kept in the integrity
-	// event (see Conflict); the stored event is left as it was.
-	ReasonIDConflict = "id_conflict"
-	// ReasonForeignEvent: a node shipped a batch with an event it did not
-	// decide (another destination, or a kind nodes do not record); the
-	// whole batch was refused.
-	ReasonForeignEvent = "foreign_event"
-)
-
-// Decision values.
-const (
-	Allow = "allow"
-	Deny  = "deny"
+	// ReasonIDConflict is reason.IDConflict: an event arrived under a
+	// (dst, id) already stored with different content. The new content is
+	// kept in the integrity event (see Conflict); the stored event is left
+	// as it was.
+	ReasonIDConflict = reason.IDConflict
+	// ReasonForeignEvent is reason.ForeignEvent: a node shipped a batch
+	// with an event it did not decide (another destination, or a kind
+	// nodes do not record); the whole batch was refused.
+	ReasonForeignEvent = reason.ForeignEvent
 )
 
 // Event is one audit record. Fields that do not apply are left empty.
@@ -72,14 +70,14 @@ type Event struct {
 	// Action names an admin action ("keys.create", "nodes.revoke", ...).
 	Action string `json:"action,omitempty"`
 	// Target is what an admin action acted on (a key id, a node name).
-	Target        string `json:"target,omitempty"`
-	Decision      string `json:"decision,omitempty"`
-	Reason        string `json:"reason,omitempty"`
-	Rule          string `json:"rule,omitempty"`
-	PolicyVersion string `json:"policy_version,omitempty"`
-	Session       string `json:"session,omitempty"`
-	LatencyUS     int64  `json:"latency_us,omitempty"`
-	Outcome       string `json:"outcome,omitempty"`
+	Target        string      `json:"target,omitempty"`
+	Decision      Decision    `json:"decision,omitempty"`
+	Reason        reason.Code `json:"reason,omitempty"`
+	Rule          string      `json:"rule,omitempty"`
+	PolicyVersion string      `json:"policy_version,omitempty"`
+	Session       string      `json:"session,omitempty"`
+	LatencyUS     int64       `json:"latency_us,omitempty"`
+	Outcome       Outcome     `json:"outcome,omitempty"`
 	// ArgsSHA256 is the hex SHA-256 of a tool call's arguments, set only when
 	// the gateway is configured to record it; arguments themselves are never
 	// stored.

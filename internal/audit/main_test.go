@@ -25,7 +25,7 @@ func testEvent(i int) Event {
 		Dst:           fmt.Sprintf("spiffe://mesh.test/tool/t%d", i%3),
 		Method:        "tools/call",
 		Tool:          fmt.Sprintf("tool%d", i%5),
-		Decision:      []string{Allow, Deny}[i%2],
+		Decision:      []Decision{Allow, Deny}[i%2],
 		Reason:        "granted",
 		Rule:          "grants[0]",
 		PolicyVersion: "7",

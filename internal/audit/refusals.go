@@ -131,13 +131,7 @@ func NewRefusals(opts RefusalOptions) *Refusals {
 // still accounted for, in the aggregate whose id is returned.
 func (r *Refusals) Refuse(ctx context.Context, e *Event) (string, error) {
 	now := r.opts.Now().UTC()
-	if e.ID == "" {
-		e.ID = NewID()
-	}
-	if e.Time.IsZero() {
-		e.Time = now
-	}
-	e.V = SchemaVersion
+	e.Stamp(now)
 	r.mu.Lock()
 	if r.closed {
 		r.mu.Unlock()
@@ -179,7 +173,7 @@ func (r *Refusals) Refuse(ctx context.Context, e *Event) (string, error) {
 // keyFor picks the key e is counted under, coarser when the table is
 // full. r.mu must be held.
 func (r *Refusals) keyFor(e *Event) (refusalKey, int) {
-	k := refusalKey{recorder: e.Dst, source: sourceOf(e), reason: e.Reason, kind: e.Kind}
+	k := refusalKey{recorder: e.Dst, source: sourceOf(e), reason: string(e.Reason), kind: e.Kind}
 	if _, ok := r.open[k]; ok || r.fine < r.opts.MaxKeys {
 		return k, 0
 	}

@@ -9,6 +9,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"agentmesh/internal/reason"
 )
 
 // refusalSink records what a Refusals writes, and fails on demand.
@@ -63,8 +65,8 @@ func (c *manualClock) Advance(d time.Duration) {
 // testCoordinator is the recorder of the refusals in these tests.
 const testCoordinator = "spiffe://mesh.test/admin/coordinator"
 
-func refusal(addr, reason string) *Event {
-	return &Event{Kind: KindConnection, SrcAddr: addr, Dst: testCoordinator, Decision: Deny, Reason: reason,
+func refusal(addr string, why reason.Code) *Event {
+	return &Event{Kind: KindConnection, SrcAddr: addr, Dst: testCoordinator, Decision: Deny, Reason: why,
 		Outcome: "refused", Detail: "detail of " + addr}
 }
 
@@ -143,7 +145,7 @@ func TestRefusalsAccountForEveryAttemptExactly(t *testing.T) {
 	told := map[string]int64{}
 	const attempts = 20_000
 	for i := range attempts {
-		e := refusal(fmt.Sprintf("198.51.100.%d:%d", rng.IntN(200), rng.IntN(65536)), []string{"tls_version", "unknown_ca", "no_certificate"}[rng.IntN(3)])
+		e := refusal(fmt.Sprintf("198.51.100.%d:%d", rng.IntN(200), rng.IntN(65536)), []reason.Code{"tls_version", "unknown_ca", "no_certificate"}[rng.IntN(3)])
 		if rng.IntN(4) == 0 {
 			e.Src, e.SrcAddr = fmt.Sprintf("spiffe://mesh.test/agent/a%d", rng.IntN(30)), "127.0.0.1:1"
 		}

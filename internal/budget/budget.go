@@ -31,6 +31,12 @@ import (
 	"sync"
 )
 
+// DefaultRequestsPerPeer is how many requests one peer may have in flight
+// at a gateway at once, open streams included, unless configured
+// otherwise: both gateways share it. A real agent has a handful; 256 is far
+// beyond that, yet bounds what a peer looping on requests can hold.
+const DefaultRequestsPerPeer = 256
+
 // Errors of Take and Grow; match them with errors.Is.
 var (
 	// ErrPeerShare: the peer already holds its share of the budget. The

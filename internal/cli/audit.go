@@ -92,7 +92,7 @@ func runAudit(ctx context.Context, env Env, args []string) error {
 			q.Set(k, v)
 		}
 	}
-	if *decision != "" && *decision != audit.Allow && *decision != audit.Deny {
+	if d := audit.Decision(*decision); d != "" && d != audit.Allow && d != audit.Deny {
 		return usagef("--decision must be allow or deny")
 	}
 	now := time.Now()

@@ -16,7 +16,7 @@ import (
 	"agentmesh/internal/controlapi"
 	"agentmesh/internal/controlclient"
 	"agentmesh/internal/node"
-	"agentmesh/internal/pki"
+	"agentmesh/internal/reason"
 )
 
 // TestGatewayListenerAggregatesRefusedHandshakes: a client that keeps
@@ -103,7 +103,7 @@ func TestGatewayListenerAggregatesRefusedHandshakes(t *testing.T) {
 	}
 	var sum int64
 	for _, e := range events {
-		if e.Reason != string(pki.ReasonNoCertificate) || e.Dst != n.ID().String() {
+		if e.Reason != reason.NoCertificate || e.Dst != n.ID().String() {
 			t.Fatalf("event %+v", e)
 		}
 		sum += e.Attempts()

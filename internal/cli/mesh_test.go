@@ -72,10 +72,10 @@ func startTestMesh(t *testing.T) (*demo, context.Context) {
 func testLogger(t *testing.T) *slog.Logger { return newLogger(Env{Stderr: io.Discard}, false) }
 
 // requestEvents counts tools/call decisions in the coordinator's trail.
-func requestEvents(t *testing.T, ctx context.Context, d *demo, decision string) int {
+func requestEvents(t *testing.T, ctx context.Context, d *demo, decision audit.Decision) int {
 	t.Helper()
 	n := 0
-	body, err := d.admin.Stream(ctx, controlapi.PathAudit+"?kind=request&method=tools/call&decision="+decision)
+	body, err := d.admin.Stream(ctx, controlapi.PathAudit+"?kind=request&method=tools/call&decision="+string(decision))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -9,21 +9,22 @@ import (
 	"testing"
 	"time"
 
+	"agentmesh/internal/admission"
 	"agentmesh/internal/controlapi"
 	"agentmesh/internal/controlclient"
 	"agentmesh/internal/coordinator"
-	"agentmesh/internal/gateway"
 	"agentmesh/internal/identity"
 	"agentmesh/internal/netmap"
 	"agentmesh/internal/node"
 	"agentmesh/internal/nodestate"
 	"agentmesh/internal/pki/pkitest"
+	"agentmesh/internal/reason"
 )
 
 // admitsAs says how the gateway state of view v (at the node self) answers
 // a client presenting the certificate in state dir: "" when admitted, else
 // the reason code.
-func admitsAs(t *testing.T, v node.View, n *node.Node, dir string) string {
+func admitsAs(t *testing.T, v node.View, n *node.Node, dir string) reason.Code {
 	t.Helper()
 	d, err := nodestate.Open(dir)
 	if err != nil {
@@ -35,8 +36,8 @@ func admitsAs(t *testing.T, v node.View, n *node.Node, dir string) string {
 	}
 	r, _ := http.NewRequest(http.MethodPost, "https://gateway/mcp", nil)
 	r.TLS = &tls.ConnectionState{PeerCertificates: []*x509.Certificate{leaf}}
-	_, reason := gateway.IdentifyRequest(gatewayState(v, n.ID()), r, nil)
-	return reason
+	_, why := admission.Identify(admission.NewState(n.ID(), v.Netmap, v.Policy, v.Stale), r, nil)
+	return why
 }
 
 // TestGatewayOnAnOldCacheAdmitsNobodyUntilTheCoordinatorAnswers: a gateway
@@ -140,8 +141,8 @@ func TestGatewayOnAnOldCacheAdmitsNobodyUntilTheCoordinatorAnswers(t *testing.T)
 	clock.Advance(ttl + time.Second)
 	v = wait(n, "the view to go stale", func(v node.View) bool { return v.Stale })
 	for _, who := range []string{"teller", "auditor"} {
-		if got := admitsAs(t, v, n, states[who]); got != gateway.ReasonStaleNetmap {
-			t.Errorf("%s on a stale view: %q, want %s", who, got, gateway.ReasonStaleNetmap)
+		if got := admitsAs(t, v, n, states[who]); got != reason.StaleNetmap {
+			t.Errorf("%s on a stale view: %q, want %s", who, got, reason.StaleNetmap)
 		}
 	}
 	n.Close()
@@ -163,8 +164,8 @@ func TestGatewayOnAnOldCacheAdmitsNobodyUntilTheCoordinatorAnswers(t *testing.T)
 	if !first.Stale || !hasTeller(first) {
 		t.Fatalf("view from an old cache: stale %v, teller %v; want stale", first.Stale, hasTeller(first))
 	}
-	if got := admitsAs(t, first, n, states["auditor"]); got != gateway.ReasonStaleNetmap {
-		t.Errorf("auditor on the old cache: %q, want %s", got, gateway.ReasonStaleNetmap)
+	if got := admitsAs(t, first, n, states["auditor"]); got != reason.StaleNetmap {
+		t.Errorf("auditor on the old cache: %q, want %s", got, reason.StaleNetmap)
 	}
 	v = wait(n, "the coordinator's answer", func(v node.View) bool { return !v.Stale })
 	if hasTeller(v) {
@@ -198,7 +199,7 @@ func FuzzNodeViewFromNetmap(f *testing.F) {
 		if err != nil {
 			return
 		}
-		st := gatewayState(node.View{Netmap: nm, Stale: stale}, self)
+		st := admission.NewState(self, nm, nil, stale)
 		if st.Stale != stale {
 			t.Fatalf("state stale %v from a view stale %v", st.Stale, stale)
 		}

@@ -6,6 +6,8 @@ import (
 	"io"
 	"strings"
 
+	"agentmesh/internal/audit"
+	"agentmesh/internal/reason"
 	"agentmesh/internal/termtext"
 )
 
@@ -24,6 +26,12 @@ func printf(w io.Writer, format string, args ...any) {
 		switch v := a.(type) {
 		case string:
 			safe[i] = termtext.Escape(v)
+		case reason.Code:
+			safe[i] = termtext.Escape(string(v))
+		case audit.Decision:
+			safe[i] = termtext.Escape(string(v))
+		case audit.Outcome:
+			safe[i] = termtext.Escape(string(v))
 
 		case []string:
 			safe[i] = termtext.Escape(strings.Join(v, ","))

@@ -15,6 +15,7 @@ import (
 
 	"golang.org/x/sync/errgroup"
 
+	"agentmesh/internal/admission"
 	"agentmesh/internal/audit"
 	"agentmesh/internal/backoff"
 	"agentmesh/internal/budget"
@@ -22,10 +23,9 @@ import (
 	"agentmesh/internal/identity"
 	"agentmesh/internal/mcpwire"
 	"agentmesh/internal/modelgw"
-	"agentmesh/internal/netmap"
 	"agentmesh/internal/node"
 	"agentmesh/internal/pki"
-	"agentmesh/internal/policy"
+	"agentmesh/internal/reason"
 	"agentmesh/internal/tailnet"
 )
 
@@ -153,7 +153,7 @@ type serveCaps struct {
 // frontend is one listener's gateway: the MCP gateway of a tool node or the
 // model gateway of a model node, with TLS or with a tailnet Identifier.
 type frontend interface {
-	Update(*gateway.State)
+	Update(*admission.State)
 	Recheck(context.Context)
 	Serve(context.Context, net.Listener) error
 }
@@ -178,7 +178,7 @@ func serve(ctx context.Context, env Env, sc serveConfig) error {
 		defer mu.Unlock()
 		latest = &v
 		for _, f := range fronts {
-			f.Update(gatewayState(v, self))
+			f.Update(admission.NewState(self, v.Netmap, v.Policy, v.Stale))
 		}
 	}})
 	if err != nil {
@@ -196,7 +196,7 @@ func serve(ctx context.Context, env Env, sc serveConfig) error {
 	}
 	// newFrontend makes a gateway for one listener and hands it the current
 	// view before it serves anything.
-	newFrontend := func(tlsCfg *tls.Config, ident gateway.Identifier, limitsDir string) (frontend, error) {
+	newFrontend := func(tlsCfg *tls.Config, ident admission.Identifier, limitsDir string) (frontend, error) {
 		var f frontend
 		var err error
 		if self.Kind == identity.KindModel {
@@ -217,7 +217,7 @@ func serve(ctx context.Context, env Env, sc serveConfig) error {
 		defer mu.Unlock()
 		fronts = append(fronts, f)
 		if latest != nil {
-			f.Update(gatewayState(*latest, self))
+			f.Update(admission.NewState(self, latest.Netmap, latest.Policy, latest.Stale))
 		}
 		return f, nil
 	}
@@ -295,9 +295,9 @@ func serverTLS(n *node.Node, self identity.ID, log *slog.Logger) *tls.Config {
 	return pki.NewServerTLS(pki.ServerOptions{
 		Certificate: n.Client.Certificate,
 		Verifier:    n.Client.Verifier(),
-		OnRefused: func(remote string, reason pki.Reason, err error) {
+		OnRefused: func(remote string, why reason.Code, err error) {
 			e := &audit.Event{Kind: audit.KindConnection, SrcAddr: remote, Dst: self.String(), Decision: audit.Deny,
-				Reason: string(reason), Outcome: "refused", Detail: err.Error()}
+				Reason: why, Outcome: audit.OutcomeRefused, Detail: err.Error()}
 			// Aggregated per source: a client that hammers the listener
 			// writes counts, not one event per handshake.
 			if _, err := n.Refusals.Refuse(context.Background(), e); err != nil {
@@ -339,29 +339,6 @@ func registerAddr(ctx context.Context, n *node.Node, addr string, log *slog.Logg
 			return
 		}
 	}
-}
-
-// gatewayState turns a node view into what the gateway enforces: only
-// active nodes are peers; a node absent from the netmap is refused.
-func gatewayState(v node.View, self identity.ID) *gateway.State {
-	s := &gateway.State{Policy: v.Policy, SelfID: self, Peers: map[identity.Name]gateway.Peer{},
-		Self: policy.Node{Name: self.Name, Kind: self.Kind, Tags: []identity.Tag{}}, Stale: v.Stale}
-	if v.Netmap == nil {
-		return s
-	}
-	for _, nn := range v.Netmap.Nodes {
-		// A service this node may reach comes without an incarnation: it
-		// is not a peer that may connect here.
-		if nn.Status != netmap.StatusActive || nn.Incarnation == "" {
-			continue
-		}
-		pn := nn.PolicyNode()
-		if nn.ID == self {
-			s.Self = pn
-		}
-		s.Peers[nn.Name] = gateway.Peer{Node: pn, ID: nn.ID, Incarnation: nn.Incarnation}
-	}
-	return s
 }
 
 func newLogger(env Env, verbose bool) *slog.Logger {

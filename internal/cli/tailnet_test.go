@@ -309,7 +309,7 @@ func auditEvents(t *testing.T, ctx context.Context, d *demo, q string) []audit.E
 	return evs
 }
 
-func hasEvent(evs []audit.Event, srcPrefix, tool, decision string) bool {
+func hasEvent(evs []audit.Event, srcPrefix, tool string, decision audit.Decision) bool {
 	return slices.ContainsFunc(evs, func(e audit.Event) bool {
 		return strings.HasPrefix(e.Src, srcPrefix) && e.Tool == tool && e.Decision == decision
 	})

@@ -13,6 +13,7 @@ import (
 
 	"agentmesh/internal/httpserver"
 	"agentmesh/internal/loopback"
+	"agentmesh/internal/reason"
 )
 
 // Headers forwarded from the agent to the gateway; every other header
@@ -142,14 +143,14 @@ func (p *proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 // refuse answers a request the local endpoint does not serve with a
 // JSON-RPC error carrying the reason code; it never reaches the gateway.
-func (p *proxy) refuse(w http.ResponseWriter, r *http.Request, reason string) {
+func (p *proxy) refuse(w http.ResponseWriter, r *http.Request, why reason.Code) {
 	status, msg := http.StatusForbidden, "local endpoint: Host or Origin is not local"
-	if reason == loopback.ReasonLocalAuth {
+	if why == reason.LocalAuth {
 		status, msg = http.StatusUnauthorized, "local endpoint: send Authorization: Bearer TOKEN with this endpoint's token"
 		w.Header().Set("WWW-Authenticate", loopback.Challenge)
 	}
-	p.c.log.Warn("local endpoint refused a request", "reason", reason, "method", r.Method, "remote", r.RemoteAddr)
-	b := errorResponse(nil, CodeLocalRefused, msg, map[string]string{"reason": reason})
+	p.c.log.Warn("local endpoint refused a request", "reason", why, "method", r.Method, "remote", r.RemoteAddr)
+	b := errorResponse(nil, CodeLocalRefused, msg, map[string]reason.Code{"reason": why})
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("Content-Length", fmt.Sprint(len(b)))
 	w.WriteHeader(status)

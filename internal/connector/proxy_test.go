@@ -18,6 +18,7 @@ import (
 
 	"agentmesh/internal/connector"
 	"agentmesh/internal/loopback"
+	"agentmesh/internal/reason"
 )
 
 func TestListenerProxiesMCP(t *testing.T) {
@@ -341,7 +342,7 @@ func TestListenerRefusesRequestsWithoutTheToken(t *testing.T) {
 				} `json:"error"`
 			}
 			if err := json.Unmarshal(body, &msg); err != nil || resp.StatusCode != http.StatusUnauthorized ||
-				msg.Error.Code != connector.CodeLocalRefused || msg.Error.Data.Reason != loopback.ReasonLocalAuth ||
+				msg.Error.Code != connector.CodeLocalRefused || msg.Error.Data.Reason != string(reason.LocalAuth) ||
 				resp.Header.Get("WWW-Authenticate") == "" {
 				t.Fatalf("%s with Authorization %q: %d %s %v", method, auth, resp.StatusCode, body, resp.Header)
 			}

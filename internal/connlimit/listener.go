@@ -33,8 +33,9 @@
 // up. A source over its own
 // limit is refused instead, so that one source cannot churn everybody
 // else's connections. Every refusal and every connection closed for a
-// bound is reported to Config.OnRefuse with a stable Reason, so it can be
-// audited.
+// bound is reported to Config.OnRefuse with a stable reason code
+// (reason.TooManyConnections, reason.HandshakeTimeout,
+// reason.ConnLifetime), so it can be audited.
 //
 // A source is an IPv4 address or an IPv6 /64 (SourceKey): one host, or one
 // customer network, whatever addresses it picks inside it.
@@ -53,25 +54,8 @@ import (
 	"slices"
 	"sync"
 	"time"
-)
 
-// Reason is a stable code for a refused or closed connection; the same
-// code appears in the audit event.
-type Reason string
-
-// Reasons reported to Config.OnRefuse.
-const (
-	// ReasonTooManyConnections: a budget was full (the source's own, or
-	// the global one, whose longest-held connection was closed).
-	ReasonTooManyConnections Reason = "too_many_connections"
-	// ReasonHandshakeTimeout: the TLS handshake did not finish in time.
-	ReasonHandshakeTimeout Reason = "handshake_timeout"
-	// ReasonConnLifetime: an unauthenticated connection was open longer
-	// than UnauthenticatedLifetime.
-	ReasonConnLifetime Reason = "conn_lifetime"
-	// ReasonRateLimited: a source asked more often than its RateLimiter
-	// allows (reported by the server that uses the RateLimiter).
-	ReasonRateLimited Reason = "rate_limited"
+	"agentmesh/internal/reason"
 )
 
 // ErrTooMany is returned by Admit when the connection's budget is full.
@@ -104,7 +88,7 @@ type Config struct {
 	// a bound, with the client's address. It runs on the accept path or a
 	// timer, so it must be quick; it is not called once the listener is
 	// closed.
-	OnRefuse func(remote net.Addr, reason Reason)
+	OnRefuse func(remote net.Addr, why reason.Code)
 }
 
 func (c Config) withDefaults() Config {
@@ -191,10 +175,10 @@ func (l *Listener) Accept() (net.Conn, error) {
 		c := &conn{Conn: raw, l: l, src: SourceKey(raw.RemoteAddr())}
 		evicted, ok := l.add(c)
 		if evicted != nil {
-			evicted.refuse(ReasonTooManyConnections)
+			evicted.refuse(reason.TooManyConnections)
 		}
 		if !ok {
-			l.report(raw.RemoteAddr(), ReasonTooManyConnections)
+			l.report(raw.RemoteAddr(), reason.TooManyConnections)
 			raw.Close()
 			continue
 		}
@@ -221,7 +205,7 @@ func (l *Listener) add(c *conn) (*conn, bool) {
 		evicted = l.removeLocked(q.Front().Value.(*conn))
 	}
 	l.enterLocked(c, silent)
-	c.timer = time.AfterFunc(l.cfg.HandshakeTimeout, func() { c.expire(ReasonHandshakeTimeout, silent, hello) })
+	c.timer = time.AfterFunc(l.cfg.HandshakeTimeout, func() { c.expire(reason.HandshakeTimeout, silent, hello) })
 	return evicted, true
 }
 
@@ -295,10 +279,10 @@ func (l *Listener) Admit(nc net.Conn, authenticated bool) error {
 	}
 	evicted, err := l.admit(c, authenticated)
 	if evicted != nil {
-		evicted.refuse(ReasonTooManyConnections)
+		evicted.refuse(reason.TooManyConnections)
 	}
 	if err != nil {
-		l.report(c.RemoteAddr(), ReasonTooManyConnections)
+		l.report(c.RemoteAddr(), reason.TooManyConnections)
 	}
 	return err
 }
@@ -329,7 +313,7 @@ func (l *Listener) admit(c *conn, auth bool) (*conn, error) {
 	}
 	l.removeLocked(c)
 	l.enterLocked(c, unauthenticated)
-	c.timer = time.AfterFunc(l.cfg.UnauthenticatedLifetime, func() { c.expire(ReasonConnLifetime, unauthenticated) })
+	c.timer = time.AfterFunc(l.cfg.UnauthenticatedLifetime, func() { c.expire(reason.ConnLifetime, unauthenticated) })
 	return evicted, nil
 }
 
@@ -388,7 +372,7 @@ func (l *Listener) Close() error {
 // Addr is the inner listener's address.
 func (l *Listener) Addr() net.Addr { return l.inner.Addr() }
 
-func (l *Listener) report(remote net.Addr, r Reason) {
+func (l *Listener) report(remote net.Addr, r reason.Code) {
 	l.mu.Lock()
 	done := l.isClosed
 	l.mu.Unlock()
@@ -418,14 +402,14 @@ func (c *conn) Close() error {
 }
 
 // refuse closes a connection taken out of its budget for a bound.
-func (c *conn) refuse(r Reason) {
+func (c *conn) refuse(r reason.Code) {
 	c.l.report(c.RemoteAddr(), r)
 	c.Conn.Close()
 }
 
 // expire closes c for reason r if it is still in one of the budgets in
 // when its timer fires.
-func (c *conn) expire(r Reason, in ...budget) {
+func (c *conn) expire(r reason.Code, in ...budget) {
 	c.l.mu.Lock()
 	still := slices.Contains(in, c.budget)
 	if still {

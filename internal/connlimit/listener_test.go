@@ -20,6 +20,7 @@ import (
 	"agentmesh/internal/identity"
 	"agentmesh/internal/pki"
 	"agentmesh/internal/pki/pkitest"
+	"agentmesh/internal/reason"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -27,16 +28,16 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 // refusals collects what a Listener reports.
 type refusals struct {
 	mu  sync.Mutex
-	got []connlimit.Reason
-	ch  chan connlimit.Reason
+	got []reason.Code
+	ch  chan reason.Code
 }
 
-func newRefusals() *refusals { return &refusals{ch: make(chan connlimit.Reason, 256)} }
+func newRefusals() *refusals { return &refusals{ch: make(chan reason.Code, 256)} }
 
-func (r *refusals) on(_ net.Addr, reason connlimit.Reason) { r.ch <- reason }
+func (r *refusals) on(_ net.Addr, reason reason.Code) { r.ch <- reason }
 
 // next waits for the next reported refusal.
-func (r *refusals) next(t *testing.T) connlimit.Reason {
+func (r *refusals) next(t *testing.T) reason.Code {
 	t.Helper()
 	select {
 	case reason := <-r.ch:
@@ -139,7 +140,7 @@ func TestListenerRefusesASourceOverItsHandshakeLimit(t *testing.T) {
 	dialFrom(t, "127.0.0.2", l.Addr().String())
 	waitAccepted(t, accepted, 2)
 	c := dialFrom(t, "127.0.0.2", l.Addr().String())
-	if got := r.next(t); got != connlimit.ReasonTooManyConnections {
+	if got := r.next(t); got != reason.TooManyConnections {
 		t.Fatalf("reason %s", got)
 	}
 	closedByServer(t, c)
@@ -157,7 +158,7 @@ func TestListenerClosesTheLongestHandshakeWhenFull(t *testing.T) {
 	dialFrom(t, "127.0.0.3", l.Addr().String())
 	waitAccepted(t, accepted, 1)
 	dialFrom(t, "127.0.0.4", l.Addr().String())
-	if got := r.next(t); got != connlimit.ReasonTooManyConnections {
+	if got := r.next(t); got != reason.TooManyConnections {
 		t.Fatalf("reason %s", got)
 	}
 	closedByServer(t, oldest)
@@ -169,7 +170,7 @@ func TestListenerClosesAHandshakeThatTakesTooLong(t *testing.T) {
 	r := newRefusals()
 	l, _ := holdingListener(t, connlimit.Config{HandshakeTimeout: 20 * time.Millisecond, OnRefuse: r.on})
 	c := dialFrom(t, "127.0.0.2", l.Addr().String())
-	if got := r.next(t); got != connlimit.ReasonHandshakeTimeout {
+	if got := r.next(t); got != reason.HandshakeTimeout {
 		t.Fatalf("reason %s", got)
 	}
 	closedByServer(t, c)
@@ -269,7 +270,7 @@ func TestAuthenticatedClientsDoNotCompeteWithUnauthenticatedOnes(t *testing.T) {
 	if c, err := s.handshake(t, "127.0.0.2", false); err == nil {
 		closedByServer(t, c)
 	}
-	if got := r.next(t); got != connlimit.ReasonTooManyConnections {
+	if got := r.next(t); got != reason.TooManyConnections {
 		t.Fatalf("reason %s", got)
 	}
 	// Nodes with certificates, even from the busy sources, get in.
@@ -283,7 +284,7 @@ func TestAuthenticatedClientsDoNotCompeteWithUnauthenticatedOnes(t *testing.T) {
 	if _, err := s.handshake(t, "127.0.0.4", false); err != nil {
 		t.Fatal(err)
 	}
-	if got := r.next(t); got != connlimit.ReasonTooManyConnections {
+	if got := r.next(t); got != reason.TooManyConnections {
 		t.Fatalf("reason %s", got)
 	}
 	closedByServer(t, anon[0])
@@ -300,7 +301,7 @@ func TestUnauthenticatedConnectionIsClosedAfterItsLifetimeHoweverBusy(t *testing
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := r.next(t); got != connlimit.ReasonConnLifetime {
+	if got := r.next(t); got != reason.ConnLifetime {
 		t.Fatalf("reason %s", got)
 	}
 	closedByServer(t, anon)
@@ -368,7 +369,7 @@ func TestListenerMakesRoomWithASilentConnectionBeforeAStartedHandshake(t *testin
 		runtime.Gosched()
 	}
 	dialFrom(t, "127.0.0.4", s.l.Addr().String())
-	if got := r.next(t); got != connlimit.ReasonTooManyConnections {
+	if got := r.next(t); got != reason.TooManyConnections {
 		t.Fatalf("reason %s", got)
 	}
 	closedByServer(t, quiet)

@@ -13,12 +13,12 @@ import (
 
 	"agentmesh/internal/audit"
 	"agentmesh/internal/authkey"
-	"agentmesh/internal/connlimit"
 	"agentmesh/internal/controlapi"
 	"agentmesh/internal/identity"
 	"agentmesh/internal/netmap"
 	"agentmesh/internal/pki"
 	"agentmesh/internal/policy"
+	"agentmesh/internal/reason"
 )
 
 // MaxKeyExpiry bounds how long an auth key may stay usable.
@@ -78,7 +78,7 @@ func (c *Coordinator) node(h handler) http.HandlerFunc {
 			ev := c.event(audit.KindConnection, who.id.String(), "coordinator")
 			ev.SrcAddr = r.RemoteAddr
 			ev.Method = r.Method + " " + r.URL.Path
-			ev.Decision, ev.Reason, ev.Detail = audit.Deny, code, err.Error()
+			ev.Decision, ev.Reason, ev.Outcome, ev.Detail = audit.Deny, code, audit.OutcomeRefused, err.Error()
 			c.refuse(r.Context(), ev)
 			closeAfter(w) // its body, if any, is never read
 			writeError(w, http.StatusUnauthorized, code, err.Error())
@@ -94,19 +94,19 @@ func (c *Coordinator) admin(h handler) http.HandlerFunc {
 		if who.id.Kind != identity.KindAdmin {
 			ev := c.event(audit.KindConnection, who.id.String(), "coordinator")
 			ev.SrcAddr, ev.Method = r.RemoteAddr, r.Method+" "+r.URL.Path
-			ev.Decision, ev.Reason = audit.Deny, "not_admin"
+			ev.Decision, ev.Reason, ev.Outcome = audit.Deny, reason.NotAdmin, audit.OutcomeRefused
 			c.refuse(r.Context(), ev)
-			writeError(w, http.StatusForbidden, "not_admin", "this operation needs an admin identity")
+			writeError(w, http.StatusForbidden, reason.NotAdmin, "this operation needs an admin identity")
 			return
 		}
 		h(w, r, who)
 	})
 }
 
-func (c *Coordinator) authenticate(r *http.Request) (caller, string, error) {
+func (c *Coordinator) authenticate(r *http.Request) (caller, reason.Code, error) {
 	who := caller{addr: r.RemoteAddr}
 	if r.TLS == nil || len(r.TLS.PeerCertificates) == 0 {
-		return who, "no_certificate", errors.New("a client certificate is required (run agentmesh join first)")
+		return who, reason.NoCertificate, errors.New("a client certificate is required (run agentmesh join first)")
 	}
 	id, err := c.verifier.Verify(r.TLS.PeerCertificates, x509.ExtKeyUsageClientAuth)
 	if err != nil {
@@ -115,7 +115,7 @@ func (c *Coordinator) authenticate(r *http.Request) (caller, string, error) {
 	who.id = id
 	n, err := c.reg.activeNode(r.Context(), id.Name)
 	if err != nil || n.Kind != id.Kind || n.Incarnation != pki.Incarnation(r.TLS.PeerCertificates[0]) {
-		return who, "revoked", errors.New("this node has been revoked or replaced; join again with a new auth key")
+		return who, reason.Revoked, errors.New("this node has been revoked or replaced; join again with a new auth key")
 	}
 	who.node = n
 	return who, "", nil
@@ -130,10 +130,10 @@ func (c *Coordinator) handleJoin(w http.ResponseWriter, r *http.Request) {
 	// The name is the peer's choice and may be anything until it parses:
 	// the trail and the answer carry it bounded and escaped.
 	shownName := ""
-	refuse := func(status int, code, msg string) {
+	refuse := func(status int, code reason.Code, outcome audit.Outcome, msg string) {
 		ev := c.event(audit.KindAdmin, "", "coordinator")
 		ev.Action, ev.Target, ev.SrcAddr = "node.join", shownName, r.RemoteAddr
-		ev.Decision, ev.Reason, ev.Detail = audit.Deny, code, msg
+		ev.Decision, ev.Reason, ev.Outcome, ev.Detail = audit.Deny, code, outcome, msg
 		c.refuse(r.Context(), ev)
 		if status == http.StatusTooManyRequests || status == http.StatusRequestTimeout || status == http.StatusRequestEntityTooLarge {
 			closeAfter(w)
@@ -141,41 +141,41 @@ func (c *Coordinator) handleJoin(w http.ResponseWriter, r *http.Request) {
 		writeError(w, status, code, msg)
 	}
 	if !c.joinRate.Allow(sourceOf(r)) {
-		refuse(http.StatusTooManyRequests, string(connlimit.ReasonRateLimited), "too many join attempts from this address; wait and try again")
+		refuse(http.StatusTooManyRequests, reason.RateLimited, audit.OutcomeRefused, "too many join attempts from this address; wait and try again")
 		return
 	}
 	select {
 	case c.joinSlots <- struct{}{}:
 		defer func() { <-c.joinSlots }()
 	default:
-		refuse(http.StatusTooManyRequests, string(connlimit.ReasonRateLimited), "too many joins in progress; try again shortly")
+		refuse(http.StatusTooManyRequests, reason.RateLimited, audit.OutcomeRefused, "too many joins in progress; try again shortly")
 		return
 	}
 	if be := readBody(w, r, controlapi.MaxJoinBody, c.limits.JoinBodyTimeout); be != nil {
-		refuse(be.status, be.code, be.msg)
+		refuse(be.status, be.code, be.outcome, be.msg)
 		return
 	}
 	if err := controlapi.Decode(r.Body, controlapi.MaxJoinBody, &req); err != nil {
-		refuse(http.StatusBadRequest, "bad_request", "malformed join request: "+peerText(err.Error()))
+		refuse(http.StatusBadRequest, reason.BadRequest, audit.OutcomeRejected, "malformed join request: "+peerText(err.Error()))
 		return
 	}
 	shownName = peerText(req.Name)
 	name, err := identity.ParseName(req.Name)
 	if err != nil {
-		refuse(http.StatusBadRequest, "bad_name", fmt.Sprintf("invalid node name \"%s\" (%s)", shownName, identity.NameRule))
+		refuse(http.StatusBadRequest, reason.BadName, audit.OutcomeRejected, fmt.Sprintf("invalid node name \"%s\" (%s)", shownName, identity.NameRule))
 		return
 	}
 	if name == ServerName {
-		refuse(http.StatusBadRequest, "bad_name", fmt.Sprintf("the name %q is reserved", ServerName))
+		refuse(http.StatusBadRequest, reason.BadName, audit.OutcomeRejected, fmt.Sprintf("the name %q is reserved", ServerName))
 		return
 	}
 	if !authkey.ValidID(req.KeyID) {
-		refuse(http.StatusBadRequest, "bad_request", "malformed auth key id")
+		refuse(http.StatusBadRequest, reason.BadRequest, audit.OutcomeRejected, "malformed auth key id")
 		return
 	}
 	csr, err := parseCSR(req.CSR)
 	if err != nil {
-		refuse(http.StatusBadRequest, "bad_csr", err.Error())
+		refuse(http.StatusBadRequest, reason.BadCSR, audit.OutcomeRejected, err.Error())
 		return
 	}
 	now := c.now()
@@ -184,17 +184,17 @@ func (c *Coordinator) handleJoin(w http.ResponseWriter, r *http.Request) {
 	err = c.reg.join(r.Context(), req.KeyID, func(k keyRecord) (netmap.Node, error) {
 		switch {
 		case !authkey.SecretMatches(req.Secret, k.SecretHash):
-			return n, &joinError{"key_unknown", "auth key is not known to this coordinator"}
+			return n, &joinError{reason.KeyUnknown, "auth key is not known to this coordinator"}
 		case k.Revoked:
-			return n, &joinError{"key_revoked", "auth key has been revoked"}
+			return n, &joinError{reason.KeyRevoked, "auth key has been revoked"}
 		case !now.Before(k.ExpiresAt):
-			return n, &joinError{"key_expired", "auth key expired at " + k.ExpiresAt.Format(time.RFC3339)}
+			return n, &joinError{reason.KeyExpired, "auth key expired at " + k.ExpiresAt.Format(time.RFC3339)}
 		case !k.Reusable && k.Uses > 0:
-			return n, &joinError{"key_used", "auth key is single-use and has been used already"}
+			return n, &joinError{reason.KeyUsed, "auth key is single-use and has been used already"}
 		case req.Kind != "" && req.Kind != k.Kind:
-			return n, &joinError{"kind_not_allowed", fmt.Sprintf("auth key allows kind %q, not \"%s\"", k.Kind, peerText(req.Kind))}
+			return n, &joinError{reason.KindNotAllowed, fmt.Sprintf("auth key allows kind %q, not \"%s\"", k.Kind, peerText(req.Kind))}
 		case k.Name != "" && k.Name != string(name):
-			return n, &joinError{"name_not_allowed", fmt.Sprintf("auth key is for the name %q only", k.Name)}
+			return n, &joinError{reason.NameNotAllowed, fmt.Sprintf("auth key is for the name %q only", k.Name)}
 		}
 		var err error
 		if id, err = identity.New(c.td, identity.Kind(k.Kind), name); err != nil {
@@ -208,7 +208,7 @@ func (c *Coordinator) handleJoin(w http.ResponseWriter, r *http.Request) {
 	}, now)
 	var je *joinError
 	if errors.As(err, &je) {
-		refuse(http.StatusForbidden, je.code, je.msg)
+		refuse(http.StatusForbidden, je.code, audit.OutcomeRefused, je.msg)
 		return
 	}
 	if err != nil {
@@ -244,12 +244,12 @@ func (c *Coordinator) handleJoin(w http.ResponseWriter, r *http.Request) {
 func (c *Coordinator) handleRenew(w http.ResponseWriter, r *http.Request, who caller) {
 	var req controlapi.RenewRequest
 	if err := controlapi.Decode(r.Body, controlapi.MaxBody, &req); err != nil {
-		writeError(w, http.StatusBadRequest, "bad_request", "malformed renew request: "+err.Error())
+		writeError(w, http.StatusBadRequest, reason.BadRequest, "malformed renew request: "+err.Error())
 		return
 	}
 	csr, err := parseCSR(req.CSR)
 	if err != nil {
-		writeError(w, http.StatusBadRequest, "bad_csr", err.Error())
+		writeError(w, http.StatusBadRequest, reason.BadCSR, err.Error())
 		return
 	}
 	_, der, err := c.ca.Issue(csr, pki.IssueRequest{ID: who.id, Incarnation: who.node.Incarnation, TTL: c.cfg.CertTTL, Now: c.now()})
@@ -299,20 +299,20 @@ func (c *Coordinator) handleNetmap(w http.ResponseWriter, r *http.Request, who c
 func (c *Coordinator) handleRegister(w http.ResponseWriter, r *http.Request, who caller) {
 	var req controlapi.RegisterRequest
 	if err := controlapi.Decode(r.Body, controlapi.MaxBody, &req); err != nil {
-		writeError(w, http.StatusBadRequest, "bad_request", "malformed register request: "+err.Error())
+		writeError(w, http.StatusBadRequest, reason.BadRequest, "malformed register request: "+err.Error())
 		return
 	}
 	if !who.id.Kind.Serves() {
-		writeError(w, http.StatusForbidden, "not_serving_kind", "only tool and model nodes serve")
+		writeError(w, http.StatusForbidden, reason.NotServingKind, "only tool and model nodes serve")
 		return
 	}
 	if len(req.Addrs) > 16 {
-		writeError(w, http.StatusBadRequest, "bad_request", "too many addresses")
+		writeError(w, http.StatusBadRequest, reason.BadRequest, "too many addresses")
 		return
 	}
 	for _, a := range req.Addrs {
 		if _, _, err := splitHostPort(a); err != nil {
-			writeError(w, http.StatusBadRequest, "bad_address", fmt.Sprintf("address \"%s\": %v", peerText(a), err))
+			writeError(w, http.StatusBadRequest, reason.BadAddress, fmt.Sprintf("address \"%s\": %v", peerText(a), err))
 			return
 		}
 	}
@@ -334,7 +334,7 @@ func (c *Coordinator) handleRegister(w http.ResponseWriter, r *http.Request, who
 func (c *Coordinator) handleKeyCreate(w http.ResponseWriter, r *http.Request, who caller) {
 	var req controlapi.KeyCreateRequest
 	if err := controlapi.Decode(r.Body, controlapi.MaxBody, &req); err != nil {
-		writeError(w, http.StatusBadRequest, "bad_request", "malformed key request: "+err.Error())
+		writeError(w, http.StatusBadRequest, reason.BadRequest, "malformed key request: "+err.Error())
 		return
 	}
 	if req.Kind == "" {
@@ -342,21 +342,21 @@ func (c *Coordinator) handleKeyCreate(w http.ResponseWriter, r *http.Request, wh
 	}
 	kind, err := identity.ParseKind(req.Kind)
 	if err != nil {
-		writeError(w, http.StatusBadRequest, "bad_kind", err.Error())
+		writeError(w, http.StatusBadRequest, reason.BadKind, err.Error())
 		return
 	}
 	tags, err := identity.ParseTags(req.Tags)
 	if err != nil {
-		writeError(w, http.StatusBadRequest, "bad_tags", err.Error())
+		writeError(w, http.StatusBadRequest, reason.BadTags, err.Error())
 		return
 	}
 	if req.Name != "" {
 		if _, err := identity.ParseName(req.Name); err != nil {
-			writeError(w, http.StatusBadRequest, "bad_name", peerText(err.Error()))
+			writeError(w, http.StatusBadRequest, reason.BadName, peerText(err.Error()))
 			return
 		}
 		if req.Name == ServerName {
-			writeError(w, http.StatusBadRequest, "bad_name", fmt.Sprintf("the name %q is reserved", ServerName))
+			writeError(w, http.StatusBadRequest, reason.BadName, fmt.Sprintf("the name %q is reserved", ServerName))
 			return
 		}
 	}
@@ -364,7 +364,7 @@ func (c *Coordinator) handleKeyCreate(w http.ResponseWriter, r *http.Request, wh
 		req.Expiry = DefaultKeyExpiry
 	}
 	if req.Expiry < time.Minute || req.Expiry > MaxKeyExpiry {
-		writeError(w, http.StatusBadRequest, "bad_expiry", fmt.Sprintf("expiry must be between 1m and %v", MaxKeyExpiry))
+		writeError(w, http.StatusBadRequest, reason.BadExpiry, fmt.Sprintf("expiry must be between 1m and %v", MaxKeyExpiry))
 		return
 	}
 	k, err := authkey.New(c.url, c.ca.Fingerprint())
@@ -399,11 +399,11 @@ func (c *Coordinator) handleKeyList(w http.ResponseWriter, r *http.Request, who 
 func (c *Coordinator) handleKeyRevoke(w http.ResponseWriter, r *http.Request, who caller) {
 	id := r.PathValue("id")
 	if !authkey.ValidID(id) {
-		writeError(w, http.StatusBadRequest, "bad_request", "malformed key id")
+		writeError(w, http.StatusBadRequest, reason.BadRequest, "malformed key id")
 		return
 	}
 	if err := c.reg.revokeKey(r.Context(), id); errors.Is(err, errNotFound) {
-		writeError(w, http.StatusNotFound, "not_found", "no key with id "+id)
+		writeError(w, http.StatusNotFound, reason.NotFound, "no key with id "+id)
 		return
 	} else if err != nil {
 		c.internalError(w, r, "keys: revoke", err)
@@ -444,16 +444,16 @@ func (c *Coordinator) handleNodeTag(w http.ResponseWriter, r *http.Request, who 
 	name := r.PathValue("name")
 	var req controlapi.TagRequest
 	if err := controlapi.Decode(r.Body, controlapi.MaxBody, &req); err != nil {
-		writeError(w, http.StatusBadRequest, "bad_request", "malformed tag request: "+err.Error())
+		writeError(w, http.StatusBadRequest, reason.BadRequest, "malformed tag request: "+err.Error())
 		return
 	}
 	tags, err := identity.ParseTags(req.Tags)
 	if err != nil {
-		writeError(w, http.StatusBadRequest, "bad_tags", err.Error())
+		writeError(w, http.StatusBadRequest, reason.BadTags, err.Error())
 		return
 	}
 	if err := c.reg.setTags(r.Context(), name, identity.TagStrings(tags)); errors.Is(err, errNotFound) {
-		writeError(w, http.StatusNotFound, "not_found", fmt.Sprintf("no active node named %q", name))
+		writeError(w, http.StatusNotFound, reason.NotFound, fmt.Sprintf("no active node named %q", name))
 		return
 	} else if err != nil {
 		c.internalError(w, r, "nodes: tag", err)
@@ -470,11 +470,11 @@ func (c *Coordinator) handleNodeTag(w http.ResponseWriter, r *http.Request, who 
 func (c *Coordinator) handleNodeRevoke(w http.ResponseWriter, r *http.Request, who caller) {
 	name := r.PathValue("name")
 	if name == string(who.id.Name) {
-		writeError(w, http.StatusBadRequest, "self_revoke", "refusing to revoke the identity making the request")
+		writeError(w, http.StatusBadRequest, reason.SelfRevoke, "refusing to revoke the identity making the request")
 		return
 	}
 	if err := c.reg.revokeNode(r.Context(), name, c.now()); errors.Is(err, errNotFound) {
-		writeError(w, http.StatusNotFound, "not_found", fmt.Sprintf("no active node named %q", name))
+		writeError(w, http.StatusNotFound, reason.NotFound, fmt.Sprintf("no active node named %q", name))
 		return
 	} else if err != nil {
 		c.internalError(w, r, "nodes: revoke", err)
@@ -491,7 +491,7 @@ func (c *Coordinator) handleNodeRevoke(w http.ResponseWriter, r *http.Request, w
 func (c *Coordinator) handlePolicyApply(w http.ResponseWriter, r *http.Request, who caller) {
 	var req controlapi.PolicyApplyRequest
 	if err := controlapi.Decode(r.Body, policy.MaxDocumentBytes+64<<10, &req); err != nil {
-		writeError(w, http.StatusBadRequest, "bad_request", "malformed policy request: "+err.Error())
+		writeError(w, http.StatusBadRequest, reason.BadRequest, "malformed policy request: "+err.Error())
 		return
 	}
 	c.applyPolicy(w, r, who, req.Document, "")
@@ -500,9 +500,9 @@ func (c *Coordinator) handlePolicyApply(w http.ResponseWriter, r *http.Request, 
 func (c *Coordinator) applyPolicy(w http.ResponseWriter, r *http.Request, who caller, doc, note string) {
 	if _, err := policy.Compile([]byte(doc), "pending"); err != nil {
 		ev := c.event(audit.KindAdmin, who.id.String(), "coordinator")
-		ev.Action, ev.Decision, ev.Reason, ev.Detail = "policy.apply", audit.Deny, "invalid_policy", err.Error()
+		ev.Action, ev.Decision, ev.Reason, ev.Outcome, ev.Detail = "policy.apply", audit.Deny, reason.InvalidPolicy, audit.OutcomeRejected, err.Error()
 		c.record(r.Context(), ev)
-		writeError(w, http.StatusUnprocessableEntity, "invalid_policy", err.Error())
+		writeError(w, http.StatusUnprocessableEntity, reason.InvalidPolicy, err.Error())
 		return
 	}
 	prev, err := c.reg.policy(r.Context(), 0)
@@ -532,14 +532,14 @@ func (c *Coordinator) handlePolicyGet(w http.ResponseWriter, r *http.Request, wh
 	if s := r.URL.Query().Get("version"); s != "" {
 		v, err := strconv.ParseInt(s, 10, 64)
 		if err != nil || v < 1 {
-			writeError(w, http.StatusBadRequest, "bad_request", "version must be a positive number")
+			writeError(w, http.StatusBadRequest, reason.BadRequest, "version must be a positive number")
 			return
 		}
 		version = v
 	}
 	p, err := c.reg.policy(r.Context(), version)
 	if errors.Is(err, errNotFound) {
-		writeError(w, http.StatusNotFound, "not_found", fmt.Sprintf("no policy version %d", version))
+		writeError(w, http.StatusNotFound, reason.NotFound, fmt.Sprintf("no policy version %d", version))
 		return
 	} else if err != nil {
 		c.internalError(w, r, "policy: get", err)
@@ -560,12 +560,12 @@ func (c *Coordinator) handlePolicyHistory(w http.ResponseWriter, r *http.Request
 func (c *Coordinator) handlePolicyRollback(w http.ResponseWriter, r *http.Request, who caller) {
 	var req controlapi.RollbackRequest
 	if err := controlapi.Decode(r.Body, controlapi.MaxBody, &req); err != nil {
-		writeError(w, http.StatusBadRequest, "bad_request", "malformed rollback request: "+err.Error())
+		writeError(w, http.StatusBadRequest, reason.BadRequest, "malformed rollback request: "+err.Error())
 		return
 	}
 	p, err := c.reg.policy(r.Context(), req.Version)
 	if errors.Is(err, errNotFound) || req.Version < 1 {
-		writeError(w, http.StatusNotFound, "not_found", fmt.Sprintf("no policy version %d", req.Version))
+		writeError(w, http.StatusNotFound, reason.NotFound, fmt.Sprintf("no policy version %d", req.Version))
 		return
 	} else if err != nil {
 		c.internalError(w, r, "policy: rollback", err)
@@ -629,7 +629,9 @@ func (c *Coordinator) event(kind audit.Kind, src, dst string) audit.Event {
 		id, _ := identity.New(c.td, identity.KindAdmin, ServerName)
 		dst = id.String()
 	}
-	return audit.Event{V: audit.SchemaVersion, ID: audit.NewID(), Time: c.now().UTC(), Kind: kind, Src: src, Dst: dst}
+	ev := audit.Event{Kind: kind, Src: src, Dst: dst}
+	ev.Stamp(c.now())
+	return ev
 }
 
 func (c *Coordinator) adminEvent(r *http.Request, who caller, action, target, detail string) {
@@ -663,7 +665,7 @@ func (c *Coordinator) refuse(ctx context.Context, ev audit.Event) {
 func (c *Coordinator) internalError(w http.ResponseWriter, r *http.Request, op string, err error) {
 	ref := audit.NewID()[:12]
 	c.log.Error("coordinator: "+op, "err", err, "ref", ref)
-	writeError(w, http.StatusInternalServerError, "internal", "internal error (ref "+ref+"; see the coordinator's log)")
+	writeError(w, http.StatusInternalServerError, reason.Internal, "internal error (ref "+ref+"; see the coordinator's log)")
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {
@@ -672,8 +674,8 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 	json.NewEncoder(w).Encode(v)
 }
 
-func writeError(w http.ResponseWriter, status int, code, msg string) {
-	writeJSON(w, status, controlapi.Error{Error: msg, Code: code})
+func writeError(w http.ResponseWriter, status int, code reason.Code, msg string) {
+	writeJSON(w, status, controlapi.Error{Error: msg, Code: string(code)})
 }
 
 func equalStrings(a, b []string) bool {

@@ -11,6 +11,7 @@ import (
 	"agentmesh/internal/audit"
 	"agentmesh/internal/audit/auditstore"
 	"agentmesh/internal/controlapi"
+	"agentmesh/internal/reason"
 )
 
 // handleAuditIngest stores a batch shipped by a node. Only the node that
@@ -25,21 +26,21 @@ func (c *Coordinator) handleAuditIngest(w http.ResponseWriter, r *http.Request, 
 	if !who.id.Kind.Serves() {
 		why := fmt.Sprintf("a node of kind %s records no decisions", who.id.Kind)
 		c.refuseForeign(r, who, why)
-		writeError(w, http.StatusForbidden, audit.ReasonForeignEvent, why)
+		writeError(w, http.StatusForbidden, reason.ForeignEvent, why)
 		return
 	}
 	var batch []audit.Event
 	if err := controlapi.Decode(r.Body, controlapi.MaxAuditBody, &batch); err != nil {
-		writeError(w, http.StatusBadRequest, "bad_request", "malformed audit batch: "+err.Error())
+		writeError(w, http.StatusBadRequest, reason.BadRequest, "malformed audit batch: "+err.Error())
 		return
 	}
 	if len(batch) > audit.MaxBatch {
-		writeError(w, http.StatusBadRequest, "bad_request", fmt.Sprintf("batch of %d events is over the limit of %d", len(batch), audit.MaxBatch))
+		writeError(w, http.StatusBadRequest, reason.BadRequest, fmt.Sprintf("batch of %d events is over the limit of %d", len(batch), audit.MaxBatch))
 		return
 	}
 	for i := range batch {
 		if err := batch[i].Validate(); err != nil {
-			writeError(w, http.StatusBadRequest, "bad_event", fmt.Sprintf("event %d: %v", i, err))
+			writeError(w, http.StatusBadRequest, reason.BadEvent, fmt.Sprintf("event %d: %v", i, err))
 			return
 		}
 	}
@@ -47,7 +48,7 @@ func (c *Coordinator) handleAuditIngest(w http.ResponseWriter, r *http.Request, 
 	var fe *auditstore.ForeignEventError
 	if errors.As(err, &fe) {
 		c.refuseForeign(r, who, fe.Error())
-		writeError(w, http.StatusForbidden, audit.ReasonForeignEvent, fe.Error())
+		writeError(w, http.StatusForbidden, reason.ForeignEvent, fe.Error())
 		return
 	}
 	if err != nil {
@@ -67,7 +68,7 @@ func (c *Coordinator) handleAuditIngest(w http.ResponseWriter, r *http.Request, 
 func (c *Coordinator) refuseForeign(r *http.Request, who caller, why string) {
 	ev := c.event(audit.KindIntegrity, who.id.String(), "coordinator")
 	ev.SrcAddr, ev.Action = r.RemoteAddr, "audit.ingest"
-	ev.Decision, ev.Reason, ev.Detail = audit.Deny, audit.ReasonForeignEvent, why
+	ev.Decision, ev.Reason, ev.Detail = audit.Deny, reason.ForeignEvent, why
 	c.refuse(r.Context(), ev)
 }
 
@@ -76,7 +77,7 @@ func (c *Coordinator) refuseForeign(r *http.Request, who caller, why string) {
 func (c *Coordinator) handleAuditQuery(w http.ResponseWriter, r *http.Request, who caller) {
 	f, err := filterFromQuery(r)
 	if err != nil {
-		writeError(w, http.StatusBadRequest, "bad_request", err.Error())
+		writeError(w, http.StatusBadRequest, reason.BadRequest, err.Error())
 		return
 	}
 	w.Header().Set("Content-Type", "application/x-ndjson")
@@ -112,7 +113,7 @@ func (c *Coordinator) handleAuditVerify(w http.ResponseWriter, r *http.Request, 
 	var req controlapi.VerifyRequest
 	if r.Method == http.MethodPost {
 		if err := controlapi.Decode(r.Body, controlapi.MaxBody, &req); err != nil {
-			writeError(w, http.StatusBadRequest, "bad_request", "malformed verify request: "+err.Error())
+			writeError(w, http.StatusBadRequest, reason.BadRequest, "malformed verify request: "+err.Error())
 			return
 		}
 	}
@@ -130,7 +131,7 @@ func filterFromQuery(r *http.Request) (auditstore.Filter, error) {
 	f := auditstore.Filter{
 		Src:      q.Get("src"),
 		Dst:      q.Get("dst"),
-		Decision: q.Get("decision"),
+		Decision: audit.Decision(q.Get("decision")),
 		Kind:     audit.Kind(q.Get("kind")),
 		Method:   q.Get("method"),
 		Tool:     q.Get("tool"),

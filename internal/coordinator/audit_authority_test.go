@@ -27,6 +27,7 @@ import (
 	"agentmesh/internal/coordinator"
 	"agentmesh/internal/identity"
 	"agentmesh/internal/pki"
+	"agentmesh/internal/reason"
 )
 
 const (
@@ -94,7 +95,7 @@ func TestCoordinatorRefusesEventForAnotherRecorder(t *testing.T) {
 	// The refusals are in the trail, as integrity events naming who tried.
 	var tried []string
 	for _, e := range m.auditEvents(t, "kind=integrity") {
-		if e.Reason != audit.ReasonForeignEvent || e.Dst != coordID {
+		if e.Reason != reason.ForeignEvent || e.Dst != coordID {
 			t.Errorf("integrity event %+v", e)
 		}
 		tried = append(tried, e.Src)
@@ -135,7 +136,7 @@ func TestCoordinatorFlagsIDConflictInTrailAndVerify(t *testing.T) {
 		t.Fatalf("conflicting batch: %v", err)
 	}
 	ie := m.auditEvents(t, "kind=integrity")
-	if len(ie) != 1 || ie[0].Reason != audit.ReasonIDConflict || ie[0].Target != batch[1].ID || ie[0].Src != ledgerID {
+	if len(ie) != 1 || ie[0].Reason != reason.IDConflict || ie[0].Target != batch[1].ID || ie[0].Src != ledgerID {
 		t.Fatalf("integrity events %+v", ie)
 	}
 	var d audit.ConflictDetail
@@ -361,8 +362,8 @@ func TestCoordinatorAggregatesRefusalsAndAccountsForEachAttempt(t *testing.T) {
 	count := func(kind string) (events map[string]int, attempts map[string]int64) {
 		events, attempts = map[string]int{}, map[string]int64{}
 		for _, e := range m.auditEvents(t, "decision=deny&kind="+kind) {
-			events[e.Reason]++
-			attempts[e.Reason] += e.Attempts()
+			events[string(e.Reason)]++
+			attempts[string(e.Reason)] += e.Attempts()
 		}
 		return events, attempts
 	}

@@ -53,6 +53,7 @@ import (
 	"agentmesh/internal/netmap"
 	"agentmesh/internal/pki"
 	"agentmesh/internal/policy"
+	"agentmesh/internal/reason"
 )
 
 // DefaultListen is where the coordinator listens unless told otherwise:
@@ -476,7 +477,7 @@ func (c *Coordinator) tlsConfig() *tls.Config {
 			if hello.Conn != nil && hello.Conn.RemoteAddr() != nil {
 				ev.SrcAddr = hello.Conn.RemoteAddr().String()
 			}
-			ev.Decision, ev.Reason, ev.Outcome = audit.Deny, string(pki.ReasonTLSVersion), "refused"
+			ev.Decision, ev.Reason, ev.Outcome = audit.Deny, reason.TLSVersion, audit.OutcomeRefused
 			ev.Detail = "client offers only TLS versions older than 1.3"
 			c.refuse(hello.Context(), ev)
 			return nil, nil // MinVersion makes the stack refuse it

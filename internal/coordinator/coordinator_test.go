@@ -298,7 +298,7 @@ func TestAPIRefusesBadClients(t *testing.T) {
 		if e.SrcAddr == "" || e.Dst != "spiffe://test.mesh/admin/coordinator" {
 			t.Errorf("refusal event lacks the client address or the coordinator: %+v", e)
 		}
-		refusals[e.Reason] = true
+		refusals[string(e.Reason)] = true
 	}
 	for _, reason := range []string{"no_certificate", "unknown_ca", "tls_version"} {
 		if !refusals[reason] {

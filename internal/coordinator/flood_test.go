@@ -304,7 +304,7 @@ func TestCoordinatorKeepsServingNodesUnderUnauthenticatedSlowBodyFlood(t *testin
 	stop()
 	reasons := map[string]int{}
 	for _, e := range m.auditEvents(t, "decision=deny&limit=0") {
-		reasons[e.Reason]++
+		reasons[string(e.Reason)]++
 	}
 	t.Logf("under flood: %+v; %d calls in %d rounds took %d tries; fds %d (base %d, bound %d), goroutines %d (base %d, bound %d); refusals %v",
 		st, 3*rounds, rounds, tries, peakFDs, baseFDs, maxFDs, peakGoroutines, baseGoroutines, maxGoroutines, reasons)

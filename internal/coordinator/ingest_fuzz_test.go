@@ -19,6 +19,7 @@ import (
 	"agentmesh/internal/audit/auditstore"
 	"agentmesh/internal/controlapi"
 	"agentmesh/internal/identity"
+	"agentmesh/internal/reason"
 	"agentmesh/internal/store"
 )
 
@@ -49,7 +50,7 @@ func FuzzAuditIngest(f *testing.F) {
 	seed(ev(2, func(e *audit.Event) { e.Dst = "spiffe://test.mesh/tool/files" }))
 	seed(ev(3, func(e *audit.Event) { e.Src, e.Dst = self, "spiffe://test.mesh/tool/files" }))
 	seed(ev(4, func(e *audit.Event) { e.Kind, e.Action = audit.KindAdmin, "policy.apply" }))
-	seed(ev(5, func(e *audit.Event) { e.Kind, e.Reason = audit.KindIntegrity, audit.ReasonIDConflict }))
+	seed(ev(5, func(e *audit.Event) { e.Kind, e.Reason = audit.KindIntegrity, reason.IDConflict }))
 	seed(ev(6, func(e *audit.Event) { e.Kind, e.Count, e.First = audit.KindConnection, 7, e.Time.Add(-time.Minute) }))
 	seed(ev(7, func(e *audit.Event) { e.Seq, e.Detail = 99, "<&>\u2028" }))
 	seed(ev(8, func(e *audit.Event) { e.Usage = &audit.Usage{TotalTokens: 3} }))

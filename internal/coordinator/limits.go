@@ -14,6 +14,7 @@ import (
 
 	"agentmesh/internal/audit"
 	"agentmesh/internal/connlimit"
+	"agentmesh/internal/reason"
 )
 
 // Limits bound what network clients can hold of the coordinator. Join is
@@ -71,34 +72,21 @@ func orDefault[T int | float64 | time.Duration](v *T, d T) {
 	}
 }
 
-// Reason codes of refusals for a bound, beside connlimit's
-// (too_many_connections, handshake_timeout, conn_lifetime, rate_limited).
-const (
-	// reasonBodyTimeout: a request body did not arrive in time (the gateway
-	// uses the same code for the same bound).
-	reasonBodyTimeout = "body_timeout"
-	// reasonTooLarge: a request body is over its limit.
-	reasonTooLarge = "too_large"
-	// reasonIncompleteBody: the connection failed before the body was in
-	// (closed by the client, or by a bound of the listener).
-	reasonIncompleteBody = "incomplete_body"
-)
-
 // refusalDetail says in words what each bound's refusal means.
-var refusalDetail = map[connlimit.Reason]string{
-	connlimit.ReasonTooManyConnections: "connection refused or closed: too many connections (from this source, or without a certificate, or in TLS handshake)",
-	connlimit.ReasonHandshakeTimeout:   "TLS handshake not finished in time",
-	connlimit.ReasonConnLifetime:       "connection without a client certificate held open past its lifetime",
+var refusalDetail = map[reason.Code]string{
+	reason.TooManyConnections: "connection refused or closed: too many connections (from this source, or without a certificate, or in TLS handshake)",
+	reason.HandshakeTimeout:   "TLS handshake not finished in time",
+	reason.ConnLifetime:       "connection without a client certificate held open past its lifetime",
 }
 
 // refuseConn records a connection refused or closed by the listener's
 // bounds.
-func (c *Coordinator) refuseConn(remote net.Addr, reason connlimit.Reason) {
+func (c *Coordinator) refuseConn(remote net.Addr, why reason.Code) {
 	ev := c.event(audit.KindConnection, "", "coordinator")
 	if remote != nil {
 		ev.SrcAddr = remote.String()
 	}
-	ev.Decision, ev.Reason, ev.Outcome, ev.Detail = audit.Deny, string(reason), "refused", refusalDetail[reason]
+	ev.Decision, ev.Reason, ev.Outcome, ev.Detail = audit.Deny, why, audit.OutcomeRefused, refusalDetail[why]
 	c.refuse(context.Background(), ev)
 }
 
@@ -109,9 +97,10 @@ func (c *Coordinator) ConnStats() connlimit.Stats { return c.limiter.Stats() }
 // bodyError is a request body that could not be read: the answer's status,
 // a reason code and a message.
 type bodyError struct {
-	status int
-	code   string
-	msg    string
+	status  int
+	code    reason.Code
+	outcome audit.Outcome
+	msg     string
 }
 
 func (e *bodyError) Error() string { return e.msg }
@@ -125,7 +114,7 @@ func readBody(w http.ResponseWriter, r *http.Request, max int64, timeout time.Du
 		return nil
 	}
 	if r.ContentLength > max {
-		return &bodyError{http.StatusRequestEntityTooLarge, reasonTooLarge, fmt.Sprintf("body of %d bytes is over the limit of %d", r.ContentLength, max)}
+		return &bodyError{http.StatusRequestEntityTooLarge, reason.TooLarge, audit.OutcomeRejected, fmt.Sprintf("body of %d bytes is over the limit of %d", r.ContentLength, max)}
 	}
 	rc := http.NewResponseController(w)
 	rc.SetReadDeadline(time.Now().Add(timeout))
@@ -133,11 +122,11 @@ func readBody(w http.ResponseWriter, r *http.Request, max int64, timeout time.Du
 	rc.SetReadDeadline(time.Time{})
 	switch {
 	case errors.Is(err, os.ErrDeadlineExceeded):
-		return &bodyError{http.StatusRequestTimeout, reasonBodyTimeout, fmt.Sprintf("body not received within %v", timeout)}
+		return &bodyError{http.StatusRequestTimeout, reason.BodyTimeout, audit.OutcomeRefused, fmt.Sprintf("body not received within %v", timeout)}
 	case err != nil:
-		return &bodyError{http.StatusBadRequest, reasonIncompleteBody, "the body ended early: " + err.Error()}
+		return &bodyError{http.StatusBadRequest, reason.IncompleteBody, audit.OutcomeClientGone, "the body ended early: " + err.Error()}
 	case int64(len(b)) > max:
-		return &bodyError{http.StatusRequestEntityTooLarge, reasonTooLarge, fmt.Sprintf("body is over the limit of %d bytes", max)}
+		return &bodyError{http.StatusRequestEntityTooLarge, reason.TooLarge, audit.OutcomeRejected, fmt.Sprintf("body is over the limit of %d bytes", max)}
 	}
 	r.Body = io.NopCloser(bytes.NewReader(b))
 	return nil
@@ -150,7 +139,7 @@ func (c *Coordinator) withBody(max int64, h handler) handler {
 		if be := readBody(w, r, max, c.limits.BodyTimeout); be != nil {
 			ev := c.event(audit.KindConnection, who.id.String(), "coordinator")
 			ev.SrcAddr, ev.Method = r.RemoteAddr, r.Method+" "+r.URL.Path
-			ev.Decision, ev.Reason, ev.Detail = audit.Deny, be.code, be.msg
+			ev.Decision, ev.Reason, ev.Outcome, ev.Detail = audit.Deny, be.code, be.outcome, be.msg
 			c.refuse(r.Context(), ev)
 			closeAfter(w)
 			writeError(w, be.status, be.code, be.msg)

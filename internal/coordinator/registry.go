@@ -11,6 +11,7 @@ import (
 	"agentmesh/internal/controlapi"
 	"agentmesh/internal/identity"
 	"agentmesh/internal/netmap"
+	"agentmesh/internal/reason"
 	"agentmesh/internal/store"
 )
 
@@ -132,7 +133,8 @@ var (
 
 // joinError is a refusal with a stable code that the client is shown.
 type joinError struct {
-	code, msg string
+	code reason.Code
+	msg  string
 }
 
 func (e *joinError) Error() string { return e.msg }
@@ -148,7 +150,7 @@ func (r *registry) join(ctx context.Context, keyID string, decide func(keyRecord
 	defer tx.Rollback()
 	k, err := scanKey(tx.QueryRowContext(ctx, `SELECT `+keyColumns+` FROM authkeys WHERE id = ?`, keyID))
 	if errors.Is(err, sql.ErrNoRows) {
-		return &joinError{"key_unknown", "auth key is not known to this coordinator"}
+		return &joinError{reason.KeyUnknown, "auth key is not known to this coordinator"}
 	}
 	if err != nil {
 		return err
@@ -162,7 +164,7 @@ func (r *registry) join(ctx context.Context, keyID string, decide func(keyRecord
 		return err
 	}
 	if held > 0 {
-		return &joinError{"name_taken", fmt.Sprintf("name %q is held by another active node (revoke it first or pick another name)", n.Name)}
+		return &joinError{reason.NameTaken, fmt.Sprintf("name %q is held by another active node (revoke it first or pick another name)", n.Name)}
 	}
 	if _, err := tx.ExecContext(ctx, `UPDATE authkeys SET uses = uses + 1 WHERE id = ?`, keyID); err != nil {
 		return err

@@ -3,6 +3,8 @@ package gateway
 import (
 	"net/http"
 	"testing"
+
+	"agentmesh/internal/reason"
 )
 
 // excludePolicy grants agent:fraud the public resources except the secret
@@ -28,7 +30,7 @@ func TestGatewayRefusesOtherSpellingsOfResourcesAndKeys(t *testing.T) {
 	tests := []struct {
 		name, body string
 		code       int
-		reason     string
+		reason     reason.Code
 	}{
 		{"scheme case", call(1, "resources/read", `{"uri":"DB://public/a"}`), CodeDenied, "noncanonical_uri"},
 		{"host case", call(2, "resources/read", `{"uri":"db://PUBLIC/a"}`), CodeDenied, "noncanonical_uri"},
@@ -42,9 +44,9 @@ func TestGatewayRefusesOtherSpellingsOfResourcesAndKeys(t *testing.T) {
 		{"completion template, other spelling", call(10, "completion/complete", `{"ref":{"type":"ref/resource","uri":"DB://public/{id}"},"argument":{"name":"id","value":""}}`), CodeDenied, "noncanonical_uri"},
 		{"listen for an excluded resource", call(11, "subscriptions/listen", `{"notifications":{"resourceSubscriptions":["db://public/a","db://public/secret"]}}`), CodeDenied, "not_granted"},
 		{"listen, other spelling", call(12, "subscriptions/listen", `{"notifications":{"resourceSubscriptions":["db://public//a"]}}`), CodeDenied, "noncanonical_uri"},
-		{"listen, key in other case", call(13, "subscriptions/listen", `{"notifications":{"ResourceSubscriptions":["db://private/b"]}}`), CodeRejected, ReasonMalformed},
-		{"lone Arguments", call(14, "tools/call", `{"name":"echo","Arguments":{"text":"smuggled"}}`), CodeRejected, ReasonMalformed},
-		{"lone URI", call(15, "resources/read", `{"URI":"db://private/b"}`), CodeRejected, ReasonMalformed},
+		{"listen, key in other case", call(13, "subscriptions/listen", `{"notifications":{"ResourceSubscriptions":["db://private/b"]}}`), CodeRejected, reason.Malformed},
+		{"lone Arguments", call(14, "tools/call", `{"name":"echo","Arguments":{"text":"smuggled"}}`), CodeRejected, reason.Malformed},
+		{"lone URI", call(15, "resources/read", `{"URI":"db://private/b"}`), CodeRejected, reason.Malformed},
 		{"when key in other case", call(16, "tools/call", `{"name":"query","arguments":{"SQL":"delete from payments"}}`), CodeRejected, "case_variant_key"},
 		{"when key with long s", call(17, "tools/call", `{"name":"query","arguments":{"\u017fql":"delete from payments"}}`), CodeRejected, "case_variant_key"},
 		{"no NFC spelling (once a stack overflow)", call(18, "resources/read", `{"uri":"db://public/a?%3D%CC%B8"}`), CodeDenied, "noncanonical_uri"},

@@ -8,6 +8,7 @@ import (
 	"agentmesh/internal/audit"
 	"agentmesh/internal/budget"
 	"agentmesh/internal/mcpwire"
+	"agentmesh/internal/reason"
 )
 
 // Defaults of the Config caps. A real agent opens one session per MCP
@@ -15,7 +16,7 @@ import (
 // sixty-four sessions of one identity at once are far beyond that, yet
 // small enough that a peer looping on initialize cannot exhaust the host.
 const (
-	DefaultMaxRequestsPerPeer  = 256
+	DefaultMaxRequestsPerPeer  = budget.DefaultRequestsPerPeer
 	DefaultMaxSessionsPerPeer  = 64
 	DefaultMaxProcessesPerPeer = 16
 	DefaultMaxProcesses        = 128
@@ -88,7 +89,7 @@ func (g *Gateway) admitRequest(w http.ResponseWriter, r *http.Request, x *exchan
 			x.ev.Method = r.Method // a POST's method is in the unread body
 		}
 		budget.SkipBody(w, r)
-		g.deny(w, r, x, limitStatus(err), nil, CodeLimited, ReasonTooManyRequests)
+		g.deny(w, r, x, limitStatus(err), nil, CodeLimited, reason.TooManyRequests)
 		return false
 	}
 	x.inFlight = l
@@ -105,18 +106,18 @@ func (g *Gateway) readBody(w http.ResponseWriter, r *http.Request, x *exchange) 
 		x.body, x.bodyLease = body, lease
 		return true
 	case errors.Is(err, budget.ErrTooLarge):
-		g.deny(w, r, x, http.StatusRequestEntityTooLarge, nil, CodeRejected, ReasonTooLarge)
+		g.deny(w, r, x, http.StatusRequestEntityTooLarge, nil, CodeRejected, reason.TooLarge)
 	case errors.Is(err, budget.ErrPeerShare), errors.Is(err, budget.ErrExhausted):
 		g.log.Info("request body over budget", "peer", x.ev.Src, "err", err)
 		w.Header().Set("Retry-After", "1")
-		g.deny(w, r, x, limitStatus(err), nil, CodeLimited, ReasonOverBudget)
+		g.deny(w, r, x, limitStatus(err), nil, CodeLimited, reason.OverBudget)
 	case errors.Is(err, budget.ErrTimeout):
-		g.deny(w, r, x, http.StatusRequestTimeout, nil, CodeLimited, ReasonBodyTimeout)
+		g.deny(w, r, x, http.StatusRequestTimeout, nil, CodeLimited, reason.BodyTimeout)
 	default:
 		// The client went away or broke the body: nobody to answer, but
 		// the attempt is recorded.
-		x.outcome = "client_gone"
-		x.ev.Decision, x.ev.Reason = audit.Deny, ReasonBadHTTP
+		x.outcome = audit.OutcomeClientGone
+		x.ev.Decision, x.ev.Reason = audit.Deny, reason.IncompleteBody
 	}
 	return false
 }
@@ -143,20 +144,20 @@ func (g *Gateway) reserveSession(w http.ResponseWriter, r *http.Request, x *exch
 		return true
 	}
 	key := x.peer.ref.budgetKey()
-	take := func(b *budget.Budget, reason string) *budget.Lease {
+	take := func(b *budget.Budget, why reason.Code) *budget.Lease {
 		l, err := b.Take(key, 1)
 		if err != nil {
-			g.log.Info("session refused", "peer", x.ev.Src, "reason", reason, "err", err)
-			g.deny(w, r, x, limitStatus(err), m.ID, CodeLimited, reason)
+			g.log.Info("session refused", "peer", x.ev.Src, "reason", why, "err", err)
+			g.deny(w, r, x, limitStatus(err), m.ID, CodeLimited, why)
 		}
 		return l
 	}
-	if x.slots.session = take(g.caps.sessions, ReasonTooManySessions); x.slots.session == nil {
+	if x.slots.session = take(g.caps.sessions, reason.TooManySessions); x.slots.session == nil {
 		return false
 	}
 	if _, stdio := g.up.(*commandUpstream); !stdio {
 		return true
 	}
-	x.slots.process = take(g.caps.processes, ReasonTooManyProcesses)
+	x.slots.process = take(g.caps.processes, reason.TooManyProcesses)
 	return x.slots.process != nil
 }

@@ -19,12 +19,13 @@ import (
 
 	"agentmesh/internal/audit"
 	"agentmesh/internal/budget"
+	"agentmesh/internal/reason"
 )
 
 const initializeBody = `{"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"raw","version":"1"}}}`
 
 // refusals counts the audit events of src with reason.
-func (f *fixture) refusals(src, reason string) int {
+func (f *fixture) refusals(src string, reason reason.Code) int {
 	n := 0
 	for _, e := range f.rec.Events() {
 		if strings.HasSuffix(e.Src, "/agent/"+src) && e.Reason == reason {
@@ -37,7 +38,7 @@ func (f *fixture) refusals(src, reason string) int {
 // checkLimited checks that an answer is the refusal of a cap: HTTP status,
 // JSON-RPC error CodeLimited with reason, and an audit event for it that
 // says the same, recorded as refused.
-func (f *fixture) checkLimited(status int, b []byte, wantStatus int, reason string) {
+func (f *fixture) checkLimited(status int, b []byte, wantStatus int, reason reason.Code) {
 	f.t.Helper()
 	d := rpcError(f.t, b)
 	if status != wantStatus || d.Code != CodeLimited || d.Reason != reason {
@@ -72,12 +73,12 @@ func TestGatewayRefusesSessionsOverThePeerCap(t *testing.T) {
 			before := upstreamInits()
 			for range 3 {
 				status, _, b := f.rawPost(ctx, fraud, initializeBody, nil)
-				f.checkLimited(status, b, http.StatusTooManyRequests, ReasonTooManySessions)
+				f.checkLimited(status, b, http.StatusTooManyRequests, reason.TooManySessions)
 			}
 			if got := upstreamInits(); got != before {
 				t.Fatalf("%d refused initialize requests reached the upstream", got-before)
 			}
-			if n := f.refusals("fraud", ReasonTooManySessions); n != 3 {
+			if n := f.refusals("fraud", reason.TooManySessions); n != 3 {
 				t.Fatalf("%d audit events for 3 refused sessions, want one each", n)
 			}
 			// The cap is the peer's own: another peer opens its sessions.
@@ -106,11 +107,11 @@ func TestGatewayCapsStdioProcessesPerPeerAndInAll(t *testing.T) {
 	f.rawSession(ctx, fraud, "2025-11-25")
 	f.rawSession(ctx, fraud, "2025-11-25")
 	status, _, b := f.rawPost(ctx, fraud, initializeBody, nil)
-	f.checkLimited(status, b, http.StatusTooManyRequests, ReasonTooManyProcesses)
+	f.checkLimited(status, b, http.StatusTooManyRequests, reason.TooManyProcesses)
 	f.rawSession(ctx, other, "2025-11-25")
 	// Three processes run: the gateway is full, and says so (503).
 	status, _, b = f.rawPost(ctx, other, initializeBody, nil)
-	f.checkLimited(status, b, http.StatusServiceUnavailable, ReasonTooManyProcesses)
+	f.checkLimited(status, b, http.StatusServiceUnavailable, reason.TooManyProcesses)
 	if got := f.gw.caps.processes.Used(); got != 3 {
 		t.Fatalf("%d processes counted, want 3", got)
 	}
@@ -191,7 +192,7 @@ func TestGatewayRefusesBodiesOverTheBudgetAtOnce(t *testing.T) {
 	if r.err != nil {
 		t.Fatal(r.err)
 	}
-	f.checkLimited(r.status, r.body, http.StatusTooManyRequests, ReasonOverBudget)
+	f.checkLimited(r.status, r.body, http.StatusTooManyRequests, reason.OverBudget)
 	// Another peer has the rest of the budget: one body, then the gateway
 	// is full (503).
 	if status, _, b := f.rawPost(ctx, other, `{"jsonrpc":"2.0","id":2,"method":"ping"}`, nil); status != http.StatusOK {
@@ -200,7 +201,7 @@ func TestGatewayRefusesBodiesOverTheBudgetAtOnce(t *testing.T) {
 	held := postSlow(ctx, other, f.url, maxBytes)
 	waitFor(t, ctx, bodies, func(b *budget.Budget) bool { return b.Used() == 3*maxBytes })
 	status, _, b := f.rawPost(ctx, other, `{"jsonrpc":"2.0","id":3,"method":"ping"}`, nil)
-	f.checkLimited(status, b, http.StatusServiceUnavailable, ReasonOverBudget)
+	f.checkLimited(status, b, http.StatusServiceUnavailable, reason.OverBudget)
 	// The held bodies complete and are answered; the budget empties.
 	for _, s := range append(slow, held) {
 		s.finish(true)
@@ -228,7 +229,7 @@ func TestGatewayEndsATricklingBodyButNotASlowAnswer(t *testing.T) {
 	if r.err != nil {
 		t.Fatal(r.err)
 	}
-	f.checkLimited(r.status, r.body, http.StatusRequestTimeout, ReasonBodyTimeout)
+	f.checkLimited(r.status, r.body, http.StatusRequestTimeout, reason.BodyTimeout)
 	if f.up.Received(`"name":"echo"`) {
 		t.Fatal("the late body reached the upstream")
 	}
@@ -328,7 +329,7 @@ func TestGatewayCapsRequestsInFlightPerPeerStreamsIncluded(t *testing.T) {
 	key := f.peerKey("fraud")
 	waitFor(t, ctx, requests, func(b *budget.Budget) bool { return b.UsedBy(key) == 2 })
 	status, _, b := f.rawPost(ctx, fraud, `{"jsonrpc":"2.0","id":9,"method":"ping"}`, nil)
-	f.checkLimited(status, b, http.StatusTooManyRequests, ReasonTooManyRequests)
+	f.checkLimited(status, b, http.StatusTooManyRequests, reason.TooManyRequests)
 	if f.up.Received(`"id":9`) {
 		t.Fatal("a refused request reached the upstream")
 	}

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"agentmesh/internal/connlimit"
+	"agentmesh/internal/reason"
 )
 
 // TestGatewayBoundsConnectionsThatNeverHandshake: anybody who can reach the
@@ -75,7 +76,7 @@ func TestGatewayBoundsConnectionsThatNeverHandshake(t *testing.T) {
 	// The refusals are in the trail, with the listener's reason.
 	refused := 0
 	for _, e := range f.rec.Events() {
-		if e.Reason == string(connlimit.ReasonTooManyConnections) && e.Outcome == "refused" && e.Dst == f.gwID.String() {
+		if e.Reason == reason.TooManyConnections && e.Outcome == "refused" && e.Dst == f.gwID.String() {
 			refused++
 		}
 	}

@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"sync"
 
+	"agentmesh/internal/admission"
 	"agentmesh/internal/identity"
 )
 
@@ -29,7 +30,7 @@ type peerRef struct {
 	incarnation string
 	// key and caller are set instead of id for an Identifier caller.
 	key    string
-	caller *Caller
+	caller *admission.Caller
 }
 
 type connKey struct{}

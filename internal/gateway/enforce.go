@@ -8,12 +8,13 @@ import (
 
 	"agentmesh/internal/mcpwire"
 	"agentmesh/internal/policy"
+	"agentmesh/internal/reason"
 )
 
 // verdict is the gateway's answer to one client message.
 type verdict struct {
 	allow   bool
-	reason  string
+	reason  reason.Code
 	code    int // JSON-RPC error code when denied
 	grant   int // policy grant index, -1 when none decided
 	version string
@@ -70,9 +71,9 @@ var listMethods = map[string]listKind{
 // decide answers one decoded client message for peer p under p.state.
 func (g *Gateway) decide(p *peerInfo, m *mcpwire.Message) verdict {
 	st := p.state
-	v := verdict{grant: -1, version: versionOf(st)}
-	allow := func() verdict { v.allow, v.reason = true, ReasonAllowed; return v }
-	deny := func(code int, reason string) verdict { v.allow, v.code, v.reason = false, code, reason; return v }
+	v := verdict{grant: -1, version: st.PolicyVersion()}
+	allow := func() verdict { v.allow, v.reason = true, reason.Allowed; return v }
+	deny := func(code int, why reason.Code) verdict { v.allow, v.code, v.reason = false, code, why; return v }
 
 	switch m.Kind {
 	case mcpwire.KindResponse:
@@ -83,10 +84,10 @@ func (g *Gateway) decide(p *peerInfo, m *mcpwire.Message) verdict {
 		if _, ok := clientNotifications[m.Method]; ok {
 			return allow()
 		}
-		return deny(CodeDenied, ReasonUnknownMethod)
+		return deny(CodeDenied, reason.UnknownMethod)
 	case mcpwire.KindRequest:
 	default:
-		return deny(CodeRejected, ReasonMalformed)
+		return deny(CodeRejected, reason.Malformed)
 	}
 
 	if _, ok := passThrough[m.Method]; ok {
@@ -96,14 +97,14 @@ func (g *Gateway) decide(p *peerInfo, m *mcpwire.Message) verdict {
 		v.filter = k
 		return allow()
 	}
-	req := policy.Request{Src: p.peer.Node, Dst: st.Self, Method: m.Method}
+	req := policy.Request{Src: p.node, Dst: st.Self, Method: m.Method}
 	// Extra resource URIs decided with the request (subscriptions/listen).
 	var subscriptions []string
 	switch {
 	case m.Method == "tools/call":
 		tc, err := m.ToolCall()
 		if err != nil {
-			return deny(CodeRejected, ReasonMalformed)
+			return deny(CodeRejected, reason.Malformed)
 		}
 		req.Action, req.Tool, req.Args = policy.ActionTool, tc.Name, tc.Arguments
 		v.tool = tc.Name
@@ -113,21 +114,21 @@ func (g *Gateway) decide(p *peerInfo, m *mcpwire.Message) verdict {
 	case m.Method == "resources/read", m.Method == "resources/subscribe":
 		uri, err := m.ResourceURI()
 		if err != nil {
-			return deny(CodeRejected, ReasonMalformed)
+			return deny(CodeRejected, reason.Malformed)
 		}
 		req.Action, req.Resource = policy.ActionResource, uri
 		v.resource = uri
 	case m.Method == "prompts/get":
 		name, args, err := m.PromptGet()
 		if err != nil {
-			return deny(CodeRejected, ReasonMalformed)
+			return deny(CodeRejected, reason.Malformed)
 		}
 		req.Action, req.Prompt, req.Args = policy.ActionPrompt, name, args
 		v.prompt = name
 	case m.Method == "completion/complete":
 		ref, err := m.CompletionRef()
 		if err != nil {
-			return deny(CodeRejected, ReasonMalformed)
+			return deny(CodeRejected, reason.Malformed)
 		}
 		switch ref.Type {
 		case "ref/prompt":
@@ -138,7 +139,7 @@ func (g *Gateway) decide(p *peerInfo, m *mcpwire.Message) verdict {
 			req.Action, req.Resource, req.Template = policy.ActionResource, ref.URI, true
 			v.resource = ref.URI
 		default:
-			return deny(CodeRejected, ReasonMalformed)
+			return deny(CodeRejected, reason.Malformed)
 		}
 	case m.Method == "subscriptions/listen":
 		// The 2026-07-28 successor of the GET stream and of
@@ -147,7 +148,7 @@ func (g *Gateway) decide(p *peerInfo, m *mcpwire.Message) verdict {
 		// resourceSubscriptions is decided as a subscription.
 		f, err := m.Listen()
 		if err != nil {
-			return deny(CodeRejected, ReasonMalformed)
+			return deny(CodeRejected, reason.Malformed)
 		}
 		if len(f.ResourceSubscriptions) == 0 {
 			return allow()
@@ -158,11 +159,11 @@ func (g *Gateway) decide(p *peerInfo, m *mcpwire.Message) verdict {
 	case mcpwire.IsTaskMethod(m.Method):
 		id, err := m.TaskID()
 		if err != nil {
-			return deny(CodeRejected, ReasonMalformed)
+			return deny(CodeRejected, reason.Malformed)
 		}
 		o, ok := g.tasks.lookup(id, p.ref, g.now())
 		if !ok {
-			return deny(CodeRejected, ReasonUnknownTask)
+			return deny(CodeRejected, reason.UnknownTask)
 		}
 		v.tool, v.resource, v.prompt = o.tool, o.resource, o.prompt
 		if m.Method == "tasks/cancel" {
@@ -174,10 +175,10 @@ func (g *Gateway) decide(p *peerInfo, m *mcpwire.Message) verdict {
 		req.Action, req.Method, req.Tool, req.Resource, req.Prompt, req.Args, req.Template =
 			o.req.Action, o.req.Method, o.req.Tool, o.req.Resource, o.req.Prompt, o.req.Args, o.req.Template
 	default:
-		return deny(CodeDenied, ReasonUnknownMethod)
+		return deny(CodeDenied, reason.UnknownMethod)
 	}
 	if st.Policy == nil {
-		return deny(CodeDenied, ReasonNoPolicy)
+		return deny(CodeDenied, reason.NoPolicy)
 	}
 	d := st.Policy.Decide(req)
 	for _, uri := range subscriptions[min(1, len(subscriptions)):] {
@@ -191,27 +192,28 @@ func (g *Gateway) decide(p *peerInfo, m *mcpwire.Message) verdict {
 	}
 	v.grant, v.version = d.Grant, d.Version
 	if !d.Allow {
-		reason := string(d.Reason)
-		if reason == "" {
-			reason = "denied"
+		why := d.Reason
+		if why == "" {
+			// Decide always says why; a denial never goes without a code.
+			why = reason.NotGranted
 		}
 		code := CodeDenied
-		if d.Reason == policy.ReasonCaseVariantKey {
+		if why == reason.CaseVariantKey {
 			// Ambiguous input, like a case-variant pair: rejected.
 			code = CodeRejected
 		}
-		return deny(code, reason)
+		return deny(code, why)
 	}
-	v.allow, v.reason = true, string(d.Reason)
+	v.allow, v.reason = true, d.Reason
 	if v.reason == "" {
-		v.reason = ReasonAllowed
+		v.reason = reason.Allowed
 	}
 	if !mcpwire.IsTaskMethod(m.Method) && m.Method != "subscriptions/listen" {
 		// A decided request may be answered with a task handle, which
 		// is then bound to the caller (see tasks.go).
 		task, err := m.TaskRequest()
 		if err != nil {
-			return deny(CodeRejected, ReasonMalformed)
+			return deny(CodeRejected, reason.Malformed)
 		}
 		if task {
 			o := originOf(req, v, len(m.Params))
@@ -250,7 +252,7 @@ func visibleIn(vis policy.Visibility, k listKind, name string) bool {
 
 // headerCheck verifies that the routing headers a client sent agree with the
 // body. It returns "" when they do.
-func headerCheck(h map[string][]string, m *mcpwire.Message) string {
+func headerCheck(h map[string][]string, m *mcpwire.Message) reason.Code {
 	get := func(k string) (string, bool, bool) {
 		vs := h[k]
 		switch len(vs) {
@@ -265,38 +267,38 @@ func headerCheck(h map[string][]string, m *mcpwire.Message) string {
 	method, hasMethod, ok2 := get("Mcp-Method")
 	name, hasName, ok3 := get("Mcp-Name")
 	if !ok1 || !ok2 || !ok3 {
-		return ReasonHeaderMismatch
+		return reason.HeaderMismatch
 	}
 	mv := ""
 	if m.Kind == mcpwire.KindRequest || m.Kind == mcpwire.KindNotification {
 		var err error
 		if mv, err = m.ProtocolVersionMeta(); err != nil {
-			return ReasonMalformed // a case-variant _meta key
+			return reason.Malformed // a case-variant _meta key
 		}
 	}
 	if mv != "" && hv != "" && mv != hv {
-		return ReasonHeaderMismatch
+		return reason.HeaderMismatch
 	}
 	modern := max(hv, mv) >= "2026-07-28"
 	if m.Kind == mcpwire.KindResponse {
 		if hasMethod || hasName {
-			return ReasonHeaderMismatch
+			return reason.HeaderMismatch
 		}
 		return ""
 	}
 	if mv != "" && hv == "" {
 		// _meta names a protocol version, the header must say the same.
-		return ReasonHeaderMismatch
+		return reason.HeaderMismatch
 	}
 	if hasMethod || modern {
 		if !hasMethod || method != m.Method {
-			return ReasonHeaderMismatch
+			return reason.HeaderMismatch
 		}
 	}
 	needsName := m.Method == "tools/call" || m.Method == "resources/read" || m.Method == "prompts/get"
 	if !needsName {
 		if hasName {
-			return ReasonHeaderMismatch
+			return reason.HeaderMismatch
 		}
 		return ""
 	}
@@ -304,11 +306,11 @@ func headerCheck(h map[string][]string, m *mcpwire.Message) string {
 		return ""
 	}
 	if !hasName {
-		return ReasonHeaderMismatch
+		return reason.HeaderMismatch
 	}
 	body, ok := bodyName(m)
 	if hv, valid := decodeHeaderValue(name); !ok || !valid || hv != body {
-		return ReasonHeaderMismatch
+		return reason.HeaderMismatch
 	}
 	return ""
 }

@@ -19,9 +19,11 @@ import (
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 	"go.uber.org/goleak"
 
+	"agentmesh/internal/admission"
 	"agentmesh/internal/gateway/gatewaytest"
 	"agentmesh/internal/identity"
 	"agentmesh/internal/policy"
+	"agentmesh/internal/reason"
 	"agentmesh/internal/sse"
 )
 
@@ -94,7 +96,7 @@ type fixture struct {
 	fraud    *tls.Certificate
 	other    *tls.Certificate
 	outsider *tls.Certificate
-	peers    map[identity.Name]Peer
+	peers    map[identity.Name]admission.Peer
 	version  int
 }
 
@@ -135,7 +137,7 @@ func newFixture(t testing.TB, o fixtureOpts) *fixture {
 	f.fraud = f.mesh.Issue(t, fraudID, "inc1")
 	f.other = f.mesh.Issue(t, otherID, "inc1")
 	f.outsider = f.mesh.Issue(t, gatewaytest.ID(t, identity.KindAgent, "outsider"), "inc1")
-	f.peers = map[identity.Name]Peer{
+	f.peers = map[identity.Name]admission.Peer{
 		fraudID.Name: {Node: policy.Node{Name: fraudID.Name, Kind: fraudID.Kind}, ID: fraudID, Incarnation: "inc1"},
 		otherID.Name: {Node: policy.Node{Name: otherID.Name, Kind: otherID.Kind}, ID: otherID, Incarnation: "inc1"},
 	}
@@ -194,16 +196,16 @@ func newFixture(t testing.TB, o fixtureOpts) *fixture {
 
 // state builds a State with doc as policy and the fixture's peers, with
 // changes applied.
-func (f *fixture) state(doc string, changes ...func(map[identity.Name]Peer)) *State {
+func (f *fixture) state(doc string, changes ...func(map[identity.Name]admission.Peer)) *admission.State {
 	f.version++
-	peers := make(map[identity.Name]Peer, len(f.peers))
+	peers := make(map[identity.Name]admission.Peer, len(f.peers))
 	for k, v := range f.peers {
 		peers[k] = v
 	}
 	for _, c := range changes {
 		c(peers)
 	}
-	return &State{
+	return &admission.State{
 		Policy: compile(f.t, doc, "v"+strings.Repeat("1", f.version)),
 		Self:   f.self, SelfID: f.gwID, Peers: peers,
 	}
@@ -235,8 +237,8 @@ func (f *fixture) connect(ctx context.Context, cert *tls.Certificate, version st
 // denial is the data of a gateway JSON-RPC error.
 type denial struct {
 	Code    int
-	Reason  string `json:"reason"`
-	EventID string `json:"event_id"`
+	Reason  reason.Code `json:"reason"`
+	EventID string      `json:"event_id"`
 }
 
 // denialOf extracts the gateway's error from an SDK call error.

@@ -12,56 +12,14 @@ import (
 	"sync/atomic"
 	"time"
 
+	"agentmesh/internal/admission"
 	"agentmesh/internal/audit"
 	"agentmesh/internal/budget"
 	"agentmesh/internal/connlimit"
 	"agentmesh/internal/httpserver"
-	"agentmesh/internal/identity"
 	"agentmesh/internal/mcpwire"
-	"agentmesh/internal/policy"
+	"agentmesh/internal/reason"
 )
-
-// State is everything the gateway enforces, swapped atomically as a whole.
-// The zero State denies everything.
-type State struct {
-	// Policy decides every request; nil denies everything.
-	Policy *policy.Policy
-	// Self is this gateway's node, the destination of every request.
-	Self policy.Node
-	// SelfID is this gateway's SPIFFE ID, written as the destination of
-	// audit events; when zero, Self's selector ("tool:NAME") is written.
-	SelfID identity.ID
-	// Peers are the active nodes of the netmap, by name. A peer absent
-	// from the map is refused.
-	Peers map[identity.Name]Peer
-	// Stale refuses everybody (stale_netmap): the view this state comes
-	// from is older than the mesh lets a gateway act on unconfirmed
-	// (netmap.Netmap.Fresh).
-	Stale bool
-}
-
-// Peer is one node that may connect, as the netmap describes it.
-type Peer struct {
-	// Node is the peer as the policy sees it (name, kind, tags).
-	Node policy.Node
-	// ID is the identity its certificate must carry.
-	ID identity.ID
-	// Incarnation is the registration its certificate must be issued for;
-	// a certificate of an earlier incarnation is refused.
-	Incarnation string
-	// Revoked refuses the peer.
-	Revoked bool
-}
-
-// Recorder receives audit events. Record may block to apply backpressure; it
-// must not drop events. Every decision is recorded before the client sees
-// its answer: a denial before the error is written, an allowed request when
-// its response starts. If recording an allowed request fails, the client
-// gets a 503 (reason audit_failed) instead of the upstream's answer; a
-// failure to record a denial is logged and the denial still answered.
-type Recorder interface {
-	Record(ctx context.Context, e *audit.Event) error
-}
 
 // Upstream is where allowed messages go: HTTPUpstream or CommandUpstream.
 type Upstream interface{ isUpstream() }
@@ -103,7 +61,7 @@ type Config struct {
 	Upstream Upstream
 	// Audit receives every decision. Required: a gateway that cannot
 	// audit does not serve.
-	Audit Recorder
+	Audit admission.Recorder
 	// Refusals, when set, aggregates the refusals of peers that are not
 	// admitted (see RecordRefusal); nil records each one through Audit.
 	Refusals *audit.Refusals
@@ -159,7 +117,7 @@ type Config struct {
 	// Caller. With TLS nil, Serve then serves plain HTTP, which is only
 	// safe on a listener whose transport authenticates and encrypts, such
 	// as tailnet.Node's. Nil refuses every request without a certificate.
-	Identifier Identifier
+	Identifier admission.Identifier
 }
 
 const (
@@ -177,7 +135,7 @@ type Gateway struct {
 	now      func() time.Time
 	maxBytes int64
 
-	state    atomic.Pointer[State]
+	state    atomic.Pointer[admission.State]
 	up       upstream
 	sessions *sessionTable
 	conns    *connTable
@@ -210,8 +168,8 @@ type upstream interface {
 }
 
 // New checks cfg and returns a gateway enforcing initial (nil: the zero
-// State, which denies everything).
-func New(cfg Config, initial *State) (*Gateway, error) {
+// admission.State, which denies everything).
+func New(cfg Config, initial *admission.State) (*Gateway, error) {
 	if cfg.Audit == nil {
 		return nil, fmt.Errorf("%w: Audit recorder is required", ErrConfig)
 	}
@@ -276,7 +234,7 @@ func New(cfg Config, initial *State) (*Gateway, error) {
 		return nil, fmt.Errorf("%w: Upstream must be HTTPUpstream or CommandUpstream, got %T", ErrConfig, cfg.Upstream)
 	}
 	if initial == nil {
-		initial = &State{}
+		initial = &admission.State{}
 	}
 	g.state.Store(initial)
 	mux := http.NewServeMux()
@@ -314,7 +272,7 @@ func (g *Gateway) Serve(ctx context.Context, ln net.Listener) error {
 		ConnContext:       g.conns.connContext,
 		ConnState:         g.conns.connState,
 	}
-	ln = ServeOn(srv, ln, g.cfg.TLS, g.connLimits())
+	ln = admission.ServeOn(srv, ln, g.cfg.TLS, g.connLimits())
 	g.goOwned(g.reapLoop)
 	// Sessions and their streams hang off g.base, not off one request:
 	// they end as soon as ctx does, with the requests httpserver.Run ends.
@@ -334,38 +292,10 @@ func (g *Gateway) Serve(ctx context.Context, ln net.Listener) error {
 	return nil
 }
 
-// ServeOn prepares srv to serve on ln and returns the listener to serve:
-// ln wrapped in tlsCfg's TLS, or, with tlsCfg nil, ln itself with HTTP/1.1
-// and prior-knowledge HTTP/2 (as connectors speak it over a transport that
-// authenticates and encrypts). Only a server whose handler identifies
-// callers without TLS (an Identifier) may pass nil.
-//
-// With TLS, connections that have not finished their handshake are bounded
-// by conns (see package connlimit; zero fields are its defaults): anybody
-// who can reach the port can open them, and without a bound enough of them
-// exhaust the gateway's file descriptors before any certificate is seen.
-// tlsCfg must require a client certificate, so a finished handshake is an
-// authenticated one.
-func ServeOn(srv *http.Server, ln net.Listener, tlsCfg *tls.Config, conns connlimit.Config) net.Listener {
-	if tlsCfg != nil {
-		l := connlimit.NewListener(ln, conns)
-		return tls.NewListener(l, l.ServerTLS(tlsCfg, presentedCertificate))
-	}
-	srv.Protocols = new(http.Protocols)
-	srv.Protocols.SetHTTP1(true)
-	srv.Protocols.SetUnencryptedHTTP2(true)
-	return ln
-}
-
-// presentedCertificate says whether a finished handshake authenticated the
-// client. The gateway's TLS configuration refuses a handshake without a
-// verified certificate, so every finished one did.
-func presentedCertificate(cs tls.ConnectionState) bool { return len(cs.PeerCertificates) > 0 }
-
 // connLimits is Config.Conns reporting to the audit trail.
 func (g *Gateway) connLimits() connlimit.Config {
 	c := g.cfg.Conns
-	c.OnRefuse = ConnRefusals(g.cfg.Refusals, g.cfg.Audit, g.now, func() string { return dstOf(g.state.Load()) }, g.log)
+	c.OnRefuse = admission.ConnRefusals(g.cfg.Refusals, g.cfg.Audit, g.now, func() string { return g.state.Load().Dst() }, g.log)
 	return c
 }
 
@@ -382,9 +312,9 @@ func (g *Gateway) goOwned(f func()) {
 // their next message; sessions whose visible lists changed are sent
 // list_changed notifications; peers that lost access have their
 // connections, sessions and processes closed before Update returns.
-func (g *Gateway) Update(s *State) {
+func (g *Gateway) Update(s *admission.State) {
 	if s == nil {
-		s = &State{}
+		s = &admission.State{}
 	}
 	g.state.Store(s)
 	// Cut peers that are no longer admitted.
@@ -393,21 +323,21 @@ func (g *Gateway) Update(s *State) {
 		if p == nil || p.caller != nil {
 			continue // Identifier callers are re-checked below
 		}
-		if reason := admit(s, p.id, p.incarnation); reason != "" {
-			g.closeConn(tc, p.id.String(), reason, s)
+		if why := s.Check(p.id, p.incarnation); why != "" {
+			g.closeConn(tc, p.id.String(), why, s)
 		}
 	}
 	for _, sess := range g.sessions.all() {
 		if sess.hasCaller {
 			continue // re-checked below
 		}
-		if reason := admit(s, sess.owner, sess.incarnation); reason != "" {
-			g.log.Info("closing session of peer that lost access", "peer", sess.owner.String(), "session", sess.id, "reason", reason)
+		if why := s.Check(sess.owner, sess.incarnation); why != "" {
+			g.log.Info("closing session of peer that lost access", "peer", sess.owner.String(), "session", sess.id, "reason", why)
 			g.endSession(sess)
 			g.record(context.Background(), &audit.Event{
-				Kind: audit.KindSession, Src: sess.owner.String(), Dst: dstOf(s),
-				Session: sess.id, Decision: audit.Deny, Reason: reason, Outcome: "closed",
-				PolicyVersion: versionOf(s),
+				Kind: audit.KindSession, Src: sess.owner.String(), Dst: s.Dst(),
+				Session: sess.id, Decision: audit.Deny, Reason: why, Outcome: audit.OutcomeClosed,
+				PolicyVersion: s.PolicyVersion(),
 			})
 			continue
 		}
@@ -449,20 +379,20 @@ func (g *Gateway) reapIdle() int {
 		}
 		g.log.Info("ended idle session", "peer", sess.owner.String(), "session", sess.id)
 		g.record(context.Background(), &audit.Event{
-			Kind: audit.KindSession, Src: sess.owner.String(), Dst: dstOf(st),
-			Session: sess.id, Decision: audit.Allow, Reason: ReasonIdle, Outcome: "expired",
-			PolicyVersion: versionOf(st),
+			Kind: audit.KindSession, Src: sess.owner.String(), Dst: st.Dst(),
+			Session: sess.id, Decision: audit.Allow, Reason: reason.Idle, Outcome: audit.OutcomeExpired,
+			PolicyVersion: st.PolicyVersion(),
 		})
 	}
 	return n
 }
 
 // closeConn closes the connection of a peer (src, for the log and the
-// audit trail) that lost access under st for reason, and audits it: the
+// audit trail) that lost access under st for why, and audits it: the
 // peer's streams end with it, and a stateless client has no session whose
 // closing would otherwise show in the trail.
-func (g *Gateway) closeConn(tc *trackedConn, src, reason string, st *State) {
-	g.log.Info("closing connection of peer that lost access", "peer", src, "reason", reason)
+func (g *Gateway) closeConn(tc *trackedConn, src string, why reason.Code, st *admission.State) {
+	g.log.Info("closing connection of peer that lost access", "peer", src, "reason", why)
 	// Read the address first: some transports (tsnet's) answer nil once
 	// the connection is closed.
 	addr := ""
@@ -471,8 +401,8 @@ func (g *Gateway) closeConn(tc *trackedConn, src, reason string, st *State) {
 	}
 	tc.conn.Close()
 	g.record(context.Background(), &audit.Event{
-		Kind: audit.KindConnection, Src: src, SrcAddr: addr, Dst: dstOf(st),
-		Decision: audit.Deny, Reason: reason, Outcome: "closed", PolicyVersion: versionOf(st),
+		Kind: audit.KindConnection, Src: src, SrcAddr: addr, Dst: st.Dst(),
+		Decision: audit.Deny, Reason: why, Outcome: audit.OutcomeClosed, PolicyVersion: st.PolicyVersion(),
 	})
 }
 
@@ -495,32 +425,5 @@ func (g *Gateway) record(ctx context.Context, e *audit.Event) {
 
 // recordErr is record returning the recorder's error.
 func (g *Gateway) recordErr(ctx context.Context, e *audit.Event) error {
-	if e.ID == "" {
-		e.ID = audit.NewID()
-	}
-	e.V = audit.SchemaVersion
-	if e.Time.IsZero() {
-		e.Time = g.now()
-	}
-	return g.cfg.Audit.Record(context.WithoutCancel(ctx), e)
-}
-
-func versionOf(s *State) string {
-	if s == nil || s.Policy == nil {
-		return ""
-	}
-	return s.Policy.Version()
-}
-
-func dstOf(s *State) string {
-	if s == nil {
-		return ""
-	}
-	if !s.SelfID.IsZero() {
-		return s.SelfID.String()
-	}
-	if s.Self.Name == "" {
-		return ""
-	}
-	return string(s.Self.Kind) + ":" + string(s.Self.Name)
+	return admission.Record(ctx, g.cfg.Audit, e, g.now())
 }

@@ -12,8 +12,10 @@ import (
 
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 
+	"agentmesh/internal/admission"
 	"agentmesh/internal/audit"
 	"agentmesh/internal/identity"
+	"agentmesh/internal/reason"
 )
 
 // callText calls tool name with args and returns its text output.
@@ -150,7 +152,7 @@ func TestGatewayWithholdsAnswerWhenAuditFails(t *testing.T) {
 	if status != http.StatusServiceUnavailable {
 		t.Fatalf("status = %d, body %s; want 503", status, b)
 	}
-	if d := rpcError(t, b); d.Code != CodeRejected || d.Reason != ReasonAuditFailed || d.EventID == "" {
+	if d := rpcError(t, b); d.Code != CodeRejected || d.Reason != reason.AuditFailed || d.EventID == "" {
 		t.Fatalf("refusal = %+v", d)
 	}
 	if strings.Contains(string(b), "unaudited-secret") {
@@ -246,7 +248,7 @@ func TestGatewayDeniesUnknownMethod(t *testing.T) {
 	sid := f.rawSession(ctx, c, "2025-11-25")
 	hdr := map[string]string{"Mcp-Session-Id": sid, "Mcp-Protocol-Version": "2025-11-25"}
 	status, _, b := f.rawPost(ctx, c, `{"jsonrpc":"2.0","id":5,"method":"admin/shutdown","params":{}}`, hdr)
-	if d := rpcError(t, b); status != http.StatusOK || d.Code != CodeDenied || d.Reason != ReasonUnknownMethod {
+	if d := rpcError(t, b); status != http.StatusOK || d.Code != CodeDenied || d.Reason != reason.UnknownMethod {
 		t.Fatalf("unknown method: %d %+v", status, d)
 	}
 	if f.up.Received("admin/shutdown") {
@@ -265,15 +267,15 @@ func TestGatewayRefusesSmuggling(t *testing.T) {
 		body   string
 		hdr    map[string]string
 		code   int
-		reason string
+		reason reason.Code
 	}{
-		{"duplicate name keys", `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo","name":"drop_table","arguments":{}}}`, nil, CodeRejected, ReasonMalformed},
-		{"case-variant name key", `{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"echo","Name":"drop_table","arguments":{}}}`, nil, CodeRejected, ReasonMalformed},
+		{"duplicate name keys", `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo","name":"drop_table","arguments":{}}}`, nil, CodeRejected, reason.Malformed},
+		{"case-variant name key", `{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"echo","Name":"drop_table","arguments":{}}}`, nil, CodeRejected, reason.Malformed},
 		{"unicode-escaped denied tool", `{"jsonrpc":"2.0","id":3,"method":"tools\u002fcall","params":{"name":"drop\u005ftable","arguments":{}}}`, nil, CodeDenied, "not_granted"},
-		{"batch mixing allowed and denied", `[{"jsonrpc":"2.0","id":4,"method":"tools/call","params":{"name":"echo","arguments":{"text":"a"}}},{"jsonrpc":"2.0","id":5,"method":"tools/call","params":{"name":"drop_table","arguments":{}}}]`, nil, -32600, ReasonBatch},
-		{"Mcp-Method header mismatch", `{"jsonrpc":"2.0","id":6,"method":"tools/call","params":{"name":"drop_table","arguments":{}}}`, map[string]string{"Mcp-Method": "tools/list"}, CodeHeaderMismatch, ReasonHeaderMismatch},
-		{"Mcp-Name header mismatch", `{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"drop_table","arguments":{}}}`, map[string]string{"Mcp-Method": "tools/call", "Mcp-Name": "echo"}, CodeHeaderMismatch, ReasonHeaderMismatch},
-		{"invalid UTF-8", "{\"jsonrpc\":\"2.0\",\"id\":8,\"method\":\"tools/call\",\"params\":{\"name\":\"drop_table\xff\",\"arguments\":{}}}", nil, CodeRejected, ReasonMalformed},
+		{"batch mixing allowed and denied", `[{"jsonrpc":"2.0","id":4,"method":"tools/call","params":{"name":"echo","arguments":{"text":"a"}}},{"jsonrpc":"2.0","id":5,"method":"tools/call","params":{"name":"drop_table","arguments":{}}}]`, nil, -32600, reason.BatchRejected},
+		{"Mcp-Method header mismatch", `{"jsonrpc":"2.0","id":6,"method":"tools/call","params":{"name":"drop_table","arguments":{}}}`, map[string]string{"Mcp-Method": "tools/list"}, CodeHeaderMismatch, reason.HeaderMismatch},
+		{"Mcp-Name header mismatch", `{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"drop_table","arguments":{}}}`, map[string]string{"Mcp-Method": "tools/call", "Mcp-Name": "echo"}, CodeHeaderMismatch, reason.HeaderMismatch},
+		{"invalid UTF-8", "{\"jsonrpc\":\"2.0\",\"id\":8,\"method\":\"tools/call\",\"params\":{\"name\":\"drop_table\xff\",\"arguments\":{}}}", nil, CodeRejected, reason.Malformed},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -313,7 +315,7 @@ func TestGatewayRefusesSessionOfAnotherIdentity(t *testing.T) {
 	hdr := map[string]string{"Mcp-Session-Id": sid, "Mcp-Protocol-Version": "2025-11-25"}
 	status, _, b := f.rawPost(ctx, f.httpClient(f.other), `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo","arguments":{"text":"hijack"}}}`, hdr)
 	d := rpcError(t, b)
-	if status != http.StatusNotFound || d.Reason != ReasonSessionMismatch {
+	if status != http.StatusNotFound || d.Reason != reason.SessionOwnerMismatch {
 		t.Fatalf("replayed session: %d %+v", status, d)
 	}
 	if ev, ok := f.rec.ByID(d.EventID); !ok || ev.Src != f.peers["other"].ID.String() || ev.Session != sid {
@@ -331,10 +333,10 @@ func TestGatewayRefusesPeersItDoesNotAdmit(t *testing.T) {
 	tests := []struct {
 		name   string
 		client *http.Client
-		reason string
+		reason reason.Code
 	}{
-		{"unknown peer", f.httpClient(f.outsider), ReasonUnknownPeer},
-		{"earlier incarnation", f.httpClient(stale), ReasonStaleCert},
+		{"unknown peer", f.httpClient(f.outsider), reason.UnknownPeer},
+		{"earlier incarnation", f.httpClient(stale), reason.StaleIncarnation},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -352,7 +354,7 @@ func TestGatewayRefusesPeersItDoesNotAdmit(t *testing.T) {
 	// A peer the policy does not link is refused too.
 	f.gw.Update(f.state(`{"grants":[{"src":["agent:other"],"dst":["tool:payments-db"],"tools":["echo"]}]}`))
 	status, _, b := f.rawPost(ctx, f.httpClient(f.fraud), `{"jsonrpc":"2.0","id":0,"method":"initialize","params":{}}`, nil)
-	if d := rpcError(t, b); status != http.StatusForbidden || d.Reason != ReasonNotLinked {
+	if d := rpcError(t, b); status != http.StatusForbidden || d.Reason != reason.NoGrant {
 		t.Fatalf("unlinked peer: %d %+v", status, d)
 	}
 }
@@ -399,7 +401,7 @@ func TestGatewayClosesRevokedPeer(t *testing.T) {
 		t.Fatal(err)
 	}
 	fraud := f.peers["fraud"].ID
-	f.gw.Update(f.state(basePolicy, func(p map[identity.Name]Peer) {
+	f.gw.Update(f.state(basePolicy, func(p map[identity.Name]admission.Peer) {
 		pe := p[fraud.Name]
 		pe.Revoked = true
 		p[fraud.Name] = pe
@@ -425,12 +427,12 @@ func TestGatewayClosesRevokedPeer(t *testing.T) {
 		t.Fatal("revoked peer's call reached the upstream")
 	}
 	if _, err := f.rec.WaitFor(ctx, func(e audit.Event) bool {
-		return e.Kind == audit.KindSession && e.Src == fraud.String() && e.Reason == ReasonRevoked
+		return e.Kind == audit.KindSession && e.Src == fraud.String() && e.Reason == reason.Revoked
 	}); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := f.rec.WaitFor(ctx, func(e audit.Event) bool {
-		return e.Kind == audit.KindConnection && e.Src == fraud.String() && e.Reason == ReasonRevoked && e.Outcome == "closed"
+		return e.Kind == audit.KindConnection && e.Src == fraud.String() && e.Reason == reason.Revoked && e.Outcome == "closed"
 	}); err != nil {
 		t.Fatalf("closed connection not audited: %v", err)
 	}
@@ -542,7 +544,7 @@ func TestGatewayServesStdioUpstream(t *testing.T) {
 		t.Fatalf("other echo = %q, %v", got, err)
 	}
 	// Revoking the peer ends its session and process.
-	f.gw.Update(f.state(noEchoPolicy, func(p map[identity.Name]Peer) { delete(p, "fraud") }))
+	f.gw.Update(f.state(noEchoPolicy, func(p map[identity.Name]admission.Peer) { delete(p, "fraud") }))
 	if _, err := callText(ctx, cs, "query", map[string]any{"sql": "select"}); err == nil {
 		t.Fatal("removed peer could still call")
 	}

@@ -7,10 +7,11 @@ import (
 	"strings"
 	"time"
 
+	"agentmesh/internal/admission"
 	"agentmesh/internal/audit"
 	"agentmesh/internal/budget"
-	"agentmesh/internal/identity"
 	"agentmesh/internal/mcpwire"
+	"agentmesh/internal/reason"
 )
 
 // exchange is one client HTTP request on its way through the gateway.
@@ -26,7 +27,7 @@ type exchange struct {
 	stream *stream
 	// streamSess is the session stream belongs to.
 	streamSess *session
-	outcome    string
+	outcome    audit.Outcome
 	recorded   bool
 	// entered is the session this request counts as in flight for.
 	entered *session
@@ -45,32 +46,21 @@ type exchange struct {
 
 func (g *Gateway) serveMCP(w http.ResponseWriter, r *http.Request) {
 	start := g.now()
-	var (
-		p      *peerInfo
-		src    string
-		reason string
-	)
-	if r.TLS == nil && g.cfg.Identifier != nil {
-		p, src, reason = g.identifyCaller(r, g.state.Load())
-	} else {
-		var id identity.ID
-		p, id, reason = g.identify(r)
-		src = id.String()
-	}
+	p, src, why := g.identify(r)
 	if p == nil {
-		g.refuse(w, r, src, reason)
+		g.refuse(w, r, src, why)
 		return
 	}
 	if tc := connOf(r.Context()); tc != nil && tc.bind(p.ref) {
 		g.record(r.Context(), &audit.Event{
 			Kind: audit.KindConnection, Src: src, SrcAddr: r.RemoteAddr,
-			Dst: dstOf(p.state), Decision: audit.Allow, Reason: ReasonAllowed,
-			PolicyVersion: versionOf(p.state), Outcome: "accepted",
+			Dst: p.state.Dst(), Decision: audit.Allow, Reason: reason.Allowed,
+			PolicyVersion: p.state.PolicyVersion(), Outcome: audit.OutcomeAccepted,
 		})
 	}
 	ev := &audit.Event{
 		ID: audit.NewID(), Kind: audit.KindRequest, Src: src, SrcAddr: r.RemoteAddr,
-		Dst: dstOf(p.state), PolicyVersion: versionOf(p.state),
+		Dst: p.state.Dst(), PolicyVersion: p.state.PolicyVersion(),
 	}
 	x := &exchange{peer: p, ev: ev, start: start}
 	defer func() {
@@ -97,14 +87,14 @@ func (g *Gateway) serveMCP(w http.ResponseWriter, r *http.Request) {
 				// Without a session the upstream cannot tell whose
 				// stream an event id names, and a replay could carry
 				// another identity's answers.
-				g.deny(w, r, x, http.StatusBadRequest, nil, CodeRejected, ReasonBadHTTP)
+				g.deny(w, r, x, http.StatusBadRequest, nil, CodeRejected, reason.BadHTTPRequest)
 				return
 			}
 			g.openStream(x, listAll, nil)
 		}
-		ev.Decision, ev.Reason = audit.Allow, ReasonAllowed
+		ev.Decision, ev.Reason = audit.Allow, reason.Allowed
 		g.forward(w, r, x)
-		if r.Method == http.MethodDelete && x.sess != nil && x.outcome != ReasonUpstream {
+		if r.Method == http.MethodDelete && x.sess != nil && x.outcome != audit.OutcomeUpstreamError {
 			if g.sessions.remove(x.sess) {
 				x.sess.cut()
 				g.up.sessionDeleted(x.sess)
@@ -113,7 +103,7 @@ func (g *Gateway) serveMCP(w http.ResponseWriter, r *http.Request) {
 	default:
 		ev.Method = r.Method
 		w.Header().Set("Allow", "GET, POST, DELETE")
-		g.deny(w, r, x, http.StatusMethodNotAllowed, nil, CodeRejected, ReasonBadHTTP)
+		g.deny(w, r, x, http.StatusMethodNotAllowed, nil, CodeRejected, reason.BadHTTPRequest)
 	}
 	if x.recorded {
 		return
@@ -158,17 +148,16 @@ func (a *auditWriter) commit(status int) {
 	x.ev.LatencyUS = a.g.now().Sub(x.start).Microseconds()
 	x.ev.Outcome = x.outcome
 	if x.ev.Outcome == "" {
-		x.ev.Outcome = outcomeOf(status)
+		x.ev.Outcome = audit.OutcomeOfStatus(status)
 	}
 	if err := a.g.recordErr(a.r.Context(), x.ev); err != nil {
 		a.blocked = true
-		x.outcome = ReasonAuditFailed
 		var id json.RawMessage
 		if x.msg != nil {
 			id = x.msg.ID
 		}
 		a.ResponseWriter.Header().Del("Content-Length")
-		writeRefusal(a.ResponseWriter, http.StatusServiceUnavailable, id, CodeRejected, ReasonAuditFailed, x.ev.ID)
+		writeRefusal(a.ResponseWriter, http.StatusServiceUnavailable, id, CodeRejected, reason.AuditFailed, x.ev.ID)
 	}
 	x.recorded = true
 }
@@ -217,11 +206,11 @@ func (g *Gateway) servePost(w http.ResponseWriter, r *http.Request, x *exchange)
 	}
 	msgs, batch, err := mcpwire.Decode(x.body, g.cfg.Limits)
 	if err != nil {
-		g.deny(w, r, x, http.StatusBadRequest, nil, CodeRejected, ReasonMalformed)
+		g.deny(w, r, x, http.StatusBadRequest, nil, CodeRejected, reason.Malformed)
 		return
 	}
 	if batch || len(msgs) != 1 {
-		g.deny(w, r, x, http.StatusBadRequest, nil, mcpwire.CodeInvalidRequest, ReasonBatch)
+		g.deny(w, r, x, http.StatusBadRequest, nil, mcpwire.CodeInvalidRequest, reason.BatchRejected)
 		return
 	}
 	m := &msgs[0]
@@ -230,16 +219,16 @@ func (g *Gateway) servePost(w http.ResponseWriter, r *http.Request, x *exchange)
 	if m.Kind == mcpwire.KindResponse {
 		ev.Method = "response"
 	}
-	reason := headerCheck(r.Header, m)
-	if reason == "" {
-		reason = g.paramCheck(r.Header, m)
+	why := headerCheck(r.Header, m)
+	if why == "" {
+		why = g.paramCheck(r.Header, m)
 	}
-	if reason != "" {
+	if why != "" {
 		code := CodeRejected
-		if reason == ReasonHeaderMismatch {
+		if why == reason.HeaderMismatch {
 			code = CodeHeaderMismatch
 		}
-		g.deny(w, r, x, http.StatusBadRequest, m.ID, code, reason)
+		g.deny(w, r, x, http.StatusBadRequest, m.ID, code, why)
 		return
 	}
 	if !g.bindSession(w, r, x) {
@@ -307,19 +296,19 @@ func (g *Gateway) bindSession(w http.ResponseWriter, r *http.Request, x *exchang
 		id = x.msg.ID
 	}
 	if len(vals) > 1 || vals[0] == "" {
-		g.deny(w, r, x, http.StatusBadRequest, id, CodeRejected, ReasonBadHTTP)
+		g.deny(w, r, x, http.StatusBadRequest, id, CodeRejected, reason.BadHTTPRequest)
 		return false
 	}
 	x.ev.Session = vals[0]
 	s := g.sessions.get(vals[0])
 	if s == nil {
-		g.deny(w, r, x, http.StatusNotFound, id, CodeRejected, ReasonUnknownSession)
+		g.deny(w, r, x, http.StatusNotFound, id, CodeRejected, reason.UnknownSession)
 		return false
 	}
 	if s.owner != x.peer.ref.id || s.incarnation != x.peer.ref.incarnation || s.key != x.peer.ref.key {
 		// Same answer as an unknown id, so that ids cannot be probed.
 		g.log.Warn("session presented by another identity", "session", s.id, "owner", s.owner.String(), "peer", x.peer.ref.id.String())
-		g.deny(w, r, x, http.StatusNotFound, id, CodeRejected, ReasonSessionMismatch)
+		g.deny(w, r, x, http.StatusNotFound, id, CodeRejected, reason.SessionOwnerMismatch)
 		return false
 	}
 	x.sess = s
@@ -330,48 +319,48 @@ func (g *Gateway) bindSession(w http.ResponseWriter, r *http.Request, x *exchang
 
 // deny records the denial, then answers it. The event is recorded first, so
 // the event id the client sees exists.
-func (g *Gateway) deny(w http.ResponseWriter, r *http.Request, x *exchange, status int, id json.RawMessage, code int, reason string) {
+func (g *Gateway) deny(w http.ResponseWriter, r *http.Request, x *exchange, status int, id json.RawMessage, code int, why reason.Code) {
 	ev := x.ev
-	ev.Decision, ev.Reason, ev.Outcome = audit.Deny, reason, "denied"
+	ev.Decision, ev.Reason, ev.Outcome = audit.Deny, why, audit.OutcomeDenied
 	switch code {
 	case CodeDenied:
 	case CodeLimited:
-		ev.Outcome = "refused"
+		ev.Outcome = audit.OutcomeRefused
 	default:
-		ev.Outcome = "rejected"
+		ev.Outcome = audit.OutcomeRejected
 	}
 	g.record(r.Context(), ev)
 	x.recorded = true
-	writeRefusal(w, status, id, code, reason, ev.ID)
+	writeRefusal(w, status, id, code, why, ev.ID)
 	x.outcome = ev.Outcome
 }
 
 // refuse answers a request whose peer is not admitted, and audits it as a
 // connection refusal (aggregated when Config.Refusals is set); the answer
 // carries the id of the event that accounts for it.
-func (g *Gateway) refuse(w http.ResponseWriter, r *http.Request, src, reason string) {
+func (g *Gateway) refuse(w http.ResponseWriter, r *http.Request, src string, why reason.Code) {
 	st := g.state.Load()
 	ev := &audit.Event{
-		Time: g.now(), Kind: audit.KindConnection, Src: src, SrcAddr: r.RemoteAddr,
-		Dst: dstOf(st), Decision: audit.Deny, Reason: reason, PolicyVersion: versionOf(st),
-		Outcome: "refused",
+		Kind: audit.KindConnection, Src: src, SrcAddr: r.RemoteAddr,
+		Dst: st.Dst(), Decision: audit.Deny, Reason: why, PolicyVersion: st.PolicyVersion(),
+		Outcome: audit.OutcomeRefused,
 	}
-	id, err := RecordRefusal(r.Context(), g.cfg.Refusals, g.cfg.Audit, ev)
+	id, err := admission.RecordRefusal(r.Context(), g.cfg.Refusals, g.cfg.Audit, ev, g.now())
 	if err != nil {
 		g.log.Error("audit record failed", "event_id", id, "kind", string(ev.Kind), "err", err)
 	}
-	g.log.Info("refused peer", "peer", src, "addr", r.RemoteAddr, "reason", reason, "event_id", id)
+	g.log.Info("refused peer", "peer", src, "addr", r.RemoteAddr, "reason", why, "event_id", id)
 	budget.SkipBody(w, r)
-	writeRefusal(w, http.StatusForbidden, nil, CodeDenied, reason, id)
+	writeRefusal(w, http.StatusForbidden, nil, CodeDenied, why, id)
 }
 
 // writeRefusal writes a JSON-RPC error response carrying reason and the
 // audit event id.
-func writeRefusal(w http.ResponseWriter, status int, id json.RawMessage, code int, reason, eventID string) {
+func writeRefusal(w http.ResponseWriter, status int, id json.RawMessage, code int, why reason.Code, eventID string) {
 	data, _ := json.Marshal(struct {
-		Reason  string `json:"reason"`
-		EventID string `json:"event_id"`
-	}{reason, eventID})
+		Reason  reason.Code `json:"reason"`
+		EventID string      `json:"event_id"`
+	}{why, eventID})
 	msg := "denied by policy"
 	switch code {
 	case CodeRejected:
@@ -381,7 +370,7 @@ func writeRefusal(w http.ResponseWriter, status int, id json.RawMessage, code in
 	case mcpwire.CodeInvalidRequest:
 		msg = "invalid request"
 	}
-	b := mcpwire.ErrorResponse(id, mcpwire.Error{Code: code, Message: msg + ": " + reason, Data: data})
+	b := mcpwire.ErrorResponse(id, mcpwire.Error{Code: code, Message: msg + ": " + string(why), Data: data})
 	h := w.Header()
 	h.Set("Content-Type", "application/json")
 	h.Set("Cache-Control", "no-store")

@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"agentmesh/internal/budget"
+	"agentmesh/internal/reason"
 )
 
 // paddedCall is a tools/call echo body of exactly size bytes, generated as
@@ -164,14 +165,14 @@ func TestGatewayHoldsItsBudgetsAgainstAHostileAgent(t *testing.T) {
 		}
 		refused++
 		d := rpcError(t, a.body)
-		if d.Code != CodeLimited || (d.Reason != ReasonTooManySessions && d.Reason != ReasonTooManyProcesses) {
+		if d.Code != CodeLimited || (d.Reason != reason.TooManySessions && d.Reason != reason.TooManyProcesses) {
 			t.Fatalf("a refused session: %d %+v", a.status, d)
 		}
 	}
 	if refused == 0 || refused == len(attempts) {
 		t.Fatalf("%d of %d sessions refused: the caps did not apply", refused, len(attempts))
 	}
-	if n := f.refusals("other", ReasonTooManySessions) + f.refusals("other", ReasonTooManyProcesses); n != refused {
+	if n := f.refusals("other", reason.TooManySessions) + f.refusals("other", reason.TooManyProcesses); n != refused {
 		t.Fatalf("%d audit events for %d refused sessions, want one each", n, refused)
 	}
 	if peak := f.gw.caps.processes.Peak(); peak > processes {
@@ -214,7 +215,7 @@ func TestGatewayHoldsItsBudgetsAgainstAHostileAgent(t *testing.T) {
 			t.Fatalf("a slow body failed: %s", a.body)
 		}
 		d := rpcError(t, a.body)
-		if a.status != http.StatusTooManyRequests || d.Code != CodeLimited || d.Reason != ReasonOverBudget {
+		if a.status != http.StatusTooManyRequests || d.Code != CodeLimited || d.Reason != reason.OverBudget {
 			t.Fatalf("a body over the budget: %d %+v, want 429 over_budget", a.status, d)
 		}
 	}
@@ -225,7 +226,7 @@ func TestGatewayHoldsItsBudgetsAgainstAHostileAgent(t *testing.T) {
 	// the hostile agent holds only its share of the budget.
 	echo("while bodies are held")
 	echo(strings.Repeat("y", maxBytes/2))
-	if n := f.refusals("other", ReasonOverBudget); n != slowBodies-held {
+	if n := f.refusals("other", reason.OverBudget); n != slowBodies-held {
 		t.Fatalf("%d audit events for %d bodies refused, want one each", n, slowBodies-held)
 	}
 	if peak := bodies.Peak(); peak > bodiesTotal {

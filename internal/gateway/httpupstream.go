@@ -18,8 +18,10 @@ import (
 	"syscall"
 	"time"
 
+	"agentmesh/internal/audit"
 	"agentmesh/internal/mcpwire"
 	"agentmesh/internal/policy"
+	"agentmesh/internal/reason"
 	"agentmesh/internal/sse"
 )
 
@@ -141,7 +143,7 @@ func (u *httpUpstream) forward(w http.ResponseWriter, r *http.Request, x *exchan
 	resp, err := u.do(ctx, r, x)
 	if err != nil {
 		if ctx.Err() != nil {
-			x.outcome = "client_gone"
+			x.outcome = audit.OutcomeClientGone
 			return
 		}
 		g.log.Warn("upstream request failed", "event_id", x.ev.ID, "err", err)
@@ -194,12 +196,12 @@ func (u *httpUpstream) forward(w http.ResponseWriter, r *http.Request, x *exchan
 // fail answers an upstream failure with a JSON-RPC internal error carrying
 // the audit event id.
 func (u *httpUpstream) fail(w http.ResponseWriter, x *exchange) {
-	x.outcome = ReasonUpstream
+	x.outcome = audit.OutcomeUpstreamError
 	var id json.RawMessage
 	if x.msg != nil {
 		id = x.msg.ID
 	}
-	writeRefusal(w, http.StatusBadGateway, id, mcpwire.CodeInternalError, ReasonUpstream, x.ev.ID)
+	writeRefusal(w, http.StatusBadGateway, id, mcpwire.CodeInternalError, reason.UpstreamError, x.ev.ID)
 }
 
 // do sends the request upstream. The body is the validated original bytes.
@@ -308,7 +310,7 @@ func (u *httpUpstream) copy(w http.ResponseWriter, resp *http.Response, x *excha
 		n, err := resp.Body.Read(buf)
 		if n > 0 {
 			if _, werr := w.Write(buf[:n]); werr != nil {
-				x.outcome = "client_gone"
+				x.outcome = audit.OutcomeClientGone
 				return
 			}
 			if stream {
@@ -319,18 +321,11 @@ func (u *httpUpstream) copy(w http.ResponseWriter, resp *http.Response, x *excha
 			break
 		}
 		if err != nil {
-			x.outcome = ReasonUpstream
+			x.outcome = audit.OutcomeUpstreamError
 			return
 		}
 	}
-	x.outcome = outcomeOf(resp.StatusCode)
-}
-
-func outcomeOf(status int) string {
-	if status/100 == 2 {
-		return "ok"
-	}
-	return fmt.Sprintf("http_%d", status)
+	x.outcome = audit.OutcomeOfStatus(resp.StatusCode)
 }
 
 // relayMessages answers with the upstream's response passed message by
@@ -371,7 +366,7 @@ func (u *httpUpstream) relayMessages(w http.ResponseWriter, resp *http.Response,
 		w.Header().Set("Content-Length", fmt.Sprint(len(out)))
 		w.WriteHeader(http.StatusOK)
 		w.Write(out)
-		x.outcome = "ok"
+		x.outcome = audit.OutcomeOK
 		return
 	}
 	w.WriteHeader(http.StatusOK)
@@ -381,9 +376,9 @@ func (u *httpUpstream) relayMessages(w http.ResponseWriter, resp *http.Response,
 		ev, err := er.Next()
 		if err != nil {
 			if errors.Is(err, io.EOF) {
-				x.outcome = "ok"
+				x.outcome = audit.OutcomeOK
 			} else {
-				x.outcome = ReasonUpstream
+				x.outcome = audit.OutcomeUpstreamError
 			}
 			return
 		}
@@ -392,7 +387,7 @@ func (u *httpUpstream) relayMessages(w http.ResponseWriter, resp *http.Response,
 			data, err := fn(ev.Data)
 			if err != nil {
 				u.g.log.Warn("cannot filter list response", "event_id", x.ev.ID, "err", err)
-				x.outcome = ReasonUpstream
+				x.outcome = audit.OutcomeUpstreamError
 				return
 			}
 			if !bytes.Equal(data, ev.Data) {
@@ -400,7 +395,7 @@ func (u *httpUpstream) relayMessages(w http.ResponseWriter, resp *http.Response,
 			}
 		}
 		if fw.write(out) != nil {
-			x.outcome = "client_gone"
+			x.outcome = audit.OutcomeClientGone
 			return
 		}
 	}
@@ -489,7 +484,7 @@ func (g *Gateway) keeper(k listKind, vis policy.Visibility, owner peerRef) func(
 
 // peerKeeper is keeper for an admitted peer.
 func (g *Gateway) peerKeeper(k listKind, p *peerInfo) func(string) bool {
-	return g.keeper(k, p.state.Policy.Visible(p.peer.Node, p.state.Self), p.ref)
+	return g.keeper(k, p.state.Policy.Visible(p.node, p.state.Self), p.ref)
 }
 
 // streamEvent processes one event of a server-to-client stream (a GET
@@ -570,7 +565,7 @@ func (u *httpUpstream) injecting(ctx context.Context, w http.ResponseWriter, res
 				continue
 			}
 			if err := fw.write(out); err != nil {
-				done <- err
+				done <- errClientGone
 				return
 			}
 		}
@@ -578,10 +573,15 @@ func (u *httpUpstream) injecting(ctx context.Context, w http.ResponseWriter, res
 	for {
 		select {
 		case err := <-done:
-			if errors.Is(err, io.EOF) {
-				x.outcome = "ok"
-			} else {
-				x.outcome = "closed"
+			switch {
+			case errors.Is(err, io.EOF):
+				x.outcome = audit.OutcomeOK
+			case errors.Is(err, errClientGone):
+				x.outcome = audit.OutcomeClientGone
+			case ctx.Err() != nil:
+				x.outcome = audit.OutcomeStreamCut
+			default:
+				x.outcome = audit.OutcomeUpstreamError
 			}
 			return
 		case <-st.wake:
@@ -591,7 +591,7 @@ func (u *httpUpstream) injecting(ctx context.Context, w http.ResponseWriter, res
 		case <-ctx.Done():
 			resp.Body.Close()
 			<-done
-			x.outcome = "closed"
+			x.outcome = audit.OutcomeStreamCut
 			return
 		}
 	}

@@ -10,6 +10,7 @@ import (
 	"sync"
 
 	"agentmesh/internal/mcpwire"
+	"agentmesh/internal/reason"
 )
 
 // MCP 2026-07-28 (SEP-2243) lets a tool mirror arguments into HTTP headers:
@@ -143,8 +144,8 @@ func isParamHeader(k string) bool {
 }
 
 // paramCheck verifies the Mcp-Param-* headers of a request against its
-// body; it returns "" when they agree, else ReasonHeaderMismatch.
-func (g *Gateway) paramCheck(h http.Header, m *mcpwire.Message) string {
+// body; it returns "" when they agree, else reason.HeaderMismatch.
+func (g *Gateway) paramCheck(h http.Header, m *mcpwire.Message) reason.Code {
 	var names []string
 	for k := range h {
 		if isParamHeader(k) {
@@ -153,7 +154,7 @@ func (g *Gateway) paramCheck(h http.Header, m *mcpwire.Message) string {
 	}
 	if m.Kind != mcpwire.KindRequest || m.Method != "tools/call" {
 		if len(names) > 0 {
-			return ReasonHeaderMismatch
+			return reason.HeaderMismatch
 		}
 		return ""
 	}
@@ -166,7 +167,7 @@ func (g *Gateway) paramCheck(h http.Header, m *mcpwire.Message) string {
 		// Nothing (valid) is known of the tool's headers: none can be
 		// checked, so none passes.
 		if len(names) > 0 {
-			return ReasonHeaderMismatch
+			return reason.HeaderMismatch
 		}
 		return ""
 	}
@@ -177,17 +178,17 @@ func (g *Gateway) paramCheck(h http.Header, m *mcpwire.Message) string {
 		n := strings.ToLower(k[len(paramHeaderPrefix):])
 		path, ok := want[n]
 		if len(vs) != 1 || seen[n] || !ok {
-			return ReasonHeaderMismatch
+			return reason.HeaderMismatch
 		}
 		seen[n] = true
 		v, present := argAt(tc.Arguments, path)
 		if !present || v == nil || !headerMatches(vs[0], v) {
-			return ReasonHeaderMismatch
+			return reason.HeaderMismatch
 		}
 	}
 	for n, path := range want {
 		if v, present := argAt(tc.Arguments, path); present && v != nil && !seen[n] {
-			return ReasonHeaderMismatch // the body holds it, the header is missing
+			return reason.HeaderMismatch // the body holds it, the header is missing
 		}
 	}
 	return ""

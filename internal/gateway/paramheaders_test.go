@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"agentmesh/internal/mcpwire"
+	"agentmesh/internal/reason"
 )
 
 // TestGatewayForwardsMcpParamHeadersOnlyWhenTheyMatchTheBody: an
@@ -29,7 +30,7 @@ func TestGatewayForwardsMcpParamHeadersOnlyWhenTheyMatchTheBody(t *testing.T) {
 		n := len(up.received())
 		status, _, b := f.rawPost(ctx, c, body, hdr)
 		d := rpcError(t, b)
-		if status != http.StatusBadRequest || d.Code != CodeHeaderMismatch || d.Reason != ReasonHeaderMismatch {
+		if status != http.StatusBadRequest || d.Code != CodeHeaderMismatch || d.Reason != reason.HeaderMismatch {
 			t.Errorf("%s: %d %+v, want 400 header_mismatch", name, status, d)
 		}
 		if len(up.received()) != n {
@@ -88,19 +89,19 @@ func TestParamCheckRefusesRepeatedHeadersAndComparesIntegersAsNumbers(t *testing
 		name string
 		h    http.Header
 		args string
-		want string
+		want reason.Code
 	}{
 		{"integer", http.Header{"Mcp-Param-N": {"42"}}, `{"n":42}`, ""},
 		{"integer written with a fraction", http.Header{"Mcp-Param-N": {"42"}}, `{"n":42.0}`, ""},
-		{"other integer", http.Header{"Mcp-Param-N": {"43"}}, `{"n":42}`, ReasonHeaderMismatch},
+		{"other integer", http.Header{"Mcp-Param-N": {"43"}}, `{"n":42}`, reason.HeaderMismatch},
 		{"boolean", http.Header{"Mcp-Param-B": {"true"}}, `{"b":true}`, ""},
-		{"boolean in other case", http.Header{"Mcp-Param-B": {"True"}}, `{"b":true}`, ReasonHeaderMismatch},
-		{"repeated header", http.Header{"Mcp-Param-N": {"42", "42"}}, `{"n":42}`, ReasonHeaderMismatch},
-		{"two spellings of one header", http.Header{"Mcp-Param-N": {"42"}, "MCP-PARAM-N": {"42"}}, `{"n":42}`, ReasonHeaderMismatch},
-		{"raw non-ASCII value", http.Header{"Mcp-Param-N": {"4\u00b2"}}, `{"n":42}`, ReasonHeaderMismatch},
-		{"invalid base64 never matches", http.Header{"Mcp-Param-N": {"=?base64?!!?="}}, `{"n":"\u0000invalid"}`, ReasonHeaderMismatch},
-		{"fraction", http.Header{"Mcp-Param-N": {"42"}}, `{"n":42.5}`, ReasonHeaderMismatch},
-		{"unsafe integer", http.Header{"Mcp-Param-N": {"9007199254740993"}}, `{"n":9007199254740993}`, ReasonHeaderMismatch},
+		{"boolean in other case", http.Header{"Mcp-Param-B": {"True"}}, `{"b":true}`, reason.HeaderMismatch},
+		{"repeated header", http.Header{"Mcp-Param-N": {"42", "42"}}, `{"n":42}`, reason.HeaderMismatch},
+		{"two spellings of one header", http.Header{"Mcp-Param-N": {"42"}, "MCP-PARAM-N": {"42"}}, `{"n":42}`, reason.HeaderMismatch},
+		{"raw non-ASCII value", http.Header{"Mcp-Param-N": {"4\u00b2"}}, `{"n":42}`, reason.HeaderMismatch},
+		{"invalid base64 never matches", http.Header{"Mcp-Param-N": {"=?base64?!!?="}}, `{"n":"\u0000invalid"}`, reason.HeaderMismatch},
+		{"fraction", http.Header{"Mcp-Param-N": {"42"}}, `{"n":42.5}`, reason.HeaderMismatch},
+		{"unsafe integer", http.Header{"Mcp-Param-N": {"9007199254740993"}}, `{"n":9007199254740993}`, reason.HeaderMismatch},
 	}
 	for _, tt := range tests {
 		if got := g.paramCheck(tt.h, msg(tt.args)); got != tt.want {
@@ -111,7 +112,7 @@ func TestParamCheckRefusesRepeatedHeadersAndComparesIntegersAsNumbers(t *testing
 	// case) makes every header of the tool unverifiable: none passes, and
 	// a call without headers goes on as the body says.
 	g.params.learn([]byte(`{"tools":[{"name":"t","inputSchema":{"properties":{"n":{"type":"integer","x-mcp-header":"N"},"m":{"type":"integer","x-mcp-header":"n"}}}}]}`))
-	if got := g.paramCheck(http.Header{"Mcp-Param-N": {"42"}}, msg(`{"n":42,"m":42}`)); got != ReasonHeaderMismatch {
+	if got := g.paramCheck(http.Header{"Mcp-Param-N": {"42"}}, msg(`{"n":42,"m":42}`)); got != reason.HeaderMismatch {
 		t.Errorf("header of an invalid definition: %q", got)
 	}
 	if got := g.paramCheck(http.Header{}, msg(`{"n":42}`)); got != "" {

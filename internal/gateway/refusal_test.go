@@ -6,6 +6,7 @@ import (
 
 	"agentmesh/internal/audit"
 	"agentmesh/internal/gateway/gatewaytest"
+	"agentmesh/internal/reason"
 )
 
 // refusalsFor is Config.Refusals for a fixture: an aggregator into rec
@@ -29,15 +30,15 @@ func TestGatewayAggregatesRefusedPeersAndAnswersWithTheAccountingID(t *testing.T
 	for range 20 {
 		status, _, b := f.rawPost(ctx, f.httpClient(f.outsider), `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo","arguments":{"text":"flood"}}}`, nil)
 		d := rpcError(t, b)
-		if status != http.StatusForbidden || d.Reason != ReasonUnknownPeer || d.EventID == "" {
-			t.Fatalf("got %d %+v, want 403 %s with an event id", status, d, ReasonUnknownPeer)
+		if status != http.StatusForbidden || d.Reason != reason.UnknownPeer || d.EventID == "" {
+			t.Fatalf("got %d %+v, want 403 %s with an event id", status, d, reason.UnknownPeer)
 		}
 		told[d.EventID]++
 	}
 	// During the flood only the first refusal is written.
 	written := 0
 	for _, e := range f.rec.Events() {
-		if e.Reason == ReasonUnknownPeer {
+		if e.Reason == reason.UnknownPeer {
 			written++
 		}
 	}
@@ -47,7 +48,7 @@ func TestGatewayAggregatesRefusedPeersAndAnswersWithTheAccountingID(t *testing.T
 	if err := f.gw.cfg.Refusals.Close(ctx); err != nil {
 		t.Fatal(err)
 	}
-	f.rec.CheckAccounted(t, ReasonUnknownPeer, told, 2)
+	f.rec.CheckAccounted(t, reason.UnknownPeer, told, 2)
 	if f.up.Received("flood") {
 		t.Fatal("a refused request reached the upstream")
 	}

@@ -6,6 +6,7 @@ import (
 	"sync"
 	"time"
 
+	"agentmesh/internal/admission"
 	"agentmesh/internal/budget"
 	"agentmesh/internal/identity"
 )
@@ -70,7 +71,7 @@ type session struct {
 	cancel context.CancelFunc
 
 	mu      sync.Mutex
-	caller  *Caller                      // the Identifier caller as last checked
+	caller  *admission.Caller            // the Identifier caller as last checked
 	views   map[listKind]map[string]bool // name -> shown
 	pending listKind                     // to deliver when a stream opens
 	streams map[*stream]struct{}
@@ -165,7 +166,7 @@ func (s *session) remember(k listKind, names []string, shown func(string) bool) 
 
 // recheck re-filters what the session was shown under st and notifies the
 // session's streams of every list that changed.
-func (s *session) recheck(st *State) {
+func (s *session) recheck(st *admission.State) {
 	vis, ok := visibleFor(s, st)
 	if !ok {
 		return

@@ -5,6 +5,7 @@ import (
 	"testing"
 
 	"agentmesh/internal/audit"
+	"agentmesh/internal/reason"
 )
 
 // TestGatewayOnAStaleViewCutsEveryPeerAndAdmitsNobody: when the node's
@@ -31,14 +32,14 @@ func TestGatewayOnAStaleViewCutsEveryPeerAndAdmitsNobody(t *testing.T) {
 		t.Fatal("a call went through on a stale view")
 	}
 	status, _, b := f.rawPost(ctx, f.httpClient(f.fraud), `{"jsonrpc":"2.0","id":0,"method":"initialize","params":{}}`, nil)
-	if d := rpcError(t, b); status != http.StatusForbidden || d.Reason != ReasonStaleNetmap {
-		t.Fatalf("new client on a stale view: %d %+v, want 403 %s", status, d, ReasonStaleNetmap)
+	if d := rpcError(t, b); status != http.StatusForbidden || d.Reason != reason.StaleNetmap {
+		t.Fatalf("new client on a stale view: %d %+v, want 403 %s", status, d, reason.StaleNetmap)
 	}
 	if f.up.Received("after") {
 		t.Fatal("a call on a stale view reached the upstream")
 	}
 	if _, err := f.rec.WaitFor(ctx, func(e audit.Event) bool {
-		return e.Kind == audit.KindSession && e.Src == fraud.String() && e.Reason == ReasonStaleNetmap && e.Outcome == "closed"
+		return e.Kind == audit.KindSession && e.Src == fraud.String() && e.Reason == reason.StaleNetmap && e.Outcome == "closed"
 	}); err != nil {
 		t.Fatalf("closed session not audited: %v", err)
 	}

@@ -20,6 +20,7 @@ import (
 	"agentmesh/internal/audit"
 	"agentmesh/internal/budget"
 	"agentmesh/internal/mcpwire"
+	"agentmesh/internal/reason"
 )
 
 // commandUpstream runs one stdio MCP server process per client session and
@@ -73,8 +74,8 @@ func (u *commandUpstream) forward(w http.ResponseWriter, r *http.Request, x *exc
 		s, err := u.start(x)
 		if err != nil {
 			g.log.Error("cannot start upstream process", "event_id", x.ev.ID, "err", err)
-			x.outcome = ReasonUpstream
-			writeRefusal(w, http.StatusBadGateway, x.msg.ID, mcpwire.CodeInternalError, ReasonUpstream, x.ev.ID)
+			x.outcome = audit.OutcomeUpstreamError
+			writeRefusal(w, http.StatusBadGateway, x.msg.ID, mcpwire.CodeInternalError, reason.UpstreamError, x.ev.ID)
 			return
 		}
 		x.sess = s
@@ -82,15 +83,15 @@ func (u *commandUpstream) forward(w http.ResponseWriter, r *http.Request, x *exc
 	}
 	b, _ := x.sess.up.(*stdioBridge)
 	if b == nil {
-		x.outcome = ReasonUpstream
-		writeRefusal(w, http.StatusBadGateway, nil, mcpwire.CodeInternalError, ReasonUpstream, x.ev.ID)
+		x.outcome = audit.OutcomeUpstreamError
+		writeRefusal(w, http.StatusBadGateway, nil, mcpwire.CodeInternalError, reason.UpstreamError, x.ev.ID)
 		return
 	}
 	switch r.Method {
 	case http.MethodDelete:
 		// The handler ends the session, which stops the process.
 		w.WriteHeader(http.StatusNoContent)
-		x.outcome = "ok"
+		x.outcome = audit.OutcomeOK
 		return
 	case http.MethodPost:
 		if (x.v.filter != 0 || x.v.origin != nil) && x.msg.Kind == mcpwire.KindRequest {
@@ -111,7 +112,7 @@ func (u *commandUpstream) forward(w http.ResponseWriter, r *http.Request, x *exc
 	stop := context.AfterFunc(b.ctx, cancel)
 	defer stop()
 	b.t.ServeHTTP(w, r.WithContext(ctx))
-	x.outcome = "ok"
+	x.outcome = audit.OutcomeOK
 }
 
 // rawID turns a JSON id into the Go value jsonrpc.MakeID expects.
@@ -127,12 +128,12 @@ func rawID(id json.RawMessage) any {
 // have: stateless (2026-07-28) requests get the SDK's unsupported-version
 // error, so clients fall back to initialize.
 func (u *commandUpstream) unsupported(w http.ResponseWriter, r *http.Request, x *exchange) {
-	x.outcome = "unsupported"
+	x.outcome = audit.OutcomeUnsupported
 	if r.Method != http.MethodPost || x.msg == nil || x.msg.Kind != mcpwire.KindRequest {
 		// Refused here, not by the upstream: the audit event says so,
 		// with the reason the client sees.
-		x.ev.Decision, x.ev.Reason, x.outcome = audit.Deny, ReasonUnknownSession, "rejected"
-		writeRefusal(w, http.StatusBadRequest, nil, CodeRejected, ReasonUnknownSession, x.ev.ID)
+		x.ev.Decision, x.ev.Reason, x.outcome = audit.Deny, reason.UnknownSession, audit.OutcomeRejected
+		writeRefusal(w, http.StatusBadRequest, nil, CodeRejected, reason.UnknownSession, x.ev.ID)
 		return
 	}
 	requested := r.Header.Get("Mcp-Protocol-Version")

@@ -14,6 +14,7 @@ import (
 	"agentmesh/internal/gateway/gatewaytest"
 	"agentmesh/internal/identity"
 	"agentmesh/internal/policy"
+	"agentmesh/internal/reason"
 )
 
 // taskUpstream is a Streamable HTTP MCP server that hands out a session id
@@ -157,16 +158,16 @@ func TestGatewayBindsTasksToTheIdentityThatCreatedThem(t *testing.T) {
 		c      *http.Client
 		body   string
 		code   int
-		reason string
+		reason reason.Code
 	}{
-		{"other gets", other, call(10, "tasks/get", `{"taskId":"task-A"}`), CodeRejected, ReasonUnknownTask},
-		{"other fetches the result", other, call(11, "tasks/result", `{"taskId":"task-A"}`), CodeRejected, ReasonUnknownTask},
-		{"other cancels", other, call(12, "tasks/cancel", `{"taskId":"task-A"}`), CodeRejected, ReasonUnknownTask},
-		{"other gives input", other, call(13, "tasks/update", `{"taskId":"task-C","inputResponses":{"k":{}}}`), CodeRejected, ReasonUnknownTask},
-		{"unknown task", fraud, call(14, "tasks/get", `{"taskId":"task-Z"}`), CodeRejected, ReasonUnknownTask},
-		{"task id in another case of key", fraud, call(15, "tasks/get", `{"TaskId":"task-A"}`), CodeRejected, ReasonMalformed},
-		{"no task id", fraud, call(16, "tasks/get", `{}`), CodeRejected, ReasonMalformed},
-		{"invented tasks method", fraud, call(17, "tasks/run", `{"taskId":"task-A","name":"drop_table"}`), CodeDenied, ReasonUnknownMethod},
+		{"other gets", other, call(10, "tasks/get", `{"taskId":"task-A"}`), CodeRejected, reason.UnknownTask},
+		{"other fetches the result", other, call(11, "tasks/result", `{"taskId":"task-A"}`), CodeRejected, reason.UnknownTask},
+		{"other cancels", other, call(12, "tasks/cancel", `{"taskId":"task-A"}`), CodeRejected, reason.UnknownTask},
+		{"other gives input", other, call(13, "tasks/update", `{"taskId":"task-C","inputResponses":{"k":{}}}`), CodeRejected, reason.UnknownTask},
+		{"unknown task", fraud, call(14, "tasks/get", `{"taskId":"task-Z"}`), CodeRejected, reason.UnknownTask},
+		{"task id in another case of key", fraud, call(15, "tasks/get", `{"TaskId":"task-A"}`), CodeRejected, reason.Malformed},
+		{"no task id", fraud, call(16, "tasks/get", `{}`), CodeRejected, reason.Malformed},
+		{"invented tasks method", fraud, call(17, "tasks/run", `{"taskId":"task-A","name":"drop_table"}`), CodeDenied, reason.UnknownMethod},
 	}
 	for _, tt := range refused {
 		before := len(up.received())
@@ -299,9 +300,9 @@ func TestGatewayFiltersReplayedStreamsLikeLiveOnes(t *testing.T) {
 	// Without a session, a resumption is refused and not forwarded.
 	n := up.requests()
 	resp, got = get(map[string]string{"Last-Event-ID": "39"})
-	if d := rpcError(t, []byte(got)); resp.StatusCode != http.StatusBadRequest || d.Reason != ReasonBadHTTP {
+	if d := rpcError(t, []byte(got)); resp.StatusCode != http.StatusBadRequest || d.Reason != reason.BadHTTPRequest {
 		t.Errorf("GET with Last-Event-ID and no session: %d %s", resp.StatusCode, got)
-	} else if ev, ok := f.rec.ByID(d.EventID); !ok || ev.Reason != ReasonBadHTTP || ev.Method != "GET" {
+	} else if ev, ok := f.rec.ByID(d.EventID); !ok || ev.Reason != reason.BadHTTPRequest || ev.Method != "GET" {
 		t.Errorf("audit event %+v", ev)
 	}
 	if up.requests() != n {

@@ -12,6 +12,7 @@ import (
 
 	"agentmesh/internal/audit"
 	"agentmesh/internal/mcpwire"
+	"agentmesh/internal/reason"
 )
 
 func TestHeaderCheckRequiresHeadersToMatchBody(t *testing.T) {
@@ -162,7 +163,7 @@ func TestGatewayReapsIdleSessionsButNotOpenStreams(t *testing.T) {
 			}
 			found := false
 			for _, e := range f.rec.Events() {
-				if e.Kind == audit.KindSession && e.Session == idle && e.Reason == ReasonIdle && e.Outcome == "expired" {
+				if e.Kind == audit.KindSession && e.Session == idle && e.Reason == reason.Idle && e.Outcome == "expired" {
 					found = true
 				}
 			}

@@ -10,17 +10,8 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
-)
 
-// Reason codes of a local endpoint's refusals, carried in the endpoint's
-// own error shape (a JSON-RPC error for MCP, the OpenAI error object for a
-// model API). A refused request never leaves the machine.
-const (
-	// ReasonNotLocal: the Host or Origin is not local (DNS rebinding).
-	ReasonNotLocal = "not_local"
-	// ReasonLocalAuth: the endpoint requires a bearer token and the
-	// request did not carry it.
-	ReasonLocalAuth = "local_auth"
+	"agentmesh/internal/reason"
 )
 
 // ErrNoToken is returned by NewGuard for a TCP endpoint whose Auth has
@@ -94,19 +85,20 @@ func NewGuard(addr net.Addr, auth Auth) (*Guard, error) {
 }
 
 // Check returns "" for a request the endpoint serves, else the reason code
-// of its refusal (ReasonNotLocal, ReasonLocalAuth). The token is compared
+// of its refusal (reason.NotLocal: a foreign Host or Origin, DNS rebinding;
+// reason.LocalAuth: the bearer token is missing or wrong). The token is compared
 // in constant time.
-func (g *Guard) Check(r *http.Request) string {
+func (g *Guard) Check(r *http.Request) reason.Code {
 	// A browser cannot reach a Unix socket, so no rebinding page can send
 	// a foreign Host there; clients send whatever Host they like.
 	if g.port != "" && !HostAllowed(r.Host, g.port) {
-		return ReasonNotLocal
+		return reason.NotLocal
 	}
 	if origin := r.Header.Get("Origin"); origin != "" && !OriginAllowed(origin) {
-		return ReasonNotLocal
+		return reason.NotLocal
 	}
 	if g.token != nil && !g.bearerOK(r.Header.Values("Authorization")) {
-		return ReasonLocalAuth
+		return reason.LocalAuth
 	}
 	return ""
 }
@@ -127,7 +119,7 @@ func (g *Guard) bearerOK(vals []string) bool {
 // Unix reports whether the endpoint is a Unix socket.
 func (g *Guard) Unix() bool { return g.port == "" }
 
-// Challenge is the WWW-Authenticate value of a ReasonLocalAuth refusal
+// Challenge is the WWW-Authenticate value of a reason.LocalAuth refusal
 // (HTTP 401).
 const Challenge = `Bearer realm="agentmesh local endpoint"`
 

@@ -10,6 +10,8 @@ import (
 	"runtime"
 	"strings"
 	"testing"
+
+	"agentmesh/internal/reason"
 )
 
 func TestHostAndOriginChecks(t *testing.T) {
@@ -79,20 +81,20 @@ func TestGuardRequiresTheTokenOnEveryRequest(t *testing.T) {
 		auth   []string
 		host   string
 		origin string
-		want   string
+		want   reason.Code
 	}{
 		{"token", []string{"Bearer " + tok}, "", "", ""},
 		{"lower-case scheme", []string{"bearer " + tok}, "", "", ""},
-		{"no header", nil, "", "", ReasonLocalAuth},
-		{"empty token", []string{"Bearer "}, "", "", ReasonLocalAuth},
-		{"wrong token", []string{"Bearer " + tok[:len(tok)-1] + "x"}, "", "", ReasonLocalAuth},
-		{"prefix of the token", []string{"Bearer " + tok[:len(tok)-1]}, "", "", ReasonLocalAuth},
-		{"token with a suffix", []string{"Bearer " + tok + "x"}, "", "", ReasonLocalAuth},
-		{"basic scheme", []string{"Basic " + tok}, "", "", ReasonLocalAuth},
-		{"bare token", []string{tok}, "", "", ReasonLocalAuth},
-		{"two headers", []string{"Bearer " + tok, "Bearer " + tok}, "", "", ReasonLocalAuth},
-		{"rebinding host with the token", []string{"Bearer " + tok}, "evil.example:7801", "", ReasonNotLocal},
-		{"foreign origin with the token", []string{"Bearer " + tok}, "", "https://evil.example", ReasonNotLocal},
+		{"no header", nil, "", "", reason.LocalAuth},
+		{"empty token", []string{"Bearer "}, "", "", reason.LocalAuth},
+		{"wrong token", []string{"Bearer " + tok[:len(tok)-1] + "x"}, "", "", reason.LocalAuth},
+		{"prefix of the token", []string{"Bearer " + tok[:len(tok)-1]}, "", "", reason.LocalAuth},
+		{"token with a suffix", []string{"Bearer " + tok + "x"}, "", "", reason.LocalAuth},
+		{"basic scheme", []string{"Basic " + tok}, "", "", reason.LocalAuth},
+		{"bare token", []string{tok}, "", "", reason.LocalAuth},
+		{"two headers", []string{"Bearer " + tok, "Bearer " + tok}, "", "", reason.LocalAuth},
+		{"rebinding host with the token", []string{"Bearer " + tok}, "evil.example:7801", "", reason.NotLocal},
+		{"foreign origin with the token", []string{"Bearer " + tok}, "", "https://evil.example", reason.NotLocal},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			r := httptest.NewRequest(http.MethodPost, "http://127.0.0.1:7801/mcp", nil)
@@ -240,7 +242,7 @@ func TestWithTokenSendsTheTokenTheGuardWants(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var got string
+	var got reason.Code
 	rt := WithToken(roundTripFunc(func(r *http.Request) (*http.Response, error) {
 		got = g.Check(r)
 		return &http.Response{StatusCode: 200, Body: http.NoBody}, nil

@@ -12,6 +12,7 @@ import (
 	"agentmesh/internal/budget"
 	"agentmesh/internal/gateway/gatewaytest"
 	"agentmesh/internal/identity"
+	"agentmesh/internal/reason"
 )
 
 // slowChat posts a chat body of size bytes as cert, all but its last byte
@@ -67,12 +68,12 @@ func TestGatewayRefusesBodiesOverTheBudgetAtOnce(t *testing.T) {
 
 	res := f.do(f.fraud, "POST", "/v1/chat/completions", chatBody("gpt-4o", ""))
 	eb := res.errBody(t)
-	if res.status != http.StatusTooManyRequests || eb.Reason != ReasonOverBudget || eb.Error.Type != "rate_limit_exceeded" ||
+	if res.status != http.StatusTooManyRequests || eb.Reason != reason.OverBudget || eb.Error.Type != "rate_limit_exceeded" ||
 		res.header.Get("Retry-After") == "" || eb.AuditEvent == "" {
 		t.Fatalf("a body over fraud's share: %d %s %v", res.status, res.body, res.header)
 	}
 	e, ok := f.rec.ByID(eb.AuditEvent)
-	if !ok || e.Decision != audit.Deny || e.Reason != ReasonOverBudget || e.Outcome != "refused" || e.Status != http.StatusTooManyRequests {
+	if !ok || e.Decision != audit.Deny || e.Reason != reason.OverBudget || e.Outcome != "refused" || e.Status != http.StatusTooManyRequests {
 		t.Fatalf("audit event %+v (found %v), want a refused over_budget deny", e, ok)
 	}
 	if got := len(f.up.Received()); got != before {
@@ -91,10 +92,10 @@ func TestGatewayEndsATricklingBody(t *testing.T) {
 		t.Fatalf("POST: %s", res.body)
 	}
 	eb := res.errBody(t)
-	if res.status != http.StatusRequestTimeout || eb.Reason != ReasonBodyTimeout || eb.Error.Type != "invalid_request_error" {
+	if res.status != http.StatusRequestTimeout || eb.Reason != reason.BodyTimeout || eb.Error.Type != "invalid_request_error" {
 		t.Fatalf("a trickling body: %d %s", res.status, res.body)
 	}
-	if e, ok := f.rec.ByID(eb.AuditEvent); !ok || e.Reason != ReasonBodyTimeout || e.Outcome != "refused" {
+	if e, ok := f.rec.ByID(eb.AuditEvent); !ok || e.Reason != reason.BodyTimeout || e.Outcome != "refused" {
 		t.Fatalf("audit event %+v (found %v)", e, ok)
 	}
 	if len(f.up.Received()) != 0 {
@@ -124,7 +125,7 @@ func TestGatewayCapsRequestsInFlightPerCaller(t *testing.T) {
 	waitBudget(t, f.gw.requests, func(b *budget.Budget) bool { return b.UsedBy(fraud) == 1 })
 
 	res := f.do(f.fraud, "POST", "/v1/chat/completions", chatBody("gpt-4o", ""))
-	if eb := res.errBody(t); res.status != http.StatusTooManyRequests || eb.Reason != ReasonTooManyRequests || eb.AuditEvent == "" {
+	if eb := res.errBody(t); res.status != http.StatusTooManyRequests || eb.Reason != reason.TooManyRequests || eb.AuditEvent == "" {
 		t.Fatalf("a second request in flight: %d %s", res.status, res.body)
 	}
 	if res := f.do(f.other, "POST", "/v1/chat/completions", chatBody("gpt-4o-mini", "")); res.status != http.StatusOK {

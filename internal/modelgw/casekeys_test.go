@@ -5,7 +5,7 @@ import (
 	"testing"
 
 	"agentmesh/internal/audit"
-	"agentmesh/internal/policy"
+	"agentmesh/internal/reason"
 )
 
 // TestGatewayRefusesBodyKeysThatDifferOnlyInCase covers the README's own
@@ -19,15 +19,15 @@ func TestGatewayRefusesBodyKeysThatDifferOnlyInCase(t *testing.T) {
 	f := newFixture(t, fixtureOpts{policy: doc})
 	tests := []struct {
 		name, extra string
-		reason      string
+		reason      reason.Code
 	}{
-		{"capitalised max_tokens", `"Max_Tokens":100000`, string(policy.ReasonCaseVariantKey)},
-		{"upper-case max_tokens", `"MAX_TOKENS":100000`, string(policy.ReasonCaseVariantKey)},
+		{"capitalised max_tokens", `"Max_Tokens":100000`, reason.CaseVariantKey},
+		{"upper-case max_tokens", `"MAX_TOKENS":100000`, reason.CaseVariantKey},
 		{"Kelvin sign is not k: untouched key", `"\u212aeep":1`, ""},
-		{"capitalised stream dodges include_usage", `"Stream":true`, ReasonMalformed},
-		{"capitalised include_usage", `"stream":true,"stream_options":{"include_usage":true,"Include_Usage":false}`, ReasonMalformed},
-		{"lone capitalised include_usage", `"stream":false,"stream_options":{"Include_Usage":true}`, ReasonMalformed},
-		{"capitalised model beside model", `"Model":"gpt-4o-mini"`, ReasonMalformed},
+		{"capitalised stream dodges include_usage", `"Stream":true`, reason.Malformed},
+		{"capitalised include_usage", `"stream":true,"stream_options":{"include_usage":true,"Include_Usage":false}`, reason.Malformed},
+		{"lone capitalised include_usage", `"stream":false,"stream_options":{"Include_Usage":true}`, reason.Malformed},
+		{"capitalised model beside model", `"Model":"gpt-4o-mini"`, reason.Malformed},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -53,7 +53,7 @@ func TestGatewayRefusesBodyKeysThatDifferOnlyInCase(t *testing.T) {
 		})
 	}
 	// Spelled exactly, the when decides as written.
-	if res := f.do(f.fraud, "POST", "/v1/chat/completions", chatBody("gpt-4o", `"max_tokens":100000`)); res.status != 403 || res.errBody(t).Reason != string(policy.ReasonWhenFalse) {
+	if res := f.do(f.fraud, "POST", "/v1/chat/completions", chatBody("gpt-4o", `"max_tokens":100000`)); res.status != 403 || res.errBody(t).Reason != reason.WhenFalse {
 		t.Fatalf("max_tokens over the limit: %d %s", res.status, res.body)
 	}
 }

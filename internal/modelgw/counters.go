@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"agentmesh/internal/policy"
+	"agentmesh/internal/reason"
 )
 
 // CountersFile is the name of the limit counters file in the state
@@ -92,7 +93,7 @@ func loadCounters(path string) (*counters, error) {
 
 // verdict is the outcome of admit for a request that is over a limit.
 type verdict struct {
-	reason     string
+	reason     reason.Code
 	limit      policy.Limit
 	retryAfter time.Duration
 }
@@ -114,11 +115,11 @@ func (c *counters) admit(src string, limits []policy.Limit, now time.Time) (*ver
 		ct.roll(now)
 		if l.RPM > 0 && ct.Requests >= l.RPM {
 			c.mu.Unlock()
-			return &verdict{reason: ReasonRateLimited, limit: l, retryAfter: time.Unix((ct.Minute+1)*60, 0).Sub(now)}, nil
+			return &verdict{reason: reason.LimitRPM, limit: l, retryAfter: time.Unix((ct.Minute+1)*60, 0).Sub(now)}, nil
 		}
 		if l.TokensPerDay > 0 && ct.Tokens >= l.TokensPerDay {
 			c.mu.Unlock()
-			return &verdict{reason: ReasonTokenLimit, limit: l, retryAfter: time.Unix((ct.Day+1)*86400, 0).Sub(now)}, nil
+			return &verdict{reason: reason.LimitTokens, limit: l, retryAfter: time.Unix((ct.Day+1)*86400, 0).Sub(now)}, nil
 		}
 	}
 	if c.needRoomLocked(src, limits, now) {

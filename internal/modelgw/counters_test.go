@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"agentmesh/internal/policy"
+	"agentmesh/internal/reason"
 )
 
 var (
@@ -25,14 +26,14 @@ func TestCountersWindowsRollOnTheMinuteAndTheUTCDay(t *testing.T) {
 		name    string
 		at      time.Time
 		tokens  int64
-		reason  string
+		reason  reason.Code
 		retryIn time.Duration
 	}{
 		{"first", t0, 0, "", 0},
 		{"second", t0.Add(time.Second), 60, "", 0},
-		{"third in the same minute", t0.Add(2 * time.Second), 0, ReasonRateLimited, 48 * time.Second},
+		{"third in the same minute", t0.Add(2 * time.Second), 0, reason.LimitRPM, 48 * time.Second},
 		{"next minute", t0.Add(50 * time.Second), 50, "", 0},
-		{"tokens used up", t0.Add(51 * time.Second), 0, ReasonTokenLimit, 59 * time.Second},
+		{"tokens used up", t0.Add(51 * time.Second), 0, reason.LimitTokens, 59 * time.Second},
 		{"next UTC day", t0.Add(110 * time.Second), 0, "", 0},
 	}
 	for _, s := range steps {

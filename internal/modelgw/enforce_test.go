@@ -15,8 +15,8 @@ import (
 	"time"
 
 	"agentmesh/internal/audit"
-	"agentmesh/internal/gateway"
 	"agentmesh/internal/modelgw/modelgwtest"
+	"agentmesh/internal/reason"
 	"agentmesh/internal/sse"
 )
 
@@ -88,7 +88,7 @@ func TestGatewayCutsStreamOfPeerThatLostAccess(t *testing.T) {
 		t.Fatalf("event %+v", ev)
 	}
 	// New requests are refused too.
-	if res := f.do(f.fraud, "GET", "/v1/models", ""); res.status != 403 || res.errBody(t).Reason != gateway.ReasonRevoked {
+	if res := f.do(f.fraud, "GET", "/v1/models", ""); res.status != 403 || res.errBody(t).Reason != reason.Revoked {
 		t.Fatalf("after revocation: %d %s", res.status, res.body)
 	}
 }
@@ -101,10 +101,10 @@ func TestGatewayRequiresUsageForStreamsUnderTokenLimit(t *testing.T) {
 	tests := []struct {
 		name, model, extra string
 		status             int
-		reason             string
+		reason             reason.Code
 	}{
-		{"stream without usage under a token limit", "gpt-4o", `"stream":true`, 403, ReasonUsageRequired},
-		{"include_usage false", "gpt-4o", `"stream":true,"stream_options":{"include_usage":false}`, 403, ReasonUsageRequired},
+		{"stream without usage under a token limit", "gpt-4o", `"stream":true`, 403, reason.UsageRequired},
+		{"include_usage false", "gpt-4o", `"stream":true,"stream_options":{"include_usage":false}`, 403, reason.UsageRequired},
 		{"stream with usage", "gpt-4o", streamWithUsage, 200, "allowed"},
 		{"no stream", "gpt-4o", "", 200, "allowed"},
 		{"stream under a requests-only limit", "gpt-4o-2024", `"stream":true`, 200, "allowed"},
@@ -131,7 +131,7 @@ func TestGatewayRejectsNestedDuplicateKeys(t *testing.T) {
 		`{"model":"gpt-4o","Model":"gpt-4o-mini","messages":[]}`,
 	} {
 		res := f.do(f.fraud, "POST", "/v1/chat/completions", body)
-		if res.status != 400 || res.errBody(t).Reason != ReasonMalformed {
+		if res.status != 400 || res.errBody(t).Reason != reason.Malformed {
 			t.Fatalf("%s: status %d %s", body, res.status, res.body)
 		}
 	}
@@ -215,7 +215,7 @@ func TestGatewayAuditsRefusedPeerAsConnection(t *testing.T) {
 	res := f.do(f.outsider, "POST", "/v1/chat/completions", chatBody("gpt-4o", ""))
 	b := res.errBody(t)
 	ev, ok := f.rec.ByID(b.AuditEvent)
-	if res.status != 403 || !ok || ev.Kind != audit.KindConnection || ev.Outcome != "refused" || ev.Reason != gateway.ReasonUnknownPeer || ev.Src == "" {
+	if res.status != 403 || !ok || ev.Kind != audit.KindConnection || ev.Outcome != "refused" || ev.Reason != reason.UnknownPeer || ev.Src == "" {
 		t.Fatalf("status %d event %+v (found %v)", res.status, ev, ok)
 	}
 }
@@ -234,7 +234,7 @@ func TestGatewayAnswersUnreachableUpstreamWith502(t *testing.T) {
 	res := f.do(f.fraud, "POST", "/v1/chat/completions", chatBody("gpt-4o", ""))
 	b := res.errBody(t)
 	ev, ok := f.rec.ByID(b.AuditEvent)
-	if res.status != 502 || b.Reason != ReasonUpstream || b.Error.Type != "api_error" || !ok {
+	if res.status != 502 || b.Reason != reason.UpstreamError || b.Error.Type != "api_error" || !ok {
 		t.Fatalf("status %d body %s", res.status, res.body)
 	}
 	// The policy allowed it: the trail says so, and what went wrong.

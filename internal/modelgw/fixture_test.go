@@ -17,16 +17,17 @@ import (
 
 	"go.uber.org/goleak"
 
+	"agentmesh/internal/admission"
 	"agentmesh/internal/audit"
 	"agentmesh/internal/budget"
 	"agentmesh/internal/connector/modelconn"
-	"agentmesh/internal/gateway"
 	"agentmesh/internal/gateway/gatewaytest"
 	"agentmesh/internal/identity"
 	"agentmesh/internal/loopback"
 	"agentmesh/internal/modelgw/modelgwtest"
 	"agentmesh/internal/pki"
 	"agentmesh/internal/policy"
+	"agentmesh/internal/reason"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -80,7 +81,7 @@ type fixture struct {
 	fraud    *tls.Certificate
 	other    *tls.Certificate
 	outsider *tls.Certificate
-	peers    map[identity.Name]gateway.Peer
+	peers    map[identity.Name]admission.Peer
 	clock    *clock
 	stateDir string
 	stop     func()
@@ -120,7 +121,7 @@ func newFixture(t testing.TB, o fixtureOpts) *fixture {
 	f.fraud = f.mesh.Issue(t, fraudID, "inc1")
 	f.other = f.mesh.Issue(t, otherID, "inc1")
 	f.outsider = f.mesh.Issue(t, gatewaytest.ID(t, identity.KindAgent, "outsider"), "inc1")
-	f.peers = map[identity.Name]gateway.Peer{
+	f.peers = map[identity.Name]admission.Peer{
 		fraudID.Name: {Node: policy.Node{Name: fraudID.Name, Kind: fraudID.Kind}, ID: fraudID, Incarnation: "inc1"},
 		otherID.Name: {Node: policy.Node{Name: otherID.Name, Kind: otherID.Kind}, ID: otherID, Incarnation: "inc1"},
 	}
@@ -188,12 +189,12 @@ func (f *fixture) logger() *slog.Logger {
 	return slog.New(slog.NewTextHandler(f.log, &slog.HandlerOptions{Level: slog.LevelDebug}))
 }
 
-func (f *fixture) state(doc string) *gateway.State {
+func (f *fixture) state(doc string) *admission.State {
 	p, err := policy.Compile([]byte(doc), "v1")
 	if err != nil {
 		f.t.Fatalf("compile policy: %v", err)
 	}
-	return &gateway.State{Policy: p, Self: f.self, SelfID: f.gwID, Peers: f.peers}
+	return &admission.State{Policy: p, Self: f.self, SelfID: f.gwID, Peers: f.peers}
 }
 
 func (f *fixture) client(cert *tls.Certificate) *http.Client {
@@ -300,8 +301,10 @@ func chatBody(model string, extra string) string {
 
 // lastEvent returns the last audit event recorded.
 func (f *fixture) lastEvent() (ev struct {
-	Model, Decision, Reason string
-	Status                  int
+	Model    string
+	Decision audit.Decision
+	Reason   reason.Code
+	Status   int
 }, full []byte) {
 	evs := f.rec.Events()
 	if len(evs) == 0 {

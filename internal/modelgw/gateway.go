@@ -14,10 +14,10 @@ import (
 	"sync/atomic"
 	"time"
 
+	"agentmesh/internal/admission"
 	"agentmesh/internal/audit"
 	"agentmesh/internal/budget"
 	"agentmesh/internal/connlimit"
-	"agentmesh/internal/gateway"
 	"agentmesh/internal/httpserver"
 )
 
@@ -34,10 +34,10 @@ type Config struct {
 	TLS *tls.Config
 	// Identifier, when set, identifies requests that arrive without TLS,
 	// on a listener whose transport authenticates and encrypts (a
-	// tailnet): see gateway.Identifier. With TLS nil, Serve then serves
+	// tailnet): see admission.Identifier. With TLS nil, Serve then serves
 	// plain HTTP (HTTP/1.1 and prior-knowledge HTTP/2). Nil refuses every
 	// request without a certificate.
-	Identifier gateway.Identifier
+	Identifier admission.Identifier
 	// Upstream is the base URL of the OpenAI-compatible API, such as
 	// http://127.0.0.1:8000; request paths (/v1/...) are appended to it. A
 	// trailing "/v1" is dropped, so http://127.0.0.1:8000/v1 works too.
@@ -50,13 +50,13 @@ type Config struct {
 	// keep-alive transport.
 	Transport http.RoundTripper
 	// Audit receives every decision. Required.
-	Audit gateway.Recorder
+	Audit admission.Recorder
 	// Refusals, when set, aggregates the refusals of callers that are not
-	// admitted (gateway.RecordRefusal); nil records each one through
+	// admitted (admission.RecordRefusal); nil records each one through
 	// Audit.
 	Refusals *audit.Refusals
 	// Conns bounds the connections that have not finished their TLS
-	// handshake, as for the MCP gateway (gateway.ServeOn); zero fields are
+	// handshake, as for the MCP gateway (admission.ServeOn); zero fields are
 	// connlimit's defaults.
 	Conns connlimit.Config
 	// StateDir is where limit counters are kept (file CountersFile); ""
@@ -74,7 +74,7 @@ type Config struct {
 	Bodies budget.Bodies
 	// MaxRequestsPerPeer bounds the requests one caller has in flight at
 	// once, streams included: one more is refused at once (429,
-	// too_many_requests). Zero is gateway.DefaultMaxRequestsPerPeer.
+	// too_many_requests). Zero is budget.DefaultRequestsPerPeer.
 	MaxRequestsPerPeer int
 	// MaxResponseBytes bounds a non-streamed response that is buffered to
 	// read its usage or filter a model list; a larger one passes through
@@ -96,7 +96,7 @@ type Gateway struct {
 	now      func() time.Time
 	upstream *url.URL
 	client   *http.Client
-	state    atomic.Pointer[gateway.State]
+	state    atomic.Pointer[admission.State]
 	counters *counters
 	bodies   *budget.BodyReader
 	requests *budget.Budget // requests in flight, per caller
@@ -115,7 +115,7 @@ type flight struct {
 
 // New checks cfg, loads the limit counters from cfg.StateDir and returns a
 // gateway enforcing initial (nil: the zero State, which denies everything).
-func New(cfg Config, initial *gateway.State) (*Gateway, error) {
+func New(cfg Config, initial *admission.State) (*Gateway, error) {
 	if cfg.Audit == nil {
 		return nil, fmt.Errorf("new model gateway: %w: Audit recorder is required", ErrConfig)
 	}
@@ -145,7 +145,7 @@ func New(cfg Config, initial *gateway.State) (*Gateway, error) {
 	case cfg.MaxRequestsPerPeer < 0:
 		return nil, fmt.Errorf("new model gateway: %w: MaxRequestsPerPeer must not be negative", ErrConfig)
 	case cfg.MaxRequestsPerPeer == 0:
-		g.cfg.MaxRequestsPerPeer = gateway.DefaultMaxRequestsPerPeer
+		g.cfg.MaxRequestsPerPeer = budget.DefaultRequestsPerPeer
 	}
 	g.requests = budget.New(0, int64(g.cfg.MaxRequestsPerPeer))
 	tr := cfg.Transport
@@ -179,9 +179,9 @@ func New(cfg Config, initial *gateway.State) (*Gateway, error) {
 // got, except that those of peers s no longer admits (revoked, removed, of
 // a stale incarnation, or no longer linked to this node by any grant) are
 // cut at once, streams included, before Update returns.
-func (g *Gateway) Update(s *gateway.State) {
+func (g *Gateway) Update(s *admission.State) {
 	if s == nil {
-		s = &gateway.State{}
+		s = &admission.State{}
 	}
 	g.state.Store(s)
 	g.mu.Lock()
@@ -204,10 +204,10 @@ func (g *Gateway) Recheck(context.Context) {
 
 // recheckLocked cuts the requests in progress whose client s no longer
 // admits. g.mu is held.
-func (g *Gateway) recheckLocked(s *gateway.State) {
+func (g *Gateway) recheckLocked(s *admission.State) {
 	for f := range g.flights {
-		if who, reason := gateway.IdentifyRequest(s, f.r, g.cfg.Identifier); reason != "" {
-			g.log.Info("model gateway: cutting request of peer that lost access", "peer", who.Src, "reason", reason)
+		if who, why := admission.Identify(s, f.r, g.cfg.Identifier); why != "" {
+			g.log.Info("model gateway: cutting request of peer that lost access", "peer", who.Src, "reason", why)
 			f.cancel()
 		}
 	}
@@ -254,8 +254,8 @@ func (g *Gateway) Serve(ctx context.Context, ln net.Listener) error {
 		ErrorLog:          slog.NewLogLogger(g.log.Handler(), slog.LevelDebug),
 	}
 	conns := g.cfg.Conns
-	conns.OnRefuse = gateway.ConnRefusals(g.cfg.Refusals, g.cfg.Audit, g.now, func() string { return dstOf(g.state.Load()) }, g.log)
-	ln = gateway.ServeOn(srv, ln, g.cfg.TLS, conns)
+	conns.OnRefuse = admission.ConnRefusals(g.cfg.Refusals, g.cfg.Audit, g.now, func() string { return g.state.Load().Dst() }, g.log)
+	ln = admission.ServeOn(srv, ln, g.cfg.TLS, conns)
 	err := httpserver.Run(ctx, srv, ln)
 	if t, ok := g.client.Transport.(*http.Transport); ok && g.cfg.Transport == nil {
 		t.CloseIdleConnections()

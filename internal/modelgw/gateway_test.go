@@ -10,8 +10,8 @@ import (
 	"time"
 
 	"agentmesh/internal/audit"
-	"agentmesh/internal/connector/modelconn"
 	"agentmesh/internal/modelgw/modelgwtest"
+	"agentmesh/internal/reason"
 	"agentmesh/internal/sse"
 )
 
@@ -23,7 +23,7 @@ func TestGatewayDecidesModelByGlob(t *testing.T) {
 		path   string
 		model  string
 		status int
-		reason string
+		reason reason.Code
 	}{
 		{"prefix glob allows", true, "/v1/chat/completions", "gpt-4o", 200, "allowed"},
 		{"exclusion denies", true, "/v1/chat/completions", "gpt-4o-mini", 403, "not_granted"},
@@ -136,7 +136,7 @@ func TestGatewayDeniesPathUnlessGrantNamesIt(t *testing.T) {
 		t.Fatalf("GET not named by the grant: status %d, want 403", res.status)
 	}
 	res = f.do(f.other, "POST", "/v1/audio/../chat/completions", chatBody("gpt-4o", ""))
-	if res.status != 400 || res.errBody(t).Reason != ReasonBadPath {
+	if res.status != 400 || res.errBody(t).Reason != reason.BadPath {
 		t.Fatalf("dot segments: status %d body %s, want 400 bad_path", res.status, res.body)
 	}
 }
@@ -177,13 +177,13 @@ func TestGatewayRejectsMalformedAndOversizedBodies(t *testing.T) {
 		name   string
 		body   string
 		status int
-		reason string
+		reason reason.Code
 	}{
-		{"duplicate model", `{"model":"gpt-4o","model":"gpt-4o-mini"}`, 400, ReasonMalformed},
-		{"case variant model", `{"model":"gpt-4o","Model":"gpt-4o-mini"}`, 400, ReasonMalformed},
-		{"model not a string", `{"model":5}`, 400, ReasonMalformed},
-		{"trailing data", `{"model":"gpt-4o"} {}`, 400, ReasonMalformed},
-		{"too large", `{"model":"gpt-4o","pad":"` + strings.Repeat("x", 70<<10) + `"}`, 413, ReasonTooLarge},
+		{"duplicate model", `{"model":"gpt-4o","model":"gpt-4o-mini"}`, 400, reason.Malformed},
+		{"case variant model", `{"model":"gpt-4o","Model":"gpt-4o-mini"}`, 400, reason.Malformed},
+		{"model not a string", `{"model":5}`, 400, reason.Malformed},
+		{"trailing data", `{"model":"gpt-4o"} {}`, 400, reason.Malformed},
+		{"too large", `{"model":"gpt-4o","pad":"` + strings.Repeat("x", 70<<10) + `"}`, 413, reason.TooLarge},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			res := f.do(f.fraud, "POST", "/v1/chat/completions", tt.body)
@@ -279,7 +279,7 @@ func TestGatewayRateLimitsRequestsPerMinute(t *testing.T) {
 	}
 	res := f.do(f.fraud, "POST", "/v1/chat/completions", chatBody("gpt-4o", ""))
 	b := res.errBody(t)
-	if res.status != 429 || b.Reason != ReasonRateLimited || b.Error.Type != "rate_limit_exceeded" || res.header.Get("Retry-After") != "30" {
+	if res.status != 429 || b.Reason != reason.LimitRPM || b.Error.Type != "rate_limit_exceeded" || res.header.Get("Retry-After") != "30" {
 		t.Fatalf("status %d Retry-After %q body %s", res.status, res.header.Get("Retry-After"), res.body)
 	}
 	if ev, ok := f.rec.ByID(b.AuditEvent); !ok || ev.Status != 429 || ev.Rule != "limits[0]" {
@@ -313,7 +313,7 @@ func TestGatewayLimitsTokensPerDayAcrossRestart(t *testing.T) {
 	check := func(when string) {
 		t.Helper()
 		res := f.do(f.fraud, "POST", "/v1/chat/completions", chatBody("gpt-4o", ""))
-		if res.status != 429 || res.errBody(t).Reason != ReasonTokenLimit || res.header.Get("Retry-After") == "" {
+		if res.status != 429 || res.errBody(t).Reason != reason.LimitTokens || res.header.Get("Retry-After") == "" {
 			t.Fatalf("%s: status %d body %s", when, res.status, res.body)
 		}
 	}
@@ -348,14 +348,11 @@ func TestGatewayAppliesLivePolicyUpdate(t *testing.T) {
 // gateway uses for an upstream that failed, so a client sees one code for
 // "the far side failed" whichever hop failed.
 func TestLocalEndpointAnswersUnreachableWithTheGatewaysCode(t *testing.T) {
-	if modelconn.ReasonUpstream != ReasonUpstream {
-		t.Fatalf("modelconn.ReasonUpstream = %q, modelgw.ReasonUpstream = %q", modelconn.ReasonUpstream, ReasonUpstream)
-	}
 	f := newFixture(t, fixtureOpts{})
 	base := f.local(f.fraud)
 	f.stop()
 	res := do(t, localClient(t, nil), "GET", base+"/v1/models", "")
-	if eb := res.errBody(t); res.status != http.StatusBadGateway || eb.Reason != ReasonUpstream || eb.Error.Type != "api_error" {
+	if eb := res.errBody(t); res.status != http.StatusBadGateway || eb.Reason != reason.UpstreamError || eb.Error.Type != "api_error" {
 		t.Fatalf("gateway down: %d %s", res.status, res.body)
 	}
 }

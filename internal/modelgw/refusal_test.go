@@ -4,7 +4,7 @@ import (
 	"context"
 	"testing"
 
-	"agentmesh/internal/gateway"
+	"agentmesh/internal/reason"
 )
 
 // TestGatewayAggregatesRefusedCallers: a caller refused at admission over
@@ -16,7 +16,7 @@ func TestGatewayAggregatesRefusedCallers(t *testing.T) {
 	for range 12 {
 		res := f.do(f.outsider, "POST", "/v1/chat/completions", chatBody("gpt-4o", ""))
 		b := res.errBody(t)
-		if res.status != 403 || b.Reason != gateway.ReasonUnknownPeer || b.AuditEvent == "" || b.Error.AuditEvent != b.AuditEvent {
+		if res.status != 403 || b.Reason != reason.UnknownPeer || b.AuditEvent == "" || b.Error.AuditEvent != b.AuditEvent {
 			t.Fatalf("status %d body %+v", res.status, b)
 		}
 		told[b.AuditEvent]++
@@ -24,7 +24,7 @@ func TestGatewayAggregatesRefusedCallers(t *testing.T) {
 	if err := f.refusals.Close(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	f.rec.CheckAccounted(t, gateway.ReasonUnknownPeer, told, 2)
+	f.rec.CheckAccounted(t, reason.UnknownPeer, told, 2)
 	if got := f.up.Received(); len(got) != 0 {
 		t.Fatalf("refused requests reached the upstream: %d", len(got))
 	}

@@ -10,6 +10,8 @@ import (
 	"encoding/json"
 	"net/http"
 	"strconv"
+
+	"agentmesh/internal/reason"
 )
 
 // ErrorBody is the JSON body of every refusal, in the shape OpenAI clients
@@ -17,7 +19,7 @@ import (
 // id of the audit event that recorded the refusal.
 type ErrorBody struct {
 	Error      ErrorDetail `json:"error"`
-	Reason     string      `json:"reason"`
+	Reason     reason.Code `json:"reason"`
 	AuditEvent string      `json:"audit_event,omitempty"`
 }
 
@@ -26,9 +28,9 @@ type ErrorDetail struct {
 	// Type is permission_denied (403), rate_limit_exceeded (429),
 	// invalid_request_error (400, 408, 413), api_error (502, 503) or, from
 	// the local endpoint, authentication_error (401).
-	Type    string `json:"type"`
-	Code    string `json:"code"`
-	Message string `json:"message"`
+	Type    string      `json:"type"`
+	Code    reason.Code `json:"code"`
+	Message string      `json:"message"`
 	// AuditEvent repeats ErrorBody.AuditEvent inside the error object,
 	// because SDKs (the openai package's APIError) expose only that object.
 	AuditEvent string `json:"audit_event,omitempty"`

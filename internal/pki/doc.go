@@ -25,7 +25,7 @@
 //   - Only TLS 1.3 is negotiated, and the peer certificate is always
 //     verified by Verifier against the mesh CA bundle at the injected clock's
 //     time, never by Go's default verifier with the wall clock. Failures are
-//     reported with a stable Reason for the audit trail.
+//     reported with a stable reason code for the audit trail.
 //   - A certificate names exactly one SPIFFE ID in exactly the verifier's
 //     trust domain; anything else is refused rather than guessed at.
 //   - Certificates live at most MaxTTL, so a stolen key is useful for hours

@@ -4,6 +4,7 @@ import (
 	"errors"
 
 	"agentmesh/internal/identity"
+	"agentmesh/internal/reason"
 )
 
 // Errors returned by this package; match them with errors.Is.
@@ -42,59 +43,35 @@ var (
 	ErrExpiredBeforeRenewal = errors.New("certificate expired before it could be renewed")
 )
 
-// Reason is a stable, machine-readable code saying why a peer was refused.
-// It appears in audit events, API errors and metrics. The zero Reason means
-// no refusal.
-type Reason string
-
-// Refusal reasons.
-const (
-	ReasonNoCertificate       Reason = "no_certificate"
-	ReasonUnknownCA           Reason = "unknown_ca"
-	ReasonExpired             Reason = "expired"
-	ReasonNotYetValid         Reason = "not_yet_valid"
-	ReasonWrongTrustDomain    Reason = "wrong_trust_domain"
-	ReasonBadIdentity         Reason = "bad_identity"
-	ReasonWrongUsage          Reason = "wrong_usage"
-	ReasonWrongPeer           Reason = "wrong_peer"
-	ReasonTLSVersion          Reason = "tls_version"
-	ReasonFingerprintMismatch Reason = "fingerprint_mismatch"
-	ReasonBadCertificate      Reason = "bad_certificate"
-)
-
 // reasons maps sentinels to reasons, most specific first.
 var reasons = []struct {
-	err    error
-	reason Reason
+	err  error
+	code reason.Code
 }{
-	{ErrNoCertificate, ReasonNoCertificate},
-	{ErrUnknownCA, ReasonUnknownCA},
-	{ErrExpired, ReasonExpired},
-	{ErrNotYetValid, ReasonNotYetValid},
-	{ErrWrongTrustDomain, ReasonWrongTrustDomain},
-	{identity.ErrBadID, ReasonBadIdentity},
-	{ErrWrongUsage, ReasonWrongUsage},
-	{ErrWrongPeer, ReasonWrongPeer},
-	{ErrTLSVersion, ReasonTLSVersion},
-	{ErrFingerprintMismatch, ReasonFingerprintMismatch},
+	{ErrNoCertificate, reason.NoCertificate},
+	{ErrUnknownCA, reason.UnknownCA},
+	{ErrExpired, reason.Expired},
+	{ErrNotYetValid, reason.NotYetValid},
+	{ErrWrongTrustDomain, reason.WrongTrustDomain},
+	{identity.ErrBadID, reason.BadIdentity},
+	{ErrWrongUsage, reason.WrongUsage},
+	{ErrWrongPeer, reason.WrongPeer},
+	{ErrTLSVersion, reason.TLSVersion},
+	{ErrFingerprintMismatch, reason.FingerprintMismatch},
 }
 
-// reasonOf classifies err; any unrecognised error is ReasonBadCertificate so
-// that a refusal always carries a reason.
-func reasonOf(err error) Reason {
+// ReasonOf returns the stable reason code for an error from this package's
+// verification (for example reason.UnknownCA), ready for an audit event or
+// an API error; "" for a nil error. Errors it does not recognise are
+// reason.BadCertificate, so that a refusal always carries a reason.
+func ReasonOf(err error) reason.Code {
 	if err == nil {
 		return ""
 	}
 	for _, r := range reasons {
 		if errors.Is(err, r.err) {
-			return r.reason
+			return r.code
 		}
 	}
-	return ReasonBadCertificate
+	return reason.BadCertificate
 }
-
-// ReasonOf returns the stable reason code for an error from this package's
-// verification (for example "unknown_ca"), as a string ready for an audit
-// event or an API error; "" for a nil error. Errors it does not recognise
-// are "bad_certificate".
-func ReasonOf(err error) string { return string(reasonOf(err)) }

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"agentmesh/internal/identity"
+	"agentmesh/internal/reason"
 )
 
 // PeerInfo describes a peer whose certificate has been verified.
@@ -45,7 +46,7 @@ type ServerOptions struct {
 	// checks: no certificate, a certificate that does not verify, or a
 	// client without TLS 1.3. remote is the client's address. It is called
 	// on the handshake's goroutine and should not block.
-	OnRefused func(remote string, reason Reason, err error)
+	OnRefused func(remote string, why reason.Code, err error)
 	// NextProtos are the ALPN protocols offered; nil means h2 and
 	// http/1.1. They are fixed here because the configuration used for a
 	// connection is derived from this one, so protocols that a server (such
@@ -128,7 +129,7 @@ func (s *server) verify(remote string, cs tls.ConnectionState) error {
 
 func (s *server) refused(remote string, err error) {
 	if s.o.OnRefused != nil {
-		s.o.OnRefused(remote, reasonOf(err), err)
+		s.o.OnRefused(remote, ReasonOf(err), err)
 	}
 }
 

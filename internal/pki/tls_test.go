@@ -15,6 +15,7 @@ import (
 	"agentmesh/internal/identity"
 	"agentmesh/internal/pki"
 	"agentmesh/internal/pki/pkitest"
+	"agentmesh/internal/reason"
 )
 
 // result is what both ends of one handshake saw.
@@ -95,14 +96,14 @@ type refusals struct {
 
 type refusal struct {
 	remote string
-	reason pki.Reason
+	reason reason.Code
 	err    error
 }
 
-func (r *refusals) record(remote string, reason pki.Reason, err error) {
+func (r *refusals) record(remote string, why reason.Code, err error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	r.list = append(r.list, refusal{remote, reason, err})
+	r.list = append(r.list, refusal{remote, why, err})
 }
 
 func (r *refusals) get() []refusal {
@@ -129,7 +130,7 @@ func TestTLSHandshakes(t *testing.T) {
 		clientTime time.Time
 		// Expectations: nil errors mean success on that side.
 		serverErr, clientErr error
-		refused              pki.Reason
+		refused              reason.Code
 	}{
 		{
 			name: "mutual authentication",
@@ -140,28 +141,28 @@ func TestTLSHandshakes(t *testing.T) {
 		{
 			name:      "client without certificate",
 			client:    func(v *pki.Verifier) *tls.Config { return pki.ClientTLS(nil, v, pki.ExpectServer(serverID)) },
-			serverErr: pki.ErrNoCertificate, clientErr: errAny, refused: pki.ReasonNoCertificate,
+			serverErr: pki.ErrNoCertificate, clientErr: errAny, refused: reason.NoCertificate,
 		},
 		{
 			name: "TLS 1.2 client",
 			client: func(*pki.Verifier) *tls.Config {
 				return &tls.Config{MaxVersion: tls.VersionTLS12, InsecureSkipVerify: true, Certificates: []tls.Certificate{*clientCert}}
 			},
-			serverErr: errAny, clientErr: errAny, refused: pki.ReasonTLSVersion,
+			serverErr: errAny, clientErr: errAny, refused: reason.TLSVersion,
 		},
 		{
 			name: "expired client",
 			client: func(v *pki.Verifier) *tls.Config {
 				return pki.ClientTLS(static(expiredClient), v, pki.ExpectServer(serverID))
 			},
-			serverErr: pki.ErrExpired, clientErr: errAny, refused: pki.ReasonExpired,
+			serverErr: pki.ErrExpired, clientErr: errAny, refused: reason.Expired,
 		},
 		{
 			name: "client from another CA",
 			client: func(v *pki.Verifier) *tls.Config {
 				return pki.ClientTLS(static(foreignClient), v, pki.ExpectServer(serverID))
 			},
-			serverErr: pki.ErrUnknownCA, clientErr: errAny, refused: pki.ReasonUnknownCA,
+			serverErr: pki.ErrUnknownCA, clientErr: errAny, refused: reason.UnknownCA,
 		},
 		{
 			name: "server is not the wanted identity",

@@ -9,6 +9,7 @@ import (
 	"agentmesh/internal/identity"
 	"agentmesh/internal/pki"
 	"agentmesh/internal/pki/pkitest"
+	"agentmesh/internal/reason"
 )
 
 func TestVerifyRefusesBadCertificates(t *testing.T) {
@@ -38,7 +39,7 @@ func TestVerifyRefusesBadCertificates(t *testing.T) {
 		now    time.Time
 		usage  x509.ExtKeyUsage
 		want   error
-		reason string
+		reason reason.Code
 	}{
 		{"no certificate", nil, t0, x509.ExtKeyUsageClientAuth, pki.ErrNoCertificate, "no_certificate"},
 		{"expired", []*x509.Certificate{good}, t0.Add(time.Hour + time.Second), x509.ExtKeyUsageClientAuth, pki.ErrExpired, "expired"},

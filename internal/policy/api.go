@@ -51,7 +51,11 @@
 // spin.
 package policy
 
-import "agentmesh/internal/identity"
+import (
+	"agentmesh/internal/identity"
+
+	"agentmesh/internal/reason"
+)
 
 // Node is the policy's view of one side of a request. Tags come from the
 // coordinator's registry, never from the peer.
@@ -110,14 +114,13 @@ type Request struct {
 	Args map[string]any
 }
 
-// Reason is a stable, documented code that says why a decision was made.
-// The same code appears in JSON-RPC errors, audit events and metrics.
-type Reason string
-
 // Decision is the answer to a Request. The zero Decision denies.
 type Decision struct {
-	Allow  bool
-	Reason Reason
+	Allow bool
+	// Reason says why, one of the policy codes of package reason
+	// (reason.Allowed, reason.NoGrant, ...); the same code appears in
+	// JSON-RPC errors, audit events and metrics.
+	Reason reason.Code
 	// Grant is the index in the document's grants of the grant that decided,
 	// or -1 when no grant did.
 	Grant   int

@@ -5,6 +5,8 @@ import (
 	"slices"
 	"strings"
 	"testing"
+
+	"agentmesh/internal/reason"
 )
 
 // paths lists what k reads as sorted dotted paths; "*" is a computed key.
@@ -84,25 +86,25 @@ func TestDecideRefusesArgumentKeysThatDifferOnlyInCase(t *testing.T) {
 	tests := []struct {
 		name string
 		d    Decision
-		want Reason
+		want reason.Code
 	}{
-		{"model: within limit", modelReq(`{"model":"m","max_tokens":100}`), ReasonAllowed},
-		{"model: over limit", modelReq(`{"model":"m","max_tokens":100000}`), ReasonWhenFalse},
-		{"model: capitalised", modelReq(`{"model":"m","Max_Tokens":100000}`), ReasonCaseVariantKey},
-		{"model: upper case", modelReq(`{"model":"m","MAX_TOKENS":100000}`), ReasonCaseVariantKey},
-		{"model: other keys in other case pass", modelReq(`{"model":"m","Temperature":1,"tools":[{"parameters":{"Max_Tokens":{}}}]}`), ReasonAllowed},
-		{"tool: plain", queryReq(`{"sql":"select 1","items":[{"price":1,"Name":"x"}]}`), ReasonAllowed},
-		{"tool: capitalised sql", queryReq(`{"SQL":"drop table t","items":[]}`), ReasonCaseVariantKey},
-		{"tool: long s in sql", queryReq(`{"sql":"select 1","\u017fql":"drop table t","items":[]}`), ReasonCaseVariantKey},
-		{"tool: nested opts.Mode", queryReq(`{"sql":"select 1","opts":{"Mode":"write"},"items":[]}`), ReasonCaseVariantKey},
-		{"tool: Opts", queryReq(`{"sql":"select 1","Opts":{"mode":"write"},"items":[]}`), ReasonCaseVariantKey},
-		{"tool: element Price", queryReq(`{"sql":"select 1","items":[{"price":1},{"Price":100}]}`), ReasonCaseVariantKey},
-		{"tool: Kelvin sign", queryReq(`{"sql":"select 1","items":[],"\u212aeep":1}`), ReasonAllowed},
-		{"tool: Force", queryReq(`{"sql":"select 1","items":[],"Force":true}`), ReasonCaseVariantKey},
-		{"tool: force", queryReq(`{"sql":"select 1","items":[],"force":true}`), ReasonWhenFalse},
+		{"model: within limit", modelReq(`{"model":"m","max_tokens":100}`), reason.Allowed},
+		{"model: over limit", modelReq(`{"model":"m","max_tokens":100000}`), reason.WhenFalse},
+		{"model: capitalised", modelReq(`{"model":"m","Max_Tokens":100000}`), reason.CaseVariantKey},
+		{"model: upper case", modelReq(`{"model":"m","MAX_TOKENS":100000}`), reason.CaseVariantKey},
+		{"model: other keys in other case pass", modelReq(`{"model":"m","Temperature":1,"tools":[{"parameters":{"Max_Tokens":{}}}]}`), reason.Allowed},
+		{"tool: plain", queryReq(`{"sql":"select 1","items":[{"price":1,"Name":"x"}]}`), reason.Allowed},
+		{"tool: capitalised sql", queryReq(`{"SQL":"drop table t","items":[]}`), reason.CaseVariantKey},
+		{"tool: long s in sql", queryReq(`{"sql":"select 1","\u017fql":"drop table t","items":[]}`), reason.CaseVariantKey},
+		{"tool: nested opts.Mode", queryReq(`{"sql":"select 1","opts":{"Mode":"write"},"items":[]}`), reason.CaseVariantKey},
+		{"tool: Opts", queryReq(`{"sql":"select 1","Opts":{"mode":"write"},"items":[]}`), reason.CaseVariantKey},
+		{"tool: element Price", queryReq(`{"sql":"select 1","items":[{"price":1},{"Price":100}]}`), reason.CaseVariantKey},
+		{"tool: Kelvin sign", queryReq(`{"sql":"select 1","items":[],"\u212aeep":1}`), reason.Allowed},
+		{"tool: Force", queryReq(`{"sql":"select 1","items":[],"Force":true}`), reason.CaseVariantKey},
+		{"tool: force", queryReq(`{"sql":"select 1","items":[],"force":true}`), reason.WhenFalse},
 	}
 	for _, tt := range tests {
-		if tt.d.Reason != tt.want || tt.d.Allow != (tt.want == ReasonAllowed) {
+		if tt.d.Reason != tt.want || tt.d.Allow != (tt.want == reason.Allowed) {
 			t.Errorf("%s: %s, want %s", tt.name, tt.d.Explain(), tt.want)
 		}
 	}

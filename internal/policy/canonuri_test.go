@@ -4,6 +4,8 @@ import (
 	"errors"
 	"strings"
 	"testing"
+
+	"agentmesh/internal/reason"
 )
 
 func TestCanonicalURIForms(t *testing.T) {
@@ -135,48 +137,48 @@ func TestDecideRefusesEverySpellingOfAnExcludedResource(t *testing.T) {
 	if d := read(files, "file:///public/readme.txt"); !d.Allow {
 		t.Fatalf("canonical allowed URI denied: %s", d.Explain())
 	}
-	if d := read(files, "file:///public/secret.txt"); d.Allow || d.Reason != ReasonNotGranted {
+	if d := read(files, "file:///public/secret.txt"); d.Allow || d.Reason != reason.NotGranted {
 		t.Fatalf("canonical excluded URI: %s, want not_granted", d.Explain())
 	}
 	spellings := []struct {
 		dst  Node
 		uri  string
-		want Reason
+		want reason.Code
 	}{
-		{files, "FILE:///public/secret.txt", ReasonNonCanonicalURI},
-		{files, "File:///public/secret.txt", ReasonNonCanonicalURI},
-		{files, "file:///public/./secret.txt", ReasonNonCanonicalURI},
-		{files, "file:///public//secret.txt", ReasonNonCanonicalURI},
-		{files, "file:////public/secret.txt", ReasonNonCanonicalURI},
-		{files, "file:///public/x/../secret.txt", ReasonUnsafeURI},
-		{files, "file:///public/%73ecret.txt", ReasonNonCanonicalURI},
-		{files, "file:///public/secr%65t.txt", ReasonNonCanonicalURI},
-		{files, "file:///public/secret%2Etxt", ReasonUnsafeURI},
-		{files, "file:///public%2Fsecret.txt", ReasonUnsafeURI},
-		{files, "file:///public/%252e%252e/public/secret.txt", ReasonUnsafeURI},
-		{files, "file:///public/secret.txt%00.png", ReasonUnsafeURI},
-		{files, "file://localhost/public/secret.txt", ReasonNonCanonicalURI},
-		{files, "file://LOCALHOST/public/secret.txt", ReasonNonCanonicalURI},
-		{files, "file:/public/secret.txt", ReasonNonCanonicalURI},
-		{files, "file:///public/secret.txt?%3D%CC%B8", ReasonNonCanonicalURI}, // once a stack overflow
-		{files, "file:public/secret.txt", ReasonNonCanonicalURI},
-		{files, "file:///public/secret.txt.", ReasonNonCanonicalURI},
-		{files, "file:///public/secret.txt%20", ReasonNonCanonicalURI},
-		{files, "file:///public/secret.txt?", ReasonNonCanonicalURI},
-		{files, "file:///public/secret.txt#", ReasonNonCanonicalURI},
+		{files, "FILE:///public/secret.txt", reason.NonCanonicalURI},
+		{files, "File:///public/secret.txt", reason.NonCanonicalURI},
+		{files, "file:///public/./secret.txt", reason.NonCanonicalURI},
+		{files, "file:///public//secret.txt", reason.NonCanonicalURI},
+		{files, "file:////public/secret.txt", reason.NonCanonicalURI},
+		{files, "file:///public/x/../secret.txt", reason.UnsafeURI},
+		{files, "file:///public/%73ecret.txt", reason.NonCanonicalURI},
+		{files, "file:///public/secr%65t.txt", reason.NonCanonicalURI},
+		{files, "file:///public/secret%2Etxt", reason.UnsafeURI},
+		{files, "file:///public%2Fsecret.txt", reason.UnsafeURI},
+		{files, "file:///public/%252e%252e/public/secret.txt", reason.UnsafeURI},
+		{files, "file:///public/secret.txt%00.png", reason.UnsafeURI},
+		{files, "file://localhost/public/secret.txt", reason.NonCanonicalURI},
+		{files, "file://LOCALHOST/public/secret.txt", reason.NonCanonicalURI},
+		{files, "file:/public/secret.txt", reason.NonCanonicalURI},
+		{files, "file:///public/secret.txt?%3D%CC%B8", reason.NonCanonicalURI}, // once a stack overflow
+		{files, "file:public/secret.txt", reason.NonCanonicalURI},
+		{files, "file:///public/secret.txt.", reason.NonCanonicalURI},
+		{files, "file:///public/secret.txt%20", reason.NonCanonicalURI},
+		{files, "file:///public/secret.txt?", reason.NonCanonicalURI},
+		{files, "file:///public/secret.txt#", reason.NonCanonicalURI},
 		// Case: a case-insensitive file system opens the excluded file.
-		{files, "file:///public/SECRET.txt", ReasonNotGranted},
-		{files, "file:///public/Secret.txt", ReasonNotGranted},
-		{files, "file:///public/\u017fecret.txt", ReasonNonCanonicalURI}, // raw long s: not URI text
-		{files, "file:///public/%C5%BFecret.txt", ReasonNotGranted},      // encoded long s folds to s
-		{web, "https://docs.example.com/internal/x", ReasonNotGranted},
-		{web, "https://DOCS.example.com/internal/x", ReasonNonCanonicalURI},
-		{web, "https://docs.example.com:443/internal/x", ReasonNonCanonicalURI},
-		{web, "https://docs.example.com./internal/x", ReasonNonCanonicalURI},
-		{web, "https://user@docs.example.com/internal/x", ReasonNonCanonicalURI},
-		{web, "https://docs.example.com/%69nternal/x", ReasonNonCanonicalURI},
-		{web, "https://docs.example.com/Internal/x", ReasonNotGranted},
-		{web, "https:/docs.example.com/internal/x", ReasonNonCanonicalURI},
+		{files, "file:///public/SECRET.txt", reason.NotGranted},
+		{files, "file:///public/Secret.txt", reason.NotGranted},
+		{files, "file:///public/\u017fecret.txt", reason.NonCanonicalURI}, // raw long s: not URI text
+		{files, "file:///public/%C5%BFecret.txt", reason.NotGranted},      // encoded long s folds to s
+		{web, "https://docs.example.com/internal/x", reason.NotGranted},
+		{web, "https://DOCS.example.com/internal/x", reason.NonCanonicalURI},
+		{web, "https://docs.example.com:443/internal/x", reason.NonCanonicalURI},
+		{web, "https://docs.example.com./internal/x", reason.NonCanonicalURI},
+		{web, "https://user@docs.example.com/internal/x", reason.NonCanonicalURI},
+		{web, "https://docs.example.com/%69nternal/x", reason.NonCanonicalURI},
+		{web, "https://docs.example.com/Internal/x", reason.NotGranted},
+		{web, "https:/docs.example.com/internal/x", reason.NonCanonicalURI},
 	}
 	for _, s := range spellings {
 		d := read(s.dst, s.uri)
@@ -195,14 +197,14 @@ func TestDecideChecksCompletionTemplatesByTheirLiteralText(t *testing.T) {
 		t.Errorf("canonical template denied: %s", d.Explain())
 	}
 	for _, tpl := range []string{"FILE:///public/{name}", "file:///public/./{name}", "file:///public/{name", "file:///public/{na me}"} {
-		if d := complete(tpl); d.Allow || d.Reason != ReasonNonCanonicalURI {
+		if d := complete(tpl); d.Allow || d.Reason != reason.NonCanonicalURI {
 			t.Errorf("%q: %s, want noncanonical_uri", tpl, d.Explain())
 		}
 	}
 	// As a plain URI (resources/read) a template is not canonical: '{' is
 	// not URI text, and no server expands it.
 	d := p.Decide(Request{Src: agent("a"), Dst: tool("files"), Action: ActionResource, Method: "resources/read", Resource: "file:///public/{name}"})
-	if d.Allow || d.Reason != ReasonNonCanonicalURI {
+	if d.Allow || d.Reason != reason.NonCanonicalURI {
 		t.Errorf("template read as a URI: %s, want noncanonical_uri", d.Explain())
 	}
 }
@@ -301,7 +303,7 @@ func TestResourceExclusionsHoldForFormsAServerReadsAsTheSame(t *testing.T) {
 		"file:///public/secret/?x", "file:///public/SECRET/", "file:///public/keys", "file:///public/keys/",
 		"file:///public/keys?x", "file:///public/db", "file:///public/db/x",
 	} {
-		if d := read(uri); d.Allow || d.Reason != ReasonNotGranted {
+		if d := read(uri); d.Allow || d.Reason != reason.NotGranted {
 			t.Errorf("%q: %s, want not_granted", uri, d.Explain())
 		}
 	}

@@ -1,6 +1,10 @@
 package policy
 
-import "fmt"
+import (
+	"fmt"
+
+	"agentmesh/internal/reason"
+)
 
 // Decide answers r. It never scans every grant: the index built by Compile
 // yields the grants linking r.Src to r.Dst (by kind and name, tags and *),
@@ -12,7 +16,7 @@ import "fmt"
 // no tool, resource, prompt or model for them to judge: every later request
 // on the connection is decided, and its when evaluated, on its own.
 //
-// A nil Policy denies with ReasonNoPolicy.
+// A nil Policy denies with reason.NoPolicy.
 func (p *Policy) Decide(r Request) Decision {
 	d := p.decide(&r)
 	if d.Grant >= 0 && p.grantNumbers != nil {
@@ -23,23 +27,23 @@ func (p *Policy) Decide(r Request) Decision {
 
 func (p *Policy) decide(r *Request) Decision {
 	if p == nil {
-		return Decision{Reason: ReasonNoPolicy, Grant: -1}
+		return Decision{Reason: reason.NoPolicy, Grant: -1}
 	}
 	d := Decision{Grant: -1, Version: p.version}
 	srcKind, ok1 := validNode(&r.Src)
 	dstKind, ok2 := validNode(&r.Dst)
 	item, kind, ok3 := requestItem(r)
 	if !ok1 || !ok2 || !ok3 {
-		d.Reason = ReasonBadRequest
+		d.Reason = reason.BadRequest
 		return d
 	}
 	if kind == itemResource {
 		if unsafeURI(item) {
-			d.Reason = ReasonUnsafeURI
+			d.Reason = reason.UnsafeURI
 			return d
 		}
 		if r.Template && !isCanonicalTemplate(item) || !r.Template && !isCanonicalURI(item) {
-			d.Reason = ReasonNonCanonicalURI
+			d.Reason = reason.NonCanonicalURI
 			return d
 		}
 	}
@@ -112,17 +116,17 @@ func (p *Policy) decide(r *Request) Decision {
 	}
 	switch {
 	case variantAt >= 0 && (best < 0 || variantAt < best):
-		d.Reason, d.Grant = ReasonCaseVariantKey, int(variantAt)
+		d.Reason, d.Grant = reason.CaseVariantKey, int(variantAt)
 	case best >= 0:
-		d.Allow, d.Reason, d.Grant, d.When = true, ReasonAllowed, int(best), bestWhen
+		d.Allow, d.Reason, d.Grant, d.When = true, reason.Allowed, int(best), bestWhen
 	case !linked:
-		d.Reason = ReasonNoGrant
+		d.Reason = reason.NoGrant
 	case errorAt >= 0:
-		d.Reason, d.Grant, d.When = ReasonWhenError, int(errorAt), WhenError
+		d.Reason, d.Grant, d.When = reason.WhenError, int(errorAt), WhenError
 	case falseAt >= 0:
-		d.Reason, d.Grant, d.When = ReasonWhenFalse, int(falseAt), WhenFalse
+		d.Reason, d.Grant, d.When = reason.WhenFalse, int(falseAt), WhenFalse
 	default:
-		d.Reason = ReasonNotGranted
+		d.Reason = reason.NotGranted
 	}
 	return d
 }
@@ -175,7 +179,7 @@ func (d Decision) Explain() string {
 	if d.Reason == "" {
 		s = "denied"
 	}
-	s += ": " + d.Reason.describe()
+	s += ": " + describe(d.Reason)
 	if d.Grant >= 0 && d.Reason != "" {
 		s += fmt.Sprintf("; grant %d", d.Grant)
 	}
@@ -243,7 +247,7 @@ func (v Visibility) Tool(name string) bool {
 }
 
 // Resource reports whether the resource at uri is visible. Unsafe and
-// non-canonical URIs (see ReasonUnsafeURI, ReasonNonCanonicalURI) never
+// non-canonical URIs (see reason.UnsafeURI, reason.NonCanonicalURI) never
 // are: a client could not read them.
 func (v Visibility) Resource(uri string) bool {
 	if unsafeURI(uri) || !isCanonicalURI(uri) {

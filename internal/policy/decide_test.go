@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"agentmesh/internal/identity"
+	"agentmesh/internal/reason"
 )
 
 func agent(name string, tags ...identity.Tag) Node {
@@ -64,52 +65,52 @@ func TestDecide(t *testing.T) {
 		name   string
 		req    Request
 		allow  bool
-		reason Reason
+		reason reason.Code
 		grant  int
 		when   WhenResult
 	}{
-		{"default deny between unlinked nodes", callTool(agent("nobody"), db, "query", nil), false, ReasonNoGrant, -1, WhenNone},
-		{"connect allowed when linked", Request{Src: fraud, Dst: db, Action: ActionConnect}, true, ReasonAllowed, 0, WhenNone},
-		{"connect ignores when", Request{Src: agent("teller"), Dst: ledger, Action: ActionConnect}, true, ReasonAllowed, 4, WhenNone},
-		{"connect denied when unlinked", Request{Src: fraud, Dst: ledger, Action: ActionConnect}, false, ReasonNoGrant, -1, WhenNone},
-		{"tool in glob with when held", callTool(fraud, db, "query", map[string]any{"sql": "select 1"}), true, ReasonAllowed, 0, WhenHeld},
-		{"when false denies", callTool(fraud, db, "query", map[string]any{"sql": "DELETE FROM t"}), false, ReasonWhenFalse, 0, WhenFalse},
-		{"when error denies", callTool(fraud, db, "query", map[string]any{}), false, ReasonWhenError, 0, WhenError},
-		{"when error on wrong arg type denies", callTool(fraud, db, "query", map[string]any{"sql": json.Number("7")}), false, ReasonWhenError, 0, WhenError},
-		{"prefix glob", callTool(fraud, db, "list_tables", nil), true, ReasonAllowed, 0, WhenHeld},
-		{"bang excludes within the grant", callTool(fraud, db, "list_secrets", nil), false, ReasonNotGranted, -1, WhenNone},
-		{"tool outside every glob", callTool(fraud, db, "drop_table", nil), false, ReasonNotGranted, -1, WhenNone},
-		{"grants add up", callTool(fraud, db, "describe_table", nil), true, ReasonAllowed, 1, WhenNone},
-		{"tag member of group", callTool(taggedFraud, db, "list_x", nil), true, ReasonAllowed, 0, WhenHeld},
-		{"nested group member", callTool(agent("analyst"), db, "describe_x", nil), true, ReasonAllowed, 1, WhenNone},
-		{"nested group does not widen inner grant", callTool(agent("analyst"), db, "list_x", nil), false, ReasonNotGranted, -1, WhenNone},
-		{"prompt", Request{Src: fraud, Dst: db, Action: ActionPrompt, Prompt: "summary"}, true, ReasonAllowed, 1, WhenNone},
-		{"resource glob", Request{Src: fraud, Dst: db, Action: ActionResource, Resource: "db://public/t/1"}, true, ReasonAllowed, 0, WhenHeld},
-		{"resource outside glob", Request{Src: fraud, Dst: db, Action: ActionResource, Resource: "db://private/t"}, false, ReasonNotGranted, -1, WhenNone},
-		{"resource traversal is unsafe", Request{Src: fraud, Dst: db, Action: ActionResource, Resource: "db://public/../private/t"}, false, ReasonUnsafeURI, -1, WhenNone},
-		{"resource encoded dot is unsafe", Request{Src: fraud, Dst: db, Action: ActionResource, Resource: "db://public/%2e%2e/private"}, false, ReasonUnsafeURI, -1, WhenNone},
-		{"connection-only grant links", Request{Src: agent("probe", "tag:monitoring"), Dst: db, Action: ActionConnect}, true, ReasonAllowed, 2, WhenNone},
-		{"connection-only grant allows no tool", callTool(agent("watch", "tag:monitoring"), db, "query", nil), false, ReasonNotGranted, -1, WhenNone},
-		{"model by tag", Request{Src: agent("bot", "tag:support"), Dst: model("llm-internal"), Action: ActionModel, Model: "llama-3-70b"}, true, ReasonAllowed, 3, WhenNone},
-		{"model outside glob", Request{Src: agent("bot", "tag:support"), Dst: model("llm-internal"), Action: ActionModel, Model: "gpt-4"}, false, ReasonNotGranted, -1, WhenNone},
-		{"model without tag", Request{Src: agent("bot"), Dst: model("llm-internal"), Action: ActionModel, Model: "llama-3"}, false, ReasonNoGrant, -1, WhenNone},
-		{"dst selected by tag, json number arg", callTool(agent("teller"), ledger, "transfer", map[string]any{"amount": json.Number("500")}), true, ReasonAllowed, 4, WhenHeld},
-		{"float arg", callTool(agent("teller"), ledger, "transfer", map[string]any{"amount": json.Number("999.5")}), true, ReasonAllowed, 4, WhenHeld},
-		{"when false in one grant, held in a later one", callTool(agent("teller", "tag:senior"), ledger, "transfer", map[string]any{"amount": json.Number("5000")}), true, ReasonAllowed, 6, WhenHeld},
-		{"lowest failing when is reported", callTool(agent("teller"), ledger, "transfer", map[string]any{"amount": json.Number("5000")}), false, ReasonWhenFalse, 4, WhenFalse},
-		{"when error outranks when false", callTool(agent("teller"), ledger, "transfer", nil), false, ReasonWhenError, 4, WhenError},
-		{"star src", callTool(agent("anyone"), tool("sandbox"), "rm", nil), true, ReasonAllowed, 5, WhenNone},
-		{"star src matches models too", callTool(model("m"), tool("sandbox"), "rm", nil), true, ReasonAllowed, 5, WhenNone},
-		{"when sees request fields", callTool(agent("probe"), tool("inspect"), "x", nil), true, ReasonAllowed, 7, WhenHeld},
-		{"when sees method", Request{Src: agent("probe"), Dst: tool("inspect"), Action: ActionPrompt, Method: "prompts/get", Prompt: "p"}, false, ReasonWhenFalse, 7, WhenFalse},
-		{"selector kind matters for src", callTool(tool("x"), tool("y"), "a", nil), false, ReasonNoGrant, -1, WhenNone},
-		{"selector kind matters for dst", callTool(agent("x"), agent("y"), "a", nil), false, ReasonNoGrant, -1, WhenNone},
-		{"zero action", Request{Src: fraud, Dst: db}, false, ReasonBadRequest, -1, WhenNone},
-		{"unknown action", Request{Src: fraud, Dst: db, Action: Action(99), Tool: "query"}, false, ReasonBadRequest, -1, WhenNone},
-		{"empty tool name", callTool(fraud, db, "", nil), false, ReasonBadRequest, -1, WhenNone},
-		{"empty resource", Request{Src: fraud, Dst: db, Action: ActionResource}, false, ReasonBadRequest, -1, WhenNone},
-		{"empty src name", callTool(Node{Kind: identity.KindAgent}, db, "query", nil), false, ReasonBadRequest, -1, WhenNone},
-		{"invalid dst kind", callTool(fraud, Node{Kind: "robot", Name: "payments-db"}, "query", nil), false, ReasonBadRequest, -1, WhenNone},
+		{"default deny between unlinked nodes", callTool(agent("nobody"), db, "query", nil), false, reason.NoGrant, -1, WhenNone},
+		{"connect allowed when linked", Request{Src: fraud, Dst: db, Action: ActionConnect}, true, reason.Allowed, 0, WhenNone},
+		{"connect ignores when", Request{Src: agent("teller"), Dst: ledger, Action: ActionConnect}, true, reason.Allowed, 4, WhenNone},
+		{"connect denied when unlinked", Request{Src: fraud, Dst: ledger, Action: ActionConnect}, false, reason.NoGrant, -1, WhenNone},
+		{"tool in glob with when held", callTool(fraud, db, "query", map[string]any{"sql": "select 1"}), true, reason.Allowed, 0, WhenHeld},
+		{"when false denies", callTool(fraud, db, "query", map[string]any{"sql": "DELETE FROM t"}), false, reason.WhenFalse, 0, WhenFalse},
+		{"when error denies", callTool(fraud, db, "query", map[string]any{}), false, reason.WhenError, 0, WhenError},
+		{"when error on wrong arg type denies", callTool(fraud, db, "query", map[string]any{"sql": json.Number("7")}), false, reason.WhenError, 0, WhenError},
+		{"prefix glob", callTool(fraud, db, "list_tables", nil), true, reason.Allowed, 0, WhenHeld},
+		{"bang excludes within the grant", callTool(fraud, db, "list_secrets", nil), false, reason.NotGranted, -1, WhenNone},
+		{"tool outside every glob", callTool(fraud, db, "drop_table", nil), false, reason.NotGranted, -1, WhenNone},
+		{"grants add up", callTool(fraud, db, "describe_table", nil), true, reason.Allowed, 1, WhenNone},
+		{"tag member of group", callTool(taggedFraud, db, "list_x", nil), true, reason.Allowed, 0, WhenHeld},
+		{"nested group member", callTool(agent("analyst"), db, "describe_x", nil), true, reason.Allowed, 1, WhenNone},
+		{"nested group does not widen inner grant", callTool(agent("analyst"), db, "list_x", nil), false, reason.NotGranted, -1, WhenNone},
+		{"prompt", Request{Src: fraud, Dst: db, Action: ActionPrompt, Prompt: "summary"}, true, reason.Allowed, 1, WhenNone},
+		{"resource glob", Request{Src: fraud, Dst: db, Action: ActionResource, Resource: "db://public/t/1"}, true, reason.Allowed, 0, WhenHeld},
+		{"resource outside glob", Request{Src: fraud, Dst: db, Action: ActionResource, Resource: "db://private/t"}, false, reason.NotGranted, -1, WhenNone},
+		{"resource traversal is unsafe", Request{Src: fraud, Dst: db, Action: ActionResource, Resource: "db://public/../private/t"}, false, reason.UnsafeURI, -1, WhenNone},
+		{"resource encoded dot is unsafe", Request{Src: fraud, Dst: db, Action: ActionResource, Resource: "db://public/%2e%2e/private"}, false, reason.UnsafeURI, -1, WhenNone},
+		{"connection-only grant links", Request{Src: agent("probe", "tag:monitoring"), Dst: db, Action: ActionConnect}, true, reason.Allowed, 2, WhenNone},
+		{"connection-only grant allows no tool", callTool(agent("watch", "tag:monitoring"), db, "query", nil), false, reason.NotGranted, -1, WhenNone},
+		{"model by tag", Request{Src: agent("bot", "tag:support"), Dst: model("llm-internal"), Action: ActionModel, Model: "llama-3-70b"}, true, reason.Allowed, 3, WhenNone},
+		{"model outside glob", Request{Src: agent("bot", "tag:support"), Dst: model("llm-internal"), Action: ActionModel, Model: "gpt-4"}, false, reason.NotGranted, -1, WhenNone},
+		{"model without tag", Request{Src: agent("bot"), Dst: model("llm-internal"), Action: ActionModel, Model: "llama-3"}, false, reason.NoGrant, -1, WhenNone},
+		{"dst selected by tag, json number arg", callTool(agent("teller"), ledger, "transfer", map[string]any{"amount": json.Number("500")}), true, reason.Allowed, 4, WhenHeld},
+		{"float arg", callTool(agent("teller"), ledger, "transfer", map[string]any{"amount": json.Number("999.5")}), true, reason.Allowed, 4, WhenHeld},
+		{"when false in one grant, held in a later one", callTool(agent("teller", "tag:senior"), ledger, "transfer", map[string]any{"amount": json.Number("5000")}), true, reason.Allowed, 6, WhenHeld},
+		{"lowest failing when is reported", callTool(agent("teller"), ledger, "transfer", map[string]any{"amount": json.Number("5000")}), false, reason.WhenFalse, 4, WhenFalse},
+		{"when error outranks when false", callTool(agent("teller"), ledger, "transfer", nil), false, reason.WhenError, 4, WhenError},
+		{"star src", callTool(agent("anyone"), tool("sandbox"), "rm", nil), true, reason.Allowed, 5, WhenNone},
+		{"star src matches models too", callTool(model("m"), tool("sandbox"), "rm", nil), true, reason.Allowed, 5, WhenNone},
+		{"when sees request fields", callTool(agent("probe"), tool("inspect"), "x", nil), true, reason.Allowed, 7, WhenHeld},
+		{"when sees method", Request{Src: agent("probe"), Dst: tool("inspect"), Action: ActionPrompt, Method: "prompts/get", Prompt: "p"}, false, reason.WhenFalse, 7, WhenFalse},
+		{"selector kind matters for src", callTool(tool("x"), tool("y"), "a", nil), false, reason.NoGrant, -1, WhenNone},
+		{"selector kind matters for dst", callTool(agent("x"), agent("y"), "a", nil), false, reason.NoGrant, -1, WhenNone},
+		{"zero action", Request{Src: fraud, Dst: db}, false, reason.BadRequest, -1, WhenNone},
+		{"unknown action", Request{Src: fraud, Dst: db, Action: Action(99), Tool: "query"}, false, reason.BadRequest, -1, WhenNone},
+		{"empty tool name", callTool(fraud, db, "", nil), false, reason.BadRequest, -1, WhenNone},
+		{"empty resource", Request{Src: fraud, Dst: db, Action: ActionResource}, false, reason.BadRequest, -1, WhenNone},
+		{"empty src name", callTool(Node{Kind: identity.KindAgent}, db, "query", nil), false, reason.BadRequest, -1, WhenNone},
+		{"invalid dst kind", callTool(fraud, Node{Kind: "robot", Name: "payments-db"}, "query", nil), false, reason.BadRequest, -1, WhenNone},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -128,7 +129,7 @@ func TestDecide(t *testing.T) {
 func TestDecideNilPolicyDenies(t *testing.T) {
 	var p *Policy
 	d := p.Decide(callTool(agent("a"), tool("b"), "x", nil))
-	if d.Allow || d.Reason != ReasonNoPolicy || d.Grant != -1 {
+	if d.Allow || d.Reason != reason.NoPolicy || d.Grant != -1 {
 		t.Errorf("nil policy: %+v", d)
 	}
 	if p.Links(agent("a"), tool("b")) {
@@ -160,7 +161,7 @@ func TestDecideEmptyPolicyDeniesEverything(t *testing.T) {
 		{Src: agent("a"), Dst: tool("b"), Action: ActionConnect},
 		callTool(agent("a"), tool("b"), "x", nil),
 	} {
-		if d := p.Decide(r); d.Allow || d.Reason != ReasonNoGrant {
+		if d := p.Decide(r); d.Allow || d.Reason != reason.NoGrant {
 			t.Errorf("empty policy: %+v", d)
 		}
 	}
@@ -193,7 +194,7 @@ func TestDecideWhenCostLimitDenies(t *testing.T) {
 		items[i] = "x"
 	}
 	d := p.Decide(callTool(agent("a"), tool("b"), "t", map[string]any{"items": items}))
-	if d.Allow || d.Reason != ReasonWhenError {
+	if d.Allow || d.Reason != reason.WhenError {
 		t.Errorf("expensive when: %+v, want when_error", d)
 	}
 	d = p.Decide(callTool(agent("a"), tool("b"), "t", map[string]any{"items": items[:3]}))
@@ -223,7 +224,7 @@ func TestDecideStringExtensionsAndMatches(t *testing.T) {
 }
 
 func TestExplainNamesReasonGrantWhenAndVersion(t *testing.T) {
-	d := Decision{Allow: true, Reason: ReasonAllowed, Grant: 3, Version: "7", When: WhenHeld}
+	d := Decision{Allow: true, Reason: reason.Allowed, Grant: 3, Version: "7", When: WhenHeld}
 	want := "allowed: a grant covers the request; grant 3; when held; policy version 7"
 	if got := d.Explain(); got != want {
 		t.Errorf("Explain = %q, want %q", got, want)

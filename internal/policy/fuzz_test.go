@@ -12,6 +12,7 @@ import (
 	"golang.org/x/text/unicode/norm"
 
 	"agentmesh/internal/identity"
+	"agentmesh/internal/reason"
 )
 
 func FuzzCompile(f *testing.F) {
@@ -78,7 +79,7 @@ func FuzzDecide(f *testing.F) {
 			r.Args = a
 		}
 		d := p.Decide(r)
-		if d.Allow != (d.Reason == ReasonAllowed) {
+		if d.Allow != (d.Reason == reason.Allowed) {
 			t.Fatalf("Allow %v with reason %s", d.Allow, d.Reason)
 		}
 		if d.Allow && (d.Grant < 0 || d.Grant >= len(p.grants)) {

@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"agentmesh/internal/identity"
+	"agentmesh/internal/reason"
 )
 
 const modelDoc = `{
@@ -46,24 +47,24 @@ func TestDecideModelsPathsAndWhen(t *testing.T) {
 		name   string
 		req    Request
 		allow  bool
-		reason Reason
+		reason reason.Code
 	}{
-		{"model in glob with when held", modelReq(intern, "llama-3-8b", small), true, ReasonAllowed},
-		{"model outside glob", modelReq(intern, "gpt-4o", small), false, ReasonNotGranted},
-		{"when on max_tokens", modelReq(intern, "gpt-4o-mini", map[string]any{"max_tokens": 4096}), false, ReasonWhenFalse},
-		{"when on stream", modelReq(intern, "gpt-4o-mini", map[string]any{"max_tokens": 10, "stream": true}), false, ReasonWhenFalse},
-		{"when missing max_tokens fails closed", modelReq(intern, "gpt-4o-mini", map[string]any{}), false, ReasonWhenError},
-		{"when sees the path", Request{Src: intern, Dst: model("llm"), Action: ActionModel, Method: "/v1/embeddings", Model: "llama-embed", HTTPMethod: "POST", Path: "/v1/embeddings"}, true, ReasonAllowed},
-		{"star model", modelReq(research, "anything", nil), true, ReasonAllowed},
-		{"path glob", pathReq(research, "POST", "/v1/audio/transcriptions"), true, ReasonAllowed},
-		{"path exact", pathReq(research, "GET", "/v1/files"), true, ReasonAllowed},
-		{"path wrong method", pathReq(research, "DELETE", "/v1/files"), false, ReasonNotGranted},
-		{"path excluded", pathReq(research, "POST", "/v1/audio/secret"), false, ReasonNotGranted},
-		{"path not named by any grant", pathReq(intern, "GET", "/v1/files"), false, ReasonNotGranted},
-		{"path with method star and when", pathReq(ops, "GET", "/v1/batches/b1"), true, ReasonAllowed},
-		{"path when false", pathReq(ops, "POST", "/v1/batches"), false, ReasonWhenFalse},
-		{"path without method is a bad request", pathReq(ops, "", "/v1/batches"), false, ReasonBadRequest},
-		{"models do not cover paths", pathReq(research, "POST", "/v1/chat/completions"), false, ReasonNotGranted},
+		{"model in glob with when held", modelReq(intern, "llama-3-8b", small), true, reason.Allowed},
+		{"model outside glob", modelReq(intern, "gpt-4o", small), false, reason.NotGranted},
+		{"when on max_tokens", modelReq(intern, "gpt-4o-mini", map[string]any{"max_tokens": 4096}), false, reason.WhenFalse},
+		{"when on stream", modelReq(intern, "gpt-4o-mini", map[string]any{"max_tokens": 10, "stream": true}), false, reason.WhenFalse},
+		{"when missing max_tokens fails closed", modelReq(intern, "gpt-4o-mini", map[string]any{}), false, reason.WhenError},
+		{"when sees the path", Request{Src: intern, Dst: model("llm"), Action: ActionModel, Method: "/v1/embeddings", Model: "llama-embed", HTTPMethod: "POST", Path: "/v1/embeddings"}, true, reason.Allowed},
+		{"star model", modelReq(research, "anything", nil), true, reason.Allowed},
+		{"path glob", pathReq(research, "POST", "/v1/audio/transcriptions"), true, reason.Allowed},
+		{"path exact", pathReq(research, "GET", "/v1/files"), true, reason.Allowed},
+		{"path wrong method", pathReq(research, "DELETE", "/v1/files"), false, reason.NotGranted},
+		{"path excluded", pathReq(research, "POST", "/v1/audio/secret"), false, reason.NotGranted},
+		{"path not named by any grant", pathReq(intern, "GET", "/v1/files"), false, reason.NotGranted},
+		{"path with method star and when", pathReq(ops, "GET", "/v1/batches/b1"), true, reason.Allowed},
+		{"path when false", pathReq(ops, "POST", "/v1/batches"), false, reason.WhenFalse},
+		{"path without method is a bad request", pathReq(ops, "", "/v1/batches"), false, reason.BadRequest},
+		{"models do not cover paths", pathReq(research, "POST", "/v1/chat/completions"), false, reason.NotGranted},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

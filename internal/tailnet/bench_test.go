@@ -13,6 +13,7 @@ import (
 
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 
+	"agentmesh/internal/admission"
 	"agentmesh/internal/connector"
 	"agentmesh/internal/gateway"
 	"agentmesh/internal/gateway/gatewaytest"
@@ -84,7 +85,7 @@ func BenchmarkToolCallPaths(b *testing.B) {
 	agentID := gatewaytest.ID(b, identity.KindAgent, "agent")
 	gwCert, agentCert := mesh.Issue(b, gwID, "1"), mesh.Issue(b, agentID, "1")
 	self := policy.Node{Name: "tools", Kind: identity.KindTool, Tags: []identity.Tag{}}
-	st := &gateway.State{Policy: pol, Self: self, SelfID: gwID, Peers: map[identity.Name]gateway.Peer{
+	st := &admission.State{Policy: pol, Self: self, SelfID: gwID, Peers: map[identity.Name]admission.Peer{
 		"agent": {Node: policy.Node{Name: "agent", Kind: identity.KindAgent, Tags: []identity.Tag{}}, ID: agentID, Incarnation: "1"},
 	}}
 	mtlsGW, err := gateway.New(gateway.Config{

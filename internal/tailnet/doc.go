@@ -5,9 +5,10 @@
 // connector dials gateways by their tailnet host names.
 //
 // Use Join to bring a Node up, Node.Listen for the gateway's listener,
-// Node.Dial for the connector, NewIdentifier for the gateway's
-// gateway.Identifier, and Node.WatchNetmap to call gateway.Recheck when the
-// tailnet's netmap (and with it identities and capabilities) changes.
+// Node.Dial for the connector, NewIdentifier for the gateways'
+// admission.Identifier, and Node.WatchNetmap to call a gateway's Recheck
+// when the tailnet's netmap (and with it identities and capabilities)
+// changes.
 //
 // # Policy sources
 //

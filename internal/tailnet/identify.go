@@ -16,9 +16,10 @@ import (
 	"tailscale.com/client/tailscale/apitype"
 	"tailscale.com/tailcfg"
 
-	"agentmesh/internal/gateway"
+	"agentmesh/internal/admission"
 	"agentmesh/internal/identity"
 	"agentmesh/internal/policy"
+	"agentmesh/internal/reason"
 )
 
 // CapabilityMCP is the app capability a tailnet policy file grants to carry
@@ -96,8 +97,8 @@ type WhoIser interface {
 	WhoIs(ctx context.Context, remoteAddr string) (*apitype.WhoIsResponse, error)
 }
 
-// Identifier identifies tailnet callers for the gateway (it implements
-// gateway.Identifier). Create it with NewIdentifier.
+// Identifier identifies tailnet callers for the gateways (it implements
+// admission.Identifier). Create it with NewIdentifier.
 type Identifier struct {
 	who    WhoIser
 	source Source
@@ -130,43 +131,43 @@ func NewIdentifier(who WhoIser, cfg IdentifierConfig) *Identifier {
 	return &Identifier{who: who, source: cfg.Source, log: log, cache: make(map[[32]byte]cachedPolicy)}
 }
 
-var _ gateway.Identifier = (*Identifier)(nil)
+var _ admission.Identifier = (*Identifier)(nil)
 
-// Identify implements gateway.Identifier: WhoIs on r's remote address.
-func (id *Identifier) Identify(r *http.Request, st *gateway.State) (*gateway.Caller, string) {
+// Identify implements admission.Identifier: WhoIs on r's remote address.
+func (id *Identifier) Identify(r *http.Request, st *admission.State) (*admission.Caller, reason.Code) {
 	return id.identify(r.Context(), r.RemoteAddr)
 }
 
-// Recheck implements gateway.Identifier: WhoIs again on the address c was
+// Recheck implements admission.Identifier: WhoIs again on the address c was
 // identified on.
-func (id *Identifier) Recheck(ctx context.Context, c *gateway.Caller, st *gateway.State) (*gateway.Caller, string) {
+func (id *Identifier) Recheck(ctx context.Context, c *admission.Caller, st *admission.State) (*admission.Caller, reason.Code) {
 	return id.identify(ctx, c.Addr)
 }
 
 // identify resolves addr to a caller, or a refusal reason.
-func (id *Identifier) identify(ctx context.Context, addr string) (*gateway.Caller, string) {
+func (id *Identifier) identify(ctx context.Context, addr string) (*admission.Caller, reason.Code) {
 	who, err := id.who.WhoIs(ctx, addr)
 	if err != nil || who == nil || who.Node == nil || who.Node.StableID == "" {
 		id.log.Info("tailnet caller refused: whois failed", "addr", addr, "err", err)
-		return nil, ReasonWhoIsFailed
+		return nil, reason.WhoIsFailed
 	}
-	c, reason := id.caller(who, addr)
+	c, why := id.caller(who, addr)
 	if c == nil {
-		return nil, reason
+		return nil, why
 	}
 	if id.source == SourceTailnet {
-		pol, reason := id.capabilityPolicy(who.CapMap[CapabilityMCP])
+		pol, why := id.capabilityPolicy(who.CapMap[CapabilityMCP])
 		if pol == nil {
-			id.log.Info("tailnet caller refused", "peer", c.Src, "reason", reason)
-			return c, reason // identified, refused: c.Src names the refusal
+			id.log.Info("tailnet caller refused", "peer", c.Src, "reason", why)
+			return c, why // identified, refused: c.Src names the refusal
 		}
 		c.Policy = pol
 	}
 	return c, ""
 }
 
-// caller builds the gateway caller of a WhoIs answer.
-func (id *Identifier) caller(who *apitype.WhoIsResponse, addr string) (*gateway.Caller, string) {
+// caller builds the admission caller of a WhoIs answer.
+func (id *Identifier) caller(who *apitype.WhoIsResponse, addr string) (*admission.Caller, reason.Code) {
 	n := who.Node
 	fqdn := strings.TrimSuffix(n.Name, ".")
 	src := SrcPrefix + fqdn
@@ -178,7 +179,7 @@ func (id *Identifier) caller(who *apitype.WhoIsResponse, addr string) (*gateway.
 		name, err := identity.ParseName(label)
 		if err != nil {
 			id.log.Info("tailnet caller refused: node name is not an agentmesh name", "node", fqdn, "err", err)
-			return nil, ReasonBadNodeName
+			return nil, reason.BadNodeName
 		}
 		pn.Name = name
 		for _, t := range n.Tags {
@@ -196,19 +197,19 @@ func (id *Identifier) caller(who *apitype.WhoIsResponse, addr string) (*gateway.
 		// login, which control vouches for, identifies it, as user:LOGIN.
 		if who.UserProfile == nil || who.UserProfile.LoginName == "" {
 			id.log.Info("tailnet caller refused: an untagged node without an owner", "node", fqdn)
-			return nil, ReasonWhoIsFailed
+			return nil, reason.WhoIsFailed
 		}
 		pn.User = who.UserProfile.LoginName
 		src += "/" + pn.User
 	}
-	return &gateway.Caller{Node: pn, Src: src, Key: SrcPrefix + string(n.StableID), Addr: addr}, ""
+	return &admission.Caller{Node: pn, Src: src, Key: SrcPrefix + string(n.StableID), Addr: addr}, ""
 }
 
 // capabilityPolicy returns the compiled policy for a caller's
 // CapabilityMCP values, compiling each distinct set once.
-func (id *Identifier) capabilityPolicy(values []tailcfg.RawMessage) (*policy.Policy, string) {
+func (id *Identifier) capabilityPolicy(values []tailcfg.RawMessage) (*policy.Policy, reason.Code) {
 	if len(values) == 0 {
-		return nil, ReasonNoCapability
+		return nil, reason.NoCapability
 	}
 	h := sha256.New()
 	var n [8]byte
@@ -236,7 +237,7 @@ func (id *Identifier) capabilityPolicy(values []tailcfg.RawMessage) (*policy.Pol
 		id.mu.Unlock()
 	}
 	if cp.err != nil {
-		return nil, ReasonBadCapability
+		return nil, reason.BadCapability
 	}
 	return cp.pol, ""
 }

@@ -11,9 +11,10 @@ import (
 	"tailscale.com/client/tailscale/apitype"
 	"tailscale.com/tailcfg"
 
-	"agentmesh/internal/gateway"
+	"agentmesh/internal/admission"
 	"agentmesh/internal/identity"
 	"agentmesh/internal/policy"
+	"agentmesh/internal/reason"
 )
 
 // fakeWhoIs answers WhoIs from a table by remote address.
@@ -41,11 +42,11 @@ func who(name, stableID string, tags []string, login string, caps ...string) *ap
 	return w
 }
 
-func identifyAt(t *testing.T, id *Identifier, addr string) (*gateway.Caller, string) {
+func identifyAt(t *testing.T, id *Identifier, addr string) (*admission.Caller, reason.Code) {
 	t.Helper()
 	r := httptest.NewRequest("POST", "http://tools/mcp", nil)
 	r.RemoteAddr = addr
-	return id.Identify(r, &gateway.State{})
+	return id.Identify(r, &admission.State{})
 }
 
 func TestIdentifierNamesCallerFromWhoIs(t *testing.T) {
@@ -60,7 +61,7 @@ func TestIdentifierNamesCallerFromWhoIs(t *testing.T) {
 	id := NewIdentifier(peers, IdentifierConfig{})
 	tests := []struct {
 		addr   string
-		reason string
+		reason reason.Code
 		node   policy.Node
 		src    string
 		key    string
@@ -73,10 +74,10 @@ func TestIdentifierNamesCallerFromWhoIs(t *testing.T) {
 			"tailnet:laptop.tail.ts.net/alice@example.com", "tailnet:n2"},
 		{"100.64.0.3:1", "", policy.Node{Kind: identity.KindAgent, Tags: []identity.Tag{}, User: "bob@example.com"},
 			"tailnet:Bad_Name.tail.ts.net/bob@example.com", "tailnet:n3"},
-		{"100.64.0.5:1", ReasonBadNodeName, policy.Node{}, "", ""},
-		{"100.64.0.6:1", ReasonWhoIsFailed, policy.Node{}, "", ""},
-		{"100.64.0.4:1", ReasonWhoIsFailed, policy.Node{}, "", ""},
-		{"100.64.0.9:1", ReasonWhoIsFailed, policy.Node{}, "", ""},
+		{"100.64.0.5:1", reason.BadNodeName, policy.Node{}, "", ""},
+		{"100.64.0.6:1", reason.WhoIsFailed, policy.Node{}, "", ""},
+		{"100.64.0.4:1", reason.WhoIsFailed, policy.Node{}, "", ""},
+		{"100.64.0.9:1", reason.WhoIsFailed, policy.Node{}, "", ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.addr, func(t *testing.T) {
@@ -108,9 +109,9 @@ func TestIdentifierTailnetSourceNeedsAValidCapability(t *testing.T) {
 		"100.64.0.4:1": who("agent-4.tail.ts.net.", "n4", []string{"tag:agents"}, "", `{"tools": ["echo"], "when": "args.x +"}`),
 	}
 	id := NewIdentifier(peers, IdentifierConfig{Source: SourceTailnet})
-	c, reason := identifyAt(t, id, "100.64.0.1:1")
-	if reason != "" || c.Policy == nil {
-		t.Fatalf("caller with capabilities refused: %q", reason)
+	c, why := identifyAt(t, id, "100.64.0.1:1")
+	if why != "" || c.Policy == nil {
+		t.Fatalf("caller with capabilities refused: %q", why)
 	}
 	self := policy.Node{Name: "tools", Kind: identity.KindTool}
 	for _, tc := range []struct {
@@ -131,14 +132,14 @@ func TestIdentifierTailnetSourceNeedsAValidCapability(t *testing.T) {
 	if again.Policy != c.Policy {
 		t.Error("the same capability values were compiled twice")
 	}
-	for addr, want := range map[string]string{
-		"100.64.0.2:1": ReasonNoCapability,
-		"100.64.0.3:1": ReasonBadCapability,
-		"100.64.0.4:1": ReasonBadCapability,
+	for addr, want := range map[string]reason.Code{
+		"100.64.0.2:1": reason.NoCapability,
+		"100.64.0.3:1": reason.BadCapability,
+		"100.64.0.4:1": reason.BadCapability,
 	} {
-		c, reason := identifyAt(t, id, addr)
-		if reason != want {
-			t.Errorf("%s: reason = %q, want %q", addr, reason, want)
+		c, why := identifyAt(t, id, addr)
+		if why != want {
+			t.Errorf("%s: reason = %q, want %q", addr, why, want)
 		}
 		if c == nil || !strings.HasPrefix(c.Src, SrcPrefix) {
 			t.Errorf("%s: a refused but identified caller should name its source for the audit event, got %+v", addr, c)

@@ -16,11 +16,13 @@ import (
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 	"tailscale.com/tailcfg"
 
+	"agentmesh/internal/admission"
 	"agentmesh/internal/audit"
 	"agentmesh/internal/gateway"
 	"agentmesh/internal/gateway/gatewaytest"
 	"agentmesh/internal/identity"
 	"agentmesh/internal/policy"
+	"agentmesh/internal/reason"
 	"agentmesh/internal/tailnet"
 	"agentmesh/internal/tailnet/tailnettest"
 )
@@ -29,7 +31,7 @@ const magicDNS = tailnettest.MagicDNS
 
 // tailnetGateway serves a gateway on node's port, identifying callers with
 // source, re-checking sessions on netmap changes. It is stopped at cleanup.
-func tailnetGateway(tb testing.TB, node *tailnet.Node, port string, src tailnet.Source, up *gatewaytest.Upstream, rec gateway.Recorder, st *gateway.State, rechecked chan<- struct{}) *gateway.Gateway {
+func tailnetGateway(tb testing.TB, node *tailnet.Node, port string, src tailnet.Source, up *gatewaytest.Upstream, rec admission.Recorder, st *admission.State, rechecked chan<- struct{}) *gateway.Gateway {
 	tb.Helper()
 	g, err := gateway.New(gateway.Config{
 		Upstream:   gateway.HTTPUpstream{URL: up.URL},
@@ -181,7 +183,7 @@ func TestTailnetEnforcesCapabilitiesAndPolicy(t *testing.T) {
 
 	// Source 1: the tailnet policy file's app capability.
 	rechecked := make(chan struct{}, 1)
-	tailnetGateway(t, gwNode, "80", tailnet.SourceTailnet, up, rec, &gateway.State{Self: toolsSelf}, rechecked)
+	tailnetGateway(t, gwNode, "80", tailnet.SourceTailnet, up, rec, &admission.State{Self: toolsSelf}, rechecked)
 
 	// Source 2: agentmesh's own policy, selectors from WhoIs.
 	hst, err := human.Status(ctx)
@@ -199,7 +201,7 @@ func TestTailnetEnforcesCapabilitiesAndPolicy(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	tailnetGateway(t, gwNode, "81", tailnet.SourceAgentmesh, up, rec, &gateway.State{Self: toolsSelf, Policy: pol}, nil)
+	tailnetGateway(t, gwNode, "81", tailnet.SourceAgentmesh, up, rec, &admission.State{Self: toolsSelf, Policy: pol}, nil)
 
 	listChanged := make(chan struct{}, 8)
 	cs := connect(t, ctx, agent, "tools", "80", &mcp.ClientOptions{
@@ -290,7 +292,7 @@ func TestTailnetEnforcesCapabilitiesAndPolicy(t *testing.T) {
 		// The re-check that sees the change closes the caller's
 		// connections, and audits that; every request after it is refused.
 		ev, err := rec.WaitFor(ctx, func(e audit.Event) bool {
-			return e.Kind == audit.KindConnection && e.Outcome == "closed" && e.Reason == tailnet.ReasonBadCapability
+			return e.Kind == audit.KindConnection && e.Outcome == "closed" && e.Reason == reason.BadCapability
 		})
 		if err != nil {
 			t.Fatal(err)
@@ -304,14 +306,14 @@ func TestTailnetEnforcesCapabilitiesAndPolicy(t *testing.T) {
 		// A new connection is refused with the reason, before any MCP.
 		status, body := post(t, ctx, agent, "tools", "80",
 			`{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo","arguments":{"text":"hi"}}}`)
-		if status != http.StatusForbidden || !strings.Contains(body, `"reason":"`+tailnet.ReasonBadCapability+`"`) {
-			t.Fatalf("new request: %d %s, want 403 with reason %s", status, body, tailnet.ReasonBadCapability)
+		if status != http.StatusForbidden || !strings.Contains(body, `"reason":"`+string(reason.BadCapability)+`"`) {
+			t.Fatalf("new request: %d %s, want 403 with reason %s", status, body, reason.BadCapability)
 		}
 		if up.Calls.Count("tool:echo") != 1 {
 			t.Fatalf("upstream saw %d echo calls, want only the one allowed earlier", up.Calls.Count("tool:echo"))
 		}
 		ev, err = rec.WaitFor(ctx, func(e audit.Event) bool {
-			return e.Outcome == "refused" && e.Reason == tailnet.ReasonBadCapability
+			return e.Outcome == "refused" && e.Reason == reason.BadCapability
 		})
 		if err != nil {
 			t.Fatal(err)
@@ -344,7 +346,7 @@ func TestTailnetEnforcesCapabilitiesAndPolicy(t *testing.T) {
 		}
 		tn.SetCaps()
 		ev, err := rec.WaitFor(ctx, func(e audit.Event) bool {
-			return e.Kind == audit.KindConnection && e.Outcome == "closed" && e.Reason == tailnet.ReasonNoCapability
+			return e.Kind == audit.KindConnection && e.Outcome == "closed" && e.Reason == reason.NoCapability
 		})
 		if err != nil {
 			t.Fatal(err)
@@ -353,8 +355,8 @@ func TestTailnetEnforcesCapabilitiesAndPolicy(t *testing.T) {
 			t.Fatalf("audit event = decision %v src %q, want deny from tailnet:agent-1", ev.Decision, ev.Src)
 		}
 		status, body := post(t, ctx, agent, "tools", "80", `{"jsonrpc":"2.0","id":1,"method":"ping"}`)
-		if status != http.StatusForbidden || !strings.Contains(body, `"reason":"`+tailnet.ReasonNoCapability+`"`) {
-			t.Fatalf("request without a capability: %d %s, want 403 with reason %s", status, body, tailnet.ReasonNoCapability)
+		if status != http.StatusForbidden || !strings.Contains(body, `"reason":"`+string(reason.NoCapability)+`"`) {
+			t.Fatalf("request without a capability: %d %s, want 403 with reason %s", status, body, reason.NoCapability)
 		}
 	})
 }

@@ -21,7 +21,7 @@ type Filter struct {
 	// selectors are rejected with ErrBadFilter: events do not record tags.
 	Src, Dst string
 	// Decision is Allow, Deny or "" for both.
-	Decision string
+	Decision audit.Decision
 	// Kind, Method and Tool match exactly when not empty.
 	Kind   audit.Kind
 	Method string

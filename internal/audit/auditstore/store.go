@@ -428,10 +428,10 @@ func (s *Store) conflictEvent(from string, x encodedEvent, oldSeq int64, oldBody
 		return nil, nil, fmt.Errorf("record id conflict of %s: %w", x.e.ID, err)
 	}
 	e := &audit.Event{
-		V: audit.SchemaVersion, ID: audit.NewID(), Time: s.opts.Now().UTC(), Kind: audit.KindIntegrity,
-		Src: from, Dst: s.opts.Self, Action: "audit.ingest", Target: x.e.ID,
+		Kind: audit.KindIntegrity, Src: from, Dst: s.opts.Self, Action: "audit.ingest", Target: x.e.ID,
 		Decision: audit.Deny, Reason: audit.ReasonIDConflict, Detail: string(detail),
 	}
+	e.Stamp(s.opts.Now())
 	c, err := audit.AppendValid(make([]byte, 0, 512), e)
 	if err != nil {
 		return nil, nil, fmt.Errorf("record id conflict of %s: %w", x.e.ID, err)

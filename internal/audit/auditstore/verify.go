@@ -441,7 +441,7 @@ func checkEventRow(r *eventRow, prev audit.Hash) (audit.Event, audit.Hash, error
 	case e.Time.UnixNano() != r.timeNS:
 		return e, h, broken(r.seq, r.id, "time column disagrees with the hashed event")
 	case string(e.Kind) != r.kind, e.Src != r.src, e.Dst != r.dst, e.Method != r.method,
-		e.Tool != r.tool, e.Decision != r.decision, selectorOf(e.Src) != r.srcSel, selectorOf(e.Dst) != r.dstSel:
+		e.Tool != r.tool, string(e.Decision) != r.decision, selectorOf(e.Src) != r.srcSel, selectorOf(e.Dst) != r.dstSel:
 		return e, h, broken(r.seq, r.id, "a filter column disagrees with the hashed event")
 	}
 	return e, h, nil

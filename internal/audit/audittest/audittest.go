@@ -92,7 +92,7 @@ func Event(i int, base time.Time) audit.Event {
 		Dst:           fmt.Sprintf("spiffe://mesh.test/tool/tool-%d", i%3),
 		Method:        "tools/call",
 		Tool:          fmt.Sprintf("tool_%d", i%5),
-		Decision:      []string{audit.Allow, audit.Deny}[i%2],
+		Decision:      []audit.Decision{audit.Allow, audit.Deny}[i%2],
 		Reason:        "granted",
 		Rule:          "grants[0]",
 		PolicyVersion: "v1",

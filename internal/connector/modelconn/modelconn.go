@@ -45,15 +45,9 @@ import (
 	"agentmesh/internal/httpserver"
 	"agentmesh/internal/loopback"
 	"agentmesh/internal/modelwire"
+	"agentmesh/internal/reason"
 	"agentmesh/internal/transport"
 )
-
-// ReasonUpstream is the reason code of a request the endpoint could not
-// relay: the gateway could not be resolved or reached (502 api_error). It
-// is the model gateway's code for an upstream that failed
-// (modelgw.ReasonUpstream), since to the agent's client the gateway is its
-// upstream.
-const ReasonUpstream = "upstream_error"
 
 // Errors returned by New and Serve; match them with errors.Is.
 var (
@@ -141,16 +135,16 @@ func New(cfg Config) (*Endpoint, error) {
 // unreachable answers a request that could not be relayed.
 func unreachable(w http.ResponseWriter, msg string) {
 	modelwire.WriteError(w, http.StatusBadGateway, modelwire.ErrorBody{
-		Error:  modelwire.ErrorDetail{Type: "api_error", Code: ReasonUpstream, Message: msg},
-		Reason: ReasonUpstream})
+		Error:  modelwire.ErrorDetail{Type: "api_error", Code: reason.UpstreamError, Message: msg},
+		Reason: reason.UpstreamError})
 }
 
 // Handler returns the local HTTP handler for a listener that guard guards
 // (loopback.NewGuard with the listener's address).
 func (e *Endpoint) Handler(guard *loopback.Guard) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if reason := guard.Check(r); reason != "" {
-			e.refuse(w, r, reason)
+		if why := guard.Check(r); why != "" {
+			e.refuse(w, r, why)
 			return
 		}
 		raw, err := e.resolve(r.Context())
@@ -172,16 +166,16 @@ func (e *Endpoint) Handler(guard *loopback.Guard) http.Handler {
 // error shape, with the reason code; it never reaches the gateway. A
 // missing or wrong token is 401, which OpenAI clients surface as an
 // authentication error about their API key: the token is that key.
-func (e *Endpoint) refuse(w http.ResponseWriter, r *http.Request, reason string) {
-	e.log.Warn("local model endpoint refused a request", "reason", reason, "method", r.Method, "remote", r.RemoteAddr)
-	if reason == loopback.ReasonLocalAuth {
+func (e *Endpoint) refuse(w http.ResponseWriter, r *http.Request, why reason.Code) {
+	e.log.Warn("local model endpoint refused a request", "reason", why, "method", r.Method, "remote", r.RemoteAddr)
+	if why == reason.LocalAuth {
 		w.Header().Set("WWW-Authenticate", loopback.Challenge)
-		modelwire.WriteError(w, http.StatusUnauthorized, modelwire.ErrorBody{Error: modelwire.ErrorDetail{Type: "authentication_error", Code: reason,
-			Message: "this endpoint requires its token as the API key (Authorization: Bearer TOKEN)"}, Reason: reason})
+		modelwire.WriteError(w, http.StatusUnauthorized, modelwire.ErrorBody{Error: modelwire.ErrorDetail{Type: "authentication_error", Code: why,
+			Message: "this endpoint requires its token as the API key (Authorization: Bearer TOKEN)"}, Reason: why})
 		return
 	}
-	modelwire.WriteError(w, http.StatusForbidden, modelwire.ErrorBody{Error: modelwire.ErrorDetail{Type: "permission_denied", Code: reason,
-		Message: "this endpoint serves local clients only"}, Reason: reason})
+	modelwire.WriteError(w, http.StatusForbidden, modelwire.ErrorBody{Error: modelwire.ErrorDetail{Type: "permission_denied", Code: why,
+		Message: "this endpoint serves local clients only"}, Reason: why})
 }
 
 // Serve serves the local endpoint on ln (a loopback TCP listener or a Unix

@@ -20,6 +20,7 @@ import (
 	"agentmesh/internal/loopback"
 	"agentmesh/internal/modelwire"
 	"agentmesh/internal/pki"
+	"agentmesh/internal/reason"
 	"agentmesh/internal/transport"
 )
 
@@ -189,7 +190,7 @@ func TestLocalRefusesForeignHostAndOrigin(t *testing.T) {
 				t.Fatalf("status %d %s, want %d", res.status, res.body, tt.status)
 			}
 			if res.status == 403 {
-				if eb := res.errBody(t); eb.Reason != loopback.ReasonNotLocal || eb.Error.Type != "permission_denied" {
+				if eb := res.errBody(t); eb.Reason != reason.NotLocal || eb.Error.Type != "permission_denied" {
 					t.Fatalf("refusal %s", res.body)
 				}
 			}
@@ -209,7 +210,7 @@ func TestLocalRequiresItsTokenAsTheAPIKey(t *testing.T) {
 	for _, key := range []string{"", "sk-not-the-token", token + "x"} {
 		res := do(t, "POST", base+"/v1/chat/completions", key, nil)
 		eb := res.errBody(t)
-		if res.status != http.StatusUnauthorized || eb.Reason != loopback.ReasonLocalAuth || eb.Error.Code != loopback.ReasonLocalAuth ||
+		if res.status != http.StatusUnauthorized || eb.Reason != reason.LocalAuth || eb.Error.Code != reason.LocalAuth ||
 			eb.Error.Type != "authentication_error" || res.header.Get("WWW-Authenticate") == "" {
 			t.Fatalf("API key %q: %d %s", key, res.status, res.body)
 		}
@@ -259,7 +260,7 @@ func TestLocalReachesOnlyTheExpectedGateway(t *testing.T) {
 		TLS:     e.tls(gatewaytest.ID(t, identity.KindModel, "other-llm")),
 	})
 	res := do(t, "GET", base+"/v1/models", token, nil)
-	if eb := res.errBody(t); res.status != http.StatusBadGateway || eb.Reason != modelconn.ReasonUpstream || eb.Error.Type != "api_error" {
+	if eb := res.errBody(t); res.status != http.StatusBadGateway || eb.Reason != reason.UpstreamError || eb.Error.Type != "api_error" {
 		t.Fatalf("wrong gateway: %d %s", res.status, res.body)
 	}
 	// An unresolvable service, and a resolution with the wrong scheme, are
@@ -269,7 +270,7 @@ func TestLocalReachesOnlyTheExpectedGateway(t *testing.T) {
 		func(context.Context) (string, error) { return "http://" + e.gw.addr, nil },
 	} {
 		base := start(t, modelconn.Config{Resolve: resolve, TLS: e.tls(e.gwID)})
-		if res := do(t, "GET", base+"/v1/models", token, nil); res.status != http.StatusBadGateway || res.errBody(t).Reason != modelconn.ReasonUpstream {
+		if res := do(t, "GET", base+"/v1/models", token, nil); res.status != http.StatusBadGateway || res.errBody(t).Reason != reason.UpstreamError {
 			t.Fatalf("unresolved: %d %s", res.status, res.body)
 		}
 	}

@@ -24,6 +24,7 @@ import (
 	"agentmesh/internal/audit"
 	"agentmesh/internal/identity"
 	"agentmesh/internal/pki"
+	"agentmesh/internal/reason"
 )
 
 // TrustDomain is the fixtures' trust domain.
@@ -264,10 +265,10 @@ func (r *Recorder) Refusals() *audit.Refusals {
 	return audit.NewRefusals(audit.RefusalOptions{Record: r.Record})
 }
 
-// CheckAccounted fails tb unless the recorded events with reason account
+// CheckAccounted fails tb unless the recorded events with reason why account
 // for exactly the attempts told their ids (told maps an event id to how
 // many refusal answers named it) and there are want of them.
-func (r *Recorder) CheckAccounted(tb testing.TB, reason string, told map[string]int64, want int) {
+func (r *Recorder) CheckAccounted(tb testing.TB, why reason.Code, told map[string]int64, want int) {
 	tb.Helper()
 	var events int
 	var sum, attempts int64
@@ -275,7 +276,7 @@ func (r *Recorder) CheckAccounted(tb testing.TB, reason string, told map[string]
 		attempts += n
 	}
 	for _, e := range r.Events() {
-		if e.Reason != reason {
+		if e.Reason != why {
 			continue
 		}
 		events++
