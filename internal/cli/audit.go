@@ -16,7 +16,6 @@ import (
 	"time"
 
 	"agentmesh/internal/audit"
-	"agentmesh/internal/audit/auditstore"
 	"agentmesh/internal/controlapi"
 	"agentmesh/internal/controlclient"
 	"agentmesh/internal/termtext"
@@ -116,7 +115,7 @@ func runAudit(ctx context.Context, env Env, args []string) error {
 	}
 	switch sub {
 	case "verify":
-		var rep auditstore.Report
+		var rep audit.Report
 		if len(receipts) == 0 {
 			if err := adminCall(ctx, *state, http.MethodGet, controlapi.PathVerify, nil, &rep); err != nil {
 				return err

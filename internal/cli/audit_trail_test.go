@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"agentmesh/internal/audit"
-	"agentmesh/internal/audit/auditstore"
 	"agentmesh/internal/audit/spool"
 	"agentmesh/internal/controlapi"
 	"agentmesh/internal/controlclient"
@@ -139,7 +138,7 @@ func TestAuditVerifyFlagsIDConflictsAndChecksReceiptBatches(t *testing.T) {
 	}
 	os.WriteFile(receipt, b, 0o600)
 	code, out, _ := run(t, env, "audit", "verify", "--receipt", receipt, "--json")
-	var rep auditstore.Report
+	var rep audit.Report
 	if err := json.Unmarshal([]byte(out), &rep); err != nil || code != 0 || !rep.OK || rep.Receipts != 1 || rep.ReceiptEvents != 1 {
 		t.Fatalf("verify with the receipt: exit %d, %q", code, out)
 	}

@@ -22,7 +22,6 @@ import (
 
 	"agentmesh/examples"
 	"agentmesh/internal/audit"
-	"agentmesh/internal/audit/auditstore"
 	"agentmesh/internal/connector"
 	"agentmesh/internal/controlapi"
 	"agentmesh/internal/controlclient"
@@ -405,7 +404,7 @@ func (d *demo) showAudit(ctx context.Context) error {
 		printf(tw, "   %s\t%s\t%s\t%s\t%s\t%s\n", e.Time.Local().Format("15:04:05.000"), string(e.Kind), shortID(e.Src), what, e.Decision, e.Reason)
 	}
 	tw.Flush()
-	var rep auditstore.Report
+	var rep audit.Report
 	if err := d.admin.Call(ctx, http.MethodGet, controlapi.PathVerify, nil, &rep); err != nil {
 		return err
 	}

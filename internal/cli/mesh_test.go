@@ -17,7 +17,6 @@ import (
 
 	"agentmesh/examples"
 	"agentmesh/internal/audit"
-	"agentmesh/internal/audit/auditstore"
 	"agentmesh/internal/controlapi"
 	"agentmesh/internal/controlclient"
 	"agentmesh/internal/coordinator"
@@ -155,7 +154,7 @@ func TestMeshKeepsServingWhileCoordinatorIsDownAndDeliversEveryEventAfter(t *tes
 			t.Fatalf("after the restart the trail has %d allow and %d deny request events, want %d and 1", allows, denies, 1+calls)
 		}
 	}
-	var rep auditstore.Report
+	var rep audit.Report
 	if err := d.admin.Call(ctx, http.MethodGet, controlapi.PathVerify, nil, &rep); err != nil || !rep.OK {
 		t.Fatalf("verify after the outage: %+v %v", rep, err)
 	}

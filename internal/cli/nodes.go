@@ -8,7 +8,6 @@ import (
 	"time"
 
 	"agentmesh/internal/controlapi"
-	"agentmesh/internal/coordinator"
 	"agentmesh/internal/identity"
 )
 
@@ -68,7 +67,7 @@ func runNodes(ctx context.Context, env Env, args []string) error {
 	defer cl.Close()
 	switch pos[0] {
 	case "list":
-		var nodes []coordinator.NodeInfo
+		var nodes []controlapi.NodeInfo
 		if err := cl.Call(ctx, http.MethodGet, controlapi.PathNodes, nil, &nodes); err != nil {
 			return err
 		}

@@ -16,9 +16,7 @@ import (
 	"unicode"
 
 	"agentmesh/internal/audit"
-	"agentmesh/internal/audit/auditstore"
 	"agentmesh/internal/controlapi"
-	"agentmesh/internal/coordinator"
 	"agentmesh/internal/identity"
 	"agentmesh/internal/netmap"
 	"agentmesh/internal/nodestate"
@@ -66,12 +64,12 @@ func fakeCoordinator(t *testing.T) string {
 	reply := func(path string, v any) {
 		h.HandleFunc(path, func(w http.ResponseWriter, r *http.Request) { json.NewEncoder(w).Encode(v) })
 	}
-	reply("GET "+controlapi.PathNodes, []coordinator.NodeInfo{{Name: hostile, Kind: hostile, ID: hostile, Tags: []string{hostile}, Status: hostile, Addrs: []string{hostile}}})
+	reply("GET "+controlapi.PathNodes, []controlapi.NodeInfo{{Name: hostile, Kind: hostile, ID: hostile, Tags: []string{hostile}, Status: hostile, Addrs: []string{hostile}}})
 	reply("GET "+controlapi.PathKeys, []controlapi.KeyInfo{{ID: hostile, Kind: hostile, Tags: []string{hostile}, CreatedBy: hostile, ExpiresAt: now}})
 	reply("POST "+controlapi.PathKeys, controlapi.KeyCreateResponse{Key: hostile, Info: controlapi.KeyInfo{ID: hostile, Kind: hostile, Tags: []string{hostile}}})
 	reply("GET "+controlapi.PathHistory, []controlapi.PolicyVersion{{Version: 1, AppliedBy: hostile, Note: hostile}})
 	reply("GET "+controlapi.PathPolicy, controlapi.PolicyVersion{Version: 1, AppliedBy: hostile, Document: "{}\n"})
-	reply("GET "+controlapi.PathVerify, auditstore.Report{Problem: hostile, BrokenID: hostile})
+	reply("GET "+controlapi.PathVerify, audit.Report{Problem: hostile, BrokenID: hostile})
 	reply("GET "+controlapi.PathNetmap, netmap.Netmap{Version: 1, TrustDomain: "test.mesh",
 		Nodes: []netmap.Node{{ID: pkitest.ID(t, pkitest.TrustDomain, identity.KindAdmin, "admin"), Name: "admin", Kind: identity.KindAdmin,
 			Tags: []identity.Tag{identity.Tag(hostile)}, Status: netmap.StatusActive}}})

@@ -12,7 +12,6 @@ import (
 	"time"
 
 	"agentmesh/internal/controlapi"
-	"agentmesh/internal/coordinator"
 	"agentmesh/internal/identity"
 	"agentmesh/internal/policy"
 )
@@ -237,7 +236,7 @@ func policyCheck(ctx context.Context, env Env, a checkArgs) error {
 				return fmt.Errorf("the coordinator's policy version %d does not compile here: %w", pv.Version, err)
 			}
 		}
-		var nodes []coordinator.NodeInfo
+		var nodes []controlapi.NodeInfo
 		if err := cl.Call(ctx, http.MethodGet, controlapi.PathNodes, nil, &nodes); err != nil {
 			return err
 		}

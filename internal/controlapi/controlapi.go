@@ -66,7 +66,7 @@ type AuditIngestResponse struct {
 
 // VerifyRequest is the body of POST PathVerify: receipts that nodes kept,
 // checked against the chain with the stored checkpoints. GET PathVerify
-// verifies without receipts. The answer is an auditstore.Report.
+// verifies without receipts. The answer is an audit.Report.
 type VerifyRequest struct {
 	Receipts []audit.Receipt `json:"receipts"`
 }
@@ -179,4 +179,16 @@ func Decode(r io.Reader, max int64, v any) error {
 		return fmt.Errorf("trailing data after JSON value")
 	}
 	return nil
+}
+
+// NodeInfo is one row of the node listing.
+type NodeInfo struct {
+	Name     string    `json:"name"`
+	Kind     string    `json:"kind"`
+	ID       string    `json:"id"`
+	Tags     []string  `json:"tags"`
+	Status   string    `json:"status"`
+	Addrs    []string  `json:"addrs,omitempty"`
+	LastSeen time.Time `json:"last_seen,omitzero"`
+	Created  time.Time `json:"created"`
 }

@@ -413,28 +413,16 @@ func (c *Coordinator) handleKeyRevoke(w http.ResponseWriter, r *http.Request, wh
 	w.WriteHeader(http.StatusNoContent)
 }
 
-// NodeInfo is one row of the node listing.
-type NodeInfo struct {
-	Name     string    `json:"name"`
-	Kind     string    `json:"kind"`
-	ID       string    `json:"id"`
-	Tags     []string  `json:"tags"`
-	Status   string    `json:"status"`
-	Addrs    []string  `json:"addrs,omitempty"`
-	LastSeen time.Time `json:"last_seen,omitzero"`
-	Created  time.Time `json:"created"`
-}
-
 func (c *Coordinator) handleNodeList(w http.ResponseWriter, r *http.Request, who caller) {
 	rows, err := c.reg.nodes(r.Context(), time.Time{})
 	if err != nil {
 		c.internalError(w, r, "nodes: list", err)
 		return
 	}
-	out := make([]NodeInfo, 0, len(rows))
+	out := make([]controlapi.NodeInfo, 0, len(rows))
 	for _, n := range rows {
 		id, _ := identity.New(c.td, n.Kind, n.Name)
-		out = append(out, NodeInfo{Name: string(n.Name), Kind: string(n.Kind), ID: id.String(), Tags: identity.TagStrings(n.Tags),
+		out = append(out, controlapi.NodeInfo{Name: string(n.Name), Kind: string(n.Kind), ID: id.String(), Tags: identity.TagStrings(n.Tags),
 			Status: string(n.Status), Addrs: n.Addrs, LastSeen: n.LastSeen, Created: n.CreatedAt})
 	}
 	writeJSON(w, http.StatusOK, out)

@@ -18,7 +18,6 @@ import (
 	"time"
 
 	"agentmesh/internal/audit"
-	"agentmesh/internal/audit/auditstore"
 	"agentmesh/internal/audit/audittest"
 	"agentmesh/internal/audit/spool"
 	"agentmesh/internal/authkey"
@@ -147,7 +146,7 @@ func TestCoordinatorFlagsIDConflictInTrailAndVerify(t *testing.T) {
 	if err := json.Unmarshal(d.Rejected, &kept); err != nil || kept.Reason != "rewritten" {
 		t.Fatalf("the rejected content is not kept: %s %v", d.Rejected, err)
 	}
-	var rep auditstore.Report
+	var rep audit.Report
 	if err := m.admin.Call(context.Background(), http.MethodGet, controlapi.PathVerify, nil, &rep); err != nil {
 		t.Fatal(err)
 	}

@@ -294,7 +294,7 @@ func (c *Coordinator) Addr() net.Addr { return c.ln.Addr() }
 func (c *Coordinator) CAFingerprint() string { return c.ca.Fingerprint() }
 
 // AuditKeyFingerprint is the SHA-256 fingerprint of the audit signing key's
-// public key, as audit verify reports it (auditstore.Report.Key).
+// public key, as audit verify reports it (audit.Report.Key).
 func (c *Coordinator) AuditKeyFingerprint() string { return audit.KeyFingerprint(c.auditPub) }
 
 // TrustDomain is the mesh's trust domain.

@@ -19,7 +19,6 @@ import (
 	"go.uber.org/goleak"
 
 	"agentmesh/internal/audit"
-	"agentmesh/internal/audit/auditstore"
 	"agentmesh/internal/audit/audittest"
 	"agentmesh/internal/authkey"
 	"agentmesh/internal/controlapi"
@@ -157,7 +156,7 @@ func TestJoinIssuesCertificateWithOneSPIFFEID(t *testing.T) {
 	if err != nil || fi.Mode().Perm() != 0o600 {
 		t.Fatalf("node.key mode = %v, %v; want 0600", fi.Mode().Perm(), err)
 	}
-	var nodes []coordinator.NodeInfo
+	var nodes []controlapi.NodeInfo
 	if err := m.admin.Call(context.Background(), http.MethodGet, controlapi.PathNodes, nil, &nodes); err != nil {
 		t.Fatal(err)
 	}
@@ -417,7 +416,7 @@ func TestRestartKeepsCANodesAndKeys(t *testing.T) {
 		t.Fatalf("node from before the restart cannot renew: %v", err)
 	}
 	m.mustJoin(reusable, "agent2", "")
-	var nodes []coordinator.NodeInfo
+	var nodes []controlapi.NodeInfo
 	if err := m.admin.Call(context.Background(), http.MethodGet, controlapi.PathNodes, nil, &nodes); err != nil {
 		t.Fatal(err)
 	}
@@ -569,7 +568,7 @@ func TestGatewayReceiptDetectsTailDeletedWhileCoordinatorWasDown(t *testing.T) {
 	db.Close()
 	m.start()
 
-	var rep auditstore.Report
+	var rep audit.Report
 	if err := m.admin.Call(ctx, http.MethodGet, controlapi.PathVerify, nil, &rep); err != nil || !rep.OK {
 		t.Fatalf("verify without the receipt: %+v %v (the gap receipts close)", rep, err)
 	}

@@ -8,15 +8,15 @@ import (
 	"strings"
 	"testing"
 
-	"agentmesh/internal/audit/auditstore"
+	"agentmesh/internal/audit"
 	"agentmesh/internal/controlapi"
 	"agentmesh/internal/coordinator"
 )
 
 // verifyOK runs audit verify as the admin and fails unless it passes.
-func (m *mesh) verifyOK(t *testing.T) auditstore.Report {
+func (m *mesh) verifyOK(t *testing.T) audit.Report {
 	t.Helper()
-	var rep auditstore.Report
+	var rep audit.Report
 	if err := m.admin.Call(context.Background(), http.MethodGet, controlapi.PathVerify, nil, &rep); err != nil || !rep.OK {
 		t.Fatalf("verify: %+v %v", rep, err)
 	}

@@ -193,7 +193,7 @@ func TestCoordinatorKeepsServingNodesUnderUnauthenticatedSlowBodyFlood(t *testin
 				return err
 			}},
 			{"nodes list", func() error {
-				var nodes []coordinator.NodeInfo
+				var nodes []controlapi.NodeInfo
 				return m.admin.Call(cctx, http.MethodGet, controlapi.PathNodes, nil, &nodes)
 			}},
 		}

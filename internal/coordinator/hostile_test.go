@@ -12,7 +12,6 @@ import (
 	"agentmesh/internal/audit"
 	"agentmesh/internal/authkey"
 	"agentmesh/internal/controlapi"
-	"agentmesh/internal/coordinator"
 	"agentmesh/internal/pki"
 	"agentmesh/internal/termtext"
 )
@@ -80,7 +79,7 @@ func TestRegisterRefusesAddressesThatAreNotHostPort(t *testing.T) {
 			t.Errorf("register %q: %v", addr, err)
 		}
 	}
-	var nodes []coordinator.NodeInfo
+	var nodes []controlapi.NodeInfo
 	if err := m.admin.Call(ctx, http.MethodGet, controlapi.PathNodes, nil, &nodes); err != nil {
 		t.Fatal(err)
 	}
