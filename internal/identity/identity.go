@@ -245,3 +245,16 @@ var (
 	ErrBadTrustDomain = errors.New("invalid trust domain")
 	ErrBadID          = errors.New("invalid SPIFFE ID")
 )
+
+// Short is how people read an identity string in a table: the selector
+// (kind:name) of a SPIFFE ID that parses, "-" for "", else s as it is (an
+// address, a tailnet source).
+func Short(s string) string {
+	if s == "" {
+		return "-"
+	}
+	if id, err := Parse(s); err == nil {
+		return id.Selector()
+	}
+	return s
+}
