@@ -129,24 +129,15 @@ func newMesh(t *testing.T) *mesh {
 func (m *mesh) startCoordinator(addr string) {
 	t := m.t
 	t.Helper()
-	co := startProc(t, "coordinator", []string{agentmeshBin, "coordinator", "--data", filepath.Join(m.dir, "coord"), "--listen", addr}, m.env())
-	line, err := co.waitLine(co.stdout, startTimeout, func(l string) bool { return strings.HasPrefix(l, "admin identity:") })
+	co := startServer(t, "coordinator", []string{agentmeshBin, "coordinator", "--data", filepath.Join(m.dir, "coord"), "--listen", addr}, m.env())
+	s, err := co.waitServing(startTimeout)
 	if err != nil {
-		t.Fatalf("coordinator did not print its admin identity: %v", err)
+		t.Fatalf("coordinator did not start serving: %v", err)
 	}
-	// "admin identity:  DIR/admin (use --state ...)"
-	f := strings.Fields(strings.TrimPrefix(line, "admin identity:"))
-	if len(f) == 0 {
-		t.Fatalf("coordinator printed %q: no admin state directory", line)
+	if s.Component != "coordinator" || s.AdminState == "" || !strings.HasPrefix(s.Addr, "127.0.0.1:") {
+		t.Fatalf("coordinator announced %+v", s)
 	}
-	m.admin = f[0]
-	const listening = "listening on https://"
-	line, err = co.waitLine(co.stdout, startTimeout, func(l string) bool { return strings.Contains(l, listening+"127.0.0.1:") })
-	if err != nil {
-		t.Fatalf("coordinator did not say where it listens: %v", err)
-	}
-	_, rest, _ := strings.Cut(line, listening)
-	m.coord, m.coordAddr = co, strings.Fields(rest)[0]
+	m.admin, m.coord, m.coordAddr = s.AdminState, co, s.Addr
 }
 
 // stopCoordinator stops the coordinator as Ctrl-C would.
@@ -225,11 +216,13 @@ func (m *mesh) applyPolicy(text string) {
 func (m *mesh) serve(name, state string, upstream ...string) *proc {
 	m.t.Helper()
 	argv := append([]string{agentmeshBin, "serve", "--state", state, "--listen", "127.0.0.1:0", "--"}, upstream...)
-	p := startProc(m.t, "gateway "+name, argv, m.env())
-	if _, err := p.waitLine(p.stdout, startTimeout, func(l string) bool {
-		return strings.HasPrefix(l, "gateway spiffe://") && strings.Contains(l, " serving MCP at https://127.0.0.1:")
-	}); err != nil {
+	p := startServer(m.t, "gateway "+name, argv, m.env())
+	s, err := p.waitServing(startTimeout)
+	if err != nil {
 		m.t.Fatalf("gateway %s did not start serving: %v", name, err)
+	}
+	if s.Component != "gateway" || s.API != "mcp" || !strings.HasPrefix(s.URL, "https://127.0.0.1:") {
+		m.t.Fatalf("gateway %s announced %+v", name, s)
 	}
 	return p
 }
@@ -239,40 +232,30 @@ func (m *mesh) serve(name, state string, upstream ...string) *proc {
 // token, read from the file it names.
 func (m *mesh) connectHTTP(service, state string) (url, token string) {
 	m.t.Helper()
-	p := startProc(m.t, "connect "+service, []string{agentmeshBin, "connect", service, "--state", state, "--listen", "127.0.0.1:0"}, m.env())
-	prefix := "connect: serving " + service + " at "
-	line, err := p.waitLine(p.stderr, startTimeout, func(l string) bool { return strings.HasPrefix(l, prefix) })
+	p := startServer(m.t, "connect "+service, []string{agentmeshBin, "connect", service, "--state", state, "--listen", "127.0.0.1:0"}, m.env())
+	s, err := p.waitServing(startTimeout)
 	if err != nil {
 		m.t.Fatalf("connector did not start serving: %v", err)
 	}
-	u := strings.TrimPrefix(line, prefix)
-	if !strings.HasPrefix(u, "http://127.0.0.1:") || !strings.HasSuffix(u, "/mcp") {
-		m.t.Fatalf("connector serves at %q, want http://127.0.0.1:PORT/mcp", u)
+	if s.Component != "connector" || s.Service != service || !strings.HasPrefix(s.URL, "http://127.0.0.1:") || !strings.HasSuffix(s.URL, "/mcp") {
+		m.t.Fatalf("connector announced %+v, want http://127.0.0.1:PORT/mcp", s)
 	}
-	token, _ = localToken(m.t, p, state)
-	return u, token
+	return s.URL, localToken(m.t, s.TokenFile, state)
 }
 
-// localToken reads the bearer token of the local endpoint p serves from the
-// file p names, which must be in the state directory with mode 0600, and
-// returns it and the file.
-func localToken(t *testing.T, p *proc, state string) (token, file string) {
+// localToken reads the bearer token of a local endpoint from file, which
+// must be in the state directory with mode 0600.
+func localToken(t *testing.T, file, state string) string {
 	t.Helper()
-	const prefix = "connect: token in "
-	line, err := p.waitLine(p.stderr, startTimeout, func(l string) bool { return strings.HasPrefix(l, prefix) })
-	if err != nil {
-		t.Fatalf("connect did not say where its token is: %v", err)
-	}
-	file, _, _ = strings.Cut(strings.TrimPrefix(line, prefix), ": ")
 	fi, err := os.Stat(file)
 	if err != nil || filepath.Dir(file) != filepath.Clean(state) || fi.Mode().Perm() != 0o600 {
-		t.Fatalf("token file %s (%v, mode %v): want mode 0600 in %s", file, err, fi.Mode(), state)
+		t.Fatalf("token file %s (%v): want mode 0600 in %s", file, err, state)
 	}
 	b, err := os.ReadFile(file)
 	if err != nil || len(b) < 40 {
 		t.Fatalf("token file %s holds %d bytes: %v", file, len(b), err)
 	}
-	return string(b), file
+	return string(b)
 }
 
 // event is the part of an audit event the tests look at.

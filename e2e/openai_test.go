@@ -87,24 +87,22 @@ func TestOpenAIClientThroughModelEndpoint(t *testing.T) {
     {"src": ["agent:research"], "dst": ["model:llm"], "models": ["gpt-4o-limited"], "rpm": 1},
   ],
 }`)
-	p := startProc(t, "gateway llm", []string{agentmeshBin, "serve", "--state", llm, "--listen", "127.0.0.1:0",
+	p := startServer(t, "gateway llm", []string{agentmeshBin, "serve", "--state", llm, "--listen", "127.0.0.1:0",
 		"--upstream", "http://" + ln.Addr().String()}, m.env())
-	if _, err := p.waitLine(p.stdout, startTimeout, func(l string) bool {
-		return strings.HasPrefix(l, "gateway spiffe://") && strings.Contains(l, " serving the model API at https://127.0.0.1:")
-	}); err != nil {
-		t.Fatalf("model gateway did not start serving: %v", err)
+	if s, err := p.waitServing(startTimeout); err != nil || s.API != "model" || !strings.HasPrefix(s.URL, "https://127.0.0.1:") {
+		t.Fatalf("model gateway did not start serving: %+v, %v", s, err)
 	}
-	c := startProc(t, "connect model:llm", []string{agentmeshBin, "connect", "model:llm", "--state", agent, "--listen", "127.0.0.1:0"}, m.env())
-	prefix := "connect: serving model:llm at "
-	line, err := c.waitLine(c.stderr, startTimeout, func(l string) bool { return strings.HasPrefix(l, prefix) })
+	c := startServer(t, "connect model:llm", []string{agentmeshBin, "connect", "model:llm", "--state", agent, "--listen", "127.0.0.1:0"}, m.env())
+	s, err := c.waitServing(startTimeout)
 	if err != nil {
 		t.Fatalf("local model endpoint did not start: %v", err)
 	}
-	baseURL, _, _ := strings.Cut(strings.TrimPrefix(line, prefix), " ")
+	baseURL := s.URL
 	if !strings.HasPrefix(baseURL, "http://127.0.0.1:") || !strings.HasSuffix(baseURL, "/v1") {
 		t.Fatalf("local endpoint at %q, want http://127.0.0.1:PORT/v1", baseURL)
 	}
-	token, tokenFile := localToken(t, c, agent)
+	tokenFile := s.TokenFile
+	token := localToken(t, tokenFile, agent)
 
 	in, _ := json.Marshal(map[string]string{"baseURL": baseURL, "apiKey": token, "model": "gpt-4o",
 		"embeddingModel": "text-embedding-3-small", "deniedModel": "gpt-4o-mini", "limitedModel": "gpt-4o-limited"})

@@ -4,8 +4,10 @@ package e2e
 
 import (
 	"bytes"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"strings"
@@ -71,6 +73,8 @@ type proc struct {
 	label          string
 	cmd            *exec.Cmd
 	stdout, stderr *lines
+	// ready holds the JSON lines of --ready-fd (startServer only).
+	ready *lines
 	exited         chan struct{} // closed when Wait returned
 	waitErr        error         // set before exited is closed
 }
@@ -78,6 +82,21 @@ type proc struct {
 // startProc starts argv in its own process group, so that cleanup can also
 // reach the children it spawns (a gateway's upstream MCP servers).
 func startProc(t *testing.T, label string, argv []string, env []string) *proc {
+	t.Helper()
+	return start(t, label, argv, env, false)
+}
+
+// startServer starts an agentmesh command that serves (coordinator, serve,
+// connect) as startProc does, with --ready-fd 3 on a pipe whose lines
+// waitServing reads: the machine-readable ready signal, not the human log.
+func startServer(t *testing.T, label string, argv []string, env []string) *proc {
+	t.Helper()
+	// The flag goes right after the command name, before any "--".
+	withFD := append(append(append([]string{}, argv[:2]...), "--ready-fd", "3"), argv[2:]...)
+	return start(t, label, withFD, env, true)
+}
+
+func start(t *testing.T, label string, argv []string, env []string, ready bool) *proc {
 	t.Helper()
 	p := &proc{label: label, stdout: newLines(), stderr: newLines(), exited: make(chan struct{})}
 	p.cmd = exec.Command(argv[0], argv[1:]...)
@@ -87,8 +106,24 @@ func startProc(t *testing.T, label string, argv []string, env []string) *proc {
 	// A grandchild that outlives the process could hold the output pipes
 	// open; do not wait for it forever.
 	p.cmd.WaitDelay = stopGrace
+	var rd, wr *os.File
+	if ready {
+		var err error
+		if rd, wr, err = os.Pipe(); err != nil {
+			t.Fatal(err)
+		}
+		p.ready = newLines()
+		p.cmd.ExtraFiles = []*os.File{wr} // descriptor 3 in the child
+	}
 	if err := p.cmd.Start(); err != nil {
 		t.Fatalf("start %s: %v", label, err)
+	}
+	if ready {
+		wr.Close() // the child holds its own copy
+		go func() {
+			defer rd.Close()
+			io.Copy(p.ready, rd) // ends when the child exits
+		}()
 	}
 	go func() {
 		p.waitErr = p.cmd.Wait()
@@ -102,6 +137,30 @@ func startProc(t *testing.T, label string, argv []string, env []string) *proc {
 		}
 	})
 	return p
+}
+
+// serving is an endpoint's ready line (engine.Serving as JSON).
+type serving struct {
+	Component  string `json:"component"`
+	Node       string `json:"node"`
+	API        string `json:"api"`
+	Network    string `json:"network"`
+	Addr       string `json:"addr"`
+	URL        string `json:"url"`
+	Service    string `json:"service"`
+	TokenFile  string `json:"token_file"`
+	AdminState string `json:"admin_state"`
+}
+
+// waitServing waits for the first ready line of a process started with
+// startServer and decodes it.
+func (p *proc) waitServing(timeout time.Duration) (serving, error) {
+	var s serving
+	_, err := p.waitLine(p.ready, timeout, func(l string) bool {
+		s = serving{}
+		return json.Unmarshal([]byte(l), &s) == nil && s.Component != ""
+	})
+	return s, err
 }
 
 // stop interrupts the process, as Ctrl-C would, and kills its process group

@@ -18,6 +18,7 @@ import (
 	"agentmesh/internal/audit"
 	"agentmesh/internal/controlapi"
 	"agentmesh/internal/controlclient"
+	"agentmesh/internal/identity"
 	"agentmesh/internal/termtext"
 )
 
@@ -274,21 +275,7 @@ func printEvents(w io.Writer, events []audit.Event, asJSON, header bool) error {
 			}
 		}
 		printf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", e.Time.Local().Format("2006-01-02 15:04:05.000"), string(e.Kind),
-			shortID(e.Src), shortID(e.Dst), what, e.Decision, e.Reason)
+			identity.Short(e.Src), identity.Short(e.Dst), what, e.Decision, e.Reason)
 	}
 	return tw.Flush()
-}
-
-// shortID prints spiffe://td/agent/x as agent:x.
-func shortID(s string) string {
-	if rest, ok := strings.CutPrefix(s, "spiffe://"); ok {
-		parts := strings.Split(rest, "/")
-		if len(parts) == 3 {
-			return parts[1] + ":" + parts[2]
-		}
-	}
-	if s == "" {
-		return "-"
-	}
-	return s
 }

@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"context"
 	"crypto/tls"
 	"encoding/json"
 	"net/http"
@@ -14,7 +15,7 @@ import (
 	"agentmesh/internal/audit/spool"
 	"agentmesh/internal/controlapi"
 	"agentmesh/internal/controlclient"
-	"agentmesh/internal/node"
+	"agentmesh/internal/engine"
 	"agentmesh/internal/reason"
 )
 
@@ -25,57 +26,52 @@ import (
 func TestGatewayListenerAggregatesRefusedHandshakes(t *testing.T) {
 	d, ctx := startTestMesh(t)
 	var key controlapi.KeyCreateResponse
-	if err := d.admin.Call(ctx, http.MethodPost, controlapi.PathKeys, controlapi.KeyCreateRequest{Kind: "tool"}, &key); err != nil {
+	if err := d.Admin.Call(ctx, http.MethodPost, controlapi.PathKeys, controlapi.KeyCreateRequest{Kind: "tool"}, &key); err != nil {
 		t.Fatal(err)
 	}
-	state := filepath.Join(d.dir, "files")
-	if _, err := controlclient.Join(ctx, controlclient.JoinOptions{AuthKey: key.Key, Name: "files", State: state}); err != nil {
-		t.Fatal(err)
-	}
-	n, err := node.Start(ctx, state, node.Options{Audit: true, Logger: testLogger(t)})
+	state := filepath.Join(d.Dir, "files")
+	id, err := controlclient.Join(ctx, controlclient.JoinOptions{AuthKey: key.Key, Name: "files", State: state})
 	if err != nil {
 		t.Fatal(err)
 	}
-	ln, err := tls.Listen("tcp", "127.0.0.1:0", serverTLS(n, n.ID(), testLogger(t)))
+	up, err := d.StartLedger()
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer ln.Close()
-	refused := make(chan struct{})
+	gctx, stop := context.WithCancel(ctx)
+	ready, done := make(chan string, 1), make(chan error, 1)
 	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			if c.(*tls.Conn).HandshakeContext(ctx) != nil {
-				refused <- struct{}{}
-			}
-			c.Close()
-		}
+		done <- engine.ServeGateway(gctx, engine.GatewayConfig{State: state, Listen: "127.0.0.1:0", UpstreamURL: up,
+			Logger: testLogger(t), Ready: func(s engine.Serving) { ready <- s.Addr }})
 	}()
+	var addr string
+	select {
+	case addr = <-ready:
+	case err := <-done:
+		t.Fatal(err)
+	}
 	const attempts = 15
 	for range attempts {
-		c, err := tls.Dial("tcp", ln.Addr().String(), &tls.Config{InsecureSkipVerify: true, MinVersion: tls.VersionTLS13})
-		<-refused // the server has refused (and audited) it
+		// The client's handshake fails once the server has refused (and
+		// audited) it: TLS 1.3 client certificates are checked before the
+		// server's first application data, which the client reads.
+		c, err := tls.Dial("tcp", addr, &tls.Config{InsecureSkipVerify: true, MinVersion: tls.VersionTLS13})
 		if err == nil {
+			c.SetReadDeadline(time.Now().Add(10 * time.Second))
+			_, err = c.Read(make([]byte, 1))
 			c.Close()
 		}
+		if err == nil {
+			t.Fatal("a client without a certificate was served")
+		}
 	}
-	// The node records only its own decisions: an event naming another
-	// recorder would block its spool at the coordinator, so it is refused
-	// here, and one naming none is its own.
-	other := audit.Event{ID: audit.NewID(), V: audit.SchemaVersion, Time: time.Now(), Kind: audit.KindRequest,
-		Dst: "spiffe://agentmesh.local/tool/ledger", Decision: audit.Deny, Reason: "x"}
-	if err := n.Record(ctx, &other); err == nil {
-		t.Fatal("the node recorded an event for another recorder")
-	}
-	if err := n.Close(); err != nil {
+	stop()
+	if err := <-done; err != nil {
 		t.Fatal(err)
 	}
 	// What was shipped is at the coordinator; the rest is in the spool.
 	var events []audit.Event
-	body, err := d.admin.Stream(ctx, controlapi.PathAudit+"?kind=connection&decision=deny&dst=tool:files")
+	body, err := d.Admin.Stream(ctx, controlapi.PathAudit+"?kind=connection&decision=deny&dst=tool:files")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -102,7 +98,7 @@ func TestGatewayListenerAggregatesRefusedHandshakes(t *testing.T) {
 	}
 	var sum int64
 	for _, e := range events {
-		if e.Reason != reason.NoCertificate || e.Dst != n.ID().String() {
+		if e.Reason != reason.NoCertificate || e.Dst != id.String() {
 			t.Fatalf("event %+v", e)
 		}
 		sum += e.Attempts()
@@ -118,8 +114,8 @@ func TestGatewayListenerAggregatesRefusedHandshakes(t *testing.T) {
 // is read and its batch checked.
 func TestAuditVerifyFlagsIDConflictsAndChecksReceiptBatches(t *testing.T) {
 	d, ctx := startTestMesh(t)
-	state := filepath.Join(d.dir, "ledger")
-	ledger, err := d.client(state)
+	state := filepath.Join(d.Dir, "ledger")
+	ledger, err := d.Client(state)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -130,7 +126,7 @@ func TestAuditVerifyFlagsIDConflictsAndChecksReceiptBatches(t *testing.T) {
 	if err := ledger.Send(ctx, []audit.Event{ev}); err != nil {
 		t.Fatal(err)
 	}
-	env := map[string]string{"AGENTMESH_STATE": d.co.AdminDir()}
+	env := map[string]string{"AGENTMESH_STATE": d.Coordinator.AdminDir()}
 	receipt := filepath.Join(t.TempDir(), "receipt.json")
 	b, err := os.ReadFile(filepath.Join(state, "audit-receipt.json"))
 	if err != nil {

@@ -12,8 +12,7 @@ import (
 	"strings"
 
 	"agentmesh/internal/bench"
-	"agentmesh/internal/gateway"
-	"agentmesh/internal/loopback"
+	"agentmesh/internal/engine"
 )
 
 func init() {
@@ -84,13 +83,13 @@ func runBench(ctx context.Context, env Env, args []string) error {
 		Progress: env.Stderr, Logger: log,
 		Components: bench.Components{
 			Gateway: func(ctx context.Context, state, upstream string, ready func(string)) error {
-				return serve(ctx, Env{Stdout: io.Discard, Stderr: io.Discard, Getenv: env.Getenv}, serveConfig{
-					state: state, listen: "127.0.0.1:0", upstream: gateway.HTTPUpstream{URL: upstream}, log: log, ready: ready})
+				return engine.ServeGateway(ctx, engine.GatewayConfig{State: state, Listen: "127.0.0.1:0", UpstreamURL: upstream,
+					Logger: log, Ready: func(s engine.Serving) { ready(s.Addr) }})
 			},
 			Connector: func(ctx context.Context, state, service string, ln net.Listener) error {
 				// The benchmark's clients are its own processes' goroutines;
 				// a token would cost one header compare per request.
-				return connectService(ctx, env, state, service, ln, loopback.Auth{NoToken: true}, log)
+				return engine.Connect(ctx, engine.ConnectConfig{State: state, Service: service, Listener: ln, NoToken: true, Logger: log})
 			},
 		},
 	}

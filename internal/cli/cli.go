@@ -12,6 +12,8 @@ import (
 	"os"
 	"sort"
 	"strings"
+
+	"agentmesh/internal/engine"
 )
 
 // Env is what a command may touch of the outside world.
@@ -88,8 +90,14 @@ func Run(ctx context.Context, args []string, env Env) int {
 		return 1
 	}
 	var ue *usageError
-	if errors.As(err, &ue) {
-		printf(env.Stderr, "agentmesh %s: %s\nusage: agentmesh %s %s\n", cmd.name, ue.msg, cmd.name, cmd.usage)
+	if errors.As(err, &ue) || errors.Is(err, engine.ErrConfig) {
+		// The engine's configuration errors are the same mistakes as bad
+		// flags: they get the usage line and exit status 2.
+		msg := strings.TrimPrefix(err.Error(), engine.ErrConfig.Error()+": ")
+		if ue != nil {
+			msg = ue.msg
+		}
+		printf(env.Stderr, "agentmesh %s: %s\nusage: agentmesh %s %s\n", cmd.name, msg, cmd.name, cmd.usage)
 		return 2
 	}
 	printf(env.Stderr, "agentmesh %s: %v\n", cmd.name, err)

@@ -2,26 +2,14 @@ package cli
 
 import (
 	"context"
-	"errors"
-	"fmt"
-	"log/slog"
-	"net"
-	"strings"
-	"time"
 
-	"agentmesh/internal/connector"
-	"agentmesh/internal/connector/modelconn"
-	"agentmesh/internal/identity"
-	"agentmesh/internal/loopback"
-	"agentmesh/internal/netmap"
-	"agentmesh/internal/node"
-	"agentmesh/internal/transport"
+	"agentmesh/internal/engine"
 )
 
 func init() {
 	register(&command{
 		name:  "connect",
-		usage: "SERVICE --state DIR [--listen 127.0.0.1:PORT|unix:PATH [--no-token]] [--tailnet [--ts-*]]",
+		usage: "SERVICE --state DIR [--listen 127.0.0.1:PORT|unix:PATH [--no-token]] [--tailnet [--ts-*]] [--ready-fd N]",
 		short: "expose a mesh tool server to a local MCP client (stdio, or HTTP on loopback), or a model API to a local OpenAI client",
 		long: `SERVICE is a node name or tool:NAME, resolved through the netmap. The connection to its
 gateway uses this node's identity (mTLS) and is re-established after failures.
@@ -51,6 +39,9 @@ identity the credential, so --state is optional (it supplies defaults for --ts-h
 --ts-state, and keeps a TCP --listen endpoint's token). The auth key comes from $TS_AUTHKEY
 (or --ts-authkey).
 
+With --ready-fd N, the local endpoint is announced as one JSON line on file descriptor N once it
+serves (component, node, api, network, addr, url, token_file).
+
 Examples:
   agentmesh connect payments-db --state ./fraud
   agentmesh connect tool:files --state ./fraud --listen 127.0.0.1:7801
@@ -70,6 +61,7 @@ func runConnect(ctx context.Context, env Env, args []string) error {
 	noToken := fs.Bool("no-token", false, "serve a TCP --listen endpoint without its bearer token: every local user and process that can reach the port then acts as this agent")
 	verbose := fs.Bool("v", false, "log to stderr at debug level")
 	tf := addTailnetFlags(fs, false)
+	readyFD := readyFlag(fs)
 	pos, _, err := parse(fs, args)
 	if err != nil {
 		return err
@@ -77,188 +69,24 @@ func runConnect(ctx context.Context, env Env, args []string) error {
 	if len(pos) != 1 {
 		return usagef("give one SERVICE (a node name or tool:NAME)")
 	}
-	if err := tf.check(fs); err != nil {
+	cfg := engine.ConnectConfig{State: *state, Service: pos[0], Listen: *listen, NoToken: *noToken,
+		Stdin: env.Stdin, Stdout: env.Stdout, Logger: newLogger(env, *verbose)}
+	if cfg.Tailnet, err = tf.config(fs, env); err != nil {
 		return err
 	}
-	var kind identity.Kind
-	if *tf.on {
-		kind, _, err = parseTailnetService(pos[0])
-	} else {
-		kind, _, err = parseService(pos[0])
-	}
-	if err != nil {
-		return usagef("%v", err)
-	}
-	if kind == identity.KindModel && *listen == "" {
-		return usagef("a model endpoint is HTTP: give --listen 127.0.0.1:PORT (stdio makes no sense for a model)")
-	}
-	if !*tf.on {
+	if cfg.Tailnet == nil {
 		if err := needState(*state); err != nil {
 			return err
 		}
 	}
-	var (
-		ln   net.Listener
-		auth loopback.Auth
-	)
-	if *listen != "" {
-		if ln, err = connector.Listen(*listen); err != nil {
-			return err
-		}
-		var done func()
-		if auth, done, err = localAuth(env, *state, ln, kind, pos[0], *noToken); err != nil {
-			ln.Close()
-			return err
-		}
-		defer done()
-	}
-	if *tf.on {
-		return connectTailnet(ctx, env, *state, pos[0], ln, auth, tf, newLogger(env, *verbose))
-	}
-	return connectService(ctx, env, *state, pos[0], ln, auth, newLogger(env, *verbose))
-}
-
-// connectService runs a connector to service until ctx ends: on ln when it
-// is not nil (which it closes, admitting clients by auth), else over env's
-// stdin and stdout.
-func connectService(ctx context.Context, env Env, state, service string, ln net.Listener, auth loopback.Auth, log *slog.Logger) error {
-	kind, name, err := parseService(service)
+	announce, closeReady, err := readySignal(env, *readyFD)
 	if err != nil {
-		if ln != nil {
-			ln.Close()
-		}
 		return err
 	}
-	n, err := node.Start(ctx, state, node.Options{Logger: log})
-	if err != nil {
-		if ln != nil {
-			ln.Close()
-		}
-		return err
+	defer closeReady()
+	cfg.Ready = func(s engine.Serving) {
+		printServing(env, s)
+		announce(s)
 	}
-	defer n.Close()
-	target := func() (netmap.Node, error) { return resolveService(n.View().Netmap, kind, name) }
-	// The gateway reached must be the node the netmap names for the
-	// service, asked again at every handshake.
-	tlsCfg := transport.ClientTLS(n.Client.Certificate, n.Client.Verifier(), func() (identity.ID, error) {
-		t, err := target()
-		if err != nil {
-			return identity.ID{}, err
-		}
-		return t.ID, nil
-	})
-	resolve := func(ctx context.Context) (string, error) {
-		t, err := target()
-		if err != nil {
-			// Right after start the netmap may not have arrived yet, or
-			// the gateway may still be registering: wait briefly for a
-			// view in which the service resolves.
-			wctx, cancel := context.WithTimeout(ctx, resolveWait)
-			v, werr := n.WaitView(wctx, func(v node.View) bool {
-				_, err := resolveService(v.Netmap, kind, name)
-				return err == nil
-			})
-			cancel()
-			if werr != nil {
-				return "", err
-			}
-			if t, err = resolveService(v.Netmap, kind, name); err != nil {
-				return "", err
-			}
-		}
-		return "https://" + t.Addrs[0], nil
-	}
-	return runConnector(ctx, env, kind, ln, auth, connector.Config{TLS: tlsCfg, Logger: log, Resolve: resolve})
-}
-
-// runConnector serves the local side of a connection to a gateway until ctx
-// ends: the model API on ln for a model service, else MCP on ln or, when ln
-// is nil, over env's stdin and stdout; auth admits the clients of ln. cfg
-// says how to reach the gateway.
-func runConnector(ctx context.Context, env Env, kind identity.Kind, ln net.Listener, auth loopback.Auth, cfg connector.Config) error {
-	if kind == identity.KindModel && ln != nil {
-		return connectModel(ctx, modelconn.Config{Resolve: cfg.Resolve, TLS: cfg.TLS, Dial: cfg.Dial, Logger: cfg.Logger}, ln, auth)
-	}
-	cn, err := connector.New(cfg)
-	if err != nil {
-		if ln != nil {
-			ln.Close()
-		}
-		return err
-	}
-	defer cn.Close()
-	if ln != nil {
-		err = cn.ServeListener(ctx, ln, auth)
-	} else {
-		err = cn.ServeStdio(ctx, env.Stdin, env.Stdout)
-	}
-	if errors.Is(err, context.Canceled) {
-		err = nil
-	}
-	return err
-}
-
-// connectModel runs the local OpenAI-compatible endpoint of a model service
-// on ln, admitting clients by auth, until ctx ends. It closes ln.
-func connectModel(ctx context.Context, cfg modelconn.Config, ln net.Listener, auth loopback.Auth) error {
-	l, err := modelconn.New(cfg)
-	if err != nil {
-		ln.Close()
-		return err
-	}
-	defer l.Close()
-	err = l.Serve(ctx, ln, auth)
-	if errors.Is(err, context.Canceled) {
-		err = nil
-	}
-	return err
-}
-
-// resolveWait bounds how long a connection attempt waits for the service
-// to appear in the netmap.
-const resolveWait = 5 * time.Second
-
-// cutServiceKind splits an optional "tool:" or "model:" prefix off s.
-func cutServiceKind(s string) (identity.Kind, string, error) {
-	k, rest, ok := strings.Cut(s, ":")
-	if !ok {
-		return "", s, nil
-	}
-	pk, err := identity.ParseKind(k)
-	if err != nil || !pk.Serves() {
-		return "", "", fmt.Errorf("SERVICE %q: the prefix must be tool: or model:", s)
-	}
-	return pk, rest, nil
-}
-
-// parseService reads "NAME", "tool:NAME" or "model:NAME".
-func parseService(s string) (identity.Kind, identity.Name, error) {
-	kind, s, err := cutServiceKind(s)
-	if err != nil {
-		return "", "", err
-	}
-	name, err := identity.ParseName(s)
-	if err != nil {
-		return "", "", err
-	}
-	return kind, name, nil
-}
-
-// resolveService finds an active serving node with an address.
-func resolveService(nm *netmap.Netmap, kind identity.Kind, name identity.Name) (netmap.Node, error) {
-	if nm == nil {
-		return netmap.Node{}, errors.New("no netmap yet (is the coordinator reachable, and did this node ever reach it?)")
-	}
-	n, ok := nm.Node(name)
-	switch {
-	case !ok || n.Status != netmap.StatusActive:
-		return netmap.Node{}, fmt.Errorf("no service named %q in this node's netmap: it lists only the services a grant lets this node reach (is there one? is %q joined and serving?)", name, name)
-	case kind != "" && n.Kind != kind:
-		return netmap.Node{}, fmt.Errorf("%q is a %s node, not %s", name, n.Kind, kind)
-	case !n.Kind.Serves():
-		return netmap.Node{}, fmt.Errorf("%q is a %s node; only tool and model nodes serve", name, n.Kind)
-	case len(n.Addrs) == 0:
-		return netmap.Node{}, fmt.Errorf("%q has not registered an address (is 'agentmesh serve' running?)", name)
-	}
-	return n, nil
+	return engine.Connect(ctx, cfg)
 }

@@ -5,13 +5,13 @@ import (
 	"fmt"
 	"log/slog"
 
-	"agentmesh/internal/coordinator"
+	"agentmesh/internal/engine"
 )
 
 func init() {
 	register(&command{
 		name:  "coordinator",
-		usage: "--data DIR [--listen ADDR] [--trust-domain NAME] [--cert-ttl DURATION] [--audit-retention DURATION] [--audit-key FILE]",
+		usage: "--data DIR [--listen ADDR] [--trust-domain NAME] [--cert-ttl DURATION] [--audit-retention DURATION] [--audit-key FILE] [--ready-fd N]",
 		short: "run the control plane: CA, registry, auth keys, policy store, audit store",
 		long: `The first start initialises DIR (CA key and certificate, audit signing key, a first admin
 identity in DIR/admin, and the SQLite database in DIR/db). Later starts reuse it. The API is
@@ -21,6 +21,8 @@ The database has a directory of its own so that whoever may write it (a backup, 
 database tool) does not also find the audit signing key beside it; --audit-key keeps the key
 somewhere else altogether. A data directory from an earlier version (DIR/mesh.db) is moved into
 DIR/db at start.
+
+With --ready-fd N, the API is announced as one JSON line on file descriptor N once it serves.
 
 Examples:
   agentmesh coordinator --data ./mesh
@@ -34,12 +36,13 @@ func runCoordinator(ctx context.Context, env Env, args []string) error {
 	c := commands["coordinator"]
 	fs := newFlags(c, env)
 	data := fs.String("data", "", "data `DIR` (created on first start)")
-	listen := fs.String("listen", coordinator.DefaultListen, "`ADDR` to listen on")
-	td := fs.String("trust-domain", "", "trust `NAME` of a new mesh (default "+coordinator.DefaultTrustDomain+")")
+	listen := fs.String("listen", engine.DefaultCoordinatorListen, "`ADDR` to listen on")
+	td := fs.String("trust-domain", "", "trust `NAME` of a new mesh (default "+engine.DefaultTrustDomain+")")
 	ttl := fs.Duration("cert-ttl", 0, "node certificate lifetime, 5m to 24h (default 1h)")
 	retention := fs.Duration("audit-retention", 0, "prune audit events older than this `DURATION` (0: keep everything); verification still passes")
 	auditKey := fs.String("audit-key", "", "audit signing key `FILE`, created on first start (default DIR/audit.key; never inside DIR/db)")
 	verbose := fs.Bool("v", false, "log requests and background work to stderr")
+	readyFD := readyFlag(fs)
 	if _, _, err := parse(fs, args); err != nil {
 		return err
 	}
@@ -51,7 +54,12 @@ func runCoordinator(ctx context.Context, env Env, args []string) error {
 		level = slog.LevelDebug
 	}
 	log := slog.New(slog.NewTextHandler(env.Stderr, &slog.HandlerOptions{Level: level}))
-	co, err := coordinator.Start(ctx, coordinator.Config{DataDir: *data, Listen: *listen, TrustDomain: *td, CertTTL: *ttl, Logger: log, AuditRetention: *retention, AuditKeyFile: *auditKey})
+	announce, closeReady, err := readySignal(env, *readyFD)
+	if err != nil {
+		return err
+	}
+	defer closeReady()
+	co, err := engine.StartCoordinator(ctx, engine.CoordinatorConfig{DataDir: *data, Listen: *listen, TrustDomain: *td, CertTTL: *ttl, Logger: log, AuditRetention: *retention, AuditKeyFile: *auditKey})
 	if err != nil {
 		return err
 	}
@@ -62,6 +70,7 @@ func runCoordinator(ctx context.Context, env Env, args []string) error {
 	fmt.Fprintf(env.Stdout, "audit key:       sha256:%s (write it down: audit verify names the key it checked with)\n", co.AuditKeyFingerprint())
 	fmt.Fprintf(env.Stdout, "admin identity:  %s (use --state %s, or export AGENTMESH_STATE=%s)\n", co.AdminDir(), co.AdminDir(), co.AdminDir())
 	fmt.Fprintf(env.Stdout, "next: agentmesh keys create --kind agent --state %s\n", co.AdminDir())
+	announce(engine.CoordinatorServing(co))
 	<-ctx.Done()
 	fmt.Fprintln(env.Stderr, "coordinator: shutting down")
 	return nil

@@ -20,49 +20,47 @@ import (
 	"agentmesh/internal/controlapi"
 	"agentmesh/internal/controlclient"
 	"agentmesh/internal/coordinator"
+	"agentmesh/internal/demo"
 	"agentmesh/internal/loopback"
 	"agentmesh/internal/store"
 )
 
 // startTestMesh runs the demo's mesh (coordinator, ledger behind a gateway,
 // teller and auditor joined, example policy applied) without its story.
-func startTestMesh(t *testing.T) (*demo, context.Context) {
+func startTestMesh(t *testing.T) (*demo.Mesh, context.Context) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	d := &demo{env: Env{Stdout: io.Discard, Stderr: io.Discard, Getenv: func(string) string { return "" }}, w: io.Discard, dir: t.TempDir(), log: testLogger(t)}
+	d := &demo.Mesh{Dir: t.TempDir(), Log: testLogger(t)}
 	t.Cleanup(func() {
 		cancel()
-		for i := len(d.stops) - 1; i >= 0; i-- {
-			d.stops[i]()
-		}
-		d.wg.Wait()
+		d.Close()
 	})
-	co, err := coordinator.Start(ctx, coordinator.Config{DataDir: filepath.Join(d.dir, "coordinator"), Listen: "127.0.0.1:0", Logger: d.log})
+	co, err := coordinator.Start(ctx, coordinator.Config{DataDir: filepath.Join(d.Dir, "coordinator"), Listen: "127.0.0.1:0", Logger: d.Log})
 	if err != nil {
 		t.Fatal(err)
 	}
-	d.co = co
-	d.stops = append(d.stops, func() { d.co.Close() })
-	if d.admin, err = d.client(co.AdminDir()); err != nil {
+	d.Coordinator = co
+	d.OnClose(func() { d.Coordinator.Close() })
+	if d.Admin, err = d.Client(co.AdminDir()); err != nil {
 		t.Fatal(err)
 	}
 	for _, n := range []struct{ name, kind string }{{"ledger", "tool"}, {"teller", "agent"}, {"auditor", "agent"}} {
 		var resp controlapi.KeyCreateResponse
-		if err := d.admin.Call(ctx, http.MethodPost, controlapi.PathKeys, controlapi.KeyCreateRequest{Kind: n.kind}, &resp); err != nil {
+		if err := d.Admin.Call(ctx, http.MethodPost, controlapi.PathKeys, controlapi.KeyCreateRequest{Kind: n.kind}, &resp); err != nil {
 			t.Fatal(err)
 		}
-		if _, err := controlclient.Join(ctx, controlclient.JoinOptions{AuthKey: resp.Key, Name: n.name, State: filepath.Join(d.dir, n.name)}); err != nil {
+		if _, err := controlclient.Join(ctx, controlclient.JoinOptions{AuthKey: resp.Key, Name: n.name, State: filepath.Join(d.Dir, n.name)}); err != nil {
 			t.Fatal(err)
 		}
 	}
-	if _, err := d.applyPolicy(ctx, string(examples.Policy)); err != nil {
+	if _, err := d.ApplyPolicy(ctx, string(examples.Policy)); err != nil {
 		t.Fatal(err)
 	}
-	up, err := d.startLedger()
+	up, err := d.StartLedger()
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := d.startGateway(ctx, up); err != nil {
+	if _, err := d.StartGateway(ctx, up); err != nil {
 		t.Fatal(err)
 	}
 	return d, ctx
@@ -71,10 +69,10 @@ func startTestMesh(t *testing.T) (*demo, context.Context) {
 func testLogger(t *testing.T) *slog.Logger { return newLogger(Env{Stderr: io.Discard}, false) }
 
 // requestEvents counts tools/call decisions in the coordinator's trail.
-func requestEvents(t *testing.T, ctx context.Context, d *demo, decision audit.Decision) int {
+func requestEvents(t *testing.T, ctx context.Context, d *demo.Mesh, decision audit.Decision) int {
 	t.Helper()
 	n := 0
-	body, err := d.admin.Stream(ctx, controlapi.PathAudit+"?kind=request&method=tools/call&decision="+string(decision))
+	body, err := d.Admin.Stream(ctx, controlapi.PathAudit+"?kind=request&method=tools/call&decision="+string(decision))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -90,7 +88,7 @@ func requestEvents(t *testing.T, ctx context.Context, d *demo, decision audit.De
 
 func TestMeshKeepsServingWhileCoordinatorIsDownAndDeliversEveryEventAfter(t *testing.T) {
 	d, ctx := startTestMesh(t)
-	teller, _, err := d.agent(ctx, "teller", nil)
+	teller, _, err := d.Agent(ctx, "teller", nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -103,12 +101,12 @@ func TestMeshKeepsServingWhileCoordinatorIsDownAndDeliversEveryEventAfter(t *tes
 	}
 	// The auditor's connector has run once, so its cache holds the netmap
 	// with the gateway's address.
-	_, auditorEP, err := d.agent(ctx, "auditor", nil)
+	_, auditorEP, err := d.Agent(ctx, "auditor", nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	addr := d.co.Addr().String()
-	d.co.Close()
+	addr := d.Coordinator.Addr().String()
+	d.Coordinator.Close()
 
 	// Coordinator down: the open session and a new one keep working on
 	// cached certificates, netmap and policy; denials still deny.
@@ -119,8 +117,8 @@ func TestMeshKeepsServingWhileCoordinatorIsDownAndDeliversEveryEventAfter(t *tes
 		}
 	}
 	auditor, err := mcp.NewClient(&mcp.Implementation{Name: "auditor", Version: "test"}, nil).Connect(ctx,
-		&mcp.StreamableClientTransport{Endpoint: auditorEP.url, MaxRetries: -1,
-			HTTPClient: &http.Client{Transport: loopback.WithToken(nil, auditorEP.token)}}, nil)
+		&mcp.StreamableClientTransport{Endpoint: auditorEP.URL, MaxRetries: -1,
+			HTTPClient: &http.Client{Transport: loopback.WithToken(nil, auditorEP.Token)}}, nil)
 	if err != nil {
 		t.Fatalf("new session with the coordinator down: %v", err)
 	}
@@ -129,11 +127,11 @@ func TestMeshKeepsServingWhileCoordinatorIsDownAndDeliversEveryEventAfter(t *tes
 		t.Fatalf("denied call with the coordinator down: %v", err)
 	}
 
-	co, err := coordinator.Start(ctx, coordinator.Config{DataDir: filepath.Join(d.dir, "coordinator"), Listen: addr, Logger: d.log})
+	co, err := coordinator.Start(ctx, coordinator.Config{DataDir: filepath.Join(d.Dir, "coordinator"), Listen: addr, Logger: d.Log})
 	if err != nil {
 		t.Fatal(err)
 	}
-	d.co = co
+	d.Coordinator = co
 	// Every decision made while it was away arrives, once.
 	deadline := time.NewTimer(20 * time.Second)
 	defer deadline.Stop()
@@ -155,27 +153,27 @@ func TestMeshKeepsServingWhileCoordinatorIsDownAndDeliversEveryEventAfter(t *tes
 		}
 	}
 	var rep audit.Report
-	if err := d.admin.Call(ctx, http.MethodGet, controlapi.PathVerify, nil, &rep); err != nil || !rep.OK {
+	if err := d.Admin.Call(ctx, http.MethodGet, controlapi.PathVerify, nil, &rep); err != nil || !rep.OK {
 		t.Fatalf("verify after the outage: %+v %v", rep, err)
 	}
 }
 
 func TestAuditCommandsQueryAndDetectTampering(t *testing.T) {
 	d, ctx := startTestMesh(t)
-	auditor, _, err := d.agent(ctx, "auditor", nil)
+	auditor, _, err := d.Agent(ctx, "auditor", nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if _, err := auditor.CallTool(ctx, &mcp.CallToolParams{Name: "transfer", Arguments: map[string]any{"from": "a", "to": "b", "amount": 1}}); err == nil {
 		t.Fatal("auditor's transfer was allowed")
 	}
-	env := map[string]string{"AGENTMESH_STATE": d.co.AdminDir()}
+	env := map[string]string{"AGENTMESH_STATE": d.Coordinator.AdminDir()}
 	// The denial reaches the coordinator when the gateway ships its spool.
 	var out string
 	deadline := time.NewTimer(10 * time.Second)
 	defer deadline.Stop()
 	for waiting := true; waiting; {
-		appended := d.co.AuditAppended()
+		appended := d.Coordinator.AuditAppended()
 		_, out, _ = run(t, env, "audit", "--decision", "deny", "--kind", "request", "--json")
 		if strings.Contains(out, `"tool":"transfer"`) {
 			break
@@ -200,7 +198,7 @@ func TestAuditCommandsQueryAndDetectTampering(t *testing.T) {
 		t.Fatalf("audit verify on an intact trail: %d %q", code, out)
 	}
 	// Edit the denial into an allow behind the coordinator's back.
-	db, err := store.Open(coordinator.DatabasePath(filepath.Join(d.dir, "coordinator")))
+	db, err := store.Open(coordinator.DatabasePath(filepath.Join(d.Dir, "coordinator")))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -216,7 +214,7 @@ func TestAuditCommandsQueryAndDetectTampering(t *testing.T) {
 
 func TestPolicyCommandsAgainstCoordinator(t *testing.T) {
 	d, _ := startTestMesh(t) // applies examples/policy.hujson as version 1
-	env := map[string]string{"AGENTMESH_STATE": d.co.AdminDir()}
+	env := map[string]string{"AGENTMESH_STATE": d.Coordinator.AdminDir()}
 	dir := t.TempDir()
 
 	// A policy whose own test fails is refused and changes nothing.
@@ -230,7 +228,7 @@ func TestPolicyCommandsAgainstCoordinator(t *testing.T) {
 	}
 	// The coordinator checks too, whatever the client did.
 	doc, _ := os.ReadFile(failing)
-	err := d.admin.Call(context.Background(), http.MethodPost, controlapi.PathPolicy, controlapi.PolicyApplyRequest{Document: string(doc)}, nil)
+	err := d.Admin.Call(context.Background(), http.MethodPost, controlapi.PathPolicy, controlapi.PolicyApplyRequest{Document: string(doc)}, nil)
 	var ae *controlclient.APIError
 	if !errors.As(err, &ae) || ae.Code != "invalid_policy" {
 		t.Fatalf("coordinator accepted a policy whose test fails: %v", err)

@@ -10,6 +10,7 @@ import (
 	"agentmesh/internal/controlapi"
 	"agentmesh/internal/controlclient"
 	"agentmesh/internal/coordinator"
+	"agentmesh/internal/demo"
 )
 
 func TestConnectModelWithoutListenIsUsageError(t *testing.T) {
@@ -28,8 +29,8 @@ func TestServeModelNodeRefusesCommandUpstream(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer co.Close()
-	d := &demo{}
-	admin, err := d.client(co.AdminDir())
+	d := &demo.Mesh{}
+	admin, err := d.Client(co.AdminDir())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -2,42 +2,16 @@ package cli
 
 import (
 	"context"
-	"crypto/tls"
-	"errors"
 	"flag"
-	"fmt"
 	"log/slog"
-	"net"
-	"os"
-	"path/filepath"
-	"sync"
-	"time"
 
-	"golang.org/x/sync/errgroup"
-
-	"agentmesh/internal/admission"
-	"agentmesh/internal/audit"
-	"agentmesh/internal/backoff"
-	"agentmesh/internal/budget"
-	"agentmesh/internal/gateway"
-	"agentmesh/internal/identity"
-	"agentmesh/internal/mcpwire"
-	"agentmesh/internal/modelgw"
-	"agentmesh/internal/node"
-	"agentmesh/internal/pki"
-	"agentmesh/internal/reason"
-	"agentmesh/internal/tailnet"
+	"agentmesh/internal/engine"
 )
-
-// DefaultServeListen is where a gateway listens unless told otherwise:
-// loopback on a free port, so nothing is exposed by surprise. Pass
-// --listen 0.0.0.0:7800 (or a host address) to serve other hosts.
-const DefaultServeListen = "127.0.0.1:0"
 
 func init() {
 	register(&command{
 		name:  "serve",
-		usage: "--state DIR [--listen ADDR] [--advertise ADDR] [--tailnet [--ts-*] [--tailnet-policy agentmesh|tailnet]] (--upstream URL | -- COMMAND [ARGS...])",
+		usage: "--state DIR [--listen ADDR] [--advertise ADDR] [--tailnet [--ts-*] [--tailnet-policy agentmesh|tailnet]] [--ready-fd N] (--upstream URL | -- COMMAND [ARGS...])",
 		short: "run the gateway of a tool or model node: mTLS in, policy per message, audit, forward upstream",
 		long: `Serves MCP at https://ADDR/mcp over TLS 1.3; every client needs a certificate from the mesh CA,
 an active node record, and a grant to this node. The upstream is a Streamable HTTP MCP server
@@ -60,8 +34,11 @@ WireGuard encrypts, each caller is identified with WhoIs, and the same per-messa
 audit apply. The mTLS listener then runs only if --listen is given. Tool rules for tailnet
 callers come from this mesh's policy (selectors agent:NODE, tag:TAG, user:LOGIN; the default)
 or, with --tailnet-policy tailnet, from the tailnet policy file's grants of the app capability
-agentmesh.dev/cap/mcp. The auth key comes from $TS_AUTHKEY (or --ts-authkey):
-  TS_AUTHKEY=tskey-auth-... agentmesh serve --state ./tools --tailnet --tailnet-policy tailnet --upstream http://127.0.0.1:8080/mcp`,
+` + engine.TailnetCapability + `. The auth key comes from $` + engine.TailnetAuthKeyEnv + ` (or --ts-authkey):
+  TS_AUTHKEY=tskey-auth-... agentmesh serve --state ./tools --tailnet --tailnet-policy tailnet --upstream http://127.0.0.1:8080/mcp
+
+With --ready-fd N, each listener that starts serving is announced as one JSON line on file
+descriptor N (component, node, api, network, addr, url), for scripts and supervisors.`,
 		run: runServe,
 	})
 }
@@ -70,21 +47,23 @@ func runServe(ctx context.Context, env Env, args []string) error {
 	c := commands["serve"]
 	fs := newFlags(c, env)
 	state := stateFlag(fs, env)
-	listen := fs.String("listen", DefaultServeListen, "`ADDR` to listen on")
-	advertise := fs.String("advertise", "", "`HOST:PORT` registered for connectors (default: the listen address)")
-	upstreamURL := fs.String("upstream", "", "Streamable HTTP MCP server `URL` (for a model node: the OpenAI-compatible API's base URL)")
-	maxBytes := fs.Int("max-message-bytes", 4<<20, "largest JSON-RPC message accepted from a client")
-	argsHash := fs.Bool("record-args-hash", false, "store the SHA-256 of tool call arguments in audit events")
-	var caps serveCaps
-	fs.IntVar(&caps.requestsPerPeer, "max-requests-per-peer", gateway.DefaultMaxRequestsPerPeer, "at most `N` requests in flight per client at once, open streams included")
-	fs.IntVar(&caps.sessionsPerPeer, "max-sessions-per-peer", gateway.DefaultMaxSessionsPerPeer, "at most `N` open MCP sessions per client at once")
-	fs.IntVar(&caps.processesPerPeer, "max-processes-per-peer", gateway.DefaultMaxProcessesPerPeer, "at most `N` stdio upstream processes per client at once")
-	fs.IntVar(&caps.processes, "max-processes", gateway.DefaultMaxProcesses, "at most `N` stdio upstream processes for all clients together")
-	fs.Int64Var(&caps.bodies.Total, "body-budget", 0, "`BYTES` of request bodies held in memory at once, all clients together (default 64 × --max-message-bytes)")
-	fs.Int64Var(&caps.bodies.PerPeer, "body-budget-per-peer", 0, "`BYTES` of request bodies one client may have in memory at once (default 16 × --max-message-bytes)")
-	fs.DurationVar(&caps.bodies.Timeout, "body-timeout", budget.DefaultBodyTimeout, "a request body must arrive whole within `DURATION`")
+	cfg := engine.GatewayConfig{Caps: engine.DefaultCaps}
+	fs.StringVar(&cfg.Listen, "listen", engine.DefaultGatewayListen, "`ADDR` to listen on")
+	fs.StringVar(&cfg.Advertise, "advertise", "", "`HOST:PORT` registered for connectors (default: the listen address)")
+	fs.StringVar(&cfg.UpstreamURL, "upstream", "", "Streamable HTTP MCP server `URL` (for a model node: the OpenAI-compatible API's base URL)")
+	fs.IntVar(&cfg.MaxMessageBytes, "max-message-bytes", engine.DefaultMaxMessageBytes, "largest JSON-RPC message accepted from a client")
+	fs.BoolVar(&cfg.RecordArgsHash, "record-args-hash", false, "store the SHA-256 of tool call arguments in audit events")
+	caps := &cfg.Caps
+	fs.IntVar(&caps.RequestsPerPeer, "max-requests-per-peer", caps.RequestsPerPeer, "at most `N` requests in flight per client at once, open streams included")
+	fs.IntVar(&caps.SessionsPerPeer, "max-sessions-per-peer", caps.SessionsPerPeer, "at most `N` open MCP sessions per client at once")
+	fs.IntVar(&caps.ProcessesPerPeer, "max-processes-per-peer", caps.ProcessesPerPeer, "at most `N` stdio upstream processes per client at once")
+	fs.IntVar(&caps.Processes, "max-processes", caps.Processes, "at most `N` stdio upstream processes for all clients together")
+	fs.Int64Var(&caps.Bodies.Total, "body-budget", 0, "`BYTES` of request bodies held in memory at once, all clients together (default 64 × --max-message-bytes)")
+	fs.Int64Var(&caps.Bodies.PerPeer, "body-budget-per-peer", 0, "`BYTES` of request bodies one client may have in memory at once (default 16 × --max-message-bytes)")
+	fs.DurationVar(&caps.Bodies.Timeout, "body-timeout", caps.Bodies.Timeout, "a request body must arrive whole within `DURATION`")
 	verbose := fs.Bool("v", false, "log to stderr at debug level")
 	tf := addTailnetFlags(fs, true)
+	readyFD := readyFlag(fs)
 	pos, rest, err := parse(fs, args)
 	if err != nil {
 		return err
@@ -92,29 +71,30 @@ func runServe(ctx context.Context, env Env, args []string) error {
 	if len(pos) > 0 {
 		return usagef("unexpected argument %q (put the upstream command after --)", pos[0])
 	}
-	if (*upstreamURL == "") == (len(rest) == 0) {
+	if (cfg.UpstreamURL == "") == (len(rest) == 0) {
 		return usagef("give exactly one upstream: --upstream URL or -- COMMAND [ARGS...]")
 	}
-	if err := tf.check(fs); err != nil {
+	if cfg.Tailnet, err = tf.config(fs, env); err != nil {
 		return err
+	}
+	if cfg.Tailnet != nil && !flagGiven(fs, "listen") {
+		cfg.Listen = "" // tailnet only, unless an mTLS listener is asked for
 	}
 	if err := needState(*state); err != nil {
 		return err
 	}
-	log := newLogger(env, *verbose)
-	var up gateway.Upstream = gateway.CommandUpstream{Argv: rest, Stderr: &logWriter{log: log, prefix: "upstream"}}
-	if *upstreamURL != "" {
-		up = gateway.HTTPUpstream{URL: *upstreamURL}
+	announce, closeReady, err := readySignal(env, *readyFD)
+	if err != nil {
+		return err
 	}
-	sc := serveConfig{state: *state, listen: *listen, advertise: *advertise, upstream: up,
-		limits: mcpwire.Limits{MaxBytes: *maxBytes}, argsHash: *argsHash, log: log, modelUpstream: *upstreamURL, caps: caps}
-	if *tf.on {
-		sc.tailnet = tf
-		if !flagGiven(fs, "listen") {
-			sc.listen = "" // tailnet only, unless an mTLS listener is asked for
-		}
+	defer closeReady()
+	cfg.State, cfg.UpstreamCommand = *state, rest
+	cfg.Logger = newLogger(env, *verbose)
+	cfg.Ready = func(s engine.Serving) {
+		printServing(env, s)
+		announce(s)
 	}
-	return serve(ctx, env, sc)
+	return engine.ServeGateway(ctx, cfg)
 }
 
 // flagGiven reports whether the flag name was set on the command line.
@@ -124,238 +104,56 @@ func flagGiven(fs *flag.FlagSet, name string) bool {
 	return given
 }
 
-type serveConfig struct {
-	// listen is the mTLS listener's address; "" runs none (tailnet only).
-	state, listen, advertise string
-	upstream                 gateway.Upstream
-	limits                   mcpwire.Limits
-	argsHash                 bool
-	log                      *slog.Logger
-	// ready, when set, receives the mTLS listener's address once it serves.
-	ready func(addr string)
-	// modelUpstream is the --upstream URL, used as the model API's base
-	// URL when the node is of kind model ("" with a stdio command).
-	modelUpstream string
-	// tailnet, when set, also serves on a tailnet (Tailscale mode).
-	tailnet *tailnetFlags
-	// caps bound what clients can make the gateway hold; zero values are
-	// the gateways' defaults.
-	caps serveCaps
-}
-
-// serveCaps are the serve flags that bound what clients can make a
-// gateway hold: see gateway.Config and package budget.
-type serveCaps struct {
-	requestsPerPeer, sessionsPerPeer, processesPerPeer, processes int
-	bodies                                                        budget.Bodies
-}
-
-// frontend is one listener's gateway: the MCP gateway of a tool node or the
-// model gateway of a model node, with TLS or with a tailnet Identifier.
-type frontend interface {
-	Update(*admission.State)
-	Recheck(context.Context)
-	Serve(context.Context, net.Listener) error
-}
-
-var (
-	_ frontend = (*gateway.Gateway)(nil)
-	_ frontend = (*modelgw.Gateway)(nil)
-)
-
-// serve runs a node's gateways until ctx ends: on the mTLS listener, on the
-// tailnet, or both. Every one enforces the node's current view.
-func serve(ctx context.Context, env Env, sc serveConfig) error {
-	log := sc.log
-	var (
-		mu     sync.Mutex
-		fronts []frontend
-		latest *node.View
-		self   identity.ID
-	)
-	n, err := node.Start(ctx, sc.state, node.Options{Logger: log, Audit: true, OnView: func(v node.View) {
-		mu.Lock()
-		defer mu.Unlock()
-		latest = &v
-		for _, f := range fronts {
-			f.Update(admission.NewState(self, v.Netmap, v.Policy, v.Stale))
+// printServing tells people what started serving: a gateway on stdout, a
+// connector on stderr (its stdout may be the MCP channel).
+func printServing(env Env, s engine.Serving) {
+	switch s.Component {
+	case "gateway":
+		what, note := "MCP", ""
+		if s.API == "model" {
+			what, note = "the model API", " (upstream "+s.Upstream+")"
 		}
-	}})
-	if err != nil {
-		return err
-	}
-	defer n.Close()
-	if !n.ID().Kind.Serves() {
-		return fmt.Errorf("this node is a %s; only tool and model nodes serve (join with a key of kind tool or model)", n.ID().Kind)
-	}
-	mu.Lock()
-	self = n.ID()
-	mu.Unlock()
-	if self.Kind == identity.KindModel && sc.modelUpstream == "" {
-		return usagef("a model node serves an OpenAI-compatible HTTP API: give --upstream http://HOST:PORT (a stdio command makes no sense for a model)")
-	}
-	// newFrontend makes a gateway for one listener and hands it the current
-	// view before it serves anything.
-	newFrontend := func(tlsCfg *tls.Config, ident admission.Identifier, limitsDir string) (frontend, error) {
-		var f frontend
-		var err error
-		if self.Kind == identity.KindModel {
-			f, err = modelgw.New(modelgw.Config{TLS: tlsCfg, Identifier: ident, Upstream: sc.modelUpstream, Audit: n, Refusals: n.Refusals,
-				StateDir: limitsDir, MaxBodyBytes: int64(sc.limits.MaxBytes), Bodies: sc.caps.bodies,
-				MaxRequestsPerPeer: sc.caps.requestsPerPeer, Logger: log}, nil)
-		} else {
-			f, err = gateway.New(gateway.Config{TLS: tlsCfg, Identifier: ident, Upstream: sc.upstream, Audit: n, Refusals: n.Refusals,
-				Limits: sc.limits, Logger: log, RecordArgsHash: sc.argsHash,
-				MaxRequestsPerPeer: sc.caps.requestsPerPeer, MaxSessionsPerPeer: sc.caps.sessionsPerPeer,
-				MaxProcessesPerPeer: sc.caps.processesPerPeer,
-				MaxProcesses:        sc.caps.processes, Bodies: sc.caps.bodies}, nil)
-		}
-		if err != nil {
-			return nil, err
-		}
-		mu.Lock()
-		defer mu.Unlock()
-		fronts = append(fronts, f)
-		if latest != nil {
-			f.Update(admission.NewState(self, latest.Netmap, latest.Policy, latest.Stale))
-		}
-		return f, nil
-	}
-	what, path, note := "MCP", "/mcp", ""
-	if self.Kind == identity.KindModel {
-		what, path, note = "the model API", "/v1", " (upstream "+sc.modelUpstream+")"
-	}
-
-	var tasks []func(context.Context) error
-	if sc.listen != "" {
-		f, err := newFrontend(serverTLS(n, self, log), nil, sc.state)
-		if err != nil {
-			return err
-		}
-		ln, err := net.Listen("tcp", sc.listen)
-		if err != nil {
-			return fmt.Errorf("listen: %w", err)
-		}
-		addr := ln.Addr().String()
-		adv := sc.advertise
-		if adv == "" {
-			adv = addr
-		}
-		tasks = append(tasks,
-			func(ctx context.Context) error { registerAddr(ctx, n, adv, log); return nil },
-			func(ctx context.Context) error { return f.Serve(ctx, ln) })
-		fmt.Fprintf(env.Stdout, "gateway %s serving %s at https://%s%s%s\n", self, what, addr, path, note)
-		if sc.ready != nil {
-			sc.ready(addr)
-		}
-	}
-	if sc.tailnet != nil {
-		tn, o, err := sc.tailnet.join(ctx, env, sc.state, self.Name, log)
-		if err != nil {
-			return err
-		}
-		defer tn.Close()
-		// Limit counters are per source identity, and tailnet sources are
-		// not mesh identities: they get their own file.
-		limitsDir := filepath.Join(sc.state, "tailnet-limits")
-		if err := os.MkdirAll(limitsDir, 0o700); err != nil {
-			return fmt.Errorf("serve: %w", err)
-		}
-		f, err := newFrontend(nil, tailnet.NewIdentifier(tn, tailnet.IdentifierConfig{Source: o.source, Logger: log}), limitsDir)
-		if err != nil {
-			return err
-		}
-		ln, err := tn.Listen(o.listenAddr())
-		if err != nil {
-			return err
-		}
-		tasks = append(tasks,
-			func(ctx context.Context) error { return f.Serve(ctx, ln) },
-			func(ctx context.Context) error { return tn.WatchNetmap(ctx, 0, f.Recheck) })
-		fmt.Fprintf(env.Stdout, "gateway %s serving %s on the tailnet at http://%s:%d%s (rules: %s)%s\n",
-			self, what, o.hostname, o.port, path, rulesNote(o.source), note)
-	}
-	if len(tasks) == 0 {
-		return usagef("nothing to serve: give --listen ADDR, --tailnet, or both")
-	}
-	return runTasks(ctx, tasks)
-}
-
-// rulesNote says where a tailnet gateway's tool rules come from.
-func rulesNote(s tailnet.Source) string {
-	if s == tailnet.SourceTailnet {
-		return "the tailnet policy's " + string(tailnet.CapabilityMCP) + " grants"
-	}
-	return "this mesh's policy"
-}
-
-// serverTLS is the mTLS configuration of a gateway listener; refused
-// handshakes are audited through the node's refusal aggregator.
-func serverTLS(n *node.Node, self identity.ID, log *slog.Logger) *tls.Config {
-	return pki.NewServerTLS(pki.ServerOptions{
-		Certificate: n.Client.Certificate,
-		Verifier:    n.Client.Verifier(),
-		OnRefused: func(remote string, why reason.Code, err error) {
-			e := &audit.Event{Kind: audit.KindConnection, SrcAddr: remote, Dst: self.String(), Decision: audit.Deny,
-				Reason: why, Outcome: audit.OutcomeRefused, Detail: err.Error()}
-			// Aggregated per source: a client that hammers the listener
-			// writes counts, not one event per handshake.
-			if _, err := n.Refusals.Refuse(context.Background(), e); err != nil {
-				log.Error("serve: audit of a refused handshake failed", "err", err)
-			}
-		},
-	})
-}
-
-// runTasks runs every task until ctx ends or one of them fails, then stops
-// the others and returns when all have returned, with the first failure
-// (a cancelled context is not one). A task may also finish early with nil
-// (a registration that succeeded) without stopping the others.
-func runTasks(ctx context.Context, tasks []func(context.Context) error) error {
-	g, ctx := errgroup.WithContext(ctx)
-	for _, t := range tasks {
-		g.Go(func() error {
-			if err := t(ctx); !errors.Is(err, context.Canceled) {
-				return err
-			}
-			return nil
-		})
-	}
-	return g.Wait()
-}
-
-// registerAddr announces the gateway's address, retrying while the coordinator
-// is away: the gateway serves from its cache meanwhile.
-func registerAddr(ctx context.Context, n *node.Node, addr string, log *slog.Logger) {
-	retry := backoff.Backoff{Min: 200 * time.Millisecond, Max: 10 * time.Second}
-	for {
-		err := n.Client.Register(ctx, []string{addr})
-		if err == nil || ctx.Err() != nil {
+		if s.Network == "tailnet" {
+			printf(env.Stdout, "gateway %s serving %s on the tailnet at %s (rules: %s)%s\n", s.Node, what, s.URL, s.Rules, note)
 			return
 		}
-		wait := retry.Next()
-		log.Warn("serve: registering the address failed; retrying", "err", err, "retry_in", wait)
-		if backoff.Sleep(ctx, nil, wait) != nil {
-			return
+		printf(env.Stdout, "gateway %s serving %s at %s%s\n", s.Node, what, s.URL, note)
+	case "connector":
+		switch {
+		case s.Network == "stdio":
+		case s.Network == "unix":
+			path := "/mcp"
+			if s.API == "model" {
+				path = "/v1"
+			}
+			printf(env.Stderr, "connect: serving %s at %s, HTTP path %s (only this user may open the socket)\n", s.Service, s.URL, path)
+		case s.NoToken:
+			printf(env.Stderr, "connect: serving %s at %s%s\n", s.Service, s.URL, baseURLNote(s))
+			printf(env.Stderr, "connect: warning: --no-token: every local user and process can act as this agent through %s\n", s.URL)
+		default:
+			printf(env.Stderr, "connect: serving %s at %s%s\n", s.Service, s.URL, baseURLNote(s))
+			if s.API == "model" {
+				printf(env.Stderr, "connect: token in %s: send it as the API key (OPENAI_API_KEY=$(cat %s))\n", s.TokenFile, s.TokenFile)
+			} else {
+				printf(env.Stderr, "connect: token in %s: send it as Authorization: Bearer TOKEN\n", s.TokenFile)
+			}
 		}
 	}
 }
 
+// baseURLNote marks a model endpoint's URL as the OpenAI base URL.
+func baseURLNote(s engine.Serving) string {
+	if s.API == "model" {
+		return " (OPENAI_BASE_URL)"
+	}
+	return ""
+}
+
+// newLogger logs to stderr: warnings and errors, or everything with -v.
 func newLogger(env Env, verbose bool) *slog.Logger {
 	level := slog.LevelWarn
 	if verbose {
 		level = slog.LevelDebug
 	}
 	return slog.New(slog.NewTextHandler(env.Stderr, &slog.HandlerOptions{Level: level}))
-}
-
-// logWriter turns an upstream's stderr lines into log records.
-type logWriter struct {
-	log    *slog.Logger
-	prefix string
-}
-
-func (w *logWriter) Write(p []byte) (int, error) {
-	w.log.Info(w.prefix, "stderr", string(p))
-	return len(p), nil
 }

@@ -20,6 +20,7 @@ import (
 	"agentmesh/internal/controlapi"
 	"agentmesh/internal/controlclient"
 	"agentmesh/internal/coordinator"
+	"agentmesh/internal/demo"
 	"agentmesh/internal/modelgw/modelgwtest"
 	"agentmesh/internal/tailnet/tailnettest"
 )
@@ -101,20 +102,20 @@ func TestServeAndConnectOverTailnet(t *testing.T) {
 	tn.SetCaps(`{"tools": ["history"]}`)
 
 	dir := t.TempDir()
-	d := &demo{env: Env{Stdout: io.Discard, Stderr: io.Discard, Getenv: func(string) string { return "" }}, w: io.Discard, dir: dir, log: testLogger(t)}
-	co, err := coordinator.Start(ctx, coordinator.Config{DataDir: filepath.Join(dir, "coordinator"), Listen: "127.0.0.1:0", Logger: d.log})
+	d := &demo.Mesh{Dir: dir, Log: testLogger(t)}
+	co, err := coordinator.Start(ctx, coordinator.Config{DataDir: filepath.Join(dir, "coordinator"), Listen: "127.0.0.1:0", Logger: d.Log})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer co.Close()
-	d.co = co
-	if d.admin, err = d.client(co.AdminDir()); err != nil {
+	d.Coordinator = co
+	if d.Admin, err = d.Client(co.AdminDir()); err != nil {
 		t.Fatal(err)
 	}
 	for _, n := range []struct{ name, kind string }{{"ledger", "tool"}, {"ledger-caps", "tool"}, {"llm", "model"}} {
 		name := n.name
 		var resp controlapi.KeyCreateResponse
-		if err := d.admin.Call(ctx, http.MethodPost, controlapi.PathKeys, controlapi.KeyCreateRequest{Kind: n.kind}, &resp); err != nil {
+		if err := d.Admin.Call(ctx, http.MethodPost, controlapi.PathKeys, controlapi.KeyCreateRequest{Kind: n.kind}, &resp); err != nil {
 			t.Fatal(err)
 		}
 		if _, err := controlclient.Join(ctx, controlclient.JoinOptions{AuthKey: resp.Key, Name: name, State: filepath.Join(dir, name)}); err != nil {
@@ -122,21 +123,18 @@ func TestServeAndConnectOverTailnet(t *testing.T) {
 		}
 	}
 	// Tailnet callers are matched by their tailnet node name and tags.
-	if _, err := d.applyPolicy(ctx, `{"grants": [
+	if _, err := d.ApplyPolicy(ctx, `{"grants": [
 		{"src": ["agent:teller"], "dst": ["tool:ledger"], "tools": ["balance", "history"]},
 		{"src": ["agent:teller"], "dst": ["model:llm"], "models": ["gpt-4o-mini"]},
 	]}`); err != nil {
 		t.Fatal(err)
 	}
-	up, err := d.startLedger()
+	up, err := d.StartLedger()
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer func() {
-		for _, stop := range d.stops {
-			stop()
-		}
-		d.wg.Wait()
+		d.Close()
 	}()
 
 	models := httptest.NewServer(&modelgwtest.Server{})
@@ -289,9 +287,9 @@ func httpDo(t *testing.T, ctx context.Context, method, url, body string) (int, s
 }
 
 // auditEvents reads the coordinator's trail with the query q.
-func auditEvents(t *testing.T, ctx context.Context, d *demo, q string) []audit.Event {
+func auditEvents(t *testing.T, ctx context.Context, d *demo.Mesh, q string) []audit.Event {
 	t.Helper()
-	body, err := d.admin.Stream(ctx, controlapi.PathAudit+"?"+q)
+	body, err := d.Admin.Stream(ctx, controlapi.PathAudit+"?"+q)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,0 +1,376 @@
+package engine
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"strconv"
+	"strings"
+	"time"
+
+	"agentmesh/internal/connector"
+	"agentmesh/internal/connector/modelconn"
+	"agentmesh/internal/identity"
+	"agentmesh/internal/loopback"
+	"agentmesh/internal/netmap"
+	"agentmesh/internal/node"
+	"agentmesh/internal/nodestate"
+	"agentmesh/internal/transport"
+)
+
+// ConnectConfig configures Connect.
+type ConnectConfig struct {
+	// State is the agent node's state directory. Required over mTLS; with
+	// Tailnet it is optional (it supplies the tailnet hostname and state
+	// defaults, and keeps a TCP endpoint's token).
+	State string
+	// Service is what to reach: NAME, tool:NAME or model:NAME, resolved
+	// through the netmap; with Tailnet, the gateway's tailnet name (NAME
+	// or NAME.TAILNET.ts.net, with model: for a model API).
+	Service string
+	// Listen serves Streamable HTTP (or, for a model, the OpenAI API) on
+	// a loopback address (127.0.0.1:PORT) or a private Unix socket
+	// (unix:PATH); "" relays MCP over Stdin and Stdout. Listener, when
+	// set, is an open loopback listener to serve on instead (Connect
+	// closes it).
+	Listen   string
+	Listener net.Listener
+	// NoToken serves a TCP endpoint without its bearer token: every local
+	// user and process that can reach the port then acts as this agent.
+	NoToken bool
+	// Stdin and Stdout carry MCP when there is no listener.
+	Stdin  io.Reader
+	Stdout io.Writer
+	// Tailnet, when set, dials the gateway over a tailnet instead of mTLS.
+	Tailnet *TailnetConfig
+	// Logger receives the connector's logs; nil discards them.
+	Logger *slog.Logger
+	// Ready is called once the local endpoint serves.
+	Ready func(Serving)
+}
+
+// resolveWait bounds how long a connection attempt waits for the service
+// to appear in the netmap.
+const resolveWait = 5 * time.Second
+
+// Connect runs the local side of a connection to a mesh service until ctx
+// ends: an MCP relay over stdio or on a local listener, or a model
+// service's OpenAI-compatible endpoint. It returns nil when ctx ends.
+func Connect(ctx context.Context, cfg ConnectConfig) (err error) {
+	kind, err := cfg.check()
+	ln := cfg.Listener
+	defer func() {
+		if err != nil && ln != nil {
+			ln.Close()
+		}
+	}()
+	if err != nil {
+		return err
+	}
+	log := logger(cfg.Logger)
+	if ln == nil && cfg.Listen != "" {
+		if ln, err = loopback.Listen(cfg.Listen); err != nil {
+			return err
+		}
+	}
+	s := Serving{Component: "connector", API: "mcp", Network: "stdio", Service: cfg.Service}
+	if kind == identity.KindModel {
+		s.API = "model"
+	}
+	var auth loopback.Auth
+	if ln != nil {
+		var done func()
+		if auth, done, err = localAuth(&s, cfg.State, ln, cfg.NoToken, log); err != nil {
+			return err
+		}
+		defer done()
+	}
+	var cc connector.Config
+	if cfg.Tailnet != nil {
+		tn, c, err := cfg.tailnet(ctx, log)
+		if err != nil {
+			return err
+		}
+		defer tn.Close()
+		cc = c
+	} else {
+		n, err := node.Start(ctx, cfg.State, node.Options{Logger: log})
+		if err != nil {
+			return err
+		}
+		defer n.Close()
+		s.Node = n.ID().String()
+		cc = meshConnector(n, kind, cfg.Service, log)
+	}
+	ready(cfg.Ready, s)
+	ln2 := ln
+	ln = nil // the relay owns it now
+	return relay(ctx, kind, ln2, auth, cfg.Stdin, cfg.Stdout, cc)
+}
+
+// check validates cfg and returns the service's kind ("" when unsaid).
+func (cfg *ConnectConfig) check() (identity.Kind, error) {
+	var kind identity.Kind
+	var err error
+	if cfg.Tailnet != nil {
+		if err := CheckTailnet(*cfg.Tailnet, false); err != nil {
+			return "", err
+		}
+		kind, _, err = parseTailnetService(cfg.Service)
+	} else {
+		kind, _, err = ParseService(cfg.Service)
+	}
+	switch {
+	case err != nil:
+		return "", fmt.Errorf("%w: %v", ErrConfig, err)
+	case kind == identity.KindModel && cfg.Listen == "" && cfg.Listener == nil:
+		return "", fmt.Errorf("%w: a model endpoint is HTTP: give a loopback listen address (stdio makes no sense for a model)", ErrConfig)
+	case cfg.Tailnet == nil && cfg.State == "":
+		return "", fmt.Errorf("%w: a state directory is required (from 'agentmesh join')", ErrConfig)
+	case cfg.Listen == "" && cfg.Listener == nil && (cfg.Stdin == nil || cfg.Stdout == nil):
+		return "", fmt.Errorf("%w: stdio mode needs Stdin and Stdout", ErrConfig)
+	}
+	return kind, nil
+}
+
+// localAuth decides how the local endpoint on ln admits its owner, fills
+// in where it serves, and returns a function to call when it has stopped.
+// A TCP endpoint gets a fresh bearer token, written with mode 0600 to the
+// state directory (where only the owner can read it) and removed by done,
+// unless noToken opts out; a Unix socket's file mode admits the owner, so
+// it needs none.
+func localAuth(s *Serving, state string, ln net.Listener, noToken bool, log *slog.Logger) (loopback.Auth, func(), error) {
+	path := "/mcp"
+	if s.API == "model" {
+		path = "/v1"
+	}
+	s.Addr = ln.Addr().String()
+	tcp, ok := ln.Addr().(*net.TCPAddr)
+	if !ok {
+		s.Network, s.URL = "unix", loopback.UnixPrefix+s.Addr
+		return loopback.Auth{}, func() {}, nil
+	}
+	s.Network, s.URL = "http", "http://"+s.Addr+path
+	if noToken {
+		s.NoToken = true
+		return loopback.Auth{NoToken: true}, func() {}, nil
+	}
+	if state == "" {
+		return loopback.Auth{}, nil, fmt.Errorf("%w: the endpoint's bearer token is written to the state directory: give one, or a unix: listen address, or opt out of the token", ErrConfig)
+	}
+	dir, err := nodestate.Open(state)
+	if err != nil {
+		return loopback.Auth{}, nil, err
+	}
+	token, err := loopback.NewToken()
+	if err != nil {
+		return loopback.Auth{}, nil, err
+	}
+	port := strconv.Itoa(tcp.Port)
+	if s.TokenFile, err = dir.SaveLocalToken(port, token); err != nil {
+		return loopback.Auth{}, nil, err
+	}
+	done := func() {
+		if err := dir.RemoveLocalToken(port); err != nil {
+			log.Warn("connect: removing the token file failed", "err", err)
+		}
+	}
+	return loopback.Auth{Token: token}, done, nil
+}
+
+// meshConnector is how a connector reaches service over mTLS: at the
+// address the netmap gives for it, and only if the gateway there presents
+// the SPIFFE ID the netmap names for it, asked again at every handshake.
+func meshConnector(n *node.Node, kind identity.Kind, service string, log *slog.Logger) connector.Config {
+	_, name, _ := ParseService(service) // checked by check
+	target := func() (netmap.Node, error) { return resolveService(n.View().Netmap, kind, name) }
+	tlsCfg := transport.ClientTLS(n.Client.Certificate, n.Client.Verifier(), func() (identity.ID, error) {
+		t, err := target()
+		if err != nil {
+			return identity.ID{}, err
+		}
+		return t.ID, nil
+	})
+	resolve := func(ctx context.Context) (string, error) {
+		t, err := target()
+		if err != nil {
+			// Right after start the netmap may not have arrived yet, or
+			// the gateway may still be registering: wait briefly for a
+			// view in which the service resolves.
+			wctx, cancel := context.WithTimeout(ctx, resolveWait)
+			v, werr := n.WaitView(wctx, func(v node.View) bool {
+				_, err := resolveService(v.Netmap, kind, name)
+				return err == nil
+			})
+			cancel()
+			if werr != nil {
+				return "", err
+			}
+			if t, err = resolveService(v.Netmap, kind, name); err != nil {
+				return "", err
+			}
+		}
+		return "https://" + t.Addrs[0], nil
+	}
+	return connector.Config{TLS: tlsCfg, Logger: log, Resolve: resolve}
+}
+
+// tailnet joins the tailnet for a connector and returns the node (to
+// close) and how the connector reaches the gateway over it.
+func (cfg *ConnectConfig) tailnet(ctx context.Context, log *slog.Logger) (io.Closer, connector.Config, error) {
+	_, host, _ := parseTailnetService(cfg.Service) // checked by check
+	var name identity.Name
+	if cfg.State != "" {
+		d, err := nodestate.Open(cfg.State)
+		if err != nil {
+			return nil, connector.Config{}, err
+		}
+		c, err := d.Config()
+		if err != nil {
+			return nil, connector.Config{}, err
+		}
+		id, err := c.ID()
+		if err != nil {
+			return nil, connector.Config{}, err
+		}
+		name = id.Name
+	}
+	tc, err := cfg.Tailnet.resolve(cfg.State, name)
+	if err != nil {
+		return nil, connector.Config{}, err
+	}
+	tn, err := joinTailnet(ctx, tc, log)
+	if err != nil {
+		return nil, connector.Config{}, err
+	}
+	base := "http://" + net.JoinHostPort(host, strconv.Itoa(tc.Port))
+	resolve := func(context.Context) (string, error) { return base, nil }
+	return tn, connector.Config{Dial: tn.Dial, Logger: log, Resolve: resolve}, nil
+}
+
+// relay serves the local side of a connection to a gateway until ctx
+// ends: the model API on ln for a model service, else MCP on ln or, when
+// ln is nil, over stdin and stdout; auth admits the clients of ln. It
+// closes ln.
+func relay(ctx context.Context, kind identity.Kind, ln net.Listener, auth loopback.Auth, stdin io.Reader, stdout io.Writer, cfg connector.Config) error {
+	var err error
+	if kind == identity.KindModel {
+		err = serveModel(ctx, modelconn.Config{Resolve: cfg.Resolve, TLS: cfg.TLS, Dial: cfg.Dial, Logger: cfg.Logger}, ln, auth)
+	} else {
+		err = serveMCP(ctx, cfg, ln, auth, stdin, stdout)
+	}
+	if errors.Is(err, context.Canceled) {
+		err = nil
+	}
+	return err
+}
+
+// serveMCP relays MCP on ln, or over stdin and stdout when ln is nil.
+func serveMCP(ctx context.Context, cfg connector.Config, ln net.Listener, auth loopback.Auth, stdin io.Reader, stdout io.Writer) error {
+	cn, err := connector.New(cfg)
+	if err != nil {
+		if ln != nil {
+			ln.Close()
+		}
+		return err
+	}
+	defer cn.Close()
+	if ln != nil {
+		return cn.ServeListener(ctx, ln, auth)
+	}
+	return cn.ServeStdio(ctx, stdin, stdout)
+}
+
+// serveModel runs the local OpenAI-compatible endpoint of a model service
+// on ln, admitting clients by auth. It closes ln.
+func serveModel(ctx context.Context, cfg modelconn.Config, ln net.Listener, auth loopback.Auth) error {
+	l, err := modelconn.New(cfg)
+	if err != nil {
+		ln.Close()
+		return err
+	}
+	defer l.Close()
+	return l.Serve(ctx, ln, auth)
+}
+
+// cutServiceKind splits an optional "tool:" or "model:" prefix off s.
+func cutServiceKind(s string) (identity.Kind, string, error) {
+	k, rest, ok := strings.Cut(s, ":")
+	if !ok {
+		return "", s, nil
+	}
+	pk, err := identity.ParseKind(k)
+	if err != nil || !pk.Serves() {
+		return "", "", fmt.Errorf("service %q: the prefix must be tool: or model:", s)
+	}
+	return pk, rest, nil
+}
+
+// ParseService reads a mesh service: "NAME", "tool:NAME" or "model:NAME".
+// The kind is "" when s does not say.
+func ParseService(s string) (identity.Kind, identity.Name, error) {
+	kind, s, err := cutServiceKind(s)
+	if err != nil {
+		return "", "", err
+	}
+	name, err := identity.ParseName(s)
+	if err != nil {
+		return "", "", err
+	}
+	return kind, name, nil
+}
+
+// resolveService finds an active serving node with an address.
+func resolveService(nm *netmap.Netmap, kind identity.Kind, name identity.Name) (netmap.Node, error) {
+	if nm == nil {
+		return netmap.Node{}, errors.New("no netmap yet (is the coordinator reachable, and did this node ever reach it?)")
+	}
+	n, ok := nm.Node(name)
+	switch {
+	case !ok || n.Status != netmap.StatusActive:
+		return netmap.Node{}, fmt.Errorf("no service named %q in this node's netmap: it lists only the services a grant lets this node reach (is there one? is %q joined and serving?)", name, name)
+	case kind != "" && n.Kind != kind:
+		return netmap.Node{}, fmt.Errorf("%q is a %s node, not %s", name, n.Kind, kind)
+	case !n.Kind.Serves():
+		return netmap.Node{}, fmt.Errorf("%q is a %s node; only tool and model nodes serve", name, n.Kind)
+	case len(n.Addrs) == 0:
+		return netmap.Node{}, fmt.Errorf("%q has not registered an address (is 'agentmesh serve' running?)", name)
+	}
+	return n, nil
+}
+
+// parseTailnetService reads "HOST", "tool:HOST" or "model:HOST", HOST a
+// tailnet name such as "tools" or "tools.example.ts.net".
+func parseTailnetService(s string) (identity.Kind, string, error) {
+	kind, s, err := cutServiceKind(s)
+	if err != nil {
+		return "", "", err
+	}
+	if !validHostname(s) {
+		return "", "", fmt.Errorf("service %q: want the gateway's tailnet name, such as tools or tools.example.ts.net", s)
+	}
+	return kind, s, nil
+}
+
+// validHostname reports whether s is a DNS name of letters, digits and
+// hyphens in dot-separated labels of at most 63 characters.
+func validHostname(s string) bool {
+	if s == "" || len(s) > 253 {
+		return false
+	}
+	for _, label := range strings.Split(strings.TrimSuffix(s, "."), ".") {
+		if label == "" || len(label) > 63 || label[0] == '-' || label[len(label)-1] == '-' {
+			return false
+		}
+		for i := 0; i < len(label); i++ {
+			c := label[i]
+			if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '-') {
+				return false
+			}
+		}
+	}
+	return true
+}

@@ -1,0 +1,33 @@
+package engine
+
+import (
+	"context"
+
+	"agentmesh/internal/coordinator"
+)
+
+// CoordinatorConfig configures StartCoordinator; see coordinator.Config.
+type CoordinatorConfig = coordinator.Config
+
+// Coordinator is a running control plane; Close stops it.
+type Coordinator = coordinator.Coordinator
+
+// Defaults of the coordinator's listen address (loopback, so nothing is
+// exposed by surprise) and of a new mesh's trust domain.
+const (
+	DefaultCoordinatorListen = coordinator.DefaultListen
+	DefaultTrustDomain       = coordinator.DefaultTrustDomain
+)
+
+// StartCoordinator starts the control plane: the CA, registry, auth keys,
+// policy store, audit store and the admin API over TLS 1.3. The first
+// start initialises cfg.DataDir. It returns once the API serves; Close
+// stops it.
+func StartCoordinator(ctx context.Context, cfg CoordinatorConfig) (*Coordinator, error) {
+	return coordinator.Start(ctx, cfg)
+}
+
+// CoordinatorServing is the ready signal of a started coordinator.
+func CoordinatorServing(co *Coordinator) Serving {
+	return Serving{Component: "coordinator", API: "control", Network: "mtls", Addr: co.Addr().String(), URL: co.URL(), AdminState: co.AdminDir()}
+}

@@ -1,0 +1,35 @@
+// Package engine assembles agentmesh's components into the programs users
+// run: the gateway of a tool or model node, the connector of an agent, the
+// coordinator. Each is one call with a configuration struct — ServeGateway,
+// Connect, StartCoordinator — used alike by the command line, the demo,
+// the benchmark and the end-to-end tests, so that what is tested is what
+// runs.
+//
+// The engine is where the zero-trust wiring of a node lives, not in its
+// callers:
+//
+//   - a gateway enforces the node's current view (netmap and policy) on
+//     every listener, and hands a new view to all of them at once; only
+//     tool and model nodes serve, and a model node serves only an HTTP
+//     upstream;
+//   - a refused TLS handshake at a gateway is audited through the node's
+//     refusal aggregator, so a client that hammers a listener writes
+//     counts, not one event per attempt;
+//   - a connector reaches a service only at the address the netmap gives
+//     for it, and only if the server there presents exactly the SPIFFE ID
+//     the netmap names for that service, asked again at every handshake
+//     (so a service that moved is not reached under its old identity);
+//   - a connector's local TCP endpoint requires a fresh bearer token,
+//     written with mode 0600 into the node's state directory and removed
+//     when it stops, unless the caller opts out with NoToken.
+//
+// What the engine does not do is parse flags or print: it reports what it
+// serves through the Ready callback (a Serving value, which the command
+// line prints for people or writes as JSON for programs) and returns
+// errors. Errors that a caller can fix by changing its configuration wrap
+// ErrConfig.
+//
+// The tailnet mode (Tailscale's tsnet) is compiled in by default; building
+// with -tags notailnet leaves it and its dependencies out, and then a
+// configuration that asks for it fails with ErrNoTailnet.
+package engine

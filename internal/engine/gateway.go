@@ -1,0 +1,335 @@
+package engine
+
+import (
+	"context"
+	"crypto/tls"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"agentmesh/internal/admission"
+	"agentmesh/internal/audit"
+	"agentmesh/internal/backoff"
+	"agentmesh/internal/budget"
+	"agentmesh/internal/gateway"
+	"agentmesh/internal/identity"
+	"agentmesh/internal/mcpwire"
+	"agentmesh/internal/modelgw"
+	"agentmesh/internal/node"
+	"agentmesh/internal/pki"
+	"agentmesh/internal/reason"
+)
+
+// DefaultGatewayListen is where a gateway listens unless told otherwise:
+// loopback on a free port, so nothing is exposed by surprise.
+const DefaultGatewayListen = "127.0.0.1:0"
+
+// GatewayConfig configures ServeGateway.
+type GatewayConfig struct {
+	// State is the node's state directory (from 'agentmesh join').
+	// Required; the node must be of kind tool or model.
+	State string
+	// Listen is the mTLS listener's address; "" runs none, which needs
+	// Tailnet.
+	Listen string
+	// Advertise is the address registered for connectors; "" is the
+	// listener's own address.
+	Advertise string
+	// UpstreamURL is a Streamable HTTP MCP server's URL or, for a model
+	// node, the OpenAI-compatible API's base URL. UpstreamCommand is a
+	// stdio MCP server's argv instead (one process per client session;
+	// tool nodes only). Exactly one is required.
+	UpstreamURL     string
+	UpstreamCommand []string
+	// UpstreamStderr receives a stdio upstream's stderr; nil logs it.
+	UpstreamStderr io.Writer
+	// MaxMessageBytes is the largest JSON-RPC message (or model request
+	// body) accepted from a client; 0 is 4 MiB.
+	MaxMessageBytes int
+	// RecordArgsHash stores the SHA-256 of tool call arguments in audit
+	// events.
+	RecordArgsHash bool
+	// Caps bound what clients can make the gateway hold.
+	Caps Caps
+	// Tailnet, when set, also serves on a tailnet (Tailscale mode).
+	Tailnet *TailnetConfig
+	// Logger receives the gateway's logs; nil discards them.
+	Logger *slog.Logger
+	// Ready is called once per listener, when it serves.
+	Ready func(Serving)
+}
+
+// Caps bound what clients can make a gateway hold; a zero field is the
+// gateway's default (see gateway.Config and package budget).
+type Caps struct {
+	RequestsPerPeer, SessionsPerPeer, ProcessesPerPeer, Processes int
+	Bodies                                                        budget.Bodies
+}
+
+// DefaultCaps are the defaults of Caps' fields, for flag defaults.
+var DefaultCaps = Caps{
+	RequestsPerPeer:  gateway.DefaultMaxRequestsPerPeer,
+	SessionsPerPeer:  gateway.DefaultMaxSessionsPerPeer,
+	ProcessesPerPeer: gateway.DefaultMaxProcessesPerPeer,
+	Processes:        gateway.DefaultMaxProcesses,
+	Bodies:           budget.Bodies{Timeout: budget.DefaultBodyTimeout},
+}
+
+// DefaultMaxMessageBytes is GatewayConfig.MaxMessageBytes' default.
+const DefaultMaxMessageBytes = 4 << 20
+
+// check reports what is missing or contradictory in cfg.
+func (cfg *GatewayConfig) check() error {
+	switch {
+	case cfg.State == "":
+		return fmt.Errorf("%w: a state directory is required (from 'agentmesh join')", ErrConfig)
+	case (cfg.UpstreamURL == "") == (len(cfg.UpstreamCommand) == 0):
+		return fmt.Errorf("%w: give exactly one upstream: a URL or a command", ErrConfig)
+	case cfg.Listen == "" && cfg.Tailnet == nil:
+		return fmt.Errorf("%w: nothing to serve: give a listen address, the tailnet, or both", ErrConfig)
+	}
+	if cfg.Tailnet != nil {
+		return CheckTailnet(*cfg.Tailnet, true)
+	}
+	return nil
+}
+
+// frontend is one listener's gateway: the MCP gateway of a tool node or the
+// model gateway of a model node, with TLS or with a tailnet Identifier.
+type frontend interface {
+	Update(*admission.State)
+	Recheck(context.Context)
+	Serve(context.Context, net.Listener) error
+}
+
+var (
+	_ frontend = (*gateway.Gateway)(nil)
+	_ frontend = (*modelgw.Gateway)(nil)
+)
+
+// gatewayNode is a running node with the gateways that enforce its view.
+type gatewayNode struct {
+	cfg  *GatewayConfig
+	n    *node.Node
+	self identity.ID
+	log  *slog.Logger
+
+	mu     sync.Mutex
+	fronts []frontend
+	latest *node.View
+}
+
+// onView hands a new view to every gateway of the node.
+func (g *gatewayNode) onView(v node.View) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.latest = &v
+	for _, f := range g.fronts {
+		f.Update(admission.NewState(g.self, v.Netmap, v.Policy, v.Stale))
+	}
+}
+
+// newFrontend makes a gateway for one listener and hands it the current
+// view before it serves anything. tlsCfg is nil for the tailnet, where
+// ident identifies callers instead; limitsDir keeps model limit counters.
+func (g *gatewayNode) newFrontend(tlsCfg *tls.Config, ident admission.Identifier, limitsDir string) (frontend, error) {
+	cfg, c := g.cfg, g.cfg.Caps
+	maxBytes := cfg.MaxMessageBytes
+	if maxBytes == 0 {
+		maxBytes = DefaultMaxMessageBytes
+	}
+	var f frontend
+	var err error
+	if g.self.Kind == identity.KindModel {
+		f, err = modelgw.New(modelgw.Config{TLS: tlsCfg, Identifier: ident, Upstream: cfg.UpstreamURL, Audit: g.n, Refusals: g.n.Refusals,
+			StateDir: limitsDir, MaxBodyBytes: int64(maxBytes), Bodies: c.Bodies,
+			MaxRequestsPerPeer: c.RequestsPerPeer, Logger: g.log}, nil)
+	} else {
+		var up gateway.Upstream = gateway.HTTPUpstream{URL: cfg.UpstreamURL}
+		if len(cfg.UpstreamCommand) > 0 {
+			stderr := cfg.UpstreamStderr
+			if stderr == nil {
+				stderr = &logWriter{log: g.log, prefix: "upstream"}
+			}
+			up = gateway.CommandUpstream{Argv: cfg.UpstreamCommand, Stderr: stderr}
+		}
+		f, err = gateway.New(gateway.Config{TLS: tlsCfg, Identifier: ident, Upstream: up, Audit: g.n, Refusals: g.n.Refusals,
+			Limits: mcpwire.Limits{MaxBytes: maxBytes}, Logger: g.log, RecordArgsHash: cfg.RecordArgsHash,
+			MaxRequestsPerPeer: c.RequestsPerPeer, MaxSessionsPerPeer: c.SessionsPerPeer,
+			MaxProcessesPerPeer: c.ProcessesPerPeer, MaxProcesses: c.Processes, Bodies: c.Bodies}, nil)
+	}
+	if err != nil {
+		return nil, err
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.fronts = append(g.fronts, f)
+	if g.latest != nil {
+		f.Update(admission.NewState(g.self, g.latest.Netmap, g.latest.Policy, g.latest.Stale))
+	}
+	return f, nil
+}
+
+// ServeGateway runs the gateway of the tool or model node in cfg.State
+// until ctx ends: on the mTLS listener, on the tailnet, or both. Every
+// listener enforces the node's current view, and the mTLS listener's
+// address is registered with the coordinator (retrying while it is away;
+// the gateway serves from its cached view meanwhile). It returns nil when
+// ctx ends, or the first failure, after stopping everything it started.
+func ServeGateway(ctx context.Context, cfg GatewayConfig) error {
+	if err := cfg.check(); err != nil {
+		return err
+	}
+	g := &gatewayNode{cfg: &cfg, log: logger(cfg.Logger)}
+	n, err := node.Start(ctx, cfg.State, node.Options{Logger: g.log, Audit: true, OnView: g.onView})
+	if err != nil {
+		return err
+	}
+	defer n.Close()
+	g.mu.Lock()
+	g.n, g.self = n, n.ID()
+	g.mu.Unlock()
+	switch {
+	case !g.self.Kind.Serves():
+		return fmt.Errorf("%w: this node is a %s; only tool and model nodes serve (join with a key of kind tool or model)", ErrConfig, g.self.Kind)
+	case g.self.Kind == identity.KindModel && cfg.UpstreamURL == "":
+		return fmt.Errorf("%w: a model node serves an OpenAI-compatible HTTP API: give its base URL as the upstream (a stdio command makes no sense for a model)", ErrConfig)
+	}
+	api, path := "mcp", "/mcp"
+	if g.self.Kind == identity.KindModel {
+		api, path = "model", "/v1"
+	}
+	var tasks []task
+	if cfg.Listen != "" {
+		t, err := g.serveMTLS(api, path)
+		if err != nil {
+			return err
+		}
+		tasks = append(tasks, t...)
+	}
+	if cfg.Tailnet != nil {
+		tn, t, err := g.serveTailnet(ctx, api, path)
+		if err != nil {
+			return err
+		}
+		defer tn.Close()
+		tasks = append(tasks, t...)
+	}
+	return runTasks(ctx, tasks)
+}
+
+// serveMTLS opens the mTLS listener and returns the tasks that serve it
+// and register its address.
+func (g *gatewayNode) serveMTLS(api, path string) ([]task, error) {
+	f, err := g.newFrontend(g.serverTLS(), nil, g.cfg.State)
+	if err != nil {
+		return nil, err
+	}
+	ln, err := net.Listen("tcp", g.cfg.Listen)
+	if err != nil {
+		return nil, fmt.Errorf("listen: %w", err)
+	}
+	addr := ln.Addr().String()
+	adv := g.cfg.Advertise
+	if adv == "" {
+		adv = addr
+	}
+	s := Serving{Component: "gateway", Node: g.self.String(), API: api, Network: "mtls", Addr: addr, URL: "https://" + addr + path}
+	if api == "model" {
+		s.Upstream = g.cfg.UpstreamURL
+	}
+	ready(g.cfg.Ready, s)
+	return []task{
+		func(ctx context.Context) error { g.register(ctx, adv); return nil },
+		func(ctx context.Context) error { return f.Serve(ctx, ln) },
+	}, nil
+}
+
+// serveTailnet joins the tailnet and returns the node (to close) and the
+// tasks that serve on it and re-check callers when the tailnet changes.
+func (g *gatewayNode) serveTailnet(ctx context.Context, api, path string) (io.Closer, []task, error) {
+	tc, err := g.cfg.Tailnet.resolve(g.cfg.State, g.self.Name)
+	if err != nil {
+		return nil, nil, err
+	}
+	tn, err := joinTailnet(ctx, tc, g.log)
+	if err != nil {
+		return nil, nil, err
+	}
+	ok := false
+	defer func() {
+		if !ok {
+			tn.Close()
+		}
+	}()
+	// Limit counters are per source identity, and tailnet sources are
+	// not mesh identities: they get their own directory.
+	limitsDir := filepath.Join(g.cfg.State, "tailnet-limits")
+	if err := os.MkdirAll(limitsDir, 0o700); err != nil {
+		return nil, nil, fmt.Errorf("serve: %w", err)
+	}
+	ident, err := tailnetIdentifier(tn, tc.Rules, g.log)
+	if err != nil {
+		return nil, nil, err
+	}
+	f, err := g.newFrontend(nil, ident, limitsDir)
+	if err != nil {
+		return nil, nil, err
+	}
+	ln, err := tn.Listen(tc.listenAddr())
+	if err != nil {
+		return nil, nil, err
+	}
+	url := fmt.Sprintf("http://%s:%d%s", tc.Hostname, tc.Port, path)
+	s := Serving{Component: "gateway", Node: g.self.String(), API: api, Network: "tailnet", Addr: ln.Addr().String(), URL: url, Rules: tc.rulesNote()}
+	if api == "model" {
+		s.Upstream = g.cfg.UpstreamURL
+	}
+	ready(g.cfg.Ready, s)
+	ok = true
+	return tn, []task{
+		func(ctx context.Context) error { return f.Serve(ctx, ln) },
+		func(ctx context.Context) error { return tn.WatchNetmap(ctx, 0, f.Recheck) },
+	}, nil
+}
+
+// serverTLS is the mTLS configuration of a gateway listener; refused
+// handshakes are audited through the node's refusal aggregator.
+func (g *gatewayNode) serverTLS() *tls.Config {
+	n, self, log := g.n, g.self, g.log
+	return pki.NewServerTLS(pki.ServerOptions{
+		Certificate: n.Client.Certificate,
+		Verifier:    n.Client.Verifier(),
+		OnRefused: func(remote string, why reason.Code, err error) {
+			e := &audit.Event{Kind: audit.KindConnection, SrcAddr: remote, Dst: self.String(), Decision: audit.Deny,
+				Reason: why, Outcome: audit.OutcomeRefused, Detail: err.Error()}
+			// Aggregated per source: a client that hammers the listener
+			// writes counts, not one event per handshake.
+			if _, err := n.Refusals.Refuse(context.Background(), e); err != nil {
+				log.Error("serve: audit of a refused handshake failed", "err", err)
+			}
+		},
+	})
+}
+
+// register announces the gateway's address, retrying while the coordinator
+// is away: the gateway serves from its cache meanwhile.
+func (g *gatewayNode) register(ctx context.Context, addr string) {
+	retry := backoff.Backoff{Min: 200 * time.Millisecond, Max: 10 * time.Second}
+	for {
+		err := g.n.Client.Register(ctx, []string{addr})
+		if err == nil || ctx.Err() != nil {
+			return
+		}
+		wait := retry.Next()
+		g.log.Warn("serve: registering the address failed; retrying", "err", err, "retry_in", wait)
+		if backoff.Sleep(ctx, nil, wait) != nil {
+			return
+		}
+	}
+}
