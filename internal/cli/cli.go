@@ -155,10 +155,15 @@ func parse(fs *flag.FlagSet, args []string) (pos, rest []string, err error) {
 			break
 		}
 	}
+	// The flag package calls Usage on every error, and before returning
+	// ErrHelp: the help is printed here, once, and only when asked for.
+	help := fs.Usage
+	fs.Usage = func() {}
+	defer func() { fs.Usage = help }()
 	for {
 		if err := fs.Parse(args); err != nil {
 			if errors.Is(err, flag.ErrHelp) {
-				fs.Usage()
+				help()
 				return nil, nil, flag.ErrHelp
 			}
 			return nil, nil, usagef("%v", err)

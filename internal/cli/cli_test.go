@@ -44,6 +44,17 @@ func TestREADMECLIReferenceMatchesHelp(t *testing.T) {
 	}
 }
 
+func TestHelpIsPrintedOnceAndNotForAnError(t *testing.T) {
+	for _, c := range sortedCommands() {
+		if _, out, _ := run(t, nil, c.name, "--help"); strings.Count(out, "Usage: ") != 1 {
+			t.Errorf("agentmesh %s --help prints its usage %d times", c.name, strings.Count(out, "Usage: "))
+		}
+		if code, out, errOut := run(t, nil, c.name, "--no-such-flag"); code != 2 || out != "" || !strings.Contains(errOut, "-no-such-flag") {
+			t.Errorf("agentmesh %s --no-such-flag: status %d, stdout %q, stderr %q; want 2, nothing on stdout, the flag named", c.name, code, out, errOut)
+		}
+	}
+}
+
 func TestUsageErrorsExitTwo(t *testing.T) {
 	for _, args := range [][]string{
 		{"nosuch"},
