@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"net/http"
@@ -27,17 +28,8 @@ func init() {
 		name:  "audit",
 		usage: "[verify [--receipt FILE]... | export --format jsonl] [--src SEL] [--dst SEL] [--decision allow|deny] [--kind KIND] [--method M] [--tool NAME] [--since DURATION|TIME] [--until TIME] [--limit N] [--json] [--follow]",
 		short: "query, follow, export and verify the audit trail (admin)",
-		long: `  audit [filters]            newest events first, as a table (--json: one object per line)
-  audit --follow [filters]   print events as they arrive
-  audit export --format jsonl [filters]   stream everything, oldest first
-  audit verify               recompute the hash chain and check checkpoint signatures; say what
-                             was proved and what was not; exit non-zero naming the first broken
-                             entry, or when event ids arrived twice with different content
-  audit verify --receipt FILE
-                             also check receipts that gateways kept (STATE/audit-receipt.json,
-                             the signed head and batch of their last shipped batch): deleting the
-                             events a receipt covers, even with their checkpoints, or storing its
-                             batch other than as sent, is detected
+		long: `Without a subcommand, audit prints the events that match the filters, newest first, as a
+table (--json: one object per line); with --follow, it prints them as they arrive.
 
 Selectors: agent:NAME, tool:NAME, model:NAME, or a full SPIFFE ID.
 
@@ -47,7 +39,21 @@ Examples:
   agentmesh audit export --format jsonl > audit.jsonl
   agentmesh audit verify
   agentmesh audit verify --receipt ./payments/audit-receipt.json --receipt ./files/audit-receipt.json`,
-		run: runAudit,
+		subs: []*subcommand{
+			{name: "", usage: "[--src SEL] [--dst SEL] [--decision allow|deny] [--kind KIND] [--method M] [--tool NAME] [--since DURATION|TIME] [--until TIME] [--limit N] [--json] [--follow]",
+				short: "query", flags: auditQuery},
+			{name: "verify", usage: "[--receipt FILE]... [--json]",
+				short: "recompute the hash chain and check checkpoint signatures",
+				long: `Says what was proved and what was not; exits non-zero naming the first broken entry, or
+when event ids arrived twice with different content.
+
+--receipt also checks receipts that gateways kept (STATE/audit-receipt.json, the signed head
+and batch of their last shipped batch): deleting the events a receipt covers, even with their
+checkpoints, or storing its batch other than as sent, is detected.`,
+				flags: auditVerify},
+			{name: "export", usage: "--format jsonl [--src SEL] [--dst SEL] [--decision allow|deny] [--kind KIND] [--method M] [--tool NAME] [--since DURATION|TIME] [--until TIME]",
+				short: "stream every event that matches, oldest first, as JSON lines", flags: auditExport},
+		},
 	})
 }
 
@@ -64,10 +70,10 @@ func (l *fileList) Set(v string) error {
 	return nil
 }
 
-func runAudit(ctx context.Context, env Env, args []string) error {
-	c := commands["audit"]
-	fs := newFlags(c, env)
-	state := stateFlag(fs, env)
+// auditFilters defines the flags that select events, shared by the query
+// and export, and returns the function that checks them and turns them into
+// the coordinator's query parameters, with times relative to now.
+func auditFilters(fs *flag.FlagSet) func(now time.Time) (url.Values, error) {
 	src := fs.String("src", "", "only events from this source `SEL`")
 	dst := fs.String("dst", "", "only events at this destination `SEL`")
 	decision := fs.String("decision", "", "allow or deny")
@@ -76,46 +82,78 @@ func runAudit(ctx context.Context, env Env, args []string) error {
 	tool := fs.String("tool", "", "tool `NAME`")
 	since := fs.String("since", "", "events after this: a duration back from now (1h) or an RFC 3339 time")
 	until := fs.String("until", "", "events before this RFC 3339 `TIME`")
-	limit := fs.Int("limit", 100, "at most `N` events (0: no limit; export ignores it)")
+	return func(now time.Time) (url.Values, error) {
+		q := url.Values{}
+		for k, v := range map[string]string{"src": *src, "dst": *dst, "decision": *decision, "kind": *kind, "method": *method, "tool": *tool} {
+			if v != "" {
+				q.Set(k, v)
+			}
+		}
+		if d := audit.Decision(*decision); d != "" && d != audit.Allow && d != audit.Deny {
+			return nil, usagef("--decision must be allow or deny")
+		}
+		if *since != "" {
+			t, err := parseSince(*since, now)
+			if err != nil {
+				return nil, usagef("--since: %v", err)
+			}
+			q.Set("since", t.UTC().Format(time.RFC3339Nano))
+		}
+		if *until != "" {
+			t, err := time.Parse(time.RFC3339, *until)
+			if err != nil {
+				return nil, usagef("--until: want an RFC 3339 time such as 2026-11-28T10:00:00Z")
+			}
+			q.Set("until", t.UTC().Format(time.RFC3339Nano))
+		}
+		return q, nil
+	}
+}
+
+// auditQuery is 'agentmesh audit' without a subcommand: print the events
+// that match, newest first, or follow them.
+func auditQuery(fs *flag.FlagSet, env Env) func(context.Context, []string) error {
+	state := stateFlag(fs, env)
+	filters := auditFilters(fs)
+	limit := fs.Int("limit", 100, "at most `N` events (0: no limit)")
 	asJSON := fs.Bool("json", false, "one JSON object per line")
 	follow := fs.Bool("follow", false, "keep printing new events until interrupted")
-	format := fs.String("format", "jsonl", "export `FORMAT` (jsonl)")
+	return func(ctx context.Context, pos []string) error {
+		if len(pos) > 0 {
+			return usagef("unexpected argument %q (a subcommand, verify or export, comes first)", pos[0])
+		}
+		q, err := filters(time.Now())
+		if err != nil {
+			return err
+		}
+		cl, err := adminClient(ctx, *state)
+		if err != nil {
+			return err
+		}
+		defer cl.Close()
+		if *follow {
+			return followAudit(ctx, env, cl, q, *asJSON)
+		}
+		if *limit > 0 {
+			q.Set("limit", strconv.Itoa(*limit))
+		}
+		events, _, err := fetchEvents(ctx, cl, q)
+		if err != nil {
+			return err
+		}
+		return printEvents(env.Stdout, events, *asJSON, true)
+	}
+}
+
+func auditVerify(fs *flag.FlagSet, env Env) func(context.Context, []string) error {
+	state := stateFlag(fs, env)
+	asJSON := jsonFlag(fs)
 	var receipts fileList
-	fs.Var(&receipts, "receipt", "verify: a receipt `FILE` a gateway kept (repeatable)")
-	pos, _, err := parse(fs, args)
-	if err != nil {
-		return err
-	}
-	q := url.Values{}
-	for k, v := range map[string]string{"src": *src, "dst": *dst, "decision": *decision, "kind": *kind, "method": *method, "tool": *tool} {
-		if v != "" {
-			q.Set(k, v)
+	fs.Var(&receipts, "receipt", "a receipt `FILE` a gateway kept (repeatable)")
+	return func(ctx context.Context, pos []string) error {
+		if err := wantArgs(pos); err != nil {
+			return err
 		}
-	}
-	if d := audit.Decision(*decision); d != "" && d != audit.Allow && d != audit.Deny {
-		return usagef("--decision must be allow or deny")
-	}
-	now := time.Now()
-	if *since != "" {
-		t, err := parseSince(*since, now)
-		if err != nil {
-			return usagef("--since: %v", err)
-		}
-		q.Set("since", t.UTC().Format(time.RFC3339Nano))
-	}
-	if *until != "" {
-		t, err := time.Parse(time.RFC3339, *until)
-		if err != nil {
-			return usagef("--until: want an RFC 3339 time such as 2026-11-28T10:00:00Z")
-		}
-		q.Set("until", t.UTC().Format(time.RFC3339Nano))
-	}
-	sub := ""
-	if len(pos) > 0 {
-		sub = pos[0]
-	}
-	switch sub {
-	case "verify":
 		var rep audit.Report
 		if len(receipts) == 0 {
 			if err := adminCall(ctx, *state, http.MethodGet, controlapi.PathVerify, nil, &rep); err != nil {
@@ -148,7 +186,21 @@ func runAudit(ctx context.Context, env Env, args []string) error {
 			return errSilent
 		}
 		return nil
-	case "export":
+	}
+}
+
+func auditExport(fs *flag.FlagSet, env Env) func(context.Context, []string) error {
+	state := stateFlag(fs, env)
+	filters := auditFilters(fs)
+	format := fs.String("format", "jsonl", "export `FORMAT` (jsonl)")
+	return func(ctx context.Context, pos []string) error {
+		if err := wantArgs(pos); err != nil {
+			return err
+		}
+		q, err := filters(time.Now())
+		if err != nil {
+			return err
+		}
 		if *format != "jsonl" {
 			return usagef("--format: only jsonl is supported")
 		}
@@ -170,26 +222,7 @@ func runAudit(ctx context.Context, env Env, args []string) error {
 			return err
 		}
 		return out.Flush()
-	case "":
-	default:
-		return usagef("unknown subcommand %q: want verify or export, or none to query", sub)
 	}
-	cl, err := adminClient(ctx, *state)
-	if err != nil {
-		return err
-	}
-	defer cl.Close()
-	if *follow {
-		return followAudit(ctx, env, cl, q, *asJSON)
-	}
-	if *limit > 0 {
-		q.Set("limit", strconv.Itoa(*limit))
-	}
-	events, _, err := fetchEvents(ctx, cl, q)
-	if err != nil {
-		return err
-	}
-	return printEvents(env.Stdout, events, *asJSON, true)
 }
 
 // parseSince accepts a duration back from now or an RFC 3339 time.

@@ -32,14 +32,35 @@ type command struct {
 	long    string // more help, examples
 	run     func(ctx context.Context, env Env, args []string) error
 	aliases []string
+
+	// subs, when set, are the command's verbs (policy validate, keys
+	// create), each with a flag set of its own; run is then not used: the
+	// first argument picks the verb (see runSubcommand).
+	subs []*subcommand
+}
+
+// subcommand is one verb of a command that has several. Each verb defines
+// only its own flags, so a flag of a sibling ('policy validate --tool x') is
+// a usage error rather than parsed and silently ignored.
+type subcommand struct {
+	name  string // "" for the verb run when no verb is named (audit's query)
+	usage string // the synopsis after "agentmesh COMMAND NAME"
+	short string // one line of help
+	long  string // more help, if any
+
+	// flags defines the verb's flags on fs and returns the function that
+	// runs the verb, once fs is parsed, with the positional arguments.
+	flags func(fs *flag.FlagSet, env Env) func(ctx context.Context, pos []string) error
 }
 
 // usageError marks errors that are the caller's fault: exit status 2.
-type usageError struct{ msg string }
+// cmd and usage, when set, name the subcommand whose usage line is printed
+// (set by runSubcommand); otherwise the command's is.
+type usageError struct{ msg, cmd, usage string }
 
 func (e *usageError) Error() string { return e.msg }
 
-func usagef(format string, a ...any) error { return &usageError{fmt.Sprintf(format, a...)} }
+func usagef(format string, a ...any) error { return &usageError{msg: fmt.Sprintf(format, a...)} }
 
 // errSilent ends a command with a non-zero status after it has printed
 // everything it has to say.
@@ -69,7 +90,8 @@ func Run(ctx context.Context, args []string, env Env) int {
 		return 0
 	}
 	if args[0] == "help" {
-		args = []string{args[1], "--help"}
+		// "help policy validate" is "policy validate --help".
+		args = append(args[1:min(len(args), 3)], "--help")
 	}
 	if args[0] == "version" || args[0] == "--version" {
 		fmt.Fprintln(env.Stdout, "agentmesh", Version)
@@ -80,7 +102,12 @@ func Run(ctx context.Context, args []string, env Env) int {
 		printf(env.Stderr, "agentmesh: unknown command \"%s\"; run 'agentmesh help' for the list\n", args[0])
 		return 2
 	}
-	err := cmd.run(ctx, env, args[1:])
+	var err error
+	if cmd.subs != nil {
+		err = runSubcommand(ctx, env, cmd, args[1:])
+	} else {
+		err = cmd.run(ctx, env, args[1:])
+	}
 	switch {
 	case err == nil:
 		return 0
@@ -93,11 +120,15 @@ func Run(ctx context.Context, args []string, env Env) int {
 	if errors.As(err, &ue) || errors.Is(err, engine.ErrConfig) {
 		// The engine's configuration errors are the same mistakes as bad
 		// flags: they get the usage line and exit status 2.
+		name, usage := cmd.name, cmd.usage
 		msg := strings.TrimPrefix(err.Error(), engine.ErrConfig.Error()+": ")
 		if ue != nil {
 			msg = ue.msg
+			if ue.cmd != "" {
+				name, usage = ue.cmd, ue.usage
+			}
 		}
-		printf(env.Stderr, "agentmesh %s: %s\nusage: agentmesh %s %s\n", cmd.name, msg, cmd.name, cmd.usage)
+		printf(env.Stderr, "agentmesh %s: %s\nusage: agentmesh %s %s\n", name, msg, name, usage)
 		return 2
 	}
 	printf(env.Stderr, "agentmesh %s: %v\n", cmd.name, err)
@@ -130,26 +161,152 @@ func printHelp(w io.Writer) {
 func newFlags(c *command, env Env) *flag.FlagSet {
 	fs := flag.NewFlagSet(c.name, flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
-	fs.Usage = func() {
-		w := env.Stdout
-		fmt.Fprintf(w, "agentmesh %s: %s\n\nUsage: agentmesh %s %s\n", c.name, c.short, c.name, c.usage)
-		if c.long != "" {
-			fmt.Fprintf(w, "\n%s\n", strings.TrimSpace(c.long))
-		}
-		var flags strings.Builder
-		fs.VisitAll(func(f *flag.Flag) {
-			name, usage := flag.UnquoteUsage(f)
-			fmt.Fprintf(&flags, "  --%s %s\n      %s", f.Name, name, usage)
-			if f.DefValue != "" && f.DefValue != "false" && f.DefValue != "0" && f.DefValue != "0s" {
-				fmt.Fprintf(&flags, " (default %s)", f.DefValue)
+	fs.Usage = func() { printUsage(env.Stdout, c.name, c.short, c.usage, c.long, nil, fs) }
+	return fs
+}
+
+// printUsage prints a command's (or a subcommand's) --help: the summary,
+// the usage line, the long help, the subcommands, if any, and the flags
+// defined on fs.
+func printUsage(w io.Writer, name, short, usage, long string, subs []*subcommand, fs *flag.FlagSet) {
+	fmt.Fprintf(w, "agentmesh %s: %s\n\nUsage: agentmesh %s %s\n", name, short, name, usage)
+	if len(subs) > 0 {
+		fmt.Fprint(w, "\nSubcommands:\n")
+		for _, s := range subs {
+			if s.name != "" {
+				fmt.Fprintf(w, "  agentmesh %s %s %s\n      %s\n", name, s.name, s.usage, s.short)
 			}
-			flags.WriteString("\n")
-		})
-		if flags.Len() > 0 {
-			fmt.Fprintf(w, "\nFlags:\n%s", flags.String())
 		}
 	}
+	if long != "" {
+		fmt.Fprintf(w, "\n%s\n", strings.TrimSpace(long))
+	}
+	var flags strings.Builder
+	fs.VisitAll(func(f *flag.Flag) {
+		name, usage := flag.UnquoteUsage(f)
+		fmt.Fprintf(&flags, "  --%s %s\n      %s", f.Name, name, usage)
+		if f.DefValue != "" && f.DefValue != "false" && f.DefValue != "0" && f.DefValue != "0s" {
+			fmt.Fprintf(&flags, " (default %s)", f.DefValue)
+		}
+		flags.WriteString("\n")
+	})
+	if flags.Len() > 0 {
+		fmt.Fprintf(w, "\nFlags:\n%s", flags.String())
+	}
+	if len(subs) > 0 {
+		fmt.Fprintf(w, "\nRun 'agentmesh %s SUBCOMMAND --help' for a subcommand's flags.\n", name)
+	}
+}
+
+// runSubcommand runs the verb of c that args name first, with the verb's
+// own flag set. The verb comes first ("keys create --state DIR", not "keys
+// --state DIR create"): what follows it is the verb's alone. Without a verb
+// (no argument, or a flag first) c's unnamed verb runs, if it has one.
+func runSubcommand(ctx context.Context, env Env, c *command, args []string) error {
+	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
+		if s := c.sub(args[0]); s != nil && s.name != "" {
+			return s.run(ctx, env, c, args[1:])
+		}
+		return usagef("unknown subcommand %q: want %s", args[0], c.subNames())
+	}
+	if len(args) > 0 && (args[0] == "-h" || args[0] == "-help" || args[0] == "--help") {
+		fs := flag.NewFlagSet(c.name, flag.ContinueOnError) // no flags of its own
+		if s := c.sub(""); s != nil {
+			fs = s.flagSet(c, env) // the flags for using c without a verb
+		}
+		printUsage(env.Stdout, c.name, c.short, c.usage, c.long, c.subs, fs)
+		return flag.ErrHelp
+	}
+	if s := c.sub(""); s != nil {
+		return s.run(ctx, env, c, args)
+	}
+	if len(args) > 0 {
+		return usagef("%s: the subcommand comes first; want %s", args[0], c.subNames())
+	}
+	return usagef("missing subcommand: %s", c.subNames())
+}
+
+// sub returns c's verb called name, or nil.
+func (c *command) sub(name string) *subcommand {
+	for _, s := range c.subs {
+		if s.name == name {
+			return s
+		}
+	}
+	return nil
+}
+
+// subNames lists c's named verbs for an error message: "a, b or c", and
+// ", or none" when c has an unnamed one.
+func (c *command) subNames() string {
+	var names []string
+	for _, s := range c.subs {
+		if s.name != "" {
+			names = append(names, s.name)
+		}
+	}
+	list := strings.Join(names, ", ")
+	if i := strings.LastIndex(list, ", "); i >= 0 {
+		list = list[:i] + " or " + list[i+2:]
+	}
+	if c.sub("") != nil {
+		list += ", or none to " + c.sub("").short
+	}
+	return list
+}
+
+// path is the verb's full name after "agentmesh": "policy validate", or
+// the command's name for the unnamed verb.
+func (s *subcommand) path(c *command) string {
+	return strings.TrimSpace(c.name + " " + s.name)
+}
+
+// flagSet returns a FlagSet holding the verb's flags and nothing else,
+// whose --help prints the verb's usage (the command's, for the unnamed verb).
+func (s *subcommand) flagSet(c *command, env Env) *flag.FlagSet {
+	fs, _ := s.define(c, env)
 	return fs
+}
+
+func (s *subcommand) define(c *command, env Env) (*flag.FlagSet, func(context.Context, []string) error) {
+	fs := flag.NewFlagSet(s.path(c), flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	fs.Usage = func() {
+		if s.name == "" {
+			printUsage(env.Stdout, c.name, c.short, c.usage, c.long, c.subs, fs)
+			return
+		}
+		printUsage(env.Stdout, s.path(c), s.short, s.usage, s.long, nil, fs)
+	}
+	return fs, s.flags(fs, env)
+}
+
+// run parses args with the verb's flag set and runs it. A usage error
+// names the verb and carries its usage line.
+func (s *subcommand) run(ctx context.Context, env Env, c *command, args []string) error {
+	fs, run := s.define(c, env)
+	pos, _, err := parse(fs, args)
+	if err == nil {
+		err = run(ctx, pos)
+	}
+	var ue *usageError
+	if errors.As(err, &ue) && ue.cmd == "" {
+		return &usageError{msg: ue.msg, cmd: s.path(c), usage: s.usage}
+	}
+	return err
+}
+
+// wantArgs checks that the positional arguments are exactly those named.
+func wantArgs(pos []string, names ...string) error {
+	switch {
+	case len(pos) == len(names):
+		return nil
+	case len(pos) > len(names):
+		return usagef("unexpected argument %q", pos[len(names)])
+	case len(names) == 1:
+		return usagef("missing %s", names[0])
+	}
+	return usagef("want %s", strings.Join(names, " "))
 }
 
 // parse parses flags and positional arguments in any order (so that
@@ -163,10 +320,15 @@ func parse(fs *flag.FlagSet, args []string) (pos, rest []string, err error) {
 			break
 		}
 	}
+	// The flag package calls Usage on every error, and before returning
+	// ErrHelp: the help is printed here, once, and only when asked for.
+	help := fs.Usage
+	fs.Usage = func() {}
+	defer func() { fs.Usage = help }()
 	for {
 		if err := fs.Parse(args); err != nil {
 			if errors.Is(err, flag.ErrHelp) {
-				fs.Usage()
+				help()
 				return nil, nil, flag.ErrHelp
 			}
 			return nil, nil, usagef("%v", err)
@@ -182,8 +344,15 @@ func parse(fs *flag.FlagSet, args []string) (pos, rest []string, err error) {
 
 // stateFlag adds --state with the AGENTMESH_STATE default.
 func stateFlag(fs *flag.FlagSet, env Env) *string {
-	return fs.String("state", env.Getenv("AGENTMESH_STATE"), "node state `DIR` (default $AGENTMESH_STATE)")
+	return fs.String("state", env.Getenv("AGENTMESH_STATE"), stateUsage)
 }
+
+const stateUsage = "node state `DIR` (default $AGENTMESH_STATE)"
+
+// jsonFlag adds --json, for commands that print a table or text otherwise.
+func jsonFlag(fs *flag.FlagSet) *bool { return fs.Bool("json", false, jsonUsage) }
+
+const jsonUsage = "print JSON"
 
 func needState(dir string) error {
 	if dir == "" {

@@ -5,6 +5,8 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"flag"
+	"fmt"
 	"io"
 	"os"
 	"os/exec"
@@ -41,6 +43,135 @@ func TestREADMECLIReferenceMatchesHelp(t *testing.T) {
 		if code != 0 || !strings.Contains(out, "Usage: "+line) {
 			t.Errorf("agentmesh %s --help: status %d, output lacks the usage line:\n%s", c.name, code, out)
 		}
+		for _, s := range c.subs {
+			if s.name == "" {
+				continue
+			}
+			line := "agentmesh " + s.path(c) + " " + s.usage
+			if !strings.Contains(readme, line) {
+				t.Errorf("README's CLI reference lacks the usage line %q", line)
+			}
+		}
+	}
+}
+
+// flagNames lists the flags defined on fs, in name order.
+func flagNames(fs *flag.FlagSet) []string {
+	var names []string
+	fs.VisitAll(func(f *flag.Flag) { names = append(names, f.Name) })
+	return names
+}
+
+var noEnv = Env{Getenv: func(string) string { return "" }}
+
+// TestSubcommandRefusesFlagOfSibling runs every subcommand of every command
+// with each flag that only a sibling defines: a shared flag set would accept
+// it and ignore it ('policy validate --tool x' once did).
+func TestSubcommandRefusesFlagOfSibling(t *testing.T) {
+	for _, c := range sortedCommands() {
+		refused := 0
+		for _, s := range c.subs {
+			own := map[string]bool{}
+			for _, f := range flagNames(s.flagSet(c, noEnv)) {
+				own[f] = true
+			}
+			for _, sib := range c.subs {
+				for _, f := range flagNames(sib.flagSet(c, noEnv)) {
+					if own[f] {
+						continue
+					}
+					own[f] = true // once per flag
+					refused++
+					args := append(strings.Fields(s.path(c)), "--"+f)
+					code, out, errOut := run(t, nil, args...)
+					want := fmt.Sprintf("agentmesh %s: flag provided but not defined: -%s\nusage: agentmesh %s %s\n", s.path(c), f, s.path(c), s.usage)
+					if code != 2 || errOut != want || out != "" {
+						t.Errorf("agentmesh %s: status %d, stderr %q, stdout %q; want 2, %q and nothing on stdout",
+							strings.Join(args, " "), code, errOut, out, want)
+					}
+				}
+			}
+		}
+		if len(c.subs) > 1 && refused == 0 {
+			t.Errorf("every subcommand of %s defines every flag: each should hold only its own", c.name)
+		}
+	}
+}
+
+func TestSubcommandRefusesFlagOfSiblingAfterItsArguments(t *testing.T) {
+	for _, args := range [][]string{
+		{"policy", "validate", "../../examples/policy.hujson", "--tool", "x"},
+		{"nodes", "revoke", "some-node", "--tags", "tag:a"},
+		{"keys", "revoke", "k1", "--kind", "tool"},
+		{"audit", "verify", "--json", "--since", "1h"},
+	} {
+		code, _, errOut := run(t, nil, args...)
+		if code != 2 || !strings.HasPrefix(errOut, "agentmesh "+args[0]+" "+args[1]+": flag provided but not defined") {
+			t.Errorf("%v: status %d, stderr %q; want 2 and the subcommand named", args, code, errOut)
+		}
+	}
+}
+
+// helpFlags returns the flags a --help output lists.
+func helpFlags(out string) []string {
+	var names []string
+	for _, m := range regexp.MustCompile(`(?m)^  --([a-z-]+) `).FindAllStringSubmatch(out, -1) {
+		names = append(names, m[1])
+	}
+	return names
+}
+
+func TestSubcommandHelpListsOnlyItsOwnFlags(t *testing.T) {
+	for _, c := range sortedCommands() {
+		for _, s := range c.subs {
+			args := append(strings.Fields(s.path(c)), "--help")
+			code, out, errOut := run(t, nil, args...)
+			if code != 0 || errOut != "" || strings.Count(out, "Usage: ") != 1 || !strings.Contains(out, "Usage: agentmesh "+s.path(c)+" ") {
+				t.Errorf("agentmesh %s: status %d, stderr %q; want 0 and the usage line once:\n%s", strings.Join(args, " "), code, errOut, out)
+			}
+			if got, want := helpFlags(out), flagNames(s.flagSet(c, noEnv)); strings.Join(got, " ") != strings.Join(want, " ") {
+				t.Errorf("agentmesh %s lists flags %v, want exactly %v:\n%s", strings.Join(args, " "), got, want, out)
+			}
+		}
+	}
+}
+
+func TestCommandHelpListsItsSubcommands(t *testing.T) {
+	for _, c := range sortedCommands() {
+		if c.subs == nil {
+			continue
+		}
+		code, out, _ := run(t, nil, c.name, "--help")
+		if code != 0 {
+			t.Errorf("agentmesh %s --help: status %d", c.name, code)
+		}
+		var want []string // the flags of the command without a subcommand
+		for _, s := range c.subs {
+			if s.name == "" {
+				want = flagNames(s.flagSet(c, noEnv))
+				continue
+			}
+			if !strings.Contains(out, "  agentmesh "+s.path(c)+" "+s.usage+"\n      "+s.short+"\n") {
+				t.Errorf("agentmesh %s --help does not list %q with its summary:\n%s", c.name, s.path(c), out)
+			}
+		}
+		if got := helpFlags(out); strings.Join(got, " ") != strings.Join(want, " ") {
+			t.Errorf("agentmesh %s --help lists flags %v, want %v:\n%s", c.name, got, want, out)
+		}
+	}
+}
+
+func TestHelpIsPrintedOnceAndNotForAnError(t *testing.T) {
+	for _, c := range sortedCommands() {
+		if _, out, _ := run(t, nil, c.name, "--help"); strings.Count(out, "Usage: ") != 1 {
+			t.Errorf("agentmesh %s --help prints its usage %d times", c.name, strings.Count(out, "Usage: "))
+		}
+		if code, out, errOut := run(t, nil, c.name, "--no-such-flag"); code != 2 || out != "" || !strings.Contains(errOut, "-no-such-flag") {
+			t.Errorf("agentmesh %s --no-such-flag: status %d, stdout %q, stderr %q; want 2, nothing on stdout, the flag named", c.name, code, out, errOut)
+		}
+	}
+	if _, out, _ := run(t, nil, "help", "policy", "check"); !strings.Contains(out, "Usage: agentmesh policy check ") {
+		t.Errorf("agentmesh help policy check does not show check's help:\n%s", out)
 	}
 }
 
@@ -49,6 +180,10 @@ func TestUsageErrorsExitTwo(t *testing.T) {
 		{"nosuch"},
 		{"keys"},
 		{"keys", "frobnicate", "--state", "x"},
+		{"keys", "--state", "x", "list"}, // the subcommand comes first
+		{"keys", "list", "extra", "--state", "x"},
+		{"audit", "--json", "verify"},
+		{"policy", "validate", "../../examples/policy.hujson", "extra"},
 		{"join", "--name", "x"},
 		{"coordinator"},
 		{"policy", "check", "--src", "agent:a", "--dst", "tool:b"},

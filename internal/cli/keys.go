@@ -2,6 +2,7 @@ package cli
 
 import (
 	"context"
+	"flag"
 	"fmt"
 	"net/http"
 	"text/tabwriter"
@@ -18,18 +19,19 @@ func init() {
 		name:  "keys",
 		usage: "create|list|revoke [flags]",
 		short: "create, list and revoke auth keys (admin)",
-		long: `  keys create [--kind agent|tool|model|admin] [--tags tag:a,tag:b] [--name NAME] [--reusable] [--expiry 24h]
-      prints one auth key, alone on stdout: all a node needs to join.
-      --name pins the name: the key then joins a node under that name only. Without it,
-      whoever holds the key may claim any free name, and grants to that name with it.
-  keys list [--json]
-  keys revoke ID
-
-Examples:
+		long: `Examples:
   agentmesh keys create --kind tool --tags tag:payments --name payments-db --state ./mesh/admin
   KEY=$(agentmesh keys create --kind agent --tags tag:fraud --reusable --expiry 1h)
   agentmesh keys revoke k1a2b3c4d5e6f`,
-		run: runKeys,
+		subs: []*subcommand{
+			{name: "create", usage: "[--kind agent|tool|model|admin] [--tags tag:a,tag:b] [--name NAME] [--reusable] [--expiry 24h] [--json]",
+				short: "print one auth key, alone on stdout: all a node needs to join",
+				long: `--name pins the name: the key then joins a node under that name only. Without it,
+whoever holds the key may claim any free name, and grants to that name with it.`,
+				flags: keysCreate},
+			{name: "list", usage: "[--json]", short: "list auth keys and whether each is still usable", flags: keysList},
+			{name: "revoke", usage: "ID", short: "make a key unusable for joining", flags: keysRevoke},
+		},
 	})
 }
 
@@ -64,27 +66,17 @@ func adminCall(ctx context.Context, dir, method, path string, in, out any) error
 	return cl.Call(ctx, method, path, in, out)
 }
 
-func runKeys(ctx context.Context, env Env, args []string) error {
-	c := commands["keys"]
-	fs := newFlags(c, env)
+func keysCreate(fs *flag.FlagSet, env Env) func(context.Context, []string) error {
 	state := stateFlag(fs, env)
 	kind := fs.String("kind", "agent", "node `KIND` the key admits: agent, tool, model or admin")
 	tags := fs.String("tags", "", "comma-separated `TAGS` given to nodes that join with the key")
 	reusable := fs.Bool("reusable", false, "allow more than one node to join with the key")
 	expiry := fs.Duration("expiry", 24*time.Hour, "how long the key can be used")
 	name := fs.String("name", "", "the only node `NAME` the key may join as (default: any free name)")
-	asJSON := fs.Bool("json", false, "print JSON")
-	pos, _, err := parse(fs, args)
-	if err != nil {
-		return err
-	}
-	if len(pos) == 0 {
-		return usagef("missing subcommand: create, list or revoke")
-	}
-	switch pos[0] {
-	case "create":
-		if len(pos) != 1 {
-			return usagef("keys create takes no arguments")
+	asJSON := jsonFlag(fs)
+	return func(ctx context.Context, pos []string) error {
+		if err := wantArgs(pos); err != nil {
+			return err
 		}
 		if _, err := identity.ParseKind(*kind); err != nil {
 			return usagef("%v", err)
@@ -114,7 +106,16 @@ func runKeys(ctx context.Context, env Env, args []string) error {
 		printf(env.Stderr, "key %s: kind %s, tags [%s], name %s, %s, expires %s\n", resp.Info.ID, resp.Info.Kind,
 			resp.Info.Tags, keyName(resp.Info), use, resp.Info.ExpiresAt.Local().Format(time.RFC3339))
 		return nil
-	case "list":
+	}
+}
+
+func keysList(fs *flag.FlagSet, env Env) func(context.Context, []string) error {
+	state := stateFlag(fs, env)
+	asJSON := jsonFlag(fs)
+	return func(ctx context.Context, pos []string) error {
+		if err := wantArgs(pos); err != nil {
+			return err
+		}
 		var keys []controlapi.KeyInfo
 		if err := adminCall(ctx, *state, http.MethodGet, controlapi.PathKeys, nil, &keys); err != nil {
 			return err
@@ -138,17 +139,21 @@ func runKeys(ctx context.Context, env Env, args []string) error {
 			printf(tw, "%s\t%s\t%s\t%s\t%v\t%d\t%s\t%s\n", k.ID, k.Kind, k.Tags, keyName(k), k.Reusable, k.Uses, k.ExpiresAt.Local().Format(time.RFC3339), st)
 		}
 		return tw.Flush()
-	case "revoke":
-		if len(pos) != 2 {
-			return usagef("keys revoke takes one key ID")
-		}
-		if err := adminCall(ctx, *state, http.MethodPost, controlapi.PathKeys+"/"+pos[1]+"/revoke", nil, nil); err != nil {
+	}
+}
+
+func keysRevoke(fs *flag.FlagSet, env Env) func(context.Context, []string) error {
+	state := stateFlag(fs, env)
+	return func(ctx context.Context, pos []string) error {
+		if err := wantArgs(pos, "ID"); err != nil {
 			return err
 		}
-		printf(env.Stdout, "revoked key %s\n", pos[1])
+		if err := adminCall(ctx, *state, http.MethodPost, controlapi.PathKeys+"/"+pos[0]+"/revoke", nil, nil); err != nil {
+			return err
+		}
+		printf(env.Stdout, "revoked key %s\n", pos[0])
 		return nil
 	}
-	return usagef("unknown subcommand %q: want create, list or revoke", pos[0])
 }
 
 // keyName says which name a key admits.

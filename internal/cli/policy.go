@@ -3,6 +3,7 @@ package cli
 import (
 	"context"
 	"encoding/json"
+	"flag"
 	"fmt"
 	"net/http"
 	"os"
@@ -21,74 +22,64 @@ func init() {
 		name:  "policy",
 		usage: "validate|apply|get|history|rollback|check [ARGS] [flags]",
 		short: "validate, apply, inspect, roll back and explain policy",
-		long: `  policy validate FILE          check a file offline (exit 0 when valid; tests in it run)
-  policy apply FILE             apply a new version (admin); a failing file changes nothing
-  policy get [--version N]      print the current (or a given) policy document
-  policy history                list applied versions
-  policy rollback VERSION       re-apply an earlier version as a new version
-  policy check [--file FILE] --src SEL [--src-tags tag:a,tag:b] --dst SEL
-               (--tool NAME [--args JSON] | --resource URI | --prompt NAME | --model NAME | --connect)
-      explain one decision; with --file offline, otherwise against the coordinator's
-      current policy and the registry's tags. Exit status 0 whether allowed or denied.
-
-Examples:
+		long: `Examples:
   agentmesh policy validate examples/policy.hujson
   agentmesh policy apply examples/policy.hujson --state ./mesh/admin
   agentmesh policy check --file examples/policy.hujson --src agent:fraud-detector \
       --dst tool:payments-db --tool query --args '{"sql":"select 1"}'`,
-		run: runPolicy,
+		subs: []*subcommand{
+			{name: "validate", usage: "FILE", short: "check a file offline (exit 0 when valid; tests in it run)", flags: policyValidate},
+			{name: "apply", usage: "FILE [--json]", short: "apply a new version (admin); a failing file changes nothing", flags: policyApply},
+			{name: "get", usage: "[--version N] [--json]", short: "print the current (or a given) policy document", flags: policyGet},
+			{name: "history", usage: "[--json]", short: "list applied versions", flags: policyHistory},
+			{name: "rollback", usage: "VERSION", short: "re-apply an earlier version as a new version", flags: policyRollback},
+			{name: "check", usage: "[--file FILE] --src SEL [--src-tags tag:a,tag:b] --dst SEL [--dst-tags tag:a,tag:b] (--tool NAME [--args JSON] | --resource URI | --prompt NAME | --model NAME | --connect) [--json]",
+				short: "explain one decision",
+				long: `With --file the decision is made offline, otherwise against the coordinator's current
+policy and the registry's tags. Exit status 0 whether allowed or denied.`,
+				flags: policyCheckFlags},
+		},
 	})
 }
 
-func runPolicy(ctx context.Context, env Env, args []string) error {
-	c := commands["policy"]
-	fs := newFlags(c, env)
-	state := stateFlag(fs, env)
-	asJSON := fs.Bool("json", false, "print JSON")
-	version := fs.Int64("version", 0, "policy `VERSION` for 'policy get'")
-	file := fs.String("file", "", "policy `FILE` for an offline 'policy check'")
-	src := fs.String("src", "", "source selector, such as agent:NAME")
-	srcTags := fs.String("src-tags", "", "comma-separated tags of the source (offline default: none)")
-	dst := fs.String("dst", "", "destination selector, such as tool:NAME")
-	dstTags := fs.String("dst-tags", "", "comma-separated tags of the destination (offline default: none)")
-	tool := fs.String("tool", "", "check a tools/call of `NAME`")
-	argsJSON := fs.String("args", "", "tool call arguments as a JSON object")
-	resource := fs.String("resource", "", "check a resources/read of `URI`")
-	prompt := fs.String("prompt", "", "check a prompts/get of `NAME`")
-	model := fs.String("model", "", "check a model request for `NAME`")
-	connect := fs.Bool("connect", false, "check whether the source may connect at all")
-	pos, _, err := parse(fs, args)
+// readPolicy reads and compiles the policy file name, as 'policy validate'
+// and 'policy apply' check it.
+func readPolicy(name string) ([]byte, *policy.Policy, error) {
+	doc, err := os.ReadFile(name)
 	if err != nil {
-		return err
+		return nil, nil, err
 	}
-	if len(pos) == 0 {
-		return usagef("missing subcommand: validate, apply, get, history, rollback or check")
+	p, err := policy.Compile(doc, "file")
+	if err != nil {
+		return nil, nil, fmt.Errorf("%s: %w", name, err)
 	}
-	switch pos[0] {
-	case "validate":
-		if len(pos) != 2 {
-			return usagef("policy validate takes one FILE")
+	return doc, p, nil
+}
+
+func policyValidate(fs *flag.FlagSet, env Env) func(context.Context, []string) error {
+	return func(ctx context.Context, pos []string) error {
+		if err := wantArgs(pos, "FILE"); err != nil {
+			return err
 		}
-		doc, err := os.ReadFile(pos[1])
+		_, p, err := readPolicy(pos[0])
 		if err != nil {
 			return err
 		}
-		p, err := policy.Compile(doc, "file")
-		if err != nil {
-			return fmt.Errorf("%s: %w", pos[1], err)
-		}
-		printf(env.Stdout, "%s: valid (%s)\n", pos[1], p.Summary())
+		printf(env.Stdout, "%s: valid (%s)\n", pos[0], p.Summary())
 		return nil
-	case "apply":
-		if len(pos) != 2 {
-			return usagef("policy apply takes one FILE")
-		}
-		doc, err := os.ReadFile(pos[1])
-		if err != nil {
+	}
+}
+
+func policyApply(fs *flag.FlagSet, env Env) func(context.Context, []string) error {
+	state := stateFlag(fs, env)
+	asJSON := jsonFlag(fs)
+	return func(ctx context.Context, pos []string) error {
+		if err := wantArgs(pos, "FILE"); err != nil {
 			return err
 		}
-		if _, err := policy.Compile(doc, "file"); err != nil {
-			return fmt.Errorf("%s: %w (nothing was applied)", pos[1], err)
+		doc, _, err := readPolicy(pos[0])
+		if err != nil {
+			return fmt.Errorf("%w (nothing was applied)", err)
 		}
 		var pv controlapi.PolicyVersion
 		if err := adminCall(ctx, *state, http.MethodPost, controlapi.PathPolicy, controlapi.PolicyApplyRequest{Document: string(doc)}, &pv); err != nil {
@@ -99,34 +90,47 @@ func runPolicy(ctx context.Context, env Env, args []string) error {
 		}
 		fmt.Fprintf(env.Stdout, "applied policy version %d\n", pv.Version)
 		return nil
-	case "get", "history":
-		cl, err := adminClient(ctx, *state)
-		if err != nil {
+	}
+}
+
+func policyGet(fs *flag.FlagSet, env Env) func(context.Context, []string) error {
+	state := stateFlag(fs, env)
+	asJSON := jsonFlag(fs)
+	version := fs.Int64("version", 0, "print policy `VERSION` (default: the current one)")
+	return func(ctx context.Context, pos []string) error {
+		if err := wantArgs(pos); err != nil {
 			return err
 		}
-		defer cl.Close()
-		if pos[0] == "get" {
-			path := controlapi.PathPolicy
-			if *version > 0 {
-				path += "?version=" + strconv.FormatInt(*version, 10)
-			}
-			var pv controlapi.PolicyVersion
-			if err := cl.Call(ctx, http.MethodGet, path, nil, &pv); err != nil {
-				return err
-			}
-			if *asJSON {
-				return printJSON(env.Stdout, pv)
-			}
-			if pv.Version == 0 {
-				fmt.Fprintln(env.Stderr, "no policy has been applied yet: everything is denied")
-				return nil
-			}
-			printf(env.Stderr, "# policy version %d, applied %s by %s\n", pv.Version, pv.AppliedAt.Local().Format(time.RFC3339), pv.AppliedBy)
-			fmt.Fprint(env.Stdout, pv.Document)
+		path := controlapi.PathPolicy
+		if *version > 0 {
+			path += "?version=" + strconv.FormatInt(*version, 10)
+		}
+		var pv controlapi.PolicyVersion
+		if err := adminCall(ctx, *state, http.MethodGet, path, nil, &pv); err != nil {
+			return err
+		}
+		if *asJSON {
+			return printJSON(env.Stdout, pv)
+		}
+		if pv.Version == 0 {
+			fmt.Fprintln(env.Stderr, "no policy has been applied yet: everything is denied")
 			return nil
 		}
+		printf(env.Stderr, "# policy version %d, applied %s by %s\n", pv.Version, pv.AppliedAt.Local().Format(time.RFC3339), pv.AppliedBy)
+		fmt.Fprint(env.Stdout, pv.Document)
+		return nil
+	}
+}
+
+func policyHistory(fs *flag.FlagSet, env Env) func(context.Context, []string) error {
+	state := stateFlag(fs, env)
+	asJSON := jsonFlag(fs)
+	return func(ctx context.Context, pos []string) error {
+		if err := wantArgs(pos); err != nil {
+			return err
+		}
 		var h []controlapi.PolicyVersion
-		if err := cl.Call(ctx, http.MethodGet, controlapi.PathHistory, nil, &h); err != nil {
+		if err := adminCall(ctx, *state, http.MethodGet, controlapi.PathHistory, nil, &h); err != nil {
 			return err
 		}
 		if *asJSON {
@@ -138,11 +142,16 @@ func runPolicy(ctx context.Context, env Env, args []string) error {
 			printf(tw, "%d\t%s\t%s\t%s\n", p.Version, p.AppliedAt.Local().Format(time.RFC3339), p.AppliedBy, p.Note)
 		}
 		return tw.Flush()
-	case "rollback":
-		if len(pos) != 2 {
-			return usagef("policy rollback takes one VERSION")
+	}
+}
+
+func policyRollback(fs *flag.FlagSet, env Env) func(context.Context, []string) error {
+	state := stateFlag(fs, env)
+	return func(ctx context.Context, pos []string) error {
+		if err := wantArgs(pos, "VERSION"); err != nil {
+			return err
 		}
-		v, err := strconv.ParseInt(strings.TrimPrefix(pos[1], "v"), 10, 64)
+		v, err := strconv.ParseInt(strings.TrimPrefix(pos[0], "v"), 10, 64)
 		if err != nil || v < 1 {
 			return usagef("VERSION must be a positive number")
 		}
@@ -152,11 +161,30 @@ func runPolicy(ctx context.Context, env Env, args []string) error {
 		}
 		fmt.Fprintf(env.Stdout, "rolled back: version %d is version %d's policy\n", pv.Version, v)
 		return nil
-	case "check":
-		return policyCheck(ctx, env, checkArgs{state: *state, file: *file, src: *src, srcTags: *srcTags, dst: *dst, dstTags: *dstTags,
-			tool: *tool, args: *argsJSON, resource: *resource, prompt: *prompt, model: *model, connect: *connect, json: *asJSON})
 	}
-	return usagef("unknown subcommand %q", pos[0])
+}
+
+func policyCheckFlags(fs *flag.FlagSet, env Env) func(context.Context, []string) error {
+	var a checkArgs
+	fs.StringVar(&a.state, "state", env.Getenv("AGENTMESH_STATE"), stateUsage)
+	fs.BoolVar(&a.json, "json", false, jsonUsage)
+	fs.StringVar(&a.file, "file", "", "decide offline with the policy in `FILE`")
+	fs.StringVar(&a.src, "src", "", "source selector, such as agent:NAME")
+	fs.StringVar(&a.srcTags, "src-tags", "", "comma-separated tags of the source (offline default: none)")
+	fs.StringVar(&a.dst, "dst", "", "destination selector, such as tool:NAME")
+	fs.StringVar(&a.dstTags, "dst-tags", "", "comma-separated tags of the destination (offline default: none)")
+	fs.StringVar(&a.tool, "tool", "", "check a tools/call of `NAME`")
+	fs.StringVar(&a.args, "args", "", "tool call arguments as a JSON object")
+	fs.StringVar(&a.resource, "resource", "", "check a resources/read of `URI`")
+	fs.StringVar(&a.prompt, "prompt", "", "check a prompts/get of `NAME`")
+	fs.StringVar(&a.model, "model", "", "check a model request for `NAME`")
+	fs.BoolVar(&a.connect, "connect", false, "check whether the source may connect at all")
+	return func(ctx context.Context, pos []string) error {
+		if err := wantArgs(pos); err != nil {
+			return err
+		}
+		return policyCheck(ctx, env, a)
+	}
 }
 
 type checkArgs struct {
