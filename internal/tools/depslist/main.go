@@ -17,6 +17,9 @@
 // code, and our own standard library imports show in the importing file's
 // diff; what review cannot see without the list is what a third-party
 // import drags in.
+//
+// The package's tests also keep STYLE's rule that every direct module in
+// go.mod says, in a comment, why it is there.
 package main
 
 import (

@@ -15,14 +15,8 @@ import (
 // a binary link a package it did not (or no longer link one) must carry
 // the regenerated list, so the new import shows in the diff.
 func TestCheckedInListsMatchTheBuild(t *testing.T) {
-	if _, err := exec.LookPath("go"); err != nil {
-		t.Skip("the go command is not on PATH")
-	}
 	ctx := context.Background()
-	root, err := moduleRoot(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
+	root := testModuleRoot(t)
 	observeSources(t, root)
 	want, err := generate(ctx, root)
 	if err != nil {
@@ -35,6 +29,20 @@ func TestCheckedInListsMatchTheBuild(t *testing.T) {
 	for _, p := range problems {
 		t.Error(p)
 	}
+}
+
+// testModuleRoot is the module's root directory, from the go command; the
+// test skips where there is no go command to ask (or to list packages).
+func testModuleRoot(t *testing.T) string {
+	t.Helper()
+	if _, err := exec.LookPath("go"); err != nil {
+		t.Skip("the go command is not on PATH")
+	}
+	root, err := moduleRoot(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return root
 }
 
 // observeSources opens every directory of the module's source tree so that
