@@ -3,15 +3,15 @@ module agentmesh
 go 1.26.6
 
 require (
-	github.com/google/cel-go v0.31.0
-	github.com/modelcontextprotocol/go-sdk v1.8.0
-	github.com/tailscale/hujson v0.0.0-20260727124030-b80ff77dac4f
-	go.uber.org/goleak v1.3.0
+	github.com/google/cel-go v0.31.0 // policy `when` conditions: a typed, side-effect-free expression language with cost limits (Kubernetes' and Envoy's choice); no such thing in the standard library
+	github.com/modelcontextprotocol/go-sdk v1.8.0 // MCP: the official SDK's client and server sessions, so the gateway and connector speak the protocol as its authors do, not as we read it
+	github.com/tailscale/hujson v0.0.0-20260727124030-b80ff77dac4f // policy files: HuJSON (JSON with comments, trailing commas) parsed to a tree with byte offsets, so errors name a line; encoding/json has neither
+	go.uber.org/goleak v1.3.0 // tests only: fail a test that leaves a goroutine running; the standard library has no leak check
 	golang.org/x/sync v0.24.0 // errgroup: tasks that run together (a gateway's listeners) stop together, first error wins
-	golang.org/x/sys v0.49.0
-	golang.org/x/text v0.43.0
-	modernc.org/sqlite v1.62.0
-	tailscale.com v1.102.5
+	golang.org/x/sys v0.49.0 // unix: fallocate and mmap for the audit spool's segments (package syscall is frozen), ioctls in tailnet tests
+	golang.org/x/text v0.43.0 // unicode/norm: NFC before policy matches resource URIs; the standard library has no Unicode normalisation
+	modernc.org/sqlite v1.62.0 // the coordinator's registry and audit store: SQLite in pure Go, so the binary builds without cgo
+	tailscale.com v1.102.5 // tailnet mode: tsnet runs a node inside the process (userspace, no root) and WhoIs names the caller; tests use its control server
 )
 
 require (
