@@ -53,9 +53,13 @@ type Net struct {
 }
 
 // New starts a control server with DERP and STUN on 127.0.0.1, stopped at
-// cleanup. Call it only inside InLoopbackNamespace.
+// cleanup. Call it only inside InLoopbackNamespace: anywhere an interface
+// other than lo is up, it fails tb before any tailnet starts.
 func New(tb testing.TB) *Net {
 	tb.Helper()
+	if err := onlyLoopbackUp(); err != nil {
+		tb.Fatalf("tailnettest.New outside InLoopbackNamespace: %v", err)
+	}
 	netns.SetEnabled(false) // no SO_MARK or interface binding in tests
 	tb.Cleanup(func() { netns.SetEnabled(true) })
 	derpMap := integration.RunDERPAndSTUN(tb, logger.Discard, "127.0.0.1")
@@ -239,6 +243,12 @@ func loopbackOnly() error {
 	if err := unix.IoctlIfreq(fd, unix.SIOCSIFFLAGS, ifr); err != nil {
 		return fmt.Errorf("%w: bring lo up: %w", errNamespace, err)
 	}
+	return onlyLoopbackUp()
+}
+
+// onlyLoopbackUp checks that lo is the only interface up, so that nothing
+// but loopback has a route.
+func onlyLoopbackUp() error {
 	ifs, err := net.Interfaces()
 	if err != nil {
 		return fmt.Errorf("%w: %w", errNamespace, err)

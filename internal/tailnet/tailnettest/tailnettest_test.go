@@ -2,7 +2,10 @@ package tailnettest_test
 
 import (
 	"errors"
+	"fmt"
 	"net"
+	"runtime"
+	"strings"
 	"syscall"
 	"testing"
 
@@ -39,5 +42,46 @@ func TestTailnetNamespaceReachesOnlyLoopback(t *testing.T) {
 		if !errors.Is(err, syscall.ENETUNREACH) {
 			t.Fatalf("dial %s in the namespace: %v, want network unreachable", addr, err)
 		}
+	}
+}
+
+// fatalTB records a Fatalf and stops the goroutine that called it, as
+// testing.T does, without failing the test it wraps.
+type fatalTB struct {
+	testing.TB
+	fatal string
+}
+
+func (f *fatalTB) Helper() {}
+
+func (f *fatalTB) Fatalf(format string, args ...any) {
+	f.fatal = fmt.Sprintf(format, args...)
+	runtime.Goexit()
+}
+
+// TestTailnetNewRefusesHostNetwork checks that a test that forgets
+// InLoopbackNamespace fails before any tailnet starts on the host's
+// network.
+func TestTailnetNewRefusesHostNetwork(t *testing.T) {
+	ifs, err := net.Interfaces()
+	if err != nil {
+		t.Fatal(err)
+	}
+	up := false
+	for _, i := range ifs {
+		up = up || (i.Name != "lo" && i.Flags&net.FlagUp != 0)
+	}
+	if !up {
+		t.Skip("skipping: only lo is up here, so there is no host network to refuse")
+	}
+	tb := &fatalTB{TB: t}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		tailnettest.New(tb)
+	}()
+	<-done
+	if !strings.Contains(tb.fatal, "outside InLoopbackNamespace") {
+		t.Fatalf("New on the host network: fatal %q, want a refusal", tb.fatal)
 	}
 }
