@@ -5,10 +5,14 @@
 //
 // Tailnet traffic must never leave the machine, so tests that use it call
 // InLoopbackNamespace first: it re-runs the test inside a private network
-// namespace whose only interface is lo (unshare -n, as root), with
-// magicsock told not to advertise or probe local interface addresses and
-// no port mapping. Tests are skipped where that is impossible (not root, no
-// unshare).
+// namespace whose only interface is lo, with magicsock told not to
+// advertise or probe local interface addresses and no port mapping. The
+// namespace is what keeps the guarantee: tsnet sends UDP to whatever
+// endpoints control, DERP and disco tell it, on sockets no hook sees, so a
+// check in the process could only hope, while a namespace without a route
+// beyond lo makes every other destination unreachable. It needs no root:
+// other users get it through an unprivileged user namespace. Tests are
+// skipped, saying what they need, where neither is available.
 package tailnettest
 
 import (
@@ -20,6 +24,8 @@ import (
 	"net/http/httptest"
 	"os"
 	"os/exec"
+	"runtime"
+	"syscall"
 	"testing"
 
 	"golang.org/x/sys/unix"
@@ -47,9 +53,13 @@ type Net struct {
 }
 
 // New starts a control server with DERP and STUN on 127.0.0.1, stopped at
-// cleanup. Call it only inside InLoopbackNamespace.
+// cleanup. Call it only inside InLoopbackNamespace: anywhere an interface
+// other than lo is up, it fails tb before any tailnet starts.
 func New(tb testing.TB) *Net {
 	tb.Helper()
+	if err := onlyLoopbackUp(); err != nil {
+		tb.Fatalf("tailnettest.New outside InLoopbackNamespace: %v", err)
+	}
 	netns.SetEnabled(false) // no SO_MARK or interface binding in tests
 	tb.Cleanup(func() { netns.SetEnabled(true) })
 	derpMap := integration.RunDERPAndSTUN(tb, logger.Discard, "127.0.0.1")
@@ -106,34 +116,52 @@ var Env = []string{
 // namespace by InLoopbackNamespace.
 const netnsEnv = "AGENTMESH_TAILNET_NETNS"
 
+// exitNoNamespace is the exit code of a re-executed test binary that got
+// a network namespace it cannot bring lo up in (the automake code for
+// "skipped"); the parent then skips the test.
+const exitNoNamespace = 77
+
+// needs says what the tailnet tests need, in skip messages.
+const needs = "tailnet tests run only in a private network namespace; " +
+	"run them as root, or as a user on a Linux kernel that allows unprivileged user namespaces " +
+	"(user.max_user_namespaces > 0; kernel.unprivileged_userns_clone=1 on Debian before 11; " +
+	"kernel.apparmor_restrict_unprivileged_userns=0 on Ubuntu 23.10 and later)"
+
 var errNamespace = errors.New("loopback-only network namespace")
 
 // InLoopbackNamespace makes tb run in a network namespace whose only
 // interface is lo, so that no tailnet packet can leave the machine. Outside
-// one, it re-executes the test binary under `unshare -n` for tb alone (the
-// Go runtime is multi-threaded, so unsharing in-process would leave other
-// threads in the old namespace), relays its output, and returns false: the
-// caller must return. Inside, it brings lo up and returns true. Without root
-// or unshare it skips tb. tb must be a top-level test or benchmark.
+// one, it re-executes the test binary for tb alone in a new network
+// namespace (the Go runtime is multi-threaded, so unsharing in-process
+// would leave other threads in the old namespace), relays its output, and
+// returns false: the caller must return. Inside, it brings lo up and
+// returns true. tb must be a top-level test or benchmark.
+//
+// Root gets a network namespace of its own. Any other user gets a user
+// namespace that maps it to root and owns a new network namespace, which
+// needs no privilege where the kernel allows unprivileged user namespaces
+// (Linux's default); root inside it is root over that namespace's lo and
+// nothing else. Where neither is possible, tb is skipped with what it
+// needs.
 func InLoopbackNamespace(tb testing.TB) bool {
 	tb.Helper()
 	if os.Getenv(netnsEnv) == "1" {
 		if err := loopbackOnly(); err != nil {
+			if errors.Is(err, unix.EPERM) {
+				// A user namespace without the capabilities it should
+				// give (an LSM confines it): let the parent skip.
+				fmt.Printf("%s: %v\n", tb.Name(), err)
+				os.Exit(exitNoNamespace)
+			}
 			tb.Fatalf("%v", err)
 		}
 		return true
 	}
-	if os.Geteuid() != 0 {
-		tb.Skip("skipping: tailnet tests run in a private network namespace (unshare -n), which needs root")
-	}
-	unshare, err := exec.LookPath("unshare")
+	self, err := os.Executable()
 	if err != nil {
-		tb.Skip("skipping: unshare(1) not found; tailnet tests run only in a private network namespace")
+		tb.Fatalf("re-run %s in a network namespace: %v", tb.Name(), err)
 	}
-	if err := exec.Command(unshare, "-n", "true").Run(); err != nil {
-		tb.Skipf("skipping: cannot create a network namespace (unshare -n: %v)", err)
-	}
-	args := []string{"-n", os.Args[0], "-test.count=1"}
+	args := []string{"-test.count=1"}
 	if b, bench := tb.(*testing.B); bench {
 		// The testing package calls a benchmark first with b.N == 1, then
 		// again to size b.N; the re-executed one sizes itself, so run it
@@ -156,16 +184,48 @@ func InLoopbackNamespace(tb testing.TB) bool {
 	if testing.Short() {
 		args = append(args, "-test.short")
 	}
-	cmd := exec.Command(unshare, args...)
+	cmd := exec.Command(self, args...)
 	cmd.Env = append(append(os.Environ(), netnsEnv+"=1"), Env...)
 	cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
-	if err := cmd.Run(); err != nil {
+	cmd.SysProcAttr = namespaceAttr()
+	// The child dies with the thread that started it (Pdeathsig), so keep
+	// that thread until the child has exited.
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	if err := cmd.Start(); err != nil {
+		tb.Skipf("skipping: cannot create a network namespace (%v): %s", err, needs)
+	}
+	err = cmd.Wait()
+	var exit *exec.ExitError
+	if errors.As(err, &exit) && exit.ExitCode() == exitNoNamespace {
+		tb.Skipf("skipping: cannot bring lo up in the new network namespace (no CAP_NET_ADMIN in it; a security module may withhold it from user namespaces): %s", needs)
+	}
+	if err != nil {
 		tb.Fatalf("%s in a private network namespace: %v", tb.Name(), err)
 	}
 	return false
 }
 
-// loopbackOnly brings lo up and checks it is the only interface up.
+// namespaceAttr starts a process in a new network namespace: root's own,
+// or, for any other user, one owned by a new user namespace in which the
+// user is root.
+func namespaceAttr() *syscall.SysProcAttr {
+	attr := &syscall.SysProcAttr{
+		Cloneflags: syscall.CLONE_NEWNET,
+		// A test binary killed mid-test (a timeout) takes its child along.
+		Pdeathsig: syscall.SIGKILL,
+	}
+	if uid := os.Geteuid(); uid != 0 {
+		attr.Cloneflags |= syscall.CLONE_NEWUSER
+		attr.UidMappings = []syscall.SysProcIDMap{{ContainerID: 0, HostID: uid, Size: 1}}
+		// An unprivileged user may map its gid only with setgroups
+		// denied, which is the zero value of GidMappingsEnableSetgroups.
+		attr.GidMappings = []syscall.SysProcIDMap{{ContainerID: 0, HostID: os.Getegid(), Size: 1}}
+	}
+	return attr
+}
+
+// loopbackOnly brings lo up and checks that it is the only interface up.
 func loopbackOnly() error {
 	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
@@ -183,6 +243,12 @@ func loopbackOnly() error {
 	if err := unix.IoctlIfreq(fd, unix.SIOCSIFFLAGS, ifr); err != nil {
 		return fmt.Errorf("%w: bring lo up: %w", errNamespace, err)
 	}
+	return onlyLoopbackUp()
+}
+
+// onlyLoopbackUp checks that lo is the only interface up, so that nothing
+// but loopback has a route.
+func onlyLoopbackUp() error {
 	ifs, err := net.Interfaces()
 	if err != nil {
 		return fmt.Errorf("%w: %w", errNamespace, err)
