@@ -62,6 +62,7 @@ func runConnect(ctx context.Context, env Env, args []string) error {
 	verbose := fs.Bool("v", false, "log to stderr at debug level")
 	tf := addTailnetFlags(fs, false)
 	readyFD := readyFlag(fs)
+	var closeReady func()
 	pos, _, err := parse(fs, args)
 	if err != nil {
 		return err
@@ -79,14 +80,9 @@ func runConnect(ctx context.Context, env Env, args []string) error {
 			return err
 		}
 	}
-	announce, closeReady, err := readySignal(env, *readyFD)
-	if err != nil {
+	if cfg.Ready, closeReady, err = servingSignal(env, *readyFD); err != nil {
 		return err
 	}
 	defer closeReady()
-	cfg.Ready = func(s engine.Serving) {
-		printServing(env, s)
-		announce(s)
-	}
 	return engine.Connect(ctx, cfg)
 }

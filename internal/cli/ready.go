@@ -42,3 +42,16 @@ func readySignal(env Env, fd int) (announce func(engine.Serving), closeFD func()
 	}
 	return announce, func() { f.Close() }, nil
 }
+
+// servingSignal is readySignal for the commands that serve clients: each
+// endpoint is also printed for people (printServing).
+func servingSignal(env Env, fd int) (ready func(engine.Serving), closeFD func(), err error) {
+	announce, closeFD, err := readySignal(env, fd)
+	if err != nil {
+		return nil, nil, err
+	}
+	return func(s engine.Serving) {
+		printServing(env, s)
+		announce(s)
+	}, closeFD, nil
+}

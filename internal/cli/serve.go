@@ -64,6 +64,7 @@ func runServe(ctx context.Context, env Env, args []string) error {
 	verbose := fs.Bool("v", false, "log to stderr at debug level")
 	tf := addTailnetFlags(fs, true)
 	readyFD := readyFlag(fs)
+	var closeReady func()
 	pos, rest, err := parse(fs, args)
 	if err != nil {
 		return err
@@ -83,17 +84,12 @@ func runServe(ctx context.Context, env Env, args []string) error {
 	if err := needState(*state); err != nil {
 		return err
 	}
-	announce, closeReady, err := readySignal(env, *readyFD)
-	if err != nil {
+	if cfg.Ready, closeReady, err = servingSignal(env, *readyFD); err != nil {
 		return err
 	}
 	defer closeReady()
 	cfg.State, cfg.UpstreamCommand = *state, rest
 	cfg.Logger = newLogger(env, *verbose)
-	cfg.Ready = func(s engine.Serving) {
-		printServing(env, s)
-		announce(s)
-	}
 	return engine.ServeGateway(ctx, cfg)
 }
 
