@@ -74,9 +74,9 @@ type proc struct {
 	cmd            *exec.Cmd
 	stdout, stderr *lines
 	// ready holds the JSON lines of --ready-fd (startServer only).
-	ready *lines
-	exited         chan struct{} // closed when Wait returned
-	waitErr        error         // set before exited is closed
+	ready   *lines
+	exited  chan struct{} // closed when Wait returned
+	waitErr error         // set before exited is closed
 }
 
 // startProc starts argv in its own process group, so that cleanup can also
