@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"strconv"
+	"strings"
 
 	"agentmesh/internal/mcpwire"
 	"agentmesh/internal/policy"
@@ -254,7 +255,7 @@ func visibleIn(vis policy.Visibility, k listKind, name string) bool {
 // body. It returns "" when they do.
 func headerCheck(h map[string][]string, m *mcpwire.Message) reason.Code {
 	get := func(k string) (string, bool, bool) {
-		vs := h[k]
+		vs := anyCase(h, k)
 		switch len(vs) {
 		case 0:
 			return "", false, true
@@ -263,9 +264,9 @@ func headerCheck(h map[string][]string, m *mcpwire.Message) reason.Code {
 		}
 		return "", true, false // repeated header: never guess which one counts
 	}
-	hv, _, ok1 := get("Mcp-Protocol-Version")
-	method, hasMethod, ok2 := get("Mcp-Method")
-	name, hasName, ok3 := get("Mcp-Name")
+	hv, _, ok1 := get(mcpwire.HeaderProtocolVersion)
+	method, hasMethod, ok2 := get(mcpwire.HeaderMethod)
+	name, hasName, ok3 := get(mcpwire.HeaderName)
 	if !ok1 || !ok2 || !ok3 {
 		return reason.HeaderMismatch
 	}
@@ -279,7 +280,7 @@ func headerCheck(h map[string][]string, m *mcpwire.Message) reason.Code {
 	if mv != "" && hv != "" && mv != hv {
 		return reason.HeaderMismatch
 	}
-	modern := max(hv, mv) >= "2026-07-28"
+	modern := max(hv, mv) >= mcpwire.VersionStateless
 	if m.Kind == mcpwire.KindResponse {
 		if hasMethod || hasName {
 			return reason.HeaderMismatch
@@ -313,6 +314,21 @@ func headerCheck(h map[string][]string, m *mcpwire.Message) reason.Code {
 		return reason.HeaderMismatch
 	}
 	return ""
+}
+
+// anyCase returns the values of h under every spelling of the key k. The
+// forward passes a mirror header in whatever case it has
+// ([mcpwire.IsMirrorHeader]), so the check must see every spelling: two
+// spellings count as a repeated header. (net/http hands the gateway
+// canonical keys only; this keeps the check closed if that ever changes.)
+func anyCase(h map[string][]string, k string) []string {
+	vs := h[k]
+	for hk, more := range h {
+		if hk != k && strings.EqualFold(hk, k) {
+			vs = append(vs[:len(vs):len(vs)], more...)
+		}
+	}
+	return vs
 }
 
 // bodyName is the name the Mcp-Name header must carry for m.

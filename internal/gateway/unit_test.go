@@ -44,6 +44,11 @@ func TestHeaderCheckRequiresHeadersToMatchBody(t *testing.T) {
 		{"repeated Mcp-Name", map[string][]string{"Mcp-Method": {"tools/call"}, "Mcp-Name": {"echo", "drop_table"}}, call("echo", ""), false},
 		{"header and _meta versions differ", map[string][]string{"Mcp-Protocol-Version": {"2025-11-25"}, "Mcp-Method": {"tools/call"}, "Mcp-Name": {"echo"}}, call("echo", "2026-07-28"), false},
 		{"_meta version without header", map[string][]string{"Mcp-Method": {"tools/call"}, "Mcp-Name": {"echo"}}, call("echo", "2026-07-28"), false},
+		// The forward passes mirror headers in any case, so the check reads
+		// every spelling.
+		{"lower-case Mcp-Method mismatch", map[string][]string{"mcp-method": {"tools/list"}}, call("echo", ""), false},
+		{"second spelling of Mcp-Name", map[string][]string{"Mcp-Protocol-Version": {"2026-07-28"}, "Mcp-Method": {"tools/call"}, "Mcp-Name": {"echo"}, "mcp-name": {"drop_table"}}, call("echo", "2026-07-28"), false},
+		{"lower-case headers matching the body", map[string][]string{"mcp-protocol-version": {"2026-07-28"}, "mcp-method": {"tools/call"}, "mcp-name": {"echo"}}, call("echo", "2026-07-28"), true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
