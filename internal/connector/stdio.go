@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"agentmesh/internal/backoff"
+	"agentmesh/internal/mcpwire"
 	"agentmesh/internal/sse"
 )
 
@@ -244,7 +245,7 @@ func (s *stdioSession) cancelCall(m *message) {
 	}
 	cancel := s.calls[idKey(m.cancelID)]
 	s.mu.Unlock()
-	if cancel != nil && version >= versionStateless {
+	if cancel != nil && version >= mcpwire.VersionStateless {
 		cancel()
 	}
 }
@@ -275,8 +276,8 @@ func (s *stdioSession) newPOST(m *message, onWritten func()) func(ctx context.Co
 		if err != nil {
 			return nil, err
 		}
-		req.Header.Set("Content-Type", "application/json")
-		req.Header.Set("Accept", "application/json, text/event-stream")
+		req.Header.Set("Content-Type", mcpwire.ContentTypeJSON)
+		req.Header.Set("Accept", mcpwire.AcceptPOST)
 		setMCPHeaders(req.Header, m, negotiated, sessionID)
 		return req, nil
 	}
@@ -312,13 +313,13 @@ func (s *stdioSession) post(m *message, markSent func()) {
 		s.startGET()
 	}
 	switch mediaType(resp.Header.Get("Content-Type")) {
-	case "application/json":
+	case mcpwire.ContentTypeJSON:
 		// A reply to a batch or to something the gateway could not parse.
 		body, err := readLimited(resp.Body, s.c.maxMsg)
 		if err == nil && len(bytes.TrimSpace(body)) > 0 {
 			_ = s.out.writeLine(body)
 		}
-	case "text/event-stream":
+	case mcpwire.ContentTypeSSE:
 		_, _ = s.relaySSE(resp.Body, "", nil)
 	}
 }
@@ -366,13 +367,13 @@ func (s *stdioSession) call(ctx context.Context, m *message, countPending bool, 
 	}
 	if m.method == "initialize" {
 		s.mu.Lock()
-		s.sessionID = resp.Header.Get(headerSessionID)
+		s.sessionID = resp.Header.Get(mcpwire.HeaderSessionID)
 		s.expired = false
 		s.mu.Unlock()
 	}
 
 	switch mediaType(resp.Header.Get("Content-Type")) {
-	case "application/json":
+	case mcpwire.ContentTypeJSON:
 		body, err := readLimited(resp.Body, s.c.maxMsg)
 		if err != nil {
 			if ctx.Err() == nil {
@@ -384,7 +385,7 @@ func (s *stdioSession) call(ctx context.Context, m *message, countPending bool, 
 			s.noteInitialize(body)
 		}
 		answer(body)
-	case "text/event-stream":
+	case mcpwire.ContentTypeSSE:
 		_, err := s.relaySSE(resp.Body, idKey(m.id), func(data []byte) {
 			if m.method == "initialize" {
 				s.noteInitialize(data)
@@ -467,12 +468,12 @@ func (s *stdioSession) httpError(m *message, resp *http.Response) []byte {
 // noteSessionGone records that the gateway no longer knows the session (404
 // for a request that carried one), so it is not deleted on exit.
 func (s *stdioSession) noteSessionGone(resp *http.Response) bool {
-	if resp.StatusCode != http.StatusNotFound || resp.Request == nil || resp.Request.Header.Get(headerSessionID) == "" {
+	if resp.StatusCode != http.StatusNotFound || resp.Request == nil || resp.Request.Header.Get(mcpwire.HeaderSessionID) == "" {
 		return false
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.sessionID == resp.Request.Header.Get(headerSessionID) {
+	if s.sessionID == resp.Request.Header.Get(mcpwire.HeaderSessionID) {
 		s.expired = true
 	}
 	return true
@@ -498,7 +499,7 @@ func (s *stdioSession) noteInitialize(body []byte) {
 // once per session, for protocols that have one.
 func (s *stdioSession) startGET() {
 	s.mu.Lock()
-	if s.getStarted || s.negotiated == "" || s.negotiated >= versionStateless {
+	if s.getStarted || s.negotiated == "" || s.negotiated >= mcpwire.VersionStateless {
 		s.mu.Unlock()
 		return
 	}
@@ -528,13 +529,13 @@ func (s *stdioSession) runGET() {
 			if err != nil {
 				return nil, err
 			}
-			req.Header.Set("Accept", "text/event-stream")
-			req.Header.Set(headerProtocolVersion, version)
+			req.Header.Set("Accept", mcpwire.ContentTypeSSE)
+			req.Header.Set(mcpwire.HeaderProtocolVersion, version)
 			if sessionID != "" {
-				req.Header.Set(headerSessionID, sessionID)
+				req.Header.Set(mcpwire.HeaderSessionID, sessionID)
 			}
 			if lastEventID != "" {
-				req.Header.Set(headerLastEventID, lastEventID)
+				req.Header.Set(mcpwire.HeaderLastEventID, lastEventID)
 			}
 			return req, nil
 		})
@@ -550,7 +551,7 @@ func (s *stdioSession) runGET() {
 			s.noteSessionGone(resp)
 			s.c.log.Debug("no standalone SSE stream", "status", resp.StatusCode)
 			return
-		case resp.StatusCode >= 200 && resp.StatusCode < 300 && mediaType(resp.Header.Get("Content-Type")) == "text/event-stream":
+		case resp.StatusCode >= 200 && resp.StatusCode < 300 && mediaType(resp.Header.Get("Content-Type")) == mcpwire.ContentTypeSSE:
 			id, err := s.relaySSE(resp.Body, "", nil)
 			resp.Body.Close()
 			if id != "" && id != lastEventID {
@@ -587,9 +588,9 @@ func (s *stdioSession) deleteSession(parent context.Context) {
 		if err != nil {
 			return nil, err
 		}
-		req.Header.Set(headerSessionID, sessionID)
+		req.Header.Set(mcpwire.HeaderSessionID, sessionID)
 		if version != "" {
-			req.Header.Set(headerProtocolVersion, version)
+			req.Header.Set(mcpwire.HeaderProtocolVersion, version)
 		}
 		return req, nil
 	})
