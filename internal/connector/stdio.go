@@ -329,75 +329,103 @@ func (s *stdioSession) post(m *message, markSent func()) {
 // whether the request is in s.pending.
 func (s *stdioSession) call(ctx context.Context, m *message, countPending bool, markSent func()) {
 	defer markSent()
-	answered := false
-	answer := func(line []byte) {
-		_ = s.out.writeLine(line)
-		if !answered {
-			answered = true
-			if countPending {
-				s.pending.Done()
-			}
-		}
+	rp := &reply{out: s.out}
+	if countPending {
+		rp.pending = &s.pending
 	}
-	defer func() {
-		if !answered {
-			// Cancelled by the agent or by shutdown: nobody waits for an
-			// answer any more.
-			answered = true
-			if countPending {
-				s.pending.Done()
-			}
-		}
-	}()
+	// Cancelled by the agent or by shutdown: nobody waits for an answer
+	// any more.
+	defer rp.release()
 
 	resp, err := s.c.roundTrip(ctx, s.newPOST(m, markSent))
 	markSent()
 	if err != nil {
 		if ctx.Err() == nil {
 			s.c.log.Warn("gateway unreachable", "method", m.method, "err", err)
-			answer(errorResponse(m.id, CodeGatewayUnreachable, "gateway unreachable", nil))
+			rp.send(errorResponse(m.id, CodeGatewayUnreachable, "gateway unreachable", nil))
 		}
 		return
 	}
 	defer resp.Body.Close()
 
 	if resp.StatusCode < 200 || resp.StatusCode >= 300 {
-		answer(s.httpError(m, resp))
+		rp.send(s.httpError(m, resp))
 		return
 	}
 	if m.method == "initialize" {
-		s.mu.Lock()
-		s.sessionID = resp.Header.Get(mcpwire.HeaderSessionID)
-		s.expired = false
-		s.mu.Unlock()
+		s.noteSession(resp)
 	}
+	s.relayAnswer(ctx, m, resp, rp)
+}
 
+// reply writes the answer to one request to the agent.
+type reply struct {
+	out      *lineWriter
+	pending  *sync.WaitGroup // the request's place in stdioSession.pending; nil if not counted
+	answered bool
+}
+
+// send writes line to the agent. The first answer releases the request's
+// place in pending only once written, so that a drain at EOF never ends
+// before the agent has its answer.
+func (rp *reply) send(line []byte) {
+	_ = rp.out.writeLine(line)
+	rp.release()
+}
+
+// release gives up the request's place in pending, once.
+func (rp *reply) release() {
+	if rp.answered {
+		return
+	}
+	rp.answered = true
+	if rp.pending != nil {
+		rp.pending.Done()
+	}
+}
+
+// noteSession records the session an initialize response opened (none, for
+// a gateway without sessions), before the answer reaches the agent, whose
+// next message must carry it.
+func (s *stdioSession) noteSession(resp *http.Response) {
+	s.mu.Lock()
+	s.sessionID = resp.Header.Get(mcpwire.HeaderSessionID)
+	s.expired = false
+	s.mu.Unlock()
+}
+
+// relayAnswer relays the gateway's successful answer to m: one JSON
+// message, or an event stream that carries the response among what else
+// the server sends while it works. An initialize result is noted before
+// the agent sees it, since the agent's next message (initialized) is sent
+// with the version it negotiated.
+func (s *stdioSession) relayAnswer(ctx context.Context, m *message, resp *http.Response, rp *reply) {
 	switch mediaType(resp.Header.Get("Content-Type")) {
 	case mcpwire.ContentTypeJSON:
 		body, err := readLimited(resp.Body, s.c.maxMsg)
 		if err != nil {
 			if ctx.Err() == nil {
-				answer(errorResponse(m.id, CodeGatewayUnreachable, "connection to gateway broke", nil))
+				rp.send(errorResponse(m.id, CodeGatewayUnreachable, "connection to gateway broke", nil))
 			}
 			return
 		}
 		if m.method == "initialize" {
 			s.noteInitialize(body)
 		}
-		answer(body)
+		rp.send(body)
 	case mcpwire.ContentTypeSSE:
 		_, err := s.relaySSE(resp.Body, idKey(m.id), func(data []byte) {
 			if m.method == "initialize" {
 				s.noteInitialize(data)
 			}
-			answer(data)
+			rp.send(data)
 		})
-		if !answered && ctx.Err() == nil {
+		if !rp.answered && ctx.Err() == nil {
 			s.c.log.Warn("gateway stream ended without response", "method", m.method, "err", err)
-			answer(errorResponse(m.id, CodeGatewayUnreachable, "gateway stream ended without a response", nil))
+			rp.send(errorResponse(m.id, CodeGatewayUnreachable, "gateway stream ended without a response", nil))
 		}
 	default:
-		answer(errorResponse(m.id, CodeGatewayHTTPError,
+		rp.send(errorResponse(m.id, CodeGatewayHTTPError,
 			fmt.Sprintf("gateway: HTTP %d with unexpected content type", resp.StatusCode),
 			map[string]int{"status": resp.StatusCode}))
 	}
