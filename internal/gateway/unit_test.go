@@ -10,8 +10,12 @@ import (
 	"testing"
 	"time"
 
+	"agentmesh/internal/admission"
 	"agentmesh/internal/audit"
+	"agentmesh/internal/gateway/gatewaytest"
+	"agentmesh/internal/identity"
 	"agentmesh/internal/mcpwire"
+	"agentmesh/internal/policy"
 	"agentmesh/internal/reason"
 )
 
@@ -176,5 +180,58 @@ func TestGatewayReapsIdleSessionsButNotOpenStreams(t *testing.T) {
 				t.Fatal("no audit event for the reaped session")
 			}
 		})
+	}
+}
+
+// TestDecideNamesTheSubscriptionItDenies: the resource URIs of a
+// subscriptions/listen are decided one by one, and the verdict (so the
+// audit event) names the one denied, not the first.
+func TestDecideNamesTheSubscriptionItDenies(t *testing.T) {
+	fraud := gatewaytest.ID(t, identity.KindAgent, "fraud")
+	db := gatewaytest.ID(t, identity.KindTool, "payments-db")
+	p := &peerInfo{
+		node:  policy.Node{Name: fraud.Name, Kind: fraud.Kind},
+		state: &admission.State{Policy: compile(t, excludePolicy, "v1"), Self: policy.Node{Name: db.Name, Kind: db.Kind}},
+	}
+	listen := func(uris string) *mcpwire.Message {
+		msgs, _, err := mcpwire.Decode([]byte(`{"jsonrpc":"2.0","id":1,"method":"subscriptions/listen","params":{"notifications":{"resourceSubscriptions":[`+uris+`]}}}`), mcpwire.Limits{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return &msgs[0]
+	}
+	g := &Gateway{}
+	if v := g.decide(p, listen(`"db://public/a","db://public/b"`)); !v.allow || v.resource != "db://public/a" {
+		t.Fatalf("all granted: allow=%v resource=%q, want an allow naming the first URI", v.allow, v.resource)
+	}
+	v := g.decide(p, listen(`"db://public/a","db://public/secret","db://public/b"`))
+	if v.allow || v.reason != reason.NotGranted || v.resource != "db://public/secret" {
+		t.Fatalf("one excluded: allow=%v reason=%q resource=%q, want not_granted naming db://public/secret", v.allow, v.reason, v.resource)
+	}
+}
+
+// TestDecideRefusesWhatItCannotReadBeforeAskingForAPolicy: without a
+// policy every request the policy would decide is denied (no_policy), but
+// a malformed or unknown request is still refused as what it is, and a
+// listen that names no resource still passes.
+func TestDecideRefusesWhatItCannotReadBeforeAskingForAPolicy(t *testing.T) {
+	p := &peerInfo{state: &admission.State{}}
+	g := &Gateway{}
+	for _, tt := range []struct {
+		body string
+		want reason.Code
+	}{
+		{`{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo"}}`, reason.NoPolicy},
+		{`{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"Name":"echo"}}`, reason.Malformed},
+		{`{"jsonrpc":"2.0","id":1,"method":"tools/invent","params":{}}`, reason.UnknownMethod},
+		{`{"jsonrpc":"2.0","id":1,"method":"subscriptions/listen","params":{"notifications":{}}}`, reason.Allowed},
+	} {
+		msgs, _, err := mcpwire.Decode([]byte(tt.body), mcpwire.Limits{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if v := g.decide(p, &msgs[0]); v.reason != tt.want || v.allow != (tt.want == reason.Allowed) {
+			t.Errorf("%s: allow=%v reason=%q, want %q", tt.body, v.allow, v.reason, tt.want)
+		}
 	}
 }
