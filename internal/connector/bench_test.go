@@ -12,6 +12,7 @@ import (
 
 	"agentmesh/internal/connector"
 	"agentmesh/internal/connector/connectortest"
+	"agentmesh/internal/mcpwire"
 )
 
 // benchHandler serves the upstream's MCP server without recording: the
@@ -19,7 +20,7 @@ import (
 func benchHandler(u *upstream) http.Handler {
 	stateful := mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return u.server }, nil)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.Header.Get("Mcp-Protocol-Version") >= "2026-07-28" {
+		if r.Header.Get(mcpwire.HeaderProtocolVersion) >= mcpwire.VersionStateless {
 			u.stateless.ServeHTTP(w, r)
 			return
 		}

@@ -22,9 +22,10 @@
 // gateway, not the connector, enforces policy.
 //
 //   - The mTLS identity is the only credential sent to a gateway. Authorization
-//     and Cookie headers (and every other header not on an explicit allow
-//     list) from the agent are dropped, so a token meant for somebody else can
-//     never leak through the mesh.
+//     and Cookie headers (and every other header that is neither on
+//     mcpwire's allow list nor one of the protocol's Mcp-* headers, which the
+//     gateway judges) from the agent are dropped, so a token meant for
+//     somebody else can never leak through the mesh.
 //   - The HTTP endpoint listens on loopback only; [Listen] and
 //     [Connector.ServeListener] refuse anything else. Because any web page the
 //     agent's user opens can make the browser send requests to 127.0.0.1,

@@ -22,6 +22,7 @@ import (
 	"agentmesh/internal/connector"
 	"agentmesh/internal/connector/connectortest"
 	"agentmesh/internal/loopback"
+	"agentmesh/internal/mcpwire"
 )
 
 func TestMain(m *testing.M) {
@@ -183,7 +184,7 @@ func (u *upstream) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if f := u.intercept.Load(); f != nil && (*f)(w, r, body) {
 		return
 	}
-	if r.Header.Get("Mcp-Protocol-Version") >= "2026-07-28" {
+	if r.Header.Get(mcpwire.HeaderProtocolVersion) >= mcpwire.VersionStateless {
 		if env.Method == "subscriptions/listen" {
 			w = &writeSignal{ResponseWriter: w, ch: u.streamReady, marker: []byte("notifications/subscriptions/acknowledged")}
 		}

@@ -7,25 +7,8 @@ import (
 	"net/http"
 	"strings"
 	"unicode"
-)
 
-// MCP protocol versions the connector treats specially.
-const (
-	// versionStateless is the first protocol version without sessions, where
-	// every request carries Mcp-Method (and Mcp-Name) headers.
-	versionStateless = "2026-07-28"
-	// metaKeyProtocolVersion is the per-request _meta key that carries the
-	// protocol version from versionStateless on.
-	metaKeyProtocolVersion = "io.modelcontextprotocol/protocolVersion"
-)
-
-// HTTP header names of the Streamable HTTP transport.
-const (
-	headerSessionID       = "Mcp-Session-Id"
-	headerProtocolVersion = "Mcp-Protocol-Version"
-	headerMethod          = "Mcp-Method"
-	headerName            = "Mcp-Name"
-	headerLastEventID     = "Last-Event-Id"
+	"agentmesh/internal/mcpwire"
 )
 
 // kind classifies a JSON-RPC message.
@@ -49,7 +32,7 @@ type message struct {
 	// name is params.name (tools/call, prompts/get) or params.uri
 	// (resources/read): the value of the Mcp-Name header.
 	name string
-	// version is params._meta[metaKeyProtocolVersion], if any.
+	// version is params._meta[mcpwire.MetaKeyProtocolVersion], if any.
 	version string
 	// cancelID is params.requestId of notifications/cancelled.
 	cancelID  json.RawMessage
@@ -123,7 +106,7 @@ func (m *message) parseParams(raw json.RawMessage) {
 	if err := json.Unmarshal(raw, &p); err != nil {
 		return
 	}
-	if v, ok := p.Meta[metaKeyProtocolVersion]; ok {
+	if v, ok := p.Meta[mcpwire.MetaKeyProtocolVersion]; ok {
 		m.version = jsonString(v)
 	}
 	switch m.method {
@@ -171,15 +154,15 @@ func setMCPHeaders(h http.Header, m *message, negotiated, sessionID string) {
 		version = negotiated
 	}
 	if version != "" {
-		h.Set(headerProtocolVersion, version)
+		h.Set(mcpwire.HeaderProtocolVersion, version)
 	}
 	if sessionID != "" {
-		h.Set(headerSessionID, sessionID)
+		h.Set(mcpwire.HeaderSessionID, sessionID)
 	}
-	if version >= versionStateless && (m.kind == kindRequest || m.kind == kindNotification) {
-		h.Set(headerMethod, m.method)
+	if version >= mcpwire.VersionStateless && (m.kind == kindRequest || m.kind == kindNotification) {
+		h.Set(mcpwire.HeaderMethod, m.method)
 		if m.name != "" {
-			h.Set(headerName, m.name)
+			h.Set(mcpwire.HeaderName, m.name)
 		}
 	}
 }

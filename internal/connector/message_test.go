@@ -4,6 +4,8 @@ import (
 	"net/http"
 	"strings"
 	"testing"
+
+	"agentmesh/internal/mcpwire"
 )
 
 func TestParseMessageClassifiesJSONRPC(t *testing.T) {
@@ -58,19 +60,19 @@ func TestSetMCPHeadersAddsMethodHeadersFromStatelessProtocol(t *testing.T) {
 		want                           map[string]string
 	}{
 		{"legacy session", call, "2025-11-25", "S1", map[string]string{
-			headerProtocolVersion: "2025-11-25", headerSessionID: "S1", headerMethod: "", headerName: ""}},
+			mcpwire.HeaderProtocolVersion: "2025-11-25", mcpwire.HeaderSessionID: "S1", mcpwire.HeaderMethod: "", mcpwire.HeaderName: ""}},
 		{"stateless negotiated", call, "2026-07-28", "", map[string]string{
-			headerProtocolVersion: "2026-07-28", headerMethod: "tools/call", headerName: "query"}},
+			mcpwire.HeaderProtocolVersion: "2026-07-28", mcpwire.HeaderMethod: "tools/call", mcpwire.HeaderName: "query"}},
 		{"later version", call, "2027-01-01", "", map[string]string{
-			headerProtocolVersion: "2027-01-01", headerMethod: "tools/call", headerName: "query"}},
+			mcpwire.HeaderProtocolVersion: "2027-01-01", mcpwire.HeaderMethod: "tools/call", mcpwire.HeaderName: "query"}},
 		{"version from meta wins", `{"jsonrpc":"2.0","id":1,"method":"resources/read","params":{"uri":"a://b","_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28"}}}`, "", "", map[string]string{
-			headerProtocolVersion: "2026-07-28", headerMethod: "resources/read", headerName: "a://b"}},
+			mcpwire.HeaderProtocolVersion: "2026-07-28", mcpwire.HeaderMethod: "resources/read", mcpwire.HeaderName: "a://b"}},
 		{"notification", `{"jsonrpc":"2.0","method":"notifications/cancelled","params":{"requestId":1}}`, "2026-07-28", "", map[string]string{
-			headerMethod: "notifications/cancelled", headerName: ""}},
+			mcpwire.HeaderMethod: "notifications/cancelled", mcpwire.HeaderName: ""}},
 		{"response has no method header", `{"jsonrpc":"2.0","id":1,"result":{}}`, "2026-07-28", "", map[string]string{
-			headerProtocolVersion: "2026-07-28", headerMethod: ""}},
+			mcpwire.HeaderProtocolVersion: "2026-07-28", mcpwire.HeaderMethod: ""}},
 		{"before initialize", `{"jsonrpc":"2.0","id":1,"method":"initialize","params":{}}`, "", "", map[string]string{
-			headerProtocolVersion: "", headerSessionID: "", headerMethod: ""}},
+			mcpwire.HeaderProtocolVersion: "", mcpwire.HeaderSessionID: "", mcpwire.HeaderMethod: ""}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -13,27 +13,9 @@ import (
 
 	"agentmesh/internal/httpserver"
 	"agentmesh/internal/loopback"
+	"agentmesh/internal/mcpwire"
 	"agentmesh/internal/reason"
 )
-
-// Headers forwarded from the agent to the gateway; every other header
-// (Authorization, Cookie, Proxy-*, hop-by-hop headers...) is dropped: the
-// node's mTLS identity is the only credential the gateway sees.
-var forwardRequestHeaders = []string{
-	"Accept",
-	"Content-Type",
-	"Last-Event-Id",
-}
-
-// Headers relayed from the gateway to the agent.
-var forwardResponseHeaders = []string{
-	"Content-Type",
-	"Cache-Control",
-	"Mcp-Session-Id",
-	"Mcp-Protocol-Version",
-	"Allow",
-	"Retry-After",
-}
 
 // ServeListener serves Streamable HTTP at http://127.0.0.1:PORT/mcp on ln,
 // which must be a loopback or Unix socket listener (see [Listen]), and
@@ -110,9 +92,15 @@ func (p *proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 				req.Body = http.NoBody
 			}
 		}
-		copyHeaders(req.Header, r.Header, forwardRequestHeaders)
+		// The allow-list, and every other header of the protocol:
+		// Authorization, Cookie, Proxy-* and hop-by-hop headers stay
+		// here, since the node's mTLS identity is the only credential the
+		// gateway sees. Last-Event-ID and the headers that mirror the body
+		// pass on, because the gateway is the one that judges them.
+		mcpwire.CopyRequestHeaders(req.Header, r.Header)
+		mcpwire.CopyHeaders(req.Header, r.Header, mcpwire.HeaderLastEventID)
 		for k, vv := range r.Header {
-			if strings.HasPrefix(k, "Mcp-") {
+			if strings.HasPrefix(k, mcpwire.HeaderPrefix) {
 				req.Header[k] = vv
 			}
 		}
@@ -127,12 +115,12 @@ func (p *proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	defer resp.Body.Close()
 
-	copyHeaders(w.Header(), resp.Header, forwardResponseHeaders)
-	if resp.ContentLength >= 0 && mediaType(resp.Header.Get("Content-Type")) != "text/event-stream" {
+	mcpwire.CopyResponseHeaders(w.Header(), resp.Header)
+	if resp.ContentLength >= 0 && mediaType(resp.Header.Get("Content-Type")) != mcpwire.ContentTypeSSE {
 		w.Header().Set("Content-Length", fmt.Sprint(resp.ContentLength))
 	}
 	w.WriteHeader(resp.StatusCode)
-	if mediaType(resp.Header.Get("Content-Type")) == "text/event-stream" {
+	if mediaType(resp.Header.Get("Content-Type")) == mcpwire.ContentTypeSSE {
 		streamFlushing(w, resp.Body)
 		return
 	}
@@ -151,7 +139,7 @@ func (p *proxy) refuse(w http.ResponseWriter, r *http.Request, why reason.Code) 
 	}
 	p.c.log.Warn("local endpoint refused a request", "reason", why, "method", r.Method, "remote", r.RemoteAddr)
 	b := errorResponse(nil, CodeLocalRefused, msg, map[string]reason.Code{"reason": why})
-	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Content-Type", mcpwire.ContentTypeJSON)
 	w.Header().Set("Content-Length", fmt.Sprint(len(b)))
 	w.WriteHeader(status)
 	w.Write(b)
@@ -190,14 +178,6 @@ func streamFlushing(w http.ResponseWriter, body io.Reader) {
 		if n == len(buf) && big == nil {
 			big = copyBufPool.Get().(*[]byte)
 			buf = *big
-		}
-	}
-}
-
-func copyHeaders(dst, src http.Header, names []string) {
-	for _, k := range names {
-		if vv, ok := src[k]; ok {
-			dst[k] = vv
 		}
 	}
 }

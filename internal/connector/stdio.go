@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"agentmesh/internal/backoff"
+	"agentmesh/internal/mcpwire"
 	"agentmesh/internal/sse"
 )
 
@@ -244,7 +245,7 @@ func (s *stdioSession) cancelCall(m *message) {
 	}
 	cancel := s.calls[idKey(m.cancelID)]
 	s.mu.Unlock()
-	if cancel != nil && version >= versionStateless {
+	if cancel != nil && version >= mcpwire.VersionStateless {
 		cancel()
 	}
 }
@@ -275,8 +276,8 @@ func (s *stdioSession) newPOST(m *message, onWritten func()) func(ctx context.Co
 		if err != nil {
 			return nil, err
 		}
-		req.Header.Set("Content-Type", "application/json")
-		req.Header.Set("Accept", "application/json, text/event-stream")
+		req.Header.Set("Content-Type", mcpwire.ContentTypeJSON)
+		req.Header.Set("Accept", mcpwire.AcceptPOST)
 		setMCPHeaders(req.Header, m, negotiated, sessionID)
 		return req, nil
 	}
@@ -312,13 +313,13 @@ func (s *stdioSession) post(m *message, markSent func()) {
 		s.startGET()
 	}
 	switch mediaType(resp.Header.Get("Content-Type")) {
-	case "application/json":
+	case mcpwire.ContentTypeJSON:
 		// A reply to a batch or to something the gateway could not parse.
 		body, err := readLimited(resp.Body, s.c.maxMsg)
 		if err == nil && len(bytes.TrimSpace(body)) > 0 {
 			_ = s.out.writeLine(body)
 		}
-	case "text/event-stream":
+	case mcpwire.ContentTypeSSE:
 		_, _ = s.relaySSE(resp.Body, "", nil)
 	}
 }
@@ -328,75 +329,103 @@ func (s *stdioSession) post(m *message, markSent func()) {
 // whether the request is in s.pending.
 func (s *stdioSession) call(ctx context.Context, m *message, countPending bool, markSent func()) {
 	defer markSent()
-	answered := false
-	answer := func(line []byte) {
-		_ = s.out.writeLine(line)
-		if !answered {
-			answered = true
-			if countPending {
-				s.pending.Done()
-			}
-		}
+	rp := &reply{out: s.out}
+	if countPending {
+		rp.pending = &s.pending
 	}
-	defer func() {
-		if !answered {
-			// Cancelled by the agent or by shutdown: nobody waits for an
-			// answer any more.
-			answered = true
-			if countPending {
-				s.pending.Done()
-			}
-		}
-	}()
+	// Cancelled by the agent or by shutdown: nobody waits for an answer
+	// any more.
+	defer rp.release()
 
 	resp, err := s.c.roundTrip(ctx, s.newPOST(m, markSent))
 	markSent()
 	if err != nil {
 		if ctx.Err() == nil {
 			s.c.log.Warn("gateway unreachable", "method", m.method, "err", err)
-			answer(errorResponse(m.id, CodeGatewayUnreachable, "gateway unreachable", nil))
+			rp.send(errorResponse(m.id, CodeGatewayUnreachable, "gateway unreachable", nil))
 		}
 		return
 	}
 	defer resp.Body.Close()
 
 	if resp.StatusCode < 200 || resp.StatusCode >= 300 {
-		answer(s.httpError(m, resp))
+		rp.send(s.httpError(m, resp))
 		return
 	}
 	if m.method == "initialize" {
-		s.mu.Lock()
-		s.sessionID = resp.Header.Get(headerSessionID)
-		s.expired = false
-		s.mu.Unlock()
+		s.noteSession(resp)
 	}
+	s.relayAnswer(ctx, m, resp, rp)
+}
 
+// reply writes the answer to one request to the agent.
+type reply struct {
+	out      *lineWriter
+	pending  *sync.WaitGroup // the request's place in stdioSession.pending; nil if not counted
+	answered bool
+}
+
+// send writes line to the agent. The first answer releases the request's
+// place in pending only once written, so that a drain at EOF never ends
+// before the agent has its answer.
+func (rp *reply) send(line []byte) {
+	_ = rp.out.writeLine(line)
+	rp.release()
+}
+
+// release gives up the request's place in pending, once.
+func (rp *reply) release() {
+	if rp.answered {
+		return
+	}
+	rp.answered = true
+	if rp.pending != nil {
+		rp.pending.Done()
+	}
+}
+
+// noteSession records the session an initialize response opened (none, for
+// a gateway without sessions), before the answer reaches the agent, whose
+// next message must carry it.
+func (s *stdioSession) noteSession(resp *http.Response) {
+	s.mu.Lock()
+	s.sessionID = resp.Header.Get(mcpwire.HeaderSessionID)
+	s.expired = false
+	s.mu.Unlock()
+}
+
+// relayAnswer relays the gateway's successful answer to m: one JSON
+// message, or an event stream that carries the response among what else
+// the server sends while it works. An initialize result is noted before
+// the agent sees it, since the agent's next message (initialized) is sent
+// with the version it negotiated.
+func (s *stdioSession) relayAnswer(ctx context.Context, m *message, resp *http.Response, rp *reply) {
 	switch mediaType(resp.Header.Get("Content-Type")) {
-	case "application/json":
+	case mcpwire.ContentTypeJSON:
 		body, err := readLimited(resp.Body, s.c.maxMsg)
 		if err != nil {
 			if ctx.Err() == nil {
-				answer(errorResponse(m.id, CodeGatewayUnreachable, "connection to gateway broke", nil))
+				rp.send(errorResponse(m.id, CodeGatewayUnreachable, "connection to gateway broke", nil))
 			}
 			return
 		}
 		if m.method == "initialize" {
 			s.noteInitialize(body)
 		}
-		answer(body)
-	case "text/event-stream":
+		rp.send(body)
+	case mcpwire.ContentTypeSSE:
 		_, err := s.relaySSE(resp.Body, idKey(m.id), func(data []byte) {
 			if m.method == "initialize" {
 				s.noteInitialize(data)
 			}
-			answer(data)
+			rp.send(data)
 		})
-		if !answered && ctx.Err() == nil {
+		if !rp.answered && ctx.Err() == nil {
 			s.c.log.Warn("gateway stream ended without response", "method", m.method, "err", err)
-			answer(errorResponse(m.id, CodeGatewayUnreachable, "gateway stream ended without a response", nil))
+			rp.send(errorResponse(m.id, CodeGatewayUnreachable, "gateway stream ended without a response", nil))
 		}
 	default:
-		answer(errorResponse(m.id, CodeGatewayHTTPError,
+		rp.send(errorResponse(m.id, CodeGatewayHTTPError,
 			fmt.Sprintf("gateway: HTTP %d with unexpected content type", resp.StatusCode),
 			map[string]int{"status": resp.StatusCode}))
 	}
@@ -467,12 +496,12 @@ func (s *stdioSession) httpError(m *message, resp *http.Response) []byte {
 // noteSessionGone records that the gateway no longer knows the session (404
 // for a request that carried one), so it is not deleted on exit.
 func (s *stdioSession) noteSessionGone(resp *http.Response) bool {
-	if resp.StatusCode != http.StatusNotFound || resp.Request == nil || resp.Request.Header.Get(headerSessionID) == "" {
+	if resp.StatusCode != http.StatusNotFound || resp.Request == nil || resp.Request.Header.Get(mcpwire.HeaderSessionID) == "" {
 		return false
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.sessionID == resp.Request.Header.Get(headerSessionID) {
+	if s.sessionID == resp.Request.Header.Get(mcpwire.HeaderSessionID) {
 		s.expired = true
 	}
 	return true
@@ -498,7 +527,7 @@ func (s *stdioSession) noteInitialize(body []byte) {
 // once per session, for protocols that have one.
 func (s *stdioSession) startGET() {
 	s.mu.Lock()
-	if s.getStarted || s.negotiated == "" || s.negotiated >= versionStateless {
+	if s.getStarted || s.negotiated == "" || s.negotiated >= mcpwire.VersionStateless {
 		s.mu.Unlock()
 		return
 	}
@@ -528,13 +557,13 @@ func (s *stdioSession) runGET() {
 			if err != nil {
 				return nil, err
 			}
-			req.Header.Set("Accept", "text/event-stream")
-			req.Header.Set(headerProtocolVersion, version)
+			req.Header.Set("Accept", mcpwire.ContentTypeSSE)
+			req.Header.Set(mcpwire.HeaderProtocolVersion, version)
 			if sessionID != "" {
-				req.Header.Set(headerSessionID, sessionID)
+				req.Header.Set(mcpwire.HeaderSessionID, sessionID)
 			}
 			if lastEventID != "" {
-				req.Header.Set(headerLastEventID, lastEventID)
+				req.Header.Set(mcpwire.HeaderLastEventID, lastEventID)
 			}
 			return req, nil
 		})
@@ -550,7 +579,7 @@ func (s *stdioSession) runGET() {
 			s.noteSessionGone(resp)
 			s.c.log.Debug("no standalone SSE stream", "status", resp.StatusCode)
 			return
-		case resp.StatusCode >= 200 && resp.StatusCode < 300 && mediaType(resp.Header.Get("Content-Type")) == "text/event-stream":
+		case resp.StatusCode >= 200 && resp.StatusCode < 300 && mediaType(resp.Header.Get("Content-Type")) == mcpwire.ContentTypeSSE:
 			id, err := s.relaySSE(resp.Body, "", nil)
 			resp.Body.Close()
 			if id != "" && id != lastEventID {
@@ -587,9 +616,9 @@ func (s *stdioSession) deleteSession(parent context.Context) {
 		if err != nil {
 			return nil, err
 		}
-		req.Header.Set(headerSessionID, sessionID)
+		req.Header.Set(mcpwire.HeaderSessionID, sessionID)
 		if version != "" {
-			req.Header.Set(headerProtocolVersion, version)
+			req.Header.Set(mcpwire.HeaderProtocolVersion, version)
 		}
 		return req, nil
 	})

@@ -92,7 +92,8 @@
 //     same id presented by anybody else is answered 404, exactly as an
 //     unknown id, so that ids cannot be probed, and the attempt is audited.
 //   - Client credentials (Authorization, Cookie and every header not on a
-//     short allow list) are never passed upstream.
+//     short allow list, mcpwire's, the same for every hop) are never passed
+//     upstream.
 //   - Update applies a new State to the next message of every open session;
 //     sessions whose visible tools, prompts or resources changed receive the
 //     matching notifications/*/list_changed; peers that lost all access, were

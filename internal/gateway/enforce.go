@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"strconv"
+	"strings"
 
 	"agentmesh/internal/mcpwire"
 	"agentmesh/internal/policy"
@@ -68,43 +69,151 @@ var listMethods = map[string]listKind{
 	"tasks/list":               listTasks,
 }
 
-// decide answers one decoded client message for peer p under p.state.
+// decide answers one decoded client message for peer p under p.state, in
+// steps that each may end it, in this order: the message's kind (only
+// requests go further), the methods answered without the policy, what the
+// request targets, the policy's decision, and the binding of a task the
+// answer may start. The order is part of the answer: a malformed or
+// unknown request is refused as such even when there is no policy, and an
+// owner's tasks/cancel passes without one.
 func (g *Gateway) decide(p *peerInfo, m *mcpwire.Message) verdict {
 	st := p.state
 	v := verdict{grant: -1, version: st.PolicyVersion()}
-	allow := func() verdict { v.allow, v.reason = true, reason.Allowed; return v }
-	deny := func(code int, why reason.Code) verdict { v.allow, v.code, v.reason = false, code, why; return v }
-
-	switch m.Kind {
-	case mcpwire.KindResponse:
-		// An answer to a server-initiated request (sampling, elicitation,
-		// roots): the upstream asked for it.
-		return allow()
-	case mcpwire.KindNotification:
-		if _, ok := clientNotifications[m.Method]; ok {
-			return allow()
-		}
-		return deny(CodeDenied, reason.UnknownMethod)
-	case mcpwire.KindRequest:
-	default:
-		return deny(CodeRejected, reason.Malformed)
+	if m.Kind != mcpwire.KindRequest {
+		return v.notRequest(m)
 	}
-
 	if _, ok := passThrough[m.Method]; ok {
-		return allow()
+		return v.allowed()
 	}
 	if k, ok := listMethods[m.Method]; ok {
 		v.filter = k
-		return allow()
+		return v.allowed()
 	}
-	req := policy.Request{Src: p.node, Dst: st.Self, Method: m.Method}
-	// Extra resource URIs decided with the request (subscriptions/listen).
-	var subscriptions []string
+	q, answered := g.target(p, m, &v)
+	if answered {
+		return v
+	}
+	if st.Policy == nil {
+		return v.denied(CodeDenied, reason.NoPolicy)
+	}
+	d := q.ask(st.Policy, &v)
+	v.grant, v.version = d.Grant, d.Version
+	if !d.Allow {
+		return v.refusedBy(d)
+	}
+	v.allow, v.reason = true, d.Reason
+	if v.reason == "" {
+		v.reason = reason.Allowed
+	}
+	return v.bindTask(m, q.req)
+}
+
+// allowed makes v an allow for the default reason and returns it.
+func (v *verdict) allowed() verdict {
+	v.allow, v.reason = true, reason.Allowed
+	return *v
+}
+
+// denied makes v a denial with a JSON-RPC code and a reason, and returns it.
+func (v *verdict) denied(code int, why reason.Code) verdict {
+	v.allow, v.code, v.reason = false, code, why
+	return *v
+}
+
+// notRequest answers a message that is not a request. A response answers a
+// request the upstream sent (sampling, elicitation, roots), so the
+// upstream asked for it; a notification passes only when a client may
+// send it; anything else is malformed.
+func (v *verdict) notRequest(m *mcpwire.Message) verdict {
+	switch m.Kind {
+	case mcpwire.KindResponse:
+		return v.allowed()
+	case mcpwire.KindNotification:
+		if _, ok := clientNotifications[m.Method]; ok {
+			return v.allowed()
+		}
+		return v.denied(CodeDenied, reason.UnknownMethod)
+	}
+	return v.denied(CodeRejected, reason.Malformed)
+}
+
+// question is what the policy is asked about one request.
+type question struct {
+	req policy.Request
+	// more are further resource URIs decided with req, each as req with
+	// that Resource (the subscriptions of a subscriptions/listen after
+	// the first).
+	more []string
+}
+
+// ask asks pol about q: allowed only when req and every further URI
+// are. When a further URI is the one denied, v names it as the resource.
+func (q question) ask(pol *policy.Policy, v *verdict) policy.Decision {
+	d := pol.Decide(q.req)
+	for _, uri := range q.more {
+		if !d.Allow {
+			break
+		}
+		q.req.Resource = uri
+		if d = pol.Decide(q.req); !d.Allow {
+			v.resource = uri
+		}
+	}
+	return d
+}
+
+// refusedBy makes v the denial of decision d and returns it.
+func (v *verdict) refusedBy(d policy.Decision) verdict {
+	why := d.Reason
+	if why == "" {
+		// Decide always says why; a denial never goes without a code.
+		why = reason.NotGranted
+	}
+	code := CodeDenied
+	if why == reason.CaseVariantKey {
+		// Ambiguous input, like a case-variant pair: rejected.
+		code = CodeRejected
+	}
+	return v.denied(code, why)
+}
+
+// bindTask finishes the allow v of request m, asked as req: a decided
+// request may be answered with a task handle, which is then bound to the
+// caller (see tasks.go). Task methods and subscriptions/listen start no
+// task. A malformed task field denies the request after all.
+func (v *verdict) bindTask(m *mcpwire.Message, req policy.Request) verdict {
+	if mcpwire.IsTaskMethod(m.Method) || m.Method == "subscriptions/listen" {
+		return *v
+	}
+	task, err := m.TaskRequest()
+	if err != nil {
+		return v.denied(CodeRejected, reason.Malformed)
+	}
+	if task {
+		o := originOf(req, *v, len(m.Params))
+		v.origin = &o
+	}
+	return *v
+}
+
+// target reads what request m targets into the question for the policy,
+// and records the target in v for the audit event. It reports answered,
+// with the answer in v, when m needs no policy decision after all (a
+// subscriptions/listen without subscriptions, an owner's tasks/cancel) or
+// cannot have one (malformed, an unknown task, a method that is neither
+// listed nor decided: there is no wildcard).
+func (g *Gateway) target(p *peerInfo, m *mcpwire.Message, v *verdict) (q question, answered bool) {
+	req := &q.req
+	*req = policy.Request{Src: p.node, Dst: p.state.Self, Method: m.Method}
+	malformed := func() (question, bool) {
+		v.denied(CodeRejected, reason.Malformed)
+		return q, true
+	}
 	switch {
 	case m.Method == "tools/call":
 		tc, err := m.ToolCall()
 		if err != nil {
-			return deny(CodeRejected, reason.Malformed)
+			return malformed()
 		}
 		req.Action, req.Tool, req.Args = policy.ActionTool, tc.Name, tc.Arguments
 		v.tool = tc.Name
@@ -114,32 +223,20 @@ func (g *Gateway) decide(p *peerInfo, m *mcpwire.Message) verdict {
 	case m.Method == "resources/read", m.Method == "resources/subscribe":
 		uri, err := m.ResourceURI()
 		if err != nil {
-			return deny(CodeRejected, reason.Malformed)
+			return malformed()
 		}
 		req.Action, req.Resource = policy.ActionResource, uri
 		v.resource = uri
 	case m.Method == "prompts/get":
 		name, args, err := m.PromptGet()
 		if err != nil {
-			return deny(CodeRejected, reason.Malformed)
+			return malformed()
 		}
 		req.Action, req.Prompt, req.Args = policy.ActionPrompt, name, args
 		v.prompt = name
 	case m.Method == "completion/complete":
-		ref, err := m.CompletionRef()
-		if err != nil {
-			return deny(CodeRejected, reason.Malformed)
-		}
-		switch ref.Type {
-		case "ref/prompt":
-			req.Action, req.Prompt = policy.ActionPrompt, ref.Name
-			v.prompt = ref.Name
-		case "ref/resource":
-			// The reference is a URI template, not a URI.
-			req.Action, req.Resource, req.Template = policy.ActionResource, ref.URI, true
-			v.resource = ref.URI
-		default:
-			return deny(CodeRejected, reason.Malformed)
+		if !completionTarget(m, req, v) {
+			return malformed()
 		}
 	case m.Method == "subscriptions/listen":
 		// The 2026-07-28 successor of the GET stream and of
@@ -148,79 +245,71 @@ func (g *Gateway) decide(p *peerInfo, m *mcpwire.Message) verdict {
 		// resourceSubscriptions is decided as a subscription.
 		f, err := m.Listen()
 		if err != nil {
-			return deny(CodeRejected, reason.Malformed)
+			return malformed()
 		}
 		if len(f.ResourceSubscriptions) == 0 {
-			return allow()
+			v.allowed()
+			return q, true
 		}
-		subscriptions = f.ResourceSubscriptions
-		req.Action, req.Method, req.Resource = policy.ActionResource, "resources/subscribe", subscriptions[0]
-		v.resource = subscriptions[0]
+		req.Action, req.Method, req.Resource = policy.ActionResource, "resources/subscribe", f.ResourceSubscriptions[0]
+		q.more = f.ResourceSubscriptions[1:]
+		v.resource = req.Resource
 	case mcpwire.IsTaskMethod(m.Method):
-		id, err := m.TaskID()
-		if err != nil {
-			return deny(CodeRejected, reason.Malformed)
-		}
-		o, ok := g.tasks.lookup(id, p.ref, g.now())
-		if !ok {
-			return deny(CodeRejected, reason.UnknownTask)
-		}
-		v.tool, v.resource, v.prompt = o.tool, o.resource, o.prompt
-		if m.Method == "tasks/cancel" {
-			// Its owner may always stop a task, even once the
-			// request that started it would no longer be allowed.
-			return allow()
-		}
-		// Decided again as the request that created the task.
-		req.Action, req.Method, req.Tool, req.Resource, req.Prompt, req.Args, req.Template =
-			o.req.Action, o.req.Method, o.req.Tool, o.req.Resource, o.req.Prompt, o.req.Args, o.req.Template
+		return q, g.taskTarget(p, m, req, v)
 	default:
-		return deny(CodeDenied, reason.UnknownMethod)
+		v.denied(CodeDenied, reason.UnknownMethod)
+		return q, true
 	}
-	if st.Policy == nil {
-		return deny(CodeDenied, reason.NoPolicy)
+	return q, false
+}
+
+// completionTarget reads what a completion/complete request completes: a
+// prompt's argument, or a resource template's variable (decided as the
+// template, not as a URI). It reports false for a malformed reference.
+func completionTarget(m *mcpwire.Message, req *policy.Request, v *verdict) bool {
+	ref, err := m.CompletionRef()
+	if err != nil {
+		return false
 	}
-	d := st.Policy.Decide(req)
-	for _, uri := range subscriptions[min(1, len(subscriptions)):] {
-		if !d.Allow {
-			break
-		}
-		req.Resource = uri
-		if d = st.Policy.Decide(req); !d.Allow {
-			v.resource = uri
-		}
+	switch ref.Type {
+	case "ref/prompt":
+		req.Action, req.Prompt = policy.ActionPrompt, ref.Name
+		v.prompt = ref.Name
+	case "ref/resource":
+		// The reference is a URI template, not a URI.
+		req.Action, req.Resource, req.Template = policy.ActionResource, ref.URI, true
+		v.resource = ref.URI
+	default:
+		return false
 	}
-	v.grant, v.version = d.Grant, d.Version
-	if !d.Allow {
-		why := d.Reason
-		if why == "" {
-			// Decide always says why; a denial never goes without a code.
-			why = reason.NotGranted
-		}
-		code := CodeDenied
-		if why == reason.CaseVariantKey {
-			// Ambiguous input, like a case-variant pair: rejected.
-			code = CodeRejected
-		}
-		return deny(code, why)
+	return true
+}
+
+// taskTarget makes a task method ask again what the request that created
+// the task asked, for the task's owner only. It reports answered, with the
+// answer in v, for a malformed or unknown task (which includes another
+// identity's) and for tasks/cancel.
+func (g *Gateway) taskTarget(p *peerInfo, m *mcpwire.Message, req *policy.Request, v *verdict) (answered bool) {
+	id, err := m.TaskID()
+	if err != nil {
+		v.denied(CodeRejected, reason.Malformed)
+		return true
 	}
-	v.allow, v.reason = true, d.Reason
-	if v.reason == "" {
-		v.reason = reason.Allowed
+	o, ok := g.tasks.lookup(id, p.ref, g.now())
+	if !ok {
+		v.denied(CodeRejected, reason.UnknownTask)
+		return true
 	}
-	if !mcpwire.IsTaskMethod(m.Method) && m.Method != "subscriptions/listen" {
-		// A decided request may be answered with a task handle, which
-		// is then bound to the caller (see tasks.go).
-		task, err := m.TaskRequest()
-		if err != nil {
-			return deny(CodeRejected, reason.Malformed)
-		}
-		if task {
-			o := originOf(req, v, len(m.Params))
-			v.origin = &o
-		}
+	v.tool, v.resource, v.prompt = o.tool, o.resource, o.prompt
+	if m.Method == "tasks/cancel" {
+		// Its owner may always stop a task, even once the request that
+		// started it would no longer be allowed.
+		v.allowed()
+		return true
 	}
-	return v
+	req.Action, req.Method, req.Tool, req.Resource, req.Prompt, req.Args, req.Template =
+		o.req.Action, o.req.Method, o.req.Tool, o.req.Resource, o.req.Prompt, o.req.Args, o.req.Template
+	return false
 }
 
 // argsHash is the hex SHA-256 of a tool call's raw arguments, as sent.
@@ -254,7 +343,7 @@ func visibleIn(vis policy.Visibility, k listKind, name string) bool {
 // body. It returns "" when they do.
 func headerCheck(h map[string][]string, m *mcpwire.Message) reason.Code {
 	get := func(k string) (string, bool, bool) {
-		vs := h[k]
+		vs := anyCase(h, k)
 		switch len(vs) {
 		case 0:
 			return "", false, true
@@ -263,9 +352,9 @@ func headerCheck(h map[string][]string, m *mcpwire.Message) reason.Code {
 		}
 		return "", true, false // repeated header: never guess which one counts
 	}
-	hv, _, ok1 := get("Mcp-Protocol-Version")
-	method, hasMethod, ok2 := get("Mcp-Method")
-	name, hasName, ok3 := get("Mcp-Name")
+	hv, _, ok1 := get(mcpwire.HeaderProtocolVersion)
+	method, hasMethod, ok2 := get(mcpwire.HeaderMethod)
+	name, hasName, ok3 := get(mcpwire.HeaderName)
 	if !ok1 || !ok2 || !ok3 {
 		return reason.HeaderMismatch
 	}
@@ -279,7 +368,7 @@ func headerCheck(h map[string][]string, m *mcpwire.Message) reason.Code {
 	if mv != "" && hv != "" && mv != hv {
 		return reason.HeaderMismatch
 	}
-	modern := max(hv, mv) >= "2026-07-28"
+	modern := max(hv, mv) >= mcpwire.VersionStateless
 	if m.Kind == mcpwire.KindResponse {
 		if hasMethod || hasName {
 			return reason.HeaderMismatch
@@ -313,6 +402,21 @@ func headerCheck(h map[string][]string, m *mcpwire.Message) reason.Code {
 		return reason.HeaderMismatch
 	}
 	return ""
+}
+
+// anyCase returns the values of h under every spelling of the key k. The
+// forward passes a mirror header in whatever case it has
+// ([mcpwire.IsMirrorHeader]), so the check must see every spelling: two
+// spellings count as a repeated header. (net/http hands the gateway
+// canonical keys only; this keeps the check closed if that ever changes.)
+func anyCase(h map[string][]string, k string) []string {
+	vs := h[k]
+	for hk, more := range h {
+		if hk != k && strings.EqualFold(hk, k) {
+			vs = append(vs[:len(vs):len(vs)], more...)
+		}
+	}
+	return vs
 }
 
 // bodyName is the name the Mcp-Name header must carry for m.

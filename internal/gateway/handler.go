@@ -83,7 +83,7 @@ func (g *Gateway) serveMCP(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		if r.Method == http.MethodGet {
-			if x.sess == nil && len(r.Header.Values("Last-Event-Id")) > 0 {
+			if x.sess == nil && len(r.Header.Values(mcpwire.HeaderLastEventID)) > 0 {
 				// Without a session the upstream cannot tell whose
 				// stream an event id names, and a replay could carry
 				// another identity's answers.
@@ -287,7 +287,7 @@ func (g *Gateway) openStream(x *exchange, mask listKind, subID json.RawMessage) 
 // bindSession checks the Mcp-Session-Id of r against its owner. It answers
 // the refusal itself and returns false when the request must stop.
 func (g *Gateway) bindSession(w http.ResponseWriter, r *http.Request, x *exchange) bool {
-	vals := r.Header.Values("Mcp-Session-Id")
+	vals := r.Header.Values(mcpwire.HeaderSessionID)
 	if len(vals) == 0 {
 		return true
 	}
@@ -372,7 +372,7 @@ func writeRefusal(w http.ResponseWriter, status int, id json.RawMessage, code in
 	}
 	b := mcpwire.ErrorResponse(id, mcpwire.Error{Code: code, Message: msg + ": " + string(why), Data: data})
 	h := w.Header()
-	h.Set("Content-Type", "application/json")
+	h.Set("Content-Type", mcpwire.ContentTypeJSON)
 	h.Set("Cache-Control", "no-store")
 	w.WriteHeader(status)
 	w.Write(b)

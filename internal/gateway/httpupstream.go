@@ -35,23 +35,6 @@ type httpUpstream struct {
 	fresh  *http.Transport // for retries: never reuses a connection
 }
 
-// Headers a client request may carry upstream. Everything else (notably
-// Authorization and Cookie) stays at the gateway. Headers that mirror the
-// body (Mcp-Method, Mcp-Name and Mcp-Param-*) pass only on a POST, whose
-// body headerCheck and paramCheck have matched them with; Last-Event-ID
-// only on a GET of a session, the one request that resumes a stream (whose
-// replay is filtered like a live stream, see streamEvent).
-var forwardHeaders = []string{"Accept", "Content-Type", "Mcp-Session-Id", "Mcp-Protocol-Version"}
-
-// bodyHeaders are the headers that mirror a POST body.
-var bodyHeaders = []string{"Mcp-Method", "Mcp-Name"}
-
-// Headers an upstream response may carry back to the client.
-var backHeaders = []string{
-	"Content-Type", "Cache-Control", "Mcp-Session-Id", "Mcp-Protocol-Version",
-	"Allow", "Retry-After",
-}
-
 func newHTTPUpstream(g *Gateway, u HTTPUpstream) (*httpUpstream, error) {
 	pu, err := url.Parse(u.URL)
 	if err != nil || (pu.Scheme != "http" && pu.Scheme != "https") || pu.Host == "" {
@@ -113,7 +96,7 @@ func (u *httpUpstream) closeSession(s *session) {
 		if err != nil {
 			return
 		}
-		req.Header.Set("Mcp-Session-Id", s.id)
+		req.Header.Set(mcpwire.HeaderSessionID, s.id)
 		for k, vs := range u.header {
 			req.Header[k] = vs
 		}
@@ -153,7 +136,7 @@ func (u *httpUpstream) forward(w http.ResponseWriter, r *http.Request, x *exchan
 	defer resp.Body.Close()
 
 	if x.msg != nil && x.msg.Method == "initialize" && x.sess == nil && resp.StatusCode/100 == 2 {
-		if sid := resp.Header.Get("Mcp-Session-Id"); sid != "" {
+		if sid := resp.Header.Get(mcpwire.HeaderSessionID); sid != "" {
 			s := newSession(g.base, sid, x.peer.ref, g.now())
 			s.hold(x.slots.session)
 			x.slots.session = nil
@@ -168,12 +151,7 @@ func (u *httpUpstream) forward(w http.ResponseWriter, r *http.Request, x *exchan
 			x.ev.Session = sid
 		}
 	}
-	h := w.Header()
-	for _, k := range backHeaders {
-		if vs := resp.Header.Values(k); len(vs) > 0 {
-			h[k] = vs
-		}
-	}
+	mcpwire.CopyResponseHeaders(w.Header(), resp.Header)
 	switch {
 	case x.v.filter != 0 && resp.StatusCode == http.StatusOK:
 		u.relayMessages(w, resp, x, true, func(data []byte) ([]byte, error) { return g.filterMessage(data, x) })
@@ -236,19 +214,23 @@ func (u *httpUpstream) do(ctx context.Context, r *http.Request, x *exchange) (*h
 		if err != nil {
 			return nil, fmt.Errorf("%w: %w", ErrUpstream, err)
 		}
-		copyHeaders(req.Header, r.Header, forwardHeaders...)
+		// The allow-list only: Authorization, Cookie and the rest stay
+		// here. Headers that mirror the body pass only on a POST, whose
+		// body headerCheck and paramCheck have matched them with before
+		// the request got here; Last-Event-ID only on a GET of a session,
+		// the one request that resumes a stream (whose replay is filtered
+		// like a live stream, see streamEvent).
+		mcpwire.CopyRequestHeaders(req.Header, r.Header)
 		switch r.Method {
 		case http.MethodPost:
-			// Checked against the body before the request got here.
-			copyHeaders(req.Header, r.Header, bodyHeaders...)
 			for k, vs := range r.Header {
-				if isParamHeader(k) {
+				if mcpwire.IsMirrorHeader(k) {
 					req.Header[k] = vs
 				}
 			}
 		case http.MethodGet:
 			if x.sess != nil {
-				copyHeaders(req.Header, r.Header, "Last-Event-Id")
+				mcpwire.CopyHeaders(req.Header, r.Header, mcpwire.HeaderLastEventID)
 			}
 		}
 		for k, vs := range u.header {
@@ -269,16 +251,6 @@ func (u *httpUpstream) do(ctx context.Context, r *http.Request, x *exchange) (*h
 			return nil, fmt.Errorf("%w: %s %s: %w", ErrUpstream, r.Method, u.url, err)
 		}
 		u.g.log.Debug("retrying upstream request closed before any response", "event_id", x.ev.ID, "attempt", attempt+1, "err", err)
-	}
-}
-
-// copyHeaders copies the values of keys (canonical header keys) from src
-// to dst.
-func copyHeaders(dst, src http.Header, keys ...string) {
-	for _, k := range keys {
-		if vs := src.Values(k); len(vs) > 0 {
-			dst[k] = vs
-		}
 	}
 }
 
@@ -599,9 +571,9 @@ func (u *httpUpstream) injecting(ctx context.Context, w http.ResponseWriter, res
 
 func isSSE(h http.Header) bool {
 	ct := h.Get("Content-Type")
-	if !strings.HasPrefix(ct, "text/event-stream") {
+	if !strings.HasPrefix(ct, mcpwire.ContentTypeSSE) {
 		return false
 	}
 	mt, _, _ := mime.ParseMediaType(ct)
-	return mt == "text/event-stream"
+	return mt == mcpwire.ContentTypeSSE
 }

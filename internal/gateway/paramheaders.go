@@ -27,8 +27,6 @@ import (
 // answer to that, per the specification, is to list tools and retry).
 // Mcp-Param-* headers on any other message are refused.
 
-const paramHeaderPrefix = "Mcp-Param-"
-
 // maxParamTools bounds the tools whose annotations are kept.
 const maxParamTools = 10_000
 
@@ -137,18 +135,12 @@ func validToken(s string) bool {
 	return s != ""
 }
 
-// isParamHeader reports whether the header key k is an Mcp-Param-* header
-// (header names are case-insensitive).
-func isParamHeader(k string) bool {
-	return len(k) > len(paramHeaderPrefix) && strings.EqualFold(k[:len(paramHeaderPrefix)], paramHeaderPrefix)
-}
-
 // paramCheck verifies the Mcp-Param-* headers of a request against its
 // body; it returns "" when they agree, else reason.HeaderMismatch.
 func (g *Gateway) paramCheck(h http.Header, m *mcpwire.Message) reason.Code {
 	var names []string
 	for k := range h {
-		if isParamHeader(k) {
+		if mcpwire.IsParamHeader(k) {
 			names = append(names, k)
 		}
 	}
@@ -175,7 +167,7 @@ func (g *Gateway) paramCheck(h http.Header, m *mcpwire.Message) reason.Code {
 	seen := make(map[string]bool, len(names))
 	for _, k := range names {
 		vs := h[k]
-		n := strings.ToLower(k[len(paramHeaderPrefix):])
+		n := strings.ToLower(k[len(mcpwire.HeaderParamPrefix):])
 		path, ok := want[n]
 		if len(vs) != 1 || seen[n] || !ok {
 			return reason.HeaderMismatch

@@ -136,9 +136,9 @@ func (u *commandUpstream) unsupported(w http.ResponseWriter, r *http.Request, x 
 		writeRefusal(w, http.StatusBadRequest, nil, CodeRejected, reason.UnknownSession, x.ev.ID)
 		return
 	}
-	requested := r.Header.Get("Mcp-Protocol-Version")
+	requested := r.Header.Get(mcpwire.HeaderProtocolVersion)
 	data, _ := json.Marshal(mcp.UnsupportedProtocolVersionData{
-		Supported: []string{"2025-11-25", "2025-06-18", "2025-03-26"},
+		Supported: mcpwire.SessionVersions(),
 		Requested: requested,
 	})
 	b := mcpwire.ErrorResponse(x.msg.ID, mcpwire.Error{
@@ -146,7 +146,7 @@ func (u *commandUpstream) unsupported(w http.ResponseWriter, r *http.Request, x 
 		Message: "this gateway serves its stdio upstream with sessions; use initialize",
 		Data:    data,
 	})
-	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Content-Type", mcpwire.ContentTypeJSON)
 	w.WriteHeader(http.StatusBadRequest)
 	w.Write(b)
 }

@@ -10,8 +10,12 @@ import (
 	"testing"
 	"time"
 
+	"agentmesh/internal/admission"
 	"agentmesh/internal/audit"
+	"agentmesh/internal/gateway/gatewaytest"
+	"agentmesh/internal/identity"
 	"agentmesh/internal/mcpwire"
+	"agentmesh/internal/policy"
 	"agentmesh/internal/reason"
 )
 
@@ -44,6 +48,11 @@ func TestHeaderCheckRequiresHeadersToMatchBody(t *testing.T) {
 		{"repeated Mcp-Name", map[string][]string{"Mcp-Method": {"tools/call"}, "Mcp-Name": {"echo", "drop_table"}}, call("echo", ""), false},
 		{"header and _meta versions differ", map[string][]string{"Mcp-Protocol-Version": {"2025-11-25"}, "Mcp-Method": {"tools/call"}, "Mcp-Name": {"echo"}}, call("echo", "2026-07-28"), false},
 		{"_meta version without header", map[string][]string{"Mcp-Method": {"tools/call"}, "Mcp-Name": {"echo"}}, call("echo", "2026-07-28"), false},
+		// The forward passes mirror headers in any case, so the check reads
+		// every spelling.
+		{"lower-case Mcp-Method mismatch", map[string][]string{"mcp-method": {"tools/list"}}, call("echo", ""), false},
+		{"second spelling of Mcp-Name", map[string][]string{"Mcp-Protocol-Version": {"2026-07-28"}, "Mcp-Method": {"tools/call"}, "Mcp-Name": {"echo"}, "mcp-name": {"drop_table"}}, call("echo", "2026-07-28"), false},
+		{"lower-case headers matching the body", map[string][]string{"mcp-protocol-version": {"2026-07-28"}, "mcp-method": {"tools/call"}, "mcp-name": {"echo"}}, call("echo", "2026-07-28"), true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -171,5 +180,58 @@ func TestGatewayReapsIdleSessionsButNotOpenStreams(t *testing.T) {
 				t.Fatal("no audit event for the reaped session")
 			}
 		})
+	}
+}
+
+// TestDecideNamesTheSubscriptionItDenies: the resource URIs of a
+// subscriptions/listen are decided one by one, and the verdict (so the
+// audit event) names the one denied, not the first.
+func TestDecideNamesTheSubscriptionItDenies(t *testing.T) {
+	fraud := gatewaytest.ID(t, identity.KindAgent, "fraud")
+	db := gatewaytest.ID(t, identity.KindTool, "payments-db")
+	p := &peerInfo{
+		node:  policy.Node{Name: fraud.Name, Kind: fraud.Kind},
+		state: &admission.State{Policy: compile(t, excludePolicy, "v1"), Self: policy.Node{Name: db.Name, Kind: db.Kind}},
+	}
+	listen := func(uris string) *mcpwire.Message {
+		msgs, _, err := mcpwire.Decode([]byte(`{"jsonrpc":"2.0","id":1,"method":"subscriptions/listen","params":{"notifications":{"resourceSubscriptions":[`+uris+`]}}}`), mcpwire.Limits{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return &msgs[0]
+	}
+	g := &Gateway{}
+	if v := g.decide(p, listen(`"db://public/a","db://public/b"`)); !v.allow || v.resource != "db://public/a" {
+		t.Fatalf("all granted: allow=%v resource=%q, want an allow naming the first URI", v.allow, v.resource)
+	}
+	v := g.decide(p, listen(`"db://public/a","db://public/secret","db://public/b"`))
+	if v.allow || v.reason != reason.NotGranted || v.resource != "db://public/secret" {
+		t.Fatalf("one excluded: allow=%v reason=%q resource=%q, want not_granted naming db://public/secret", v.allow, v.reason, v.resource)
+	}
+}
+
+// TestDecideRefusesWhatItCannotReadBeforeAskingForAPolicy: without a
+// policy every request the policy would decide is denied (no_policy), but
+// a malformed or unknown request is still refused as what it is, and a
+// listen that names no resource still passes.
+func TestDecideRefusesWhatItCannotReadBeforeAskingForAPolicy(t *testing.T) {
+	p := &peerInfo{state: &admission.State{}}
+	g := &Gateway{}
+	for _, tt := range []struct {
+		body string
+		want reason.Code
+	}{
+		{`{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo"}}`, reason.NoPolicy},
+		{`{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"Name":"echo"}}`, reason.Malformed},
+		{`{"jsonrpc":"2.0","id":1,"method":"tools/invent","params":{}}`, reason.UnknownMethod},
+		{`{"jsonrpc":"2.0","id":1,"method":"subscriptions/listen","params":{"notifications":{}}}`, reason.Allowed},
+	} {
+		msgs, _, err := mcpwire.Decode([]byte(tt.body), mcpwire.Limits{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if v := g.decide(p, &msgs[0]); v.reason != tt.want || v.allow != (tt.want == reason.Allowed) {
+			t.Errorf("%s: allow=%v reason=%q, want %q", tt.body, v.allow, v.reason, tt.want)
+		}
 	}
 }

@@ -14,6 +14,14 @@
 // and [ErrorCode] picks its code from a Decode error. Responses must be
 // matched to requests with [IDKey], not by raw id bytes.
 //
+// The protocol's versions ([VersionStateless], [SessionVersions]), the
+// Streamable HTTP header names and content types, and the header
+// allow-lists every hop passes on ([CopyRequestHeaders],
+// [CopyResponseHeaders], [IsMirrorHeader]) are defined here once, so the
+// gateway, the connector and the model gateway cannot disagree on which
+// headers cross a hop: Authorization and Cookie never do, since the mesh
+// identity is the only credential.
+//
 // # Threat model
 //
 // The peer is hostile and the upstream server is an unknown JSON parser:

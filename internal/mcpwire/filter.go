@@ -51,6 +51,10 @@ func (m *Message) FilterResult(field string, keep func(name string) bool) (out j
 	return filterList(m.Result, field, keep, sameSlice(m.Result, m.result))
 }
 
+// filterList validates result, walks its members to filter the list field,
+// then splices the kept items back in. The order is the contract: the walk
+// trusts the grammar that validation established (it skips values without
+// re-scanning them), and nothing is spliced unless the whole result passed.
 func filterList(result json.RawMessage, field string, keep func(name string) bool, validated bool) (out json.RawMessage, kept []string, err error) {
 	const op = "filter list"
 	itemKey, ok := listItemKey(field)
@@ -60,95 +64,146 @@ func filterList(result json.RawMessage, field string, keep func(name string) boo
 	if keep == nil {
 		return nil, nil, fmt.Errorf("%s: nil keep function", op)
 	}
-
-	// The common case is a result that is strictly valid throughout. If the
-	// only problem is a key clash, it may sit inside an item, which is then
-	// dropped: re-check grammar without key checks and check keys member by
-	// member below.
 	strict := true
-	if validated {
-		// Decode checked every byte, keys included.
-	} else if err := Validate(result, Limits{MaxBytes: max(len(result), 1)}); err != nil {
-		if !errors.Is(err, ErrDuplicateKey) && !errors.Is(err, ErrCaseVariantKey) {
+	if !validated { // else Decode checked every byte, keys included
+		if strict, err = validateResult(result); err != nil {
 			return nil, nil, fmt.Errorf("%s: %w", op, err)
 		}
-		s := getScanner(result, DefaultMaxDepth, false)
-		err := s.validate()
-		putScanner(s)
-		if err != nil {
-			return nil, nil, fmt.Errorf("%s: %w", op, err)
-		}
-		strict = false
 	}
-
 	start := skipWS(result, 0)
 	obj := trimValue(result)
 	if obj[0] != '{' {
 		return nil, nil, fmt.Errorf("%s: %w: result is not an object", op, ErrInvalidResult)
 	}
-
-	var seen map[string][]byte // fold -> key, only when !strict
-	if !strict {
-		seen = make(map[string][]byte)
+	l, err := filterMembers(obj, field, itemKey, strict, keep)
+	if err != nil {
+		return nil, nil, fmt.Errorf("%s: %w", op, err)
 	}
-	var keptItems [][]byte
+	if len(l.items) == l.total {
+		return result, l.names, nil
+	}
+	return l.splice(result, start), l.names, nil
+}
+
+// validateResult checks result strictly. strict reports whether its keys
+// passed too. The common case is a result that is strictly valid
+// throughout; if the only problem is a key clash, it may sit inside an
+// item, which is then dropped rather than failing the whole list: the
+// grammar is re-checked without key checks, and strict is false so that
+// filterMembers checks keys member by member.
+func validateResult(result json.RawMessage) (strict bool, err error) {
+	err = Validate(result, Limits{MaxBytes: max(len(result), 1)})
+	if err == nil {
+		return true, nil
+	}
+	if !errors.Is(err, ErrDuplicateKey) && !errors.Is(err, ErrCaseVariantKey) {
+		return false, err
+	}
+	s := getScanner(result, DefaultMaxDepth, false)
+	err = s.validate()
+	putScanner(s)
+	return false, err
+}
+
+// filteredList is the list member of a result after filtering.
+type filteredList struct {
+	start, end int      // the array in the result object: at '[', after ']'
+	total      int      // items in the array
+	items      [][]byte // the kept items, in order
+	names      []string // their names
+}
+
+// filterMembers walks the members of the result object obj and filters
+// the array under field. Unless strict, the result's keys were not checked
+// as a whole: each member key is checked against the others, and each
+// other member's value is validated here (an item's own keys are checked
+// by itemName, which drops the item instead). A key clash is found only
+// when its second key is reached, so keep may have been called for items
+// of a result that then fails.
+func filterMembers(obj []byte, field, itemKey string, strict bool, keep func(name string) bool) (l filteredList, err error) {
+	var keys memberKeys
+	if !strict {
+		keys = make(memberKeys)
+	}
 	found := false
-	arrStart, arrEnd, total := 0, 0, 0 // arrStart at '[', arrEnd after ']', in obj
 	it := newObjIter(obj)
 	for k, ok := it.nextKey(); ok; k, ok = it.nextKey() {
 		if !strict {
-			fold := string(appendFold(nil, k))
-			if prev, dup := seen[fold]; dup {
-				if string(prev) == string(k) {
-					return nil, nil, fmt.Errorf("%s: %w: key %q", op, ErrDuplicateKey, clip(k))
-				}
-				return nil, nil, fmt.Errorf("%s: %w: key %q", op, ErrCaseVariantKey, clip(k))
+			if err := keys.add(k); err != nil {
+				return l, err
 			}
-			seen[fold] = append([]byte(nil), k...)
 		}
 		if string(k) != field {
 			end := skipValue(obj, it.valPos)
 			if !strict {
 				if err := Validate(obj[it.valPos:end], Limits{MaxBytes: end - it.valPos}); err != nil {
-					return nil, nil, fmt.Errorf("%s: %w", op, err)
+					return l, err
 				}
 			}
 			it.pos = end
 			continue
 		}
-		found, arrStart = true, it.valPos
-		if obj[arrStart] != '[' {
-			return nil, nil, fmt.Errorf("%s: %w: %q is not an array", op, ErrInvalidResult, field)
+		found, l.start = true, it.valPos
+		if obj[l.start] != '[' {
+			return l, fmt.Errorf("%w: %q is not an array", ErrInvalidResult, field)
 		}
-		ai := newArrIter(obj, arrStart)
-		for item, ok := ai.next(); ok; item, ok = ai.next() {
-			total++
-			name, ok := itemName(item, itemKey, strict)
-			if !ok || !keep(name) {
-				continue
-			}
-			kept = append(kept, name)
-			keptItems = append(keptItems, item)
-		}
-		arrEnd, it.pos = ai.pos, ai.pos
+		l.filterItems(obj, itemKey, strict, keep)
+		it.pos = l.end
 	}
 	if !found {
-		return nil, nil, fmt.Errorf("%s: %w: no %q member", op, ErrInvalidResult, field)
+		return l, fmt.Errorf("%w: no %q member", ErrInvalidResult, field)
 	}
-	if len(keptItems) == total {
-		return result, kept, nil
+	return l, nil
+}
+
+// filterItems passes the name of each item of the array at obj[l.start] to
+// keep, in order, records the items kept and sets l.end. Items without a
+// valid name are dropped without asking keep (fail closed).
+func (l *filteredList) filterItems(obj []byte, itemKey string, strict bool, keep func(name string) bool) {
+	ai := newArrIter(obj, l.start)
+	for item, ok := ai.next(); ok; item, ok = ai.next() {
+		l.total++
+		name, ok := itemName(item, itemKey, strict)
+		if !ok || !keep(name) {
+			continue
+		}
+		l.names = append(l.names, name)
+		l.items = append(l.items, item)
 	}
-	arrStart, arrEnd = arrStart+start, arrEnd+start // obj begins at result[start]
-	out = make([]byte, 0, len(result))
+	l.end = ai.pos
+}
+
+// splice returns a copy of result with the array's items replaced by the
+// kept ones, separated by single commas; every other byte is kept. The
+// result object (where l's offsets point) begins at result[start].
+func (l *filteredList) splice(result json.RawMessage, start int) json.RawMessage {
+	arrStart, arrEnd := l.start+start, l.end+start
+	out := make([]byte, 0, len(result))
 	out = append(out, result[:arrStart+1]...)
-	for i, item := range keptItems {
+	for i, item := range l.items {
 		if i > 0 {
 			out = append(out, ',')
 		}
 		out = append(out, item...)
 	}
-	out = append(out, result[arrEnd-1:]...)
-	return out, kept, nil
+	return append(out, result[arrEnd-1:]...)
+}
+
+// memberKeys finds duplicate and case-variant keys among the members of
+// one object, for a result whose keys were not checked as a whole: it maps
+// each key's case fold to the key as first seen.
+type memberKeys map[string][]byte
+
+func (s memberKeys) add(k []byte) error {
+	fold := string(appendFold(nil, k))
+	if prev, dup := s[fold]; dup {
+		if string(prev) == string(k) {
+			return fmt.Errorf("%w: key %q", ErrDuplicateKey, clip(k))
+		}
+		return fmt.Errorf("%w: key %q", ErrCaseVariantKey, clip(k))
+	}
+	s[fold] = append([]byte(nil), k...)
+	return nil
 }
 
 // itemName returns the name of a list item, or false when the item must be

@@ -15,6 +15,7 @@ import (
 	"agentmesh/internal/admission"
 	"agentmesh/internal/audit"
 	"agentmesh/internal/budget"
+	"agentmesh/internal/mcpwire"
 	"agentmesh/internal/modelwire"
 	"agentmesh/internal/policy"
 	"agentmesh/internal/reason"
@@ -28,11 +29,12 @@ var modelRoutes = map[string]bool{
 	"/v1/responses":        true,
 }
 
-// forwardHeaders are the client headers passed upstream. Everything else
-// stays at the gateway: Authorization, Cookie, Api-Key and any other
-// credential the client's SDK sends (the mesh identity is the client's only
-// credential; the upstream's comes from Config.UpstreamHeader), proxy and
-// hop-by-hop headers.
+// forwardHeaders are the client headers passed upstream: the model API's
+// own allow-list, copied with the same helper as the MCP hops' lists
+// (mcpwire.CopyHeaders). Everything else stays at the gateway:
+// Authorization, Cookie, Api-Key and any other credential the client's SDK
+// sends (the mesh identity is the client's only credential; the upstream's
+// comes from Config.UpstreamHeader), proxy and hop-by-hop headers.
 var forwardHeaders = []string{"Accept", "Content-Type", "User-Agent", "Openai-Beta", "Idempotency-Key"}
 
 // hopHeaders of an upstream response are not relayed to the client.
@@ -359,11 +361,7 @@ func (g *Gateway) forward(w http.ResponseWriter, r *http.Request, x *request, bo
 		g.upstreamFailed(w, r, x, err)
 		return
 	}
-	for _, k := range forwardHeaders {
-		if vs := r.Header.Values(k); len(vs) > 0 {
-			out.Header[k] = vs
-		}
-	}
+	mcpwire.CopyHeaders(out.Header, r.Header, forwardHeaders...)
 	for k, vs := range g.cfg.UpstreamHeader {
 		out.Header[http.CanonicalHeaderKey(k)] = vs
 	}
@@ -376,7 +374,7 @@ func (g *Gateway) forward(w http.ResponseWriter, r *http.Request, x *request, bo
 	// For a buffered answer the first byte is the response head; a stream
 	// overwrites this with the time of its first chunk.
 	x.ev.TTFBUS = g.now().Sub(x.start).Microseconds()
-	stream := strings.HasPrefix(strings.ToLower(resp.Header.Get("Content-Type")), "text/event-stream")
+	stream := strings.HasPrefix(strings.ToLower(resp.Header.Get("Content-Type")), mcpwire.ContentTypeSSE)
 	if !stream {
 		g.relayBuffered(w, r, x, resp)
 		return

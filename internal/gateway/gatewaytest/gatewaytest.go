@@ -23,6 +23,7 @@ import (
 
 	"agentmesh/internal/audit"
 	"agentmesh/internal/identity"
+	"agentmesh/internal/mcpwire"
 	"agentmesh/internal/pki"
 	"agentmesh/internal/reason"
 )
@@ -211,7 +212,7 @@ func NewUpstreamIdle(tb testing.TB, idle time.Duration) *Upstream {
 			u.mu.Unlock()
 			r.Body = io.NopCloser(bytes.NewReader(b))
 		}
-		if r.Header.Get("Mcp-Session-Id") == "" && r.Header.Get("Mcp-Protocol-Version") >= "2026-07-28" {
+		if r.Header.Get(mcpwire.HeaderSessionID) == "" && r.Header.Get(mcpwire.HeaderProtocolVersion) >= mcpwire.VersionStateless {
 			stateless.ServeHTTP(w, r)
 			return
 		}
