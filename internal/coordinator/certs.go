@@ -169,12 +169,12 @@ func loadOrCreateAuditKey(path string, create bool) (ed25519.PrivateKey, error) 
 		}
 		out := pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der})
 		if err := os.WriteFile(path, out, 0o600); err != nil {
-			return nil, fmt.Errorf("audit key: %w", err)
+			return nil, fmt.Errorf("cannot create the audit signing key: %w; give --audit-key a file in a directory that exists and this user can write", err)
 		}
 		return priv, nil
 	}
 	if err != nil {
-		return nil, fmt.Errorf("audit key: %w", err)
+		return nil, fmt.Errorf("cannot read the audit signing key: %w", err)
 	}
 	if fi, err := os.Stat(path); err == nil && fi.Mode().Perm()&0o077 != 0 {
 		return nil, fmt.Errorf("audit key %s is readable by other users; run: chmod 600 %s", path, path)
