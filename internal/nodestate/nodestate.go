@@ -34,6 +34,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"agentmesh/internal/dirlock"
 	"agentmesh/internal/identity"
 	"agentmesh/internal/pki"
 )
@@ -50,6 +51,8 @@ const (
 	ReceiptFile = "audit-receipt.json"
 	ConfigFile  = "coordinator.json"
 	SpoolSubdir = "spool"
+	// LockFile is the lock file of a directory a gateway serves (Lock).
+	LockFile = dirlock.LockFile
 )
 
 // ConfirmedFile holds when the coordinator last confirmed the cached
@@ -135,6 +138,17 @@ func Create(dir string) (*Dir, error) {
 		return nil, fmt.Errorf("create state: %w", err)
 	}
 	return d, nil
+}
+
+// Lock locks the state directory for a process that must be its only user
+// (a gateway: one audit spool, one registered address), recording h in
+// the file LockFile. A directory held by another process is refused with
+// a dirlock.InUseError that names it (matching dirlock.ErrInUse): "node
+// state directory DIR is in use by agentmesh serve (pid N, listening on
+// ADDR, since T); stop it first". Connectors do not lock: several may run
+// on one agent's state at once.
+func (d *Dir) Lock(h dirlock.Holder) (*dirlock.Lock, error) {
+	return dirlock.Acquire(d.path, "node state directory", h)
 }
 
 // Path returns the directory's path.
