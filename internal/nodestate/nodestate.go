@@ -101,7 +101,7 @@ func Open(dir string) (*Dir, error) {
 		return nil, fmt.Errorf("open state: %w", err)
 	}
 	if !fi.IsDir() {
-		return nil, fmt.Errorf("open state: %w: %s is not a directory", ErrInvalid, dir)
+		return nil, fmt.Errorf("open state: %w: %s is not a directory; give the state directory 'agentmesh join --state DIR' created", ErrInvalid, dir)
 	}
 	if mode := fi.Mode().Perm(); mode&0o022 != 0 {
 		return nil, fmt.Errorf("open state: %w: %s has mode %#o and other users could replace its files; run chmod 700 %s", ErrPermissions, dir, mode, dir)
