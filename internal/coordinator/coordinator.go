@@ -13,7 +13,11 @@
 // is written to the audit trail. Nodes may ship only the audit events they
 // recorded themselves (auditstore.Store.Ingest); refused attempts are aggregated
 // (audit.Refusals) so that a flood cannot bury the trail. The audit signing
-// key is kept out of the database's directory (datadir.go).
+// key is kept out of the database's directory (datadir.go). One coordinator
+// at a time holds the data directory (an flock, package dirlock), taken
+// before anything in it is written: a second one on it would rewrite the
+// admin identity's coordinator address and write the same database and
+// audit chain; it is refused instead, with the holder named.
 //
 // Anybody may also try to exhaust the coordinator, and with it the mesh:
 // nodes that cannot renew or fetch a netmap stop within one certificate

@@ -17,6 +17,11 @@
 // validated before they are written and when they are read, so a damaged
 // file is reported rather than used.
 //
+// A gateway must be the only process serving a state directory (one audit
+// spool, one registered address): Lock takes an flock that records who
+// holds it (package dirlock), and a second gateway is refused with the
+// first one named. Connectors do not lock.
+//
 // Out of scope: root, or the node's own user, who can read everything.
 package nodestate
 
