@@ -16,6 +16,8 @@ func init() {
 		long: `The first start initialises DIR (CA key and certificate, audit signing key, a first admin
 identity in DIR/admin, and the SQLite database in DIR/db). Later starts reuse it. The API is
 served over TLS 1.3 only, on loopback unless --listen says otherwise. Ctrl-C stops it cleanly.
+DIR is locked while the coordinator runs: a second coordinator on it is refused and told which
+process holds it (DIR/lock records its pid, listen address and start time).
 
 The database has a directory of its own so that whoever may write it (a backup, a replica, a
 database tool) does not also find the audit signing key beside it; --audit-key keeps the key

@@ -17,6 +17,8 @@ func init() {
 an active node record, and a grant to this node. The upstream is a Streamable HTTP MCP server
 (--upstream) or a stdio MCP server command after "--" (one process per client session).
 The address is registered with the coordinator so that connectors find it by name.
+DIR is locked while the gateway serves: a second 'serve' on it is refused and told which process
+holds it.
 
 Examples:
   agentmesh serve --state ./payments -- npx @modelcontextprotocol/server-postgres postgres://localhost/db

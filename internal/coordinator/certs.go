@@ -148,6 +148,9 @@ func (c *Coordinator) writeAdminIdentity(ctx context.Context) error {
 	})
 }
 
+// auditKeyHint says what to do when the audit key cannot be read or made.
+const auditKeyHint = "give --audit-key a file in a directory that exists and this user can read and write"
+
 // loadOrCreateAuditKey returns the ed25519 key that signs audit
 // checkpoints, creating it (mode 0600) on first start. It refuses to create
 // one when create is false (the trail already holds checkpoints): a new
@@ -169,12 +172,12 @@ func loadOrCreateAuditKey(path string, create bool) (ed25519.PrivateKey, error) 
 		}
 		out := pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der})
 		if err := os.WriteFile(path, out, 0o600); err != nil {
-			return nil, fmt.Errorf("audit key: %w", err)
+			return nil, fmt.Errorf("cannot create the audit signing key: %w; %s", err, auditKeyHint)
 		}
 		return priv, nil
 	}
 	if err != nil {
-		return nil, fmt.Errorf("audit key: %w", err)
+		return nil, fmt.Errorf("cannot read the audit signing key: %w; %s", err, auditKeyHint)
 	}
 	if fi, err := os.Stat(path); err == nil && fi.Mode().Perm()&0o077 != 0 {
 		return nil, fmt.Errorf("audit key %s is readable by other users; run: chmod 600 %s", path, path)

@@ -13,7 +13,11 @@
 // is written to the audit trail. Nodes may ship only the audit events they
 // recorded themselves (auditstore.Store.Ingest); refused attempts are aggregated
 // (audit.Refusals) so that a flood cannot bury the trail. The audit signing
-// key is kept out of the database's directory (datadir.go).
+// key is kept out of the database's directory (datadir.go). One coordinator
+// at a time holds the data directory (an flock, package dirlock), taken
+// before anything in it is written: a second one on it would rewrite the
+// admin identity's coordinator address and write the same database and
+// audit chain; it is refused instead, with the holder named.
 //
 // Anybody may also try to exhaust the coordinator, and with it the mesh:
 // nodes that cannot renew or fetch a netmap stop within one certificate
@@ -48,6 +52,7 @@ import (
 	"agentmesh/internal/audit"
 	"agentmesh/internal/audit/auditstore"
 	"agentmesh/internal/connlimit"
+	"agentmesh/internal/dirlock"
 	"agentmesh/internal/httpserver"
 	"agentmesh/internal/identity"
 	"agentmesh/internal/netmap"
@@ -141,6 +146,10 @@ type Coordinator struct {
 
 	projections projectionCache
 
+	// lock keeps other processes out of the data directory from before
+	// anything in it is written until Close.
+	lock *dirlock.Lock
+
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 	closed sync.Once
@@ -149,7 +158,12 @@ type Coordinator struct {
 // Start initialises or loads cfg.DataDir, listens, and serves until Close.
 func Start(ctx context.Context, cfg Config) (c *Coordinator, err error) {
 	if cfg.DataDir == "" {
-		return nil, errors.New("coordinator: no data directory given (--data DIR)")
+		return nil, errors.New("no data directory given (--data DIR)")
+	}
+	if cfg.TrustDomain != "" {
+		if _, err := identity.ParseTrustDomain(cfg.TrustDomain); err != nil {
+			return nil, fmt.Errorf("%w: want a DNS-style name of lower-case letters, digits, hyphens and dots, such as example.org", err)
+		}
 	}
 	if cfg.Listen == "" {
 		cfg.Listen = DefaultListen
@@ -158,7 +172,7 @@ func Start(ctx context.Context, cfg Config) (c *Coordinator, err error) {
 		cfg.CertTTL = pki.DefaultTTL
 	}
 	if cfg.CertTTL < pki.MinTTL || cfg.CertTTL > pki.MaxTTL {
-		return nil, fmt.Errorf("coordinator: certificate lifetime %v is outside %v..%v", cfg.CertTTL, pki.MinTTL, pki.MaxTTL)
+		return nil, fmt.Errorf("certificate lifetime %v is outside %v..%v", cfg.CertTTL, pki.MinTTL, pki.MaxTTL)
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
@@ -185,26 +199,36 @@ func Start(ctx context.Context, cfg Config) (c *Coordinator, err error) {
 			c = nil
 		}
 	}()
-	if err := c.openData(ctx); err != nil {
-		return nil, fmt.Errorf("coordinator: %w", err)
+	// Nothing in the data directory is written before it is locked, and
+	// nothing but the lock before the address is known to be free, so a
+	// coordinator that cannot start leaves the directory as it was (and
+	// one that finds it in use leaves the admin state to its holder).
+	if err := c.lockData(); err != nil {
+		return nil, err
 	}
-	ln, err := net.Listen("tcp", cfg.Listen)
+	ln, err := httpserver.Listen(cfg.Listen)
 	if err != nil {
-		return nil, fmt.Errorf("coordinator: listen: %w", err)
+		return nil, err
 	}
 	c.ln = ln
+	if err := c.lock.SetListen(ln.Addr().String()); err != nil {
+		return nil, fmt.Errorf("data directory lock: %w", err)
+	}
+	if err := c.openData(ctx); err != nil {
+		return nil, err
+	}
 	connCfg := limits.Conn
 	connCfg.OnRefuse = c.refuseConn
 	c.limiter = connlimit.NewListener(ln, connCfg)
 	c.url = "https://" + ln.Addr().String()
 	if err := c.issueServerCert(); err != nil {
-		return nil, fmt.Errorf("coordinator: server certificate: %w", err)
+		return nil, fmt.Errorf("server certificate: %w", err)
 	}
 	if err := c.writeAdminIdentity(ctx); err != nil {
-		return nil, fmt.Errorf("coordinator: admin identity: %w", err)
+		return nil, fmt.Errorf("admin identity: %w", err)
 	}
 	if err := c.publish(ctx); err != nil {
-		return nil, fmt.Errorf("coordinator: netmap: %w", err)
+		return nil, fmt.Errorf("netmap: %w", err)
 	}
 	if cfg.AuditRetention > 0 {
 		c.prune(ctx)
@@ -341,21 +365,16 @@ func (c *Coordinator) Close() error {
 		if c.db != nil {
 			c.db.Close()
 		}
+		// Last: until here this coordinator may still write the directory.
+		c.lock.Close()
 	})
 	return nil
 }
 
-// openData creates the data directory on first start and loads it after.
+// openData initialises the locked data directory on first start and loads
+// it after.
 func (c *Coordinator) openData(ctx context.Context) error {
 	dir := c.cfg.DataDir
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return fmt.Errorf("data directory: %w", err)
-	}
-	if fi, err := os.Stat(dir); err != nil {
-		return fmt.Errorf("data directory: %w", err)
-	} else if fi.Mode().Perm()&0o077 != 0 {
-		return fmt.Errorf("data directory %s is accessible to other users (mode %v); run: chmod 700 %s", dir, fi.Mode().Perm(), dir)
-	}
 	db, err := openDatabase(dir, c.log)
 	if err != nil {
 		return err

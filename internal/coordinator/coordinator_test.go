@@ -25,6 +25,7 @@ import (
 	"agentmesh/internal/controlclient"
 	"agentmesh/internal/coordinator"
 	"agentmesh/internal/coordinator/coordinatortest"
+	"agentmesh/internal/dirlock"
 	"agentmesh/internal/identity"
 	"agentmesh/internal/netmap"
 	"agentmesh/internal/nodestate"
@@ -579,4 +580,44 @@ func TestGatewayReceiptDetectsTailDeletedWhileCoordinatorWasDown(t *testing.T) {
 	if rep.OK || rep.BrokenSeq != receipt.Seq || !strings.Contains(rep.Problem, "deleted") {
 		t.Fatalf("verify with the receipt: %+v", rep)
 	}
+}
+
+// TestSecondCoordinatorOnOneDataDirectoryIsRefusedAndLeavesTheAdminStateAlone:
+// a second coordinator on a data directory in use once rewrote the admin
+// identity's coordinator address to its own port, and every admin command
+// failed after it stopped. It is now refused before it writes anything,
+// with the holder named, and a restart after Close works.
+func TestSecondCoordinatorOnOneDataDirectoryIsRefusedAndLeavesTheAdminStateAlone(t *testing.T) {
+	m := startMesh(t)
+	adminState, err := nodestate.Open(m.co.AdminDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	before, err := adminState.Config()
+	if err != nil {
+		t.Fatal(err)
+	}
+	second, err := coordinator.Start(context.Background(), coordinator.Config{DataDir: m.data, Listen: "127.0.0.1:0", TrustDomain: "test.mesh", Now: m.clock.Now})
+	if err == nil {
+		second.Close()
+		t.Fatal("a second coordinator started on a data directory in use")
+	}
+	want := fmt.Sprintf("data directory %s is in use by agentmesh coordinator (pid %d, listening on %s, since %s); stop it first",
+		m.data, os.Getpid(), m.co.Addr(), m.clock.Now().Format(time.RFC3339))
+	if !errors.Is(err, dirlock.ErrInUse) || err.Error() != want {
+		t.Fatalf("second coordinator:\n got %v\nwant %s", err, want)
+	}
+	after, err := adminState.Config()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if after != before || after.CoordinatorURL != m.co.URL() {
+		t.Fatalf("the admin state changed: %+v, was %+v (the coordinator is at %s)", after, before, m.co.URL())
+	}
+	var nodes []controlapi.NodeInfo
+	if err := m.admin.Call(context.Background(), http.MethodGet, controlapi.PathNodes, nil, &nodes); err != nil {
+		t.Fatalf("an admin command against the first coordinator: %v", err)
+	}
+	m.stop()
+	m.start() // Close released the lock
 }

@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strings"
 
+	"agentmesh/internal/dirlock"
 	"agentmesh/internal/durable"
 	"agentmesh/internal/store"
 )
@@ -17,7 +18,7 @@ import (
 // The data directory keeps the database in a directory of its own, apart
 // from the keys:
 //
-//	DATA/              mode 0700: ca.key, ca.crt, audit.key, admin/
+//	DATA/              mode 0700: lock, ca.key, ca.crt, audit.key, admin/
 //	DATA/db/           mode 0700: mesh.db and SQLite's -wal and -shm files
 //
 // The audit trail's threat model includes someone who can write the
@@ -45,6 +46,41 @@ const (
 // its database.
 func DatabasePath(dataDir string) string {
 	return filepath.Join(dataDir, DatabaseDir, DatabaseFile)
+}
+
+// LockCommand is how a coordinator describes itself in its data
+// directory's lock file, for the error a second coordinator gets.
+const LockCommand = "agentmesh coordinator"
+
+// lockData creates the data directory on first start (mode 0700), refuses
+// one that other users may enter, and locks it for this coordinator's
+// life (package dirlock): two coordinators on one directory would each
+// rewrite the admin identity's coordinator address and write one database
+// and audit chain. The lock file says who holds it.
+func (c *Coordinator) lockData() error {
+	dir := c.cfg.DataDir
+	if fi, err := os.Stat(dir); err == nil && !fi.IsDir() {
+		return fmt.Errorf("data directory %s is a file, not a directory; give --data a directory (it is created on first start)", dir)
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return fmt.Errorf("cannot create the data directory %s: %w; give --data a directory this user can create or write", dir, err)
+	}
+	fi, err := os.Stat(dir)
+	if err != nil {
+		return fmt.Errorf("data directory: %w", err)
+	}
+	if !fi.IsDir() {
+		return fmt.Errorf("data directory %s is not a directory", dir)
+	}
+	if fi.Mode().Perm()&0o077 != 0 {
+		return fmt.Errorf("data directory %s is accessible to other users (mode %v); run: chmod 700 %s", dir, fi.Mode().Perm(), dir)
+	}
+	lock, err := dirlock.Acquire(dir, "data directory", dirlock.Holder{Command: LockCommand, Listen: c.cfg.Listen, Since: c.now()})
+	if err != nil {
+		return err
+	}
+	c.lock = lock
+	return nil
 }
 
 // openDatabase opens the database of data directory dir, first moving a

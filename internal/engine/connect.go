@@ -13,6 +13,7 @@ import (
 
 	"agentmesh/internal/connector"
 	"agentmesh/internal/connector/modelconn"
+	"agentmesh/internal/httpserver"
 	"agentmesh/internal/identity"
 	"agentmesh/internal/loopback"
 	"agentmesh/internal/netmap"
@@ -72,7 +73,9 @@ func Connect(ctx context.Context, cfg ConnectConfig) (err error) {
 	}
 	log := logger(cfg.Logger)
 	if ln == nil && cfg.Listen != "" {
-		if ln, err = loopback.Listen(cfg.Listen); err != nil {
+		if ln, err = loopback.Listen(cfg.Listen); errors.Is(err, httpserver.ErrAddress) || errors.Is(err, loopback.ErrNotLoopback) {
+			return fmt.Errorf("%w: %w", ErrConfig, err)
+		} else if err != nil {
 			return err
 		}
 	}

@@ -2,8 +2,12 @@ package engine
 
 import (
 	"context"
+	"errors"
+	"fmt"
 
 	"agentmesh/internal/coordinator"
+	"agentmesh/internal/httpserver"
+	"agentmesh/internal/identity"
 )
 
 // CoordinatorConfig configures StartCoordinator; see coordinator.Config.
@@ -22,9 +26,15 @@ const (
 // StartCoordinator starts the control plane: the CA, registry, auth keys,
 // policy store, audit store and the admin API over TLS 1.3. The first
 // start initialises cfg.DataDir. It returns once the API serves; Close
-// stops it.
+// stops it. A malformed listen address or trust domain wraps ErrConfig;
+// a data directory that another coordinator holds matches
+// dirlock.ErrInUse, with the holder named.
 func StartCoordinator(ctx context.Context, cfg CoordinatorConfig) (*Coordinator, error) {
-	return coordinator.Start(ctx, cfg)
+	co, err := coordinator.Start(ctx, cfg)
+	if errors.Is(err, httpserver.ErrAddress) || errors.Is(err, identity.ErrBadTrustDomain) {
+		return nil, fmt.Errorf("%w: %w", ErrConfig, err)
+	}
+	return co, err
 }
 
 // CoordinatorServing is the ready signal of a started coordinator.

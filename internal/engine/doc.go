@@ -19,6 +19,10 @@
 //     for it, and only if the server there presents exactly the SPIFFE ID
 //     the netmap names for that service, asked again at every handshake
 //     (so a service that moved is not reached under its old identity);
+//   - a gateway holds its node state directory (node.Options.Audit: an
+//     flock that records who holds it and where it listens), so a second
+//     gateway on it is refused with the first one named; connectors do
+//     not lock, so several run side by side for one agent;
 //   - a connector's local TCP endpoint requires a fresh bearer token,
 //     written with mode 0600 into the node's state directory and removed
 //     when it stops, unless the caller opts out with NoToken.
@@ -26,8 +30,9 @@
 // What the engine does not do is parse flags or print: it reports what it
 // serves through the Ready callback (a Serving value, which the command
 // line prints for people or writes as JSON for programs) and returns
-// errors. Errors that a caller can fix by changing its configuration wrap
-// ErrConfig.
+// errors, each one line that says what is wrong and what to do (a busy
+// port, a directory in use, a missing state), never a panic. Errors that a
+// caller can fix by changing its configuration wrap ErrConfig.
 //
 // The tailnet mode (Tailscale's tsnet) is compiled in by default; building
 // with -tags notailnet leaves it and its dependencies out, and then a

@@ -3,6 +3,7 @@ package engine
 import (
 	"context"
 	"crypto/tls"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -17,6 +18,7 @@ import (
 	"agentmesh/internal/backoff"
 	"agentmesh/internal/budget"
 	"agentmesh/internal/gateway"
+	"agentmesh/internal/httpserver"
 	"agentmesh/internal/identity"
 	"agentmesh/internal/mcpwire"
 	"agentmesh/internal/modelgw"
@@ -230,11 +232,14 @@ func (g *gatewayNode) serveMTLS(api, path string) ([]task, error) {
 	if err != nil {
 		return nil, err
 	}
-	ln, err := net.Listen("tcp", g.cfg.Listen)
-	if err != nil {
-		return nil, fmt.Errorf("listen: %w", err)
+	ln, err := httpserver.Listen(g.cfg.Listen)
+	if errors.Is(err, httpserver.ErrAddress) {
+		return nil, fmt.Errorf("%w: %w", ErrConfig, err)
+	} else if err != nil {
+		return nil, err
 	}
 	addr := ln.Addr().String()
+	g.n.Listening(addr)
 	adv := g.cfg.Advertise
 	if adv == "" {
 		adv = addr
@@ -286,6 +291,9 @@ func (g *gatewayNode) serveTailnet(ctx context.Context, api, path string) (io.Cl
 		return nil, nil, err
 	}
 	url := fmt.Sprintf("http://%s:%d%s", tc.Hostname, tc.Port, path)
+	if g.cfg.Listen == "" {
+		g.n.Listening(url) // else the lock file names the mTLS listener
+	}
 	s := Serving{Component: "gateway", Node: g.self.String(), API: api, Network: "tailnet", Addr: ln.Addr().String(), URL: url, Rules: tc.rulesNote()}
 	if api == "model" {
 		s.Upstream = g.cfg.UpstreamURL

@@ -6,6 +6,8 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"strings"
+	"syscall"
 	"testing"
 
 	"go.uber.org/goleak"
@@ -134,5 +136,36 @@ func TestRunWithAnEndedContextStopsAtOnce(t *testing.T) {
 	cancel()
 	if err := httpserver.Run(ctx, &http.Server{Handler: http.NotFoundHandler()}, listen(t)); err != nil {
 		t.Fatalf("Run = %v", err)
+	}
+}
+
+func TestListenExplainsTheMistakesOperatorsMake(t *testing.T) {
+	held, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer held.Close()
+	for _, c := range []struct {
+		addr, want string
+		config     bool
+	}{
+		{"127.0.0.1", "want HOST:PORT", true},
+		{"127.0.0.1:", "want HOST:PORT", true},
+		{"127.0.0.1:http", "the port must be a number", true},
+		{"127.0.0.1:70000", "the port must be a number", true},
+		{held.Addr().String(), "cannot listen on " + held.Addr().String() + ": the address is in use by another process; stop it or choose another address", false},
+	} {
+		ln, err := httpserver.Listen(c.addr)
+		if err == nil {
+			ln.Close()
+			t.Errorf("Listen(%q) succeeded", c.addr)
+			continue
+		}
+		if !strings.Contains(err.Error(), c.want) || errors.Is(err, httpserver.ErrAddress) != c.config || strings.Contains(err.Error(), "\n") {
+			t.Errorf("Listen(%q) = %v; want one line with %q (configuration mistake: %v)", c.addr, err, c.want, c.config)
+		}
+	}
+	if _, err := httpserver.Listen(held.Addr().String()); !errors.Is(err, syscall.EADDRINUSE) {
+		t.Errorf("a port in use: %v does not wrap EADDRINUSE", err)
 	}
 }

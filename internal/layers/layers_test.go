@@ -21,7 +21,7 @@ type layer struct {
 // agentmesh/internal/ unless they start with "agentmesh/".
 var layers = []layer{
 	{name: "foundation", may: []string{"foundation"}, pkgs: []string{
-		"audit", "authkey", "backoff", "budget", "connlimit", "controlapi", "durable", "httpserver",
+		"audit", "authkey", "backoff", "budget", "connlimit", "controlapi", "dirlock", "durable", "httpserver",
 		"identity", "loopback", "mcpwire", "modelwire", "netmap", "pki", "policy", "reason", "sse",
 		"store", "termtext", "transport", "agentmesh/examples", "agentmesh/examples/ledger",
 	}},

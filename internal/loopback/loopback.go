@@ -38,6 +38,8 @@ import (
 	"net/netip"
 	"net/url"
 	"strings"
+
+	"agentmesh/internal/httpserver"
 )
 
 // ErrNotLoopback reports an address that is not a loopback address.
@@ -54,20 +56,18 @@ func Listen(addr string) (net.Listener, error) {
 	}
 	host, port, err := net.SplitHostPort(addr)
 	if err != nil {
-		return nil, fmt.Errorf("listen %q: %w", addr, err)
+		return nil, fmt.Errorf("%w %q: want 127.0.0.1:PORT, [::1]:PORT or unix:PATH", httpserver.ErrAddress, addr)
 	}
 	if strings.EqualFold(host, "localhost") {
 		host = "127.0.0.1"
 	}
 	ip, err := netip.ParseAddr(host)
 	if err != nil || !ip.IsLoopback() || ip.Zone() != "" {
-		return nil, fmt.Errorf("listen %q: %w", addr, ErrNotLoopback)
+		return nil, fmt.Errorf("listen %q: %w: give 127.0.0.1:PORT, [::1]:PORT or unix:PATH", addr, ErrNotLoopback)
 	}
-	ln, err := net.Listen("tcp", net.JoinHostPort(ip.String(), port))
-	if err != nil {
-		return nil, fmt.Errorf("listen %q: %w", addr, err)
-	}
-	return ln, nil
+	// httpserver.Listen checks the port and explains a failure (a port
+	// in use) to the operator.
+	return httpserver.Listen(net.JoinHostPort(ip.String(), port))
 }
 
 // isLocalHost reports whether host (no port, no brackets) names the local

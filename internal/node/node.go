@@ -26,6 +26,7 @@ import (
 	"agentmesh/internal/audit"
 	"agentmesh/internal/audit/spool"
 	"agentmesh/internal/controlclient"
+	"agentmesh/internal/dirlock"
 	"agentmesh/internal/identity"
 	"agentmesh/internal/netmap"
 	"agentmesh/internal/nodestate"
@@ -64,8 +65,14 @@ type Options struct {
 	// Audit opens the audit spool in the state directory and ships it. Only
 	// one process can hold a spool, so only nodes that record events
 	// (gateways) open it; several connectors of one agent can then run
-	// side by side, one per MCP server an agent uses.
+	// side by side, one per MCP server an agent uses. A node with Audit
+	// locks the whole state directory first (nodestate.Dir.Lock), so a
+	// second gateway on it is refused with the first one named.
 	Audit bool
+	// Command is what this process runs, recorded in the state
+	// directory's lock file for that error ("agentmesh serve" when empty;
+	// used only with Audit).
+	Command string
 	// Spool tunes the audit spool.
 	Spool spool.Options
 }
@@ -80,6 +87,8 @@ type Node struct {
 	// event per attempt. Nil unless Options.Audit was set.
 	Refusals *audit.Refusals
 	log      *slog.Logger
+	// lock holds the state directory while Audit is set (nil otherwise).
+	lock *dirlock.Lock
 
 	mu      sync.Mutex
 	view    View
@@ -107,14 +116,27 @@ func Start(ctx context.Context, stateDir string, o Options) (*Node, error) {
 		clock = pki.SystemClock{}
 	}
 	o.Clock = clock
+	// A gateway locks the directory before anything in it is written
+	// (renewal writes the certificate).
+	var lock *dirlock.Lock
+	if o.Audit {
+		if o.Command == "" {
+			o.Command = "agentmesh serve"
+		}
+		if lock, err = dir.Lock(dirlock.Holder{Command: o.Command, Since: clock.Now()}); err != nil {
+			return nil, err
+		}
+	}
 	// One clock for certificate checks, renewal, and the confirmations and
 	// staleness of the view.
 	cl, err := controlclient.New(dir, controlclient.Options{Logger: log, Now: clock.Now, Clock: clock})
 	if err != nil {
+		lock.Close()
 		return nil, err
 	}
 	leaf := cl.Certificate().Leaf
 	if leaf != nil && clock.Now().After(leaf.NotAfter) {
+		lock.Close()
 		cl.Close()
 		return nil, fmt.Errorf("the certificate in %s expired at %s; join again with a new auth key", stateDir, leaf.NotAfter.Format(time.RFC3339))
 	}
@@ -124,11 +146,12 @@ func Start(ctx context.Context, stateDir string, o Options) (*Node, error) {
 	var sp *spool.Spool
 	if o.Audit {
 		if sp, err = spool.Open(dir.SpoolDir(), withLogger(o.Spool, log)); err != nil {
+			lock.Close()
 			cl.Close()
 			return nil, fmt.Errorf("audit spool: %w", err)
 		}
 	}
-	n := &Node{Client: cl, Spool: sp, log: log, changed: make(chan struct{})}
+	n := &Node{Client: cl, Spool: sp, lock: lock, log: log, changed: make(chan struct{})}
 	if sp != nil {
 		n.Refusals = audit.NewRefusals(audit.RefusalOptions{Record: n.Record, Logger: log})
 	}
@@ -351,6 +374,19 @@ func (n *Node) Close() error {
 		}
 		n.wg.Wait()
 		n.Client.Close()
+		n.lock.Close()
 	})
 	return err
+}
+
+// Listening records, in the lock file of a node started with Audit, where
+// it serves, so that a second gateway on the state directory is told
+// where the first one listens. It does nothing for other nodes.
+func (n *Node) Listening(addr string) {
+	if n.lock == nil {
+		return
+	}
+	if err := n.lock.SetListen(addr); err != nil {
+		n.log.Warn("node: recording the listen address in the state directory's lock file failed", "err", err)
+	}
 }

@@ -4,7 +4,9 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
+	"fmt"
 	"net/http"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -14,6 +16,7 @@ import (
 	"agentmesh/internal/audit"
 	"agentmesh/internal/controlapi"
 	"agentmesh/internal/coordinator/coordinatortest"
+	"agentmesh/internal/dirlock"
 	"agentmesh/internal/node"
 	"agentmesh/internal/nodestate"
 	"agentmesh/internal/pki"
@@ -212,4 +215,29 @@ func TestStartRefusesACertificateThatExpiredOnItsClock(t *testing.T) {
 	if errors.Is(err, context.Canceled) {
 		t.Fatal(err)
 	}
+}
+
+// TestSecondGatewayOnOneStateIsRefusedWithTheFirstNamed: a node that
+// records audit events (a gateway) holds its state directory; a second
+// one is refused before it writes anything, told who holds it and where
+// it listens, while connectors (no Audit) still run side by side.
+func TestSecondGatewayOnOneStateIsRefusedWithTheFirstNamed(t *testing.T) {
+	m := coordinatortest.Start(t, coordinatortest.Options{})
+	dir := m.Join("tool", "files")
+	first := start(t, dir, node.Options{Clock: m.Clock, Audit: true})
+	first.Listening("127.0.0.1:7801")
+	n, err := node.Start(context.Background(), dir, node.Options{Clock: m.Clock, Audit: true, Command: "agentmesh serve"})
+	if err == nil {
+		n.Close()
+		t.Fatal("a second gateway started on a state directory in use")
+	}
+	want := fmt.Sprintf("node state directory %s is in use by agentmesh serve (pid %d, listening on 127.0.0.1:7801, since %s); stop it first",
+		dir, os.Getpid(), m.Clock.Now().Format(time.RFC3339))
+	if !errors.Is(err, dirlock.ErrInUse) || err.Error() != want {
+		t.Fatalf("second gateway:\n got %v\nwant %s", err, want)
+	}
+	start(t, dir, node.Options{Clock: m.Clock})
+	start(t, dir, node.Options{Clock: m.Clock})
+	first.Close()
+	start(t, dir, node.Options{Clock: m.Clock, Audit: true}) // Close released it
 }

@@ -17,6 +17,11 @@
 // validated before they are written and when they are read, so a damaged
 // file is reported rather than used.
 //
+// A gateway must be the only process serving a state directory (one audit
+// spool, one registered address): Lock takes an flock that records who
+// holds it (package dirlock), and a second gateway is refused with the
+// first one named. Connectors do not lock.
+//
 // Out of scope: root, or the node's own user, who can read everything.
 package nodestate
 
@@ -34,6 +39,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"agentmesh/internal/dirlock"
 	"agentmesh/internal/identity"
 	"agentmesh/internal/pki"
 )
@@ -50,6 +56,8 @@ const (
 	ReceiptFile = "audit-receipt.json"
 	ConfigFile  = "coordinator.json"
 	SpoolSubdir = "spool"
+	// LockFile is the lock file of a directory a gateway serves (Lock).
+	LockFile = dirlock.LockFile
 )
 
 // ConfirmedFile holds when the coordinator last confirmed the cached
@@ -98,7 +106,7 @@ func Open(dir string) (*Dir, error) {
 		return nil, fmt.Errorf("open state: %w", err)
 	}
 	if !fi.IsDir() {
-		return nil, fmt.Errorf("open state: %w: %s is not a directory", ErrInvalid, dir)
+		return nil, fmt.Errorf("open state: %w: %s is not a directory; give the state directory 'agentmesh join --state DIR' created", ErrInvalid, dir)
 	}
 	if mode := fi.Mode().Perm(); mode&0o022 != 0 {
 		return nil, fmt.Errorf("open state: %w: %s has mode %#o and other users could replace its files; run chmod 700 %s", ErrPermissions, dir, mode, dir)
@@ -135,6 +143,17 @@ func Create(dir string) (*Dir, error) {
 		return nil, fmt.Errorf("create state: %w", err)
 	}
 	return d, nil
+}
+
+// Lock locks the state directory for a process that must be its only user
+// (a gateway: one audit spool, one registered address), recording h in
+// the file LockFile. A directory held by another process is refused with
+// a dirlock.InUseError that names it (matching dirlock.ErrInUse): "node
+// state directory DIR is in use by agentmesh serve (pid N, listening on
+// ADDR, since T); stop it first". Connectors do not lock: several may run
+// on one agent's state at once.
+func (d *Dir) Lock(h dirlock.Holder) (*dirlock.Lock, error) {
+	return dirlock.Acquire(d.path, "node state directory", h)
 }
 
 // Path returns the directory's path.

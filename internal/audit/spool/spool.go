@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"agentmesh/internal/audit"
+	"agentmesh/internal/dirlock"
 )
 
 // Options configures a Spool. The zero value is usable.
@@ -53,7 +54,7 @@ type Spool struct {
 	dir  string
 	opts Options
 	log  *slog.Logger
-	lock *os.File // holds the directory lock for the spool's lifetime
+	lock *dirlock.Lock // held for the spool's lifetime
 
 	wmu    sync.Mutex
 	closed bool // under wmu: no Append writes after Close began
@@ -134,9 +135,11 @@ func Open(dir string, opts Options) (*Spool, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("audit: open spool: %w", err)
 	}
-	lock, err := lockDir(filepath.Join(dir, "lock"))
+	// One writer per spool; the holder's description (its pid) is in
+	// the lock file, for the error a second opener gets.
+	lock, err := dirlock.Acquire(dir, "audit spool", dirlock.Holder{})
 	if err != nil {
-		return nil, fmt.Errorf("audit: open spool %s: %w", dir, err)
+		return nil, fmt.Errorf("audit: open spool: %w", err)
 	}
 	s.lock = lock
 	if err := s.recover(); err != nil {
@@ -574,7 +577,7 @@ func (s *Spool) closeFiles() error {
 		s.active = nil
 	}
 	if s.lock != nil {
-		errs = append(errs, unlockDir(s.lock))
+		errs = append(errs, s.lock.Close())
 		s.lock = nil
 	}
 	if err := errors.Join(errs...); err != nil {
