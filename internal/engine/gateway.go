@@ -188,6 +188,7 @@ func ServeGateway(ctx context.Context, cfg GatewayConfig) error {
 		return err
 	}
 	g := &gatewayNode{cfg: &cfg, log: logger(cfg.Logger)}
+	started := time.Now()
 	n, err := node.Start(ctx, cfg.State, node.Options{Logger: g.log, Audit: true, OnView: g.onView})
 	if err != nil {
 		return err
@@ -202,6 +203,7 @@ func ServeGateway(ctx context.Context, cfg GatewayConfig) error {
 	case g.self.Kind == identity.KindModel && cfg.UpstreamURL == "":
 		return fmt.Errorf("%w: a model node serves an OpenAI-compatible HTTP API: give its base URL as the upstream (a stdio command makes no sense for a model)", ErrConfig)
 	}
+	g.awaitCurrentView(ctx, n, started)
 	api, path := "mcp", "/mcp"
 	if g.self.Kind == identity.KindModel {
 		api, path = "model", "/v1"
@@ -223,6 +225,24 @@ func ServeGateway(ctx context.Context, cfg GatewayConfig) error {
 		tasks = append(tasks, t...)
 	}
 	return runTasks(ctx, tasks)
+}
+
+// firstViewWait bounds how long a starting gateway waits for the
+// coordinator to confirm its view.
+const firstViewWait = 5 * time.Second
+
+// awaitCurrentView waits, briefly, until the coordinator has confirmed the
+// node's view since started, so that a gateway that says it serves
+// enforces the current netmap and policy, not the cache of its last run
+// (which may predate the peers that joined since). A coordinator that does
+// not answer in time is not an error: the gateway then serves from its
+// cache, as it does whenever the coordinator is away, and says so.
+func (g *gatewayNode) awaitCurrentView(ctx context.Context, n *node.Node, started time.Time) {
+	wctx, cancel := context.WithTimeout(ctx, firstViewWait)
+	defer cancel()
+	if _, err := n.WaitView(wctx, func(v node.View) bool { return !v.Confirmed.Before(started) }); err != nil && ctx.Err() == nil {
+		g.log.Warn("serve: the coordinator has not confirmed this node's view; serving from its cache meanwhile", "waited", firstViewWait)
+	}
 }
 
 // serveMTLS opens the mTLS listener and returns the tasks that serve it
