@@ -124,6 +124,11 @@ type gatewayNode struct {
 	mu     sync.Mutex
 	fronts []frontend
 	latest *node.View
+
+	// started is when the gateway started; viewOnce makes the first
+	// listener that is ready wait for a view confirmed since.
+	started  time.Time
+	viewOnce sync.Once
 }
 
 // onView hands a new view to every gateway of the node.
@@ -203,14 +208,14 @@ func ServeGateway(ctx context.Context, cfg GatewayConfig) error {
 	case g.self.Kind == identity.KindModel && cfg.UpstreamURL == "":
 		return fmt.Errorf("%w: a model node serves an OpenAI-compatible HTTP API: give its base URL as the upstream (a stdio command makes no sense for a model)", ErrConfig)
 	}
-	g.awaitCurrentView(ctx, n, started)
+	g.started = started
 	api, path := "mcp", "/mcp"
 	if g.self.Kind == identity.KindModel {
 		api, path = "model", "/v1"
 	}
 	var tasks []task
 	if cfg.Listen != "" {
-		t, err := g.serveMTLS(api, path)
+		t, err := g.serveMTLS(ctx, api, path)
 		if err != nil {
 			return err
 		}
@@ -237,17 +242,21 @@ const firstViewWait = 5 * time.Second
 // (which may predate the peers that joined since). A coordinator that does
 // not answer in time is not an error: the gateway then serves from its
 // cache, as it does whenever the coordinator is away, and says so.
-func (g *gatewayNode) awaitCurrentView(ctx context.Context, n *node.Node, started time.Time) {
-	wctx, cancel := context.WithTimeout(ctx, firstViewWait)
-	defer cancel()
-	if _, err := n.WaitView(wctx, func(v node.View) bool { return !v.Confirmed.Before(started) }); err != nil && ctx.Err() == nil {
-		g.log.Warn("serve: the coordinator has not confirmed this node's view; serving from its cache meanwhile", "waited", firstViewWait)
-	}
+// It runs once, after the listeners are open (so that a mistake in an
+// address is reported at once) and before the first is announced.
+func (g *gatewayNode) awaitCurrentView(ctx context.Context) {
+	g.viewOnce.Do(func() {
+		wctx, cancel := context.WithTimeout(ctx, firstViewWait)
+		defer cancel()
+		if _, err := g.n.WaitView(wctx, func(v node.View) bool { return !v.Confirmed.Before(g.started) }); err != nil && ctx.Err() == nil {
+			g.log.Warn("serve: the coordinator has not confirmed this node's view; serving from its cache meanwhile", "waited", firstViewWait)
+		}
+	})
 }
 
 // serveMTLS opens the mTLS listener and returns the tasks that serve it
 // and register its address.
-func (g *gatewayNode) serveMTLS(api, path string) ([]task, error) {
+func (g *gatewayNode) serveMTLS(ctx context.Context, api, path string) ([]task, error) {
 	f, err := g.newFrontend(g.serverTLS(), nil, g.cfg.State)
 	if err != nil {
 		return nil, err
@@ -264,6 +273,7 @@ func (g *gatewayNode) serveMTLS(api, path string) ([]task, error) {
 	if adv == "" {
 		adv = addr
 	}
+	g.awaitCurrentView(ctx)
 	s := Serving{Component: "gateway", Node: g.self.String(), API: api, Network: "mtls", Addr: addr, URL: "https://" + addr + path}
 	if api == "model" {
 		s.Upstream = g.cfg.UpstreamURL
@@ -310,6 +320,7 @@ func (g *gatewayNode) serveTailnet(ctx context.Context, api, path string) (io.Cl
 	if err != nil {
 		return nil, nil, err
 	}
+	g.awaitCurrentView(ctx)
 	url := fmt.Sprintf("http://%s:%d%s", tc.Hostname, tc.Port, path)
 	if g.cfg.Listen == "" {
 		g.n.Listening(url) // else the lock file names the mTLS listener
