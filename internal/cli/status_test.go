@@ -1,0 +1,275 @@
+package cli
+
+import (
+	"context"
+	"encoding/json"
+	"net/http"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"agentmesh/internal/controlapi"
+	"agentmesh/internal/demo"
+	"agentmesh/internal/engine"
+	"agentmesh/internal/identity"
+	"agentmesh/internal/netmap"
+	"agentmesh/internal/nodestate"
+)
+
+// statusJSON runs 'status --json' on the state directory dir and decodes it.
+func statusJSON(t *testing.T, dir string) (int, Status) {
+	t.Helper()
+	code, out, errOut := run(t, nil, "status", "--state", dir, "--json")
+	var st Status
+	if err := json.Unmarshal([]byte(out), &st); err != nil {
+		t.Fatalf("status --json: exit %d, %q %q: %v", code, out, errOut, err)
+	}
+	return code, st
+}
+
+// nodeInfo returns the coordinator's row for the active node name.
+func nodeInfo(t *testing.T, ctx context.Context, d *demo.Mesh, name string) (controlapi.NodeInfo, bool) {
+	t.Helper()
+	var nodes []controlapi.NodeInfo
+	if err := d.Admin.Call(ctx, http.MethodGet, controlapi.PathNodes, nil, &nodes); err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range nodes {
+		if n.Name == name && n.Status == "active" {
+			return n, true
+		}
+	}
+	return controlapi.NodeInfo{}, false
+}
+
+// waitRegistered waits until the coordinator lists an address for name,
+// following its netmap version (every registration publishes a new one).
+func waitRegistered(t *testing.T, ctx context.Context, d *demo.Mesh, name string) controlapi.NodeInfo {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+	defer cancel()
+	var since int64 = -1
+	for {
+		if n, ok := nodeInfo(t, ctx, d, name); ok && len(n.Addrs) > 0 {
+			return n
+		}
+		nm, err := d.Admin.Netmap(ctx, since)
+		if err != nil {
+			t.Fatalf("waiting for %s to register: %v", name, err)
+		}
+		if nm != nil {
+			since = nm.Version
+		}
+	}
+}
+
+// startToolGateway joins the tool node name and serves it in front of a
+// ledger; stop ends the gateway and waits for it.
+func startToolGateway(t *testing.T, ctx context.Context, d *demo.Mesh, name string) (stop func()) {
+	t.Helper()
+	if _, err := d.Join(ctx, name, "tool"); err != nil {
+		t.Fatal(err)
+	}
+	up, err := d.StartLedger()
+	if err != nil {
+		t.Fatal(err)
+	}
+	gctx, cancel := context.WithCancel(ctx)
+	errc := make(chan error, 1)
+	ready := make(chan struct{}, 1)
+	go func() {
+		errc <- engine.ServeGateway(gctx, engine.GatewayConfig{State: filepath.Join(d.Dir, name), Listen: "127.0.0.1:0",
+			UpstreamURL: up, Logger: d.Log, Ready: func(engine.Serving) { ready <- struct{}{} }})
+	}()
+	select {
+	case <-ready:
+	case err := <-errc:
+		cancel()
+		t.Fatalf("gateway %s: %v", name, err)
+	}
+	stopped := false
+	stop = func() {
+		if !stopped {
+			stopped = true
+			cancel()
+			<-errc
+		}
+	}
+	t.Cleanup(stop)
+	return stop
+}
+
+func TestStatusShowsTheGatewaysAddressAndWhetherItAnswers(t *testing.T) {
+	d, ctx := startTestMesh(t)
+	stop := startToolGateway(t, ctx, d, "pager")
+	info := waitRegistered(t, ctx, d, "pager")
+	dir := filepath.Join(d.Dir, "pager")
+
+	code, st := statusJSON(t, dir)
+	if code != 0 || !st.OK || st.Serving == nil || !*st.Serving || !slices.Equal(st.Addrs, info.Addrs) {
+		t.Fatalf("status of a serving gateway: exit %d, %+v (registered %v)", code, st, info.Addrs)
+	}
+	code, out, _ := run(t, nil, "status", "--state", dir)
+	if code != 0 || !strings.Contains(out, "serving:      "+info.Addrs[0]+", answering") {
+		t.Fatalf("status text of a serving gateway: exit %d\n%s", code, out)
+	}
+
+	// Stopped: the address is still registered, but nothing answers. The
+	// node can still work (start it again), so the exit status stays 0.
+	stop()
+	code, st = statusJSON(t, dir)
+	if code != 0 || st.Serving == nil || *st.Serving || st.ServingError == "" || !slices.Equal(st.Addrs, info.Addrs) {
+		t.Fatalf("status of a stopped gateway: exit %d, %+v", code, st)
+	}
+	if _, out, _ := run(t, nil, "status", "--state", dir); !strings.Contains(out, "NOT ANSWERING") {
+		t.Fatalf("status text of a stopped gateway:\n%s", out)
+	}
+
+	// An agent does not serve: no serving line, no serving field.
+	if code, st := statusJSON(t, filepath.Join(d.Dir, "teller")); code != 0 || st.Serving != nil {
+		t.Fatalf("status of an agent: exit %d, %+v", code, st)
+	}
+}
+
+func TestStatusShowsTheNodesCurrentTagsNotAPredecessors(t *testing.T) {
+	d, ctx := startTestMesh(t)
+	env := map[string]string{"AGENTMESH_STATE": d.Coordinator.AdminDir()}
+	if code, _, errOut := run(t, env, "nodes", "tag", "auditor", "--tags", "tag:audit"); code != 0 {
+		t.Fatalf("nodes tag: %d %s", code, errOut)
+	}
+	old := filepath.Join(d.Dir, "auditor")
+	if code, st := statusJSON(t, old); code != 0 || !slices.Equal(st.Tags, []string{"tag:audit"}) {
+		t.Fatalf("status after nodes tag: exit %d, tags %v", code, st.Tags)
+	}
+	if code, _, errOut := run(t, env, "nodes", "revoke", "auditor"); code != 0 {
+		t.Fatalf("nodes revoke: %d %s", code, errOut)
+	}
+	// A successor of the same name, with other tags, in its own state.
+	d.Dir = t.TempDir()
+	if _, err := d.Join(ctx, "auditor", "agent", "tag:ops"); err != nil {
+		t.Fatal(err)
+	}
+	code, st := statusJSON(t, filepath.Join(d.Dir, "auditor"))
+	if code != 0 || !slices.Equal(st.Tags, []string{"tag:ops"}) {
+		t.Fatalf("status of the successor: exit %d, tags %v, want [tag:ops]", code, st.Tags)
+	}
+	// The predecessor is revoked, and shows its own tags (from its cache),
+	// never its successor's.
+	code, st = statusJSON(t, old)
+	if code != 1 || !st.Revoked || st.OK || slices.Contains(st.Tags, "tag:ops") {
+		t.Fatalf("status of the revoked predecessor: exit %d, %+v", code, st)
+	}
+}
+
+func TestStatusFindsItsOwnEntryByIncarnation(t *testing.T) {
+	id := func(name string) identity.ID {
+		id, err := identity.New("agentmesh.local", identity.KindAgent, identity.Name(name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return id
+	}
+	nm := &netmap.Netmap{Nodes: []netmap.Node{
+		{ID: id("auditor"), Name: "auditor", Kind: identity.KindAgent, Tags: []identity.Tag{"tag:old"}, Status: netmap.StatusRevoked, Incarnation: "one"},
+		{ID: id("auditor"), Name: "auditor", Kind: identity.KindAgent, Tags: []identity.Tag{"tag:new"}, Status: netmap.StatusActive, Incarnation: "two"},
+	}}
+	for _, inc := range []string{"one", "two"} {
+		n, ok := ownEntry(nm, "auditor", inc)
+		if !ok || n.Incarnation != inc {
+			t.Errorf("ownEntry(%s) = %+v, %v", inc, n, ok)
+		}
+	}
+	if n, ok := ownEntry(nm, "auditor", ""); ok {
+		t.Errorf("ownEntry without an incarnation found %+v", n)
+	}
+}
+
+func TestStatusOfARevokedNodeSaysRevokedAndExitsOne(t *testing.T) {
+	d, _ := startTestMesh(t)
+	env := map[string]string{"AGENTMESH_STATE": d.Coordinator.AdminDir()}
+	if code, _, errOut := run(t, env, "nodes", "revoke", "teller"); code != 0 {
+		t.Fatalf("nodes revoke: %d %s", code, errOut)
+	}
+	dir := filepath.Join(d.Dir, "teller")
+	code, out, _ := run(t, nil, "status", "--state", dir)
+	if code != 1 || !strings.Contains(out, "REVOKED") {
+		t.Fatalf("status of a revoked node: exit %d\n%s", code, out)
+	}
+	for _, wrong := range []string{"valid until", "UNREACHABLE", "unreachable"} {
+		if strings.Contains(out, wrong) {
+			t.Errorf("status of a revoked node says %q:\n%s", wrong, out)
+		}
+	}
+	code, st := statusJSON(t, dir)
+	if code != 1 || !st.Revoked || st.OK || !st.CoordinatorReached || len(st.Problems) == 0 {
+		t.Fatalf("status --json of a revoked node: exit %d, %+v", code, st)
+	}
+}
+
+func TestStatusExitsOneWhenTheCoordinatorIsAwayBeyondTheCachesLife(t *testing.T) {
+	d, _ := startTestMesh(t)
+	dir := filepath.Join(d.Dir, "teller")
+	if code, st := statusJSON(t, dir); code != 0 || !st.OK || !st.CoordinatorReached {
+		t.Fatalf("status with the coordinator up: exit %d, %+v", code, st)
+	}
+	sd, err := nodestate.Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := sd.SaveNetmapConfirmed(time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	d.Coordinator.Close()
+
+	// Away, but the cache is fresh: the node works from it.
+	code, out, _ := run(t, nil, "status", "--state", dir)
+	if code != 0 || !strings.Contains(out, "UNREACHABLE") || strings.Contains(out, "STALE") {
+		t.Fatalf("status with the coordinator away and a fresh cache: exit %d\n%s", code, out)
+	}
+	// Away for longer than a certificate lifetime: it cannot work.
+	if err := sd.SaveNetmapConfirmed(time.Now().Add(-30 * 24 * time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	code, st := statusJSON(t, dir)
+	if code != 1 || st.OK || st.CoordinatorReached || !st.NetmapStale || st.Revoked || len(st.Problems) != 1 {
+		t.Fatalf("status with the coordinator away beyond the cache's life: exit %d, %+v", code, st)
+	}
+}
+
+func TestStatusAssessNamesEveryReasonANodeCannotWork(t *testing.T) {
+	ok := Status{CoordinatorReached: true}
+	for _, tc := range []struct {
+		name   string
+		change func(*Status)
+		want   string // in the one problem, or "" for none
+	}{
+		{"working", func(*Status) {}, ""},
+		{"away with a fresh cache", func(s *Status) { s.CoordinatorReached = false }, ""},
+		{"expired", func(s *Status) { s.CertExpired = true }, "certificate expired"},
+		{"revoked", func(s *Status) { s.Revoked = true }, "revoked"},
+		{"revoked, whose certificate also expired", func(s *Status) { s.Revoked, s.CertExpired = true, true }, "revoked"},
+		{"away beyond the cache's life", func(s *Status) { s.CoordinatorReached, s.NetmapStale = false, true }, "unreachable"},
+	} {
+		st := ok
+		tc.change(&st)
+		st.assess()
+		if tc.want == "" {
+			if !st.OK || len(st.Problems) != 0 {
+				t.Errorf("%s: %+v, want OK", tc.name, st)
+			}
+			continue
+		}
+		if st.OK || len(st.Problems) != 1 || !strings.Contains(st.Problems[0], tc.want) {
+			t.Errorf("%s: OK %v, problems %q, want one that says %q", tc.name, st.OK, st.Problems, tc.want)
+		}
+	}
+}
+
+func TestStatusHelpDocumentsTheExitStatus(t *testing.T) {
+	code, out, _ := run(t, nil, "status", "--help")
+	if code != 0 || !strings.Contains(out, "Exit status:") || !strings.Contains(out, "1  the node cannot work") {
+		t.Fatalf("status --help: %d\n%s", code, out)
+	}
+}
