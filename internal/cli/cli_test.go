@@ -15,6 +15,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"agentmesh/internal/engine"
 )
 
 // run runs one command in process and returns its exit status and output.
@@ -286,7 +288,7 @@ func TestBinaryQuickstart(t *testing.T) {
 		t.Fatalf("second join with a single-use key: %q %v", errOut, err)
 	}
 	out, _, err := am("status", "--state", node, "--json")
-	var st Status
+	var st engine.NodeStatus
 	if err != nil || json.Unmarshal([]byte(out), &st) != nil || st.ID != "spiffe://agentmesh.local/tool/payments-db" || !st.CoordinatorReached || st.CertNotAfter.IsZero() {
 		t.Fatalf("status: %q %v", out, err)
 	}

@@ -13,16 +13,14 @@ import (
 	"agentmesh/internal/controlapi"
 	"agentmesh/internal/demo"
 	"agentmesh/internal/engine"
-	"agentmesh/internal/identity"
-	"agentmesh/internal/netmap"
 	"agentmesh/internal/nodestate"
 )
 
 // statusJSON runs 'status --json' on the state directory dir and decodes it.
-func statusJSON(t *testing.T, dir string) (int, Status) {
+func statusJSON(t *testing.T, dir string) (int, engine.NodeStatus) {
 	t.Helper()
 	code, out, errOut := run(t, nil, "status", "--state", dir, "--json")
-	var st Status
+	var st engine.NodeStatus
 	if err := json.Unmarshal([]byte(out), &st); err != nil {
 		t.Fatalf("status --json: exit %d, %q %q: %v", code, out, errOut, err)
 	}
@@ -163,29 +161,6 @@ func TestStatusShowsTheNodesCurrentTagsNotAPredecessors(t *testing.T) {
 	}
 }
 
-func TestStatusFindsItsOwnEntryByIncarnation(t *testing.T) {
-	id := func(name string) identity.ID {
-		id, err := identity.New("agentmesh.local", identity.KindAgent, identity.Name(name))
-		if err != nil {
-			t.Fatal(err)
-		}
-		return id
-	}
-	nm := &netmap.Netmap{Nodes: []netmap.Node{
-		{ID: id("auditor"), Name: "auditor", Kind: identity.KindAgent, Tags: []identity.Tag{"tag:old"}, Status: netmap.StatusRevoked, Incarnation: "one"},
-		{ID: id("auditor"), Name: "auditor", Kind: identity.KindAgent, Tags: []identity.Tag{"tag:new"}, Status: netmap.StatusActive, Incarnation: "two"},
-	}}
-	for _, inc := range []string{"one", "two"} {
-		n, ok := ownEntry(nm, "auditor", inc)
-		if !ok || n.Incarnation != inc {
-			t.Errorf("ownEntry(%s) = %+v, %v", inc, n, ok)
-		}
-	}
-	if n, ok := ownEntry(nm, "auditor", ""); ok {
-		t.Errorf("ownEntry without an incarnation found %+v", n)
-	}
-}
-
 func TestStatusOfARevokedNodeSaysRevokedAndExitsOne(t *testing.T) {
 	d, _ := startTestMesh(t)
 	env := map[string]string{"AGENTMESH_STATE": d.Coordinator.AdminDir()}
@@ -235,35 +210,6 @@ func TestStatusExitsOneWhenTheCoordinatorIsAwayBeyondTheCachesLife(t *testing.T)
 	code, st := statusJSON(t, dir)
 	if code != 1 || st.OK || st.CoordinatorReached || !st.NetmapStale || st.Revoked || len(st.Problems) != 1 {
 		t.Fatalf("status with the coordinator away beyond the cache's life: exit %d, %+v", code, st)
-	}
-}
-
-func TestStatusAssessNamesEveryReasonANodeCannotWork(t *testing.T) {
-	ok := Status{CoordinatorReached: true}
-	for _, tc := range []struct {
-		name   string
-		change func(*Status)
-		want   string // in the one problem, or "" for none
-	}{
-		{"working", func(*Status) {}, ""},
-		{"away with a fresh cache", func(s *Status) { s.CoordinatorReached = false }, ""},
-		{"expired", func(s *Status) { s.CertExpired = true }, "certificate expired"},
-		{"revoked", func(s *Status) { s.Revoked = true }, "revoked"},
-		{"revoked, whose certificate also expired", func(s *Status) { s.Revoked, s.CertExpired = true, true }, "revoked"},
-		{"away beyond the cache's life", func(s *Status) { s.CoordinatorReached, s.NetmapStale = false, true }, "unreachable"},
-	} {
-		st := ok
-		tc.change(&st)
-		st.assess()
-		if tc.want == "" {
-			if !st.OK || len(st.Problems) != 0 {
-				t.Errorf("%s: %+v, want OK", tc.name, st)
-			}
-			continue
-		}
-		if st.OK || len(st.Problems) != 1 || !strings.Contains(st.Problems[0], tc.want) {
-			t.Errorf("%s: OK %v, problems %q, want one that says %q", tc.name, st.OK, st.Problems, tc.want)
-		}
 	}
 }
 
