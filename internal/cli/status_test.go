@@ -5,15 +5,18 @@ import (
 	"encoding/json"
 	"net/http"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"agentmesh/internal/controlapi"
+	"agentmesh/internal/coordinator"
 	"agentmesh/internal/demo"
 	"agentmesh/internal/engine"
 	"agentmesh/internal/nodestate"
+	"agentmesh/internal/pki/pkitest"
 )
 
 // statusJSON runs 'status --json' on the state directory dir and decodes it.
@@ -217,5 +220,59 @@ func TestStatusHelpDocumentsTheExitStatus(t *testing.T) {
 	code, out, _ := run(t, nil, "status", "--help")
 	if code != 0 || !strings.Contains(out, "Exit status:") || !strings.Contains(out, "1  the node cannot work") {
 		t.Fatalf("status --help: %d\n%s", code, out)
+	}
+}
+
+func TestNodesListShowsIDsHidesRevokedAndAStoppedGatewayAsNotServing(t *testing.T) {
+	clock := pkitest.NewClock(time.Now())
+	const longPoll = time.Second
+	d, ctx := startTestMeshWith(t, func(c *coordinator.Config) { c.Now, c.LongPoll = clock.Now, longPoll })
+	env := map[string]string{"AGENTMESH_STATE": d.Coordinator.AdminDir()}
+	stop := startToolGateway(t, ctx, d, "pager")
+	waitRegistered(t, ctx, d, "pager")
+	if code, _, errOut := run(t, env, "nodes", "revoke", "auditor"); code != 0 {
+		t.Fatalf("nodes revoke: %d %s", code, errOut)
+	}
+	list := func(args ...string) map[string]controlapi.NodeInfo {
+		t.Helper()
+		code, out, errOut := run(t, env, append([]string{"nodes", "list", "--json"}, args...)...)
+		var nodes []controlapi.NodeInfo
+		if code != 0 || json.Unmarshal([]byte(out), &nodes) != nil {
+			t.Fatalf("nodes list --json: %d %q %q", code, out, errOut)
+		}
+		byName := map[string]controlapi.NodeInfo{}
+		for _, n := range nodes {
+			byName[n.Name] = n
+		}
+		return byName
+	}
+	nodes := list()
+	if _, ok := nodes["auditor"]; ok {
+		t.Errorf("nodes list shows the revoked auditor without --all")
+	}
+	if n := nodes["pager"]; !n.Serving || len(n.Addrs) == 0 {
+		t.Errorf("a running gateway: %+v, want serving", n)
+	}
+	if n := nodes["teller"]; n.Serving || n.ID != "spiffe://agentmesh.local/agent/teller" {
+		t.Errorf("an agent: %+v", n)
+	}
+	if n, ok := list("--all")["auditor"]; !ok || n.Status != "revoked" {
+		t.Errorf("nodes list --all: auditor %+v, %v", n, ok)
+	}
+	code, out, _ := run(t, env, "nodes", "list")
+	if code != 0 || !strings.Contains(out, "ID") || !strings.Contains(out, "spiffe://agentmesh.local/agent/teller") ||
+		strings.Contains(out, "auditor") || !regexp.MustCompile(`(?m)^pager .*serving`).MatchString(out) {
+		t.Fatalf("nodes list table: exit %d\n%s", code, out)
+	}
+
+	// Stopped: no netmap watch for longer than a long poll and the margin.
+	// The address stays registered; the node is not serving.
+	stop()
+	clock.Advance(longPoll + time.Minute)
+	if n := list()["pager"]; n.Serving || n.Status != "active" || n.LastSeen.IsZero() {
+		t.Errorf("a stopped gateway: %+v, want not serving with a last seen", n)
+	}
+	if _, out, _ := run(t, env, "nodes", "list"); !regexp.MustCompile(`(?m)^pager .*not serving .* ago`).MatchString(out) {
+		t.Errorf("nodes list table after the gateway stopped:\n%s", out)
 	}
 }
