@@ -315,8 +315,13 @@ func TestBinaryQuickstart(t *testing.T) {
 	if _, _, err := am("nodes", "revoke", "payments-db"); err != nil {
 		t.Fatal(err)
 	}
+	// Revoked nodes are listed only with --all.
 	out, _, _ = am("nodes", "list", "--json")
+	if strings.Contains(out, "payments-db") {
+		t.Fatalf("revoked node listed without --all: %s", out)
+	}
+	out, _, _ = am("nodes", "list", "--all", "--json")
 	if !strings.Contains(out, `"revoked"`) {
-		t.Fatalf("revoked node not listed as revoked: %s", out)
+		t.Fatalf("revoked node not listed as revoked with --all: %s", out)
 	}
 }
