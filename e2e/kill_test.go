@@ -55,7 +55,7 @@ func TestGatewayKilledBeforeShippingLosesNoEvent(t *testing.T) {
 	m.serve("everything", tool, upstream...)
 
 	const want = calls + 1
-	f := startProc(t, "audit --follow", []string{agentmeshBin, "audit", "--follow", "--json", "--tool", "echo", "--state", m.admin}, m.env())
+	f := startProc(t, "audit --follow", []string{agentmeshBin, "audit", "--follow", "--limit", "0", "--json", "--tool", "echo", "--state", m.admin}, m.env())
 	seen := 0
 	if _, err := f.waitLine(f.stdout, auditTimeout, func(l string) bool {
 		var e event

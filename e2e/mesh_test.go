@@ -285,7 +285,7 @@ func (m *mesh) waitAudit(ids ...string) []event {
 		}
 		want[id] = true
 	}
-	f := startProc(m.t, "audit --follow", []string{agentmeshBin, "audit", "--follow", "--json", "--state", m.admin}, m.env())
+	f := startProc(m.t, "audit --follow", []string{agentmeshBin, "audit", "--follow", "--limit", "0", "--json", "--state", m.admin}, m.env())
 	_, err := f.waitLine(f.stdout, auditTimeout, func(l string) bool {
 		var e event
 		if json.Unmarshal([]byte(l), &e) == nil {

@@ -174,7 +174,7 @@ func TestOpenAIClientThroughModelEndpoint(t *testing.T) {
 	// The audit trail reaches the coordinator with the denial and the
 	// usage, time to first byte and status of the streamed completion.
 	var sawDeny, sawStreamUsage bool
-	f := startProc(t, "audit --follow", []string{agentmeshBin, "audit", "--follow", "--json", "--state", m.admin}, m.env())
+	f := startProc(t, "audit --follow", []string{agentmeshBin, "audit", "--follow", "--limit", "0", "--json", "--state", m.admin}, m.env())
 	_, err = f.waitLine(f.stdout, auditTimeout, func(l string) bool {
 		var e struct {
 			ID, Model, Decision, Reason string

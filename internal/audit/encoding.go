@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"slices"
 	"time"
 	"unicode/utf8"
 )
@@ -120,9 +121,7 @@ func (e *Event) problem() string {
 	if !validID(e.ID) {
 		return "id must be 32 lower-case hex characters"
 	}
-	switch e.Kind {
-	case KindConnection, KindRequest, KindAdmin, KindSession, KindIntegrity:
-	default:
+	if !slices.Contains(Kinds, e.Kind) {
 		return fmt.Sprintf("unknown kind %.40q", e.Kind)
 	}
 	if e.Time.IsZero() {

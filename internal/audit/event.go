@@ -3,6 +3,9 @@ package audit
 import (
 	"crypto/rand"
 	"encoding/hex"
+	"fmt"
+	"slices"
+	"strings"
 	"time"
 
 	"agentmesh/internal/reason"
@@ -27,6 +30,21 @@ const (
 	// already stored (reason id_conflict). Nodes cannot ship it.
 	KindIntegrity Kind = "integrity"
 )
+
+// Kinds lists every event kind.
+var Kinds = []Kind{KindConnection, KindRequest, KindAdmin, KindSession, KindIntegrity}
+
+// ParseKind returns the kind s names, or an error that lists the kinds.
+func ParseKind(s string) (Kind, error) {
+	if k := Kind(s); slices.Contains(Kinds, k) {
+		return k, nil
+	}
+	names := make([]string, len(Kinds))
+	for i, k := range Kinds {
+		names[i] = string(k)
+	}
+	return "", fmt.Errorf("unknown event kind %q: want one of %s", s, strings.Join(names, ", "))
+}
 
 // Reasons of integrity events, kept under these names for the store and
 // verify code that matches on them.

@@ -11,10 +11,11 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
-	"text/tabwriter"
 	"time"
+	"unicode/utf8"
 
 	"agentmesh/internal/audit"
 	"agentmesh/internal/controlapi"
@@ -29,9 +30,14 @@ func init() {
 		usage: "[verify [--receipt FILE]... | export --format jsonl] [--src SEL] [--dst SEL] [--decision allow|deny] [--kind KIND] [--method M] [--tool NAME] [--since DURATION|TIME] [--until TIME] [--limit N] [--json] [--follow]",
 		short: "query, follow, export and verify the audit trail (admin)",
 		long: `Without a subcommand, audit prints the events that match the filters, newest first, as a
-table (--json: one object per line); with --follow, it prints them as they arrive.
+table (--json: one object per line). With --follow, it prints the newest --limit of them
+oldest first, as tail -f does, then each new one as it arrives (--limit 0: the whole trail
+first). Times are local, with the zone's offset; columns keep their widths across batches
+(a longer cell widens its column from then on).
 
-Selectors: agent:NAME, tool:NAME, model:NAME, or a full SPIFFE ID.
+Selectors (--src, --dst): agent:NAME, tool:NAME, model:NAME, admin:NAME, a full SPIFFE ID, or a
+tailnet identity (tailnet:HOST). A bare NAME, a tag, or an unknown --kind matches no event and
+is refused (exit status 2).
 
 Examples:
   agentmesh audit --decision deny --since 1h
@@ -92,6 +98,18 @@ func auditFilters(fs *flag.FlagSet) func(now time.Time) (url.Values, error) {
 		if d := audit.Decision(*decision); d != "" && d != audit.Allow && d != audit.Deny {
 			return nil, usagef("--decision must be allow or deny")
 		}
+		// A value that can match no event is a mistake to report, not
+		// an empty table.
+		for _, f := range []struct{ name, v string }{{"src", *src}, {"dst", *dst}} {
+			if err := audit.CheckSelector(f.v); err != nil {
+				return nil, usagef("--%s %v", f.name, err)
+			}
+		}
+		if *kind != "" {
+			if _, err := audit.ParseKind(*kind); err != nil {
+				return nil, usagef("--kind: %v", err)
+			}
+		}
 		if *since != "" {
 			t, err := parseSince(*since, now)
 			if err != nil {
@@ -115,7 +133,7 @@ func auditFilters(fs *flag.FlagSet) func(now time.Time) (url.Values, error) {
 func auditQuery(fs *flag.FlagSet, env Env) func(context.Context, []string) error {
 	state := stateFlag(fs, env)
 	filters := auditFilters(fs)
-	limit := fs.Int("limit", 100, "at most `N` events (0: no limit)")
+	limit := fs.Int("limit", 100, "at most `N` events (0: no limit); with --follow, the newest N before new ones")
 	asJSON := fs.Bool("json", false, "one JSON object per line")
 	follow := fs.Bool("follow", false, "keep printing new events until interrupted")
 	return func(ctx context.Context, pos []string) error {
@@ -131,17 +149,25 @@ func auditQuery(fs *flag.FlagSet, env Env) func(context.Context, []string) error
 			return err
 		}
 		defer cl.Close()
-		if *follow {
-			return followAudit(ctx, env, cl, q, *asJSON)
-		}
 		if *limit > 0 {
 			q.Set("limit", strconv.Itoa(*limit))
 		}
-		events, _, err := fetchEvents(ctx, cl, q)
+		events, newest, err := fetchEvents(ctx, cl, q)
 		if err != nil {
 			return err
 		}
-		return printEvents(env.Stdout, events, *asJSON, true)
+		if !*follow {
+			return printEvents(env.Stdout, &eventTable{}, events, *asJSON)
+		}
+		// Follow as tail -f does: the newest --limit events, oldest
+		// first, then each new one as it arrives.
+		slices.Reverse(events)
+		t := &eventTable{min: followWidths}
+		if err := printEvents(env.Stdout, t, events, *asJSON); err != nil {
+			return err
+		}
+		q.Del("limit")
+		return followAudit(ctx, env, cl, q, t, newest, *asJSON)
 	}
 }
 
@@ -261,11 +287,10 @@ func fetchEvents(ctx context.Context, cl *controlclient.Client, q url.Values) ([
 	return out, maxSeq, sc.Err()
 }
 
-// followAudit polls for events after the newest one seen.
-func followAudit(ctx context.Context, env Env, cl *controlclient.Client, q url.Values, asJSON bool) error {
+// followAudit polls for events after the one with seq after, and prints
+// them to t, oldest first.
+func followAudit(ctx context.Context, env Env, cl *controlclient.Client, q url.Values, t *eventTable, after int64, asJSON bool) error {
 	q.Set("order", "asc")
-	var after int64
-	header := true
 	for {
 		q.Set("after", strconv.FormatInt(after, 10))
 		events, maxSeq, err := fetchEvents(ctx, cl, q)
@@ -275,8 +300,9 @@ func followAudit(ctx context.Context, env Env, cl *controlclient.Client, q url.V
 		if err != nil {
 			printf(env.Stderr, "audit --follow: %v (retrying)\n", err)
 		} else if len(events) > 0 {
-			printEvents(env.Stdout, events, asJSON, header)
-			header = false
+			if err := printEvents(env.Stdout, t, events, asJSON); err != nil {
+				return err
+			}
 			after = maxSeq
 		}
 		select {
@@ -287,7 +313,79 @@ func followAudit(ctx context.Context, env Env, cl *controlclient.Client, q url.V
 	}
 }
 
-func printEvents(w io.Writer, events []audit.Event, asJSON, header bool) error {
+// eventTimeLayout is how the table shows an event's time: local, to the
+// millisecond, with the zone's offset, in a fixed width.
+const eventTimeLayout = "2006-01-02 15:04:05.000 -07:00"
+
+// eventColumns are the audit table's columns.
+var eventColumns = []string{"TIME", "KIND", "SRC", "DST", "WHAT", "DECISION", "REASON"}
+
+// followWidths are the least widths of the columns under --follow, so
+// that later rows usually fit the widths the first ones set.
+var followWidths = []int{len(eventTimeLayout), len("connection"), 24, 24, 32, len("DECISION"), 0}
+
+// eventTable prints events as a table whose columns line up across
+// batches: each column is as wide as its widest cell so far (and at least
+// min), and only grows; the header is printed with the first batch.
+type eventTable struct {
+	min    []int
+	widths []int
+	header bool
+}
+
+// eventRow is an event's cells, escaped for the terminal (termtext), "-"
+// for an empty one.
+func eventRow(e audit.Event) []string {
+	what := e.Method
+	for _, s := range []string{e.Tool, e.Resource, e.Prompt, e.Model, e.Action, e.Target} {
+		if s != "" {
+			what = strings.TrimSpace(what + " " + s)
+		}
+	}
+	row := []string{e.Time.Local().Format(eventTimeLayout), string(e.Kind), identity.Short(e.Src), identity.Short(e.Dst),
+		what, string(e.Decision), string(e.Reason)}
+	for i, c := range row {
+		row[i] = orDash(termtext.Escape(c))
+	}
+	return row
+}
+
+func (t *eventTable) print(w io.Writer, events []audit.Event) error {
+	rows := make([][]string, 0, len(events)+1)
+	if !t.header {
+		rows = append(rows, eventColumns)
+		t.header = true
+	}
+	for _, e := range events {
+		rows = append(rows, eventRow(e))
+	}
+	if t.widths == nil {
+		t.widths = make([]int, len(eventColumns))
+		copy(t.widths, t.min)
+	}
+	for _, r := range rows {
+		for i, c := range r {
+			t.widths[i] = max(t.widths[i], utf8.RuneCountInString(c))
+		}
+	}
+	var b strings.Builder
+	for _, r := range rows {
+		for i, c := range r {
+			if i == len(r)-1 {
+				b.WriteString(c)
+				break
+			}
+			b.WriteString(c)
+			b.WriteString(strings.Repeat(" ", t.widths[i]-utf8.RuneCountInString(c)+2))
+		}
+		b.WriteString("\n")
+	}
+	_, err := io.WriteString(w, b.String())
+	return err
+}
+
+// printEvents prints events to w as JSON lines, or as rows of t.
+func printEvents(w io.Writer, t *eventTable, events []audit.Event, asJSON bool) error {
 	if asJSON {
 		for _, e := range events {
 			if err := printJSONLine(w, e); err != nil {
@@ -296,19 +394,5 @@ func printEvents(w io.Writer, events []audit.Event, asJSON, header bool) error {
 		}
 		return nil
 	}
-	tw := tabwriter.NewWriter(w, 2, 4, 2, ' ', 0)
-	if header {
-		fmt.Fprintln(tw, "TIME\tKIND\tSRC\tDST\tWHAT\tDECISION\tREASON")
-	}
-	for _, e := range events {
-		what := e.Method
-		for _, s := range []string{e.Tool, e.Resource, e.Prompt, e.Model, e.Action, e.Target} {
-			if s != "" {
-				what = strings.TrimSpace(what + " " + s)
-			}
-		}
-		printf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", e.Time.Local().Format("2006-01-02 15:04:05.000"), string(e.Kind),
-			identity.Short(e.Src), identity.Short(e.Dst), what, e.Decision, e.Reason)
-	}
-	return tw.Flush()
+	return t.print(w, events)
 }

@@ -15,6 +15,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"agentmesh/internal/engine"
 )
 
 // run runs one command in process and returns its exit status and output.
@@ -286,7 +288,7 @@ func TestBinaryQuickstart(t *testing.T) {
 		t.Fatalf("second join with a single-use key: %q %v", errOut, err)
 	}
 	out, _, err := am("status", "--state", node, "--json")
-	var st Status
+	var st engine.NodeStatus
 	if err != nil || json.Unmarshal([]byte(out), &st) != nil || st.ID != "spiffe://agentmesh.local/tool/payments-db" || !st.CoordinatorReached || st.CertNotAfter.IsZero() {
 		t.Fatalf("status: %q %v", out, err)
 	}
@@ -313,8 +315,13 @@ func TestBinaryQuickstart(t *testing.T) {
 	if _, _, err := am("nodes", "revoke", "payments-db"); err != nil {
 		t.Fatal(err)
 	}
+	// Revoked nodes are listed only with --all.
 	out, _, _ = am("nodes", "list", "--json")
+	if strings.Contains(out, "payments-db") {
+		t.Fatalf("revoked node listed without --all: %s", out)
+	}
+	out, _, _ = am("nodes", "list", "--all", "--json")
 	if !strings.Contains(out, `"revoked"`) {
-		t.Fatalf("revoked node not listed as revoked: %s", out)
+		t.Fatalf("revoked node not listed as revoked with --all: %s", out)
 	}
 }

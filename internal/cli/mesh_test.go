@@ -29,13 +29,24 @@ import (
 // teller and auditor joined, example policy applied) without its story.
 func startTestMesh(t *testing.T) (*demo.Mesh, context.Context) {
 	t.Helper()
+	return startTestMeshWith(t, nil)
+}
+
+// startTestMeshWith is startTestMesh whose coordinator's configuration
+// configure may change (a clock, a long poll) before it starts.
+func startTestMeshWith(t *testing.T, configure func(*coordinator.Config)) (*demo.Mesh, context.Context) {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	d := &demo.Mesh{Dir: t.TempDir(), Log: testLogger(t)}
 	t.Cleanup(func() {
 		cancel()
 		d.Close()
 	})
-	co, err := coordinator.Start(ctx, coordinator.Config{DataDir: filepath.Join(d.Dir, "coordinator"), Listen: "127.0.0.1:0", Logger: d.Log})
+	cfg := coordinator.Config{DataDir: filepath.Join(d.Dir, "coordinator"), Listen: "127.0.0.1:0", Logger: d.Log}
+	if configure != nil {
+		configure(&cfg)
+	}
+	co, err := coordinator.Start(ctx, cfg)
 	if err != nil {
 		t.Fatal(err)
 	}

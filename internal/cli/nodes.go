@@ -5,6 +5,8 @@ import (
 	"flag"
 	"fmt"
 	"net/http"
+	"slices"
+	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -22,7 +24,7 @@ func init() {
   agentmesh nodes tag fraud-detector --tags tag:fraud,tag:prod
   agentmesh nodes revoke fraud-detector`,
 		subs: []*subcommand{
-			{name: "list", usage: "[--json]", short: "list the registered nodes", flags: nodesList},
+			{name: "list", usage: "[--all] [--json]", short: "list the registered nodes", flags: nodesList},
 			{name: "tag", usage: "NAME --tags tag:a,tag:b", short: "replace the node's tags; takes effect live", flags: nodesTag},
 			{name: "revoke", usage: "NAME", short: "the node can no longer renew, and gateways cut it off", flags: nodesRevoke},
 		},
@@ -32,6 +34,7 @@ func init() {
 func nodesList(fs *flag.FlagSet, env Env) func(context.Context, []string) error {
 	state := stateFlag(fs, env)
 	asJSON := jsonFlag(fs)
+	all := fs.Bool("all", false, "include revoked nodes")
 	return func(ctx context.Context, pos []string) error {
 		if err := wantArgs(pos); err != nil {
 			return err
@@ -40,20 +43,49 @@ func nodesList(fs *flag.FlagSet, env Env) func(context.Context, []string) error 
 		if err := adminCall(ctx, *state, http.MethodGet, controlapi.PathNodes, nil, &nodes); err != nil {
 			return err
 		}
+		if !*all {
+			nodes = slices.DeleteFunc(nodes, func(n controlapi.NodeInfo) bool { return n.Status == "revoked" })
+		}
 		if *asJSON {
 			return printJSON(env.Stdout, nodes)
 		}
 		tw := tabwriter.NewWriter(env.Stdout, 2, 4, 2, ' ', 0)
-		fmt.Fprintln(tw, "NAME\tKIND\tTAGS\tSTATUS\tADDRESSES\tLAST SEEN")
+		fmt.Fprintln(tw, "NAME\tKIND\tID\tTAGS\tSTATUS\tADDRESSES\tLAST SEEN")
+		now := time.Now()
 		for _, n := range nodes {
 			seen := "-"
 			if !n.LastSeen.IsZero() {
-				seen = time.Since(n.LastSeen).Round(time.Second).String() + " ago"
+				seen = now.Sub(n.LastSeen).Round(time.Second).String() + " ago"
 			}
-			printf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", n.Name, n.Kind, n.Tags, n.Status, n.Addrs, seen)
+			printf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", n.Name, n.Kind, n.ID, orDash(strings.Join(n.Tags, ",")),
+				nodeState(n), orDash(strings.Join(n.Addrs, ",")), seen)
 		}
 		return tw.Flush()
 	}
+}
+
+// nodeState is a node's STATUS column: revoked, or for a tool or model
+// node whether it serves (the coordinator's rule, controlapi.NodeInfo's
+// Serving), or active.
+func nodeState(n controlapi.NodeInfo) string {
+	switch {
+	case n.Status != "active":
+		return n.Status
+	case n.Serving:
+		return "serving"
+	}
+	if k, err := identity.ParseKind(n.Kind); err == nil && k.Serves() {
+		return "not serving"
+	}
+	return n.Status
+}
+
+// orDash is s, or "-" for an empty column.
+func orDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
 }
 
 // nodeArg checks the one NAME argument of 'nodes tag' and 'nodes revoke'.

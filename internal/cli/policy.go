@@ -28,8 +28,16 @@ func init() {
   agentmesh policy check --file examples/policy.hujson --src agent:fraud-detector \
       --dst tool:payments-db --tool query --args '{"sql":"select 1"}'`,
 		subs: []*subcommand{
-			{name: "validate", usage: "FILE", short: "check a file offline (exit 0 when valid; tests in it run)", flags: policyValidate},
-			{name: "apply", usage: "FILE [--json]", short: "apply a new version (admin); a failing file changes nothing", flags: policyApply},
+			{name: "validate", usage: "FILE [--state DIR [--strict]]", short: "check a file offline (exit 0 when valid; tests in it run)",
+				long: `With --state (given on the command line; $AGENTMESH_STATE is not used, so validate
+stays offline unless asked), it also warns about selectors that match no registered node
+and tags no node carries; --strict makes those an error.`,
+				flags: policyValidate},
+			{name: "apply", usage: "FILE [--strict] [--json]", short: "apply a new version (admin); a failing file changes nothing",
+				long: `Warns, on stderr, about selectors that match no registered node and tags no node
+carries: a typo there silently locks an agent out. With --strict they are an error and
+nothing is applied.`,
+				flags: policyApply},
 			{name: "get", usage: "[--version N] [--json]", short: "print the current (or a given) policy document", flags: policyGet},
 			{name: "history", usage: "[--json]", short: "list applied versions", flags: policyHistory},
 			{name: "rollback", usage: "VERSION", short: "re-apply an earlier version as a new version", flags: policyRollback},
@@ -57,13 +65,23 @@ func readPolicy(name string) ([]byte, *policy.Policy, error) {
 }
 
 func policyValidate(fs *flag.FlagSet, env Env) func(context.Context, []string) error {
+	state := fs.String("state", "", "admin state `DIR`: also check the selectors against the registered nodes")
+	strict := strictFlag(fs)
 	return func(ctx context.Context, pos []string) error {
 		if err := wantArgs(pos, "FILE"); err != nil {
 			return err
 		}
+		if *strict && *state == "" {
+			return usagef("--strict needs --state: validate checks selectors against the registered nodes only with it")
+		}
 		_, p, err := readPolicy(pos[0])
 		if err != nil {
 			return err
+		}
+		if *state != "" {
+			if err := checkUnmatched(ctx, env, *state, p, *strict); err != nil {
+				return err
+			}
 		}
 		printf(env.Stdout, "%s: valid (%s)\n", pos[0], p.Summary())
 		return nil
@@ -72,13 +90,17 @@ func policyValidate(fs *flag.FlagSet, env Env) func(context.Context, []string) e
 
 func policyApply(fs *flag.FlagSet, env Env) func(context.Context, []string) error {
 	state := stateFlag(fs, env)
+	strict := strictFlag(fs)
 	asJSON := jsonFlag(fs)
 	return func(ctx context.Context, pos []string) error {
 		if err := wantArgs(pos, "FILE"); err != nil {
 			return err
 		}
-		doc, _, err := readPolicy(pos[0])
+		doc, p, err := readPolicy(pos[0])
 		if err != nil {
+			return fmt.Errorf("%w (nothing was applied)", err)
+		}
+		if err := checkUnmatched(ctx, env, *state, p, *strict); err != nil {
 			return fmt.Errorf("%w (nothing was applied)", err)
 		}
 		var pv controlapi.PolicyVersion
@@ -91,6 +113,40 @@ func policyApply(fs *flag.FlagSet, env Env) func(context.Context, []string) erro
 		fmt.Fprintf(env.Stdout, "applied policy version %d\n", pv.Version)
 		return nil
 	}
+}
+
+func strictFlag(fs *flag.FlagSet) *bool {
+	return fs.Bool("strict", false, "a selector that matches no registered node, or a tag no node carries, is an error")
+}
+
+// checkUnmatched warns on stderr about each selector of p that matches no
+// active node in the coordinator's registry (policy.Policy.Unmatched);
+// with strict, any is an error.
+func checkUnmatched(ctx context.Context, env Env, state string, p *policy.Policy, strict bool) error {
+	var infos []controlapi.NodeInfo
+	if err := adminCall(ctx, state, http.MethodGet, controlapi.PathNodes, nil, &infos); err != nil {
+		return err
+	}
+	var nodes []policy.Node
+	for _, n := range infos {
+		kind, err := identity.ParseKind(n.Kind)
+		if err != nil || n.Status != "active" {
+			continue
+		}
+		tags, err := identity.ParseTags(n.Tags)
+		if err != nil {
+			continue
+		}
+		nodes = append(nodes, policy.Node{Kind: kind, Name: identity.Name(n.Name), Tags: tags})
+	}
+	unmatched := p.Unmatched(nodes)
+	for _, u := range unmatched {
+		printf(env.Stderr, "warning: %s\n", u.String())
+	}
+	if strict && len(unmatched) > 0 {
+		return fmt.Errorf("--strict: %d selector(s) match no registered node", len(unmatched))
+	}
+	return nil
 }
 
 func policyGet(fs *flag.FlagSet, env Env) func(context.Context, []string) error {

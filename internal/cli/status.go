@@ -5,9 +5,7 @@ import (
 	"strings"
 	"time"
 
-	"agentmesh/internal/controlclient"
-	"agentmesh/internal/identity"
-	"agentmesh/internal/nodestate"
+	"agentmesh/internal/engine"
 )
 
 func init() {
@@ -15,32 +13,22 @@ func init() {
 		name:  "status",
 		usage: "--state DIR [--json]",
 		short: "show this node's identity, certificate, netmap and coordinator reachability",
-		long: `Examples:
+		long: `Exit status:
+  0  the node can work (a coordinator that is away is fine while the cached view is fresh)
+  1  the node cannot work: revoked, certificate expired, or the coordinator unreachable
+     for longer than the cached view may be used; or the state could not be read
+  2  usage error
+
+A tool or model node also shows the address it registered and whether a
+gateway answers there (a TLS handshake with the node's own identity, at
+most ` + engine.ServingProbeTimeout.String() + `); a gateway that does not answer is reported, not an exit status.
+
+Examples:
   agentmesh status --state ./payments
-  agentmesh status --json | jq .cert_not_after`,
+  agentmesh status --json | jq .cert_not_after
+  agentmesh status --state ./payments >/dev/null || echo "payments cannot work"`,
 		run: runStatus,
 	})
-}
-
-// Status is what 'agentmesh status --json' prints.
-type Status struct {
-	ID                 string    `json:"id"`
-	Name               string    `json:"name"`
-	Kind               string    `json:"kind"`
-	Tags               []string  `json:"tags"`
-	CertNotAfter       time.Time `json:"cert_not_after"`
-	CertExpired        bool      `json:"cert_expired"`
-	Coordinator        string    `json:"coordinator"`
-	CoordinatorReached bool      `json:"coordinator_reachable"`
-	CoordinatorError   string    `json:"coordinator_error,omitempty"`
-	NetmapVersion      int64     `json:"netmap_version"`
-	PolicyVersion      int64     `json:"policy_version"`
-	Nodes              int       `json:"nodes"`
-
-	// NetmapConfirmed is when the coordinator last confirmed this node's
-	// view (netmap.Netmap.Fresh), by this machine's clock.
-	NetmapConfirmed time.Time `json:"netmap_confirmed,omitzero"`
-	NetmapStale     bool      `json:"netmap_stale"`
 }
 
 func runStatus(ctx context.Context, env Env, args []string) error {
@@ -54,55 +42,72 @@ func runStatus(ctx context.Context, env Env, args []string) error {
 	if err := needState(*state); err != nil {
 		return err
 	}
-	d, err := nodestate.Open(*state)
+	st, err := engine.Status(ctx, *state, time.Now())
 	if err != nil {
 		return err
-	}
-	cl, err := controlclient.New(d, controlclient.Options{})
-	if err != nil {
-		return err
-	}
-	defer cl.Close()
-	cfg, _ := d.Config()
-	leaf := cl.Certificate().Leaf
-	st := Status{ID: cl.ID().String(), Name: string(cl.ID().Name), Kind: string(cl.ID().Kind), Tags: []string{},
-		CertNotAfter: leaf.NotAfter.UTC(), CertExpired: time.Now().After(leaf.NotAfter), Coordinator: cfg.CoordinatorURL}
-	nm, _ := cl.CachedNetmap()
-	pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	fresh, err := cl.Netmap(pctx, -1)
-	cancel()
-	st.NetmapConfirmed, _ = d.NetmapConfirmed()
-	if err == nil && fresh != nil {
-		st.CoordinatorReached = true
-		nm = fresh
-		st.NetmapConfirmed = time.Now()
-	} else if err != nil {
-		st.CoordinatorError = err.Error()
-	}
-	st.NetmapStale = !nm.Fresh(st.NetmapConfirmed, time.Now())
-	if nm != nil {
-		st.NetmapVersion, st.PolicyVersion, st.Nodes = nm.Version, nm.Policy.Version, len(nm.Nodes)
-		if n, ok := nm.Node(cl.ID().Name); ok {
-			st.Tags = identity.TagStrings(n.Tags)
-		}
 	}
 	if *asJSON {
-		return printJSON(env.Stdout, st)
+		if err := printJSON(env.Stdout, st); err != nil {
+			return err
+		}
+	} else {
+		printStatus(env, st)
 	}
+	if !st.OK {
+		return errSilent
+	}
+	return nil
+}
+
+func printStatus(env Env, st engine.NodeStatus) {
 	w := env.Stdout
 	printf(w, "identity:     %s\n", st.ID)
 	printf(w, "kind:         %s\n", st.Kind)
-	printf(w, "tags:         %s\n", strings.Join(st.Tags, ", "))
-	exp := "valid until " + st.CertNotAfter.Local().Format(time.RFC3339)
-	if st.CertExpired {
-		exp = "EXPIRED at " + st.CertNotAfter.Local().Format(time.RFC3339) + " (renews when a long-running command starts; or join again)"
+	tags := strings.Join(st.Tags, ", ")
+	if len(st.Tags) == 0 {
+		tags = "(none)"
 	}
-	printf(w, "certificate:  %s\n", exp)
-	reach := "reachable"
-	if !st.CoordinatorReached {
+	printf(w, "tags:         %s\n", tags)
+	verdict := "ok"
+	if !st.OK {
+		verdict = "CANNOT WORK: " + strings.Join(st.Problems, "; ")
+	}
+	if st.Revoked {
+		verdict = "REVOKED: the coordinator refuses this node and gateways cut it off; join again with a new auth key"
+	}
+	printf(w, "status:       %s\n", verdict)
+	var cert string
+	switch {
+	case st.Revoked:
+		cert = "revoked (it would expire at " + st.CertNotAfter.Local().Format(time.RFC3339) + ")"
+	case st.CertExpired:
+		cert = "EXPIRED at " + st.CertNotAfter.Local().Format(time.RFC3339) + " (renews when a long-running command starts; or join again)"
+	default:
+		cert = "valid until " + st.CertNotAfter.Local().Format(time.RFC3339)
+	}
+	printf(w, "certificate:  %s\n", cert)
+	var reach string
+	switch {
+	case st.Revoked:
+		reach = "reachable; it refuses this node (revoked)"
+	case st.CoordinatorReached:
+		reach = "reachable"
+	default:
 		reach = "UNREACHABLE (" + st.CoordinatorError + "); using the cached netmap"
 	}
 	printf(w, "coordinator:  %s, %s\n", st.Coordinator, reach)
+	if st.Serving != nil {
+		var serving string
+		switch {
+		case len(st.Addrs) == 0:
+			serving = "not serving: no address registered (is `agentmesh serve` running?)"
+		case *st.Serving:
+			serving = strings.Join(st.Addrs, ", ") + ", answering"
+		default:
+			serving = strings.Join(st.Addrs, ", ") + ", NOT ANSWERING (" + st.ServingError + ")"
+		}
+		printf(w, "serving:      %s\n", serving)
+	}
 	confirmed := "never confirmed"
 	if !st.NetmapConfirmed.IsZero() {
 		confirmed = "confirmed " + st.NetmapConfirmed.Local().Format(time.RFC3339)
@@ -112,5 +117,4 @@ func runStatus(ctx context.Context, env Env, args []string) error {
 	}
 	printf(w, "netmap:       version %d, %d nodes in this node's view, %s\n", st.NetmapVersion, st.Nodes, confirmed)
 	printf(w, "policy:       version %d\n", st.PolicyVersion)
-	return nil
 }

@@ -183,12 +183,16 @@ func Decode(r io.Reader, max int64, v any) error {
 
 // NodeInfo is one row of the node listing.
 type NodeInfo struct {
-	Name     string    `json:"name"`
-	Kind     string    `json:"kind"`
-	ID       string    `json:"id"`
-	Tags     []string  `json:"tags"`
-	Status   string    `json:"status"`
-	Addrs    []string  `json:"addrs,omitempty"`
+	Name   string   `json:"name"`
+	Kind   string   `json:"kind"`
+	ID     string   `json:"id"`
+	Tags   []string `json:"tags"`
+	Status string   `json:"status"`
+	Addrs  []string `json:"addrs,omitempty"`
+	// Serving is whether a tool or model node serves now: an address
+	// registered and its netmap watched within the last long poll and a
+	// margin (the coordinator's rule); false for every other node.
+	Serving  bool      `json:"serving"`
 	LastSeen time.Time `json:"last_seen,omitzero"`
 	Created  time.Time `json:"created"`
 }

@@ -264,12 +264,33 @@ func (c *Coordinator) handleRenew(w http.ResponseWriter, r *http.Request, who ca
 	})
 }
 
+// servingMargin is how much longer than one long poll a serving node may
+// go without a netmap request before it counts as gone: the time between
+// one poll's answer and the next request, and the watch's retry backoff
+// (at most 10 s) after a failed one.
+const servingMargin = 15 * time.Second
+
+// serving reports whether the node n serves at now: a tool or model node,
+// active, with a registered address, that has watched its netmap within
+// one long poll plus servingMargin. A gateway's node watches continuously
+// (each request of the long poll updates its last seen), so a longer
+// silence means it stopped, whatever address it left registered. This is
+// the one place the rule is made.
+func (c *Coordinator) serving(n netmap.Node, now time.Time) bool {
+	return n.Kind.Serves() && n.Status == netmap.StatusActive && len(n.Addrs) > 0 &&
+		!n.LastSeen.IsZero() && now.Sub(n.LastSeen) <= c.cfg.LongPoll+servingMargin
+}
+
 // handleNetmap answers at once when the caller's version is older than the
 // current one, and otherwise waits for the next change (long poll): 204
 // means "nothing new, ask again".
 func (c *Coordinator) handleNetmap(w http.ResponseWriter, r *http.Request, who caller) {
 	since, _ := strconv.ParseInt(r.URL.Query().Get("since"), 10, 64)
-	c.reg.touch(r.Context(), who.node.Incarnation, c.now())
+	if since >= 0 {
+		// A watch (see serving). since=-1 is a one-off look, such as
+		// 'agentmesh status' takes: no sign that the node runs.
+		c.reg.touch(r.Context(), who.node.Incarnation, c.now())
+	}
 	timer := time.NewTimer(c.cfg.LongPoll)
 	defer timer.Stop()
 	for {
@@ -419,11 +440,12 @@ func (c *Coordinator) handleNodeList(w http.ResponseWriter, r *http.Request, who
 		c.internalError(w, r, "nodes: list", err)
 		return
 	}
+	now := c.now()
 	out := make([]controlapi.NodeInfo, 0, len(rows))
 	for _, n := range rows {
 		id, _ := identity.New(c.td, n.Kind, n.Name)
 		out = append(out, controlapi.NodeInfo{Name: string(n.Name), Kind: string(n.Kind), ID: id.String(), Tags: identity.TagStrings(n.Tags),
-			Status: string(n.Status), Addrs: n.Addrs, LastSeen: n.LastSeen, Created: n.CreatedAt})
+			Status: string(n.Status), Addrs: n.Addrs, Serving: c.serving(n.Node, now), LastSeen: n.LastSeen, Created: n.CreatedAt})
 	}
 	writeJSON(w, http.StatusOK, out)
 }

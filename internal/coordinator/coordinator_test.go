@@ -621,3 +621,53 @@ func TestSecondCoordinatorOnOneDataDirectoryIsRefusedAndLeavesTheAdminStateAlone
 	m.stop()
 	m.start() // Close released the lock
 }
+
+// TestNodeListCountsAGatewayServingOnlyWhileItWatchesItsNetmap: a tool
+// node with a registered address serves while its netmap watch is recent
+// (one long poll and a margin); silence beyond that, as after it stopped,
+// lists it as not serving though its address stays; a one-off look
+// (since=-1, what 'agentmesh status' sends) is not a sign of life.
+func TestNodeListCountsAGatewayServingOnlyWhileItWatchesItsNetmap(t *testing.T) {
+	m := startMesh(t)
+	ctx := context.Background()
+	tool := m.mustJoin(m.key(controlapi.KeyCreateRequest{Kind: "tool"}), "files", "")
+	agent := m.mustJoin(m.key(controlapi.KeyCreateRequest{Kind: "agent"}), "bot", "")
+	if err := tool.Register(ctx, []string{"127.0.0.1:7800"}); err != nil {
+		t.Fatal(err)
+	}
+	serving := func() map[string]bool {
+		t.Helper()
+		var nodes []controlapi.NodeInfo
+		if err := m.admin.Call(ctx, http.MethodGet, controlapi.PathNodes, nil, &nodes); err != nil {
+			t.Fatal(err)
+		}
+		out := map[string]bool{}
+		for _, n := range nodes {
+			out[n.Name] = n.Serving
+		}
+		return out
+	}
+	watch := func(c *controlclient.Client, since int64) {
+		t.Helper()
+		if _, err := c.Netmap(ctx, since); err != nil {
+			t.Fatal(err)
+		}
+	}
+	watch(tool, 0)
+	watch(agent, 0)
+	if s := serving(); !s["files"] || s["bot"] {
+		t.Fatalf("after a watch: serving %v, want files and not bot", s)
+	}
+	m.clock.Advance(25*time.Second + 16*time.Second)
+	if s := serving(); s["files"] {
+		t.Fatalf("after a long poll and the margin without a watch: files still serving")
+	}
+	watch(tool, -1)
+	if s := serving(); s["files"] {
+		t.Fatalf("a one-off look (since=-1) counted as a watch")
+	}
+	watch(tool, 0)
+	if s := serving(); !s["files"] {
+		t.Fatalf("after a new watch: files not serving")
+	}
+}

@@ -5,6 +5,12 @@
 // the benchmark and the end-to-end tests, so that what is tested is what
 // runs.
 //
+// Status looks at a node from its state directory, as 'agentmesh status'
+// shows it: its own entry (by incarnation, never another node's of the
+// same name), whether the coordinator refuses it as revoked, whether its
+// gateway answers at the registered address (a TLS handshake with its own
+// identity, bounded by ServingProbeTimeout), and whether it can work.
+//
 // The engine is where the zero-trust wiring of a node lives, not in its
 // callers:
 //
