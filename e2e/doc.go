@@ -6,9 +6,16 @@
 // the endpoint's bearer token, sent as the SDK sends configured headers,
 // through requestInit; a client without it is refused with 401 local_auth).
 //
-// The Node.js packages are pinned in package.json and package-lock.json and
-// installed with `npm ci --prefix e2e` (.ci/run does it). Without node or
-// e2e/node_modules the tests skip and say why; with -short they skip too.
+// The Node.js packages are pinned in package.json and package-lock.json.
+// When e2e/node_modules lacks them and npm is installed, TestMain runs
+// `npm ci --prefix e2e --no-audit --no-fund` once (a failed install fails the
+// run), so `go test ./...` on a fresh clone runs these tests too. Without
+// Node.js, or with -short, they skip, and TestMain prints why on stderr
+// (which go test shows with -v, or when the package fails).
+//
+// TestQuickstartAsWritten runs the README's quickstart as written: the
+// commands come from README.md; quickstart_test.go lists what it
+// substitutes (a temporary directory, free ports, the pinned npm package).
 //
 // What the tests establish, from the outside, as a user sees it: policy
 // filters tools/list; an allowed call, resource read and prompt get reach the

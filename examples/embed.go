@@ -10,6 +10,12 @@ import _ "embed"
 //go:embed policy.hujson
 var Policy []byte
 
+// QuickstartPolicy is examples/quickstart-policy.hujson: the README
+// quickstart's policy for the filesystem MCP server.
+//
+//go:embed quickstart-policy.hujson
+var QuickstartPolicy []byte
+
 // TailnetPolicy is examples/tailnet-policy.hujson: a tailnet policy file
 // whose grants carry agentmesh rules in the app capability.
 //

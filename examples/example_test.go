@@ -149,3 +149,29 @@ func TestTailnetPolicyCapabilitiesCompile(t *testing.T) {
 		t.Fatalf("compiled %d grants, want 2", compiled)
 	}
 }
+
+// TestQuickstartPolicyLetsTheReaderReadAndNothingElse compiles the README
+// quickstart's policy (running its tests block) and checks the decisions
+// the quickstart shows: the read tools allowed, write_file not granted.
+func TestQuickstartPolicyLetsTheReaderReadAndNothingElse(t *testing.T) {
+	p, err := policy.Compile(examples.QuickstartPolicy, "quickstart")
+	if err != nil {
+		t.Fatalf("Compile(examples/quickstart-policy.hujson): %v", err)
+	}
+	reader := node(identity.KindAgent, "reader", "tag:readers")
+	files := node(identity.KindTool, "files", "tag:files")
+	for _, tt := range []struct {
+		tool, path string
+		want       reason.Code
+	}{
+		{"read_text_file", "/home/me/agentmesh-quickstart/shared/hello.txt", reason.Allowed},
+		{"list_directory", "/home/me/agentmesh-quickstart/shared", reason.Allowed},
+		{"write_file", "/home/me/agentmesh-quickstart/shared/new.txt", reason.NotGranted},
+		{"read_text_file", "/home/me/agentmesh-quickstart/shared/../reader/node.key", reason.WhenFalse},
+	} {
+		d := p.Decide(policy.Request{Src: reader, Dst: files, Action: policy.ActionTool, Tool: tt.tool, Args: map[string]any{"path": tt.path}})
+		if d.Reason != tt.want {
+			t.Errorf("%s %s: %s, want %s", tt.tool, tt.path, d.Reason, tt.want)
+		}
+	}
+}

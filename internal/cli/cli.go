@@ -4,12 +4,14 @@
 package cli
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"os"
+	"runtime/debug"
 	"sort"
 	"strings"
 
@@ -94,7 +96,8 @@ func Run(ctx context.Context, args []string, env Env) int {
 		args = append(args[1:min(len(args), 3)], "--help")
 	}
 	if args[0] == "version" || args[0] == "--version" {
-		fmt.Fprintln(env.Stdout, "agentmesh", Version)
+		info, ok := debug.ReadBuildInfo()
+		fmt.Fprintln(env.Stdout, versionText(info, ok))
 		return 0
 	}
 	cmd, ok := commands[args[0]]
@@ -135,8 +138,43 @@ func Run(ctx context.Context, args []string, env Env) int {
 	return 1
 }
 
-// Version is the build's version, set with -ldflags at release time.
-var Version = "dev"
+// Version, when set with -ldflags -X at release time, overrides the module
+// version the Go toolchain records ("(devel)" for a build in a checkout).
+var Version = ""
+
+// versionText is what --version prints: the module version, the VCS
+// revision the binary was built from (with "modified" when the work tree
+// had uncommitted changes) and the Go version, so that a bug report names
+// exactly what ran. Without build information (a test binary), it says so.
+func versionText(info *debug.BuildInfo, ok bool) string {
+	if !ok {
+		return "agentmesh " + cmp.Or(Version, "(unknown version: built without module information)")
+	}
+	out := "agentmesh " + cmp.Or(Version, info.Main.Version, "(devel)")
+	var rev, modified, at string
+	for _, s := range info.Settings {
+		switch s.Key {
+		case "vcs.revision":
+			rev = s.Value
+		case "vcs.modified":
+			modified = s.Value
+		case "vcs.time":
+			at = s.Value
+		}
+	}
+	switch {
+	case rev == "":
+		out += ", revision unknown (built outside a git checkout, or with -buildvcs=false)"
+	case modified == "true":
+		out += ", revision " + rev + " with uncommitted changes"
+	default:
+		out += ", revision " + rev
+	}
+	if at != "" {
+		out += " (" + at + ")"
+	}
+	return out + ", " + info.GoVersion
+}
 
 // sortedCommands returns the subcommands in name order.
 func sortedCommands() []*command {

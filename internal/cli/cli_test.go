@@ -12,6 +12,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"runtime/debug"
 	"strings"
 	"testing"
 	"time"
@@ -276,6 +277,19 @@ func TestBinaryQuickstart(t *testing.T) {
 		err := cmd.Run()
 		return o.String(), e.String(), err
 	}
+	// --version names the revision the toolchain recorded in the binary
+	// (none with GOFLAGS=-buildvcs=false, or outside a git checkout).
+	meta, err := exec.Command("go", "version", "-m", bin).Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := "revision unknown"
+	if m := regexp.MustCompile(`\bvcs\.revision=([0-9a-f]+)`).FindSubmatch(meta); m != nil {
+		want = "revision " + string(m[1])
+	}
+	if out, _, err := am("--version"); err != nil || !strings.HasPrefix(out, "agentmesh ") || !strings.Contains(out, want) {
+		t.Errorf("agentmesh --version printed %q (%v), want %q as go version -m shows:\n%s", out, err, want, meta)
+	}
 	key, errOut, err := am("keys", "create", "--kind", "tool", "--tags", "tag:payments")
 	if err != nil || strings.Count(strings.TrimSpace(key), "\n") != 0 || !strings.HasPrefix(key, "amk1_") {
 		t.Fatalf("keys create: %q %q %v", key, errOut, err)
@@ -323,5 +337,30 @@ func TestBinaryQuickstart(t *testing.T) {
 	out, _, _ = am("nodes", "list", "--all", "--json")
 	if !strings.Contains(out, `"revoked"`) {
 		t.Fatalf("revoked node not listed as revoked with --all: %s", out)
+	}
+}
+
+func TestKeysCreateRefusesAnExpiryOfZero(t *testing.T) {
+	for _, e := range []string{"0", "0s", "-1h"} {
+		code, _, errOut := run(t, map[string]string{"AGENTMESH_STATE": t.TempDir()}, "keys", "create", "--expiry", e)
+		if code != 2 || !strings.Contains(errOut, "--expiry") {
+			t.Errorf("keys create --expiry %s: status %d, %q; want a usage error naming --expiry", e, code, errOut)
+		}
+	}
+}
+
+func TestVersionNamesModuleVersionAndRevision(t *testing.T) {
+	info := &debug.BuildInfo{GoVersion: "go1.26.0", Main: debug.Module{Path: "agentmesh", Version: "(devel)"},
+		Settings: []debug.BuildSetting{{Key: "vcs.revision", Value: "0123abcd"}, {Key: "vcs.time", Value: "2026-12-01T10:00:00Z"}, {Key: "vcs.modified", Value: "false"}}}
+	if got, want := versionText(info, true), "agentmesh (devel), revision 0123abcd (2026-12-01T10:00:00Z), go1.26.0"; got != want {
+		t.Errorf("versionText = %q, want %q", got, want)
+	}
+	info.Settings[2].Value = "true"
+	if got := versionText(info, true); !strings.Contains(got, "revision 0123abcd with uncommitted changes") {
+		t.Errorf("versionText of a modified tree = %q", got)
+	}
+	info.Main.Version, info.Settings = "v1.2.3", nil
+	if got := versionText(info, true); !strings.HasPrefix(got, "agentmesh v1.2.3, revision unknown") {
+		t.Errorf("versionText without VCS information = %q", got)
 	}
 }

@@ -81,6 +81,11 @@ func keysCreate(fs *flag.FlagSet, env Env) func(context.Context, []string) error
 		if _, err := identity.ParseKind(*kind); err != nil {
 			return usagef("%v", err)
 		}
+		if *expiry <= 0 {
+			// The API reads 0 as "the default": a key must not quietly live
+			// 24h when the caller asked for none.
+			return usagef("--expiry %v: a key must be usable for some time (1m to 90 days); leave --expiry out for 24h", *expiry)
+		}
 		tl, err := identity.SplitTags(*tags)
 		if err != nil {
 			return usagef("%v", err)

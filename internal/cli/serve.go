@@ -15,7 +15,9 @@ func init() {
 		short: "run the gateway of a tool or model node: mTLS in, policy per message, audit, forward upstream",
 		long: `Serves MCP at https://ADDR/mcp over TLS 1.3; every client needs a certificate from the mesh CA,
 an active node record, and a grant to this node. The upstream is a Streamable HTTP MCP server
-(--upstream) or a stdio MCP server command after "--" (one process per client session).
+(--upstream) or a stdio MCP server command after "--", started once per client session: each
+new session waits for it to start (with npx, seconds: npx resolves the package every time; install
+the package and name its command instead, or run the server once behind --upstream).
 The address is registered with the coordinator so that connectors find it by name.
 DIR is locked while the gateway serves: a second 'serve' on it is refused and told which process
 holds it.

@@ -336,9 +336,9 @@ func resolveService(nm *netmap.Netmap, kind identity.Kind, name identity.Name) (
 	case !ok || n.Status != netmap.StatusActive:
 		return netmap.Node{}, fmt.Errorf("no service named %q in this node's netmap: it lists only the services a grant lets this node reach (is there one? is %q joined and serving?)", name, name)
 	case kind != "" && n.Kind != kind:
-		return netmap.Node{}, fmt.Errorf("%q is a %s node, not %s", name, n.Kind, kind)
+		return netmap.Node{}, fmt.Errorf("%q is %s node, not %s", name, n.Kind.WithArticle(), kind.WithArticle())
 	case !n.Kind.Serves():
-		return netmap.Node{}, fmt.Errorf("%q is a %s node; only tool and model nodes serve", name, n.Kind)
+		return netmap.Node{}, fmt.Errorf("%q is %s node; only tool and model nodes serve", name, n.Kind.WithArticle())
 	case len(n.Addrs) == 0:
 		return netmap.Node{}, fmt.Errorf("%q has not registered an address (is 'agentmesh serve' running?)", name)
 	}

@@ -204,7 +204,7 @@ func ServeGateway(ctx context.Context, cfg GatewayConfig) error {
 	g.mu.Unlock()
 	switch {
 	case !g.self.Kind.Serves():
-		return fmt.Errorf("%w: this node is a %s; only tool and model nodes serve (join with a key of kind tool or model)", ErrConfig, g.self.Kind)
+		return fmt.Errorf("%w: this node is %s; only tool and model nodes serve (join with a key of kind tool or model)", ErrConfig, g.self.Kind.WithArticle())
 	case g.self.Kind == identity.KindModel && cfg.UpstreamURL == "":
 		return fmt.Errorf("%w: a model node serves an OpenAI-compatible HTTP API: give its base URL as the upstream (a stdio command makes no sense for a model)", ErrConfig)
 	}

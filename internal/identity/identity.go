@@ -50,6 +50,15 @@ func (k Kind) Valid() bool {
 // Serves reports whether nodes of this kind run a gateway that others dial.
 func (k Kind) Serves() bool { return k == KindTool || k == KindModel }
 
+// WithArticle is the kind with its indefinite article, for messages: "an
+// agent", "an admin", "a tool", "a model".
+func (k Kind) WithArticle() string {
+	if strings.HasPrefix(string(k), "a") { // agent, admin
+		return "an " + string(k)
+	}
+	return "a " + string(k)
+}
+
 const maxLabel = 63
 
 // validLabel reports whether s is a DNS-label-like name: 1 to 63 characters of

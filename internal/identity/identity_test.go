@@ -107,3 +107,12 @@ func TestFromCertificateWantsExactlyOneURI(t *testing.T) {
 		t.Error("nil certificate accepted")
 	}
 }
+
+func TestKindWithArticleReadsAsEnglish(t *testing.T) {
+	want := map[Kind]string{KindAgent: "an agent", KindAdmin: "an admin", KindTool: "a tool", KindModel: "a model"}
+	for _, k := range Kinds {
+		if got := k.WithArticle(); got != want[k] {
+			t.Errorf("%s.WithArticle() = %q, want %q", k, got, want[k])
+		}
+	}
+}

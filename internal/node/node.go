@@ -282,7 +282,11 @@ func (n *Node) publish(v View, onView func(View)) {
 // compile compiles a netmap's policy (a projection for this node, or a
 // whole document); failure yields nil, which denies.
 func compile(p netmap.Policy, log *slog.Logger) *policy.Policy {
-	if p.Version == 0 {
+	if p.Version == 0 || p.Document == "" && !p.Projected() {
+		// No policy, or none for this node: the coordinator sends a
+		// policy's text to the nodes that serve (a gateway gets at least
+		// "{}"), and only its version to the others. Either way nothing
+		// here is allowed; an agent's connector has nothing to log.
 		return nil
 	}
 	version := strconv.FormatInt(p.Version, 10)

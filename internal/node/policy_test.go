@@ -2,6 +2,7 @@ package node
 
 import (
 	"log/slog"
+	"strings"
 	"testing"
 
 	"agentmesh/internal/netmap"
@@ -46,5 +47,20 @@ func TestSamePolicyComparesWhatCompiles(t *testing.T) {
 		if samePolicy(base, other) {
 			t.Errorf("another %s compares the same", name)
 		}
+	}
+}
+
+// TestCompileOfAnAgentsViewDeniesWithoutLoggingAnError: a node that does not
+// serve gets the policy's version without its text. That is not an error (a
+// connector used to log "policy does not compile here" at every start); a
+// document that does not compile still is.
+func TestCompileOfAnAgentsViewDeniesWithoutLoggingAnError(t *testing.T) {
+	var logged strings.Builder
+	log := slog.New(slog.NewTextHandler(&logged, nil))
+	if got := compile(netmap.Policy{Version: 7}, log); got != nil || logged.Len() != 0 {
+		t.Errorf("compile(version without a document) = %v and logged %q, want nil and nothing", got, logged.String())
+	}
+	if got := compile(netmap.Policy{Version: 8, Document: `{"grants": [`}, log); got != nil || !strings.Contains(logged.String(), "does not compile") {
+		t.Errorf("compile(broken document) = %v and logged %q, want nil and the error", got, logged.String())
 	}
 }
