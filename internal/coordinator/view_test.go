@@ -129,12 +129,23 @@ func TestEachNodeReceivesOnlyWhatItNeeds(t *testing.T) {
 	if got := names(cached); !slices.Equal(got, []string{"new-fraud", "payments"}) || cached.Policy.Document != "" {
 		t.Errorf("joined with the view %v %+v", got, cached.Policy)
 	}
-	// Revoked nodes leave every view.
+	// A revoked node leaves every view as a peer or a service; a gateway
+	// it was linked to keeps its registration as revoked (identity and
+	// incarnation only), to refuse its certificate as revoked.
 	if err := m.admin.Call(ctx, http.MethodPost, controlapi.PathNodes+"/fraud/revoke", nil, nil); err != nil {
 		t.Fatal(err)
 	}
-	if nm, _ := view(payments); slices.Contains(names(nm), "fraud") {
-		t.Errorf("payments still sees the revoked fraud: %v", names(nm))
+	nm, _ = view(payments)
+	for _, n := range nm.Nodes {
+		if n.Name == "fraud" && (n.Status != netmap.StatusRevoked || n.Incarnation == "" || len(n.Tags) != 0 || len(n.Addrs) != 0) {
+			t.Errorf("payments' entry for the revoked fraud: %+v, want status revoked, incarnation only", n)
+		}
+	}
+	if !slices.Contains(names(nm), "fraud") {
+		t.Errorf("payments lost the revoked fraud's registration: %v", names(nm))
+	}
+	if nm, _ := view(mon); slices.Contains(names(nm), "fraud") {
+		t.Errorf("mon, which is not a gateway, sees the revoked fraud: %v", names(nm))
 	}
 }
 

@@ -101,16 +101,18 @@ const (
 
 // Admission (package admission): why a gateway does not admit a peer whose
 // certificate is valid. A peer absent from the netmap is UnknownPeer, a
-// peer the netmap lists as revoked is Revoked; NoCertificate, BadIdentity,
-// NoPolicy and NoGrant also refuse admission.
+// certificate of a registration the netmap lists as revoked is Revoked;
+// NoCertificate, BadIdentity, NoPolicy and NoGrant also refuse admission.
 const (
 	// UnknownPeer: the peer is not an active node of the gateway's view of
 	// the mesh (absent, of another kind, or another node now holds its
-	// tailnet address), or an Identifier could not name it.
+	// tailnet address), or an Identifier could not name it. At the
+	// coordinator: the certificate's incarnation names no registration it
+	// knows.
 	UnknownPeer Code = "unknown_peer"
-	// Revoked: the node has been revoked. At the coordinator also: the
-	// certificate names no active node under the same incarnation
-	// (revoked, or replaced by a newer join).
+	// Revoked: the certificate was issued to a registration that has been
+	// revoked, at a gateway and at the coordinator alike (also when the
+	// name has joined again since).
 	Revoked Code = "revoked"
 	// StaleIncarnation: the certificate was issued for an earlier
 	// registration of the name (its incarnation is not the active one).
