@@ -355,8 +355,8 @@ func TestRenewKeepsIdentityAndRevokedNodeCannotRenew(t *testing.T) {
 	if err := m.admin.Call(ctx, http.MethodPost, controlapi.PathNodes+"/agent1/revoke", nil, nil); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := agent.Renew(ctx); apiCode(err) != string(reason.Revoked) {
-		t.Fatalf("revoked node renewed or was not told it is revoked: %v", err)
+	if _, err := agent.Renew(ctx); apiCode(err) != string(reason.Revoked) || !agent.Revoked() {
+		t.Fatalf("revoked node renewed or was not told it is revoked: %v (client marked revoked: %v)", err, agent.Revoked())
 	}
 	// The name is free again, and the old certificate stays dead for the
 	// new node's sake; it is still told it was revoked.
@@ -364,8 +364,8 @@ func TestRenewKeepsIdentityAndRevokedNodeCannotRenew(t *testing.T) {
 	if _, err := agent.Renew(ctx); apiCode(err) != string(reason.Revoked) {
 		t.Fatalf("the revoked incarnation after its name was reused: %v, want revoked", err)
 	}
-	if _, err := fresh.Renew(ctx); err != nil {
-		t.Fatalf("new incarnation cannot renew: %v", err)
+	if _, err := fresh.Renew(ctx); err != nil || fresh.Revoked() {
+		t.Fatalf("new incarnation cannot renew: %v (client marked revoked: %v)", err, fresh.Revoked())
 	}
 }
 

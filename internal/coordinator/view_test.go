@@ -108,10 +108,15 @@ func TestEachNodeReceivesOnlyWhatItNeeds(t *testing.T) {
 			t.Errorf("fraud's view mentions %q", secret)
 		}
 	}
-	// Services without an address (llm never registered) are left out;
-	// a grant to every destination reaches every registered service.
-	if nm, _ := view(mon); !slices.Equal(names(nm), []string{"files", "mon", "payments"}) {
-		t.Errorf("mon sees %v, want files, payments and itself", names(nm))
+	// A grant to every destination reaches every service; one that is not
+	// serving (llm never registered) comes without an address, so that a
+	// connector can tell "not serving" from "unknown".
+	nm, _ = view(mon)
+	if !slices.Equal(names(nm), []string{"files", "llm", "mon", "payments"}) {
+		t.Errorf("mon sees %v, want files, llm, payments and itself", names(nm))
+	}
+	if llm, ok := nm.Node("llm"); !ok || len(llm.Addrs) != 0 || llm.Incarnation != "" || len(llm.Tags) != 0 {
+		t.Errorf("mon's entry for llm, which is not serving: %+v, want its identity only", llm)
 	}
 	// The admin uses the admin API; its view holds itself only.
 	if nm, _ := view(m.admin); !slices.Equal(names(nm), []string{"admin"}) || nm.Policy.Document != "" {

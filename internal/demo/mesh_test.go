@@ -4,7 +4,10 @@ import (
 	"context"
 	"encoding/json"
 	"io"
+	"log/slog"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -12,8 +15,10 @@ import (
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 
 	"agentmesh/examples"
+	"agentmesh/internal/connector"
 	"agentmesh/internal/controlapi"
 	"agentmesh/internal/engine"
+	"agentmesh/internal/gateway/gatewaytest"
 	"agentmesh/internal/reason"
 )
 
@@ -115,4 +120,89 @@ func TestGatewayRefusesARevokedAgentAsRevoked(t *testing.T) {
 
 func engineCoordinatorConfig() engine.CoordinatorConfig {
 	return engine.CoordinatorConfig{TrustDomain: "test.agentmesh"}
+}
+
+// connect starts agent's connector to service on loopback with its
+// warnings going to log, and returns its endpoint once it serves.
+func connect(t *testing.T, ctx context.Context, m *Mesh, agent, service string, log *gatewaytest.Log) Endpoint {
+	t.Helper()
+	ready := make(chan engine.Serving, 1)
+	errc := make(chan error, 1)
+	cctx, cancel := context.WithCancel(ctx)
+	go func() {
+		errc <- engine.Connect(cctx, engine.ConnectConfig{State: filepath.Join(m.Dir, agent), Service: service, Listen: "127.0.0.1:0",
+			Logger: slog.New(slog.NewTextHandler(log, nil)), Ready: func(s engine.Serving) { ready <- s }})
+	}()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-errc; err != nil {
+			t.Errorf("connect %s: %v", service, err)
+		}
+	})
+	select {
+	case s := <-ready:
+		token, err := os.ReadFile(s.TokenFile)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return Endpoint{URL: s.URL, Token: strings.TrimSpace(string(token))}
+	case err := <-errc:
+		errc <- err
+		t.Fatalf("connect %s: %v", service, err)
+	}
+	return Endpoint{}
+}
+
+// TestConnectTellsTheClientAndTheTerminalWhyAServiceCannotBeReached: a
+// typo in the service name, a service that has joined but is not serving,
+// and a revoked agent each reach the MCP client as a JSON-RPC error with
+// its own reason, and connect warns about each at start.
+func TestConnectTellsTheClientAndTheTerminalWhyAServiceCannotBeReached(t *testing.T) {
+	m, ctx := startMesh(t)
+	if _, err := m.Join(ctx, "files", "tool"); err != nil {
+		t.Fatal(err)
+	}
+	withFiles := strings.Replace(string(examples.Policy), `"grants": [`, `"grants": [
+    { "src": ["agent:teller"], "dst": ["tool:files"], "tools": ["*"] },`, 1)
+	if _, err := m.ApplyPolicy(ctx, withFiles); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name, service, warning string
+		want                   reason.Code
+	}{
+		{"a typo", "ledgr", `no service named \"ledgr\"`, reason.UnknownService},
+		{"not serving", "files", `\"files\" has joined the mesh but is not serving`, reason.NotServing},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var log gatewaytest.Log
+			ep := connect(t, ctx, m, "teller", tc.service, &log)
+			if !strings.Contains(log.String(), tc.warning) {
+				t.Errorf("connect warned %q, want %q", log.String(), tc.warning)
+			}
+			if code, why := rpcReason(t, ctx, ep); code != connector.CodeGatewayUnreachable || why != tc.want {
+				t.Errorf("the client got code %d, reason %q; want %d, %q", code, why, connector.CodeGatewayUnreachable, tc.want)
+			}
+		})
+	}
+	t.Run("a revoked agent", func(t *testing.T) {
+		if err := m.Admin.Call(ctx, http.MethodPost, controlapi.PathNodes+"/auditor/revoke", nil, nil); err != nil {
+			t.Fatal(err)
+		}
+		var log gatewaytest.Log
+		ep := connect(t, ctx, m, "auditor", "ledger", &log)
+		if !strings.Contains(log.String(), "this agent has been revoked") {
+			t.Errorf("connect warned %q, want that this agent has been revoked", log.String())
+		}
+		// The gateway learns of the revocation from its own netmap.
+		for {
+			code, why := rpcReason(t, ctx, ep)
+			if why == reason.Revoked {
+				break
+			}
+			if ctx.Err() != nil || why != "" && why != reason.UnknownPeer && code != -32040 {
+				t.Fatalf("the revoked agent's client got code %d, reason %q; want %q", code, why, reason.Revoked)
+			}
+		}
+	})
 }
