@@ -2,8 +2,6 @@ package demo
 
 import (
 	"context"
-	"encoding/json"
-	"io"
 	"log/slog"
 	"net/http"
 	"os"
@@ -54,36 +52,14 @@ func startMesh(t *testing.T) (*Mesh, context.Context) {
 	return m, ctx
 }
 
-// rpcReason posts an initialize to the local endpoint ep and returns the
-// JSON-RPC error's code and data.reason of the answer.
+// rpcReason is Refusal's code and reason, which must be there.
 func rpcReason(t *testing.T, ctx context.Context, ep Endpoint) (int, reason.Code) {
 	t.Helper()
-	body := `{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"t","version":"1"}}}`
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, ep.URL, strings.NewReader(body))
+	code, why, err := Refusal(ctx, ep)
 	if err != nil {
 		t.Fatal(err)
 	}
-	req.Header.Set("Authorization", "Bearer "+ep.Token)
-	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set("Accept", "application/json, text/event-stream")
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	var msg struct {
-		Error *struct {
-			Code int `json:"code"`
-			Data struct {
-				Reason reason.Code `json:"reason"`
-			} `json:"data"`
-		} `json:"error"`
-	}
-	if err := json.Unmarshal(b, &msg); err != nil || msg.Error == nil {
-		t.Fatalf("answer %d %s: want a JSON-RPC error", resp.StatusCode, b)
-	}
-	return msg.Error.Code, msg.Error.Data.Reason
+	return code, reason.Code(why)
 }
 
 // TestGatewayRefusesARevokedAgentAsRevoked: once the coordinator revokes
@@ -205,4 +181,28 @@ func TestConnectTellsTheClientAndTheTerminalWhyAServiceCannotBeReached(t *testin
 			}
 		}
 	})
+}
+
+// TestDemoTellsTheRevocationInTheMeshsWordsNotTheSDKs: the demo's story
+// shows the reason a revoked agent is refused with, and no raw error of
+// the MCP SDK.
+func TestDemoTellsTheRevocationInTheMeshsWordsNotTheSDKs(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs the whole demo (-short)")
+	}
+	var out gatewaytest.Log
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	if err := Run(ctx, Config{Out: &out, Dir: t.TempDir()}); err != nil {
+		t.Fatal(err)
+	}
+	story := out.String()
+	for _, raw := range []string{"standalone SSE stream", "retries", "calling \"", "Bad Gateway"} {
+		if strings.Contains(story, raw) {
+			t.Errorf("the demo shows the SDK's %q:\n%s", raw, story)
+		}
+	}
+	if !strings.Contains(story, "a new session is refused: JSON-RPC error -32040, reason revoked") {
+		t.Errorf("the demo does not show the revoked agent refused as revoked:\n%s", story)
+	}
 }
