@@ -251,8 +251,49 @@ func TestNewStateMakesPeersOnlyOfActiveNodesWithAnIncarnation(t *testing.T) {
 	if len(st.Peers) != 2 || st.Peers["fraud"].Incarnation != "i1" || st.Peers["fraud"].Node.Tags[0] != "tag:fraud" {
 		t.Fatalf("peers = %+v, want db and fraud", st.Peers)
 	}
+	if len(st.Revoked) != 1 || st.Revoked["i3"] != mustID(t, identity.KindAgent, "gone") {
+		t.Fatalf("revoked = %+v, want gone's registration i3", st.Revoked)
+	}
 	if empty := NewState(self, nil, nil, false); len(empty.Peers) != 0 || empty.Self.Name != "db" || empty.Check(self, "s1") == "" {
 		t.Fatalf("state without a netmap = %+v", empty)
+	}
+}
+
+func TestCheckRefusesARevokedRegistrationAsRevokedNotUnknown(t *testing.T) {
+	self := mustID(t, identity.KindTool, "db")
+	fraud, gone, stranger := mustID(t, identity.KindAgent, "fraud"), mustID(t, identity.KindAgent, "gone"), mustID(t, identity.KindAgent, "stranger")
+	node := func(id identity.ID, status netmap.Status, inc string) netmap.Node {
+		return netmap.Node{ID: id, Name: id.Name, Kind: id.Kind, Tags: []identity.Tag{}, Status: status, Incarnation: inc}
+	}
+	// fraud was revoked (i0) and joined again (i1); gone was revoked and
+	// has no active registration.
+	nm := &netmap.Netmap{Nodes: []netmap.Node{
+		node(fraud, netmap.StatusRevoked, "i0"),
+		node(fraud, netmap.StatusActive, "i1"),
+		node(gone, netmap.StatusRevoked, "i3"),
+	}}
+	st := NewState(self, nm, mustPolicy(t, linked), false)
+	tests := []struct {
+		name string
+		id   identity.ID
+		inc  string
+		want reason.Code
+	}{
+		{"the active registration", fraud, "i1", ""},
+		{"a revoked registration of a name that joined again", fraud, "i0", reason.Revoked},
+		{"a revoked node", gone, "i3", reason.Revoked},
+		{"an earlier registration never revoked", fraud, "i7", reason.StaleIncarnation},
+		{"a node never known", stranger, "i9", reason.UnknownPeer},
+		{"another identity presenting a revoked incarnation", stranger, "i3", reason.UnknownPeer},
+		{"no incarnation", gone, "", reason.UnknownPeer},
+	}
+	for _, tt := range tests {
+		if got := st.Check(tt.id, tt.inc); got != tt.want {
+			t.Errorf("%s: Check = %q, want %q", tt.name, got, tt.want)
+		}
+	}
+	if a, why := Identify(st, certRequest(gone, "i3"), nil); why != reason.Revoked || a.Src != gone.String() {
+		t.Fatalf("Identify of a revoked node = %+v, %q, want revoked", a, why)
 	}
 }
 

@@ -20,6 +20,11 @@ type State struct {
 	// Peers are the active nodes of the netmap, by name. A peer absent
 	// from the map is refused.
 	Peers map[identity.Name]Peer
+	// Revoked are the revoked registrations the netmap lists (by
+	// incarnation, the identity each was issued to): a certificate issued
+	// for one is refused as revoked, not as unknown, so that the refused
+	// node and the operator learn the truth. Nil: none.
+	Revoked map[string]identity.ID
 	// Stale refuses everybody (stale_netmap): the view this state comes
 	// from is older than the mesh lets a gateway act on unconfirmed
 	// (netmap.Netmap.Fresh).
@@ -43,7 +48,9 @@ type Peer struct {
 // enforces, and whether the view is stale) into the State its gateways
 // enforce, for the gateway self. Only active nodes with an incarnation
 // are peers: a service this node may reach comes without one and is not a
-// peer that may connect here. The netmap's nodes
+// peer that may connect here. Revoked nodes with an incarnation (the
+// coordinator lists those revoked within a certificate lifetime) go to
+// Revoked. The netmap's nodes
 // are typed at decode (a node that does not parse fails the decode), so
 // none is dropped here. A nil netmap gives a State with no
 // peers.
@@ -54,7 +61,17 @@ func NewState(self identity.ID, nm *netmap.Netmap, pol *policy.Policy, stale boo
 		return s
 	}
 	for _, nn := range nm.Nodes {
-		if nn.Status != netmap.StatusActive || nn.Incarnation == "" {
+		if nn.Incarnation == "" {
+			continue
+		}
+		if nn.Status == netmap.StatusRevoked {
+			if s.Revoked == nil {
+				s.Revoked = map[string]identity.ID{}
+			}
+			s.Revoked[nn.Incarnation] = nn.ID
+			continue
+		}
+		if nn.Status != netmap.StatusActive {
 			continue
 		}
 		pn := nn.PolicyNode()
@@ -92,9 +109,10 @@ func (s *State) PolicyVersion() string {
 
 // Check says why the holder of a certificate for id, issued for
 // incarnation inc, may not talk to s's gateway, or "" if it may: the view
-// is stale (stale_netmap), id is not an active peer (unknown_peer), it is
-// revoked (revoked), the certificate is of another incarnation
-// (stale_incarnation), there is no policy (no_policy) or no grant links
+// is stale (stale_netmap), the certificate was issued for a registration
+// the view lists as revoked, or id is a peer marked revoked (revoked), id
+// is not an active peer (unknown_peer), the certificate is of another
+// incarnation (stale_incarnation), there is no policy (no_policy) or no grant links
 // the peer to Self (no_grant). A nil s has no policy.
 func (s *State) Check(id identity.ID, inc string) reason.Code {
 	if s == nil {
@@ -102,6 +120,9 @@ func (s *State) Check(id identity.ID, inc string) reason.Code {
 	}
 	if s.Stale {
 		return reason.StaleNetmap
+	}
+	if rid, ok := s.Revoked[inc]; ok && inc != "" && rid == id {
+		return reason.Revoked
 	}
 	p, ok := s.Peers[id.Name]
 	if !ok || p.ID != id {

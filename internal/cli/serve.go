@@ -19,6 +19,9 @@ an active node record, and a grant to this node. The upstream is a Streamable HT
 new session waits for it to start (with npx, seconds: npx resolves the package every time; install
 the package and name its command instead, or run the server once behind --upstream).
 The address is registered with the coordinator so that connectors find it by name.
+At start, serve checks that the upstream command is found and that an upstream URL answers, and
+warns when not (clients get JSON-RPC error -32043, upstream_error, until it works);
+--require-upstream refuses to start instead.
 DIR is locked while the gateway serves: a second 'serve' on it is refused and told which process
 holds it.
 
@@ -57,6 +60,7 @@ func runServe(ctx context.Context, env Env, args []string) error {
 	fs.StringVar(&cfg.UpstreamURL, "upstream", "", "Streamable HTTP MCP server `URL` (for a model node: the OpenAI-compatible API's base URL)")
 	fs.IntVar(&cfg.MaxMessageBytes, "max-message-bytes", engine.DefaultMaxMessageBytes, "largest JSON-RPC message accepted from a client")
 	fs.BoolVar(&cfg.RecordArgsHash, "record-args-hash", false, "store the SHA-256 of tool call arguments in audit events")
+	fs.BoolVar(&cfg.RequireUpstream, "require-upstream", false, "refuse to start when the upstream command is not found or the upstream URL does not answer (default: warn and serve)")
 	caps := &cfg.Caps
 	fs.IntVar(&caps.RequestsPerPeer, "max-requests-per-peer", caps.RequestsPerPeer, "at most `N` requests in flight per client at once, open streams included")
 	fs.IntVar(&caps.SessionsPerPeer, "max-sessions-per-peer", caps.SessionsPerPeer, "at most `N` open MCP sessions per client at once")

@@ -169,7 +169,7 @@ func TestServeAndConnectExplainEveryFailureToStart(t *testing.T) {
 		{"serve: listen without a port", `invalid listen address "127.0.0.1"`, []string{"serve", "--state", files, "--listen", "127.0.0.1", "--upstream", up}},
 		{"connect: state missing", missing + " does not exist; run agentmesh join --state " + missing, []string{"connect", "ledger", "--state", missing}},
 		{"connect: state is a file", file + " is not a directory; give the state directory", []string{"connect", "ledger", "--state", file}},
-		{"connect: the coordinator's data directory", "has not joined a mesh", []string{"connect", "ledger", "--state", filepath.Dir(d.Coordinator.AdminDir())}},
+		{"connect: the coordinator's data directory", "is a coordinator's data directory, not a node's state; admin commands take its admin state, --state " + d.Coordinator.AdminDir(), []string{"connect", "ledger", "--state", filepath.Dir(d.Coordinator.AdminDir())}},
 		{"connect: listen address in use", "cannot listen on " + busy + ": the address is in use by another process", []string{"connect", "ledger", "--state", teller, "--listen", busy}},
 		{"connect: listen not loopback", "address is not loopback", []string{"connect", "ledger", "--state", teller, "--listen", "0.0.0.0:0"}},
 	} {

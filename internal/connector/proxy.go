@@ -109,7 +109,13 @@ func (p *proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		if r.Context().Err() == nil {
 			p.c.log.Warn("gateway unreachable", "method", r.Method, "err", err)
-			http.Error(w, "Bad Gateway: gateway unreachable", http.StatusBadGateway)
+			// The body was streamed, not parsed: the error goes with a
+			// null id, and HTTP 502 tells clients that read no body.
+			b := unreachable(nil, "the connection to the gateway failed", err)
+			w.Header().Set("Content-Type", mcpwire.ContentTypeJSON)
+			w.Header().Set("Content-Length", fmt.Sprint(len(b)))
+			w.WriteHeader(http.StatusBadGateway)
+			w.Write(b)
 		}
 		return
 	}

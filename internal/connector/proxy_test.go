@@ -433,23 +433,30 @@ func TestConnectorRefusesPlainHTTPGateway(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	ctx := testContext(t)
-	agentR, agentW := io.Pipe()
-	outR, outW := io.Pipe()
-	done := make(chan error, 1)
-	go func() { done <- c.ServeStdio(ctx, agentR, outW); outW.Close() }()
-	fmt.Fprintln(agentW, initializeBody)
-	line, _ := readLine(outR)
-	agentW.Close()
-	if !strings.Contains(line, fmt.Sprint(connector.CodeGatewayUnreachable)) {
+	if line := stdioAnswer(t, c, initializeBody); !strings.Contains(line, fmt.Sprint(connector.CodeGatewayUnreachable)) {
 		t.Errorf("answer = %s, want a CodeGatewayUnreachable error", line)
-	}
-	if err := <-done; err != nil {
-		t.Errorf("ServeStdio: %v", err)
 	}
 	if n := len(e.up.recordedRequests("POST initialize")); n != 0 {
 		t.Errorf("gateway saw %d requests over plain HTTP", n)
 	}
+}
+
+// stdioAnswer serves c over stdio for one message from the agent, msg,
+// and returns the first line c answers with, once c has stopped.
+func stdioAnswer(t *testing.T, c *connector.Connector, msg string) string {
+	t.Helper()
+	agentR, agentW := io.Pipe()
+	outR, outW := io.Pipe()
+	done := make(chan error, 1)
+	go func() { done <- c.ServeStdio(testContext(t), agentR, outW); outW.Close() }()
+	fmt.Fprintln(agentW, msg)
+	line, _ := readLine(outR)
+	agentW.Close()
+	go io.Copy(io.Discard, outR)
+	if err := <-done; err != nil {
+		t.Errorf("ServeStdio: %v", err)
+	}
+	return line
 }
 
 func readLine(r io.Reader) (string, error) {

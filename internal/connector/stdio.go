@@ -342,7 +342,7 @@ func (s *stdioSession) call(ctx context.Context, m *message, countPending bool, 
 	if err != nil {
 		if ctx.Err() == nil {
 			s.c.log.Warn("gateway unreachable", "method", m.method, "err", err)
-			rp.send(errorResponse(m.id, CodeGatewayUnreachable, "gateway unreachable", nil))
+			rp.send(unreachable(m.id, "the connection to the gateway failed", err))
 		}
 		return
 	}
@@ -405,7 +405,7 @@ func (s *stdioSession) relayAnswer(ctx context.Context, m *message, resp *http.R
 		body, err := readLimited(resp.Body, s.c.maxMsg)
 		if err != nil {
 			if ctx.Err() == nil {
-				rp.send(errorResponse(m.id, CodeGatewayUnreachable, "connection to gateway broke", nil))
+				rp.send(unreachable(m.id, "the connection to the gateway broke before its answer", nil))
 			}
 			return
 		}
@@ -422,7 +422,7 @@ func (s *stdioSession) relayAnswer(ctx context.Context, m *message, resp *http.R
 		})
 		if !rp.answered && ctx.Err() == nil {
 			s.c.log.Warn("gateway stream ended without response", "method", m.method, "err", err)
-			rp.send(errorResponse(m.id, CodeGatewayUnreachable, "gateway stream ended without a response", nil))
+			rp.send(unreachable(m.id, "the gateway's stream ended without an answer", nil))
 		}
 	default:
 		rp.send(errorResponse(m.id, CodeGatewayHTTPError,

@@ -21,10 +21,13 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
+	"os"
 	"strconv"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"agentmesh/internal/audit"
@@ -35,6 +38,7 @@ import (
 	"agentmesh/internal/netmap"
 	"agentmesh/internal/nodestate"
 	"agentmesh/internal/pki"
+	"agentmesh/internal/reason"
 	"agentmesh/internal/termtext"
 	"agentmesh/internal/transport"
 )
@@ -82,6 +86,7 @@ type Client struct {
 	http     *http.Client
 	conns    *certTransport // c.http's transport
 	id       identity.ID
+	revoked  atomic.Bool // see Revoked
 }
 
 // New returns a client for the node whose state is in dir.
@@ -275,9 +280,9 @@ func (c *Client) Netmap(ctx context.Context, since int64) (*netmap.Netmap, error
 	if err != nil {
 		return nil, err
 	}
-	resp, err := c.http.Do(req)
+	resp, err := c.do(req)
 	if err != nil {
-		return nil, fmt.Errorf("coordinator %s: %w", c.cfg.CoordinatorURL, err)
+		return nil, err
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode == http.StatusNoContent {
@@ -342,7 +347,15 @@ func (c *Client) Follow(ctx context.Context, update func(nm *netmap.Netmap, conf
 		}
 		if err != nil {
 			wait := retry.Next()
-			c.log.Warn("netmap watch: coordinator unreachable, keeping the cached netmap", "err", err, "retry_in", wait)
+			var ae *APIError
+			switch {
+			case c.Revoked():
+				c.log.Error("netmap watch: the coordinator says this node has been revoked; join again with a new auth key", "retry_in", wait)
+			case errors.As(err, &ae):
+				c.log.Warn("netmap watch: the coordinator refused; keeping the cached netmap", "err", err, "retry_in", wait)
+			default:
+				c.log.Warn("netmap watch: coordinator unreachable, keeping the cached netmap", "err", err, "retry_in", wait)
+			}
 			if err := backoff.Sleep(ctx, c.clock, wait); err != nil {
 				return err
 			}
@@ -462,9 +475,9 @@ func (c *Client) Stream(ctx context.Context, path string) (io.ReadCloser, error)
 	if err != nil {
 		return nil, err
 	}
-	resp, err := c.http.Do(req)
+	resp, err := c.do(req)
 	if err != nil {
-		return nil, fmt.Errorf("coordinator %s: %w", c.cfg.CoordinatorURL, err)
+		return nil, err
 	}
 	if resp.StatusCode != http.StatusOK {
 		defer resp.Body.Close()
@@ -489,9 +502,9 @@ func (c *Client) call(ctx context.Context, method, path string, in, out any) err
 	if in != nil {
 		req.Header.Set("Content-Type", "application/json")
 	}
-	resp, err := c.http.Do(req)
+	resp, err := c.do(req)
 	if err != nil {
-		return fmt.Errorf("coordinator %s: %w", c.cfg.CoordinatorURL, err)
+		return err
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode/100 != 2 {
@@ -503,6 +516,67 @@ func (c *Client) call(ctx context.Context, method, path string, in, out any) err
 	}
 	dec := json.NewDecoder(io.LimitReader(resp.Body, 64<<20))
 	return dec.Decode(out)
+}
+
+// do sends req to the coordinator. A request that got no answer is an
+// ErrUnreachable error that says so in words; an answer that says this
+// node is revoked marks the client revoked (Revoked), any success clears
+// the mark.
+func (c *Client) do(req *http.Request) (*http.Response, error) {
+	resp, err := c.http.Do(req)
+	if err != nil {
+		if errors.Is(req.Context().Err(), context.Canceled) {
+			return nil, req.Context().Err() // nobody waits for the answer
+		}
+		return nil, unreachable(c.cfg.CoordinatorURL, err)
+	}
+	switch {
+	case resp.StatusCode/100 == 2:
+		c.revoked.Store(false)
+	case resp.StatusCode == http.StatusUnauthorized:
+		// Peek at the code without consuming the body for the caller.
+		b, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+		resp.Body.Close()
+		var e controlapi.Error
+		if json.Unmarshal(b, &e) == nil && e.Code == string(reason.Revoked) {
+			c.revoked.Store(true)
+		}
+		resp.Body = io.NopCloser(bytes.NewReader(b))
+	}
+	return resp, nil
+}
+
+// Revoked reports whether the coordinator's last answer to this client
+// said that this node has been revoked.
+func (c *Client) Revoked() bool { return c.revoked.Load() }
+
+// ErrUnreachable is the error of a call that got no answer from the
+// coordinator (nothing listens, a network failure, no answer in time), as
+// opposed to a refusal (APIError).
+var ErrUnreachable = errors.New("cannot reach the coordinator")
+
+// unreachable is the ErrUnreachable error for a request to url that failed
+// with err: one line saying what to check, with the network's own words
+// for what happened.
+func unreachable(url string, err error) error {
+	return fmt.Errorf("%w at %s: is 'agentmesh coordinator' running there, and reachable from here? (%s)", ErrUnreachable, url, netCause(err))
+}
+
+// netCause is the part of a transport error a person can act on: the
+// system's words ("connection refused", "no such host", "i/o timeout")
+// rather than the whole chain of operations and addresses.
+func netCause(err error) string {
+	var errno syscall.Errno
+	var dnsErr *net.DNSError
+	switch {
+	case errors.As(err, &errno):
+		return errno.Error()
+	case errors.As(err, &dnsErr):
+		return "no such host " + dnsErr.Name
+	case errors.Is(err, os.ErrDeadlineExceeded), errors.Is(err, context.DeadlineExceeded):
+		return "no answer in time"
+	}
+	return err.Error()
 }
 
 func readAPIError(resp *http.Response) error {
@@ -589,7 +663,7 @@ func Join(ctx context.Context, o JoinOptions) (identity.ID, error) {
 		if errors.Is(err, pki.ErrFingerprintMismatch) {
 			return identity.ID{}, fmt.Errorf("join: the server at %s does not hold the CA this key pins (fingerprint %s…); nothing was sent: %w", k.CoordinatorURL, k.CAFingerprint[:16], err)
 		}
-		return identity.ID{}, fmt.Errorf("join: %w", err)
+		return identity.ID{}, fmt.Errorf("join: %w", unreachable(k.CoordinatorURL, err))
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {

@@ -74,6 +74,11 @@ type handler func(w http.ResponseWriter, r *http.Request, who caller)
 func (c *Coordinator) node(h handler) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		who, code, err := c.authenticate(r)
+		if code == reason.Internal {
+			closeAfter(w)
+			c.internalError(w, r, "authenticate", err)
+			return
+		}
 		if err != nil {
 			ev := c.event(audit.KindConnection, who.id.String(), "coordinator")
 			ev.SrcAddr = r.RemoteAddr
@@ -113,9 +118,19 @@ func (c *Coordinator) authenticate(r *http.Request) (caller, reason.Code, error)
 		return who, pki.ReasonOf(err), fmt.Errorf("client certificate refused: %w", err)
 	}
 	who.id = id
-	n, err := c.reg.activeNode(r.Context(), id.Name)
-	if err != nil || n.Kind != id.Kind || n.Incarnation != pki.Incarnation(r.TLS.PeerCertificates[0]) {
-		return who, reason.Revoked, errors.New("this node has been revoked or replaced; join again with a new auth key")
+	// The incarnation names one registration; the certificate must be of
+	// that registration's identity, and the registration active. A
+	// revoked one is said to be revoked, one never known unknown (a
+	// coordinator that lost its data, or a node of another mesh with this
+	// CA), so that the node and its operator learn what to do.
+	n, err := c.reg.registration(r.Context(), pki.Incarnation(r.TLS.PeerCertificates[0]))
+	switch {
+	case errors.Is(err, errNotFound) || err == nil && (n.Name != id.Name || n.Kind != id.Kind):
+		return who, reason.UnknownPeer, errors.New("this coordinator knows no node of this certificate; join with an auth key")
+	case err != nil:
+		return who, reason.Internal, fmt.Errorf("authenticate: %w", err)
+	case n.Status != netmap.StatusActive:
+		return who, reason.Revoked, errors.New("this node has been revoked; join again with a new auth key")
 	}
 	who.node = n
 	return who, "", nil

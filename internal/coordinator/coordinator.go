@@ -56,6 +56,7 @@ import (
 	"agentmesh/internal/httpserver"
 	"agentmesh/internal/identity"
 	"agentmesh/internal/netmap"
+	"agentmesh/internal/nodestate"
 	"agentmesh/internal/pki"
 	"agentmesh/internal/policy"
 	"agentmesh/internal/reason"
@@ -325,7 +326,9 @@ func (c *Coordinator) AuditKeyFingerprint() string { return audit.KeyFingerprint
 func (c *Coordinator) TrustDomain() identity.TrustDomain { return c.td }
 
 // AdminDir is the state directory of the first admin identity.
-func (c *Coordinator) AdminDir() string { return filepath.Join(c.cfg.DataDir, "admin") }
+func (c *Coordinator) AdminDir() string {
+	return filepath.Join(c.cfg.DataDir, nodestate.CoordinatorAdminDir)
+}
 
 // AuditAppended returns a channel closed the next time events are stored in
 // the audit trail (shipped by a node or recorded here).

@@ -30,6 +30,7 @@ import (
 	"agentmesh/internal/netmap"
 	"agentmesh/internal/nodestate"
 	"agentmesh/internal/pki"
+	"agentmesh/internal/reason"
 	"agentmesh/internal/store"
 )
 
@@ -354,16 +355,17 @@ func TestRenewKeepsIdentityAndRevokedNodeCannotRenew(t *testing.T) {
 	if err := m.admin.Call(ctx, http.MethodPost, controlapi.PathNodes+"/agent1/revoke", nil, nil); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := agent.Renew(ctx); apiCode(err) != "revoked" && !strings.Contains(fmt.Sprint(err), "revoked") {
-		t.Fatalf("revoked node renewed: %v", err)
+	if _, err := agent.Renew(ctx); apiCode(err) != string(reason.Revoked) || !agent.Revoked() {
+		t.Fatalf("revoked node renewed or was not told it is revoked: %v (client marked revoked: %v)", err, agent.Revoked())
 	}
-	// The name is free again, and the old certificate stays dead for the new node's sake.
+	// The name is free again, and the old certificate stays dead for the
+	// new node's sake; it is still told it was revoked.
 	fresh := m.mustJoin(m.key(controlapi.KeyCreateRequest{Kind: "agent"}), "agent1", "")
-	if _, err := agent.Renew(ctx); err == nil {
-		t.Fatal("the revoked incarnation renewed after its name was reused")
+	if _, err := agent.Renew(ctx); apiCode(err) != string(reason.Revoked) {
+		t.Fatalf("the revoked incarnation after its name was reused: %v, want revoked", err)
 	}
-	if _, err := fresh.Renew(ctx); err != nil {
-		t.Fatalf("new incarnation cannot renew: %v", err)
+	if _, err := fresh.Renew(ctx); err != nil || fresh.Revoked() {
+		t.Fatalf("new incarnation cannot renew: %v (client marked revoked: %v)", err, fresh.Revoked())
 	}
 }
 

@@ -264,6 +264,16 @@ func (r *registry) activeNode(ctx context.Context, name identity.Name) (nodeRow,
 	return n, err
 }
 
+// registration returns the node registered under incarnation, active or
+// revoked, or errNotFound.
+func (r *registry) registration(ctx context.Context, incarnation string) (nodeRow, error) {
+	n, err := scanNode(r.db.QueryRowContext(ctx, `SELECT `+nodeColumns+` FROM nodes WHERE incarnation = ?`, incarnation))
+	if errors.Is(err, sql.ErrNoRows) {
+		return n, errNotFound
+	}
+	return n, err
+}
+
 func (r *registry) setTags(ctx context.Context, name string, tags []string) error {
 	b, _ := json.Marshal(tags)
 	return r.updateActive(ctx, name, `UPDATE nodes SET tags = ? WHERE name = ? AND status = 'active'`, string(b), name)

@@ -16,9 +16,13 @@ import (
 // compiled policy of each version (publish), and builds a node's view from
 // them when the node asks: the node itself; for a gateway, the peers the
 // policy may admit to it and the projection of the policy it enforces;
-// for every node, the services it may reach, with their addresses and
-// nothing else. Revoked nodes are left out: a node absent from a gateway's
-// view is refused anyway.
+// for every node, the services it may reach, with their addresses (none
+// while a service is not serving) and nothing else. A gateway also gets the registrations revoked within a
+// certificate lifetime (publish keeps those) that the policy links to it,
+// as identity, incarnation and status only, so that it refuses their
+// still-valid certificates as revoked rather than as unknown; the
+// operator and the refused node learn what happened. Other nodes get no
+// revoked node.
 
 // viewFor builds the netmap that the node self receives.
 func (c *Coordinator) viewFor(self netmap.Node) (*netmap.Netmap, error) {
@@ -39,6 +43,10 @@ func (c *Coordinator) viewFor(self netmap.Node) (*netmap.Netmap, error) {
 	serves := me.Kind.Serves()
 	for _, n := range full.Nodes {
 		if n.Status != netmap.StatusActive {
+			if serves && n.Status == netmap.StatusRevoked && pol.Links(n.PolicyNode(), me) {
+				nm.Nodes = append(nm.Nodes, netmap.Node{ID: n.ID, Name: n.Name, Kind: n.Kind, Tags: []identity.Tag{},
+					Status: n.Status, Incarnation: n.Incarnation})
+			}
 			continue
 		}
 		if n.Incarnation == self.Incarnation {
@@ -54,8 +62,10 @@ func (c *Coordinator) viewFor(self netmap.Node) (*netmap.Netmap, error) {
 			entry, include = n, true
 			entry.Addrs = nil
 		}
-		if pn.Kind.Serves() && len(n.Addrs) > 0 && pol.Links(me, pn) {
-			// A service this node may reach: where, and who answers.
+		if pn.Kind.Serves() && pol.Links(me, pn) {
+			// A service this node may reach: where (no address while it
+			// is not serving, so that its connector can say so rather
+			// than call it unknown), and who answers.
 			if !include {
 				entry = netmap.Node{ID: n.ID, Name: n.Name, Kind: n.Kind, Tags: []identity.Tag{}, Status: n.Status}
 			}

@@ -108,10 +108,15 @@ func TestEachNodeReceivesOnlyWhatItNeeds(t *testing.T) {
 			t.Errorf("fraud's view mentions %q", secret)
 		}
 	}
-	// Services without an address (llm never registered) are left out;
-	// a grant to every destination reaches every registered service.
-	if nm, _ := view(mon); !slices.Equal(names(nm), []string{"files", "mon", "payments"}) {
-		t.Errorf("mon sees %v, want files, payments and itself", names(nm))
+	// A grant to every destination reaches every service; one that is not
+	// serving (llm never registered) comes without an address, so that a
+	// connector can tell "not serving" from "unknown".
+	nm, _ = view(mon)
+	if !slices.Equal(names(nm), []string{"files", "llm", "mon", "payments"}) {
+		t.Errorf("mon sees %v, want files, llm, payments and itself", names(nm))
+	}
+	if llm, ok := nm.Node("llm"); !ok || len(llm.Addrs) != 0 || llm.Incarnation != "" || len(llm.Tags) != 0 {
+		t.Errorf("mon's entry for llm, which is not serving: %+v, want its identity only", llm)
 	}
 	// The admin uses the admin API; its view holds itself only.
 	if nm, _ := view(m.admin); !slices.Equal(names(nm), []string{"admin"}) || nm.Policy.Document != "" {
@@ -129,12 +134,23 @@ func TestEachNodeReceivesOnlyWhatItNeeds(t *testing.T) {
 	if got := names(cached); !slices.Equal(got, []string{"new-fraud", "payments"}) || cached.Policy.Document != "" {
 		t.Errorf("joined with the view %v %+v", got, cached.Policy)
 	}
-	// Revoked nodes leave every view.
+	// A revoked node leaves every view as a peer or a service; a gateway
+	// it was linked to keeps its registration as revoked (identity and
+	// incarnation only), to refuse its certificate as revoked.
 	if err := m.admin.Call(ctx, http.MethodPost, controlapi.PathNodes+"/fraud/revoke", nil, nil); err != nil {
 		t.Fatal(err)
 	}
-	if nm, _ := view(payments); slices.Contains(names(nm), "fraud") {
-		t.Errorf("payments still sees the revoked fraud: %v", names(nm))
+	nm, _ = view(payments)
+	for _, n := range nm.Nodes {
+		if n.Name == "fraud" && (n.Status != netmap.StatusRevoked || n.Incarnation == "" || len(n.Tags) != 0 || len(n.Addrs) != 0) {
+			t.Errorf("payments' entry for the revoked fraud: %+v, want status revoked, incarnation only", n)
+		}
+	}
+	if !slices.Contains(names(nm), "fraud") {
+		t.Errorf("payments lost the revoked fraud's registration: %v", names(nm))
+	}
+	if nm, _ := view(mon); slices.Contains(names(nm), "fraud") {
+		t.Errorf("mon, which is not a gateway, sees the revoked fraud: %v", names(nm))
 	}
 }
 

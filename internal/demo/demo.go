@@ -248,7 +248,10 @@ func (d *demo) run(ctx context.Context, keep bool) error {
 	if lastErr == nil {
 		d.say("   teller's calls still succeed (unexpected)")
 	} else {
-		d.say("   the gateway closed teller's session and connection; its next call fails: %.90s…", firstLine(lastErr.Error()))
+		d.say("   the gateway closed teller's session and connection; its next call fails (%s)", callFailure(lastErr))
+		if code, why, err := Refusal(ctx, tellerEP); err == nil {
+			d.say("   a new session is refused: JSON-RPC error %d, reason %s", code, why)
+		}
 	}
 
 	d.section("The audit trail: every decision, hash-chained, checkpoints signed")
@@ -503,7 +506,51 @@ func denial(err error) string {
 	return fmt.Sprintf("JSON-RPC error %d %q, reason %s, audit event %s", we.Code, we.Message, data.Reason, data.EventID)
 }
 
-func firstLine(s string) string {
-	s, _, _ = strings.Cut(s, "\n")
-	return s
+// callFailure says in a few words why an MCP call failed: the JSON-RPC
+// error's code and reason when there is one, never the SDK's own error
+// text (such as "standalone SSE stream: exceeded 0 retries"), which tells
+// a reader nothing about the mesh.
+func callFailure(err error) string {
+	var we *jsonrpc.Error
+	if errors.As(err, &we) {
+		var data struct {
+			Reason string `json:"reason"`
+		}
+		json.Unmarshal(we.Data, &data)
+		return fmt.Sprintf("JSON-RPC error %d, reason %s", we.Code, termtext.Escape(data.Reason))
+	}
+	return "its session is gone"
+}
+
+// Refusal opens a new MCP session through the local endpoint ep with a
+// bare initialize and returns the JSON-RPC error it is refused with: its
+// code and data.reason. An answer that is not an error is an error.
+func Refusal(ctx context.Context, ep Endpoint) (int, string, error) {
+	body := `{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"demo","version":"1"}}}`
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, ep.URL, strings.NewReader(body))
+	if err != nil {
+		return 0, "", err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Accept", "application/json, text/event-stream")
+	tr := &http.Transport{}
+	defer tr.CloseIdleConnections()
+	resp, err := (&http.Client{Transport: loopback.WithToken(tr, ep.Token)}).Do(req)
+	if err != nil {
+		return 0, "", err
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+	var msg struct {
+		Error *struct {
+			Code int `json:"code"`
+			Data struct {
+				Reason string `json:"reason"`
+			} `json:"data"`
+		} `json:"error"`
+	}
+	if err := json.Unmarshal(b, &msg); err != nil || msg.Error == nil {
+		return 0, "", fmt.Errorf("HTTP %d: not a JSON-RPC error", resp.StatusCode)
+	}
+	return msg.Error.Code, msg.Error.Data.Reason, nil
 }

@@ -19,6 +19,7 @@ import (
 	"agentmesh/internal/netmap"
 	"agentmesh/internal/node"
 	"agentmesh/internal/nodestate"
+	"agentmesh/internal/reason"
 	"agentmesh/internal/transport"
 )
 
@@ -107,6 +108,7 @@ func Connect(ctx context.Context, cfg ConnectConfig) (err error) {
 		defer n.Close()
 		s.Node = n.ID().String()
 		cc = meshConnector(n, kind, cfg.Service, log)
+		checkService(ctx, n, kind, cfg.Service, log)
 	}
 	ready(cfg.Ready, s)
 	ln2 := ln
@@ -199,6 +201,12 @@ func meshConnector(n *node.Node, kind identity.Kind, service string, log *slog.L
 	})
 	resolve := func(ctx context.Context) (string, error) {
 		t, err := target()
+		if err != nil && n.Client.Revoked() {
+			// The netmap this node keeps is stale: say what the
+			// coordinator said instead.
+			return "", &connector.ResolveError{Code: reason.Revoked,
+				Err: fmt.Errorf("this agent (%s) has been revoked: join again with a new auth key", n.ID())}
+		}
 		if err != nil {
 			// Right after start the netmap may not have arrived yet, or
 			// the gateway may still be registering: wait briefly for a
@@ -299,6 +307,42 @@ func serveModel(ctx context.Context, cfg modelconn.Config, ln net.Listener, auth
 	return l.Serve(ctx, ln, auth)
 }
 
+// checkService tells, once at start, what can be known already of why
+// requests to service would fail: this agent has been revoked (the
+// coordinator says so), or the service does not resolve (unknown, or not
+// serving). Each is a warning on log, not an error: the service may come
+// up later, and every request that fails says why to the MCP client too.
+// A service that is not serving yet gets resolveWait to register (its
+// gateway may be starting alongside).
+func checkService(ctx context.Context, n *node.Node, kind identity.Kind, service string, log *slog.Logger) {
+	_, name, _ := ParseService(service) // checked by check
+	cctx, cancel := context.WithTimeout(ctx, resolveWait)
+	defer cancel()
+	nm, err := n.Client.Netmap(cctx, -1)
+	switch {
+	case n.Client.Revoked():
+		log.Warn("connect: this agent has been revoked: the gateway will refuse every request (revoked); join again with a new auth key", "node", n.ID().String())
+		return
+	case err != nil || nm == nil:
+		log.Warn("connect: the coordinator did not answer; checking the service against the cached netmap", "err", err)
+		nm = n.View().Netmap
+	}
+	_, err = resolveService(nm, kind, name)
+	re := &connector.ResolveError{}
+	if !errors.As(err, &re) {
+		return // resolveService's only errors are ResolveErrors
+	}
+	if re.Code == reason.NotServing {
+		if _, werr := n.WaitView(cctx, func(v node.View) bool {
+			_, err := resolveService(v.Netmap, kind, name)
+			return err == nil
+		}); werr == nil {
+			return
+		}
+	}
+	log.Warn("connect: "+re.Error()+"; starting anyway: the MCP client's requests fail with this reason until it resolves", "reason", re.Code)
+}
+
 // cutServiceKind splits an optional "tool:" or "model:" prefix off s.
 func cutServiceKind(s string) (identity.Kind, string, error) {
 	k, rest, ok := strings.Cut(s, ":")
@@ -326,21 +370,29 @@ func ParseService(s string) (identity.Kind, identity.Name, error) {
 	return kind, name, nil
 }
 
-// resolveService finds an active serving node with an address.
+// resolveService finds an active serving node with an address. Its
+// errors are connector.ResolveErrors, whose reason and one-line text the
+// agent's MCP client receives: unknown_service for a name this node's
+// netmap does not list as a service (a typo, or no grant), not_serving
+// for a service that has joined but registers no address.
 func resolveService(nm *netmap.Netmap, kind identity.Kind, name identity.Name) (netmap.Node, error) {
+	unknown := func(format string, a ...any) (netmap.Node, error) {
+		return netmap.Node{}, &connector.ResolveError{Code: reason.UnknownService, Err: fmt.Errorf(format, a...)}
+	}
 	if nm == nil {
-		return netmap.Node{}, errors.New("no netmap yet (is the coordinator reachable, and did this node ever reach it?)")
+		return unknown("no netmap yet: this node has never reached the coordinator (is 'agentmesh coordinator' running?)")
 	}
 	n, ok := nm.Node(name)
 	switch {
 	case !ok || n.Status != netmap.StatusActive:
-		return netmap.Node{}, fmt.Errorf("no service named %q in this node's netmap: it lists only the services a grant lets this node reach (is there one? is %q joined and serving?)", name, name)
+		return unknown("no service named %q in this node's netmap: check the name, and that a grant lets this node reach it ('agentmesh policy check')", name)
 	case kind != "" && n.Kind != kind:
-		return netmap.Node{}, fmt.Errorf("%q is %s node, not %s", name, n.Kind.WithArticle(), kind.WithArticle())
+		return unknown("%q is %s node, not %s", name, n.Kind.WithArticle(), kind.WithArticle())
 	case !n.Kind.Serves():
-		return netmap.Node{}, fmt.Errorf("%q is %s node; only tool and model nodes serve", name, n.Kind.WithArticle())
+		return unknown("%q is %s node; only tool and model nodes serve", name, n.Kind.WithArticle())
 	case len(n.Addrs) == 0:
-		return netmap.Node{}, fmt.Errorf("%q has not registered an address (is 'agentmesh serve' running?)", name)
+		return netmap.Node{}, &connector.ResolveError{Code: reason.NotServing,
+			Err: fmt.Errorf("%q has joined the mesh but is not serving: start its gateway ('agentmesh serve --state DIR ...')", name)}
 	}
 	return n, nil
 }

@@ -50,6 +50,10 @@ type GatewayConfig struct {
 	UpstreamCommand []string
 	// UpstreamStderr receives a stdio upstream's stderr; nil logs it.
 	UpstreamStderr io.Writer
+	// RequireUpstream refuses to start (ErrUpstream) when the stdio
+	// command is not found or the HTTP upstream does not answer at start;
+	// false only warns, since the upstream may come up later.
+	RequireUpstream bool
 	// MaxMessageBytes is the largest JSON-RPC message (or model request
 	// body) accepted from a client; 0 is 4 MiB.
 	MaxMessageBytes int
@@ -193,6 +197,10 @@ func ServeGateway(ctx context.Context, cfg GatewayConfig) error {
 		return err
 	}
 	g := &gatewayNode{cfg: &cfg, log: logger(cfg.Logger)}
+	warnUpstream, err := checkUpstream(ctx, &cfg)
+	if err != nil {
+		return err
+	}
 	started := time.Now()
 	n, err := node.Start(ctx, cfg.State, node.Options{Logger: g.log, Audit: true, OnView: g.onView})
 	if err != nil {
@@ -229,6 +237,7 @@ func ServeGateway(ctx context.Context, cfg GatewayConfig) error {
 		defer tn.Close()
 		tasks = append(tasks, t...)
 	}
+	warnUpstream(g.log)
 	return runTasks(ctx, tasks)
 }
 

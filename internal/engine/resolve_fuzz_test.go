@@ -10,7 +10,7 @@ import (
 
 // FuzzNodeViewFromNetmap: whatever netmap a node decodes (from the
 // coordinator or its cache), the state a gateway builds from it admits
-// only active nodes whose identity parses, keeps the view's staleness, and
+// only active nodes whose identity parses, never a revoked registration, keeps the view's staleness, and
 // a connector resolves a service only to an active serving node with an
 // address.
 func FuzzNodeViewFromNetmap(f *testing.F) {
@@ -43,6 +43,11 @@ func FuzzNodeViewFromNetmap(f *testing.F) {
 			}
 			if !found {
 				t.Fatalf("peer %s admitted without an active entry with its identity and incarnation (%+v)", name, n)
+			}
+		}
+		for _, nn := range nm.Nodes {
+			if nn.Status == netmap.StatusRevoked && nn.Incarnation != "" && st.Check(nn.ID, nn.Incarnation) == "" {
+				t.Fatalf("a certificate of the revoked registration %+v is admitted", nn)
 			}
 		}
 		for _, kind := range []identity.Kind{"", identity.KindTool, identity.KindModel} {

@@ -109,7 +109,11 @@
 // own share, 503 when the gateway is full (reasons too_many_requests,
 // too_many_sessions,
 // too_many_processes, over_budget) or 408 (body_timeout); a batch gets
-// -32600. In each case data is {"reason": "<code>", "event_id": "<audit id>"}:
+// -32600. An admitted request whose upstream could not be started or
+// reached, or failed, gets [CodeUpstream] (-32043, HTTP 502, reason
+// upstream_error): not a policy decision, and its message never carries
+// the upstream's address or command (the log has them under the event
+// id). In each case data is {"reason": "<code>", "event_id": "<audit id>"}:
 // the reason code is the same one written to the audit event with that id.
 // Refused connections get HTTP 403 with the same JSON body shape.
 //

@@ -23,6 +23,12 @@ const (
 	// it for Mcp-Param-* headers lists tools again and retries. It was not
 	// forwarded.
 	CodeHeaderMismatch = -32020
+	// CodeUpstream: the request was admitted, but the upstream MCP server
+	// could not be started or reached, failed, or answered what the
+	// gateway cannot pass on (reason upstream_error). It is not a policy
+	// decision: the operator of the gateway has to act (its log has the
+	// cause, under the event id); the same request may succeed later.
+	CodeUpstream = -32043
 )
 
 // Errors returned by New and Serve; match them with errors.Is.

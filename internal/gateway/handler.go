@@ -355,27 +355,44 @@ func (g *Gateway) refuse(w http.ResponseWriter, r *http.Request, src string, why
 }
 
 // writeRefusal writes a JSON-RPC error response carrying reason and the
-// audit event id.
+// audit event id. Its message names the class of the code and the reason;
+// it never carries the cause of an upstream failure (an address, a
+// command line), which is the operator's business and is in the log under
+// the event id.
 func writeRefusal(w http.ResponseWriter, status int, id json.RawMessage, code int, why reason.Code, eventID string) {
 	data, _ := json.Marshal(struct {
 		Reason  reason.Code `json:"reason"`
 		EventID string      `json:"event_id"`
 	}{why, eventID})
-	msg := "denied by policy"
-	switch code {
-	case CodeRejected:
-		msg = "request rejected"
-	case CodeHeaderMismatch:
-		msg = "header mismatch"
-	case mcpwire.CodeInvalidRequest:
-		msg = "invalid request"
+	msg := refusalMessage(code) + ": " + string(why)
+	if code == CodeUpstream {
+		msg = "upstream unavailable: the MCP server behind this gateway could not be started or reached, or failed (" +
+			string(why) + "); its operator finds the cause in the gateway's log under event " + eventID
 	}
-	b := mcpwire.ErrorResponse(id, mcpwire.Error{Code: code, Message: msg + ": " + string(why), Data: data})
+	b := mcpwire.ErrorResponse(id, mcpwire.Error{Code: code, Message: msg, Data: data})
 	h := w.Header()
 	h.Set("Content-Type", mcpwire.ContentTypeJSON)
 	h.Set("Cache-Control", "no-store")
 	w.WriteHeader(status)
 	w.Write(b)
+}
+
+// refusalMessage is what a JSON-RPC error of the gateway's code says
+// happened, before its reason.
+func refusalMessage(code int) string {
+	switch code {
+	case CodeDenied:
+		return "denied by policy"
+	case CodeRejected:
+		return "request rejected"
+	case CodeLimited:
+		return "refused for resources, retry later"
+	case CodeHeaderMismatch:
+		return "header mismatch"
+	case mcpwire.CodeInvalidRequest:
+		return "invalid request"
+	}
+	return "refused"
 }
 
 // decodeHeaderValue returns the value an Mcp-Name or Mcp-Param-* header

@@ -171,7 +171,7 @@ func (u *httpUpstream) forward(w http.ResponseWriter, r *http.Request, x *exchan
 	}
 }
 
-// fail answers an upstream failure with a JSON-RPC internal error carrying
+// fail answers an upstream failure with a JSON-RPC CodeUpstream error carrying
 // the audit event id.
 func (u *httpUpstream) fail(w http.ResponseWriter, x *exchange) {
 	x.outcome = audit.OutcomeUpstreamError
@@ -179,7 +179,7 @@ func (u *httpUpstream) fail(w http.ResponseWriter, x *exchange) {
 	if x.msg != nil {
 		id = x.msg.ID
 	}
-	writeRefusal(w, http.StatusBadGateway, id, mcpwire.CodeInternalError, reason.UpstreamError, x.ev.ID)
+	writeRefusal(w, http.StatusBadGateway, id, CodeUpstream, reason.UpstreamError, x.ev.ID)
 }
 
 // do sends the request upstream. The body is the validated original bytes.

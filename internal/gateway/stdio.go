@@ -75,7 +75,7 @@ func (u *commandUpstream) forward(w http.ResponseWriter, r *http.Request, x *exc
 		if err != nil {
 			g.log.Error("cannot start upstream process", "event_id", x.ev.ID, "err", err)
 			x.outcome = audit.OutcomeUpstreamError
-			writeRefusal(w, http.StatusBadGateway, x.msg.ID, mcpwire.CodeInternalError, reason.UpstreamError, x.ev.ID)
+			writeRefusal(w, http.StatusBadGateway, x.msg.ID, CodeUpstream, reason.UpstreamError, x.ev.ID)
 			return
 		}
 		x.sess = s
@@ -84,7 +84,7 @@ func (u *commandUpstream) forward(w http.ResponseWriter, r *http.Request, x *exc
 	b, _ := x.sess.up.(*stdioBridge)
 	if b == nil {
 		x.outcome = audit.OutcomeUpstreamError
-		writeRefusal(w, http.StatusBadGateway, nil, mcpwire.CodeInternalError, reason.UpstreamError, x.ev.ID)
+		writeRefusal(w, http.StatusBadGateway, nil, CodeUpstream, reason.UpstreamError, x.ev.ID)
 		return
 	}
 	switch r.Method {

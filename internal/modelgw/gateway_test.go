@@ -343,16 +343,17 @@ func TestGatewayAppliesLivePolicyUpdate(t *testing.T) {
 	}
 }
 
-// TestLocalEndpointAnswersUnreachableWithTheGatewaysCode: the local
-// endpoint's answer for a gateway it cannot reach carries the reason the
-// gateway uses for an upstream that failed, so a client sees one code for
-// "the far side failed" whichever hop failed.
-func TestLocalEndpointAnswersUnreachableWithTheGatewaysCode(t *testing.T) {
+// TestLocalEndpointAnswersUnreachableAsTheGatewayNotItsUpstream: the
+// local endpoint's answer for a gateway it cannot reach says so
+// (gateway_unreachable, in the gateway's error shape), distinct from the
+// gateway's upstream_error for an upstream that failed, so that the
+// person reading it knows which hop to look at.
+func TestLocalEndpointAnswersUnreachableAsTheGatewayNotItsUpstream(t *testing.T) {
 	f := newFixture(t, fixtureOpts{})
 	base := f.local(f.fraud)
 	f.stop()
 	res := do(t, localClient(t, nil), "GET", base+"/v1/models", "")
-	if eb := res.errBody(t); res.status != http.StatusBadGateway || eb.Reason != reason.UpstreamError || eb.Error.Type != "api_error" {
+	if eb := res.errBody(t); res.status != http.StatusBadGateway || eb.Reason != reason.GatewayUnreachable || eb.Error.Type != "api_error" {
 		t.Fatalf("gateway down: %d %s", res.status, res.body)
 	}
 }

@@ -4,6 +4,10 @@ import (
 	"context"
 	"testing"
 
+	"agentmesh/internal/admission"
+	"agentmesh/internal/gateway/gatewaytest"
+	"agentmesh/internal/identity"
+	"agentmesh/internal/netmap"
 	"agentmesh/internal/reason"
 )
 
@@ -27,5 +31,23 @@ func TestGatewayAggregatesRefusedCallers(t *testing.T) {
 	f.rec.CheckAccounted(t, reason.UnknownPeer, told, 2)
 	if got := f.up.Received(); len(got) != 0 {
 		t.Fatalf("refused requests reached the upstream: %d", len(got))
+	}
+}
+
+// TestGatewayRefusesARevokedRegistrationAsRevoked: a certificate of a
+// registration the gateway's netmap lists as revoked is refused with
+// revoked, one of a node the netmap never listed with unknown_peer.
+func TestGatewayRefusesARevokedRegistrationAsRevoked(t *testing.T) {
+	f := newFixture(t, fixtureOpts{})
+	fraud := gatewaytest.ID(t, identity.KindAgent, "fraud")
+	nm := &netmap.Netmap{TrustDomain: f.gwID.TrustDomain, Nodes: []netmap.Node{
+		{ID: fraud, Name: fraud.Name, Kind: fraud.Kind, Tags: []identity.Tag{}, Status: netmap.StatusRevoked, Incarnation: "inc1"},
+	}}
+	f.gw.Update(admission.NewState(f.gwID, nm, f.state(basePolicy).Policy, false))
+	if res := f.do(f.fraud, "GET", "/v1/models", ""); res.status != 403 || res.errBody(t).Reason != reason.Revoked {
+		t.Fatalf("revoked registration: %d %s, want 403 %s", res.status, res.body, reason.Revoked)
+	}
+	if res := f.do(f.outsider, "GET", "/v1/models", ""); res.status != 403 || res.errBody(t).Reason != reason.UnknownPeer {
+		t.Fatalf("node never known: %d %s, want 403 %s", res.status, res.body, reason.UnknownPeer)
 	}
 }

@@ -221,17 +221,25 @@ func (m *Netmap) Fresh(confirmed, now time.Time) bool {
 // certificates allow (pki.ClockSkew).
 const clockSkew = time.Minute
 
-// Node returns the node named name, if the netmap has it.
+// Node returns the node named name, if the netmap has it: the active one
+// when there is one (a gateway's view may also list revoked registrations
+// of the name), else a revoked one.
 func (m *Netmap) Node(name identity.Name) (Node, bool) {
 	if m == nil {
 		return Node{}, false
 	}
+	var found Node
+	ok := false
 	for _, n := range m.Nodes {
-		if n.Name == name {
+		if n.Name != name {
+			continue
+		}
+		if n.Status == StatusActive {
 			return n, true
 		}
+		found, ok = n, true
 	}
-	return Node{}, false
+	return found, ok
 }
 
 // Decode parses a netmap strictly: unknown fields are errors, and so is a

@@ -118,3 +118,24 @@ func TestParseStatusAcceptsOnlyTheTwoStatuses(t *testing.T) {
 		}
 	}
 }
+
+func TestNodePrefersTheActiveRegistrationOfAName(t *testing.T) {
+	id, err := identity.New("t.mesh", identity.KindAgent, "bot")
+	if err != nil {
+		t.Fatal(err)
+	}
+	old := netmap.Node{ID: id, Name: id.Name, Kind: id.Kind, Tags: []identity.Tag{}, Status: netmap.StatusRevoked, Incarnation: "i0"}
+	cur := old
+	cur.Status, cur.Incarnation = netmap.StatusActive, "i1"
+	nm := &netmap.Netmap{Nodes: []netmap.Node{old, cur}}
+	if n, ok := nm.Node("bot"); !ok || n.Incarnation != "i1" {
+		t.Fatalf("Node = %+v, %v, want the active registration", n, ok)
+	}
+	nm.Nodes = nm.Nodes[:1]
+	if n, ok := nm.Node("bot"); !ok || n.Status != netmap.StatusRevoked {
+		t.Fatalf("Node = %+v, %v, want the revoked registration when there is no other", n, ok)
+	}
+	if _, ok := nm.Node("nobody"); ok {
+		t.Fatal("found a node the netmap does not list")
+	}
+}

@@ -410,10 +410,28 @@ func validFingerprint(s string) bool {
 	return true
 }
 
+// CoordinatorAdminDir is where a coordinator keeps its first admin
+// identity's state, inside its data directory (coordinator.AdminDir).
+const CoordinatorAdminDir = "admin"
+
+// isCoordinatorData reports whether dir looks like a coordinator's data
+// directory: its admin state holds a joined node and it has a CA key
+// beside it (package coordinator's layout; nodestate cannot import it). A
+// person who gives it where a node's state is expected is told so.
+func isCoordinatorData(dir string) bool {
+	_, errAdmin := os.Stat(filepath.Join(dir, CoordinatorAdminDir, ConfigFile))
+	_, errCA := os.Stat(filepath.Join(dir, pki.CAKeyFile))
+	return errAdmin == nil && errCA == nil
+}
+
 // Config returns the stored coordinator settings. Unknown fields and
 // invalid values are errors.
 func (d *Dir) Config() (Config, error) {
 	b, err := d.read(ConfigFile, d.path+" has not joined a mesh; run agentmesh join --state "+d.path)
+	if errors.Is(err, ErrNotExist) && isCoordinatorData(d.path) {
+		admin := filepath.Join(d.path, CoordinatorAdminDir)
+		return Config{}, fmt.Errorf("read config: %w: %s is a coordinator's data directory, not a node's state; admin commands take its admin state, --state %s", ErrInvalid, d.path, admin)
+	}
 	if err != nil {
 		return Config{}, fmt.Errorf("read config: %w", err)
 	}

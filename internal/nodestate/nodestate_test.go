@@ -3,6 +3,7 @@ package nodestate_test
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -401,5 +402,38 @@ func TestReadersNeverSeeAPartialWrite(t *testing.T) {
 		if !bytes.Equal(got, a) && !bytes.Equal(got, b) {
 			t.Fatalf("read a torn netmap of %d bytes", len(got))
 		}
+	}
+}
+
+// TestConfigNamesACoordinatorsDataDirectory: a coordinator's data
+// directory given where a node's state is expected is named as such, with
+// the admin state to give instead; any other directory without a config
+// is one that has not joined.
+func TestConfigNamesACoordinatorsDataDirectory(t *testing.T) {
+	data := filepath.Join(t.TempDir(), "data")
+	admin, err := nodestate.Create(filepath.Join(data, nodestate.CoordinatorAdminDir))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ca := pkitest.NewCA(t, "test.mesh", t0)
+	if err := admin.SaveConfig(validConfig(ca)); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(data, pki.CAKeyFile), []byte("key"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(data, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	d, err := nodestate.Open(data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := data + " is a coordinator's data directory, not a node's state; admin commands take its admin state, --state " + admin.Path()
+	if _, err := d.Config(); !errors.Is(err, nodestate.ErrInvalid) || !strings.Contains(fmt.Sprint(err), want) {
+		t.Fatalf("Config of a coordinator's data directory = %v, want %q", err, want)
+	}
+	if _, err := newDir(t).Config(); !errors.Is(err, nodestate.ErrNotExist) || !strings.Contains(fmt.Sprint(err), "has not joined a mesh") {
+		t.Fatalf("Config of a node that has not joined = %v", err)
 	}
 }

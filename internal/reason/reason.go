@@ -101,16 +101,19 @@ const (
 
 // Admission (package admission): why a gateway does not admit a peer whose
 // certificate is valid. A peer absent from the netmap is UnknownPeer, a
-// peer the netmap lists as revoked is Revoked; NoCertificate, BadIdentity,
-// NoPolicy and NoGrant also refuse admission.
+// certificate of a registration the netmap lists as revoked is Revoked;
+// NoCertificate, BadIdentity, NoPolicy and NoGrant also refuse admission.
 const (
 	// UnknownPeer: the peer is not an active node of the gateway's view of
 	// the mesh (absent, of another kind, or another node now holds its
-	// tailnet address), or an Identifier could not name it.
+	// tailnet address), or an Identifier could not name it. At the
+	// coordinator: the certificate's incarnation names no registration it
+	// knows.
 	UnknownPeer Code = "unknown_peer"
-	// Revoked: the node has been revoked. At the coordinator also: the
-	// certificate names no active node under the same incarnation
-	// (revoked, or replaced by a newer join).
+	// Revoked: the certificate was issued to a registration that has been
+	// revoked, at a gateway and at the coordinator alike (also when the
+	// name has joined again since). A connector whose node the coordinator
+	// calls revoked answers its MCP client with it too.
 	Revoked Code = "revoked"
 	// StaleIncarnation: the certificate was issued for an earlier
 	// registration of the name (its incarnation is not the active one).
@@ -239,6 +242,23 @@ const (
 	// LocalAuth: the endpoint requires its bearer token and the request
 	// did not carry it.
 	LocalAuth Code = "local_auth"
+)
+
+// Connectors (package connector, and the engine's resolution of a
+// service): why a request from the agent's MCP client never reached a
+// gateway. A refusal by the gateway itself carries the gateway's code
+// (revoked, for a revoked agent).
+const (
+	// UnknownService: this node's netmap names no service by that name (a
+	// typo, or no grant lets this node reach it).
+	UnknownService Code = "unknown_service"
+	// NotServing: the service has joined the mesh but registers no
+	// address: its gateway ('agentmesh serve') is not running.
+	NotServing Code = "not_serving"
+	// GatewayUnreachable: the service's gateway could not be reached at
+	// the address it registered, or the connection broke before its
+	// answer.
+	GatewayUnreachable Code = "gateway_unreachable"
 )
 
 // The coordinator's control API: why a join, renewal or admin request was

@@ -132,11 +132,12 @@ func New(cfg Config) (*Endpoint, error) {
 	return e, nil
 }
 
-// unreachable answers a request that could not be relayed.
+// unreachable answers a request that could not be relayed to the model
+// gateway (gateway_unreachable: the gateway, not its upstream, failed).
 func unreachable(w http.ResponseWriter, msg string) {
 	modelwire.WriteError(w, http.StatusBadGateway, modelwire.ErrorBody{
-		Error:  modelwire.ErrorDetail{Type: "api_error", Code: reason.UpstreamError, Message: msg},
-		Reason: reason.UpstreamError})
+		Error:  modelwire.ErrorDetail{Type: "api_error", Code: reason.GatewayUnreachable, Message: msg},
+		Reason: reason.GatewayUnreachable})
 }
 
 // Handler returns the local HTTP handler for a listener that guard guards
@@ -154,6 +155,15 @@ func (e *Endpoint) Handler(guard *loopback.Guard) http.Handler {
 		}
 		if err != nil || base.Scheme != e.scheme || base.Host == "" {
 			e.log.Warn("local model endpoint: resolving the gateway failed", "err", err, "url", raw)
+			// Resolve may say why (connector.ResolveError): the client
+			// gets that reason and text.
+			var why interface{ Reason() reason.Code }
+			if errors.As(err, &why) {
+				modelwire.WriteError(w, http.StatusBadGateway, modelwire.ErrorBody{
+					Error:  modelwire.ErrorDetail{Type: "api_error", Code: why.Reason(), Message: err.Error()},
+					Reason: why.Reason()})
+				return
+			}
 			unreachable(w, "the model gateway could not be resolved")
 			return
 		}

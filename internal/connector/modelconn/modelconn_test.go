@@ -14,6 +14,7 @@ import (
 
 	"go.uber.org/goleak"
 
+	"agentmesh/internal/connector"
 	"agentmesh/internal/connector/modelconn"
 	"agentmesh/internal/gateway/gatewaytest"
 	"agentmesh/internal/identity"
@@ -260,19 +261,25 @@ func TestLocalReachesOnlyTheExpectedGateway(t *testing.T) {
 		TLS:     e.tls(gatewaytest.ID(t, identity.KindModel, "other-llm")),
 	})
 	res := do(t, "GET", base+"/v1/models", token, nil)
-	if eb := res.errBody(t); res.status != http.StatusBadGateway || eb.Reason != reason.UpstreamError || eb.Error.Type != "api_error" {
+	if eb := res.errBody(t); res.status != http.StatusBadGateway || eb.Reason != reason.GatewayUnreachable || eb.Error.Type != "api_error" {
 		t.Fatalf("wrong gateway: %d %s", res.status, res.body)
 	}
 	// An unresolvable service, and a resolution with the wrong scheme, are
-	// answered the same way.
+	// answered the same way; a resolution that says why passes its reason
+	// and text on.
 	for _, resolve := range []func(context.Context) (string, error){
 		func(context.Context) (string, error) { return "", errors.New("no netmap yet") },
 		func(context.Context) (string, error) { return "http://" + e.gw.addr, nil },
 	} {
 		base := start(t, modelconn.Config{Resolve: resolve, TLS: e.tls(e.gwID)})
-		if res := do(t, "GET", base+"/v1/models", token, nil); res.status != http.StatusBadGateway || res.errBody(t).Reason != reason.UpstreamError {
+		if res := do(t, "GET", base+"/v1/models", token, nil); res.status != http.StatusBadGateway || res.errBody(t).Reason != reason.GatewayUnreachable {
 			t.Fatalf("unresolved: %d %s", res.status, res.body)
 		}
+	}
+	typo := &connector.ResolveError{Code: reason.UnknownService, Err: errors.New(`no service named "lm"`)}
+	base = start(t, modelconn.Config{Resolve: func(context.Context) (string, error) { return "", typo }, TLS: e.tls(e.gwID)})
+	if res := do(t, "GET", base+"/v1/models", token, nil); res.status != http.StatusBadGateway || res.errBody(t).Reason != reason.UnknownService || res.errBody(t).Error.Message != typo.Error() {
+		t.Fatalf("a resolution that says why: %d %s", res.status, res.body)
 	}
 }
 
