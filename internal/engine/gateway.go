@@ -129,9 +129,8 @@ type gatewayNode struct {
 	fronts []frontend
 	latest *node.View
 
-	// started is when the gateway started; viewOnce makes the first
-	// listener that is ready wait for a view confirmed since.
-	started  time.Time
+	// viewOnce makes the first listener that is ready wait for the
+	// coordinator's current view.
 	viewOnce sync.Once
 }
 
@@ -201,7 +200,6 @@ func ServeGateway(ctx context.Context, cfg GatewayConfig) error {
 	if err != nil {
 		return err
 	}
-	started := time.Now()
 	n, err := node.Start(ctx, cfg.State, node.Options{Logger: g.log, Audit: true, OnView: g.onView})
 	if err != nil {
 		return err
@@ -216,7 +214,6 @@ func ServeGateway(ctx context.Context, cfg GatewayConfig) error {
 	case g.self.Kind == identity.KindModel && cfg.UpstreamURL == "":
 		return fmt.Errorf("%w: a model node serves an OpenAI-compatible HTTP API: give its base URL as the upstream (a stdio command makes no sense for a model)", ErrConfig)
 	}
-	g.started = started
 	api, path := "mcp", "/mcp"
 	if g.self.Kind == identity.KindModel {
 		api, path = "model", "/v1"
@@ -245,20 +242,26 @@ func ServeGateway(ctx context.Context, cfg GatewayConfig) error {
 // coordinator to confirm its view.
 const firstViewWait = 5 * time.Second
 
-// awaitCurrentView waits, briefly, until the coordinator has confirmed the
-// node's view since started, so that a gateway that says it serves
+// awaitCurrentView waits, briefly, until the node's view is the
+// coordinator's current one, so that a gateway that says it serves
 // enforces the current netmap and policy, not the cache of its last run
-// (which may predate the peers that joined since). A coordinator that does
-// not answer in time is not an error: the gateway then serves from its
-// cache, as it does whenever the coordinator is away, and says so.
+// (which may predate the peers that joined since). It asks the coordinator
+// for its current version once (an answer that does not wait for a
+// change), then waits for the node's view to reach it. A coordinator that
+// does not answer in time is not an error: the gateway then serves from
+// its cache, as it does whenever the coordinator is away, and says so.
 // It runs once, after the listeners are open (so that a mistake in an
 // address is reported at once) and before the first is announced.
 func (g *gatewayNode) awaitCurrentView(ctx context.Context) {
 	g.viewOnce.Do(func() {
 		wctx, cancel := context.WithTimeout(ctx, firstViewWait)
 		defer cancel()
-		if _, err := g.n.WaitView(wctx, func(v node.View) bool { return !v.Confirmed.Before(g.started) }); err != nil && ctx.Err() == nil {
-			g.log.Warn("serve: the coordinator has not confirmed this node's view; serving from its cache meanwhile", "waited", firstViewWait)
+		current, err := g.n.Client.Netmap(wctx, -1)
+		if err == nil && current != nil {
+			_, err = g.n.WaitView(wctx, func(v node.View) bool { return v.Netmap != nil && v.Netmap.Version >= current.Version })
+		}
+		if err != nil && ctx.Err() == nil {
+			g.log.Warn("serve: could not learn the coordinator's current view; serving from this node's cache meanwhile", "err", err)
 		}
 	})
 }
