@@ -11,7 +11,7 @@ import (
 func init() {
 	register(&command{
 		name:  "serve",
-		usage: "--state DIR [--listen ADDR] [--advertise ADDR] [--tailnet [--ts-*] [--tailnet-policy agentmesh|tailnet]] [--ready-fd N] (--upstream URL | -- COMMAND [ARGS...])",
+		usage: "--state DIR [--listen ADDR] [--advertise ADDR] [--tailnet [--ts-*] [--tailnet-policy agentmesh|tailnet]] [--ready-fd N] [--require-upstream] (--upstream URL | -- COMMAND [ARGS...])",
 		short: "run the gateway of a tool or model node: mTLS in, policy per message, audit, forward upstream",
 		long: `Serves MCP at https://ADDR/mcp over TLS 1.3; every client needs a certificate from the mesh CA,
 an active node record, and a grant to this node. The upstream is a Streamable HTTP MCP server
