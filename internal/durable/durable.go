@@ -8,7 +8,10 @@
 // one side linking the other's code.
 package durable
 
-import "os"
+import (
+	"os"
+	"path/filepath"
+)
 
 // SyncDir fsyncs a directory, so that a file created, renamed or removed in
 // it survives a crash.
@@ -19,4 +22,46 @@ func SyncDir(dir string) error {
 	}
 	defer d.Close()
 	return d.Sync()
+}
+
+// WriteFile writes data to path so that a crash leaves either the old
+// state or the complete new file, never a torn one: the data goes to a
+// temporary file in the same directory with mode perm, is fsynced, and is
+// then renamed over path (replace) or linked to it, failing if path
+// exists (!replace); finally the directory is synced. The temporary name
+// never survives the call.
+func WriteFile(path string, data []byte, perm os.FileMode, replace bool) (err error) {
+	dir := filepath.Dir(path)
+	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-*")
+	if err != nil {
+		return err
+	}
+	tmp := f.Name()
+	defer func() {
+		// After a rename the temporary name is gone; after a link or a
+		// failure it is removed here.
+		if rerr := os.Remove(tmp); rerr != nil && !os.IsNotExist(rerr) && err == nil {
+			err = rerr
+		}
+	}()
+	if err = f.Chmod(perm); err == nil {
+		if _, err = f.Write(data); err == nil {
+			err = f.Sync()
+		}
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return err
+	}
+	if replace {
+		err = os.Rename(tmp, path)
+	} else {
+		err = os.Link(tmp, path)
+	}
+	if err != nil {
+		return err
+	}
+	return SyncDir(dir)
 }

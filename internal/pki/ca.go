@@ -19,6 +19,7 @@ import (
 	"strings"
 	"time"
 
+	"agentmesh/internal/durable"
 	"agentmesh/internal/identity"
 )
 
@@ -157,10 +158,10 @@ func (ca *CA) Save(dir string) error {
 	if err != nil {
 		return fmt.Errorf("save CA: %w", err)
 	}
-	if err := writeFileExclusive(filepath.Join(dir, CAKeyFile), keyPEM, 0o600); err != nil {
+	if err := durable.WriteFile(filepath.Join(dir, CAKeyFile), keyPEM, 0o600, false); err != nil {
 		return fmt.Errorf("save CA: %w", err)
 	}
-	if err := writeFileExclusive(filepath.Join(dir, CACertFile), EncodeCertPEM(ca.cert), 0o644); err != nil {
+	if err := durable.WriteFile(filepath.Join(dir, CACertFile), EncodeCertPEM(ca.cert), 0o644, false); err != nil {
 		return fmt.Errorf("save CA: %w", err)
 	}
 	return nil

@@ -197,29 +197,10 @@ func readAck(path string) (uint64, error) {
 	return n, nil
 }
 
-// writeAck replaces the ack file atomically: write a temporary file, fsync
-// it, rename it over the old one, fsync the directory.
+// writeAck replaces the ack file atomically (durable.WriteFile): a crash
+// leaves the old position or the new one.
 func writeAck(dir string, pos uint64) error {
-	tmp := filepath.Join(dir, ackFile+".tmp")
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
-	if err != nil {
-		return err
-	}
-	if _, err := fmt.Fprintf(f, "%s %d\n", ackMagic, pos); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	if err := os.Rename(tmp, filepath.Join(dir, ackFile)); err != nil {
-		return err
-	}
-	return durable.SyncDir(dir)
+	return durable.WriteFile(filepath.Join(dir, ackFile), fmt.Appendf(nil, "%s %d\n", ackMagic, pos), 0o600, true)
 }
 
 // readCursor remembers where the last Next stopped reading, so sequential
