@@ -1,4 +1,4 @@
-module agentmesh
+module github.com/agentmesh/agentmesh
 
 go 1.26.6
 

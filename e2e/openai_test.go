@@ -14,7 +14,7 @@ import (
 	"strings"
 	"testing"
 
-	"agentmesh/internal/modelgw/modelgwtest"
+	"github.com/agentmesh/agentmesh/internal/modelgw/modelgwtest"
 )
 
 // openaiOutput is what openai_client.mjs prints.

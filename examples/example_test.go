@@ -7,11 +7,11 @@ import (
 	"github.com/tailscale/hujson"
 	"tailscale.com/tailcfg"
 
-	"agentmesh/examples"
-	"agentmesh/internal/identity"
-	"agentmesh/internal/policy"
-	"agentmesh/internal/reason"
-	"agentmesh/internal/tailnet"
+	"github.com/agentmesh/agentmesh/examples"
+	"github.com/agentmesh/agentmesh/internal/identity"
+	"github.com/agentmesh/agentmesh/internal/policy"
+	"github.com/agentmesh/agentmesh/internal/reason"
+	"github.com/agentmesh/agentmesh/internal/tailnet"
 )
 
 func node(kind identity.Kind, name string, tags ...identity.Tag) policy.Node {

@@ -8,7 +8,7 @@ import (
 	"os/signal"
 	"syscall"
 
-	"agentmesh/internal/cli"
+	"github.com/agentmesh/agentmesh/internal/cli"
 )
 
 func main() {

@@ -4,10 +4,10 @@ import (
 	"context"
 	"net/http"
 
-	"agentmesh/internal/identity"
-	"agentmesh/internal/pki"
-	"agentmesh/internal/policy"
-	"agentmesh/internal/reason"
+	"github.com/agentmesh/agentmesh/internal/identity"
+	"github.com/agentmesh/agentmesh/internal/pki"
+	"github.com/agentmesh/agentmesh/internal/policy"
+	"github.com/agentmesh/agentmesh/internal/reason"
 )
 
 // Caller is a client identified by an Identifier rather than by a

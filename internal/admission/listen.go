@@ -5,7 +5,7 @@ import (
 	"net"
 	"net/http"
 
-	"agentmesh/internal/connlimit"
+	"github.com/agentmesh/agentmesh/internal/connlimit"
 )
 
 // ServeOn prepares srv to serve on ln and returns the listener to serve:

@@ -6,8 +6,8 @@ import (
 	"net"
 	"time"
 
-	"agentmesh/internal/audit"
-	"agentmesh/internal/reason"
+	"github.com/agentmesh/agentmesh/internal/audit"
+	"github.com/agentmesh/agentmesh/internal/reason"
 )
 
 // Recorder receives audit events. Record may block to apply backpressure; it

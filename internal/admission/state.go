@@ -1,10 +1,10 @@
 package admission
 
 import (
-	"agentmesh/internal/identity"
-	"agentmesh/internal/netmap"
-	"agentmesh/internal/policy"
-	"agentmesh/internal/reason"
+	"github.com/agentmesh/agentmesh/internal/identity"
+	"github.com/agentmesh/agentmesh/internal/netmap"
+	"github.com/agentmesh/agentmesh/internal/policy"
+	"github.com/agentmesh/agentmesh/internal/reason"
 )
 
 // State is everything a gateway enforces, swapped atomically as a whole.

@@ -10,25 +10,25 @@ import (
 // nodeSide are the packages that run on nodes (gateways, connectors, the
 // node runtime and what they share with the coordinator's clients).
 var nodeSide = []string{
-	"agentmesh/internal/audit",
-	"agentmesh/internal/audit/spool",
-	"agentmesh/internal/connector",
-	"agentmesh/internal/controlapi",
-	"agentmesh/internal/controlclient",
-	"agentmesh/internal/gateway",
-	"agentmesh/internal/modelgw",
-	"agentmesh/internal/netmap",
-	"agentmesh/internal/node",
-	"agentmesh/internal/tailnet",
+	"github.com/agentmesh/agentmesh/internal/audit",
+	"github.com/agentmesh/agentmesh/internal/audit/spool",
+	"github.com/agentmesh/agentmesh/internal/connector",
+	"github.com/agentmesh/agentmesh/internal/controlapi",
+	"github.com/agentmesh/agentmesh/internal/controlclient",
+	"github.com/agentmesh/agentmesh/internal/gateway",
+	"github.com/agentmesh/agentmesh/internal/modelgw",
+	"github.com/agentmesh/agentmesh/internal/netmap",
+	"github.com/agentmesh/agentmesh/internal/node",
+	"github.com/agentmesh/agentmesh/internal/tailnet",
 }
 
 // coordinatorOnly are the packages a node must not link: the database
 // driver and the code on top of it.
 var coordinatorOnly = []string{
 	"modernc.org/sqlite",
-	"agentmesh/internal/store",
-	"agentmesh/internal/audit/auditstore",
-	"agentmesh/internal/coordinator",
+	"github.com/agentmesh/agentmesh/internal/store",
+	"github.com/agentmesh/agentmesh/internal/audit/auditstore",
+	"github.com/agentmesh/agentmesh/internal/coordinator",
 }
 
 // TestNodeSideDoesNotLinkTheDatabase keeps the audit split honest: no

@@ -8,7 +8,7 @@ import (
 	"strings"
 	"time"
 
-	"agentmesh/internal/reason"
+	"github.com/agentmesh/agentmesh/internal/reason"
 )
 
 // SchemaVersion is the version of Event's JSON encoding. It is written into

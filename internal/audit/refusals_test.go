@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"agentmesh/internal/reason"
+	"github.com/agentmesh/agentmesh/internal/reason"
 )
 
 // refusalSink records what a Refusals writes, and fails on demand.

@@ -4,7 +4,7 @@ import (
 	"fmt"
 	"strings"
 
-	"agentmesh/internal/identity"
+	"github.com/agentmesh/agentmesh/internal/identity"
 )
 
 // tailnetPrefix starts the Src of a caller identified on a tailnet

@@ -19,7 +19,7 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"agentmesh/internal/httpserver"
+	"github.com/agentmesh/agentmesh/internal/httpserver"
 )
 
 // Components run the product's data plane. The CLI supplies the functions

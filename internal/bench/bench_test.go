@@ -12,8 +12,8 @@ import (
 
 	"go.uber.org/goleak"
 
-	"agentmesh/internal/bench"
-	"agentmesh/internal/cli"
+	"github.com/agentmesh/agentmesh/internal/bench"
+	"github.com/agentmesh/agentmesh/internal/cli"
 )
 
 // TestBenchSmoke runs 'agentmesh bench --quick --json' as CI does: every

@@ -10,12 +10,12 @@ import (
 	"slices"
 	"time"
 
-	"agentmesh/internal/connlimit"
-	"agentmesh/internal/controlapi"
-	"agentmesh/internal/controlclient"
-	"agentmesh/internal/coordinator"
-	"agentmesh/internal/identity"
-	"agentmesh/internal/nodestate"
+	"github.com/agentmesh/agentmesh/internal/connlimit"
+	"github.com/agentmesh/agentmesh/internal/controlapi"
+	"github.com/agentmesh/agentmesh/internal/controlclient"
+	"github.com/agentmesh/agentmesh/internal/coordinator"
+	"github.com/agentmesh/agentmesh/internal/identity"
+	"github.com/agentmesh/agentmesh/internal/nodestate"
 )
 
 // Node names of the mesh.

@@ -8,10 +8,10 @@ import (
 	"sync"
 	"time"
 
-	"agentmesh/internal/audit"
-	"agentmesh/internal/audit/spool"
-	"agentmesh/internal/controlclient"
-	"agentmesh/internal/node"
+	"github.com/agentmesh/agentmesh/internal/audit"
+	"github.com/agentmesh/agentmesh/internal/audit/spool"
+	"github.com/agentmesh/agentmesh/internal/controlclient"
+	"github.com/agentmesh/agentmesh/internal/node"
 )
 
 // scenarioPolicy measures the time from the start of a policy apply (the

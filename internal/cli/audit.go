@@ -17,11 +17,11 @@ import (
 	"time"
 	"unicode/utf8"
 
-	"agentmesh/internal/audit"
-	"agentmesh/internal/controlapi"
-	"agentmesh/internal/controlclient"
-	"agentmesh/internal/identity"
-	"agentmesh/internal/termtext"
+	"github.com/agentmesh/agentmesh/internal/audit"
+	"github.com/agentmesh/agentmesh/internal/controlapi"
+	"github.com/agentmesh/agentmesh/internal/controlclient"
+	"github.com/agentmesh/agentmesh/internal/identity"
+	"github.com/agentmesh/agentmesh/internal/termtext"
 )
 
 func init() {

@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"agentmesh/internal/audit"
+	"github.com/agentmesh/agentmesh/internal/audit"
 )
 
 // chunkWriter hands every write to the test, in order.

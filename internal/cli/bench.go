@@ -11,8 +11,8 @@ import (
 	"runtime/pprof"
 	"strings"
 
-	"agentmesh/internal/bench"
-	"agentmesh/internal/engine"
+	"github.com/agentmesh/agentmesh/internal/bench"
+	"github.com/agentmesh/agentmesh/internal/engine"
 )
 
 func init() {

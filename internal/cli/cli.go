@@ -15,7 +15,7 @@ import (
 	"sort"
 	"strings"
 
-	"agentmesh/internal/engine"
+	"github.com/agentmesh/agentmesh/internal/engine"
 )
 
 // Env is what a command may touch of the outside world.

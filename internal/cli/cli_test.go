@@ -17,7 +17,7 @@ import (
 	"testing"
 	"time"
 
-	"agentmesh/internal/engine"
+	"github.com/agentmesh/agentmesh/internal/engine"
 )
 
 // run runs one command in process and returns its exit status and output.
@@ -350,7 +350,7 @@ func TestKeysCreateRefusesAnExpiryOfZero(t *testing.T) {
 }
 
 func TestVersionNamesModuleVersionAndRevision(t *testing.T) {
-	info := &debug.BuildInfo{GoVersion: "go1.26.0", Main: debug.Module{Path: "agentmesh", Version: "(devel)"},
+	info := &debug.BuildInfo{GoVersion: "go1.26.0", Main: debug.Module{Path: "github.com/agentmesh/agentmesh", Version: "(devel)"},
 		Settings: []debug.BuildSetting{{Key: "vcs.revision", Value: "0123abcd"}, {Key: "vcs.time", Value: "2026-12-01T10:00:00Z"}, {Key: "vcs.modified", Value: "false"}}}
 	if got, want := versionText(info, true), "agentmesh (devel), revision 0123abcd (2026-12-01T10:00:00Z), go1.26.0"; got != want {
 		t.Errorf("versionText = %q, want %q", got, want)

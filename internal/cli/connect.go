@@ -3,7 +3,7 @@ package cli
 import (
 	"context"
 
-	"agentmesh/internal/engine"
+	"github.com/agentmesh/agentmesh/internal/engine"
 )
 
 func init() {

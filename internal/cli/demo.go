@@ -5,7 +5,7 @@ import (
 	"io"
 	"log/slog"
 
-	"agentmesh/internal/demo"
+	"github.com/agentmesh/agentmesh/internal/demo"
 )
 
 func init() {

@@ -3,7 +3,7 @@ package cli
 import (
 	"context"
 
-	"agentmesh/internal/controlclient"
+	"github.com/agentmesh/agentmesh/internal/controlclient"
 )
 
 func init() {

@@ -8,10 +8,10 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"agentmesh/internal/controlapi"
-	"agentmesh/internal/controlclient"
-	"agentmesh/internal/identity"
-	"agentmesh/internal/nodestate"
+	"github.com/agentmesh/agentmesh/internal/controlapi"
+	"github.com/agentmesh/agentmesh/internal/controlclient"
+	"github.com/agentmesh/agentmesh/internal/identity"
+	"github.com/agentmesh/agentmesh/internal/nodestate"
 )
 
 func init() {

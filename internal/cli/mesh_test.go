@@ -15,14 +15,14 @@ import (
 
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 
-	"agentmesh/examples"
-	"agentmesh/internal/audit"
-	"agentmesh/internal/controlapi"
-	"agentmesh/internal/controlclient"
-	"agentmesh/internal/coordinator"
-	"agentmesh/internal/demo"
-	"agentmesh/internal/loopback"
-	"agentmesh/internal/store"
+	"github.com/agentmesh/agentmesh/examples"
+	"github.com/agentmesh/agentmesh/internal/audit"
+	"github.com/agentmesh/agentmesh/internal/controlapi"
+	"github.com/agentmesh/agentmesh/internal/controlclient"
+	"github.com/agentmesh/agentmesh/internal/coordinator"
+	"github.com/agentmesh/agentmesh/internal/demo"
+	"github.com/agentmesh/agentmesh/internal/loopback"
+	"github.com/agentmesh/agentmesh/internal/store"
 )
 
 // startTestMesh runs the demo's mesh (coordinator, ledger behind a gateway,

@@ -7,10 +7,10 @@ import (
 	"strings"
 	"testing"
 
-	"agentmesh/internal/controlapi"
-	"agentmesh/internal/controlclient"
-	"agentmesh/internal/coordinator"
-	"agentmesh/internal/demo"
+	"github.com/agentmesh/agentmesh/internal/controlapi"
+	"github.com/agentmesh/agentmesh/internal/controlclient"
+	"github.com/agentmesh/agentmesh/internal/coordinator"
+	"github.com/agentmesh/agentmesh/internal/demo"
 )
 
 func TestConnectModelWithoutListenIsUsageError(t *testing.T) {

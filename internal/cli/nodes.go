@@ -10,8 +10,8 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"agentmesh/internal/controlapi"
-	"agentmesh/internal/identity"
+	"github.com/agentmesh/agentmesh/internal/controlapi"
+	"github.com/agentmesh/agentmesh/internal/identity"
 )
 
 func init() {

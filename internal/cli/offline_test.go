@@ -9,15 +9,15 @@ import (
 	"testing"
 	"time"
 
-	"agentmesh/internal/admission"
-	"agentmesh/internal/controlapi"
-	"agentmesh/internal/controlclient"
-	"agentmesh/internal/coordinator"
-	"agentmesh/internal/netmap"
-	"agentmesh/internal/node"
-	"agentmesh/internal/nodestate"
-	"agentmesh/internal/pki/pkitest"
-	"agentmesh/internal/reason"
+	"github.com/agentmesh/agentmesh/internal/admission"
+	"github.com/agentmesh/agentmesh/internal/controlapi"
+	"github.com/agentmesh/agentmesh/internal/controlclient"
+	"github.com/agentmesh/agentmesh/internal/coordinator"
+	"github.com/agentmesh/agentmesh/internal/netmap"
+	"github.com/agentmesh/agentmesh/internal/node"
+	"github.com/agentmesh/agentmesh/internal/nodestate"
+	"github.com/agentmesh/agentmesh/internal/pki/pkitest"
+	"github.com/agentmesh/agentmesh/internal/reason"
 )
 
 // admitsAs says how the gateway state of view v (at the node self) answers

@@ -4,7 +4,7 @@ import (
 	"encoding/json"
 	"io"
 
-	"agentmesh/internal/termtext"
+	"github.com/agentmesh/agentmesh/internal/termtext"
 )
 
 // printf prints a line for people, with every argument that carries text

@@ -12,9 +12,9 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"agentmesh/internal/controlapi"
-	"agentmesh/internal/identity"
-	"agentmesh/internal/policy"
+	"github.com/agentmesh/agentmesh/internal/controlapi"
+	"github.com/agentmesh/agentmesh/internal/identity"
+	"github.com/agentmesh/agentmesh/internal/policy"
 )
 
 func init() {

@@ -6,7 +6,7 @@ import (
 	"os"
 	"sync"
 
-	"agentmesh/internal/engine"
+	"github.com/agentmesh/agentmesh/internal/engine"
 )
 
 // readyFlag adds --ready-fd: the machine-readable ready signal of the

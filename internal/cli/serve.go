@@ -5,7 +5,7 @@ import (
 	"flag"
 	"log/slog"
 
-	"agentmesh/internal/engine"
+	"github.com/agentmesh/agentmesh/internal/engine"
 )
 
 func init() {

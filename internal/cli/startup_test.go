@@ -12,9 +12,9 @@ import (
 	"sync"
 	"testing"
 
-	"agentmesh/internal/controlapi"
-	"agentmesh/internal/controlclient"
-	"agentmesh/internal/engine"
+	"github.com/agentmesh/agentmesh/internal/controlapi"
+	"github.com/agentmesh/agentmesh/internal/controlclient"
+	"github.com/agentmesh/agentmesh/internal/engine"
 )
 
 // startWatch is an output stream of a command that is expected to fail at

@@ -5,7 +5,7 @@ import (
 	"strings"
 	"time"
 
-	"agentmesh/internal/engine"
+	"github.com/agentmesh/agentmesh/internal/engine"
 )
 
 func init() {

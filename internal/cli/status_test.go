@@ -11,12 +11,12 @@ import (
 	"testing"
 	"time"
 
-	"agentmesh/internal/controlapi"
-	"agentmesh/internal/coordinator"
-	"agentmesh/internal/demo"
-	"agentmesh/internal/engine"
-	"agentmesh/internal/nodestate"
-	"agentmesh/internal/pki/pkitest"
+	"github.com/agentmesh/agentmesh/internal/controlapi"
+	"github.com/agentmesh/agentmesh/internal/coordinator"
+	"github.com/agentmesh/agentmesh/internal/demo"
+	"github.com/agentmesh/agentmesh/internal/engine"
+	"github.com/agentmesh/agentmesh/internal/nodestate"
+	"github.com/agentmesh/agentmesh/internal/pki/pkitest"
 )
 
 // statusJSON runs 'status --json' on the state directory dir and decodes it.

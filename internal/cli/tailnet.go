@@ -4,7 +4,7 @@ import (
 	"flag"
 	"strings"
 
-	"agentmesh/internal/engine"
+	"github.com/agentmesh/agentmesh/internal/engine"
 )
 
 // tailnetFlags are the flags of Tailscale mode, shared by serve and

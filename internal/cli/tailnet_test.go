@@ -16,13 +16,13 @@ import (
 
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 
-	"agentmesh/internal/audit"
-	"agentmesh/internal/controlapi"
-	"agentmesh/internal/controlclient"
-	"agentmesh/internal/coordinator"
-	"agentmesh/internal/demo"
-	"agentmesh/internal/modelgw/modelgwtest"
-	"agentmesh/internal/tailnet/tailnettest"
+	"github.com/agentmesh/agentmesh/internal/audit"
+	"github.com/agentmesh/agentmesh/internal/controlapi"
+	"github.com/agentmesh/agentmesh/internal/controlclient"
+	"github.com/agentmesh/agentmesh/internal/coordinator"
+	"github.com/agentmesh/agentmesh/internal/demo"
+	"github.com/agentmesh/agentmesh/internal/modelgw/modelgwtest"
+	"github.com/agentmesh/agentmesh/internal/tailnet/tailnettest"
 )
 
 // lineWaiter is an io.Writer that hands each complete line matching re to

@@ -6,7 +6,7 @@ import (
 	"path/filepath"
 	"testing"
 
-	"agentmesh/internal/engine"
+	"github.com/agentmesh/agentmesh/internal/engine"
 )
 
 // TestServeRequireUpstreamRefusesAnUpstreamThatDoesNotAnswer: with

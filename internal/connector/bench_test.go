@@ -10,9 +10,9 @@ import (
 
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 
-	"agentmesh/internal/connector"
-	"agentmesh/internal/connector/connectortest"
-	"agentmesh/internal/mcpwire"
+	"github.com/agentmesh/agentmesh/internal/connector"
+	"github.com/agentmesh/agentmesh/internal/connector/connectortest"
+	"github.com/agentmesh/agentmesh/internal/mcpwire"
 )
 
 // benchHandler serves the upstream's MCP server without recording: the

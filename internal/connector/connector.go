@@ -14,7 +14,7 @@ import (
 	"strings"
 	"sync/atomic"
 
-	"agentmesh/internal/transport"
+	"github.com/agentmesh/agentmesh/internal/transport"
 )
 
 // DefaultMaxMessageBytes is the default bound on one JSON-RPC message or SSE

@@ -4,8 +4,8 @@ import (
 	"encoding/json"
 	"errors"
 
-	"agentmesh/internal/loopback"
-	"agentmesh/internal/reason"
+	"github.com/agentmesh/agentmesh/internal/loopback"
+	"github.com/agentmesh/agentmesh/internal/reason"
 )
 
 // Sentinel errors returned by this package.

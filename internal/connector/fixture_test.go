@@ -19,10 +19,10 @@ import (
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 	"go.uber.org/goleak"
 
-	"agentmesh/internal/connector"
-	"agentmesh/internal/connector/connectortest"
-	"agentmesh/internal/loopback"
-	"agentmesh/internal/mcpwire"
+	"github.com/agentmesh/agentmesh/internal/connector"
+	"github.com/agentmesh/agentmesh/internal/connector/connectortest"
+	"github.com/agentmesh/agentmesh/internal/loopback"
+	"github.com/agentmesh/agentmesh/internal/mcpwire"
 )
 
 func TestMain(m *testing.M) {

@@ -3,7 +3,7 @@ package connector
 import (
 	"net"
 
-	"agentmesh/internal/loopback"
+	"github.com/agentmesh/agentmesh/internal/loopback"
 )
 
 // Listen opens a listener for [Connector.ServeListener] and refuses any

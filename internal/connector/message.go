@@ -8,7 +8,7 @@ import (
 	"strings"
 	"unicode"
 
-	"agentmesh/internal/mcpwire"
+	"github.com/agentmesh/agentmesh/internal/mcpwire"
 )
 
 // kind classifies a JSON-RPC message.

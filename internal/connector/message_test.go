@@ -5,7 +5,7 @@ import (
 	"strings"
 	"testing"
 
-	"agentmesh/internal/mcpwire"
+	"github.com/agentmesh/agentmesh/internal/mcpwire"
 )
 
 func TestParseMessageClassifiesJSONRPC(t *testing.T) {

@@ -11,10 +11,10 @@ import (
 	"sync/atomic"
 	"time"
 
-	"agentmesh/internal/httpserver"
-	"agentmesh/internal/loopback"
-	"agentmesh/internal/mcpwire"
-	"agentmesh/internal/reason"
+	"github.com/agentmesh/agentmesh/internal/httpserver"
+	"github.com/agentmesh/agentmesh/internal/loopback"
+	"github.com/agentmesh/agentmesh/internal/mcpwire"
+	"github.com/agentmesh/agentmesh/internal/reason"
 )
 
 // ServeListener serves Streamable HTTP at http://127.0.0.1:PORT/mcp on ln,

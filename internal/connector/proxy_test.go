@@ -16,9 +16,9 @@ import (
 
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 
-	"agentmesh/internal/connector"
-	"agentmesh/internal/loopback"
-	"agentmesh/internal/reason"
+	"github.com/agentmesh/agentmesh/internal/connector"
+	"github.com/agentmesh/agentmesh/internal/loopback"
+	"github.com/agentmesh/agentmesh/internal/reason"
 )
 
 func TestListenerProxiesMCP(t *testing.T) {

@@ -14,9 +14,9 @@ import (
 	"sync"
 	"time"
 
-	"agentmesh/internal/backoff"
-	"agentmesh/internal/mcpwire"
-	"agentmesh/internal/sse"
+	"github.com/agentmesh/agentmesh/internal/backoff"
+	"github.com/agentmesh/agentmesh/internal/mcpwire"
+	"github.com/agentmesh/agentmesh/internal/sse"
 )
 
 // deleteTimeout bounds the DELETE that ends a session when the agent leaves.

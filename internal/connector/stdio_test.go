@@ -15,8 +15,8 @@ import (
 	"github.com/modelcontextprotocol/go-sdk/jsonrpc"
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 
-	"agentmesh/internal/connector"
-	"agentmesh/internal/connector/connectortest"
+	"github.com/agentmesh/agentmesh/internal/connector"
+	"github.com/agentmesh/agentmesh/internal/connector/connectortest"
 )
 
 // versions are the protocol versions the connector must carry; "" is the

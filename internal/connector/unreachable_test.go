@@ -8,8 +8,8 @@ import (
 	"strings"
 	"testing"
 
-	"agentmesh/internal/connector"
-	"agentmesh/internal/reason"
+	"github.com/agentmesh/agentmesh/internal/connector"
+	"github.com/agentmesh/agentmesh/internal/reason"
 )
 
 // rpcErr is a JSON-RPC error answer as the agent's client reads it.

@@ -55,7 +55,7 @@ import (
 	"sync"
 	"time"
 
-	"agentmesh/internal/reason"
+	"github.com/agentmesh/agentmesh/internal/reason"
 )
 
 // ErrTooMany is returned by Admit when the connection's budget is full.

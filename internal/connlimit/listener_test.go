@@ -16,11 +16,11 @@ import (
 
 	"go.uber.org/goleak"
 
-	"agentmesh/internal/connlimit"
-	"agentmesh/internal/identity"
-	"agentmesh/internal/pki"
-	"agentmesh/internal/pki/pkitest"
-	"agentmesh/internal/reason"
+	"github.com/agentmesh/agentmesh/internal/connlimit"
+	"github.com/agentmesh/agentmesh/internal/identity"
+	"github.com/agentmesh/agentmesh/internal/pki"
+	"github.com/agentmesh/agentmesh/internal/pki/pkitest"
+	"github.com/agentmesh/agentmesh/internal/reason"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }

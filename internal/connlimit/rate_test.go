@@ -5,8 +5,8 @@ import (
 	"testing"
 	"time"
 
-	"agentmesh/internal/connlimit"
-	"agentmesh/internal/pki/pkitest"
+	"github.com/agentmesh/agentmesh/internal/connlimit"
+	"github.com/agentmesh/agentmesh/internal/pki/pkitest"
 )
 
 func TestRateLimiterAllowsABurstThenItsRatePerKey(t *testing.T) {

@@ -14,8 +14,8 @@ import (
 	"io"
 	"time"
 
-	"agentmesh/internal/audit"
-	"agentmesh/internal/netmap"
+	"github.com/agentmesh/agentmesh/internal/audit"
+	"github.com/agentmesh/agentmesh/internal/netmap"
 )
 
 // API paths.

@@ -7,7 +7,7 @@ import (
 	"testing"
 	"testing/iotest"
 
-	"agentmesh/internal/controlapi"
+	"github.com/agentmesh/agentmesh/internal/controlapi"
 )
 
 func TestDecodeIsStrict(t *testing.T) {

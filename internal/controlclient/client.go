@@ -30,17 +30,17 @@ import (
 	"syscall"
 	"time"
 
-	"agentmesh/internal/audit"
-	"agentmesh/internal/authkey"
-	"agentmesh/internal/backoff"
-	"agentmesh/internal/controlapi"
-	"agentmesh/internal/identity"
-	"agentmesh/internal/netmap"
-	"agentmesh/internal/nodestate"
-	"agentmesh/internal/pki"
-	"agentmesh/internal/reason"
-	"agentmesh/internal/termtext"
-	"agentmesh/internal/transport"
+	"github.com/agentmesh/agentmesh/internal/audit"
+	"github.com/agentmesh/agentmesh/internal/authkey"
+	"github.com/agentmesh/agentmesh/internal/backoff"
+	"github.com/agentmesh/agentmesh/internal/controlapi"
+	"github.com/agentmesh/agentmesh/internal/identity"
+	"github.com/agentmesh/agentmesh/internal/netmap"
+	"github.com/agentmesh/agentmesh/internal/nodestate"
+	"github.com/agentmesh/agentmesh/internal/pki"
+	"github.com/agentmesh/agentmesh/internal/reason"
+	"github.com/agentmesh/agentmesh/internal/termtext"
+	"github.com/agentmesh/agentmesh/internal/transport"
 )
 
 // coordinatorName is the node name in the coordinator's server certificate.

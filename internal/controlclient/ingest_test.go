@@ -8,9 +8,9 @@ import (
 	"testing"
 	"time"
 
-	"agentmesh/internal/audit"
-	"agentmesh/internal/audit/audittest"
-	"agentmesh/internal/controlapi"
+	"github.com/agentmesh/agentmesh/internal/audit"
+	"github.com/agentmesh/agentmesh/internal/audit/audittest"
+	"github.com/agentmesh/agentmesh/internal/controlapi"
 )
 
 // answer is what an honest coordinator answers for events stored at seqs

@@ -11,14 +11,14 @@ import (
 	"strings"
 	"time"
 
-	"agentmesh/internal/audit"
-	"agentmesh/internal/authkey"
-	"agentmesh/internal/controlapi"
-	"agentmesh/internal/identity"
-	"agentmesh/internal/netmap"
-	"agentmesh/internal/pki"
-	"agentmesh/internal/policy"
-	"agentmesh/internal/reason"
+	"github.com/agentmesh/agentmesh/internal/audit"
+	"github.com/agentmesh/agentmesh/internal/authkey"
+	"github.com/agentmesh/agentmesh/internal/controlapi"
+	"github.com/agentmesh/agentmesh/internal/identity"
+	"github.com/agentmesh/agentmesh/internal/netmap"
+	"github.com/agentmesh/agentmesh/internal/pki"
+	"github.com/agentmesh/agentmesh/internal/policy"
+	"github.com/agentmesh/agentmesh/internal/reason"
 )
 
 // MaxKeyExpiry bounds how long an auth key may stay usable.

@@ -8,10 +8,10 @@ import (
 	"strconv"
 	"time"
 
-	"agentmesh/internal/audit"
-	"agentmesh/internal/audit/auditstore"
-	"agentmesh/internal/controlapi"
-	"agentmesh/internal/reason"
+	"github.com/agentmesh/agentmesh/internal/audit"
+	"github.com/agentmesh/agentmesh/internal/audit/auditstore"
+	"github.com/agentmesh/agentmesh/internal/controlapi"
+	"github.com/agentmesh/agentmesh/internal/reason"
 )
 
 // handleAuditIngest stores a batch shipped by a node. Only the node that

@@ -17,16 +17,16 @@ import (
 	"testing"
 	"time"
 
-	"agentmesh/internal/audit"
-	"agentmesh/internal/audit/audittest"
-	"agentmesh/internal/audit/spool"
-	"agentmesh/internal/authkey"
-	"agentmesh/internal/controlapi"
-	"agentmesh/internal/controlclient"
-	"agentmesh/internal/coordinator"
-	"agentmesh/internal/identity"
-	"agentmesh/internal/pki"
-	"agentmesh/internal/reason"
+	"github.com/agentmesh/agentmesh/internal/audit"
+	"github.com/agentmesh/agentmesh/internal/audit/audittest"
+	"github.com/agentmesh/agentmesh/internal/audit/spool"
+	"github.com/agentmesh/agentmesh/internal/authkey"
+	"github.com/agentmesh/agentmesh/internal/controlapi"
+	"github.com/agentmesh/agentmesh/internal/controlclient"
+	"github.com/agentmesh/agentmesh/internal/coordinator"
+	"github.com/agentmesh/agentmesh/internal/identity"
+	"github.com/agentmesh/agentmesh/internal/pki"
+	"github.com/agentmesh/agentmesh/internal/reason"
 )
 
 const (

@@ -14,10 +14,10 @@ import (
 	"os"
 	"time"
 
-	"agentmesh/internal/identity"
-	"agentmesh/internal/netmap"
-	"agentmesh/internal/nodestate"
-	"agentmesh/internal/pki"
+	"github.com/agentmesh/agentmesh/internal/identity"
+	"github.com/agentmesh/agentmesh/internal/netmap"
+	"github.com/agentmesh/agentmesh/internal/nodestate"
+	"github.com/agentmesh/agentmesh/internal/pki"
 )
 
 // newIncarnation returns a fresh random incarnation for a node record.

@@ -49,17 +49,17 @@ import (
 	"sync/atomic"
 	"time"
 
-	"agentmesh/internal/audit"
-	"agentmesh/internal/audit/auditstore"
-	"agentmesh/internal/connlimit"
-	"agentmesh/internal/dirlock"
-	"agentmesh/internal/httpserver"
-	"agentmesh/internal/identity"
-	"agentmesh/internal/netmap"
-	"agentmesh/internal/nodestate"
-	"agentmesh/internal/pki"
-	"agentmesh/internal/policy"
-	"agentmesh/internal/reason"
+	"github.com/agentmesh/agentmesh/internal/audit"
+	"github.com/agentmesh/agentmesh/internal/audit/auditstore"
+	"github.com/agentmesh/agentmesh/internal/connlimit"
+	"github.com/agentmesh/agentmesh/internal/dirlock"
+	"github.com/agentmesh/agentmesh/internal/httpserver"
+	"github.com/agentmesh/agentmesh/internal/identity"
+	"github.com/agentmesh/agentmesh/internal/netmap"
+	"github.com/agentmesh/agentmesh/internal/nodestate"
+	"github.com/agentmesh/agentmesh/internal/pki"
+	"github.com/agentmesh/agentmesh/internal/policy"
+	"github.com/agentmesh/agentmesh/internal/reason"
 )
 
 // DefaultListen is where the coordinator listens unless told otherwise:

@@ -10,9 +10,9 @@ import (
 	"path/filepath"
 	"strings"
 
-	"agentmesh/internal/dirlock"
-	"agentmesh/internal/durable"
-	"agentmesh/internal/store"
+	"github.com/agentmesh/agentmesh/internal/dirlock"
+	"github.com/agentmesh/agentmesh/internal/durable"
+	"github.com/agentmesh/agentmesh/internal/store"
 )
 
 // The data directory keeps the database in a directory of its own, apart

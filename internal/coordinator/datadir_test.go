@@ -8,9 +8,9 @@ import (
 	"strings"
 	"testing"
 
-	"agentmesh/internal/audit"
-	"agentmesh/internal/controlapi"
-	"agentmesh/internal/coordinator"
+	"github.com/agentmesh/agentmesh/internal/audit"
+	"github.com/agentmesh/agentmesh/internal/controlapi"
+	"github.com/agentmesh/agentmesh/internal/coordinator"
 )
 
 // verifyOK runs audit verify as the admin and fails unless it passes.

@@ -19,9 +19,9 @@ import (
 	"testing"
 	"time"
 
-	"agentmesh/internal/connlimit"
-	"agentmesh/internal/controlapi"
-	"agentmesh/internal/coordinator"
+	"github.com/agentmesh/agentmesh/internal/connlimit"
+	"github.com/agentmesh/agentmesh/internal/controlapi"
+	"github.com/agentmesh/agentmesh/internal/coordinator"
 )
 
 // floodEnv carries the coordinator's address to the flood process.

@@ -13,12 +13,12 @@ import (
 	"testing"
 	"time"
 
-	"agentmesh/internal/authkey"
-	"agentmesh/internal/controlapi"
-	"agentmesh/internal/controlclient"
-	"agentmesh/internal/identity"
-	"agentmesh/internal/nodestate"
-	"agentmesh/internal/pki"
+	"github.com/agentmesh/agentmesh/internal/authkey"
+	"github.com/agentmesh/agentmesh/internal/controlapi"
+	"github.com/agentmesh/agentmesh/internal/controlclient"
+	"github.com/agentmesh/agentmesh/internal/identity"
+	"github.com/agentmesh/agentmesh/internal/nodestate"
+	"github.com/agentmesh/agentmesh/internal/pki"
 )
 
 // fuzzRoutes are the request bodies the coordinator decodes, by whom they

@@ -9,11 +9,11 @@ import (
 	"testing"
 	"unicode/utf8"
 
-	"agentmesh/internal/audit"
-	"agentmesh/internal/authkey"
-	"agentmesh/internal/controlapi"
-	"agentmesh/internal/pki"
-	"agentmesh/internal/termtext"
+	"github.com/agentmesh/agentmesh/internal/audit"
+	"github.com/agentmesh/agentmesh/internal/authkey"
+	"github.com/agentmesh/agentmesh/internal/controlapi"
+	"github.com/agentmesh/agentmesh/internal/pki"
+	"github.com/agentmesh/agentmesh/internal/termtext"
 )
 
 // hostileName is what a client with no key at all may send as a join name.

@@ -15,12 +15,12 @@ import (
 	"testing"
 	"time"
 
-	"agentmesh/internal/audit"
-	"agentmesh/internal/audit/auditstore"
-	"agentmesh/internal/controlapi"
-	"agentmesh/internal/identity"
-	"agentmesh/internal/reason"
-	"agentmesh/internal/store"
+	"github.com/agentmesh/agentmesh/internal/audit"
+	"github.com/agentmesh/agentmesh/internal/audit/auditstore"
+	"github.com/agentmesh/agentmesh/internal/controlapi"
+	"github.com/agentmesh/agentmesh/internal/identity"
+	"github.com/agentmesh/agentmesh/internal/reason"
+	"github.com/agentmesh/agentmesh/internal/store"
 )
 
 // FuzzAuditIngest feeds arbitrary bytes to the audit ingest handler as the

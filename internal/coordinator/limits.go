@@ -12,9 +12,9 @@ import (
 	"os"
 	"time"
 
-	"agentmesh/internal/audit"
-	"agentmesh/internal/connlimit"
-	"agentmesh/internal/reason"
+	"github.com/agentmesh/agentmesh/internal/audit"
+	"github.com/agentmesh/agentmesh/internal/connlimit"
+	"github.com/agentmesh/agentmesh/internal/reason"
 )
 
 // Limits bound what network clients can hold of the coordinator. Join is

@@ -8,11 +8,11 @@ import (
 	"fmt"
 	"time"
 
-	"agentmesh/internal/controlapi"
-	"agentmesh/internal/identity"
-	"agentmesh/internal/netmap"
-	"agentmesh/internal/reason"
-	"agentmesh/internal/store"
+	"github.com/agentmesh/agentmesh/internal/controlapi"
+	"github.com/agentmesh/agentmesh/internal/identity"
+	"github.com/agentmesh/agentmesh/internal/netmap"
+	"github.com/agentmesh/agentmesh/internal/reason"
+	"github.com/agentmesh/agentmesh/internal/store"
 )
 
 // registry is the coordinator's durable state: auth keys, nodes, policy

@@ -10,7 +10,7 @@ import (
 	"strconv"
 	"strings"
 
-	"agentmesh/internal/termtext"
+	"github.com/agentmesh/agentmesh/internal/termtext"
 )
 
 // parseCSR decodes a PEM certificate request and checks its signature, which

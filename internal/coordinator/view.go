@@ -6,9 +6,9 @@ import (
 	"strings"
 	"sync"
 
-	"agentmesh/internal/identity"
-	"agentmesh/internal/netmap"
-	"agentmesh/internal/policy"
+	"github.com/agentmesh/agentmesh/internal/identity"
+	"github.com/agentmesh/agentmesh/internal/netmap"
+	"github.com/agentmesh/agentmesh/internal/policy"
 )
 
 // Need to know: every node gets a view of the mesh built for it (see the

@@ -9,9 +9,9 @@ import (
 	"strings"
 	"testing"
 
-	"agentmesh/internal/controlapi"
-	"agentmesh/internal/controlclient"
-	"agentmesh/internal/netmap"
+	"github.com/agentmesh/agentmesh/internal/controlapi"
+	"github.com/agentmesh/agentmesh/internal/controlclient"
+	"github.com/agentmesh/agentmesh/internal/netmap"
 )
 
 const needToKnowPolicy = `{

@@ -25,17 +25,17 @@ import (
 	"github.com/modelcontextprotocol/go-sdk/jsonrpc"
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 
-	"agentmesh/examples"
-	"agentmesh/examples/ledger"
-	"agentmesh/internal/audit"
-	"agentmesh/internal/controlapi"
-	"agentmesh/internal/controlclient"
-	"agentmesh/internal/engine"
-	"agentmesh/internal/httpserver"
-	"agentmesh/internal/identity"
-	"agentmesh/internal/loopback"
-	"agentmesh/internal/nodestate"
-	"agentmesh/internal/termtext"
+	"github.com/agentmesh/agentmesh/examples"
+	"github.com/agentmesh/agentmesh/examples/ledger"
+	"github.com/agentmesh/agentmesh/internal/audit"
+	"github.com/agentmesh/agentmesh/internal/controlapi"
+	"github.com/agentmesh/agentmesh/internal/controlclient"
+	"github.com/agentmesh/agentmesh/internal/engine"
+	"github.com/agentmesh/agentmesh/internal/httpserver"
+	"github.com/agentmesh/agentmesh/internal/identity"
+	"github.com/agentmesh/agentmesh/internal/loopback"
+	"github.com/agentmesh/agentmesh/internal/nodestate"
+	"github.com/agentmesh/agentmesh/internal/termtext"
 )
 
 // Mesh is a whole mesh on loopback, in one directory: a coordinator,

@@ -12,12 +12,12 @@ import (
 
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 
-	"agentmesh/examples"
-	"agentmesh/internal/connector"
-	"agentmesh/internal/controlapi"
-	"agentmesh/internal/engine"
-	"agentmesh/internal/gateway/gatewaytest"
-	"agentmesh/internal/reason"
+	"github.com/agentmesh/agentmesh/examples"
+	"github.com/agentmesh/agentmesh/internal/connector"
+	"github.com/agentmesh/agentmesh/internal/controlapi"
+	"github.com/agentmesh/agentmesh/internal/engine"
+	"github.com/agentmesh/agentmesh/internal/gateway/gatewaytest"
+	"github.com/agentmesh/agentmesh/internal/reason"
 )
 
 // startMesh runs the demo's mesh (coordinator, the ledger behind its

@@ -11,16 +11,16 @@ import (
 	"strings"
 	"time"
 
-	"agentmesh/internal/connector"
-	"agentmesh/internal/connector/modelconn"
-	"agentmesh/internal/httpserver"
-	"agentmesh/internal/identity"
-	"agentmesh/internal/loopback"
-	"agentmesh/internal/netmap"
-	"agentmesh/internal/node"
-	"agentmesh/internal/nodestate"
-	"agentmesh/internal/reason"
-	"agentmesh/internal/transport"
+	"github.com/agentmesh/agentmesh/internal/connector"
+	"github.com/agentmesh/agentmesh/internal/connector/modelconn"
+	"github.com/agentmesh/agentmesh/internal/httpserver"
+	"github.com/agentmesh/agentmesh/internal/identity"
+	"github.com/agentmesh/agentmesh/internal/loopback"
+	"github.com/agentmesh/agentmesh/internal/netmap"
+	"github.com/agentmesh/agentmesh/internal/node"
+	"github.com/agentmesh/agentmesh/internal/nodestate"
+	"github.com/agentmesh/agentmesh/internal/reason"
+	"github.com/agentmesh/agentmesh/internal/transport"
 )
 
 // ConnectConfig configures Connect.

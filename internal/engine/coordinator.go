@@ -5,9 +5,9 @@ import (
 	"errors"
 	"fmt"
 
-	"agentmesh/internal/coordinator"
-	"agentmesh/internal/httpserver"
-	"agentmesh/internal/identity"
+	"github.com/agentmesh/agentmesh/internal/coordinator"
+	"github.com/agentmesh/agentmesh/internal/httpserver"
+	"github.com/agentmesh/agentmesh/internal/identity"
 )
 
 // CoordinatorConfig configures StartCoordinator; see coordinator.Config.

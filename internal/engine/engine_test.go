@@ -9,7 +9,7 @@ import (
 	"strings"
 	"testing"
 
-	"agentmesh/internal/identity"
+	"github.com/agentmesh/agentmesh/internal/identity"
 )
 
 // TestServeGatewayRefusesIncompleteConfigurations: each mistake is an

@@ -3,9 +3,9 @@ package engine
 import (
 	"testing"
 
-	"agentmesh/internal/admission"
-	"agentmesh/internal/identity"
-	"agentmesh/internal/netmap"
+	"github.com/agentmesh/agentmesh/internal/admission"
+	"github.com/agentmesh/agentmesh/internal/identity"
+	"github.com/agentmesh/agentmesh/internal/netmap"
 )
 
 // FuzzNodeViewFromNetmap: whatever netmap a node decodes (from the

@@ -8,13 +8,13 @@ import (
 	"net"
 	"time"
 
-	"agentmesh/internal/controlclient"
-	"agentmesh/internal/identity"
-	"agentmesh/internal/netmap"
-	"agentmesh/internal/nodestate"
-	"agentmesh/internal/pki"
-	"agentmesh/internal/reason"
-	"agentmesh/internal/transport"
+	"github.com/agentmesh/agentmesh/internal/controlclient"
+	"github.com/agentmesh/agentmesh/internal/identity"
+	"github.com/agentmesh/agentmesh/internal/netmap"
+	"github.com/agentmesh/agentmesh/internal/nodestate"
+	"github.com/agentmesh/agentmesh/internal/pki"
+	"github.com/agentmesh/agentmesh/internal/reason"
+	"github.com/agentmesh/agentmesh/internal/transport"
 )
 
 // ServingProbeTimeout bounds Status's TLS dial to the node's own gateway.

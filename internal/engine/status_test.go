@@ -4,8 +4,8 @@ import (
 	"strings"
 	"testing"
 
-	"agentmesh/internal/identity"
-	"agentmesh/internal/netmap"
+	"github.com/agentmesh/agentmesh/internal/identity"
+	"github.com/agentmesh/agentmesh/internal/netmap"
 )
 
 func TestStatusFindsItsOwnEntryByIncarnation(t *testing.T) {

@@ -7,8 +7,8 @@ import (
 	"fmt"
 	"log/slog"
 
-	"agentmesh/internal/admission"
-	"agentmesh/internal/tailnet"
+	"github.com/agentmesh/agentmesh/internal/admission"
+	"github.com/agentmesh/agentmesh/internal/tailnet"
 )
 
 // TailnetBuilt reports whether this binary has the tailnet mode.

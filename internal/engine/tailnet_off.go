@@ -8,7 +8,7 @@ import (
 	"net"
 	"time"
 
-	"agentmesh/internal/admission"
+	"github.com/agentmesh/agentmesh/internal/admission"
 )
 
 // TailnetBuilt reports whether this binary has the tailnet mode.

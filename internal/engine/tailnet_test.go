@@ -5,7 +5,7 @@ package engine
 import (
 	"testing"
 
-	"agentmesh/internal/tailnet"
+	"github.com/agentmesh/agentmesh/internal/tailnet"
 )
 
 // TestTailnetNamesAreTheTailnetPackages: the engine documents the auth key

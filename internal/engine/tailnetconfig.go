@@ -6,7 +6,7 @@ import (
 	"path/filepath"
 	"strconv"
 
-	"agentmesh/internal/identity"
+	"github.com/agentmesh/agentmesh/internal/identity"
 )
 
 // TailnetConfig is Tailscale mode: the gateway or connector joins a tailnet

@@ -3,10 +3,10 @@ package gateway
 import (
 	"context"
 
-	"agentmesh/internal/admission"
-	"agentmesh/internal/audit"
-	"agentmesh/internal/policy"
-	"agentmesh/internal/reason"
+	"github.com/agentmesh/agentmesh/internal/admission"
+	"github.com/agentmesh/agentmesh/internal/audit"
+	"github.com/agentmesh/agentmesh/internal/policy"
+	"github.com/agentmesh/agentmesh/internal/reason"
 )
 
 // Recheck identifies every open session's and connection's Identifier

@@ -4,7 +4,7 @@ import (
 	"net/http"
 	"testing"
 
-	"agentmesh/internal/reason"
+	"github.com/agentmesh/agentmesh/internal/reason"
 )
 
 // excludePolicy grants agent:fraud the public resources except the secret

@@ -5,10 +5,10 @@ import (
 	"fmt"
 	"net/http"
 
-	"agentmesh/internal/audit"
-	"agentmesh/internal/budget"
-	"agentmesh/internal/mcpwire"
-	"agentmesh/internal/reason"
+	"github.com/agentmesh/agentmesh/internal/audit"
+	"github.com/agentmesh/agentmesh/internal/budget"
+	"github.com/agentmesh/agentmesh/internal/mcpwire"
+	"github.com/agentmesh/agentmesh/internal/reason"
 )
 
 // Defaults of the Config caps. A real agent opens one session per MCP

@@ -17,9 +17,9 @@ import (
 
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 
-	"agentmesh/internal/audit"
-	"agentmesh/internal/budget"
-	"agentmesh/internal/reason"
+	"github.com/agentmesh/agentmesh/internal/audit"
+	"github.com/agentmesh/agentmesh/internal/budget"
+	"github.com/agentmesh/agentmesh/internal/reason"
 )
 
 const initializeBody = `{"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"raw","version":"1"}}}`

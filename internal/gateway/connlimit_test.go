@@ -9,8 +9,8 @@ import (
 	"testing"
 	"time"
 
-	"agentmesh/internal/connlimit"
-	"agentmesh/internal/reason"
+	"github.com/agentmesh/agentmesh/internal/connlimit"
+	"github.com/agentmesh/agentmesh/internal/reason"
 )
 
 // TestGatewayBoundsConnectionsThatNeverHandshake: anybody who can reach the

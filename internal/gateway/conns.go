@@ -6,8 +6,8 @@ import (
 	"net/http"
 	"sync"
 
-	"agentmesh/internal/admission"
-	"agentmesh/internal/identity"
+	"github.com/agentmesh/agentmesh/internal/admission"
+	"github.com/agentmesh/agentmesh/internal/identity"
 )
 
 // connTable tracks the server's TLS connections and, once a request on one

@@ -7,9 +7,9 @@ import (
 	"strconv"
 	"strings"
 
-	"agentmesh/internal/mcpwire"
-	"agentmesh/internal/policy"
-	"agentmesh/internal/reason"
+	"github.com/agentmesh/agentmesh/internal/mcpwire"
+	"github.com/agentmesh/agentmesh/internal/policy"
+	"github.com/agentmesh/agentmesh/internal/reason"
 )
 
 // verdict is the gateway's answer to one client message.

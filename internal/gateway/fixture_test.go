@@ -19,12 +19,12 @@ import (
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 	"go.uber.org/goleak"
 
-	"agentmesh/internal/admission"
-	"agentmesh/internal/gateway/gatewaytest"
-	"agentmesh/internal/identity"
-	"agentmesh/internal/policy"
-	"agentmesh/internal/reason"
-	"agentmesh/internal/sse"
+	"github.com/agentmesh/agentmesh/internal/admission"
+	"github.com/agentmesh/agentmesh/internal/gateway/gatewaytest"
+	"github.com/agentmesh/agentmesh/internal/identity"
+	"github.com/agentmesh/agentmesh/internal/policy"
+	"github.com/agentmesh/agentmesh/internal/reason"
+	"github.com/agentmesh/agentmesh/internal/sse"
 )
 
 // stdioServerEnv makes the test binary an MCP stdio server (for the

@@ -12,13 +12,13 @@ import (
 	"sync/atomic"
 	"time"
 
-	"agentmesh/internal/admission"
-	"agentmesh/internal/audit"
-	"agentmesh/internal/budget"
-	"agentmesh/internal/connlimit"
-	"agentmesh/internal/httpserver"
-	"agentmesh/internal/mcpwire"
-	"agentmesh/internal/reason"
+	"github.com/agentmesh/agentmesh/internal/admission"
+	"github.com/agentmesh/agentmesh/internal/audit"
+	"github.com/agentmesh/agentmesh/internal/budget"
+	"github.com/agentmesh/agentmesh/internal/connlimit"
+	"github.com/agentmesh/agentmesh/internal/httpserver"
+	"github.com/agentmesh/agentmesh/internal/mcpwire"
+	"github.com/agentmesh/agentmesh/internal/reason"
 )
 
 // Upstream is where allowed messages go: HTTPUpstream or CommandUpstream.

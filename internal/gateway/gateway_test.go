@@ -12,10 +12,10 @@ import (
 
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 
-	"agentmesh/internal/admission"
-	"agentmesh/internal/audit"
-	"agentmesh/internal/identity"
-	"agentmesh/internal/reason"
+	"github.com/agentmesh/agentmesh/internal/admission"
+	"github.com/agentmesh/agentmesh/internal/audit"
+	"github.com/agentmesh/agentmesh/internal/identity"
+	"github.com/agentmesh/agentmesh/internal/reason"
 )
 
 // callText calls tool name with args and returns its text output.

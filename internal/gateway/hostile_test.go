@@ -9,8 +9,8 @@ import (
 	"sync"
 	"testing"
 
-	"agentmesh/internal/budget"
-	"agentmesh/internal/reason"
+	"github.com/agentmesh/agentmesh/internal/budget"
+	"github.com/agentmesh/agentmesh/internal/reason"
 )
 
 // paddedCall is a tools/call echo body of exactly size bytes, generated as

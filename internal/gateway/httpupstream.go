@@ -18,11 +18,11 @@ import (
 	"syscall"
 	"time"
 
-	"agentmesh/internal/audit"
-	"agentmesh/internal/mcpwire"
-	"agentmesh/internal/policy"
-	"agentmesh/internal/reason"
-	"agentmesh/internal/sse"
+	"github.com/agentmesh/agentmesh/internal/audit"
+	"github.com/agentmesh/agentmesh/internal/mcpwire"
+	"github.com/agentmesh/agentmesh/internal/policy"
+	"github.com/agentmesh/agentmesh/internal/reason"
+	"github.com/agentmesh/agentmesh/internal/sse"
 )
 
 // httpUpstream forwards to a Streamable HTTP MCP server.

@@ -3,9 +3,9 @@ package gateway
 import (
 	"net/http"
 
-	"agentmesh/internal/admission"
-	"agentmesh/internal/policy"
-	"agentmesh/internal/reason"
+	"github.com/agentmesh/agentmesh/internal/admission"
+	"github.com/agentmesh/agentmesh/internal/policy"
+	"github.com/agentmesh/agentmesh/internal/reason"
 )
 
 // peerInfo is an identified, admitted client.

@@ -9,8 +9,8 @@ import (
 	"strings"
 	"sync"
 
-	"agentmesh/internal/mcpwire"
-	"agentmesh/internal/reason"
+	"github.com/agentmesh/agentmesh/internal/mcpwire"
+	"github.com/agentmesh/agentmesh/internal/reason"
 )
 
 // MCP 2026-07-28 (SEP-2243) lets a tool mirror arguments into HTTP headers:

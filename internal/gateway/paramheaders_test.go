@@ -8,8 +8,8 @@ import (
 	"strings"
 	"testing"
 
-	"agentmesh/internal/mcpwire"
-	"agentmesh/internal/reason"
+	"github.com/agentmesh/agentmesh/internal/mcpwire"
+	"github.com/agentmesh/agentmesh/internal/reason"
 )
 
 // TestGatewayForwardsMcpParamHeadersOnlyWhenTheyMatchTheBody: an

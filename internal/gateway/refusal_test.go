@@ -4,9 +4,9 @@ import (
 	"net/http"
 	"testing"
 
-	"agentmesh/internal/audit"
-	"agentmesh/internal/gateway/gatewaytest"
-	"agentmesh/internal/reason"
+	"github.com/agentmesh/agentmesh/internal/audit"
+	"github.com/agentmesh/agentmesh/internal/gateway/gatewaytest"
+	"github.com/agentmesh/agentmesh/internal/reason"
 )
 
 // refusalsFor is Config.Refusals for a fixture: an aggregator into rec

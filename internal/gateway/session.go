@@ -6,9 +6,9 @@ import (
 	"sync"
 	"time"
 
-	"agentmesh/internal/admission"
-	"agentmesh/internal/budget"
-	"agentmesh/internal/identity"
+	"github.com/agentmesh/agentmesh/internal/admission"
+	"github.com/agentmesh/agentmesh/internal/budget"
+	"github.com/agentmesh/agentmesh/internal/identity"
 )
 
 // listKind is one of the four filtered lists, as a bit so that pending

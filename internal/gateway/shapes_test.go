@@ -9,7 +9,7 @@ import (
 	"strings"
 	"testing"
 
-	"agentmesh/internal/gateway/gatewaytest"
+	"github.com/agentmesh/agentmesh/internal/gateway/gatewaytest"
 )
 
 // requestShape is one HTTP request built from the parts below.

@@ -4,8 +4,8 @@ import (
 	"net/http"
 	"testing"
 
-	"agentmesh/internal/audit"
-	"agentmesh/internal/reason"
+	"github.com/agentmesh/agentmesh/internal/audit"
+	"github.com/agentmesh/agentmesh/internal/reason"
 )
 
 // TestGatewayOnAStaleViewCutsEveryPeerAndAdmitsNobody: when the node's

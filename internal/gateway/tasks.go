@@ -4,8 +4,8 @@ import (
 	"sync"
 	"time"
 
-	"agentmesh/internal/mcpwire"
-	"agentmesh/internal/policy"
+	"github.com/agentmesh/agentmesh/internal/mcpwire"
+	"github.com/agentmesh/agentmesh/internal/policy"
 )
 
 // Tasks (MCP 2025-11-25, and the 2026-07-28 io.modelcontextprotocol/tasks

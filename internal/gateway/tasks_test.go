@@ -11,10 +11,10 @@ import (
 	"testing"
 	"time"
 
-	"agentmesh/internal/gateway/gatewaytest"
-	"agentmesh/internal/identity"
-	"agentmesh/internal/policy"
-	"agentmesh/internal/reason"
+	"github.com/agentmesh/agentmesh/internal/gateway/gatewaytest"
+	"github.com/agentmesh/agentmesh/internal/identity"
+	"github.com/agentmesh/agentmesh/internal/policy"
+	"github.com/agentmesh/agentmesh/internal/reason"
 )
 
 // taskUpstream is a Streamable HTTP MCP server that hands out a session id

@@ -8,7 +8,7 @@ import (
 	"strings"
 	"testing"
 
-	"agentmesh/internal/reason"
+	"github.com/agentmesh/agentmesh/internal/reason"
 )
 
 // TestGatewayReportsAnUpstreamItCannotReachAsUpstreamNotPolicy: an

@@ -12,7 +12,7 @@ import (
 
 	"go.uber.org/goleak"
 
-	"agentmesh/internal/httpserver"
+	"github.com/agentmesh/agentmesh/internal/httpserver"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }

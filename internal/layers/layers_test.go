@@ -17,13 +17,17 @@ type layer struct {
 	may  []string
 }
 
+// module is the path of this module, from go.mod.
+const module = "github.com/agentmesh/agentmesh"
+
 // The layers of ARCHITECTURE.md, bottom up. Paths are relative to
-// agentmesh/internal/ unless they start with "agentmesh/".
+// the module's internal/ unless they start with "/", which is the module's
+// root.
 var layers = []layer{
 	{name: "foundation", may: []string{"foundation"}, pkgs: []string{
 		"audit", "authkey", "backoff", "budget", "connlimit", "controlapi", "dirlock", "durable", "httpserver",
 		"identity", "loopback", "mcpwire", "modelwire", "netmap", "pki", "policy", "reason", "sse",
-		"store", "termtext", "transport", "agentmesh/examples", "agentmesh/examples/ledger",
+		"store", "termtext", "transport", "/examples", "/examples/ledger",
 	}},
 	{name: "components", may: []string{"foundation", "components"}, pkgs: []string{
 		"admission", "audit/auditstore", "audit/spool", "connector", "connector/modelconn",
@@ -37,12 +41,12 @@ var layers = []layer{
 	// through the engine and the programs, and otherwise imports the
 	// admin API's client and the shapes it prints.
 	{name: "cli", may: []string{"engine", "programs", "client"}, pkgs: []string{"cli"}},
-	{name: "commands", may: []string{"cli"}, pkgs: []string{"agentmesh/cmd/agentmesh"}},
+	{name: "commands", may: []string{"cli"}, pkgs: []string{"/cmd/agentmesh"}},
 	// Helpers of tests and of development; no production package may
 	// import them.
 	{name: "test helpers", may: []string{"foundation", "components", "engine", "test helpers"}, pkgs: []string{
 		"audit/audittest", "connector/connectortest", "coordinator/coordinatortest", "gateway/gatewaytest",
-		"modelgw/modelgwtest", "pki/pkitest", "tailnet/tailnettest", "tools/depslist", "layers", "agentmesh/e2e",
+		"modelgw/modelgwtest", "pki/pkitest", "tailnet/tailnettest", "tools/depslist", "layers", "/e2e",
 	}},
 }
 
@@ -51,10 +55,10 @@ var layers = []layer{
 var client = []string{"audit", "controlapi", "controlclient", "identity", "nodestate", "policy", "reason", "termtext"}
 
 func full(p string) string {
-	if strings.HasPrefix(p, "agentmesh/") {
-		return p
+	if strings.HasPrefix(p, "/") {
+		return module + p
 	}
-	return "agentmesh/internal/" + p
+	return module + "/internal/" + p
 }
 
 // TestEveryPackageImportsOnlyWhatItsLayerMay: the import rule of
@@ -88,7 +92,7 @@ func TestEveryPackageImportsOnlyWhatItsLayerMay(t *testing.T) {
 			continue
 		}
 		for _, imp := range imports {
-			if strings.HasPrefix(imp, "agentmesh/") && !allowed[l][imp] {
+			if strings.HasPrefix(imp, module+"/") && !allowed[l][imp] {
 				t.Errorf("%s (%s) imports %s (%s), which its layer may not", pkg, l, imp, layerOf[imp])
 			}
 		}
@@ -104,7 +108,7 @@ func TestArchitectureNamesEveryPackage(t *testing.T) {
 	}
 	for _, l := range layers {
 		for _, p := range l.pkgs {
-			name := strings.TrimPrefix(p, "agentmesh/")
+			name := strings.TrimPrefix(p, "/")
 			if !bytes.Contains(doc, []byte(name)) {
 				t.Errorf("ARCHITECTURE.md does not name %s (layer %s)", name, l.name)
 			}

@@ -11,7 +11,7 @@ import (
 	"strconv"
 	"strings"
 
-	"agentmesh/internal/reason"
+	"github.com/agentmesh/agentmesh/internal/reason"
 )
 
 // ErrNoToken is returned by NewGuard for a TCP endpoint whose Auth has

@@ -39,7 +39,7 @@ import (
 	"net/url"
 	"strings"
 
-	"agentmesh/internal/httpserver"
+	"github.com/agentmesh/agentmesh/internal/httpserver"
 )
 
 // ErrNotLoopback reports an address that is not a loopback address.

@@ -11,7 +11,7 @@ import (
 	"strings"
 	"testing"
 
-	"agentmesh/internal/reason"
+	"github.com/agentmesh/agentmesh/internal/reason"
 )
 
 func TestHostAndOriginChecks(t *testing.T) {

@@ -3,7 +3,7 @@ package mcpwire_test
 import (
 	"fmt"
 
-	"agentmesh/internal/mcpwire"
+	"github.com/agentmesh/agentmesh/internal/mcpwire"
 )
 
 func Example() {

@@ -8,8 +8,8 @@ import (
 	"io"
 	"strings"
 
-	"agentmesh/internal/mcpwire"
-	"agentmesh/internal/policy"
+	"github.com/agentmesh/agentmesh/internal/mcpwire"
+	"github.com/agentmesh/agentmesh/internal/policy"
 )
 
 var errBody = errors.New("body must be one JSON object with unique keys and a string \"model\"")

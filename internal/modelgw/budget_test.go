@@ -8,11 +8,11 @@ import (
 	"testing"
 	"time"
 
-	"agentmesh/internal/audit"
-	"agentmesh/internal/budget"
-	"agentmesh/internal/gateway/gatewaytest"
-	"agentmesh/internal/identity"
-	"agentmesh/internal/reason"
+	"github.com/agentmesh/agentmesh/internal/audit"
+	"github.com/agentmesh/agentmesh/internal/budget"
+	"github.com/agentmesh/agentmesh/internal/gateway/gatewaytest"
+	"github.com/agentmesh/agentmesh/internal/identity"
+	"github.com/agentmesh/agentmesh/internal/reason"
 )
 
 // slowChat posts a chat body of size bytes as cert, all but its last byte

@@ -4,8 +4,8 @@ import (
 	"strings"
 	"testing"
 
-	"agentmesh/internal/audit"
-	"agentmesh/internal/reason"
+	"github.com/agentmesh/agentmesh/internal/audit"
+	"github.com/agentmesh/agentmesh/internal/reason"
 )
 
 // TestGatewayRefusesBodyKeysThatDifferOnlyInCase covers the README's own

@@ -10,8 +10,8 @@ import (
 	"sync"
 	"time"
 
-	"agentmesh/internal/policy"
-	"agentmesh/internal/reason"
+	"github.com/agentmesh/agentmesh/internal/policy"
+	"github.com/agentmesh/agentmesh/internal/reason"
 )
 
 // CountersFile is the name of the limit counters file in the state

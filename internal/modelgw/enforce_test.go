@@ -14,10 +14,10 @@ import (
 	"testing"
 	"time"
 
-	"agentmesh/internal/audit"
-	"agentmesh/internal/modelgw/modelgwtest"
-	"agentmesh/internal/reason"
-	"agentmesh/internal/sse"
+	"github.com/agentmesh/agentmesh/internal/audit"
+	"github.com/agentmesh/agentmesh/internal/modelgw/modelgwtest"
+	"github.com/agentmesh/agentmesh/internal/reason"
+	"github.com/agentmesh/agentmesh/internal/sse"
 )
 
 const streamWithUsage = `"stream":true,"stream_options":{"include_usage":true}`

@@ -17,17 +17,17 @@ import (
 
 	"go.uber.org/goleak"
 
-	"agentmesh/internal/admission"
-	"agentmesh/internal/audit"
-	"agentmesh/internal/budget"
-	"agentmesh/internal/connector/modelconn"
-	"agentmesh/internal/gateway/gatewaytest"
-	"agentmesh/internal/identity"
-	"agentmesh/internal/loopback"
-	"agentmesh/internal/modelgw/modelgwtest"
-	"agentmesh/internal/pki"
-	"agentmesh/internal/policy"
-	"agentmesh/internal/reason"
+	"github.com/agentmesh/agentmesh/internal/admission"
+	"github.com/agentmesh/agentmesh/internal/audit"
+	"github.com/agentmesh/agentmesh/internal/budget"
+	"github.com/agentmesh/agentmesh/internal/connector/modelconn"
+	"github.com/agentmesh/agentmesh/internal/gateway/gatewaytest"
+	"github.com/agentmesh/agentmesh/internal/identity"
+	"github.com/agentmesh/agentmesh/internal/loopback"
+	"github.com/agentmesh/agentmesh/internal/modelgw/modelgwtest"
+	"github.com/agentmesh/agentmesh/internal/pki"
+	"github.com/agentmesh/agentmesh/internal/policy"
+	"github.com/agentmesh/agentmesh/internal/reason"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }

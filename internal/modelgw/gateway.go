@@ -14,11 +14,11 @@ import (
 	"sync/atomic"
 	"time"
 
-	"agentmesh/internal/admission"
-	"agentmesh/internal/audit"
-	"agentmesh/internal/budget"
-	"agentmesh/internal/connlimit"
-	"agentmesh/internal/httpserver"
+	"github.com/agentmesh/agentmesh/internal/admission"
+	"github.com/agentmesh/agentmesh/internal/audit"
+	"github.com/agentmesh/agentmesh/internal/budget"
+	"github.com/agentmesh/agentmesh/internal/connlimit"
+	"github.com/agentmesh/agentmesh/internal/httpserver"
 )
 
 // Defaults of Config.

@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"agentmesh/internal/gateway/gatewaytest"
+	"github.com/agentmesh/agentmesh/internal/gateway/gatewaytest"
 )
 
 var (

@@ -4,7 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 
-	"agentmesh/internal/audit"
+	"github.com/agentmesh/agentmesh/internal/audit"
 )
 
 // usageJSON is the usage object of Chat Completions, Completions and

@@ -4,8 +4,8 @@ import (
 	"strings"
 	"testing"
 
-	"agentmesh/internal/audit"
-	"agentmesh/internal/modelgw/modelgwtest"
+	"github.com/agentmesh/agentmesh/internal/audit"
+	"github.com/agentmesh/agentmesh/internal/modelgw/modelgwtest"
 )
 
 func TestUsageIsReadFromEveryResponseShape(t *testing.T) {

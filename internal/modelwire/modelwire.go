@@ -11,7 +11,7 @@ import (
 	"net/http"
 	"strconv"
 
-	"agentmesh/internal/reason"
+	"github.com/agentmesh/agentmesh/internal/reason"
 )
 
 // ErrorBody is the JSON body of every refusal, in the shape OpenAI clients

@@ -39,8 +39,8 @@ import (
 	"slices"
 	"time"
 
-	"agentmesh/internal/identity"
-	"agentmesh/internal/policy"
+	"github.com/agentmesh/agentmesh/internal/identity"
+	"github.com/agentmesh/agentmesh/internal/policy"
 )
 
 // Status is a node's registration status.

@@ -6,9 +6,9 @@ import (
 	"testing"
 	"time"
 
-	"agentmesh/internal/identity"
-	"agentmesh/internal/netmap"
-	"agentmesh/internal/policy"
+	"github.com/agentmesh/agentmesh/internal/identity"
+	"github.com/agentmesh/agentmesh/internal/netmap"
+	"github.com/agentmesh/agentmesh/internal/policy"
 )
 
 func TestFreshAdmitsForOneCertificateLifetimeAfterTheLastConfirmation(t *testing.T) {

@@ -7,8 +7,8 @@ import (
 	"testing"
 	"time"
 
-	"agentmesh/internal/identity"
-	"agentmesh/internal/netmap"
+	"github.com/agentmesh/agentmesh/internal/identity"
+	"github.com/agentmesh/agentmesh/internal/netmap"
 )
 
 // wireNetmap is a netmap as the coordinator has always written it: every

@@ -23,15 +23,15 @@ import (
 	"sync"
 	"time"
 
-	"agentmesh/internal/audit"
-	"agentmesh/internal/audit/spool"
-	"agentmesh/internal/controlclient"
-	"agentmesh/internal/dirlock"
-	"agentmesh/internal/identity"
-	"agentmesh/internal/netmap"
-	"agentmesh/internal/nodestate"
-	"agentmesh/internal/pki"
-	"agentmesh/internal/policy"
+	"github.com/agentmesh/agentmesh/internal/audit"
+	"github.com/agentmesh/agentmesh/internal/audit/spool"
+	"github.com/agentmesh/agentmesh/internal/controlclient"
+	"github.com/agentmesh/agentmesh/internal/dirlock"
+	"github.com/agentmesh/agentmesh/internal/identity"
+	"github.com/agentmesh/agentmesh/internal/netmap"
+	"github.com/agentmesh/agentmesh/internal/nodestate"
+	"github.com/agentmesh/agentmesh/internal/pki"
+	"github.com/agentmesh/agentmesh/internal/policy"
 )
 
 // View is one netmap with its compiled policy. Policy is nil when no policy

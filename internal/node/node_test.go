@@ -13,13 +13,13 @@ import (
 
 	"go.uber.org/goleak"
 
-	"agentmesh/internal/audit"
-	"agentmesh/internal/controlapi"
-	"agentmesh/internal/coordinator/coordinatortest"
-	"agentmesh/internal/dirlock"
-	"agentmesh/internal/node"
-	"agentmesh/internal/nodestate"
-	"agentmesh/internal/pki"
+	"github.com/agentmesh/agentmesh/internal/audit"
+	"github.com/agentmesh/agentmesh/internal/controlapi"
+	"github.com/agentmesh/agentmesh/internal/coordinator/coordinatortest"
+	"github.com/agentmesh/agentmesh/internal/dirlock"
+	"github.com/agentmesh/agentmesh/internal/node"
+	"github.com/agentmesh/agentmesh/internal/nodestate"
+	"github.com/agentmesh/agentmesh/internal/pki"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }

@@ -5,8 +5,8 @@ import (
 	"strings"
 	"testing"
 
-	"agentmesh/internal/netmap"
-	"agentmesh/internal/policy"
+	"github.com/agentmesh/agentmesh/internal/netmap"
+	"github.com/agentmesh/agentmesh/internal/policy"
 )
 
 func TestCompileDeniesEverythingUnlessThePolicyCompiles(t *testing.T) {

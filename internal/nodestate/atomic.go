@@ -1,6 +1,6 @@
 package nodestate
 
-import "agentmesh/internal/durable"
+import "github.com/agentmesh/agentmesh/internal/durable"
 
 // writeFile writes data to path with mode 0600 atomically: into a
 // temporary file in the same directory, synced, then renamed over path

@@ -6,7 +6,7 @@ import (
 	"path/filepath"
 	"testing"
 
-	"agentmesh/internal/nodestate"
+	"github.com/agentmesh/agentmesh/internal/nodestate"
 )
 
 func TestLocalTokenIsPrivateReplacedAndRemoved(t *testing.T) {

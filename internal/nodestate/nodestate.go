@@ -39,9 +39,9 @@ import (
 	"path/filepath"
 	"time"
 
-	"agentmesh/internal/dirlock"
-	"agentmesh/internal/identity"
-	"agentmesh/internal/pki"
+	"github.com/agentmesh/agentmesh/internal/dirlock"
+	"github.com/agentmesh/agentmesh/internal/identity"
+	"github.com/agentmesh/agentmesh/internal/pki"
 )
 
 // EnvState is the environment variable naming the default state directory.

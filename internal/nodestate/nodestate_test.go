@@ -11,10 +11,10 @@ import (
 	"testing"
 	"time"
 
-	"agentmesh/internal/identity"
-	"agentmesh/internal/nodestate"
-	"agentmesh/internal/pki"
-	"agentmesh/internal/pki/pkitest"
+	"github.com/agentmesh/agentmesh/internal/identity"
+	"github.com/agentmesh/agentmesh/internal/nodestate"
+	"github.com/agentmesh/agentmesh/internal/pki"
+	"github.com/agentmesh/agentmesh/internal/pki/pkitest"
 )
 
 var t0 = time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)

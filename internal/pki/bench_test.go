@@ -5,8 +5,8 @@ import (
 	"testing"
 	"time"
 
-	"agentmesh/internal/pki"
-	"agentmesh/internal/pki/pkitest"
+	"github.com/agentmesh/agentmesh/internal/pki"
+	"github.com/agentmesh/agentmesh/internal/pki/pkitest"
 )
 
 // BenchmarkIssue measures what the coordinator does per join or renewal:

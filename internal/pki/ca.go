@@ -19,8 +19,8 @@ import (
 	"strings"
 	"time"
 
-	"agentmesh/internal/durable"
-	"agentmesh/internal/identity"
+	"github.com/agentmesh/agentmesh/internal/durable"
+	"github.com/agentmesh/agentmesh/internal/identity"
 )
 
 // Certificate lifetimes.

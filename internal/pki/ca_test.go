@@ -15,9 +15,9 @@ import (
 	"testing"
 	"time"
 
-	"agentmesh/internal/identity"
-	"agentmesh/internal/pki"
-	"agentmesh/internal/pki/pkitest"
+	"github.com/agentmesh/agentmesh/internal/identity"
+	"github.com/agentmesh/agentmesh/internal/pki"
+	"github.com/agentmesh/agentmesh/internal/pki/pkitest"
 )
 
 func TestNewCAIsNameConstrainedRootThatCannotSignIntermediates(t *testing.T) {

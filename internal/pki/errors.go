@@ -3,8 +3,8 @@ package pki
 import (
 	"errors"
 
-	"agentmesh/internal/identity"
-	"agentmesh/internal/reason"
+	"github.com/agentmesh/agentmesh/internal/identity"
+	"github.com/agentmesh/agentmesh/internal/reason"
 )
 
 // Errors returned by this package; match them with errors.Is.

@@ -10,9 +10,9 @@ import (
 	"testing"
 	"time"
 
-	"agentmesh/internal/identity"
-	"agentmesh/internal/pki"
-	"agentmesh/internal/pki/pkitest"
+	"github.com/agentmesh/agentmesh/internal/identity"
+	"github.com/agentmesh/agentmesh/internal/pki"
+	"github.com/agentmesh/agentmesh/internal/pki/pkitest"
 )
 
 const td = pkitest.TrustDomain

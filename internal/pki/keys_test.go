@@ -11,8 +11,8 @@ import (
 	"testing"
 	"time"
 
-	"agentmesh/internal/pki"
-	"agentmesh/internal/pki/pkitest"
+	"github.com/agentmesh/agentmesh/internal/pki"
+	"github.com/agentmesh/agentmesh/internal/pki/pkitest"
 )
 
 func TestKeyPEMRoundTrip(t *testing.T) {

@@ -11,7 +11,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"agentmesh/internal/backoff"
+	"github.com/agentmesh/agentmesh/internal/backoff"
 )
 
 // Clock is the time source of a Renewer. SystemClock is the real one;

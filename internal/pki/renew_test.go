@@ -7,8 +7,8 @@ import (
 	"testing"
 	"time"
 
-	"agentmesh/internal/pki"
-	"agentmesh/internal/pki/pkitest"
+	"github.com/agentmesh/agentmesh/internal/pki"
+	"github.com/agentmesh/agentmesh/internal/pki/pkitest"
 )
 
 // renewHarness runs a Renewer on a fake clock; the test answers each

@@ -8,8 +8,8 @@ import (
 	"slices"
 	"time"
 
-	"agentmesh/internal/identity"
-	"agentmesh/internal/reason"
+	"github.com/agentmesh/agentmesh/internal/identity"
+	"github.com/agentmesh/agentmesh/internal/reason"
 )
 
 // PeerInfo describes a peer whose certificate has been verified.

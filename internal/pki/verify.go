@@ -7,7 +7,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"agentmesh/internal/identity"
+	"github.com/agentmesh/agentmesh/internal/identity"
 )
 
 // maxChain bounds the certificates a peer may present, so that a hostile

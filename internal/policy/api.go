@@ -52,9 +52,9 @@
 package policy
 
 import (
-	"agentmesh/internal/identity"
+	"github.com/agentmesh/agentmesh/internal/identity"
 
-	"agentmesh/internal/reason"
+	"github.com/agentmesh/agentmesh/internal/reason"
 )
 
 // Node is the policy's view of one side of a request. Tags come from the

@@ -6,7 +6,7 @@ import (
 	"strings"
 	"testing"
 
-	"agentmesh/internal/reason"
+	"github.com/agentmesh/agentmesh/internal/reason"
 )
 
 // paths lists what k reads as sorted dotted paths; "*" is a computed key.

@@ -5,7 +5,7 @@ import (
 	"strings"
 	"testing"
 
-	"agentmesh/internal/reason"
+	"github.com/agentmesh/agentmesh/internal/reason"
 )
 
 func TestCanonicalURIForms(t *testing.T) {

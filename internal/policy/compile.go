@@ -7,7 +7,7 @@ import (
 	"strconv"
 	"strings"
 
-	"agentmesh/internal/identity"
+	"github.com/agentmesh/agentmesh/internal/identity"
 )
 
 // MaxIndexEntries caps the size of the (destination, source) index that

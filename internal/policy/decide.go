@@ -3,7 +3,7 @@ package policy
 import (
 	"fmt"
 
-	"agentmesh/internal/reason"
+	"github.com/agentmesh/agentmesh/internal/reason"
 )
 
 // Decide answers r. It never scans every grant: the index built by Compile

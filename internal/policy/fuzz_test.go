@@ -11,8 +11,8 @@ import (
 
 	"golang.org/x/text/unicode/norm"
 
-	"agentmesh/internal/identity"
-	"agentmesh/internal/reason"
+	"github.com/agentmesh/agentmesh/internal/identity"
+	"github.com/agentmesh/agentmesh/internal/reason"
 )
 
 func FuzzCompile(f *testing.F) {

@@ -5,7 +5,7 @@ import (
 	"strings"
 	"unicode/utf8"
 
-	"agentmesh/internal/mcpwire"
+	"github.com/agentmesh/agentmesh/internal/mcpwire"
 )
 
 // A glob is one compiled pattern of a grant's tools, resources, prompts or

@@ -5,8 +5,8 @@ import (
 	"strings"
 	"testing"
 
-	"agentmesh/internal/identity"
-	"agentmesh/internal/reason"
+	"github.com/agentmesh/agentmesh/internal/identity"
+	"github.com/agentmesh/agentmesh/internal/reason"
 )
 
 const modelDoc = `{

@@ -7,7 +7,7 @@ import (
 	"strings"
 	"testing"
 
-	"agentmesh/internal/identity"
+	"github.com/agentmesh/agentmesh/internal/identity"
 )
 
 // projectDoc exercises every feature a projection must carry: nested

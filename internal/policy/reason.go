@@ -1,6 +1,6 @@
 package policy
 
-import "agentmesh/internal/reason"
+import "github.com/agentmesh/agentmesh/internal/reason"
 
 // Reasons lists every reason code a Decision may carry (see package
 // reason for what each means).

@@ -4,7 +4,7 @@ import (
 	"fmt"
 	"strings"
 
-	"agentmesh/internal/identity"
+	"github.com/agentmesh/agentmesh/internal/identity"
 )
 
 // runTests runs a document's tests block against p and returns one error

@@ -6,7 +6,7 @@ import (
 	"slices"
 	"strings"
 
-	"agentmesh/internal/identity"
+	"github.com/agentmesh/agentmesh/internal/identity"
 )
 
 // Unmatched is a selector of a policy that matches none of the nodes it

@@ -5,7 +5,7 @@ import (
 	"strings"
 	"testing"
 
-	"agentmesh/internal/identity"
+	"github.com/agentmesh/agentmesh/internal/identity"
 )
 
 func TestUnmatchedNamesSelectorsAndTagsNoNodeHas(t *testing.T) {

@@ -13,16 +13,16 @@ import (
 
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 
-	"agentmesh/internal/admission"
-	"agentmesh/internal/connector"
-	"agentmesh/internal/gateway"
-	"agentmesh/internal/gateway/gatewaytest"
-	"agentmesh/internal/identity"
-	"agentmesh/internal/loopback"
-	"agentmesh/internal/pki"
-	"agentmesh/internal/policy"
-	"agentmesh/internal/tailnet"
-	"agentmesh/internal/tailnet/tailnettest"
+	"github.com/agentmesh/agentmesh/internal/admission"
+	"github.com/agentmesh/agentmesh/internal/connector"
+	"github.com/agentmesh/agentmesh/internal/gateway"
+	"github.com/agentmesh/agentmesh/internal/gateway/gatewaytest"
+	"github.com/agentmesh/agentmesh/internal/identity"
+	"github.com/agentmesh/agentmesh/internal/loopback"
+	"github.com/agentmesh/agentmesh/internal/pki"
+	"github.com/agentmesh/agentmesh/internal/policy"
+	"github.com/agentmesh/agentmesh/internal/tailnet"
+	"github.com/agentmesh/agentmesh/internal/tailnet/tailnettest"
 )
 
 // BenchmarkToolCallPaths measures one tools/call from an MCP SDK client to

@@ -16,15 +16,15 @@ import (
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 	"tailscale.com/tailcfg"
 
-	"agentmesh/internal/admission"
-	"agentmesh/internal/audit"
-	"agentmesh/internal/gateway"
-	"agentmesh/internal/gateway/gatewaytest"
-	"agentmesh/internal/identity"
-	"agentmesh/internal/policy"
-	"agentmesh/internal/reason"
-	"agentmesh/internal/tailnet"
-	"agentmesh/internal/tailnet/tailnettest"
+	"github.com/agentmesh/agentmesh/internal/admission"
+	"github.com/agentmesh/agentmesh/internal/audit"
+	"github.com/agentmesh/agentmesh/internal/gateway"
+	"github.com/agentmesh/agentmesh/internal/gateway/gatewaytest"
+	"github.com/agentmesh/agentmesh/internal/identity"
+	"github.com/agentmesh/agentmesh/internal/policy"
+	"github.com/agentmesh/agentmesh/internal/reason"
+	"github.com/agentmesh/agentmesh/internal/tailnet"
+	"github.com/agentmesh/agentmesh/internal/tailnet/tailnettest"
 )
 
 const magicDNS = tailnettest.MagicDNS

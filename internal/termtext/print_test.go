@@ -5,7 +5,7 @@ import (
 	"strings"
 	"testing"
 
-	"agentmesh/internal/termtext"
+	"github.com/agentmesh/agentmesh/internal/termtext"
 )
 
 type code string

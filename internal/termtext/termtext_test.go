@@ -8,7 +8,7 @@ import (
 	"unicode"
 	"unicode/utf8"
 
-	"agentmesh/internal/termtext"
+	"github.com/agentmesh/agentmesh/internal/termtext"
 )
 
 // Hostile holds one of each kind of character a peer could use against a

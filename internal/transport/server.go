@@ -5,8 +5,8 @@ import (
 	"errors"
 	"fmt"
 
-	"agentmesh/internal/identity"
-	"agentmesh/internal/pki"
+	"github.com/agentmesh/agentmesh/internal/identity"
+	"github.com/agentmesh/agentmesh/internal/pki"
 )
 
 // ServerIs returns the check of the server a node reached: it must carry

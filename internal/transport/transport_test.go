@@ -14,10 +14,10 @@ import (
 
 	"go.uber.org/goleak"
 
-	"agentmesh/internal/identity"
-	"agentmesh/internal/pki"
-	"agentmesh/internal/pki/pkitest"
-	"agentmesh/internal/transport"
+	"github.com/agentmesh/agentmesh/internal/identity"
+	"github.com/agentmesh/agentmesh/internal/pki"
+	"github.com/agentmesh/agentmesh/internal/pki/pkitest"
+	"github.com/agentmesh/agentmesh/internal/transport"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }

@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"agentmesh/internal/audit"
+	"github.com/agentmesh/agentmesh/internal/audit"
 )
 
 // BenchmarkStoreAppend measures sustained ingest with the hash chain, in

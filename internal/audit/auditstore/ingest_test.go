@@ -12,8 +12,8 @@ import (
 	"strings"
 	"testing"
 
-	"agentmesh/internal/audit"
-	"agentmesh/internal/store"
+	"github.com/agentmesh/agentmesh/internal/audit"
+	"github.com/agentmesh/agentmesh/internal/store"
 )
 
 const (

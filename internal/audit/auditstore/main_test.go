@@ -11,9 +11,9 @@ import (
 
 	"go.uber.org/goleak"
 
-	"agentmesh/internal/audit"
-	"agentmesh/internal/audit/audittest"
-	"agentmesh/internal/store"
+	"github.com/agentmesh/agentmesh/internal/audit"
+	"github.com/agentmesh/agentmesh/internal/audit/audittest"
+	"github.com/agentmesh/agentmesh/internal/store"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }

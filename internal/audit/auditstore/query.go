@@ -8,7 +8,7 @@ import (
 	"strings"
 	"time"
 
-	"agentmesh/internal/audit"
+	"github.com/agentmesh/agentmesh/internal/audit"
 )
 
 // Filter selects events for Query. Its zero value selects every event,

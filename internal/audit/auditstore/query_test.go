@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"agentmesh/internal/audit"
+	"github.com/agentmesh/agentmesh/internal/audit"
 )
 
 func TestQueryFilters(t *testing.T) {

@@ -16,8 +16,8 @@ import (
 	"sync"
 	"time"
 
-	"agentmesh/internal/audit"
-	"agentmesh/internal/store"
+	"github.com/agentmesh/agentmesh/internal/audit"
+	"github.com/agentmesh/agentmesh/internal/store"
 )
 
 // migrations are the audit store's schema steps (owner "audit").

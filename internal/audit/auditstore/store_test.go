@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"agentmesh/internal/audit"
+	"github.com/agentmesh/agentmesh/internal/audit"
 )
 
 func TestStoreAppendIsIdempotentByID(t *testing.T) {

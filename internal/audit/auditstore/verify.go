@@ -14,7 +14,7 @@ import (
 	"strings"
 	"time"
 
-	"agentmesh/internal/audit"
+	"github.com/agentmesh/agentmesh/internal/audit"
 )
 
 // checkpointRow is one stored checkpoint.

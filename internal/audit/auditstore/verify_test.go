@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"agentmesh/internal/audit"
+	"github.com/agentmesh/agentmesh/internal/audit"
 )
 
 // chainWithCheckpoints stores 30 events with checkpoints at 10, 20 and 30.

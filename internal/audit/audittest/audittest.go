@@ -10,7 +10,7 @@ import (
 	"sync"
 	"time"
 
-	"agentmesh/internal/audit"
+	"github.com/agentmesh/agentmesh/internal/audit"
 )
 
 // ErrUnavailable is what Sender returns for a simulated failure.

@@ -7,8 +7,8 @@ import (
 
 	"go.uber.org/goleak"
 
-	"agentmesh/internal/audit"
-	"agentmesh/internal/audit/audittest"
+	"github.com/agentmesh/agentmesh/internal/audit"
+	"github.com/agentmesh/agentmesh/internal/audit/audittest"
 )
 
 func TestMain(m *testing.M) {

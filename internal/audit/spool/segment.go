@@ -13,8 +13,8 @@ import (
 	"strconv"
 	"strings"
 
-	"agentmesh/internal/audit"
-	"agentmesh/internal/durable"
+	"github.com/agentmesh/agentmesh/internal/audit"
+	"github.com/agentmesh/agentmesh/internal/durable"
 )
 
 // A spool record is an 8-byte header followed by the event's canonical

@@ -7,8 +7,8 @@ import (
 	"log/slog"
 	"time"
 
-	"agentmesh/internal/audit"
-	"agentmesh/internal/backoff"
+	"github.com/agentmesh/agentmesh/internal/audit"
+	"github.com/agentmesh/agentmesh/internal/backoff"
 )
 
 // Sender delivers a batch of events to the coordinator. A nil error means

@@ -10,11 +10,11 @@ import (
 	"testing"
 	"time"
 
-	"agentmesh/internal/audit"
-	"agentmesh/internal/audit/auditstore"
-	"agentmesh/internal/audit/audittest"
-	"agentmesh/internal/audit/spool"
-	"agentmesh/internal/store"
+	"github.com/agentmesh/agentmesh/internal/audit"
+	"github.com/agentmesh/agentmesh/internal/audit/auditstore"
+	"github.com/agentmesh/agentmesh/internal/audit/audittest"
+	"github.com/agentmesh/agentmesh/internal/audit/spool"
+	"github.com/agentmesh/agentmesh/internal/store"
 )
 
 // The test double must be a Sender.

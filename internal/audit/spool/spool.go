@@ -10,8 +10,8 @@ import (
 	"sync"
 	"time"
 
-	"agentmesh/internal/audit"
-	"agentmesh/internal/dirlock"
+	"github.com/agentmesh/agentmesh/internal/audit"
+	"github.com/agentmesh/agentmesh/internal/dirlock"
 )
 
 // Options configures a Spool. The zero value is usable.

@@ -8,7 +8,7 @@ import (
 	"path/filepath"
 	"testing"
 
-	"agentmesh/internal/audit"
+	"github.com/agentmesh/agentmesh/internal/audit"
 )
 
 // appendAll appends events and flushes them.

@@ -42,11 +42,11 @@ import (
 	"net/url"
 	"time"
 
-	"agentmesh/internal/httpserver"
-	"agentmesh/internal/loopback"
-	"agentmesh/internal/modelwire"
-	"agentmesh/internal/reason"
-	"agentmesh/internal/transport"
+	"github.com/agentmesh/agentmesh/internal/httpserver"
+	"github.com/agentmesh/agentmesh/internal/loopback"
+	"github.com/agentmesh/agentmesh/internal/modelwire"
+	"github.com/agentmesh/agentmesh/internal/reason"
+	"github.com/agentmesh/agentmesh/internal/transport"
 )
 
 // Errors returned by New and Serve; match them with errors.Is.

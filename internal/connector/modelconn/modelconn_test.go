@@ -14,15 +14,15 @@ import (
 
 	"go.uber.org/goleak"
 
-	"agentmesh/internal/connector"
-	"agentmesh/internal/connector/modelconn"
-	"agentmesh/internal/gateway/gatewaytest"
-	"agentmesh/internal/identity"
-	"agentmesh/internal/loopback"
-	"agentmesh/internal/modelwire"
-	"agentmesh/internal/pki"
-	"agentmesh/internal/reason"
-	"agentmesh/internal/transport"
+	"github.com/agentmesh/agentmesh/internal/connector"
+	"github.com/agentmesh/agentmesh/internal/connector/modelconn"
+	"github.com/agentmesh/agentmesh/internal/gateway/gatewaytest"
+	"github.com/agentmesh/agentmesh/internal/identity"
+	"github.com/agentmesh/agentmesh/internal/loopback"
+	"github.com/agentmesh/agentmesh/internal/modelwire"
+	"github.com/agentmesh/agentmesh/internal/pki"
+	"github.com/agentmesh/agentmesh/internal/reason"
+	"github.com/agentmesh/agentmesh/internal/transport"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }

@@ -12,11 +12,11 @@ import (
 	"testing"
 	"time"
 
-	"agentmesh/internal/controlapi"
-	"agentmesh/internal/controlclient"
-	"agentmesh/internal/coordinator"
-	"agentmesh/internal/nodestate"
-	"agentmesh/internal/pki/pkitest"
+	"github.com/agentmesh/agentmesh/internal/controlapi"
+	"github.com/agentmesh/agentmesh/internal/controlclient"
+	"github.com/agentmesh/agentmesh/internal/coordinator"
+	"github.com/agentmesh/agentmesh/internal/nodestate"
+	"github.com/agentmesh/agentmesh/internal/pki/pkitest"
 )
 
 // Options configure Start. The zero value is usable.

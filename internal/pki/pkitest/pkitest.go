@@ -13,8 +13,8 @@ import (
 	"testing"
 	"time"
 
-	"agentmesh/internal/identity"
-	"agentmesh/internal/pki"
+	"github.com/agentmesh/agentmesh/internal/identity"
+	"github.com/agentmesh/agentmesh/internal/pki"
 )
 
 // Clock is a fake pki.Clock. Time moves only when Advance or Set is

@@ -5,7 +5,7 @@ import (
 	"testing"
 	"time"
 
-	"agentmesh/internal/pki/pkitest"
+	"github.com/agentmesh/agentmesh/internal/pki/pkitest"
 )
 
 func TestClockFiresOnlyWhenAdvancedPastDeadline(t *testing.T) {

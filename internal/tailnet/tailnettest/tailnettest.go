@@ -36,7 +36,7 @@ import (
 	"tailscale.com/tstest/integration/testcontrol"
 	"tailscale.com/types/logger"
 
-	"agentmesh/internal/tailnet"
+	"github.com/agentmesh/agentmesh/internal/tailnet"
 )
 
 // MagicDNS is the test tailnet's DNS suffix: node HOST is

@@ -9,7 +9,7 @@ import (
 	"syscall"
 	"testing"
 
-	"agentmesh/internal/tailnet/tailnettest"
+	"github.com/agentmesh/agentmesh/internal/tailnet/tailnettest"
 )
 
 // TestTailnetNamespaceReachesOnlyLoopback checks the guarantee the tailnet
