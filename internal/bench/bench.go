@@ -34,10 +34,36 @@ type Components struct {
 	Connector func(ctx context.Context, state, service string, ln net.Listener) error
 }
 
+// Layouts: where the components run.
+const (
+	// LayoutDeployed runs every component as its own OS process, as the
+	// README deploys them: the coordinator, gateway and connector are
+	// the agentmesh binary (Config.Executable), the upstream and every
+	// comparison proxy hop are that binary in a hidden role (RunRole),
+	// nginx is nginx; only the client runs in the bench process.
+	LayoutDeployed = "deployed"
+	// LayoutInProcess runs the coordinator, gateway, connector, upstream
+	// and Go proxies in the bench process (nginx stays a child): a
+	// breakdown that leaves out the cost of crossing processes.
+	LayoutInProcess = "inprocess"
+)
+
 // Config configures Run. The zero value of each field means its default.
 type Config struct {
-	// Components is required.
+	// Layout is LayoutDeployed (the default) or LayoutInProcess.
+	Layout string
+	// Executable is the agentmesh binary that runs the components as
+	// deployed; required for LayoutDeployed.
+	Executable string
+	// Components run the gateway and connector in process; required for
+	// LayoutInProcess.
 	Components Components
+	// ProfileDir, when set, receives CPU profiles of the gateway and
+	// connector processes (gateway.prof, connector.prof) as deployed.
+	ProfileDir string
+	// ChildEnv is extra environment (NAME=VALUE) for the gateway and
+	// connector processes, for experiments such as GOGC or GOMAXPROCS.
+	ChildEnv []string
 	// Scenarios to run, by name (Scenarios lists them); empty runs all.
 	Scenarios []string
 	// Quick runs every path with small counts: a smoke test that checks
@@ -95,8 +121,14 @@ const (
 
 // Report is the outcome of Run.
 type Report struct {
-	Machine   Machine   `json:"machine"`
-	Command   string    `json:"command,omitempty"`
+	Machine Machine `json:"machine"`
+	Command string  `json:"command,omitempty"`
+	// Layout is LayoutDeployed or LayoutInProcess.
+	Layout string `json:"layout"`
+	// Processes lists every process the bench started (the bench's own
+	// is BenchPID), all stopped by the time Run returns.
+	Processes []Process `json:"processes"`
+	BenchPID  int       `json:"bench_pid"`
 	Quick     bool      `json:"quick"`
 	Started   time.Time `json:"started"`
 	Duration  string    `json:"duration"`
@@ -164,8 +196,18 @@ func (s *Result) note(format string, a ...any) { s.Notes = append(s.Notes, fmt.S
 // records its error in its Result and the others still run; the error
 // returned is the first of them, or ErrLostCalls if calls failed.
 func Run(ctx context.Context, cfg Config) (*Report, error) {
-	if cfg.Components.Gateway == nil || cfg.Components.Connector == nil {
-		return nil, ErrNoComponents
+	switch cfg.Layout {
+	case "", LayoutDeployed:
+		cfg.Layout = LayoutDeployed
+		if cfg.Executable == "" {
+			return nil, ErrNoComponents
+		}
+	case LayoutInProcess:
+		if cfg.Components.Gateway == nil || cfg.Components.Connector == nil {
+			return nil, ErrNoComponents
+		}
+	default:
+		return nil, fmt.Errorf("%w %q (%s or %s)", ErrUnknownLayout, cfg.Layout, LayoutDeployed, LayoutInProcess)
 	}
 	all := Scenarios()
 	var todo []Scenario
@@ -200,16 +242,18 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		defer os.RemoveAll(tmp)
 		dir = tmp
 	}
-	rep := &Report{Machine: machine(cfg.NginxPath), Quick: cfg.Quick, Started: time.Now().UTC()}
+	rep := &Report{BenchPID: os.Getpid(), Machine: machine(cfg.NginxPath), Layout: cfg.Layout, Quick: cfg.Quick, Started: time.Now().UTC()}
 	r := &runner{cfg: cfg, dir: dir, log: cfg.Logger}
 	ctx, cancel := context.WithCancel(ctx)
 	defer func() {
 		cancel()
 		r.stop()
 	}()
-	r.progress("starting the upstream, proxies, nginx and an in-process mesh in %s", dir)
-	if err := r.start(ctx); err != nil {
-		return nil, fmt.Errorf("bench: start: %w", err)
+	r.progress("starting the upstream, proxies, nginx and the mesh (layout %s) in %s", cfg.Layout, dir)
+	err := r.start(ctx)
+	rep.Processes = r.processes()
+	if err != nil {
+		return rep, fmt.Errorf("bench: start: %w", err)
 	}
 	var first error
 	for _, sc := range todo {
@@ -231,6 +275,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		r.progress("  done in %v", time.Since(start).Round(time.Millisecond))
 		rep.Scenarios = append(rep.Scenarios, res)
 	}
+	rep.Processes = r.processes()
 	rep.Duration = time.Since(rep.Started).Round(time.Millisecond).String()
 	if first == nil {
 		first = ctx.Err()
@@ -285,6 +330,16 @@ func (rep *Report) WriteJSON(w io.Writer) error {
 func (rep *Report) WriteText(w io.Writer) error {
 	fmt.Fprintf(w, "agentmesh bench: %s, %d CPUs, %s, %s, nginx %s%s\n", rep.Machine.CPU, rep.Machine.CPUs, rep.Machine.OS,
 		rep.Machine.GoVersion, rep.Machine.Nginx, map[bool]string{true: " (quick: a smoke run, figures are not meaningful)"}[rep.Quick])
+	switch rep.Layout {
+	case LayoutDeployed:
+		fmt.Fprintf(w, "layout: deployed, one OS process per component (bench/client pid %d):", rep.BenchPID)
+		for _, p := range rep.Processes {
+			fmt.Fprintf(w, " %s %d,", p.Role, p.PID)
+		}
+		fmt.Fprintln(w, " the policy, join and audit scenarios on an in-process coordinator")
+	case LayoutInProcess:
+		fmt.Fprintln(w, "layout: IN-PROCESS BREAKDOWN: coordinator, gateway, connector, upstream and Go proxies share the bench process; not the deployed figures")
+	}
 	for _, s := range rep.Scenarios {
 		fmt.Fprintf(w, "\n== %s: %s (%d operations, %d failed)\n", s.Name, s.Title, s.Calls, s.Failed)
 		if s.Error != "" {
@@ -356,12 +411,24 @@ type runner struct {
 	log *slog.Logger
 
 	up      *upstream
+	pki     *chainPKI
 	columns []column // the MCP endpoints, direct first
-	mesh    *mesh
+	mesh    *mesh    // controlMesh's, nil until first used
+	spawner spawner
 
-	mu    sync.Mutex
-	stops []func()
-	wg    sync.WaitGroup
+	mu       sync.Mutex
+	stops    []func()
+	wg       sync.WaitGroup
+	children []*proc   // in start order
+	procs    []Process // the same, for the report
+}
+
+func (r *runner) deployed() bool { return r.cfg.Layout == LayoutDeployed }
+
+func (r *runner) processes() []Process {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return slices.Clone(r.procs)
 }
 
 func (r *runner) progress(format string, a ...any) {

@@ -16,6 +16,9 @@ type column struct {
 	url  string // the MCP endpoint; "" when the column could not start
 	why  string // why url is empty
 	hc   *http.Client
+	// procs are the processes of the column's hops (as deployed): what
+	// the memory scenario weighs.
+	procs []*proc
 }
 
 func newHTTPClient() *http.Client {

@@ -14,7 +14,6 @@ import (
 	"github.com/agentmesh/agentmesh/internal/controlapi"
 	"github.com/agentmesh/agentmesh/internal/controlclient"
 	"github.com/agentmesh/agentmesh/internal/coordinator"
-	"github.com/agentmesh/agentmesh/internal/identity"
 	"github.com/agentmesh/agentmesh/internal/nodestate"
 )
 
@@ -34,44 +33,90 @@ const benchPolicy = `{
   ],
 }`
 
-// mesh is an in-process coordinator with the nodes of the bench.
+// mesh is a coordinator with the nodes of the bench, driven through its
+// admin API.
 type mesh struct {
-	co      *coordinator.Coordinator
 	admin   *controlclient.Client
 	applies int
+	// dir holds the nodes' state directories.
+	dir string
 }
 
-func (r *runner) startMesh(ctx context.Context) (string, error) {
+// controlMesh returns the in-process coordinator of the control-plane
+// scenarios (policy, join, audit), started on first use. It is also the
+// data plane's coordinator in the in-process layout. The coordinator
+// command has no flag for the per-source join bounds, a defence against
+// floods that would measure itself when every node joins from this host.
+func (r *runner) controlMesh(ctx context.Context) (*mesh, error) {
+	if r.mesh != nil {
+		return r.mesh, nil
+	}
 	co, err := coordinator.Start(ctx, coordinator.Config{DataDir: filepath.Join(r.dir, "coordinator"), Listen: "127.0.0.1:0",
 		TrustDomain: "bench.agentmesh", Logger: r.log,
-		// Every node of the bench runs on this one host: the per-source
-		// bounds, a defence against floods, would measure themselves (the
-		// join rate, and a hundred gateways handshaking at once).
 		Limits: coordinator.Limits{JoinRate: 1e9, JoinBurst: 1 << 30,
 			Conn: connlimit.Config{MaxHandshaking: 4096, MaxHandshakingPerSource: 4096}}})
 	if err != nil {
-		return "", err
+		return nil, err
 	}
 	r.onStop(func() { co.Close() })
-	m := &mesh{co: co}
-	r.mesh = m
-	if m.admin, err = r.client(co.AdminDir()); err != nil {
+	admin, err := r.client(co.AdminDir())
+	if err != nil {
+		return nil, err
+	}
+	r.mesh = &mesh{admin: admin, dir: r.dir}
+	return r.mesh, nil
+}
+
+// startMesh starts the agentmesh column: a coordinator, the tool and agent
+// nodes joined with auth keys, the bench policy applied through the admin
+// API, a gateway in front of the upstream and a connector, and returns
+// the connector's MCP endpoint. As deployed, the coordinator, gateway and
+// connector are 'agentmesh coordinator', 'agentmesh serve --upstream' and
+// 'agentmesh connect --listen' processes; in process, the same engine
+// functions run here (Components).
+func (r *runner) startMesh(ctx context.Context) (string, error) {
+	m, err := r.dataMesh(ctx)
+	if err != nil {
 		return "", err
 	}
 	for _, n := range []struct{ name, kind string }{{toolName, "tool"}, {agentName, "agent"}} {
-		if err := r.join(ctx, n.name, n.kind, nil); err != nil {
+		if err := m.join(ctx, n.name, n.kind, nil); err != nil {
 			return "", err
 		}
 	}
 	if _, err := m.apply(ctx); err != nil {
 		return "", fmt.Errorf("policy apply: %w", err)
 	}
-	// The gateway, as 'agentmesh serve --upstream URL' runs it.
+	gwState, agState := filepath.Join(m.dir, toolName), filepath.Join(m.dir, agentName)
+	if r.deployed() {
+		prof := func(name string) []string {
+			if r.cfg.ProfileDir == "" {
+				return nil
+			}
+			return []string{CPUProfileEnv + "=" + filepath.Join(r.cfg.ProfileDir, name+".prof")}
+		}
+		_, s, err := r.startProc(ctx, "gateway", append(prof("gateway"), r.cfg.ChildEnv...), r.cfg.Executable,
+			"serve", "--state", gwState, "--listen", "127.0.0.1:0", "--ready-fd", "3", "--upstream", r.up.url)
+		if err != nil {
+			return "", err
+		}
+		if err := m.waitAddr(ctx, toolName, s.Addr); err != nil {
+			return "", err
+		}
+		// The benchmark's client is the bench process; a token would cost
+		// one header compare per request.
+		_, s, err = r.startProc(ctx, "connector", append(prof("connector"), r.cfg.ChildEnv...), r.cfg.Executable,
+			"connect", toolName, "--state", agState, "--listen", "127.0.0.1:0", "--no-token", "--ready-fd", "3")
+		if err != nil {
+			return "", err
+		}
+		return s.URL, nil
+	}
 	ready := make(chan string, 1)
 	errc := make(chan error, 1)
 	gctx, cancel := context.WithCancel(ctx)
 	r.goStop(func() {
-		errc <- r.cfg.Components.Gateway(gctx, filepath.Join(r.dir, toolName), r.up.url, func(a string) { ready <- a })
+		errc <- r.cfg.Components.Gateway(gctx, gwState, r.up.url, func(a string) { ready <- a })
 	})
 	r.onStop(cancel)
 	var gwAddr string
@@ -85,7 +130,6 @@ func (r *runner) startMesh(ctx context.Context) (string, error) {
 	if err := m.waitAddr(ctx, toolName, gwAddr); err != nil {
 		return "", err
 	}
-	// The connector, as 'agentmesh connect bench-echo --listen' runs it.
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return "", err
@@ -93,7 +137,7 @@ func (r *runner) startMesh(ctx context.Context) (string, error) {
 	url := "http://" + ln.Addr().String() + "/mcp"
 	cctx, ccancel := context.WithCancel(ctx)
 	r.goStop(func() {
-		if err := r.cfg.Components.Connector(cctx, filepath.Join(r.dir, agentName), toolName, ln); err != nil {
+		if err := r.cfg.Components.Connector(cctx, agState, toolName, ln); err != nil {
 			r.log.Error("bench: connector", "err", err)
 		}
 	})
@@ -101,12 +145,41 @@ func (r *runner) startMesh(ctx context.Context) (string, error) {
 	return url, nil
 }
 
-// waitAddr waits until the coordinator's netmap holds the gateway's address,
-// so connectors resolve it.
+// dataMesh returns the coordinator of the agentmesh column: 'agentmesh
+// coordinator' in a process of its own as deployed, controlMesh's
+// otherwise.
+func (r *runner) dataMesh(ctx context.Context) (*mesh, error) {
+	if !r.deployed() {
+		return r.controlMesh(ctx)
+	}
+	dir := filepath.Join(r.dir, "deployed")
+	_, s, err := r.startProc(ctx, "coordinator", nil, r.cfg.Executable, "coordinator", "--data", filepath.Join(dir, "coordinator"),
+		"--listen", "127.0.0.1:0", "--trust-domain", "bench.agentmesh", "--ready-fd", "3")
+	if err != nil {
+		return nil, err
+	}
+	if s.AdminState == "" {
+		return nil, errors.New("coordinator: its ready signal names no admin state directory")
+	}
+	admin, err := r.client(s.AdminState)
+	if err != nil {
+		return nil, err
+	}
+	return &mesh{admin: admin, dir: dir}, nil
+}
+
+// waitAddr waits until the coordinator lists the gateway's address, so
+// connectors resolve it.
 func (m *mesh) waitAddr(ctx context.Context, name, addr string) error {
 	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); {
-		if n, ok := m.co.Netmap().Node(identity.Name(name)); ok && slices.Contains(n.Addrs, addr) {
-			return nil
+		var nodes []controlapi.NodeInfo
+		if err := m.admin.Call(ctx, http.MethodGet, controlapi.PathNodes, nil, &nodes); err != nil {
+			return fmt.Errorf("node list: %w", err)
+		}
+		for _, n := range nodes {
+			if n.Name == name && slices.Contains(n.Addrs, addr) {
+				return nil
+			}
 		}
 		select {
 		case <-ctx.Done():
@@ -140,13 +213,13 @@ func (m *mesh) key(ctx context.Context, kind string, tags []string, reusable boo
 	return resp.Key, err
 }
 
-// join joins a node named name into DIR/name.
-func (r *runner) join(ctx context.Context, name, kind string, tags []string) error {
-	key, err := r.mesh.key(ctx, kind, tags, false)
+// join joins a node named name into m.dir/name, as 'agentmesh join' does.
+func (m *mesh) join(ctx context.Context, name, kind string, tags []string) error {
+	key, err := m.key(ctx, kind, tags, false)
 	if err != nil {
 		return fmt.Errorf("key for %s: %w", name, err)
 	}
-	if _, err := controlclient.Join(ctx, controlclient.JoinOptions{AuthKey: key, Name: name, State: filepath.Join(r.dir, name)}); err != nil {
+	if _, err := controlclient.Join(ctx, controlclient.JoinOptions{AuthKey: key, Name: name, State: filepath.Join(m.dir, name)}); err != nil {
 		return fmt.Errorf("join %s: %w", name, err)
 	}
 	return nil
@@ -158,55 +231,4 @@ func (m *mesh) apply(ctx context.Context) (int64, error) {
 	var pv controlapi.PolicyVersion
 	err := m.admin.Call(ctx, http.MethodPost, controlapi.PathPolicy, controlapi.PolicyApplyRequest{Document: fmt.Sprintf(benchPolicy, m.applies)}, &pv)
 	return pv.Version, err
-}
-
-// start starts everything the scenarios share.
-func (r *runner) start(ctx context.Context) error {
-	if err := r.startUpstream(pick(r.cfg.Quick, 1<<20, 10<<20)); err != nil {
-		return fmt.Errorf("upstream: %w", err)
-	}
-	p, err := newChainPKI(r.dir)
-	if err != nil {
-		return fmt.Errorf("chain certificates: %w", err)
-	}
-	hop, chain, err := r.startProxies(p)
-	if err != nil {
-		return err
-	}
-	ngx, why := r.startNginx(ctx, p)
-	am, err := r.startMesh(ctx)
-	if err != nil {
-		return fmt.Errorf("mesh: %w", err)
-	}
-	r.columns = []column{
-		{name: ColDirect, url: r.up.url},
-		{name: ColHTTPUtil, url: hop},
-		{name: ColGoChain, url: chain},
-		{name: ColNginx, url: ngx, why: why},
-		{name: ColAgentmesh, url: am},
-	}
-	// Check every path once before measuring anything.
-	for i := range r.columns {
-		c := &r.columns[i]
-		c.hc = newHTTPClient()
-		r.onStop(c.hc.CloseIdleConnections)
-		if c.url == "" {
-			continue
-		}
-		cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-		s, err := c.connect(cctx, nil)
-		if err == nil {
-			err = callEcho(cctx, s, "hello")
-			s.Close()
-		}
-		cancel()
-		if err != nil {
-			if c.name == ColNginx {
-				c.url, c.why = "", "nginx chain failed its first call: "+err.Error()
-				continue
-			}
-			return fmt.Errorf("first call through %s: %w", c.name, err)
-		}
-	}
-	return nil
 }

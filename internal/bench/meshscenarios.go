@@ -21,8 +21,13 @@ import (
 // OnView callback that timestamps here, so this is apply -> enforced.
 func scenarioPolicy(ctx context.Context, r *runner, res *Result) error {
 	res.Columns = []string{ColAgentmesh}
+	r.controlPlaneNote(res)
 	n, applies := r.cfg.Gateways, pick(r.cfg.Quick, 3, 20)
-	key, err := r.mesh.key(ctx, "tool", []string{"tag:bench-fleet"}, true)
+	m, err := r.controlMesh(ctx)
+	if err != nil {
+		return err
+	}
+	key, err := m.key(ctx, "tool", []string{"tag:bench-fleet"}, true)
 	if err != nil {
 		return fmt.Errorf("key: %w", err)
 	}
@@ -69,7 +74,7 @@ func scenarioPolicy(ctx context.Context, r *runner, res *Result) error {
 	var all, worst samples
 	for range applies {
 		start := time.Now()
-		ver, err := r.mesh.apply(ctx)
+		ver, err := m.apply(ctx)
 		res.Calls++
 		if err != nil {
 			res.Failed++
@@ -119,8 +124,13 @@ func scenarioPolicy(ctx context.Context, r *runner, res *Result) error {
 // alone.
 func scenarioJoin(ctx context.Context, r *runner, res *Result) error {
 	res.Columns = []string{ColAgentmesh}
+	r.controlPlaneNote(res)
 	n := pick(r.cfg.Quick, 5, 100)
-	key, err := r.mesh.key(ctx, "agent", nil, true)
+	m, err := r.controlMesh(ctx)
+	if err != nil {
+		return err
+	}
+	key, err := m.key(ctx, "agent", nil, true)
 	if err != nil {
 		return fmt.Errorf("key: %w", err)
 	}
@@ -176,8 +186,13 @@ func scenarioJoin(ctx context.Context, r *runner, res *Result) error {
 // shipped batches (decode, validate, hash chain, SQLite).
 func scenarioAudit(ctx context.Context, r *runner, res *Result) error {
 	res.Columns = []string{ColAgentmesh}
+	r.controlPlaneNote(res)
+	m, err := r.controlMesh(ctx)
+	if err != nil {
+		return err
+	}
 	const name = "bench-audit"
-	if err := r.join(ctx, name, "tool", nil); err != nil {
+	if err := m.join(ctx, name, "tool", nil); err != nil {
 		return err
 	}
 	cl, err := r.client(filepath.Join(r.dir, name))
@@ -235,4 +250,12 @@ func scenarioAudit(ctx context.Context, r *runner, res *Result) error {
 	res.row("coordinator ingest", "events/s", false, map[string]float64{ColAgentmesh: ingestRate})
 	res.note("spool: %d events; ingest: %d batches of %d events over mTLS", nSpool, nBatches, batch)
 	return nil
+}
+
+// controlPlaneNote labels a control-plane scenario's layout: its
+// coordinator always runs in the bench process (see controlMesh).
+func (r *runner) controlPlaneNote(res *Result) {
+	if r.deployed() {
+		res.note("in-process breakdown: the coordinator and the nodes of this scenario run in the bench process, whatever the layout")
+	}
 }

@@ -117,22 +117,10 @@ func (r *runner) startNginx(ctx context.Context, p *chainPKI) (string, string) {
 	for _, f := range []string{p.caFile, p.clientCert, p.clientKey, p.serverCert, p.serverKey} {
 		os.Chmod(f, 0o644)
 	}
-	cmd := exec.Command(bin, "-p", dir, "-c", confFile, "-e", filepath.Join(dir, "error.log"))
-	var out strings.Builder
-	cmd.Stdout, cmd.Stderr = &out, &out
-	if err := cmd.Start(); err != nil {
+	ngx, err := r.launch("nginx", nil, bin, "-p", dir, "-c", confFile, "-e", filepath.Join(dir, "error.log"))
+	if err != nil {
 		return "", fmt.Sprintf("nginx did not start: %v", err)
 	}
-	done := make(chan error, 1)
-	r.goStop(func() { done <- cmd.Wait() })
-	r.onStop(func() {
-		cmd.Process.Signal(os.Interrupt) // SIGINT: fast shutdown
-		select {
-		case <-done:
-		case <-time.After(5 * time.Second):
-			cmd.Process.Kill()
-		}
-	})
 	// Ready when both ports accept connections.
 	deadline := time.Now().Add(10 * time.Second)
 	for _, port := range []string{port1, port2} {
@@ -143,10 +131,9 @@ func (r *runner) startNginx(ctx context.Context, p *chainPKI) (string, string) {
 				break
 			}
 			select {
-			case err := <-done:
-				done <- err
+			case <-ngx.exited:
 				log, _ := os.ReadFile(filepath.Join(dir, "error.log"))
-				return "", fmt.Sprintf("nginx exited: %v: %s %s", err, strings.TrimSpace(out.String()), strings.TrimSpace(string(log)))
+				return "", fmt.Sprintf("nginx exited: %v: %s %s", ngx.err, ngx.tail(), strings.TrimSpace(string(log)))
 			case <-ctx.Done():
 				return "", ctx.Err().Error()
 			case <-time.After(20 * time.Millisecond):

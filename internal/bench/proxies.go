@@ -1,6 +1,7 @@
 package bench
 
 import (
+	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -8,6 +9,7 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
+	"flag"
 	"fmt"
 	"math/big"
 	"net"
@@ -26,9 +28,7 @@ const chainServerName = "bench-hop2"
 // chainPKI is a throwaway CA with one server and one client certificate
 // for the proxy chains (the mesh has its own CA).
 type chainPKI struct {
-	pool           *x509.CertPool
-	server, client tls.Certificate
-	// Files for nginx, in the work directory.
+	// PEM files in the work directory.
 	caFile, serverCert, serverKey, clientCert, clientKey string
 }
 
@@ -49,42 +49,37 @@ func newChainPKI(dir string) (*chainPKI, error) {
 	if err != nil {
 		return nil, err
 	}
-	p := &chainPKI{pool: x509.NewCertPool()}
-	p.pool.AddCert(ca)
+	p := &chainPKI{}
 	p.caFile = filepath.Join(dir, "ca.pem")
 	if err := writePEM(p.caFile, "CERTIFICATE", caDER); err != nil {
 		return nil, err
 	}
-	leaf := func(serial int64, name string, usage x509.ExtKeyUsage) (tls.Certificate, string, string, error) {
+	leaf := func(serial int64, name string, usage x509.ExtKeyUsage) (string, string, error) {
 		key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 		if err != nil {
-			return tls.Certificate{}, "", "", err
+			return "", "", err
 		}
 		tmpl := &x509.Certificate{SerialNumber: big.NewInt(serial), Subject: pkix.Name{CommonName: name},
 			NotBefore: now.Add(-time.Hour), NotAfter: now.Add(24 * time.Hour), DNSNames: []string{name},
 			IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)}, KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{usage}}
 		der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, &key.PublicKey, caKey)
 		if err != nil {
-			return tls.Certificate{}, "", "", err
+			return "", "", err
 		}
 		kder, err := x509.MarshalPKCS8PrivateKey(key)
 		if err != nil {
-			return tls.Certificate{}, "", "", err
+			return "", "", err
 		}
 		certFile, keyFile := filepath.Join(dir, name+".pem"), filepath.Join(dir, name+".key")
 		if err := writePEM(certFile, "CERTIFICATE", der); err != nil {
-			return tls.Certificate{}, "", "", err
+			return "", "", err
 		}
-		if err := writePEM(keyFile, "PRIVATE KEY", kder); err != nil {
-			return tls.Certificate{}, "", "", err
-		}
-		c, err := tls.LoadX509KeyPair(certFile, keyFile)
-		return c, certFile, keyFile, err
+		return certFile, keyFile, writePEM(keyFile, "PRIVATE KEY", kder)
 	}
-	if p.server, p.serverCert, p.serverKey, err = leaf(2, chainServerName, x509.ExtKeyUsageServerAuth); err != nil {
+	if p.serverCert, p.serverKey, err = leaf(2, chainServerName, x509.ExtKeyUsageServerAuth); err != nil {
 		return nil, err
 	}
-	if p.client, p.clientCert, p.clientKey, err = leaf(3, "bench-hop1", x509.ExtKeyUsageClientAuth); err != nil {
+	if p.clientCert, p.clientKey, err = leaf(3, "bench-hop1", x509.ExtKeyUsageClientAuth); err != nil {
 		return nil, err
 	}
 	return p, nil
@@ -94,20 +89,103 @@ func writePEM(path, typ string, der []byte) error {
 	return os.WriteFile(path, pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der}), 0o600)
 }
 
-// serveProxy serves a reverse proxy to target on a new loopback listener,
-// with TLS requiring client certificates when serverTLS is set, and
-// returns its address.
-func (r *runner) serveProxy(target string, rt http.RoundTripper, serverTLS *tls.Config) (string, error) {
-	u, err := url.Parse(target)
+// proxyOpts configures one comparison proxy hop; the files come from
+// chainPKI. The same options run a hop in this process or, as flags, in a
+// process of its own (the proxy role).
+type proxyOpts struct {
+	target string // where it proxies to
+	// With serveCert, the hop serves TLS 1.3 and requires a client
+	// certificate issued by clientCA.
+	serveCert, serveKey, clientCA string
+	// With dialCert, the hop dials target over TLS 1.3 with that client
+	// certificate, verifying dialName against dialCA.
+	dialCert, dialKey, dialCA, dialName string
+}
+
+func (o *proxyOpts) flags(fs *flag.FlagSet) {
+	fs.StringVar(&o.target, "target", "", "URL to proxy to")
+	fs.StringVar(&o.serveCert, "serve-cert", "", "serve TLS with this certificate file")
+	fs.StringVar(&o.serveKey, "serve-key", "", "its key file")
+	fs.StringVar(&o.clientCA, "client-ca", "", "require client certificates from this CA file")
+	fs.StringVar(&o.dialCert, "dial-cert", "", "dial the target over TLS with this client certificate file")
+	fs.StringVar(&o.dialKey, "dial-key", "", "its key file")
+	fs.StringVar(&o.dialCA, "dial-ca", "", "CA file that verifies the target")
+	fs.StringVar(&o.dialName, "dial-name", "", "server name the target's certificate carries")
+}
+
+func (o proxyOpts) args() []string {
+	var out []string
+	for _, f := range []struct{ name, v string }{{"target", o.target}, {"serve-cert", o.serveCert}, {"serve-key", o.serveKey},
+		{"client-ca", o.clientCA}, {"dial-cert", o.dialCert}, {"dial-key", o.dialKey}, {"dial-ca", o.dialCA}, {"dial-name", o.dialName}} {
+		if f.v != "" {
+			out = append(out, "-"+f.name, f.v)
+		}
+	}
+	return out
+}
+
+// server returns the hop's HTTP server and the TLS configuration of its
+// listener (nil for plain HTTP).
+func (o proxyOpts) server() (*http.Server, *tls.Config, error) {
+	u, err := url.Parse(o.target)
 	if err != nil {
-		return "", err
+		return nil, nil, err
+	}
+	tr := &http.Transport{MaxIdleConns: 1024, MaxIdleConnsPerHost: 1024, IdleConnTimeout: time.Minute}
+	if o.dialCert != "" {
+		cert, err := tls.LoadX509KeyPair(o.dialCert, o.dialKey)
+		if err != nil {
+			return nil, nil, err
+		}
+		pool, err := loadPool(o.dialCA)
+		if err != nil {
+			return nil, nil, err
+		}
+		tr.TLSClientConfig = &tls.Config{MinVersion: tls.VersionTLS13, RootCAs: pool, ServerName: o.dialName, Certificates: []tls.Certificate{cert}}
+	}
+	var serverTLS *tls.Config
+	if o.serveCert != "" {
+		cert, err := tls.LoadX509KeyPair(o.serveCert, o.serveKey)
+		if err != nil {
+			return nil, nil, err
+		}
+		pool, err := loadPool(o.clientCA)
+		if err != nil {
+			return nil, nil, err
+		}
+		serverTLS = &tls.Config{MinVersion: tls.VersionTLS13, Certificates: []tls.Certificate{cert}, ClientAuth: tls.RequireAndVerifyClientCert, ClientCAs: pool}
 	}
 	rp := &httputil.ReverseProxy{
 		Rewrite:   func(pr *httputil.ProxyRequest) { pr.SetURL(u); pr.Out.URL.Path = pr.In.URL.Path; pr.Out.Host = u.Host },
-		Transport: rt,
+		Transport: tr,
 		// Stream SSE responses as they come, as nginx's proxy_buffering off.
 		FlushInterval: -1,
-		ErrorLog:      nil,
+	}
+	return &http.Server{Handler: rp, ReadHeaderTimeout: 10 * time.Second}, serverTLS, nil
+}
+
+func loadPool(file string) (*x509.CertPool, error) {
+	b, err := os.ReadFile(file)
+	if err != nil {
+		return nil, err
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(b) {
+		return nil, fmt.Errorf("%s: no certificate", file)
+	}
+	return pool, nil
+}
+
+// startProxy runs one hop, as a process of its own when deployed, and
+// returns its address.
+func (r *runner) startProxy(ctx context.Context, role string, o proxyOpts) (string, error) {
+	if r.deployed() {
+		_, s, err := r.startProc(ctx, role, []string{RoleEnv + "=proxy"}, r.cfg.Executable, append([]string{"bench"}, o.args()...)...)
+		return s.Addr, err
+	}
+	hs, serverTLS, err := o.server()
+	if err != nil {
+		return "", err
 	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -116,35 +194,8 @@ func (r *runner) serveProxy(target string, rt http.RoundTripper, serverTLS *tls.
 	if serverTLS != nil {
 		ln = tls.NewListener(ln, serverTLS)
 	}
-	r.serve(&http.Server{Handler: rp, ReadHeaderTimeout: 10 * time.Second}, ln)
+	r.serve(hs, ln)
 	return ln.Addr().String(), nil
-}
-
-func upstreamTransport() *http.Transport {
-	return &http.Transport{MaxIdleConns: 1024, MaxIdleConnsPerHost: 1024, IdleConnTimeout: time.Minute}
-}
-
-// startProxies starts the httputil hop and the Go mTLS chain.
-func (r *runner) startProxies(p *chainPKI) (hop, chain string, err error) {
-	upBase := "http://" + hostOf(r.up.url)
-	a, err := r.serveProxy(upBase, upstreamTransport(), nil)
-	if err != nil {
-		return "", "", fmt.Errorf("httputil hop: %w", err)
-	}
-	// Hop 2: TLS 1.3, client certificate required, to the upstream.
-	b, err := r.serveProxy(upBase, upstreamTransport(), &tls.Config{MinVersion: tls.VersionTLS13, Certificates: []tls.Certificate{p.server},
-		ClientAuth: tls.RequireAndVerifyClientCert, ClientCAs: p.pool})
-	if err != nil {
-		return "", "", fmt.Errorf("go chain hop 2: %w", err)
-	}
-	// Hop 1: plain HTTP on loopback in (like the connector), mTLS out.
-	tr := upstreamTransport()
-	tr.TLSClientConfig = &tls.Config{MinVersion: tls.VersionTLS13, RootCAs: p.pool, ServerName: chainServerName, Certificates: []tls.Certificate{p.client}}
-	c, err := r.serveProxy("https://"+b, tr, nil)
-	if err != nil {
-		return "", "", fmt.Errorf("go chain hop 1: %w", err)
-	}
-	return "http://" + a + "/mcp", "http://" + c + "/mcp", nil
 }
 
 func hostOf(raw string) string {

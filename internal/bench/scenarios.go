@@ -3,6 +3,7 @@ package bench
 import (
 	"context"
 	"fmt"
+	"net/http"
 	"runtime"
 	"strconv"
 	"sync"
@@ -309,36 +310,23 @@ func scenarioResource(ctx context.Context, r *runner, res *Result) error {
 }
 
 func scenarioMemory(ctx context.Context, r *runner, res *Result) error {
+	if r.deployed() {
+		return memoryDeployed(ctx, r, res)
+	}
 	cols := r.available(res, ColDirect, ColGoChain, ColAgentmesh)
 	n := r.cfg.Sessions
 	perSess, gor := map[string]float64{}, map[string]float64{}
 	for _, c := range cols {
 		hc := newHTTPClient()
 		before, g0 := heap()
-		var open []*mcp.ClientSession
-		var err error
-		for range n {
-			var s *mcp.ClientSession
-			if s, err = c.connect(ctx, hc); err != nil {
-				break
-			}
-			res.Calls++
-			open = append(open, s)
-		}
-		// Every session's standalone stream is open once a call has gone
-		// through after it; one call on the last session is enough for
-		// the counts to settle.
-		if err == nil && len(open) > 0 {
-			err = callEcho(ctx, open[len(open)-1], "settle")
-		}
+		open, err := openIdle(ctx, c, hc, n, res)
 		after, g1 := heap()
 		for _, s := range open {
 			s.Close()
 		}
 		hc.CloseIdleConnections()
 		if err != nil {
-			res.Failed++
-			return fmt.Errorf("%s: after %d sessions: %w", c.name, len(open), err)
+			return err
 		}
 		perSess[c.name] = float64(int64(after)-int64(before)) / float64(n) / 1024
 		gor[c.name] = float64(g1-g0) / float64(n)
@@ -349,8 +337,93 @@ func scenarioMemory(ctx context.Context, r *runner, res *Result) error {
 		added := a - perSess[ColDirect]
 		res.goal(added <= 64, "agentmesh adds <= 64 KiB per idle session", "%.1f KiB (connector + gateway, in process)", added)
 	}
-	res.note("%d idle sessions, each with its standalone SSE stream; everything runs in this process, so the direct column is the client and upstream's share, and each other column adds what its hops hold", n)
+	res.note("in-process breakdown: %d idle sessions, each with its standalone SSE stream; everything runs in this process, so the direct column is the client and upstream's share, and each other column adds what its hops hold", n)
 	return nil
+}
+
+// memoryDeployed weighs idle sessions as deployed: the growth of the
+// resident set (VmRSS) of each column's hop processes (connector and
+// gateway; nginx's master and workers; the Go hops), and of the shared
+// upstream, while n sessions are open.
+func memoryDeployed(ctx context.Context, r *runner, res *Result) error {
+	if err := procfs(); err != nil {
+		return err
+	}
+	cols := r.available(res, ColDirect, ColGoChain, ColNginx, ColAgentmesh)
+	n := r.cfg.Sessions
+	hops, up := map[string]float64{}, map[string]float64{}
+	weigh := func(ps []*proc) (int64, error) {
+		var sum int64
+		for _, p := range ps {
+			b, err := rss(p.pid())
+			if err != nil {
+				return 0, err
+			}
+			sum += b
+		}
+		return sum, nil
+	}
+	for _, c := range cols {
+		hc := newHTTPClient()
+		h0, err := weigh(c.procs)
+		if err != nil {
+			return err
+		}
+		u0, err := weigh([]*proc{r.up.proc})
+		if err != nil {
+			return err
+		}
+		open, err := openIdle(ctx, c, hc, n, res)
+		var h1, u1 int64
+		if err == nil {
+			if h1, err = weigh(c.procs); err == nil {
+				u1, err = weigh([]*proc{r.up.proc})
+			}
+		}
+		for _, s := range open {
+			s.Close()
+		}
+		hc.CloseIdleConnections()
+		if err != nil {
+			return err
+		}
+		hops[c.name] = float64(h1-h0) / float64(n) / 1024 // direct: no hops, 0
+		up[c.name] = float64(u1-u0) / float64(n) / 1024
+	}
+	res.row("hops' RSS per session", "KiB", true, hops)
+	res.row("upstream's RSS per session", "KiB", true, up)
+	if a, ok := hops[ColAgentmesh]; ok {
+		res.goal(a <= 64, "agentmesh adds <= 64 KiB per idle session", "%.1f KiB (connector + gateway processes' RSS)", a)
+		if ng, ok := hops[ColNginx]; ok {
+			res.note("nginx's two hops add %.1f KiB per idle session (master and workers' RSS)", ng)
+		}
+	}
+	res.note("%d idle sessions per column, each with its standalone SSE stream; growth of VmRSS (/proc/PID/status) of the column's own processes while they are open; a Go process's RSS also holds garbage not yet collected, and returns freed memory to the kernel only slowly, so columns are measured one after the other in separate processes", n)
+	return nil
+}
+
+// openIdle opens n sessions through c and makes one call on the last, so
+// that every session's standalone stream is open (it opens once a call
+// has gone through after it).
+func openIdle(ctx context.Context, c *column, hc *http.Client, n int, res *Result) ([]*mcp.ClientSession, error) {
+	var open []*mcp.ClientSession
+	var err error
+	for range n {
+		var s *mcp.ClientSession
+		if s, err = c.connect(ctx, hc); err != nil {
+			break
+		}
+		res.Calls++
+		open = append(open, s)
+	}
+	if err == nil && len(open) > 0 {
+		err = callEcho(ctx, open[len(open)-1], "settle")
+	}
+	if err != nil {
+		res.Failed++
+		return open, fmt.Errorf("%s: after %d sessions: %w", c.name, len(open), err)
+	}
+	return open, nil
 }
 
 // heap returns the live heap and goroutine stacks after a collection, and

@@ -8,7 +8,6 @@ import (
 	"log/slog"
 	"net"
 	"os"
-	"runtime/pprof"
 	"strings"
 
 	"github.com/agentmesh/agentmesh/internal/bench"
@@ -18,12 +17,17 @@ import (
 func init() {
 	register(&command{
 		name:  "bench",
-		usage: "[SCENARIO...] [--quick] [--json] [--cpuprofile FILE]",
+		usage: "[SCENARIO...] [--quick] [--json] [--layout deployed|inprocess] [--profile-dir DIR] [--cpuprofile FILE]",
 		short: "measure agentmesh against a direct MCP connection, Go proxies and nginx, on loopback",
-		long: `Starts on loopback an upstream MCP server (MCP Go SDK), an in-process mesh (coordinator, the
-gateway and connector of 'agentmesh serve' and 'agentmesh connect'), a plain httputil proxy hop,
-a two-hop TLS 1.3 mTLS chain of Go proxies and, if nginx is installed, the same chain of nginx;
-then runs each scenario with every path side by side, alternating them, and prints the ratios.
+		long: `Starts on loopback, each as its own process as deployed: an upstream MCP server (MCP Go SDK),
+'agentmesh coordinator', 'agentmesh serve --upstream' and 'agentmesh connect --listen' from this
+binary (nodes joined with auth keys, the policy applied through the admin API), a plain httputil
+proxy hop, a two-hop TLS 1.3 mTLS chain of Go proxies and, if nginx is installed, the same chain
+of nginx; the client is this process. Then it runs each scenario with every path side by side,
+alternating them, and prints the ratios. --layout inprocess runs the mesh, upstream and Go
+proxies inside this process instead: a breakdown without the cost of crossing processes.
+The policy, join and audit scenarios use an in-process coordinator in both layouts.
+--profile-dir DIR writes CPU profiles of the gateway and connector processes to DIR.
 
 Scenarios: ` + strings.Join(bench.ScenarioNames(), ", ") + ` (default: all).
 --quick is a smoke run that checks every path works and counts; its timings mean nothing.
@@ -33,21 +37,33 @@ Examples:
   agentmesh bench
   agentmesh bench latency throughput --cpuprofile cpu.out
   agentmesh bench --quick --json
-  agentmesh bench throughput --columns agentmesh --cpuprofile cpu.out`,
+  agentmesh bench latency throughput --columns nginx-chain,agentmesh --profile-dir /tmp/prof
+  agentmesh bench --layout inprocess throughput --columns agentmesh --cpuprofile cpu.out`,
 		run: runBench,
 	})
 }
 
 func runBench(ctx context.Context, env Env, args []string) error {
+	if role := env.Getenv(bench.RoleEnv); role != "" {
+		// A process the bench started for its upstream or a proxy hop.
+		announce, closeReady, err := readySignal(env, 3)
+		if err != nil {
+			return err
+		}
+		defer closeReady()
+		return bench.RunRole(ctx, role, args, announce)
+	}
 	c := commands["bench"]
 	fs := newFlags(c, env)
 	asJSON := fs.Bool("json", false, "print the report as JSON")
 	quick := fs.Bool("quick", false, "smoke run: small counts, every path once or a few times")
-	cpuprofile := fs.String("cpuprofile", "", "write a CPU profile of the whole run to `FILE`")
+	cpuprofile := fs.String("cpuprofile", "", "write a CPU profile of the bench process (client; everything with --layout inprocess) to `FILE`")
+	layout := fs.String("layout", bench.LayoutDeployed, "`LAYOUT`: deployed (one process per component) or inprocess (a breakdown)")
+	profDir := fs.String("profile-dir", "", "write CPU profiles of the gateway and connector processes to `DIR` (deployed layout)")
 	gateways := fs.Int("gateways", 0, "gateways of the policy scenario (default 100, 5 with --quick)")
 	sessions := fs.Int("sessions", 0, "idle sessions of the memory scenario (default 1000, 20 with --quick)")
 	nginx := fs.String("nginx", "", "nginx binary `PATH` (default: nginx in PATH or /usr/sbin)")
-	columns := fs.String("columns", "", "run only these comma-separated `COLUMNS` (direct, httputil, go-chain, nginx-chain, agentmesh)")
+	columns := fs.String("columns", "", "run only these comma-separated `COLUMNS` ("+strings.Join(bench.ColumnNames(), ", ")+"; direct always runs)")
 	verbose := fs.Bool("v", false, "log the components' work to stderr")
 	pos, _, err := parse(fs, args)
 	if err != nil {
@@ -64,21 +80,27 @@ func runBench(ctx context.Context, env Env, args []string) error {
 	}
 	log := slog.New(slog.NewTextHandler(logOut, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	if *cpuprofile != "" {
-		f, err := os.Create(*cpuprofile)
+		stop, err := startCPUProfile(*cpuprofile)
 		if err != nil {
-			return fmt.Errorf("cpuprofile: %w", err)
+			return err
 		}
-		defer f.Close()
-		if err := pprof.StartCPUProfile(f); err != nil {
-			return fmt.Errorf("cpuprofile: %w", err)
-		}
-		defer pprof.StopCPUProfile()
+		defer stop()
 	}
 	var cols []string
 	if *columns != "" {
 		cols = strings.Split(*columns, ",")
 	}
+	exe, err := os.Executable()
+	if err != nil {
+		return fmt.Errorf("bench: the agentmesh binary: %w", err)
+	}
+	if *profDir != "" {
+		if err := os.MkdirAll(*profDir, 0o755); err != nil {
+			return fmt.Errorf("profile-dir: %w", err)
+		}
+	}
 	cfg := bench.Config{
+		Layout: *layout, Executable: exe, ProfileDir: *profDir,
 		Columns: cols, Scenarios: pos, Quick: *quick, Gateways: *gateways, Sessions: *sessions, NginxPath: *nginx,
 		Progress: env.Stderr, Logger: log,
 		Components: bench.Components{

@@ -105,6 +105,14 @@ func Run(ctx context.Context, args []string, env Env) int {
 		printf(env.Stderr, "agentmesh: unknown command \"%s\"; run 'agentmesh help' for the list\n", args[0])
 		return 2
 	}
+	if path := env.Getenv(cpuProfileEnv); path != "" {
+		stop, err := startCPUProfile(path)
+		if err != nil {
+			printf(env.Stderr, "agentmesh: %s: %v\n", cpuProfileEnv, err)
+			return 1
+		}
+		defer stop()
+	}
 	var err error
 	if cmd.subs != nil {
 		err = runSubcommand(ctx, env, cmd, args[1:])

@@ -1,0 +1,132 @@
+package bench
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"time"
+)
+
+// columnDef is one way to reach the upstream. Run starts the columns in
+// the order of columnDefs, which is also the order of the tables: a new
+// column is one line there.
+type columnDef struct {
+	name string
+	// start starts the column's hops and returns its MCP endpoint. An
+	// error of an optional column (one that needs software the machine
+	// may lack) becomes the column's note instead of failing the run.
+	start    func(ctx context.Context, r *runner) (url string, err error)
+	optional bool
+}
+
+var columnDefs = []columnDef{
+	{ColDirect, func(_ context.Context, r *runner) (string, error) { return r.up.url, nil }, false},
+	{ColHTTPUtil, startHTTPUtilColumn, false},
+	{ColGoChain, startGoChainColumn, false},
+	{ColNginx, startNginxColumn, true},
+	{ColAgentmesh, func(ctx context.Context, r *runner) (string, error) { return r.startMesh(ctx) }, false},
+}
+
+// ColumnNames lists the columns in the order tables print them.
+func ColumnNames() []string {
+	var out []string
+	for _, c := range columnDefs {
+		out = append(out, c.name)
+	}
+	return out
+}
+
+// errColumnSkipped is an optional column's reason not to run.
+type errColumnSkipped struct{ why string }
+
+func (e errColumnSkipped) Error() string { return e.why }
+
+func startHTTPUtilColumn(ctx context.Context, r *runner) (string, error) {
+	a, err := r.startProxy(ctx, "httputil", proxyOpts{target: "http://" + hostOf(r.up.url)})
+	if err != nil {
+		return "", fmt.Errorf("httputil hop: %w", err)
+	}
+	return "http://" + a + "/mcp", nil
+}
+
+// startGoChainColumn starts two httputil hops: plain HTTP into hop 1 (like
+// the connector), TLS 1.3 with a client certificate to hop 2 (like
+// connector -> gateway), plain HTTP to the upstream.
+func startGoChainColumn(ctx context.Context, r *runner) (string, error) {
+	p := r.pki
+	b, err := r.startProxy(ctx, "go-chain hop 2", proxyOpts{target: "http://" + hostOf(r.up.url), serveCert: p.serverCert, serveKey: p.serverKey, clientCA: p.caFile})
+	if err != nil {
+		return "", fmt.Errorf("go chain hop 2: %w", err)
+	}
+	a, err := r.startProxy(ctx, "go-chain hop 1", proxyOpts{target: "https://" + b, dialCert: p.clientCert, dialKey: p.clientKey, dialCA: p.caFile, dialName: chainServerName})
+	if err != nil {
+		return "", fmt.Errorf("go chain hop 1: %w", err)
+	}
+	return "http://" + a + "/mcp", nil
+}
+
+func startNginxColumn(ctx context.Context, r *runner) (string, error) {
+	url, why := r.startNginx(ctx, r.pki)
+	if url == "" {
+		return "", errColumnSkipped{why}
+	}
+	return url, nil
+}
+
+// start starts everything the scenarios share: the upstream and the
+// columns that run, each checked with one call before anything is
+// measured.
+func (r *runner) start(ctx context.Context) error {
+	if err := r.startUpstream(ctx); err != nil {
+		return fmt.Errorf("upstream: %w", err)
+	}
+	p, err := newChainPKI(r.dir)
+	if err != nil {
+		return fmt.Errorf("chain certificates: %w", err)
+	}
+	r.pki = p
+	for _, def := range columnDefs {
+		c := column{name: def.name, hc: newHTTPClient()}
+		r.onStop(c.hc.CloseIdleConnections)
+		if def.name != ColDirect && len(r.cfg.Columns) > 0 && !slices.Contains(r.cfg.Columns, def.name) {
+			c.why = "not selected (--columns)"
+			r.columns = append(r.columns, c)
+			continue
+		}
+		before := len(r.children)
+		url, err := def.start(ctx, r)
+		c.procs = r.children[before:]
+		if def.name == ColDirect {
+			c.procs = nil // the upstream, which every column shares
+		}
+		if err == nil {
+			c.url = url
+			err = c.check(ctx)
+		}
+		var skip errColumnSkipped
+		switch {
+		case err == nil:
+		case errors.As(err, &skip):
+			c.url, c.why = "", skip.why
+		case def.optional:
+			c.url, c.why = "", def.name+" failed its first call: "+err.Error()
+		default:
+			return fmt.Errorf("%s: %w", def.name, err)
+		}
+		r.columns = append(r.columns, c)
+	}
+	return nil
+}
+
+// check makes one call through c.
+func (c *column) check(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	s, err := c.connect(ctx, nil)
+	if err != nil {
+		return err
+	}
+	defer s.Close()
+	return callEcho(ctx, s, "hello")
+}
