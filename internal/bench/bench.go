@@ -64,6 +64,10 @@ type Config struct {
 	// ChildEnv is extra environment (NAME=VALUE) for the gateway and
 	// connector processes, for experiments such as GOGC or GOMAXPROCS.
 	ChildEnv []string
+	// CompareEnv, when set (deployed layout), adds the column
+	// ColAgentmeshEnv: a second gateway and connector whose processes get
+	// this extra environment, measured in the same rounds as agentmesh.
+	CompareEnv []string
 	// Scenarios to run, by name (Scenarios lists them); empty runs all.
 	Scenarios []string
 	// Quick runs every path with small counts: a smoke test that checks
@@ -117,6 +121,8 @@ const (
 	ColGoChain   = "go-chain"
 	ColNginx     = "nginx-chain"
 	ColAgentmesh = "agentmesh"
+	// ColAgentmeshEnv is the agentmesh column run with Config.CompareEnv.
+	ColAgentmeshEnv = "agentmesh+env"
 )
 
 // Report is the outcome of Run.
@@ -356,6 +362,10 @@ func (rep *Report) WriteText(w io.Writer) error {
 			if ratios {
 				fmt.Fprint(tw, "am/direct\tam/nginx\t")
 			}
+			env := slices.Index(s.Columns, ColAgentmeshEnv)
+			if env >= 0 {
+				fmt.Fprint(tw, "env/am\t")
+			}
 			fmt.Fprintln(tw)
 			for _, row := range s.Rows {
 				fmt.Fprintf(tw, "%s (%s)\t", row.Metric, row.Unit)
@@ -364,6 +374,9 @@ func (rep *Report) WriteText(w io.Writer) error {
 				}
 				if ratios {
 					fmt.Fprintf(tw, "%s\t%s\t", ratio(row, am, dir), ratio(row, am, ngx))
+				}
+				if env >= 0 {
+					fmt.Fprintf(tw, "%s\t", ratio(row, env, am))
 				}
 				fmt.Fprintln(tw)
 			}
@@ -414,6 +427,7 @@ type runner struct {
 	pki     *chainPKI
 	columns []column // the MCP endpoints, direct first
 	mesh    *mesh    // controlMesh's, nil until first used
+	dmesh   *mesh    // dataMesh's as deployed
 	spawner spawner
 
 	mu       sync.Mutex

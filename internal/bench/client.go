@@ -47,7 +47,7 @@ func (r *runner) available(res *Result, names ...string) []*column {
 	var out []*column
 	for i := range r.columns {
 		c := &r.columns[i]
-		if len(names) > 0 && !slices.Contains(names, c.name) || len(r.cfg.Columns) > 0 && !slices.Contains(r.cfg.Columns, c.name) {
+		if len(names) > 0 && !slices.Contains(names, c.name) || len(r.cfg.Columns) > 0 && c.name != ColDirect && c.name != ColAgentmeshEnv && !slices.Contains(r.cfg.Columns, c.name) {
 			continue
 		}
 		res.Columns = append(res.Columns, c.name)

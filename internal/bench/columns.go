@@ -86,10 +86,16 @@ func (r *runner) start(ctx context.Context) error {
 		return fmt.Errorf("chain certificates: %w", err)
 	}
 	r.pki = p
-	for _, def := range columnDefs {
+	defs := columnDefs
+	if len(r.cfg.CompareEnv) > 0 && r.deployed() {
+		defs = append(slices.Clone(defs), columnDef{ColAgentmeshEnv, func(ctx context.Context, r *runner) (string, error) {
+			return r.startPair(ctx, "-env", append(slices.Clone(r.cfg.ChildEnv), r.cfg.CompareEnv...))
+		}, false})
+	}
+	for _, def := range defs {
 		c := column{name: def.name, hc: newHTTPClient()}
 		r.onStop(c.hc.CloseIdleConnections)
-		if def.name != ColDirect && len(r.cfg.Columns) > 0 && !slices.Contains(r.cfg.Columns, def.name) {
+		if def.name != ColDirect && def.name != ColAgentmeshEnv && len(r.cfg.Columns) > 0 && !slices.Contains(r.cfg.Columns, def.name) {
 			c.why = "not selected (--columns)"
 			r.columns = append(r.columns, c)
 			continue

@@ -30,6 +30,7 @@ const benchPolicy = `{
   "grants": [
     { "src": ["agent:bench-agent"], "dst": ["tool:bench-echo"], "tools": ["echo", "work"], "resources": ["bench://*"] },
     { "src": ["agent:bench-agent"], "dst": ["tag:bench-fleet"], "tools": ["echo"] },
+    { "src": ["agent:bench-agent-env"], "dst": ["tool:bench-echo-env"], "tools": ["echo", "work"], "resources": ["bench://*"] },
   ],
 }`
 
@@ -75,10 +76,17 @@ func (r *runner) controlMesh(ctx context.Context) (*mesh, error) {
 // 'agentmesh connect --listen' processes; in process, the same engine
 // functions run here (Components).
 func (r *runner) startMesh(ctx context.Context) (string, error) {
+	return r.startPair(ctx, "", r.cfg.ChildEnv)
+}
+
+// startPair joins a tool node and an agent node named with suffix and
+// starts their gateway and connector, with env for their processes.
+func (r *runner) startPair(ctx context.Context, suffix string, env []string) (string, error) {
 	m, err := r.dataMesh(ctx)
 	if err != nil {
 		return "", err
 	}
+	toolName, agentName := toolName+suffix, agentName+suffix
 	for _, n := range []struct{ name, kind string }{{toolName, "tool"}, {agentName, "agent"}} {
 		if err := m.join(ctx, n.name, n.kind, nil); err != nil {
 			return "", err
@@ -93,9 +101,9 @@ func (r *runner) startMesh(ctx context.Context) (string, error) {
 			if r.cfg.ProfileDir == "" {
 				return nil
 			}
-			return []string{CPUProfileEnv + "=" + filepath.Join(r.cfg.ProfileDir, name+".prof")}
+			return []string{CPUProfileEnv + "=" + filepath.Join(r.cfg.ProfileDir, name+suffix+".prof")}
 		}
-		_, s, err := r.startProc(ctx, "gateway", append(prof("gateway"), r.cfg.ChildEnv...), r.cfg.Executable,
+		_, s, err := r.startProc(ctx, "gateway"+suffix, append(prof("gateway"), env...), r.cfg.Executable,
 			"serve", "--state", gwState, "--listen", "127.0.0.1:0", "--ready-fd", "3", "--upstream", r.up.url)
 		if err != nil {
 			return "", err
@@ -105,7 +113,7 @@ func (r *runner) startMesh(ctx context.Context) (string, error) {
 		}
 		// The benchmark's client is the bench process; a token would cost
 		// one header compare per request.
-		_, s, err = r.startProc(ctx, "connector", append(prof("connector"), r.cfg.ChildEnv...), r.cfg.Executable,
+		_, s, err = r.startProc(ctx, "connector"+suffix, append(prof("connector"), env...), r.cfg.Executable,
 			"connect", toolName, "--state", agState, "--listen", "127.0.0.1:0", "--no-token", "--ready-fd", "3")
 		if err != nil {
 			return "", err
@@ -152,6 +160,9 @@ func (r *runner) dataMesh(ctx context.Context) (*mesh, error) {
 	if !r.deployed() {
 		return r.controlMesh(ctx)
 	}
+	if r.dmesh != nil {
+		return r.dmesh, nil
+	}
 	dir := filepath.Join(r.dir, "deployed")
 	_, s, err := r.startProc(ctx, "coordinator", nil, r.cfg.Executable, "coordinator", "--data", filepath.Join(dir, "coordinator"),
 		"--listen", "127.0.0.1:0", "--trust-domain", "bench.agentmesh", "--ready-fd", "3")
@@ -165,7 +176,8 @@ func (r *runner) dataMesh(ctx context.Context) (*mesh, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &mesh{admin: admin, dir: dir}, nil
+	r.dmesh = &mesh{admin: admin, dir: dir}
+	return r.dmesh, nil
 }
 
 // waitAddr waits until the coordinator lists the gateway's address, so

@@ -349,7 +349,7 @@ func memoryDeployed(ctx context.Context, r *runner, res *Result) error {
 	if err := procfs(); err != nil {
 		return err
 	}
-	cols := r.available(res, ColDirect, ColGoChain, ColNginx, ColAgentmesh)
+	cols := r.available(res, ColDirect, ColGoChain, ColNginx, ColAgentmesh, ColAgentmeshEnv)
 	n := r.cfg.Sessions
 	hops, up := map[string]float64{}, map[string]float64{}
 	weigh := func(ps []*proc) (int64, error) {

@@ -65,6 +65,9 @@ func runBench(ctx context.Context, env Env, args []string) error {
 	nginx := fs.String("nginx", "", "nginx binary `PATH` (default: nginx in PATH or /usr/sbin)")
 	columns := fs.String("columns", "", "run only these comma-separated `COLUMNS` ("+strings.Join(bench.ColumnNames(), ", ")+"; direct always runs)")
 	verbose := fs.Bool("v", false, "log the components' work to stderr")
+	var childEnv, compareEnv listFlag
+	fs.Var(&childEnv, "env", "extra `NAME=VALUE` for the gateway and connector processes (repeatable; deployed layout)")
+	fs.Var(&compareEnv, "compare-env", "also run column agentmesh+env: a second gateway and connector with this extra `NAME=VALUE` (repeatable; deployed layout)")
 	pos, _, err := parse(fs, args)
 	if err != nil {
 		return err
@@ -100,7 +103,7 @@ func runBench(ctx context.Context, env Env, args []string) error {
 		}
 	}
 	cfg := bench.Config{
-		Layout: *layout, Executable: exe, ProfileDir: *profDir,
+		Layout: *layout, Executable: exe, ProfileDir: *profDir, ChildEnv: childEnv, CompareEnv: compareEnv,
 		Columns: cols, Scenarios: pos, Quick: *quick, Gateways: *gateways, Sessions: *sessions, NginxPath: *nginx,
 		Progress: env.Stderr, Logger: log,
 		Components: bench.Components{
@@ -142,3 +145,9 @@ func contains(list []string, s string) bool {
 	}
 	return false
 }
+
+// listFlag collects a repeated flag's values.
+type listFlag []string
+
+func (l *listFlag) String() string     { return strings.Join(*l, ",") }
+func (l *listFlag) Set(v string) error { *l = append(*l, v); return nil }
