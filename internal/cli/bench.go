@@ -65,6 +65,7 @@ func runBench(ctx context.Context, env Env, args []string) error {
 	nginx := fs.String("nginx", "", "nginx binary `PATH` (default: nginx in PATH or /usr/sbin)")
 	columns := fs.String("columns", "", "run only these comma-separated `COLUMNS` ("+strings.Join(bench.ColumnNames(), ", ")+"; direct always runs)")
 	verbose := fs.Bool("v", false, "log the components' work to stderr")
+	workDir := fs.String("dir", "", "work `DIR` (state, keys, each process's log in DIR/log), kept afterwards (default: a temporary directory, removed)")
 	var childEnv, compareEnv listFlag
 	fs.Var(&childEnv, "env", "extra `NAME=VALUE` for the gateway and connector processes (repeatable; deployed layout)")
 	fs.Var(&compareEnv, "compare-env", "also run column agentmesh+env: a second gateway and connector with this extra `NAME=VALUE` (repeatable; deployed layout)")
@@ -103,7 +104,7 @@ func runBench(ctx context.Context, env Env, args []string) error {
 		}
 	}
 	cfg := bench.Config{
-		Layout: *layout, Executable: exe, ProfileDir: *profDir, ChildEnv: childEnv, CompareEnv: compareEnv,
+		Layout: *layout, Executable: exe, Dir: *workDir, ProfileDir: *profDir, ChildEnv: childEnv, CompareEnv: compareEnv,
 		Columns: cols, Scenarios: pos, Quick: *quick, Gateways: *gateways, Sessions: *sessions, NginxPath: *nginx,
 		Progress: env.Stderr, Logger: log,
 		Components: bench.Components{
