@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/modelcontextprotocol/go-sdk/mcp"
+	"go.uber.org/goleak"
 
 	"github.com/agentmesh/agentmesh/internal/coordinator/coordinatortest"
 	"github.com/agentmesh/agentmesh/internal/engine"
@@ -42,7 +43,8 @@ func TestMain(m *testing.M) {
 		}
 		os.Exit(0)
 	}
-	os.Exit(m.Run())
+	// Every test stops what it started: servers, nodes, handler calls.
+	goleak.VerifyTestMain(m)
 }
 
 func runChild(role string, args []string) error {
