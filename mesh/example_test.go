@@ -74,3 +74,17 @@ func ExampleNode_Serve() {
 		log.Fatal(err)
 	}
 }
+
+// A served handler learns which node calls, for what the policy cannot
+// say (the rows a caller may see); the policy has already allowed the
+// message.
+func ExampleCallerOf() {
+	var mcpHandler http.Handler // the SDK's StreamableHTTPHandler
+	withCaller := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if c, ok := mesh.CallerOf(r); ok {
+			log.Printf("%s (%s, tags %v) calls", c.ID, c.Kind, c.Tags)
+		}
+		mcpHandler.ServeHTTP(w, r)
+	})
+	_ = withCaller // n.Serve(ctx, withCaller, nil)
+}

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -61,6 +62,9 @@ func toolServer() http.Handler {
 type world struct {
 	m     *coordinatortest.Mesh
 	agent *mesh.Node
+
+	mu      sync.Mutex
+	callers []mesh.Caller // of every request the library's handler saw
 }
 
 func newWorld(t *testing.T) *world {
@@ -94,10 +98,22 @@ func newWorld(t *testing.T) *world {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { lib.Close() })
+	w := &world{m: m}
+	mcpHandler := toolServer()
+	handler := http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
+		c, ok := mesh.CallerOf(r)
+		if !ok {
+			t.Errorf("the library's handler got a request without a caller")
+		}
+		w.mu.Lock()
+		w.callers = append(w.callers, c)
+		w.mu.Unlock()
+		mcpHandler.ServeHTTP(rw, r)
+	})
 	libReady, libDone := make(chan struct{}), make(chan error, 1)
 	stops = append(stops, libDone)
 	go func() {
-		libDone <- lib.Serve(ctx, toolServer(), &mesh.ServeOptions{Ready: func(string) { close(libReady) }})
+		libDone <- lib.Serve(ctx, handler, &mesh.ServeOptions{Ready: func(string) { close(libReady) }})
 	}()
 	for _, c := range []chan struct{}{gwReady, libReady} {
 		select {
@@ -111,7 +127,8 @@ func newWorld(t *testing.T) *world {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { agent.Close() })
-	return &world{m: m, agent: agent}
+	w.agent = agent
+	return w
 }
 
 func testContext(t *testing.T) context.Context {
@@ -295,6 +312,20 @@ func TestLibraryServerDecidesAndAuditsAsTheGateway(t *testing.T) {
 	}
 	if gw[0].Text != "echo:hi" || gw[0].Outcome != "ok" {
 		t.Errorf("allowed call: %+v", gw[0])
+	}
+	// The handler was told who called.
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if len(w.callers) == 0 {
+		t.Fatal("the library's handler saw no request")
+	}
+	for _, c := range w.callers {
+		if c.ID != "spiffe://test.mesh/agent/fraud" || c.Name != "fraud" || c.Kind != "agent" {
+			t.Fatalf("caller %+v, want agent fraud", c)
+		}
+	}
+	if _, ok := mesh.CallerOf(httptest.NewRequest(http.MethodPost, "/mcp", nil)); ok {
+		t.Error("CallerOf names a caller for a request that did not come through Serve")
 	}
 }
 

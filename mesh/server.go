@@ -5,6 +5,7 @@ import (
 	"net/http"
 
 	"github.com/agentmesh/agentmesh/internal/engine"
+	"github.com/agentmesh/agentmesh/internal/gateway"
 )
 
 // ServeOptions configure Serve; nil is the zero value, which is usable.
@@ -56,4 +57,32 @@ func (n *Node) Serve(ctx context.Context, handler http.Handler, o *ServeOptions)
 		cfg.Ready = func(s engine.Serving) { o.Ready(s.URL) }
 	}
 	return wrapConfig(n.e.Serve(ctx, cfg))
+}
+
+// Caller is the mesh node a request to a served handler comes from, as
+// the gateway admitted it: its certificate, checked against the current
+// netmap. Tags come from the netmap, never from the caller.
+type Caller struct {
+	// ID is the caller's SPIFFE ID, as the audit trail names it.
+	ID string
+	// Name, Kind and Tags are the node's, as the policy matched them.
+	Name, Kind string
+	Tags       []string
+}
+
+// CallerOf returns who sent r, a request that the handler given to Serve
+// receives (or one derived from it, with its context); false for any
+// other request. A handler may use it for what the policy cannot say
+// (rows a caller may see), never instead of the policy: by the time the
+// handler runs, the policy has allowed the message.
+func CallerOf(r *http.Request) (Caller, bool) {
+	c, ok := gateway.CallerOf(r.Context())
+	if !ok {
+		return Caller{}, false
+	}
+	out := Caller{ID: c.Src, Name: string(c.Node.Name), Kind: string(c.Node.Kind)}
+	for _, t := range c.Node.Tags {
+		out.Tags = append(out.Tags, string(t))
+	}
+	return out, true
 }

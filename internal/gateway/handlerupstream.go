@@ -8,6 +8,8 @@ import (
 	"net/http"
 	"net/url"
 	"sync"
+
+	"github.com/agentmesh/agentmesh/internal/policy"
 )
 
 // HandlerUpstream is a Streamable HTTP MCP server in the gateway's own
@@ -32,6 +34,23 @@ type HandlerUpstream struct {
 }
 
 func (HandlerUpstream) isUpstream() {}
+
+// Caller is who an in-process handler's request comes from, as the
+// gateway admitted it: Src is the audit trail's source (a SPIFFE ID, or a
+// tailnet caller's name), Node what the policy matched.
+type Caller struct {
+	Src  string
+	Node policy.Node
+}
+
+type callerKey struct{}
+
+// CallerOf returns the caller of a request that a HandlerUpstream's
+// handler serves (from its context); false for any other request.
+func CallerOf(ctx context.Context) (Caller, bool) {
+	c, ok := ctx.Value(callerKey{}).(Caller)
+	return c, ok
+}
 
 // inProcessURL is the URL the in-process upstream's requests are built
 // with; nothing dials it.

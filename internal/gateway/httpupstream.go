@@ -220,8 +220,10 @@ func (u *httpUpstream) do(ctx context.Context, r *http.Request, x *exchange) (*h
 		}
 		if u.inProcess {
 			// A handler may check Host against where it listens (the MCP
-			// SDK's DNS rebinding protection does, on loopback).
+			// SDK's DNS rebinding protection does, on loopback), and may
+			// ask who calls (CallerOf).
 			req.Host = r.Host
+			req = req.WithContext(context.WithValue(req.Context(), callerKey{}, Caller{Src: x.ev.Src, Node: x.peer.node}))
 		}
 		// The allow-list only: Authorization, Cookie and the rest stay
 		// here. Headers that mirror the body pass only on a POST, whose
