@@ -102,8 +102,10 @@ func newWorld(t *testing.T) *world {
 	mcpHandler := toolServer()
 	handler := http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
 		c, ok := mesh.CallerOf(r)
-		if !ok {
-			t.Errorf("the library's handler got a request without a caller")
+		if !ok && r.Method != http.MethodDelete {
+			// Only the gateway's own DELETE, ending a session it cut,
+			// comes from nobody.
+			t.Errorf("the library's handler got a %s without a caller", r.Method)
 		}
 		w.mu.Lock()
 		w.callers = append(w.callers, c)
@@ -320,6 +322,9 @@ func TestLibraryServerDecidesAndAuditsAsTheGateway(t *testing.T) {
 		t.Fatal("the library's handler saw no request")
 	}
 	for _, c := range w.callers {
+		if c.ID == "" {
+			continue
+		}
 		if c.ID != "spiffe://test.mesh/agent/fraud" || c.Name != "fraud" || c.Kind != "agent" {
 			t.Fatalf("caller %+v, want agent fraud", c)
 		}

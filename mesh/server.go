@@ -72,7 +72,8 @@ type Caller struct {
 
 // CallerOf returns who sent r, a request that the handler given to Serve
 // receives (or one derived from it, with its context); false for any
-// other request. A handler may use it for what the policy cannot say
+// other request, and for the DELETE with which the gateway itself ends a
+// session it cut (a revoked caller's, an idle one). A handler may use it for what the policy cannot say
 // (rows a caller may see), never instead of the policy: by the time the
 // handler runs, the policy has allowed the message.
 func CallerOf(r *http.Request) (Caller, bool) {

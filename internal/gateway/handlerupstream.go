@@ -46,7 +46,8 @@ type Caller struct {
 type callerKey struct{}
 
 // CallerOf returns the caller of a request that a HandlerUpstream's
-// handler serves (from its context); false for any other request.
+// handler serves (from its context); false for any other request, and
+// for the DELETE the gateway sends itself to end a session it cut.
 func CallerOf(ctx context.Context) (Caller, bool) {
 	c, ok := ctx.Value(callerKey{}).(Caller)
 	return c, ok
