@@ -5,6 +5,15 @@
 // the benchmark and the end-to-end tests, so that what is tested is what
 // runs.
 //
+// OpenNode opens a node once for a program that serves and dials with it
+// as it likes — the public mesh package, agentmesh as a Go library:
+// Node.Serve is the function behind ServeGateway (which is OpenNode, then
+// Node.Serve), and GatewayConfig.UpstreamHandler serves an MCP server in
+// the same process through the gateway (gateway.HandlerUpstream); Node.Dial
+// is the connector's rule for reaching a service. So a library server
+// enforces and audits exactly as 'agentmesh serve', and a library agent
+// reaches services exactly as 'agentmesh connect'.
+//
 // Status looks at a node from its state directory, as 'agentmesh status'
 // shows it: its own entry (by incarnation, never another node's of the
 // same name), whether the coordinator refuses it as revoked, whether its

@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"sync"
@@ -48,6 +49,10 @@ type GatewayConfig struct {
 	// tool nodes only). Exactly one is required.
 	UpstreamURL     string
 	UpstreamCommand []string
+	// UpstreamHandler is an MCP server in this process instead
+	// (gateway.HandlerUpstream: the same enforcement and audit, called
+	// without a connection; tool nodes only).
+	UpstreamHandler http.Handler
 	// UpstreamStderr receives a stdio upstream's stderr; nil logs it.
 	UpstreamStderr io.Writer
 	// RequireUpstream refuses to start (ErrUpstream) when the stdio
@@ -94,7 +99,7 @@ func (cfg *GatewayConfig) check() error {
 	switch {
 	case cfg.State == "":
 		return fmt.Errorf("%w: a state directory is required (from 'agentmesh join')", ErrConfig)
-	case (cfg.UpstreamURL == "") == (len(cfg.UpstreamCommand) == 0):
+	case countTrue(cfg.UpstreamURL != "", len(cfg.UpstreamCommand) > 0, cfg.UpstreamHandler != nil) != 1:
 		return fmt.Errorf("%w: give exactly one upstream: a URL or a command", ErrConfig)
 	case cfg.Listen == "" && cfg.Tailnet == nil:
 		return fmt.Errorf("%w: nothing to serve: give a listen address, the tailnet, or both", ErrConfig)
@@ -103,6 +108,17 @@ func (cfg *GatewayConfig) check() error {
 		return CheckTailnet(*cfg.Tailnet, true)
 	}
 	return nil
+}
+
+// countTrue is how many of bs are true.
+func countTrue(bs ...bool) int {
+	n := 0
+	for _, b := range bs {
+		if b {
+			n++
+		}
+	}
+	return n
 }
 
 // frontend is one listener's gateway: the MCP gateway of a tool node or the
@@ -161,6 +177,9 @@ func (g *gatewayNode) newFrontend(tlsCfg *tls.Config, ident admission.Identifier
 			MaxRequestsPerPeer: c.RequestsPerPeer, Logger: g.log}, nil)
 	} else {
 		var up gateway.Upstream = gateway.HTTPUpstream{URL: cfg.UpstreamURL}
+		if cfg.UpstreamHandler != nil {
+			up = gateway.HandlerUpstream{Handler: cfg.UpstreamHandler}
+		}
 		if len(cfg.UpstreamCommand) > 0 {
 			stderr := cfg.UpstreamStderr
 			if stderr == nil {
@@ -191,29 +210,35 @@ func (g *gatewayNode) newFrontend(tlsCfg *tls.Config, ident admission.Identifier
 // address is registered with the coordinator (retrying while it is away;
 // the gateway serves from its cached view meanwhile). It returns nil when
 // ctx ends, or the first failure, after stopping everything it started.
+// It is OpenNode then Node.Serve, with the configuration checked before
+// the node is opened, so that a refusal touches nothing.
 func ServeGateway(ctx context.Context, cfg GatewayConfig) error {
 	if err := cfg.check(); err != nil {
 		return err
 	}
-	g := &gatewayNode{cfg: &cfg, log: logger(cfg.Logger)}
 	warnUpstream, err := checkUpstream(ctx, &cfg)
 	if err != nil {
 		return err
 	}
-	n, err := node.Start(ctx, cfg.State, node.Options{Logger: g.log, Audit: true, OnView: g.onView})
+	e, err := openNode(ctx, NodeConfig{State: cfg.State, Logger: cfg.Logger}, true)
 	if err != nil {
 		return err
 	}
-	defer n.Close()
-	g.mu.Lock()
-	g.n, g.self = n, n.ID()
-	g.mu.Unlock()
+	defer e.Close()
+	return e.serveGateway(ctx, &cfg, warnUpstream)
+}
+
+// serveGateway serves the gateway of e on the listeners cfg names, whose
+// upstream checkUpstream has checked (warnUpstream tells once serving).
+func (e *Node) serveGateway(ctx context.Context, cfg *GatewayConfig, warnUpstream func(*slog.Logger)) error {
+	g := &gatewayNode{cfg: cfg, log: logger(cfg.Logger), n: e.n, self: e.n.ID()}
 	switch {
 	case !g.self.Kind.Serves():
 		return fmt.Errorf("%w: this node is %s; only tool and model nodes serve (join with a key of kind tool or model)", ErrConfig, g.self.Kind.WithArticle())
 	case g.self.Kind == identity.KindModel && cfg.UpstreamURL == "":
-		return fmt.Errorf("%w: a model node serves an OpenAI-compatible HTTP API: give its base URL as the upstream (a stdio command makes no sense for a model)", ErrConfig)
+		return fmt.Errorf("%w: a model node serves an OpenAI-compatible HTTP API: give its base URL as the upstream (a stdio command or an in-process handler makes no sense for a model)", ErrConfig)
 	}
+	defer e.subscribe(g.onView)()
 	api, path := "mcp", "/mcp"
 	if g.self.Kind == identity.KindModel {
 		api, path = "model", "/v1"

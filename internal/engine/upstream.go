@@ -44,6 +44,9 @@ func checkUpstream(ctx context.Context, cfg *GatewayConfig) (warn func(*slog.Log
 // answer at all (any HTTP status will do: only a failed connection, or no
 // answer within upstreamProbeWait, counts).
 func probeUpstream(ctx context.Context, cfg *GatewayConfig) error {
+	if cfg.UpstreamHandler != nil {
+		return nil // in this process: nothing to reach
+	}
 	if len(cfg.UpstreamCommand) > 0 {
 		if _, err := exec.LookPath(cfg.UpstreamCommand[0]); err != nil {
 			return fmt.Errorf("the upstream command %q cannot be started: %w", cfg.UpstreamCommand[0], err)
@@ -69,6 +72,9 @@ func probeUpstream(ctx context.Context, cfg *GatewayConfig) error {
 
 // upstreamName is cfg's upstream as a person would name it.
 func upstreamName(cfg *GatewayConfig) string {
+	if cfg.UpstreamHandler != nil {
+		return "in-process handler"
+	}
 	if len(cfg.UpstreamCommand) > 0 {
 		return cfg.UpstreamCommand[0]
 	}

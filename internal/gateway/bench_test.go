@@ -17,9 +17,17 @@ import (
 
 // BenchmarkToolCall measures one tools/call from an SDK client to an SDK
 // server directly and through the gateway (mTLS in, keep-alive HTTP out),
-// interleaved in the same run, and reports both medians and the difference.
+// interleaved in the same run, and reports both medians and the difference;
+// in-process, the gateway calls the server's handler in its own process
+// (HandlerUpstream, the mesh library's server) instead.
 func BenchmarkToolCall(b *testing.B) {
-	f := newFixture(b, fixtureOpts{})
+	for _, k := range httpKinds {
+		b.Run(k.name, func(b *testing.B) { benchmarkToolCall(b, k.opts) })
+	}
+}
+
+func benchmarkToolCall(b *testing.B, o fixtureOpts) {
+	f := newFixture(b, o)
 	ctx := testContext(b)
 	viaGateway := f.connect(ctx, f.fraud, "2025-11-25", nil)
 	client := mcp.NewClient(&mcp.Implementation{Name: "bench", Version: "1"}, nil)

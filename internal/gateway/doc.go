@@ -127,6 +127,13 @@
 // A request whose bytes never reached the upstream is retried on a fresh
 // connection; a request that was written is never replayed.
 //
+// [HandlerUpstream] is an MCP server in the gateway's process: the same
+// code path as HTTPUpstream, with the request handed to an http.Handler by
+// a function call (over a pipe, so responses still stream) instead of
+// over a connection. The public mesh package serves a Go MCP server this
+// way, so that a server enforcing in-process decides, refuses and audits
+// exactly as a gateway in front of it would.
+//
 // [CommandUpstream] starts one process per client session (so identities
 // never share server state) and speaks Streamable HTTP to the client itself,
 // with the MCP SDK's StreamableServerTransport, pumping messages to the

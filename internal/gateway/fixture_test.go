@@ -102,6 +102,9 @@ type fixture struct {
 
 type fixtureOpts struct {
 	stdio bool
+	// inProcess calls gatewaytest's MCP server in-process
+	// (HandlerUpstream) instead of over HTTP; f.up still records it.
+	inProcess bool
 	// upstreamIdle makes the HTTP upstream close idle connections.
 	upstreamIdle time.Duration
 	// now is the gateway's clock; nil is time.Now.
@@ -155,6 +158,9 @@ func newFixture(t testing.TB, o fixtureOpts) *fixture {
 	} else {
 		f.up = gatewaytest.NewUpstreamIdle(t, o.upstreamIdle)
 		up = HTTPUpstream{URL: f.up.URL}
+		if o.inProcess {
+			up = HandlerUpstream{Handler: f.up.Handler}
+		}
 	}
 	logger := testLogger()
 	if o.log != nil {
@@ -330,4 +336,23 @@ func rpcError(t testing.TB, b []byte) denial {
 	_ = json.Unmarshal(msg.Error.Data, &d)
 	d.Code = msg.Error.Code
 	return d
+}
+
+// httpKinds are the two upstream kinds that share the HTTP code path: a
+// server over HTTP and the same server called in-process. Tests of what
+// the gateway decides run against both, so that a server embedding the
+// gateway (package mesh) is held to exactly the gateway's behaviour.
+var httpKinds = []struct {
+	name string
+	opts fixtureOpts
+}{
+	{"http", fixtureOpts{}},
+	{"in-process", fixtureOpts{inProcess: true}},
+}
+
+// forHTTPKinds runs test once per httpKinds entry, with its options.
+func forHTTPKinds(t *testing.T, test func(t *testing.T, o fixtureOpts)) {
+	for _, k := range httpKinds {
+		t.Run(k.name, func(t *testing.T) { test(t, k.opts) })
+	}
 }

@@ -21,7 +21,8 @@ import (
 	"github.com/agentmesh/agentmesh/internal/reason"
 )
 
-// Upstream is where allowed messages go: HTTPUpstream or CommandUpstream.
+// Upstream is where allowed messages go: HTTPUpstream, CommandUpstream or
+// HandlerUpstream.
 type Upstream interface{ isUpstream() }
 
 // HTTPUpstream is a Streamable HTTP MCP server.
@@ -57,7 +58,8 @@ type Config struct {
 	// TLS is the server configuration from pki.NewServerTLS: the handshake
 	// has verified the client's chain. Required by Serve.
 	TLS *tls.Config
-	// Upstream is an HTTPUpstream or a CommandUpstream. Required.
+	// Upstream is an HTTPUpstream, a CommandUpstream or a HandlerUpstream.
+	// Required.
 	Upstream Upstream
 	// Audit receives every decision. Required: a gateway that cannot
 	// audit does not serve.
@@ -199,39 +201,20 @@ func New(cfg Config, initial *admission.State) (*Gateway, error) {
 	g.conns = newConnTable()
 	g.tasks = newTaskTable()
 	g.params = newParamHeaders()
-	switch u := cfg.Upstream.(type) {
+	up, err := deref(cfg.Upstream)
+	if err != nil {
+		return nil, err
+	}
+	switch u := up.(type) {
 	case HTTPUpstream:
-		hu, err := newHTTPUpstream(g, u)
-		if err != nil {
-			return nil, err
-		}
-		g.up = hu
-	case *HTTPUpstream:
-		if u == nil {
-			return nil, fmt.Errorf("%w: nil upstream", ErrConfig)
-		}
-		hu, err := newHTTPUpstream(g, *u)
-		if err != nil {
-			return nil, err
-		}
-		g.up = hu
+		g.up, err = newHTTPUpstream(g, u)
+	case HandlerUpstream:
+		g.up, err = newHandlerUpstream(g, u)
 	case CommandUpstream:
-		cu, err := newCommandUpstream(g, u)
-		if err != nil {
-			return nil, err
-		}
-		g.up = cu
-	case *CommandUpstream:
-		if u == nil {
-			return nil, fmt.Errorf("%w: nil upstream", ErrConfig)
-		}
-		cu, err := newCommandUpstream(g, *u)
-		if err != nil {
-			return nil, err
-		}
-		g.up = cu
-	default:
-		return nil, fmt.Errorf("%w: Upstream must be HTTPUpstream or CommandUpstream, got %T", ErrConfig, cfg.Upstream)
+		g.up, err = newCommandUpstream(g, u)
+	}
+	if err != nil {
+		return nil, err
 	}
 	if initial == nil {
 		initial = &admission.State{}
@@ -241,6 +224,30 @@ func New(cfg Config, initial *admission.State) (*Gateway, error) {
 	mux.HandleFunc(mcpPath, g.serveMCP)
 	g.handler = mux
 	return g, nil
+}
+
+// deref returns up as a value of one of the Upstream kinds, refusing nil
+// and unknown kinds.
+func deref(up Upstream) (Upstream, error) {
+	switch u := up.(type) {
+	case HTTPUpstream, HandlerUpstream, CommandUpstream:
+		return u, nil
+	case *HTTPUpstream:
+		if u != nil {
+			return *u, nil
+		}
+	case *HandlerUpstream:
+		if u != nil {
+			return *u, nil
+		}
+	case *CommandUpstream:
+		if u != nil {
+			return *u, nil
+		}
+	default:
+		return nil, fmt.Errorf("%w: Upstream must be HTTPUpstream, CommandUpstream or HandlerUpstream, got %T", ErrConfig, up)
+	}
+	return nil, fmt.Errorf("%w: nil upstream", ErrConfig)
 }
 
 // Handler returns the /mcp handler. It expects requests carrying r.TLS (as

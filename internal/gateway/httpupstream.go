@@ -33,6 +33,10 @@ type httpUpstream struct {
 	rt     http.RoundTripper
 	own    *http.Transport // closed by close, if we made it
 	fresh  *http.Transport // for retries: never reuses a connection
+	// inProcess is set for a HandlerUpstream: the handler sees the Host
+	// the client used, and a failure is never retried (nothing was lost
+	// on a connection: the handler itself failed).
+	inProcess bool
 }
 
 func newHTTPUpstream(g *Gateway, u HTTPUpstream) (*httpUpstream, error) {
@@ -214,6 +218,13 @@ func (u *httpUpstream) do(ctx context.Context, r *http.Request, x *exchange) (*h
 		if err != nil {
 			return nil, fmt.Errorf("%w: %w", ErrUpstream, err)
 		}
+		if u.inProcess {
+			// A handler may check Host against where it listens (the MCP
+			// SDK's DNS rebinding protection does, on loopback), and may
+			// ask who calls (CallerOf).
+			req.Host = r.Host
+			req = req.WithContext(context.WithValue(req.Context(), callerKey{}, Caller{Src: x.ev.Src, Node: x.peer.node}))
+		}
 		// The allow-list only: Authorization, Cookie and the rest stay
 		// here. Headers that mirror the body pass only on a POST, whose
 		// body headerCheck and paramCheck have matched them with before
@@ -246,7 +257,7 @@ func (u *httpUpstream) do(ctx context.Context, r *http.Request, x *exchange) (*h
 		if err == nil {
 			return resp, nil
 		}
-		retry := !wrote.Load() || (reused.Load() && !gotByte.Load() && closedBeforeResponse(err))
+		retry := !u.inProcess && !wrote.Load() || (reused.Load() && !gotByte.Load() && closedBeforeResponse(err))
 		if !retry || attempt >= 3 || ctx.Err() != nil {
 			return nil, fmt.Errorf("%w: %s %s: %w", ErrUpstream, r.Method, u.url, err)
 		}

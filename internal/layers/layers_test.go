@@ -37,6 +37,11 @@ var layers = []layer{
 	// Programs built on the engine. The benchmark also drives components
 	// on their own, to measure them apart.
 	{name: "programs", may: []string{"foundation", "components", "engine"}, pkgs: []string{"demo", "bench"}},
+	// The public library: the engine made public for Go programs (agents
+	// and MCP servers). Nothing in the module imports it but its own
+	// examples; it hands out no internal type.
+	{name: "library", may: []string{"foundation", "components", "engine"}, pkgs: []string{"/mesh"}},
+	{name: "library examples", may: []string{"library"}, pkgs: []string{"/examples/library/agent", "/examples/library/server"}},
 	// The CLI parses flags and prints: it reaches the data plane only
 	// through the engine and the programs, and otherwise imports the
 	// admin API's client and the shapes it prints.

@@ -179,6 +179,9 @@ type Upstream struct {
 	URL    string
 	Server *mcp.Server
 	Calls  *Calls
+	// Handler is what serves URL (recording bodies), for a gateway that
+	// calls it in-process (gateway.HandlerUpstream).
+	Handler http.Handler
 
 	srv    *httptest.Server
 	mu     sync.Mutex
@@ -200,7 +203,7 @@ func NewUpstreamIdle(tb testing.TB, idle time.Duration) *Upstream {
 	get := func(*http.Request) *mcp.Server { return srv }
 	stateful := mcp.NewStreamableHTTPHandler(get, nil)
 	stateless := mcp.NewStreamableHTTPHandler(get, &mcp.StreamableHTTPOptions{Stateless: true})
-	u.srv = httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	u.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.Method == http.MethodPost {
 			b, err := io.ReadAll(r.Body)
 			if err != nil {
@@ -217,7 +220,8 @@ func NewUpstreamIdle(tb testing.TB, idle time.Duration) *Upstream {
 			return
 		}
 		stateful.ServeHTTP(w, r)
-	}))
+	})
+	u.srv = httptest.NewUnstartedServer(u.Handler)
 	u.srv.Config.IdleTimeout = idle
 	u.srv.Start()
 	u.URL = u.srv.URL + "/mcp"
