@@ -6,7 +6,10 @@ import (
 	"encoding/json"
 	"errors"
 	"net"
+	"os"
+	"os/signal"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -16,6 +19,21 @@ import (
 	"github.com/agentmesh/agentmesh/internal/cli"
 )
 
+// asCLIEnv makes this test binary the agentmesh binary: scenarios that
+// start components as processes run os.Executable() (this test binary,
+// here) with agentmesh's arguments.
+const asCLIEnv = "AGENTMESH_BENCH_TEST_AS_CLI"
+
+func TestMain(m *testing.M) {
+	if os.Getenv(asCLIEnv) == "1" {
+		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+		code := cli.Run(ctx, os.Args[1:], cli.Env{Stdin: os.Stdin, Stdout: os.Stdout, Stderr: os.Stderr, Getenv: os.Getenv})
+		stop()
+		os.Exit(code)
+	}
+	os.Exit(m.Run())
+}
+
 // TestBenchSmoke runs 'agentmesh bench --quick --json' as CI does: every
 // scenario must run and count operations without a failure. It asserts
 // no timing: goals are reported, never enforced here.
@@ -24,6 +42,7 @@ func TestBenchSmoke(t *testing.T) {
 		t.Skip("starts a whole mesh, proxies and nginx; skipped with -short")
 	}
 	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
+	t.Setenv(asCLIEnv, "1") // for the gateway processes
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	var out, errb bytes.Buffer
