@@ -107,6 +107,7 @@ func Scenarios() []Scenario {
 		{"throughput", "tools/call throughput at concurrency 1, 16 and 64", scenarioThroughput},
 		{"session", "new session setup (connection + initialize)", scenarioSession},
 		{"policy", "policy apply -> enforced on every gateway", scenarioPolicy},
+		{"policy-procs", "policy apply -> enforced on every gateway process", scenarioPolicyProcs},
 		{"join", "joins per second", scenarioJoin},
 		{"audit", "audit ingest per second", scenarioAudit},
 		{"resource", "large resource read", scenarioResource},

@@ -363,29 +363,40 @@ func (c *Client) Follow(ctx context.Context, update func(nm *netmap.Netmap, conf
 		}
 		retry.Reset()
 		now := c.now()
-		cached := true // the cache holds what the coordinator just confirmed
 		if nm != nil {
 			since = nm.Version
-			b, err := json.Marshal(nm)
-			if err == nil {
-				err = c.dir.SaveNetmap(b)
-			}
-			if err != nil {
-				cached = false
-				c.log.Warn("netmap watch: cache", "err", err)
-			}
 			if roots, err := pki.DecodeCertsPEM([]byte(nm.CABundle)); err == nil && len(roots) > 0 {
 				c.verifier.SetRoots(roots)
 			}
 		}
-		// A confirmation is only kept for the netmap it confirms: never
-		// let an older cache look fresh after a restart.
-		if cached {
-			if err := c.dir.SaveNetmapConfirmed(now); err != nil {
-				c.log.Warn("netmap watch: cache", "err", err)
-			}
-		}
+		// Enforce first, cache second: the cache (two fsynced writes) only
+		// serves a restart while the coordinator is away, and a crash
+		// between the two leaves the older cache, which a restart
+		// replaces with the coordinator's current view when it answers.
+		// Caching first put four fsyncs of every gateway between an apply
+		// and its enforcement.
 		update(nm, now)
+		c.cache(nm, now)
+	}
+}
+
+// cache keeps nm (nil: the cached one was confirmed again) and the time of
+// its confirmation in the state directory.
+func (c *Client) cache(nm *netmap.Netmap, now time.Time) {
+	if nm != nil {
+		b, err := json.Marshal(nm)
+		if err == nil {
+			err = c.dir.SaveNetmap(b)
+		}
+		if err != nil {
+			// A confirmation is only kept for the netmap it confirms:
+			// never let an older cache look fresh after a restart.
+			c.log.Warn("netmap watch: cache", "err", err)
+			return
+		}
+	}
+	if err := c.dir.SaveNetmapConfirmed(now); err != nil {
+		c.log.Warn("netmap watch: cache", "err", err)
 	}
 }
 

@@ -173,3 +173,47 @@ func BenchmarkAuditIngest(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkJoin1000 joins 1,000 agents into one mesh with one reusable
+// key, 8 at a time (the per-address join rate limit is lifted: every
+// joiner here is on one host), and reports joins per second and the
+// latency of one join at p50 and p99. Each join publishes a netmap, which
+// reads every node back, so the mesh grows to 1,000 nodes as it runs.
+func BenchmarkJoin1000(b *testing.B) {
+	const agents, parallel = 1000, 8
+	for b.Loop() {
+		b.StopTimer()
+		m := &mesh{t: b, data: filepath.Join(b.TempDir(), "mesh"), listen: "127.0.0.1:0", clock: newClock(),
+			limits: coordinator.Limits{JoinRate: 1e9, JoinBurst: 1 << 30}}
+		m.start()
+		key := m.keyB(b, controlapi.KeyCreateRequest{Kind: "agent", Reusable: true})
+		dir := b.TempDir()
+		lat := make([]time.Duration, agents)
+		var next atomic.Int64
+		var wg sync.WaitGroup
+		b.StartTimer()
+		t0 := time.Now()
+		for range parallel {
+			wg.Go(func() {
+				for i := int(next.Add(1) - 1); i < agents; i = int(next.Add(1) - 1) {
+					s := time.Now()
+					if _, err := controlclient.Join(context.Background(), controlclient.JoinOptions{AuthKey: key, Name: fmt.Sprintf("agent-%d", i), State: filepath.Join(dir, fmt.Sprint(i))}); err != nil {
+						b.Error(err)
+						return
+					}
+					lat[i] = time.Since(s)
+				}
+			})
+		}
+		wg.Wait()
+		all := time.Since(t0)
+		b.StopTimer()
+		m.stop()
+		sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
+		b.ReportMetric(agents/all.Seconds(), "joins/s")
+		b.ReportMetric(float64(lat[agents/2].Microseconds())/1000, "ms-p50")
+		b.ReportMetric(float64(lat[agents*99/100].Microseconds())/1000, "ms-p99")
+		b.ReportMetric(all.Seconds(), "s-for-1000")
+		b.StartTimer()
+	}
+}

@@ -144,6 +144,7 @@ type Coordinator struct {
 	current *netmap.Netmap // the whole mesh; each node gets viewFor's part
 	pol     *policy.Policy // current.Policy compiled (nil: none, or broken)
 	changed chan struct{}  // closed and replaced on every publish
+	index   *meshIndex     // of current, built by the first view after a publish
 
 	projections projectionCache
 

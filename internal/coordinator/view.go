@@ -24,10 +24,17 @@ import (
 // operator and the refused node learn what happened. Other nodes get no
 // revoked node.
 
-// viewFor builds the netmap that the node self receives.
+// viewFor builds the netmap that the node self receives. A gateway's view
+// walks the whole mesh (any node may be its peer); any other node's walks
+// only the services (meshIndex), so that one change reaching every
+// watching agent costs each O(services), not O(nodes).
 func (c *Coordinator) viewFor(self netmap.Node) (*netmap.Netmap, error) {
 	c.mu.Lock()
 	full, pol := c.current, c.pol
+	if c.index == nil || c.index.of != full {
+		c.index = newMeshIndex(full)
+	}
+	idx := c.index
 	c.mu.Unlock()
 	nm := &netmap.Netmap{
 		Version:     full.Version,
@@ -41,17 +48,17 @@ func (c *Coordinator) viewFor(self netmap.Node) (*netmap.Netmap, error) {
 	}
 	me := self.PolicyNode()
 	serves := me.Kind.Serves()
-	for _, n := range full.Nodes {
+	add := func(n *netmap.Node) {
 		if n.Status != netmap.StatusActive {
 			if serves && n.Status == netmap.StatusRevoked && pol.Links(n.PolicyNode(), me) {
 				nm.Nodes = append(nm.Nodes, netmap.Node{ID: n.ID, Name: n.Name, Kind: n.Kind, Tags: []identity.Tag{},
 					Status: n.Status, Incarnation: n.Incarnation})
 			}
-			continue
+			return
 		}
 		if n.Incarnation == self.Incarnation {
-			nm.Nodes = append(nm.Nodes, n)
-			continue
+			nm.Nodes = append(nm.Nodes, *n)
+			return
 		}
 		pn := n.PolicyNode()
 		var entry netmap.Node
@@ -59,7 +66,7 @@ func (c *Coordinator) viewFor(self netmap.Node) (*netmap.Netmap, error) {
 		if serves && pol.Links(pn, me) {
 			// A peer, as the gateway checks it: identity, tags,
 			// incarnation. Where it serves is none of its business.
-			entry, include = n, true
+			entry, include = *n, true
 			entry.Addrs = nil
 		}
 		if pn.Kind.Serves() && pol.Links(me, pn) {
@@ -75,6 +82,28 @@ func (c *Coordinator) viewFor(self netmap.Node) (*netmap.Netmap, error) {
 			nm.Nodes = append(nm.Nodes, entry)
 		}
 	}
+	if serves {
+		for i := range full.Nodes {
+			add(&full.Nodes[i])
+		}
+	} else {
+		// The services, and the node itself in its place among them:
+		// the order is the whole netmap's, as for a gateway.
+		selfAt, ok := idx.byIncarnation[self.Incarnation]
+		if !ok {
+			selfAt = -1
+		}
+		for _, i := range idx.services {
+			if selfAt >= 0 && selfAt < i {
+				add(&full.Nodes[selfAt])
+				selfAt = -1
+			}
+			add(&full.Nodes[i])
+		}
+		if selfAt >= 0 {
+			add(&full.Nodes[selfAt])
+		}
+	}
 	if serves && full.Policy.Version > 0 {
 		pr, err := c.projections.get(pol, full.Policy.Version, me)
 		if err != nil {
@@ -83,6 +112,27 @@ func (c *Coordinator) viewFor(self netmap.Node) (*netmap.Netmap, error) {
 		nm.Policy.Document, nm.Policy.Grants, nm.Policy.Limits = string(pr.Document), pr.Grants, pr.Limits
 	}
 	return nm, nil
+}
+
+// meshIndex is what views of nodes that do not serve need of one netmap:
+// where its active services are, and where each registration is. It is
+// built once per published netmap.
+type meshIndex struct {
+	of            *netmap.Netmap
+	services      []int          // active tool and model nodes, ascending
+	byIncarnation map[string]int // a node's position by incarnation
+}
+
+func newMeshIndex(nm *netmap.Netmap) *meshIndex {
+	x := &meshIndex{of: nm, byIncarnation: make(map[string]int, len(nm.Nodes))}
+	for i := range nm.Nodes {
+		n := &nm.Nodes[i]
+		x.byIncarnation[n.Incarnation] = i
+		if n.Status == netmap.StatusActive && n.Kind.Serves() {
+			x.services = append(x.services, i)
+		}
+	}
+	return x
 }
 
 // projectionCache keeps each gateway's projection of the current policy

@@ -158,6 +158,11 @@ func (g *gatewayNode) onView(v node.View) {
 	for _, f := range g.fronts {
 		f.Update(admission.NewState(g.self, v.Netmap, v.Policy, v.Stale))
 	}
+	if v.Netmap != nil {
+		// What the gateway enforces from now on; the policy bench reads it
+		// (serve -v) as the moment an apply is enforced.
+		g.log.Debug("serve: enforcing view", "netmap", v.Netmap.Version, "policy", v.Policy.Version(), "stale", v.Stale)
+	}
 }
 
 // newFrontend makes a gateway for one listener and hands it the current

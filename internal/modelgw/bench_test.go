@@ -87,3 +87,37 @@ func BenchmarkAddedLatency(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkLimitedRequest measures what a model `limits` entry costs a
+// request: through one gateway with its counters in a state directory,
+// alternating request by request, agent:fraud's chat completions are
+// counted under a limit and agent:other's (same model, same grant shape)
+// are not. It reports the mean of each, the difference and the ratio.
+func BenchmarkLimitedRequest(b *testing.B) {
+	doc := `{
+  "limits": [{"src": ["agent:fraud"], "dst": ["model:llm"], "rpm": 1000000000, "tokens_per_day": 1000000000}],
+  "grants": [{"src": ["agent:fraud", "agent:other"], "dst": ["model:llm"], "models": ["gpt-4o"]}],
+}`
+	f := newFixture(b, fixtureOpts{policy: doc, stateDir: b.TempDir()})
+	limited, unlimited := f.local(f.fraud), f.local(f.other)
+	c := localClient(b, &http.Transport{MaxIdleConnsPerHost: 4})
+	body := chatBody("gpt-4o", "")
+	benchRequest(b, c, limited, body)
+	benchRequest(b, c, unlimited, body)
+	var lim, unl time.Duration
+	b.ResetTimer()
+	for range b.N {
+		_, u := benchRequest(b, c, unlimited, body)
+		_, l := benchRequest(b, c, limited, body)
+		lim, unl = lim+l, unl+u
+	}
+	b.StopTimer()
+	n := float64(b.N)
+	l, u := float64(lim.Nanoseconds())/n/1e3, float64(unl.Nanoseconds())/n/1e3
+	b.ReportMetric(u, "unlimited-us")
+	b.ReportMetric(l, "limited-us")
+	b.ReportMetric(l-u, "added-us")
+	if u > 0 {
+		b.ReportMetric(l/u, "ratio")
+	}
+}

@@ -1,6 +1,7 @@
 package modelgw
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -10,17 +11,40 @@ import (
 	"sync"
 	"time"
 
+	"github.com/agentmesh/agentmesh/internal/durable"
 	"github.com/agentmesh/agentmesh/internal/policy"
 	"github.com/agentmesh/agentmesh/internal/reason"
 )
 
-// CountersFile is the name of the limit counters file in the state
+// CountersFile is the name of the limit counters log in the state
 // directory.
-const CountersFile = "model-limits.json"
+const CountersFile = "model-limits.log"
 
-// maxCounters bounds the counters kept (and the file's size, about 100
-// bytes each). Counters whose windows have ended are dropped; when the live
-// ones fill the table, requests that need a new counter are refused
+// legacyCountersFile is the JSON snapshot that earlier versions rewrote on
+// every change; loadCounters takes it over into the log once and removes it.
+const legacyCountersFile = "model-limits.json"
+
+// SyncInterval bounds what a crash of the machine can lose: a change is
+// written to the log (the kernel's page cache) before the request it
+// counts goes on, and fsynced at most SyncInterval later. A crash of the
+// process loses nothing, a clean stop (Close) loses nothing, and a crash
+// of the machine or the kernel loses at most the changes of the last
+// SyncInterval: a caller can then go over a limit by at most what it was
+// counted in that second.
+const SyncInterval = time.Second
+
+// countersHeader starts every log. A file without it was not written by
+// this code (or was wiped), and starting from zero would lift every limit,
+// so it is refused.
+const countersHeader = "agentmesh model-limits v1\n"
+
+// compactMin is the size above which the log is rewritten (compacted) once
+// it is also four times what its last compaction wrote.
+const compactMin = 4 << 20
+
+// maxCounters bounds the counters kept (and a compacted log's size, about
+// 100 bytes each). Counters whose windows have ended are dropped; when the
+// live ones fill the table, requests that need a new counter are refused
 // (limits_unavailable) rather than a limit lifted.
 const maxCounters = 50_000
 
@@ -30,6 +54,14 @@ type counter struct {
 	Requests int64 `json:"requests"` // requests in that minute
 	Day      int64 `json:"day"`      // Unix day (UTC) of the token window
 	Tokens   int64 `json:"tokens"`   // tokens used that day
+}
+
+// record is one line of the log: the whole state of one counter after a
+// change. Replaying the log keeps the last record of each key, so a record
+// written twice or a log read up to any complete line is consistent.
+type record struct {
+	Key string `json:"k"`
+	counter
 }
 
 // roll resets windows that have ended at now.
@@ -43,52 +75,137 @@ func (c *counter) roll(now time.Time) {
 	}
 }
 
-// counters holds limit counters, keyed by source identity and limit key, and
-// writes them through to a file (when path is set) on every change: a
-// request goes ahead only once the count that admitted it is on disk, so a
-// restart or crash loses nothing that was counted. Concurrent changes share
-// one write (group commit, see persist), and the file is written outside the
-// lock that admission checks take.
+// logFile is the open counters log (an *os.File; tests inject failures).
+type logFile interface {
+	Write([]byte) (int, error)
+	Sync() error
+	Close() error
+}
+
+// counters holds limit counters, keyed by source identity and limit key,
+// and (when path is set) appends every change to a log before the request
+// it counts goes on: one write(2) of about 100 bytes per counter, no fsync
+// on the request path. A timer fsyncs the log at most SyncInterval after
+// a change (see SyncInterval for what each kind of crash loses), and the
+// log is rewritten to the live counters (temporary file, fsync, rename)
+// when it is loaded, when it has grown past compactMin and four times its
+// last compaction, and when a write or fsync failed.
+//
+// Failing closed: once a write or fsync fails, every change is refused
+// (ErrLimitStore, limits_unavailable) until a compaction succeeds, which
+// each later change tries; after close, every change is refused.
 type counters struct {
 	mu   sync.Mutex
 	path string
 	max  int // maxCounters, lowered by tests
 	m    map[string]*counter
-	gen  uint64 // changes made to m so far
 	// pruned is the Unix minute of the last pruneLocked.
 	pruned int64
 
-	// wmu serialises file writes; saved is the gen the file holds.
-	wmu   sync.Mutex
-	saved uint64
+	// The log, when path is set; all under mu, so that the log's order
+	// is the order of the changes.
+	log    logFile
+	size   int64 // bytes in the log
+	base   int64 // bytes its last compaction wrote
+	dirty  bool  // written since the last fsync; a sync is scheduled
+	err    error // the log's failure, until a compaction succeeds
+	closed bool
+	buf    []byte
+	stop   func() bool // cancels the scheduled sync
+
+	// create writes data durably as path and opens it for appending;
+	// after schedules f in d. Tests replace them.
+	create func(path string, data []byte) (logFile, error)
+	after  func(d time.Duration, f func()) (stop func() bool)
 }
 
 func counterKey(src string, l policy.Limit) string { return src + " " + l.Key }
 
-// loadCounters reads path ("" keeps counters in memory only). A missing
-// file is empty; an unreadable or corrupt one is an error, because starting
-// from zero would silently lift every limit.
+// loadCounters reads the log at path ("" keeps counters in memory only),
+// takes over a legacy JSON file beside it, and starts a fresh log holding
+// the live counters. A missing file is empty; an unreadable or corrupt one
+// is an error, because starting from zero would silently lift every limit.
+// Only the end of the log may be incomplete (the tail of a write a machine
+// crash cut short): that line is dropped.
 func loadCounters(path string) (*counters, error) {
-	c := &counters{path: path, max: maxCounters, m: map[string]*counter{}}
+	c := &counters{path: path, max: maxCounters, m: map[string]*counter{}, create: createLog, after: afterFunc}
 	if path == "" {
 		return c, nil
 	}
+	legacy := filepath.Join(filepath.Dir(path), legacyCountersFile)
+	hadLegacy, err := c.readLegacy(legacy)
+	if err != nil {
+		return nil, err
+	}
+	b, err := os.ReadFile(path)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+	case err != nil:
+		return nil, fmt.Errorf("load limit counters: %w: %w", ErrLimitStore, err)
+	default:
+		if err := c.replay(b); err != nil {
+			return nil, fmt.Errorf("load limit counters %s: %w: %w", path, ErrLimitStore, err)
+		}
+	}
+	c.mu.Lock()
+	err = c.compactLocked()
+	c.mu.Unlock()
+	if err != nil {
+		return nil, fmt.Errorf("load limit counters: %w", err)
+	}
+	if hadLegacy {
+		if err := os.Remove(legacy); err != nil {
+			c.close()
+			return nil, fmt.Errorf("load limit counters: %w: %w", ErrLimitStore, err)
+		}
+	}
+	return c, nil
+}
+
+// readLegacy loads the JSON map earlier versions kept in path, if any.
+func (c *counters) readLegacy(path string) (bool, error) {
 	b, err := os.ReadFile(path)
 	if errors.Is(err, fs.ErrNotExist) {
-		return c, nil
+		return false, nil
+	}
+	if err == nil {
+		err = json.Unmarshal(b, &c.m)
 	}
 	if err != nil {
-		return nil, fmt.Errorf("load limit counters: %w: %w", ErrLimitStore, err)
-	}
-	if err := json.Unmarshal(b, &c.m); err != nil {
-		return nil, fmt.Errorf("load limit counters %s: %w: %w", path, ErrLimitStore, err)
+		return false, fmt.Errorf("load limit counters %s: %w: %w", path, ErrLimitStore, err)
 	}
 	for k, v := range c.m {
 		if v == nil {
 			delete(c.m, k)
 		}
 	}
-	return c, nil
+	return true, nil
+}
+
+// replay applies the records of a log to c.m.
+func (c *counters) replay(b []byte) error {
+	if !bytes.HasPrefix(b, []byte(countersHeader)) {
+		return errors.New("not a limit counters log (no header)")
+	}
+	b = b[len(countersHeader):]
+	// A machine crash can leave the blocks of the last writes allocated
+	// but never written: zeros at the end.
+	b = bytes.TrimRight(b, "\x00")
+	for line := 1; len(b) > 0; line++ {
+		i := bytes.IndexByte(b, '\n')
+		if i < 0 {
+			break // a write cut short by a crash: it was never synced
+		}
+		var r record
+		d := json.NewDecoder(bytes.NewReader(b[:i]))
+		d.DisallowUnknownFields()
+		if err := d.Decode(&r); err != nil || r.Key == "" || d.More() {
+			return fmt.Errorf("record %d is corrupt", line)
+		}
+		c.m[r.Key] = &r.counter
+		b = b[i+1:]
+	}
+	return nil
 }
 
 // verdict is the outcome of admit for a request that is over a limit.
@@ -99,12 +216,17 @@ type verdict struct {
 }
 
 // admit checks every limit for src at now and, if none is used up, counts
-// the request against each. It returns nil when the request may go ahead.
+// the request against each. It returns nil when the request may go ahead,
+// which is only once the counts are in the log.
 func (c *counters) admit(src string, limits []policy.Limit, now time.Time) (*verdict, error) {
 	if len(limits) == 0 {
 		return nil, nil
 	}
 	c.mu.Lock()
+	defer c.mu.Unlock()
+	if err := c.usableLocked(); err != nil {
+		return nil, fmt.Errorf("admit: %w", err)
+	}
 	now = now.UTC()
 	for _, l := range limits {
 		k := counterKey(src, l)
@@ -114,25 +236,26 @@ func (c *counters) admit(src string, limits []policy.Limit, now time.Time) (*ver
 		}
 		ct.roll(now)
 		if l.RPM > 0 && ct.Requests >= l.RPM {
-			c.mu.Unlock()
 			return &verdict{reason: reason.LimitRPM, limit: l, retryAfter: time.Unix((ct.Minute+1)*60, 0).Sub(now)}, nil
 		}
 		if l.TokensPerDay > 0 && ct.Tokens >= l.TokensPerDay {
-			c.mu.Unlock()
 			return &verdict{reason: reason.LimitTokens, limit: l, retryAfter: time.Unix((ct.Day+1)*86400, 0).Sub(now)}, nil
 		}
 	}
 	if c.needRoomLocked(src, limits, now) {
-		c.mu.Unlock()
 		return nil, fmt.Errorf("admit: %w: more than %d counters in use", ErrLimitStore, maxCounters)
 	}
+	c.buf = c.buf[:0]
 	for _, l := range limits {
-		ct := c.get(counterKey(src, l), now)
-		ct.Requests++
+		k := counterKey(src, l)
+		c.get(k, now).Requests++
+		c.encodeLocked(k)
 	}
-	gen := c.changedLocked(now)
-	c.mu.Unlock()
-	return nil, c.persist(gen)
+	c.changedLocked(now)
+	if err := c.appendLocked(); err != nil {
+		return nil, fmt.Errorf("admit: %w", err)
+	}
+	return nil, nil
 }
 
 // addTokens counts n tokens used by src against limits that have a token
@@ -142,23 +265,179 @@ func (c *counters) addTokens(src string, limits []policy.Limit, n int64, now tim
 		return nil
 	}
 	c.mu.Lock()
+	defer c.mu.Unlock()
+	if err := c.usableLocked(); err != nil {
+		return fmt.Errorf("count tokens: %w", err)
+	}
 	now = now.UTC()
-	changed := false
+	c.buf = c.buf[:0]
 	for _, l := range limits {
 		if l.TokensPerDay <= 0 {
 			continue
 		}
-		c.get(counterKey(src, l), now).Tokens += n
-		changed = true
+		k := counterKey(src, l)
+		c.get(k, now).Tokens += n
+		c.encodeLocked(k)
 	}
-	if !changed {
-		c.mu.Unlock()
+	if len(c.buf) == 0 {
 		return nil
 	}
-	gen := c.changedLocked(now)
-	c.mu.Unlock()
-	return c.persist(gen)
+	c.changedLocked(now)
+	if err := c.appendLocked(); err != nil {
+		return fmt.Errorf("count tokens: %w", err)
+	}
+	return nil
 }
+
+// usableLocked reports whether changes can be logged: not after close,
+// and after a failure only once a compaction has rewritten the log from
+// the counters in memory. c.mu must be held.
+func (c *counters) usableLocked() error {
+	switch {
+	case c.path == "":
+		return nil
+	case c.closed:
+		return fmt.Errorf("%w: closed", ErrLimitStore)
+	case c.err != nil:
+		return c.compactLocked()
+	}
+	return nil
+}
+
+// encodeLocked adds the record of counter k to c.buf. c.mu must be held.
+func (c *counters) encodeLocked(k string) {
+	if c.path == "" {
+		return
+	}
+	b, err := json.Marshal(record{Key: k, counter: *c.m[k]})
+	if err != nil {
+		panic(err) // a string and four integers always encode
+	}
+	c.buf = append(append(c.buf, b...), '\n')
+}
+
+// appendLocked writes c.buf to the log and makes sure a sync follows
+// within SyncInterval. A failed write leaves the log in doubt (part of a
+// record may be in it), so every change is refused until a compaction
+// rewrites it. c.mu must be held.
+func (c *counters) appendLocked() error {
+	if c.path == "" || len(c.buf) == 0 {
+		return nil
+	}
+	n, err := c.log.Write(c.buf)
+	c.size += int64(n)
+	if err != nil {
+		c.err = err
+		return fmt.Errorf("%w: %w", ErrLimitStore, err)
+	}
+	if !c.dirty {
+		c.dirty = true
+		c.stop = c.after(SyncInterval, c.sync)
+	}
+	return nil
+}
+
+// sync fsyncs the log (what the timer that appendLocked schedules runs),
+// or compacts it when it has grown enough. The fsync runs outside c.mu, so
+// requests go on being counted meanwhile.
+func (c *counters) sync() {
+	c.mu.Lock()
+	if c.closed || !c.dirty || c.err != nil {
+		c.mu.Unlock()
+		return
+	}
+	c.dirty = false
+	if c.size > compactMin && c.size > 4*c.base {
+		// Error kept in c.err; the next change retries.
+		_ = c.compactLocked()
+		c.mu.Unlock()
+		return
+	}
+	f := c.log
+	c.mu.Unlock()
+	err := f.Sync()
+	if err != nil {
+		c.mu.Lock()
+		// A compaction may have replaced (and closed) f meanwhile: what
+		// f held is then in the new, synced log.
+		if c.log == f && c.err == nil {
+			c.err = err
+		}
+		c.mu.Unlock()
+	}
+}
+
+// compactLocked writes the live counters as a new log (temporary file,
+// fsync, rename, directory fsync) and appends to it from then on. On
+// success the log is synced and healthy again. c.mu must be held.
+func (c *counters) compactLocked() error {
+	buf := append([]byte(nil), countersHeader...)
+	for k := range c.m {
+		b, err := json.Marshal(record{Key: k, counter: *c.m[k]})
+		if err != nil {
+			panic(err)
+		}
+		buf = append(append(buf, b...), '\n')
+	}
+	f, err := c.create(c.path, buf)
+	if err != nil {
+		c.err = err
+		return fmt.Errorf("%w: rewrite %s: %w", ErrLimitStore, c.path, err)
+	}
+	if c.log != nil {
+		c.log.Close()
+	}
+	c.log, c.size, c.base, c.err, c.dirty = f, int64(len(buf)), int64(len(buf)), nil, false
+	if c.stop != nil {
+		c.stop()
+		c.stop = nil
+	}
+	return nil
+}
+
+// close fsyncs what was logged since the last sync and closes the log:
+// after a clean stop nothing counted is lost. Later changes are refused.
+func (c *counters) close() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.path == "" || c.closed {
+		return nil
+	}
+	if c.stop != nil {
+		c.stop()
+		c.stop = nil
+	}
+	// Synced even when no sync is due: the timer's fsync may be running
+	// outside c.mu on the file this closes.
+	err := c.err
+	if err == nil {
+		err = c.log.Sync()
+	}
+	if err != nil {
+		err = c.compactLocked()
+	}
+	c.closed = true
+	if cerr := c.log.Close(); err == nil && cerr != nil {
+		err = fmt.Errorf("%w: %w", ErrLimitStore, cerr)
+	}
+	c.log = nil
+	if err != nil {
+		return fmt.Errorf("close limit counters: %w", err)
+	}
+	return nil
+}
+
+// createLog is counters.create: durable.WriteFile, then open to append.
+func createLog(path string, data []byte) (logFile, error) {
+	if err := durable.WriteFile(path, data, 0o600, true); err != nil {
+		return nil, err
+	}
+	return os.OpenFile(path, os.O_WRONLY|os.O_APPEND, 0)
+}
+
+// afterFunc is counters.after: a timer, which holds no goroutine while it
+// waits.
+func afterFunc(d time.Duration, f func()) func() bool { return time.AfterFunc(d, f).Stop }
 
 // needRoomLocked reports whether counting src under limits would need new
 // counters that the table has no room for, even after dropping ended ones.
@@ -188,16 +467,15 @@ func (c *counters) get(k string, now time.Time) *counter {
 	return ct
 }
 
-// changedLocked records a change made at now and returns its generation
-// for persist. Once a minute it drops counters whose windows have both
-// ended. c.mu must be held.
-func (c *counters) changedLocked(now time.Time) uint64 {
+// changedLocked records a change made at now: once a minute it drops
+// counters whose windows have both ended (the log keeps their last records
+// until the next compaction; replayed, they are as ended). c.mu must be
+// held.
+func (c *counters) changedLocked(now time.Time) {
 	if m := now.Unix() / 60; m != c.pruned {
 		c.pruneLocked(now)
 		c.pruned = m
 	}
-	c.gen++
-	return c.gen
 }
 
 // pruneLocked drops counters whose windows have both ended at now.
@@ -208,60 +486,4 @@ func (c *counters) pruneLocked(now time.Time) {
 			delete(c.m, k)
 		}
 	}
-}
-
-// persist returns once the file holds change gen or a later one. Writers
-// queue on wmu; whoever gets it writes a snapshot of everything changed so
-// far, so the writers queued behind it usually find their change already
-// on disk and return at once. The file is written atomically (temporary
-// file, fsync, rename, fsync of the directory).
-func (c *counters) persist(gen uint64) error {
-	if c.path == "" {
-		return nil
-	}
-	c.wmu.Lock()
-	defer c.wmu.Unlock()
-	if c.saved >= gen {
-		return nil
-	}
-	c.mu.Lock()
-	snap := c.gen
-	b, err := json.Marshal(c.m)
-	c.mu.Unlock()
-	if err != nil {
-		return fmt.Errorf("save limit counters: %w: %w", ErrLimitStore, err)
-	}
-	if err := writeFileSync(c.path, b); err != nil {
-		return fmt.Errorf("save limit counters: %w: %w", ErrLimitStore, err)
-	}
-	c.saved = snap
-	return nil
-}
-
-func writeFileSync(path string, b []byte) error {
-	dir := filepath.Dir(path)
-	f, err := os.CreateTemp(dir, ".model-limits-*")
-	if err != nil {
-		return err
-	}
-	tmp := f.Name()
-	_, err = f.Write(b)
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp, path)
-	}
-	if err != nil {
-		os.Remove(tmp)
-		return err
-	}
-	if d, err := os.Open(dir); err == nil {
-		d.Sync()
-		d.Close()
-	}
-	return nil
 }

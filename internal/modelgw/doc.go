@@ -73,13 +73,20 @@
 //     their usage is read as they pass.
 //   - Update re-checks every request in progress: the requests and streams
 //     of a peer that was revoked, removed or lost its grant are cut at once.
-//   - Limit counters are written through to Config.StateDir (temporary
-//     file, fsync, rename) before the request they count goes on, so a
-//     restart or crash does not reset them; concurrent requests share one
-//     write. A counters file that cannot be read stops New (starting from
-//     zero would lift every limit), and when the counter table is full a
-//     request that needs a new counter is refused (503 limits_unavailable)
-//     rather than a live counter forgotten.
+//   - Limit counters are appended to a log in Config.StateDir
+//     (CountersFile, one line per changed counter) before the request they
+//     count goes on, and the log is fsynced at most SyncInterval (1 s)
+//     later, not per request (an fsync is milliseconds; the write is
+//     microseconds). So a restart or a crash of the process loses no count,
+//     a clean stop (Close, which Serve calls) loses none, and a crash of the
+//     machine loses at most the last second's counts: a caller can then go
+//     over a limit by what it was counted in that second. Fail closed: a
+//     counters log that cannot be read or is corrupt before its last line
+//     stops New (starting from zero would lift every limit); a write or
+//     fsync that fails refuses every limited request (503
+//     limits_unavailable) until the log has been rewritten from memory;
+//     and when the counter table is full a request that needs a new
+//     counter is refused rather than a live counter forgotten.
 //
 // The upstream is trusted to do what it is told and to report usage
 // honestly; token limits count what it reports.

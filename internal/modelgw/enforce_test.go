@@ -10,6 +10,7 @@ import (
 	"math"
 	"net"
 	"net/http"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -245,12 +246,44 @@ func TestGatewayAnswersUnreachableUpstreamWith502(t *testing.T) {
 
 func TestNewRefusesCorruptCountersFile(t *testing.T) {
 	dir := t.TempDir()
-	if err := writeFileSync(dir+"/"+CountersFile, []byte("{not json")); err != nil {
+	if err := os.WriteFile(dir+"/"+CountersFile, []byte("{not json"), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	_, err := New(Config{Upstream: "http://127.0.0.1:9", Audit: nopRecorder{}, StateDir: dir}, nil)
 	if !errors.Is(err, ErrLimitStore) {
 		t.Fatalf("New = %v, want ErrLimitStore", err)
+	}
+}
+
+// TestGatewayRefusesLimitedRequestsWhileCountersCannotBeWritten: failing
+// closed, a request under a limit whose count cannot be logged is refused
+// (503 limits_unavailable, audited), not let through uncounted; a request
+// under no limit goes on.
+func TestGatewayRefusesLimitedRequestsWhileCountersCannotBeWritten(t *testing.T) {
+	doc := strings.Replace(basePolicy, `"grants"`,
+		`"limits": [{"src": ["agent:fraud"], "dst": ["model:llm"], "rpm": 100}], "grants"`, 1)
+	f := newFixture(t, fixtureOpts{policy: doc, stateDir: t.TempDir()})
+	c := f.gw.counters
+	c.mu.Lock()
+	c.log.Close()
+	c.log = brokenLog{}
+	create := c.create
+	c.create = func(string, []byte) (logFile, error) { return nil, errDisk }
+	c.mu.Unlock()
+	// The disk recovers before the gateway stops (cleanups run last
+	// first), so that Serve's close can rewrite the log.
+	t.Cleanup(func() { c.mu.Lock(); c.create = create; c.mu.Unlock() })
+	res := f.do(f.fraud, "POST", "/v1/chat/completions", chatBody("gpt-4o", ""))
+	eb := res.errBody(t)
+	ev, ok := f.rec.ByID(eb.AuditEvent)
+	if res.status != 503 || eb.Reason != reason.LimitsUnavailable || !ok || ev.Reason != reason.LimitsUnavailable {
+		t.Fatalf("limited request on a broken disk: status %d body %s", res.status, res.body)
+	}
+	if n := len(f.up.Received()); n != 0 {
+		t.Fatalf("the upstream saw %d requests", n)
+	}
+	if res := f.do(f.other, "POST", "/v1/chat/completions", chatBody("gpt-4o-mini", "")); res.status != 200 {
+		t.Fatalf("unlimited request: status %d %s", res.status, res.body)
 	}
 }
 

@@ -10,6 +10,7 @@ var (
 	ErrConfig = errors.New("invalid model gateway configuration")
 	// ErrServing: Serve was called twice.
 	ErrServing = errors.New("model gateway already serving")
-	// ErrLimitStore: the limit counters file cannot be read or written.
+	// ErrLimitStore: the limit counters log cannot be read or written, or
+	// the gateway was closed.
 	ErrLimitStore = errors.New("limit counters store failed")
 )

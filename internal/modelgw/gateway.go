@@ -59,8 +59,9 @@ type Config struct {
 	// handshake, as for the MCP gateway (admission.ServeOn); zero fields are
 	// connlimit's defaults.
 	Conns connlimit.Config
-	// StateDir is where limit counters are kept (file CountersFile); ""
-	// keeps them in memory, so a restart resets them.
+	// StateDir is where limit counters are kept (the log CountersFile,
+	// see SyncInterval for what a crash can lose); "" keeps them in
+	// memory, so a restart resets them.
 	StateDir string
 	// MaxBodyBytes bounds a request body (413 above it); zero is
 	// DefaultMaxBodyBytes.
@@ -236,8 +237,8 @@ func (g *Gateway) Handler() http.Handler { return http.HandlerFunc(g.serveHTTP) 
 // Serve accepts TLS connections (plain ones with an Identifier and no TLS)
 // on ln until ctx ends, then shuts down,
 // waiting for requests in flight to finish (streams are cut when ctx ends,
-// because their request contexts derive from it), and returns nil. It
-// closes ln.
+// because their request contexts derive from it), closes the gateway
+// (Close) and returns nil. It closes ln.
 func (g *Gateway) Serve(ctx context.Context, ln net.Listener) error {
 	if g.cfg.TLS == nil && g.cfg.Identifier == nil {
 		ln.Close()
@@ -260,5 +261,15 @@ func (g *Gateway) Serve(ctx context.Context, ln net.Listener) error {
 	if t, ok := g.client.Transport.(*http.Transport); ok && g.cfg.Transport == nil {
 		t.CloseIdleConnections()
 	}
+	// No request is in flight any more: make the counters durable.
+	if cerr := g.Close(); err == nil && cerr != nil {
+		err = fmt.Errorf("serve: %w", cerr)
+	}
 	return err
 }
+
+// Close fsyncs and closes the limit counters, so that a clean stop loses
+// no count; requests under a limit are refused (limits_unavailable) from
+// then on. Serve calls it when it returns; a user of Handler alone calls
+// it once the handler has stopped. It is idempotent.
+func (g *Gateway) Close() error { return g.counters.close() }

@@ -6,6 +6,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 
 	"github.com/agentmesh/agentmesh/internal/identity"
 )
@@ -32,6 +33,10 @@ type Policy struct {
 	// index in the whole document, which decisions report; nil for a
 	// whole document.
 	grantNumbers []int
+	// decoded is doc decoded once, for Project: a coordinator projects
+	// one policy for every gateway, and decoding a large document per
+	// gateway dominated a fan-out. Kept only once asked for.
+	decoded func() (*rawDoc, []error)
 }
 
 type grant struct {
@@ -120,6 +125,7 @@ func Compile(doc []byte, version string) (*Policy, error) {
 	}
 	p.version = version
 	p.doc = slices.Clone(doc)
+	p.decoded = sync.OnceValues(func() (*rawDoc, []error) { return decodeDocument(p.doc) })
 	if errs := p.runTests(raw.tests, doc); len(errs) > 0 {
 		return nil, fmt.Errorf("compile policy: %w", errors.Join(errs...))
 	}

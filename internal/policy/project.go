@@ -52,7 +52,9 @@ func (p *Policy) Project(dst Node) (Projection, error) {
 	if !ok || dst.Name == "" || !dst.Kind.Serves() {
 		return out, fmt.Errorf("project: %w: the destination must be a named tool or model node", ErrInvalid)
 	}
-	raw, errs := decodeDocument(p.doc)
+	// Read only below: the decoded document is shared by every
+	// projection of p.
+	raw, errs := p.decoded()
 	if len(errs) > 0 || len(raw.grants) != len(p.grants) || len(raw.limits) != len(p.limits) {
 		return out, fmt.Errorf("project: %w: the document no longer decodes as it compiled", ErrInvalid)
 	}
