@@ -200,13 +200,15 @@ func meshConnector(n *node.Node, kind identity.Kind, service string, log *slog.L
 		return t.ID, nil
 	})
 	resolve := func(ctx context.Context) (string, error) {
-		t, err := target()
-		if err != nil && n.Client.Revoked() {
-			// The netmap this node keeps is stale: say what the
-			// coordinator said instead.
+		if n.Client.Revoked() {
+			// The coordinator has said so: every gateway refuses this
+			// certificate, and the netmap this node keeps is stale (its
+			// addresses may name gateways that have stopped), so say what
+			// the coordinator said instead of dialling.
 			return "", &connector.ResolveError{Code: reason.Revoked,
 				Err: fmt.Errorf("this agent (%s) has been revoked: join again with a new auth key", n.ID())}
 		}
+		t, err := target()
 		if err != nil {
 			// Right after start the netmap may not have arrived yet, or
 			// the gateway may still be registering: wait briefly for a
