@@ -228,7 +228,7 @@ func meshConnector(n *node.Node, kind identity.Kind, service string, log *slog.L
 		}
 		return "https://" + t.Addrs[0], nil
 	}
-	return connector.Config{TLS: tlsCfg, Logger: log, Resolve: resolve}
+	return connector.Config{TLS: tlsCfg, Logger: log, Resolve: resolve, Service: service}
 }
 
 // tailnet joins the tailnet for a connector and returns the node (to
@@ -261,7 +261,7 @@ func (cfg *ConnectConfig) tailnet(ctx context.Context, log *slog.Logger) (io.Clo
 	}
 	base := "http://" + net.JoinHostPort(host, strconv.Itoa(tc.Port))
 	resolve := func(context.Context) (string, error) { return base, nil }
-	return tn, connector.Config{Dial: tn.Dial, Logger: log, Resolve: resolve}, nil
+	return tn, connector.Config{Dial: tn.Dial, Logger: log, Resolve: resolve, Service: cfg.Service}, nil
 }
 
 // relay serves the local side of a connection to a gateway until ctx
