@@ -9,6 +9,7 @@
 //   {
 //     "transport": "stdio" | "http",
 //     "command": "/path/to/agentmesh", "args": ["connect", "everything", "--state", "DIR"],  // stdio
+//     "cwd": "/dir/to/run/it/in",                                                            // stdio, optional
 //     "url": "http://127.0.0.1:PORT/mcp",                                                    // http
 //     "headers": {"Authorization": "Bearer TOKEN"},           // http: sent with every request
 //     "steps": [
@@ -40,7 +41,7 @@ function transportFor(spec) {
     case "stdio":
       // stderr is inherited so that the connector's diagnostics reach the
       // test log; stdout carries only MCP messages.
-      return new StdioClientTransport({ command: spec.command, args: spec.args ?? [], stderr: "inherit" });
+      return new StdioClientTransport({ command: spec.command, args: spec.args ?? [], cwd: spec.cwd, stderr: "inherit" });
     case "http":
       // requestInit.headers is how the SDK sends configured headers (the
       // local endpoint's bearer token) with every POST, GET and DELETE.

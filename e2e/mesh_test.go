@@ -369,6 +369,7 @@ type clientSpec struct {
 	Transport string   `json:"transport"`
 	Command   string   `json:"command,omitempty"`
 	Args      []string `json:"args,omitempty"`
+	Cwd       string   `json:"cwd,omitempty"` // stdio: the command's working directory
 	URL       string   `json:"url,omitempty"`
 	// Headers go with every HTTP request, through the SDK's requestInit.
 	Headers map[string]string `json:"headers,omitempty"`

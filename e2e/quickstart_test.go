@@ -26,6 +26,7 @@ import (
 //     line by line, in order, against its terminal output (stdout and stderr
 //     together): "…" stands for any text, a run of spaces for any run of
 //     white space, and the ports of substitution 4 and 5 for any port.
+//     A "# exit status N" line says the command fails with status N.
 //   - The ```json block whose "command" is an agentmesh binary: the stdio
 //     configuration of an MCP client, which the TypeScript SDK client then
 //     uses as written.
@@ -55,7 +56,15 @@ import (
 //     test reads the URL and the token file from what connect prints.
 //  6. "KEYID" is the ID of a key in `keys list --json`.
 //
-// What it checks besides the commands: when the connector serves, the
+// What it checks besides the commands: every command that sends connect
+// an initialize request by hand (`echo "$INIT" | ./agentmesh connect ...`,
+// to show what an MCP client receives when something goes wrong) printed
+// one JSON-RPC error with a reason and a one-line message, and the
+// TypeScript SDK client, running that connect command over stdio, is
+// refused with the same code and reason; between them they show
+// not_serving, unknown_service, gateway_unreachable and revoked, and an
+// admin command fails saying the coordinator cannot be reached. When the
+// connector serves, the
 // TypeScript SDK client, over the HTTP endpoint (with the token from the
 // file connect names) and over stdio (with the JSON configuration), sees
 // the three tools the README names, reads shared/hello.txt, and has
@@ -126,17 +135,24 @@ func readQuickstart(t *testing.T) []qsItem {
 	return items
 }
 
-// qsCommand is one command of a sh block and the lines it shows.
+// qsCommand is one command of a sh block, the lines it shows and the exit
+// status it ends with.
 type qsCommand struct {
 	line   string
 	expect []string
+	status int
 }
+
+// qsStatus is the "# " line that says a command fails: "# exit status N".
+var qsStatus = regexp.MustCompile(`^# exit status (\d+)$`)
 
 func commandsOf(lines []string) []qsCommand {
 	var cmds []qsCommand
 	for _, l := range lines {
 		switch {
 		case strings.TrimSpace(l) == "":
+		case qsStatus.MatchString(l) && len(cmds) > 0:
+			fmt.Sscanf(l, "# exit status %d", &cmds[len(cmds)-1].status)
 		case strings.HasPrefix(l, "# ") && len(cmds) > 0:
 			cmds[len(cmds)-1].expect = append(cmds[len(cmds)-1].expect, strings.TrimPrefix(l, "# "))
 		case strings.HasPrefix(l, "#"):
@@ -340,6 +356,8 @@ func TestQuickstartAsWritten(t *testing.T) {
 	shells := map[string]*qsShell{}
 	var stdioConfig []string
 	var denials []string
+	refusals := map[string]bool{} // the reasons of the errors the README shows a client
+	coordinatorDown := false
 
 	for _, it := range items {
 		switch it.kind {
@@ -393,10 +411,16 @@ func TestQuickstartAsWritten(t *testing.T) {
 				continue
 			}
 			out, status := sh.run(line)
-			if status != 0 || stackTrace(out) {
-				t.Fatalf("%s\n(as run: %s)\nexit status %d, output:\n%s", c.line, line, status, out)
+			if status != c.status || stackTrace(out) {
+				t.Fatalf("%s\n(as run: %s)\nexit status %d (want %d), output:\n%s", c.line, line, status, c.status, out)
 			}
 			checkOutput(t, c, out)
+			if c.status != 0 && strings.Contains(out, "cannot reach the coordinator at ") {
+				coordinatorDown = true
+			}
+			if args, ok := strings.CutPrefix(line, qsHandInit); ok {
+				refusals[refusedAsTheREADMESays(t, home, c, out, args)] = true
+			}
 		}
 		if shells["connect"] == sh && sh != typing {
 			denials = clientsAsTheREADMESays(t, m, home, sh.out.String(), stdioConfig, subst)
@@ -409,6 +433,14 @@ func TestQuickstartAsWritten(t *testing.T) {
 	}
 	if len(denials) != 2 {
 		t.Errorf("the client ran %d times, want twice (HTTP and stdio): does the README still start connect?", len(denials))
+	}
+	for _, why := range []string{"not_serving", "unknown_service", "gateway_unreachable", "revoked"} {
+		if !refusals[why] {
+			t.Errorf("the README no longer shows what a client gets for %s (have %v): its error cases are part of the quickstart", why, refusals)
+		}
+	}
+	if !coordinatorDown {
+		t.Errorf("the README no longer shows an admin command failing while the coordinator is down")
 	}
 	for name, s := range shells {
 		if out := s.out.String(); stackTrace(out) {
@@ -517,4 +549,48 @@ func clientsAsTheREADMESays(t *testing.T, m *mesh, home, connectOut string, conf
 		ids = append(ids, id)
 	}
 	return ids
+}
+
+// qsHandInit starts a README command that sends connect an MCP initialize
+// request by hand, to show what an MCP client receives.
+const qsHandInit = `echo "$INIT" | ./agentmesh `
+
+// refusedAsTheREADMESays checks a README command that sent connect (with
+// args) an initialize request by hand: the terminal shows one JSON-RPC
+// error with a reason and a one-line message, and the TypeScript SDK
+// client, configured with the same command over stdio, is refused with the
+// same code and reason. It returns the reason.
+func refusedAsTheREADMESays(t *testing.T, home string, c qsCommand, out, args string) string {
+	t.Helper()
+	var resp struct {
+		ID    int       `json:"id"`
+		Error *rpcError `json:"error"`
+	}
+	for _, l := range strings.Split(out, "\n") {
+		if strings.HasPrefix(l, `{"jsonrpc"`) {
+			if err := json.Unmarshal([]byte(l), &resp); err != nil {
+				t.Fatalf("%s: the answer %q is not JSON-RPC: %v", c.line, l, err)
+			}
+		}
+	}
+	e := resp.Error
+	switch {
+	case e == nil:
+		t.Fatalf("%s: connect answered no JSON-RPC error:\n%s", c.line, out)
+	case e.Data.Reason == "" || e.Message == "" || strings.Contains(e.Message, "\n") || resp.ID != 1:
+		t.Fatalf("%s: the error %+v (id %d) lacks a reason or a one-line message for request 1", c.line, *e, resp.ID)
+	}
+	spec := clientSpec{Transport: "stdio", Command: filepath.Join(home, "agentmesh"), Args: strings.Fields(args), Cwd: home}
+	got := runClientMayFail(t, spec)
+	switch {
+	case got.ConnectError == nil:
+		t.Errorf("%s: the TypeScript SDK client connected, want refused with %d %s", c.line, e.Code, e.Data.Reason)
+	case got.ConnectError.Code != e.Code || got.ConnectError.Data.Reason != e.Data.Reason:
+		t.Errorf("%s: the TypeScript SDK client was refused with %d %q, the terminal showed %d %q",
+			c.line, got.ConnectError.Code, got.ConnectError.Data.Reason, e.Code, e.Data.Reason)
+	}
+	if stackTrace(got.Raw) {
+		t.Errorf("%s: the client's output holds a stack trace:\n%s", c.line, got.Raw)
+	}
+	return e.Data.Reason
 }

@@ -2,6 +2,7 @@ package cli
 
 import (
 	"context"
+	"log/slog"
 
 	"github.com/agentmesh/agentmesh/internal/engine"
 )
@@ -71,7 +72,7 @@ func runConnect(ctx context.Context, env Env, args []string) error {
 		return usagef("give one SERVICE (a node name or tool:NAME)")
 	}
 	cfg := engine.ConnectConfig{State: *state, Service: pos[0], Listen: *listen, NoToken: *noToken,
-		Stdin: env.Stdin, Stdout: env.Stdout, Logger: newLogger(env, *verbose)}
+		Stdin: env.Stdin, Stdout: env.Stdout, Logger: newLogger(env, *verbose, slog.LevelWarn)}
 	if cfg.Tailnet, err = tf.config(fs, env); err != nil {
 		return err
 	}

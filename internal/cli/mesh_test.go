@@ -77,7 +77,9 @@ func startTestMeshWith(t *testing.T, configure func(*coordinator.Config)) (*demo
 	return d, ctx
 }
 
-func testLogger(t *testing.T) *slog.Logger { return newLogger(Env{Stderr: io.Discard}, false) }
+func testLogger(t *testing.T) *slog.Logger {
+	return newLogger(Env{Stderr: io.Discard}, false, slog.LevelWarn)
+}
 
 // requestEvents counts tools/call decisions in the coordinator's trail.
 func requestEvents(t *testing.T, ctx context.Context, d *demo.Mesh, decision audit.Decision) int {

@@ -97,7 +97,10 @@ func runServe(ctx context.Context, env Env, args []string) error {
 	}
 	defer closeReady()
 	cfg.State, cfg.UpstreamCommand = *state, rest
-	cfg.Logger = newLogger(env, *verbose)
+	// Info: the operator sees each upstream process a session starts, and
+	// when it is ready (seconds, with npx), each refusal and the upstream's
+	// stderr.
+	cfg.Logger = newLogger(env, *verbose, slog.LevelInfo)
 	return engine.ServeGateway(ctx, cfg)
 }
 
@@ -153,9 +156,8 @@ func baseURLNote(s engine.Serving) string {
 	return ""
 }
 
-// newLogger logs to stderr: warnings and errors, or everything with -v.
-func newLogger(env Env, verbose bool) *slog.Logger {
-	level := slog.LevelWarn
+// newLogger logs to stderr from level on, or everything with -v.
+func newLogger(env Env, verbose bool, level slog.Level) *slog.Logger {
 	if verbose {
 		level = slog.LevelDebug
 	}

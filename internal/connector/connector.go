@@ -13,6 +13,7 @@ import (
 	"net/url"
 	"strings"
 	"sync/atomic"
+	"time"
 
 	"github.com/agentmesh/agentmesh/internal/transport"
 )
@@ -48,12 +49,27 @@ type Config struct {
 	// message or SSE event from the gateway. Zero means
 	// DefaultMaxMessageBytes.
 	MaxMessageBytes int
+	// Service names what the connector reaches in what it logs ("files",
+	// "tool:files"); "" says "the service".
+	Service string
+	// SlowAfter is how long a request may wait for the gateway's answer
+	// before the connector logs, once, that it is still waiting: a gateway
+	// whose MCP server is a stdio command starts a process per session,
+	// which takes seconds (npx), and the person behind the MCP client
+	// should see why nothing happens. Zero means DefaultSlowAfter; a
+	// negative value never logs.
+	SlowAfter time.Duration
 }
+
+// DefaultSlowAfter is Config.SlowAfter's default.
+const DefaultSlowAfter = time.Second
 
 // Connector forwards a local MCP endpoint to a gateway over mTLS. One
 // Connector may serve several endpoints at once; they share its connection
 // pool. Close releases idle connections.
 type Connector struct {
+	service   string
+	slowAfter time.Duration // < 0: never say a request is slow
 	resolve   func(context.Context) (string, error)
 	log       *slog.Logger
 	transport *http.Transport
@@ -91,7 +107,17 @@ func New(cfg Config) (*Connector, error) {
 	if maxMsg <= 0 {
 		maxMsg = DefaultMaxMessageBytes
 	}
+	slowAfter := cfg.SlowAfter
+	if slowAfter == 0 {
+		slowAfter = DefaultSlowAfter
+	}
+	service := cfg.Service
+	if service == "" {
+		service = "the service"
+	}
 	c := &Connector{
+		service:   service,
+		slowAfter: slowAfter,
 		resolve:   cfg.Resolve,
 		log:       log,
 		maxMsg:    maxMsg,
@@ -244,6 +270,20 @@ func (c *Connector) roundTrip(ctx context.Context, build func(ctx context.Contex
 		}
 	}
 	return nil, firstErr
+}
+
+// watchSlow logs, once, that the request for method is still waiting for
+// the gateway's answer when it has waited slowAfter; call the returned
+// function when the answer (or an error) is in.
+func (c *Connector) watchSlow(method string) (stop func()) {
+	if c.slowAfter < 0 {
+		return func() {}
+	}
+	t := time.AfterFunc(c.slowAfter, func() {
+		c.log.Warn(fmt.Sprintf("connect: still waiting for %s to answer %s after %s (a gateway whose MCP server is a stdio command starts one process per session, which can take seconds)",
+			c.service, method, c.slowAfter))
+	})
+	return func() { t.Stop() }
 }
 
 // drainClose discards a little of what is left of body, so that an HTTP/1.1

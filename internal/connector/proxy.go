@@ -74,6 +74,16 @@ func (p *proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 
 	body := &replayGuard{r: r.Body}
+	stopWatch := func() {}
+	if r.Method == http.MethodPost {
+		// A GET is a stream that waits by design; a POST waits for an
+		// answer. The method is the client's Mcp-Method header, if sent.
+		method := r.Header.Get(mcpwire.HeaderMethod)
+		if method == "" {
+			method = "a request"
+		}
+		stopWatch = p.c.watchSlow(method)
+	}
 	resp, err := p.c.roundTrip(r.Context(), func(ctx context.Context, endpoint string) (*http.Request, error) {
 		if body.touched.Load() {
 			return nil, errNotReplayable
@@ -106,6 +116,7 @@ func (p *proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		return req, nil
 	})
+	stopWatch()
 	if err != nil {
 		if r.Context().Err() == nil {
 			p.c.log.Warn("gateway unreachable", "method", r.Method, "err", err)

@@ -337,7 +337,9 @@ func (s *stdioSession) call(ctx context.Context, m *message, countPending bool, 
 	// any more.
 	defer rp.release()
 
+	stopWatch := s.c.watchSlow(m.method)
 	resp, err := s.c.roundTrip(ctx, s.newPOST(m, markSent))
+	stopWatch()
 	markSent()
 	if err != nil {
 		if ctx.Err() == nil {

@@ -37,6 +37,12 @@ const (
 	floodSilentPerSource  = 10
 	floodByteEvery        = 50 * time.Millisecond
 	floodReconnectBackoff = time.Second
+	// floodWait bounds each wait of the flood test for something that
+	// must happen (a node's call served, the budgets filled). It only
+	// bounds a hang: on a machine that other builds keep busy, a new
+	// connection can wait long for its turn, and the guarantee is that it
+	// is served, not how fast.
+	floodWait = 3 * time.Minute
 )
 
 // TestFloodHelperProcess is the flood, run as a process of its own so that
@@ -48,7 +54,7 @@ func TestFloodHelperProcess(t *testing.T) {
 		t.Skip("only run by TestCoordinatorKeepsServingNodesUnderUnauthenticatedSlowBodyFlood")
 	}
 	// Bounded in time whatever happens to the test that started it.
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*floodWait)
 	defer cancel()
 	go func() {
 		io.Copy(io.Discard, os.Stdin)
@@ -178,7 +184,7 @@ func TestCoordinatorKeepsServingNodesUnderUnauthenticatedSlowBodyFlood(t *testin
 	// happened.
 	tries := 0
 	serveNodes := func() error {
-		cctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+		cctx, cancel := context.WithTimeout(ctx, floodWait)
 		defer cancel()
 		calls := []struct {
 			name string
@@ -208,7 +214,7 @@ func TestCoordinatorKeepsServingNodesUnderUnauthenticatedSlowBodyFlood(t *testin
 					break
 				}
 				if cctx.Err() != nil {
-					return fmt.Errorf("%s: not served within 20s: %w", call.name, err)
+					return fmt.Errorf("%s: not served within %v: %w", call.name, floodWait, err)
 				}
 			}
 		}
@@ -275,7 +281,7 @@ func TestCoordinatorKeepsServingNodesUnderUnauthenticatedSlowBodyFlood(t *testin
 		}
 		select {
 		case <-m.co.AuditAppended(): // refusals are being recorded: look again
-		case <-time.After(30 * time.Second):
+		case <-time.After(floodWait):
 			t.Fatalf("the flood never filled the budgets: %+v", m.co.ConnStats())
 		}
 	}

@@ -175,6 +175,9 @@ func (d *demo) run(ctx context.Context, keep bool) error {
 	}
 	d.say("   upstream (plain MCP server, knows nothing of agentmesh)  %s", upstream)
 	d.say("   gateway (mTLS, policy per message, audit)               https://%s/mcp", gwAddr)
+	d.say("   (the ledger speaks HTTP, so sessions start at once; a stdio server, `serve -- npx ...`,")
+	d.say("   is started once per session, which takes seconds: serve logs each start and when it is ready,")
+	d.say("   and connect says when a request has waited more than a second)")
 
 	d.section("Agents connect through local connectors (loopback HTTP in, mTLS out)")
 	listChanged := make(chan struct{}, 4)

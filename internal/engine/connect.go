@@ -200,13 +200,15 @@ func meshConnector(n *node.Node, kind identity.Kind, service string, log *slog.L
 		return t.ID, nil
 	})
 	resolve := func(ctx context.Context) (string, error) {
-		t, err := target()
-		if err != nil && n.Client.Revoked() {
-			// The netmap this node keeps is stale: say what the
-			// coordinator said instead.
+		if n.Client.Revoked() {
+			// The coordinator has said so: every gateway refuses this
+			// certificate, and the netmap this node keeps is stale (its
+			// addresses may name gateways that have stopped), so say what
+			// the coordinator said instead of dialling.
 			return "", &connector.ResolveError{Code: reason.Revoked,
 				Err: fmt.Errorf("this agent (%s) has been revoked: join again with a new auth key", n.ID())}
 		}
+		t, err := target()
 		if err != nil {
 			// Right after start the netmap may not have arrived yet, or
 			// the gateway may still be registering: wait briefly for a
@@ -226,7 +228,7 @@ func meshConnector(n *node.Node, kind identity.Kind, service string, log *slog.L
 		}
 		return "https://" + t.Addrs[0], nil
 	}
-	return connector.Config{TLS: tlsCfg, Logger: log, Resolve: resolve}
+	return connector.Config{TLS: tlsCfg, Logger: log, Resolve: resolve, Service: service}
 }
 
 // tailnet joins the tailnet for a connector and returns the node (to
@@ -259,7 +261,7 @@ func (cfg *ConnectConfig) tailnet(ctx context.Context, log *slog.Logger) (io.Clo
 	}
 	base := "http://" + net.JoinHostPort(host, strconv.Itoa(tc.Port))
 	resolve := func(context.Context) (string, error) { return base, nil }
-	return tn, connector.Config{Dial: tn.Dial, Logger: log, Resolve: resolve}, nil
+	return tn, connector.Config{Dial: tn.Dial, Logger: log, Resolve: resolve, Service: cfg.Service}, nil
 }
 
 // relay serves the local side of a connection to a gateway until ctx

@@ -440,6 +440,22 @@ func TestGatewayClosesRevokedPeer(t *testing.T) {
 		if _, err := callText(ctx, cs, "echo", map[string]any{"text": "after"}); err == nil {
 			t.Fatal("revoked peer could still call")
 		}
+		// A new session is refused with revoked, and a message that says what
+		// happened and what to do, not a policy denial.
+		status, _, b := f.rawPost(ctx, f.httpClient(f.fraud), initializeBody, nil)
+		var refused struct {
+			Error struct {
+				Code    int    `json:"code"`
+				Message string `json:"message"`
+			} `json:"error"`
+		}
+		if err := json.Unmarshal(b, &refused); err != nil {
+			t.Fatalf("%d %s: %v", status, b, err)
+		}
+		if d := rpcError(t, b); d.Reason != reason.Revoked || refused.Error.Code != CodeDenied ||
+			!strings.Contains(refused.Error.Message, "revoked") || !strings.Contains(refused.Error.Message, "join again") || strings.Contains(refused.Error.Message, "policy") {
+			t.Errorf("a new session of the revoked peer: %d %s, want %d revoked, saying to join again, not policy", status, b, CodeDenied)
+		}
 		if f.up.Received("after") {
 			t.Fatal("revoked peer's call reached the upstream")
 		}

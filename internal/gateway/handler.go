@@ -365,6 +365,9 @@ func writeRefusal(w http.ResponseWriter, status int, id json.RawMessage, code in
 		EventID string      `json:"event_id"`
 	}{why, eventID})
 	msg := refusalMessage(code) + ": " + string(why)
+	if m, ok := notAdmitted[why]; ok {
+		msg = "not admitted (" + string(why) + "): " + m
+	}
 	if code == CodeUpstream {
 		msg = "upstream unavailable: the MCP server behind this gateway could not be started or reached, or failed (" +
 			string(why) + "); its operator finds the cause in the gateway's log under event " + eventID
@@ -375,6 +378,17 @@ func writeRefusal(w http.ResponseWriter, status int, id json.RawMessage, code in
 	h.Set("Cache-Control", "no-store")
 	w.WriteHeader(status)
 	w.Write(b)
+}
+
+// notAdmitted says, for the reasons a peer with a valid certificate is not
+// admitted (not policy decisions), what happened and what to do, in the
+// message the peer's MCP client shows. It tells the peer only about its
+// own standing.
+var notAdmitted = map[reason.Code]string{
+	reason.Revoked:          "this node has been revoked; join again with a new auth key",
+	reason.StaleIncarnation: "this certificate is from an earlier registration of this node's name; use the state directory of its current join",
+	reason.UnknownPeer:      "this gateway does not know the caller as an active node of the mesh; check 'agentmesh nodes list' (a node that has just joined is known within seconds)",
+	reason.StaleNetmap:      "this gateway has not heard from the coordinator for too long and admits nobody; its operator should check that the coordinator is running",
 }
 
 // refusalMessage is what a JSON-RPC error of the gateway's code says

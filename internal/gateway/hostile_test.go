@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"net/http"
@@ -8,6 +9,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/agentmesh/agentmesh/internal/budget"
 	"github.com/agentmesh/agentmesh/internal/reason"
@@ -72,6 +74,10 @@ func heapInUse() uint64 {
 	return m.HeapInuse
 }
 
+// hostileTimeout bounds TestGatewayHoldsItsBudgetsAgainstAHostileAgent
+// when something hangs.
+const hostileTimeout = 5 * time.Minute
+
 // TestGatewayHoldsItsBudgetsAgainstAHostileAgent is the class-5 "done
 // when": one admitted agent (other) opens sessions in a loop, churns them,
 // and sends many large bodies slowly, against a stdio upstream, while a
@@ -107,7 +113,13 @@ func TestGatewayHoldsItsBudgetsAgainstAHostileAgent(t *testing.T) {
 		c.Limits.MaxBytes = maxBytes
 		c.Bodies = budget.Bodies{PerPeer: bodiesPerPeer, Total: bodiesTotal}
 	}})
-	ctx := testContext(t)
+	// Not testContext's 30 s: the test starts up to 80 upstream processes
+	// (the race-instrumented test binary) and 24 large bodies, which on a
+	// machine busy with other builds takes longer than on an idle one. The
+	// deadline only bounds a hang; every check below is on counts, not on
+	// time.
+	ctx, cancel := context.WithTimeout(context.Background(), hostileTimeout)
+	t.Cleanup(cancel)
 	good := f.connect(ctx, f.fraud, "2025-11-25", nil)
 	hostile := f.httpClient(f.other)
 	maxChildren := 0

@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"os/exec"
 	"reflect"
+	"strings"
 	"sync"
 	"time"
 
@@ -62,6 +63,12 @@ type stdioBridge struct {
 	// procSlot counts the process in the process caps until it has
 	// exited.
 	procSlot *budget.Lease
+
+	// started is when the process was started; the first message it
+	// sends (its initialize result) makes it ready. Starting a process
+	// per session costs seconds with npx, and a person waits for it.
+	started time.Time
+	command string
 }
 
 func (u *commandUpstream) forward(w http.ResponseWriter, r *http.Request, x *exchange) {
@@ -164,6 +171,9 @@ func (u *commandUpstream) start(x *exchange) (*session, error) {
 	if cmd.Stderr == nil {
 		cmd.Stderr = &lineLogger{log: g.log.With("session", sid, "upstream", u.cfg.Argv[0])}
 	}
+	command := strings.Join(u.cfg.Argv, " ")
+	started := g.now()
+	g.log.Info("serve: starting upstream `"+command+"` for a new session", "session", sid, "peer", x.ev.Src)
 	proc, err := (&mcp.CommandTransport{Command: cmd, TerminateDuration: time.Second}).Connect(s.ctx)
 	if err != nil {
 		s.cut()
@@ -177,6 +187,7 @@ func (u *commandUpstream) start(x *exchange) (*session, error) {
 		return nil, fmt.Errorf("session transport: %w", err)
 	}
 	b := &stdioBridge{g: g, t: t, client: client, proc: proc, cmd: cmd, sess: s, procSlot: x.slots.process,
+		started: started, command: command,
 		lists: make(map[jsonrpc.ID]listKind), tasks: make(map[jsonrpc.ID]*taskOrigin),
 		progress: make(map[string]jsonrpc.ID)}
 	x.slots.process = nil
@@ -190,6 +201,12 @@ func (u *commandUpstream) start(x *exchange) (*session, error) {
 	g.goOwned(b.pumpToProcess)
 	g.goOwned(b.pumpToClient)
 	return s, nil
+}
+
+// since is how long ago the bridge's process was started, to the
+// millisecond.
+func (b *stdioBridge) since() time.Duration {
+	return b.g.now().Sub(b.started).Round(time.Millisecond)
 }
 
 func (u *commandUpstream) closeSession(s *session) {
@@ -242,10 +259,19 @@ func (b *stdioBridge) pumpToProcess() {
 
 func (b *stdioBridge) pumpToClient() {
 	defer b.g.endSession(b.sess)
+	ready := false
 	for {
 		msg, err := b.proc.Read(b.ctx)
 		if err != nil {
+			if !ready && b.ctx.Err() == nil {
+				b.g.log.Warn(fmt.Sprintf("serve: upstream `%s` failed after %s, before it answered", b.command, b.since()),
+					"session", b.sess.id, "err", err)
+			}
 			return
+		}
+		if !ready {
+			ready = true
+			b.g.log.Info(fmt.Sprintf("serve: upstream `%s` ready after %s", b.command, b.since()), "session", b.sess.id)
 		}
 		ctx := b.ctx
 		switch m := msg.(type) {

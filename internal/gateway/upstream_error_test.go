@@ -8,6 +8,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/agentmesh/agentmesh/internal/gateway/gatewaytest"
 	"github.com/agentmesh/agentmesh/internal/reason"
 )
 
@@ -52,4 +53,38 @@ func TestGatewayReportsAnUpstreamItCannotReachAsUpstreamNotPolicy(t *testing.T) 
 			}
 		})
 	}
+}
+
+// TestGatewayLogsEachStdioUpstreamItStartsAndWhenItIsReadyOrFailed: a
+// stdio upstream starts per session, which takes seconds with npx, so the
+// operator sees a line when one starts and one when it answers or dies
+// before answering, with the time it took (on the gateway's clock).
+func TestGatewayLogsEachStdioUpstreamItStartsAndWhenItIsReadyOrFailed(t *testing.T) {
+	t.Run("ready", func(t *testing.T) {
+		var log gatewaytest.Log
+		f := newFixture(t, fixtureOpts{stdio: true, log: &log})
+		ctx := testContext(t)
+		f.connect(ctx, f.fraud, "2025-11-25", nil)
+		exe := f.gw.cfg.Upstream.(CommandUpstream).Argv[0]
+		for _, want := range []string{"serve: starting upstream `" + exe + "` for a new session", "serve: upstream `" + exe + "` ready after "} {
+			if !strings.Contains(log.String(), want) {
+				t.Errorf("the log lacks %q:\n%s", want, log.String())
+			}
+		}
+	})
+	t.Run("failed", func(t *testing.T) {
+		var log gatewaytest.Log
+		argv := []string{"/bin/sh", "-c", "exit 3"}
+		f := newFixture(t, fixtureOpts{log: &log, config: func(c *Config) { c.Upstream = CommandUpstream{Argv: argv} }})
+		ctx := testContext(t)
+		f.rawPost(ctx, f.httpClient(f.fraud), initializeBody, nil)
+		for _, want := range []string{"serve: starting upstream `/bin/sh -c exit 3` for a new session", "serve: upstream `/bin/sh -c exit 3` failed after "} {
+			if !strings.Contains(log.String(), want) {
+				t.Errorf("the log lacks %q:\n%s", want, log.String())
+			}
+		}
+		if strings.Contains(log.String(), "ready after") {
+			t.Errorf("an upstream that never answered is logged ready:\n%s", log.String())
+		}
+	})
 }

@@ -51,7 +51,7 @@ var layers = []layer{
 	// import them.
 	{name: "test helpers", may: []string{"foundation", "components", "engine", "test helpers"}, pkgs: []string{
 		"audit/audittest", "connector/connectortest", "coordinator/coordinatortest", "gateway/gatewaytest",
-		"modelgw/modelgwtest", "pki/pkitest", "tailnet/tailnettest", "tools/depslist", "layers", "/e2e",
+		"modelgw/modelgwtest", "pki/pkitest", "tailnet/tailnettest", "tools/depslist", "tools/gotest", "layers", "/e2e",
 	}},
 }
 
