@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"sync"
@@ -13,6 +14,8 @@ import (
 
 	"github.com/agentmesh/agentmesh/internal/controlapi"
 	"github.com/agentmesh/agentmesh/internal/controlclient"
+	"github.com/agentmesh/agentmesh/internal/identity"
+	"github.com/agentmesh/agentmesh/internal/netmap"
 	"github.com/agentmesh/agentmesh/internal/nodestate"
 )
 
@@ -142,4 +145,62 @@ func BenchmarkJoin200Into10k(b *testing.B) {
 		c.Close()
 		b.StartTimer()
 	}
+}
+
+// BenchmarkRevokeDuringJoinStorm10k measures how long a revocation takes
+// to be published (the revoke committed and a netmap holding it
+// installed, which wakes every watcher) in a mesh of 10,000 nodes while 8
+// joins at a time are being recorded and published, as handleJoin and
+// handleNodeRevoke do, without the network. One op is one revocation.
+func BenchmarkRevokeDuringJoinStorm10k(b *testing.B) {
+	c := seedMesh(b, 10_000, Limits{})
+	ctx := context.Background()
+	now := time.Now().UTC()
+	key := keyRecord{KeyInfo: controlapi.KeyInfo{ID: "storm", Kind: "agent", Tags: []string{}, Reusable: true,
+		CreatedAt: now, ExpiresAt: now.Add(time.Hour), CreatedBy: "bench"}, SecretHash: "unused"}
+	if err := c.reg.createKey(ctx, key); err != nil {
+		b.Fatal(err)
+	}
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	var joins atomic.Int64
+	for w := range 8 {
+		wg.Go(func() {
+			for i := 0; ; i++ {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				err := c.reg.join(ctx, key.ID, func(keyRecord) (netmap.Node, error) {
+					return netmap.Node{Name: identity.Name(fmt.Sprintf("storm-%d-%d", w, i)), Kind: identity.KindAgent, Tags: []identity.Tag{}, Incarnation: newIncarnation()}, nil
+				}, time.Now())
+				if err == nil {
+					err = c.publish(ctx)
+				}
+				if err != nil {
+					b.Error(err)
+					return
+				}
+				joins.Add(1)
+			}
+		})
+	}
+	var lat []time.Duration
+	for i := 0; b.Loop(); i++ {
+		t0 := time.Now()
+		if err := c.reg.revokeNode(ctx, fmt.Sprintf("agent-%d", 100+i), time.Now()); err != nil {
+			b.Fatal(err)
+		}
+		if err := c.publish(ctx); err != nil {
+			b.Fatal(err)
+		}
+		lat = append(lat, time.Since(t0))
+	}
+	close(stop)
+	wg.Wait()
+	slices.Sort(lat)
+	b.ReportMetric(float64(lat[len(lat)/2].Microseconds())/1000, "ms-p50")
+	b.ReportMetric(float64(lat[len(lat)-1].Microseconds())/1000, "ms-max")
+	b.ReportMetric(float64(joins.Load())/b.Elapsed().Seconds(), "joins/s")
 }
