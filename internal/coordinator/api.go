@@ -599,18 +599,44 @@ func (c *Coordinator) handlePolicyRollback(w http.ResponseWriter, r *http.Reques
 	c.applyPolicy(w, r, who, p.Document, fmt.Sprintf("rollback to v%d", req.Version))
 }
 
-// publish builds a new netmap from the registry and wakes every watcher.
+// publish makes every registry change committed before it was called
+// visible to every watcher: a netmap with a new version, built from the
+// registry's memory copy (nodeset.go), never from a read of the whole
+// database. Publishes run one at a time, and a caller whose change a
+// publish that started after it has already included returns at once: a
+// burst of changes (a join storm) costs one publish per publish time, not
+// one per change, and no change waits for more than the publish under
+// way and its own. There is no timer: a lone change, a revocation above
+// all, is published at once.
+//
+// The publish completes even if the request that asked for it goes away:
+// the change is committed, and watchers must hear of it.
 func (c *Coordinator) publish(ctx context.Context) error {
-	rows, err := c.reg.nodes(ctx, c.now().Add(-pki.MaxTTL))
+	ctx = context.WithoutCancel(ctx)
+	want := c.reg.changes()
+	c.pubMu.Lock()
+	defer c.pubMu.Unlock()
+	if c.current != nil && c.published >= want {
+		return nil
+	}
+	st, err := c.reg.snapshot(ctx, c.now())
 	if err != nil {
 		return err
 	}
-	p, err := c.reg.policy(ctx, 0)
-	if err != nil {
-		return err
+	p := st.policy
+	pol := c.pol
+	if c.current == nil || c.current.Policy.Version != p.Version {
+		pol = nil
+		if p.Version > 0 {
+			// Apply compiled it already; a failure here means the stored
+			// document changed under us, and gateways get an empty policy.
+			compiled, err := policy.Compile([]byte(p.Document), strconv.FormatInt(p.Version, 10))
+			if err != nil {
+				c.log.Error("coordinator: the stored policy does not compile; gateways get an empty one", "version", p.Version, "err", err)
+			}
+			pol = compiled
+		}
 	}
-	c.mu.Lock()
-	defer c.mu.Unlock()
 	v, err := c.reg.bumpNetmapVersion(ctx)
 	if err != nil {
 		return err
@@ -621,31 +647,16 @@ func (c *Coordinator) publish(ctx context.Context) error {
 		CABundle:    string(pki.EncodeCertPEM(c.ca.Certificate())),
 		AuditKey:    string(audit.EncodePublicKey(c.auditPub)),
 		CertTTL:     c.cfg.CertTTL,
-		Nodes:       make([]netmap.Node, 0, len(rows)),
+		Nodes:       st.nodes,
 		Policy:      netmap.Policy{Version: p.Version, Document: p.Document},
 	}
-	if c.current == nil || c.current.Policy.Version != p.Version {
-		c.pol = nil
-		if p.Version > 0 {
-			// Apply compiled it already; a failure here means the stored
-			// document changed under us, and gateways get an empty policy.
-			pol, err := policy.Compile([]byte(p.Document), strconv.FormatInt(p.Version, 10))
-			if err != nil {
-				c.log.Error("coordinator: the stored policy does not compile; gateways get an empty one", "version", p.Version, "err", err)
-			}
-			c.pol = pol
-		}
-	}
-	for _, n := range rows {
-		id, _ := identity.New(c.td, n.Kind, n.Name)
-		nn := n.Node
-		nn.ID = id
-		nn.LastSeen = time.Time{}
-		nm.Nodes = append(nm.Nodes, nn)
-	}
-	c.current = nm
+	c.mu.Lock()
+	c.current, c.pol = nm, pol
+	c.index = &meshIndex{of: nm, services: st.services}
 	close(c.changed)
 	c.changed = make(chan struct{})
+	c.mu.Unlock()
+	c.published = st.seq
 	return nil
 }
 

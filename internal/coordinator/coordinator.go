@@ -140,11 +140,16 @@ type Coordinator struct {
 
 	serverCert atomic.Pointer[tls.Certificate]
 
+	// pubMu makes publishes one at a time (see publish); published is the
+	// registry change count the current netmap includes.
+	pubMu     sync.Mutex
+	published uint64
+
 	mu      sync.Mutex
 	current *netmap.Netmap // the whole mesh; each node gets viewFor's part
 	pol     *policy.Policy // current.Policy compiled (nil: none, or broken)
 	changed chan struct{}  // closed and replaced on every publish
-	index   *meshIndex     // of current, built by the first view after a publish
+	index   *meshIndex     // of current: set by publish, or by the first view
 
 	projections projectionCache
 
@@ -394,6 +399,9 @@ func (c *Coordinator) openData(ctx context.Context) error {
 		return err
 	}
 	c.td = td
+	if err := reg.open(ctx, td, c.now()); err != nil {
+		return err
+	}
 	_, statErr := os.Stat(filepath.Join(dir, "ca.crt"))
 	switch {
 	case statErr == nil:

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/agentmesh/agentmesh/internal/controlapi"
@@ -17,8 +18,15 @@ import (
 
 // registry is the coordinator's durable state: auth keys, nodes, policy
 // versions and the netmap version counter. Every method is one transaction.
+// It also keeps the committed set of nodes and the newest policy in memory
+// (nodeset.go), which publish reads instead of the database.
 type registry struct {
 	db *sql.DB
+	// mu is held from each write of a node or a policy until the memory
+	// copy has it, so that mem changes in commit order; and while a
+	// publish copies mem.
+	mu  sync.Mutex
+	mem committed
 }
 
 var registryMigrations = []store.Migration{
@@ -143,46 +151,78 @@ func (e *joinError) Error() string { return e.msg }
 // single-use key can never admit two nodes, however the requests interleave.
 // decide checks the key and returns the node to record.
 func (r *registry) join(ctx context.Context, keyID string, decide func(keyRecord) (netmap.Node, error), now time.Time) error {
+	return r.writeNode(ctx, func(tx *sql.Tx) (string, error) { return r.joinTx(ctx, tx, keyID, decide, now) })
+}
+
+func (r *registry) joinTx(ctx context.Context, tx *sql.Tx, keyID string, decide func(keyRecord) (netmap.Node, error), now time.Time) (string, error) {
+	k, err := scanKey(tx.QueryRowContext(ctx, `SELECT `+keyColumns+` FROM authkeys WHERE id = ?`, keyID))
+	if errors.Is(err, sql.ErrNoRows) {
+		return "", &joinError{reason.KeyUnknown, "auth key is not known to this coordinator"}
+	}
+	if err != nil {
+		return "", err
+	}
+	n, err := decide(k)
+	if err != nil {
+		return "", err
+	}
+	var held int
+	if err := tx.QueryRowContext(ctx, `SELECT count(*) FROM nodes WHERE name = ? AND status = 'active'`, string(n.Name)).Scan(&held); err != nil {
+		return "", err
+	}
+	if held > 0 {
+		return "", &joinError{reason.NameTaken, fmt.Sprintf("name %q is held by another active node (revoke it first or pick another name)", n.Name)}
+	}
+	if _, err := tx.ExecContext(ctx, `UPDATE authkeys SET uses = uses + 1 WHERE id = ?`, keyID); err != nil {
+		return "", err
+	}
+	tags, _ := json.Marshal(n.Tags)
+	if _, err := tx.ExecContext(ctx, `INSERT INTO nodes(incarnation, name, kind, tags, status, key_id, created_at, last_seen)
+		VALUES(?, ?, ?, ?, 'active', ?, ?, ?)`, n.Incarnation, string(n.Name), string(n.Kind), string(tags), keyID, now.UnixNano(), now.UnixNano()); err != nil {
+		return "", err
+	}
+	return n.Incarnation, nil
+}
+
+// addNode records a node the coordinator creates itself (the first admin).
+func (r *registry) addNode(ctx context.Context, n netmap.Node, now time.Time) error {
+	return r.writeNode(ctx, func(tx *sql.Tx) (string, error) {
+		tags, _ := json.Marshal(n.Tags)
+		_, err := tx.ExecContext(ctx, `INSERT INTO nodes(incarnation, name, kind, tags, status, key_id, created_at)
+		VALUES(?, ?, ?, ?, 'active', '', ?)`, n.Incarnation, string(n.Name), string(n.Kind), string(tags), now.UnixNano())
+		return n.Incarnation, err
+	})
+}
+
+// writeNode runs write, which changes one node's row and returns its
+// incarnation, in a transaction, and puts the committed row into the
+// memory copy (nodeset.go) before anyone else may write. The row is read
+// back inside the transaction with scanNode, so memory holds exactly what
+// a load from disk would. An error before the commit leaves both as they
+// were (the transaction rolls back); a failed commit leaves the outcome in
+// doubt, and the memory copy is reloaded before the next publish.
+func (r *registry) writeNode(ctx context.Context, write func(*sql.Tx) (string, error)) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
 	tx, err := r.db.BeginTx(ctx, nil)
 	if err != nil {
 		return err
 	}
 	defer tx.Rollback()
-	k, err := scanKey(tx.QueryRowContext(ctx, `SELECT `+keyColumns+` FROM authkeys WHERE id = ?`, keyID))
-	if errors.Is(err, sql.ErrNoRows) {
-		return &joinError{reason.KeyUnknown, "auth key is not known to this coordinator"}
-	}
+	inc, err := write(tx)
 	if err != nil {
 		return err
 	}
-	n, err := decide(k)
+	row, err := scanNode(tx.QueryRowContext(ctx, `SELECT `+nodeColumns+` FROM nodes WHERE incarnation = ?`, inc))
 	if err != nil {
+		return fmt.Errorf("read back node: %w", err)
+	}
+	if err := tx.Commit(); err != nil {
+		r.doubt()
 		return err
 	}
-	var held int
-	if err := tx.QueryRowContext(ctx, `SELECT count(*) FROM nodes WHERE name = ? AND status = 'active'`, string(n.Name)).Scan(&held); err != nil {
-		return err
-	}
-	if held > 0 {
-		return &joinError{reason.NameTaken, fmt.Sprintf("name %q is held by another active node (revoke it first or pick another name)", n.Name)}
-	}
-	if _, err := tx.ExecContext(ctx, `UPDATE authkeys SET uses = uses + 1 WHERE id = ?`, keyID); err != nil {
-		return err
-	}
-	tags, _ := json.Marshal(n.Tags)
-	if _, err := tx.ExecContext(ctx, `INSERT INTO nodes(incarnation, name, kind, tags, status, key_id, created_at, last_seen)
-		VALUES(?, ?, ?, ?, 'active', ?, ?, ?)`, n.Incarnation, string(n.Name), string(n.Kind), string(tags), keyID, now.UnixNano(), now.UnixNano()); err != nil {
-		return err
-	}
-	return tx.Commit()
-}
-
-// addNode records a node the coordinator creates itself (the first admin).
-func (r *registry) addNode(ctx context.Context, n netmap.Node, now time.Time) error {
-	tags, _ := json.Marshal(n.Tags)
-	_, err := r.db.ExecContext(ctx, `INSERT INTO nodes(incarnation, name, kind, tags, status, key_id, created_at)
-		VALUES(?, ?, ?, ?, 'active', '', ?)`, n.Incarnation, string(n.Name), string(n.Kind), string(tags), now.UnixNano())
-	return err
+	r.put(row)
+	return nil
 }
 
 // nodeRow is a node with the fields only the registry listing shows.
@@ -239,7 +279,7 @@ func scanNode(s interface{ Scan(...any) error }) (nodeRow, error) {
 // revokedSince (zero: all).
 func (r *registry) nodes(ctx context.Context, revokedSince time.Time) ([]nodeRow, error) {
 	rows, err := r.db.QueryContext(ctx, `SELECT `+nodeColumns+` FROM nodes
-		WHERE status = 'active' OR revoked_at >= ? ORDER BY name, created_at`, revokedSince.UnixNano())
+		WHERE status = 'active' OR revoked_at >= ? ORDER BY name, created_at, incarnation`, revokedSince.UnixNano())
 	if err != nil {
 		return nil, err
 	}
@@ -276,16 +316,16 @@ func (r *registry) registration(ctx context.Context, incarnation string) (nodeRo
 
 func (r *registry) setTags(ctx context.Context, name string, tags []string) error {
 	b, _ := json.Marshal(tags)
-	return r.updateActive(ctx, name, `UPDATE nodes SET tags = ? WHERE name = ? AND status = 'active'`, string(b), name)
+	return r.updateActive(ctx, `UPDATE nodes SET tags = ? WHERE name = ? AND status = 'active' RETURNING incarnation`, string(b), name)
 }
 
 func (r *registry) setAddrs(ctx context.Context, name string, addrs []string) error {
 	b, _ := json.Marshal(addrs)
-	return r.updateActive(ctx, name, `UPDATE nodes SET addrs = ? WHERE name = ? AND status = 'active'`, string(b), name)
+	return r.updateActive(ctx, `UPDATE nodes SET addrs = ? WHERE name = ? AND status = 'active' RETURNING incarnation`, string(b), name)
 }
 
 func (r *registry) revokeNode(ctx context.Context, name string, now time.Time) error {
-	return r.updateActive(ctx, name, `UPDATE nodes SET status = 'revoked', revoked_at = ? WHERE name = ? AND status = 'active'`, now.UnixNano(), name)
+	return r.updateActive(ctx, `UPDATE nodes SET status = 'revoked', revoked_at = ? WHERE name = ? AND status = 'active' RETURNING incarnation`, now.UnixNano(), name)
 }
 
 func (r *registry) touch(ctx context.Context, incarnation string, now time.Time) error {
@@ -293,15 +333,17 @@ func (r *registry) touch(ctx context.Context, incarnation string, now time.Time)
 	return err
 }
 
-func (r *registry) updateActive(ctx context.Context, name, q string, args ...any) error {
-	res, err := r.db.ExecContext(ctx, q, args...)
-	if err != nil {
-		return err
-	}
-	if n, _ := res.RowsAffected(); n == 0 {
-		return errNotFound
-	}
-	return nil
+// updateActive runs q, an UPDATE of the active node of a name that
+// returns its incarnation, or errNotFound when there is no such node.
+func (r *registry) updateActive(ctx context.Context, q string, args ...any) error {
+	return r.writeNode(ctx, func(tx *sql.Tx) (string, error) {
+		var inc string
+		err := tx.QueryRowContext(ctx, q, args...).Scan(&inc)
+		if errors.Is(err, sql.ErrNoRows) {
+			return "", errNotFound
+		}
+		return inc, err
+	})
 }
 
 // bumpNetmapVersion returns the next netmap version, persisted so that
@@ -313,12 +355,31 @@ func (r *registry) bumpNetmapVersion(ctx context.Context) (int64, error) {
 	return v, err
 }
 
+// addPolicy stores doc as the newest policy version, and the memory copy
+// with it (see writeNode for why under r.mu, and what a failed commit
+// does).
 func (r *registry) addPolicy(ctx context.Context, doc, by, note string, now time.Time) (int64, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	tx, err := r.db.BeginTx(ctx, nil)
+	if err != nil {
+		return 0, err
+	}
+	defer tx.Rollback()
 	var v int64
-	err := r.db.QueryRowContext(ctx, `INSERT INTO policies(version, document, applied_by, applied_at, note)
+	err = tx.QueryRowContext(ctx, `INSERT INTO policies(version, document, applied_by, applied_at, note)
 		VALUES((SELECT coalesce(max(version), 0) + 1 FROM policies), ?, ?, ?, ?) RETURNING version`,
 		doc, by, now.UnixNano(), note).Scan(&v)
-	return v, err
+	if err != nil {
+		return 0, err
+	}
+	if err := tx.Commit(); err != nil {
+		r.doubt()
+		return 0, err
+	}
+	r.mem.policy = controlapi.PolicyVersion{Version: v, Document: doc, AppliedBy: by, AppliedAt: time.Unix(0, now.UnixNano()).UTC(), Note: note}
+	r.mem.seq++
+	return v, nil
 }
 
 // policy returns the given version, or the newest when version is 0.

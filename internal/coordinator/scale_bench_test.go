@@ -23,8 +23,9 @@ import (
 // (with addresses), the rest agents in 500 teams, under a policy of one
 // grant per team and tool pair that the teams use (each team reaches 5
 // tools; 2,500 grants with a when, plus a monitoring grant to every tool).
-// It builds views without a database, as publish leaves the coordinator.
-func scaleMesh(b *testing.B, n int) *Coordinator {
+// It builds views without a database, as publish leaves the coordinator,
+// and also returns the nodes with the tool servers first.
+func scaleMesh(b *testing.B, n int) (*Coordinator, []netmap.Node) {
 	b.Helper()
 	tools := max(n/100, 1)
 	var doc strings.Builder
@@ -53,7 +54,8 @@ func scaleMesh(b *testing.B, n int) *Coordinator {
 		nd.Status, nd.Incarnation = netmap.StatusActive, fmt.Sprintf("inc-%d", i)
 		nm.Nodes = append(nm.Nodes, nd)
 	}
-	return &Coordinator{cfg: Config{CertTTL: time.Hour}, now: time.Now, current: nm, pol: pol}
+	nodes := nm.Nodes
+	return benchCoordinator(nm, pol), nodes
 }
 
 // BenchmarkNetmapScale measures, for meshes of 1,000 and 10,000 nodes, the
@@ -64,8 +66,7 @@ func scaleMesh(b *testing.B, n int) *Coordinator {
 // answer) is not in it: BenchmarkNetmapFanout1000 measures that end to end.
 func BenchmarkNetmapScale(b *testing.B) {
 	for _, n := range []int{1_000, 10_000} {
-		c := scaleMesh(b, n)
-		nodes := c.current.Nodes
+		c, nodes := scaleMesh(b, n)
 		b.Run(fmt.Sprintf("nodes=%d/size", n), func(b *testing.B) {
 			full, _ := json.Marshal(c.current)
 			agent, err := c.viewFor(nodes[len(nodes)-1])
@@ -123,8 +124,8 @@ func BenchmarkNetmapScale(b *testing.B) {
 // BenchmarkCoordinatorMemory10k measures what a coordinator holds for a
 // mesh of 10,000 nodes: a real coordinator (SQLite, TLS listener) gets
 // 10,000 node records (1 % tool servers with addresses, agents in 500
-// teams) and the scale policy, publishes, and builds every node's view
-// once (which fills the projection cache). It reports the Go heap after
+// teams) and the scale policy, publishes after a re-tag (-benchtime
+// times), and builds every node's view once (which fills the projection cache). It reports the Go heap after
 // a GC, and the process's resident set, against the same coordinator
 // before the nodes were added.
 func BenchmarkCoordinatorMemory10k(b *testing.B) {
@@ -136,31 +137,21 @@ func BenchmarkCoordinatorMemory10k(b *testing.B) {
 	}
 	defer c.Close()
 	heap0, rss0 := liveHeap(), rss()
-	doc := scaleMesh(b, 1).current.Policy.Document
-	tx, err := c.db.BeginTx(ctx, nil)
-	if err != nil {
-		b.Fatal(err)
-	}
-	now := time.Now().UnixNano()
-	tools := n / 100
-	for i := range n {
-		name, kind, tags, addrs := fmt.Sprintf("agent-%d", i), "agent", fmt.Sprintf(`["tag:team-%d"]`, i%500), "[]"
-		if i < tools {
-			name, kind, tags, addrs = fmt.Sprintf("tool-%d", i), "tool", `["tag:prod"]`, fmt.Sprintf(`["tool-%d.internal:7800"]`, i)
-		}
-		if _, err := tx.ExecContext(ctx, `INSERT INTO nodes(incarnation, name, kind, tags, status, addrs, key_id, created_at)
-			VALUES(?, ?, ?, ?, 'active', ?, '', ?)`, "inc-"+strconv.Itoa(i), name, kind, tags, addrs, now); err != nil {
-			b.Fatal(err)
-		}
-	}
-	if err := tx.Commit(); err != nil {
-		b.Fatal(err)
-	}
+	policyOf, _ := scaleMesh(b, 1)
+	doc := policyOf.current.Policy.Document
+	seedNodes(b, c, n)
 	if _, err := c.reg.addPolicy(ctx, doc, "bench", "", time.Now()); err != nil {
 		b.Fatal(err)
 	}
+	if err := c.publish(ctx); err != nil {
+		b.Fatal(err)
+	}
+	// A publish follows a change: one re-tag each.
 	var publish time.Duration
-	for b.Loop() {
+	for i := 0; b.Loop(); i++ {
+		if err := c.reg.setTags(ctx, "agent-5000", []string{fmt.Sprintf("tag:team-%d", i%500)}); err != nil {
+			b.Fatal(err)
+		}
 		t0 := time.Now()
 		if err := c.publish(ctx); err != nil {
 			b.Fatal(err)

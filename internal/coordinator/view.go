@@ -1,7 +1,9 @@
 package coordinator
 
 import (
+	"cmp"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -89,10 +91,7 @@ func (c *Coordinator) viewFor(self netmap.Node) (*netmap.Netmap, error) {
 	} else {
 		// The services, and the node itself in its place among them:
 		// the order is the whole netmap's, as for a gateway.
-		selfAt, ok := idx.byIncarnation[self.Incarnation]
-		if !ok {
-			selfAt = -1
-		}
+		selfAt := position(full.Nodes, self)
 		for _, i := range idx.services {
 			if selfAt >= 0 && selfAt < i {
 				add(&full.Nodes[selfAt])
@@ -115,24 +114,34 @@ func (c *Coordinator) viewFor(self netmap.Node) (*netmap.Netmap, error) {
 }
 
 // meshIndex is what views of nodes that do not serve need of one netmap:
-// where its active services are, and where each registration is. It is
-// built once per published netmap.
+// where its active services are. publish makes it with the netmap.
 type meshIndex struct {
-	of            *netmap.Netmap
-	services      []int          // active tool and model nodes, ascending
-	byIncarnation map[string]int // a node's position by incarnation
+	of       *netmap.Netmap
+	services []int // active tool and model nodes, ascending
 }
 
 func newMeshIndex(nm *netmap.Netmap) *meshIndex {
-	x := &meshIndex{of: nm, byIncarnation: make(map[string]int, len(nm.Nodes))}
+	x := &meshIndex{of: nm}
 	for i := range nm.Nodes {
-		n := &nm.Nodes[i]
-		x.byIncarnation[n.Incarnation] = i
-		if n.Status == netmap.StatusActive && n.Kind.Serves() {
+		if n := &nm.Nodes[i]; n.Status == netmap.StatusActive && n.Kind.Serves() {
 			x.services = append(x.services, i)
 		}
 	}
 	return x
+}
+
+// position is where self's registration is in nodes, which are in the
+// netmap's order (by name first), or -1. A name has one active
+// registration and at most a few revoked ones, so this is a binary search
+// and a short walk, not a map rebuilt for every publish.
+func position(nodes []netmap.Node, self netmap.Node) int {
+	i, _ := slices.BinarySearchFunc(nodes, self.Name, func(n netmap.Node, name identity.Name) int { return cmp.Compare(n.Name, name) })
+	for ; i < len(nodes) && nodes[i].Name == self.Name; i++ {
+		if nodes[i].Incarnation == self.Incarnation {
+			return i
+		}
+	}
+	return -1
 }
 
 // projectionCache keeps each gateway's projection of the current policy

@@ -1,7 +1,9 @@
 package coordinator
 
 import (
+	"cmp"
 	"fmt"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -51,8 +53,19 @@ func viewBench(b *testing.B) (*Coordinator, netmap.Node, netmap.Node) {
 		n.Incarnation, n.Addrs = fmt.Sprintf("t%d", i), []string{fmt.Sprintf("tool-%d.internal:7800", i)}
 		nm.Nodes = append(nm.Nodes, n)
 	}
-	c := &Coordinator{cfg: Config{CertTTL: time.Hour}, now: time.Now, current: nm, pol: pol}
-	return c, nm.Nodes[0], nm.Nodes[900]
+	agent, tool := nm.Nodes[0], nm.Nodes[900]
+	return benchCoordinator(nm, pol), agent, tool
+}
+
+// benchCoordinator is a coordinator that holds nm and pol as a publish
+// leaves them, without a database: nm's nodes are put in the netmap's
+// order (by name first), as publish keeps them.
+func benchCoordinator(nm *netmap.Netmap, pol *policy.Policy) *Coordinator {
+	nm.Nodes = slices.Clone(nm.Nodes)
+	slices.SortFunc(nm.Nodes, func(a, b netmap.Node) int {
+		return cmp.Or(cmp.Compare(a.Name, b.Name), cmp.Compare(a.Incarnation, b.Incarnation))
+	})
+	return &Coordinator{cfg: Config{CertTTL: time.Hour}, now: time.Now, current: nm, pol: pol}
 }
 
 // BenchmarkViewForAgent: one agent's view (the services it may reach) of a
