@@ -31,6 +31,7 @@ const benchPolicy = `{
     { "src": ["agent:bench-agent"], "dst": ["tool:bench-echo"], "tools": ["echo", "work"], "resources": ["bench://*"] },
     { "src": ["agent:bench-agent"], "dst": ["tag:bench-fleet"], "tools": ["echo"] },
     { "src": ["agent:bench-agent-env"], "dst": ["tool:bench-echo-env"], "tools": ["echo", "work"], "resources": ["bench://*"] },
+    { "src": ["agent:bench-agent-lib"], "dst": ["tool:bench-lib"], "tools": ["echo", "work"], "resources": ["bench://*"] },
   ],
 }`
 
