@@ -122,6 +122,10 @@ const (
 	ColGoChain   = "go-chain"
 	ColNginx     = "nginx-chain"
 	ColAgentmesh = "agentmesh"
+	// ColLibrary is the zero-hop path: a tool server serving with the
+	// gateway's enforcement in its own process (mesh.Node.Serve), the
+	// client dialing it as a library agent (mesh.Node.HTTPClient).
+	ColLibrary = "library"
 	// ColAgentmeshEnv is the agentmesh column run with Config.CompareEnv.
 	ColAgentmeshEnv = "agentmesh+env"
 )

@@ -16,6 +16,9 @@ type column struct {
 	url  string // the MCP endpoint; "" when the column could not start
 	why  string // why url is empty
 	hc   *http.Client
+	// newClient makes a fresh HTTP client to url (a new connection);
+	// nil means newHTTPClient.
+	newClient func() *http.Client
 	// procs are the processes of the column's hops (as deployed): what
 	// the memory scenario weighs.
 	procs []*proc
@@ -27,6 +30,14 @@ func newHTTPClient() *http.Client {
 		// The endpoints are all plain HTTP on loopback.
 		ForceAttemptHTTP2: false,
 	}}
+}
+
+// client returns a fresh HTTP client to c (its own connections).
+func (c *column) client() *http.Client {
+	if c.newClient != nil {
+		return c.newClient()
+	}
+	return newHTTPClient()
 }
 
 // connect opens one SDK client session at c.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/http"
 	"slices"
 	"time"
 )
@@ -16,16 +17,27 @@ type columnDef struct {
 	// start starts the column's hops and returns its MCP endpoint. An
 	// error of an optional column (one that needs software the machine
 	// may lack) becomes the column's note instead of failing the run.
-	start    func(ctx context.Context, r *runner) (url string, err error)
+	start    func(ctx context.Context, r *runner) (target, error)
 	optional bool
 }
 
+// target is where a column's client sends MCP: url, with HTTP clients
+// from client (nil: a plain HTTP client, newHTTPClient).
+type target struct {
+	url    string
+	client func() *http.Client
+}
+
+// plain is a column reached over plain HTTP at url.
+func plain(url string, err error) (target, error) { return target{url: url}, err }
+
 var columnDefs = []columnDef{
-	{ColDirect, func(_ context.Context, r *runner) (string, error) { return r.up.url, nil }, false},
-	{ColHTTPUtil, startHTTPUtilColumn, false},
-	{ColGoChain, startGoChainColumn, false},
-	{ColNginx, startNginxColumn, true},
-	{ColAgentmesh, func(ctx context.Context, r *runner) (string, error) { return r.startMesh(ctx) }, false},
+	{ColDirect, func(_ context.Context, r *runner) (target, error) { return plain(r.up.url, nil) }, false},
+	{ColHTTPUtil, func(ctx context.Context, r *runner) (target, error) { return plain(startHTTPUtilColumn(ctx, r)) }, false},
+	{ColGoChain, func(ctx context.Context, r *runner) (target, error) { return plain(startGoChainColumn(ctx, r)) }, false},
+	{ColNginx, func(ctx context.Context, r *runner) (target, error) { return plain(startNginxColumn(ctx, r)) }, true},
+	{ColAgentmesh, func(ctx context.Context, r *runner) (target, error) { return plain(r.startMesh(ctx)) }, false},
+	{ColLibrary, startLibraryColumn, false},
 }
 
 // ColumnNames lists the columns in the order tables print them.
@@ -88,8 +100,8 @@ func (r *runner) start(ctx context.Context) error {
 	r.pki = p
 	defs := columnDefs
 	if len(r.cfg.CompareEnv) > 0 && r.deployed() {
-		defs = append(slices.Clone(defs), columnDef{ColAgentmeshEnv, func(ctx context.Context, r *runner) (string, error) {
-			return r.startPair(ctx, "-env", append(slices.Clone(r.cfg.ChildEnv), r.cfg.CompareEnv...))
+		defs = append(slices.Clone(defs), columnDef{ColAgentmeshEnv, func(ctx context.Context, r *runner) (target, error) {
+			return plain(r.startPair(ctx, "-env", append(slices.Clone(r.cfg.ChildEnv), r.cfg.CompareEnv...)))
 		}, false})
 	}
 	for _, def := range defs {
@@ -101,13 +113,18 @@ func (r *runner) start(ctx context.Context) error {
 			continue
 		}
 		before := len(r.children)
-		url, err := def.start(ctx, r)
+		t, err := def.start(ctx, r)
 		c.procs = r.children[before:]
 		if def.name == ColDirect {
 			c.procs = nil // the upstream, which every column shares
 		}
 		if err == nil {
-			c.url = url
+			c.url = t.url
+			if t.client != nil {
+				c.newClient = t.client
+				c.hc = t.client()
+				r.onStop(c.hc.CloseIdleConnections)
+			}
 			err = c.check(ctx)
 		}
 		var skip errColumnSkipped

@@ -8,15 +8,18 @@
 //	go-chain    two Go httputil hops joined by TLS 1.3 with client certificates
 //	nginx-chain the same two hops built from nginx, if installed
 //	agentmesh   connector -> mTLS -> gateway (policy per message, audit) -> upstream
+//	library     the bench's client dials with the library agent's rule (engine.Node.Dial)
+//	            straight to a tool server that serves the upstream's handler with the
+//	            gateway's enforcement in its own process (engine.Node.Serve): no proxy
 //
 // The default layout is as deployed: every component is an OS process of
 // its own. The coordinator, the gateway and the connector are the
 // agentmesh binary run as the README runs it ('agentmesh coordinator',
 // 'agentmesh serve --upstream', 'agentmesh connect --listen', each telling
 // it serves with --ready-fd), nodes joined with auth keys and the policy
-// applied through the admin API. The upstream and each Go proxy hop are
-// the same binary in a hidden role (RoleEnv, RunRole), so every column
-// ends at one shared upstream process; nginx is nginx; the client is the
+// applied through the admin API. The upstream, each Go proxy hop and the
+// library server are the same binary in a hidden role (RoleEnv, RunRole),
+// so every other column ends at one shared upstream process; nginx is nginx; the client is the
 // bench process. Children run in process groups of their own, are
 // stopped on every exit path and, on Linux, die with the bench
 // (Pdeathsig). The in-process layout (LayoutInProcess) runs the same

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"time"
 
 	"github.com/agentmesh/agentmesh/internal/connlimit"
@@ -31,6 +32,7 @@ const benchPolicy = `{
     { "src": ["agent:bench-agent"], "dst": ["tool:bench-echo"], "tools": ["echo", "work"], "resources": ["bench://*"] },
     { "src": ["agent:bench-agent"], "dst": ["tag:bench-fleet"], "tools": ["echo"] },
     { "src": ["agent:bench-agent-env"], "dst": ["tool:bench-echo-env"], "tools": ["echo", "work"], "resources": ["bench://*"] },
+    { "src": ["agent:bench-agent-lib"], "dst": ["tool:bench-lib"], "tools": ["echo", "work"], "resources": ["bench://*"] },
   ],
 }`
 
@@ -103,8 +105,14 @@ func (r *runner) startPair(ctx context.Context, suffix string, env []string) (st
 			}
 			return []string{CPUProfileEnv + "=" + filepath.Join(r.cfg.ProfileDir, name+suffix+".prof")}
 		}
+		// The memory scenario holds Sessions idle sessions of one agent
+		// open, each with its standalone stream in flight: beyond the
+		// per-peer defaults (64 sessions), which guard a gateway against
+		// one looping client and are not what is measured here.
+		peerCap := strconv.Itoa(r.cfg.Sessions + 256)
 		_, s, err := r.startProc(ctx, "gateway"+suffix, append(prof("gateway"), env...), r.cfg.Executable,
-			"serve", "--state", gwState, "--listen", "127.0.0.1:0", "--ready-fd", "3", "--upstream", r.up.url)
+			"serve", "--state", gwState, "--listen", "127.0.0.1:0", "--ready-fd", "3", "--upstream", r.up.url,
+			"--max-sessions-per-peer", peerCap, "--max-requests-per-peer", peerCap)
 		if err != nil {
 			return "", err
 		}

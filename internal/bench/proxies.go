@@ -161,7 +161,19 @@ func (o proxyOpts) server() (*http.Server, *tls.Config, error) {
 		// Stream SSE responses as they come, as nginx's proxy_buffering off.
 		FlushInterval: -1,
 	}
-	return &http.Server{Handler: rp, ReadHeaderTimeout: 10 * time.Second}, serverTLS, nil
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		// An HTTP/1.1 server reads what is left of a request body and
+		// closes it when the handler sends its response headers, unless
+		// told the handler reads and writes at once. Here the transport
+		// still reads the body (a last read to see EOF after
+		// Content-Length bytes) when a fast upstream's headers come
+		// back: that read failed with "invalid Read on closed Body", the
+		// transport closed the upstream connection and the response was
+		// cut (about one call in a thousand with the hops as processes).
+		http.NewResponseController(w).EnableFullDuplex()
+		rp.ServeHTTP(w, r)
+	})
+	return &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}, serverTLS, nil
 }
 
 func loadPool(file string) (*x509.CertPool, error) {

@@ -18,6 +18,7 @@ import (
 const (
 	roleUpstream = "upstream"
 	roleProxy    = "proxy"
+	roleLibrary  = "library"
 )
 
 // RunRole serves one hidden role of the bench binary until ctx ends: the
@@ -29,6 +30,7 @@ func RunRole(ctx context.Context, role string, args []string, ready func(engine.
 	fs := flag.NewFlagSet("bench "+role, flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
 	blob := fs.Int("blob", 1<<20, "size of the upstream's large resource in bytes")
+	state := fs.String("state", "", "the library server's node state directory")
 	var o proxyOpts
 	o.flags(fs)
 	if err := fs.Parse(args); err != nil {
@@ -37,6 +39,8 @@ func RunRole(ctx context.Context, role string, args []string, ready func(engine.
 	var hs *http.Server
 	var serverTLS *tls.Config
 	switch role {
+	case roleLibrary:
+		return serveLibrary(ctx, *state, *blob, ready)
 	case roleUpstream:
 		hs = &http.Server{Handler: upstreamHandler(*blob), ReadHeaderTimeout: 10 * time.Second}
 	case roleProxy:

@@ -117,6 +117,10 @@ func scenarioLatency(ctx context.Context, r *runner, res *Result) error {
 			res.goal(a < n, fmt.Sprintf("agentmesh adds less than the nginx chain at p%.0f", p), "agentmesh +%.0f µs, nginx +%.0f µs", us(a), us(n))
 		}
 	}
+	if lib := got[ColLibrary]; len(ngx) > 0 && len(lib) > 0 {
+		a, n := lib.pct(50)-d.pct(50), ngx.pct(50)-d.pct(50)
+		res.goal(2*a <= n, "the library adds at most half of the nginx chain at p50", "library +%.0f µs, nginx +%.0f µs (%.2fx)", us(a), us(n), float64(a)/float64(n))
+	}
 	res.goal(res.Failed == 0, "zero lost calls", "%d of %d failed", res.Failed, res.Calls)
 	return nil
 }
@@ -247,7 +251,7 @@ func scenarioSession(ctx context.Context, r *runner, res *Result) error {
 			for range per {
 				// A new client transport: a new TCP connection to the first
 				// hop. Hops behind it keep their connections, as in use.
-				hc := newHTTPClient()
+				hc := c.client()
 				start := time.Now()
 				s, err := c.connect(ctx, hc)
 				d := time.Since(start)
@@ -317,7 +321,7 @@ func scenarioMemory(ctx context.Context, r *runner, res *Result) error {
 	n := r.cfg.Sessions
 	perSess, gor := map[string]float64{}, map[string]float64{}
 	for _, c := range cols {
-		hc := newHTTPClient()
+		hc := c.client()
 		before, g0 := heap()
 		open, err := openIdle(ctx, c, hc, n, res)
 		after, g1 := heap()
@@ -364,7 +368,7 @@ func memoryDeployed(ctx context.Context, r *runner, res *Result) error {
 		return sum, nil
 	}
 	for _, c := range cols {
-		hc := newHTTPClient()
+		hc := c.client()
 		h0, err := weigh(c.procs)
 		if err != nil {
 			return err

@@ -68,8 +68,8 @@ func Ship(ctx context.Context, spool *Spool, sender Sender, opts ShipOptions) er
 	}
 	retry := backoff.Backoff{Min: opts.MinBackoff, Max: opts.MaxBackoff, Rand: opts.Jitter}
 	for {
-		b, err := spool.Next(ctx, opts.MaxBatch)
-		if err == nil && len(b.Events) < opts.MaxBatch && opts.Linger > 0 && retry.Failures() == 0 {
+		n, err := spool.waitDurable(ctx)
+		if err == nil && n < uint64(opts.MaxBatch) && opts.Linger > 0 && retry.Failures() == 0 {
 			// Let the batch fill up; a retry after a failure does not wait.
 			select {
 			case <-opts.After(opts.Linger):
@@ -78,6 +78,9 @@ func Ship(ctx context.Context, spool *Spool, sender Sender, opts ShipOptions) er
 			case <-ctx.Done():
 				return ctx.Err()
 			}
+		}
+		var b Batch
+		if err == nil {
 			b, err = spool.Next(ctx, opts.MaxBatch)
 		}
 		switch {

@@ -449,32 +449,43 @@ func (s *Spool) Next(ctx context.Context, max int) (Batch, error) {
 	if max <= 0 {
 		max = 1000
 	}
+	if _, err := s.waitDurable(ctx); err != nil {
+		return Batch{}, err
+	}
+	s.rmu.Lock()
+	defer s.rmu.Unlock()
+	return s.read(max)
+}
+
+// waitDurable waits until at least one durable event is unacknowledged
+// and returns how many are, without reading them: Ship lingers on that
+// count, so each batch is read once, sequentially (reading it before the
+// linger and again after moved the read cursor past the ack pointer and
+// re-read the segment from its start).
+func (s *Spool) waitDurable(ctx context.Context) (uint64, error) {
 	for {
 		s.mu.Lock()
 		ack, durable, failed, changed := s.ack, s.durable, s.failed, s.changed
 		s.mu.Unlock()
 		select {
 		case <-s.closing:
-			return Batch{}, ErrClosed
+			return 0, ErrClosed
 		default:
 		}
 		if durable > ack {
-			break
+			return durable - ack, nil
 		}
 		if failed != nil {
-			return Batch{}, failed
+			return 0, failed
 		}
 		select {
 		case <-changed:
 		case <-s.closing:
-			return Batch{}, ErrClosed
+			return 0, ErrClosed
 		case <-ctx.Done():
-			return Batch{}, fmt.Errorf("audit: spool next: %w", ctx.Err())
+			return 0, fmt.Errorf("audit: spool next: %w", ctx.Err())
 		}
 	}
-	s.rmu.Lock()
-	defer s.rmu.Unlock()
-	return s.read(max)
 }
 
 // Ack records that the coordinator stored b, so its events are not shipped
