@@ -5,14 +5,17 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"reflect"
 	"strconv"
 	"strings"
 	"sync"
 
+	"github.com/agentmesh/agentmesh/internal/identity"
 	"github.com/google/cel-go/cel"
 	"github.com/google/cel-go/common/ast"
 	"github.com/google/cel-go/common/types"
 	"github.com/google/cel-go/common/types/ref"
+	"github.com/google/cel-go/common/types/traits"
 	"github.com/google/cel-go/ext"
 	"github.com/google/cel-go/interpreter"
 )
@@ -66,6 +69,7 @@ var celEnv = sync.OnceValues(func() (*cel.Env, error) {
 		cel.Variable("path", cel.StringType),
 		cel.Variable("http_method", cel.StringType),
 		cel.Variable("args", cel.MapType(cel.StringType, cel.DynType)),
+		cel.CustomTypeAdapter(argAdapter{}),
 		ext.Strings(),
 		cel.ParserRecursionLimit(64),
 		cel.ParserExpressionSizeLimit(MaxWhenBytes),
@@ -133,7 +137,8 @@ func checkRegexLiterals(checked *cel.Ast) error {
 func (w *whenProg) eval(r *Request) (bool, error) {
 	// The activation holds a copy so that r itself does not escape: a
 	// Decide that evaluates no when then allocates nothing.
-	out, _, err := w.prg.Eval(&activation{r: *r})
+	a := &activation{r: *r}
+	out, _, err := w.prg.Eval(a)
 	if err != nil {
 		return false, err
 	}
@@ -144,29 +149,35 @@ func (w *whenProg) eval(r *Request) (bool, error) {
 	return bool(b), nil
 }
 
-// activation resolves a when's variables from a Request lazily, so an
-// expression that only looks at tool.name never pays for converting args.
+// activation resolves a when's variables from a Request lazily: nothing is
+// converted until the expression reads it, and args is handed to CEL as the
+// decoder's map, converted value by value as it is read (see argAdapter).
+// It is one allocation per evaluation; the maps it hands out live inside it.
 type activation struct {
-	r Request
+	r    Request
+	maps [numReqMaps]reqMap
 }
 
 var _ interpreter.Activation = (*activation)(nil)
+
+// emptyArgs stands for nil args: CEL never writes to a map it is given.
+var emptyArgs = map[string]any{}
 
 func (a *activation) ResolveName(name string) (any, bool) {
 	r := &a.r
 	switch name {
 	case "src":
-		return nodeValue(r.Src), true
+		return a.reqMap(mapSrc), true
 	case "dst":
-		return nodeValue(r.Dst), true
+		return a.reqMap(mapDst), true
 	case "method":
 		return types.String(r.Method), true
 	case "tool":
-		return types.NewStringStringMap(types.DefaultTypeAdapter, map[string]string{"name": r.Tool}), true
+		return a.reqMap(mapTool), true
 	case "resource":
-		return types.NewStringStringMap(types.DefaultTypeAdapter, map[string]string{"uri": r.Resource}), true
+		return a.reqMap(mapResource), true
 	case "prompt":
-		return types.NewStringStringMap(types.DefaultTypeAdapter, map[string]string{"name": r.Prompt}), true
+		return a.reqMap(mapPrompt), true
 	case "model":
 		return types.String(r.Model), true
 	case "path":
@@ -174,54 +185,164 @@ func (a *activation) ResolveName(name string) (any, bool) {
 	case "http_method":
 		return types.String(r.HTTPMethod), true
 	case "args":
-		m, _ := celArg(r.Args).(map[string]any)
-		if m == nil {
-			m = map[string]any{}
+		if r.Args == nil {
+			return emptyArgs, true
 		}
-		return types.NewStringInterfaceMap(types.DefaultTypeAdapter, m), true
+		return r.Args, true
 	}
 	return nil, false
 }
 
 func (a *activation) Parent() interpreter.Activation { return nil }
 
-func nodeValue(n Node) ref.Val {
-	tags := make([]string, len(n.Tags))
-	for i, t := range n.Tags {
-		tags[i] = string(t)
+func (a *activation) reqMap(k reqMapKind) *reqMap {
+	m := &a.maps[k]
+	m.kind, m.r = k, &a.r
+	return m
+}
+
+// reqMapKind names the map-typed variables a when sees.
+type reqMapKind uint8
+
+const (
+	mapSrc reqMapKind = iota
+	mapDst
+	mapTool
+	mapResource
+	mapPrompt
+	numReqMaps
+)
+
+// reqMap is one map-typed variable of a when (src, dst, tool, resource,
+// prompt), read straight from the Request. Field lookups, the hot path of
+// every expression (tool.name, src.tags), build nothing but the value read;
+// every other operation (equality, iteration, conversion, size) is
+// delegated to the standard CEL map the variable stands for, built when
+// asked, so that it behaves exactly as that map does.
+type reqMap struct {
+	kind reqMapKind
+	r    *Request
+}
+
+var _ traits.Mapper = (*reqMap)(nil)
+
+// field returns the value under key, as the standard map would hold it.
+func (m *reqMap) field(key string) (ref.Val, bool) {
+	switch m.kind {
+	case mapSrc, mapDst:
+		n := m.node()
+		switch key {
+		case "name":
+			return types.String(n.Name), true
+		case "kind":
+			return types.String(n.Kind), true
+		case "tags":
+			return types.NewStringList(types.DefaultTypeAdapter, tagStrings(n.Tags)), true
+		}
+	case mapTool:
+		if key == "name" {
+			return types.String(m.r.Tool), true
+		}
+	case mapResource:
+		if key == "uri" {
+			return types.String(m.r.Resource), true
+		}
+	case mapPrompt:
+		if key == "name" {
+			return types.String(m.r.Prompt), true
+		}
 	}
+	return nil, false
+}
+
+func (m *reqMap) node() *Node {
+	if m.kind == mapSrc {
+		return &m.r.Src
+	}
+	return &m.r.Dst
+}
+
+// whole builds the standard map the variable stands for.
+func (m *reqMap) whole() traits.Mapper {
+	switch m.kind {
+	case mapSrc, mapDst:
+		return nodeValue(*m.node())
+	case mapTool:
+		return types.NewStringStringMap(types.DefaultTypeAdapter, map[string]string{"name": m.r.Tool})
+	case mapResource:
+		return types.NewStringStringMap(types.DefaultTypeAdapter, map[string]string{"uri": m.r.Resource})
+	}
+	return types.NewStringStringMap(types.DefaultTypeAdapter, map[string]string{"name": m.r.Prompt})
+}
+
+func (m *reqMap) Find(key ref.Val) (ref.Val, bool) {
+	if s, ok := key.(types.String); ok {
+		return m.field(string(s)) // a missing string key is (nil, false), as in the standard map
+	}
+	return m.whole().Find(key)
+}
+
+func (m *reqMap) Get(key ref.Val) ref.Val {
+	if v, ok := m.Find(key); ok {
+		return v
+	}
+	return m.whole().Get(key) // the standard map's error for a missing or bad key
+}
+
+func (m *reqMap) Contains(key ref.Val) ref.Val {
+	if s, ok := key.(types.String); ok {
+		_, found := m.field(string(s))
+		return types.Bool(found)
+	}
+	return m.whole().Contains(key)
+}
+
+func (m *reqMap) Size() ref.Val                               { return m.whole().Size() }
+func (m *reqMap) Iterator() traits.Iterator                   { return m.whole().Iterator() }
+func (m *reqMap) Equal(other ref.Val) ref.Val                 { return m.whole().Equal(other) }
+func (m *reqMap) ConvertToNative(t reflect.Type) (any, error) { return m.whole().ConvertToNative(t) }
+func (m *reqMap) ConvertToType(t ref.Type) ref.Val            { return m.whole().ConvertToType(t) }
+func (m *reqMap) Type() ref.Type                              { return types.MapType }
+func (m *reqMap) Value() any                                  { return m.whole().Value() }
+
+func nodeValue(n Node) traits.Mapper {
 	return types.NewStringInterfaceMap(types.DefaultTypeAdapter, map[string]any{
 		"name": string(n.Name),
 		"kind": string(n.Kind),
-		"tags": tags,
+		"tags": tagStrings(n.Tags),
 	})
 }
 
-// celArg converts decoded JSON into values CEL understands: json.Number
-// becomes int when it is an integer that fits, double otherwise, so that
-// args.limit > 100 works whichever way the number was written.
-func celArg(v any) any {
+func tagStrings(tags []identity.Tag) []string {
+	s := make([]string, len(tags))
+	for i, t := range tags {
+		s[i] = string(t)
+	}
+	return s
+}
+
+// argAdapter is the environment's type adapter: it converts decoded JSON
+// into CEL values as the expression reads them, so that an evaluation pays
+// only for the arguments it looks at. Maps and lists keep the adapter for
+// their elements; json.Number becomes int when it is an integer that fits,
+// double otherwise, so that args.limit > 100 works whichever way the number
+// was written. Everything else is the default adapter's business.
+type argAdapter struct{}
+
+func (argAdapter) NativeToValue(v any) ref.Val {
 	switch x := v.(type) {
 	case map[string]any:
-		m := make(map[string]any, len(x))
-		for k, e := range x {
-			m[k] = celArg(e)
-		}
-		return m
+		return types.NewStringInterfaceMap(argAdapter{}, x)
 	case []any:
-		l := make([]any, len(x))
-		for i, e := range x {
-			l[i] = celArg(e)
-		}
-		return l
+		return types.NewDynamicList(argAdapter{}, x)
 	case json.Number:
 		if i, err := strconv.ParseInt(string(x), 10, 64); err == nil {
-			return i
+			return types.Int(i)
 		}
 		if f, err := strconv.ParseFloat(string(x), 64); err == nil && !math.IsInf(f, 0) {
-			return f
+			return types.Double(f)
 		}
-		return string(x)
+		return types.String(x)
 	}
-	return v
+	return types.DefaultTypeAdapter.NativeToValue(v)
 }
