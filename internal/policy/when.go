@@ -12,6 +12,7 @@ import (
 
 	"github.com/agentmesh/agentmesh/internal/identity"
 	"github.com/google/cel-go/cel"
+	"github.com/google/cel-go/checker"
 	"github.com/google/cel-go/common/ast"
 	"github.com/google/cel-go/common/types"
 	"github.com/google/cel-go/common/types/ref"
@@ -77,10 +78,25 @@ var celEnv = sync.OnceValues(func() (*cel.Env, error) {
 })
 
 // whenProg is one compiled when expression. It is safe for concurrent use.
+//
+// It holds two programs of the same expression. prg runs under CEL's cost
+// tracker with whenCostLimit: whatever the arguments, it stops. fast runs
+// without the tracker, which is most of an evaluation's cost when the
+// expression is small; it is used only for a request in which every value
+// the expression reads (every string, list and map in the variables it
+// names, args to the bottom) has a size of at most fastMax, the largest
+// size for which CEL's static estimate of the expression's worst-case cost,
+// an upper bound of what the tracker would count, stays within
+// whenCostLimit. For such a request the tracker could not have stopped the
+// evaluation, so both programs decide alike; any other request, however
+// hostile, runs under the tracker.
 type whenProg struct {
-	src  string
-	prg  cel.Program
-	keys *ArgKeys // what the expression reads in args
+	src     string
+	prg     cel.Program
+	fast    cel.Program // nil when fastMax would be below minFastSize
+	fastMax uint64
+	vars    whenVars // the variables the expression names
+	keys    *ArgKeys // what the expression reads in args
 }
 
 var errBackspace = errors.New(`regular expression contains a backspace: inside a CEL quoted string '\b' is a backspace, not a word boundary; write a raw string such as r'\bdelete\b'`)
@@ -111,7 +127,164 @@ func compileWhen(src string) (*whenProg, error) {
 	if err != nil {
 		return nil, fmt.Errorf("program: %w", err)
 	}
-	return &whenProg{src: src, prg: prg, keys: argKeysOf(checked.NativeRep().Expr())}, nil
+	w := &whenProg{src: src, prg: prg, vars: whenVarsOf(checked), keys: argKeysOf(checked.NativeRep().Expr())}
+	if w.fastMax, err = fastSizeBound(env, checked); err != nil {
+		return nil, fmt.Errorf("cost estimate: %w", err)
+	}
+	if w.fastMax >= minFastSize {
+		if w.fast, err = env.Program(checked, cel.EvalOptions(cel.OptOptimize)); err != nil {
+			return nil, fmt.Errorf("program: %w", err)
+		}
+	}
+	return w, nil
+}
+
+// sizeBound is a checker.CostEstimator that takes every value whose size
+// CEL cannot know (a variable, a field of one, an element of a list) to be
+// at most its value.
+type sizeBound uint64
+
+func (b sizeBound) EstimateSize(checker.AstNode) *checker.SizeEstimate {
+	return &checker.SizeEstimate{Min: 0, Max: uint64(b)}
+}
+
+func (sizeBound) EstimateCallCost(string, string, *checker.AstNode, []checker.AstNode) *checker.CallEstimate {
+	return nil // CEL's own estimates, and those of the string extensions
+}
+
+// minFastSize is the least fastMax for which the fast program is kept. It
+// covers what within does not count and the estimate may take to be no
+// larger than fastMax: the keys of the map variables ("name", "uri",
+// "kind", "tags") and a scalar converted to a string (at most 24 bytes
+// for a double, about 35 for a timestamp).
+const minFastSize = 64
+
+// maxFastSizeLog2 caps the search for fastMax: no request holds a value
+// of 4 GiB.
+const maxFastSizeLog2 = 32
+
+// fastSizeBound returns the largest power of two n such that the static
+// worst-case cost of the expression, with every value it reads of size at
+// most n, is within whenCostLimit; 0 when even size 1 exceeds it. The
+// estimate grows with n, so a bisection on the exponent takes six
+// estimates.
+func fastSizeBound(env *cel.Env, checked *cel.Ast) (uint64, error) {
+	within := func(log2 int) (bool, error) {
+		est, err := env.EstimateCost(checked, sizeBound(uint64(1)<<log2))
+		return est.Max <= whenCostLimit, err
+	}
+	if ok, err := within(0); !ok || err != nil {
+		return 0, err
+	}
+	lo, hi := 0, maxFastSizeLog2+1 // within(lo); hi is out of reach
+	for hi-lo > 1 {
+		mid := (lo + hi) / 2
+		ok, err := within(mid)
+		if err != nil {
+			return 0, err
+		}
+		if ok {
+			lo = mid
+		} else {
+			hi = mid
+		}
+	}
+	return uint64(1) << lo, nil
+}
+
+// whenVars is the set of variables an expression names, one bit each.
+type whenVars uint16
+
+// whenVarNames lists the variables of celEnv, in bit order.
+var whenVarNames = [...]string{"src", "dst", "method", "tool", "resource", "prompt", "model", "path", "http_method", "args"}
+
+func whenVarsOf(checked *cel.Ast) whenVars {
+	var v whenVars
+	idents := ast.MatchDescendants(ast.NavigateAST(checked.NativeRep()), func(e ast.NavigableExpr) bool {
+		return e.Kind() == ast.IdentKind
+	})
+	for _, e := range idents {
+		for i, n := range whenVarNames {
+			if e.AsIdent() == n {
+				v |= 1 << i
+			}
+		}
+	}
+	return v
+}
+
+// within reports whether every value the variables in v hold for r has a
+// size of at most n: bytes of a string (never fewer than CEL's count of
+// code points), entries of a map, elements of a list.
+func (v whenVars) within(r *Request, n uint64) bool {
+	for i, name := range whenVarNames {
+		if v&(1<<i) == 0 {
+			continue
+		}
+		var ok bool
+		switch name {
+		case "src":
+			ok = nodeWithin(&r.Src, n)
+		case "dst":
+			ok = nodeWithin(&r.Dst, n)
+		case "args":
+			ok = jsonWithin(r.Args, n, 0)
+		default:
+			ok = uint64(len(reqString(r, name))) <= n
+		}
+		if !ok {
+			return false
+		}
+	}
+	return true
+}
+
+func nodeWithin(nd *Node, n uint64) bool {
+	if uint64(len(nd.Name)) > n || uint64(len(nd.Kind)) > n || uint64(len(nd.Tags)) > n {
+		return false
+	}
+	for _, t := range nd.Tags {
+		if uint64(len(t)) > n {
+			return false
+		}
+	}
+	return true
+}
+
+// jsonWithin is within for decoded JSON. Past maxFindDepth it answers
+// false, which sends the request to the tracked program: never an error.
+func jsonWithin(v any, n uint64, depth int) bool {
+	if depth > maxFindDepth {
+		return false
+	}
+	switch x := v.(type) {
+	case map[string]any:
+		if uint64(len(x)) > n {
+			return false
+		}
+		for k, e := range x {
+			if uint64(len(k)) > n || !jsonWithin(e, n, depth+1) {
+				return false
+			}
+		}
+	case []any:
+		if uint64(len(x)) > n {
+			return false
+		}
+		for _, e := range x {
+			if !jsonWithin(e, n, depth+1) {
+				return false
+			}
+		}
+	case string:
+		return uint64(len(x)) <= n
+	case json.Number:
+		return uint64(len(x)) <= n // it may be read as a string
+	case nil, bool, float64, int, int64:
+	default:
+		return false // a type this walk does not know: let the tracker judge
+	}
+	return true
 }
 
 // checkRegexLiterals rejects a constant `matches` pattern with a backspace
@@ -138,7 +311,11 @@ func (w *whenProg) eval(r *Request) (bool, error) {
 	// The activation holds a copy so that r itself does not escape: a
 	// Decide that evaluates no when then allocates nothing.
 	a := &activation{r: *r}
-	out, _, err := w.prg.Eval(a)
+	prg := w.prg
+	if w.fast != nil && w.vars.within(&a.r, w.fastMax) {
+		prg = w.fast
+	}
+	out, _, err := prg.Eval(a)
 	if err != nil {
 		return false, err
 	}
@@ -170,20 +347,14 @@ func (a *activation) ResolveName(name string) (any, bool) {
 		return a.reqMap(mapSrc), true
 	case "dst":
 		return a.reqMap(mapDst), true
-	case "method":
-		return types.String(r.Method), true
+	case "method", "model", "path", "http_method":
+		return types.String(reqString(r, name)), true
 	case "tool":
 		return a.reqMap(mapTool), true
 	case "resource":
 		return a.reqMap(mapResource), true
 	case "prompt":
 		return a.reqMap(mapPrompt), true
-	case "model":
-		return types.String(r.Model), true
-	case "path":
-		return types.String(r.Path), true
-	case "http_method":
-		return types.String(r.HTTPMethod), true
 	case "args":
 		if r.Args == nil {
 			return emptyArgs, true
@@ -194,6 +365,28 @@ func (a *activation) ResolveName(name string) (any, bool) {
 }
 
 func (a *activation) Parent() interpreter.Activation { return nil }
+
+// reqString returns the string a when's variable name is, or holds as its
+// one field (tool.name, resource.uri, prompt.name); "" for any other name.
+func reqString(r *Request, name string) string {
+	switch name {
+	case "method":
+		return r.Method
+	case "tool":
+		return r.Tool
+	case "resource":
+		return r.Resource
+	case "prompt":
+		return r.Prompt
+	case "model":
+		return r.Model
+	case "path":
+		return r.Path
+	case "http_method":
+		return r.HTTPMethod
+	}
+	return ""
+}
 
 func (a *activation) reqMap(k reqMapKind) *reqMap {
 	m := &a.maps[k]

@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/agentmesh/agentmesh/internal/reason"
+	"github.com/google/cel-go/cel"
 	"github.com/google/cel-go/common/types"
 	"github.com/google/cel-go/common/types/ref"
 	"github.com/google/cel-go/interpreter"
@@ -161,5 +163,127 @@ func TestLazyActivationDecidesAsEagerConversion(t *testing.T) {
 				t.Errorf("%s on request %d: lazy gives %v, %v; eager gives %v, %v", src, i, got, gotErr, want, wantErr)
 			}
 		}
+	}
+}
+
+// costProbeExprs are expressions whose cost grows with their input in
+// every way CEL charges for: regular expressions, substring search,
+// concatenation, the string extensions, nested comprehensions.
+var costProbeExprs = []string{
+	`tool.name != 'query' || !args.sql.matches(r'(?i)\bdelete\b')`,
+	`args.items.all(a, args.items.all(b, args.items.all(c, a + b + c != 'zzz')))`,
+	`args.items.exists(i, i.contains(args.sql))`,
+	`args.sql.split(' ').map(w, w.upperAscii()).join('-').replace('-', args.sql).size() > 3`,
+	`args.items.filter(i, i.matches(args.sql)).size() < size(args)`,
+	`src.tags.exists(t, t in dst.tags) || args.sql.lowerAscii().indexOf('x') > 0`,
+	`args.sql + args.sql + resource.uri != prompt.name`,
+}
+
+// TestFastWhenProgramRunsOnlyWhereTheCostLimitCannotTrip checks the
+// premise of whenProg.fast: for a request within fastMax, the tracked
+// program's actual cost is within its static estimate and the limit, and
+// the fast program decides alike; a request past fastMax runs under the
+// tracker and, when hostile, is stopped by it.
+func TestFastWhenProgramRunsOnlyWhereTheCostLimitCannotTrip(t *testing.T) {
+	env, err := celEnv()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, src := range costProbeExprs {
+		w, err := compileWhen(src)
+		if err != nil {
+			t.Fatalf("%s: %v", src, err)
+		}
+		if w.fast == nil {
+			// Only the cubic comprehension is too dear for a fast
+			// program: its fastMax is below minFastSize.
+			if !strings.Contains(src, "all(c,") {
+				t.Errorf("%s: no fast program", src)
+			}
+			continue
+		}
+		checked, _ := env.Compile(src)
+		tracked, err := env.Program(checked, cel.EvalOptions(cel.OptTrackCost))
+		if err != nil {
+			t.Fatal(err)
+		}
+		est, err := env.EstimateCost(checked, sizeBound(w.fastMax))
+		if err != nil {
+			t.Fatal(err)
+		}
+		// Inputs at the bound: the largest strings and lists that are
+		// within fastMax (capped so that the test stays quick).
+		n := min(int(w.fastMax), 4096)
+		for _, size := range []int{1, n / 2, n} {
+			items := make([]any, size)
+			for i := range items {
+				items[i] = strings.Repeat("a", size)
+			}
+			r := callTool(agent(strings.Repeat("n", size), "tag:x"), tool("db", "tag:x"), "query",
+				map[string]any{"sql": strings.Repeat("a ", size/2), "items": items})
+			r.Resource, r.Prompt = strings.Repeat("r", size), strings.Repeat("p", size)
+			if !w.vars.within(&r, w.fastMax) {
+				t.Errorf("%s: size %d not within fastMax %d", src, size, w.fastMax)
+				continue
+			}
+			out, det, err := tracked.Eval(&activation{r: r})
+			if err != nil {
+				t.Errorf("%s, size %d: tracked: %v", src, size, err)
+				continue
+			}
+			cost := *det.ActualCost()
+			if cost > est.Max || cost > whenCostLimit {
+				t.Errorf("%s, size %d: actual cost %d, estimate %d, limit %d", src, size, cost, est.Max, whenCostLimit)
+			}
+			fastOut, _, err := w.fast.Eval(&activation{r: r})
+			if err != nil || fastOut.Equal(out) != types.True {
+				t.Errorf("%s, size %d: fast gives %v, %v; tracked %v", src, size, fastOut, err, out)
+			}
+		}
+	}
+}
+
+func TestWhenCostLimitStopsHostileArgumentsPastTheFastBound(t *testing.T) {
+	tests := []struct {
+		name, when string
+		args       func(n int) map[string]any
+	}{
+		{"quadratic comprehension", `args.items.all(a, args.items.all(b, a + b != 'zz'))`,
+			func(n int) map[string]any {
+				items := make([]any, n)
+				for i := range items {
+					items[i] = "x"
+				}
+				return map[string]any{"items": items}
+			}},
+		{"regex over a long argument", `!args.sql.matches(r'(?i)\bdelete\b')`,
+			func(n int) map[string]any { return map[string]any{"sql": strings.Repeat("x", n)} }},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			p := mustCompile(t, `{"grants": [{"src": ["*"], "dst": ["*"], "tools": ["*"], "when": `+strconv.Quote(tt.when)+`}]}`)
+			w := p.grants[0].when
+			if w.fast == nil {
+				t.Fatal("no fast program")
+			}
+			small := callTool(agent("a"), tool("b"), "t", tt.args(3))
+			if !w.vars.within(&small, w.fastMax) {
+				t.Fatalf("3 items not within fastMax %d", w.fastMax)
+			}
+			if d := p.Decide(small); !d.Allow {
+				t.Errorf("small args: %+v, want allow", d)
+			}
+			// Past the bound (four times it, where the actual cost, not
+			// only the estimate, exceeds the limit): the tracked program
+			// runs and stops it.
+			t.Logf("fastMax %d", w.fastMax)
+			hostile := callTool(agent("a"), tool("b"), "t", tt.args(int(w.fastMax)*4))
+			if w.vars.within(&hostile, w.fastMax) {
+				t.Fatalf("hostile args within fastMax %d", w.fastMax)
+			}
+			if d := p.Decide(hostile); d.Allow || d.Reason != reason.WhenError {
+				t.Errorf("hostile args: %+v, want when_error", d)
+			}
+		})
 	}
 }
