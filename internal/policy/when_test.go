@@ -287,3 +287,66 @@ func TestWhenCostLimitStopsHostileArgumentsPastTheFastBound(t *testing.T) {
 		})
 	}
 }
+
+// FuzzWhenPrograms checks, for arguments of any shape, the two premises of
+// a when's evaluation: the lazy activation gives what the eager
+// conversion gives, and where the fast program is used the tracked one
+// counts no more than the static estimate and decides alike.
+func FuzzWhenPrograms(f *testing.F) {
+	env, err := celEnv()
+	if err != nil {
+		f.Fatal(err)
+	}
+	type compiled struct {
+		w       *whenProg
+		tracked cel.Program
+		est     uint64
+	}
+	var progs []compiled
+	for _, src := range append(append([]string{}, costProbeExprs...), whenEquivalenceExprs...) {
+		w, err := compileWhen(src)
+		if err != nil {
+			f.Fatalf("%s: %v", src, err)
+		}
+		checked, _ := env.Compile(src)
+		tracked, err := env.Program(checked, cel.EvalOptions(cel.OptTrackCost), cel.CostLimit(whenCostLimit))
+		if err != nil {
+			f.Fatal(err)
+		}
+		est, err := env.EstimateCost(checked, sizeBound(w.fastMax))
+		if err != nil {
+			f.Fatal(err)
+		}
+		progs = append(progs, compiled{w, tracked, est.Max})
+	}
+	f.Add(uint8(0), "query", `{"sql": "DELETE from t"}`)
+	f.Add(uint8(1), "t", `{"items": ["a", "b", "c"]}`)
+	f.Add(uint8(3), "t", `{"sql": "a b c", "items": []}`)
+	f.Add(uint8(30), "query", `{"limit": 1e999, "items": [{"price": 5}], "nested": {"a": {"b": true}}}`)
+	f.Fuzz(func(t *testing.T, which uint8, toolName, args string) {
+		c := progs[int(which)%len(progs)]
+		var a map[string]any
+		dec := json.NewDecoder(strings.NewReader(args))
+		dec.UseNumber()
+		if dec.Decode(&a) != nil {
+			return
+		}
+		r := callTool(agent("a", "tag:x"), tool("db", "tag:x"), toolName, a)
+		r.Resource, r.Prompt = "db://x/"+toolName, toolName
+		want, det, wantErr := c.tracked.Eval(eagerActivation{&r})
+		got, _, gotErr := c.tracked.Eval(&activation{r: r})
+		if fmt.Sprint(want, wantErr) != fmt.Sprint(got, gotErr) {
+			t.Fatalf("%s: lazy gives %v, %v; eager gives %v, %v", c.w.src, got, gotErr, want, wantErr)
+		}
+		if c.w.fast == nil || !c.w.vars.within(&r, c.w.fastMax) {
+			return
+		}
+		if cost := det.ActualCost(); cost == nil || *cost > c.est || *cost > whenCostLimit {
+			t.Fatalf("%s: within fastMax %d, tracked cost %v, estimate %d", c.w.src, c.w.fastMax, cost, c.est)
+		}
+		fast, _, fastErr := c.w.fast.Eval(&activation{r: r})
+		if fmt.Sprint(want, wantErr) != fmt.Sprint(fast, fastErr) {
+			t.Fatalf("%s: fast gives %v, %v; tracked %v, %v", c.w.src, fast, fastErr, want, wantErr)
+		}
+	})
+}
