@@ -48,7 +48,9 @@
 // case-insensitively would read what the when never saw (see ArgKeys).
 // Node tags come from the registry through Request, never from the peer. A
 // when runs under a CEL cost limit, so a request cannot make the gateway
-// spin.
+// spin; a request whose every value the when reads is small enough that
+// CEL's static cost estimate puts the limit out of reach runs without the
+// runtime tracker, which then could not have stopped it (see whenProg).
 package policy
 
 import (

@@ -5,14 +5,18 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"reflect"
 	"strconv"
 	"strings"
 	"sync"
 
+	"github.com/agentmesh/agentmesh/internal/identity"
 	"github.com/google/cel-go/cel"
+	"github.com/google/cel-go/checker"
 	"github.com/google/cel-go/common/ast"
 	"github.com/google/cel-go/common/types"
 	"github.com/google/cel-go/common/types/ref"
+	"github.com/google/cel-go/common/types/traits"
 	"github.com/google/cel-go/ext"
 	"github.com/google/cel-go/interpreter"
 )
@@ -66,6 +70,7 @@ var celEnv = sync.OnceValues(func() (*cel.Env, error) {
 		cel.Variable("path", cel.StringType),
 		cel.Variable("http_method", cel.StringType),
 		cel.Variable("args", cel.MapType(cel.StringType, cel.DynType)),
+		cel.CustomTypeAdapter(argAdapter{}),
 		ext.Strings(),
 		cel.ParserRecursionLimit(64),
 		cel.ParserExpressionSizeLimit(MaxWhenBytes),
@@ -73,10 +78,25 @@ var celEnv = sync.OnceValues(func() (*cel.Env, error) {
 })
 
 // whenProg is one compiled when expression. It is safe for concurrent use.
+//
+// It holds two programs of the same expression. prg runs under CEL's cost
+// tracker with whenCostLimit: whatever the arguments, it stops. fast runs
+// without the tracker, which is most of an evaluation's cost when the
+// expression is small; it is used only for a request in which every value
+// the expression reads (every string, list and map in the variables it
+// names, args to the bottom) has a size of at most fastMax, the largest
+// size for which CEL's static estimate of the expression's worst-case cost,
+// an upper bound of what the tracker would count, stays within
+// whenCostLimit. For such a request the tracker could not have stopped the
+// evaluation, so both programs decide alike; any other request, however
+// hostile, runs under the tracker.
 type whenProg struct {
-	src  string
-	prg  cel.Program
-	keys *ArgKeys // what the expression reads in args
+	src     string
+	prg     cel.Program
+	fast    cel.Program // nil when fastMax would be below minFastSize
+	fastMax uint64
+	vars    whenVars // the variables the expression names
+	keys    *ArgKeys // what the expression reads in args
 }
 
 var errBackspace = errors.New(`regular expression contains a backspace: inside a CEL quoted string '\b' is a backspace, not a word boundary; write a raw string such as r'\bdelete\b'`)
@@ -107,7 +127,164 @@ func compileWhen(src string) (*whenProg, error) {
 	if err != nil {
 		return nil, fmt.Errorf("program: %w", err)
 	}
-	return &whenProg{src: src, prg: prg, keys: argKeysOf(checked.NativeRep().Expr())}, nil
+	w := &whenProg{src: src, prg: prg, vars: whenVarsOf(checked), keys: argKeysOf(checked.NativeRep().Expr())}
+	if w.fastMax, err = fastSizeBound(env, checked); err != nil {
+		return nil, fmt.Errorf("cost estimate: %w", err)
+	}
+	if w.fastMax >= minFastSize {
+		if w.fast, err = env.Program(checked, cel.EvalOptions(cel.OptOptimize)); err != nil {
+			return nil, fmt.Errorf("program: %w", err)
+		}
+	}
+	return w, nil
+}
+
+// sizeBound is a checker.CostEstimator that takes every value whose size
+// CEL cannot know (a variable, a field of one, an element of a list) to be
+// at most its value.
+type sizeBound uint64
+
+func (b sizeBound) EstimateSize(checker.AstNode) *checker.SizeEstimate {
+	return &checker.SizeEstimate{Min: 0, Max: uint64(b)}
+}
+
+func (sizeBound) EstimateCallCost(string, string, *checker.AstNode, []checker.AstNode) *checker.CallEstimate {
+	return nil // CEL's own estimates, and those of the string extensions
+}
+
+// minFastSize is the least fastMax for which the fast program is kept. It
+// covers what within does not count and the estimate may take to be no
+// larger than fastMax: the keys of the map variables ("name", "uri",
+// "kind", "tags") and a scalar converted to a string (at most 24 bytes
+// for a double, about 35 for a timestamp).
+const minFastSize = 64
+
+// maxFastSizeLog2 caps the search for fastMax: no request holds a value
+// of 4 GiB.
+const maxFastSizeLog2 = 32
+
+// fastSizeBound returns the largest power of two n such that the static
+// worst-case cost of the expression, with every value it reads of size at
+// most n, is within whenCostLimit; 0 when even size 1 exceeds it. The
+// estimate grows with n, so a bisection on the exponent takes six
+// estimates.
+func fastSizeBound(env *cel.Env, checked *cel.Ast) (uint64, error) {
+	within := func(log2 int) (bool, error) {
+		est, err := env.EstimateCost(checked, sizeBound(uint64(1)<<log2))
+		return est.Max <= whenCostLimit, err
+	}
+	if ok, err := within(0); !ok || err != nil {
+		return 0, err
+	}
+	lo, hi := 0, maxFastSizeLog2+1 // within(lo); hi is out of reach
+	for hi-lo > 1 {
+		mid := (lo + hi) / 2
+		ok, err := within(mid)
+		if err != nil {
+			return 0, err
+		}
+		if ok {
+			lo = mid
+		} else {
+			hi = mid
+		}
+	}
+	return uint64(1) << lo, nil
+}
+
+// whenVars is the set of variables an expression names, one bit each.
+type whenVars uint16
+
+// whenVarNames lists the variables of celEnv, in bit order.
+var whenVarNames = [...]string{"src", "dst", "method", "tool", "resource", "prompt", "model", "path", "http_method", "args"}
+
+func whenVarsOf(checked *cel.Ast) whenVars {
+	var v whenVars
+	idents := ast.MatchDescendants(ast.NavigateAST(checked.NativeRep()), func(e ast.NavigableExpr) bool {
+		return e.Kind() == ast.IdentKind
+	})
+	for _, e := range idents {
+		for i, n := range whenVarNames {
+			if e.AsIdent() == n {
+				v |= 1 << i
+			}
+		}
+	}
+	return v
+}
+
+// within reports whether every value the variables in v hold for r has a
+// size of at most n: bytes of a string (never fewer than CEL's count of
+// code points), entries of a map, elements of a list.
+func (v whenVars) within(r *Request, n uint64) bool {
+	for i, name := range whenVarNames {
+		if v&(1<<i) == 0 {
+			continue
+		}
+		var ok bool
+		switch name {
+		case "src":
+			ok = nodeWithin(&r.Src, n)
+		case "dst":
+			ok = nodeWithin(&r.Dst, n)
+		case "args":
+			ok = jsonWithin(r.Args, n, 0)
+		default:
+			ok = uint64(len(reqString(r, name))) <= n
+		}
+		if !ok {
+			return false
+		}
+	}
+	return true
+}
+
+func nodeWithin(nd *Node, n uint64) bool {
+	if uint64(len(nd.Name)) > n || uint64(len(nd.Kind)) > n || uint64(len(nd.Tags)) > n {
+		return false
+	}
+	for _, t := range nd.Tags {
+		if uint64(len(t)) > n {
+			return false
+		}
+	}
+	return true
+}
+
+// jsonWithin is within for decoded JSON. Past maxFindDepth it answers
+// false, which sends the request to the tracked program: never an error.
+func jsonWithin(v any, n uint64, depth int) bool {
+	if depth > maxFindDepth {
+		return false
+	}
+	switch x := v.(type) {
+	case map[string]any:
+		if uint64(len(x)) > n {
+			return false
+		}
+		for k, e := range x {
+			if uint64(len(k)) > n || !jsonWithin(e, n, depth+1) {
+				return false
+			}
+		}
+	case []any:
+		if uint64(len(x)) > n {
+			return false
+		}
+		for _, e := range x {
+			if !jsonWithin(e, n, depth+1) {
+				return false
+			}
+		}
+	case string:
+		return uint64(len(x)) <= n
+	case json.Number:
+		return uint64(len(x)) <= n // it may be read as a string
+	case nil, bool, float64, int, int64:
+	default:
+		return false // a type this walk does not know: let the tracker judge
+	}
+	return true
 }
 
 // checkRegexLiterals rejects a constant `matches` pattern with a backspace
@@ -133,7 +310,12 @@ func checkRegexLiterals(checked *cel.Ast) error {
 func (w *whenProg) eval(r *Request) (bool, error) {
 	// The activation holds a copy so that r itself does not escape: a
 	// Decide that evaluates no when then allocates nothing.
-	out, _, err := w.prg.Eval(&activation{r: *r})
+	a := &activation{r: *r}
+	prg := w.prg
+	if w.fast != nil && w.vars.within(&a.r, w.fastMax) {
+		prg = w.fast
+	}
+	out, _, err := prg.Eval(a)
 	if err != nil {
 		return false, err
 	}
@@ -144,84 +326,216 @@ func (w *whenProg) eval(r *Request) (bool, error) {
 	return bool(b), nil
 }
 
-// activation resolves a when's variables from a Request lazily, so an
-// expression that only looks at tool.name never pays for converting args.
+// activation resolves a when's variables from a Request lazily: nothing is
+// converted until the expression reads it, and args is handed to CEL as the
+// decoder's map, converted value by value as it is read (see argAdapter).
+// It is one allocation per evaluation; the maps it hands out live inside it.
 type activation struct {
-	r Request
+	r    Request
+	maps [numReqMaps]reqMap
 }
 
 var _ interpreter.Activation = (*activation)(nil)
+
+// emptyArgs stands for nil args: CEL never writes to a map it is given.
+var emptyArgs = map[string]any{}
 
 func (a *activation) ResolveName(name string) (any, bool) {
 	r := &a.r
 	switch name {
 	case "src":
-		return nodeValue(r.Src), true
+		return a.reqMap(mapSrc), true
 	case "dst":
-		return nodeValue(r.Dst), true
-	case "method":
-		return types.String(r.Method), true
+		return a.reqMap(mapDst), true
+	case "method", "model", "path", "http_method":
+		return types.String(reqString(r, name)), true
 	case "tool":
-		return types.NewStringStringMap(types.DefaultTypeAdapter, map[string]string{"name": r.Tool}), true
+		return a.reqMap(mapTool), true
 	case "resource":
-		return types.NewStringStringMap(types.DefaultTypeAdapter, map[string]string{"uri": r.Resource}), true
+		return a.reqMap(mapResource), true
 	case "prompt":
-		return types.NewStringStringMap(types.DefaultTypeAdapter, map[string]string{"name": r.Prompt}), true
-	case "model":
-		return types.String(r.Model), true
-	case "path":
-		return types.String(r.Path), true
-	case "http_method":
-		return types.String(r.HTTPMethod), true
+		return a.reqMap(mapPrompt), true
 	case "args":
-		m, _ := celArg(r.Args).(map[string]any)
-		if m == nil {
-			m = map[string]any{}
+		if r.Args == nil {
+			return emptyArgs, true
 		}
-		return types.NewStringInterfaceMap(types.DefaultTypeAdapter, m), true
+		return r.Args, true
 	}
 	return nil, false
 }
 
 func (a *activation) Parent() interpreter.Activation { return nil }
 
-func nodeValue(n Node) ref.Val {
-	tags := make([]string, len(n.Tags))
-	for i, t := range n.Tags {
-		tags[i] = string(t)
+// reqString returns the string a when's variable name is, or holds as its
+// one field (tool.name, resource.uri, prompt.name); "" for any other name.
+func reqString(r *Request, name string) string {
+	switch name {
+	case "method":
+		return r.Method
+	case "tool":
+		return r.Tool
+	case "resource":
+		return r.Resource
+	case "prompt":
+		return r.Prompt
+	case "model":
+		return r.Model
+	case "path":
+		return r.Path
+	case "http_method":
+		return r.HTTPMethod
 	}
+	return ""
+}
+
+func (a *activation) reqMap(k reqMapKind) *reqMap {
+	m := &a.maps[k]
+	m.kind, m.r = k, &a.r
+	return m
+}
+
+// reqMapKind names the map-typed variables a when sees.
+type reqMapKind uint8
+
+const (
+	mapSrc reqMapKind = iota
+	mapDst
+	mapTool
+	mapResource
+	mapPrompt
+	numReqMaps
+)
+
+// reqMap is one map-typed variable of a when (src, dst, tool, resource,
+// prompt), read straight from the Request. Field lookups, the hot path of
+// every expression (tool.name, src.tags), build nothing but the value read;
+// every other operation (equality, iteration, conversion, size) is
+// delegated to the standard CEL map the variable stands for, built when
+// asked, so that it behaves exactly as that map does.
+type reqMap struct {
+	kind reqMapKind
+	r    *Request
+}
+
+var _ traits.Mapper = (*reqMap)(nil)
+
+// field returns the value under key, as the standard map would hold it.
+func (m *reqMap) field(key string) (ref.Val, bool) {
+	switch m.kind {
+	case mapSrc, mapDst:
+		n := m.node()
+		switch key {
+		case "name":
+			return types.String(n.Name), true
+		case "kind":
+			return types.String(n.Kind), true
+		case "tags":
+			return types.NewStringList(types.DefaultTypeAdapter, tagStrings(n.Tags)), true
+		}
+	case mapTool:
+		if key == "name" {
+			return types.String(m.r.Tool), true
+		}
+	case mapResource:
+		if key == "uri" {
+			return types.String(m.r.Resource), true
+		}
+	case mapPrompt:
+		if key == "name" {
+			return types.String(m.r.Prompt), true
+		}
+	}
+	return nil, false
+}
+
+func (m *reqMap) node() *Node {
+	if m.kind == mapSrc {
+		return &m.r.Src
+	}
+	return &m.r.Dst
+}
+
+// whole builds the standard map the variable stands for.
+func (m *reqMap) whole() traits.Mapper {
+	switch m.kind {
+	case mapSrc, mapDst:
+		return nodeValue(*m.node())
+	case mapTool:
+		return types.NewStringStringMap(types.DefaultTypeAdapter, map[string]string{"name": m.r.Tool})
+	case mapResource:
+		return types.NewStringStringMap(types.DefaultTypeAdapter, map[string]string{"uri": m.r.Resource})
+	}
+	return types.NewStringStringMap(types.DefaultTypeAdapter, map[string]string{"name": m.r.Prompt})
+}
+
+func (m *reqMap) Find(key ref.Val) (ref.Val, bool) {
+	if s, ok := key.(types.String); ok {
+		return m.field(string(s)) // a missing string key is (nil, false), as in the standard map
+	}
+	return m.whole().Find(key)
+}
+
+func (m *reqMap) Get(key ref.Val) ref.Val {
+	if v, ok := m.Find(key); ok {
+		return v
+	}
+	return m.whole().Get(key) // the standard map's error for a missing or bad key
+}
+
+func (m *reqMap) Contains(key ref.Val) ref.Val {
+	if s, ok := key.(types.String); ok {
+		_, found := m.field(string(s))
+		return types.Bool(found)
+	}
+	return m.whole().Contains(key)
+}
+
+func (m *reqMap) Size() ref.Val                               { return m.whole().Size() }
+func (m *reqMap) Iterator() traits.Iterator                   { return m.whole().Iterator() }
+func (m *reqMap) Equal(other ref.Val) ref.Val                 { return m.whole().Equal(other) }
+func (m *reqMap) ConvertToNative(t reflect.Type) (any, error) { return m.whole().ConvertToNative(t) }
+func (m *reqMap) ConvertToType(t ref.Type) ref.Val            { return m.whole().ConvertToType(t) }
+func (m *reqMap) Type() ref.Type                              { return types.MapType }
+func (m *reqMap) Value() any                                  { return m.whole().Value() }
+
+func nodeValue(n Node) traits.Mapper {
 	return types.NewStringInterfaceMap(types.DefaultTypeAdapter, map[string]any{
 		"name": string(n.Name),
 		"kind": string(n.Kind),
-		"tags": tags,
+		"tags": tagStrings(n.Tags),
 	})
 }
 
-// celArg converts decoded JSON into values CEL understands: json.Number
-// becomes int when it is an integer that fits, double otherwise, so that
-// args.limit > 100 works whichever way the number was written.
-func celArg(v any) any {
+func tagStrings(tags []identity.Tag) []string {
+	s := make([]string, len(tags))
+	for i, t := range tags {
+		s[i] = string(t)
+	}
+	return s
+}
+
+// argAdapter is the environment's type adapter: it converts decoded JSON
+// into CEL values as the expression reads them, so that an evaluation pays
+// only for the arguments it looks at. Maps and lists keep the adapter for
+// their elements; json.Number becomes int when it is an integer that fits,
+// double otherwise, so that args.limit > 100 works whichever way the number
+// was written. Everything else is the default adapter's business.
+type argAdapter struct{}
+
+func (argAdapter) NativeToValue(v any) ref.Val {
 	switch x := v.(type) {
 	case map[string]any:
-		m := make(map[string]any, len(x))
-		for k, e := range x {
-			m[k] = celArg(e)
-		}
-		return m
+		return types.NewStringInterfaceMap(argAdapter{}, x)
 	case []any:
-		l := make([]any, len(x))
-		for i, e := range x {
-			l[i] = celArg(e)
-		}
-		return l
+		return types.NewDynamicList(argAdapter{}, x)
 	case json.Number:
 		if i, err := strconv.ParseInt(string(x), 10, 64); err == nil {
-			return i
+			return types.Int(i)
 		}
 		if f, err := strconv.ParseFloat(string(x), 64); err == nil && !math.IsInf(f, 0) {
-			return f
+			return types.Double(f)
 		}
-		return string(x)
+		return types.String(x)
 	}
-	return v
+	return types.DefaultTypeAdapter.NativeToValue(v)
 }
