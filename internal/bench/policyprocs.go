@@ -51,7 +51,7 @@ func scenarioPolicyProcs(ctx context.Context, r *runner, res *Result) error {
 		if _, err := controlclient.Join(ctx, controlclient.JoinOptions{AuthKey: key, Name: name, State: state}); err != nil {
 			return fmt.Errorf("join %s: %w", name, err)
 		}
-		if err := fleet.start(exe, "serve", "--state", state, "--upstream", r.up.url, "-v"); err != nil {
+		if err := fleet.start(r, exe, "serve", "--state", state, "--upstream", r.up.url, "-v"); err != nil {
 			return fmt.Errorf("start the gateway of %s: %w", name, err)
 		}
 	}
@@ -123,15 +123,18 @@ type gatewayProc struct {
 // enforcingLine is what serve -v writes after a swap (see engine's onView).
 const enforcingLine = `msg="serve: enforcing view"`
 
-// start runs argv as a fleet process and reads its stderr.
-func (f *procFleet) start(exe string, args ...string) error {
+// start runs argv as a fleet process and reads its stderr. Like every
+// child of the bench it is started by the runner's spawning thread with
+// childAttr, so a bench that dies takes its hundred gateways with it.
+func (f *procFleet) start(r *runner, exe string, args ...string) error {
 	cmd := exec.Command(exe, args...)
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.SysProcAttr = childAttr()
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
 		return err
 	}
-	if err := cmd.Start(); err != nil {
+	r.spawn(func() { err = cmd.Start() })
+	if err != nil {
 		return err
 	}
 	p := &gatewayProc{cmd: cmd, seen: map[int64]time.Time{}}
