@@ -56,11 +56,7 @@ func startTestMeshWith(t *testing.T, configure func(*coordinator.Config)) (*demo
 		t.Fatal(err)
 	}
 	for _, n := range []struct{ name, kind string }{{"ledger", "tool"}, {"teller", "agent"}, {"auditor", "agent"}} {
-		var resp controlapi.KeyCreateResponse
-		if err := d.Admin.Call(ctx, http.MethodPost, controlapi.PathKeys, controlapi.KeyCreateRequest{Kind: n.kind}, &resp); err != nil {
-			t.Fatal(err)
-		}
-		if _, err := controlclient.Join(ctx, controlclient.JoinOptions{AuthKey: resp.Key, Name: n.name, State: filepath.Join(d.Dir, n.name)}); err != nil {
+		if _, err := d.Join(ctx, n.name, n.kind); err != nil {
 			t.Fatal(err)
 		}
 	}
