@@ -309,7 +309,11 @@ func FuzzWhenPrograms(f *testing.F) {
 			f.Fatalf("%s: %v", src, err)
 		}
 		checked, _ := env.Compile(src)
-		tracked, err := env.Program(checked, cel.EvalOptions(cel.OptTrackCost), cel.CostLimit(whenCostLimit))
+		// The reference is built with the options compileWhen uses, so that
+		// an error reads the same: without OptOptimize a regex over a
+		// non-string says "no such overload: matches", with it only
+		// "no such overload", and the audit records that text.
+		tracked, err := env.Program(checked, cel.EvalOptions(cel.OptTrackCost, cel.OptOptimize), cel.CostLimit(whenCostLimit))
 		if err != nil {
 			f.Fatal(err)
 		}
