@@ -207,7 +207,7 @@ func TestAuditCommandsQueryAndDetectTampering(t *testing.T) {
 		t.Fatalf("audit verify on an intact trail: %d %q", code, out)
 	}
 	// Edit the denial into an allow behind the coordinator's back.
-	db, err := store.Open(coordinator.DatabasePath(filepath.Join(d.Dir, "coordinator")))
+	db, err := store.OpenSQLite(coordinator.DatabasePath(filepath.Join(d.Dir, "coordinator")))
 	if err != nil {
 		t.Fatal(err)
 	}

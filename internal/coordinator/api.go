@@ -39,6 +39,8 @@ func (c *Coordinator) routes() http.Handler {
 	body := func(max int64, h handler) handler { return c.withBody(max, h) }
 	const small = controlapi.MaxBody
 	mux.HandleFunc("POST "+controlapi.PathJoin, c.handleJoin)
+	mux.HandleFunc("GET /healthz", c.handleHealth)
+	mux.HandleFunc("GET /readyz", c.handleReady)
 	mux.HandleFunc("POST "+controlapi.PathRenew, c.node(body(small, c.handleRenew)))
 	mux.HandleFunc("GET "+controlapi.PathNetmap, c.node(c.handleNetmap))
 	mux.HandleFunc("POST "+controlapi.PathRegister, c.node(body(small, c.handleRegister)))

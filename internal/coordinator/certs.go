@@ -182,17 +182,23 @@ func loadOrCreateAuditKey(path string, create bool) (ed25519.PrivateKey, error) 
 	if fi, err := os.Stat(path); err == nil && fi.Mode().Perm()&0o077 != 0 {
 		return nil, fmt.Errorf("audit key %s is readable by other users; run: chmod 600 %s", path, path)
 	}
+	return parseAuditKey(b, "audit key "+path)
+}
+
+// parseAuditKey reads a PEM (PKCS #8) ed25519 key; what names it in
+// errors.
+func parseAuditKey(b []byte, what string) (ed25519.PrivateKey, error) {
 	blk, _ := pem.Decode(b)
 	if blk == nil {
-		return nil, fmt.Errorf("audit key %s: not PEM", path)
+		return nil, fmt.Errorf("%s: not PEM", what)
 	}
 	k, err := x509.ParsePKCS8PrivateKey(blk.Bytes)
 	if err != nil {
-		return nil, fmt.Errorf("audit key %s: %w", path, err)
+		return nil, fmt.Errorf("%s: %w", what, err)
 	}
 	priv, ok := k.(ed25519.PrivateKey)
 	if !ok {
-		return nil, fmt.Errorf("audit key %s: not an ed25519 key", path)
+		return nil, fmt.Errorf("%s: not an ed25519 key", what)
 	}
 	return priv, nil
 }

@@ -36,7 +36,6 @@ import (
 	"crypto/ed25519"
 	"crypto/tls"
 	"crypto/x509"
-	"database/sql"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -60,6 +59,8 @@ import (
 	"github.com/agentmesh/agentmesh/internal/pki"
 	"github.com/agentmesh/agentmesh/internal/policy"
 	"github.com/agentmesh/agentmesh/internal/reason"
+	"github.com/agentmesh/agentmesh/internal/sealed"
+	"github.com/agentmesh/agentmesh/internal/store"
 )
 
 // DefaultListen is where the coordinator listens unless told otherwise:
@@ -80,8 +81,21 @@ const AdminName = "admin"
 // default.
 type Config struct {
 	// DataDir holds the CA, the audit signing key, the admin identity and,
-	// in its own subdirectory (DatabaseDir), the database. Required.
+	// in its own subdirectory (DatabaseDir), the database. Required. With
+	// a shared Database it holds only this coordinator's admin identity
+	// and lock: the CA and the audit key are in the database, sealed.
 	DataDir string
+	// Database is empty for the embedded SQLite database in DataDir, or
+	// the postgres:// URL of a PostgreSQL database that several
+	// coordinators share (shared.go, cluster.go).
+	Database string
+	// DatabaseKey seals the CA and audit keys in a shared Database;
+	// required with one (sealed.Load reads it from a file or the
+	// environment).
+	DatabaseKey *sealed.Key
+	// AdvertiseURL is the API URL nodes are told to reach this
+	// coordinator at; empty means https:// and the listen address.
+	AdvertiseURL string
 	// AuditKeyFile is the audit signing key (created on first start);
 	// empty means DataDir/audit.key. It may not lie in the database's
 	// directory. See datadir.go for the layout and why.
@@ -120,7 +134,7 @@ type Coordinator struct {
 	td       identity.TrustDomain
 	ca       *pki.CA
 	verifier *pki.Verifier
-	db       *sql.DB
+	db       *store.DB
 	reg      *registry
 	audit    *auditstore.Store
 	auditPub ed25519.PublicKey
@@ -152,6 +166,8 @@ type Coordinator struct {
 	index   *meshIndex     // of current: set by publish, or by the first view
 
 	projections projectionCache
+
+	cluster *cluster // this coordinator's part in a cluster (cluster.go)
 
 	// lock keeps other processes out of the data directory from before
 	// anything in it is written until Close.
@@ -234,6 +250,9 @@ func Start(ctx context.Context, cfg Config) (c *Coordinator, err error) {
 	if err := c.writeAdminIdentity(ctx); err != nil {
 		return nil, fmt.Errorf("admin identity: %w", err)
 	}
+	if err := c.joinCluster(ctx); err != nil {
+		return nil, err
+	}
 	if err := c.publish(ctx); err != nil {
 		return nil, fmt.Errorf("netmap: %w", err)
 	}
@@ -264,6 +283,7 @@ func Start(ctx context.Context, cfg Config) (c *Coordinator, err error) {
 			log.Error("coordinator: serve", "err", err)
 		}
 	}()
+	c.startCluster(runCtx)
 	c.wg.Add(4)
 	go func() {
 		defer c.wg.Done()
@@ -371,6 +391,7 @@ func (c *Coordinator) Close() error {
 				c.log.Warn("coordinator: final audit checkpoint", "err", err)
 			}
 		}
+		c.leaveCluster()
 		if c.db != nil {
 			c.db.Close()
 		}
@@ -380,11 +401,15 @@ func (c *Coordinator) Close() error {
 	return nil
 }
 
-// openData initialises the locked data directory on first start and loads
-// it after.
+// openData initialises the locked data directory and the database on
+// first start and loads them after.
 func (c *Coordinator) openData(ctx context.Context) error {
 	dir := c.cfg.DataDir
-	db, err := openDatabase(dir, c.log)
+	shared := store.IsPostgres(c.cfg.Database)
+	if shared && c.cfg.DatabaseKey == nil {
+		return sealed.ErrNoKey
+	}
+	db, err := openDatabase(ctx, dir, c.cfg.Database, c.log)
 	if err != nil {
 		return err
 	}
@@ -402,35 +427,16 @@ func (c *Coordinator) openData(ctx context.Context) error {
 	if err := reg.open(ctx, td, c.now()); err != nil {
 		return err
 	}
-	_, statErr := os.Stat(filepath.Join(dir, "ca.crt"))
-	switch {
-	case statErr == nil:
-		ca, err := pki.LoadCA(dir)
-		if err != nil {
-			return err
-		}
-		c.ca = ca
-	case errors.Is(statErr, os.ErrNotExist):
-		ca, err := pki.NewCA(td, c.now())
-		if err != nil {
-			return err
-		}
-		if err := ca.Save(dir); err != nil {
-			return err
-		}
-		c.ca = ca
-	default:
-		return statErr
+	var signer ed25519.PrivateKey
+	if shared {
+		signer, err = c.sharedKeys(ctx)
+	} else {
+		signer, err = c.fileKeys()
+	}
+	if err != nil {
+		return err
 	}
 	c.verifier = pki.NewVerifier(td, []*x509.Certificate{c.ca.Certificate()}, c.now)
-	keyPath, err := c.auditKeyPath()
-	if err != nil {
-		return err
-	}
-	signer, err := loadOrCreateAuditKey(keyPath, !hasCheckpoints(db))
-	if err != nil {
-		return err
-	}
 	c.auditPub = signer.Public().(ed25519.PublicKey)
 	self, err := identity.New(td, identity.KindAdmin, ServerName)
 	if err != nil {
@@ -445,31 +451,74 @@ func (c *Coordinator) openData(ctx context.Context) error {
 	return nil
 }
 
+// fileKeys loads the CA and the audit key from the data directory's files,
+// creating them on first start.
+func (c *Coordinator) fileKeys() (ed25519.PrivateKey, error) {
+	dir := c.cfg.DataDir
+	_, statErr := os.Stat(filepath.Join(dir, "ca.crt"))
+	switch {
+	case statErr == nil:
+		ca, err := pki.LoadCA(dir)
+		if err != nil {
+			return nil, err
+		}
+		c.ca = ca
+	case errors.Is(statErr, os.ErrNotExist):
+		ca, err := pki.NewCA(c.td, c.now())
+		if err != nil {
+			return nil, err
+		}
+		if err := ca.Save(dir); err != nil {
+			return nil, err
+		}
+		c.ca = ca
+	default:
+		return nil, statErr
+	}
+	keyPath, err := c.auditKeyPath()
+	if err != nil {
+		return nil, err
+	}
+	return loadOrCreateAuditKey(keyPath, !hasCheckpoints(c.db))
+}
+
+// sharedKeys loads the CA and the audit key sealed in the shared
+// database, the first coordinator creating them (shared.go).
+func (c *Coordinator) sharedKeys(ctx context.Context) (ed25519.PrivateKey, error) {
+	if c.cfg.AuditKeyFile != "" {
+		return nil, errors.New("--audit-key does not apply to a shared database: the audit key is sealed in the database with the database key")
+	}
+	if err := store.Migrate(ctx, c.db, "secrets", secretsMigrations); err != nil {
+		return nil, err
+	}
+	ca, err := sharedCA(ctx, c.db, c.cfg.DatabaseKey, c.td, c.now())
+	if err != nil {
+		return nil, err
+	}
+	c.ca = ca
+	return sharedAuditKey(ctx, c.db, c.cfg.DatabaseKey, c.now(), !hasCheckpoints(c.db))
+}
+
 // trustDomain returns the stored trust domain, storing the configured one
 // (or the default) on first start.
 func (c *Coordinator) trustDomain(ctx context.Context) (identity.TrustDomain, error) {
-	var stored string
-	err := c.db.QueryRowContext(ctx, `SELECT v FROM meta WHERE k = 'trust_domain'`).Scan(&stored)
-	switch {
-	case err == nil:
-		if c.cfg.TrustDomain != "" && c.cfg.TrustDomain != stored {
-			return "", fmt.Errorf("this mesh's trust domain is %q; it cannot be changed to %q", stored, c.cfg.TrustDomain)
-		}
-		return identity.ParseTrustDomain(stored)
-	case errors.Is(err, sql.ErrNoRows):
-		want := c.cfg.TrustDomain
-		if want == "" {
-			want = DefaultTrustDomain
-		}
-		td, err := identity.ParseTrustDomain(want)
-		if err != nil {
-			return "", err
-		}
-		_, err = c.db.ExecContext(ctx, `INSERT INTO meta(k, v) VALUES('trust_domain', ?)`, string(td))
-		return td, err
-	default:
+	want := c.cfg.TrustDomain
+	if want == "" {
+		want = DefaultTrustDomain
+	}
+	// The first start stores it; on a shared database coordinators
+	// starting at once may both try, and the first one's stays.
+	if _, err := c.db.ExecContext(ctx, `INSERT INTO meta(k, v) VALUES('trust_domain', $1) ON CONFLICT(k) DO NOTHING`, want); err != nil {
 		return "", err
 	}
+	var stored string
+	if err := c.db.QueryRowContext(ctx, `SELECT v FROM meta WHERE k = 'trust_domain'`).Scan(&stored); err != nil {
+		return "", err
+	}
+	if c.cfg.TrustDomain != "" && c.cfg.TrustDomain != stored {
+		return "", fmt.Errorf("this mesh's trust domain is %q; it cannot be changed to %q", stored, c.cfg.TrustDomain)
+	}
+	return identity.ParseTrustDomain(stored)
 }
 
 // presentsMeshCertificate sorts a connection into connlimit's

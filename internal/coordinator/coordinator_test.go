@@ -556,7 +556,7 @@ func TestGatewayReceiptDetectsTailDeletedWhileCoordinatorWasDown(t *testing.T) {
 		t.Fatal(err)
 	}
 	m.stop()
-	db, err := store.Open(coordinator.DatabasePath(m.data))
+	db, err := store.OpenSQLite(coordinator.DatabasePath(m.data))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,7 +1,7 @@
 package coordinator
 
 import (
-	"database/sql"
+	"context"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -83,10 +83,17 @@ func (c *Coordinator) lockData() error {
 	return nil
 }
 
-// openDatabase opens the database of data directory dir, first moving a
-// database that an earlier version kept at DATA/mesh.db (next to the
-// keys) into DATA/db.
-func openDatabase(dir string, log *slog.Logger) (*sql.DB, error) {
+// openDatabase opens the coordinator's database: target when it is a
+// PostgreSQL URL, else the SQLite database of data directory dir, first
+// moving a database that an earlier version kept at DATA/mesh.db (next to
+// the keys) into DATA/db.
+func openDatabase(ctx context.Context, dir, target string, log *slog.Logger) (*store.DB, error) {
+	if store.IsPostgres(target) {
+		return store.OpenPostgres(ctx, target)
+	}
+	if target != "" {
+		return nil, fmt.Errorf("--db %s: want a postgres:// URL, or nothing for the SQLite database in the data directory", store.Redact(target))
+	}
 	dbDir := filepath.Join(dir, DatabaseDir)
 	path := DatabasePath(dir)
 	old := filepath.Join(dir, DatabaseFile)
@@ -109,7 +116,7 @@ func openDatabase(dir string, log *slog.Logger) (*sql.DB, error) {
 	if err := privateDir(dbDir); err != nil {
 		return nil, err
 	}
-	return store.Open(path)
+	return store.OpenSQLite(path)
 }
 
 // moveDatabase checkpoints the database at old (so its whole content is
@@ -117,7 +124,7 @@ func openDatabase(dir string, log *slog.Logger) (*sql.DB, error) {
 // first, into dbDir as path. Interrupted, it leaves either the old file
 // complete or the new one; a second start finishes the move.
 func moveDatabase(old, dbDir, path string) error {
-	db, err := store.Open(old)
+	db, err := store.OpenSQLite(old)
 	if err != nil {
 		return err
 	}
@@ -175,7 +182,7 @@ func (c *Coordinator) auditKeyPath() (string, error) {
 
 // hasCheckpoints reports whether the database holds signed audit
 // checkpoints (false when the audit tables do not exist yet).
-func hasCheckpoints(db *sql.DB) bool {
+func hasCheckpoints(db *store.DB) bool {
 	var n int
 	return db.QueryRow(`SELECT count(*) FROM (SELECT 1 FROM audit_checkpoints LIMIT 1)`).Scan(&n) == nil && n > 0
 }

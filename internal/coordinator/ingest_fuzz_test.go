@@ -60,7 +60,7 @@ func FuzzAuditIngest(f *testing.F) {
 		f.Add([]byte(s))
 	}
 
-	db, err := store.Open(filepath.Join(f.TempDir(), "mesh.db"))
+	db, err := store.OpenSQLite(filepath.Join(f.TempDir(), "mesh.db"))
 	if err != nil {
 		f.Fatal(err)
 	}

@@ -191,3 +191,35 @@ func (r *registry) snapshot(ctx context.Context, now time.Time) (netmapState, er
 	}
 	return st, nil
 }
+
+// refreshNode rereads the node registered under incarnation, which another
+// coordinator changed, into the set. The read is made under r.mu, like
+// this coordinator's own writes, so that a row read before one of them
+// cannot be put after it. A failed read leaves the set stale: the next
+// publish reloads it.
+func (r *registry) refreshNode(ctx context.Context, incarnation string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	row, err := r.registration(ctx, incarnation)
+	if err != nil {
+		r.doubt()
+		return
+	}
+	r.put(row)
+}
+
+// refreshPolicy rereads the newest policy, which another coordinator
+// applied.
+func (r *registry) refreshPolicy(ctx context.Context) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	p, err := r.policy(ctx, 0)
+	if err != nil {
+		r.doubt()
+		return
+	}
+	if p.Version != r.mem.policy.Version {
+		r.mem.policy = p
+		r.mem.seq++
+	}
+}

@@ -21,12 +21,14 @@ import (
 // It also keeps the committed set of nodes and the newest policy in memory
 // (nodeset.go), which publish reads instead of the database.
 type registry struct {
-	db *sql.DB
+	db *store.DB
 	// mu is held from each write of a node or a policy until the memory
 	// copy has it, so that mem changes in commit order; and while a
 	// publish copies mem.
 	mu  sync.Mutex
 	mem committed
+	// notifyAs signs this coordinator's change notifications (cluster.go).
+	notifyAs string
 }
 
 var registryMigrations = []store.Migration{
@@ -69,7 +71,47 @@ CREATE TABLE policies (
 	{Version: 2, SQL: `ALTER TABLE authkeys ADD COLUMN name TEXT NOT NULL DEFAULT '';`},
 }
 
-func newRegistry(ctx context.Context, db *sql.DB) (*registry, error) {
+// registryPostgres is step 1 on PostgreSQL: times in nanoseconds need
+// BIGINT there (SQLite's INTEGER is 64 bits).
+const registryPostgres = `
+CREATE TABLE meta (k TEXT PRIMARY KEY, v TEXT NOT NULL);
+CREATE TABLE authkeys (
+	id          TEXT PRIMARY KEY,
+	secret_hash TEXT NOT NULL,
+	kind        TEXT NOT NULL,
+	tags        TEXT NOT NULL,
+	reusable    INTEGER NOT NULL,
+	uses        BIGINT NOT NULL DEFAULT 0,
+	created_at  BIGINT NOT NULL,
+	expires_at  BIGINT NOT NULL,
+	revoked     INTEGER NOT NULL DEFAULT 0,
+	created_by  TEXT NOT NULL
+);
+CREATE TABLE nodes (
+	incarnation TEXT PRIMARY KEY,
+	name        TEXT NOT NULL,
+	kind        TEXT NOT NULL,
+	tags        TEXT NOT NULL,
+	status      TEXT NOT NULL,
+	addrs       TEXT NOT NULL DEFAULT '[]',
+	key_id      TEXT NOT NULL,
+	created_at  BIGINT NOT NULL,
+	revoked_at  BIGINT,
+	last_seen   BIGINT
+);
+CREATE UNIQUE INDEX nodes_active_name ON nodes(name) WHERE status = 'active';
+CREATE TABLE policies (
+	version    BIGINT PRIMARY KEY,
+	document   TEXT NOT NULL,
+	applied_by TEXT NOT NULL,
+	applied_at BIGINT NOT NULL,
+	note       TEXT NOT NULL DEFAULT ''
+);
+`
+
+func init() { registryMigrations[0].Postgres = registryPostgres }
+
+func newRegistry(ctx context.Context, db *store.DB) (*registry, error) {
 	if err := store.Migrate(ctx, db, "registry", registryMigrations); err != nil {
 		return nil, err
 	}
@@ -84,7 +126,7 @@ type keyRecord struct {
 func (r *registry) createKey(ctx context.Context, k keyRecord) error {
 	tags, _ := json.Marshal(k.Tags)
 	_, err := r.db.ExecContext(ctx, `INSERT INTO authkeys(id, secret_hash, kind, tags, reusable, created_at, expires_at, created_by, name)
-		VALUES(?, ?, ?, ?, ?, ?, ?, ?, ?)`, k.ID, k.SecretHash, k.Kind, string(tags), k.Reusable,
+		VALUES($1, $2, $3, $4, $5, $6, $7, $8, $9)`, k.ID, k.SecretHash, k.Kind, string(tags), boolInt(k.Reusable),
 		k.CreatedAt.UnixNano(), k.ExpiresAt.UnixNano(), k.CreatedBy, k.Name)
 	return err
 }
@@ -124,7 +166,7 @@ func (r *registry) listKeys(ctx context.Context) ([]controlapi.KeyInfo, error) {
 }
 
 func (r *registry) revokeKey(ctx context.Context, id string) error {
-	res, err := r.db.ExecContext(ctx, `UPDATE authkeys SET revoked = 1 WHERE id = ?`, id)
+	res, err := r.db.ExecContext(ctx, `UPDATE authkeys SET revoked = 1 WHERE id = $1`, id)
 	if err != nil {
 		return err
 	}
@@ -155,7 +197,7 @@ func (r *registry) join(ctx context.Context, keyID string, decide func(keyRecord
 }
 
 func (r *registry) joinTx(ctx context.Context, tx *sql.Tx, keyID string, decide func(keyRecord) (netmap.Node, error), now time.Time) (string, error) {
-	k, err := scanKey(tx.QueryRowContext(ctx, `SELECT `+keyColumns+` FROM authkeys WHERE id = ?`, keyID))
+	k, err := scanKey(tx.QueryRowContext(ctx, `SELECT `+keyColumns+` FROM authkeys WHERE id = $1`, keyID))
 	if errors.Is(err, sql.ErrNoRows) {
 		return "", &joinError{reason.KeyUnknown, "auth key is not known to this coordinator"}
 	}
@@ -167,18 +209,18 @@ func (r *registry) joinTx(ctx context.Context, tx *sql.Tx, keyID string, decide 
 		return "", err
 	}
 	var held int
-	if err := tx.QueryRowContext(ctx, `SELECT count(*) FROM nodes WHERE name = ? AND status = 'active'`, string(n.Name)).Scan(&held); err != nil {
+	if err := tx.QueryRowContext(ctx, `SELECT count(*) FROM nodes WHERE name = $1 AND status = 'active'`, string(n.Name)).Scan(&held); err != nil {
 		return "", err
 	}
 	if held > 0 {
 		return "", &joinError{reason.NameTaken, fmt.Sprintf("name %q is held by another active node (revoke it first or pick another name)", n.Name)}
 	}
-	if _, err := tx.ExecContext(ctx, `UPDATE authkeys SET uses = uses + 1 WHERE id = ?`, keyID); err != nil {
+	if _, err := tx.ExecContext(ctx, `UPDATE authkeys SET uses = uses + 1 WHERE id = $1`, keyID); err != nil {
 		return "", err
 	}
 	tags, _ := json.Marshal(n.Tags)
 	if _, err := tx.ExecContext(ctx, `INSERT INTO nodes(incarnation, name, kind, tags, status, key_id, created_at, last_seen)
-		VALUES(?, ?, ?, ?, 'active', ?, ?, ?)`, n.Incarnation, string(n.Name), string(n.Kind), string(tags), keyID, now.UnixNano(), now.UnixNano()); err != nil {
+		VALUES($1, $2, $3, $4, 'active', $5, $6, $7)`, n.Incarnation, string(n.Name), string(n.Kind), string(tags), keyID, now.UnixNano(), now.UnixNano()); err != nil {
 		return "", err
 	}
 	return n.Incarnation, nil
@@ -189,7 +231,7 @@ func (r *registry) addNode(ctx context.Context, n netmap.Node, now time.Time) er
 	return r.writeNode(ctx, func(tx *sql.Tx) (string, error) {
 		tags, _ := json.Marshal(n.Tags)
 		_, err := tx.ExecContext(ctx, `INSERT INTO nodes(incarnation, name, kind, tags, status, key_id, created_at)
-		VALUES(?, ?, ?, ?, 'active', '', ?)`, n.Incarnation, string(n.Name), string(n.Kind), string(tags), now.UnixNano())
+		VALUES($1, $2, $3, $4, 'active', '', $5)`, n.Incarnation, string(n.Name), string(n.Kind), string(tags), now.UnixNano())
 		return n.Incarnation, err
 	})
 }
@@ -204,7 +246,7 @@ func (r *registry) addNode(ctx context.Context, n netmap.Node, now time.Time) er
 func (r *registry) writeNode(ctx context.Context, write func(*sql.Tx) (string, error)) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	tx, err := r.db.BeginTx(ctx, nil)
+	tx, err := r.db.BeginWrite(ctx, store.LockRegistry)
 	if err != nil {
 		return err
 	}
@@ -213,9 +255,12 @@ func (r *registry) writeNode(ctx context.Context, write func(*sql.Tx) (string, e
 	if err != nil {
 		return err
 	}
-	row, err := scanNode(tx.QueryRowContext(ctx, `SELECT `+nodeColumns+` FROM nodes WHERE incarnation = ?`, inc))
+	row, err := scanNode(tx.QueryRowContext(ctx, `SELECT `+nodeColumns+` FROM nodes WHERE incarnation = $1`, inc))
 	if err != nil {
 		return fmt.Errorf("read back node: %w", err)
+	}
+	if err := r.db.Notify(ctx, tx, changeChannel, r.notifyAs+" "+changedNode+inc); err != nil {
+		return err
 	}
 	if err := tx.Commit(); err != nil {
 		r.doubt()
@@ -279,7 +324,7 @@ func scanNode(s interface{ Scan(...any) error }) (nodeRow, error) {
 // revokedSince (zero: all).
 func (r *registry) nodes(ctx context.Context, revokedSince time.Time) ([]nodeRow, error) {
 	rows, err := r.db.QueryContext(ctx, `SELECT `+nodeColumns+` FROM nodes
-		WHERE status = 'active' OR revoked_at >= ? ORDER BY name, created_at, incarnation`, revokedSince.UnixNano())
+		WHERE status = 'active' OR revoked_at >= $1 ORDER BY name, created_at, incarnation`, revokedSince.UnixNano())
 	if err != nil {
 		return nil, err
 	}
@@ -297,7 +342,7 @@ func (r *registry) nodes(ctx context.Context, revokedSince time.Time) ([]nodeRow
 
 // activeNode returns the active node with this name, or errNotFound.
 func (r *registry) activeNode(ctx context.Context, name identity.Name) (nodeRow, error) {
-	n, err := scanNode(r.db.QueryRowContext(ctx, `SELECT `+nodeColumns+` FROM nodes WHERE name = ? AND status = 'active'`, string(name)))
+	n, err := scanNode(r.db.QueryRowContext(ctx, `SELECT `+nodeColumns+` FROM nodes WHERE name = $1 AND status = 'active'`, string(name)))
 	if errors.Is(err, sql.ErrNoRows) {
 		return n, errNotFound
 	}
@@ -307,7 +352,7 @@ func (r *registry) activeNode(ctx context.Context, name identity.Name) (nodeRow,
 // registration returns the node registered under incarnation, active or
 // revoked, or errNotFound.
 func (r *registry) registration(ctx context.Context, incarnation string) (nodeRow, error) {
-	n, err := scanNode(r.db.QueryRowContext(ctx, `SELECT `+nodeColumns+` FROM nodes WHERE incarnation = ?`, incarnation))
+	n, err := scanNode(r.db.QueryRowContext(ctx, `SELECT `+nodeColumns+` FROM nodes WHERE incarnation = $1`, incarnation))
 	if errors.Is(err, sql.ErrNoRows) {
 		return n, errNotFound
 	}
@@ -316,20 +361,20 @@ func (r *registry) registration(ctx context.Context, incarnation string) (nodeRo
 
 func (r *registry) setTags(ctx context.Context, name string, tags []string) error {
 	b, _ := json.Marshal(tags)
-	return r.updateActive(ctx, `UPDATE nodes SET tags = ? WHERE name = ? AND status = 'active' RETURNING incarnation`, string(b), name)
+	return r.updateActive(ctx, `UPDATE nodes SET tags = $1 WHERE name = $2 AND status = 'active' RETURNING incarnation`, string(b), name)
 }
 
 func (r *registry) setAddrs(ctx context.Context, name string, addrs []string) error {
 	b, _ := json.Marshal(addrs)
-	return r.updateActive(ctx, `UPDATE nodes SET addrs = ? WHERE name = ? AND status = 'active' RETURNING incarnation`, string(b), name)
+	return r.updateActive(ctx, `UPDATE nodes SET addrs = $1 WHERE name = $2 AND status = 'active' RETURNING incarnation`, string(b), name)
 }
 
 func (r *registry) revokeNode(ctx context.Context, name string, now time.Time) error {
-	return r.updateActive(ctx, `UPDATE nodes SET status = 'revoked', revoked_at = ? WHERE name = ? AND status = 'active' RETURNING incarnation`, now.UnixNano(), name)
+	return r.updateActive(ctx, `UPDATE nodes SET status = 'revoked', revoked_at = $1 WHERE name = $2 AND status = 'active' RETURNING incarnation`, now.UnixNano(), name)
 }
 
 func (r *registry) touch(ctx context.Context, incarnation string, now time.Time) error {
-	_, err := r.db.ExecContext(ctx, `UPDATE nodes SET last_seen = ? WHERE incarnation = ?`, now.UnixNano(), incarnation)
+	_, err := r.db.ExecContext(ctx, `UPDATE nodes SET last_seen = $1 WHERE incarnation = $2`, now.UnixNano(), incarnation)
 	return err
 }
 
@@ -351,7 +396,7 @@ func (r *registry) updateActive(ctx context.Context, q string, args ...any) erro
 func (r *registry) bumpNetmapVersion(ctx context.Context) (int64, error) {
 	var v int64
 	err := r.db.QueryRowContext(ctx, `INSERT INTO meta(k, v) VALUES('netmap_version', '1')
-		ON CONFLICT(k) DO UPDATE SET v = CAST(v AS INTEGER) + 1 RETURNING CAST(v AS INTEGER)`).Scan(&v)
+		ON CONFLICT(k) DO UPDATE SET v = CAST(CAST(meta.v AS BIGINT) + 1 AS TEXT) RETURNING CAST(v AS BIGINT)`).Scan(&v)
 	return v, err
 }
 
@@ -361,16 +406,19 @@ func (r *registry) bumpNetmapVersion(ctx context.Context) (int64, error) {
 func (r *registry) addPolicy(ctx context.Context, doc, by, note string, now time.Time) (int64, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	tx, err := r.db.BeginTx(ctx, nil)
+	tx, err := r.db.BeginWrite(ctx, store.LockRegistry)
 	if err != nil {
 		return 0, err
 	}
 	defer tx.Rollback()
 	var v int64
 	err = tx.QueryRowContext(ctx, `INSERT INTO policies(version, document, applied_by, applied_at, note)
-		VALUES((SELECT coalesce(max(version), 0) + 1 FROM policies), ?, ?, ?, ?) RETURNING version`,
+		VALUES((SELECT coalesce(max(version), 0) + 1 FROM policies), $1, $2, $3, $4) RETURNING version`,
 		doc, by, now.UnixNano(), note).Scan(&v)
 	if err != nil {
+		return 0, err
+	}
+	if err := r.db.Notify(ctx, tx, changeChannel, r.notifyAs+" "+changedPolicy); err != nil {
 		return 0, err
 	}
 	if err := tx.Commit(); err != nil {
@@ -388,7 +436,7 @@ func (r *registry) policy(ctx context.Context, version int64) (controlapi.Policy
 	q := `SELECT version, document, applied_by, applied_at, note FROM policies ORDER BY version DESC LIMIT 1`
 	args := []any{}
 	if version > 0 {
-		q = `SELECT version, document, applied_by, applied_at, note FROM policies WHERE version = ?`
+		q = `SELECT version, document, applied_by, applied_at, note FROM policies WHERE version = $1`
 		args = append(args, version)
 	}
 	var p controlapi.PolicyVersion
@@ -421,4 +469,11 @@ func (r *registry) policyHistory(ctx context.Context) ([]controlapi.PolicyVersio
 		out = append(out, p)
 	}
 	return out, rows.Err()
+}
+
+func boolInt(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
 }

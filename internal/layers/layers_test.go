@@ -26,7 +26,7 @@ const module = "github.com/agentmesh/agentmesh"
 var layers = []layer{
 	{name: "foundation", may: []string{"foundation"}, pkgs: []string{
 		"audit", "authkey", "backoff", "budget", "connlimit", "controlapi", "dirlock", "durable", "httpserver",
-		"identity", "loopback", "mcpwire", "modelwire", "netmap", "pki", "policy", "reason", "sse",
+		"identity", "loopback", "mcpwire", "modelwire", "netmap", "pki", "policy", "reason", "sealed", "sse",
 		"store", "termtext", "transport", "/examples", "/examples/ledger",
 	}},
 	{name: "components", may: []string{"foundation", "components"}, pkgs: []string{
@@ -51,7 +51,7 @@ var layers = []layer{
 	// import them.
 	{name: "test helpers", may: []string{"foundation", "components", "engine", "test helpers"}, pkgs: []string{
 		"audit/audittest", "connector/connectortest", "coordinator/coordinatortest", "gateway/gatewaytest",
-		"modelgw/modelgwtest", "pki/pkitest", "tailnet/tailnettest", "tools/depslist", "tools/gotest", "layers", "/e2e",
+		"modelgw/modelgwtest", "pki/pkitest", "store/pgtest", "tailnet/tailnettest", "tools/depslist", "tools/gotest", "layers", "/e2e",
 	}},
 }
 

@@ -119,34 +119,54 @@ func LoadCA(dir string) (*CA, error) {
 	if err != nil {
 		return nil, fmt.Errorf("load CA: %w", err)
 	}
-	key, err := DecodeKeyPEM(keyPEM)
-	if err != nil {
-		return nil, fmt.Errorf("load CA: %s: %w", keyPath, err)
-	}
 	certPath := filepath.Join(dir, CACertFile)
 	certPEM, err := os.ReadFile(certPath)
 	if err != nil {
 		return nil, fmt.Errorf("load CA: %w", err)
 	}
+	ca, err := ParseCA(certPEM, keyPEM)
+	if err != nil {
+		return nil, fmt.Errorf("load CA from %s: %w", dir, err)
+	}
+	return ca, nil
+}
+
+// ParseCA makes a CA of a certificate and its key, both PEM, with the
+// checks LoadCA makes of its files.
+func ParseCA(certPEM, keyPEM []byte) (*CA, error) {
+	key, err := DecodeKeyPEM(keyPEM)
+	if err != nil {
+		return nil, fmt.Errorf("CA key: %w", err)
+	}
 	certs, err := DecodeCertsPEM(certPEM)
 	if err != nil {
-		return nil, fmt.Errorf("load CA: %s: %w", certPath, err)
+		return nil, fmt.Errorf("CA certificate: %w", err)
 	}
 	if len(certs) != 1 {
-		return nil, fmt.Errorf("load CA: %s holds %d certificates, want 1", certPath, len(certs))
+		return nil, fmt.Errorf("%d CA certificates, want 1", len(certs))
 	}
 	cert := certs[0]
 	if !cert.IsCA || !cert.BasicConstraintsValid || len(cert.PermittedURIDomains) != 1 {
-		return nil, fmt.Errorf("load CA: %s is not an agentmesh CA certificate", certPath)
+		return nil, errors.New("not an agentmesh CA certificate")
 	}
 	td, err := identity.ParseTrustDomain(cert.PermittedURIDomains[0])
 	if err != nil {
-		return nil, fmt.Errorf("load CA: %s: %w", certPath, err)
+		return nil, fmt.Errorf("CA certificate: %w", err)
 	}
 	if !samePublicKey(key, cert.PublicKey) {
-		return nil, fmt.Errorf("load CA: %s does not match %s", keyPath, certPath)
+		return nil, errors.New("the CA key does not match the CA certificate")
 	}
 	return &CA{td: td, cert: cert, key: key, fp: Fingerprint(cert)}, nil
+}
+
+// PEM returns the CA's certificate and key, PEM encoded, as ParseCA reads
+// them.
+func (ca *CA) PEM() (certPEM, keyPEM []byte, err error) {
+	keyPEM, err = EncodeKeyPEM(ca.key)
+	if err != nil {
+		return nil, nil, err
+	}
+	return EncodeCertPEM(ca.cert), keyPEM, nil
 }
 
 // Save writes ca.key (mode 0600) and ca.crt (mode 0644) into dir, which

@@ -8,7 +8,6 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
-	"path/filepath"
 	"strings"
 	"testing"
 
@@ -80,7 +79,7 @@ func TestIngestNamespacesIDsByRecorder(t *testing.T) {
 		t.Fatalf("A's event after B claimed its id: %+v %v; want it added", r, err)
 	}
 	var n int
-	db.QueryRow(`SELECT count(*) FROM audit_events WHERE id = ?`, real[0].ID).Scan(&n)
+	db.QueryRow(`SELECT count(*) FROM audit_events WHERE id = $1`, real[0].ID).Scan(&n)
 	if n != 2 {
 		t.Fatalf("%d events under the id, want one per recorder", n)
 	}
@@ -294,11 +293,7 @@ func jsonString(v any) string {
 
 func TestStoreMigratesToRecorderNamespacedIDs(t *testing.T) {
 	ctx := context.Background()
-	db, err := store.Open(filepath.Join(t.TempDir(), "mesh.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { db.Close() })
+	db := testDB(t)
 	// A trail written by the version 1 schema.
 	if err := store.Migrate(ctx, db, "audit", migrations[:1]); err != nil {
 		t.Fatal(err)
@@ -310,7 +305,7 @@ func TestStoreMigratesToRecorderNamespacedIDs(t *testing.T) {
 		h := audit.ChainHash(prev, int64(i+1), c)
 		e := &old[i]
 		if _, err := db.Exec(`INSERT INTO audit_events (seq, id, time_ns, kind, src, src_sel, dst, dst_sel, method, tool, decision, body, hash)
-			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`, i+1, e.ID, e.Time.UnixNano(), string(e.Kind), e.Src, selectorOf(e.Src),
+			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)`, i+1, e.ID, e.Time.UnixNano(), string(e.Kind), e.Src, selectorOf(e.Src),
 			e.Dst, selectorOf(e.Dst), e.Method, e.Tool, e.Decision, c, h[:]); err != nil {
 			t.Fatal(err)
 		}

@@ -76,9 +76,15 @@ func (s *Store) Query(ctx context.Context, f Filter, fn func(audit.Event) error)
 func (f Filter) sql() (string, []any, error) {
 	var where []string
 	var args []any
+	// add appends a condition written with ? for each argument, numbering
+	// them $1, $2... in the order of the query.
 	add := func(cond string, a ...any) {
+		for range a {
+			args = append(args, nil)
+			cond = strings.Replace(cond, "?", "$"+strconv.Itoa(len(args)), 1)
+		}
+		copy(args[len(args)-len(a):], a)
 		where = append(where, cond)
-		args = append(args, a...)
 	}
 	for _, id := range []struct{ v, col, sel string }{{f.Src, "src", "src_sel"}, {f.Dst, "dst", "dst_sel"}} {
 		v := id.v

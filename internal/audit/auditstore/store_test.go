@@ -6,6 +6,7 @@ import (
 	"crypto/ed25519"
 	"crypto/rand"
 	"errors"
+	"sync"
 	"testing"
 	"time"
 
@@ -203,5 +204,69 @@ func TestStoreAppendedClosesOnlyWhenEventsAreAdded(t *testing.T) {
 	case <-ch:
 		t.Fatal("Appended was closed by an Append that stored nothing")
 	default:
+	}
+}
+
+// TestSeveralWritersShareOneChain is several coordinators on one database,
+// each with its own Store, ingesting and checkpointing at once: the chain
+// stays one chain (Verify passes), every event is stored exactly once, and
+// no head is signed twice.
+func TestSeveralWritersShareOneChain(t *testing.T) {
+	ctx := context.Background()
+	target := testTarget(t)
+	first := openTarget(t, target)
+	pub, priv, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const writers, batches, per = 3, 20, 5
+	stores := make([]*Store, writers)
+	for i := range stores {
+		db := first
+		if i > 0 {
+			// Each writer on its own handle, as another process would be.
+			db = openTarget(t, target)
+		}
+		if stores[i], err = New(ctx, db, priv, Options{Self: testCoordinator, CheckpointEvents: 7}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	senders := []string{toolA, toolB, "spiffe://mesh.test/tool/c"}
+	var wg sync.WaitGroup
+	errs := make(chan error, writers)
+	for i, s := range stores {
+		wg.Go(func() {
+			for b := range batches {
+				if _, err := s.Ingest(ctx, senders[i], eventsFor(senders[i], b*per, per)); err != nil {
+					errs <- err
+					return
+				}
+				if b%3 == 0 {
+					if err := s.Checkpoint(ctx); err != nil {
+						errs <- err
+						return
+					}
+				}
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	rep, err := Verify(ctx, first, pub)
+	if err != nil || !rep.OK {
+		t.Fatalf("verify: %v %v", rep, err)
+	}
+	if want := int64(writers * batches * per); rep.Events != want {
+		t.Fatalf("%d events in the chain, want %d", rep.Events, want)
+	}
+	var heads, distinct int
+	if err := first.QueryRow(`SELECT count(*), count(DISTINCT seq) FROM audit_checkpoints`).Scan(&heads, &distinct); err != nil {
+		t.Fatal(err)
+	}
+	if heads != distinct {
+		t.Fatalf("%d checkpoints sign %d heads: a head was signed twice", heads, distinct)
 	}
 }

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/agentmesh/agentmesh/internal/audit"
+	"github.com/agentmesh/agentmesh/internal/store"
 )
 
 // checkpointRow is one stored checkpoint.
@@ -44,13 +45,13 @@ func (c checkpointRow) String() string {
 // outside the database by nodes; each is checked like a stored checkpoint,
 // so deleting events a receipt covers, together with the stored
 // checkpoints that covered them, is detected too.
-func Verify(ctx context.Context, db *sql.DB, pub ed25519.PublicKey, receipts ...audit.Receipt) (audit.Report, error) {
+func Verify(ctx context.Context, db *store.DB, pub ed25519.PublicKey, receipts ...audit.Receipt) (audit.Report, error) {
 	if len(pub) != ed25519.PublicKeySize {
 		return audit.Report{}, fmt.Errorf("audit: verify: %w", audit.ErrBadKey)
 	}
 	// One read transaction gives one snapshot: events and checkpoints
 	// appended meanwhile are not half seen.
-	tx, err := db.BeginTx(ctx, &sql.TxOptions{ReadOnly: true})
+	tx, err := db.BeginSnapshot(ctx)
 	if err != nil {
 		return audit.Report{}, fmt.Errorf("audit: verify: %w", err)
 	}

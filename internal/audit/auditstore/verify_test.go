@@ -2,16 +2,17 @@ package auditstore
 
 import (
 	"context"
-	"database/sql"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/agentmesh/agentmesh/internal/audit"
+	"github.com/agentmesh/agentmesh/internal/store"
 )
 
 // chainWithCheckpoints stores 30 events with checkpoints at 10, 20 and 30.
-func chainWithCheckpoints(t *testing.T) (*Store, *sql.DB, []byte) {
+func chainWithCheckpoints(t *testing.T) (*Store, *store.DB, []byte) {
 	t.Helper()
 	s, db, pub := testStore(t, Options{CheckpointEvents: 10})
 	for i := range 3 {
@@ -22,9 +23,9 @@ func chainWithCheckpoints(t *testing.T) (*Store, *sql.DB, []byte) {
 	return s, db, pub
 }
 
-func mustExec(t *testing.T, db *sql.DB, q string, args ...any) {
+func mustExec(t *testing.T, db *store.DB, q string, args ...any) {
 	t.Helper()
-	if _, err := db.Exec(q, args...); err != nil {
+	if _, err := db.Exec(portable(q), args...); err != nil {
 		t.Fatalf("%s: %v", q, err)
 	}
 }
@@ -32,32 +33,32 @@ func mustExec(t *testing.T, db *sql.DB, q string, args ...any) {
 func TestVerifyDetectsTampering(t *testing.T) {
 	tests := []struct {
 		name      string
-		tamper    func(t *testing.T, db *sql.DB)
+		tamper    func(t *testing.T, db *store.DB)
 		brokenSeq int64
 		problem   string
 	}{
-		{"edited body", func(t *testing.T, db *sql.DB) {
+		{"edited body", func(t *testing.T, db *store.DB) {
 			mustExec(t, db, `UPDATE audit_events SET body = replace(body, '"deny"', '"allow"') WHERE seq = 12`)
 		}, 12, "hash mismatch"},
-		{"edited filter column", func(t *testing.T, db *sql.DB) {
+		{"edited filter column", func(t *testing.T, db *store.DB) {
 			mustExec(t, db, `UPDATE audit_events SET decision = 'allow' WHERE seq = 12`)
 		}, 12, "column disagrees"},
-		{"edited selector column", func(t *testing.T, db *sql.DB) {
+		{"edited selector column", func(t *testing.T, db *store.DB) {
 			mustExec(t, db, `UPDATE audit_events SET src_sel = 'agent:someone-else' WHERE seq = 5`)
 		}, 5, "column disagrees"},
-		{"edited time column", func(t *testing.T, db *sql.DB) {
+		{"edited time column", func(t *testing.T, db *store.DB) {
 			mustExec(t, db, `UPDATE audit_events SET time_ns = time_ns + 1 WHERE seq = 7`)
 		}, 7, "time column"},
-		{"edited stored hash", func(t *testing.T, db *sql.DB) {
+		{"edited stored hash", func(t *testing.T, db *store.DB) {
 			mustExec(t, db, `UPDATE audit_events SET hash = zeroblob(32) WHERE seq = 3`)
 		}, 3, "hash mismatch"},
-		{"deleted row", func(t *testing.T, db *sql.DB) {
+		{"deleted row", func(t *testing.T, db *store.DB) {
 			mustExec(t, db, `DELETE FROM audit_events WHERE seq = 15`)
 		}, 15, "missing"},
-		{"deleted signed tail", func(t *testing.T, db *sql.DB) {
+		{"deleted signed tail", func(t *testing.T, db *store.DB) {
 			mustExec(t, db, `DELETE FROM audit_events WHERE seq > 25`)
 		}, 30, "signed events were deleted"},
-		{"inserted row", func(t *testing.T, db *sql.DB) {
+		{"inserted row", func(t *testing.T, db *store.DB) {
 			// Make room by shifting rows up, then insert a copy of row 5 as 6.
 			mustExec(t, db, `UPDATE audit_events SET seq = seq + 1000 WHERE seq > 5`)
 			mustExec(t, db, `UPDATE audit_events SET seq = seq - 999 WHERE seq > 1000`)
@@ -65,18 +66,18 @@ func TestVerifyDetectsTampering(t *testing.T) {
 				SELECT 6, 'ffffffffffffffffffffffffffffffff', time_ns, kind, src, src_sel, dst, dst_sel, method, tool, decision,
 				replace(body, id, 'ffffffffffffffffffffffffffffffff'), hash FROM audit_events WHERE seq = 5`)
 		}, 6, "hash mismatch"},
-		{"two rows swapped", func(t *testing.T, db *sql.DB) {
+		{"two rows swapped", func(t *testing.T, db *store.DB) {
 			mustExec(t, db, `UPDATE audit_events SET seq = -1 WHERE seq = 8`)
 			mustExec(t, db, `UPDATE audit_events SET seq = 8 WHERE seq = 9`)
 			mustExec(t, db, `UPDATE audit_events SET seq = 9 WHERE seq = -1`)
 		}, 8, "hash mismatch"},
-		{"chain rewritten without the key", func(t *testing.T, db *sql.DB) {
+		{"chain rewritten without the key", func(t *testing.T, db *store.DB) {
 			rewriteChainFrom(t, db, 14, `"deny"`, `"allow"`)
 		}, 20, "checkpoint"},
-		{"forged checkpoint signature", func(t *testing.T, db *sql.DB) {
+		{"forged checkpoint signature", func(t *testing.T, db *store.DB) {
 			mustExec(t, db, `UPDATE audit_checkpoints SET sig = zeroblob(64) WHERE seq = 20`)
 		}, 20, "invalid signature"},
-		{"checkpoint moved", func(t *testing.T, db *sql.DB) {
+		{"checkpoint moved", func(t *testing.T, db *store.DB) {
 			mustExec(t, db, `UPDATE audit_checkpoints SET seq = 19 WHERE seq = 20`)
 		}, 19, "invalid signature"},
 	}
@@ -98,18 +99,33 @@ func TestVerifyDetectsTampering(t *testing.T) {
 	}
 }
 
+// portable rewrites the SQLite functions the tampering statements use
+// for PostgreSQL: replace() on a BYTEA body and zeroblob().
+func portable(q string) string {
+	if backend != store.Postgres {
+		return q
+	}
+	q = bodyReplace.ReplaceAllString(q, "convert_to(replace(convert_from(body, 'UTF8'), $1, $2), 'UTF8')")
+	return zeroBlob.ReplaceAllString(q, "decode(repeat('00', $1), 'hex')")
+}
+
+var (
+	bodyReplace = regexp.MustCompile(`replace\(body, ([^,]+), ([^)]+)\)`)
+	zeroBlob    = regexp.MustCompile(`zeroblob\((\d+)\)`)
+)
+
 // rewriteChainFrom edits events from seq on and recomputes their hashes, as
 // someone without the signing key could.
-func rewriteChainFrom(t *testing.T, db *sql.DB, from int64, old, new string) {
+func rewriteChainFrom(t *testing.T, db *store.DB, from int64, old, new string) {
 	t.Helper()
-	mustExec(t, db, `UPDATE audit_events SET body = replace(body, ?, ?), decision = replace(decision, ?, ?) WHERE seq >= ?`,
+	mustExec(t, db, `UPDATE audit_events SET body = replace(body, $1, $2), decision = replace(decision, $3, $4) WHERE seq >= $5`,
 		old, new, strings.Trim(old, `"`), strings.Trim(new, `"`), from)
 	var prevB []byte
-	if err := db.QueryRow(`SELECT hash FROM audit_events WHERE seq = ?`, from-1).Scan(&prevB); err != nil {
+	if err := db.QueryRow(`SELECT hash FROM audit_events WHERE seq = $1`, from-1).Scan(&prevB); err != nil {
 		t.Fatal(err)
 	}
 	prev := audit.Hash(prevB)
-	rows, err := db.Query(`SELECT seq, body FROM audit_events WHERE seq >= ? ORDER BY seq`, from)
+	rows, err := db.Query(`SELECT seq, body FROM audit_events WHERE seq >= $1 ORDER BY seq`, from)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -127,7 +143,7 @@ func rewriteChainFrom(t *testing.T, db *sql.DB, from int64, old, new string) {
 	}
 	rows.Close()
 	for _, u := range ups {
-		mustExec(t, db, `UPDATE audit_events SET hash = ? WHERE seq = ?`, u.h[:], u.seq)
+		mustExec(t, db, `UPDATE audit_events SET hash = $1 WHERE seq = $2`, u.h[:], u.seq)
 	}
 }
 
@@ -198,7 +214,7 @@ func TestVerifyPassesAfterPruneAndStillDetectsTampering(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer tx.Rollback()
-			if _, err := tx.Exec(tamper.sql); err != nil {
+			if _, err := tx.Exec(portable(tamper.sql)); err != nil {
 				t.Fatal(err)
 			}
 			rep, err := verifyTx(ctx, tx, pub, nil)

@@ -22,7 +22,7 @@ var _ spool.Sender = (*audittest.Sender)(nil)
 
 func TestShipDeliversEverythingOnceThroughFailures(t *testing.T) {
 	ctx := context.Background()
-	db, err := store.Open(filepath.Join(t.TempDir(), "mesh.db"))
+	db, err := store.OpenSQLite(filepath.Join(t.TempDir(), "mesh.db"))
 	if err != nil {
 		t.Fatal(err)
 	}
