@@ -11,7 +11,7 @@ import (
 func init() {
 	register(&command{
 		name:  "coordinator",
-		usage: "--data DIR [--listen ADDR] [--trust-domain NAME] [--cert-ttl DURATION] [--audit-retention DURATION] [--audit-key FILE] [--ready-fd N]",
+		usage: "--data DIR [--db postgres://...] [--database-key FILE] [--listen ADDR] [--advertise URL] [--trust-domain NAME] [--cert-ttl DURATION] [--audit-retention DURATION] [--audit-key FILE] [--ready-fd N]\n       agentmesh coordinator keygen",
 		short: "run the control plane: CA, registry, auth keys, policy store, audit store",
 		long: `The first start initialises DIR (CA key and certificate, audit signing key, a first admin
 identity in DIR/admin, and the SQLite database in DIR/db). Later starts reuse it. The API is
@@ -24,20 +24,49 @@ database tool) does not also find the audit signing key beside it; --audit-key k
 somewhere else altogether. A data directory from an earlier version (DIR/mesh.db) is moved into
 DIR/db at start.
 
+With --db postgres://USER@HOST/DB, the state lives in PostgreSQL instead, and several
+coordinators may share it: any of them answers any request, changes made on one reach the nodes
+of the others within a second, and nodes fail over between them (README, "High availability").
+The CA and audit signing keys are then kept in the database, sealed with the database key:
+make one with 'agentmesh coordinator keygen > db.key' (mode 600), give the same key to every
+coordinator with --database-key FILE or the AGENTMESH_DATABASE_KEY variable, and keep it apart
+from the database's backups: the database alone cannot mint a certificate. DIR then holds only
+this coordinator's admin identity and lock. --advertise is the URL nodes reach this coordinator
+at, when it is not https://LISTEN-ADDRESS.
+
+GET /healthz answers while the process serves; GET /readyz answers 200 only while the database
+answers and its schema is current (503 with the reason otherwise). Neither needs a certificate.
+
 With --ready-fd N, the API is announced as one JSON line on file descriptor N once it serves.
 
 Examples:
   agentmesh coordinator --data ./mesh
   agentmesh coordinator --data ./mesh --listen 10.0.0.5:7443 --cert-ttl 30m
-  agentmesh coordinator --data /var/lib/agentmesh --audit-key /etc/agentmesh/audit.key`,
+  agentmesh coordinator --data /var/lib/agentmesh --audit-key /etc/agentmesh/audit.key
+  agentmesh coordinator keygen > db.key && chmod 600 db.key
+  agentmesh coordinator --data ./c1 --db postgres://mesh@db.internal/mesh --database-key db.key`,
 		run: runCoordinator,
 	})
 }
 
 func runCoordinator(ctx context.Context, env Env, args []string) error {
+	if len(args) > 0 && args[0] == "keygen" {
+		if len(args) > 1 {
+			return usagef("keygen takes no arguments; it writes the key to standard output")
+		}
+		key, err := engine.NewDatabaseKey()
+		if err != nil {
+			return err
+		}
+		_, err = env.Stdout.Write(key)
+		return err
+	}
 	c := commands["coordinator"]
 	fs := newFlags(c, env)
 	data := fs.String("data", "", "data `DIR` (created on first start)")
+	db := fs.String("db", "", "PostgreSQL `URL` shared by several coordinators (default: SQLite in DIR/db)")
+	dbKey := fs.String("database-key", "", "`FILE` holding the key that seals the CA and audit keys in a --db database (or set AGENTMESH_DATABASE_KEY)")
+	advertise := fs.String("advertise", "", "`URL` nodes reach this coordinator at (default https://LISTEN-ADDRESS)")
 	listen := fs.String("listen", engine.DefaultCoordinatorListen, "`ADDR` to listen on")
 	td := fs.String("trust-domain", "", "trust `NAME` of a new mesh (default "+engine.DefaultTrustDomain+")")
 	ttl := fs.Duration("cert-ttl", 0, "node certificate lifetime, 5m to 24h (default 1h)")
@@ -61,12 +90,14 @@ func runCoordinator(ctx context.Context, env Env, args []string) error {
 		return err
 	}
 	defer closeReady()
-	co, err := engine.StartCoordinator(ctx, engine.CoordinatorConfig{DataDir: *data, Listen: *listen, TrustDomain: *td, CertTTL: *ttl, Logger: log, AuditRetention: *retention, AuditKeyFile: *auditKey})
+	co, err := engine.StartCoordinator(ctx, engine.CoordinatorConfig{DataDir: *data, Database: *db, DatabaseKeyFile: *dbKey,
+		AdvertiseURL: *advertise, Listen: *listen, TrustDomain: *td, CertTTL: *ttl, Logger: log, AuditRetention: *retention, AuditKeyFile: *auditKey})
 	if err != nil {
 		return err
 	}
 	defer co.Close()
 	fmt.Fprintf(env.Stdout, "coordinator listening on %s\n", co.URL())
+	fmt.Fprintf(env.Stdout, "database:        %s\n", co.DatabaseName())
 	fmt.Fprintf(env.Stdout, "trust domain:    %s\n", co.TrustDomain())
 	fmt.Fprintf(env.Stdout, "CA fingerprint:  sha256:%s\n", co.CAFingerprint())
 	fmt.Fprintf(env.Stdout, "audit key:       sha256:%s (write it down: audit verify names the key it checked with)\n", co.AuditKeyFingerprint())

@@ -308,3 +308,12 @@ func (c *Coordinator) ready(ctx context.Context) error {
 	}
 	return nil
 }
+
+// DatabaseName says where the coordinator keeps its state, without any
+// password: the SQLite file, or the PostgreSQL URL.
+func (c *Coordinator) DatabaseName() string {
+	if c.shared() {
+		return "postgresql " + store.Redact(c.cfg.Database) + " (shared; coordinators live: " + strings.Join(c.liveCoordinators(), ", ") + ")"
+	}
+	return "sqlite " + DatabasePath(c.cfg.DataDir)
+}

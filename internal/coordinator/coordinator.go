@@ -89,10 +89,11 @@ type Config struct {
 	// the postgres:// URL of a PostgreSQL database that several
 	// coordinators share (shared.go, cluster.go).
 	Database string
-	// DatabaseKey seals the CA and audit keys in a shared Database;
-	// required with one (sealed.Load reads it from a file or the
-	// environment).
-	DatabaseKey *sealed.Key
+	// DatabaseKey seals the CA and audit keys in a shared Database. When
+	// it is nil, the key is read from DatabaseKeyFile, or from the
+	// environment (sealed.EnvKey) when that is empty too.
+	DatabaseKey     *sealed.Key
+	DatabaseKeyFile string
 	// AdvertiseURL is the API URL nodes are told to reach this
 	// coordinator at; empty means https:// and the listen address.
 	AdvertiseURL string
@@ -407,7 +408,11 @@ func (c *Coordinator) openData(ctx context.Context) error {
 	dir := c.cfg.DataDir
 	shared := store.IsPostgres(c.cfg.Database)
 	if shared && c.cfg.DatabaseKey == nil {
-		return sealed.ErrNoKey
+		key, err := sealed.Load(c.cfg.DatabaseKeyFile)
+		if err != nil {
+			return err
+		}
+		c.cfg.DatabaseKey = key
 	}
 	db, err := openDatabase(ctx, dir, c.cfg.Database, c.log)
 	if err != nil {

@@ -32,10 +32,19 @@ import (
 	"github.com/agentmesh/agentmesh/internal/pki"
 	"github.com/agentmesh/agentmesh/internal/reason"
 	"github.com/agentmesh/agentmesh/internal/store"
+	"github.com/agentmesh/agentmesh/internal/store/pgtest"
 )
 
 func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m)
+	code := m.Run()
+	pgtest.StopShared()
+	if code == 0 {
+		if err := goleak.Find(); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			code = 1
+		}
+	}
+	os.Exit(code)
 }
 
 // clock is a settable clock shared by the coordinator and clients in a test.

@@ -88,7 +88,12 @@ func sharedCA(ctx context.Context, db *store.DB, key *sealed.Key, td identity.Tr
 	if err != nil {
 		return nil, fmt.Errorf("the shared CA: %w", err)
 	}
-	ca, err := pki.ParseCA(b, b)
+	// The certificate's PEM block comes first, then the key's.
+	blk, keyPEM := pem.Decode(b)
+	if blk == nil {
+		return nil, errors.New("the shared CA: not PEM")
+	}
+	ca, err := pki.ParseCA(pem.EncodeToMemory(blk), keyPEM)
 	if err != nil {
 		return nil, fmt.Errorf("the shared CA: %w", err)
 	}

@@ -8,6 +8,7 @@ import (
 	"github.com/agentmesh/agentmesh/internal/coordinator"
 	"github.com/agentmesh/agentmesh/internal/httpserver"
 	"github.com/agentmesh/agentmesh/internal/identity"
+	"github.com/agentmesh/agentmesh/internal/sealed"
 )
 
 // CoordinatorConfig configures StartCoordinator; see coordinator.Config.
@@ -41,3 +42,7 @@ func StartCoordinator(ctx context.Context, cfg CoordinatorConfig) (*Coordinator,
 func CoordinatorServing(co *Coordinator) Serving {
 	return Serving{Component: "coordinator", API: "control", Network: "mtls", Addr: co.Addr().String(), URL: co.URL(), AdminState: co.AdminDir()}
 }
+
+// NewDatabaseKey returns a new key that seals the CA and audit keys in a
+// shared database, as the text of a key file (base64 and a newline).
+func NewDatabaseKey() ([]byte, error) { return sealed.Generate() }
