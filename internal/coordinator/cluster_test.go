@@ -5,21 +5,26 @@ import (
 	"crypto/tls"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
+	"github.com/agentmesh/agentmesh/internal/audit/auditstore"
 	"github.com/agentmesh/agentmesh/internal/authkey"
+	"github.com/agentmesh/agentmesh/internal/backoff"
 	"github.com/agentmesh/agentmesh/internal/controlapi"
 	"github.com/agentmesh/agentmesh/internal/controlclient"
 	"github.com/agentmesh/agentmesh/internal/coordinator"
 	"github.com/agentmesh/agentmesh/internal/netmap"
 	"github.com/agentmesh/agentmesh/internal/nodestate"
 	"github.com/agentmesh/agentmesh/internal/sealed"
+	"github.com/agentmesh/agentmesh/internal/store"
 	"github.com/agentmesh/agentmesh/internal/store/pgtest"
 )
 
@@ -280,4 +285,123 @@ func TestReadyzSaysWhetherTheDatabaseAnswers(t *testing.T) {
 // balancer's health check does.
 func insecureTLS() *tls.Config {
 	return &tls.Config{InsecureSkipVerify: true, MinVersion: tls.VersionTLS13}
+}
+
+// TestDatabaseRestartUnderLoad restarts PostgreSQL while nodes ship audit
+// events through two coordinators: the coordinators say they are not
+// ready while it is down, shippers retry as a node's spool does, and once
+// it is back everything resumes on its own: every event is stored exactly
+// once, the chain verifies, and a policy applied afterwards on one
+// coordinator still reaches a node watching the other (its listener
+// reconnected).
+func TestDatabaseRestartUnderLoad(t *testing.T) {
+	srv := pgtest.Start(t)
+	m := startShared(t, srv, 2)
+	const shippers, batches, per = 3, 12, 10
+	var dirs []string
+	for i := range shippers {
+		_, dir := m.joinThrough(0, i%2, fmt.Sprintf("tool-%d", i))
+		dirs = append(dirs, dir)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	// Each shipper ships two batches, waits for the database to go down,
+	// and ships the rest, retrying, while it is down and after.
+	var shipped sync.WaitGroup
+	shipped.Add(shippers)
+	stopped := make(chan struct{})
+	failures := make(chan struct{}, 1000)
+	var wg sync.WaitGroup
+	errs := make(chan error, shippers)
+	for i, dir := range dirs {
+		cl := m.clientOf(dir, i%2)
+		dst := "spiffe://test.mesh/tool/" + fmt.Sprintf("tool-%d", i)
+		wg.Go(func() {
+			var b backoff.Backoff
+			b.Max = 500 * time.Millisecond
+			for n := range batches {
+				if n == 2 {
+					shipped.Done()
+					<-stopped
+				}
+				for {
+					err := cl.Send(ctx, eventsAt(dst, n*per, per, time.Now()))
+					if err == nil {
+						b.Reset()
+						break
+					}
+					select {
+					case failures <- struct{}{}:
+					default:
+					}
+					if ctx.Err() != nil {
+						errs <- fmt.Errorf("%s: %w", dst, err)
+						return
+					}
+					b.Wait(ctx)
+				}
+			}
+		})
+	}
+	shipped.Wait()
+	srv.Stop()
+	close(stopped)
+	for _, co := range m.cos {
+		if code := readyz(t, co); code != http.StatusServiceUnavailable {
+			t.Errorf("/readyz of %s = %d with the database down, want 503", co.URL(), code)
+		}
+	}
+	// Shipping fails while the database is down, and is retried.
+	for range shippers {
+		<-failures
+	}
+	if err := srv.Restart(); err != nil {
+		t.Fatal(err)
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	for _, co := range m.cos {
+		if code := readyz(t, co); code != http.StatusOK {
+			t.Errorf("/readyz of %s = %d after the restart", co.URL(), code)
+		}
+	}
+	db, err := store.Open(ctx, m.db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	rep, err := auditstore.Verify(ctx, db, auditKeyOf(t, m))
+	if err != nil || !rep.OK {
+		t.Fatalf("audit verify after the restart: %v %v", rep, err)
+	}
+	var n, distinct int
+	if err := db.QueryRow(`SELECT count(*), count(DISTINCT dst || ' ' || id) FROM audit_events WHERE kind = 'request'`).Scan(&n, &distinct); err != nil {
+		t.Fatal(err)
+	}
+	if n != shippers*batches*per || distinct != n {
+		t.Fatalf("%d request events (%d distinct) stored, want %d, each once", n, distinct, shippers*batches*per)
+	}
+	onB := m.clientOf(dirs[0], 1)
+	var pv controlapi.PolicyVersion
+	doc := `{"grants": [{"src": ["agent:x"], "dst": ["tool:tool-0"], "tools": ["*"]}]}`
+	if err := m.admin[0].Call(ctx, http.MethodPost, controlapi.PathPolicy, controlapi.PolicyApplyRequest{Document: doc}, &pv); err != nil {
+		t.Fatal(err)
+	}
+	awaitNetmap(t, onB, func(nm *netmap.Netmap) bool { return nm.Policy.Version == pv.Version })
+}
+
+// readyz returns the status of co's /readyz.
+func readyz(t *testing.T, co *coordinator.Coordinator) int {
+	t.Helper()
+	c := &http.Client{Transport: &http.Transport{TLSClientConfig: insecureTLS()}}
+	defer c.CloseIdleConnections()
+	resp, err := c.Get(co.URL() + "/readyz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	return resp.StatusCode
 }
