@@ -17,6 +17,8 @@ import (
 	"time"
 
 	"go.uber.org/goleak"
+
+	"github.com/agentmesh/agentmesh/internal/store/pgtest"
 )
 
 // Bounds on waiting for external processes, which give no other signal
@@ -62,6 +64,7 @@ func runTests(m *testing.M) int {
 		return 1
 	}
 	code := m.Run()
+	pgtest.StopShared()
 	if code == 0 {
 		// The helpers own goroutines (process waiters); none may outlive
 		// the tests.

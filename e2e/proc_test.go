@@ -81,7 +81,7 @@ type proc struct {
 
 // startProc starts argv in its own process group, so that cleanup can also
 // reach the children it spawns (a gateway's upstream MCP servers).
-func startProc(t *testing.T, label string, argv []string, env []string) *proc {
+func startProc(t testing.TB, label string, argv []string, env []string) *proc {
 	t.Helper()
 	return start(t, label, argv, env, false)
 }
@@ -89,14 +89,14 @@ func startProc(t *testing.T, label string, argv []string, env []string) *proc {
 // startServer starts an agentmesh command that serves (coordinator, serve,
 // connect) as startProc does, with --ready-fd 3 on a pipe whose lines
 // waitServing reads: the machine-readable ready signal, not the human log.
-func startServer(t *testing.T, label string, argv []string, env []string) *proc {
+func startServer(t testing.TB, label string, argv []string, env []string) *proc {
 	t.Helper()
 	// The flag goes right after the command name, before any "--".
 	withFD := append(append(append([]string{}, argv[:2]...), "--ready-fd", "3"), argv[2:]...)
 	return start(t, label, withFD, env, true)
 }
 
-func start(t *testing.T, label string, argv []string, env []string, ready bool) *proc {
+func start(t testing.TB, label string, argv []string, env []string, ready bool) *proc {
 	t.Helper()
 	p := &proc{label: label, stdout: newLines(), stderr: newLines(), exited: make(chan struct{})}
 	p.cmd = exec.Command(argv[0], argv[1:]...)
@@ -165,7 +165,7 @@ func (p *proc) waitServing(timeout time.Duration) (serving, error) {
 
 // stop interrupts the process, as Ctrl-C would, and kills its process group
 // if it has not exited within stopGrace.
-func (p *proc) stop(t *testing.T) {
+func (p *proc) stop(t testing.TB) {
 	select {
 	case <-p.exited:
 		return

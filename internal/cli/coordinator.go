@@ -11,7 +11,7 @@ import (
 func init() {
 	register(&command{
 		name:  "coordinator",
-		usage: "--data DIR [--db postgres://...] [--database-key FILE] [--listen ADDR] [--advertise URL] [--trust-domain NAME] [--cert-ttl DURATION] [--audit-retention DURATION] [--audit-key FILE] [--ready-fd N]\n       agentmesh coordinator keygen",
+		usage: "--data DIR [--db postgres://...] [--database-key FILE] [--listen ADDR] [--advertise URL] [--trust-domain NAME] [--join-rate N] [--join-burst N] [--cert-ttl DURATION] [--audit-retention DURATION] [--audit-key FILE] [--ready-fd N]\n       agentmesh coordinator keygen",
 		short: "run the control plane: CA, registry, auth keys, policy store, audit store",
 		long: `The first start initialises DIR (CA key and certificate, audit signing key, a first admin
 identity in DIR/admin, and the SQLite database in DIR/db). Later starts reuse it. The API is
@@ -72,6 +72,8 @@ func runCoordinator(ctx context.Context, env Env, args []string) error {
 	ttl := fs.Duration("cert-ttl", 0, "node certificate lifetime, 5m to 24h (default 1h)")
 	retention := fs.Duration("audit-retention", 0, "prune audit events older than this `DURATION` (0: keep everything); verification still passes")
 	auditKey := fs.String("audit-key", "", "audit signing key `FILE`, created on first start (default DIR/audit.key; never inside DIR/db)")
+	joinRate := fs.Float64("join-rate", 0, "join attempts per second each source address gets back (default 1; raise it for many nodes behind one address)")
+	joinBurst := fs.Int("join-burst", 0, "join attempts one source address may make at once (default 20)")
 	verbose := fs.Bool("v", false, "log requests and background work to stderr")
 	readyFD := readyFlag(fs)
 	if _, _, err := parse(fs, args); err != nil {
@@ -91,7 +93,7 @@ func runCoordinator(ctx context.Context, env Env, args []string) error {
 	}
 	defer closeReady()
 	co, err := engine.StartCoordinator(ctx, engine.CoordinatorConfig{DataDir: *data, Database: *db, DatabaseKeyFile: *dbKey,
-		AdvertiseURL: *advertise, Listen: *listen, TrustDomain: *td, CertTTL: *ttl, Logger: log, AuditRetention: *retention, AuditKeyFile: *auditKey})
+		AdvertiseURL: *advertise, Limits: engine.CoordinatorLimits{JoinRate: *joinRate, JoinBurst: *joinBurst}, Listen: *listen, TrustDomain: *td, CertTTL: *ttl, Logger: log, AuditRetention: *retention, AuditKeyFile: *auditKey})
 	if err != nil {
 		return err
 	}

@@ -14,6 +14,10 @@ import (
 // CoordinatorConfig configures StartCoordinator; see coordinator.Config.
 type CoordinatorConfig = coordinator.Config
 
+// CoordinatorLimits bound what clients can hold of a coordinator; see
+// coordinator.Limits.
+type CoordinatorLimits = coordinator.Limits
+
 // Coordinator is a running control plane; Close stops it.
 type Coordinator = coordinator.Coordinator
 

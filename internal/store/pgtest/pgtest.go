@@ -185,6 +185,10 @@ func (s *Server) command(name string, args ...string) *exec.Cmd {
 	return cmd
 }
 
+// The server keeps PostgreSQL's durable defaults (fsync, synchronous
+// commit): benchmarks compare it with SQLite at synchronous=FULL, and the
+// restart tests rely on what a commit promises.
+
 // Restart starts the server if it is stopped, and returns once it accepts
 // connections: it reads the server's log for the line that says so.
 func (s *Server) Restart() error {
@@ -195,7 +199,6 @@ func (s *Server) Restart() error {
 	}
 	cmd := s.command("postgres", "-D", s.data(),
 		"-c", "listen_addresses=", "-c", "unix_socket_directories="+s.dir,
-		"-c", "fsync=off", "-c", "full_page_writes=off", "-c", "synchronous_commit=off",
 		"-c", "max_connections=200", "-c", "lc_messages=C", "-c", "log_min_messages=warning",
 		"-c", "log_min_error_statement=panic")
 	stderr, err := cmd.StderrPipe()

@@ -1,0 +1,166 @@
+//go:build unix
+
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/agentmesh/agentmesh/internal/audit/audittest"
+	"github.com/agentmesh/agentmesh/internal/controlapi"
+	"github.com/agentmesh/agentmesh/internal/controlclient"
+	"github.com/agentmesh/agentmesh/internal/nodestate"
+	"github.com/agentmesh/agentmesh/internal/store/pgtest"
+)
+
+// haCluster is coordinators as deployed: each an `agentmesh coordinator`
+// process, on one PostgreSQL database (a private server, its own process)
+// or, with no database, one coordinator on its SQLite data directory.
+type haCluster struct {
+	tb      testing.TB
+	dir     string
+	db      string // "" for SQLite
+	keyFile string
+	procs   []*proc
+	serving []serving
+}
+
+// startCluster starts n coordinators on db ("" for SQLite, then n is 1).
+func startCluster(tb testing.TB, db string, n int) *haCluster {
+	tb.Helper()
+	c := &haCluster{tb: tb, dir: tb.TempDir(), db: db}
+	if db != "" {
+		c.keyFile = filepath.Join(c.dir, "db.key")
+		key, err := exec.Command(agentmeshBin, "coordinator", "keygen").Output()
+		if err != nil {
+			tb.Fatalf("coordinator keygen: %v", err)
+		}
+		if err := os.WriteFile(c.keyFile, key, 0o600); err != nil {
+			tb.Fatal(err)
+		}
+	}
+	for range n {
+		c.add()
+	}
+	return c
+}
+
+// add starts one more coordinator and waits until it serves.
+func (c *haCluster) add() serving {
+	c.tb.Helper()
+	i := len(c.procs)
+	// Every node of these tests joins from 127.0.0.1.
+	argv := []string{agentmeshBin, "coordinator", "--data", filepath.Join(c.dir, fmt.Sprintf("c%d", i+1)), "--listen", "127.0.0.1:0",
+		"--join-rate", "100000", "--join-burst", "100000"}
+	if c.db != "" {
+		argv = append(argv, "--db", c.db, "--database-key", c.keyFile)
+	}
+	p := startServer(c.tb, fmt.Sprintf("coordinator %d", i+1), argv, (&mesh{}).env())
+	s, err := p.waitServing(startTimeout)
+	if err != nil {
+		c.tb.Fatalf("coordinator %d did not start serving: %v\n%s", i+1, err, p.stderr)
+	}
+	c.procs, c.serving = append(c.procs, p), append(c.serving, s)
+	return s
+}
+
+// admin is an admin client of coordinator i.
+func (c *haCluster) admin(i int) *controlclient.Client {
+	c.tb.Helper()
+	return clientIn(c.tb, c.serving[i].AdminState)
+}
+
+// clientIn is a control client of the node whose state is in dir.
+func clientIn(tb testing.TB, dir string) *controlclient.Client {
+	tb.Helper()
+	d, err := nodestate.Open(dir)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	cl, err := controlclient.New(d, controlclient.Options{})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(cl.Close)
+	return cl
+}
+
+// key creates an auth key through coordinator i.
+func (c *haCluster) key(i int, req controlapi.KeyCreateRequest) string {
+	c.tb.Helper()
+	var resp controlapi.KeyCreateResponse
+	if err := c.admin(i).Call(context.Background(), http.MethodPost, controlapi.PathKeys, req, &resp); err != nil {
+		c.tb.Fatal(err)
+	}
+	return resp.Key
+}
+
+// join joins a node through the coordinator the key names.
+func (c *haCluster) join(key, name string) *controlclient.Client {
+	c.tb.Helper()
+	dir := filepath.Join(c.dir, "nodes", name)
+	if _, err := controlclient.Join(context.Background(), controlclient.JoinOptions{AuthKey: key, Name: name, State: dir}); err != nil {
+		c.tb.Fatalf("join %s: %v", name, err)
+	}
+	return clientIn(c.tb, dir)
+}
+
+// BenchmarkControlPlane measures the coordinator's write paths as
+// deployed (a coordinator process; the clients are the benchmark's), on
+// SQLite and on PostgreSQL in the same run, so that their ratio is read
+// from one run: joins (key check, node record, certificate), renewals
+// (registration check, certificate) and audit ingest (batches of 100
+// events appended to the hash chain, receipt signed).
+func BenchmarkControlPlane(b *testing.B) {
+	if skipReason != "" {
+		b.Skip(skipReason)
+	}
+	for _, st := range []string{"sqlite", "postgres"} {
+		b.Run("store="+st, func(b *testing.B) {
+			db := ""
+			if st == "postgres" {
+				db = pgtest.Shared(b).NewDatabase(b)
+			}
+			c := startCluster(b, db, 1)
+			b.Run("op=join", func(b *testing.B) {
+				key := c.key(0, controlapi.KeyCreateRequest{Kind: "agent", Reusable: true})
+				dir := b.TempDir()
+				for i := 0; b.Loop(); i++ {
+					if _, err := controlclient.Join(context.Background(), controlclient.JoinOptions{AuthKey: key, Name: fmt.Sprintf("j%d-%d", b.N, i), State: filepath.Join(dir, fmt.Sprint(i))}); err != nil {
+						b.Fatal(err)
+					}
+				}
+				b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "joins/s")
+			})
+			b.Run("op=renew", func(b *testing.B) {
+				node := c.join(c.key(0, controlapi.KeyCreateRequest{Kind: "tool"}), "renewer")
+				for b.Loop() {
+					if _, err := node.Renew(context.Background()); err != nil {
+						b.Fatal(err)
+					}
+				}
+				b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "renewals/s")
+			})
+			b.Run("op=ingest100", func(b *testing.B) {
+				node := c.join(c.key(0, controlapi.KeyCreateRequest{Kind: "tool"}), "shipper")
+				dst := node.ID().String()
+				for i := 0; b.Loop(); i++ {
+					events := audittest.Events(i*100, 100, time.Now())
+					for j := range events {
+						events[j].Dst = dst
+					}
+					if err := node.Send(context.Background(), events); err != nil {
+						b.Fatal(err)
+					}
+				}
+				b.ReportMetric(float64(b.N*100)/b.Elapsed().Seconds(), "events/s")
+			})
+		})
+	}
+}
