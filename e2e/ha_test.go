@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -132,14 +133,14 @@ func BenchmarkControlPlane(b *testing.B) {
 				key := c.key(0, controlapi.KeyCreateRequest{Kind: "agent", Reusable: true})
 				dir := b.TempDir()
 				for i := 0; b.Loop(); i++ {
-					if _, err := controlclient.Join(context.Background(), controlclient.JoinOptions{AuthKey: key, Name: fmt.Sprintf("j%d-%d", b.N, i), State: filepath.Join(dir, fmt.Sprint(i))}); err != nil {
+					if _, err := controlclient.Join(context.Background(), controlclient.JoinOptions{AuthKey: key, Name: uniqueName("j"), State: filepath.Join(dir, fmt.Sprint(i))}); err != nil {
 						b.Fatal(err)
 					}
 				}
 				b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "joins/s")
 			})
 			b.Run("op=renew", func(b *testing.B) {
-				node := c.join(c.key(0, controlapi.KeyCreateRequest{Kind: "tool"}), "renewer")
+				node := c.join(c.key(0, controlapi.KeyCreateRequest{Kind: "tool"}), uniqueName("renewer"))
 				for b.Loop() {
 					if _, err := node.Renew(context.Background()); err != nil {
 						b.Fatal(err)
@@ -148,7 +149,7 @@ func BenchmarkControlPlane(b *testing.B) {
 				b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "renewals/s")
 			})
 			b.Run("op=ingest100", func(b *testing.B) {
-				node := c.join(c.key(0, controlapi.KeyCreateRequest{Kind: "tool"}), "shipper")
+				node := c.join(c.key(0, controlapi.KeyCreateRequest{Kind: "tool"}), uniqueName("shipper"))
 				dst := node.ID().String()
 				for i := 0; b.Loop(); i++ {
 					events := audittest.Events(i*100, 100, time.Now())
@@ -164,3 +165,8 @@ func BenchmarkControlPlane(b *testing.B) {
 		})
 	}
 }
+
+var names atomic.Int64
+
+// uniqueName is a node name no other node of this test binary has.
+func uniqueName(prefix string) string { return fmt.Sprintf("%s-%d", prefix, names.Add(1)) }

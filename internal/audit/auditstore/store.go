@@ -13,6 +13,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -138,10 +140,12 @@ CREATE INDEX audit_events_tool ON audit_events(tool);
 `, Postgres: `SELECT 1`},
 }
 
-const insertEvent = `INSERT INTO audit_events
-	(seq, id, time_ns, kind, src, src_sel, dst, dst_sel, method, tool, decision, body, hash)
-	VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
+const (
+	insertEventsHead = `INSERT INTO audit_events
+	(seq, id, time_ns, kind, src, src_sel, dst, dst_sel, method, tool, decision, body, hash) VALUES `
+	insertEvent = insertEventsHead + `($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
 	ON CONFLICT(dst, id) DO NOTHING`
+)
 
 // Options configures a Store. The zero value is usable.
 type Options struct {
@@ -410,6 +414,23 @@ func (s *Store) insert(ctx context.Context, from string, enc []encodedEvent) (In
 	if err != nil {
 		return r, err
 	}
+	// On PostgreSQL each statement is a round trip to the server, so a
+	// batch that is all new (most are) is stored with one statement per
+	// chunk; only when an event's (dst, id) is taken does it go event by
+	// event. SQLite runs in this process, where a prepared statement per
+	// event is faster than building a large one (BenchmarkControlPlane:
+	// about 12,000 events/s against 5,000).
+	if s.db.Dialect != store.Postgres {
+		// event by event, below
+	} else if next, h, ok, err := insertAllNew(ctx, tx, enc, seq, head); err != nil {
+		return r, err
+	} else if ok {
+		for i := range enc {
+			r.Seqs[i] = seq + int64(i) + 1
+		}
+		r.Added = len(enc)
+		return r, s.commit(tx, next, h, ckpt)
+	}
 	stmt, err := tx.PrepareContext(ctx, insertEvent)
 	if err != nil {
 		return r, err
@@ -465,15 +486,81 @@ func (s *Store) insert(ctx context.Context, from string, enc []encodedEvent) (In
 		r.Seqs[i] = seq
 		r.Conflicts = append(r.Conflicts, audit.Conflict{Index: i, ID: x.e.ID, StoredSeq: oldSeq, Seq: seq})
 	}
+	if r.Added == 0 && len(r.Conflicts) == 0 {
+		// Nothing new: the head read above is the head.
+		s.seq, s.head, s.ckptSeq = seq, head, ckpt
+		return r, tx.Commit()
+	}
+	return r, s.commit(tx, seq, head, ckpt)
+}
+
+// commit commits an append that stored events up to seq with head, and
+// wakes whoever waits for new events. s.mu is held.
+func (s *Store) commit(tx *sql.Tx, seq int64, head audit.Hash, ckpt int64) error {
 	if err := tx.Commit(); err != nil {
-		return r, err
+		return err
 	}
 	s.seq, s.head, s.ckptSeq = seq, head, ckpt
-	if r.Added > 0 || len(r.Conflicts) > 0 {
-		close(s.appended)
-		s.appended = make(chan struct{})
+	close(s.appended)
+	s.appended = make(chan struct{})
+	return nil
+}
+
+// chunkRows bounds the rows of one multi-row INSERT: 13 parameters each,
+// well within SQLite's 32,766 and PostgreSQL's 65,535.
+const chunkRows = 500
+
+// insertAllNew stores every event of enc, chained after seq and head, with
+// one INSERT per chunk of rows. If any (dst, id) is already taken (stored
+// before, or twice in the batch) it undoes what it stored and reports
+// false: the chain hashes after that event would be wrong.
+func insertAllNew(ctx context.Context, tx *sql.Tx, enc []encodedEvent, seq int64, head audit.Hash) (int64, audit.Hash, bool, error) {
+	if _, err := tx.ExecContext(ctx, `SAVEPOINT audit_batch`); err != nil {
+		return 0, head, false, err
 	}
-	return r, nil
+	var q strings.Builder
+	args := make([]any, 0, 13*min(len(enc), chunkRows))
+	for start := 0; start < len(enc); start += chunkRows {
+		chunk := enc[start:min(start+chunkRows, len(enc))]
+		q.Reset()
+		q.WriteString(insertEventsHead)
+		args = args[:0]
+		for i, x := range chunk {
+			e := x.e
+			seq++
+			head = audit.ChainHash(head, seq, x.canonical)
+			if i > 0 {
+				q.WriteString(", ")
+			}
+			q.WriteString("(")
+			for j := range 13 {
+				if j > 0 {
+					q.WriteString(", ")
+				}
+				q.WriteString("$" + strconv.Itoa(len(args)+j+1))
+			}
+			q.WriteString(")")
+			h := head
+			args = append(args, seq, e.ID, e.Time.UnixNano(), string(e.Kind),
+				e.Src, selectorOf(e.Src), e.Dst, selectorOf(e.Dst), e.Method, e.Tool, e.Decision,
+				x.canonical, h[:])
+		}
+		q.WriteString(" ON CONFLICT(dst, id) DO NOTHING")
+		res, err := tx.ExecContext(ctx, q.String(), args...)
+		if err != nil {
+			return 0, head, false, err
+		}
+		n, err := res.RowsAffected()
+		if err != nil {
+			return 0, head, false, err
+		}
+		if n != int64(len(chunk)) {
+			_, err := tx.ExecContext(ctx, `ROLLBACK TO SAVEPOINT audit_batch`)
+			return 0, head, false, err
+		}
+	}
+	_, err := tx.ExecContext(ctx, `RELEASE SAVEPOINT audit_batch`)
+	return seq, head, err == nil, err
 }
 
 // conflictEvent builds the integrity event that keeps x, which from shipped
