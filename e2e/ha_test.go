@@ -16,6 +16,7 @@ import (
 	"github.com/agentmesh/agentmesh/internal/audit/audittest"
 	"github.com/agentmesh/agentmesh/internal/controlapi"
 	"github.com/agentmesh/agentmesh/internal/controlclient"
+	"github.com/agentmesh/agentmesh/internal/netmap"
 	"github.com/agentmesh/agentmesh/internal/nodestate"
 	"github.com/agentmesh/agentmesh/internal/store/pgtest"
 )
@@ -170,3 +171,48 @@ var names atomic.Int64
 
 // uniqueName is a node name no other node of this test binary has.
 func uniqueName(prefix string) string { return fmt.Sprintf("%s-%d", prefix, names.Add(1)) }
+
+// BenchmarkPolicyAcrossCoordinators measures, with two coordinator
+// processes on one PostgreSQL database, the time from an admin's `policy
+// apply` call on coordinator A to the netmap with that policy reaching a
+// node (a gateway applies it on arrival): watching A itself (the
+// baseline: one coordinator's publish), and watching B (A's commit
+// notifies B through the database, B rereads and publishes).
+func BenchmarkPolicyAcrossCoordinators(b *testing.B) {
+	if skipReason != "" {
+		b.Skip(skipReason)
+	}
+	c := startCluster(b, pgtest.Shared(b).NewDatabase(b), 2)
+	admin := c.admin(0)
+	for _, w := range []struct {
+		name string
+		via  int
+	}{{"watcher=A", 0}, {"watcher=B", 1}} {
+		b.Run(w.name, func(b *testing.B) {
+			// A key minted on a coordinator names it: the node joins
+			// through it and watches it.
+			node := c.join(c.key(w.via, controlapi.KeyCreateRequest{Kind: "tool"}), uniqueName("files"))
+			ctx, cancel := context.WithCancel(context.Background())
+			versions := make(chan int64, 1024)
+			done := make(chan struct{})
+			go func() {
+				defer close(done)
+				node.Watch(ctx, func(nm *netmap.Netmap) { versions <- nm.Policy.Version })
+			}()
+			defer func() { cancel(); <-done }()
+			for i := 0; b.Loop(); i++ {
+				doc := fmt.Sprintf(`{"grants": [{"src": ["agent:a%d"], "dst": ["tool:files"], "tools": ["*"]}]}`, names.Add(1))
+				var pv controlapi.PolicyVersion
+				if err := admin.Call(ctx, http.MethodPost, controlapi.PathPolicy, controlapi.PolicyApplyRequest{Document: doc}, &pv); err != nil {
+					b.Fatal(err)
+				}
+				for v := range versions {
+					if v >= pv.Version {
+						break
+					}
+				}
+			}
+			b.ReportMetric(float64(b.Elapsed().Microseconds())/1000/float64(b.N), "ms/apply-to-watcher")
+		})
+	}
+}
