@@ -74,18 +74,6 @@ func (fc *fakeCoordinator) Close() {
 	})
 }
 
-// deadURL is the URL of a loopback port where nothing listens any more.
-func deadURL(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	url := "https://" + ln.Addr().String()
-	ln.Close()
-	return url
-}
-
 // nodeState writes the state of node agent/fraud with a certificate from
 // ca, joined through joined and knowing coordinators, and returns a
 // client for it.
@@ -145,7 +133,7 @@ func callNodes(cl *controlclient.Client) (string, error) {
 
 func TestCallMovesOnFromACoordinatorThatIsDownAndStaysWithTheOneThatAnswers(t *testing.T) {
 	ca := pkitest.NewCA(t, pkitest.TrustDomain, time.Now())
-	dead := deadURL(t)
+	dead := coordinatortest.DeadURL(t)
 	b := startCoordinator(t, ca, listNodes("b"))
 	cl, _ := nodeState(t, ca, dead, []string{dead, b.url})
 	if cl.Coordinator() != dead {
@@ -314,7 +302,7 @@ func TestACoordinatorOutsideTheMeshCAIsAnErrorNotAFailover(t *testing.T) {
 
 func TestAFailedCallNamesEveryCoordinatorTriedAndWhy(t *testing.T) {
 	ca := pkitest.NewCA(t, pkitest.TrustDomain, time.Now())
-	first, second := deadURL(t), deadURL(t)
+	first, second := coordinatortest.DeadURL(t), coordinatortest.DeadURL(t)
 	cl, _ := nodeState(t, ca, first, []string{first, second})
 	_, err := callNodes(cl)
 	var ue *controlclient.UnreachableError
@@ -330,20 +318,7 @@ func TestAFailedCallNamesEveryCoordinatorTriedAndWhy(t *testing.T) {
 func TestRenewalAndAuditShippingFailOverToALiveCoordinator(t *testing.T) {
 	m := coordinatortest.Start(t, coordinatortest.Options{})
 	dir := m.Join("tool", "files")
-	d, err := nodestate.Open(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg, err := d.Config()
-	if err != nil {
-		t.Fatal(err)
-	}
-	// The node joined through a coordinator that has died since.
-	dead := deadURL(t)
-	cfg.CoordinatorURL, cfg.Coordinators = dead, netmap.SortCoordinators([]string{dead, m.URL()})
-	if err := d.SaveConfig(cfg); err != nil {
-		t.Fatal(err)
-	}
+	coordinatortest.JoinedThroughDead(t, dir, m.URL())
 	cl := m.Client(dir)
 	ctx := context.Background()
 	old := cl.Certificate().Leaf
@@ -376,7 +351,7 @@ func TestTheNetmapListsTheCoordinator(t *testing.T) {
 
 func TestJoinTriesTheGivenCoordinatorsThenTheKeysAndKeepsTheNetmapsList(t *testing.T) {
 	m := coordinatortest.Start(t, coordinatortest.Options{})
-	dead := deadURL(t)
+	dead := coordinatortest.DeadURL(t)
 	key := m.Key(controlapi.KeyCreateRequest{Kind: "agent"})
 	dir := filepath.Join(t.TempDir(), "fraud")
 	if _, err := controlclient.Join(context.Background(), controlclient.JoinOptions{AuthKey: key, Name: "fraud", State: dir, Coordinators: []string{dead}}); err != nil {
