@@ -96,6 +96,15 @@ func printStatus(env Env, st engine.NodeStatus) {
 		reach = "UNREACHABLE (" + st.CoordinatorError + "); using the cached netmap"
 	}
 	printf(w, "coordinator:  %s, %s\n", st.Coordinator, reach)
+	var others []string
+	for _, u := range st.Coordinators {
+		if u != st.Coordinator {
+			others = append(others, u)
+		}
+	}
+	if len(others) > 0 {
+		printf(w, "failover:     %s (the other coordinators this node knows)\n", strings.Join(others, ", "))
+	}
 	if st.Serving != nil {
 		var serving string
 		switch {

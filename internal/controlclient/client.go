@@ -3,10 +3,17 @@
 // caching it for offline starts), registering served addresses, shipping
 // audit batches, and the admin calls the CLI makes.
 //
+// A client knows every coordinator of the mesh (from join, then from each
+// netmap) and fails over between them on its own: see failover.go for
+// what moves a call to the next coordinator and what does not.
+//
 // Threat model: the coordinator is authenticated before anything is sent.
 // Joining pins the CA fingerprint carried in the auth key; every later call
 // verifies the coordinator's certificate against the cached CA bundle and
-// checks that it names the coordinator. The node's private key is created
+// checks that it names the coordinator; that holds for every coordinator
+// of the list, so a URL in it can only send the node to a server that
+// proves it is a coordinator of this mesh, and a server that cannot is an
+// error, never a reason to try the next. The node's private key is created
 // locally and never leaves the state directory.
 package controlclient
 
@@ -24,6 +31,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -87,6 +95,8 @@ type Client struct {
 	conns    *certTransport // c.http's transport
 	id       identity.ID
 	revoked  atomic.Bool // see Revoked
+	coords   *coordinators
+	saveMu   sync.Mutex // serialises writes of the config (learn)
 }
 
 // New returns a client for the node whose state is in dir.
@@ -111,7 +121,7 @@ func New(dir *nodestate.Dir, opts Options) (*Client, error) {
 	if err != nil {
 		return nil, err
 	}
-	c := &Client{dir: dir, cfg: cfg, now: opts.Now, clock: opts.Clock, log: opts.Logger, id: id}
+	c := &Client{dir: dir, cfg: cfg, now: opts.Now, clock: opts.Clock, log: opts.Logger, id: id, coords: newCoordinators(cfg.Known(), cfg.CoordinatorURL)}
 	if c.now == nil {
 		c.now = time.Now
 	}
@@ -125,7 +135,7 @@ func New(dir *nodestate.Dir, opts Options) (*Client, error) {
 		return nil, fmt.Errorf("state %s: %w", dir.Path(), err)
 	}
 	tcfg := transport.Config{
-		TLS: transport.ClientTLS(c.Certificate, c.verifier, func() (identity.ID, error) { return want, nil }),
+		TLS: verifyingCoordinator(transport.ClientTLS(c.Certificate, c.verifier, func() (identity.ID, error) { return want, nil })),
 		// The coordinator answers every call within its long poll (25 s by
 		// default); one that took a request and never answers is given up
 		// on, so that the netmap watch retries instead of hanging.
@@ -276,11 +286,9 @@ func (c *Client) RunRenewal(ctx context.Context, clock pki.Clock, onRenew func(*
 // Netmap fetches the netmap once: immediately when since differs from the
 // current version, else after the next change or a timeout (then nil, nil).
 func (c *Client) Netmap(ctx context.Context, since int64) (*netmap.Netmap, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.cfg.CoordinatorURL+controlapi.PathNetmap+"?since="+strconv.FormatInt(since, 10), nil)
-	if err != nil {
-		return nil, err
-	}
-	resp, err := c.do(req)
+	resp, base, err := c.roundTrip(func(base string) (*http.Request, error) {
+		return http.NewRequestWithContext(ctx, http.MethodGet, base+controlapi.PathNetmap+"?since="+strconv.FormatInt(since, 10), nil)
+	}, maxAnswer)
 	if err != nil {
 		return nil, err
 	}
@@ -291,16 +299,16 @@ func (c *Client) Netmap(ctx context.Context, since int64) (*netmap.Netmap, error
 	if resp.StatusCode != http.StatusOK {
 		return nil, readAPIError(resp)
 	}
-	b, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
-	if err != nil {
-		return nil, fmt.Errorf("coordinator %s: %w", c.cfg.CoordinatorURL, err)
-	}
+	b, _ := io.ReadAll(resp.Body) // in memory
 	nm, err := netmap.Decode(b)
 	if err != nil {
-		return nil, fmt.Errorf("coordinator %s: %w", c.cfg.CoordinatorURL, err)
+		return nil, fmt.Errorf("coordinator %s: %w", base, err)
 	}
 	return nm, nil
 }
+
+// maxAnswer bounds the size of an answer the client reads.
+const maxAnswer = 64 << 20
 
 // CachedNetmap returns the netmap cached in the state directory, if any.
 func (c *Client) CachedNetmap() (*netmap.Netmap, error) {
@@ -368,6 +376,7 @@ func (c *Client) Follow(ctx context.Context, update func(nm *netmap.Netmap, conf
 			if roots, err := pki.DecodeCertsPEM([]byte(nm.CABundle)); err == nil && len(roots) > 0 {
 				c.verifier.SetRoots(roots)
 			}
+			c.learn(nm)
 		}
 		// Enforce first, cache second: the cache (two fsynced writes) only
 		// serves a restart while the coordinator is away, and a crash
@@ -482,11 +491,9 @@ func (c *Client) Call(ctx context.Context, method, path string, in, out any) err
 // Stream makes a GET call and returns the body for the caller to read
 // incrementally, for audit exports.
 func (c *Client) Stream(ctx context.Context, path string) (io.ReadCloser, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.cfg.CoordinatorURL+path, nil)
-	if err != nil {
-		return nil, err
-	}
-	resp, err := c.do(req)
+	resp, _, err := c.roundTrip(func(base string) (*http.Request, error) {
+		return http.NewRequestWithContext(ctx, http.MethodGet, base+path, nil)
+	}, 0)
 	if err != nil {
 		return nil, err
 	}
@@ -498,22 +505,25 @@ func (c *Client) Stream(ctx context.Context, path string) (io.ReadCloser, error)
 }
 
 func (c *Client) call(ctx context.Context, method, path string, in, out any) error {
-	var body io.Reader
+	var body []byte
 	if in != nil {
 		b, err := json.Marshal(in)
 		if err != nil {
 			return err
 		}
-		body = bytes.NewReader(b)
+		body = b
 	}
-	req, err := http.NewRequestWithContext(ctx, method, c.cfg.CoordinatorURL+path, body)
-	if err != nil {
-		return err
-	}
-	if in != nil {
-		req.Header.Set("Content-Type", "application/json")
-	}
-	resp, err := c.do(req)
+	resp, _, err := c.roundTrip(func(base string) (*http.Request, error) {
+		var r io.Reader
+		if in != nil {
+			r = bytes.NewReader(body)
+		}
+		req, err := http.NewRequestWithContext(ctx, method, base+path, r)
+		if err == nil && in != nil {
+			req.Header.Set("Content-Type", "application/json")
+		}
+		return req, err
+	}, maxAnswer)
 	if err != nil {
 		return err
 	}
@@ -522,25 +532,14 @@ func (c *Client) call(ctx context.Context, method, path string, in, out any) err
 		return readAPIError(resp)
 	}
 	if out == nil || resp.StatusCode == http.StatusNoContent {
-		io.Copy(io.Discard, io.LimitReader(resp.Body, 1<<20))
 		return nil
 	}
-	dec := json.NewDecoder(io.LimitReader(resp.Body, 64<<20))
-	return dec.Decode(out)
+	return json.NewDecoder(resp.Body).Decode(out)
 }
 
-// do sends req to the coordinator. A request that got no answer is an
-// ErrUnreachable error that says so in words; an answer that says this
-// node is revoked marks the client revoked (Revoked), any success clears
-// the mark.
-func (c *Client) do(req *http.Request) (*http.Response, error) {
-	resp, err := c.http.Do(req)
-	if err != nil {
-		if errors.Is(req.Context().Err(), context.Canceled) {
-			return nil, req.Context().Err() // nobody waits for the answer
-		}
-		return nil, unreachable(c.cfg.CoordinatorURL, err)
-	}
+// answered notes what an answer says about this node: that it is revoked
+// marks the client revoked (Revoked), any success clears the mark.
+func (c *Client) answered(resp *http.Response) {
 	switch {
 	case resp.StatusCode/100 == 2:
 		c.revoked.Store(false)
@@ -554,24 +553,16 @@ func (c *Client) do(req *http.Request) (*http.Response, error) {
 		}
 		resp.Body = io.NopCloser(bytes.NewReader(b))
 	}
-	return resp, nil
 }
 
 // Revoked reports whether the coordinator's last answer to this client
 // said that this node has been revoked.
 func (c *Client) Revoked() bool { return c.revoked.Load() }
 
-// ErrUnreachable is the error of a call that got no answer from the
+// ErrUnreachable is the error of a call that got no answer from any
 // coordinator (nothing listens, a network failure, no answer in time), as
-// opposed to a refusal (APIError).
+// opposed to a refusal (APIError). The error is an *UnreachableError.
 var ErrUnreachable = errors.New("cannot reach the coordinator")
-
-// unreachable is the ErrUnreachable error for a request to url that failed
-// with err: one line saying what to check, with the network's own words
-// for what happened.
-func unreachable(url string, err error) error {
-	return fmt.Errorf("%w at %s: is 'agentmesh coordinator' running there, and reachable from here? (%s)", ErrUnreachable, url, netCause(err))
-}
 
 // netCause is the part of a transport error a person can act on: the
 // system's words ("connection refused", "no such host", "i/o timeout")
@@ -618,16 +609,29 @@ type JoinOptions struct {
 	Kind  string
 	State string
 	Now   func() time.Time
+	// Coordinators are the API URLs of coordinators to join through, in
+	// the order to try them (https://HOST:PORT each, as
+	// netmap.CheckCoordinatorURL says), before the auth key's own; empty
+	// means the key's alone. Each is authenticated by the CA fingerprint
+	// the key pins.
+	Coordinators []string
 }
 
 // Join creates the node's key in the state directory, proves the
 // coordinator holds the pinned CA, and stores the issued certificate, CA
-// bundle, netmap and connection settings. On a refusal nothing is left in
-// the state directory but the key (which can be reused for a retry).
+// bundle, netmap and connection settings. It tries the coordinators of
+// o.Coordinators and then the auth key's, moving on from one that does not
+// answer as a Client does (see the package's failover rules); one that
+// does not hold the pinned CA ends the join. On a refusal nothing is left
+// in the state directory but the key (which can be reused for a retry).
 func Join(ctx context.Context, o JoinOptions) (identity.ID, error) {
 	k, err := authkey.Parse(o.AuthKey)
 	if err != nil {
 		return identity.ID{}, err
+	}
+	urls, err := joinOrder(o.Coordinators, k.CoordinatorURL)
+	if err != nil {
+		return identity.ID{}, fmt.Errorf("join: %w", err)
 	}
 	name, err := identity.ParseName(o.Name)
 	if err != nil {
@@ -664,24 +668,46 @@ func Join(ctx context.Context, o JoinOptions) (identity.ID, error) {
 	hc := &http.Client{Transport: &http.Transport{TLSClientConfig: pki.PinnedClientTLS(k.CAFingerprint)}, Timeout: 30 * time.Second}
 	defer hc.CloseIdleConnections()
 	body, _ := json.Marshal(controlapi.JoinRequest{KeyID: k.ID, Secret: k.Secret, Name: string(name), Kind: o.Kind, CSR: string(pki.EncodeCSRPEM(csr))})
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, k.CoordinatorURL+controlapi.PathJoin, bytes.NewReader(body))
-	if err != nil {
-		return identity.ID{}, err
-	}
-	req.Header.Set("Content-Type", "application/json")
-	resp, err := hc.Do(req)
-	if err != nil {
-		if errors.Is(err, pki.ErrFingerprintMismatch) {
-			return identity.ID{}, fmt.Errorf("join: the server at %s does not hold the CA this key pins (fingerprint %s…); nothing was sent: %w", k.CoordinatorURL, k.CAFingerprint[:16], err)
+	var resp *http.Response
+	var joined string
+	var tried []Attempt
+	for _, u := range urls {
+		req, err := http.NewRequestWithContext(ctx, http.MethodPost, u+controlapi.PathJoin, bytes.NewReader(body))
+		if err != nil {
+			return identity.ID{}, err
 		}
-		return identity.ID{}, fmt.Errorf("join: %w", unreachable(k.CoordinatorURL, err))
+		req.Header.Set("Content-Type", "application/json")
+		resp, err = send(hc, req, maxAnswer)
+		if err == nil && failoverStatus(resp.StatusCode) {
+			err = readAPIError(resp)
+			resp.Body.Close()
+		}
+		if err == nil {
+			joined = u
+			break
+		}
+		switch ctxErr := ctx.Err(); {
+		case errors.Is(ctxErr, context.Canceled):
+			return identity.ID{}, ctxErr
+		case errors.Is(err, pki.ErrFingerprintMismatch):
+			return identity.ID{}, fmt.Errorf("join: the server at %s does not hold the CA this key pins (fingerprint %s…); nothing was sent: %w", u, k.CAFingerprint[:16], err)
+		case notOurs(err):
+			return identity.ID{}, fmt.Errorf("join: coordinator %s: %w", u, err)
+		}
+		tried = append(tried, Attempt{URL: u, Err: err})
+		if ctx.Err() != nil {
+			break
+		}
+	}
+	if joined == "" {
+		return identity.ID{}, fmt.Errorf("join: %w", &UnreachableError{Tried: tried})
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
 		return identity.ID{}, fmt.Errorf("join: %w", readAPIError(resp))
 	}
 	var cr controlapi.CertResponse
-	if err := controlapi.Decode(resp.Body, 64<<20, &cr); err != nil {
+	if err := controlapi.Decode(resp.Body, maxAnswer, &cr); err != nil {
 		return identity.ID{}, fmt.Errorf("join: bad answer: %w", err)
 	}
 	leaf, err := singleCert(cr.Certificate)
@@ -712,7 +738,8 @@ func Join(ctx context.Context, o JoinOptions) (identity.ID, error) {
 		}
 	}
 	if err := dir.SaveConfig(nodestate.Config{
-		CoordinatorURL: k.CoordinatorURL,
+		CoordinatorURL: joined,
+		Coordinators:   joinedList(cr.Netmap, urls),
 		CAFingerprint:  k.CAFingerprint,
 		TrustDomain:    string(id.TrustDomain),
 		Name:           string(id.Name),
@@ -721,4 +748,42 @@ func Join(ctx context.Context, o JoinOptions) (identity.ID, error) {
 		return identity.ID{}, err
 	}
 	return id, nil
+}
+
+// joinOrder is the order in which Join tries coordinators: given, in
+// their order and once each, then the auth key's own.
+func joinOrder(given []string, keyURL string) ([]string, error) {
+	if len(given) > netmap.MaxCoordinators {
+		return nil, fmt.Errorf("%d coordinators given, more than %d", len(given), netmap.MaxCoordinators)
+	}
+	var urls []string
+	for _, u := range append(slices.Clone(given), keyURL) {
+		if slices.Contains(urls, u) {
+			continue
+		}
+		if u != keyURL {
+			if err := netmap.CheckCoordinatorURL(u); err != nil {
+				return nil, err
+			}
+		}
+		urls = append(urls, u)
+	}
+	return urls, nil
+}
+
+// joinedList is the coordinator list a node keeps after joining: the one
+// the coordinator's netmap gives, else the ones it was given to try (in
+// canonical form; the auth key's own is kept as the one joined through
+// if it is spelled otherwise).
+func joinedList(nm *netmap.Netmap, tried []string) []string {
+	if nm != nil && len(nm.Coordinators) > 0 && netmap.CheckCoordinators(nm.Coordinators) == nil {
+		return nm.Coordinators
+	}
+	var urls []string
+	for _, u := range tried {
+		if netmap.CheckCoordinatorURL(u) == nil {
+			urls = append(urls, u)
+		}
+	}
+	return netmap.SortCoordinators(urls)
 }

@@ -651,6 +651,8 @@ func (c *Coordinator) publish(ctx context.Context) error {
 		CertTTL:     c.cfg.CertTTL,
 		Nodes:       st.nodes,
 		Policy:      netmap.Policy{Version: p.Version, Document: p.Document},
+		// Coordinators: nodes learn where else to turn from their view.
+		Coordinators: netmap.SortCoordinators(c.coordinatorURLs()),
 	}
 	c.mu.Lock()
 	c.current, c.pol = nm, pol

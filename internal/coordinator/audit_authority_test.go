@@ -254,6 +254,8 @@ func viaTampering(t *testing.T, m *mesh, dir string, tc *tamperingCoordinator) *
 	var cfg map[string]any
 	json.Unmarshal(b, &cfg)
 	cfg["coordinator_url"] = tc.srv.URL
+	// The only coordinator it knows: not the real one its netmap lists.
+	delete(cfg, "coordinators")
 	b, _ = json.Marshal(cfg)
 	if err := os.WriteFile(cfgPath, b, 0o600); err != nil {
 		t.Fatal(err)

@@ -145,6 +145,8 @@ func (c *Coordinator) writeAdminIdentity(ctx context.Context) error {
 		TrustDomain:    string(c.td),
 		Name:           AdminName,
 		Kind:           string(identity.KindAdmin),
+		// Admin commands on this state fail over between these.
+		Coordinators: netmap.SortCoordinators(c.coordinatorURLs()),
 	})
 }
 

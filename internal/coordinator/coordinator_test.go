@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"sync"
 	"testing"
@@ -622,7 +623,7 @@ func TestSecondCoordinatorOnOneDataDirectoryIsRefusedAndLeavesTheAdminStateAlone
 	if err != nil {
 		t.Fatal(err)
 	}
-	if after != before || after.CoordinatorURL != m.co.URL() {
+	if !reflect.DeepEqual(after, before) || after.CoordinatorURL != m.co.URL() {
 		t.Fatalf("the admin state changed: %+v, was %+v (the coordinator is at %s)", after, before, m.co.URL())
 	}
 	var nodes []controlapi.NodeInfo

@@ -47,6 +47,8 @@ func (c *Coordinator) viewFor(self netmap.Node) (*netmap.Netmap, error) {
 		IssuedAt:    c.now().UTC(),
 		Nodes:       []netmap.Node{},
 		Policy:      netmap.Policy{Version: full.Policy.Version},
+		// Every node may know every coordinator: it is where to turn.
+		Coordinators: full.Coordinators,
 	}
 	me := self.PolicyNode()
 	serves := me.Kind.Serves()

@@ -40,6 +40,11 @@ type NodeStatus struct {
 	PolicyVersion      int64     `json:"policy_version"`
 	Nodes              int       `json:"nodes"`
 
+	// Coordinator (above) is the coordinator the node talks to now: the
+	// one that answered, else the one it would try first. Coordinators
+	// are every one it knows, that one among them.
+	Coordinators []string `json:"coordinators"`
+
 	// NetmapConfirmed is when the coordinator last confirmed this node's
 	// view (netmap.Netmap.Fresh), by this machine's clock.
 	NetmapConfirmed time.Time `json:"netmap_confirmed,omitzero"`
@@ -88,14 +93,14 @@ func Status(ctx context.Context, dir string, now time.Time) (NodeStatus, error) 
 		return NodeStatus{}, err
 	}
 	defer cl.Close()
-	cfg, _ := d.Config()
 	leaf := cl.Certificate().Leaf
 	st := NodeStatus{ID: cl.ID().String(), Name: string(cl.ID().Name), Kind: string(cl.ID().Kind), Tags: []string{},
-		CertNotAfter: leaf.NotAfter.UTC(), CertExpired: now.After(leaf.NotAfter), Coordinator: cfg.CoordinatorURL}
+		CertNotAfter: leaf.NotAfter.UTC(), CertExpired: now.After(leaf.NotAfter)}
 	nm, _ := cl.CachedNetmap()
 	pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	fresh, err := cl.Netmap(pctx, -1)
 	cancel()
+	st.Coordinator, st.Coordinators = cl.Coordinator(), cl.Coordinators()
 	st.NetmapConfirmed, _ = d.NetmapConfirmed()
 	var refused *controlclient.APIError
 	switch {

@@ -36,7 +36,9 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"net/url"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/agentmesh/agentmesh/internal/identity"
@@ -192,6 +194,61 @@ type Netmap struct {
 	IssuedAt time.Time `json:"issued_at,omitzero"`
 	Nodes    []Node    `json:"nodes"`
 	Policy   Policy    `json:"policy"`
+	// Coordinators are the API URLs of every live coordinator of the
+	// mesh, sorted and without duplicates (CheckCoordinators): a node
+	// fails over between them, and learns of new ones and forgets
+	// removed ones from each netmap. Empty from a coordinator that
+	// predates the list: the node keeps the one it joined through.
+	Coordinators []string `json:"coordinators,omitempty"`
+}
+
+// Bounds of Netmap.Coordinators: a netmap is a peer's bytes, so the list
+// a node keeps (and saves) is bounded in count and in size.
+const (
+	MaxCoordinators      = 64
+	MaxCoordinatorURLLen = 256
+)
+
+// CheckCoordinatorURL reports whether s is a coordinator API URL in the
+// one spelling nodes use: "https://" and a lower-case HOST[:PORT], nothing
+// else (no user, path, query or fragment), at most MaxCoordinatorURLLen
+// bytes. API paths are appended to it as they are, and one coordinator
+// spelled two ways would be two entries of a list.
+func CheckCoordinatorURL(s string) error {
+	if len(s) > MaxCoordinatorURLLen {
+		return fmt.Errorf("coordinator URL %.40q… is longer than %d bytes", s, MaxCoordinatorURLLen)
+	}
+	u, err := url.Parse(s)
+	if err != nil || u.Scheme != "https" || u.Host == "" || s != "https://"+u.Host || u.Host != strings.ToLower(u.Host) {
+		return fmt.Errorf("coordinator URL %q is not https://HOST:PORT", s)
+	}
+	return nil
+}
+
+// CheckCoordinators reports whether urls is a valid coordinator list: at
+// most MaxCoordinators valid URLs (CheckCoordinatorURL), sorted, no
+// duplicates (the canonical form Coordinators and SortCoordinators use).
+func CheckCoordinators(urls []string) error {
+	if len(urls) > MaxCoordinators {
+		return fmt.Errorf("%d coordinators, more than %d", len(urls), MaxCoordinators)
+	}
+	for i, u := range urls {
+		if err := CheckCoordinatorURL(u); err != nil {
+			return err
+		}
+		if i > 0 && urls[i-1] >= u {
+			return fmt.Errorf("coordinators are not sorted and distinct: %q before %q", urls[i-1], u)
+		}
+	}
+	return nil
+}
+
+// SortCoordinators returns urls sorted, without duplicates, in a new
+// slice: the canonical form of a coordinator list.
+func SortCoordinators(urls []string) []string {
+	out := slices.Clone(urls)
+	slices.Sort(out)
+	return slices.Compact(out)
 }
 
 // Fresh reports whether a view of m that the coordinator last confirmed
@@ -257,13 +314,17 @@ func Decode(b []byte) (*Netmap, error) {
 	return &m, nil
 }
 
-// Validate checks that every node entry holds together: a valid name,
+// Validate checks the coordinator list (CheckCoordinators) and that
+// every node entry holds together: a valid name,
 // kind, tags and status, and an ID that is exactly the SPIFFE ID of that
 // kind and name in the netmap's trust domain. Decode calls it; a netmap
 // built in code can be checked with it before it is sent. (encoding/json
 // matches keys without regard to case, so a field may arrive under
 // another spelling; the entry must still be consistent.)
 func (m *Netmap) Validate() error {
+	if err := CheckCoordinators(m.Coordinators); err != nil {
+		return fmt.Errorf("netmap: %w", err)
+	}
 	td, err := identity.ParseTrustDomain(string(m.TrustDomain))
 	if err != nil && len(m.Nodes) > 0 {
 		return fmt.Errorf("netmap: %w", err)

@@ -2,7 +2,9 @@ package netmap_test
 
 import (
 	"encoding/json"
+	"fmt"
 	"reflect"
+	"strings"
 	"testing"
 	"time"
 
@@ -48,6 +50,8 @@ func FuzzDecode(f *testing.F) {
 	f.Add(full)
 	f.Add([]byte(`{"version":1,"nodes":[],"policy":{"version":0,"document":""}}`))
 	f.Add([]byte(`{"version":1,"policy":{"version":1,"document":"{}","grants":[0,0],"limits":[{"index":-1,"key":""}]}}`))
+	f.Add([]byte(`{"version":1,"coordinators":["https://a.example:7443","https://b.example:7443"]}`))
+	f.Add([]byte(`{"version":1,"coordinators":["https://b:1","https://a:1","http://c:1","https://d:1/x"]}`))
 	f.Add([]byte(`{"version":1,"unknown":true}`))
 	f.Add([]byte(`{"version":1} {}`))
 	f.Fuzz(func(t *testing.T, b []byte) {
@@ -65,6 +69,9 @@ func FuzzDecode(f *testing.F) {
 		}
 		if !reflect.DeepEqual(normalize(nm), normalize(back)) {
 			t.Fatalf("round trip changed the netmap:\n%+v\n%+v", nm, back)
+		}
+		if err := netmap.CheckCoordinators(nm.Coordinators); err != nil {
+			t.Fatalf("decoded a coordinator list that does not check: %v", err)
 		}
 		nm.Fresh(nm.IssuedAt, time.Now())
 		p := nm.Policy
@@ -94,6 +101,9 @@ func normalize(nm *netmap.Netmap) *netmap.Netmap {
 		}
 		n.LastSeen = n.LastSeen.UTC()
 		c.Nodes[i] = n
+	}
+	if len(c.Coordinators) == 0 {
+		c.Coordinators = nil
 	}
 	if len(c.Policy.Grants) == 0 {
 		c.Policy.Grants = nil
@@ -126,5 +136,65 @@ func TestDecodeRefusesNodeEntriesThatDoNotHoldTogether(t *testing.T) {
 		if _, err := netmap.Decode([]byte(b)); err == nil {
 			t.Errorf("%s: decoded", name)
 		}
+	}
+}
+
+func TestDecodeBoundsTheCoordinatorList(t *testing.T) {
+	list := func(n int) []string {
+		var urls []string
+		for i := range n {
+			urls = append(urls, fmt.Sprintf("https://c%03d.example:7443", i))
+		}
+		return urls
+	}
+	decode := func(urls []string) error {
+		b, err := json.Marshal(map[string]any{"version": 1, "coordinators": urls})
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = netmap.Decode(b)
+		return err
+	}
+	if err := decode(list(netmap.MaxCoordinators)); err != nil {
+		t.Fatalf("%d coordinators: %v", netmap.MaxCoordinators, err)
+	}
+	long := "https://" + strings.Repeat("a", netmap.MaxCoordinatorURLLen-len("https://")-len(":1")) + ":1"
+	if err := decode([]string{long}); err != nil {
+		t.Fatalf("a URL of %d bytes: %v", len(long), err)
+	}
+	for name, urls := range map[string][]string{
+		"one too many":   list(netmap.MaxCoordinators + 1),
+		"one byte long":  {"https://a" + long[len("https://"):]},
+		"http":           {"http://a.example:7443"},
+		"no host":        {"https://"},
+		"path":           {"https://a.example:7443/api"},
+		"trailing slash": {"https://a.example:7443/"},
+		"query":          {"https://a.example:7443?x=1"},
+		"fragment":       {"https://a.example:7443#x"},
+		"user":           {"https://u:p@a.example:7443"},
+		"upper case":     {"https://A.example:7443"},
+		"scheme case":    {"HTTPS://a.example:7443"},
+		"bad port":       {"https://a.example:port"},
+		"unsorted":       {"https://b.example:7443", "https://a.example:7443"},
+		"duplicate":      {"https://a.example:7443", "https://a.example:7443"},
+		"empty":          {""},
+	} {
+		if err := decode(urls); err == nil {
+			t.Errorf("%s: decoded %.80q", name, urls)
+		}
+	}
+}
+
+func TestSortCoordinatorsMakesTheCanonicalList(t *testing.T) {
+	in := []string{"https://b:1", "https://a:1", "https://b:1"}
+	got := netmap.SortCoordinators(in)
+	if want := []string{"https://a:1", "https://b:1"}; !reflect.DeepEqual(got, want) {
+		t.Fatalf("SortCoordinators(%q) = %q, want %q", in, got, want)
+	}
+	if in[0] != "https://b:1" {
+		t.Fatal("SortCoordinators changed its argument")
+	}
+	if err := netmap.CheckCoordinators(got); err != nil {
+		t.Fatal(err)
 	}
 }

@@ -1,8 +1,9 @@
 // Package nodestate manages a node's state directory: the private key
 // (created on the node, never sent anywhere, never logged), the current
 // certificate, the CA bundle, the cached netmap, the coordinator settings a
-// node needs to reconnect, and the audit spool directory. Gateways and
-// connectors keep working from it while the coordinator is away.
+// node needs to reconnect (every coordinator it knows), and the audit spool
+// directory. Gateways and connectors keep working from it while the
+// coordinator is away.
 //
 // # Threat model
 //
@@ -37,10 +38,12 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"time"
 
 	"github.com/agentmesh/agentmesh/internal/dirlock"
 	"github.com/agentmesh/agentmesh/internal/identity"
+	"github.com/agentmesh/agentmesh/internal/netmap"
 	"github.com/agentmesh/agentmesh/internal/pki"
 )
 
@@ -357,11 +360,17 @@ func (d *Dir) SaveReceipt(b []byte) error {
 // --receipt`.
 func (d *Dir) ReceiptPath() string { return d.file(ReceiptFile) }
 
-// Config is what a node needs to reconnect to its coordinator, stored in
-// coordinator.json. Every field is required.
+// Config is what a node needs to reconnect to its coordinators, stored in
+// coordinator.json. Every field is required but Coordinators.
 type Config struct {
-	// CoordinatorURL is the https:// URL of the coordinator's API.
+	// CoordinatorURL is the https:// URL of the coordinator's API the node
+	// joined through (all a state written before Coordinators holds).
 	CoordinatorURL string `json:"coordinator_url"`
+	// Coordinators are the API URLs of every coordinator the node knows,
+	// in the canonical form of netmap.CheckCoordinators; empty means
+	// CoordinatorURL alone (Known). Join writes the ones it was given,
+	// and each netmap that arrives replaces them with its own list.
+	Coordinators []string `json:"coordinators,omitempty"`
 	// TrustDomain is the mesh's trust domain.
 	TrustDomain string `json:"trust_domain"`
 	// CAFingerprint is the lowercase hex SHA-256 of the CA certificate the
@@ -378,6 +387,9 @@ func (c Config) Validate() error {
 	if err != nil || u.Scheme != "https" || u.Host == "" {
 		return fmt.Errorf("%w: coordinator_url %q is not an https:// URL", ErrInvalid, c.CoordinatorURL)
 	}
+	if err := netmap.CheckCoordinators(c.Coordinators); err != nil {
+		return fmt.Errorf("%w: coordinators: %w", ErrInvalid, err)
+	}
 	if _, err := identity.ParseTrustDomain(c.TrustDomain); err != nil {
 		return fmt.Errorf("%w: trust_domain: %w", ErrInvalid, err)
 	}
@@ -391,6 +403,15 @@ func (c Config) Validate() error {
 		return fmt.Errorf("%w: kind: %w", ErrInvalid, err)
 	}
 	return nil
+}
+
+// Known returns the coordinators the node knows: Coordinators, or the one
+// it joined through when the list is empty. The slice is the caller's.
+func (c Config) Known() []string {
+	if len(c.Coordinators) == 0 {
+		return []string{c.CoordinatorURL}
+	}
+	return slices.Clone(c.Coordinators)
 }
 
 // ID returns the node's identity from the config.

@@ -7,6 +7,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -244,7 +245,7 @@ func TestConfigRoundTripAndValidation(t *testing.T) {
 		t.Fatal(err)
 	}
 	got, err := d.Config()
-	if err != nil || got != c {
+	if err != nil || !reflect.DeepEqual(got, c) {
 		t.Fatalf("Config = %+v, %v; want %+v", got, err, c)
 	}
 	if id, err := got.ID(); err != nil || id.String() != "spiffe://test.mesh/agent/fraud-detector" {
@@ -257,6 +258,9 @@ func TestConfigRoundTripAndValidation(t *testing.T) {
 		func(c *nodestate.Config) { c.CAFingerprint = strings.ToUpper(c.CAFingerprint) },
 		func(c *nodestate.Config) { c.Name = "" },
 		func(c *nodestate.Config) { c.Kind = "robot" },
+		func(c *nodestate.Config) { c.Coordinators = []string{"http://127.0.0.1:7443"} },
+		func(c *nodestate.Config) { c.Coordinators = []string{"https://b:1", "https://a:1"} },
+		func(c *nodestate.Config) { c.Coordinators = []string{"https://a:1", "https://a:1"} },
 	}
 	for i, modify := range bad {
 		bc := c
@@ -265,8 +269,30 @@ func TestConfigRoundTripAndValidation(t *testing.T) {
 			t.Errorf("bad config %d: SaveConfig = %v, want ErrInvalid", i, err)
 		}
 	}
-	if got, _ := d.Config(); got != c {
+	if got, _ := d.Config(); !reflect.DeepEqual(got, c) {
 		t.Error("a refused SaveConfig changed the stored config")
+	}
+}
+
+func TestConfigKeepsEveryCoordinatorAndKnowsTheJoinedOneWithoutAList(t *testing.T) {
+	d := newDir(t)
+	ca := pkitest.NewCA(t, "test.mesh", t0)
+	c := validConfig(ca)
+	// A state written before the list: the one coordinator it joined.
+	if got := c.Known(); !reflect.DeepEqual(got, []string{c.CoordinatorURL}) {
+		t.Fatalf("Known without a list = %q, want the joined coordinator", got)
+	}
+	c.Coordinators = []string{"https://127.0.0.1:7443", "https://127.0.0.2:7443"}
+	if err := d.SaveConfig(c); err != nil {
+		t.Fatal(err)
+	}
+	got, err := d.Config()
+	if err != nil || !reflect.DeepEqual(got.Known(), c.Coordinators) {
+		t.Fatalf("Known after a round trip = %q, %v; want %q", got.Known(), err, c.Coordinators)
+	}
+	got.Known()[0] = "changed"
+	if got.Coordinators[0] == "changed" {
+		t.Fatal("Known hands out the config's own slice")
 	}
 }
 

@@ -7,6 +7,7 @@ package coordinatortest
 
 import (
 	"context"
+	"net"
 	"net/http"
 	"path/filepath"
 	"testing"
@@ -15,6 +16,7 @@ import (
 	"github.com/agentmesh/agentmesh/internal/controlapi"
 	"github.com/agentmesh/agentmesh/internal/controlclient"
 	"github.com/agentmesh/agentmesh/internal/coordinator"
+	"github.com/agentmesh/agentmesh/internal/netmap"
 	"github.com/agentmesh/agentmesh/internal/nodestate"
 	"github.com/agentmesh/agentmesh/internal/pki/pkitest"
 )
@@ -156,4 +158,38 @@ func ApplyPolicy(tb testing.TB, admin *controlclient.Client, doc string) int64 {
 		tb.Fatal(err)
 	}
 	return pv.Version
+}
+
+// DeadURL returns the URL of a loopback port where nothing listens any
+// more: a coordinator that has died.
+func DeadURL(tb testing.TB) string {
+	tb.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	url := "https://" + ln.Addr().String()
+	ln.Close()
+	return url
+}
+
+// JoinedThroughDead makes the node whose state is in dir one that joined
+// through a coordinator that has died since (DeadURL, returned) and that
+// also knows the coordinator at live, for failover tests.
+func JoinedThroughDead(tb testing.TB, dir, live string) string {
+	tb.Helper()
+	d, err := nodestate.Open(dir)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	cfg, err := d.Config()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	dead := DeadURL(tb)
+	cfg.CoordinatorURL, cfg.Coordinators = dead, netmap.SortCoordinators([]string{dead, live})
+	if err := d.SaveConfig(cfg); err != nil {
+		tb.Fatal(err)
+	}
+	return dead
 }
