@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -618,7 +619,8 @@ func (c *Coordinator) publish(ctx context.Context) error {
 	want := c.reg.changes()
 	c.pubMu.Lock()
 	defer c.pubMu.Unlock()
-	if c.current != nil && c.published >= want {
+	coordinators := netmap.SortCoordinators(c.coordinatorURLs())
+	if c.current != nil && c.published >= want && slices.Equal(c.current.Coordinators, coordinators) {
 		return nil
 	}
 	st, err := c.reg.snapshot(ctx, c.now())
@@ -652,7 +654,7 @@ func (c *Coordinator) publish(ctx context.Context) error {
 		Nodes:       st.nodes,
 		Policy:      netmap.Policy{Version: p.Version, Document: p.Document},
 		// Coordinators: nodes learn where else to turn from their view.
-		Coordinators: netmap.SortCoordinators(c.coordinatorURLs()),
+		Coordinators: coordinators,
 	}
 	c.mu.Lock()
 	c.current, c.pol = nm, pol

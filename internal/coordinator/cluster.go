@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"os"
 	"slices"
 	"strings"
 	"sync"
@@ -14,6 +15,8 @@ import (
 
 	"github.com/agentmesh/agentmesh/internal/audit/auditstore"
 	"github.com/agentmesh/agentmesh/internal/backoff"
+	"github.com/agentmesh/agentmesh/internal/netmap"
+	"github.com/agentmesh/agentmesh/internal/nodestate"
 	"github.com/agentmesh/agentmesh/internal/store"
 )
 
@@ -77,6 +80,9 @@ func (c *Coordinator) joinCluster(ctx context.Context) error {
 	if self == "" {
 		self = c.url
 	}
+	if err := netmap.CheckCoordinatorURL(self); err != nil {
+		return fmt.Errorf("--advertise %s: %w", self, err)
+	}
 	c.cluster = &cluster{id: hex.EncodeToString(id), self: self, peers: []string{self}, kick: make(chan struct{}, 1)}
 	c.reg.notifyAs = c.cluster.id
 	if !c.shared() {
@@ -91,9 +97,11 @@ func (c *Coordinator) joinCluster(ctx context.Context) error {
 	return nil
 }
 
-// liveCoordinators returns the URLs of the live coordinators, this one
-// included, sorted.
-func (c *Coordinator) liveCoordinators() []string {
+// coordinatorURLs returns the API URLs of every live coordinator of the
+// mesh, this one included, sorted and without duplicates, for the
+// netmap's Coordinators and the admin identity's state: nodes and admins
+// fail over between them, and learn of new ones from each netmap.
+func (c *Coordinator) coordinatorURLs() []string {
 	c.cluster.mu.Lock()
 	defer c.cluster.mu.Unlock()
 	return slices.Clone(c.cluster.peers)
@@ -152,8 +160,30 @@ func (c *Coordinator) readPeers(ctx context.Context) error {
 	c.cluster.mu.Unlock()
 	if changed {
 		c.kickPublish()
+		if err := c.saveAdminCoordinators(peers); err != nil {
+			c.log.Warn("coordinator: updating the admin identity's list of coordinators", "err", err)
+		}
 	}
 	return nil
+}
+
+// saveAdminCoordinators writes the live coordinators into the admin
+// identity's state, which this coordinator owns, so that admin commands
+// fail over to coordinators that started after this one.
+func (c *Coordinator) saveAdminCoordinators(peers []string) error {
+	d, err := nodestate.Open(c.AdminDir())
+	if errors.Is(err, os.ErrNotExist) {
+		return nil // not written yet: writeAdminIdentity writes the list
+	}
+	if err != nil {
+		return err
+	}
+	cfg, err := d.Config()
+	if err != nil {
+		return err
+	}
+	cfg.Coordinators = peers
+	return d.SaveConfig(cfg)
 }
 
 // kickPublish asks the publisher loop for a publish, without waiting.
@@ -313,7 +343,7 @@ func (c *Coordinator) ready(ctx context.Context) error {
 // password: the SQLite file, or the PostgreSQL URL.
 func (c *Coordinator) DatabaseName() string {
 	if c.shared() {
-		return "postgresql " + store.Redact(c.cfg.Database) + " (shared; coordinators live: " + strings.Join(c.liveCoordinators(), ", ") + ")"
+		return "postgresql " + store.Redact(c.cfg.Database) + " (shared; coordinators live: " + strings.Join(c.coordinatorURLs(), ", ") + ")"
 	}
 	return "sqlite " + DatabasePath(c.cfg.DataDir)
 }

@@ -248,11 +248,11 @@ func Start(ctx context.Context, cfg Config) (c *Coordinator, err error) {
 	if err := c.issueServerCert(); err != nil {
 		return nil, fmt.Errorf("server certificate: %w", err)
 	}
-	if err := c.writeAdminIdentity(ctx); err != nil {
-		return nil, fmt.Errorf("admin identity: %w", err)
-	}
 	if err := c.joinCluster(ctx); err != nil {
 		return nil, err
+	}
+	if err := c.writeAdminIdentity(ctx); err != nil {
+		return nil, fmt.Errorf("admin identity: %w", err)
 	}
 	if err := c.publish(ctx); err != nil {
 		return nil, fmt.Errorf("netmap: %w", err)
