@@ -44,7 +44,11 @@ Examples:
   agentmesh coordinator --data ./mesh --listen 10.0.0.5:7443 --cert-ttl 30m
   agentmesh coordinator --data /var/lib/agentmesh --audit-key /etc/agentmesh/audit.key
   agentmesh coordinator keygen > db.key && chmod 600 db.key
-  agentmesh coordinator --data ./c1 --db postgres://mesh@db.internal/mesh --database-key db.key`,
+  agentmesh coordinator --data ./c1 --db postgres://mesh@db.internal/mesh --database-key db.key
+
+backup, restore and migrate copy the database: a snapshot to a file while the coordinator runs,
+that file back into an empty database, or an SQLite data directory into PostgreSQL (each has
+--help; on SQLite the key files stay out of backups and are backed up apart).`,
 		run: runCoordinator,
 	})
 }
@@ -62,6 +66,11 @@ func runCoordinator(ctx context.Context, env Env, args []string) error {
 		return err
 	}
 	c := commands["coordinator"]
+	if len(args) > 0 {
+		if v := coordinatorVerb(args[0]); v != nil {
+			return v.run(ctx, env, c, args[1:])
+		}
+	}
 	fs := newFlags(c, env)
 	data := fs.String("data", "", "data `DIR` (created on first start)")
 	db := fs.String("db", "", "PostgreSQL `URL` shared by several coordinators (default: SQLite in DIR/db)")
