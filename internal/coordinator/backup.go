@@ -79,6 +79,10 @@ var keyFiles = []string{"ca.crt", "ca.key", AuditKeyFile}
 // ErrBadBackup says that a file is not a whole, undamaged backup.
 var ErrBadBackup = errors.New("not a complete agentmesh backup")
 
+// leftEmpty tells what a restore or migrate that failed after migrating
+// the target leaves behind.
+const leftEmpty = "the database now holds this agentmesh's empty tables: drop them, or use a new database, before another attempt"
+
 // ErrNotEmpty refuses to restore or migrate into a database that holds
 // agentmesh tables already.
 var ErrNotEmpty = errors.New("the target database is not empty")
@@ -535,13 +539,22 @@ func decodeRow(raw json.RawMessage, types []string) ([]any, error) {
 	return vals, nil
 }
 
-// inserter is the sink that writes rows into a database, inside tx.
+// insertBatch is how many rows one INSERT writes: one statement per row
+// would make a restore of a long trail one round trip per event. The
+// widest table (audit_events, 13 columns) takes 2,600 parameters, well
+// within both databases' limits (SQLite 32,766; PostgreSQL 65,535).
+const insertBatch = 200
+
+// inserter is the sink that writes rows into a database, inside tx, a
+// batch of rows per INSERT.
 type inserter struct {
-	ctx    context.Context
-	tx     *sql.Tx
-	stmt   *sql.Stmt
-	counts []TableCount
-	total  int64
+	ctx     context.Context
+	tx      *sql.Tx
+	name    string // of the table being written
+	columns []string
+	pending []any // the values of the rows not yet inserted, row after row
+	counts  []TableCount
+	total   int64
 }
 
 func (in *inserter) table(name string, columns, types []string) error {
@@ -552,36 +565,55 @@ func (in *inserter) table(name string, columns, types []string) error {
 		return fmt.Errorf("this agentmesh's schema has no table %s (from a newer agentmesh?): %w", name, err)
 	}
 	seen := map[string]bool{}
-	marks := make([]string, len(columns))
-	for i, c := range columns {
+	for _, c := range columns {
 		if !slices.Contains(have, c) || seen[c] {
 			return fmt.Errorf("column %q is not one of this agentmesh's (%s)", c, strings.Join(have, ", "))
 		}
 		seen[c] = true
-		marks[i] = "$" + strconv.Itoa(i+1)
 	}
-	if in.stmt != nil {
-		in.stmt.Close()
-	}
-	in.stmt, err = in.tx.PrepareContext(in.ctx, `INSERT INTO `+name+` (`+strings.Join(columns, ", ")+`) VALUES (`+strings.Join(marks, ", ")+`)`)
-	return err
+	in.name, in.columns, in.pending = name, columns, in.pending[:0]
+	return nil
 }
 
 func (in *inserter) row(values []any) error {
-	_, err := in.stmt.ExecContext(in.ctx, values...)
+	in.pending = append(in.pending, values...)
+	if len(in.pending) >= insertBatch*len(in.columns) {
+		return in.flush()
+	}
+	return nil
+}
+
+// flush inserts the pending rows with one statement.
+func (in *inserter) flush() error {
+	if len(in.pending) == 0 {
+		return nil
+	}
+	var q strings.Builder
+	q.WriteString(`INSERT INTO ` + in.name + ` (` + strings.Join(in.columns, ", ") + `) VALUES `)
+	for i := range in.pending {
+		switch {
+		case i == 0:
+			q.WriteString("(")
+		case i%len(in.columns) == 0:
+			q.WriteString("), (")
+		default:
+			q.WriteString(", ")
+		}
+		q.WriteString("$" + strconv.Itoa(i+1))
+	}
+	q.WriteString(")")
+	_, err := in.tx.ExecContext(in.ctx, q.String(), in.pending...)
+	in.pending = in.pending[:0]
 	return err
 }
 
 func (in *inserter) endTable(name string, rows int64) error {
+	if err := in.flush(); err != nil {
+		return err
+	}
 	in.counts = append(in.counts, TableCount{Table: name, Rows: rows})
 	in.total += rows
 	return nil
-}
-
-func (in *inserter) close() {
-	if in.stmt != nil {
-		in.stmt.Close()
-	}
 }
 
 // tableColumns lists a table's columns, lower case.
@@ -728,12 +760,11 @@ func Restore(ctx context.Context, cfg RestoreConfig, r io.Reader) (*BackupSummar
 		return nil, err
 	}
 	if err := checkSchema(br.header.Schema, have, target); err != nil {
-		return nil, fmt.Errorf("%w (the database now holds this agentmesh's empty tables: drop them before another attempt)", err)
+		return nil, fmt.Errorf("%w (%s)", err, leftEmpty)
 	}
 	in := &inserter{ctx: ctx, tx: tx}
-	defer in.close()
 	if _, err := br.copyTo(in); err != nil {
-		return nil, fmt.Errorf("restore (nothing was written; the database holds this agentmesh's empty tables, drop them or start from a new database before trying again): %w", err)
+		return nil, fmt.Errorf("restore (no row was written; %s): %w", leftEmpty, err)
 	}
 	if err := finishCopy(ctx, tx, db.Dialect); err != nil {
 		return nil, err
@@ -869,7 +900,7 @@ func Migrate(ctx context.Context, cfg MigrateConfig) (*MigrateReport, error) {
 	}
 	in, err := copyDatabase(ctx, src, dst)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("%w (no row was written; %s)", err, leftEmpty)
 	}
 	if err := storeSecrets(ctx, dst, key, cfg.Now(), map[string][]byte{secretCA: caValue, secretAudit: auditValue}); err != nil {
 		return nil, err
@@ -910,7 +941,6 @@ func copyDatabase(ctx context.Context, src, dst *store.DB) (*inserter, error) {
 	}
 	defer dtx.Rollback()
 	in := &inserter{ctx: ctx, tx: dtx}
-	defer in.close()
 	if err := dumpTables(ctx, stx, tables, in); err != nil {
 		return nil, fmt.Errorf("copying: %w", err)
 	}
