@@ -269,7 +269,9 @@ func TestBackupAndRestoreKeepEveryRowOnPostgres(t *testing.T) {
 	// new one is stored, and the trail still verifies.
 	_, ledger := joinTool(t, admin, "late", nil)
 	shipEvents(t, ledger, "late", 0, 10, time.Now())
-	verify(t, admin)
+	if rep := verify(t, admin); rep.SignedThrough != rep.LastSeq {
+		t.Fatalf("after the restore no new checkpoint was stored (signed through %d, last event %d)", rep.SignedThrough, rep.LastSeq)
+	}
 }
 
 // TestBackupWhileEventsAreAppendedIsConsistent takes a backup of each
@@ -452,6 +454,12 @@ func TestMigrateMovesADataDirectoryIntoPostgresWithItsKeysAndTrail(t *testing.T)
 	node := clientVia(t, ledgerDir, pco.URL(), clock.Now)
 	if _, err := node.Renew(context.Background()); err != nil {
 		t.Fatalf("a migrated node renews on PostgreSQL: %v", err)
+	}
+	// Its new events extend the migrated chain, and a new checkpoint
+	// (past the copied ones' ids) signs them.
+	shipEvents(t, node, "ledger", 2000, 10, clock.Now())
+	if rep := verify(t, padmin); rep.SignedThrough != rep.LastSeq || rep.LastSeq <= after.LastSeq {
+		t.Fatalf("after new events on PostgreSQL: %+v", rep)
 	}
 }
 
