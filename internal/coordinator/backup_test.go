@@ -420,8 +420,10 @@ func TestMigrateMovesADataDirectoryIntoPostgresWithItsKeysAndTrail(t *testing.T)
 	delete(got, "secrets")
 	sameRows(t, want, got)
 
+	// The PostgreSQL coordinator takes over the SQLite one's address, as
+	// an operator would have it: nodes keep the address they joined.
 	pco, err := coordinator.Start(context.Background(), coordinator.Config{
-		DataDir: filepath.Join(t.TempDir(), "pg"), Database: target, DatabaseKey: key, Listen: "127.0.0.1:0", Now: clock.Now,
+		DataDir: filepath.Join(t.TempDir(), "pg"), Database: target, DatabaseKey: key, Listen: listen, Now: clock.Now,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -451,7 +453,7 @@ func TestMigrateMovesADataDirectoryIntoPostgresWithItsKeysAndTrail(t *testing.T)
 	}
 	// The node joined on SQLite renews its certificate with the
 	// PostgreSQL coordinator: the same CA, the same registry.
-	node := clientVia(t, ledgerDir, pco.URL(), clock.Now)
+	node := coordinatortest.NewClient(t, ledgerDir, clock.Now)
 	if _, err := node.Renew(context.Background()); err != nil {
 		t.Fatalf("a migrated node renews on PostgreSQL: %v", err)
 	}
@@ -461,21 +463,6 @@ func TestMigrateMovesADataDirectoryIntoPostgresWithItsKeysAndTrail(t *testing.T)
 	if rep := verify(t, padmin); rep.SignedThrough != rep.LastSeq || rep.LastSeq <= after.LastSeq {
 		t.Fatalf("after new events on PostgreSQL: %+v", rep)
 	}
-}
-
-// clientVia returns a client of the node in dir that talks to url.
-func clientVia(t *testing.T, dir, url string, now func() time.Time) *controlclient.Client {
-	t.Helper()
-	d := coordinatortest.NewClient(t, dir, now).Dir()
-	cfg, err := d.Config()
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg.CoordinatorURL = url
-	if err := d.SaveConfig(cfg); err != nil {
-		t.Fatal(err)
-	}
-	return coordinatortest.NewClient(t, dir, now)
 }
 
 func TestRestoreRefusesADatabaseThatHoldsAgentmeshTables(t *testing.T) {
