@@ -11,7 +11,7 @@ import (
 func init() {
 	register(&command{
 		name:  "coordinator",
-		usage: "--data DIR [--db postgres://...] [--database-key FILE] [--listen ADDR] [--advertise URL] [--trust-domain NAME] [--join-rate N] [--join-burst N] [--cert-ttl DURATION] [--audit-retention DURATION] [--audit-key FILE] [--ready-fd N] | keygen",
+		usage: "--data DIR [--db postgres://...] [--database-key FILE] [--listen ADDR] [--advertise URL] [--trust-domain NAME] [--join-rate N] [--join-burst N] [--cert-ttl DURATION] [--audit-retention DURATION] [--audit-key FILE] [--ready-fd N] | keygen|backup|restore|migrate ...",
 		short: "run the control plane: CA, registry, auth keys, policy store, audit store",
 		long: `The first start initialises DIR (CA key and certificate, audit signing key, a first admin
 identity in DIR/admin, and the SQLite database in DIR/db). Later starts reuse it. The API is
@@ -44,7 +44,11 @@ Examples:
   agentmesh coordinator --data ./mesh --listen 10.0.0.5:7443 --cert-ttl 30m
   agentmesh coordinator --data /var/lib/agentmesh --audit-key /etc/agentmesh/audit.key
   agentmesh coordinator keygen > db.key && chmod 600 db.key
-  agentmesh coordinator --data ./c1 --db postgres://mesh@db.internal/mesh --database-key db.key`,
+  agentmesh coordinator --data ./c1 --db postgres://mesh@db.internal/mesh --database-key db.key
+
+backup, restore and migrate copy the database: a snapshot to a file while the coordinator runs,
+that file back into an empty database, or an SQLite data directory into PostgreSQL (each has
+--help; on SQLite the key files stay out of backups and are backed up apart).`,
 		run: runCoordinator,
 	})
 }
@@ -62,6 +66,11 @@ func runCoordinator(ctx context.Context, env Env, args []string) error {
 		return err
 	}
 	c := commands["coordinator"]
+	if len(args) > 0 {
+		if v := coordinatorVerb(args[0]); v != nil {
+			return v.run(ctx, env, c, args[1:])
+		}
+	}
 	fs := newFlags(c, env)
 	data := fs.String("data", "", "data `DIR` (created on first start)")
 	db := fs.String("db", "", "PostgreSQL `URL` shared by several coordinators (default: SQLite in DIR/db)")
