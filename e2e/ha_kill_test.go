@@ -125,7 +125,11 @@ func TestCoordinatorsKilledUnderLoad(t *testing.T) {
 				return
 			default:
 			}
-			if !retry(func() error { _, err := joinNode(fmt.Sprintf("joiner-%d", n)); return err }) {
+			// A join whose answer was lost with its coordinator may have
+			// landed: its name is then taken, so each attempt is a node
+			// of its own.
+			attempt := 0
+			if !retry(func() error { attempt++; _, err := joinNode(fmt.Sprintf("joiner-%d-%d", n, attempt)); return err }) {
 				return
 			}
 			mu.Lock()
@@ -152,8 +156,8 @@ func TestCoordinatorsKilledUnderLoad(t *testing.T) {
 		})
 		return pv.Version
 	}
-	// awaitProgress waits until every shipper stored more batches than
-	// it had at the call, and the watcher saw a policy applied now.
+	// awaitProgress waits until every shipper stored three more batches
+	// than it had at the call, and the watcher saw a policy applied now.
 	round := 0
 	awaitProgress := func(what string) {
 		t.Helper()
@@ -171,7 +175,7 @@ func TestCoordinatorsKilledUnderLoad(t *testing.T) {
 			mu.Lock()
 			done := true
 			for i := range shipped {
-				done = done && shipped[i] > base[i]
+				done = done && shipped[i] >= base[i]+3
 			}
 			errs := len(loadErrs)
 			mu.Unlock()
@@ -227,7 +231,7 @@ func TestCoordinatorsKilledUnderLoad(t *testing.T) {
 		}
 	}
 	out, errOut, code := (&mesh{t: t}).run("audit", "verify", "--state", c.serving[2].AdminState)
-	if code != 0 || !strings.Contains(out, "OK") {
+	if code != 0 || !strings.Contains(out, "audit trail intact") {
 		t.Fatalf("audit verify: exit %d\n%s%s", code, out, errOut)
 	}
 }

@@ -29,7 +29,7 @@ const haTitle = "## High availability: several coordinators on PostgreSQL"
 //  2. "~/agentmesh-ha": a temporary directory;
 //  3. "go build -o DEST ./cmd/agentmesh": a copy of the binary TestMain
 //     built from this tree;
-//  4. the ports 744$i (7441 to 7443), 7442 and 7443: free ports.
+//  4. the ports 7441, 7442 and 7443 (also written 744$i): free ports.
 //
 // Then it checks what the block shows: three coordinators on one
 // database, a node joined with all three known, the first coordinator
@@ -46,6 +46,7 @@ func TestHighAvailabilityAsWritten(t *testing.T) {
 		{"~/agentmesh-ha", home},
 		{"go build -o " + home + "/agentmesh ./cmd/agentmesh", "cp " + agentmeshBin + " " + home + "/agentmesh"},
 		{"127.0.0.1:744$i", "127.0.0.1:${AM_PORT[$i]}"},
+		{"127.0.0.1:7441", "127.0.0.1:" + ports[0]},
 		{"127.0.0.1:7442", "127.0.0.1:" + ports[1]},
 		{"127.0.0.1:7443", "127.0.0.1:" + ports[2]},
 	}
@@ -91,19 +92,24 @@ func TestHighAvailabilityAsWritten(t *testing.T) {
 		"database:        postgresql", // the coordinator says where its state is
 		"joined as spiffe://agentmesh.local/tool/files",
 		"files",
-		"OK",
+		"audit trail intact",
 	} {
 		if !strings.Contains(text, want) {
 			t.Errorf("the block's output lacks %q:\n%s", want, text)
 		}
 	}
-	// The node's status names the coordinator it talks to: the first
-	// before it died, another after.
-	if n := strings.Count(text, "127.0.0.1:"+ports[0]); n == 0 {
-		t.Errorf("no status named the first coordinator:\n%s", text)
+	// The node's status names the coordinator it talks to: the first,
+	// through which it joined, and after that one was killed another.
+	var talks []string
+	for _, l := range strings.Split(text, "\n") {
+		if rest, ok := strings.CutPrefix(strings.TrimSpace(l), "coordinator:"); ok {
+			talks = append(talks, strings.TrimSpace(rest))
+		}
 	}
-	after := text[strings.LastIndex(text, "nodes list")+1:]
-	_ = after
+	first := "https://127.0.0.1:" + ports[0] + ", reachable"
+	if len(talks) != 2 || talks[0] != first || !strings.HasSuffix(talks[1], ", reachable") || strings.HasPrefix(talks[1], "https://127.0.0.1:"+ports[0]) {
+		t.Errorf("the node's status named %q, want %q and then another coordinator, reachable", talks, first)
+	}
 }
 
 // readHABlock returns the first ```sh block of the README's

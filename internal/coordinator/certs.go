@@ -112,11 +112,7 @@ func (c *Coordinator) writeAdminIdentity(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	n, err := c.reg.activeNode(ctx, AdminName)
-	if errors.Is(err, errNotFound) {
-		n.Node = netmap.Node{Name: AdminName, Kind: identity.KindAdmin, Tags: []identity.Tag{}, Incarnation: newIncarnation()}
-		err = c.reg.addNode(ctx, n.Node, c.now())
-	}
+	n, err := c.reg.ensureNode(ctx, netmap.Node{Name: AdminName, Kind: identity.KindAdmin, Tags: []identity.Tag{}, Incarnation: newIncarnation()}, c.now())
 	if err != nil {
 		return err
 	}

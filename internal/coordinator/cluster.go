@@ -205,15 +205,23 @@ func (c *Coordinator) startCluster(ctx context.Context) {
 		defer c.wg.Done()
 		c.publishLoop(ctx)
 	}()
+	listening := make(chan struct{})
+	var once sync.Once
 	go func() {
 		defer c.wg.Done()
 		err := c.db.Listen(ctx, changeChannel, store.Watcher{
 			Notify: func(p string) { c.onNotify(ctx, p) },
+			// Whatever was notified before this (re)connection is
+			// missed: reread all of it.
 			Reset: func() {
 				c.reg.mu.Lock()
 				c.reg.doubt()
 				c.reg.mu.Unlock()
+				if err := c.readPeers(ctx); err != nil {
+					c.log.Warn("coordinator: reading the live coordinators", "err", err)
+				}
 				c.kickPublish()
+				once.Do(func() { close(listening) })
 			},
 			Lost: func(err error) {
 				c.log.Warn("coordinator: lost the database's notifications; rereading the registry once back", "err", err)
@@ -223,6 +231,16 @@ func (c *Coordinator) startCluster(ctx context.Context) {
 			c.log.Error("coordinator: listening for other coordinators' changes", "err", err)
 		}
 	}()
+	// Start returns once this coordinator hears the others, so that what
+	// it serves from then on includes every coordinator that started
+	// before it and every change they make. A database slow to accept
+	// the listener only delays that: the heartbeat rereads the set too.
+	select {
+	case <-listening:
+	case <-time.After(10 * time.Second):
+		c.log.Warn("coordinator: not yet listening for the other coordinators' changes; carrying on")
+	case <-ctx.Done():
+	}
 	go func() {
 		defer c.wg.Done()
 		for {

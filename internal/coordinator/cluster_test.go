@@ -405,3 +405,37 @@ func readyz(t *testing.T, co *coordinator.Coordinator) int {
 	resp.Body.Close()
 	return resp.StatusCode
 }
+
+// TestCoordinatorsStartingAtOnceShareOneAdmin starts three coordinators
+// on a fresh database at the same time: one creates the CA, the keys and
+// the admin registration, and the others take them.
+func TestCoordinatorsStartingAtOnceShareOneAdmin(t *testing.T) {
+	m := startShared(t, pgtest.Shared(t), 0)
+	var wg sync.WaitGroup
+	cos := make([]*coordinator.Coordinator, 3)
+	errs := make([]error, 3)
+	for i := range cos {
+		wg.Go(func() {
+			cos[i], errs[i] = coordinator.Start(context.Background(), coordinator.Config{
+				DataDir: filepath.Join(m.dir, fmt.Sprint(i)), Database: m.db, DatabaseKey: m.key, Listen: "127.0.0.1:0",
+			})
+		})
+	}
+	wg.Wait()
+	for i, co := range cos {
+		if errs[i] != nil {
+			t.Fatalf("coordinator %d: %v", i, errs[i])
+		}
+		t.Cleanup(func() { co.Close() })
+		if co.CAFingerprint() != cos[0].CAFingerprint() || co.AuditKeyFingerprint() != cos[0].AuditKeyFingerprint() {
+			t.Fatalf("coordinator %d has its own keys", i)
+		}
+	}
+	var nodes []controlapi.NodeInfo
+	if err := coordinatortestClient(t, cos[2].AdminDir()).Call(context.Background(), http.MethodGet, controlapi.PathNodes, nil, &nodes); err != nil {
+		t.Fatal(err)
+	}
+	if len(nodes) != 1 || nodes[0].Name != coordinator.AdminName {
+		t.Fatalf("nodes after three starts at once: %+v, want the one admin", nodes)
+	}
+}

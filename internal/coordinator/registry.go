@@ -226,14 +226,27 @@ func (r *registry) joinTx(ctx context.Context, tx *sql.Tx, keyID string, decide 
 	return n.Incarnation, nil
 }
 
-// addNode records a node the coordinator creates itself (the first admin).
-func (r *registry) addNode(ctx context.Context, n netmap.Node, now time.Time) error {
-	return r.writeNode(ctx, func(tx *sql.Tx) (string, error) {
+// ensureNode returns the active node named n.Name, first recording n when
+// there is none: the first admin, which every coordinator makes sure of at
+// start. Coordinators starting at once on one database take turns (the
+// registry's write lock), so exactly one records it and the others get
+// that one.
+func (r *registry) ensureNode(ctx context.Context, n netmap.Node, now time.Time) (nodeRow, error) {
+	err := r.writeNode(ctx, func(tx *sql.Tx) (string, error) {
+		var inc string
+		err := tx.QueryRowContext(ctx, `SELECT incarnation FROM nodes WHERE name = $1 AND status = 'active'`, string(n.Name)).Scan(&inc)
+		if err == nil || !errors.Is(err, sql.ErrNoRows) {
+			return inc, err
+		}
 		tags, _ := json.Marshal(n.Tags)
-		_, err := tx.ExecContext(ctx, `INSERT INTO nodes(incarnation, name, kind, tags, status, key_id, created_at)
+		_, err = tx.ExecContext(ctx, `INSERT INTO nodes(incarnation, name, kind, tags, status, key_id, created_at)
 		VALUES($1, $2, $3, $4, 'active', '', $5)`, n.Incarnation, string(n.Name), string(n.Kind), string(tags), now.UnixNano())
 		return n.Incarnation, err
 	})
+	if err != nil {
+		return nodeRow{}, err
+	}
+	return r.activeNode(ctx, n.Name)
 }
 
 // writeNode runs write, which changes one node's row and returns its
