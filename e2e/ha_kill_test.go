@@ -63,8 +63,8 @@ func TestCoordinatorsKilledUnderLoad(t *testing.T) {
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
 	var mu sync.Mutex
-	shipped := make([]int, shippers) // batches stored, per shipper
-	progress := make(chan struct{}, 1)  // a shipper stored a batch
+	shipped := make([]int, shippers)   // batches stored, per shipper
+	progress := make(chan struct{}, 1) // a shipper stored a batch
 	var loadErrs []error
 	fail := func(err error) {
 		mu.Lock()
