@@ -9,7 +9,9 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -215,4 +217,78 @@ func BenchmarkPolicyAcrossCoordinators(b *testing.B) {
 			b.ReportMetric(float64(b.Elapsed().Microseconds())/1000/float64(b.N), "ms/apply-to-watcher")
 		})
 	}
+}
+
+// BenchmarkNodeFailover measures how long a node's renewal takes when the
+// coordinator it talks to has just been killed (SIGKILL): from the kill
+// to a renewed certificate from another coordinator, with three
+// coordinator processes on one PostgreSQL database. Between rounds (not
+// timed) a new coordinator replaces the dead one and the node, watching
+// its netmap as nodes do, learns of it. The baseline is a renewal with
+// every coordinator up, in the same run.
+func BenchmarkNodeFailover(b *testing.B) {
+	if skipReason != "" {
+		b.Skip(skipReason)
+	}
+	c := startCluster(b, pgtest.Shared(b).NewDatabase(b), 3)
+	node := c.join(c.key(0, controlapi.KeyCreateRequest{Kind: "tool"}), uniqueName("files"))
+	ctx, cancel := context.WithCancel(context.Background())
+	netmaps := make(chan *netmap.Netmap, 1024)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		node.Watch(ctx, func(nm *netmap.Netmap) { netmaps <- nm })
+	}()
+	defer func() { cancel(); <-done }()
+	live := map[string]*proc{}
+	for i, s := range c.serving {
+		live[s.URL] = c.procs[i]
+	}
+	// awaitKnown waits until a netmap lists every live coordinator. A
+	// killed one stays listed until its registration expires (15 s), as
+	// it would in production: the node may try it first, and is refused.
+	awaitKnown := func() {
+		for nm := range netmaps {
+			known := 0
+			for u := range live {
+				if slices.Contains(nm.Coordinators, u) {
+					known++
+				}
+			}
+			if known == len(live) {
+				return
+			}
+		}
+	}
+	b.Run("coordinator=up", func(b *testing.B) {
+		for b.Loop() {
+			if _, err := node.Renew(ctx); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("coordinator=killed", func(b *testing.B) {
+		var total time.Duration
+		for range b.N {
+			awaitKnown()
+			cur := node.Coordinator()
+			p := live[cur]
+			if p == nil {
+				b.Fatalf("the node talks to %s, which is not a live coordinator", cur)
+			}
+			start := time.Now()
+			syscall.Kill(p.cmd.Process.Pid, syscall.SIGKILL)
+			if _, err := node.Renew(ctx); err != nil {
+				b.Fatalf("renewal after %s was killed: %v", cur, err)
+			}
+			total += time.Since(start)
+			if node.Coordinator() == cur {
+				b.Fatalf("renewed through %s, which was killed", cur)
+			}
+			delete(live, cur)
+			s := c.add()
+			live[s.URL] = c.procs[len(c.procs)-1]
+		}
+		b.ReportMetric(float64(total.Microseconds())/1000/float64(b.N), "ms/failover")
+	})
 }
