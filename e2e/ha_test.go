@@ -18,8 +18,8 @@ import (
 	"github.com/agentmesh/agentmesh/internal/audit/audittest"
 	"github.com/agentmesh/agentmesh/internal/controlapi"
 	"github.com/agentmesh/agentmesh/internal/controlclient"
+	"github.com/agentmesh/agentmesh/internal/coordinator/coordinatortest"
 	"github.com/agentmesh/agentmesh/internal/netmap"
-	"github.com/agentmesh/agentmesh/internal/nodestate"
 	"github.com/agentmesh/agentmesh/internal/store/pgtest"
 )
 
@@ -83,16 +83,7 @@ func (c *haCluster) admin(i int) *controlclient.Client {
 // clientIn is a control client of the node whose state is in dir.
 func clientIn(tb testing.TB, dir string) *controlclient.Client {
 	tb.Helper()
-	d, err := nodestate.Open(dir)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	cl, err := controlclient.New(d, controlclient.Options{})
-	if err != nil {
-		tb.Fatal(err)
-	}
-	tb.Cleanup(cl.Close)
-	return cl
+	return coordinatortest.NewClient(tb, dir, nil)
 }
 
 // key creates an auth key through coordinator i.

@@ -160,19 +160,14 @@ func loadOrCreateAuditKey(path string, create bool) (ed25519.PrivateKey, error) 
 		return nil, fmt.Errorf("audit key %s is missing, but the audit trail holds checkpoints it signed; restore the key there, or pass --audit-key FILE where it is (a new key would make the trail unverifiable)", path)
 	}
 	if errors.Is(err, os.ErrNotExist) {
-		_, priv, err := ed25519.GenerateKey(rand.Reader)
+		out, err := newAuditKeyPEM()
 		if err != nil {
 			return nil, err
 		}
-		der, err := x509.MarshalPKCS8PrivateKey(priv)
-		if err != nil {
-			return nil, err
-		}
-		out := pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der})
 		if err := os.WriteFile(path, out, 0o600); err != nil {
 			return nil, fmt.Errorf("cannot create the audit signing key: %w; %s", err, auditKeyHint)
 		}
-		return priv, nil
+		return parseAuditKey(out, "audit key "+path)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("cannot read the audit signing key: %w; %s", err, auditKeyHint)
@@ -181,6 +176,19 @@ func loadOrCreateAuditKey(path string, create bool) (ed25519.PrivateKey, error) 
 		return nil, fmt.Errorf("audit key %s is readable by other users; run: chmod 600 %s", path, path)
 	}
 	return parseAuditKey(b, "audit key "+path)
+}
+
+// newAuditKeyPEM makes a new audit signing key, PEM (PKCS #8) encoded.
+func newAuditKeyPEM() ([]byte, error) {
+	_, priv, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		return nil, err
+	}
+	der, err := x509.MarshalPKCS8PrivateKey(priv)
+	if err != nil {
+		return nil, err
+	}
+	return pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), nil
 }
 
 // parseAuditKey reads a PEM (PKCS #8) ed25519 key; what names it in

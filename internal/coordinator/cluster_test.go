@@ -21,6 +21,7 @@ import (
 	"github.com/agentmesh/agentmesh/internal/controlapi"
 	"github.com/agentmesh/agentmesh/internal/controlclient"
 	"github.com/agentmesh/agentmesh/internal/coordinator"
+	"github.com/agentmesh/agentmesh/internal/coordinator/coordinatortest"
 	"github.com/agentmesh/agentmesh/internal/netmap"
 	"github.com/agentmesh/agentmesh/internal/nodestate"
 	"github.com/agentmesh/agentmesh/internal/sealed"
@@ -64,22 +65,8 @@ func (m *sharedMesh) add() *coordinator.Coordinator {
 	}
 	m.t.Cleanup(func() { co.Close() })
 	m.cos = append(m.cos, co)
-	m.admin = append(m.admin, coordinatortestClient(m.t, co.AdminDir()))
+	m.admin = append(m.admin, coordinatortest.NewClient(m.t, co.AdminDir(), nil))
 	return co
-}
-
-func coordinatortestClient(t *testing.T, dir string) *controlclient.Client {
-	t.Helper()
-	d, err := nodestate.Open(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	c, err := controlclient.New(d, controlclient.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(c.Close)
-	return c
 }
 
 // joinThrough joins a node with a key minted by coordinator from, through
@@ -99,7 +86,7 @@ func (m *sharedMesh) joinThrough(from, via int, name string) (*controlclient.Cli
 	if _, err := controlclient.Join(context.Background(), controlclient.JoinOptions{AuthKey: k.String(), Name: name, State: dir}); err != nil {
 		m.t.Fatalf("join %s through coordinator %d: %v", name, via, err)
 	}
-	return coordinatortestClient(m.t, dir), dir
+	return coordinatortest.NewClient(m.t, dir, nil), dir
 }
 
 // clientOf returns a client of the node in dir that talks to coordinator i.
@@ -117,7 +104,7 @@ func (m *sharedMesh) clientOf(dir string, i int) *controlclient.Client {
 	if err := d.SaveConfig(cfg); err != nil {
 		m.t.Fatal(err)
 	}
-	return coordinatortestClient(m.t, dir)
+	return coordinatortest.NewClient(m.t, dir, nil)
 }
 
 // awaitNetmap follows c's netmap until ok holds for it, with the
@@ -432,7 +419,7 @@ func TestCoordinatorsStartingAtOnceShareOneAdmin(t *testing.T) {
 		}
 	}
 	var nodes []controlapi.NodeInfo
-	if err := coordinatortestClient(t, cos[2].AdminDir()).Call(context.Background(), http.MethodGet, controlapi.PathNodes, nil, &nodes); err != nil {
+	if err := coordinatortest.NewClient(t, cos[2].AdminDir(), nil).Call(context.Background(), http.MethodGet, controlapi.PathNodes, nil, &nodes); err != nil {
 		t.Fatal(err)
 	}
 	if len(nodes) != 1 || nodes[0].Name != coordinator.AdminName {

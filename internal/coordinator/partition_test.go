@@ -16,6 +16,7 @@ import (
 	"github.com/agentmesh/agentmesh/internal/audit/auditstore"
 	"github.com/agentmesh/agentmesh/internal/controlapi"
 	"github.com/agentmesh/agentmesh/internal/coordinator"
+	"github.com/agentmesh/agentmesh/internal/coordinator/coordinatortest"
 	"github.com/agentmesh/agentmesh/internal/netmap"
 	"github.com/agentmesh/agentmesh/internal/store"
 	"github.com/agentmesh/agentmesh/internal/store/pgtest"
@@ -123,7 +124,7 @@ func TestPartitionedCoordinatorNeitherAppendsNorIssues(t *testing.T) {
 	}
 	t.Cleanup(func() { b.Close() })
 	m.cos = append(m.cos, b)
-	m.admin = append(m.admin, coordinatortestClient(t, b.AdminDir()))
+	m.admin = append(m.admin, coordinatortest.NewClient(t, b.AdminDir(), nil))
 
 	_, filesDir := m.joinThrough(0, 0, "files")
 	_, ledgerDir := m.joinThrough(0, 0, "ledger")

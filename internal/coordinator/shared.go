@@ -3,8 +3,6 @@ package coordinator
 import (
 	"context"
 	"crypto/ed25519"
-	"crypto/rand"
-	"crypto/x509"
 	"database/sql"
 	"encoding/pem"
 	"errors"
@@ -109,17 +107,7 @@ func sharedCA(ctx context.Context, db *store.DB, key *sealed.Key, td identity.Tr
 func sharedAuditKey(ctx context.Context, db *store.DB, key *sealed.Key, now time.Time, create bool) (ed25519.PrivateKey, error) {
 	var mk func() ([]byte, error)
 	if create {
-		mk = func() ([]byte, error) {
-			_, priv, err := ed25519.GenerateKey(rand.Reader)
-			if err != nil {
-				return nil, err
-			}
-			der, err := x509.MarshalPKCS8PrivateKey(priv)
-			if err != nil {
-				return nil, err
-			}
-			return pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), nil
-		}
+		mk = newAuditKeyPEM
 	}
 	b, err := sharedSecret(ctx, db, key, secretAudit, now, mk)
 	if errors.Is(err, errNotFound) {
