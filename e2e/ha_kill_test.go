@@ -126,10 +126,10 @@ func TestCoordinatorsKilledUnderLoad(t *testing.T) {
 			default:
 			}
 			// A join whose answer was lost with its coordinator may have
-			// landed: its name is then taken, so each attempt is a node
-			// of its own.
-			attempt := 0
-			if !retry(func() error { attempt++; _, err := joinNode(fmt.Sprintf("joiner-%d-%d", n, attempt)); return err }) {
+			// committed: asked again by the same node (same state, same
+			// key pair), another coordinator answers with its
+			// registration rather than name_taken.
+			if !retry(func() error { _, err := joinNode(fmt.Sprintf("joiner-%d", n)); return err }) {
 				return
 			}
 			mu.Lock()

@@ -27,7 +27,9 @@ package controlclient
 // A request the coordinator may have processed before its connection
 // broke is sent again to the next one. Every node call may be repeated:
 // a renewal issues another certificate, audit ingest is idempotent by
-// event id, registration and the netmap watch are idempotent. An admin
+// event id, registration and the netmap watch are idempotent, and a join
+// asked again with the same key pair gets the registration it already
+// has (the coordinator's joinTx). An admin
 // call repeated this way (keys create, policy apply) may take effect
 // twice, as a retry by hand would.
 

@@ -2,7 +2,9 @@ package coordinator
 
 import (
 	"context"
+	"crypto/sha256"
 	"crypto/x509"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -199,7 +201,8 @@ func (c *Coordinator) handleJoin(w http.ResponseWriter, r *http.Request) {
 	now := c.now()
 	var id identity.ID
 	n := netmap.Node{Name: name, Incarnation: newIncarnation()}
-	err = c.reg.join(r.Context(), req.KeyID, func(k keyRecord) (netmap.Node, error) {
+	spki := sha256.Sum256(csr.RawSubjectPublicKeyInfo)
+	inc, err := c.reg.join(r.Context(), joinAttempt{keyID: req.KeyID, spki: hex.EncodeToString(spki[:]), decide: func(k keyRecord, retry bool) (netmap.Node, error) {
 		switch {
 		case !authkey.SecretMatches(req.Secret, k.SecretHash):
 			return n, &joinError{reason.KeyUnknown, "auth key is not known to this coordinator"}
@@ -207,7 +210,7 @@ func (c *Coordinator) handleJoin(w http.ResponseWriter, r *http.Request) {
 			return n, &joinError{reason.KeyRevoked, "auth key has been revoked"}
 		case !now.Before(k.ExpiresAt):
 			return n, &joinError{reason.KeyExpired, "auth key expired at " + k.ExpiresAt.Format(time.RFC3339)}
-		case !k.Reusable && k.Uses > 0:
+		case !k.Reusable && k.Uses > 0 && !retry:
 			return n, &joinError{reason.KeyUsed, "auth key is single-use and has been used already"}
 		case req.Kind != "" && req.Kind != k.Kind:
 			return n, &joinError{reason.KindNotAllowed, fmt.Sprintf("auth key allows kind %q, not \"%s\"", k.Kind, peerText(req.Kind))}
@@ -223,7 +226,7 @@ func (c *Coordinator) handleJoin(w http.ResponseWriter, r *http.Request) {
 		}
 		n.Kind = id.Kind
 		return n, nil
-	}, now)
+	}}, now)
 	var je *joinError
 	if errors.As(err, &je) {
 		refuse(http.StatusForbidden, je.code, audit.OutcomeRefused, je.msg)
@@ -233,6 +236,8 @@ func (c *Coordinator) handleJoin(w http.ResponseWriter, r *http.Request) {
 		c.internalError(w, r, "join", err)
 		return
 	}
+	retried := inc != n.Incarnation
+	n.Incarnation = inc
 	_, der, err := c.ca.Issue(csr, pki.IssueRequest{ID: id, Incarnation: n.Incarnation, TTL: c.cfg.CertTTL, Now: now})
 	if err != nil {
 		c.internalError(w, r, "join: issue", err)
@@ -241,6 +246,9 @@ func (c *Coordinator) handleJoin(w http.ResponseWriter, r *http.Request) {
 	ev := c.event(audit.KindAdmin, id.String(), "coordinator")
 	ev.Action, ev.Target, ev.SrcAddr, ev.Decision = "node.join", string(name), r.RemoteAddr, audit.Allow
 	ev.Detail = "key " + req.KeyID
+	if retried {
+		ev.Detail += "; the same node again (same key pair): its earlier join had committed, its answer was lost"
+	}
 	c.record(r.Context(), ev)
 	if err := c.publish(r.Context()); err != nil {
 		c.internalError(w, r, "join: publish", err)

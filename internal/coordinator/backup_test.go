@@ -13,6 +13,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"regexp"
 	"strings"
 	"sync"
 	"testing"
@@ -554,7 +555,7 @@ func TestRestoreRefusesACutOrDamagedBackupAndWritesNothing(t *testing.T) {
 		})
 	}
 	newer := rewrite(t, file, func(l []string) []string {
-		l[0] = strings.Replace(l[0], `"registry":2`, `"registry":99`, 1)
+		l[0] = regexp.MustCompile(`"registry":\d+`).ReplaceAllString(l[0], `"registry":99`)
 		return l
 	})
 	_, err := coordinator.Restore(context.Background(), coordinator.RestoreConfig{DataDir: filepath.Join(t.TempDir(), "n")}, bytes.NewReader(newer))

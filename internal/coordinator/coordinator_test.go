@@ -1,7 +1,9 @@
 package coordinator_test
 
 import (
+	"bytes"
 	"context"
+	"crypto"
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
@@ -681,5 +683,73 @@ func TestNodeListCountsAGatewayServingOnlyWhileItWatchesItsNetmap(t *testing.T) 
 	watch(tool, 0)
 	if s := serving(); !s["files"] {
 		t.Fatalf("after a new watch: files not serving")
+	}
+}
+
+// TestJoinAskedAgainByTheSameNodeGetsItsRegistration is a join whose
+// answer was lost (its coordinator died after the commit; the client then
+// asks another): the same node, with the same key pair and auth key, gets
+// a certificate for the registration it already has, not name_taken or
+// key_used. Anyone else gets the refusals as before.
+func TestJoinAskedAgainByTheSameNodeGetsItsRegistration(t *testing.T) {
+	m := startMesh(t)
+	k, err := authkey.Parse(m.key(controlapi.KeyCreateRequest{Kind: "agent"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	join := func(name string, key crypto.Signer, secret string) (int, controlapi.CertResponse, string) {
+		t.Helper()
+		csr, _ := pki.CreateCSR(key)
+		body := mustJSON(t, controlapi.JoinRequest{KeyID: k.ID, Secret: secret, Name: name, CSR: string(pki.EncodeCSRPEM(csr))})
+		resp, err := rawClient(t, m, nil, 0).Post(m.co.URL()+controlapi.PathJoin, "application/json", bytes.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		var cr controlapi.CertResponse
+		var ae controlapi.Error
+		json.Unmarshal(b, &cr)
+		json.Unmarshal(b, &ae)
+		return resp.StatusCode, cr, ae.Code
+	}
+	incarnation := func(cr controlapi.CertResponse) string {
+		certs, err := pki.DecodeCertsPEM([]byte(cr.Certificate))
+		if err != nil || len(certs) != 1 {
+			t.Fatalf("certificate: %v", err)
+		}
+		return pki.Incarnation(certs[0])
+	}
+	nodeKey, _ := pki.NewKey()
+	status, first, code := join("a1", nodeKey, k.Secret)
+	if status != http.StatusOK {
+		t.Fatalf("first join: %d %s", status, code)
+	}
+	status, again, code := join("a1", nodeKey, k.Secret)
+	if status != http.StatusOK || incarnation(again) != incarnation(first) {
+		t.Fatalf("the same node asking again: %d %s, incarnation %s, want %s", status, code, incarnation(again), incarnation(first))
+	}
+	otherKey, _ := pki.NewKey()
+	if _, _, code := join("a1", otherKey, k.Secret); code != "key_used" {
+		t.Fatalf("another key pair with the used key and the same name: %q, want key_used", code)
+	}
+	if _, _, code := join("a2", nodeKey, k.Secret); code != "key_used" {
+		t.Fatalf("the same key pair under another name: %q, want key_used", code)
+	}
+	if _, _, code := join("a1", nodeKey, strings.Repeat("0", 64)); code != "key_unknown" {
+		t.Fatalf("the same node with a wrong secret: %q, want key_unknown", code)
+	}
+	var nodes []controlapi.NodeInfo
+	if err := m.admin.Call(context.Background(), http.MethodGet, controlapi.PathNodes, nil, &nodes); err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, node := range nodes {
+		if node.Name == "a1" {
+			n++
+		}
+	}
+	if n != 1 {
+		t.Fatalf("%d registrations of a1, want 1", n)
 	}
 }

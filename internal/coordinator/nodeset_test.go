@@ -120,10 +120,10 @@ func TestCommittedSetEqualsAFreshLoadAfterRandomChanges(t *testing.T) {
 				switch k := rng.IntN(10); k {
 				case 0, 1, 2:
 					op = "join"
-					err = c.reg.join(ctx, key, func(keyRecord) (netmap.Node, error) {
+					_, err = c.reg.join(ctx, joinAttempt{keyID: key, decide: func(keyRecord, bool) (netmap.Node, error) {
 						tags, _ := identity.ParseTags([]string{fmt.Sprintf("tag:t%d", rng.IntN(3))})
 						return netmap.Node{Name: identity.Name(name()), Kind: kinds[rng.IntN(3)], Tags: tags, Incarnation: newIncarnation()}, nil
-					}, clock.Now())
+					}}, clock.Now())
 				case 3:
 					op = "register"
 					err = c.reg.setAddrs(ctx, name(), []string{fmt.Sprintf("h%d.internal:7800", rng.IntN(5))})
@@ -218,9 +218,9 @@ func TestConcurrentChangesArePublishedCoalescedAndInOrder(t *testing.T) {
 		wg.Go(func() {
 			for i := range each {
 				inc := newIncarnation()
-				err := c.reg.join(ctx, key, func(keyRecord) (netmap.Node, error) {
+				_, err := c.reg.join(ctx, joinAttempt{keyID: key, decide: func(keyRecord, bool) (netmap.Node, error) {
 					return netmap.Node{Name: identity.Name(fmt.Sprintf("w%d-%d", w, i)), Kind: identity.KindAgent, Tags: []identity.Tag{}, Incarnation: inc}, nil
-				}, clock.Now())
+				}}, clock.Now())
 				if err == nil {
 					err = c.publish(ctx)
 				}

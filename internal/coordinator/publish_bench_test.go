@@ -172,9 +172,9 @@ func BenchmarkRevokeDuringJoinStorm10k(b *testing.B) {
 					return
 				default:
 				}
-				err := c.reg.join(ctx, key.ID, func(keyRecord) (netmap.Node, error) {
+				_, err := c.reg.join(ctx, joinAttempt{keyID: key.ID, decide: func(keyRecord, bool) (netmap.Node, error) {
 					return netmap.Node{Name: identity.Name(fmt.Sprintf("storm-%d-%d", w, i)), Kind: identity.KindAgent, Tags: []identity.Tag{}, Incarnation: newIncarnation()}, nil
-				}, time.Now())
+				}}, time.Now())
 				if err == nil {
 					err = c.publish(ctx)
 				}

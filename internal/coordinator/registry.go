@@ -69,6 +69,9 @@ CREATE TABLE policies (
 `},
 	// An auth key may pin the name its node joins as.
 	{Version: 2, SQL: `ALTER TABLE authkeys ADD COLUMN name TEXT NOT NULL DEFAULT '';`},
+	// The SHA-256 of the public key a node joined with, so that a join
+	// whose answer was lost can be answered again (joinTx).
+	{Version: 3, SQL: `ALTER TABLE nodes ADD COLUMN key_spki TEXT NOT NULL DEFAULT '';`},
 }
 
 // registryPostgres is step 1 on PostgreSQL: times in nanoseconds need
@@ -189,22 +192,62 @@ type joinError struct {
 
 func (e *joinError) Error() string { return e.msg }
 
-// join consumes the key and records the node in one transaction, so that a
-// single-use key can never admit two nodes, however the requests interleave.
-// decide checks the key and returns the node to record.
-func (r *registry) join(ctx context.Context, keyID string, decide func(keyRecord) (netmap.Node, error), now time.Time) error {
-	return r.writeNode(ctx, func(tx *sql.Tx) (string, error) { return r.joinTx(ctx, tx, keyID, decide, now) })
+// joinAttempt is what a join asks of the registry: the auth key it
+// presents, the SHA-256 of the public key in its CSR (hex), and decide,
+// which checks the key and returns the node to record. retry says that
+// this is the same node asking again (see joinTx): the key's single use
+// is then not held against it.
+type joinAttempt struct {
+	keyID  string
+	spki   string
+	decide func(k keyRecord, retry bool) (netmap.Node, error)
 }
 
-func (r *registry) joinTx(ctx context.Context, tx *sql.Tx, keyID string, decide func(keyRecord) (netmap.Node, error), now time.Time) (string, error) {
-	k, err := scanKey(tx.QueryRowContext(ctx, `SELECT `+keyColumns+` FROM authkeys WHERE id = $1`, keyID))
+// join consumes the key and records the node in one transaction, so that a
+// single-use key can never admit two nodes, however the requests interleave.
+// It returns the incarnation the node is registered under.
+func (r *registry) join(ctx context.Context, a joinAttempt, now time.Time) (string, error) {
+	var inc string
+	err := r.writeNode(ctx, func(tx *sql.Tx) (string, error) {
+		var err error
+		inc, err = r.joinTx(ctx, tx, a, now)
+		return inc, err
+	})
+	return inc, err
+}
+
+// joinTx records a join. A node whose join committed but whose answer was
+// lost (its coordinator died; the client then asks another) asks again
+// with the same key pair and auth key: the active node of that name,
+// registered with this auth key and this public key, is that node, and
+// it gets a certificate for its registration again instead of name_taken.
+// Only the holder of the node's private key can present its public key in
+// a signed CSR, and the auth key's secret is checked as for any join.
+func (r *registry) joinTx(ctx context.Context, tx *sql.Tx, a joinAttempt, now time.Time) (string, error) {
+	k, err := scanKey(tx.QueryRowContext(ctx, `SELECT `+keyColumns+` FROM authkeys WHERE id = $1`, a.keyID))
 	if errors.Is(err, sql.ErrNoRows) {
 		return "", &joinError{reason.KeyUnknown, "auth key is not known to this coordinator"}
 	}
 	if err != nil {
 		return "", err
 	}
-	n, err := decide(k)
+	n, err := a.decide(k, false)
+	var used *joinError
+	if errors.As(err, &used) && used.code == reason.KeyUsed || err == nil {
+		// The same node asking again? Only then may a used key pass.
+		var inc string
+		err2 := tx.QueryRowContext(ctx, `SELECT incarnation FROM nodes WHERE name = $1 AND status = 'active'
+			AND key_id = $2 AND key_spki = $3 AND key_spki != ''`, string(n.Name), a.keyID, a.spki).Scan(&inc)
+		if err2 == nil {
+			if _, err := a.decide(k, true); err != nil {
+				return "", err
+			}
+			return inc, nil
+		}
+		if !errors.Is(err2, sql.ErrNoRows) {
+			return "", err2
+		}
+	}
 	if err != nil {
 		return "", err
 	}
@@ -215,12 +258,12 @@ func (r *registry) joinTx(ctx context.Context, tx *sql.Tx, keyID string, decide 
 	if held > 0 {
 		return "", &joinError{reason.NameTaken, fmt.Sprintf("name %q is held by another active node (revoke it first or pick another name)", n.Name)}
 	}
-	if _, err := tx.ExecContext(ctx, `UPDATE authkeys SET uses = uses + 1 WHERE id = $1`, keyID); err != nil {
+	if _, err := tx.ExecContext(ctx, `UPDATE authkeys SET uses = uses + 1 WHERE id = $1`, a.keyID); err != nil {
 		return "", err
 	}
 	tags, _ := json.Marshal(n.Tags)
-	if _, err := tx.ExecContext(ctx, `INSERT INTO nodes(incarnation, name, kind, tags, status, key_id, created_at, last_seen)
-		VALUES($1, $2, $3, $4, 'active', $5, $6, $7)`, n.Incarnation, string(n.Name), string(n.Kind), string(tags), keyID, now.UnixNano(), now.UnixNano()); err != nil {
+	if _, err := tx.ExecContext(ctx, `INSERT INTO nodes(incarnation, name, kind, tags, status, key_id, key_spki, created_at, last_seen)
+		VALUES($1, $2, $3, $4, 'active', $5, $6, $7, $8)`, n.Incarnation, string(n.Name), string(n.Kind), string(tags), a.keyID, a.spki, now.UnixNano(), now.UnixNano()); err != nil {
 		return "", err
 	}
 	return n.Incarnation, nil
