@@ -341,6 +341,40 @@ func (m *mesh) waitAudit(ids ...string) []event {
 	return events
 }
 
+// awaitEchoesOnce waits (audit --follow) until want allowed echo calls
+// from src are in the trail, then checks that it holds exactly want, and
+// that audit verify passes.
+func (m *mesh) awaitEchoesOnce(src string, want int) {
+	t := m.t
+	t.Helper()
+	f := startProc(t, "audit --follow", []string{agentmeshBin, "audit", "--follow", "--limit", "0", "--json", "--tool", "echo", "--state", m.admin}, m.env())
+	seen := 0
+	if _, err := f.waitLine(f.stdout, auditTimeout, func(l string) bool {
+		var e event
+		if json.Unmarshal([]byte(l), &e) == nil && e.Decision == "allow" && e.Src == src {
+			seen++
+		}
+		return seen >= want
+	}); err != nil {
+		t.Fatalf("%d of %d allowed echo calls reached the coordinator: %v", seen, want, err)
+	}
+	f.stop(t)
+	n := 0
+	for _, l := range strings.Split(strings.TrimSpace(m.must("audit", "--json", "--tool", "echo", "--decision", "allow", "--limit", "0", "--state", m.admin)), "\n") {
+		var e event
+		if err := json.Unmarshal([]byte(l), &e); err != nil {
+			t.Fatalf("audit --json printed %q: %v", l, err)
+		}
+		if e.Src == src {
+			n++
+		}
+	}
+	if n != want {
+		t.Fatalf("the trail holds %d allowed echo calls, want exactly %d", n, want)
+	}
+	m.verifyAudit()
+}
+
 // verifyAudit checks that `agentmesh audit verify` accepts the hash chain.
 func (m *mesh) verifyAudit() {
 	m.t.Helper()
