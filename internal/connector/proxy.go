@@ -2,6 +2,7 @@ package connector
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -81,8 +82,10 @@ func (p *proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// last read comes before the body is sent, over HTTP/1.1 (a gateway
 	// without h2) after: the bench's go-chain hops lost one call in a
 	// thousand this way.
-	_ = http.NewResponseController(w).EnableFullDuplex()
+	rc := http.NewResponseController(w)
+	_ = rc.EnableFullDuplex()
 	body := &replayGuard{r: r.Body}
+	defer body.finish(rc)
 	stopWatch := func() {}
 	if r.Method == http.MethodPost {
 		// A GET is a stream that waits by design; a POST waits for an
@@ -139,7 +142,13 @@ func (p *proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		return
 	}
-	defer resp.Body.Close()
+	defer func() {
+		// Over HTTP/2, closing the response waits for the request body's
+		// copy to end, which may wait for the agent: end the body's reads
+		// first.
+		body.finish(rc)
+		resp.Body.Close()
+	}()
 
 	mcpwire.CopyResponseHeaders(w.Header(), resp.Header)
 	if resp.ContentLength >= 0 && mediaType(resp.Header.Get("Content-Type")) != mcpwire.ContentTypeSSE {
@@ -211,12 +220,44 @@ func streamFlushing(w http.ResponseWriter, body io.Reader) {
 // replayGuard is a request body that records whether it was read, so a
 // request whose body was never touched can be retried with the same body
 // without buffering it. Close is left to the server.
+//
+// It also ends the body's reads when the handler returns (finish). The
+// transport may still be copying the body to the gateway after RoundTrip
+// returned, when the gateway answered before the whole body was sent (a
+// refusal: revoked, not granted); as soon as the handler returns, the
+// server reads the connection for the next request, and a read of the
+// body at the same time makes net/http panic ("invalid concurrent
+// Body.Read call", recovered and logged with a stack trace, the
+// connection closed): the demo's revocation step showed it.
 type replayGuard struct {
 	r       io.Reader
 	touched atomic.Bool
+
+	mu   sync.Mutex // held by a read in progress
+	done bool       // the handler has returned: reads end
 }
+
+// errHandlerDone ends a read of a body whose handler has returned.
+var errHandlerDone = errors.New("the request was answered")
 
 func (g *replayGuard) Read(p []byte) (int, error) {
 	g.touched.Store(true)
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.done {
+		return 0, errHandlerDone
+	}
 	return g.r.Read(p)
+}
+
+// finish waits for a read in progress to end, making it end at once if it
+// waits for the client (a read deadline in the past; the server sets its
+// own again before it reads the next request), and ends every later read.
+func (g *replayGuard) finish(rc *http.ResponseController) {
+	if !g.mu.TryLock() {
+		_ = rc.SetReadDeadline(time.Now())
+		g.mu.Lock()
+	}
+	g.done = true
+	g.mu.Unlock()
 }
