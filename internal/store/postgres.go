@@ -2,13 +2,11 @@ package store
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net/url"
 	"time"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/stdlib"
 )
 
@@ -78,12 +76,6 @@ func Redact(dsn string) string {
 		u.RawQuery = q.Encode()
 	}
 	return u.String()
-}
-
-// IsUniqueViolation says whether err is a unique or primary key violation.
-func IsUniqueViolation(err error) bool {
-	var pe *pgconn.PgError
-	return errors.As(err, &pe) && pe.Code == "23505"
 }
 
 // Watcher is told what Listen hears.

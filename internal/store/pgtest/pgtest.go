@@ -11,7 +11,6 @@ package pgtest
 import (
 	"bufio"
 	"context"
-	"database/sql"
 	"errors"
 	"fmt"
 	"io"
@@ -30,7 +29,6 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
-	_ "github.com/jackc/pgx/v5/stdlib" // registers the "pgx" driver
 )
 
 // RequireEnv makes a missing PostgreSQL a failure instead of a skip.
@@ -306,15 +304,4 @@ func (s *Server) exec(stmt string) error {
 	defer conn.Close(ctx)
 	_, err = conn.Exec(ctx, stmt)
 	return err
-}
-
-// Open opens a database/sql handle on url for a test's own checks.
-func Open(tb testing.TB, url string) *sql.DB {
-	tb.Helper()
-	db, err := sql.Open("pgx", url)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	tb.Cleanup(func() { db.Close() })
-	return db
 }
