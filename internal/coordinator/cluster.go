@@ -338,7 +338,18 @@ func (c *Coordinator) handleReady(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, map[string]string{"status": "ready", "database": c.db.Dialect.String()})
 }
 
+// ready checks the database for /readyz, one check at a time: the path
+// needs no certificate, so anybody may ask, and a flood of it then holds
+// at most one of the database's connections, never one per request.
 func (c *Coordinator) ready(ctx context.Context) error {
+	c.readiness.Lock()
+	defer c.readiness.Unlock()
+	return c.checkReady(ctx)
+}
+
+// checkReady checks that the database answers and every owner's schema is
+// the one this coordinator knows.
+func (c *Coordinator) checkReady(ctx context.Context) error {
 	if err := c.db.Ping(ctx, 2*time.Second); err != nil {
 		return fmt.Errorf("the database does not answer: %w", err)
 	}

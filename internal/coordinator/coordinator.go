@@ -170,6 +170,9 @@ type Coordinator struct {
 
 	cluster *cluster // this coordinator's part in a cluster (cluster.go)
 
+	// readiness makes /readyz's database checks one at a time.
+	readiness sync.Mutex
+
 	// lock keeps other processes out of the data directory from before
 	// anything in it is written until Close.
 	lock *dirlock.Lock
