@@ -228,7 +228,7 @@ func streamFlushing(w http.ResponseWriter, body io.Reader) {
 
 // replayGuard is a request body that records whether it was read, so a
 // request whose body was never touched can be retried with the same body
-// without buffering it. Close is left to the server.
+// without buffering it. finish closes it, before the handler returns.
 //
 // It also ends the body's reads when the handler returns (finish). The
 // transport may still be copying the body to the gateway after RoundTrip
@@ -239,7 +239,7 @@ func streamFlushing(w http.ResponseWriter, body io.Reader) {
 // Body.Read call", recovered and logged with a stack trace, the
 // connection closed): the demo's revocation step showed it.
 type replayGuard struct {
-	r       io.Reader
+	r       io.ReadCloser
 	touched atomic.Bool
 
 	mu   sync.Mutex // held by a read in progress
@@ -262,6 +262,15 @@ func (g *replayGuard) Read(p []byte) (int, error) {
 // finish waits for a read in progress to end, making it end at once if it
 // waits for the client (a read deadline in the past; the server sets its
 // own again before it reads the next request), and ends every later read.
+//
+// It then closes the request body while the handler still runs. A body
+// left unread (the gateway was down, or answered before it took the body)
+// would otherwise be drained by the server after the handler returns; in
+// full-duplex mode that drain starts the server's background read of the
+// connection after the server has stopped it, and the server's next read
+// panics ("invalid concurrent Body.Read call", golang/go#68560) and drops
+// the agent's keep-alive connection. Drained here, the background read
+// starts now and the server stops it as it finishes the request.
 func (g *replayGuard) finish(rc *http.ResponseController) {
 	if !g.mu.TryLock() {
 		_ = rc.SetReadDeadline(time.Now())
@@ -269,4 +278,5 @@ func (g *replayGuard) finish(rc *http.ResponseController) {
 	}
 	g.done = true
 	g.mu.Unlock()
+	_ = g.r.Close()
 }

@@ -1,9 +1,12 @@
 package connector_test
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
+	"io"
+	"net"
 	"net/http"
 	"strings"
 	"testing"
@@ -71,5 +74,54 @@ func TestConnectorTellsTheClientWhyARequestReachedNoGateway(t *testing.T) {
 				t.Errorf("stdio endpoint: %s, want code %d, reason %s, message with %q", line, connector.CodeGatewayUnreachable, tc.want, tc.message)
 			}
 		})
+	}
+}
+
+// TestConnectorKeepsTheConnectionWhenTheGatewayIsDown: a request whose
+// body the connector never sent on (the gateway was down) leaves the
+// agent's keep-alive connection usable. With full duplex on, net/http
+// drained such a body only after the handler returned, which started its
+// background read after it had stopped it, and the server then panicked
+// on the connection ("invalid concurrent Body.Read call", golang/go#68560)
+// and closed it under the client.
+func TestConnectorKeepsTheConnectionWhenTheGatewayIsDown(t *testing.T) {
+	e := newEnv(t)
+	e.gw.Close()
+	c, err := connector.New(connector.Config{
+		Resolve: func(context.Context) (string, error) { return e.gw.URL(), nil },
+		TLS:     e.ca.ClientTLS(t, "spiffe://test.mesh/agent/a"),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	endpoint := serveListener(t, c)
+	conn, err := net.Dial("tcp", strings.TrimSuffix(strings.TrimPrefix(endpoint, "http://"), "/mcp"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	br := bufio.NewReader(conn)
+	for i := range 3 {
+		req, err := http.NewRequest(http.MethodPost, endpoint, strings.NewReader(initializeBody))
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Header.Set("Authorization", "Bearer "+testToken)
+		for k, v := range mcpHeaders {
+			req.Header.Set(k, v)
+		}
+		if err := req.Write(conn); err != nil {
+			t.Fatalf("request %d: %v", i+1, err)
+		}
+		resp, err := http.ReadResponse(br, req)
+		if err != nil {
+			t.Fatalf("request %d on the same connection: %v (the connector closed it)", i+1, err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if got := decodeRPCErr(t, string(body)); resp.StatusCode != http.StatusBadGateway || got.Error.Data.Reason != reason.GatewayUnreachable {
+			t.Fatalf("request %d: %d %s, want 502 with reason %s", i+1, resp.StatusCode, body, reason.GatewayUnreachable)
+		}
 	}
 }
