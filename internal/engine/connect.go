@@ -110,6 +110,15 @@ func Connect(ctx context.Context, cfg ConnectConfig) (err error) {
 		cc = meshConnector(n, kind, cfg.Service, log)
 		checkService(ctx, n, kind, cfg.Service, log)
 	}
+	if kind != identity.KindModel {
+		traces, stopTraces, err := startTraces(ctx, "connector", s.Node, log)
+		if err != nil {
+			return err
+		}
+		defer stopTraces()
+		cc.TracerProvider = traces.TracerProvider()
+		s.Traces = traces.Endpoint()
+	}
 	ready(cfg.Ready, s)
 	ln2 := ln
 	ln = nil // the relay owns it now
