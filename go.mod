@@ -8,13 +8,15 @@ require (
 	github.com/modelcontextprotocol/go-sdk v1.8.0 // MCP: the official SDK's client and server sessions, so the gateway and connector speak the protocol as its authors do, not as we read it
 	github.com/tailscale/hujson v0.0.0-20260727124030-b80ff77dac4f // policy files: HuJSON (JSON with comments, trailing commas) parsed to a tree with byte offsets, so errors name a line; encoding/json has neither
 	go.opentelemetry.io/otel v1.47.0 // traces: the OpenTelemetry API (attributes, W3C Trace Context propagator), the field's standard for distributed tracing
-	go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracehttp v1.47.0 // traces: OTLP export over HTTP (not gRPC, which would link grpc-go), configured by the standard OTEL_EXPORTER_OTLP_* environment
+	go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracehttp v1.47.0 // traces: OTLP export over HTTP/protobuf, configured by the standard OTEL_EXPORTER_OTLP_* environment; not the gRPC exporter (its client stack), though the OTLP proto package it imports still links grpc-go's service stubs (see deps/)
 	go.opentelemetry.io/otel/sdk v1.47.0 // traces: the SDK's TracerProvider, batch span processor, sampler and resource from OTEL_* environment; tests record spans in memory (tracetest)
 	go.opentelemetry.io/otel/trace v1.47.0 // traces: span and span context types that the gateway and connector start and propagate
+	go.opentelemetry.io/proto/otlp v1.11.0 // tests only (e2e): decode the OTLP ExportTraceServiceRequest an in-process receiver gets; the exporter links it anyway
 	go.uber.org/goleak v1.3.0 // tests only: fail a test that leaves a goroutine running; the standard library has no leak check
 	golang.org/x/sync v0.24.0 // errgroup: tasks that run together (a gateway's listeners) stop together, first error wins
 	golang.org/x/sys v0.49.0 // unix: fallocate and mmap for the audit spool's segments (package syscall is frozen), ioctls in tailnet tests
 	golang.org/x/text v0.43.0 // unicode/norm: NFC before policy matches resource URIs; the standard library has no Unicode normalisation
+	google.golang.org/protobuf v1.36.12 // tests only (e2e): protobuf decoding of OTLP requests; the exporter links it anyway
 	modernc.org/sqlite v1.62.0 // the coordinator's registry and audit store: SQLite in pure Go, so the binary builds without cgo
 	tailscale.com v1.102.5 // tailnet mode: tsnet runs a node inside the process (userspace, no root) and WhoIs names the caller; tests use its control server
 )
@@ -117,7 +119,6 @@ require (
 	go.opentelemetry.io/otel/exporters/otlp/otlptrace v1.47.0 // indirect
 	go.opentelemetry.io/otel/log v1.47.0 // indirect
 	go.opentelemetry.io/otel/metric v1.47.0 // indirect
-	go.opentelemetry.io/proto/otlp v1.11.0 // indirect
 	go.yaml.in/yaml/v3 v3.0.5 // indirect
 	go4.org/mem v0.0.0-20240501181205-ae6ca9944745 // indirect
 	go4.org/netipx v0.0.0-20231129151722-fdeea329fbba // indirect
@@ -135,7 +136,6 @@ require (
 	google.golang.org/genproto/googleapis/api v0.0.0-20260928230214-8a89bd6388cc // indirect
 	google.golang.org/genproto/googleapis/rpc v0.0.0-20260928230214-8a89bd6388cc // indirect
 	google.golang.org/grpc v1.83.2 // indirect
-	google.golang.org/protobuf v1.36.12 // indirect
 	gvisor.dev/gvisor v0.0.0-20260224225140-573d5e7127a8 // indirect
 	honnef.co/go/tools v0.7.0 // indirect
 	modernc.org/libc v1.80.1 // indirect
