@@ -183,7 +183,7 @@ func (g *gatewayNode) newFrontend(tlsCfg *tls.Config, ident admission.Identifier
 	if g.self.Kind == identity.KindModel {
 		f, err = modelgw.New(modelgw.Config{TLS: tlsCfg, Identifier: ident, Upstream: cfg.UpstreamURL, Audit: g.n, Refusals: g.n.Refusals,
 			StateDir: limitsDir, MaxBodyBytes: int64(maxBytes), Bodies: c.Bodies,
-			MaxRequestsPerPeer: c.RequestsPerPeer, Logger: g.log}, nil)
+			MaxRequestsPerPeer: c.RequestsPerPeer, Logger: g.log, TracerProvider: g.traces.TracerProvider()}, nil)
 	} else {
 		var up gateway.Upstream = gateway.HTTPUpstream{URL: cfg.UpstreamURL}
 		if cfg.UpstreamHandler != nil {
@@ -327,9 +327,7 @@ func (g *gatewayNode) serveMTLS(ctx context.Context, api, path string) ([]task, 
 	}
 	g.awaitCurrentView(ctx)
 	s := Serving{Component: "gateway", Node: g.self.String(), API: api, Network: "mtls", Addr: addr, URL: "https://" + addr + path}
-	if api == "mcp" {
-		s.Traces = g.traces.Endpoint()
-	}
+	s.Traces = g.traces.Endpoint()
 	if api == "model" {
 		s.Upstream = g.cfg.UpstreamURL
 	}
@@ -381,9 +379,7 @@ func (g *gatewayNode) serveTailnet(ctx context.Context, api, path string) (io.Cl
 		g.n.Listening(url) // else the lock file names the mTLS listener
 	}
 	s := Serving{Component: "gateway", Node: g.self.String(), API: api, Network: "tailnet", Addr: ln.Addr().String(), URL: url, Rules: tc.rulesNote()}
-	if api == "mcp" {
-		s.Traces = g.traces.Endpoint()
-	}
+	s.Traces = g.traces.Endpoint()
 	if api == "model" {
 		s.Upstream = g.cfg.UpstreamURL
 	}
