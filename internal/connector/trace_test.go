@@ -16,16 +16,20 @@ import (
 )
 
 // tracedEnv is newEnv with a connector whose spans go to a recorder.
-func tracedEnv(t *testing.T) (*env, *tracetest.SpanRecorder) {
+func tracedEnv(t *testing.T) (*env, *tracetest.SpanRecorder) { return tracedEnvMax(t, 0) }
+
+// tracedEnvMax is tracedEnv with Config.MaxMessageBytes max.
+func tracedEnvMax(t *testing.T, max int) (*env, *tracetest.SpanRecorder) {
 	e := newEnv(t)
 	sr := tracetest.NewSpanRecorder()
 	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(sr))
 	t.Cleanup(func() { tp.Shutdown(testContext(t)) })
 	c, err := connector.New(connector.Config{
-		Resolve:        e.gw.Resolve,
-		TLS:            e.ca.ClientTLS(t, "spiffe://test.mesh/agent/tester"),
-		Logger:         testLogger(t),
-		TracerProvider: tp,
+		Resolve:         e.gw.Resolve,
+		TLS:             e.ca.ClientTLS(t, "spiffe://test.mesh/agent/tester"),
+		Logger:          testLogger(t),
+		TracerProvider:  tp,
+		MaxMessageBytes: max,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -181,5 +185,31 @@ func TestConnectorTraceContinuesTheAgentsTrace(t *testing.T) {
 				t.Errorf("tracestate not carried on: _meta %v, header %q", m, calls[0].header.Get("Tracestate"))
 			}
 		})
+	}
+}
+
+// TestConnectorTraceForwardsAnOversizedBodyUntouched: with tracing on, the
+// local endpoint reads a POST body to trace it; one over MaxMessageBytes is
+// forwarded whole and unchanged (the gateway judges it), still traced in
+// the headers.
+func TestConnectorTraceForwardsAnOversizedBodyUntouched(t *testing.T) {
+	e, sr := tracedEnvMax(t, 512)
+	endpoint := serveListener(t, e.conn)
+	text := strings.Repeat("x", 2048)
+	body := `{"jsonrpc":"2.0","id":9,"method":"tools/call","params":{"name":"echo","arguments":{"text":"` + text + `"},"_meta":{` +
+		`"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientCapabilities":{},"io.modelcontextprotocol/clientInfo":{"name":"raw","version":"1"}}}}`
+	hdr := map[string]string{"Content-Type": "application/json", "Accept": "application/json, text/event-stream",
+		"Mcp-Protocol-Version": "2026-07-28", "Mcp-Method": "tools/call", "Mcp-Name": "echo"}
+	status, out := rawRequest(t, endpoint, http.MethodPost, "", hdr, body)
+	if status != http.StatusOK || !strings.Contains(out, text) {
+		t.Fatalf("status %d: %.200s", status, out)
+	}
+	calls := e.up.recordedRequests("POST tools/call")
+	if len(calls) != 1 || string(calls[0].body) != body {
+		t.Fatalf("gateway got %d calls, the body changed: %v", len(calls), len(calls) == 1 && string(calls[0].body) != body)
+	}
+	span := clientSpan(t, sr, "POST")
+	if got := calls[0].header.Get("Traceparent"); got != traceparentOf(span) {
+		t.Errorf("traceparent %q, want %q", got, traceparentOf(span))
 	}
 }
