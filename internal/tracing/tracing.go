@@ -60,12 +60,15 @@ type Provider struct {
 }
 
 // Configured reports whether the environment asks for trace export:
-// OTEL_EXPORTER_OTLP_ENDPOINT or OTEL_EXPORTER_OTLP_TRACES_ENDPOINT is set
-// and OTEL_TRACES_EXPORTER is not "none". It returns the endpoint traces
+// OTEL_EXPORTER_OTLP_ENDPOINT or OTEL_EXPORTER_OTLP_TRACES_ENDPOINT is set,
+// OTEL_TRACES_EXPORTER is not "none" and OTEL_SDK_DISABLED is not "true". It returns the endpoint traces
 // go to, as the exporter derives it.
 func Configured(getenv func(string) string) (endpoint string, on bool, err error) {
 	if getenv == nil {
 		getenv = os.Getenv
+	}
+	if strings.EqualFold(strings.TrimSpace(getenv("OTEL_SDK_DISABLED")), "true") {
+		return "", false, nil
 	}
 	switch exp := strings.TrimSpace(getenv("OTEL_TRACES_EXPORTER")); exp {
 	case "none":
