@@ -11,12 +11,12 @@ require (
 	go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracehttp v1.47.0 // traces: OTLP export over HTTP/protobuf, configured by the standard OTEL_EXPORTER_OTLP_* environment; not the gRPC exporter (its client stack), though the OTLP proto package it imports still links grpc-go's service stubs (see deps/)
 	go.opentelemetry.io/otel/sdk v1.47.0 // traces: the SDK's TracerProvider, batch span processor, sampler and resource from OTEL_* environment; tests record spans in memory (tracetest)
 	go.opentelemetry.io/otel/trace v1.47.0 // traces: span and span context types that the gateway and connector start and propagate
-	go.opentelemetry.io/proto/otlp v1.11.0 // tests only (e2e): decode the OTLP ExportTraceServiceRequest an in-process receiver gets; the exporter links it anyway
+	go.opentelemetry.io/proto/otlp v1.11.0 // tests only (tracing, e2e): decode the OTLP ExportTraceServiceRequest an in-process receiver gets; the exporter links it anyway
 	go.uber.org/goleak v1.3.0 // tests only: fail a test that leaves a goroutine running; the standard library has no leak check
 	golang.org/x/sync v0.24.0 // errgroup: tasks that run together (a gateway's listeners) stop together, first error wins
 	golang.org/x/sys v0.49.0 // unix: fallocate and mmap for the audit spool's segments (package syscall is frozen), ioctls in tailnet tests
 	golang.org/x/text v0.43.0 // unicode/norm: NFC before policy matches resource URIs; the standard library has no Unicode normalisation
-	google.golang.org/protobuf v1.36.12 // tests only (e2e): protobuf decoding of OTLP requests; the exporter links it anyway
+	google.golang.org/protobuf v1.36.12 // tests only (tracing, e2e): protobuf decoding of OTLP requests; the exporter links it anyway
 	modernc.org/sqlite v1.62.0 // the coordinator's registry and audit store: SQLite in pure Go, so the binary builds without cgo
 	tailscale.com v1.102.5 // tailnet mode: tsnet runs a node inside the process (userspace, no root) and WhoIs names the caller; tests use its control server
 )

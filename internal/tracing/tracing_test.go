@@ -4,13 +4,17 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"io"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 	"go.opentelemetry.io/otel/trace"
+	coltracepb "go.opentelemetry.io/proto/otlp/collector/trace/v1"
+	"google.golang.org/protobuf/proto"
 )
 
 func env(kv map[string]string) func(string) string { return func(k string) string { return kv[k] } }
@@ -206,5 +210,55 @@ func TestInjectMetaSetsTraceContextAndKeepsTheRest(t *testing.T) {
 	}
 	if out, ok := InjectMeta(context.Background(), []byte(`{"jsonrpc":"2.0","id":1,"method":"ping"}`)); ok || string(out) != `{"jsonrpc":"2.0","id":1,"method":"ping"}` {
 		t.Errorf("without a span: %s, %v", out, ok)
+	}
+}
+
+// TestProviderExportsOverOTLPHTTPAndFlushesAtShutdown: with the endpoint
+// in the environment, spans reach an OTLP/HTTP receiver, with the
+// resource's service name, by the flush of Shutdown (the batch delay is an
+// hour).
+func TestProviderExportsOverOTLPHTTPAndFlushesAtShutdown(t *testing.T) {
+	got := make(chan *coltracepb.ExportTraceServiceRequest, 4)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		var ex coltracepb.ExportTraceServiceRequest
+		if r.URL.Path != "/v1/traces" || proto.Unmarshal(b, &ex) != nil {
+			http.Error(w, "bad export", http.StatusBadRequest)
+			return
+		}
+		got <- &ex
+		w.Header().Set("Content-Type", "application/x-protobuf")
+	}))
+	defer srv.Close()
+	t.Setenv("OTEL_EXPORTER_OTLP_ENDPOINT", srv.URL)
+	t.Setenv("OTEL_BSP_SCHEDULE_DELAY", "3600000")
+	t.Setenv("OTEL_SERVICE_NAME", "")
+	p, err := FromEnv(context.Background(), Options{Component: "gateway", Node: "spiffe://test/tool/x"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !p.Enabled() || p.Endpoint() != srv.URL+"/v1/traces" {
+		t.Fatalf("enabled %v, endpoint %q", p.Enabled(), p.Endpoint())
+	}
+	_, s := NewTracer(p.TracerProvider(), "gateway").Start(context.Background(), "tools/call echo", trace.SpanKindServer)
+	s.End()
+	if err := p.Shutdown(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case ex := <-got:
+		rs := ex.ResourceSpans[0]
+		attrs := map[string]string{}
+		for _, a := range rs.Resource.Attributes {
+			attrs[a.Key] = a.Value.GetStringValue()
+		}
+		if attrs["service.name"] != "agentmesh-gateway" || attrs["agentmesh.node"] != "spiffe://test/tool/x" {
+			t.Errorf("resource %v", attrs)
+		}
+		if n := rs.ScopeSpans[0].Spans[0].Name; n != "tools/call echo" {
+			t.Errorf("span %q", n)
+		}
+	default:
+		t.Fatal("Shutdown returned before the span was exported")
 	}
 }
