@@ -114,6 +114,13 @@ func flagGiven(fs *flag.FlagSet, name string) bool {
 // printServing tells people what started serving: a gateway on stdout, a
 // connector on stderr (its stdout may be the MCP channel).
 func printServing(env Env, s engine.Serving) {
+	if s.Traces != "" {
+		out := env.Stdout
+		if s.Component == "connector" {
+			out = env.Stderr
+		}
+		printf(out, "%s: traces: exporting to %s\n", s.Component, s.Traces)
+	}
 	switch s.Component {
 	case "gateway":
 		what, note := "MCP", ""

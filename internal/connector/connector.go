@@ -15,6 +15,9 @@ import (
 	"sync/atomic"
 	"time"
 
+	"go.opentelemetry.io/otel/trace"
+
+	"github.com/agentmesh/agentmesh/internal/tracing"
 	"github.com/agentmesh/agentmesh/internal/transport"
 )
 
@@ -59,6 +62,11 @@ type Config struct {
 	// should see why nothing happens. Zero means DefaultSlowAfter; a
 	// negative value never logs.
 	SlowAfter time.Duration
+	// TracerProvider, when set, traces every message sent to the gateway
+	// as a client span and propagates its context to the gateway (W3C
+	// traceparent in HTTP headers and, from MCP 2026-07-28 on, in
+	// params._meta); nil traces nothing. See package tracing.
+	TracerProvider trace.TracerProvider
 }
 
 // DefaultSlowAfter is Config.SlowAfter's default.
@@ -77,6 +85,7 @@ type Connector struct {
 	dialRaw   func(ctx context.Context, network, addr string) (net.Conn, error)
 	scheme    string // of gateway URLs: https, or http with Config.Dial
 	maxMsg    int
+	tr        tracing.Tracer
 
 	// gw is the most recently resolved gateway; requests are addressed to
 	// it, and every new dial re-resolves and refreshes it.
@@ -121,6 +130,7 @@ func New(cfg Config) (*Connector, error) {
 		resolve:   cfg.Resolve,
 		log:       log,
 		maxMsg:    maxMsg,
+		tr:        tracing.NewTracer(cfg.TracerProvider, "connector"),
 		scheme:    tc.Scheme(),
 		transport: tr,
 		client:    transport.Client(tr),
@@ -249,6 +259,9 @@ func (c *Connector) roundTrip(ctx context.Context, build func(ctx context.Contex
 				return nil, firstErr
 			}
 			return nil, err
+		}
+		if c.tr.On() {
+			tracing.Inject(ctx, req.Header)
 		}
 		resp, err := c.client.Do(req)
 		if err == nil {

@@ -54,4 +54,12 @@
 //     When the gateway fails at the HTTP level the request is answered with a
 //     JSON-RPC error ([CodeGatewayHTTPError], [CodeGatewayUnreachable]) so the
 //     agent never hangs.
+//
+// With Config.TracerProvider set, every message sent to the gateway is a
+// client span (trace.go) continuing the agent's trace context (params._meta,
+// else the local request's headers), and its context goes to the gateway
+// in the traceparent header and, for MCP 2026-07-28, in params._meta: the
+// one case where the connector rewrites a message, and only one the strict
+// decoder accepts. The HTTP endpoint then reads a POST body whole (up to
+// MaxMessageBytes) instead of streaming it.
 package connector

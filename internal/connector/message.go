@@ -34,6 +34,9 @@ type message struct {
 	name string
 	// version is params._meta[mcpwire.MetaKeyProtocolVersion], if any.
 	version string
+	// traceparent and tracestate are params._meta's trace context (W3C
+	// Trace Context, SEP-414), if the agent sent one.
+	traceparent, tracestate string
 	// cancelID is params.requestId of notifications/cancelled.
 	cancelID  json.RawMessage
 	hasError  bool
@@ -109,6 +112,8 @@ func (m *message) parseParams(raw json.RawMessage) {
 	if v, ok := p.Meta[mcpwire.MetaKeyProtocolVersion]; ok {
 		m.version = jsonString(v)
 	}
+	m.traceparent = jsonString(p.Meta["traceparent"])
+	m.tracestate = jsonString(p.Meta["tracestate"])
 	switch m.method {
 	case "tools/call", "prompts/get":
 		m.name = jsonString(p.Name)

@@ -105,12 +105,15 @@ func (p *proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		stopWatch = p.c.watchSlow(method)
 	}
-	resp, err := p.c.roundTrip(r.Context(), func(ctx context.Context, endpoint string) (*http.Request, error) {
-		if body.touched.Load() {
-			return nil, errNotReplayable
-		}
+	ctx, traced, span := p.trace(r, body)
+	resp, err := p.c.roundTrip(ctx, func(ctx context.Context, endpoint string) (*http.Request, error) {
 		var b io.Reader = body
-		if r.ContentLength == 0 && r.Method != http.MethodPost {
+		switch {
+		case traced != nil:
+			b = traced.reader()
+		case body.touched.Load():
+			return nil, errNotReplayable
+		case r.ContentLength == 0 && r.Method != http.MethodPost:
 			b = nil
 		}
 		req, err := http.NewRequestWithContext(ctx, r.Method, endpoint, b)
@@ -119,6 +122,9 @@ func (p *proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		if b != nil {
 			req.ContentLength = r.ContentLength
+			if traced != nil {
+				req.ContentLength = traced.length()
+			}
 			if req.ContentLength == 0 {
 				req.Body = http.NoBody
 			}
@@ -138,6 +144,7 @@ func (p *proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return req, nil
 	})
 	stopWatch()
+	defer traceEnd(span, statusOf(resp), err)
 	if err != nil {
 		if r.Context().Err() == nil {
 			p.c.log.Warn("gateway unreachable", "method", r.Method, "err", err)

@@ -270,9 +270,14 @@ func (s *stdioSession) newPOST(m *message, onWritten func()) func(ctx context.Co
 		// A new session: never send the previous one's headers.
 		negotiated, sessionID = "", ""
 	}
+	version := m.version
+	if version == "" {
+		version = negotiated
+	}
 	return func(ctx context.Context, endpoint string) (*http.Request, error) {
+		body := s.c.withTraceMeta(ctx, m, version)
 		ctx = withWroteRequest(ctx, onWritten)
-		req, err := http.NewRequestWithContext(ctx, http.MethodPost, endpoint, bytes.NewReader(m.raw))
+		req, err := http.NewRequestWithContext(ctx, http.MethodPost, endpoint, bytes.NewReader(body))
 		if err != nil {
 			return nil, err
 		}
@@ -294,7 +299,9 @@ func (s *stdioSession) newPOST(m *message, onWritten func()) func(ctx context.Co
 // order.
 func (s *stdioSession) post(m *message, markSent func()) {
 	defer markSent()
-	resp, err := s.c.roundTrip(s.ctx, s.newPOST(m, func() {}))
+	ctx, span := s.c.traceStart(s.ctx, nil, m, http.MethodPost)
+	resp, err := s.c.roundTrip(ctx, s.newPOST(m, func() {}))
+	defer traceEnd(span, statusOf(resp), err)
 	if err != nil {
 		if s.ctx.Err() == nil {
 			s.c.log.Warn("forward message to gateway", "method", m.method, "err", err)
@@ -338,7 +345,10 @@ func (s *stdioSession) call(ctx context.Context, m *message, countPending bool, 
 	defer rp.release()
 
 	stopWatch := s.c.watchSlow(m.method)
-	resp, err := s.c.roundTrip(ctx, s.newPOST(m, markSent))
+	tctx, span := s.c.traceStart(ctx, nil, m, http.MethodPost)
+	resp, err := s.c.roundTrip(tctx, s.newPOST(m, markSent))
+	// The span covers the whole answer, streamed or not.
+	defer traceEnd(span, statusOf(resp), err)
 	stopWatch()
 	markSent()
 	if err != nil {

@@ -110,6 +110,13 @@ func Connect(ctx context.Context, cfg ConnectConfig) (err error) {
 		cc = meshConnector(n, kind, cfg.Service, log)
 		checkService(ctx, n, kind, cfg.Service, log)
 	}
+	traces, stopTraces, err := startTraces(ctx, "connector", s.Node, log)
+	if err != nil {
+		return err
+	}
+	defer stopTraces()
+	cc.TracerProvider = traces.TracerProvider()
+	s.Traces = traces.Endpoint()
 	ready(cfg.Ready, s)
 	ln2 := ln
 	ln = nil // the relay owns it now
@@ -271,7 +278,7 @@ func (cfg *ConnectConfig) tailnet(ctx context.Context, log *slog.Logger) (io.Clo
 func relay(ctx context.Context, kind identity.Kind, ln net.Listener, auth loopback.Auth, stdin io.Reader, stdout io.Writer, cfg connector.Config) error {
 	var err error
 	if kind == identity.KindModel {
-		err = serveModel(ctx, modelconn.Config{Resolve: cfg.Resolve, TLS: cfg.TLS, Dial: cfg.Dial, Logger: cfg.Logger}, ln, auth)
+		err = serveModel(ctx, modelconn.Config{Resolve: cfg.Resolve, TLS: cfg.TLS, Dial: cfg.Dial, Logger: cfg.Logger, TracerProvider: cfg.TracerProvider}, ln, auth)
 	} else {
 		err = serveMCP(ctx, cfg, ln, auth, stdin, stdout)
 	}

@@ -1,9 +1,13 @@
 package engine
 
 import (
+	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
+
+	"github.com/agentmesh/agentmesh/internal/tracing"
 )
 
 var (
@@ -47,6 +51,9 @@ type Serving struct {
 	Rules string `json:"rules,omitempty"`
 	// Upstream is a model gateway's upstream base URL.
 	Upstream string `json:"upstream,omitempty"`
+	// Traces is where the component exports its spans (OTLP/HTTP), ""
+	// when it does not (see package tracing).
+	Traces string `json:"traces,omitempty"`
 	// AdminState is, for the coordinator, the state directory of the
 	// first admin identity (what admin commands take as --state).
 	AdminState string `json:"admin_state,omitempty"`
@@ -57,6 +64,22 @@ func ready(f func(Serving), s Serving) {
 	if f != nil {
 		f(s)
 	}
+}
+
+// startTraces returns the tracing of one component as the environment
+// configures it, and the function that flushes and stops it.
+func startTraces(ctx context.Context, component, node string, log *slog.Logger) (*tracing.Provider, func(), error) {
+	tp, err := tracing.FromEnv(ctx, tracing.Options{Component: component, Node: node})
+	if err != nil {
+		return nil, nil, fmt.Errorf("%w: %w", ErrConfig, err)
+	}
+	return tp, func() {
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), tracing.ShutdownTimeout)
+		defer cancel()
+		if err := tp.Shutdown(sctx); err != nil {
+			log.Warn("traces: the last spans may not have reached the collector", "err", err)
+		}
+	}, nil
 }
 
 // logger returns l, or one that discards.

@@ -26,6 +26,7 @@ import (
 	"github.com/agentmesh/agentmesh/internal/node"
 	"github.com/agentmesh/agentmesh/internal/pki"
 	"github.com/agentmesh/agentmesh/internal/reason"
+	"github.com/agentmesh/agentmesh/internal/tracing"
 )
 
 // DefaultGatewayListen is where a gateway listens unless told otherwise:
@@ -141,6 +142,9 @@ type gatewayNode struct {
 	self identity.ID
 	log  *slog.Logger
 
+	// traces is the tracing of the node's MCP gateways.
+	traces *tracing.Provider
+
 	mu     sync.Mutex
 	fronts []frontend
 	latest *node.View
@@ -179,7 +183,7 @@ func (g *gatewayNode) newFrontend(tlsCfg *tls.Config, ident admission.Identifier
 	if g.self.Kind == identity.KindModel {
 		f, err = modelgw.New(modelgw.Config{TLS: tlsCfg, Identifier: ident, Upstream: cfg.UpstreamURL, Audit: g.n, Refusals: g.n.Refusals,
 			StateDir: limitsDir, MaxBodyBytes: int64(maxBytes), Bodies: c.Bodies,
-			MaxRequestsPerPeer: c.RequestsPerPeer, Logger: g.log}, nil)
+			MaxRequestsPerPeer: c.RequestsPerPeer, Logger: g.log, TracerProvider: g.traces.TracerProvider()}, nil)
 	} else {
 		var up gateway.Upstream = gateway.HTTPUpstream{URL: cfg.UpstreamURL}
 		if cfg.UpstreamHandler != nil {
@@ -193,7 +197,7 @@ func (g *gatewayNode) newFrontend(tlsCfg *tls.Config, ident admission.Identifier
 			up = gateway.CommandUpstream{Argv: cfg.UpstreamCommand, Stderr: stderr}
 		}
 		f, err = gateway.New(gateway.Config{TLS: tlsCfg, Identifier: ident, Upstream: up, Audit: g.n, Refusals: g.n.Refusals,
-			Limits: mcpwire.Limits{MaxBytes: maxBytes}, Logger: g.log, RecordArgsHash: cfg.RecordArgsHash,
+			Limits: mcpwire.Limits{MaxBytes: maxBytes}, Logger: g.log, RecordArgsHash: cfg.RecordArgsHash, TracerProvider: g.traces.TracerProvider(),
 			MaxRequestsPerPeer: c.RequestsPerPeer, MaxSessionsPerPeer: c.SessionsPerPeer,
 			MaxProcessesPerPeer: c.ProcessesPerPeer, MaxProcesses: c.Processes, Bodies: c.Bodies}, nil)
 	}
@@ -237,6 +241,12 @@ func ServeGateway(ctx context.Context, cfg GatewayConfig) error {
 // upstream checkUpstream has checked (warnUpstream tells once serving).
 func (e *Node) serveGateway(ctx context.Context, cfg *GatewayConfig, warnUpstream func(*slog.Logger)) error {
 	g := &gatewayNode{cfg: cfg, log: logger(cfg.Logger), n: e.n, self: e.n.ID()}
+	traces, stopTraces, err := startTraces(ctx, "gateway", g.self.String(), g.log)
+	if err != nil {
+		return err
+	}
+	defer stopTraces()
+	g.traces = traces
 	switch {
 	case !g.self.Kind.Serves():
 		return fmt.Errorf("%w: this node is %s; only tool and model nodes serve (join with a key of kind tool or model)", ErrConfig, g.self.Kind.WithArticle())
@@ -317,6 +327,7 @@ func (g *gatewayNode) serveMTLS(ctx context.Context, api, path string) ([]task, 
 	}
 	g.awaitCurrentView(ctx)
 	s := Serving{Component: "gateway", Node: g.self.String(), API: api, Network: "mtls", Addr: addr, URL: "https://" + addr + path}
+	s.Traces = g.traces.Endpoint()
 	if api == "model" {
 		s.Upstream = g.cfg.UpstreamURL
 	}
@@ -368,6 +379,7 @@ func (g *gatewayNode) serveTailnet(ctx context.Context, api, path string) (io.Cl
 		g.n.Listening(url) // else the lock file names the mTLS listener
 	}
 	s := Serving{Component: "gateway", Node: g.self.String(), API: api, Network: "tailnet", Addr: ln.Addr().String(), URL: url, Rules: tc.rulesNote()}
+	s.Traces = g.traces.Endpoint()
 	if api == "model" {
 		s.Upstream = g.cfg.UpstreamURL
 	}

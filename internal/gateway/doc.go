@@ -143,4 +143,14 @@
 // with the SDK's unsupported-version error so clients fall back to
 // initialize. Server-to-client messages of a stdio upstream travel on the
 // session's GET stream.
+//
+// # Tracing
+//
+// With Config.TracerProvider set, every admitted request is a server span
+// (trace.go) whose parent is the caller's W3C trace context (headers, or
+// params._meta from MCP 2026-07-28 on), with children for the decision and
+// the upstream hop; the upstream's request carries the hop's context in
+// its headers and, from 2026-07-28 on, in _meta (the only change the
+// gateway makes to a forwarded body, after the decision). The trace
+// context is read after admission and never reaches a decision.
 package gateway

@@ -12,6 +12,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/agentmesh/agentmesh/internal/admission"
 	"github.com/agentmesh/agentmesh/internal/audit"
 	"github.com/agentmesh/agentmesh/internal/budget"
@@ -19,6 +21,7 @@ import (
 	"github.com/agentmesh/agentmesh/internal/httpserver"
 	"github.com/agentmesh/agentmesh/internal/mcpwire"
 	"github.com/agentmesh/agentmesh/internal/reason"
+	"github.com/agentmesh/agentmesh/internal/tracing"
 )
 
 // Upstream is where allowed messages go: HTTPUpstream, CommandUpstream or
@@ -74,6 +77,11 @@ type Config struct {
 	Logger *slog.Logger
 	// Now is the clock of audit events and latencies; nil is time.Now.
 	Now func() time.Time
+	// TracerProvider, when set, traces every admitted request (a server
+	// span with children for the decision and the upstream hop) and
+	// propagates the trace to the upstream; nil traces nothing. See
+	// package tracing.
+	TracerProvider trace.TracerProvider
 	// RecordArgsHash stores the SHA-256 of tool call arguments in audit
 	// events.
 	RecordArgsHash bool
@@ -136,6 +144,7 @@ type Gateway struct {
 	log      *slog.Logger
 	now      func() time.Time
 	maxBytes int64
+	tr       tracing.Tracer
 
 	state    atomic.Pointer[admission.State]
 	up       upstream
@@ -175,7 +184,7 @@ func New(cfg Config, initial *admission.State) (*Gateway, error) {
 	if cfg.Audit == nil {
 		return nil, fmt.Errorf("%w: Audit recorder is required", ErrConfig)
 	}
-	g := &Gateway{cfg: cfg, log: cfg.Logger, now: cfg.Now}
+	g := &Gateway{cfg: cfg, log: cfg.Logger, now: cfg.Now, tr: tracing.NewTracer(cfg.TracerProvider, "gateway")}
 	if g.log == nil {
 		g.log = slog.New(slog.DiscardHandler)
 	}

@@ -42,6 +42,8 @@ type exchange struct {
 	slots sessionSlots
 	// inFlight counts the request among its peer's until it is done.
 	inFlight *budget.Lease
+	// trace is the request's tracing (nothing when tracing is off).
+	trace traceState
 }
 
 func (g *Gateway) serveMCP(w http.ResponseWriter, r *http.Request) {
@@ -63,6 +65,8 @@ func (g *Gateway) serveMCP(w http.ResponseWriter, r *http.Request) {
 		Dst: p.state.Dst(), PolicyVersion: p.state.PolicyVersion(),
 	}
 	x := &exchange{peer: p, ev: ev, start: start}
+	g.traceBegin(r, x)
+	defer g.traceEnd(r, x)
 	defer func() {
 		if x.entered != nil {
 			x.entered.leave(g.now())
@@ -121,6 +125,8 @@ func (g *Gateway) serveMCP(w http.ResponseWriter, r *http.Request) {
 // spool file, where killing the process cannot lose it). The event's latency
 // is the time to the response head, its outcome the one known then.
 func (g *Gateway) forward(w http.ResponseWriter, r *http.Request, x *exchange) {
+	r, end := g.traceUpstream(r, x)
+	defer end()
 	aw := &auditWriter{ResponseWriter: w, g: g, r: r, x: x}
 	g.up.forward(aw, r, x)
 }
@@ -219,6 +225,7 @@ func (g *Gateway) servePost(w http.ResponseWriter, r *http.Request, x *exchange)
 	if m.Kind == mcpwire.KindResponse {
 		ev.Method = "response"
 	}
+	g.traceMessage(r, x, m)
 	why := headerCheck(r.Header, m)
 	if why == "" {
 		why = g.paramCheck(r.Header, m)
@@ -238,6 +245,7 @@ func (g *Gateway) servePost(w http.ResponseWriter, r *http.Request, x *exchange)
 	x.v = v
 	ev.Tool, ev.Resource, ev.Prompt, ev.ArgsSHA256 = v.tool, v.resource, v.prompt, v.argsHash
 	ev.Rule, ev.PolicyVersion = v.rule(), v.version
+	g.traceDecided(r, x, v)
 	if !v.allow {
 		status := http.StatusOK
 		if m.Kind != mcpwire.KindRequest {

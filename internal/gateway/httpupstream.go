@@ -23,6 +23,7 @@ import (
 	"github.com/agentmesh/agentmesh/internal/policy"
 	"github.com/agentmesh/agentmesh/internal/reason"
 	"github.com/agentmesh/agentmesh/internal/sse"
+	"github.com/agentmesh/agentmesh/internal/tracing"
 )
 
 // httpUpstream forwards to a Streamable HTTP MCP server.
@@ -246,6 +247,9 @@ func (u *httpUpstream) do(ctx context.Context, r *http.Request, x *exchange) (*h
 		}
 		for k, vs := range u.header {
 			req.Header[k] = vs
+		}
+		if u.g.tr.On() {
+			tracing.Inject(ctx, req.Header)
 		}
 		rt := u.rt
 		if attempt > 0 && u.fresh != nil {

@@ -27,7 +27,7 @@ var layers = []layer{
 	{name: "foundation", may: []string{"foundation"}, pkgs: []string{
 		"audit", "authkey", "backoff", "budget", "connlimit", "controlapi", "dirlock", "durable", "httpserver",
 		"identity", "loopback", "mcpwire", "modelwire", "netmap", "pki", "policy", "reason", "sealed", "sse",
-		"store", "termtext", "transport", "/examples", "/examples/ledger",
+		"store", "termtext", "tracing", "transport", "/examples", "/examples/ledger",
 	}},
 	{name: "components", may: []string{"foundation", "components"}, pkgs: []string{
 		"admission", "audit/auditstore", "audit/spool", "connector", "connector/modelconn",

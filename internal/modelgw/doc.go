@@ -112,4 +112,11 @@
 // usage_required), 408 (body_timeout), 413 (too_large), 429 (limit_rpm,
 // limit_tokens, too_many_requests, over_budget), 502 (upstream_error) or 503
 // (limits_unavailable, audit_failed, over_budget).
+//
+// With Config.TracerProvider set, every admitted request is a server span
+// (trace.go) under the caller's W3C traceparent header (an admitted,
+// authenticated peer; the trace context reaches no decision), carrying
+// the decision, model, policy version and audit event id, with a child
+// span for the upstream hop whose context goes to the upstream in its
+// traceparent header.
 package modelgw

@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"go.opentelemetry.io/otel/trace"
 	"go.uber.org/goleak"
 
 	"github.com/agentmesh/agentmesh/internal/admission"
@@ -91,6 +92,7 @@ type fixture struct {
 	// cfgRequests is Config.MaxRequestsPerPeer for the next start.
 	cfgRequests int
 	log         io.Writer
+	tracer      trace.TracerProvider
 }
 
 type fixtureOpts struct {
@@ -108,6 +110,8 @@ type fixtureOpts struct {
 	// log, if set, receives the gateway's log (its http.Server's too) at
 	// debug level.
 	log io.Writer
+	// tracer is Config.TracerProvider.
+	tracer trace.TracerProvider
 }
 
 func newFixture(t testing.TB, o fixtureOpts) *fixture {
@@ -129,7 +133,7 @@ func newFixture(t testing.TB, o fixtureOpts) *fixture {
 	hs := httptest.NewServer(f.up)
 	t.Cleanup(hs.Close)
 	f.upURL = hs.URL
-	f.stateDir, f.maxResp, f.bodies, f.log = o.stateDir, o.maxResponse, o.bodies, o.log
+	f.stateDir, f.maxResp, f.bodies, f.log, f.tracer = o.stateDir, o.maxResponse, o.bodies, o.log, o.tracer
 	if o.aggregate {
 		f.refusals = f.rec.Refusals()
 	}
@@ -156,6 +160,7 @@ func (f *fixture) start(doc string) {
 		Now:                f.clock.now,
 		Refusals:           f.refusals,
 		Logger:             f.logger(),
+		TracerProvider:     f.tracer,
 	}, f.state(doc))
 	if err != nil {
 		f.t.Fatal(err)
@@ -208,8 +213,9 @@ func (f *fixture) client(cert *tls.Certificate) *http.Client {
 func (f *fixture) local(cert *tls.Certificate) string {
 	f.t.Helper()
 	l, err := modelconn.New(modelconn.Config{
-		Resolve: func(context.Context) (string, error) { return "https://" + f.addr, nil },
-		TLS:     pki.ClientTLS(func() *tls.Certificate { return cert }, f.mesh.Verifier, pki.ExpectServer(f.gwID)),
+		Resolve:        func(context.Context) (string, error) { return "https://" + f.addr, nil },
+		TLS:            pki.ClientTLS(func() *tls.Certificate { return cert }, f.mesh.Verifier, pki.ExpectServer(f.gwID)),
+		TracerProvider: f.tracer,
 	})
 	if err != nil {
 		f.t.Fatal(err)

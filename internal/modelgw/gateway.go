@@ -14,11 +14,14 @@ import (
 	"sync/atomic"
 	"time"
 
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/agentmesh/agentmesh/internal/admission"
 	"github.com/agentmesh/agentmesh/internal/audit"
 	"github.com/agentmesh/agentmesh/internal/budget"
 	"github.com/agentmesh/agentmesh/internal/connlimit"
 	"github.com/agentmesh/agentmesh/internal/httpserver"
+	"github.com/agentmesh/agentmesh/internal/tracing"
 )
 
 // Defaults of Config.
@@ -84,6 +87,10 @@ type Config struct {
 	MaxResponseBytes int64
 	// Logger is for operators; nil discards.
 	Logger *slog.Logger
+	// TracerProvider, when set, traces every admitted request (a server
+	// span and the upstream hop) and propagates W3C trace context to the
+	// upstream in headers; nil traces nothing. See package tracing.
+	TracerProvider trace.TracerProvider
 	// Now is the clock of audit events, latencies and limit windows; nil is
 	// time.Now.
 	Now func() time.Time
@@ -95,6 +102,7 @@ type Gateway struct {
 	cfg      Config
 	log      *slog.Logger
 	now      func() time.Time
+	tr       tracing.Tracer
 	upstream *url.URL
 	client   *http.Client
 	state    atomic.Pointer[admission.State]
@@ -126,7 +134,8 @@ func New(cfg Config, initial *admission.State) (*Gateway, error) {
 	}
 	u.Path = strings.TrimSuffix(strings.TrimSuffix(u.Path, "/"), "/v1")
 	u.RawPath = ""
-	g := &Gateway{cfg: cfg, log: cfg.Logger, now: cfg.Now, upstream: u, flights: map[*flight]struct{}{}}
+	g := &Gateway{cfg: cfg, log: cfg.Logger, now: cfg.Now, upstream: u, flights: map[*flight]struct{}{},
+		tr: tracing.NewTracer(cfg.TracerProvider, "modelgw")}
 	if g.log == nil {
 		g.log = slog.New(slog.DiscardHandler)
 	}

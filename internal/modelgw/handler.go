@@ -12,6 +12,8 @@ import (
 	"strings"
 	"time"
 
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/agentmesh/agentmesh/internal/admission"
 	"github.com/agentmesh/agentmesh/internal/audit"
 	"github.com/agentmesh/agentmesh/internal/budget"
@@ -19,6 +21,7 @@ import (
 	"github.com/agentmesh/agentmesh/internal/modelwire"
 	"github.com/agentmesh/agentmesh/internal/policy"
 	"github.com/agentmesh/agentmesh/internal/reason"
+	"github.com/agentmesh/agentmesh/internal/tracing"
 )
 
 // modelRoutes are the POST paths decided on the body's "model".
@@ -97,6 +100,8 @@ func (g *Gateway) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	if !g.admit(w, r, x) {
 		return
 	}
+	r, endTrace := g.traceServer(r, x)
+	defer endTrace()
 	inFlight, ok := g.takeSlot(w, r, x)
 	if !ok {
 		return
@@ -356,7 +361,13 @@ func (g *Gateway) forward(w http.ResponseWriter, r *http.Request, x *request, bo
 	if body != nil {
 		rd = bytes.NewReader(body)
 	}
-	out, err := http.NewRequestWithContext(r.Context(), r.Method, u.String(), rd)
+	ctx := r.Context()
+	if g.tr.On() {
+		var span trace.Span
+		ctx, span = g.traceUpstream(ctx)
+		defer span.End()
+	}
+	out, err := http.NewRequestWithContext(ctx, r.Method, u.String(), rd)
 	if err != nil {
 		g.upstreamFailed(w, r, x, err)
 		return
@@ -364,6 +375,9 @@ func (g *Gateway) forward(w http.ResponseWriter, r *http.Request, x *request, bo
 	mcpwire.CopyHeaders(out.Header, r.Header, forwardHeaders...)
 	for k, vs := range g.cfg.UpstreamHeader {
 		out.Header[http.CanonicalHeaderKey(k)] = vs
+	}
+	if g.tr.On() {
+		tracing.Inject(ctx, out.Header)
 	}
 	resp, err := g.client.Do(out)
 	if err != nil {

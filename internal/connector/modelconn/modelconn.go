@@ -42,10 +42,15 @@ import (
 	"net/url"
 	"time"
 
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/agentmesh/agentmesh/internal/httpserver"
 	"github.com/agentmesh/agentmesh/internal/loopback"
 	"github.com/agentmesh/agentmesh/internal/modelwire"
 	"github.com/agentmesh/agentmesh/internal/reason"
+	"github.com/agentmesh/agentmesh/internal/tracing"
 	"github.com/agentmesh/agentmesh/internal/transport"
 )
 
@@ -79,6 +84,11 @@ type Config struct {
 	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
 	// Logger is for operators; nil discards.
 	Logger *slog.Logger
+	// TracerProvider, when set, traces every request relayed to the
+	// gateway as a client span continuing the client's W3C trace context
+	// (traceparent header), and sends the span's context to the gateway;
+	// nil traces nothing (a client's traceparent then passes as it came).
+	TracerProvider trace.TracerProvider
 }
 
 // Endpoint is the local side of a model endpoint.
@@ -88,6 +98,7 @@ type Endpoint struct {
 	log       *slog.Logger
 	transport *http.Transport
 	proxy     *httputil.ReverseProxy
+	tr        tracing.Tracer
 }
 
 type gatewayKey struct{}
@@ -106,7 +117,8 @@ func New(cfg Config) (*Endpoint, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrConfig, err)
 	}
-	e := &Endpoint{resolve: cfg.Resolve, log: cfg.Logger, scheme: tc.Scheme(), transport: tr}
+	e := &Endpoint{resolve: cfg.Resolve, log: cfg.Logger, scheme: tc.Scheme(), transport: tr,
+		tr: tracing.NewTracer(cfg.TracerProvider, "modelconn")}
 	if e.log == nil {
 		e.log = slog.New(slog.DiscardHandler)
 	}
@@ -123,8 +135,18 @@ func New(cfg Config) (*Endpoint, error) {
 			for _, k := range dropHeaders {
 				pr.Out.Header.Del(k)
 			}
+			if e.tr.On() {
+				tracing.Inject(pr.In.Context(), pr.Out.Header)
+			}
+		},
+		ModifyResponse: func(resp *http.Response) error {
+			if e.tr.On() {
+				trace.SpanFromContext(resp.Request.Context()).SetAttributes(attribute.Int(tracing.AttrStatusCode, resp.StatusCode))
+			}
+			return nil
 		},
 		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
+			trace.SpanFromContext(r.Context()).SetStatus(codes.Error, "gateway unreachable")
 			e.log.Warn("local model endpoint: gateway request failed", "err", err)
 			unreachable(w, "the model gateway could not be reached")
 		},
@@ -168,7 +190,18 @@ func (e *Endpoint) Handler(guard *loopback.Guard) http.Handler {
 			return
 		}
 		base.Path, base.RawPath = "", ""
-		e.proxy.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), gatewayKey{}, base)))
+		ctx := context.WithValue(r.Context(), gatewayKey{}, base)
+		if e.tr.On() {
+			// The client is this node's own (it holds the endpoint's
+			// token or socket): its trace context is the parent, and
+			// nothing more.
+			ctx, _ = tracing.Extract(ctx, r.Header)
+			var span trace.Span
+			ctx, span = e.tr.Start(ctx, r.Method+" "+r.URL.Path, trace.SpanKindClient,
+				attribute.String("http.request.method", r.Method), attribute.String("url.path", r.URL.Path))
+			defer span.End()
+		}
+		e.proxy.ServeHTTP(w, r.WithContext(ctx))
 	})
 }
 
