@@ -303,7 +303,6 @@ func validName(s string) bool {
 	return true
 }
 
-
 // cdec walks a parsed HuJSON tree strictly, collecting errors.
 type cdec struct {
 	name string
