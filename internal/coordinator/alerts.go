@@ -518,3 +518,15 @@ func (c *Coordinator) certIssued(ctx context.Context, incarnation string, cert *
 		c.log.Warn("coordinator: recording a certificate's expiry", "err", err)
 	}
 }
+
+// AlertReceivers names the webhooks alerts go to (none: alerts are off).
+func (c *Coordinator) AlertReceivers() []string {
+	if c.alerts == nil {
+		return nil
+	}
+	var names []string
+	for _, r := range c.alerts.cfg.Receivers {
+		names = append(names, r.Name)
+	}
+	return names
+}
