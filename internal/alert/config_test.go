@@ -107,3 +107,19 @@ func TestLoadRefusesASecretFileOthersCanRead(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+func TestExampleAlertsFileParses(t *testing.T) {
+	doc, err := os.ReadFile("../../examples/alerts.hujson")
+	if err != nil {
+		t.Fatal(err)
+	}
+	env := testEnv(map[string]string{"/etc/agentmesh/oncall-webhook.secret": "oncall-secret-0123456789"},
+		map[string]string{"AGENTMESH_COLLECTOR_SECRET": "collector-secret-0123456789"})
+	cfg, err := Parse("examples/alerts.hujson", doc, env)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(cfg.Receivers) != 2 || cfg.Thresholds.VerifyEvery != time.Hour || cfg.Delivery.MaxAttempts != 6 {
+		t.Fatalf("parsed %+v", cfg)
+	}
+}
