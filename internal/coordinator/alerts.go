@@ -371,10 +371,13 @@ func (a *alerter) verified(rep audit.Report, how string) {
 	a.raise(al)
 }
 
-// raiseToolChanged is for tool pinning, which does not exist yet: it
-// raises tool_changed for tool on node.
-func (a *alerter) raiseToolChanged(node, tool, pinned, changed string) {
-	a.raise(alert.ToolChangedAlert(node, tool, pinned, changed, a.c.now()))
+// AlertToolChanged raises tool_changed: the definition of tool on the
+// service node changed from the pinned digest to the changed one. It is
+// for tool pinning, which does not exist yet: nothing calls it today.
+// Each new definition alerts once. Without alerts configured it does
+// nothing.
+func (c *Coordinator) AlertToolChanged(node, tool, pinned, changed string) {
+	c.alerts.raise(alert.ToolChangedAlert(node, tool, pinned, changed, c.now()))
 }
 
 // periodic checks renewals (and verifies the trail, when configured).
@@ -507,8 +510,6 @@ func (l *lru[V]) put(k string, v V) {
 	}
 	l.m[k] = l.order.PushFront(&lruEntry[V]{k: k, v: v})
 }
-
-func (l *lru[V]) len() int { return l.order.Len() }
 
 // certIssued records a certificate's expiry for renewal_failing. A
 // failure is logged: the certificate is good, and the worst outcome is a

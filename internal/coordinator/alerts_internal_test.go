@@ -202,6 +202,24 @@ func TestSpoolBacklogAndRenewalFailingAlerts(t *testing.T) {
 	if r.Kind != alert.RenewalFailing || r.Subject != "stale" || r.Details["expired"] != false {
 		t.Fatalf("alert %+v, want renewal_failing for stale", r)
 	}
+
+	// tool_changed, which tool pinning will raise.
+	co.AlertToolChanged("files", "read_file", "aaaa", "bbbb")
+	tc := rcv.next(alert.RenewalFailing)
+	if tc.Kind != alert.ToolChanged || tc.Subject != "files/read_file" || tc.Details["new_sha256"] != "bbbb" {
+		t.Fatalf("alert %+v, want tool_changed for files/read_file", tc)
+	}
+}
+
+func TestAuditVerifyProblemRaisesAnAlert(t *testing.T) {
+	rcv := newReceiver(t)
+	co := startAlerting(t, Config{Alerts: rcv.config(alert.Thresholds{})})
+	co.alerts.verified(audit.Report{OK: true, Events: 3}, "test")
+	co.alerts.verified(audit.Report{OK: false, Events: 3, BrokenSeq: 2, Problem: "event 2 does not hash to the chain"}, "test")
+	a := rcv.next()
+	if a.Kind != alert.AuditVerify || a.Details["broken_seq"] != float64(2) || !strings.Contains(a.Summary, "does not hash") {
+		t.Fatalf("alert %+v, want audit_verify for the broken chain (and none for the intact one)", a)
+	}
 }
 
 // TestAlertIsClaimedOnce: the claim key (kind, subject, window) admits
