@@ -187,6 +187,10 @@ func (d *cdec) receiver(v *hujson.Value, path string) (Receiver, bool) {
 		"secret_file": func(v *hujson.Value, p string) { secretOff = v.StartOffset; secretFile = d.str(v, p) },
 		"secret_env":  func(v *hujson.Value, p string) { secretOff = v.StartOffset; secretEnv = d.str(v, p) },
 		"kinds": func(v *hujson.Value, p string) {
+			if arr, ok := v.Value.(*hujson.Array); ok && len(arr.Elements) == 0 {
+				d.fail(v.StartOffset, p, "an empty list would send nothing; leave \"kinds\" out for every kind")
+				return
+			}
 			d.array(v, p, func(ev *hujson.Value, ep string) {
 				if s := d.str(ev, ep); s != "" {
 					k, err := ParseKind(s)

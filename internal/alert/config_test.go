@@ -62,6 +62,7 @@ func TestParseNamesTheLineOfEachProblem(t *testing.T) {
 		{"http off loopback", "{\"receivers\": [\n{\"name\": \"a\", \"url\": \"http://hooks.example.com/\", \"secret_file\": \"/s/ok\"}]}", []string{":2:22: receivers[0].url: http is allowed only to a loopback"}},
 		{"short secret", "{\"receivers\": [\n{\"name\": \"a\", \"url\": \"https://x/\",\n \"secret_file\": \"/s/short\"}]}", []string{":3:17: receivers[0]: the secret is 5 bytes"}},
 		{"missing env", "{\"receivers\": [{\"name\": \"a\", \"url\": \"https://x/\", \"secret_env\": \"NOPE\"}]}", []string{"environment variable NOPE is not set"}},
+		{"empty kinds", "{\"receivers\": [{\"name\": \"a\", \"url\": \"https://x/\", \"secret_file\": \"/s/ok\", \"kinds\": []}]}", []string{"an empty list would send nothing"}},
 		{"no secret", "{\"receivers\": [{\"name\": \"a\", \"url\": \"https://x/\"}]}", []string{"a receiver needs a secret"}},
 		{"credentials in url", "{\"receivers\": [{\"name\": \"a\", \"url\": \"https://u:p@x/\", \"secret_file\": \"/s/ok\"}]}", []string{"credentials in the URL"}},
 		{"bad threshold", "{\"receivers\": [],\n\"thresholds\": {\"denials_per_minute\": 0,\n \"spool_backlog\": \"soon\"}}",

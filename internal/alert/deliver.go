@@ -184,6 +184,8 @@ func (s *Sender) Run(ctx context.Context) {
 		wg.Go(func() { s.drain(ctx, ob) })
 	}
 	wg.Wait()
+	// Kept-alive connections to receivers hold goroutines of their own.
+	s.client.CloseIdleConnections()
 }
 
 func (s *Sender) drain(ctx context.Context, ob *outbox) {
