@@ -6,6 +6,8 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -145,3 +147,53 @@ func TestSenderGivesUpAfterMaxAttemptsAndDoesNotRetryA4xx(t *testing.T) {
 type AfterFuncClock func(time.Duration) <-chan time.Time
 
 func (f AfterFuncClock) After(d time.Duration) <-chan time.Time { return f(d) }
+
+func TestSenderBoundsEachRequestAndTheAnswerItReads(t *testing.T) {
+	release := make(chan struct{})
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case "/hang":
+			select {
+			case <-release:
+			case <-r.Context().Done():
+			}
+		case "/flood":
+			// Far more than MaxResponseBody: the sender reads its bound
+			// and hangs up; the handler's writes then fail.
+			chunk := make([]byte, 64<<10)
+			for i := 0; i < 1024; i++ {
+				if _, err := w.Write(chunk); err != nil {
+					return
+				}
+			}
+		}
+	}))
+	defer srv.Close()
+	defer close(release)
+	attempts := make(chan Attempt, 10)
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	defer func() { cancel(); wg.Wait() }()
+	// A short timeout for the receiver that never answers; the default
+	// for the flood, so that a slow machine does not time it out.
+	for _, r := range []struct {
+		name    string
+		timeout time.Duration
+	}{{"hang", 50 * time.Millisecond}, {"flood", 0}} {
+		s := NewSender([]Receiver{{Name: r.name, URL: srv.URL + "/" + r.name, Secret: []byte("0123456789abcdef")}},
+			Options{MaxAttempts: 1, Timeout: r.timeout, OnAttempt: func(a Attempt) { attempts <- a }})
+		wg.Go(func() { s.Run(ctx) })
+		s.Send(New(Denials, "s", "", time.Now()))
+	}
+	got := map[string]Attempt{}
+	for len(got) < 2 {
+		a := <-attempts
+		got[a.Receiver] = a
+	}
+	if a := got["hang"]; a.Delivered() || !a.Final || a.Err == nil || !strings.Contains(a.Err.Error(), "timed out") {
+		t.Errorf("a receiver that never answers: %+v, want a final timeout", a)
+	}
+	if a := got["flood"]; !a.Delivered() || a.Status != http.StatusOK {
+		t.Errorf("a receiver answering 200 with 64 MiB: %+v, want delivered", a)
+	}
+}
