@@ -38,7 +38,13 @@ const (
 	ToolChanged Kind = "tool_changed"
 )
 
-// Kinds lists every kind.
+// Test is the kind of the alert 'agentmesh alerts check --send-test'
+// sends to every receiver, whatever kinds it gets, to try the webhook
+// and its signature check. The coordinator never raises it, and it is
+// not a kind a receiver can list.
+const Test Kind = "test"
+
+// Kinds lists every kind a receiver can list.
 var Kinds = []Kind{Denials, RefusedIdentity, RenewalFailing, SpoolBacklog, AuditVerify, ToolChanged}
 
 // ParseKind returns the kind s names, or an error that lists the kinds.

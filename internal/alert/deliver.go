@@ -41,8 +41,9 @@ type Receiver struct {
 	Kinds []Kind
 }
 
-// Wants reports whether r gets alerts of kind k.
-func (r *Receiver) Wants(k Kind) bool { return len(r.Kinds) == 0 || slices.Contains(r.Kinds, k) }
+// Wants reports whether r gets alerts of kind k (every receiver gets
+// Test).
+func (r *Receiver) Wants(k Kind) bool { return k == Test || len(r.Kinds) == 0 || slices.Contains(r.Kinds, k) }
 
 // Attempt is the outcome of one delivery attempt, as Options.OnAttempt
 // gets it.
