@@ -43,7 +43,9 @@ type Receiver struct {
 
 // Wants reports whether r gets alerts of kind k (every receiver gets
 // Test).
-func (r *Receiver) Wants(k Kind) bool { return k == Test || len(r.Kinds) == 0 || slices.Contains(r.Kinds, k) }
+func (r *Receiver) Wants(k Kind) bool {
+	return k == Test || len(r.Kinds) == 0 || slices.Contains(r.Kinds, k)
+}
 
 // Attempt is the outcome of one delivery attempt, as Options.OnAttempt
 // gets it.
