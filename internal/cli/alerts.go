@@ -2,7 +2,6 @@ package cli
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"strings"
@@ -68,7 +67,7 @@ func alertsCheck(fs *flag.FlagSet, env Env) func(context.Context, []string) erro
 			printAlertsCheck(env, out)
 		}
 		if failed > 0 {
-			return errors.New(fmt.Sprintf("%d of %d receivers did not take the test alert", failed, len(out.Sent)))
+			return fmt.Errorf("%d of %d receivers did not take the test alert", failed, len(out.Sent))
 		}
 		return nil
 	}
