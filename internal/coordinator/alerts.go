@@ -104,6 +104,18 @@ func (c *Coordinator) newAlerter(cfg *alert.Config, o alert.Options) *alerter {
 	a := &alerter{c: c, cfg: cfg, pending: alert.NewQueue(maxPending),
 		denials: newLRU[*denialCount](maxTrackedSources), refused: newLRU[struct{}](maxTrackedSources),
 		backlog: newLRU[time.Time](maxTrackedSources)}
+	// A Config made in code may leave thresholds zero: the defaults, as
+	// a parsed file gets them.
+	th := cfg.Thresholds
+	if th.DenialsPerMinute <= 0 {
+		th.DenialsPerMinute = alert.DefaultDenialsPerMinute
+	}
+	if th.SpoolBacklog <= 0 {
+		th.SpoolBacklog = alert.DefaultSpoolBacklog
+	}
+	c2 := *cfg
+	c2.Thresholds = th
+	a.cfg = &c2
 	a.margin = cfg.Thresholds.RenewalMargin
 	if a.margin == 0 {
 		a.margin = c.cfg.CertTTL / 4
