@@ -164,7 +164,7 @@ func (s *Sender) Send(a Alert) {
 		if !ob.r.Wants(a.Kind) {
 			continue
 		}
-		if ob.q.push(queued{alert: a, body: body}) {
+		if ob.q.push(queued{alert: a, body: body}) && LogDrop(ob.q.Dropped()) {
 			s.log.Warn("alert: queue full, dropped the oldest alert", "receiver", ob.r.Name, "dropped_total", ob.q.Dropped())
 		}
 	}

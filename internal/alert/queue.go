@@ -88,3 +88,8 @@ func (q *Queue) Dropped() uint64 {
 	defer q.mu.Unlock()
 	return q.dropped
 }
+
+// LogDrop reports whether the n-th drop should be logged: the first, the
+// second, the fourth and so on, so that a flood of drops writes a few log
+// lines, each with the running count, rather than one per alert.
+func LogDrop(n uint64) bool { return n > 0 && n&(n-1) == 0 }

@@ -164,7 +164,7 @@ func (a *alerter) raise(al alert.Alert) {
 		return
 	}
 	al.Coordinator = a.c.cluster.self
-	if a.pending.Push(al) {
+	if a.pending.Push(al) && alert.LogDrop(a.pending.Dropped()) {
 		a.c.log.Warn("coordinator: alerts are raised faster than they are claimed; dropped the oldest", "dropped_total", a.pending.Dropped())
 	}
 }
