@@ -145,6 +145,8 @@ type mesh struct {
 	// start got from the kernel, taken again by a restart, since nodes
 	// know the coordinator by its URL.
 	coordAddr string
+	// coordArgs are more arguments of every coordinator start.
+	coordArgs []string
 }
 
 // newMesh starts a coordinator on a free loopback port.
@@ -156,12 +158,24 @@ func newMesh(t *testing.T) *mesh {
 	return m
 }
 
+// newMeshArgs is newMesh with more arguments for the coordinator; dir is
+// the directory they may name files in (the mesh's own).
+func newMeshArgs(t *testing.T, args func(dir string) []string) *mesh {
+	t.Helper()
+	requireE2E(t)
+	m := &mesh{t: t, dir: t.TempDir()}
+	m.coordArgs = args(m.dir)
+	m.startCoordinator("127.0.0.1:0")
+	return m
+}
+
 // startCoordinator starts the mesh's coordinator listening on addr and
 // waits until it serves.
 func (m *mesh) startCoordinator(addr string) {
 	t := m.t
 	t.Helper()
-	co := startServer(t, "coordinator", []string{agentmeshBin, "coordinator", "--data", filepath.Join(m.dir, "coord"), "--listen", addr}, m.env())
+	argv := append([]string{agentmeshBin, "coordinator", "--data", filepath.Join(m.dir, "coord"), "--listen", addr}, m.coordArgs...)
+	co := startServer(t, "coordinator", argv, m.env())
 	s, err := co.waitServing(startTimeout)
 	if err != nil {
 		t.Fatalf("coordinator did not start serving: %v", err)

@@ -2,10 +2,13 @@ package mesh_test
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
+	"io"
 	"log"
 	"net/http"
 	"os"
+	"time"
 
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 
@@ -87,4 +90,22 @@ func ExampleCallerOf() {
 		mcpHandler.ServeHTTP(w, r)
 	})
 	_ = withCaller // n.Serve(ctx, withCaller, nil)
+}
+
+// A webhook that receives a coordinator's alerts checks each delivery's
+// signature before it trusts it.
+func ExampleVerifyAlert() {
+	secret := []byte(os.Getenv("WEBHOOK_SECRET"))
+	http.HandleFunc("POST /agentmesh", func(w http.ResponseWriter, r *http.Request) {
+		body, err := io.ReadAll(io.LimitReader(r.Body, 1<<20))
+		if err != nil || mesh.VerifyAlert(secret, r.Header.Get(mesh.AlertSignatureHeader), body, time.Now(), 0) != nil {
+			http.Error(w, "bad signature", http.StatusUnauthorized)
+			return
+		}
+		var a struct {
+			ID, Kind, Subject, Summary string
+		}
+		json.Unmarshal(body, &a)
+		log.Printf("agentmesh alert %s (%s): %s", a.Kind, a.ID, a.Summary)
+	})
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"strings"
 
 	"github.com/agentmesh/agentmesh/internal/engine"
 )
@@ -11,7 +12,7 @@ import (
 func init() {
 	register(&command{
 		name:  "coordinator",
-		usage: "--data DIR [--db postgres://...] [--database-key FILE] [--listen ADDR] [--advertise URL] [--trust-domain NAME] [--join-rate N] [--join-burst N] [--cert-ttl DURATION] [--audit-retention DURATION] [--audit-key FILE] [--ready-fd N] | keygen|backup|restore|migrate ...",
+		usage: "--data DIR [--db postgres://...] [--database-key FILE] [--listen ADDR] [--advertise URL] [--trust-domain NAME] [--join-rate N] [--join-burst N] [--cert-ttl DURATION] [--audit-retention DURATION] [--audit-key FILE] [--alerts FILE] [--ready-fd N] | keygen|backup|restore|migrate ...",
 		short: "run the control plane: CA, registry, auth keys, policy store, audit store",
 		long: `The first start initialises DIR (CA key and certificate, audit signing key, a first admin
 identity in DIR/admin, and the SQLite database in DIR/db). Later starts reuse it. The API is
@@ -37,12 +38,17 @@ at, when it is not https://LISTEN-ADDRESS.
 GET /healthz answers while the process serves; GET /readyz answers 200 only while the database
 answers and its schema is current (503 with the reason otherwise). Neither needs a certificate.
 
+With --alerts FILE (HuJSON), the coordinator sends signed webhooks on denial bursts, newly refused
+identities, nodes that fail to renew, backed-up spools and audit verify findings; each delivery is
+audited (README, "Alerts"). A file with an error stops the start, with the line named.
+
 With --ready-fd N, the API is announced as one JSON line on file descriptor N once it serves.
 
 Examples:
   agentmesh coordinator --data ./mesh
   agentmesh coordinator --data ./mesh --listen 10.0.0.5:7443 --cert-ttl 30m
   agentmesh coordinator --data /var/lib/agentmesh --audit-key /etc/agentmesh/audit.key
+  agentmesh coordinator --data ./mesh --alerts alerts.hujson
   agentmesh coordinator keygen > db.key && chmod 600 db.key
   agentmesh coordinator --data ./c1 --db postgres://mesh@db.internal/mesh --database-key db.key
 
@@ -81,6 +87,7 @@ func runCoordinator(ctx context.Context, env Env, args []string) error {
 	ttl := fs.Duration("cert-ttl", 0, "node certificate lifetime, 5m to 24h (default 1h)")
 	retention := fs.Duration("audit-retention", 0, "prune audit events older than this `DURATION` (0: keep everything); verification still passes")
 	auditKey := fs.String("audit-key", "", "audit signing key `FILE`, created on first start (default DIR/audit.key; never inside DIR/db)")
+	alerts := fs.String("alerts", "", "alerts `FILE` (HuJSON): webhooks, the alert kinds each gets, thresholds (README, \"Alerts\")")
 	joinRate := fs.Float64("join-rate", 0, "join attempts per second each source address gets back (default 1; raise it for many nodes behind one address)")
 	joinBurst := fs.Int("join-burst", 0, "join attempts one source address may make at once (default 20)")
 	verbose := fs.Bool("v", false, "log requests and background work to stderr")
@@ -102,7 +109,7 @@ func runCoordinator(ctx context.Context, env Env, args []string) error {
 	}
 	defer closeReady()
 	co, err := engine.StartCoordinator(ctx, engine.CoordinatorConfig{DataDir: *data, Database: *db, DatabaseKeyFile: *dbKey,
-		AdvertiseURL: *advertise, Limits: engine.CoordinatorLimits{JoinRate: *joinRate, JoinBurst: *joinBurst}, Listen: *listen, TrustDomain: *td, CertTTL: *ttl, Logger: log, AuditRetention: *retention, AuditKeyFile: *auditKey})
+		AdvertiseURL: *advertise, Limits: engine.CoordinatorLimits{JoinRate: *joinRate, JoinBurst: *joinBurst}, Listen: *listen, TrustDomain: *td, CertTTL: *ttl, Logger: log, AuditRetention: *retention, AuditKeyFile: *auditKey, AlertsFile: *alerts})
 	if err != nil {
 		return err
 	}
@@ -112,6 +119,9 @@ func runCoordinator(ctx context.Context, env Env, args []string) error {
 	fmt.Fprintf(env.Stdout, "trust domain:    %s\n", co.TrustDomain())
 	fmt.Fprintf(env.Stdout, "CA fingerprint:  sha256:%s\n", co.CAFingerprint())
 	fmt.Fprintf(env.Stdout, "audit key:       sha256:%s (write it down: audit verify names the key it checked with)\n", co.AuditKeyFingerprint())
+	if rs := co.AlertReceivers(); len(rs) > 0 {
+		fmt.Fprintf(env.Stdout, "alerts to:       %s\n", strings.Join(rs, ", "))
+	}
 	fmt.Fprintf(env.Stdout, "admin identity:  %s (use --state %s, or export AGENTMESH_STATE=%s)\n", co.AdminDir(), co.AdminDir(), co.AdminDir())
 	fmt.Fprintf(env.Stdout, "next: agentmesh keys create --kind agent --state %s\n", co.AdminDir())
 	announce(engine.CoordinatorServing(co))

@@ -238,11 +238,12 @@ func (c *Coordinator) handleJoin(w http.ResponseWriter, r *http.Request) {
 	}
 	retried := inc != n.Incarnation
 	n.Incarnation = inc
-	_, der, err := c.ca.Issue(csr, pki.IssueRequest{ID: id, Incarnation: n.Incarnation, TTL: c.cfg.CertTTL, Now: now})
+	cert, der, err := c.ca.Issue(csr, pki.IssueRequest{ID: id, Incarnation: n.Incarnation, TTL: c.cfg.CertTTL, Now: now})
 	if err != nil {
 		c.internalError(w, r, "join: issue", err)
 		return
 	}
+	c.certIssued(r.Context(), n.Incarnation, cert)
 	ev := c.event(audit.KindAdmin, id.String(), "coordinator")
 	ev.Action, ev.Target, ev.SrcAddr, ev.Decision = "node.join", string(name), r.RemoteAddr, audit.Allow
 	ev.Detail = "key " + req.KeyID
@@ -278,11 +279,12 @@ func (c *Coordinator) handleRenew(w http.ResponseWriter, r *http.Request, who ca
 		writeError(w, http.StatusBadRequest, reason.BadCSR, err.Error())
 		return
 	}
-	_, der, err := c.ca.Issue(csr, pki.IssueRequest{ID: who.id, Incarnation: who.node.Incarnation, TTL: c.cfg.CertTTL, Now: c.now()})
+	cert, der, err := c.ca.Issue(csr, pki.IssueRequest{ID: who.id, Incarnation: who.node.Incarnation, TTL: c.cfg.CertTTL, Now: c.now()})
 	if err != nil {
 		c.internalError(w, r, "renew", err)
 		return
 	}
+	c.certIssued(r.Context(), who.node.Incarnation, cert)
 	c.reg.touch(r.Context(), who.node.Incarnation, c.now())
 	writeJSON(w, http.StatusOK, controlapi.CertResponse{
 		Certificate: string(pki.EncodeCertPEM(&x509.Certificate{Raw: der})),
@@ -700,6 +702,9 @@ func (c *Coordinator) record(ctx context.Context, ev audit.Event) {
 
 func (c *Coordinator) appendEvent(ctx context.Context, ev *audit.Event) error {
 	_, err := c.audit.Append(context.WithoutCancel(ctx), []audit.Event{*ev})
+	if err == nil {
+		c.alerts.observe("", []audit.Event{*ev})
+	}
 	return err
 }
 

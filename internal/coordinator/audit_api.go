@@ -55,6 +55,7 @@ func (c *Coordinator) handleAuditIngest(w http.ResponseWriter, r *http.Request, 
 		c.internalError(w, r, "audit: ingest", err)
 		return
 	}
+	c.alerts.observe(self, batch)
 	for _, cf := range res.Conflicts {
 		c.log.Error("coordinator: AUDIT ID CONFLICT: a node shipped other content under an event id it used before; both are kept",
 			"node", self, "event_id", cf.ID, "stored_seq", cf.StoredSeq, "integrity_seq", cf.Seq)
@@ -122,6 +123,7 @@ func (c *Coordinator) handleAuditVerify(w http.ResponseWriter, r *http.Request, 
 		c.internalError(w, r, "audit: verify", err)
 		return
 	}
+	c.alerts.verified(rep, "asked by "+who.id.String())
 	writeJSON(w, http.StatusOK, rep)
 }
 

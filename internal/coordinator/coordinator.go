@@ -48,6 +48,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/agentmesh/agentmesh/internal/alert"
 	"github.com/agentmesh/agentmesh/internal/audit"
 	"github.com/agentmesh/agentmesh/internal/audit/auditstore"
 	"github.com/agentmesh/agentmesh/internal/connlimit"
@@ -125,6 +126,14 @@ type Config struct {
 	// Limits bound what clients, above all those without a certificate,
 	// can hold of the coordinator (see Limits); zero fields are defaults.
 	Limits Limits
+	// Alerts, when set, sends alerts to webhooks (alerts.go); nil and an
+	// empty AlertsFile send none. AlertsFile is read at start when Alerts
+	// is nil (alert.Load).
+	Alerts     *alert.Config
+	AlertsFile string
+	// AlertDelivery overrides how alerts are delivered (tests inject the
+	// backoff's clock); its zero fields come from Alerts.Delivery.
+	AlertDelivery alert.Options
 }
 
 // Coordinator is a running control plane. Close stops it.
@@ -169,6 +178,7 @@ type Coordinator struct {
 	projections projectionCache
 
 	cluster *cluster // this coordinator's part in a cluster (cluster.go)
+	alerts  *alerter // nil: no alerts configured (alerts.go)
 
 	// readiness makes /readyz's database checks one at a time.
 	readiness sync.Mutex
@@ -209,6 +219,13 @@ func Start(ctx context.Context, cfg Config) (c *Coordinator, err error) {
 	}
 	if cfg.CheckpointEvery == 0 {
 		cfg.CheckpointEvery = 10 * time.Second
+	}
+	if cfg.Alerts == nil && cfg.AlertsFile != "" {
+		a, err := alert.Load(cfg.AlertsFile)
+		if err != nil {
+			return nil, err
+		}
+		cfg.Alerts = a
 	}
 	log := cfg.Logger
 	if log == nil {
@@ -254,6 +271,9 @@ func Start(ctx context.Context, cfg Config) (c *Coordinator, err error) {
 	if err := c.joinCluster(ctx); err != nil {
 		return nil, err
 	}
+	if cfg.Alerts != nil {
+		c.alerts = c.newAlerter(cfg.Alerts, cfg.AlertDelivery)
+	}
 	if err := c.writeAdminIdentity(ctx); err != nil {
 		return nil, fmt.Errorf("admin identity: %w", err)
 	}
@@ -288,6 +308,9 @@ func Start(ctx context.Context, cfg Config) (c *Coordinator, err error) {
 		}
 	}()
 	c.startCluster(runCtx)
+	if c.alerts != nil {
+		c.wg.Go(func() { c.alerts.run(runCtx) })
+	}
 	c.wg.Add(4)
 	go func() {
 		defer c.wg.Done()

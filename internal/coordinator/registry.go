@@ -72,6 +72,9 @@ CREATE TABLE policies (
 	// The SHA-256 of the public key a node joined with, so that a join
 	// whose answer was lost can be answered again (joinTx).
 	{Version: 3, SQL: `ALTER TABLE nodes ADD COLUMN key_spki TEXT NOT NULL DEFAULT '';`},
+	// When each node's newest certificate expires (renewal_failing), and
+	// the alerts claimed (alerts.go).
+	{Version: 4, SQL: `ALTER TABLE nodes ADD COLUMN cert_expires BIGINT NOT NULL DEFAULT 0;` + alertsTable},
 }
 
 // registryPostgres is step 1 on PostgreSQL: times in nanoseconds need
@@ -427,6 +430,13 @@ func (r *registry) setAddrs(ctx context.Context, name string, addrs []string) er
 
 func (r *registry) revokeNode(ctx context.Context, name string, now time.Time) error {
 	return r.updateActive(ctx, `UPDATE nodes SET status = 'revoked', revoked_at = $1 WHERE name = $2 AND status = 'active' RETURNING incarnation`, now.UnixNano(), name)
+}
+
+// setCertExpiry records when the certificate just issued to a node
+// expires, for renewal_failing.
+func (r *registry) setCertExpiry(ctx context.Context, incarnation string, notAfter time.Time) error {
+	_, err := r.db.ExecContext(ctx, `UPDATE nodes SET cert_expires = $1 WHERE incarnation = $2`, notAfter.UnixNano(), incarnation)
+	return err
 }
 
 func (r *registry) touch(ctx context.Context, incarnation string, now time.Time) error {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 
+	"github.com/agentmesh/agentmesh/internal/alert"
 	"github.com/agentmesh/agentmesh/internal/coordinator"
 	"github.com/agentmesh/agentmesh/internal/httpserver"
 	"github.com/agentmesh/agentmesh/internal/identity"
@@ -32,11 +33,13 @@ const (
 // policy store, audit store and the admin API over TLS 1.3. The first
 // start initialises cfg.DataDir. It returns once the API serves; Close
 // stops it. A malformed listen address or trust domain wraps ErrConfig;
-// a data directory that another coordinator holds matches
+// so does an alerts file that does not parse (each problem with its
+// line); a data directory that another coordinator holds matches
 // dirlock.ErrInUse, with the holder named.
 func StartCoordinator(ctx context.Context, cfg CoordinatorConfig) (*Coordinator, error) {
 	co, err := coordinator.Start(ctx, cfg)
-	if errors.Is(err, httpserver.ErrAddress) || errors.Is(err, identity.ErrBadTrustDomain) {
+	var ae *alert.ConfigError
+	if errors.Is(err, httpserver.ErrAddress) || errors.Is(err, identity.ErrBadTrustDomain) || errors.As(err, &ae) {
 		return nil, fmt.Errorf("%w: %w", ErrConfig, err)
 	}
 	return co, err

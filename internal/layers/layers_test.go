@@ -25,7 +25,7 @@ const module = "github.com/agentmesh/agentmesh"
 // root.
 var layers = []layer{
 	{name: "foundation", may: []string{"foundation"}, pkgs: []string{
-		"audit", "authkey", "backoff", "budget", "connlimit", "controlapi", "dirlock", "durable", "httpserver",
+		"alert", "audit", "authkey", "backoff", "budget", "connlimit", "controlapi", "dirlock", "durable", "httpserver",
 		"identity", "loopback", "mcpwire", "modelwire", "netmap", "pki", "policy", "reason", "sealed", "sse",
 		"store", "termtext", "tracing", "transport", "/examples", "/examples/ledger",
 	}},
