@@ -54,6 +54,7 @@ import (
 	"github.com/agentmesh/agentmesh/internal/dirlock"
 	"github.com/agentmesh/agentmesh/internal/httpserver"
 	"github.com/agentmesh/agentmesh/internal/identity"
+	"github.com/agentmesh/agentmesh/internal/metrics"
 	"github.com/agentmesh/agentmesh/internal/netmap"
 	"github.com/agentmesh/agentmesh/internal/nodestate"
 	"github.com/agentmesh/agentmesh/internal/pki"
@@ -125,6 +126,11 @@ type Config struct {
 	// Limits bound what clients, above all those without a certificate,
 	// can hold of the coordinator (see Limits); zero fields are defaults.
 	Limits Limits
+	// Metrics records joins, renewals, revocations, audit ingest and
+	// refusals; nil records nothing. MetricsListener, when set, serves
+	// them (see metrics.go); the coordinator owns it from Start on.
+	Metrics         *metrics.Set
+	MetricsListener net.Listener
 }
 
 // Coordinator is a running control plane. Close stops it.
@@ -288,6 +294,7 @@ func Start(ctx context.Context, cfg Config) (c *Coordinator, err error) {
 		}
 	}()
 	c.startCluster(runCtx)
+	c.serveMetrics(runCtx)
 	c.wg.Add(4)
 	go func() {
 		defer c.wg.Done()
@@ -455,7 +462,7 @@ func (c *Coordinator) openData(ctx context.Context) error {
 		return err
 	}
 	c.audit = as
-	c.refusals = audit.NewRefusals(audit.RefusalOptions{Record: c.appendEvent, Now: c.now, Logger: c.log})
+	c.refusals = audit.NewRefusals(audit.RefusalOptions{Record: c.appendEvent, Now: c.now, Logger: c.log, Observe: c.cfg.Metrics.Refused})
 	return nil
 }
 
