@@ -11,7 +11,7 @@ import (
 func init() {
 	register(&command{
 		name:  "coordinator",
-		usage: "--data DIR [--db postgres://...] [--database-key FILE] [--listen ADDR] [--advertise URL] [--trust-domain NAME] [--join-rate N] [--join-burst N] [--cert-ttl DURATION] [--audit-retention DURATION] [--audit-key FILE] [--ready-fd N] | keygen|backup|restore|migrate ...",
+		usage: "--data DIR [--db postgres://...] [--database-key FILE] [--listen ADDR] [--advertise URL] [--trust-domain NAME] [--join-rate N] [--join-burst N] [--cert-ttl DURATION] [--audit-retention DURATION] [--audit-key FILE] [--ready-fd N] " + metricsUsage + " | keygen|backup|restore|migrate ...",
 		short: "run the control plane: CA, registry, auth keys, policy store, audit store",
 		long: `The first start initialises DIR (CA key and certificate, audit signing key, a first admin
 identity in DIR/admin, and the SQLite database in DIR/db). Later starts reuse it. The API is
@@ -37,7 +37,11 @@ at, when it is not https://LISTEN-ADDRESS.
 GET /healthz answers while the process serves; GET /readyz answers 200 only while the database
 answers and its schema is current (503 with the reason otherwise). Neither needs a certificate.
 
-With --ready-fd N, the API is announced as one JSON line on file descriptor N once it serves.
+With --ready-fd N, the API is announced as one JSON line on file descriptor N once it serves
+(and the metrics endpoint as a second line, api "metrics").
+
+With --metrics ADDR, Prometheus metrics are served at http://ADDR/metrics (README, "Metrics"):
+on loopback only, unless --metrics-allow-remote allows another address; never on the mesh listener.
 
 Examples:
   agentmesh coordinator --data ./mesh
@@ -85,6 +89,7 @@ func runCoordinator(ctx context.Context, env Env, args []string) error {
 	joinBurst := fs.Int("join-burst", 0, "join attempts one source address may make at once (default 20)")
 	verbose := fs.Bool("v", false, "log requests and background work to stderr")
 	readyFD := readyFlag(fs)
+	mc := metricsFlags(fs)
 	if _, _, err := parse(fs, args); err != nil {
 		return err
 	}
@@ -101,8 +106,8 @@ func runCoordinator(ctx context.Context, env Env, args []string) error {
 		return err
 	}
 	defer closeReady()
-	co, err := engine.StartCoordinator(ctx, engine.CoordinatorConfig{DataDir: *data, Database: *db, DatabaseKeyFile: *dbKey,
-		AdvertiseURL: *advertise, Limits: engine.CoordinatorLimits{JoinRate: *joinRate, JoinBurst: *joinBurst}, Listen: *listen, TrustDomain: *td, CertTTL: *ttl, Logger: log, AuditRetention: *retention, AuditKeyFile: *auditKey})
+	co, err := engine.StartCoordinatorWithMetrics(ctx, engine.CoordinatorConfig{DataDir: *data, Database: *db, DatabaseKeyFile: *dbKey,
+		AdvertiseURL: *advertise, Limits: engine.CoordinatorLimits{JoinRate: *joinRate, JoinBurst: *joinBurst}, Listen: *listen, TrustDomain: *td, CertTTL: *ttl, Logger: log, AuditRetention: *retention, AuditKeyFile: *auditKey}, *mc)
 	if err != nil {
 		return err
 	}
@@ -112,9 +117,16 @@ func runCoordinator(ctx context.Context, env Env, args []string) error {
 	fmt.Fprintf(env.Stdout, "trust domain:    %s\n", co.TrustDomain())
 	fmt.Fprintf(env.Stdout, "CA fingerprint:  sha256:%s\n", co.CAFingerprint())
 	fmt.Fprintf(env.Stdout, "audit key:       sha256:%s (write it down: audit verify names the key it checked with)\n", co.AuditKeyFingerprint())
+	ms, hasMetrics := engine.MetricsServing(co)
+	if hasMetrics {
+		fmt.Fprintf(env.Stdout, "metrics:         %s\n", ms.URL)
+	}
 	fmt.Fprintf(env.Stdout, "admin identity:  %s (use --state %s, or export AGENTMESH_STATE=%s)\n", co.AdminDir(), co.AdminDir(), co.AdminDir())
 	fmt.Fprintf(env.Stdout, "next: agentmesh keys create --kind agent --state %s\n", co.AdminDir())
 	announce(engine.CoordinatorServing(co))
+	if hasMetrics {
+		announce(ms)
+	}
 	<-ctx.Done()
 	fmt.Fprintln(env.Stderr, "coordinator: shutting down")
 	return nil
