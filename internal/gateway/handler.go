@@ -133,7 +133,7 @@ func (g *Gateway) forward(w http.ResponseWriter, r *http.Request, x *exchange) {
 		g.cfg.Metrics.AddStreams(1)
 		defer g.cfg.Metrics.AddStreams(-1)
 	}
-	x.upstreamStart = g.now()
+	x.upstreamStart = g.metricsNow()
 	g.up.forward(aw, r, x)
 }
 
@@ -253,9 +253,9 @@ func (g *Gateway) servePost(w http.ResponseWriter, r *http.Request, x *exchange)
 	if !g.bindSession(w, r, x) {
 		return
 	}
-	decided := g.now()
+	decided := g.metricsNow()
 	v := g.decide(x.peer, m)
-	g.cfg.Metrics.Decision(g.now().Sub(decided))
+	g.cfg.Metrics.Decision(g.metricsNow().Sub(decided))
 	x.v = v
 	ev.Tool, ev.Resource, ev.Prompt, ev.ArgsSHA256 = v.tool, v.resource, v.prompt, v.argsHash
 	ev.Rule, ev.PolicyVersion = v.rule(), v.version
