@@ -71,6 +71,18 @@ func TestMetricsFollowTraffic(t *testing.T) {
 	}
 	policyDenial(t, out.Results[1], "not_granted")
 
+	// A local request without the endpoint's token is refused by the
+	// connector, and counted there.
+	resp, err := http.Post(local.URL, "application/json", strings.NewReader(`{"jsonrpc":"2.0","id":1,"method":"ping"}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusUnauthorized {
+		t.Fatalf("a request without the token: %s, want 401", resp.Status)
+	}
+	http.DefaultClient.CloseIdleConnections()
+
 	// A handshake without a client certificate is refused and counted.
 	if c, err := tls.Dial("tcp", gwMTLS.Addr, &tls.Config{InsecureSkipVerify: true}); err == nil {
 		// TLS 1.3: the server's refusal arrives with the first read.
@@ -134,8 +146,12 @@ func TestMetricsFollowTraffic(t *testing.T) {
 	if v := after.sum("agentmesh_audit_spool_oldest_event_age_seconds", nil); v != 0 {
 		t.Errorf("oldest unshipped event is %v s old with an empty spool", v)
 	}
+	connAfter := scrape(t, connMetrics)
+	if v := connAfter.sum("agentmesh_refused_connections_total", map[string]string{"reason": "local_auth"}); v != 1 {
+		t.Errorf("the connector counts %v local_auth refusals, want 1", v)
+	}
 	now := float64(time.Now().Unix())
-	for url, s := range map[string]samples{"gateway": after, "connector": scrape(t, connMetrics)} {
+	for url, s := range map[string]samples{"gateway": after, "connector": connAfter} {
 		if exp := s.sum("agentmesh_node_certificate_expiry_timestamp_seconds", nil); exp <= now {
 			t.Errorf("%s: certificate expiry %v is not in the future", url, exp)
 		}

@@ -15,6 +15,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/agentmesh/agentmesh/internal/metrics"
 	"github.com/agentmesh/agentmesh/internal/transport"
 )
 
@@ -59,6 +60,9 @@ type Config struct {
 	// should see why nothing happens. Zero means DefaultSlowAfter; a
 	// negative value never logs.
 	SlowAfter time.Duration
+	// Metrics counts the local endpoint's refusals (a request without the
+	// token, a foreign Host or Origin); nil records nothing.
+	Metrics *metrics.Set
 }
 
 // DefaultSlowAfter is Config.SlowAfter's default.
@@ -77,6 +81,7 @@ type Connector struct {
 	dialRaw   func(ctx context.Context, network, addr string) (net.Conn, error)
 	scheme    string // of gateway URLs: https, or http with Config.Dial
 	maxMsg    int
+	metrics   *metrics.Set
 
 	// gw is the most recently resolved gateway; requests are addressed to
 	// it, and every new dial re-resolves and refreshes it.
@@ -116,6 +121,7 @@ func New(cfg Config) (*Connector, error) {
 		service = "the service"
 	}
 	c := &Connector{
+		metrics:   cfg.Metrics,
 		service:   service,
 		slowAfter: slowAfter,
 		resolve:   cfg.Resolve,

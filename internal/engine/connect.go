@@ -130,6 +130,7 @@ func Connect(ctx context.Context, cfg ConnectConfig) (err error) {
 	mctx, stopMetrics := context.WithCancel(ctx)
 	served := make(chan error, 1)
 	go func() { served <- m.task()(mctx) }()
+	cc.Metrics = m.set
 	err = relay(ctx, kind, ln2, auth, cfg.Stdin, cfg.Stdout, cc)
 	stopMetrics()
 	if merr := <-served; err == nil && merr != nil && !errors.Is(merr, context.Canceled) {

@@ -73,7 +73,7 @@ var defs = []Def{
 	{nameStreams, Gauge, nil, "Open server-to-client streams (GET streams and subscriptions/listen) on the gateway."},
 	{nameProcesses, Gauge, nil, "Running stdio upstream processes (one per session of a stdio upstream)."},
 	{nameRefused, Counter, []string{"reason"},
-		"Connections and requests refused before admission, by reason: failed TLS handshakes, connection limits, unknown or revoked peers (gateway), refused joins and foreign audit batches (coordinator)."},
+		"Connections and requests refused before admission, by reason: failed TLS handshakes, connection limits, unknown or revoked peers (gateway), refused joins and foreign audit batches (coordinator), local requests without the token or from a foreign Host or Origin (connector)."},
 	{nameTokens, Counter, []string{"model", "source"},
 		"Model tokens used (usage reported by the upstream) by model and caller SPIFFE ID. Per identity: bounded by the mesh's nodes, and both labels keep at most 200 distinct values (later ones are other)."},
 	{nameCertExpiry, Gauge, nil, "When this node's certificate expires (unix seconds); renewal moves it on."},
@@ -259,7 +259,14 @@ func (s *Set) Refused(e *audit.Event) {
 	if s == nil {
 		return
 	}
-	s.refused.WithLabelValues(reasonLabel(e.Reason)).Inc()
+	s.RefusedFor(e.Reason)
+}
+
+// RefusedFor counts one refused connection or request for why.
+func (s *Set) RefusedFor(why reason.Code) {
+	if s != nil {
+		s.refused.WithLabelValues(reasonLabel(why)).Inc()
+	}
 }
 
 // Decision observes how long one policy decision took.
