@@ -6,40 +6,14 @@ import (
 	"github.com/agentmesh/agentmesh/internal/metrics"
 )
 
-// metricValue sums the samples of the metric name whose labels include
-// want: a counter's or gauge's value, a histogram's count.
-func metricValue(t *testing.T, s *metrics.Set, name string, want map[string]string) float64 {
+// metricValue is m.Value, failing the test on an error.
+func metricValue(t *testing.T, m *metrics.Set, name string, want map[string]string) float64 {
 	t.Helper()
-	mfs, err := s.Registry().Gather()
+	v, err := m.Value(name, want)
 	if err != nil {
 		t.Fatal(err)
 	}
-	total := 0.0
-	for _, mf := range mfs {
-		if mf.GetName() != name {
-			continue
-		}
-		for _, m := range mf.GetMetric() {
-			n := 0
-			for _, l := range m.GetLabel() {
-				if v, ok := want[l.GetName()]; ok && v == l.GetValue() {
-					n++
-				}
-			}
-			if n != len(want) {
-				continue
-			}
-			switch {
-			case m.Counter != nil:
-				total += m.Counter.GetValue()
-			case m.Gauge != nil:
-				total += m.Gauge.GetValue()
-			case m.Histogram != nil:
-				total += float64(m.Histogram.GetSampleCount())
-			}
-		}
-	}
-	return total
+	return v
 }
 
 // TestGatewayRecordsLatenciesSessionsAndProcesses: with Config.Metrics a

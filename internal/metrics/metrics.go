@@ -476,3 +476,38 @@ func (c *capLabel) value(v string) string {
 	c.seen[v] = struct{}{}
 	return v
 }
+
+// Value sums what s holds of the metric name over the series whose labels
+// include want: a counter's or gauge's value, a histogram's count of
+// observations. It gathers the whole registry, for tests and diagnostics,
+// not for a hot path.
+func (s *Set) Value(name string, want map[string]string) (float64, error) {
+	mfs, err := s.reg.Gather()
+	if err != nil {
+		return 0, err
+	}
+	total := 0.0
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			n := 0
+			for _, l := range m.GetLabel() {
+				if v, ok := want[l.GetName()]; ok && v == l.GetValue() {
+					n++
+				}
+			}
+			switch {
+			case n != len(want):
+			case m.Counter != nil:
+				total += m.Counter.GetValue()
+			case m.Gauge != nil:
+				total += m.Gauge.GetValue()
+			case m.Histogram != nil:
+				total += float64(m.Histogram.GetSampleCount())
+			}
+		}
+	}
+	return total, nil
+}
