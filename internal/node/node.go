@@ -145,10 +145,10 @@ func Start(ctx context.Context, stateDir string, o Options) (*Node, error) {
 		cl.Close()
 		return nil, fmt.Errorf("the certificate in %s expired at %s; join again with a new auth key", stateDir, leaf.NotAfter.Format(time.RFC3339))
 	}
-	o.Metrics.Certificate(leafExpiry(cl.Certificate()))
 	if err := cl.RenewIfDue(ctx); err != nil {
 		log.Warn("node: renewal at start failed; continuing with the current certificate", "err", err)
 	}
+	o.Metrics.Certificate(leafExpiry(cl.Certificate()))
 	var sp *spool.Spool
 	if o.Audit {
 		if sp, err = spool.Open(dir.SpoolDir(), withLogger(o.Spool, log)); err != nil {
