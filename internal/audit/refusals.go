@@ -74,6 +74,9 @@ type RefusalOptions struct {
 	After func(d time.Duration) <-chan time.Time
 	// Logger receives failed writes; nil discards.
 	Logger *slog.Logger
+	// Observe, when set, sees every refused attempt as Refuse is called
+	// (the metrics' count), before any aggregation.
+	Observe func(e *Event)
 }
 
 // Defaults of RefusalOptions. With them one source that is refused without
@@ -130,6 +133,9 @@ func NewRefusals(opts RefusalOptions) *Refusals {
 // error means the attempt's event could not be written now; the attempt is
 // still accounted for, in the aggregate whose id is returned.
 func (r *Refusals) Refuse(ctx context.Context, e *Event) (string, error) {
+	if r.opts.Observe != nil {
+		r.opts.Observe(e)
+	}
 	now := r.opts.Now().UTC()
 	e.Stamp(now)
 	r.mu.Lock()

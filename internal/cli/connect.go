@@ -10,7 +10,7 @@ import (
 func init() {
 	register(&command{
 		name:  "connect",
-		usage: "SERVICE --state DIR [--listen 127.0.0.1:PORT|unix:PATH [--no-token]] [--tailnet [--ts-*]] [--ready-fd N]",
+		usage: "SERVICE --state DIR [--listen 127.0.0.1:PORT|unix:PATH [--no-token]] [--tailnet [--ts-*]] [--ready-fd N] " + metricsUsage,
 		short: "expose a mesh tool server to a local MCP client (stdio, or HTTP on loopback), or a model API to a local OpenAI client",
 		long: `SERVICE is a node name or tool:NAME, resolved through the netmap. The connection to its
 gateway uses this node's identity (mTLS) and is re-established after failures.
@@ -41,7 +41,11 @@ identity the credential, so --state is optional (it supplies defaults for --ts-h
 (or --ts-authkey).
 
 With --ready-fd N, the local endpoint is announced as one JSON line on file descriptor N once it
-serves (component, node, api, network, addr, url, token_file).
+serves (component, node, api, network, addr, url, token_file); with --metrics, the metrics
+endpoint is announced first (api "metrics").
+
+With --metrics ADDR, Prometheus metrics are served at http://ADDR/metrics (README, "Metrics"):
+on loopback only, unless --metrics-allow-remote allows another address.
 
 Examples:
   agentmesh connect payments-db --state ./fraud
@@ -63,6 +67,7 @@ func runConnect(ctx context.Context, env Env, args []string) error {
 	verbose := fs.Bool("v", false, "log to stderr at debug level")
 	tf := addTailnetFlags(fs, false)
 	readyFD := readyFlag(fs)
+	mc := metricsFlags(fs)
 	var closeReady func()
 	pos, _, err := parse(fs, args)
 	if err != nil {
@@ -72,7 +77,7 @@ func runConnect(ctx context.Context, env Env, args []string) error {
 		return usagef("give one SERVICE (a node name or tool:NAME)")
 	}
 	cfg := engine.ConnectConfig{State: *state, Service: pos[0], Listen: *listen, NoToken: *noToken,
-		Stdin: env.Stdin, Stdout: env.Stdout, Logger: newLogger(env, *verbose, slog.LevelWarn)}
+		Stdin: env.Stdin, Stdout: env.Stdout, Logger: newLogger(env, *verbose, slog.LevelWarn), Metrics: *mc}
 	if cfg.Tailnet, err = tf.config(fs, env); err != nil {
 		return err
 	}

@@ -12,7 +12,7 @@ import (
 func init() {
 	register(&command{
 		name:  "coordinator",
-		usage: "--data DIR [--db postgres://...] [--database-key FILE] [--listen ADDR] [--advertise URL] [--trust-domain NAME] [--join-rate N] [--join-burst N] [--cert-ttl DURATION] [--audit-retention DURATION] [--audit-key FILE] [--alerts FILE] [--ready-fd N] | keygen|backup|restore|migrate ...",
+		usage: "--data DIR [--db postgres://...] [--database-key FILE] [--listen ADDR] [--advertise URL] [--trust-domain NAME] [--join-rate N] [--join-burst N] [--cert-ttl DURATION] [--audit-retention DURATION] [--audit-key FILE] [--alerts FILE] [--ready-fd N] " + metricsUsage + " | keygen|backup|restore|migrate ...",
 		short: "run the control plane: CA, registry, auth keys, policy store, audit store",
 		long: `The first start initialises DIR (CA key and certificate, audit signing key, a first admin
 identity in DIR/admin, and the SQLite database in DIR/db). Later starts reuse it. The API is
@@ -43,6 +43,11 @@ identities, nodes that fail to renew, backed-up spools and audit verify findings
 audited (README, "Alerts"). A file with an error stops the start, with the line named.
 
 With --ready-fd N, the API is announced as one JSON line on file descriptor N once it serves.
+With --ready-fd N, the API is announced as one JSON line on file descriptor N once it serves
+(and the metrics endpoint as a second line, api "metrics").
+
+With --metrics ADDR, Prometheus metrics are served at http://ADDR/metrics (README, "Metrics"):
+on loopback only, unless --metrics-allow-remote allows another address; never on the mesh listener.
 
 Examples:
   agentmesh coordinator --data ./mesh
@@ -92,6 +97,7 @@ func runCoordinator(ctx context.Context, env Env, args []string) error {
 	joinBurst := fs.Int("join-burst", 0, "join attempts one source address may make at once (default 20)")
 	verbose := fs.Bool("v", false, "log requests and background work to stderr")
 	readyFD := readyFlag(fs)
+	mc := metricsFlags(fs)
 	if _, _, err := parse(fs, args); err != nil {
 		return err
 	}
@@ -108,8 +114,8 @@ func runCoordinator(ctx context.Context, env Env, args []string) error {
 		return err
 	}
 	defer closeReady()
-	co, err := engine.StartCoordinator(ctx, engine.CoordinatorConfig{DataDir: *data, Database: *db, DatabaseKeyFile: *dbKey,
-		AdvertiseURL: *advertise, Limits: engine.CoordinatorLimits{JoinRate: *joinRate, JoinBurst: *joinBurst}, Listen: *listen, TrustDomain: *td, CertTTL: *ttl, Logger: log, AuditRetention: *retention, AuditKeyFile: *auditKey, AlertsFile: *alerts})
+	co, err := engine.StartCoordinatorWithMetrics(ctx, engine.CoordinatorConfig{DataDir: *data, Database: *db, DatabaseKeyFile: *dbKey,
+		AdvertiseURL: *advertise, Limits: engine.CoordinatorLimits{JoinRate: *joinRate, JoinBurst: *joinBurst}, Listen: *listen, TrustDomain: *td, CertTTL: *ttl, Logger: log, AuditRetention: *retention, AuditKeyFile: *auditKey, AlertsFile: *alerts}, *mc)
 	if err != nil {
 		return err
 	}
@@ -122,9 +128,16 @@ func runCoordinator(ctx context.Context, env Env, args []string) error {
 	if rs := co.AlertReceivers(); len(rs) > 0 {
 		fmt.Fprintf(env.Stdout, "alerts to:       %s\n", strings.Join(rs, ", "))
 	}
+	ms, hasMetrics := engine.MetricsServing(co)
+	if hasMetrics {
+		fmt.Fprintf(env.Stdout, "metrics:         %s\n", ms.URL)
+	}
 	fmt.Fprintf(env.Stdout, "admin identity:  %s (use --state %s, or export AGENTMESH_STATE=%s)\n", co.AdminDir(), co.AdminDir(), co.AdminDir())
 	fmt.Fprintf(env.Stdout, "next: agentmesh keys create --kind agent --state %s\n", co.AdminDir())
 	announce(engine.CoordinatorServing(co))
+	if hasMetrics {
+		announce(ms)
+	}
 	<-ctx.Done()
 	fmt.Fprintln(env.Stderr, "coordinator: shutting down")
 	return nil

@@ -11,7 +11,7 @@ import (
 func init() {
 	register(&command{
 		name:  "serve",
-		usage: "--state DIR [--listen ADDR] [--advertise ADDR] [--tailnet [--ts-*] [--tailnet-policy agentmesh|tailnet]] [--ready-fd N] [--require-upstream] (--upstream URL | -- COMMAND [ARGS...])",
+		usage: "--state DIR [--listen ADDR] [--advertise ADDR] [--tailnet [--ts-*] [--tailnet-policy agentmesh|tailnet]] [--ready-fd N] " + metricsUsage + " [--require-upstream] (--upstream URL | -- COMMAND [ARGS...])",
 		short: "run the gateway of a tool or model node: mTLS in, policy per message, audit, forward upstream",
 		long: `Serves MCP at https://ADDR/mcp over TLS 1.3; every client needs a certificate from the mesh CA,
 an active node record, and a grant to this node. The upstream is a Streamable HTTP MCP server
@@ -45,7 +45,10 @@ or, with --tailnet-policy tailnet, from the tailnet policy file's grants of the 
   TS_AUTHKEY=tskey-auth-... agentmesh serve --state ./tools --tailnet --tailnet-policy tailnet --upstream http://127.0.0.1:8080/mcp
 
 With --ready-fd N, each listener that starts serving is announced as one JSON line on file
-descriptor N (component, node, api, network, addr, url), for scripts and supervisors.`,
+descriptor N (component, node, api, network, addr, url), for scripts and supervisors.
+
+With --metrics ADDR, Prometheus metrics are served at http://ADDR/metrics (README, "Metrics"):
+on loopback only, unless --metrics-allow-remote allows another address; never on the mesh listener.`,
 		run: runServe,
 	})
 }
@@ -72,6 +75,7 @@ func runServe(ctx context.Context, env Env, args []string) error {
 	verbose := fs.Bool("v", false, "log to stderr at debug level")
 	tf := addTailnetFlags(fs, true)
 	readyFD := readyFlag(fs)
+	mc := metricsFlags(fs)
 	var closeReady func()
 	pos, rest, err := parse(fs, args)
 	if err != nil {
@@ -96,7 +100,7 @@ func runServe(ctx context.Context, env Env, args []string) error {
 		return err
 	}
 	defer closeReady()
-	cfg.State, cfg.UpstreamCommand = *state, rest
+	cfg.State, cfg.UpstreamCommand, cfg.Metrics = *state, rest, *mc
 	// Info: the operator sees each upstream process a session starts, and
 	// when it is ready (seconds, with npx), each refusal and the upstream's
 	// stderr.
@@ -120,6 +124,14 @@ func printServing(env Env, s engine.Serving) {
 			out = env.Stderr
 		}
 		printf(out, "%s: traces: exporting to %s\n", s.Component, s.Traces)
+	}
+	if s.API == "metrics" {
+		w := env.Stdout
+		if s.Component == "connector" {
+			w = env.Stderr // a connector's stdout may be the MCP channel
+		}
+		printf(w, "%s: serving metrics at %s\n", s.Component, s.URL)
+		return
 	}
 	switch s.Component {
 	case "gateway":

@@ -17,6 +17,7 @@ import (
 
 	"go.opentelemetry.io/otel/trace"
 
+	"github.com/agentmesh/agentmesh/internal/metrics"
 	"github.com/agentmesh/agentmesh/internal/tracing"
 	"github.com/agentmesh/agentmesh/internal/transport"
 )
@@ -67,6 +68,9 @@ type Config struct {
 	// traceparent in HTTP headers and, from MCP 2026-07-28 on, in
 	// params._meta); nil traces nothing. See package tracing.
 	TracerProvider trace.TracerProvider
+	// Metrics counts the local endpoint's refusals (a request without the
+	// token, a foreign Host or Origin); nil records nothing.
+	Metrics *metrics.Set
 }
 
 // DefaultSlowAfter is Config.SlowAfter's default.
@@ -86,6 +90,7 @@ type Connector struct {
 	scheme    string // of gateway URLs: https, or http with Config.Dial
 	maxMsg    int
 	tr        tracing.Tracer
+	metrics   *metrics.Set
 
 	// gw is the most recently resolved gateway; requests are addressed to
 	// it, and every new dial re-resolves and refreshes it.
@@ -125,6 +130,7 @@ func New(cfg Config) (*Connector, error) {
 		service = "the service"
 	}
 	c := &Connector{
+		metrics:   cfg.Metrics,
 		service:   service,
 		slowAfter: slowAfter,
 		resolve:   cfg.Resolve,

@@ -189,6 +189,7 @@ func (p *proxy) refuse(w http.ResponseWriter, r *http.Request, why reason.Code) 
 		w.Header().Set("WWW-Authenticate", loopback.Challenge)
 	}
 	p.c.log.Warn("local endpoint refused a request", "reason", why, "method", r.Method, "remote", r.RemoteAddr)
+	p.c.metrics.RefusedFor(why)
 	b := errorResponse(nil, CodeLocalRefused, msg, map[string]reason.Code{"reason": why})
 	w.Header().Set("Content-Type", mcpwire.ContentTypeJSON)
 	w.Header().Set("Content-Length", fmt.Sprint(len(b)))

@@ -154,6 +154,7 @@ func (c *Coordinator) handleJoin(w http.ResponseWriter, r *http.Request) {
 		ev := c.event(audit.KindAdmin, "", "coordinator")
 		ev.Action, ev.Target, ev.SrcAddr = "node.join", shownName, r.RemoteAddr
 		ev.Decision, ev.Reason, ev.Outcome, ev.Detail = audit.Deny, code, outcome, msg
+		c.cfg.Metrics.Join(code)
 		c.refuse(r.Context(), ev)
 		if status == http.StatusTooManyRequests || status == http.StatusRequestTimeout || status == http.StatusRequestEntityTooLarge {
 			closeAfter(w)
@@ -251,6 +252,7 @@ func (c *Coordinator) handleJoin(w http.ResponseWriter, r *http.Request) {
 		ev.Detail += "; the same node again (same key pair): its earlier join had committed, its answer was lost"
 	}
 	c.record(r.Context(), ev)
+	c.cfg.Metrics.Join(reason.Allowed)
 	if err := c.publish(r.Context()); err != nil {
 		c.internalError(w, r, "join: publish", err)
 		return
@@ -269,6 +271,8 @@ func (c *Coordinator) handleJoin(w http.ResponseWriter, r *http.Request) {
 }
 
 func (c *Coordinator) handleRenew(w http.ResponseWriter, r *http.Request, who caller) {
+	renewed := false
+	defer func() { c.cfg.Metrics.Renewal(renewed) }()
 	var req controlapi.RenewRequest
 	if err := controlapi.Decode(r.Body, controlapi.MaxBody, &req); err != nil {
 		writeError(w, http.StatusBadRequest, reason.BadRequest, "malformed renew request: "+err.Error())
@@ -286,6 +290,7 @@ func (c *Coordinator) handleRenew(w http.ResponseWriter, r *http.Request, who ca
 	}
 	c.certIssued(r.Context(), who.node.Incarnation, cert)
 	c.reg.touch(r.Context(), who.node.Incarnation, c.now())
+	renewed = true
 	writeJSON(w, http.StatusOK, controlapi.CertResponse{
 		Certificate: string(pki.EncodeCertPEM(&x509.Certificate{Raw: der})),
 		CABundle:    string(pki.EncodeCertPEM(c.ca.Certificate())),
@@ -459,6 +464,7 @@ func (c *Coordinator) handleKeyRevoke(w http.ResponseWriter, r *http.Request, wh
 		return
 	}
 	c.adminEvent(r, who, "keys.revoke", id, "")
+	c.cfg.Metrics.RevokedKey()
 	w.WriteHeader(http.StatusNoContent)
 }
 
@@ -519,6 +525,7 @@ func (c *Coordinator) handleNodeRevoke(w http.ResponseWriter, r *http.Request, w
 		return
 	}
 	c.adminEvent(r, who, "nodes.revoke", name, "")
+	c.cfg.Metrics.RevokedNode()
 	if err := c.publish(r.Context()); err != nil {
 		c.internalError(w, r, "nodes: revoke: publish", err)
 		return

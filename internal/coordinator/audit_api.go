@@ -56,6 +56,7 @@ func (c *Coordinator) handleAuditIngest(w http.ResponseWriter, r *http.Request, 
 		return
 	}
 	c.alerts.observe(self, batch)
+	c.cfg.Metrics.Ingested(res.Added, res.Duplicates, len(res.Conflicts), res.Receipt.Seq)
 	for _, cf := range res.Conflicts {
 		c.log.Error("coordinator: AUDIT ID CONFLICT: a node shipped other content under an event id it used before; both are kept",
 			"node", self, "event_id", cf.ID, "stored_seq", cf.StoredSeq, "integrity_seq", cf.Seq)

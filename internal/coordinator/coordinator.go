@@ -55,6 +55,7 @@ import (
 	"github.com/agentmesh/agentmesh/internal/dirlock"
 	"github.com/agentmesh/agentmesh/internal/httpserver"
 	"github.com/agentmesh/agentmesh/internal/identity"
+	"github.com/agentmesh/agentmesh/internal/metrics"
 	"github.com/agentmesh/agentmesh/internal/netmap"
 	"github.com/agentmesh/agentmesh/internal/nodestate"
 	"github.com/agentmesh/agentmesh/internal/pki"
@@ -134,6 +135,11 @@ type Config struct {
 	// AlertDelivery overrides how alerts are delivered (tests inject the
 	// backoff's clock); its zero fields come from Alerts.Delivery.
 	AlertDelivery alert.Options
+	// Metrics records joins, renewals, revocations, audit ingest and
+	// refusals; nil records nothing. MetricsListener, when set, serves
+	// them (see metrics.go); the coordinator owns it from Start on.
+	Metrics         *metrics.Set
+	MetricsListener net.Listener
 }
 
 // Coordinator is a running control plane. Close stops it.
@@ -311,6 +317,7 @@ func Start(ctx context.Context, cfg Config) (c *Coordinator, err error) {
 	if c.alerts != nil {
 		c.wg.Go(func() { c.alerts.run(runCtx) })
 	}
+	c.serveMetrics(runCtx)
 	c.wg.Add(4)
 	go func() {
 		defer c.wg.Done()
@@ -478,7 +485,7 @@ func (c *Coordinator) openData(ctx context.Context) error {
 		return err
 	}
 	c.audit = as
-	c.refusals = audit.NewRefusals(audit.RefusalOptions{Record: c.appendEvent, Now: c.now, Logger: c.log})
+	c.refusals = audit.NewRefusals(audit.RefusalOptions{Record: c.appendEvent, Now: c.now, Logger: c.log, Observe: c.cfg.Metrics.Refused})
 	return nil
 }
 

@@ -30,6 +30,7 @@ import (
 	"github.com/agentmesh/agentmesh/internal/coordinator/coordinatortest"
 	"github.com/agentmesh/agentmesh/internal/dirlock"
 	"github.com/agentmesh/agentmesh/internal/identity"
+	"github.com/agentmesh/agentmesh/internal/metrics"
 	"github.com/agentmesh/agentmesh/internal/netmap"
 	"github.com/agentmesh/agentmesh/internal/nodestate"
 	"github.com/agentmesh/agentmesh/internal/pki"
@@ -76,8 +77,10 @@ type mesh struct {
 	listen string
 	clock  *clock
 	limits coordinator.Limits
-	co     *coordinator.Coordinator
-	admin  *controlclient.Client
+	// metrics, if set, records the coordinator's metrics.
+	metrics *metrics.Set
+	co      *coordinator.Coordinator
+	admin   *controlclient.Client
 }
 
 func startMesh(t testing.TB) *mesh {
@@ -96,7 +99,7 @@ func startMeshWith(t testing.TB, limits coordinator.Limits) *mesh {
 func (m *mesh) start() {
 	m.t.Helper()
 	co, err := coordinator.Start(context.Background(), coordinator.Config{
-		DataDir: m.data, Listen: m.listen, TrustDomain: "test.mesh", Now: m.clock.Now, Limits: m.limits,
+		DataDir: m.data, Listen: m.listen, TrustDomain: "test.mesh", Now: m.clock.Now, Limits: m.limits, Metrics: m.metrics,
 	})
 	if err != nil {
 		m.t.Fatal(err)

@@ -50,8 +50,12 @@ type ConnectConfig struct {
 	Tailnet *TailnetConfig
 	// Logger receives the connector's logs; nil discards them.
 	Logger *slog.Logger
-	// Ready is called once the local endpoint serves.
+	// Ready is called once the local endpoint serves (and once for the
+	// metrics endpoint, first, when there is one).
 	Ready func(Serving)
+	// Metrics serves Prometheus metrics when its Listen is set: the
+	// node's certificate and view.
+	Metrics MetricsConfig
 }
 
 // resolveWait bounds how long a connection attempt waits for the service
@@ -73,6 +77,11 @@ func Connect(ctx context.Context, cfg ConnectConfig) (err error) {
 		return err
 	}
 	log := logger(cfg.Logger)
+	m, err := openMetrics(cfg.Metrics)
+	if err != nil {
+		return err
+	}
+	defer m.close()
 	if ln == nil && cfg.Listen != "" {
 		if ln, err = loopback.Listen(cfg.Listen); errors.Is(err, httpserver.ErrAddress) || errors.Is(err, loopback.ErrNotLoopback) {
 			return fmt.Errorf("%w: %w", ErrConfig, err)
@@ -101,7 +110,7 @@ func Connect(ctx context.Context, cfg ConnectConfig) (err error) {
 		defer tn.Close()
 		cc = c
 	} else {
-		n, err := node.Start(ctx, cfg.State, node.Options{Logger: log})
+		n, err := node.Start(ctx, cfg.State, node.Options{Logger: log, Metrics: m.set})
 		if err != nil {
 			return err
 		}
@@ -117,10 +126,24 @@ func Connect(ctx context.Context, cfg ConnectConfig) (err error) {
 	defer stopTraces()
 	cc.TracerProvider = traces.TracerProvider()
 	s.Traces = traces.Endpoint()
+	if m.ln != nil {
+		ready(cfg.Ready, m.serving("connector", s.Node))
+	}
 	ready(cfg.Ready, s)
 	ln2 := ln
 	ln = nil // the relay owns it now
-	return relay(ctx, kind, ln2, auth, cfg.Stdin, cfg.Stdout, cc)
+	// The metrics endpoint serves as long as the relay does (a stdio
+	// relay ends when its client closes the pipe).
+	mctx, stopMetrics := context.WithCancel(ctx)
+	served := make(chan error, 1)
+	go func() { served <- m.task()(mctx) }()
+	cc.Metrics = m.set
+	err = relay(ctx, kind, ln2, auth, cfg.Stdin, cfg.Stdout, cc)
+	stopMetrics()
+	if merr := <-served; err == nil && merr != nil && !errors.Is(merr, context.Canceled) {
+		err = fmt.Errorf("metrics: %w", merr)
+	}
+	return err
 }
 
 // check validates cfg and returns the service's kind ("" when unsaid).

@@ -9,6 +9,7 @@ import (
 	"github.com/agentmesh/agentmesh/internal/coordinator"
 	"github.com/agentmesh/agentmesh/internal/httpserver"
 	"github.com/agentmesh/agentmesh/internal/identity"
+	"github.com/agentmesh/agentmesh/internal/metrics"
 	"github.com/agentmesh/agentmesh/internal/sealed"
 )
 
@@ -37,7 +38,24 @@ const (
 // line); a data directory that another coordinator holds matches
 // dirlock.ErrInUse, with the holder named.
 func StartCoordinator(ctx context.Context, cfg CoordinatorConfig) (*Coordinator, error) {
+	return StartCoordinatorWithMetrics(ctx, cfg, MetricsConfig{})
+}
+
+// StartCoordinatorWithMetrics is StartCoordinator that also serves
+// Prometheus metrics as mc says (MetricsServing announces them); a bad
+// metrics address wraps ErrConfig and starts nothing.
+func StartCoordinatorWithMetrics(ctx context.Context, cfg CoordinatorConfig, mc MetricsConfig) (*Coordinator, error) {
+	m, err := openMetrics(mc)
+	if err != nil {
+		return nil, err
+	}
+	if m.set != nil {
+		cfg.Metrics, cfg.MetricsListener = m.set, m.ln
+	}
 	co, err := coordinator.Start(ctx, cfg)
+	if err != nil {
+		m.close()
+	}
 	var ae *alert.ConfigError
 	if errors.Is(err, httpserver.ErrAddress) || errors.Is(err, identity.ErrBadTrustDomain) || errors.As(err, &ae) {
 		return nil, fmt.Errorf("%w: %w", ErrConfig, err)
@@ -48,6 +66,16 @@ func StartCoordinator(ctx context.Context, cfg CoordinatorConfig) (*Coordinator,
 // CoordinatorServing is the ready signal of a started coordinator.
 func CoordinatorServing(co *Coordinator) Serving {
 	return Serving{Component: "coordinator", API: "control", Network: "mtls", Addr: co.Addr().String(), URL: co.URL(), AdminState: co.AdminDir()}
+}
+
+// MetricsServing is the ready signal of a coordinator's metrics endpoint;
+// ok is false when it serves none.
+func MetricsServing(co *Coordinator) (s Serving, ok bool) {
+	addr := co.MetricsAddr()
+	if addr == "" {
+		return Serving{}, false
+	}
+	return Serving{Component: "coordinator", API: "metrics", Network: "http", Addr: addr, URL: "http://" + addr + metrics.Path}, true
 }
 
 // NewDatabaseKey returns a new key that seals the CA and audit keys in a

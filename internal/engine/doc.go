@@ -40,7 +40,11 @@
 //     not lock, so several run side by side for one agent;
 //   - a connector's local TCP endpoint requires a fresh bearer token,
 //     written with mode 0600 into the node's state directory and removed
-//     when it stops, unless the caller opts out with NoToken.
+//     when it stops, unless the caller opts out with NoToken;
+//   - Prometheus metrics (MetricsConfig) are served on a listener of their
+//     own, loopback unless AllowRemote, opened before anything else starts
+//     and never on the mesh listener; a node's set goes to the node, its
+//     gateways and the recorder that counts decisions from audit events.
 //
 // What the engine does not do is parse flags or print: it reports what it
 // serves through the Ready callback (a Serving value, which the command

@@ -29,7 +29,8 @@ type Serving struct {
 	// Node is the SPIFFE ID of the node serving ("" for a tailnet
 	// connector run without a state directory).
 	Node string `json:"node,omitempty"`
-	// API is "mcp", "model" (an OpenAI-compatible API) or "control".
+	// API is "mcp", "model" (an OpenAI-compatible API), "control" or
+	// "metrics" (the Prometheus endpoint of --metrics).
 	API string `json:"api"`
 	// Network is "mtls", "tailnet", "http" (a loopback TCP endpoint),
 	// "unix" or "stdio".

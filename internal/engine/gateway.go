@@ -74,6 +74,8 @@ type GatewayConfig struct {
 	Logger *slog.Logger
 	// Ready is called once per listener, when it serves.
 	Ready func(Serving)
+	// Metrics serves Prometheus metrics when its Listen is set.
+	Metrics MetricsConfig
 }
 
 // Caps bound what clients can make a gateway hold; a zero field is the
@@ -137,10 +139,11 @@ var (
 
 // gatewayNode is a running node with the gateways that enforce its view.
 type gatewayNode struct {
-	cfg  *GatewayConfig
-	n    *node.Node
-	self identity.ID
-	log  *slog.Logger
+	cfg     *GatewayConfig
+	metrics metricsEndpoint
+	n       *node.Node
+	self    identity.ID
+	log     *slog.Logger
 
 	// traces is the tracing of the node's MCP gateways.
 	traces *tracing.Provider
@@ -181,7 +184,7 @@ func (g *gatewayNode) newFrontend(tlsCfg *tls.Config, ident admission.Identifier
 	var f frontend
 	var err error
 	if g.self.Kind == identity.KindModel {
-		f, err = modelgw.New(modelgw.Config{TLS: tlsCfg, Identifier: ident, Upstream: cfg.UpstreamURL, Audit: g.n, Refusals: g.n.Refusals,
+		f, err = modelgw.New(modelgw.Config{TLS: tlsCfg, Identifier: ident, Upstream: cfg.UpstreamURL, Audit: metered(g.n, g.metrics.set), Refusals: g.n.Refusals,
 			StateDir: limitsDir, MaxBodyBytes: int64(maxBytes), Bodies: c.Bodies,
 			MaxRequestsPerPeer: c.RequestsPerPeer, Logger: g.log, TracerProvider: g.traces.TracerProvider()}, nil)
 	} else {
@@ -196,7 +199,7 @@ func (g *gatewayNode) newFrontend(tlsCfg *tls.Config, ident admission.Identifier
 			}
 			up = gateway.CommandUpstream{Argv: cfg.UpstreamCommand, Stderr: stderr}
 		}
-		f, err = gateway.New(gateway.Config{TLS: tlsCfg, Identifier: ident, Upstream: up, Audit: g.n, Refusals: g.n.Refusals,
+		f, err = gateway.New(gateway.Config{TLS: tlsCfg, Identifier: ident, Upstream: up, Audit: metered(g.n, g.metrics.set), Refusals: g.n.Refusals, Metrics: g.metrics.set,
 			Limits: mcpwire.Limits{MaxBytes: maxBytes}, Logger: g.log, RecordArgsHash: cfg.RecordArgsHash, TracerProvider: g.traces.TracerProvider(),
 			MaxRequestsPerPeer: c.RequestsPerPeer, MaxSessionsPerPeer: c.SessionsPerPeer,
 			MaxProcessesPerPeer: c.ProcessesPerPeer, MaxProcesses: c.Processes, Bodies: c.Bodies}, nil)
@@ -229,18 +232,23 @@ func ServeGateway(ctx context.Context, cfg GatewayConfig) error {
 	if err != nil {
 		return err
 	}
-	e, err := openNode(ctx, NodeConfig{State: cfg.State, Logger: cfg.Logger}, true)
+	m, err := openMetrics(cfg.Metrics)
+	if err != nil {
+		return err
+	}
+	defer m.close()
+	e, err := openNode(ctx, NodeConfig{State: cfg.State, Logger: cfg.Logger, metrics: m.set}, true)
 	if err != nil {
 		return err
 	}
 	defer e.Close()
-	return e.serveGateway(ctx, &cfg, warnUpstream)
+	return e.serveGateway(ctx, &cfg, warnUpstream, m)
 }
 
 // serveGateway serves the gateway of e on the listeners cfg names, whose
 // upstream checkUpstream has checked (warnUpstream tells once serving).
-func (e *Node) serveGateway(ctx context.Context, cfg *GatewayConfig, warnUpstream func(*slog.Logger)) error {
-	g := &gatewayNode{cfg: cfg, log: logger(cfg.Logger), n: e.n, self: e.n.ID()}
+func (e *Node) serveGateway(ctx context.Context, cfg *GatewayConfig, warnUpstream func(*slog.Logger), m metricsEndpoint) error {
+	g := &gatewayNode{cfg: cfg, metrics: m, log: logger(cfg.Logger), n: e.n, self: e.n.ID()}
 	traces, stopTraces, err := startTraces(ctx, "gateway", g.self.String(), g.log)
 	if err != nil {
 		return err
@@ -258,7 +266,10 @@ func (e *Node) serveGateway(ctx context.Context, cfg *GatewayConfig, warnUpstrea
 	if g.self.Kind == identity.KindModel {
 		api, path = "model", "/v1"
 	}
-	var tasks []task
+	tasks := []task{m.task()}
+	if m.ln != nil {
+		ready(cfg.Ready, m.serving("gateway", g.self.String()))
+	}
 	if cfg.Listen != "" {
 		t, err := g.serveMTLS(ctx, api, path)
 		if err != nil {

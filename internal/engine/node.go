@@ -8,6 +8,7 @@ import (
 	"sync"
 
 	"github.com/agentmesh/agentmesh/internal/identity"
+	"github.com/agentmesh/agentmesh/internal/metrics"
 	"github.com/agentmesh/agentmesh/internal/node"
 	"github.com/agentmesh/agentmesh/internal/nodestate"
 )
@@ -22,6 +23,8 @@ type NodeConfig struct {
 	// Command names, in the state directory's lock file, what holds it
 	// (a serving node only); "" is "agentmesh serve".
 	Command string
+	// metrics records the node's metrics (ServeGateway's --metrics).
+	metrics *metrics.Set
 }
 
 // Node is a node opened once from its state directory, for a program
@@ -67,7 +70,7 @@ func OpenNode(ctx context.Context, cfg NodeConfig) (*Node, error) {
 // directory.
 func openNode(ctx context.Context, cfg NodeConfig, audit bool) (*Node, error) {
 	e := &Node{log: logger(cfg.Logger), state: cfg.State}
-	n, err := node.Start(ctx, cfg.State, node.Options{Logger: e.log, Audit: audit, Command: cfg.Command, OnView: e.publish})
+	n, err := node.Start(ctx, cfg.State, node.Options{Logger: e.log, Audit: audit, Command: cfg.Command, OnView: e.publish, Metrics: cfg.metrics})
 	if err != nil {
 		return nil, err
 	}
@@ -147,5 +150,12 @@ func (e *Node) Serve(ctx context.Context, cfg GatewayConfig) error {
 	if err != nil {
 		return err
 	}
-	return e.serveGateway(ctx, &cfg, warn)
+	// The node was opened without metrics: only the gateway's are
+	// recorded here.
+	m, err := openMetrics(cfg.Metrics)
+	if err != nil {
+		return err
+	}
+	defer m.close()
+	return e.serveGateway(ctx, &cfg, warn, m)
 }

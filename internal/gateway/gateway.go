@@ -20,6 +20,7 @@ import (
 	"github.com/agentmesh/agentmesh/internal/connlimit"
 	"github.com/agentmesh/agentmesh/internal/httpserver"
 	"github.com/agentmesh/agentmesh/internal/mcpwire"
+	"github.com/agentmesh/agentmesh/internal/metrics"
 	"github.com/agentmesh/agentmesh/internal/reason"
 	"github.com/agentmesh/agentmesh/internal/tracing"
 )
@@ -128,6 +129,10 @@ type Config struct {
 	// safe on a listener whose transport authenticates and encrypts, such
 	// as tailnet.Node's. Nil refuses every request without a certificate.
 	Identifier admission.Identifier
+	// Metrics records latencies and open sessions, streams and stdio
+	// processes; nil records nothing. (Decisions are counted from the
+	// audit events, by whoever wraps Audit.)
+	Metrics *metrics.Set
 }
 
 const (
@@ -207,6 +212,7 @@ func New(cfg Config, initial *admission.State) (*Gateway, error) {
 	}
 	g.base, g.cancelBase = context.WithCancel(context.Background())
 	g.sessions = newSessionTable()
+	g.sessions.metrics = cfg.Metrics
 	g.conns = newConnTable()
 	g.tasks = newTaskTable()
 	g.params = newParamHeaders()

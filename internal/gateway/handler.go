@@ -33,6 +33,10 @@ type exchange struct {
 	entered *session
 	// start is when the request arrived; the event's latency runs from it.
 	start time.Time
+	// upstreamStart is when the request was handed to the upstream;
+	// streamed is set when its answer is an event stream (metrics).
+	upstreamStart time.Time
+	streamed      bool
 
 	// bodyLease holds body's bytes in the body budget until the request
 	// is done.
@@ -68,6 +72,9 @@ func (g *Gateway) serveMCP(w http.ResponseWriter, r *http.Request) {
 	g.traceBegin(r, x)
 	defer g.traceEnd(r, x)
 	defer func() {
+		if !x.streamed && g.cfg.Metrics != nil {
+			g.cfg.Metrics.Total(g.now().Sub(start))
+		}
 		if x.entered != nil {
 			x.entered.leave(g.now())
 		}
@@ -128,6 +135,11 @@ func (g *Gateway) forward(w http.ResponseWriter, r *http.Request, x *exchange) {
 	r, end := g.traceUpstream(r, x)
 	defer end()
 	aw := &auditWriter{ResponseWriter: w, g: g, r: r, x: x}
+	if x.stream != nil {
+		g.cfg.Metrics.AddStreams(1)
+		defer g.cfg.Metrics.AddStreams(-1)
+	}
+	x.upstreamStart = g.metricsNow()
 	g.up.forward(aw, r, x)
 }
 
@@ -151,7 +163,14 @@ func (a *auditWriter) commit(status int) {
 	}
 	a.committed = true
 	x := a.x
-	x.ev.LatencyUS = a.g.now().Sub(x.start).Microseconds()
+	now := a.g.now()
+	x.ev.LatencyUS = now.Sub(x.start).Microseconds()
+	if m := a.g.cfg.Metrics; m != nil {
+		m.Upstream(now.Sub(x.upstreamStart))
+		if x.streamed = isEventStream(a.ResponseWriter.Header()); x.streamed {
+			m.FirstByte(now.Sub(x.start))
+		}
+	}
 	x.ev.Outcome = x.outcome
 	if x.ev.Outcome == "" {
 		x.ev.Outcome = audit.OutcomeOfStatus(status)
@@ -241,7 +260,9 @@ func (g *Gateway) servePost(w http.ResponseWriter, r *http.Request, x *exchange)
 	if !g.bindSession(w, r, x) {
 		return
 	}
+	decided := g.metricsNow()
 	v := g.decide(x.peer, m)
+	g.cfg.Metrics.Decision(g.metricsNow().Sub(decided))
 	x.v = v
 	ev.Tool, ev.Resource, ev.Prompt, ev.ArgsSHA256 = v.tool, v.resource, v.prompt, v.argsHash
 	ev.Rule, ev.PolicyVersion = v.rule(), v.version

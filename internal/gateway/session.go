@@ -9,6 +9,7 @@ import (
 	"github.com/agentmesh/agentmesh/internal/admission"
 	"github.com/agentmesh/agentmesh/internal/budget"
 	"github.com/agentmesh/agentmesh/internal/identity"
+	"github.com/agentmesh/agentmesh/internal/metrics"
 )
 
 // listKind is one of the four filtered lists, as a bit so that pending
@@ -296,6 +297,7 @@ type sessionTable struct {
 	mu        sync.Mutex
 	byID      map[string]*session
 	stateless map[ownerKey]*session
+	metrics   *metrics.Set // counts the sessions in byID
 }
 
 func newSessionTable() *sessionTable {
@@ -316,6 +318,7 @@ func (t *sessionTable) add(s *session) bool {
 		return false
 	}
 	t.byID[s.id] = s
+	t.metrics.AddSessions(1)
 	return true
 }
 
@@ -352,6 +355,7 @@ func (t *sessionTable) remove(s *session) bool {
 	}
 	if t.byID[s.id] == s {
 		delete(t.byID, s.id)
+		t.metrics.AddSessions(-1)
 		return true
 	}
 	return false
@@ -378,6 +382,7 @@ func (t *sessionTable) removeAll() []*session {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	out := t.allLocked()
+	t.metrics.AddSessions(-len(t.byID))
 	clear(t.byID)
 	clear(t.stateless)
 	return out

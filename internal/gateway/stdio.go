@@ -191,6 +191,7 @@ func (u *commandUpstream) start(x *exchange) (*session, error) {
 		lists: make(map[jsonrpc.ID]listKind), tasks: make(map[jsonrpc.ID]*taskOrigin),
 		progress: make(map[string]jsonrpc.ID)}
 	x.slots.process = nil
+	g.cfg.Metrics.AddProcesses(1)
 	b.ctx, b.cancel = context.WithCancel(s.ctx)
 	s.up = b
 	s.inject = b.inject
@@ -233,6 +234,7 @@ func (b *stdioBridge) close() {
 		b.g.goOwned(func() {
 			b.proc.Close()
 			b.procSlot.Release()
+			b.g.cfg.Metrics.AddProcesses(-1)
 		})
 	})
 }

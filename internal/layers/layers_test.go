@@ -26,7 +26,7 @@ const module = "github.com/agentmesh/agentmesh"
 var layers = []layer{
 	{name: "foundation", may: []string{"foundation"}, pkgs: []string{
 		"alert", "audit", "authkey", "backoff", "budget", "connlimit", "controlapi", "dirlock", "durable", "httpserver",
-		"identity", "loopback", "mcpwire", "modelwire", "netmap", "pki", "policy", "reason", "sealed", "sse",
+		"identity", "loopback", "mcpwire", "metrics", "modelwire", "netmap", "pki", "policy", "reason", "sealed", "sse",
 		"store", "termtext", "tracing", "transport", "/examples", "/examples/ledger",
 	}},
 	{name: "components", may: []string{"foundation", "components"}, pkgs: []string{

@@ -28,6 +28,7 @@ import (
 	"github.com/agentmesh/agentmesh/internal/controlclient"
 	"github.com/agentmesh/agentmesh/internal/dirlock"
 	"github.com/agentmesh/agentmesh/internal/identity"
+	"github.com/agentmesh/agentmesh/internal/metrics"
 	"github.com/agentmesh/agentmesh/internal/netmap"
 	"github.com/agentmesh/agentmesh/internal/nodestate"
 	"github.com/agentmesh/agentmesh/internal/pki"
@@ -75,6 +76,9 @@ type Options struct {
 	Command string
 	// Spool tunes the audit spool.
 	Spool spool.Options
+	// Metrics records the node's certificate expiry, view, spool and
+	// shipping, and its refusals; nil records nothing.
+	Metrics *metrics.Set
 }
 
 // Node is a running node. Close stops it.
@@ -87,6 +91,7 @@ type Node struct {
 	// event per attempt. Nil unless Options.Audit was set.
 	Refusals *audit.Refusals
 	log      *slog.Logger
+	metrics  *metrics.Set
 	// lock holds the state directory while Audit is set (nil otherwise).
 	lock *dirlock.Lock
 
@@ -143,6 +148,7 @@ func Start(ctx context.Context, stateDir string, o Options) (*Node, error) {
 	if err := cl.RenewIfDue(ctx); err != nil {
 		log.Warn("node: renewal at start failed; continuing with the current certificate", "err", err)
 	}
+	o.Metrics.Certificate(leafExpiry(cl.Certificate()))
 	var sp *spool.Spool
 	if o.Audit {
 		if sp, err = spool.Open(dir.SpoolDir(), withLogger(o.Spool, log)); err != nil {
@@ -151,16 +157,26 @@ func Start(ctx context.Context, stateDir string, o Options) (*Node, error) {
 			return nil, fmt.Errorf("audit spool: %w", err)
 		}
 	}
-	n := &Node{Client: cl, Spool: sp, lock: lock, log: log, changed: make(chan struct{})}
+	n := &Node{Client: cl, Spool: sp, lock: lock, log: log, metrics: o.Metrics, changed: make(chan struct{})}
 	if sp != nil {
-		n.Refusals = audit.NewRefusals(audit.RefusalOptions{Record: n.Record, Logger: log})
+		n.Refusals = audit.NewRefusals(audit.RefusalOptions{Record: n.Record, Logger: log, Observe: o.Metrics.Refused})
+		o.Metrics.WatchSpool(sp.Pending)
+	}
+	onCert := o.OnCertificate
+	if o.Metrics != nil {
+		onCert = func(c *tls.Certificate) {
+			o.Metrics.Certificate(leafExpiry(c))
+			if o.OnCertificate != nil {
+				o.OnCertificate(c)
+			}
+		}
 	}
 	runCtx, cancel := context.WithCancel(context.Background())
 	n.cancel = cancel
 	n.wg.Add(2)
 	go func() {
 		defer n.wg.Done()
-		err := cl.RunRenewal(runCtx, o.Clock, o.OnCertificate)
+		err := cl.RunRenewal(runCtx, o.Clock, onCert)
 		if err != nil && !errors.Is(err, context.Canceled) {
 			log.Error("node: certificate renewal stopped", "err", err)
 		}
@@ -184,7 +200,7 @@ func Start(ctx context.Context, stateDir string, o Options) (*Node, error) {
 		n.wg.Add(2)
 		go func() {
 			defer n.wg.Done()
-			spool.Ship(runCtx, sp, cl, spool.ShipOptions{Logger: log})
+			spool.Ship(runCtx, sp, cl, spool.ShipOptions{Logger: log, Metrics: o.Metrics})
 		}()
 		go func() {
 			defer n.wg.Done()
@@ -248,6 +264,7 @@ func (n *Node) followViews(ctx context.Context, updates <-chan update, clock pki
 			// may have pushed the deadline on, and it is armed again.
 			expiry = clock.After(cur.Confirmed.Add(cur.Netmap.CertTTL).Sub(now) + time.Nanosecond)
 		}
+		n.metrics.View(netmapVersion(cur.Netmap), policyVersion(cur.Netmap), cur.Confirmed, cur.Stale, now)
 		if changed {
 			n.publish(cur, onView)
 		} else {
@@ -260,6 +277,30 @@ func (n *Node) followViews(ctx context.Context, updates <-chan update, clock pki
 			n.mu.Unlock()
 		}
 	}
+}
+
+// netmapVersion is nm's version (0 for no netmap).
+func netmapVersion(nm *netmap.Netmap) int64 {
+	if nm == nil {
+		return 0
+	}
+	return nm.Version
+}
+
+// policyVersion is the version of nm's policy (0 for none or no netmap).
+func policyVersion(nm *netmap.Netmap) int64 {
+	if nm == nil {
+		return 0
+	}
+	return nm.Policy.Version
+}
+
+// leafExpiry is when c expires (zero when unknown).
+func leafExpiry(c *tls.Certificate) time.Time {
+	if c == nil || c.Leaf == nil {
+		return time.Time{}
+	}
+	return c.Leaf.NotAfter
 }
 
 // samePolicy reports whether a and b compile to the same policy.

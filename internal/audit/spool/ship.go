@@ -9,6 +9,7 @@ import (
 
 	"github.com/agentmesh/agentmesh/internal/audit"
 	"github.com/agentmesh/agentmesh/internal/backoff"
+	"github.com/agentmesh/agentmesh/internal/metrics"
 )
 
 // Sender delivers a batch of events to the coordinator. A nil error means
@@ -42,6 +43,9 @@ type ShipOptions struct {
 	// fsync. Events are durable in the spool meanwhile; only their arrival
 	// at the coordinator waits. Zero means 100 ms; negative sends at once.
 	Linger time.Duration
+	// Metrics records the oldest event waiting, what was shipped and
+	// failed sends; nil records nothing.
+	Metrics *metrics.Set
 }
 
 // Ship sends the spool's events to sender until ctx is done or the spool is
@@ -93,6 +97,9 @@ func Ship(ctx context.Context, spool *Spool, sender Sender, opts ShipOptions) er
 			// come, and retrying would spin.
 			return fmt.Errorf("audit: ship: %w", err)
 		}
+		if len(b.Events) > 0 {
+			opts.Metrics.Shipping(b.Events[0].Time)
+		}
 		err = sender.Send(ctx, b.Events)
 		if err == nil {
 			if err := spool.Ack(b); err != nil {
@@ -101,6 +108,8 @@ func Ship(ctx context.Context, spool *Spool, sender Sender, opts ShipOptions) er
 				}
 				return fmt.Errorf("audit: ship: %w", err)
 			}
+			opts.Metrics.Shipped(len(b.Events))
+			opts.Metrics.Shipping(time.Time{}) // the next batch, if any, sets it again
 			if retry.Failures() > 0 {
 				log.Info("audit: shipping resumed", "failures", retry.Failures())
 			}
@@ -110,6 +119,7 @@ func Ship(ctx context.Context, spool *Spool, sender Sender, opts ShipOptions) er
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
+		opts.Metrics.ShipFailed()
 		wait := retry.Next()
 		failures := retry.Failures()
 		if errors.Is(err, audit.ErrNotKept) {

@@ -14,6 +14,7 @@ import (
 	"github.com/agentmesh/agentmesh/internal/audit/auditstore"
 	"github.com/agentmesh/agentmesh/internal/audit/audittest"
 	"github.com/agentmesh/agentmesh/internal/audit/spool"
+	"github.com/agentmesh/agentmesh/internal/metrics"
 	"github.com/agentmesh/agentmesh/internal/store"
 )
 
@@ -235,5 +236,68 @@ func TestShipLingersForAPartialBatchToFill(t *testing.T) {
 	<-done
 	if calls, got := sender.Calls(), len(sender.Events()); calls != 1 || got != 25 {
 		t.Fatalf("%d sends carrying %d events, want 1 send of 25", calls, got)
+	}
+}
+
+// TestShipRecordsMetrics: failed sends and shipped events are counted, and
+// the oldest waiting event is cleared once everything is acknowledged.
+func TestShipRecordsMetrics(t *testing.T) {
+	ctx := context.Background()
+	sender := &audittest.Sender{FailFirst: 2, Delivered: make(chan struct{}, 1)}
+	sp, err := spool.Open(t.TempDir(), spool.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sp.Close()
+	const total = 5
+	base := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	for i := range total {
+		e := audittest.Event(i, base)
+		if err := sp.Append(ctx, &e); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := sp.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	m := metrics.New()
+	m.WatchSpool(sp.Pending)
+	value := func(name string) float64 {
+		t.Helper()
+		v, err := m.Value(name, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return v
+	}
+	if v := value("agentmesh_audit_spool_events"); v != total {
+		t.Fatalf("spool depth %v before shipping, want %d", v, total)
+	}
+	shipCtx, cancel := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() {
+		done <- spool.Ship(shipCtx, sp, sender, spool.ShipOptions{Linger: -1, Metrics: m,
+			After: func(time.Duration) <-chan time.Time {
+				c := make(chan time.Time, 1)
+				c <- time.Time{}
+				return c
+			}})
+	}()
+	for len(sender.Events()) < total {
+		<-sender.Delivered
+	}
+	cancel()
+	<-done
+	if v := value("agentmesh_audit_ship_errors_total"); v != 2 {
+		t.Errorf("ship errors %v, want 2", v)
+	}
+	if v := value("agentmesh_audit_shipped_events_total"); v != total {
+		t.Errorf("shipped %v, want %d", v, total)
+	}
+	if v := value("agentmesh_audit_spool_events"); v != 0 {
+		t.Errorf("spool depth %v after everything was acknowledged", v)
+	}
+	if v := value("agentmesh_audit_spool_oldest_event_age_seconds"); v != 0 {
+		t.Errorf("oldest waiting event %v s old with nothing waiting", v)
 	}
 }
