@@ -260,6 +260,11 @@ func TestConsolePagesCarrySecurityHeadersAndNoSecrets(t *testing.T) {
 		if !strings.Contains(csp, "script-src 'self'") || !strings.Contains(csp, "frame-ancestors 'none'") || strings.Contains(csp, "unsafe") {
 			t.Errorf("GET %s: Content-Security-Policy %q", p, csp)
 		}
+		// no-referrer would make a browser send "Origin: null" with
+		// the console's own forms, which the loopback guard refuses.
+		if rp := w.Header().Get("Referrer-Policy"); rp != "same-origin" {
+			t.Errorf("GET %s: Referrer-Policy %q, want same-origin", p, rp)
+		}
 		if w.Header().Get("X-Frame-Options") != "DENY" {
 			t.Errorf("GET %s: X-Frame-Options %q, want DENY", p, w.Header().Get("X-Frame-Options"))
 		}
