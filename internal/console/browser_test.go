@@ -274,6 +274,13 @@ func TestConsoleInChromium(t *testing.T) {
 	// Revoke teller through the nodes page, with its confirmation.
 	b.do(t, "open the nodes", chromedp.Navigate(b.console.URL()+"/nodes"), chromedp.WaitVisible(chromedp.CSS(`tr[data-node="teller"]`)))
 	b.shot(t, "nodes")
+	b.do(t, "tag auditor",
+		chromedp.SetValue(chromedp.CSS(`tr[data-node="auditor"] input[name="tags"]`), "tag:audit, tag:prod"),
+		chromedp.Click(chromedp.CSS(`tr[data-node="auditor"] button`)),
+		chromedp.WaitVisible(chromedp.CSS(".flash")))
+	if got := b.text(t, ".flash"); got != "auditor now has tags [tag:audit, tag:prod]" {
+		t.Errorf("after tagging: %q", got)
+	}
 	b.do(t, "revoke teller",
 		chromedp.Click(chromedp.CSS(`tr[data-node="teller"] a.danger`)),
 		chromedp.WaitVisible(chromedp.CSS(`input[name="confirm"]`)),
@@ -296,6 +303,11 @@ func TestConsoleInChromium(t *testing.T) {
 			t.Errorf("the coordinator has teller %s, want revoked", n.Status)
 		}
 	}
+	b.do(t, "open the overview", chromedp.Navigate(b.console.URL()+"/"), chromedp.WaitVisible(chromedp.CSS(".cards")))
+	if got := b.text(t, "#denials-hour"); got == "0" {
+		t.Errorf("the overview counts no denial in the last hour")
+	}
+	b.shot(t, "overview-after")
 	if err := ctx.Err(); errors.Is(err, context.DeadlineExceeded) {
 		t.Fatal("the browser test ran out of time")
 	}
