@@ -36,7 +36,11 @@
 //
 // What the console does not defend against: a local user who can read the
 // terminal the login URL was printed to, or the browser's cookie store,
-// is the admin.
+// is the admin. Browsers do not bind cookies to a port: a server another
+// local user runs on 127.0.0.1 receives the session cookie if the admin's
+// browser opens one of its pages (SameSite counts every port of a host as
+// one site). The session then lasts at most sessionLifetime, and ends
+// when the console stops.
 package console
 
 import (
