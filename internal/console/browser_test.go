@@ -240,10 +240,9 @@ func TestConsoleInChromium(t *testing.T) {
 	// without a reload.
 	b.do(t, "open the live audit", chromedp.Navigate(b.console.URL()+"/audit?decision=deny"))
 	b.waitFor(t, "the follow to start", `document.getElementById("follow-state").className === "on"`)
-	deadline := time.Now().Add(time.Minute)
-	for {
-		// The gateway has the new policy within a second or so: until
-		// then the call is still allowed.
+	// The gateway has the new policy within a second or so; until then
+	// the call is still allowed. Poll, with a deadline.
+	for deadline := time.Now().Add(time.Minute); ; {
 		_, err := b.auditor.CallTool(ctx, &mcp.CallToolParams{Name: "history", Arguments: map[string]any{}})
 		if err != nil {
 			break
@@ -251,6 +250,7 @@ func TestConsoleInChromium(t *testing.T) {
 		if time.Now().After(deadline) {
 			t.Fatal("the auditor may still call history a minute after the policy change")
 		}
+		time.Sleep(50 * time.Millisecond)
 	}
 	b.waitFor(t, "the denial to arrive", `Array.from(document.querySelectorAll("#events tbody tr.fresh.deny")).some(r => r.textContent.includes("tools/call history") && r.textContent.includes("agent:auditor"))`)
 	b.shot(t, "audit")
