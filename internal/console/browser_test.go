@@ -281,9 +281,11 @@ func TestConsoleInChromium(t *testing.T) {
 	if got := b.text(t, ".flash"); got != "auditor now has tags [tag:audit, tag:prod]" {
 		t.Errorf("after tagging: %q", got)
 	}
-	b.do(t, "revoke teller",
+	b.do(t, "ask to revoke teller",
 		chromedp.Click(chromedp.CSS(`tr[data-node="teller"] a.danger`)),
-		chromedp.WaitVisible(chromedp.CSS(`input[name="confirm"]`)),
+		chromedp.WaitVisible(chromedp.CSS(`input[name="confirm"]`)))
+	b.shot(t, "revoke")
+	b.do(t, "revoke teller",
 		chromedp.SendKeys(chromedp.CSS(`input[name="confirm"]`), "teller"),
 		chromedp.Click(chromedp.CSS(`.confirm button.danger`)),
 		chromedp.WaitVisible(chromedp.CSS(".flash")))

@@ -24,7 +24,10 @@
 //     token in a form field, compared in constant time, and, when the
 //     browser sends them, an Origin equal to the console's own and a
 //     Sec-Fetch-Site of same-origin: a page of another site, or of another
-//     local port, cannot make the console act.
+//     local port, cannot make the console act. A request of any method
+//     from another origin (Origin, or Sec-Fetch-Site same-site or
+//     cross-site) is refused too, so such a page cannot read the live
+//     audit stream or include a page as a script.
 //   - No secret reaches a page: no key, no certificate key, no session
 //     token (the CSRF token is per session and useless without the
 //     cookie). Pages are server-rendered with html/template (contextual

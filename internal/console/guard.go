@@ -162,11 +162,15 @@ func (g *guard) wrap(next http.Handler) http.Handler {
 			fmt.Fprintln(w, "it works once: start the console again for a new one.")
 			return
 		}
+		// Pages are for the console's own pages and the operator's
+		// address bar: a page of another local port (same site for a
+		// browser, and sent the cookie) may neither post to the console
+		// nor read it through a script or stream.
+		if why := sameOrigin(r); why != "" {
+			http.Error(w, "refused: "+why, http.StatusForbidden)
+			return
+		}
 		if r.Method == http.MethodPost {
-			if why := sameOrigin(r); why != "" {
-				http.Error(w, "refused: "+why, http.StatusForbidden)
-				return
-			}
 			// A form of at most MaxForm bytes; ParseForm reads no more.
 			r.Body = http.MaxBytesReader(w, r.Body, maxForm)
 			if err := r.ParseForm(); err != nil {
@@ -185,16 +189,18 @@ func (g *guard) wrap(next http.Handler) http.Handler {
 // maxForm bounds a form: a policy document and a few fields.
 const maxForm = 1<<20 + 64<<10
 
-// sameOrigin returns why a POST is not from one of the console's own
-// pages, or "" when it may be. Browsers send Origin on every POST and
-// Sec-Fetch-Site on every request; a client that sends neither is not a
-// browser a page could drive, and still needs the cookie and the token.
+// sameOrigin returns why a request is not from one of the console's own
+// pages (or, for a GET, the operator's address bar or bookmark), or ""
+// when it may be. Browsers send Origin on every POST and Sec-Fetch-Site on
+// every request; a client that sends neither is not a browser a page
+// could drive, and still needs the cookie (and for a POST the token).
 func sameOrigin(r *http.Request) string {
 	if o := r.Header.Get("Origin"); o != "" && o != "http://"+r.Host {
 		return "cross-origin request (Origin " + o + ")"
 	}
-	if s := r.Header.Get("Sec-Fetch-Site"); s != "" && s != "same-origin" {
-		return "cross-site request (Sec-Fetch-Site " + s + ")"
+	s := r.Header.Get("Sec-Fetch-Site")
+	if s == "" || s == "same-origin" || (s == "none" && r.Method != http.MethodPost) {
+		return ""
 	}
-	return ""
+	return "request from another site or port (Sec-Fetch-Site " + s + ")"
 }

@@ -185,6 +185,29 @@ func TestConsoleRefusesForeignHostAndOrigin(t *testing.T) {
 	if w := do(h, r); w.Code != http.StatusForbidden {
 		t.Errorf("foreign Origin: %d, want 403", w.Code)
 	}
+	// Another local port is the same site to a browser, which sends it
+	// the cookie: it may not read a page or the audit stream.
+	for _, hdr := range []map[string]string{
+		{"Origin": "http://127.0.0.1:8888"},
+		{"Sec-Fetch-Site": "same-site"},
+		{"Sec-Fetch-Site": "cross-site"},
+	} {
+		r := get("/audit/follow", c)
+		for k, v := range hdr {
+			r.Header.Set(k, v)
+		}
+		if w := do(h, r); w.Code != http.StatusForbidden {
+			t.Errorf("GET /audit/follow with %v: %d, want 403", hdr, w.Code)
+		}
+	}
+	// The operator's own navigation: typed (none) or from a console page.
+	for _, site := range []string{"none", "same-origin"} {
+		r := get("/nodes", c)
+		r.Header.Set("Sec-Fetch-Site", site)
+		if w := do(h, r); w.Code != http.StatusOK {
+			t.Errorf("GET /nodes with Sec-Fetch-Site %s: %d, want 200", site, w.Code)
+		}
+	}
 	// The login URL is guarded too: a rebinding page cannot log in.
 	r = get(pathLogin + "?token=" + s.loginToken)
 	r.Host = "evil.example:7900"

@@ -197,7 +197,7 @@ func (s *server) handleNodes(w http.ResponseWriter, r *http.Request) {
 		if p.Kind != "" && n.Kind != p.Kind {
 			continue
 		}
-		if p.Status != "" && n.State != p.Status {
+		if p.Status != "" && n.State != p.Status && n.Status != p.Status {
 			continue
 		}
 		if p.Q != "" && !strings.Contains(n.Name+" "+strings.Join(n.Tags, " ")+" "+n.ID, p.Q) {
