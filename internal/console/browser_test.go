@@ -305,6 +305,22 @@ func TestConsoleInChromium(t *testing.T) {
 			t.Errorf("the coordinator has teller %s, want revoked", n.Status)
 		}
 	}
+	// History: view version 1, its diff against the active one, and
+	// roll back to it.
+	b.do(t, "view policy version 1", chromedp.Navigate(b.console.URL()+"/policy?version=1"), chromedp.WaitVisible(chromedp.CSS("pre.diff")))
+	b.shot(t, "policy-history")
+	b.do(t, "roll back to version 1", chromedp.Click(chromedp.CSS(`form[action="/policy/rollback"] button`)), chromedp.WaitVisible(chromedp.CSS(".flash")))
+	if got := b.text(t, ".flash"); got != "rolled back: version 3 is version 1's policy" {
+		t.Errorf("after rollback: %q", got)
+	}
+
+	b.do(t, "verify the audit trail", chromedp.Navigate(b.console.URL()+"/"),
+		chromedp.Click(chromedp.CSS(`form[action="/audit/verify"] button`)), chromedp.WaitVisible(chromedp.CSS("main pre")))
+	if got := b.text(t, "main p"); got != "The audit trail checks out." {
+		t.Errorf("audit verification: %q", got)
+	}
+	b.shot(t, "verify")
+
 	b.do(t, "open the overview", chromedp.Navigate(b.console.URL()+"/"), chromedp.WaitVisible(chromedp.CSS(".cards")))
 	if got := b.text(t, "#denials-hour"); got == "0" {
 		t.Errorf("the overview counts no denial in the last hour")
