@@ -17,8 +17,6 @@ import (
 	"github.com/agentmesh/agentmesh/internal/reason"
 )
 
-func urlQueryEscape(s string) string { return url.QueryEscape(s) }
-
 // staleAfter is how long a node may go unseen before the overview flags
 // it: a node renews its certificate at two thirds of its lifetime (1 h by
 // default) and watches its netmap all the time, so an hour without a word
@@ -60,12 +58,12 @@ func viewNodes(nodes []controlapi.NodeInfo, now time.Time) []nodeView {
 
 // count is one row of a grouped count.
 type count struct {
-	Key   string
-	Key2  string
-	N     int64
-	Last  time.Time
-	Seq   int64 // the newest event's, to open it
-	Extra string
+	Key  string
+	Key2 string
+	N    int64
+	Last time.Time
+	Seq  int64  // the newest event's, to open it
+	What string // the newest event's object (what)
 }
 
 type overview struct {
@@ -166,7 +164,7 @@ func group(events []audit.Event) []count {
 		}
 		c.N += e.Attempts()
 		if e.Time.After(c.Last) {
-			c.Last, c.Seq, c.Extra = e.Time, e.Seq, what(e)
+			c.Last, c.Seq, c.What = e.Time, e.Seq, what(e)
 		}
 	}
 	slices.SortStableFunc(out, func(a, b *count) int {

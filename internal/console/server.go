@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
 	"strings"
 	"time"
 
@@ -164,7 +165,7 @@ func done(w http.ResponseWriter, r *http.Request, path, msg string) {
 	if strings.Contains(path, "?") {
 		sep = "&"
 	}
-	http.Redirect(w, r, path+sep+"done="+urlQueryEscape(msg), http.StatusSeeOther)
+	http.Redirect(w, r, path+sep+"done="+url.QueryEscape(msg), http.StatusSeeOther)
 }
 
 // parsePages parses each page template with the layout.
