@@ -150,6 +150,11 @@ func TestConsoleLoginTokenWorksOnceAndOnlyWhenRight(t *testing.T) {
 	if w := do(h, get(pathLogin+"?token=wrong")); w.Code != http.StatusUnauthorized {
 		t.Errorf("login with a wrong token: %d, want 401", w.Code)
 	}
+	head := get(pathLogin + "?token=" + s.loginToken)
+	head.Method = http.MethodHead
+	if w := do(h, head); w.Code != http.StatusMethodNotAllowed {
+		t.Errorf("HEAD of the login URL: %d, want 405 (and the token kept)", w.Code)
+	}
 	c := login(t, s, h)
 	if w := do(h, get("/", c)); w.Code != http.StatusOK {
 		t.Errorf("overview with the session: %d, want 200: %s", w.Code, w.Body)

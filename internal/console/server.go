@@ -93,6 +93,12 @@ func (s *server) handler() http.Handler {
 // cookie, then sends the browser on to the overview: the token leaves the
 // address bar and the history at once.
 func (s *server) handleLogin(w http.ResponseWriter, r *http.Request) {
+	if r.Method != http.MethodGet {
+		// A HEAD (a link checker's) must not spend the token.
+		w.Header().Set("Allow", "GET")
+		http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
+		return
+	}
 	sid, ok := s.auth.useLogin(r.URL.Query().Get("token"))
 	if !ok {
 		s.log.Warn("console: refused a login with a wrong or spent token", "remote", r.RemoteAddr)
