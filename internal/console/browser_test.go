@@ -211,8 +211,15 @@ func TestConsoleInChromium(t *testing.T) {
 		t.Fatal("examples/policy.hujson changed: update the edit this test makes")
 	}
 	broken := strings.Replace(doc, auditorTools, auditorToolsNew, 1)
-	b.do(t, "submit a policy whose tests fail", chromedp.Navigate(b.console.URL()+"/policy"),
-		chromedp.SetValue(chromedp.ID("document"), broken),
+	b.do(t, "edit the policy", chromedp.Navigate(b.console.URL()+"/policy"), chromedp.SetValue(chromedp.ID("document"), broken))
+	// Typing runs the live check; SetValue types nothing, so say so.
+	if _, err := chromedp.Run(ctx, chromedp.Evaluate[bool](`document.getElementById("document").dispatchEvent(new Event("input"))`)); err != nil {
+		t.Fatal(err)
+	}
+	b.waitFor(t, "the live check to refuse the edit", `(() => { const e = document.getElementById("live-check");
+		return !e.hidden && e.classList.contains("bad") && e.textContent.includes("tools/call history"); })()`)
+	b.shot(t, "policy-live-check")
+	b.do(t, "submit a policy whose tests fail",
 		chromedp.Click(chromedp.CSS(`button[value="apply"]`)),
 		chromedp.WaitVisible(chromedp.CSS("#check.bad")))
 	if got := b.text(t, "#check"); !strings.Contains(got, "tools/call history") {

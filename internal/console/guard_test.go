@@ -323,3 +323,27 @@ func TestListenRefusesNonLoopbackAndUnixAddresses(t *testing.T) {
 		t.Errorf("LoginURL %q is not on %q", c.LoginURL(), c.URL())
 	}
 }
+
+func TestConsoleLiveCheckAnswersWithoutApplying(t *testing.T) {
+	s, h, fa := testConsole(t)
+	c := login(t, s, h)
+	tok := csrfOf(t, h, c)
+	if w := do(h, post("/policy/check", url.Values{"document": {"{}"}}, c)); w.Code != http.StatusForbidden {
+		t.Errorf("live check without the CSRF token: %d, want 403", w.Code)
+	}
+	w := do(h, post("/policy/check", url.Values{"csrf": {tok}, "document": {`{"grants": [{"src": ["agent:a"]}]}`}}, c))
+	var res checkResult
+	if err := json.Unmarshal(w.Body.Bytes(), &res); err != nil || w.Code != http.StatusOK {
+		t.Fatalf("live check: %d %v: %s", w.Code, err, w.Body)
+	}
+	if res.Valid || len(res.Problems) == 0 {
+		t.Errorf("live check of a grant without dst: %+v, want a problem", res)
+	}
+	w = do(h, post("/policy/check", url.Values{"csrf": {tok}, "document": {`{"grants": [{"src": ["agent:teller"], "dst": ["tool:x"], "tools": ["t"]}]}`}}, c))
+	if err := json.Unmarshal(w.Body.Bytes(), &res); err != nil || !res.Valid || len(res.Warnings) != 1 {
+		t.Errorf("live check of a valid draft: %+v (%v), want valid with one warning (tool:x matches no node)", res, err)
+	}
+	if got := fa.posted(); len(got) != 0 {
+		t.Errorf("the live check called the admin API: %q", got)
+	}
+}

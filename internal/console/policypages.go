@@ -1,6 +1,8 @@
 package console
 
 import (
+	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
@@ -31,8 +33,8 @@ type policyPage struct {
 }
 
 type diffLine struct {
-	Op   string // "add", "del", or "" for a note
-	Text string
+	Op   string `json:"op"` // "add", "del", or "" for a note
+	Text string `json:"text"`
 }
 
 func (s *server) policyState(r *http.Request, version int64) (policyPage, error) {
@@ -90,24 +92,8 @@ func (s *server) handlePolicySubmit(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	p.Draft, p.Checked = doc, true
-	p.Diff = diff(p.Active.Document, doc)
-	compiled, err := policy.Compile([]byte(doc), "draft")
-	if err != nil {
-		p.Problems = problems(err)
-	} else {
-		p.Summary = compiled.Summary()
-		if nodes, err := s.nodes(r.Context()); err == nil {
-			var pn []policy.Node
-			for _, n := range nodes {
-				if x, ok := policyNode(n); ok && n.Status == "active" {
-					pn = append(pn, x)
-				}
-			}
-			for _, u := range compiled.Unmatched(pn) {
-				p.Warnings = append(p.Warnings, u.String())
-			}
-		}
-	}
+	c := s.check(r.Context(), doc, p.Active.Document)
+	p.Problems, p.Warnings, p.Summary, p.Diff = c.Problems, c.Warnings, c.Summary, c.Diff
 	if !apply || len(p.Problems) > 0 {
 		status := 0
 		msg := ""
@@ -127,6 +113,55 @@ func (s *server) handlePolicySubmit(w http.ResponseWriter, r *http.Request) {
 	}
 	s.log.Info("console: applied a policy", "version", pv.Version)
 	done(w, r, "/policy", fmt.Sprintf("applied policy version %d", pv.Version))
+}
+
+// checkResult is what checking a draft found; the live check sends it as
+// JSON.
+type checkResult struct {
+	Valid    bool       `json:"valid"`
+	Summary  string     `json:"summary,omitempty"`
+	Problems []string   `json:"problems,omitempty"`
+	Warnings []string   `json:"warnings,omitempty"`
+	Diff     []diffLine `json:"diff,omitempty"`
+}
+
+// check compiles doc as 'agentmesh policy apply' does before it sends it
+// (the document's own tests run), lists the selectors that match no
+// active node, and diffs it against active.
+func (s *server) check(ctx context.Context, doc, active string) checkResult {
+	c := checkResult{Diff: diff(active, doc)}
+	compiled, err := policy.Compile([]byte(doc), "draft")
+	if err != nil {
+		c.Problems = problems(err)
+		return c
+	}
+	c.Valid, c.Summary = true, compiled.Summary()
+	if nodes, err := s.nodes(ctx); err == nil {
+		var pn []policy.Node
+		for _, n := range nodes {
+			if x, ok := policyNode(n); ok && n.Status == "active" {
+				pn = append(pn, x)
+			}
+		}
+		for _, u := range compiled.Unmatched(pn) {
+			c.Warnings = append(c.Warnings, u.String())
+		}
+	}
+	return c
+}
+
+// handleCheck is the editor's live check: the page's script posts the
+// draft as the operator types, and shows the answer. Nothing is applied.
+func (s *server) handleCheck(w http.ResponseWriter, r *http.Request) {
+	doc := strings.ReplaceAll(r.PostForm.Get("document"), "\r\n", "\n")
+	var active controlapi.PolicyVersion
+	if err := s.admin.Call(r.Context(), http.MethodGet, controlapi.PathPolicy, nil, &active); err != nil {
+		s.log.Warn("console: reading the policy", "err", err)
+		http.Error(w, "the coordinator did not answer", http.StatusBadGateway)
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	json.NewEncoder(w).Encode(s.check(r.Context(), doc, active.Document))
 }
 
 func (s *server) handleRollback(w http.ResponseWriter, r *http.Request) {

@@ -80,6 +80,7 @@ func (s *server) handler() http.Handler {
 	mux.HandleFunc("GET /services", s.handleServices)
 	mux.HandleFunc("GET /policy", s.handlePolicy)
 	mux.HandleFunc("POST /policy", s.handlePolicySubmit)
+	mux.HandleFunc("POST /policy/check", s.handleCheck)
 	mux.HandleFunc("POST /policy/rollback", s.handleRollback)
 	mux.HandleFunc("GET /audit", s.handleAudit)
 	mux.HandleFunc("GET /audit/follow", s.handleFollow)

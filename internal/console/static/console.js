@@ -1,8 +1,79 @@
-// agentmesh console: the live audit follow. The server renders every page;
-// this script only adds the events that arrive after the page was made,
-// from the console's own follow endpoint (server-sent events). It writes
-// with textContent only, never as HTML.
+// agentmesh console: the live audit follow and the policy editor's live
+// check. The server renders every page and every form works without this
+// script; it only adds the events that arrive after the page was made (from
+// the console's own follow endpoint, as server-sent events) and checks a
+// policy draft as it is typed. It writes with textContent only, never as
+// HTML.
 "use strict";
+
+(function () {
+  const form = document.getElementById("policy-form");
+  if (!form || !window.fetch) {
+    return;
+  }
+  const editor = document.getElementById("document");
+  const out = document.getElementById("live-check");
+  const csrf = form.elements.namedItem("csrf").value;
+  let timer = null;
+  let seq = 0;
+
+  function list(title, items) {
+    if (!items || items.length === 0) {
+      return;
+    }
+    const h = document.createElement("h3");
+    h.textContent = title;
+    out.appendChild(h);
+    const ul = document.createElement("ul");
+    for (const item of items) {
+      const li = document.createElement("li");
+      li.textContent = item;
+      ul.appendChild(li);
+    }
+    out.appendChild(ul);
+  }
+
+  function show(res) {
+    out.replaceChildren();
+    out.hidden = false;
+    out.className = "check " + (res.valid ? "good" : "bad");
+    const h = document.createElement("h2");
+    h.textContent = res.valid ? "Valid (live check)" : "Not valid (live check)";
+    out.appendChild(h);
+    if (res.valid) {
+      const p = document.createElement("p");
+      const changed = (res.diff || []).filter(function (d) { return d.op !== ""; }).length;
+      p.textContent = res.summary + "; " + changed + " changed line(s) against the active version.";
+      out.appendChild(p);
+    }
+    list("Problems", res.problems);
+    list("Warnings", res.warnings);
+  }
+
+  async function check() {
+    const mine = ++seq;
+    const body = new URLSearchParams({ csrf: csrf, document: editor.value });
+    try {
+      const resp = await fetch(form.dataset.check, { method: "POST", body: body, credentials: "same-origin" });
+      if (!resp.ok) {
+        throw new Error("HTTP " + resp.status);
+      }
+      const res = await resp.json();
+      if (mine === seq) {
+        show(res);
+      }
+    } catch (err) {
+      if (mine === seq) {
+        show({ valid: false, problems: ["the live check failed: " + err.message + "; Check still works"] });
+      }
+    }
+  }
+
+  editor.addEventListener("input", function () {
+    clearTimeout(timer);
+    timer = setTimeout(check, 400);
+  });
+})();
 
 (function () {
   const table = document.getElementById("events");
