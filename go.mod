@@ -3,6 +3,7 @@ module github.com/agentmesh/agentmesh
 go 1.26.6
 
 require (
+	github.com/chromedp/chromedp v0.23.1 // tests only: the web console's tests drive a real headless Chromium (Debian's chromium) over the DevTools protocol; nothing in the standard library speaks it
 	github.com/google/cel-go v0.31.0 // policy `when` conditions: a typed, side-effect-free expression language with cost limits (Kubernetes' and Envoy's choice); no such thing in the standard library
 	github.com/jackc/pgx/v5 v5.12.0 // several coordinators on PostgreSQL: the database/sql driver, and LISTEN/NOTIFY on a connection of its own; pure Go, no libpq
 	github.com/modelcontextprotocol/go-sdk v1.8.0 // MCP: the official SDK's client and server sessions, so the gateway and connector speak the protocol as its authors do, not as we read it
@@ -50,6 +51,7 @@ require (
 	github.com/beorn7/perks v1.0.1 // indirect
 	github.com/cenkalti/backoff/v5 v5.0.3 // indirect
 	github.com/cespare/xxhash/v2 v2.3.0 // indirect
+	github.com/chromedp/cdproto v0.160.1 // indirect
 	github.com/coder/websocket v1.8.14 // indirect
 	github.com/coreos/go-iptables v0.7.1-0.20240112124308-65c67c9f46e6 // indirect
 	github.com/creachadair/msync v0.8.1 // indirect

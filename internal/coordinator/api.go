@@ -22,6 +22,7 @@ import (
 	"github.com/agentmesh/agentmesh/internal/pki"
 	"github.com/agentmesh/agentmesh/internal/policy"
 	"github.com/agentmesh/agentmesh/internal/reason"
+	"github.com/agentmesh/agentmesh/internal/textdiff"
 )
 
 // MaxKeyExpiry bounds how long an auth key may stay usable.
@@ -560,7 +561,7 @@ func (c *Coordinator) applyPolicy(w http.ResponseWriter, r *http.Request, who ca
 		c.internalError(w, r, "policy: apply", err)
 		return
 	}
-	detail := lineDiff(prev.Document, doc)
+	detail := textdiff.Lines(prev.Document, doc)
 	if note != "" {
 		detail = note + "\n" + detail
 	}

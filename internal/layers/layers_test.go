@@ -27,7 +27,7 @@ var layers = []layer{
 	{name: "foundation", may: []string{"foundation"}, pkgs: []string{
 		"alert", "audit", "authkey", "backoff", "budget", "connlimit", "controlapi", "dirlock", "durable", "httpserver",
 		"identity", "loopback", "mcpwire", "metrics", "modelwire", "netmap", "pki", "policy", "reason", "sealed", "sse",
-		"store", "termtext", "tracing", "transport", "/examples", "/examples/ledger",
+		"store", "termtext", "textdiff", "tracing", "transport", "/examples", "/examples/ledger",
 	}},
 	{name: "components", may: []string{"foundation", "components"}, pkgs: []string{
 		"admission", "audit/auditstore", "audit/spool", "connector", "connector/modelconn",
@@ -45,7 +45,11 @@ var layers = []layer{
 	// The CLI parses flags and prints: it reaches the data plane only
 	// through the engine and the programs, and otherwise imports the
 	// admin API's client and the shapes it prints.
-	{name: "cli", may: []string{"engine", "programs", "client"}, pkgs: []string{"cli"}},
+	// The web console is a client of the admin API, as the CLI is, that
+	// serves pages on loopback: it reaches the coordinator only through
+	// controlclient, and links no data plane and no engine.
+	{name: "console", may: []string{"foundation", "client"}, pkgs: []string{"console"}},
+	{name: "cli", may: []string{"engine", "programs", "console", "client"}, pkgs: []string{"cli"}},
 	{name: "commands", may: []string{"cli"}, pkgs: []string{"/cmd/agentmesh"}},
 	// Helpers of tests and of development; no production package may
 	// import them.

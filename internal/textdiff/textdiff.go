@@ -1,17 +1,23 @@
-package coordinator
+// Package textdiff compares two texts line by line, for people: the
+// coordinator records a policy change's diff in the audit trail, and the
+// web console shows what applying an edited policy would change. Its work
+// is bounded: past a size it summarises instead of comparing.
+package textdiff
 
 import (
 	"fmt"
 	"strings"
 )
 
-// maxDiffCells bounds the work of lineDiff: past it, a summary is recorded
+// maxDiffCells bounds the work of Lines: past it, a summary is recorded
 // instead of a line-by-line diff.
 const maxDiffCells = 4_000_000
 
-// lineDiff returns a unified-style line diff from a to b ("-" removed, "+"
-// added, unchanged lines omitted), for the audit record of a policy apply.
-func lineDiff(a, b string) string {
+// Lines returns a line diff from a to b, one changed line a line: "-N: "
+// and the line removed (N its number in a), "+N: " and the line added (N
+// its number in b); unchanged lines are left out. Equal texts give
+// "(no change)", texts too large to compare a one-line summary.
+func Lines(a, b string) string {
 	if a == b {
 		return "(no change)"
 	}
