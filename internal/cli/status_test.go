@@ -108,7 +108,21 @@ func TestStatusShowsTheGatewaysAddressAndWhetherItAnswers(t *testing.T) {
 	info := waitRegistered(t, ctx, d, "pager")
 	dir := filepath.Join(d.Dir, "pager")
 
+	// The registry holds the address a moment before the coordinator has
+	// published the netmap that carries it (the register call answers
+	// after both), and status reads the netmap: follow its versions until
+	// the node's own view has the address.
 	code, st := statusJSON(t, dir)
+	for since := st.NetmapVersion; code == 0 && len(st.Addrs) == 0; {
+		nm, err := d.Admin.Netmap(ctx, since)
+		if err != nil {
+			t.Fatalf("waiting for pager's netmap to carry its address: %v", err)
+		}
+		if nm != nil {
+			since = nm.Version
+		}
+		code, st = statusJSON(t, dir)
+	}
 	if code != 0 || !st.OK || st.Serving == nil || !*st.Serving || !slices.Equal(st.Addrs, info.Addrs) {
 		t.Fatalf("status of a serving gateway: exit %d, %+v (registered %v)", code, st, info.Addrs)
 	}
