@@ -72,6 +72,7 @@ type overview struct {
 	Revoked      int
 	Services     []nodeView
 	Stale        []nodeView
+	Lapsing      []nodeView // active nodes whose certificate lapses soon or has lapsed
 	Denials      int64
 	DenialGroups []count
 	DenialsCut   bool
@@ -141,6 +142,7 @@ func (s *server) handleOverview(w http.ResponseWriter, r *http.Request) {
 			if id, err := identity.FromCertificate(leaf); err == nil {
 				o.Cert.Identity = id.String()
 			}
+			o.Lapsing = lapsing(o.Nodes, leaf.NotAfter.Sub(leaf.NotBefore), now)
 		}
 	}
 	if err := s.admin.Call(ctx, http.MethodGet, controlapi.PathPolicy, nil, &o.Policy); err != nil {
@@ -148,6 +150,21 @@ func (s *server) handleOverview(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.render(w, r, 0, "overview", "Overview", o, "")
+}
+
+// lapsing returns the active nodes whose certificate, as the coordinator
+// last issued it, lapses within a quarter of lifetime (the coordinator's
+// certificate lifetime, which the console's own certificate shows) or has
+// lapsed: a node renews at two thirds of its certificate's lifetime, so a
+// healthy one always has a third left.
+func lapsing(nodes []nodeView, lifetime time.Duration, now time.Time) []nodeView {
+	var out []nodeView
+	for _, n := range nodes {
+		if n.Status == "active" && !n.CertExpires.IsZero() && n.CertExpires.Sub(now) < lifetime/4 {
+			out = append(out, n)
+		}
+	}
+	return out
 }
 
 // group counts denials by source and reason, most first.

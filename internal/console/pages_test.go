@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/agentmesh/agentmesh/internal/audit"
+	"github.com/agentmesh/agentmesh/internal/controlapi"
 	"github.com/agentmesh/agentmesh/internal/reason"
 )
 
@@ -77,5 +78,26 @@ func TestGroupCountsDenialsBySourceAndReasonMostFirst(t *testing.T) {
 		if got[i].Key != want[i].Key || got[i].Key2 != want[i].Key2 || got[i].N != want[i].N || got[i].Seq != want[i].Seq {
 			t.Errorf("group[%d] = %+v, want %+v", i, got[i], want[i])
 		}
+	}
+}
+
+func TestOverviewFlagsNodesWhoseCertificateLapses(t *testing.T) {
+	now := time.Date(2026, 12, 3, 12, 0, 0, 0, time.UTC)
+	node := func(name, status string, expires time.Time) nodeView {
+		return nodeView{NodeInfo: controlapi.NodeInfo{Name: name, Kind: "agent", Status: status, CertExpires: expires}}
+	}
+	nodes := []nodeView{
+		node("renewed", "active", now.Add(40*time.Minute)),
+		node("late", "active", now.Add(10*time.Minute)),
+		node("lapsed", "active", now.Add(-time.Minute)),
+		node("unknown", "active", time.Time{}),
+		node("gone", "revoked", now.Add(-time.Hour)),
+	}
+	var names []string
+	for _, n := range lapsing(nodes, time.Hour, now) {
+		names = append(names, n.Name)
+	}
+	if got := strings.Join(names, " "); got != "late lapsed" {
+		t.Fatalf("lapsing nodes: %q, want \"late lapsed\"", got)
 	}
 }

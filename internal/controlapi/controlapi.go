@@ -195,4 +195,9 @@ type NodeInfo struct {
 	Serving  bool      `json:"serving"`
 	LastSeen time.Time `json:"last_seen,omitzero"`
 	Created  time.Time `json:"created"`
+	// CertExpires is when the certificate a coordinator last issued to
+	// the node (at its join or a renewal) lapses; zero when none was
+	// recorded (a node that has not renewed since the coordinator began
+	// recording it).
+	CertExpires time.Time `json:"cert_expires,omitzero"`
 }

@@ -480,7 +480,8 @@ func (c *Coordinator) handleNodeList(w http.ResponseWriter, r *http.Request, who
 	for _, n := range rows {
 		id, _ := identity.New(c.td, n.Kind, n.Name)
 		out = append(out, controlapi.NodeInfo{Name: string(n.Name), Kind: string(n.Kind), ID: id.String(), Tags: identity.TagStrings(n.Tags),
-			Status: string(n.Status), Addrs: n.Addrs, Serving: c.serving(n.Node, now), LastSeen: n.LastSeen, Created: n.CreatedAt})
+			Status: string(n.Status), Addrs: n.Addrs, Serving: c.serving(n.Node, now), LastSeen: n.LastSeen, Created: n.CreatedAt,
+			CertExpires: n.CertExpires})
 	}
 	writeJSON(w, http.StatusOK, out)
 }

@@ -14,6 +14,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -366,6 +367,14 @@ func TestRenewKeepsIdentityAndRevokedNodeCannotRenew(t *testing.T) {
 	}
 	if !tc.Leaf.NotAfter.After(before.NotAfter) || tc.Leaf.URIs[0].String() != before.URIs[0].String() {
 		t.Fatalf("renewed certificate: %v %v, before %v %v", tc.Leaf.URIs, tc.Leaf.NotAfter, before.URIs, before.NotAfter)
+	}
+	// The admin's node list says when the renewed certificate lapses.
+	var nodes []controlapi.NodeInfo
+	if err := m.admin.Call(ctx, http.MethodGet, controlapi.PathNodes, nil, &nodes); err != nil {
+		t.Fatal(err)
+	}
+	if i := slices.IndexFunc(nodes, func(n controlapi.NodeInfo) bool { return n.Name == "agent1" }); i < 0 || !nodes[i].CertExpires.Equal(tc.Leaf.NotAfter) {
+		t.Fatalf("node list after the renewal: %+v, want agent1 with cert_expires %v", nodes, tc.Leaf.NotAfter)
 	}
 	if err := m.admin.Call(ctx, http.MethodPost, controlapi.PathNodes+"/agent1/revoke", nil, nil); err != nil {
 		t.Fatal(err)

@@ -332,11 +332,12 @@ func (r *registry) writeNode(ctx context.Context, write func(*sql.Tx) (string, e
 // nodeRow is a node with the fields only the registry listing shows.
 type nodeRow struct {
 	netmap.Node
-	CreatedAt time.Time
-	RevokedAt time.Time
+	CreatedAt   time.Time
+	RevokedAt   time.Time
+	CertExpires time.Time // zero: not recorded
 }
 
-const nodeColumns = `incarnation, name, kind, tags, status, addrs, created_at, revoked_at, last_seen`
+const nodeColumns = `incarnation, name, kind, tags, status, addrs, created_at, revoked_at, last_seen, cert_expires`
 
 // scanNode reads a node row, parsing its name, kind, tags and status once:
 // a row that does not parse is an error, never a node that lookups skip.
@@ -344,9 +345,9 @@ const nodeColumns = `incarnation, name, kind, tags, status, addrs, created_at, r
 func scanNode(s interface{ Scan(...any) error }) (nodeRow, error) {
 	var n nodeRow
 	var name, kind, tags, status, addrs string
-	var created int64
+	var created, certExpires int64
 	var revoked, seen sql.NullInt64
-	if err := s.Scan(&n.Incarnation, &name, &kind, &tags, &status, &addrs, &created, &revoked, &seen); err != nil {
+	if err := s.Scan(&n.Incarnation, &name, &kind, &tags, &status, &addrs, &created, &revoked, &seen, &certExpires); err != nil {
 		return n, err
 	}
 	var err error
@@ -372,6 +373,9 @@ func scanNode(s interface{ Scan(...any) error }) (nodeRow, error) {
 	}
 	if seen.Valid {
 		n.LastSeen = time.Unix(0, seen.Int64).UTC()
+	}
+	if certExpires > 0 {
+		n.CertExpires = time.Unix(0, certExpires).UTC()
 	}
 	if err := json.Unmarshal([]byte(addrs), &n.Addrs); err != nil {
 		return n, err
