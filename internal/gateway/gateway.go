@@ -128,6 +128,14 @@ type Config struct {
 	// safe on a listener whose transport authenticates and encrypts, such
 	// as tailnet.Node's. Nil refuses every request without a certificate.
 	Identifier admission.Identifier
+	// Approvals reaches the coordinator's approval API for calls a grant
+	// holds for a person's approval (holds.go); nil denies such calls
+	// (approval_unavailable). MaxHolds and MaxHoldsPerPeer bound the calls
+	// held at once, in all and per caller; zero is DefaultMaxHolds and
+	// DefaultMaxHoldsPerPeer.
+	Approvals       Approvals
+	MaxHolds        int
+	MaxHoldsPerPeer int
 }
 
 const (
@@ -153,6 +161,7 @@ type Gateway struct {
 	caps     caps
 	tasks    *taskTable
 	params   *paramHeaders
+	holds    holdTable
 	handler  http.Handler
 
 	serving atomic.Bool

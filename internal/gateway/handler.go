@@ -255,6 +255,12 @@ func (g *Gateway) servePost(w http.ResponseWriter, r *http.Request, x *exchange)
 		return
 	}
 	ev.Decision, ev.Reason = audit.Allow, v.reason
+	if m.Kind == mcpwire.KindNotification && m.Method == "notifications/cancelled" {
+		g.cancelHeld(x, m)
+	}
+	if v.approval != "" && !g.hold(w, r, x) {
+		return
+	}
 	if m.Method == "subscriptions/listen" && m.Kind == mcpwire.KindRequest {
 		f, _ := m.Listen() // decide has refused what it cannot read
 		var mask listKind

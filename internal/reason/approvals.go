@@ -14,6 +14,9 @@ const (
 	// not register it with the coordinator (unreachable, or it refused
 	// the hold): fail closed.
 	ApprovalUnavailable Code = "approval_unavailable"
+	// ApprovalWithdrawn: the caller cancelled a held call
+	// (notifications/cancelled, or it left) before anybody decided it.
+	ApprovalWithdrawn Code = "approval_withdrawn"
 	// TooManyHolds: the gateway already holds as many calls awaiting
 	// approval as it allows, in all or for this caller; refused at once.
 	TooManyHolds Code = "too_many_holds"
