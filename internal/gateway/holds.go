@@ -32,6 +32,9 @@ import (
 // (too_many_holds). A held call also counts among its caller's requests in
 // flight and keeps its session busy.
 //
+// An approved call is decided again under the policy in force when the
+// approval arrives, and forwarded only if that policy still allows it.
+//
 // The client is not told that the call waits (no notifications/progress
 // and no elicitation while it is held): it sees a slow tools/call.
 
@@ -189,6 +192,15 @@ func (g *Gateway) hold(w http.ResponseWriter, r *http.Request, x *exchange) bool
 	switch a.Status {
 	case controlapi.ApprovalApproved:
 		x.ev.Detail = "approved by " + a.DecidedBy + " (approval " + a.ID + ")"
+		// The policy may have changed while the call was held: it must
+		// still allow the call now, or the approval does not help.
+		p := *x.peer
+		p.state = g.state.Load()
+		if now := g.decide(&p, m); !now.allow {
+			x.ev.Rule, x.ev.PolicyVersion = now.rule(), now.version
+			g.deny(w, r, x, http.StatusOK, m.ID, now.code, now.reason)
+			return false
+		}
 		return true
 	case controlapi.ApprovalDenied:
 		x.ev.Detail = "denied by " + a.DecidedBy + " (approval " + a.ID + ")"

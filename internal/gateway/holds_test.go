@@ -321,3 +321,23 @@ func TestServerHintsNeverDecide(t *testing.T) {
 		t.Errorf("drop_table: %v", r.err)
 	}
 }
+
+// TestApprovedCallDecidedAgain: a policy that stops allowing the call
+// while it is held wins over the approval.
+func TestApprovedCallDecidedAgain(t *testing.T) {
+	ctx := testContext(t)
+	fa := newFakeApprovals()
+	f := holdFixture(t, fa, 0, 0)
+	cs := f.connect(ctx, f.fraud, "", nil)
+	done := callAsync(ctx, cs, "drop_table")
+	a := waitRegistered(t, ctx, fa)
+	f.gw.Update(f.state(`{"grants": [{"src": ["agent:fraud"], "dst": ["tool:payments-db"], "tools": ["echo"]}]}`))
+	fa.decide(a.ID, controlapi.ApprovalApproved, "spiffe://mesh/admin/alice", "")
+	r := <-done
+	if d := denialOf(t, r.err); d.Reason != reason.NotGranted {
+		t.Fatalf("approved call under a policy that no longer grants it: %+v", d)
+	}
+	if n := f.up.Calls.Count("tool:drop_table"); n != 0 {
+		t.Errorf("the upstream saw a call the policy no longer allows")
+	}
+}
