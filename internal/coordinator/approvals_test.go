@@ -12,7 +12,10 @@ import (
 	"github.com/agentmesh/agentmesh/internal/controlapi"
 	"github.com/agentmesh/agentmesh/internal/controlclient"
 	"github.com/agentmesh/agentmesh/internal/coordinator/coordinatortest"
+	"github.com/agentmesh/agentmesh/internal/netmap"
+	"github.com/agentmesh/agentmesh/internal/policy"
 	"github.com/agentmesh/agentmesh/internal/reason"
+	"github.com/agentmesh/agentmesh/internal/store/pgtest"
 )
 
 const approvalPolicy = `{
@@ -167,5 +170,47 @@ func TestApprovalsDecidedOnlyByTheGroupAndAudited(t *testing.T) {
 	}
 	if err := alice.Call(ctx, http.MethodGet, controlapi.PathApprovals+"?all=1", nil, &list); err != nil || len(list) != 3 {
 		t.Errorf("all: %v %d", err, len(list))
+	}
+}
+
+// TestApprovalsAcrossACluster: on PostgreSQL, an approval registered at
+// one coordinator is decided at another, and the gateway's long poll at
+// the first learns it.
+func TestApprovalsAcrossACluster(t *testing.T) {
+	srv := pgtest.Shared(t)
+	m := startShared(t, srv, 2)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	approver := m.admin[1].ID().Name
+	doc := `{
+  "groups": {"group:oncall": ["admin:` + string(approver) + `"]},
+  "grants": [{"src": ["*"], "dst": ["tool:gw"], "tools": ["push"], "approval": "group:oncall"}],
+}`
+	v := coordinatortest.ApplyPolicy(t, m.admin[0], doc)
+	gw, dir := m.joinThrough(0, 0, "gw")
+	awaitNetmap(t, m.clientOf(dir, 1), func(nm *netmap.Netmap) bool { return nm.Policy.Version >= v })
+	gw = m.clientOf(dir, 0)
+	var a controlapi.Approval
+	req := controlapi.ApprovalRequest{Caller: "spiffe://test.mesh/agent/dev", Tool: "push", Grant: 0, Group: "group:oncall",
+		PolicyVersion: "1", Timeout: policy.DefaultApprovalTimeout, EventID: "ev1"}
+	if err := gw.Call(ctx, http.MethodPost, controlapi.PathApprovals, req, &a); err != nil {
+		t.Fatal(err)
+	}
+	polled := make(chan controlapi.Approval, 1)
+	go func() {
+		var p controlapi.Approval
+		for p.Status == "" || p.Status == controlapi.ApprovalPending {
+			if err := gw.Call(ctx, http.MethodGet, controlapi.PathApprovals+"/"+a.ID+"?wait=1", nil, &p); err != nil {
+				t.Error(err)
+				break
+			}
+		}
+		polled <- p
+	}()
+	if err := m.admin[1].Call(ctx, http.MethodPost, controlapi.PathApprovals+"/"+a.ID+"/deny", controlapi.ApprovalDecision{Reason: "no"}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if p := <-polled; p.Status != controlapi.ApprovalDenied || p.DecidedBy != m.admin[1].ID().String() || p.Note != "no" {
+		t.Errorf("the gateway's long poll at the other coordinator answered %+v", p)
 	}
 }
