@@ -84,6 +84,8 @@ func TestApprovalHoldsEndToEnd(t *testing.T) {
 	m.applyPolicy(holdsPolicy)
 	m.serve("everything", tool, "node", filepath.Join(nodeModules, "@modelcontextprotocol/server-everything/dist/index.js"), "stdio")
 
+	// The held call declares a progress token: the gateway tells the
+	// client it waits for approval before the answer comes.
 	call := func() <-chan clientOutput {
 		done := make(chan clientOutput, 1)
 		go func() {
@@ -91,7 +93,7 @@ func TestApprovalHoldsEndToEnd(t *testing.T) {
 			defer func() { done <- o }() // also when runClient fails the test
 			o = runClient(t, stdioClient("everything", agent,
 				step{Op: "callTool", Name: "echo", Arguments: map[string]any{"message": "not held"}},
-				step{Op: "callTool", Name: "get-sum", Arguments: map[string]any{"a": 2, "b": 40}}))
+				step{Op: "callTool", Name: "get-sum", Arguments: map[string]any{"a": 2, "b": 40}, Progress: true}))
 		}()
 		return done
 	}
@@ -115,6 +117,9 @@ func TestApprovalHoldsEndToEnd(t *testing.T) {
 	}
 	if got := texts(t, res.Results[1]); !strings.Contains(got, "42") {
 		t.Errorf("approved get-sum returned %q", got)
+	}
+	if res.Results[1].WireProgressBeforeResult < 1 {
+		t.Errorf("the client was not told that its call waits for approval: %s", res.Raw)
 	}
 
 	done = call()

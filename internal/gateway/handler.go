@@ -258,8 +258,13 @@ func (g *Gateway) servePost(w http.ResponseWriter, r *http.Request, x *exchange)
 	if m.Kind == mcpwire.KindNotification && m.Method == "notifications/cancelled" {
 		g.cancelHeld(x, m)
 	}
-	if v.approval != "" && !g.hold(w, r, x) {
-		return
+	if v.approval != "" {
+		hw, done, ok := g.hold(w, r, x)
+		defer done()
+		if !ok {
+			return
+		}
+		w = hw
 	}
 	if m.Method == "subscriptions/listen" && m.Kind == mcpwire.KindRequest {
 		f, _ := m.Listen() // decide has refused what it cannot read

@@ -35,8 +35,10 @@ import (
 // An approved call is decided again under the policy in force when the
 // approval arrives, and forwarded only if that policy still allows it.
 //
-// The client is not told that the call waits (no notifications/progress
-// and no elicitation while it is held): it sees a slow tools/call.
+// A client that declared a progress token is told that its call waits,
+// with notifications/progress on an SSE answer (holdstream.go); others see
+// a slow tools/call. Elicitation and the 2026-07-28 input-required flow are
+// not used.
 
 // Approvals is how the gateway reaches the coordinator's approval API:
 // controlclient.Client's Call (JSON in and out, the node's identity).
@@ -132,7 +134,18 @@ func (g *Gateway) cancelHeld(x *exchange, m *mcpwire.Message) {
 // hold holds the allowed tools/call of x until a person decides it. It
 // reports true when the call may be forwarded; otherwise it has answered
 // the denial.
-func (g *Gateway) hold(w http.ResponseWriter, r *http.Request, x *exchange) bool {
+//
+// The writer it returns is where the call's answer goes: w, or the SSE
+// stream that told the client the call waits (holdstream.go), which done
+// ends; done must be called once the answer is written.
+func (g *Gateway) hold(w http.ResponseWriter, r *http.Request, x *exchange) (_ http.ResponseWriter, done func(), ok bool) {
+	done = func() {}
+	ok = g.holdOn(&w, &done, r, x)
+	return w, done, ok
+}
+
+func (g *Gateway) holdOn(wp *http.ResponseWriter, done *func(), r *http.Request, x *exchange) bool {
+	w := *wp
 	m, v := x.msg, x.v
 	maxTotal, maxPeer := g.cfg.MaxHolds, g.cfg.MaxHoldsPerPeer
 	if maxTotal <= 0 {
@@ -170,12 +183,25 @@ func (g *Gateway) hold(w http.ResponseWriter, r *http.Request, x *exchange) bool
 		return false
 	}
 	g.log.Info("call held for approval", "approval", a.ID, "event_id", x.ev.ID, "tool", v.tool, "group", v.approval)
+	waiting := "waiting for approval by " + v.approval + " (approval " + a.ID + ")"
+	if s := newHoldStream(w, r, m); s != nil {
+		w, *wp, *done = s, s, s.finish
+		s.progress(waiting)
+	}
+	tell := func() {
+		if s, ok := w.(*holdStream); ok {
+			s.progress(waiting)
+		}
+	}
 	path := controlapi.PathApprovals + "/" + url.PathEscape(a.ID) + "?wait=1"
 	for a.Status == controlapi.ApprovalPending {
 		var next controlapi.Approval
 		err := g.cfg.Approvals.Call(ctx, http.MethodGet, path, nil, &next)
 		if err == nil {
 			a = next
+			if a.Status == controlapi.ApprovalPending {
+				tell()
+			}
 			continue
 		}
 		if ctx.Err() != nil {

@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
@@ -14,6 +15,7 @@ import (
 	"github.com/agentmesh/agentmesh/internal/audit"
 	"github.com/agentmesh/agentmesh/internal/controlapi"
 	"github.com/agentmesh/agentmesh/internal/reason"
+	"github.com/agentmesh/agentmesh/internal/sse"
 )
 
 // holdPolicy makes drop_table destructive and echo read-only by policy;
@@ -339,5 +341,81 @@ func TestApprovedCallDecidedAgain(t *testing.T) {
 	}
 	if n := f.up.Calls.Count("tool:drop_table"); n != 0 {
 		t.Errorf("the upstream saw a call the policy no longer allows")
+	}
+}
+
+// TestHeldCallTellsProgressClients: a client that declared a progress
+// token and accepts SSE hears that its call waits for approval, then gets
+// the call's answer on the same stream.
+func TestHeldCallTellsProgressClients(t *testing.T) {
+	ctx := testContext(t)
+	fa := newFakeApprovals()
+	f := holdFixture(t, fa, 0, 0)
+	c := f.httpClient(f.fraud)
+	sid := f.rawSession(ctx, c, "2025-11-25")
+	for _, tc := range []struct {
+		name, decision string
+	}{{"approved", controlapi.ApprovalApproved}, {"denied", controlapi.ApprovalDenied}} {
+		t.Run(tc.name, func(t *testing.T) {
+			body := `{"jsonrpc":"2.0","id":9,"method":"tools/call","params":{"name":"drop_table","arguments":{},"_meta":{"progressToken":"p1"}}}`
+			req, err := http.NewRequestWithContext(ctx, http.MethodPost, f.url, strings.NewReader(body))
+			if err != nil {
+				t.Fatal(err)
+			}
+			req.Header.Set("Content-Type", "application/json")
+			req.Header.Set("Accept", "application/json, text/event-stream")
+			req.Header.Set("Mcp-Session-Id", sid)
+			req.Header.Set("Mcp-Protocol-Version", "2025-11-25")
+			resp, err := c.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer resp.Body.Close()
+			if ct := resp.Header.Get("Content-Type"); resp.StatusCode != http.StatusOK || ct != "text/event-stream" {
+				t.Fatalf("held call answered %d %s", resp.StatusCode, ct)
+			}
+			a := waitRegistered(t, ctx, fa)
+			rd := sse.NewReader(resp.Body, 1<<20)
+			next := func() map[string]any {
+				t.Helper()
+				for {
+					ev, err := rd.Next()
+					if err != nil {
+						t.Fatalf("stream ended: %v", err)
+					}
+					if ev.HasData {
+						var msg map[string]any
+						if err := json.Unmarshal(ev.Data, &msg); err != nil {
+							t.Fatalf("event %q: %v", ev.Data, err)
+						}
+						return msg
+					}
+				}
+			}
+			p := next()
+			params, _ := p["params"].(map[string]any)
+			if p["method"] != "notifications/progress" || params["progressToken"] != "p1" || !strings.Contains(fmt.Sprint(params["message"]), "waiting for approval by group:oncall") {
+				t.Fatalf("first event %v, want a progress notification saying the call waits", p)
+			}
+			fa.decide(a.ID, tc.decision, "spiffe://mesh/admin/alice", "")
+			var final map[string]any
+			for final == nil {
+				if msg := next(); msg["id"] != nil {
+					final = msg
+				}
+			}
+			switch tc.decision {
+			case controlapi.ApprovalApproved:
+				if final["result"] == nil {
+					t.Errorf("approved call answered %v", final)
+				}
+			default:
+				e, _ := final["error"].(map[string]any)
+				data, _ := e["data"].(map[string]any)
+				if data["reason"] != string(reason.ApprovalDenied) {
+					t.Errorf("denied call answered %v", final)
+				}
+			}
+		})
 	}
 }
