@@ -85,6 +85,9 @@ func TestApprovalDecision(t *testing.T) {
 	if !d.Allow || d.Approval != "group:oncall" || d.ApprovalTimeout != 90*time.Second {
 		t.Fatalf("push by ops: %+v, want allow held for group:oncall for 90s", d)
 	}
+	if !strings.Contains(d.Explain(), "held for approval by group:oncall (up to 1m30s)") {
+		t.Errorf("Explain() = %q", d.Explain())
+	}
 	if d := p.Decide(callTool(agent("ops"), tool("repo"), "get_issue", nil)); d.Approval != "" {
 		t.Errorf("get_issue by ops needs approval %q, want none", d.Approval)
 	}

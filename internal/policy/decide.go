@@ -187,6 +187,9 @@ func (d Decision) Explain() string {
 	if w := d.When.String(); w != "" {
 		s += "; when " + w
 	}
+	if d.Approval != "" {
+		s += "; held for approval by " + d.Approval + " (up to " + d.ApprovalTimeout.String() + ")"
+	}
 	if d.Version != "" {
 		s += "; policy version " + d.Version
 	}
