@@ -202,3 +202,23 @@ func TestAnnotationsAndApprovalValidation(t *testing.T) {
 		})
 	}
 }
+
+func TestUnmatchedApprovers(t *testing.T) {
+	p := mustCompile(t, classDoc)
+	nodes := []Node{tool("repo"), tool("other"), agent("dev"), agent("ops"), agent("ci-1", "tag:ci")}
+	var got []string
+	for _, u := range p.Unmatched(nodes) {
+		if strings.Contains(strings.Join(u.Where, ","), "approval group:oncall") {
+			got = append(got, u.Selector)
+		}
+	}
+	if strings.Join(got, ",") != "admin:alice,tag:oncall" {
+		t.Errorf("unmatched approvers %v, want admin:alice and tag:oncall", got)
+	}
+	nodes = append(nodes, Node{Kind: identity.KindAdmin, Name: "alice"})
+	for _, u := range p.Unmatched(nodes) {
+		if u.Selector == "admin:alice" {
+			t.Errorf("admin:alice reported unmatched although registered: %v", u)
+		}
+	}
+}
