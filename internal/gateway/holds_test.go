@@ -419,3 +419,42 @@ func TestHeldCallTellsProgressClients(t *testing.T) {
 		})
 	}
 }
+
+// TestNotificationsCancelledWithdrawsHold: notifications/cancelled naming
+// a held request, on the caller's session, ends its hold.
+func TestNotificationsCancelledWithdrawsHold(t *testing.T) {
+	ctx := testContext(t)
+	fa := newFakeApprovals()
+	f := holdFixture(t, fa, 0, 0)
+	c := f.httpClient(f.other) // approval_timeout 1h
+	sid := f.rawSession(ctx, c, "2025-11-25")
+	hdr := map[string]string{"Mcp-Session-Id": sid, "Mcp-Protocol-Version": "2025-11-25"}
+	type answer struct {
+		status int
+		body   []byte
+	}
+	done := make(chan answer, 1)
+	go func() {
+		status, _, body := f.rawPost(ctx, c, `{"jsonrpc":"2.0","id":"call-1","method":"tools/call","params":{"name":"drop_table","arguments":{}}}`, hdr)
+		done <- answer{status, body}
+	}()
+	waitRegistered(t, ctx, fa)
+	// Another caller's cancellation of the same id does nothing.
+	oc := f.httpClient(f.fraud)
+	osid := f.rawSession(ctx, oc, "2025-11-25")
+	f.rawPost(ctx, oc, `{"jsonrpc":"2.0","method":"notifications/cancelled","params":{"requestId":"call-1"}}`,
+		map[string]string{"Mcp-Session-Id": osid, "Mcp-Protocol-Version": "2025-11-25"})
+	if n := f.gw.holds.held(); n != 1 {
+		t.Fatalf("%d calls held after another caller's cancellation, want 1", n)
+	}
+	if status, _, b := f.rawPost(ctx, c, `{"jsonrpc":"2.0","method":"notifications/cancelled","params":{"requestId":"call-1"}}`, hdr); status != http.StatusAccepted {
+		t.Fatalf("notifications/cancelled: %d %s", status, b)
+	}
+	a := <-done
+	if d := rpcError(t, a.body); d.Reason != reason.ApprovalWithdrawn {
+		t.Fatalf("cancelled call answered %d %+v", a.status, d)
+	}
+	if w := <-fa.withdrawn; w.Status != controlapi.ApprovalWithdrawn {
+		t.Errorf("withdrawn as %s", w.Status)
+	}
+}
