@@ -21,7 +21,8 @@
 //
 // Selectors are agent:NAME, tool:NAME, model:NAME, tag:NAME, group:NAME, *
 // and user:LOGIN; the last matches Node.User, which only a tailnet caller
-// identified with WhoIs has (a mesh certificate names no user).
+// identified with WhoIs has (a mesh certificate names no user). Groups may
+// also list admin:NAME, for approval groups (approvals.go).
 //
 // Grants only add access. Decide looks grants up in an index built at
 // compile time (destination key, then source key; keys are kind:name, tag,
