@@ -62,6 +62,7 @@ func (c *Coordinator) routes() http.Handler {
 	mux.HandleFunc("GET "+controlapi.PathPolicy, c.admin(c.handlePolicyGet))
 	mux.HandleFunc("GET "+controlapi.PathHistory, c.admin(c.handlePolicyHistory))
 	mux.HandleFunc("POST "+controlapi.PathRollback, c.admin(body(small, c.handlePolicyRollback)))
+	c.approvalRoutes(mux, body)
 	return mux
 }
 

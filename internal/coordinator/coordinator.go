@@ -185,6 +185,8 @@ type Coordinator struct {
 
 	cluster *cluster // this coordinator's part in a cluster (cluster.go)
 	alerts  *alerter // nil: no alerts configured (alerts.go)
+	// approvals wakes approval long polls (approvals.go).
+	approvals approvalBoard
 
 	// readiness makes /readyz's database checks one at a time.
 	readiness sync.Mutex

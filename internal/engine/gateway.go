@@ -202,7 +202,8 @@ func (g *gatewayNode) newFrontend(tlsCfg *tls.Config, ident admission.Identifier
 		f, err = gateway.New(gateway.Config{TLS: tlsCfg, Identifier: ident, Upstream: up, Audit: metered(g.n, g.metrics.set), Refusals: g.n.Refusals, Metrics: g.metrics.set,
 			Limits: mcpwire.Limits{MaxBytes: maxBytes}, Logger: g.log, RecordArgsHash: cfg.RecordArgsHash, TracerProvider: g.traces.TracerProvider(),
 			MaxRequestsPerPeer: c.RequestsPerPeer, MaxSessionsPerPeer: c.SessionsPerPeer,
-			MaxProcessesPerPeer: c.ProcessesPerPeer, MaxProcesses: c.Processes, Bodies: c.Bodies}, nil)
+			MaxProcessesPerPeer: c.ProcessesPerPeer, MaxProcesses: c.Processes, Bodies: c.Bodies,
+			Approvals: g.n.Client}, nil)
 	}
 	if err != nil {
 		return nil, err

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/agentmesh/agentmesh/internal/mcpwire"
 	"github.com/agentmesh/agentmesh/internal/policy"
@@ -27,6 +28,10 @@ type verdict struct {
 	// what the request targets, for the audit event.
 	tool, resource, prompt string
 	argsHash               string
+	// approval, for a tools/call allowed by a grant with an approval, is
+	// the group that must approve it first (holds.go).
+	approval        string
+	approvalTimeout time.Duration
 }
 
 func (v verdict) rule() string {
@@ -102,6 +107,9 @@ func (g *Gateway) decide(p *peerInfo, m *mcpwire.Message) verdict {
 		return v.refusedBy(d)
 	}
 	v.allow, v.reason = true, d.Reason
+	if m.Method == "tools/call" {
+		v.approval, v.approvalTimeout = d.Approval, d.ApprovalTimeout
+	}
 	if v.reason == "" {
 		v.reason = reason.Allowed
 	}

@@ -133,6 +133,14 @@ type Config struct {
 	// processes; nil records nothing. (Decisions are counted from the
 	// audit events, by whoever wraps Audit.)
 	Metrics *metrics.Set
+	// Approvals reaches the coordinator's approval API for calls a grant
+	// holds for a person's approval (holds.go); nil denies such calls
+	// (approval_unavailable). MaxHolds and MaxHoldsPerPeer bound the calls
+	// held at once, in all and per caller; zero is DefaultMaxHolds and
+	// DefaultMaxHoldsPerPeer.
+	Approvals       Approvals
+	MaxHolds        int
+	MaxHoldsPerPeer int
 }
 
 const (
@@ -158,6 +166,7 @@ type Gateway struct {
 	caps     caps
 	tasks    *taskTable
 	params   *paramHeaders
+	holds    holdTable
 	handler  http.Handler
 
 	serving atomic.Bool

@@ -276,6 +276,17 @@ func (g *Gateway) servePost(w http.ResponseWriter, r *http.Request, x *exchange)
 		return
 	}
 	ev.Decision, ev.Reason = audit.Allow, v.reason
+	if m.Kind == mcpwire.KindNotification && m.Method == "notifications/cancelled" {
+		g.cancelHeld(x, m)
+	}
+	if v.approval != "" {
+		hw, done, ok := g.hold(w, r, x)
+		defer done()
+		if !ok {
+			return
+		}
+		w = hw
+	}
 	if m.Method == "subscriptions/listen" && m.Kind == mcpwire.KindRequest {
 		f, _ := m.Listen() // decide has refused what it cannot read
 		var mask listKind

@@ -1,7 +1,7 @@
 // Package policy parses, compiles and evaluates agentmesh policy documents.
 //
-// A document is HuJSON with four top-level keys: groups, grants, limits and
-// tests. Grants carry tools, resources, prompts, models and paths (HTTP
+// A document is HuJSON with five top-level keys: groups, grants, limits,
+// annotations (trusted tool classes, annotations.go) and tests. Grants carry tools, resources, prompts, models and paths (HTTP
 // "METHOD /path" globs for model nodes); limits declare requests per minute
 // and tokens per day for model requests (see Policy.Limits).
 // Compile turns it into an immutable *Policy; Decide answers one request;
@@ -21,7 +21,8 @@
 //
 // Selectors are agent:NAME, tool:NAME, model:NAME, tag:NAME, group:NAME, *
 // and user:LOGIN; the last matches Node.User, which only a tailnet caller
-// identified with WhoIs has (a mesh certificate names no user).
+// identified with WhoIs has (a mesh certificate names no user). Groups may
+// also list admin:NAME, for approval groups (approvals.go).
 //
 // Grants only add access. Decide looks grants up in an index built at
 // compile time (destination key, then source key; keys are kind:name, tag,
@@ -54,6 +55,8 @@
 package policy
 
 import (
+	"time"
+
 	"github.com/agentmesh/agentmesh/internal/identity"
 
 	"github.com/agentmesh/agentmesh/internal/reason"
@@ -131,4 +134,9 @@ type Decision struct {
 	// grant whose when held, false or error for a denial by one whose when
 	// did not, none otherwise.
 	When WhenResult
+	// Approval, for an allow by a grant with an approval, is the group
+	// ("group:oncall") one of whose members must approve the call before
+	// it proceeds, and ApprovalTimeout how long it may wait (approvals.go).
+	Approval        string
+	ApprovalTimeout time.Duration
 }

@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/agentmesh/agentmesh/internal/identity"
 )
@@ -37,12 +38,24 @@ type Policy struct {
 	// one policy for every gateway, and decoding a large document per
 	// gateway dominated a fan-out. Kept only once asked for.
 	decoded func() (*rawDoc, []error)
+	// classes are the trusted tool classes by tool server name, and
+	// approvers the members of each approval group (annotations.go,
+	// approvals.go).
+	classes   map[string]*toolClasses
+	approvers map[string]map[nodeKey]bool
 }
 
 type grant struct {
 	lists [numItemKinds]*globList // nil when the field is absent
 	when  *whenProg               // nil when there is none
 	off   int                     // byte offset of the grant in the document
+	// classes, set when the tools list names a class ("readonly:*"),
+	// replaces lists[itemTool] for matching (annotations.go).
+	classes *classList
+	// approval is the group whose approval a call needs ("" for none),
+	// approvalTimeout how long it is held (approvals.go).
+	approval        string
+	approvalTimeout time.Duration
 }
 
 // connOnly reports whether the grant gives connection-level access only.
@@ -178,12 +191,19 @@ func (c *compiler) compile(raw *rawDoc) *Policy {
 				if itemKind(k) == itemPath {
 					c.checkPaths(*l, path+".paths")
 				}
+				if itemKind(k) == itemTool {
+					if g.classes = c.toolClassList(*l, path+".tools"); g.classes != nil {
+						g.lists[k] = &globList{} // matched through classes
+						continue
+					}
+				}
 				g.lists[k] = c.globList(*l, itemKind(k), path+"."+itemFields[k])
 			}
 		}
 		if rg.when != nil {
 			g.when = c.when(*rg.when, path+".when")
 		}
+		c.compileApproval(p, rg, g, path)
 		if len(c.d.errs) > 0 || entries > MaxIndexEntries {
 			continue
 		}
@@ -203,6 +223,7 @@ func (c *compiler) compile(raw *rawDoc) *Policy {
 		}
 	}
 	c.compileLimits(p, raw.limits)
+	c.compileAnnotations(p, raw.annotations)
 	return p
 }
 
@@ -223,7 +244,11 @@ func (c *compiler) selector(s str, listPath string, idx int, inGroup bool) []nod
 		return nil
 	}
 	switch kind {
-	case "agent", "tool", "model":
+	case "agent", "tool", "model", "admin":
+		if kind == "admin" && !inGroup {
+			c.d.fail(s.off, at(), ErrInvalid, "selector %q: unknown kind %q here (admin:NAME may only be a member of a group, for approvals)", s.s, kind)
+			return nil
+		}
 		if _, err := identity.ParseName(name); err != nil {
 			c.d.fail(s.off, at(), ErrInvalid, "selector %q: %v", s.s, err)
 			return nil

@@ -80,7 +80,7 @@ func (p *Policy) decide(r *Request) Decision {
 					break
 				}
 				g := &p.grants[gi]
-				if !g.lists[kind].match(item) {
+				if !p.matchItem(g, kind, item, &r.Dst) {
 					continue
 				}
 				if g.when == nil {
@@ -119,6 +119,7 @@ func (p *Policy) decide(r *Request) Decision {
 		d.Reason, d.Grant = reason.CaseVariantKey, int(variantAt)
 	case best >= 0:
 		d.Allow, d.Reason, d.Grant, d.When = true, reason.Allowed, int(best), bestWhen
+		d.Approval, d.ApprovalTimeout = p.grants[best].approval, p.grants[best].approvalTimeout
 	case !linked:
 		d.Reason = reason.NoGrant
 	case errorAt >= 0:
@@ -185,6 +186,9 @@ func (d Decision) Explain() string {
 	}
 	if w := d.When.String(); w != "" {
 		s += "; when " + w
+	}
+	if d.Approval != "" {
+		s += "; held for approval by " + d.Approval + " (up to " + d.ApprovalTimeout.String() + ")"
 	}
 	if d.Version != "" {
 		s += "; policy version " + d.Version
@@ -311,7 +315,7 @@ func (v Visibility) visible(k itemKind, name string, r Request) bool {
 	r.Src, r.Dst = v.src, v.dst
 	for _, gi := range v.grants {
 		g := &v.p.grants[gi]
-		if g.lists[k].match(name) && whenVisible(g, &r) {
+		if v.p.matchItem(g, k, name, &r.Dst) && whenVisible(g, &r) {
 			return true
 		}
 	}

@@ -50,6 +50,9 @@ type (
 		// itemKind; nil when the field is absent.
 		lists [numItemKinds]*strList
 		when  *str
+		// approval and approvalTimeout hold the call for a person's
+		// approval (approvals.go); nil when absent.
+		approval, approvalTimeout *str
 	}
 	rawTest struct {
 		off              int
@@ -63,6 +66,8 @@ type (
 		grants []rawGrant
 		tests  []rawTest
 		limits []rawLimit
+		// annotations are the trusted tool classes (annotations.go).
+		annotations []rawAnnotation
 	}
 )
 
@@ -212,6 +217,8 @@ func decodeDocument(doc []byte) (*rawDoc, []error) {
 					raw.limits = append(raw.limits, l)
 				}
 			})
+		case "annotations":
+			raw.annotations = d.annotations(v)
 		case "tests":
 			d.array(v, "tests", func(i int, tv *hujson.Value) {
 				if i == MaxTests {
@@ -400,6 +407,14 @@ func (d *decoder) grant(v *hujson.Value, path string) (rawGrant, bool) {
 		case "when":
 			if s, ok := d.string(fv, fp); ok {
 				g.when = &s
+			}
+		case "approval", "approval_timeout":
+			if s, ok := d.string(fv, fp); ok {
+				if name == "approval" {
+					g.approval = &s
+				} else {
+					g.approvalTimeout = &s
+				}
 			}
 		default:
 			return false

@@ -98,6 +98,13 @@ func (p *Policy) Project(dst Node) (Projection, error) {
 		if rg.when != nil {
 			g.When = &rg.when.s
 		}
+		if rg.approval != nil {
+			g.Approval = &rg.approval.s
+			addGroup(raw, rg.approval.s, doc.Groups)
+		}
+		if rg.approvalTimeout != nil {
+			g.ApprovalTimeout = &rg.approvalTimeout.s
+		}
 		doc.Grants = append(doc.Grants, g)
 		out.Grants = append(out.Grants, i)
 	}
@@ -119,6 +126,9 @@ func (p *Policy) Project(dst Node) (Projection, error) {
 		}
 		doc.Limits = append(doc.Limits, pl)
 		out.Limits = append(out.Limits, LimitRef{Index: l.index, Key: l.key})
+	}
+	if len(doc.Grants) > 0 {
+		doc.Annotations = projectAnnotations(raw, self[0])
 	}
 	var b bytes.Buffer
 	enc := json.NewEncoder(&b)
@@ -164,6 +174,8 @@ type projectedDoc struct {
 	Groups map[string][]string `json:"groups"`
 	Grants []projectedGrant    `json:"grants"`
 	Limits []projectedLimit    `json:"limits"`
+	// Annotations holds the destination's own trusted tool classes.
+	Annotations map[string]map[string][]string `json:"annotations,omitempty"`
 }
 
 type projectedGrant struct {
@@ -175,6 +187,9 @@ type projectedGrant struct {
 	Models    []string `json:"models,omitempty"`
 	Paths     []string `json:"paths,omitempty"`
 	When      *string  `json:"when,omitempty"`
+	Approval  *string  `json:"approval,omitempty"`
+	// ApprovalTimeout is as written.
+	ApprovalTimeout *string `json:"approval_timeout,omitempty"`
 }
 
 type projectedLimit struct {
@@ -212,4 +227,23 @@ func strs(l strList) []string {
 		out[i] = s.s
 	}
 	return out
+}
+
+// projectAnnotations returns the "annotations" entry of the server named
+// self ("tool:NAME"), or nil when the document has none.
+func projectAnnotations(raw *rawDoc, self string) map[string]map[string][]string {
+	for _, a := range raw.annotations {
+		if a.server.s != self {
+			continue
+		}
+		classes := map[string][]string{}
+		if a.readonly != nil {
+			classes[ClassReadOnly] = strs(*a.readonly)
+		}
+		if a.destructive != nil {
+			classes[ClassDestructive] = strs(*a.destructive)
+		}
+		return map[string]map[string][]string{self: classes}
+	}
+	return nil
 }

@@ -33,8 +33,8 @@ func (u Unmatched) String() string {
 	return fmt.Sprintf("%s matches no node (%s), in %s", u.Selector, what, strings.Join(u.Where, ", "))
 }
 
-// Unmatched returns the selectors of p's grants and limits (groups
-// expanded) that match none of nodes, sorted by selector. "*" matches
+// Unmatched returns the selectors of p's grants, limits and approval
+// groups (groups expanded) that match none of nodes, sorted by selector. "*" matches
 // every node and user:LOGIN selectors, whose nodes are a tailnet's, are
 // not checked.
 func (p *Policy) Unmatched(nodes []Node) []Unmatched {
@@ -90,6 +90,12 @@ func (p *Policy) Unmatched(nodes []Node) []Unmatched {
 		}
 		for k := range l.dst {
 			note(k, len(p.grants)+l.index, at+" dst")
+		}
+	}
+	// Approval groups: an approver no registered node is cannot approve.
+	for group, keys := range p.approvers {
+		for k := range keys {
+			note(k, len(p.grants)+len(p.limits), "approval "+group)
 		}
 	}
 	out := make([]Unmatched, 0, len(found))
