@@ -40,6 +40,11 @@ func (f *fakeAdmin) Call(_ context.Context, method, path string, in, out any) er
 		v = []controlapi.PolicyVersion{}
 	case strings.HasPrefix(path, controlapi.PathPolicy):
 		v = controlapi.PolicyVersion{}
+	case path == controlapi.PathApprovals:
+		v = []controlapi.Approval{{ID: "ap1", Status: controlapi.ApprovalPending, Gateway: "spiffe://t/tool/ledger",
+			ApprovalRequest: controlapi.ApprovalRequest{Caller: "spiffe://t/agent/teller", Tool: "transfer", Group: "group:oncall"}}}
+	case strings.HasPrefix(path, controlapi.PathApprovals+"/"):
+		v = controlapi.Approval{ID: "ap1", ApprovalRequest: controlapi.ApprovalRequest{Caller: "spiffe://t/agent/teller", Tool: "transfer"}}
 	default:
 		return nil
 	}
@@ -135,7 +140,7 @@ func csrfOf(t *testing.T, h http.Handler, c *http.Cookie) string {
 
 func TestConsoleRefusesPagesWithoutASession(t *testing.T) {
 	_, h, _ := testConsole(t)
-	for _, p := range []string{"/", "/nodes", "/services", "/policy", "/audit", "/audit/follow", "/audit/events/1", "/denials", "/nodes/teller/revoke"} {
+	for _, p := range []string{"/", "/nodes", "/services", "/policy", "/audit", "/audit/follow", "/audit/events/1", "/denials", "/approvals", "/nodes/teller/revoke"} {
 		if w := do(h, get(p)); w.Code != http.StatusUnauthorized {
 			t.Errorf("GET %s without a session: %d, want 401", p, w.Code)
 		}
@@ -278,7 +283,7 @@ func TestConsoleRevokeNeedsTheNameTypedToConfirm(t *testing.T) {
 func TestConsolePagesCarrySecurityHeadersAndNoSecrets(t *testing.T) {
 	s, h, _ := testConsole(t)
 	c := login(t, s, h)
-	for _, p := range []string{"/", "/nodes", "/services", "/policy", "/audit", "/denials", "/static/console.js"} {
+	for _, p := range []string{"/", "/nodes", "/services", "/policy", "/audit", "/denials", "/approvals", "/static/console.js"} {
 		w := do(h, get(p, c))
 		if w.Code != http.StatusOK {
 			t.Errorf("GET %s: %d: %s", p, w.Code, w.Body)

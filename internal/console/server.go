@@ -87,6 +87,8 @@ func (s *server) handler() http.Handler {
 	mux.HandleFunc("GET /audit/events/{seq}", s.handleEvent)
 	mux.HandleFunc("POST /audit/verify", s.handleVerify)
 	mux.HandleFunc("GET /denials", s.handleDenials)
+	mux.HandleFunc("GET /approvals", s.handleApprovals)
+	mux.HandleFunc("POST /approvals/{id}/{verb}", s.handleDecide)
 	return s.guard.wrap(mux)
 }
 
