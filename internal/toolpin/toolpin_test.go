@@ -84,7 +84,7 @@ func TestParseListRefusesDuplicatesAndHugeDefinitions(t *testing.T) {
 }
 
 func TestValidHash(t *testing.T) {
-	if ValidHash("sha256:" + strings.Repeat("A", 64)) || ValidHash("sha256:abc") || !ValidHash("sha256:"+strings.Repeat("0", 64)) {
+	if ValidHash("sha256:"+strings.Repeat("A", 64)) || ValidHash("sha256:abc") || !ValidHash("sha256:"+strings.Repeat("0", 64)) {
 		t.Fatal("ValidHash")
 	}
 }
