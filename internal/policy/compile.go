@@ -37,6 +37,8 @@ type Policy struct {
 	// one policy for every gateway, and decoding a large document per
 	// gateway dominated a fan-out. Kept only once asked for.
 	decoded func() (*rawDoc, []error)
+	// pins are the tool_pins section by server name (pins.go).
+	pins map[string]ServerPins
 }
 
 type grant struct {
@@ -203,6 +205,7 @@ func (c *compiler) compile(raw *rawDoc) *Policy {
 		}
 	}
 	c.compileLimits(p, raw.limits)
+	c.compilePins(p, raw.pins)
 	return p
 }
 

@@ -57,12 +57,16 @@ type (
 		srcTags, dstTags *strList
 		args             map[string]any
 		allow, deny      []str
+		// hashes are the tool definition hashes the test's dst
+		// advertises (tool_hashes), or nil (see testPins).
+		hashes map[string]str
 	}
 	rawDoc struct {
 		groups []rawGroup
 		grants []rawGrant
 		tests  []rawTest
 		limits []rawLimit
+		pins   []rawServerPins
 	}
 )
 
@@ -212,6 +216,8 @@ func decodeDocument(doc []byte) (*rawDoc, []error) {
 					raw.limits = append(raw.limits, l)
 				}
 			})
+		case "tool_pins":
+			raw.pins = d.toolPins(v)
 		case "tests":
 			d.array(v, "tests", func(i int, tv *hujson.Value) {
 				if i == MaxTests {
@@ -451,6 +457,8 @@ func (d *decoder) test(v *hujson.Value, path string) (rawTest, bool) {
 			if a, ok := d.anyValue(fv, fp); ok {
 				t.args = a.(map[string]any)
 			}
+		case "tool_hashes":
+			t.hashes = d.testHashes(fv, fp)
 		case "allow", "deny":
 			if l, ok := d.stringList(fv, fp); ok {
 				if name == "allow" {

@@ -120,6 +120,7 @@ func (p *Policy) Project(dst Node) (Projection, error) {
 		doc.Limits = append(doc.Limits, pl)
 		out.Limits = append(out.Limits, LimitRef{Index: l.index, Key: l.key})
 	}
+	doc.ToolPins = p.projectPins(dst)
 	var b bytes.Buffer
 	enc := json.NewEncoder(&b)
 	enc.SetEscapeHTML(false)
@@ -164,6 +165,8 @@ type projectedDoc struct {
 	Groups map[string][]string `json:"groups"`
 	Grants []projectedGrant    `json:"grants"`
 	Limits []projectedLimit    `json:"limits"`
+	// ToolPins is the destination's own tool_pins entry (pins.go).
+	ToolPins map[string]projectedPins `json:"tool_pins,omitempty"`
 }
 
 type projectedGrant struct {
