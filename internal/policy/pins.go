@@ -234,5 +234,3 @@ func (d *decoder) testHashes(v *hujson.Value, path string) map[string]str {
 	})
 	return out
 }
-
-

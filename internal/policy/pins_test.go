@@ -56,7 +56,7 @@ func TestToolPinsCompileAndCheck(t *testing.T) {
 func TestToolPinsValidationNamesTheLine(t *testing.T) {
 	for _, c := range []struct {
 		name, doc, want string
-		line           int
+		line            int
 	}{
 		{"malformed hash", `{"grants": [{"src": ["*"], "dst": ["tool:files"]}],
 "tool_pins": {"tool:files": {"tools": {
