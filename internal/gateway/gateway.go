@@ -21,6 +21,7 @@ import (
 	"github.com/agentmesh/agentmesh/internal/httpserver"
 	"github.com/agentmesh/agentmesh/internal/mcpwire"
 	"github.com/agentmesh/agentmesh/internal/reason"
+	"github.com/agentmesh/agentmesh/internal/toolpin"
 	"github.com/agentmesh/agentmesh/internal/tracing"
 )
 
@@ -128,6 +129,11 @@ type Config struct {
 	// safe on a listener whose transport authenticates and encrypts, such
 	// as tailnet.Node's. Nil refuses every request without a certificate.
 	Identifier admission.Identifier
+	// OnTools, when set, is called with the latest definition of every
+	// tool the gateway has seen listed (see Gateway.Tools) each time one
+	// is new or changed, for the coordinator's review workflow. It is
+	// called on a request's path: it must not block.
+	OnTools func([]toolpin.Definition)
 }
 
 const (
@@ -153,6 +159,7 @@ type Gateway struct {
 	caps     caps
 	tasks    *taskTable
 	params   *paramHeaders
+	tools    *toolDefs
 	handler  http.Handler
 
 	serving atomic.Bool
@@ -210,6 +217,7 @@ func New(cfg Config, initial *admission.State) (*Gateway, error) {
 	g.conns = newConnTable()
 	g.tasks = newTaskTable()
 	g.params = newParamHeaders()
+	g.tools = newToolDefs()
 	up, err := deref(cfg.Upstream)
 	if err != nil {
 		return nil, err

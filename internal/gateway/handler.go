@@ -241,7 +241,7 @@ func (g *Gateway) servePost(w http.ResponseWriter, r *http.Request, x *exchange)
 	if !g.bindSession(w, r, x) {
 		return
 	}
-	v := g.decide(x.peer, m)
+	v := g.checkPin(x, m, g.decide(x.peer, m))
 	x.v = v
 	ev.Tool, ev.Resource, ev.Prompt, ev.ArgsSHA256 = v.tool, v.resource, v.prompt, v.argsHash
 	ev.Rule, ev.PolicyVersion = v.rule(), v.version
