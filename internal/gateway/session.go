@@ -70,13 +70,13 @@ type session struct {
 	ctx    context.Context // cancelled by cut
 	cancel context.CancelFunc
 
-	mu      sync.Mutex
-	caller  *admission.Caller            // the Identifier caller as last checked
-	views   map[listKind]map[string]bool // name -> shown
+	mu     sync.Mutex
+	caller *admission.Caller            // the Identifier caller as last checked
+	views  map[listKind]map[string]bool // name -> shown
 	// tools maps each tool name to the hash of the definition this
 	// session last listed (pins.go).
-	tools map[string]string
-	pending listKind                     // to deliver when a stream opens
+	tools   map[string]string
+	pending listKind // to deliver when a stream opens
 	streams map[*stream]struct{}
 	// inject, if set, delivers list_changed itself (stdio sessions).
 	inject func(listKind)
