@@ -61,6 +61,8 @@ func (c *Coordinator) routes() http.Handler {
 	mux.HandleFunc("GET "+controlapi.PathPolicy, c.admin(c.handlePolicyGet))
 	mux.HandleFunc("GET "+controlapi.PathHistory, c.admin(c.handlePolicyHistory))
 	mux.HandleFunc("POST "+controlapi.PathRollback, c.admin(body(small, c.handlePolicyRollback)))
+	mux.HandleFunc("POST "+controlapi.PathTools, c.node(body(controlapi.MaxReportBytes+64<<10, c.handleToolReport)))
+	mux.HandleFunc("GET "+controlapi.PathTools, c.admin(c.handleToolList))
 	return mux
 }
 

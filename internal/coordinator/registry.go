@@ -75,6 +75,8 @@ CREATE TABLE policies (
 	// When each node's newest certificate expires (renewal_failing), and
 	// the alerts claimed (alerts.go).
 	{Version: 4, SQL: `ALTER TABLE nodes ADD COLUMN cert_expires BIGINT NOT NULL DEFAULT 0;` + alertsTable},
+	// The tool definitions gateways report, for review (tools.go).
+	{Version: 5, SQL: toolsTable},
 }
 
 // registryPostgres is step 1 on PostgreSQL: times in nanoseconds need
