@@ -149,6 +149,9 @@ type gatewayNode struct {
 	fronts []frontend
 	latest *node.View
 
+	// tools reports the tool definitions the gateways see (tool nodes).
+	tools *toolReporter
+
 	// viewOnce makes the first listener that is ready wait for the
 	// coordinator's current view.
 	viewOnce sync.Once
@@ -199,7 +202,7 @@ func (g *gatewayNode) newFrontend(tlsCfg *tls.Config, ident admission.Identifier
 		f, err = gateway.New(gateway.Config{TLS: tlsCfg, Identifier: ident, Upstream: up, Audit: g.n, Refusals: g.n.Refusals,
 			Limits: mcpwire.Limits{MaxBytes: maxBytes}, Logger: g.log, RecordArgsHash: cfg.RecordArgsHash, TracerProvider: g.traces.TracerProvider(),
 			MaxRequestsPerPeer: c.RequestsPerPeer, MaxSessionsPerPeer: c.SessionsPerPeer,
-			MaxProcessesPerPeer: c.ProcessesPerPeer, MaxProcesses: c.Processes, Bodies: c.Bodies}, nil)
+			MaxProcessesPerPeer: c.ProcessesPerPeer, MaxProcesses: c.Processes, Bodies: c.Bodies, OnTools: g.tools.offer}, nil)
 	}
 	if err != nil {
 		return nil, err
@@ -259,6 +262,10 @@ func (e *Node) serveGateway(ctx context.Context, cfg *GatewayConfig, warnUpstrea
 		api, path = "model", "/v1"
 	}
 	var tasks []task
+	if g.self.Kind == identity.KindTool {
+		g.tools = newToolReporter(e.n.Client, g.log)
+		tasks = append(tasks, g.tools.run)
+	}
 	if cfg.Listen != "" {
 		t, err := g.serveMTLS(ctx, api, path)
 		if err != nil {
