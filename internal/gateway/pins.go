@@ -175,10 +175,20 @@ func (g *Gateway) observeTools(result []byte, sess *session) (map[string]bool, e
 // tools under another definition to list again, and reports the new
 // state.
 func (g *Gateway) toolsChanged(changed []toolpin.Definition, from *session) {
+	var stale []*session
 	for _, s := range g.sessions.all() {
 		if s != from && s.listedOther(changed) {
-			s.notify(listTools)
+			stale = append(stale, s)
 		}
+	}
+	if len(stale) > 0 {
+		// Not on this response's path: a stdio session's notification is
+		// a write to its client's transport.
+		g.goOwned(func() {
+			for _, s := range stale {
+				s.notify(listTools)
+			}
+		})
 	}
 	if g.cfg.OnTools != nil {
 		g.cfg.OnTools(g.tools.snapshot())
