@@ -39,8 +39,9 @@ CREATE TABLE tool_definitions (
 );
 `
 
-// maxToolRows bounds the definitions kept per service.
-const maxToolRows = 4 * controlapi.MaxReportTools
+// maxToolRows bounds the definitions kept per service (a variable for
+// tests).
+var maxToolRows = 4 * controlapi.MaxReportTools
 
 func (c *Coordinator) handleToolReport(w http.ResponseWriter, r *http.Request, who caller) {
 	if who.id.Kind != identity.KindTool {

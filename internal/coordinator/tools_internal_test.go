@@ -3,6 +3,7 @@ package coordinator
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -11,6 +12,8 @@ import (
 	"github.com/agentmesh/agentmesh/internal/audit"
 	"github.com/agentmesh/agentmesh/internal/controlapi"
 	"github.com/agentmesh/agentmesh/internal/reason"
+	"github.com/agentmesh/agentmesh/internal/sealed"
+	"github.com/agentmesh/agentmesh/internal/store/pgtest"
 	"github.com/agentmesh/agentmesh/internal/toolpin"
 )
 
@@ -34,7 +37,18 @@ func TestIngestedToolChangedEventRaisesTheAlert(t *testing.T) {
 // TestToolReportsAreStoredPerServiceAndBounded: a report replaces the
 // service's current definitions and keeps the old ones on record.
 func TestToolReportsAreStoredPerServiceAndBounded(t *testing.T) {
-	co := startAlerting(t, Config{})
+	t.Run("sqlite", func(t *testing.T) { testToolReports(t, startAlerting(t, Config{})) })
+	t.Run("postgres", func(t *testing.T) {
+		db := pgtest.Shared(t).NewDatabase(t)
+		key, err := sealed.New([]byte(strings.Repeat("k", sealed.KeySize)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		testToolReports(t, startAlerting(t, Config{Database: db, DatabaseKey: key}))
+	})
+}
+
+func testToolReports(t *testing.T, co *Coordinator) {
 	ctx := context.Background()
 	def := func(desc string) controlapi.ReportedTool {
 		d, err := toolpin.Parse([]byte(`{"name":"read","description":"` + desc + `"}`))
@@ -68,5 +82,17 @@ func TestToolReportsAreStoredPerServiceAndBounded(t *testing.T) {
 	all, _ := co.reg.toolsSeen(ctx, "")
 	if len(all) != 3 {
 		t.Fatalf("all: %d rows", len(all))
+	}
+	// Over the bound, the oldest definitions no gateway reports now go.
+	defer func(n int) { maxToolRows = n }(maxToolRows)
+	maxToolRows = 4
+	for i := range maxToolRows + 5 {
+		if err := co.reg.reportTools(ctx, "churn", []controlapi.ReportedTool{def(fmt.Sprint("v", i))}, time.Now()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	churn, _ := co.reg.toolsSeen(ctx, "churn")
+	if len(churn) != maxToolRows || !churn[0].Current {
+		t.Fatalf("churn: %d rows, newest current %v", len(churn), len(churn) > 0 && churn[0].Current)
 	}
 }
