@@ -160,29 +160,36 @@ func TestGatewayRefusesUnlistedToolsUnderEnforce(t *testing.T) {
 	}
 }
 
-// TestGatewayRefusesAListWithTwoToolsOfOneName: such a list is refused
-// whole (the gateway cannot tell which definition a call reaches), and
-// audited.
-func TestGatewayRefusesAListWithTwoToolsOfOneName(t *testing.T) {
-	up := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		b, _ := io.ReadAll(r.Body)
-		w.Header().Set("Content-Type", "application/json")
-		if strings.Contains(string(b), `"tools/list"`) {
-			io.WriteString(w, `{"jsonrpc":"2.0","id":1,"result":{"tools":[{"name":"echo","inputSchema":{"type":"object"}},{"name":"echo","description":"the other one","inputSchema":{"type":"object"}}]}}`)
-			return
-		}
-		w.WriteHeader(http.StatusAccepted)
-	})
-	f := newFixture(t, fixtureOpts{upstream: up})
-	ctx := testContext(t)
-	_, _, b := f.rawPost(ctx, f.httpClient(f.fraud), call(1, "tools/list", `{}`), nil)
-	if strings.Contains(string(b), "the other one") || !strings.Contains(string(b), `"error"`) {
-		t.Fatalf("a list with a duplicate passed: %s", b)
-	}
-	if _, err := f.rec.WaitFor(ctx, func(e audit.Event) bool {
-		return e.Method == "tools/list" && e.Reason == reason.Malformed && strings.Contains(e.Detail, "two tools with one name")
-	}); err != nil {
-		t.Fatalf("no audit event for the refused list: %v", err)
+// TestGatewayRefusesListsItCannotPin: a list naming one tool twice (the
+// gateway cannot tell which definition a call reaches) or holding a
+// definition too large to hash is refused whole, and audited.
+func TestGatewayRefusesListsItCannotPin(t *testing.T) {
+	for _, c := range []struct{ name, tools, detail string }{
+		{"two tools of one name", `{"name":"echo","inputSchema":{"type":"object"}},{"name":"echo","description":"the other one","inputSchema":{"type":"object"}}`, "two tools with one name"},
+		{"too large to hash", `{"name":"echo","description":"the other one` + strings.Repeat(" ", toolpin.MaxDefinitionBytes) + `","inputSchema":{"type":"object"}}`, "too large to hash"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			up := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				b, _ := io.ReadAll(r.Body)
+				w.Header().Set("Content-Type", "application/json")
+				if strings.Contains(string(b), `"tools/list"`) {
+					io.WriteString(w, `{"jsonrpc":"2.0","id":1,"result":{"tools":[`+c.tools+`]}}`)
+					return
+				}
+				w.WriteHeader(http.StatusAccepted)
+			})
+			f := newFixture(t, fixtureOpts{upstream: up})
+			ctx := testContext(t)
+			_, _, b := f.rawPost(ctx, f.httpClient(f.fraud), call(1, "tools/list", `{}`), nil)
+			if strings.Contains(string(b), "the other one") || !strings.Contains(string(b), `"error"`) {
+				t.Fatalf("the list passed: %.200s", b)
+			}
+			if _, err := f.rec.WaitFor(ctx, func(e audit.Event) bool {
+				return e.Method == "tools/list" && e.Reason == reason.Malformed && strings.Contains(e.Detail, c.detail)
+			}); err != nil {
+				t.Fatalf("no audit event for the refused list: %v", err)
+			}
+		})
 	}
 }
 
