@@ -34,7 +34,7 @@ const (
 	// AuditVerify: a verification of the audit trail found a problem.
 	AuditVerify Kind = "audit_verify"
 	// ToolChanged: a tool's definition differs from the one pinned.
-	// Nothing raises it yet; see ToolChangedAlert.
+	// The coordinator raises it from a gateway's tool_changed audit event.
 	ToolChanged Kind = "tool_changed"
 )
 
@@ -99,7 +99,6 @@ func New(kind Kind, subject, summary string, now time.Time) Alert {
 // ToolChangedAlert is the tool_changed alert: the definition of tool on
 // the service node changed from the digest pinned (oldDigest) to
 // newDigest. Its window is newDigest, so each new definition alerts once.
-// Nothing raises it yet: tool pinning will.
 func ToolChangedAlert(node, tool, oldDigest, newDigest string, now time.Time) Alert {
 	a := New(ToolChanged, node+"/"+tool, fmt.Sprintf("tool %s on %s changed its definition", tool, node), now)
 	a.Details["node"], a.Details["tool"] = node, tool

@@ -31,6 +31,10 @@ const (
 	PathPolicy   = "/v1/policy"
 	PathHistory  = "/v1/policy/history"
 	PathRollback = "/v1/policy/rollback"
+	// PathTools: POST, a tool node reports the tool definitions its
+	// gateway sees (ToolReport); GET, the definitions every gateway has
+	// reported (admin; ?service=NAME narrows; []ToolSeen).
+	PathTools = "/v1/tools"
 )
 
 // MaxBody bounds every request body the coordinator reads.
@@ -91,6 +95,41 @@ type CertResponse struct {
 // RenewRequest asks for a fresh certificate for the caller's own identity.
 type RenewRequest struct {
 	CSR string `json:"csr"`
+}
+
+// Bounds on a ToolReport: a gateway reports at most MaxReportTools
+// definitions of at most MaxReportBytes in all (canonical JSON).
+const (
+	MaxReportTools = 1000
+	MaxReportBytes = 4 << 20
+)
+
+// ToolReport is what a tool node's gateway reports: the latest definition
+// of every tool it has seen its upstream list. It replaces the node's
+// previous report; definitions it no longer holds stay on record as not
+// current.
+type ToolReport struct {
+	Tools []ReportedTool `json:"tools"`
+}
+
+// ReportedTool is one tool definition: its name, hash ("sha256:<hex>",
+// package toolpin) and canonical JSON.
+type ReportedTool struct {
+	Name       string          `json:"name"`
+	Hash       string          `json:"hash"`
+	Definition json.RawMessage `json:"definition"`
+}
+
+// ToolSeen is a tool definition a service's gateway reported.
+type ToolSeen struct {
+	Service    string          `json:"service"`
+	Name       string          `json:"name"`
+	Hash       string          `json:"hash"`
+	Definition json.RawMessage `json:"definition"`
+	// Current says the gateway's latest report holds this definition.
+	Current   bool      `json:"current"`
+	FirstSeen time.Time `json:"first_seen"`
+	LastSeen  time.Time `json:"last_seen"`
 }
 
 // RegisterRequest announces where a serving node can be reached.

@@ -227,6 +227,13 @@ func (a *alerter) observe(from string, evs []audit.Event) {
 		if ev.Decision != audit.Deny {
 			continue
 		}
+		if d, ok := toolChangedAlert(from, ev); ok {
+			node := from
+			if id, err := identity.Parse(from); err == nil {
+				node = string(id.Name)
+			}
+			raised = append(raised, alert.ToolChangedAlert(node, d.Tool, d.Pinned, d.Seen, now))
+		}
 		src := denialSource(ev)
 		if al, ok := a.countDenial(src, ev, now); ok {
 			raised = append(raised, al)
@@ -385,8 +392,9 @@ func (a *alerter) verified(rep audit.Report, how string) {
 
 // AlertToolChanged raises tool_changed: the definition of tool on the
 // service node changed from the pinned digest to the changed one. It is
-// for tool pinning, which does not exist yet: nothing calls it today.
-// Each new definition alerts once. Without alerts configured it does
+// raised from a gateway's ingested tool_changed audit event (observe), so
+// that only the node that decided records it. Each new definition alerts
+// once. Without alerts configured it does
 // nothing.
 func (c *Coordinator) AlertToolChanged(node, tool, pinned, changed string) {
 	c.alerts.raise(alert.ToolChangedAlert(node, tool, pinned, changed, c.now()))

@@ -63,6 +63,8 @@ func (c *Coordinator) routes() http.Handler {
 	mux.HandleFunc("GET "+controlapi.PathHistory, c.admin(c.handlePolicyHistory))
 	mux.HandleFunc("POST "+controlapi.PathRollback, c.admin(body(small, c.handlePolicyRollback)))
 	c.approvalRoutes(mux, body)
+	mux.HandleFunc("POST "+controlapi.PathTools, c.node(body(controlapi.MaxReportBytes+64<<10, c.handleToolReport)))
+	mux.HandleFunc("GET "+controlapi.PathTools, c.admin(c.handleToolList))
 	return mux
 }
 

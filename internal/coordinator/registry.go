@@ -77,6 +77,8 @@ CREATE TABLE policies (
 	{Version: 4, SQL: `ALTER TABLE nodes ADD COLUMN cert_expires BIGINT NOT NULL DEFAULT 0;` + alertsTable},
 	// Calls held for a person's approval (approvals.go).
 	{Version: 5, SQL: approvalsTable},
+	// The tool definitions gateways report, for review (tools.go).
+	{Version: 6, SQL: toolsTable},
 }
 
 // registryPostgres is step 1 on PostgreSQL: times in nanoseconds need

@@ -152,6 +152,9 @@ type gatewayNode struct {
 	fronts []frontend
 	latest *node.View
 
+	// tools reports the tool definitions the gateways see (tool nodes).
+	tools *toolReporter
+
 	// viewOnce makes the first listener that is ready wait for the
 	// coordinator's current view.
 	viewOnce sync.Once
@@ -202,7 +205,7 @@ func (g *gatewayNode) newFrontend(tlsCfg *tls.Config, ident admission.Identifier
 		f, err = gateway.New(gateway.Config{TLS: tlsCfg, Identifier: ident, Upstream: up, Audit: metered(g.n, g.metrics.set), Refusals: g.n.Refusals, Metrics: g.metrics.set,
 			Limits: mcpwire.Limits{MaxBytes: maxBytes}, Logger: g.log, RecordArgsHash: cfg.RecordArgsHash, TracerProvider: g.traces.TracerProvider(),
 			MaxRequestsPerPeer: c.RequestsPerPeer, MaxSessionsPerPeer: c.SessionsPerPeer,
-			MaxProcessesPerPeer: c.ProcessesPerPeer, MaxProcesses: c.Processes, Bodies: c.Bodies,
+			MaxProcessesPerPeer: c.ProcessesPerPeer, MaxProcesses: c.Processes, Bodies: c.Bodies, OnTools: g.tools.offer,
 			Approvals: g.n.Client}, nil)
 	}
 	if err != nil {
@@ -268,6 +271,10 @@ func (e *Node) serveGateway(ctx context.Context, cfg *GatewayConfig, warnUpstrea
 		api, path = "model", "/v1"
 	}
 	tasks := []task{m.task()}
+	if g.self.Kind == identity.KindTool {
+		g.tools = newToolReporter(e.n.Client, g.log)
+		tasks = append(tasks, g.tools.run)
+	}
 	if m.ln != nil {
 		ready(cfg.Ready, m.serving("gateway", g.self.String()))
 	}

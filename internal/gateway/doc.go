@@ -77,6 +77,13 @@
 //     (enforce.go, each with the reason it needs no decision) and responses
 //     to server-initiated requests pass through; every other method is
 //     denied ("unknown_method"), with no prefix wildcard.
+//   - Tool definitions are pinned by the policy (tool_pins, package
+//     toolpin; pins.go): every tools/list result is hashed where it is
+//     filtered, a tool whose definition does not match its pin is hidden
+//     and its calls refused (tool_changed), a list naming one tool twice
+//     or holding a definition too large to hash is refused whole, and
+//     each drift is audited once with a bounded diff. Server-provided
+//     definitions are never trusted to have stayed as reviewed.
 //   - Every resource URI a rule matches must be in canonical form and every
 //     key the gateway or a when reads must be spelled exactly (see package
 //     policy and mcpwire): a spelling the upstream reads as the same thing

@@ -22,6 +22,7 @@ import (
 	"github.com/agentmesh/agentmesh/internal/mcpwire"
 	"github.com/agentmesh/agentmesh/internal/metrics"
 	"github.com/agentmesh/agentmesh/internal/reason"
+	"github.com/agentmesh/agentmesh/internal/toolpin"
 	"github.com/agentmesh/agentmesh/internal/tracing"
 )
 
@@ -141,6 +142,11 @@ type Config struct {
 	Approvals       Approvals
 	MaxHolds        int
 	MaxHoldsPerPeer int
+	// OnTools, when set, is called with the latest definition of every
+	// tool the gateway has seen listed (see Gateway.Tools) each time one
+	// is new or changed, for the coordinator's review workflow. It is
+	// called on a request's path: it must not block.
+	OnTools func([]toolpin.Definition)
 }
 
 const (
@@ -167,6 +173,7 @@ type Gateway struct {
 	tasks    *taskTable
 	params   *paramHeaders
 	holds    holdTable
+	tools    *toolDefs
 	handler  http.Handler
 
 	serving atomic.Bool
@@ -225,6 +232,7 @@ func New(cfg Config, initial *admission.State) (*Gateway, error) {
 	g.conns = newConnTable()
 	g.tasks = newTaskTable()
 	g.params = newParamHeaders()
+	g.tools = newToolDefs()
 	up, err := deref(cfg.Upstream)
 	if err != nil {
 		return nil, err

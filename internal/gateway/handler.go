@@ -261,7 +261,7 @@ func (g *Gateway) servePost(w http.ResponseWriter, r *http.Request, x *exchange)
 		return
 	}
 	decided := g.metricsNow()
-	v := g.decide(x.peer, m)
+	v := g.checkPin(x, m, g.decide(x.peer, m))
 	g.cfg.Metrics.Decision(g.metricsNow().Sub(decided))
 	x.v = v
 	ev.Tool, ev.Resource, ev.Prompt, ev.ArgsSHA256 = v.tool, v.resource, v.prompt, v.argsHash

@@ -424,12 +424,17 @@ func (g *Gateway) decodeOne(data []byte) (*mcpwire.Message, error) {
 // filterResult returns the result of the success response m with its k
 // list filtered by keep (see keeper), remembering in sess what was shown.
 func (g *Gateway) filterResult(m *mcpwire.Message, k listKind, keep func(string) bool, sess *session) ([]byte, error) {
+	var hide map[string]bool
 	if k == listTools {
 		g.params.learn(m.Result)
+		var err error
+		if hide, err = g.observeTools(m.Result, sess); err != nil {
+			return nil, err
+		}
 	}
 	seen := make(map[string]bool)
 	result, _, err := m.FilterResult(k.field(), func(name string) bool {
-		ok := keep(name)
+		ok := keep(name) && !hide[name]
 		seen[name] = ok
 		return ok
 	})

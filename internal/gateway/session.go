@@ -71,10 +71,13 @@ type session struct {
 	ctx    context.Context // cancelled by cut
 	cancel context.CancelFunc
 
-	mu      sync.Mutex
-	caller  *admission.Caller            // the Identifier caller as last checked
-	views   map[listKind]map[string]bool // name -> shown
-	pending listKind                     // to deliver when a stream opens
+	mu     sync.Mutex
+	caller *admission.Caller            // the Identifier caller as last checked
+	views  map[listKind]map[string]bool // name -> shown
+	// tools maps each tool name to the hash of the definition this
+	// session last listed (pins.go).
+	tools   map[string]string
+	pending listKind // to deliver when a stream opens
 	streams map[*stream]struct{}
 	// inject, if set, delivers list_changed itself (stdio sessions).
 	inject func(listKind)
@@ -173,10 +176,14 @@ func (s *session) recheck(st *admission.State) {
 		return
 	}
 	var changed listKind
+	sp := st.Policy.ToolPins(st.Self.Name)
 	s.mu.Lock()
 	for k, v := range s.views {
 		for name, was := range v {
 			now := visibleIn(vis, k, name)
+			if now && k == listTools && st.Policy.HasToolPins() {
+				now = sp.CheckTool(name, s.tools[name]).Allows()
+			}
 			if now != was {
 				v[name] = now
 				changed |= k

@@ -27,7 +27,7 @@ var layers = []layer{
 	{name: "foundation", may: []string{"foundation"}, pkgs: []string{
 		"alert", "audit", "authkey", "backoff", "budget", "connlimit", "controlapi", "dirlock", "durable", "httpserver",
 		"identity", "loopback", "mcpwire", "metrics", "modelwire", "netmap", "pki", "policy", "reason", "sealed", "sse",
-		"store", "termtext", "textdiff", "tracing", "transport", "/examples", "/examples/ledger",
+		"store", "termtext", "textdiff", "toolpin", "tracing", "transport", "/examples", "/examples/ledger",
 	}},
 	{name: "components", may: []string{"foundation", "components"}, pkgs: []string{
 		"admission", "audit/auditstore", "audit/spool", "connector", "connector/modelconn",
@@ -61,7 +61,7 @@ var layers = []layer{
 
 // client is what the CLI may import below the engine: the admin API's
 // client and wire shapes, the node's state directory, and what it prints.
-var client = []string{"audit", "controlapi", "controlclient", "identity", "nodestate", "policy", "reason", "termtext"}
+var client = []string{"audit", "controlapi", "controlclient", "identity", "nodestate", "policy", "reason", "termtext", "toolpin"}
 
 func full(p string) string {
 	if strings.HasPrefix(p, "/") {

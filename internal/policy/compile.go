@@ -43,6 +43,8 @@ type Policy struct {
 	// approvals.go).
 	classes   map[string]*toolClasses
 	approvers map[string]map[nodeKey]bool
+	// pins are the tool_pins section by server name (pins.go).
+	pins map[string]ServerPins
 }
 
 type grant struct {
@@ -224,6 +226,7 @@ func (c *compiler) compile(raw *rawDoc) *Policy {
 	}
 	c.compileLimits(p, raw.limits)
 	c.compileAnnotations(p, raw.annotations)
+	c.compilePins(p, raw.pins)
 	return p
 }
 

@@ -60,6 +60,9 @@ type (
 		srcTags, dstTags *strList
 		args             map[string]any
 		allow, deny      []str
+		// hashes are the tool definition hashes the test's dst
+		// advertises (tool_hashes), or nil (see testPins).
+		hashes map[string]str
 	}
 	rawDoc struct {
 		groups []rawGroup
@@ -68,6 +71,7 @@ type (
 		limits []rawLimit
 		// annotations are the trusted tool classes (annotations.go).
 		annotations []rawAnnotation
+		pins        []rawServerPins
 	}
 )
 
@@ -219,6 +223,8 @@ func decodeDocument(doc []byte) (*rawDoc, []error) {
 			})
 		case "annotations":
 			raw.annotations = d.annotations(v)
+		case "tool_pins":
+			raw.pins = d.toolPins(v)
 		case "tests":
 			d.array(v, "tests", func(i int, tv *hujson.Value) {
 				if i == MaxTests {
@@ -466,6 +472,8 @@ func (d *decoder) test(v *hujson.Value, path string) (rawTest, bool) {
 			if a, ok := d.anyValue(fv, fp); ok {
 				t.args = a.(map[string]any)
 			}
+		case "tool_hashes":
+			t.hashes = d.testHashes(fv, fp)
 		case "allow", "deny":
 			if l, ok := d.stringList(fv, fp); ok {
 				if name == "allow" {

@@ -23,6 +23,7 @@ func FuzzCompile(f *testing.F) {
 	f.Add([]byte(`{"grants": [{"src": ["*"], "dst": ["*"], "tools": ["a*b?c", "!x"], "when": "args.x == 1"}]}`))
 	f.Add([]byte("// c\n{\"tests\": [{\"src\": \"agent:a\", \"dst\": \"tool:b\", \"args\": {\"k\": [1, 2.5, null, true]}, \"deny\": [\"connect\"]}],}"))
 	f.Add([]byte(`{"grants": [{"src": ["*"], "dst": ["*"], "when": "'\\b'.matches('\\b')"}]}`))
+	f.Add([]byte(pinnedDoc))
 	if doc, err := os.ReadFile("../../examples/policy.hujson"); err == nil {
 		f.Add(doc)
 	}

@@ -130,6 +130,7 @@ func (p *Policy) Project(dst Node) (Projection, error) {
 	if len(doc.Grants) > 0 {
 		doc.Annotations = projectAnnotations(raw, self[0])
 	}
+	doc.ToolPins = p.projectPins(dst)
 	var b bytes.Buffer
 	enc := json.NewEncoder(&b)
 	enc.SetEscapeHTML(false)
@@ -176,6 +177,8 @@ type projectedDoc struct {
 	Limits []projectedLimit    `json:"limits"`
 	// Annotations holds the destination's own trusted tool classes.
 	Annotations map[string]map[string][]string `json:"annotations,omitempty"`
+	// ToolPins is the destination's own tool_pins entry (pins.go).
+	ToolPins map[string]projectedPins `json:"tool_pins,omitempty"`
 }
 
 type projectedGrant struct {

@@ -34,6 +34,9 @@ func (p *Policy) runTests(tests []rawTest, doc []byte) []error {
 				}
 				r.Src, r.Dst, r.Args = src, dst, t.args
 				got := p.Decide(r)
+				if r.Action == ActionTool {
+					got = p.testPins(dst, t.hashes, got, r.Tool)
+				}
 				if got.Allow == exp.allow {
 					continue
 				}

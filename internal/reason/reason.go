@@ -144,6 +144,13 @@ const (
 // Requests at a gateway (packages gateway and modelgw): why a message or
 // HTTP request from an admitted peer was refused, or how it ended.
 const (
+	// ToolChanged: the tool's definition, as the gateway last saw it from
+	// the server, does not match the definition pinned in the policy's
+	// tool_pins (or the tool has no pin and its server's mode is
+	// "enforce", or the gateway has not seen the tool listed yet). The
+	// tool is hidden from lists and its calls refused until the change
+	// is reviewed and pinned (agentmesh tools approve).
+	ToolChanged Code = "tool_changed"
 	// UnknownMethod: an MCP method outside the gateway's allow list.
 	UnknownMethod Code = "unknown_method"
 	// Malformed: the body is not one strictly valid message (duplicate or
