@@ -189,7 +189,7 @@ func (g *gatewayNode) newFrontend(tlsCfg *tls.Config, ident admission.Identifier
 	if g.self.Kind == identity.KindModel {
 		f, err = modelgw.New(modelgw.Config{TLS: tlsCfg, Identifier: ident, Upstream: cfg.UpstreamURL, Audit: metered(g.n, g.metrics.set), Refusals: g.n.Refusals,
 			StateDir: limitsDir, MaxBodyBytes: int64(maxBytes), Bodies: c.Bodies,
-			MaxRequestsPerPeer: c.RequestsPerPeer, Logger: g.log, TracerProvider: g.traces.TracerProvider()}, nil)
+			MaxRequestsPerPeer: c.RequestsPerPeer, Logger: g.log, TracerProvider: g.traces.TracerProvider(), Metrics: g.metrics.set}, nil)
 	} else {
 		var up gateway.Upstream = gateway.HTTPUpstream{URL: cfg.UpstreamURL}
 		if cfg.UpstreamHandler != nil {

@@ -24,6 +24,7 @@ import (
 	"github.com/agentmesh/agentmesh/internal/connector/modelconn"
 	"github.com/agentmesh/agentmesh/internal/gateway/gatewaytest"
 	"github.com/agentmesh/agentmesh/internal/identity"
+	"github.com/agentmesh/agentmesh/internal/metrics"
 	"github.com/agentmesh/agentmesh/internal/loopback"
 	"github.com/agentmesh/agentmesh/internal/modelgw/modelgwtest"
 	"github.com/agentmesh/agentmesh/internal/pki"
@@ -93,6 +94,7 @@ type fixture struct {
 	cfgRequests int
 	log         io.Writer
 	tracer      trace.TracerProvider
+	metrics     *metrics.Set
 }
 
 type fixtureOpts struct {
@@ -112,6 +114,8 @@ type fixtureOpts struct {
 	log io.Writer
 	// tracer is Config.TracerProvider.
 	tracer trace.TracerProvider
+	// metrics is Config.Metrics.
+	metrics *metrics.Set
 }
 
 func newFixture(t testing.TB, o fixtureOpts) *fixture {
@@ -133,7 +137,7 @@ func newFixture(t testing.TB, o fixtureOpts) *fixture {
 	hs := httptest.NewServer(f.up)
 	t.Cleanup(hs.Close)
 	f.upURL = hs.URL
-	f.stateDir, f.maxResp, f.bodies, f.log, f.tracer = o.stateDir, o.maxResponse, o.bodies, o.log, o.tracer
+	f.stateDir, f.maxResp, f.bodies, f.log, f.tracer, f.metrics = o.stateDir, o.maxResponse, o.bodies, o.log, o.tracer, o.metrics
 	if o.aggregate {
 		f.refusals = f.rec.Refusals()
 	}
@@ -161,6 +165,7 @@ func (f *fixture) start(doc string) {
 		Refusals:           f.refusals,
 		Logger:             f.logger(),
 		TracerProvider:     f.tracer,
+		Metrics:            f.metrics,
 	}, f.state(doc))
 	if err != nil {
 		f.t.Fatal(err)

@@ -21,6 +21,7 @@ import (
 	"github.com/agentmesh/agentmesh/internal/budget"
 	"github.com/agentmesh/agentmesh/internal/connlimit"
 	"github.com/agentmesh/agentmesh/internal/httpserver"
+	"github.com/agentmesh/agentmesh/internal/metrics"
 	"github.com/agentmesh/agentmesh/internal/tracing"
 )
 
@@ -91,6 +92,11 @@ type Config struct {
 	// span and the upstream hop) and propagates W3C trace context to the
 	// upstream in headers; nil traces nothing. See package tracing.
 	TracerProvider trace.TracerProvider
+	// Metrics observes the latency of each hop (decision, upstream, total,
+	// and the first byte of a streamed answer), as the MCP gateway does;
+	// nil records nothing. (Requests and tokens are counted from the
+	// audit events, by whoever wraps Audit.)
+	Metrics *metrics.Set
 	// Now is the clock of audit events, latencies and limit windows; nil is
 	// time.Now.
 	Now func() time.Time

@@ -229,7 +229,9 @@ func (g *Gateway) classify(w http.ResponseWriter, r *http.Request, x *request, b
 // decidePolicy decides the request with the policy. The rule is the grant
 // index, as the MCP gateway writes it.
 func (g *Gateway) decidePolicy(w http.ResponseWriter, r *http.Request, x *request) bool {
+	decided := g.now()
 	d := x.st.Policy.Decide(x.decide)
+	g.cfg.Metrics.Decision(g.now().Sub(decided))
 	x.ev.PolicyVersion = d.Version
 	if d.Grant >= 0 {
 		x.ev.Rule = strconv.Itoa(d.Grant)
@@ -379,12 +381,14 @@ func (g *Gateway) forward(w http.ResponseWriter, r *http.Request, x *request, bo
 	if g.tr.On() {
 		tracing.Inject(ctx, out.Header)
 	}
+	sent := g.now()
 	resp, err := g.client.Do(out)
 	if err != nil {
 		g.upstreamFailed(w, r, x, err)
 		return
 	}
 	defer resp.Body.Close()
+	g.cfg.Metrics.Upstream(g.now().Sub(sent))
 	// For a buffered answer the first byte is the response head; a stream
 	// overwrites this with the time of its first chunk.
 	x.ev.TTFBUS = g.now().Sub(x.start).Microseconds()
@@ -453,7 +457,9 @@ func (g *Gateway) relayBuffered(w http.ResponseWriter, r *http.Request, x *reque
 	}
 	x.ev.Status = resp.StatusCode
 	x.ev.Outcome = audit.OutcomeOfStatus(resp.StatusCode)
-	x.ev.LatencyUS = g.now().Sub(x.start).Microseconds()
+	total := g.now().Sub(x.start)
+	x.ev.LatencyUS = total.Microseconds()
+	g.cfg.Metrics.Total(total)
 	if err := g.recordErr(r.Context(), &x.ev); err != nil {
 		writeError(w, http.StatusServiceUnavailable, ErrorBody{Error: ErrorDetail{Type: "api_error", Code: reason.AuditFailed, Message: "the request could not be audited"}, Reason: reason.AuditFailed})
 		return
@@ -493,7 +499,9 @@ func (g *Gateway) relayStream(w http.ResponseWriter, r *http.Request, x *request
 		if first {
 			// Time to first byte of a stream: when its first chunk (not
 			// merely its head) is passed on.
-			x.ev.TTFBUS, first = g.now().Sub(x.start).Microseconds(), false
+			ttfb := g.now().Sub(x.start)
+			x.ev.TTFBUS, first = ttfb.Microseconds(), false
+			g.cfg.Metrics.FirstByte(ttfb)
 		}
 		su.Write(b)
 	})
