@@ -36,6 +36,15 @@ var fuzzRoutes = []struct {
 	{controlapi.PathNodes + "/fuzz-tool/tags", "admin", []string{`{"tags":["tag:a","tag:b"]}`, `{"tags":["tag:a","tag:a"]}`, `{"tags":["bad"]}`}},
 	{controlapi.PathPolicy, "admin", []string{`{"document":"{\"grants\":[{\"src\":[\"*\"],\"dst\":[\"*\"],\"tools\":[\"*\"]}]}"}`, `{"document":"{"}`, `{"document":""}`}},
 	{controlapi.PathRollback, "admin", []string{`{"version":1}`, `{"version":-5}`, `{"version":9223372036854775807}`}},
+	// What a hostile tool node may send about its own service: tool
+	// reports and approval holds.
+	{controlapi.PathTools, "tool", []string{
+		`{"tools":[{"name":"echo","hash":"sha256:` + strings.Repeat("0", 64) + `","definition":{"name":"echo","inputSchema":{"type":"object"}}}]}`,
+		`{"tools":[{"name":"a","definition":{"name":"b"}},{"name":"a","definition":{"name":"a"}}]}`,
+		`{"tools":[{"name":"\u202e","definition":{"name":"\u202e","description":1e400}}]}`, `{"tools":null}`}},
+	{controlapi.PathApprovals, "tool", []string{
+		`{"caller":"spiffe://fuzz.mesh/agent/a","tool":"transfer","grant":0,"group":"group:oncall","policy_version":"1","timeout":60000000000,"event_id":"e1"}`,
+		`{"caller":"","tool":"","grant":-1,"group":"","timeout":-1}`, `{"grant":9223372036854775807,"timeout":9223372036854775807}`}},
 }
 
 // FuzzControlAPIBodies sends arbitrary bodies to every handler that
