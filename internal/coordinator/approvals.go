@@ -198,16 +198,19 @@ func (c *Coordinator) handleApprovalWait(w http.ResponseWriter, r *http.Request,
 	}
 }
 
+// lookupApproval reads approval id; an id that cannot be one is
+// errNotFound, as an unknown one is.
+func (c *Coordinator) lookupApproval(ctx context.Context, id string) (controlapi.Approval, error) {
+	if !validApprovalID(id) {
+		return controlapi.Approval{}, errNotFound
+	}
+	return c.reg.approval(ctx, id, c.now())
+}
+
 // ownApproval reads approval id for the gateway who, answering the error
 // itself when there is none of that gateway's.
 func (c *Coordinator) ownApproval(w http.ResponseWriter, r *http.Request, who caller, id string) (controlapi.Approval, bool) {
-	var a controlapi.Approval
-	var err error
-	if validApprovalID(id) {
-		a, err = c.reg.approval(r.Context(), id, c.now())
-	} else {
-		err = errNotFound
-	}
+	a, err := c.lookupApproval(r.Context(), id)
 	if errors.Is(err, errNotFound) || err == nil && a.Gateway != who.id.String() {
 		writeError(w, http.StatusNotFound, reason.NotFound, "no approval "+id+" of this node")
 		return a, false
@@ -273,13 +276,7 @@ func (c *Coordinator) handleApprovalDecide(w http.ResponseWriter, r *http.Reques
 		action, status = "approvals.approve", controlapi.ApprovalApproved
 	}
 	id := r.PathValue("id")
-	var a controlapi.Approval
-	var err error
-	if validApprovalID(id) {
-		a, err = c.reg.approval(r.Context(), id, c.now())
-	} else {
-		err = errNotFound
-	}
+	a, err := c.lookupApproval(r.Context(), id)
 	if errors.Is(err, errNotFound) {
 		writeError(w, http.StatusNotFound, reason.NotFound, "no approval "+id)
 		return
