@@ -11,7 +11,6 @@ import (
 	"github.com/agentmesh/agentmesh/internal/controlapi"
 	"github.com/agentmesh/agentmesh/internal/identity"
 	"github.com/agentmesh/agentmesh/internal/netmap"
-	"github.com/agentmesh/agentmesh/internal/policy"
 	"github.com/agentmesh/agentmesh/internal/reason"
 )
 
@@ -113,20 +112,19 @@ func (c *Coordinator) handleServices(w http.ResponseWriter, r *http.Request, who
 				continue
 			}
 		}
-		var pins policy.ServerPins
 		if n.Kind == identity.KindTool {
-			pins = pol.ToolPins(n.Name)
-			svc.PinMode = pins.Mode
+			svc.PinMode = pol.ToolPins(n.Name).Mode
 		}
 		for _, t := range seen {
 			if !t.Current || n.Kind != identity.KindTool || t.Service != string(n.Name) {
 				continue
 			}
-			ct := controlapi.CatalogTool{Name: t.Name, Hash: t.Hash, Pinned: pins.Tools[t.Name], PinStatus: string(pins.CheckTool(t.Name, t.Hash))}
+			pin := pol.CheckPin(n.Name, t.Name, t.Hash) // as 'agentmesh tools list' shows it
+			ct := controlapi.CatalogTool{Name: t.Name, Hash: t.Hash, Pinned: pin.Pinned, PinStatus: string(pin.Status)}
 			if as != nil {
 				a := pol.MayCallTool(as.PolicyNode(), dst, t.Name)
 				ct.Access = &controlapi.ToolAccess{Allowed: a.Allow, Reason: string(a.Reason), Conditional: a.Conditional, Approval: a.Approval}
-				if a.Allow && !policy.PinStatus(ct.PinStatus).Allows() {
+				if a.Allow && !pin.Status.Allows() {
 					// The gateway hides and refuses it, whatever the grants.
 					*ct.Access = controlapi.ToolAccess{Reason: string(reason.ToolChanged)}
 				}
