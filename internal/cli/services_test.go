@@ -171,9 +171,29 @@ func TestServicesListsTheLedgerItsToolsAndWhatEachAgentMayUse(t *testing.T) {
 		t.Errorf("--service tool:nope: exit %d, %q", code, errOut)
 	}
 
-	// An agent's own state: its own view, only what it may use; it may
-	// not ask for another node's. (balance is still drifted.)
+	// A model service that has not served yet: listed, not serving, no
+	// tools; the auditor may not connect to it.
+	if _, err := d.Join(ctx, "llm-internal", "model"); err != nil {
+		t.Fatal(err)
+	}
+	both := catalogJSON(t, "--state", admin, "--as", "agent:auditor")
+	if len(both.Services) != 2 || both.Services[0].Service != "model:llm-internal" {
+		t.Fatalf("with a model node: %+v", both.Services)
+	}
+	if m := both.Services[0]; m.Status != "not serving" || len(m.Tools) != 0 || m.PinMode != "" || m.Access == nil || m.Access.Connect {
+		t.Errorf("model:llm-internal: %+v access %+v", m, m.Access)
+	}
+	if one := catalogJSON(t, "--state", admin, "--service", "tool:ledger"); len(one.Services) != 1 || one.Services[0].Service != "tool:ledger" {
+		t.Errorf("--service tool:ledger: %+v", one.Services)
+	}
+
+	// An agent's own state: its own view, only the services it may
+	// connect to and the tools it may call there; it may not ask for
+	// another node's. (balance is still drifted.)
 	mine := catalogJSON(t, "--state", filepath.Join(d.Dir, "auditor"))
+	if len(mine.Services) != 1 {
+		t.Errorf("the auditor's own view lists %d services, want only tool:ledger: %+v", len(mine.Services), mine.Services)
+	}
 	allowed, all := allowedTools(t, mine, "tool:ledger")
 	if mine.As != "agent:auditor" || !slices.Equal(allowed, []string{"history"}) || !slices.Equal(all, allowed) {
 		t.Errorf("the auditor's own view: as %q, tools %v (allowed %v)", mine.As, all, allowed)
