@@ -2,6 +2,7 @@ package coordinator
 
 import (
 	"cmp"
+	"context"
 	"fmt"
 	"net/http"
 	"slices"
@@ -74,7 +75,7 @@ func (c *Coordinator) handleServices(w http.ResponseWriter, r *http.Request, who
 			return
 		}
 	}
-	seen, err := c.reg.toolsSeen(ctx, string(only.name))
+	seen, err := c.reg.currentTools(ctx, string(only.name))
 	if err != nil {
 		c.internalError(w, r, "services: tools", err)
 		return
@@ -116,13 +117,13 @@ func (c *Coordinator) handleServices(w http.ResponseWriter, r *http.Request, who
 			svc.PinMode = pol.ToolPins(n.Name).Mode
 		}
 		for _, t := range seen {
-			if !t.Current || n.Kind != identity.KindTool || t.Service != string(n.Name) {
+			if n.Kind != identity.KindTool || t.service != string(n.Name) {
 				continue
 			}
-			pin := pol.CheckPin(n.Name, t.Name, t.Hash) // as 'agentmesh tools list' shows it
-			ct := controlapi.CatalogTool{Name: t.Name, Hash: t.Hash, Pinned: pin.Pinned, PinStatus: string(pin.Status)}
+			pin := pol.CheckPin(n.Name, t.name, t.hash) // as 'agentmesh tools list' shows it
+			ct := controlapi.CatalogTool{Name: t.name, Hash: t.hash, Pinned: pin.Pinned, PinStatus: string(pin.Status)}
 			if as != nil {
-				a := pol.MayCallTool(as.PolicyNode(), dst, t.Name)
+				a := pol.MayCallTool(as.PolicyNode(), dst, t.name)
 				ct.Access = &controlapi.ToolAccess{Allowed: a.Allow, Reason: string(a.Reason), Conditional: a.Conditional, Approval: a.Approval}
 				if a.Allow && !pin.Status.Allows() {
 					// The gateway hides and refuses it, whatever the grants.
@@ -139,4 +140,28 @@ func (c *Coordinator) handleServices(w http.ResponseWriter, r *http.Request, who
 	}
 	slices.SortFunc(out.Services, func(a, b controlapi.CatalogService) int { return cmp.Compare(a.Service, b.Service) })
 	writeJSON(w, http.StatusOK, out)
+}
+
+// reportedTool is a tool a gateway reports now, without its definition.
+type reportedTool struct{ service, name, hash string }
+
+// currentTools lists the tools the gateways report now, of one service
+// or ("") all: names and hashes only, so that a node asking for its view
+// does not make the coordinator read every definition on record.
+func (r *registry) currentTools(ctx context.Context, service string) ([]reportedTool, error) {
+	rows, err := r.db.QueryContext(ctx, `SELECT service, tool, hash FROM tool_definitions
+		WHERE current = 1 AND ($1 = '' OR service = $1)`, service)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []reportedTool
+	for rows.Next() {
+		var t reportedTool
+		if err := rows.Scan(&t.service, &t.name, &t.hash); err != nil {
+			return nil, err
+		}
+		out = append(out, t)
+	}
+	return out, rows.Err()
 }
