@@ -152,9 +152,8 @@ func current(seen []controlapi.ToolSeen) []controlapi.ToolSeen {
 }
 
 func rowOf(p *policy.Policy, t controlapi.ToolSeen) toolRow {
-	sp := p.ToolPins(identity.Name(t.Service))
-	return toolRow{Service: t.Service, Tool: t.Name, Hash: t.Hash, Pinned: sp.Tools[t.Name], Mode: sp.Mode,
-		Status: string(sp.CheckTool(t.Name, t.Hash))}
+	pin := p.CheckPin(identity.Name(t.Service), t.Name, t.Hash)
+	return toolRow{Service: t.Service, Tool: t.Name, Hash: t.Hash, Pinned: pin.Pinned, Mode: pin.Mode, Status: string(pin.Status)}
 }
 
 func toolsList(fs *flag.FlagSet, env Env) func(context.Context, []string) error {

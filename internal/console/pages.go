@@ -14,7 +14,6 @@ import (
 	"github.com/agentmesh/agentmesh/internal/controlapi"
 	"github.com/agentmesh/agentmesh/internal/identity"
 	"github.com/agentmesh/agentmesh/internal/policy"
-	"github.com/agentmesh/agentmesh/internal/reason"
 )
 
 // staleAfter is how long a node may go unseen before the overview flags
@@ -390,11 +389,9 @@ func (s *server) handleServices(w http.ResponseWriter, r *http.Request) {
 		for i, a := range agents {
 			row := access{Agent: string(a.Kind) + ":" + string(a.Name), Connect: pol.Links(a, dst), Patterns: vis[i].ToolPatterns()}
 			for _, t := range out.Tools {
-				d := pol.Decide(policy.Request{Src: a, Dst: dst, Action: policy.ActionTool, Method: "tools/call", Tool: t})
 				// A when that needs arguments fails to evaluate without
 				// them: the tool is granted, the call decided when made.
-				allow := d.Allow || d.Reason == reason.WhenError
-				row.Tools = append(row.Tools, toolAccess{Name: t, Allow: allow})
+				row.Tools = append(row.Tools, toolAccess{Name: t, Allow: pol.MayCallTool(a, dst, t).Allow})
 			}
 			out.Rows = append(out.Rows, row)
 		}

@@ -65,6 +65,7 @@ func (c *Coordinator) routes() http.Handler {
 	c.approvalRoutes(mux, body)
 	mux.HandleFunc("POST "+controlapi.PathTools, c.node(body(controlapi.MaxReportBytes+64<<10, c.handleToolReport)))
 	mux.HandleFunc("GET "+controlapi.PathTools, c.admin(c.handleToolList))
+	mux.HandleFunc("GET "+controlapi.PathServices, c.node(c.handleServices)) // any node: its own view (services.go)
 	return mux
 }
 

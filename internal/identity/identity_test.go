@@ -116,3 +116,14 @@ func TestKindWithArticleReadsAsEnglish(t *testing.T) {
 		}
 	}
 }
+
+func TestParseSelectorWantsKindColonName(t *testing.T) {
+	if k, n, err := ParseSelector("agent:auditor"); err != nil || k != KindAgent || n != "auditor" {
+		t.Fatalf("agent:auditor: %q %q %v", k, n, err)
+	}
+	for _, s := range []string{"auditor", "tag:x", "agent:", "agent:Bad Name", ":x", ""} {
+		if _, _, err := ParseSelector(s); err == nil {
+			t.Errorf("%q parsed", s)
+		}
+	}
+}

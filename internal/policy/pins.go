@@ -234,3 +234,20 @@ func (d *decoder) testHashes(v *hujson.Value, path string) map[string]str {
 	})
 	return out
 }
+
+// ToolPin is how one reported tool definition stands against the policy's
+// pins: what 'agentmesh tools list' and the service catalog show.
+type ToolPin struct {
+	// Mode is the server's pin mode; Pinned the tool's pinned hash, ""
+	// when it has none.
+	Mode, Pinned string
+	Status       PinStatus
+}
+
+// CheckPin answers how the tool named tool of the tool server named
+// server stands, given the hash of the definition its gateway reports. A
+// nil Policy pins nothing (mode warn).
+func (p *Policy) CheckPin(server identity.Name, tool, hash string) ToolPin {
+	sp := p.ToolPins(server)
+	return ToolPin{Mode: sp.Mode, Pinned: sp.Tools[tool], Status: sp.CheckTool(tool, hash)}
+}
