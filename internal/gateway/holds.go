@@ -218,11 +218,12 @@ func (g *Gateway) holdOn(wp *http.ResponseWriter, done *func(), r *http.Request,
 	switch a.Status {
 	case controlapi.ApprovalApproved:
 		x.ev.Detail = "approved by " + a.DecidedBy + " (approval " + a.ID + ")"
-		// The policy may have changed while the call was held: it must
-		// still allow the call now, or the approval does not help.
+		// The policy, and the tool's definition, may have changed while the
+		// call was held: the policy in force must still allow the call and
+		// its pins still match, or the approval does not help.
 		p := *x.peer
 		p.state = g.state.Load()
-		if now := g.decide(&p, m); !now.allow {
+		if now := g.checkPinUnder(&p, x, m, g.decide(&p, m)); !now.allow {
 			x.ev.Rule, x.ev.PolicyVersion = now.rule(), now.version
 			g.deny(w, r, x, http.StatusOK, m.ID, now.code, now.reason)
 			return false

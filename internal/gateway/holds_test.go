@@ -344,6 +344,29 @@ func TestApprovedCallDecidedAgain(t *testing.T) {
 	}
 }
 
+// TestApprovedCallCheckedAgainstThePinsInForce: a tool pinned, while its
+// call was held, to a definition the server does not serve is refused as
+// tool_changed when the approval arrives, and never reaches the upstream.
+func TestApprovedCallCheckedAgainstThePinsInForce(t *testing.T) {
+	ctx := testContext(t)
+	fa := newFakeApprovals()
+	f := holdFixture(t, fa, 0, 0)
+	cs := f.connect(ctx, f.other, "", nil)
+	done := callAsync(ctx, cs, "drop_table")
+	a := waitRegistered(t, ctx, fa)
+	pinned := strings.Replace(holdPolicy, `"grants": [`, `"tool_pins": {"tool:payments-db": {"tools": {"drop_table": "sha256:`+strings.Repeat("0", 64)+`"}}},
+  "grants": [`, 1)
+	f.gw.Update(f.state(pinned))
+	fa.decide(a.ID, controlapi.ApprovalApproved, "spiffe://mesh/admin/alice", "")
+	r := <-done
+	if d := denialOf(t, r.err); d.Reason != reason.ToolChanged {
+		t.Fatalf("approved call to a tool pinned meanwhile to another definition: %+v, want %s", d, reason.ToolChanged)
+	}
+	if n := f.up.Calls.Count("tool:drop_table"); n != 0 {
+		t.Errorf("the upstream saw a call whose tool no longer matches its pin")
+	}
+}
+
 // TestHeldCallTellsProgressClients: a client that declared a progress
 // token and accepts SSE hears that its call waits for approval, then gets
 // the call's answer on the same stream.

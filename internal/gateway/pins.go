@@ -241,10 +241,17 @@ func (g *Gateway) toolHash(sess *session, tool string) string {
 // checkPin refuses an allowed tools/call (v) whose tool does not match
 // its pin.
 func (g *Gateway) checkPin(x *exchange, m *mcpwire.Message, v verdict) verdict {
+	return g.checkPinUnder(x.peer, x, m, v)
+}
+
+// checkPinUnder is checkPin under the state peer holds (a held call,
+// decided again when it is approved, is checked against the pins in force
+// then).
+func (g *Gateway) checkPinUnder(peer *peerInfo, x *exchange, m *mcpwire.Message, v verdict) verdict {
 	if !v.allow || m.Kind != mcpwire.KindRequest || m.Method != "tools/call" {
 		return v
 	}
-	st := x.peer.state
+	st := peer.state
 	sp := st.Policy.ToolPins(st.Self.Name)
 	if sp.Mode == policy.PinWarn && len(sp.Tools) == 0 {
 		return v // nothing pinned and nothing enforced
