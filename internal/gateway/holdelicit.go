@@ -3,6 +3,7 @@ package gateway
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"net/http"
 	"strings"
 	"sync"
@@ -32,6 +33,9 @@ import (
 // gateway sends for a hold. The upstream's own requests to the client pass
 // through untouched; the prefix is reserved for the gateway.
 const elicitIDPrefix = "agentmesh-hold-"
+
+// errDeclined ends a hold whose client declined its elicitation.
+var errDeclined = errors.New("the caller declined the held call's elicitation")
 
 // elicitTable holds the elicitations the gateway waits on, by request id.
 // There is at most one per hold, so holdTable's bounds bound it too.
@@ -215,7 +219,7 @@ func (g *Gateway) holdAnswer(w http.ResponseWriter, r *http.Request, x *exchange
 	}
 	x.recorded = true
 	if action == "decline" || action == "cancel" {
-		e.withdraw(errWithdrawn)
+		e.withdraw(errDeclined)
 	}
 	w.WriteHeader(http.StatusAccepted)
 	return true

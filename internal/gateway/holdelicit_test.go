@@ -148,7 +148,7 @@ func TestDeclinedElicitationWithdrawsHold(t *testing.T) {
 		t.Errorf("the upstream saw the declined call %d times", n)
 	}
 	if _, err := f.rec.WaitFor(ctx, func(e audit.Event) bool {
-		return e.Tool == "drop_table" && e.Reason == reason.ApprovalWithdrawn
+		return e.Tool == "drop_table" && e.Reason == reason.ApprovalWithdrawn && strings.Contains(e.Detail, "declined its elicitation")
 	}); err != nil {
 		t.Errorf("no withdrawal audited: %v", err)
 	}

@@ -244,7 +244,8 @@ func (g *Gateway) holdOn(wp *http.ResponseWriter, done *func(), r *http.Request,
 	}
 	// Still pending here: the hold ended on this side.
 	why, withdraw := reason.ApprovalTimeout, "timeout"
-	if context.Cause(ctx) == errWithdrawn || r.Context().Err() != nil {
+	cause := context.Cause(ctx)
+	if cause == errWithdrawn || cause == errDeclined || r.Context().Err() != nil {
 		why, withdraw = reason.ApprovalWithdrawn, "cancelled"
 	}
 	if a.Status == controlapi.ApprovalPending {
@@ -256,6 +257,9 @@ func (g *Gateway) holdOn(wp *http.ResponseWriter, done *func(), r *http.Request,
 		wcancel()
 	}
 	x.ev.Detail = "approval " + a.ID + " " + withdraw
+	if cause == errDeclined {
+		x.ev.Detail += " (the caller declined its elicitation)"
+	}
 	g.deny(w, r, x, http.StatusOK, m.ID, CodeDenied, why)
 	return false
 }
