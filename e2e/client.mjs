@@ -12,6 +12,8 @@
 //     "cwd": "/dir/to/run/it/in",                                                            // stdio, optional
 //     "url": "http://127.0.0.1:PORT/mcp",                                                    // http
 //     "headers": {"Authorization": "Bearer TOKEN"},           // http: sent with every request
+//     "elicitation": "decline",   // optional: declare form elicitation and answer every
+//                                 // elicitation/create with this action (accept, decline, cancel)
 //     "steps": [
 //       {"op": "listTools"},
 //       {"op": "callTool", "name": "echo", "arguments": {"message": "hi"}, "progress": true},
@@ -23,13 +25,14 @@
 //
 // It runs the steps in order on one session and prints one JSON object on
 // stdout: {"server": {...}, "results": [{"op", "result"?, "error"?, "progress"?}],
-// "protocolErrors": [...]}.
+// "protocolErrors": [...], "elicitations": [params of each elicitation/create]}.
 // A step that fails with a JSON-RPC error records {"code", "message", "data"}
 // and the next step runs; only a failure to connect exits with status 1.
 import { readFileSync } from "node:fs";
 import { Client } from "@modelcontextprotocol/sdk/client/index.js";
 import { StdioClientTransport } from "@modelcontextprotocol/sdk/client/stdio.js";
 import { StreamableHTTPClientTransport } from "@modelcontextprotocol/sdk/client/streamableHttp.js";
+import { ElicitRequestSchema } from "@modelcontextprotocol/sdk/types.js";
 
 function readSpec() {
   const text = process.argv.length > 2 ? process.argv[2] : readFileSync(0, "utf8");
@@ -115,7 +118,17 @@ async function runStep(client, step) {
 
 async function main() {
   const spec = readSpec();
-  const client = new Client({ name: "agentmesh-e2e", version: "1.0.0" });
+  const elicitations = [];
+  const client = new Client(
+    { name: "agentmesh-e2e", version: "1.0.0" },
+    spec.elicitation ? { capabilities: { elicitation: {} } } : undefined,
+  );
+  if (spec.elicitation) {
+    client.setRequestHandler(ElicitRequestSchema, async (req) => {
+      elicitations.push(req.params);
+      return { action: spec.elicitation };
+    });
+  }
   // Errors outside any request: a line on the connector's stdout that is
   // not an MCP message, a stream that broke. A test wants none.
   const protocolErrors = [];
@@ -140,7 +153,7 @@ async function main() {
     results.push(await runStep(client, step));
   }
   await client.close();
-  process.stdout.write(JSON.stringify({ server: client.getServerVersion() ?? null, results, protocolErrors }) + "\n");
+  process.stdout.write(JSON.stringify({ server: client.getServerVersion() ?? null, results, protocolErrors, elicitations }) + "\n");
 }
 
 main().catch((err) => {

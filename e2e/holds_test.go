@@ -131,9 +131,22 @@ func TestApprovalHoldsEndToEnd(t *testing.T) {
 	}
 	denied := policyDenial(t, res.Results[1], "approval_denied")
 
-	// The gateway's events (the approved call's and the denied one's)
-	// reach the coordinator; the coordinator recorded the decisions.
-	m.waitAudit(a.EventID, denied)
+	// A client that declared elicitation is asked, through the connector,
+	// whether to keep waiting; its decline withdraws the hold before
+	// anybody decides it.
+	spec := stdioClient("everything", agent, step{Op: "callTool", Name: "get-sum", Arguments: map[string]any{"a": 1, "b": 1}})
+	spec.Elicitation = "decline"
+	res = runClient(t, spec)
+	if len(res.Results) != 1 || len(res.Elicitations) != 1 ||
+		!strings.Contains(res.Elicitations[0].Message, "get-sum waits for approval by group:oncall") {
+		t.Fatalf("client.mjs: %s", res.Raw)
+	}
+	withdrawn := policyDenial(t, res.Results[0], "approval_withdrawn")
+
+	// The gateway's events (the approved call's, the denied one's and the
+	// withdrawn one's) reach the coordinator; the coordinator recorded the
+	// decisions.
+	m.waitAudit(a.EventID, denied, withdrawn)
 	var approvedCall, deniedCall, approvedBy, refused bool
 	for _, l := range strings.Split(strings.TrimSpace(m.must("audit", "--json", "--limit", "0", "--state", m.admin)), "\n") {
 		var e adminEvent

@@ -424,7 +424,10 @@ type clientSpec struct {
 	URL       string   `json:"url,omitempty"`
 	// Headers go with every HTTP request, through the SDK's requestInit.
 	Headers map[string]string `json:"headers,omitempty"`
-	Steps   []step            `json:"steps"`
+	// Elicitation, if set, declares form elicitation and answers every
+	// elicitation/create with this action.
+	Elicitation string `json:"elicitation,omitempty"`
+	Steps       []step `json:"steps"`
 }
 
 // rpcError is a JSON-RPC error as the TypeScript SDK reports it.
@@ -471,7 +474,12 @@ type clientOutput struct {
 	ProtocolErrors []string `json:"protocolErrors"`
 	// ConnectError is set when the client could not connect at all.
 	ConnectError *rpcError `json:"connectError"`
-	Raw          string    `json:"-"`
+	// Elicitations are the params of each elicitation/create the client
+	// was sent (with clientSpec.Elicitation set).
+	Elicitations []struct {
+		Message string `json:"message"`
+	} `json:"elicitations"`
+	Raw string `json:"-"`
 }
 
 // runClient runs client.mjs with spec and returns its results, one per step.

@@ -173,6 +173,7 @@ type Gateway struct {
 	tasks    *taskTable
 	params   *paramHeaders
 	holds    holdTable
+	elicits  elicitTable // holdelicit.go
 	tools    *toolDefs
 	handler  http.Handler
 

@@ -260,6 +260,9 @@ func (g *Gateway) servePost(w http.ResponseWriter, r *http.Request, x *exchange)
 	if !g.bindSession(w, r, x) {
 		return
 	}
+	if g.holdAnswer(w, r, x, m) {
+		return
+	}
 	decided := g.metricsNow()
 	v := g.checkPin(x, m, g.decide(x.peer, m))
 	g.cfg.Metrics.Decision(g.metricsNow().Sub(decided))

@@ -36,9 +36,11 @@ import (
 // approval arrives, and forwarded only if that policy still allows it.
 //
 // A client that declared a progress token is told that its call waits,
-// with notifications/progress on an SSE answer (holdstream.go); others see
-// a slow tools/call. Elicitation and the 2026-07-28 input-required flow are
-// not used.
+// with notifications/progress on an SSE answer (holdstream.go); a client
+// whose session declared elicitation is asked once, on that answer,
+// whether to keep waiting (holdelicit.go); others see a slow tools/call.
+// The 2026-07-28 input-required flow is not used: it ends the request,
+// and a hold lives exactly as long as its request.
 
 // Approvals is how the gateway reaches the coordinator's approval API:
 // controlclient.Client's Call (JSON in and out, the node's identity).
@@ -184,9 +186,12 @@ func (g *Gateway) holdOn(wp *http.ResponseWriter, done *func(), r *http.Request,
 	}
 	g.log.Info("call held for approval", "approval", a.ID, "event_id", x.ev.ID, "tool", v.tool, "group", v.approval)
 	waiting := "waiting for approval by " + v.approval + " (approval " + a.ID + ")"
-	if s := newHoldStream(w, r, m); s != nil {
+	var el *holdElicit
+	s := newHoldStream(w, r, m, x.sess != nil && x.sess.elicit)
+	if s != nil {
 		w, *wp, *done = s, s, s.finish
 		s.progress(waiting)
+		el = g.elicitHold(s, x, v.tool, v.approval, a.ID, cancel)
 	}
 	tell := func() {
 		if s, ok := w.(*holdStream); ok {
@@ -215,6 +220,7 @@ func (g *Gateway) holdOn(wp *http.ResponseWriter, done *func(), r *http.Request,
 			t.Stop()
 		}
 	}
+	g.endElicit(s, el) // before the answer, on the same stream
 	switch a.Status {
 	case controlapi.ApprovalApproved:
 		x.ev.Detail = "approved by " + a.DecidedBy + " (approval " + a.ID + ")"
@@ -239,7 +245,8 @@ func (g *Gateway) holdOn(wp *http.ResponseWriter, done *func(), r *http.Request,
 	}
 	// Still pending here: the hold ended on this side.
 	why, withdraw := reason.ApprovalTimeout, "timeout"
-	if context.Cause(ctx) == errWithdrawn || r.Context().Err() != nil {
+	cause := context.Cause(ctx)
+	if cause == errWithdrawn || cause == errDeclined || r.Context().Err() != nil {
 		why, withdraw = reason.ApprovalWithdrawn, "cancelled"
 	}
 	if a.Status == controlapi.ApprovalPending {
@@ -251,6 +258,9 @@ func (g *Gateway) holdOn(wp *http.ResponseWriter, done *func(), r *http.Request,
 		wcancel()
 	}
 	x.ev.Detail = "approval " + a.ID + " " + withdraw
+	if cause == errDeclined {
+		x.ev.Detail += " (the caller declined its elicitation)"
+	}
 	g.deny(w, r, x, http.StatusOK, m.ID, CodeDenied, why)
 	return false
 }

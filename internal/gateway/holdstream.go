@@ -34,10 +34,14 @@ type holdStream struct {
 }
 
 // newHoldStream starts the SSE answer of x's request, or returns nil when
-// the client did not declare a progress token or does not accept SSE.
-func newHoldStream(w http.ResponseWriter, r *http.Request, m *mcpwire.Message) *holdStream {
+// the client declared neither a progress token nor (elicit, its session)
+// elicitation, or does not accept SSE.
+func newHoldStream(w http.ResponseWriter, r *http.Request, m *mcpwire.Message, elicit bool) *holdStream {
 	tok := progressToken(m.Params, "_meta")
-	if tok == "" || tok == "null" || !strings.Contains(strings.Join(r.Header.Values("Accept"), ","), "text/event-stream") {
+	if tok == "null" {
+		tok = ""
+	}
+	if (tok == "" && !elicit) || !strings.Contains(strings.Join(r.Header.Values("Accept"), ","), "text/event-stream") {
 		return nil
 	}
 	h := w.Header()
@@ -50,6 +54,9 @@ func newHoldStream(w http.ResponseWriter, r *http.Request, m *mcpwire.Message) *
 // progress sends one notifications/progress with message; progress counts
 // up from 1, as the specification wants it to increase.
 func (s *holdStream) progress(message string) {
+	if len(s.token) == 0 {
+		return
+	}
 	s.n++
 	b, _ := json.Marshal(struct {
 		JSONRPC string `json:"jsonrpc"`
@@ -64,6 +71,11 @@ func (s *holdStream) progress(message string) {
 		Progress int             `json:"progress"`
 		Message  string          `json:"message"`
 	}{s.token, s.n, message}})
+	s.event(b)
+}
+
+// event sends one message of the gateway's own (b is one line of JSON).
+func (s *holdStream) event(b []byte) {
 	s.w.Write([]byte("event: message\ndata: "))
 	s.w.Write(b)
 	s.w.Write([]byte("\n\n"))

@@ -143,6 +143,7 @@ func (u *httpUpstream) forward(w http.ResponseWriter, r *http.Request, x *exchan
 	if x.msg != nil && x.msg.Method == "initialize" && x.sess == nil && resp.StatusCode/100 == 2 {
 		if sid := resp.Header.Get(mcpwire.HeaderSessionID); sid != "" {
 			s := newSession(g.base, sid, x.peer.ref, g.now())
+			s.elicit = declaresElicitation(x.msg)
 			s.hold(x.slots.session)
 			x.slots.session = nil
 			if !g.sessions.add(s) {

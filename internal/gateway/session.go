@@ -67,6 +67,9 @@ type session struct {
 	// owner); hasCaller says caller (guarded by mu) is set.
 	key       string
 	hasCaller bool
+	// elicit says the client declared form-mode elicitation in the
+	// initialize that created the session (holdelicit.go).
+	elicit bool
 
 	ctx    context.Context // cancelled by cut
 	cancel context.CancelFunc

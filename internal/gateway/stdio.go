@@ -163,6 +163,7 @@ func (u *commandUpstream) start(x *exchange) (*session, error) {
 	g := u.g
 	sid := rand.Text()
 	s := newSession(g.base, sid, x.peer.ref, g.now())
+	s.elicit = declaresElicitation(x.msg)
 	s.hold(x.slots.session)
 	x.slots.session = nil
 	cmd := exec.Command(u.cfg.Argv[0], u.cfg.Argv[1:]...)

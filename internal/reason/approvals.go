@@ -17,6 +17,11 @@ const (
 	// ApprovalWithdrawn: the caller cancelled a held call
 	// (notifications/cancelled, or it left) before anybody decided it.
 	ApprovalWithdrawn Code = "approval_withdrawn"
+	// ApprovalUnknown: a client's response names an elicitation of a hold
+	// that the gateway does not wait on for this caller's session: sent to
+	// another session or identity, already answered, or abandoned when
+	// the hold ended.
+	ApprovalUnknown Code = "approval_unknown"
 	// TooManyHolds: the gateway already holds as many calls awaiting
 	// approval as it allows, in all or for this caller; refused at once.
 	TooManyHolds Code = "too_many_holds"
