@@ -149,22 +149,31 @@ func New(cfg Config) (*Aggregator, error) {
 func (a *Aggregator) Server() *mcp.Server { return a.server }
 
 // initializeMeta adds the agentmesh _meta and the upstreams' labelled
-// instructions to the initialize result.
+// instructions to the initialize (or server/discover) result.
 func (a *Aggregator) initializeMeta(next mcp.MethodHandler) mcp.MethodHandler {
 	return func(ctx context.Context, method string, req mcp.Request) (mcp.Result, error) {
 		res, err := next(ctx, method, req)
-		ir, ok := res.(*mcp.InitializeResult)
-		if err != nil || method != "initialize" || !ok {
+		if err != nil {
 			return res, err
 		}
-		m, instr := a.describe()
-		if ir.Meta == nil {
-			ir.Meta = mcp.Meta{}
+		switch r := res.(type) {
+		case *mcp.InitializeResult:
+			r.Meta, r.Instructions = a.withMeta(r.Meta)
+		case *mcp.DiscoverResult: // server/discover, from MCP 2026-07-28 on
+			r.Meta, r.Instructions = a.withMeta(r.Meta)
 		}
-		ir.Meta[MetaKey] = m
-		ir.Instructions = instr
-		return ir, nil
+		return res, nil
 	}
+}
+
+// withMeta is meta with the agentmesh key set, and the instructions.
+func (a *Aggregator) withMeta(meta mcp.Meta) (mcp.Meta, string) {
+	m, instr := a.describe()
+	if meta == nil {
+		meta = mcp.Meta{}
+	}
+	meta[MetaKey] = m
+	return meta, instr
 }
 
 // describe returns the Meta and the instructions of every upstream that
