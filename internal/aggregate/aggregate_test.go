@@ -277,3 +277,12 @@ func TestACallWithoutSessionSaysWhichServiceAndWhy(t *testing.T) {
 		t.Fatalf("call without a session: %v", err)
 	}
 }
+
+// TestForwardMetaKeepsTheCallersKeysOnly: the protocol's own keys and
+// the progress token stay with the client's session; the caller's go on.
+func TestForwardMetaKeepsTheCallersKeysOnly(t *testing.T) {
+	got := forwardMeta(mcp.Meta{"io.modelcontextprotocol/protocolVersion": "2026-07-28", "progressToken": 1, "traceparent": "00-x"})
+	if len(got) != 1 || got["traceparent"] != "00-x" {
+		t.Fatalf("forwardMeta = %v", got)
+	}
+}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"time"
 
@@ -161,7 +162,7 @@ func (b *backend) call(tool string) mcp.ToolHandler {
 		if s == nil {
 			return nil, unavailable(b.svc.Name, why)
 		}
-		p := &mcp.CallToolParams{Name: tool, Meta: req.Params.Meta}
+		p := &mcp.CallToolParams{Name: tool, Meta: forwardMeta(req.Params.Meta)}
 		if len(req.Params.Arguments) > 0 {
 			p.Arguments = req.Params.Arguments
 		}
@@ -175,4 +176,25 @@ func (b *backend) call(tool string) mcp.ToolHandler {
 		}
 		return res, nil
 	}
+}
+
+// forwardMeta is what of a call's _meta goes on to the gateway: the
+// caller's own keys (trace context among them), without the protocol's
+// (io.modelcontextprotocol/…, which describe the client's session with
+// the aggregator, not the aggregator's with the gateway: a 2026-07-28
+// client's protocolVersion there fails the call at a gateway whose
+// session negotiated an earlier version) and without progressToken
+// (progress is not routed back yet).
+func forwardMeta(m mcp.Meta) mcp.Meta {
+	var out mcp.Meta
+	for k, v := range m {
+		if strings.HasPrefix(k, "io.modelcontextprotocol/") || k == "progressToken" {
+			continue
+		}
+		if out == nil {
+			out = mcp.Meta{}
+		}
+		out[k] = v
+	}
+	return out
 }

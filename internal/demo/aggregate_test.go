@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
@@ -242,6 +243,42 @@ func TestAggregatedEndpointMergesRoutesAndFollowsChanges(t *testing.T) {
 	waitList("ledger__balance", "ledger__history")
 	if _, err := call("ledger__history", nil); err != nil {
 		t.Fatal(err)
+	}
+
+	// The same endpoint over stdio, as an MCP client's command runs it.
+	inR, inW := io.Pipe()
+	outR, outW := io.Pipe()
+	sctx, stopStdio := context.WithCancel(ctx)
+	stdioDone := make(chan error, 1)
+	go func() {
+		stdioDone <- engine.Connect(sctx, engine.ConnectConfig{State: filepath.Join(m.Dir, "bot"), All: true,
+			Stdin: inR, Stdout: outW, Logger: m.log()})
+		outW.Close()
+	}()
+	defer func() {
+		stopStdio()
+		inW.Close()
+		if err := <-stdioDone; err != nil {
+			t.Errorf("connect --all over stdio: %v", err)
+		}
+	}()
+	scs, err := mcp.NewClient(&mcp.Implementation{Name: "bot-stdio", Version: "test"}, nil).
+		Connect(ctx, &mcp.IOTransport{Reader: outR, Writer: inW}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer scs.Close()
+	for {
+		res, err := scs.CallTool(ctx, &mcp.CallToolParams{Name: "ledger__balance", Arguments: map[string]any{"account": "alice"}})
+		if err == nil && !res.IsError {
+			break
+		}
+		// Until the ledger's session is up its tool is unknown.
+		select {
+		case <-ctx.Done():
+			t.Fatalf("ledger__balance over stdio: %v", err)
+		case <-time.After(50 * time.Millisecond):
+		}
 	}
 }
 
