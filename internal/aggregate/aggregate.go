@@ -43,8 +43,12 @@ const MetaKey = "agentmesh"
 
 // Limits on what a gateway can make the aggregator hold or wait for.
 const (
-	// DefaultListTimeout bounds one service's tools/list (all pages).
-	DefaultListTimeout = 5 * time.Second
+	// DefaultListTimeout bounds one service's initialize and one
+	// tools/list (all pages); past it the session is dropped and tried
+	// again. Services are listed each on its own, so a slow one never
+	// holds up the others' tools; it is generous because a gateway whose
+	// MCP server is a stdio command (npx) starts a process per session.
+	DefaultListTimeout = 30 * time.Second
 	// MaxToolsPerService is the most tools taken from one service; the
 	// rest are skipped with a warning.
 	MaxToolsPerService = 1000
@@ -231,6 +235,27 @@ func (a *Aggregator) Update(s Snapshot) {
 			be.run()
 		}()
 	}
+}
+
+// WaitSettled waits until every service of the last Update has been
+// tried once (listed, or found down), or ctx ends: a client served
+// after it sees every service that answers in time, rather than a
+// partial list followed by list_changed.
+func (a *Aggregator) WaitSettled(ctx context.Context) error {
+	a.mu.Lock()
+	var waits []<-chan struct{}
+	for _, be := range a.backends {
+		waits = append(waits, be.settled)
+	}
+	a.mu.Unlock()
+	for _, w := range waits {
+		select {
+		case <-w:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	return nil
 }
 
 // Close stops every upstream session and waits for them.

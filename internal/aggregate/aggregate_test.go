@@ -192,6 +192,17 @@ func TestASlowOrDownServiceOnlyLosesItsOwnTools(t *testing.T) {
 	})
 	a, cs, changed := newFixture(t, map[string]*mcp.Server{"a": upstream("", "x"), "b": upstream("", "y"), "slow": slow})
 	a.Update(Snapshot{Services: []Service{{Name: "a", Addr: "1"}, {Name: "b", Addr: "2"}, {Name: "slow", Addr: "3"}, {Name: "down", Addr: "4"}}})
+	// Once settled (the slow one's list timed out, the down one failed
+	// to connect), the others are listed at once.
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := a.WaitSettled(ctx); err != nil {
+		t.Fatal(err)
+	}
+	res, err := cs.ListTools(ctx, nil)
+	if err != nil || len(res.Tools) != 2 {
+		t.Fatalf("tools once settled: %v, %v; want a__x and b__y", res, err)
+	}
 	waitTools(t, cs, changed, "a__x", "b__y")
 	for len(changed) > 0 {
 		<-changed

@@ -23,6 +23,10 @@ type backend struct {
 	cancel context.CancelFunc
 	// changed is signalled by the session's tools/list_changed.
 	changed chan struct{}
+	// settled is closed once the service has been tried: listed, or
+	// found down.
+	settled    chan struct{}
+	settleOnce sync.Once
 
 	mu      sync.Mutex
 	session *mcp.ClientSession // nil while down
@@ -36,11 +40,17 @@ type backend struct {
 
 func newBackend(a *Aggregator, svc Service) *backend {
 	ctx, cancel := context.WithCancel(context.Background())
-	return &backend{a: a, svc: svc, ctx: ctx, cancel: cancel, changed: make(chan struct{}, 1), tools: map[string]*mcp.Tool{}}
+	return &backend{a: a, svc: svc, ctx: ctx, cancel: cancel, changed: make(chan struct{}, 1), settled: make(chan struct{}), tools: map[string]*mcp.Tool{}}
 }
 
 // stop ends the backend's session; run then removes its tools.
-func (b *backend) stop() { b.cancel() }
+func (b *backend) stop() {
+	b.cancel()
+	b.settle()
+}
+
+// settle marks the service as tried.
+func (b *backend) settle() { b.settleOnce.Do(func() { close(b.settled) }) }
 
 // instructions are the upstream's server instructions.
 func (b *backend) instructions() string {
@@ -58,6 +68,7 @@ func (b *backend) run() {
 	for b.ctx.Err() == nil {
 		err := b.serve()
 		b.a.setTools(b, nil)
+		b.settle()
 		if b.ctx.Err() != nil {
 			return
 		}
@@ -148,6 +159,7 @@ func (b *backend) list(s *mcp.ClientSession) error {
 		}
 	}
 	b.a.setTools(b, validTools(b.a.log, b.svc.Name, tools))
+	b.settle()
 	return nil
 }
 

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sync/atomic"
+	"time"
 
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 
@@ -16,6 +17,10 @@ import (
 	"github.com/agentmesh/agentmesh/internal/node"
 	"github.com/agentmesh/agentmesh/internal/transport"
 )
+
+// settleWait bounds how long the aggregated endpoint waits for its
+// services' first lists before it serves.
+const settleWait = 5 * time.Second
 
 // connectAll runs the aggregated endpoint (ConnectConfig.All): one MCP
 // server, over stdio or on a loopback listener with the same token and
@@ -81,6 +86,12 @@ func connectAll(ctx context.Context, cfg ConnectConfig) (err error) {
 	defer a.Close()
 	agg.Store(a)
 	a.Update(aggregateSnapshot(n.View().Netmap))
+	// Serve once every service has answered its first list or been found
+	// down, or after settleWait, whichever comes first: a slow service
+	// then joins the set later, with list_changed.
+	sctx, cancel := context.WithTimeout(ctx, settleWait)
+	_ = a.WaitSettled(sctx)
+	cancel()
 	if m.ln != nil {
 		ready(cfg.Ready, m.serving("connector", s.Node))
 	}
