@@ -86,10 +86,18 @@ func connectAll(ctx context.Context, cfg ConnectConfig) (err error) {
 	defer a.Close()
 	agg.Store(a)
 	a.Update(aggregateSnapshot(n.View().Netmap))
-	// Serve once every service has answered its first list or been found
-	// down, or after settleWait, whichever comes first: a slow service
-	// then joins the set later, with list_changed.
+	// Serve once the coordinator's current netmap is in, every tool
+	// service in it has an address (a gateway that has just started
+	// registers it in the background), and every service has answered
+	// its first list or been found down; or after settleWait, whichever
+	// comes first: what is slower joins the set later, with list_changed.
 	sctx, cancel := context.WithTimeout(ctx, settleWait)
+	if nm, err := n.Client.Netmap(sctx, -1); err == nil && nm != nil {
+		a.Update(aggregateSnapshot(nm))
+		if !allServing(nm) {
+			_, _ = n.WaitView(sctx, func(v node.View) bool { return allServing(v.Netmap) })
+		}
+	}
 	_ = a.WaitSettled(sctx)
 	cancel()
 	if m.ln != nil {
@@ -133,6 +141,20 @@ func aggregateSnapshot(nm *netmap.Netmap) aggregate.Snapshot {
 		s.Services = append(s.Services, aggregate.Service{Name: string(nd.Name), ID: nd.ID.String(), Addr: nd.Addrs[0]})
 	}
 	return s
+}
+
+// allServing reports whether every active tool service in nm has a
+// gateway address.
+func allServing(nm *netmap.Netmap) bool {
+	if nm == nil {
+		return false
+	}
+	for _, nd := range nm.Nodes {
+		if nd.Kind == identity.KindTool && nd.Status == netmap.StatusActive && len(nd.Addrs) == 0 {
+			return false
+		}
+	}
+	return true
 }
 
 // meshTransport is an SDK client transport to svc's gateway over this
