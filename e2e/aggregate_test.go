@@ -1,12 +1,28 @@
 package e2e
 
 import (
+	"context"
 	"fmt"
+	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/modelcontextprotocol/go-sdk/mcp"
 )
+
+// aggregatePolicyMore is aggregatePolicy with everything's get-env too.
+const aggregatePolicyMore = `{
+  "grants": [
+    {"src": ["agent:bot"], "dst": ["tool:everything"], "tools": ["echo", "get-sum", "get-env"],
+     "when": "tool.name != 'echo' || !args.message.contains('forbidden')"},
+    {"src": ["agent:bot"], "dst": ["tool:files"], "tools": ["read_text_file", "list_directory"],
+     "when": "tool.name == '' || ((args.path == '%[1]s' || args.path.startsWith('%[1]s/')) && !args.path.matches(r'(^|/)\\.\\.(/|$)'))"},
+  ],
+}`
 
 // aggregatePolicy lets agent:bot use part of each of two real servers:
 // everything's echo (unless the message says "forbidden") and get-sum,
@@ -49,7 +65,7 @@ func TestAggregatedEndpointInFrontOfTwoRealServers(t *testing.T) {
 	agent := m.join("agent", "bot", "")
 	m.applyPolicy(fmt.Sprintf(aggregatePolicy, allowed))
 	m.serve("everything", everything, "node", filepath.Join(nodeModules, "@modelcontextprotocol/server-everything/dist/index.js"), "stdio")
-	m.serve("files", files, "node", filepath.Join(nodeModules, "@modelcontextprotocol/server-filesystem/dist/index.js"), root)
+	filesGW := m.serve("files", files, "node", filepath.Join(nodeModules, "@modelcontextprotocol/server-filesystem/dist/index.js"), root)
 
 	p := startServer(t, "connect --all", []string{agentmeshBin, "connect", "--all", "--state", agent, "--listen", "127.0.0.1:0"}, m.env())
 	s, err := p.waitServing(startTimeout)
@@ -109,4 +125,70 @@ func TestAggregatedEndpointInFrontOfTwoRealServers(t *testing.T) {
 			t.Errorf("the denial %s was audited as %+v, want a deny by %s's gateway for bot", id, e, dst)
 		}
 	}
+
+	// Liveness, with the Go SDK's client (client.mjs runs its steps at
+	// once and waits for no notification): a policy change adding a tool,
+	// then a gateway stopping, each reach the client as list_changed.
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	changed := make(chan struct{}, 16)
+	cl := mcp.NewClient(&mcp.Implementation{Name: "bot", Version: "e2e"}, &mcp.ClientOptions{
+		ToolListChangedHandler: func(context.Context, *mcp.ToolListChangedRequest) {
+			select {
+			case changed <- struct{}{}:
+			default:
+			}
+		},
+	})
+	tr := &http.Transport{}
+	defer tr.CloseIdleConnections()
+	cs, err := cl.Connect(ctx, &mcp.StreamableClientTransport{Endpoint: s.URL, MaxRetries: -1,
+		HTTPClient: &http.Client{Transport: bearer{tr, token}}}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cs.Close()
+	waitTools := func(want ...string) {
+		t.Helper()
+		for {
+			res, err := cs.ListTools(ctx, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var got []string
+			for _, tl := range res.Tools {
+				got = append(got, tl.Name)
+			}
+			slices.Sort(got)
+			if slices.Equal(got, want) {
+				return
+			}
+			select {
+			case <-changed:
+			case <-ctx.Done():
+				t.Fatalf("tools = %v, want %v (no list_changed brought them)", got, want)
+			}
+		}
+	}
+	waitTools("everything__echo", "everything__get-sum", "files__list_directory", "files__read_text_file")
+	m.applyPolicy(fmt.Sprintf(aggregatePolicyMore, allowed))
+	waitTools("everything__echo", "everything__get-env", "everything__get-sum", "files__list_directory", "files__read_text_file")
+	filesGW.stop(t)
+	waitTools("everything__echo", "everything__get-env", "everything__get-sum")
+	res, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: "everything__echo", Arguments: map[string]any{"message": "still here"}})
+	if err != nil || res.IsError {
+		t.Fatalf("everything__echo after files stopped: %v, %v", res, err)
+	}
+}
+
+// bearer sends the local endpoint's token with every request.
+type bearer struct {
+	rt    http.RoundTripper
+	token string
+}
+
+func (b bearer) RoundTrip(r *http.Request) (*http.Response, error) {
+	r = r.Clone(r.Context())
+	r.Header.Set("Authorization", "Bearer "+b.token)
+	return b.rt.RoundTrip(r)
 }
