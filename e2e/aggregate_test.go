@@ -40,9 +40,9 @@ const aggregatePolicy = `{
 // --all' in front of server-everything and server-filesystem, each
 // behind its own gateway, driven by the TypeScript SDK client over stdio
 // and HTTP: one merged, filtered list (SERVICE__TOOL), calls to both, and
-// a denial from each gateway, audited by that gateway. (list_changed on
-// a policy change and on a gateway stopping is tested in process:
-// internal/demo's TestAggregatedEndpointMergesRoutesAndFollowsChanges.)
+// a denial from each gateway, audited by that gateway; then, with the Go
+// SDK's client, list_changed when a policy change adds a tool and when
+// one gateway stops.
 func TestAggregatedEndpointInFrontOfTwoRealServers(t *testing.T) {
 	m := newMesh(t)
 	root, err := filepath.EvalSymlinks(t.TempDir())
