@@ -10,7 +10,7 @@ import (
 func init() {
 	register(&command{
 		name:  "connect",
-		usage: "SERVICE --state DIR [--listen 127.0.0.1:PORT|unix:PATH [--no-token]] [--tailnet [--ts-*]] [--ready-fd N] " + metricsUsage,
+		usage: "SERVICE|--all --state DIR [--listen 127.0.0.1:PORT|unix:PATH [--no-token]] [--tailnet [--ts-*]] [--ready-fd N] " + metricsUsage,
 		short: "expose a mesh tool server to a local MCP client (stdio, or HTTP on loopback), or a model API to a local OpenAI client",
 		long: `SERVICE is a node name or tool:NAME, resolved through the netmap. The connection to its
 gateway uses this node's identity (mTLS) and is re-established after failures.
@@ -40,6 +40,16 @@ identity the credential, so --state is optional (it supplies defaults for --ts-h
 --ts-state, and keeps a TCP --listen endpoint's token). The auth key comes from $TS_AUTHKEY
 (or --ts-authkey).
 
+With --all (and no SERVICE) it is one MCP server for every tool service this agent may reach
+(README, "One endpoint per agent"): the tools of each, as its gateway lists them for this agent,
+named SERVICE__TOOL, each call sent to its service's gateway, which decides and audits it as
+always. The set follows the netmap and each gateway's changes (tools/list_changed); a service that
+is down only loses its own tools. The initialize result's _meta.agentmesh carries this agent's
+SPIFFE ID, the policy version and the services aggregated. Not supported yet through --all:
+resources, resource templates, prompts, subscriptions, server-to-client requests (sampling,
+elicitation), progress and cancellation beyond a tool call's own, protocol 2026-07-28 specifics,
+model services and --tailnet.
+
 With --ready-fd N, the local endpoint is announced as one JSON line on file descriptor N once it
 serves (component, node, api, network, addr, url, token_file); with --metrics, the metrics
 endpoint is announced first (api "metrics").
@@ -50,6 +60,7 @@ on loopback only, unless --metrics-allow-remote allows another address.
 Examples:
   agentmesh connect payments-db --state ./fraud
   agentmesh connect tool:files --state ./fraud --listen 127.0.0.1:7801
+  agentmesh connect --all --state ./fraud
   agentmesh connect tool:files --state ./fraud --listen unix:$XDG_RUNTIME_DIR/agentmesh/files.sock
   agentmesh connect model:llm --state ./fraud --listen 127.0.0.1:7802
     OPENAI_BASE_URL=http://127.0.0.1:7802/v1 OPENAI_API_KEY=$(cat ./fraud/local-7802.token) python agent.py
@@ -64,6 +75,7 @@ func runConnect(ctx context.Context, env Env, args []string) error {
 	state := stateFlag(fs, env)
 	listen := fs.String("listen", "", "serve Streamable HTTP on this loopback `ADDR` (127.0.0.1:PORT, or unix:PATH for a private Unix socket) instead of stdio")
 	noToken := fs.Bool("no-token", false, "serve a TCP --listen endpoint without its bearer token: every local user and process that can reach the port then acts as this agent")
+	all := fs.Bool("all", false, "serve one MCP server aggregating every tool service this agent may reach (tools only), instead of SERVICE")
 	verbose := fs.Bool("v", false, "log to stderr at debug level")
 	tf := addTailnetFlags(fs, false)
 	readyFD := readyFlag(fs)
@@ -73,10 +85,16 @@ func runConnect(ctx context.Context, env Env, args []string) error {
 	if err != nil {
 		return err
 	}
-	if len(pos) != 1 {
-		return usagef("give one SERVICE (a node name or tool:NAME)")
+	service := ""
+	switch {
+	case *all && len(pos) != 0:
+		return usagef("give either SERVICE or --all, not both")
+	case !*all && len(pos) != 1:
+		return usagef("give one SERVICE (a node name or tool:NAME), or --all")
+	case !*all:
+		service = pos[0]
 	}
-	cfg := engine.ConnectConfig{State: *state, Service: pos[0], Listen: *listen, NoToken: *noToken,
+	cfg := engine.ConnectConfig{State: *state, Service: service, All: *all, Listen: *listen, NoToken: *noToken,
 		Stdin: env.Stdin, Stdout: env.Stdout, Logger: newLogger(env, *verbose, slog.LevelWarn), Metrics: *mc}
 	if cfg.Tailnet, err = tf.config(fs, env); err != nil {
 		return err

@@ -33,6 +33,11 @@ type ConnectConfig struct {
 	// through the netmap; with Tailnet, the gateway's tailnet name (NAME
 	// or NAME.TAILNET.ts.net, with model: for a model API).
 	Service string
+	// All serves the aggregated endpoint instead of one service: every
+	// tool service in the netmap, tools only, named SERVICE__TOOL
+	// (package aggregate). Service must then be empty; not over a
+	// tailnet.
+	All bool
 	// Listen serves Streamable HTTP (or, for a model, the OpenAI API) on
 	// a loopback address (127.0.0.1:PORT) or a private Unix socket
 	// (unix:PATH); "" relays MCP over Stdin and Stdout. Listener, when
@@ -66,6 +71,9 @@ const resolveWait = 5 * time.Second
 // ends: an MCP relay over stdio or on a local listener, or a model
 // service's OpenAI-compatible endpoint. It returns nil when ctx ends.
 func Connect(ctx context.Context, cfg ConnectConfig) (err error) {
+	if cfg.All {
+		return connectAll(ctx, cfg)
+	}
 	kind, err := cfg.check()
 	ln := cfg.Listener
 	defer func() {

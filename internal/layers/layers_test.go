@@ -30,7 +30,7 @@ var layers = []layer{
 		"store", "termtext", "textdiff", "toolpin", "tracing", "transport", "/examples", "/examples/ledger",
 	}},
 	{name: "components", may: []string{"foundation", "components"}, pkgs: []string{
-		"admission", "audit/auditstore", "audit/spool", "connector", "connector/modelconn",
+		"admission", "aggregate", "audit/auditstore", "audit/spool", "connector", "connector/modelconn",
 		"controlclient", "coordinator", "gateway", "modelgw", "node", "nodestate", "tailnet",
 	}},
 	{name: "engine", may: []string{"foundation", "components"}, pkgs: []string{"engine"}},

@@ -1,0 +1,403 @@
+// Package aggregate is the aggregated endpoint of an agent: one MCP server
+// (the official Go SDK's) whose tools are those of every tool service the
+// agent may reach, each named SERVICE__TOOL, with each call routed to its
+// service's gateway over an SDK client session of its own. Every gateway
+// still decides and audits its calls; the aggregator only merges lists and
+// routes calls, and passes a gateway's errors (denials among them) back
+// unchanged.
+//
+// This first version aggregates tools only: resources, resource
+// templates, prompts, subscriptions, server-to-client requests (sampling,
+// elicitation) and progress or cancellation beyond what the SDK does for a
+// tool call are not aggregated yet.
+package aggregate
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/modelcontextprotocol/go-sdk/jsonrpc"
+	"github.com/modelcontextprotocol/go-sdk/mcp"
+
+	"github.com/agentmesh/agentmesh/internal/reason"
+)
+
+// Separator joins a service's name and its tool's name: SERVICE__TOOL.
+// Service names cannot contain it (identity names are letters, digits and
+// hyphens); a tool whose own name contains it is skipped, so that the
+// first separator of an aggregated name always ends the service's name and
+// no service can list a name that reads as another's tool.
+const Separator = "__"
+
+// MetaKey is the key, in the initialize result's _meta, of what the
+// aggregated endpoint says about itself (see Meta).
+const MetaKey = "agentmesh"
+
+// Limits on what a gateway can make the aggregator hold or wait for.
+const (
+	// DefaultListTimeout bounds one service's initialize and one
+	// tools/list (all pages); past it the session is dropped and tried
+	// again. Services are listed each on its own, so a slow one never
+	// holds up the others' tools; it is generous because a gateway whose
+	// MCP server is a stdio command (npx) starts a process per session.
+	DefaultListTimeout = 30 * time.Second
+	// MaxToolsPerService is the most tools taken from one service; the
+	// rest are skipped with a warning.
+	MaxToolsPerService = 1000
+	// maxToolName is the longest aggregated tool name MCP allows.
+	maxToolName = 128
+	// retryMin and retryMax bound the wait before reconnecting to a
+	// service whose session failed.
+	retryMin = 250 * time.Millisecond
+	retryMax = 10 * time.Second
+)
+
+// CodeServiceUnavailable is the JSON-RPC error code of a call to a tool
+// whose service has no session right now (data.reason is
+// gateway_unreachable); a gateway's own errors keep their codes.
+const CodeServiceUnavailable = -32051
+
+// Service is one tool service to aggregate.
+type Service struct {
+	// Name is the service's node name, the prefix of its tools.
+	Name string
+	// ID is its SPIFFE ID; Addr its gateway's address (host:port). A
+	// change of either reconnects.
+	ID, Addr string
+}
+
+// Snapshot is what the aggregator serves: the services the agent may
+// reach under one policy version.
+type Snapshot struct {
+	PolicyVersion int64
+	Services      []Service
+}
+
+// Meta is the value under MetaKey in the initialize result's _meta.
+type Meta struct {
+	// SPIFFEID is the caller's (this agent's) identity in the mesh.
+	SPIFFEID string `json:"spiffe_id"`
+	// PolicyVersion is the version of the policy in the agent's netmap.
+	PolicyVersion int64 `json:"policy_version"`
+	// Services are the tool services aggregated, sorted.
+	Services []string `json:"services"`
+	// Separator joins a service's name and its tool's name.
+	Separator string `json:"separator"`
+}
+
+// Config configures New.
+type Config struct {
+	// SPIFFEID is the agent's identity, told in the initialize result.
+	SPIFFEID string
+	// Transport returns a client transport to s's gateway (over the
+	// agent's mTLS). Required.
+	Transport func(s Service) (mcp.Transport, error)
+	// Logger receives warnings (skipped tools, services down); nil
+	// discards them.
+	Logger *slog.Logger
+	// ListTimeout bounds one service's tools/list; zero is
+	// DefaultListTimeout.
+	ListTimeout time.Duration
+	// Version is the aggregated server's version in serverInfo.
+	Version string
+}
+
+// Aggregator serves the aggregated MCP server. Update feeds it the
+// services to aggregate; Close ends every upstream session.
+type Aggregator struct {
+	cfg    Config
+	log    *slog.Logger
+	server *mcp.Server
+
+	mu       sync.Mutex
+	closed   bool
+	policy   int64
+	backends map[string]*backend // by service name
+	owner    map[string]*backend // aggregated tool name → the backend serving it
+	wg       sync.WaitGroup
+}
+
+// New returns an aggregator with no services yet.
+func New(cfg Config) (*Aggregator, error) {
+	if cfg.Transport == nil {
+		return nil, errors.New("aggregate: Transport is required")
+	}
+	if cfg.ListTimeout <= 0 {
+		cfg.ListTimeout = DefaultListTimeout
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	a := &Aggregator{cfg: cfg, log: log, backends: map[string]*backend{}, owner: map[string]*backend{}}
+	a.server = mcp.NewServer(&mcp.Implementation{Name: "agentmesh-aggregate", Version: cfg.Version}, &mcp.ServerOptions{
+		// Tools only, always with list_changed: the set changes as
+		// services come and go. No logging capability (none is routed).
+		Capabilities: &mcp.ServerCapabilities{Tools: &mcp.ToolCapabilities{ListChanged: true}},
+		Logger:       log,
+	})
+	a.server.AddReceivingMiddleware(a.initializeMeta)
+	return a, nil
+}
+
+// Server is the aggregated MCP server, to run on a transport or behind
+// a Streamable HTTP handler.
+func (a *Aggregator) Server() *mcp.Server { return a.server }
+
+// initializeMeta adds the agentmesh _meta and the upstreams' labelled
+// instructions to the initialize (or server/discover) result.
+func (a *Aggregator) initializeMeta(next mcp.MethodHandler) mcp.MethodHandler {
+	return func(ctx context.Context, method string, req mcp.Request) (mcp.Result, error) {
+		res, err := next(ctx, method, req)
+		if err != nil {
+			return res, err
+		}
+		switch r := res.(type) {
+		case *mcp.InitializeResult:
+			r.Meta, r.Instructions = a.withMeta(r.Meta)
+		case *mcp.DiscoverResult: // server/discover, from MCP 2026-07-28 on
+			r.Meta, r.Instructions = a.withMeta(r.Meta)
+		}
+		return res, nil
+	}
+}
+
+// withMeta is meta with the agentmesh key set, and the instructions.
+func (a *Aggregator) withMeta(meta mcp.Meta) (mcp.Meta, string) {
+	m, instr := a.describe()
+	if meta == nil {
+		meta = mcp.Meta{}
+	}
+	meta[MetaKey] = m
+	return meta, instr
+}
+
+// describe returns the Meta and the instructions of every upstream that
+// gave some, each under its service's name.
+func (a *Aggregator) describe() (Meta, string) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	m := Meta{SPIFFEID: a.cfg.SPIFFEID, PolicyVersion: a.policy, Services: []string{}, Separator: Separator}
+	var b strings.Builder
+	for name := range a.backends {
+		m.Services = append(m.Services, name)
+	}
+	sort.Strings(m.Services)
+	for _, name := range m.Services {
+		if in := a.backends[name].instructions(); in != "" {
+			fmt.Fprintf(&b, "## %s (tools %s%s*)\n%s\n\n", name, name, Separator, strings.TrimSpace(in))
+		}
+	}
+	return m, strings.TrimSpace(b.String())
+}
+
+// Update makes the aggregated services those of s: new ones are
+// connected, gone ones (or ones whose gateway changed) disconnected and
+// their tools removed.
+func (a *Aggregator) Update(s Snapshot) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.closed {
+		return
+	}
+	a.policy = s.PolicyVersion
+	want := map[string]Service{}
+	for _, svc := range s.Services {
+		if strings.Contains(svc.Name, Separator) || svc.Name == "" {
+			a.log.Warn("aggregate: skipping a service whose name contains the separator", "service", svc.Name, "separator", Separator)
+			continue
+		}
+		want[svc.Name] = svc
+	}
+	for name, be := range a.backends {
+		if svc, ok := want[name]; !ok || svc != be.svc {
+			a.dropLocked(be)
+			delete(a.backends, name)
+		}
+	}
+	for name, svc := range want {
+		if _, ok := a.backends[name]; ok {
+			continue
+		}
+		be := newBackend(a, svc)
+		a.backends[name] = be
+		a.wg.Add(1)
+		go func() {
+			defer a.wg.Done()
+			be.run()
+		}()
+	}
+}
+
+// WaitSettled waits until every service of the last Update has been
+// tried once (listed, or found down), or ctx ends: a client served
+// after it sees every service that answers in time, rather than a
+// partial list followed by list_changed.
+func (a *Aggregator) WaitSettled(ctx context.Context) error {
+	a.mu.Lock()
+	var waits []<-chan struct{}
+	for _, be := range a.backends {
+		waits = append(waits, be.settled)
+	}
+	a.mu.Unlock()
+	for _, w := range waits {
+		select {
+		case <-w:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	return nil
+}
+
+// Close stops every upstream session and waits for them.
+func (a *Aggregator) Close() {
+	a.mu.Lock()
+	a.closed = true
+	for name, be := range a.backends {
+		a.dropLocked(be)
+		delete(a.backends, name)
+	}
+	a.mu.Unlock()
+	a.wg.Wait()
+}
+
+// dropLocked stops be and removes its tools from the server at once, so
+// that a successor for the same service finds their names free.
+func (a *Aggregator) dropLocked(be *backend) {
+	be.stop()
+	var gone []string
+	for name := range be.tools {
+		if a.owner[name] == be {
+			gone = append(gone, name)
+			delete(a.owner, name)
+		}
+	}
+	be.tools = map[string]*mcp.Tool{}
+	if len(gone) > 0 {
+		a.server.RemoveTools(gone...)
+	}
+}
+
+// setTools makes be's tools in the server exactly tools (nil: none),
+// skipping, with a warning, any that could shadow another's.
+func (a *Aggregator) setTools(be *backend, tools []*mcp.Tool) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if tools != nil && a.backends[be.svc.Name] != be {
+		return // stopped meanwhile: its successor sets its own tools
+	}
+	next := map[string]*mcp.Tool{}
+	for _, t := range tools {
+		name, ok := a.admit(be, t.Name, next)
+		if !ok {
+			continue
+		}
+		next[name] = t
+	}
+	var gone []string
+	for name := range be.tools {
+		if _, ok := next[name]; !ok && a.owner[name] == be {
+			gone = append(gone, name)
+			delete(a.owner, name)
+		}
+	}
+	if len(gone) > 0 {
+		a.server.RemoveTools(gone...)
+	}
+	for name, t := range next {
+		if old, ok := be.tools[name]; ok && sameTool(old, t) {
+			continue
+		}
+		a.owner[name] = be
+		a.server.AddTool(namespaced(name, t), be.call(t.Name))
+	}
+	be.tools = next
+}
+
+// admit returns the aggregated name of be's tool, or false with a
+// warning when it must be skipped: its name contains the separator, the
+// aggregated name is too long, it repeats a tool of the same list, or
+// another service owns the name.
+func (a *Aggregator) admit(be *backend, tool string, taken map[string]*mcp.Tool) (string, bool) {
+	svc := be.svc.Name
+	name := svc + Separator + tool
+	skip := func(why string) (string, bool) {
+		a.log.Warn("aggregate: skipping a tool: "+why, "service", svc, "tool", tool)
+		return "", false
+	}
+	switch {
+	case tool == "":
+		return skip("it has no name")
+	case strings.Contains(tool, Separator):
+		return skip("its name contains the separator " + Separator)
+	case len(name) > maxToolName:
+		return skip(fmt.Sprintf("its aggregated name is longer than %d characters", maxToolName))
+	case taken[name] != nil:
+		return skip("the service lists it twice")
+	case a.owner[name] != nil && a.owner[name] != be:
+		return skip("another session, of " + a.owner[name].svc.Name + ", has that aggregated name")
+	}
+	return name, true
+}
+
+// namespaced is t as the gateway listed it under the aggregated name.
+func namespaced(name string, t *mcp.Tool) *mcp.Tool {
+	c := *t
+	c.Name = name
+	if c.InputSchema == nil {
+		c.InputSchema = map[string]any{"type": "object"}
+	}
+	return &c
+}
+
+// sameTool reports whether a and b have the same definition.
+func sameTool(a, b *mcp.Tool) bool {
+	ja, err1 := json.Marshal(a)
+	jb, err2 := json.Marshal(b)
+	return err1 == nil && err2 == nil && string(ja) == string(jb)
+}
+
+// unavailable is the error answering a call to svc's tool while svc has
+// no session.
+func unavailable(svc string, why error) error {
+	msg := fmt.Sprintf("service %s is unreachable", svc)
+	if why != nil {
+		msg += ": " + why.Error()
+	}
+	data, _ := json.Marshal(map[string]reason.Code{"reason": reason.GatewayUnreachable})
+	return &jsonrpc.Error{Code: CodeServiceUnavailable, Message: msg, Data: data}
+}
+
+// validTools drops tools whose input schema is not an object (the SDK
+// would refuse to serve them) and keeps at most MaxToolsPerService.
+func validTools(log *slog.Logger, svc string, tools []*mcp.Tool) []*mcp.Tool {
+	out := tools[:0:0]
+	for _, t := range tools {
+		if t == nil {
+			continue
+		}
+		if t.InputSchema != nil {
+			var m map[string]any
+			b, err := json.Marshal(t.InputSchema)
+			if err != nil || json.Unmarshal(b, &m) != nil || m["type"] != "object" {
+				log.Warn("aggregate: skipping a tool whose input schema is not an object", "service", svc, "tool", t.Name)
+				continue
+			}
+		}
+		if len(out) == MaxToolsPerService {
+			log.Warn("aggregate: the service lists more tools than are aggregated; skipping the rest", "service", svc, "max", MaxToolsPerService)
+			break
+		}
+		out = append(out, t)
+	}
+	return slices.Clip(out)
+}
