@@ -91,9 +91,7 @@ func Connect(ctx context.Context, cfg ConnectConfig) (err error) {
 	}
 	defer m.close()
 	if ln == nil && cfg.Listen != "" {
-		if ln, err = loopback.Listen(cfg.Listen); errors.Is(err, httpserver.ErrAddress) || errors.Is(err, loopback.ErrNotLoopback) {
-			return fmt.Errorf("%w: %w", ErrConfig, err)
-		} else if err != nil {
+		if ln, err = listenLocal(cfg.Listen); err != nil {
 			return err
 		}
 	}
@@ -177,6 +175,16 @@ func (cfg *ConnectConfig) check() (identity.Kind, error) {
 		return "", fmt.Errorf("%w: stdio mode needs Stdin and Stdout", ErrConfig)
 	}
 	return kind, nil
+}
+
+// listenLocal opens a connector's local endpoint on addr (loopback or
+// unix:PATH); an address that is not one is a configuration error.
+func listenLocal(addr string) (net.Listener, error) {
+	ln, err := loopback.Listen(addr)
+	if errors.Is(err, httpserver.ErrAddress) || errors.Is(err, loopback.ErrNotLoopback) {
+		return nil, fmt.Errorf("%w: %w", ErrConfig, err)
+	}
+	return ln, err
 }
 
 // localAuth decides how the local endpoint on ln admits its owner, fills

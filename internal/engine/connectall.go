@@ -10,7 +10,6 @@ import (
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 
 	"github.com/agentmesh/agentmesh/internal/aggregate"
-	"github.com/agentmesh/agentmesh/internal/httpserver"
 	"github.com/agentmesh/agentmesh/internal/identity"
 	"github.com/agentmesh/agentmesh/internal/loopback"
 	"github.com/agentmesh/agentmesh/internal/netmap"
@@ -51,9 +50,7 @@ func connectAll(ctx context.Context, cfg ConnectConfig) (err error) {
 	}
 	defer m.close()
 	if ln == nil && cfg.Listen != "" {
-		if ln, err = loopback.Listen(cfg.Listen); errors.Is(err, httpserver.ErrAddress) || errors.Is(err, loopback.ErrNotLoopback) {
-			return fmt.Errorf("%w: %w", ErrConfig, err)
-		} else if err != nil {
+		if ln, err = listenLocal(cfg.Listen); err != nil {
 			return err
 		}
 	}
