@@ -9,6 +9,8 @@ import (
 )
 
 var decodeSeeds = []string{
+	call(`{"name":"q","requestState":"agentmesh-hold-1","inputResponses":{"agentmesh-hold-1":{"action":"accept"}},"_meta":{"io.modelcontextprotocol/clientCapabilities":{"elicitation":{}}}}`),
+	call(` { "inputResponses" : null , "name":"q" , "requestState":"s" } `),
 	call(`{"name":"query","arguments":{"sql":"select 1","n":[1,2.5,{"x":null}]}}`),
 	call(`{"name":"a","Name":"b"}`),
 	call(`{"name":"a","na\u006de":"b"}`),
@@ -86,6 +88,22 @@ func FuzzDecode(f *testing.F) {
 			}
 			m.Listen()
 			m.CreatedTaskID()
+			m.DeclaresElicitation()
+			if in, err := m.InputRetry(); err == nil && !batch {
+				// What the gateway forwards after taking a retry of its own
+				// is still one valid message with nothing of the retry left.
+				out, err := WithoutInputRetry(m.Raw)
+				if err != nil {
+					t.Fatalf("WithoutInputRetry(%q): %v", m.Raw, err)
+				}
+				again, _, err := Decode(out, Limits{MaxDepth: 32})
+				if err != nil || again[0].Method != m.Method || !bytes.Equal(again[0].ID, m.ID) {
+					t.Fatalf("WithoutInputRetry(%q) = %q: %v", m.Raw, out, err)
+				}
+				if left, err := again[0].InputRetry(); err != nil || left.State != "" || left.Responses != nil {
+					t.Fatalf("WithoutInputRetry(%q) = %q left %+v, %v (had %+v)", m.Raw, out, left, err, in)
+				}
+			}
 			if m.ResultHas("tools") {
 				m.FilterResult("tools", func(n string) bool { return len(n)%2 == 0 })
 			}
