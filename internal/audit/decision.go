@@ -53,6 +53,9 @@ const (
 //	a connection or session the gateway closed because its    deny      closed
 //	  peer lost access
 //	a session ended because nobody used it                    allow     expired
+//	a call held for approval that the gateway answered with   allow     held
+//	  input_required (MCP 2026-07-28): the client's retry
+//	  has its own event with the decision
 //
 // The answer to an allowed request whose event cannot be recorded is
 // withheld (reason audit_failed); no event carries it, since none could be
@@ -74,6 +77,7 @@ const (
 	OutcomeStreamCut     Outcome = "stream_cut"
 	OutcomeClosed        Outcome = "closed"
 	OutcomeExpired       Outcome = "expired"
+	OutcomeHeld          Outcome = "held"
 )
 
 // OutcomeOfStatus is the outcome of an allowed request whose upstream

@@ -33,6 +33,12 @@ type peerRef struct {
 	caller *admission.Caller
 }
 
+// same reports whether r and o name one caller: the same identity and
+// incarnation, or the same Identifier key.
+func (r peerRef) same(o peerRef) bool {
+	return r.id == o.id && r.incarnation == o.incarnation && r.key == o.key
+}
+
 type connKey struct{}
 
 func newConnTable() *connTable { return &connTable{conns: make(map[net.Conn]*trackedConn)} }

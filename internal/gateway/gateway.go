@@ -174,8 +174,11 @@ type Gateway struct {
 	params   *paramHeaders
 	holds    holdTable
 	elicits  elicitTable // holdelicit.go
-	tools    *toolDefs
-	handler  http.Handler
+	parked   parkTable   // holdinput.go
+	// parkGrace is how long a parked hold outlives its approval timeout.
+	parkGrace time.Duration
+	tools     *toolDefs
+	handler   http.Handler
 
 	serving atomic.Bool
 	// base is cancelled when Serve's context ends; every stream and process
@@ -228,6 +231,7 @@ func New(cfg Config, initial *admission.State) (*Gateway, error) {
 		return nil, err
 	}
 	g.base, g.cancelBase = context.WithCancel(context.Background())
+	g.parkGrace = parkGrace
 	g.sessions = newSessionTable()
 	g.sessions.metrics = cfg.Metrics
 	g.conns = newConnTable()
@@ -325,6 +329,7 @@ func (g *Gateway) Serve(ctx context.Context, ln net.Listener) error {
 		g.up.closeSession(s)
 	}
 	g.up.close()
+	g.endParkedOf(func(*parkedHold) bool { return true })
 	g.wg.Wait()
 	if err != nil {
 		return fmt.Errorf("serve: %w", err)
@@ -384,6 +389,7 @@ func (g *Gateway) Update(s *admission.State) {
 		sess.recheck(s)
 	}
 	g.recheckCallers(context.Background(), s)
+	g.endParkedOf(func(p *parkedHold) bool { return p.ref.caller == nil && s.Check(p.ref.id, p.ref.incarnation) != "" })
 }
 
 // reapLoop ends idle sessions until Serve stops, looking every quarter of

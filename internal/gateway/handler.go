@@ -270,7 +270,16 @@ func (g *Gateway) servePost(w http.ResponseWriter, r *http.Request, x *exchange)
 	ev.Tool, ev.Resource, ev.Prompt, ev.ArgsSHA256 = v.tool, v.resource, v.prompt, v.argsHash
 	ev.Rule, ev.PolicyVersion = v.rule(), v.version
 	g.traceDecided(r, x, v)
+	// A retry of a call the gateway answered input_required takes over its
+	// parked hold (holdinput.go), whatever the policy now says of it.
+	resumed, ok := g.resumeHold(w, r, x)
+	if !ok {
+		return
+	}
 	if !v.allow {
+		if resumed != nil {
+			g.unpark(resumed, "cancelled")
+		}
 		status := http.StatusOK
 		if m.Kind != mcpwire.KindRequest {
 			status = http.StatusForbidden
@@ -282,13 +291,18 @@ func (g *Gateway) servePost(w http.ResponseWriter, r *http.Request, x *exchange)
 	if m.Kind == mcpwire.KindNotification && m.Method == "notifications/cancelled" {
 		g.cancelHeld(x, m)
 	}
-	if v.approval != "" {
-		hw, done, ok := g.hold(w, r, x)
+	switch {
+	case v.approval != "":
+		hw, done, ok := g.hold(w, r, x, resumed)
 		defer done()
 		if !ok {
 			return
 		}
 		w = hw
+	case resumed != nil:
+		// The policy in force needs no approval for the call any more.
+		g.unpark(resumed, "cancelled")
+		ev.Detail = "approval " + resumed.a.ID + " withdrawn: the policy in force needs none"
 	}
 	if m.Method == "subscriptions/listen" && m.Kind == mcpwire.KindRequest {
 		f, _ := m.Listen() // decide has refused what it cannot read

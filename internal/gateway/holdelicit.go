@@ -84,8 +84,7 @@ func (t *elicitTable) take(id string, x *exchange) *holdElicit {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	e := t.byID[id]
-	if e == nil || x.sess == nil || e.sess != x.sess || e.ref.id != x.peer.ref.id ||
-		e.ref.incarnation != x.peer.ref.incarnation || e.ref.key != x.peer.ref.key {
+	if e == nil || x.sess == nil || e.sess != x.sess || !e.ref.same(x.peer.ref) {
 		return nil
 	}
 	delete(t.byID, id)
@@ -134,26 +133,32 @@ func (g *Gateway) elicitHold(s *holdStream, x *exchange, tool, group, approval s
 	if !g.elicits.add(e) {
 		return nil
 	}
-	type schema struct {
-		Type       string   `json:"type"`
-		Properties struct{} `json:"properties"`
-	}
 	b, _ := json.Marshal(struct {
-		JSONRPC string `json:"jsonrpc"`
-		ID      string `json:"id"`
-		Method  string `json:"method"`
-		Params  struct {
-			Mode    string `json:"mode"`
-			Message string `json:"message"`
-			Schema  schema `json:"requestedSchema"`
-		} `json:"params"`
-	}{JSONRPC: "2.0", ID: e.id, Method: "elicitation/create", Params: struct {
-		Mode    string `json:"mode"`
-		Message string `json:"message"`
-		Schema  schema `json:"requestedSchema"`
-	}{"form", "This call to " + tool + " waits for approval by " + group + " (approval " + approval + "). Decline to withdraw it.", schema{Type: "object"}}})
+		JSONRPC string           `json:"jsonrpc"`
+		ID      string           `json:"id"`
+		Method  string           `json:"method"`
+		Params  holdElicitParams `json:"params"`
+	}{JSONRPC: "2.0", ID: e.id, Method: "elicitation/create", Params: holdElicitation(tool, group, approval)})
 	s.event(b)
 	return e
+}
+
+// holdElicitParams are the params of the elicitation/create that asks a
+// held call's client whether to keep waiting: a message and an empty form.
+type holdElicitParams struct {
+	Mode    string `json:"mode"`
+	Message string `json:"message"`
+	Schema  struct {
+		Type       string   `json:"type"`
+		Properties struct{} `json:"properties"`
+	} `json:"requestedSchema"`
+}
+
+func holdElicitation(tool, group, approval string) holdElicitParams {
+	p := holdElicitParams{Mode: "form",
+		Message: "This call to " + tool + " waits for approval by " + group + " (approval " + approval + "). Decline to withdraw it."}
+	p.Schema.Type = "object"
+	return p
 }
 
 // endElicit forgets e when its hold ends; a request the client has not

@@ -38,9 +38,10 @@ import (
 // A client that declared a progress token is told that its call waits,
 // with notifications/progress on an SSE answer (holdstream.go); a client
 // whose session declared elicitation is asked once, on that answer,
-// whether to keep waiting (holdelicit.go); others see a slow tools/call.
-// The 2026-07-28 input-required flow is not used: it ends the request,
-// and a hold lives exactly as long as its request.
+// whether to keep waiting (holdelicit.go); a 2026-07-28 request that
+// declares elicitation is answered input_required at once and its hold
+// parked until the client calls again (holdinput.go); others see a slow
+// tools/call.
 
 // Approvals is how the gateway reaches the coordinator's approval API:
 // controlclient.Client's Call (JSON in and out, the node's identity).
@@ -95,11 +96,45 @@ func (t *holdTable) enter(k holdKey, cancel context.CancelCauseFunc, maxTotal, m
 func (t *holdTable) leave(k holdKey) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	t.total--
-	if t.perPeer[k.peer]--; t.perPeer[k.peer] <= 0 {
-		delete(t.perPeer, k.peer)
-	}
 	delete(t.byRequest, k)
+	t.free(k.peer)
+}
+
+// detach forgets request k but keeps its slot among the holds: a parked
+// hold (holdinput.go) owns it until attach or drop.
+func (t *holdTable) detach(k holdKey) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	delete(t.byRequest, k)
+}
+
+// attach gives the slot of a parked hold to request k, which leave then
+// frees; false when k already holds one.
+func (t *holdTable) attach(k holdKey, cancel context.CancelCauseFunc) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if _, dup := t.byRequest[k]; dup {
+		return false
+	}
+	if t.byRequest == nil {
+		t.byRequest = map[holdKey]context.CancelCauseFunc{}
+	}
+	t.byRequest[k] = cancel
+	return true
+}
+
+// drop frees the slot of a parked hold of peer that no request took.
+func (t *holdTable) drop(peer string) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.free(peer)
+}
+
+func (t *holdTable) free(peer string) {
+	t.total--
+	if t.perPeer[peer]--; t.perPeer[peer] <= 0 {
+		delete(t.perPeer, peer)
+	}
 }
 
 // cancel withdraws the hold of request k, if there is one.
@@ -135,18 +170,20 @@ func (g *Gateway) cancelHeld(x *exchange, m *mcpwire.Message) {
 
 // hold holds the allowed tools/call of x until a person decides it. It
 // reports true when the call may be forwarded; otherwise it has answered
-// the denial.
+// the denial (or, for a client asked with input_required, the question:
+// holdinput.go). resumed is the parked hold the request takes over, or nil
+// for a call held anew.
 //
 // The writer it returns is where the call's answer goes: w, or the SSE
 // stream that told the client the call waits (holdstream.go), which done
 // ends; done must be called once the answer is written.
-func (g *Gateway) hold(w http.ResponseWriter, r *http.Request, x *exchange) (_ http.ResponseWriter, done func(), ok bool) {
+func (g *Gateway) hold(w http.ResponseWriter, r *http.Request, x *exchange, resumed *parkedHold) (_ http.ResponseWriter, done func(), ok bool) {
 	done = func() {}
-	ok = g.holdOn(&w, &done, r, x)
+	ok = g.holdOn(&w, &done, r, x, resumed)
 	return w, done, ok
 }
 
-func (g *Gateway) holdOn(wp *http.ResponseWriter, done *func(), r *http.Request, x *exchange) bool {
+func (g *Gateway) holdOn(wp *http.ResponseWriter, done *func(), r *http.Request, x *exchange, resumed *parkedHold) bool {
 	w := *wp
 	m, v := x.msg, x.v
 	maxTotal, maxPeer := g.cfg.MaxHolds, g.cfg.MaxHoldsPerPeer
@@ -162,29 +199,57 @@ func (g *Gateway) holdOn(wp *http.ResponseWriter, done *func(), r *http.Request,
 	}
 	ctx, cancel := context.WithCancelCause(r.Context())
 	defer cancel(nil)
-	ctx, stop := context.WithTimeout(ctx, v.approvalTimeout)
+	deadline := time.Now().Add(v.approvalTimeout)
+	if resumed != nil {
+		deadline = resumed.deadline
+	}
+	ctx, stop := context.WithDeadline(ctx, deadline)
 	defer stop()
 	k := holdKeyOf(x, m.ID)
-	if !g.holds.enter(k, cancel, maxTotal, maxPeer) {
+	switch {
+	case resumed != nil && !g.holds.attach(k, cancel):
+		// Another held call of this session already has this id.
+		g.unpark(resumed, "cancelled")
+		g.deny(w, r, x, http.StatusBadRequest, m.ID, CodeRejected, reason.Malformed)
+		return false
+	case resumed == nil && !g.holds.enter(k, cancel, maxTotal, maxPeer):
 		status := http.StatusTooManyRequests
 		g.deny(w, r, x, status, m.ID, CodeLimited, reason.TooManyHolds)
 		return false
 	}
-	defer g.holds.leave(k)
+	parked := false
+	defer func() {
+		if parked {
+			g.holds.detach(k)
+		} else {
+			g.holds.leave(k)
+		}
+	}()
 
 	var a controlapi.Approval
-	req := controlapi.ApprovalRequest{Caller: x.ev.Src, Tool: v.tool, Grant: v.grant, Group: v.approval,
-		PolicyVersion: v.version, Timeout: v.approvalTimeout, EventID: x.ev.ID, ArgsSHA256: v.argsHash}
-	if err := g.cfg.Approvals.Call(ctx, http.MethodPost, controlapi.PathApprovals, req, &a); err != nil || a.ID == "" {
-		g.log.Warn("approval hold not registered", "event_id", x.ev.ID, "err", err)
-		why := reason.ApprovalUnavailable
-		if context.Cause(ctx) == errWithdrawn {
-			why = reason.ApprovalWithdrawn
+	if resumed != nil {
+		a = resumed.a
+		if resumed.declined {
+			cancel(errDeclined)
 		}
-		g.deny(w, r, x, http.StatusOK, m.ID, CodeDenied, why)
-		return false
+	} else {
+		req := controlapi.ApprovalRequest{Caller: x.ev.Src, Tool: v.tool, Grant: v.grant, Group: v.approval,
+			PolicyVersion: v.version, Timeout: v.approvalTimeout, EventID: x.ev.ID, ArgsSHA256: v.argsHash}
+		if err := g.cfg.Approvals.Call(ctx, http.MethodPost, controlapi.PathApprovals, req, &a); err != nil || a.ID == "" {
+			g.log.Warn("approval hold not registered", "event_id", x.ev.ID, "err", err)
+			why := reason.ApprovalUnavailable
+			if context.Cause(ctx) == errWithdrawn {
+				why = reason.ApprovalWithdrawn
+			}
+			g.deny(w, r, x, http.StatusOK, m.ID, CodeDenied, why)
+			return false
+		}
+		g.log.Info("call held for approval", "approval", a.ID, "event_id", x.ev.ID, "tool", v.tool, "group", v.approval)
+		if asksInput(r, m) {
+			parked = g.park(w, r, x, a, deadline)
+			return false
+		}
 	}
-	g.log.Info("call held for approval", "approval", a.ID, "event_id", x.ev.ID, "tool", v.tool, "group", v.approval)
 	waiting := "waiting for approval by " + v.approval + " (approval " + a.ID + ")"
 	var el *holdElicit
 	s := newHoldStream(w, r, m, x.sess != nil && x.sess.elicit)
@@ -250,12 +315,7 @@ func (g *Gateway) holdOn(wp *http.ResponseWriter, done *func(), r *http.Request,
 		why, withdraw = reason.ApprovalWithdrawn, "cancelled"
 	}
 	if a.Status == controlapi.ApprovalPending {
-		wctx, wcancel := context.WithTimeout(context.WithoutCancel(r.Context()), withdrawTimeout)
-		if err := g.cfg.Approvals.Call(wctx, http.MethodPost, controlapi.PathApprovals+"/"+url.PathEscape(a.ID)+"/withdraw",
-			controlapi.ApprovalDecision{Reason: withdraw}, nil); err != nil {
-			g.log.Warn("approval withdrawal failed", "approval", a.ID, "err", err)
-		}
-		wcancel()
+		g.withdraw(r.Context(), a.ID, withdraw)
 	}
 	x.ev.Detail = "approval " + a.ID + " " + withdraw
 	if cause == errDeclined {
