@@ -3,11 +3,17 @@
 package e2e
 
 import (
+	"context"
 	"encoding/json"
+	"net/http"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/modelcontextprotocol/go-sdk/mcp"
+
+	"github.com/agentmesh/agentmesh/internal/gateway/gatewaytest"
 )
 
 // holdsPolicy calls server-everything's get-sum destructive (the server
@@ -15,8 +21,13 @@ import (
 // assistant's destructive calls wait for group:oncall, which is alice.
 const holdsPolicy = `{
   "groups": {"group:oncall": ["admin:alice"]},
-  "annotations": {"tool:everything": {"readonly": ["echo"], "destructive": ["get-sum"]}},
+  "annotations": {
+    "tool:everything": {"readonly": ["echo"], "destructive": ["get-sum"]},
+    "tool:ledger": {"destructive": ["drop_table"]},
+  },
   "grants": [
+    {"src": ["agent:assistant"], "dst": ["tool:ledger"], "tools": ["destructive:*"],
+     "approval": "group:oncall", "approval_timeout": "2m"},
     {"src": ["agent:assistant"], "dst": ["tool:everything"], "tools": ["destructive:*"],
      "approval": "group:oncall", "approval_timeout": "2m"},
     {"src": ["agent:assistant"], "dst": ["tool:everything"], "tools": ["readonly:*"]},
@@ -43,6 +54,7 @@ type adminEvent struct {
 	Target   string `json:"target"`
 	Decision string `json:"decision"`
 	Reason   string `json:"reason"`
+	Outcome  string `json:"outcome"`
 	Detail   string `json:"detail"`
 }
 
@@ -78,6 +90,7 @@ func (m *mesh) waitPending(state, tool string) approval {
 func TestApprovalHoldsEndToEnd(t *testing.T) {
 	m := newMesh(t)
 	tool := m.join("tool", "everything", "tag:demo")
+	ledger := m.join("tool", "ledger", "tag:demo")
 	agent := m.join("agent", "assistant", "tag:assistants")
 	alice := m.join("admin", "alice", "tag:ops")
 	mallory := m.join("admin", "mallory", "tag:ops")
@@ -143,11 +156,28 @@ func TestApprovalHoldsEndToEnd(t *testing.T) {
 	}
 	withdrawn := policyDenial(t, res.Results[0], "approval_withdrawn")
 
+	// A 2026-07-28 client (the Go SDK's, through the connector's local
+	// endpoint) that declares elicitation is answered input_required at
+	// once; its SDK asks, calls again with the answer, and that call waits
+	// for the approver and completes. Stateless requests need an HTTP
+	// upstream that speaks 2026-07-28: the Go SDK's server, on loopback.
+	up := gatewaytest.NewUpstream(t)
+	m.serveURL("ledger", ledger, up.URL)
+	stateless := m.statelessHeldCall(agent, alice)
+	if n := up.Calls.Count("tool:drop_table"); n != 1 {
+		t.Errorf("the ledger's MCP server ran drop_table %d times, want once", n)
+	}
+	for _, b := range up.Bodies() {
+		if strings.Contains(string(b), "requestState") {
+			t.Errorf("the MCP server got the gateway's retry params: %s", b)
+		}
+	}
+
 	// The gateway's events (the approved call's, the denied one's and the
 	// withdrawn one's) reach the coordinator; the coordinator recorded the
 	// decisions.
-	m.waitAudit(a.EventID, denied, withdrawn)
-	var approvedCall, deniedCall, approvedBy, refused bool
+	m.waitAudit(a.EventID, denied, withdrawn, stateless)
+	var approvedCall, deniedCall, approvedBy, refused, statelessHeld bool
 	for _, l := range strings.Split(strings.TrimSpace(m.must("audit", "--json", "--limit", "0", "--state", m.admin)), "\n") {
 		var e adminEvent
 		if err := json.Unmarshal([]byte(l), &e); err != nil {
@@ -157,6 +187,8 @@ func TestApprovalHoldsEndToEnd(t *testing.T) {
 		case e.ID == a.EventID:
 			approvedCall = e.Decision == "allow" && e.Tool == "get-sum" && strings.Contains(e.Detail, "approved by ") &&
 				strings.Contains(e.Detail, "/admin/alice") && strings.Contains(e.Detail, a.ID)
+		case e.ID == stateless:
+			statelessHeld = e.Decision == "allow" && e.Outcome == "held" && strings.Contains(e.Detail, "input_required")
 		case e.ID == denied:
 			deniedCall = e.Reason == "approval_denied" && strings.Contains(e.Detail, "/admin/alice") && strings.Contains(e.Detail, "freeze")
 		case e.Action == "approvals.approve" && e.Target == a.ID && strings.HasSuffix(e.Src, "/admin/alice"):
@@ -165,9 +197,9 @@ func TestApprovalHoldsEndToEnd(t *testing.T) {
 			refused = e.Decision == "deny" && e.Reason == "not_approver"
 		}
 	}
-	if !approvedCall || !deniedCall || !approvedBy || !refused {
-		t.Errorf("audit trail: approved call with approver %v, denied call %v, alice's approval %v, mallory's refusal %v",
-			approvedCall, deniedCall, approvedBy, refused)
+	if !approvedCall || !deniedCall || !approvedBy || !refused || !statelessHeld {
+		t.Errorf("audit trail: approved call with approver %v, denied call %v, alice's approval %v, mallory's refusal %v, stateless call held with input_required %v",
+			approvedCall, deniedCall, approvedBy, refused, statelessHeld)
 	}
 	// The table people read names the approver and the approval.
 	table := m.must("audit", "--tool", "get-sum", "--limit", "0", "--state", m.admin)
@@ -175,4 +207,61 @@ func TestApprovalHoldsEndToEnd(t *testing.T) {
 		t.Errorf("agentmesh audit --tool get-sum does not show alice's approval:\n%s", table)
 	}
 	m.verifyAudit()
+}
+
+// statelessHeldCall makes a held drop_table call with the Go SDK's client at
+// protocol 2026-07-28, answers the gateway's input_required by accepting,
+// approves the hold as approver, and checks the answer. It returns the id
+// of the held call's event.
+func (m *mesh) statelessHeldCall(agent, approver string) string {
+	t := m.t
+	t.Helper()
+	url, token := m.connectHTTP("ledger", agent)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	asked := make(chan string, 1)
+	cl := mcp.NewClient(&mcp.Implementation{Name: "held", Version: "e2e"}, &mcp.ClientOptions{
+		ElicitationHandler: func(_ context.Context, req *mcp.ElicitRequest) (*mcp.ElicitResult, error) {
+			select {
+			case asked <- req.Params.Message:
+			default:
+			}
+			return &mcp.ElicitResult{Action: "accept"}, nil
+		},
+	})
+	tr := &http.Transport{}
+	defer tr.CloseIdleConnections()
+	cs, err := cl.Connect(ctx, &mcp.StreamableClientTransport{Endpoint: url, MaxRetries: -1,
+		HTTPClient: &http.Client{Transport: bearer{tr, token}}}, &mcp.ClientSessionOptions{ProtocolVersion: "2026-07-28"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cs.Close()
+	type result struct {
+		res *mcp.CallToolResult
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		res, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: "drop_table", Arguments: map[string]any{"text": "payments"}})
+		done <- result{res, err}
+	}()
+	a := m.waitPending(approver, "drop_table")
+	select {
+	case msg := <-asked:
+		if !strings.Contains(msg, "drop_table waits for approval by group:oncall (approval "+a.ID+")") {
+			t.Errorf("the stateless client was asked %q", msg)
+		}
+	case <-ctx.Done():
+		t.Fatal("the stateless client was never asked")
+	}
+	m.must("approvals", "approve", a.ID, "--state", approver)
+	r := <-done
+	if r.err != nil || r.res.IsError || len(r.res.Content) == 0 {
+		t.Fatalf("approved stateless call: %v %+v", r.err, r.res)
+	}
+	if txt, ok := r.res.Content[0].(*mcp.TextContent); !ok || !strings.Contains(txt.Text, "dropped") {
+		t.Errorf("approved stateless drop_table returned %+v", r.res.Content[0])
+	}
+	return a.EventID
 }

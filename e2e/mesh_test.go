@@ -273,6 +273,17 @@ func (m *mesh) serve(name, state string, upstream ...string) *proc {
 	return p
 }
 
+// serveURL starts a gateway for the node in state in front of the
+// Streamable HTTP MCP server at url and waits until it serves.
+func (m *mesh) serveURL(name, state, url string) *proc {
+	m.t.Helper()
+	p := startServer(m.t, "gateway "+name, []string{agentmeshBin, "serve", "--state", state, "--listen", "127.0.0.1:0", "--upstream", url}, m.env())
+	if _, err := p.waitServing(startTimeout); err != nil {
+		m.t.Fatalf("gateway %s did not start serving: %v", name, err)
+	}
+	return p
+}
+
 // connectHTTP starts `agentmesh connect service --listen 127.0.0.1:0` and
 // returns the local Streamable HTTP URL it serves and the endpoint's bearer
 // token, read from the file it names.
