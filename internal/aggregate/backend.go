@@ -168,11 +168,9 @@ func (b *backend) list(s *mcp.ClientSession) error {
 // error comes back unchanged.
 func (b *backend) call(tool string) mcp.ToolHandler {
 	return func(ctx context.Context, req *mcp.CallToolRequest) (*mcp.CallToolResult, error) {
-		b.mu.Lock()
-		s, why := b.session, b.lastErr
-		b.mu.Unlock()
-		if s == nil {
-			return nil, unavailable(b.svc.Name, why)
+		s, err := b.sessionFor(ctx, req.Session)
+		if err != nil {
+			return nil, err
 		}
 		p := &mcp.CallToolParams{Name: tool, Meta: forwardMeta(req.Params.Meta)}
 		if len(req.Params.Arguments) > 0 {
@@ -188,6 +186,20 @@ func (b *backend) call(tool string) mcp.ToolHandler {
 		}
 		return res, nil
 	}
+}
+
+// sessionFor returns the session to the service that carries a request
+// of the aggregated client session cs (a call, a read, a get): the one
+// place that routes requests to a service. Today every client shares the
+// backend's session; an error is the unavailable answer to give.
+func (b *backend) sessionFor(_ context.Context, _ *mcp.ServerSession) (*mcp.ClientSession, error) {
+	b.mu.Lock()
+	s, why := b.session, b.lastErr
+	b.mu.Unlock()
+	if s == nil {
+		return nil, unavailable(b.svc.Name, why)
+	}
+	return s, nil
 }
 
 // forwardMeta is what of a call's _meta goes on to the gateway: the
