@@ -20,8 +20,10 @@ type verdict struct {
 	code    int // JSON-RPC error code when denied
 	grant   int // policy grant index, -1 when none decided
 	version string
-	// filter is set for list methods: the response must be filtered.
+	// filter is set for list methods: the response must be filtered;
+	// page is the page the request asks for (toolpages.go).
 	filter listKind
+	page   listPage
 	// origin is set for a decided request whose answer may be a task
 	// handle: the task is then bound to the caller (see tasks.go).
 	origin *taskOrigin
@@ -91,7 +93,7 @@ func (g *Gateway) decide(p *peerInfo, m *mcpwire.Message) verdict {
 		return v.allowed()
 	}
 	if k, ok := listMethods[m.Method]; ok {
-		v.filter = k
+		v.filter, v.page = k, pageOf(m)
 		return v.allowed()
 	}
 	q, answered := g.target(p, m, &v)

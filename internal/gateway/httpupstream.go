@@ -403,7 +403,7 @@ func (g *Gateway) filterMessage(data []byte, x *exchange) ([]byte, error) {
 	if sess == nil {
 		sess = g.sessions.statelessFor(g.base, x.peer.ref, g.now())
 	}
-	result, err := g.filterResult(m, x.v.filter, g.peerKeeper(x.v.filter, x.peer), sess)
+	result, err := g.filterResult(m, x.v.filter, x.v.page, g.peerKeeper(x.v.filter, x.peer), sess)
 	if err != nil {
 		return nil, err
 	}
@@ -424,12 +424,12 @@ func (g *Gateway) decodeOne(data []byte) (*mcpwire.Message, error) {
 
 // filterResult returns the result of the success response m with its k
 // list filtered by keep (see keeper), remembering in sess what was shown.
-func (g *Gateway) filterResult(m *mcpwire.Message, k listKind, keep func(string) bool, sess *session) ([]byte, error) {
+func (g *Gateway) filterResult(m *mcpwire.Message, k listKind, page listPage, keep func(string) bool, sess *session) ([]byte, error) {
 	var hide map[string]bool
 	if k == listTools {
 		g.params.learn(m.Result)
 		var err error
-		if hide, err = g.observeTools(m.Result, sess); err != nil {
+		if hide, err = g.observeTools(m.Result, page, sess); err != nil {
 			return nil, err
 		}
 	}
@@ -509,7 +509,7 @@ func (g *Gateway) streamEvent(ev sse.Event, x *exchange, sess *session) ([]byte,
 	}
 	var result []byte
 	if err == nil {
-		result, err = g.filterResult(m, k, g.peerKeeper(k, x.peer), sess)
+		result, err = g.filterResult(m, k, listPage{}, g.peerKeeper(k, x.peer), sess) // a replay: its request is unknown
 	}
 	if err != nil {
 		g.log.Warn("dropped an unfilterable list from a server-to-client stream", "event_id", x.ev.ID, "err", err)

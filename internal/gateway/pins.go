@@ -16,8 +16,9 @@ import (
 
 // Tool pinning (the policy's tool_pins, package toolpin). Every tools/list
 // result the gateway filters is read into definitions and hashed: a list
-// naming one tool twice, or holding a definition too large to hash, is
-// refused whole and audited. A tool whose definition does not match its
+// naming one tool twice (on one page, or on two pages of one list:
+// toolpages.go), or holding a definition too large to hash, is refused
+// whole and audited. A tool whose definition does not match its
 // pin (or that has no pin under "enforce") is removed from the list, and
 // a tools/call of it is refused with tool_changed. A call is checked
 // against the definition this session last listed; a session that has not
@@ -93,9 +94,12 @@ func (g *Gateway) Tools() []toolpin.Definition { return g.tools.snapshot() }
 // observeTools reads the tools of an unfiltered tools/list result for
 // sess under the current state, audits what must be, and returns the
 // names to hide. An error refuses the whole list.
-func (g *Gateway) observeTools(result []byte, sess *session) (map[string]bool, error) {
+func (g *Gateway) observeTools(result []byte, page listPage, sess *session) (map[string]bool, error) {
 	st := g.state.Load()
 	defs, err := toolpin.ParseList(result)
+	if err == nil && sess != nil {
+		err = sess.checkPage(page, defs, nextCursor(result))
+	}
 	if err != nil {
 		ev := &audit.Event{Kind: audit.KindRequest, Dst: st.Dst(), Method: "tools/list", Decision: audit.Deny,
 			Reason: reason.Malformed, Outcome: audit.OutcomeUpstreamError, Detail: "tool list refused: " + err.Error()}

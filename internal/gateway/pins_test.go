@@ -207,3 +207,70 @@ func listed(ctx context.Context, t *testing.T, cs *mcp.ClientSession, name strin
 	}
 	return false
 }
+
+// TestGatewayRefusesAToolOnTwoPages: a paginated list that names a tool on
+// a page and again on a later page of the same list is refused at that
+// page, and audited; a list whose pages name each tool once passes, and
+// so does a fresh list (no cursor) naming the same tools again, even while
+// another list of the session is in progress.
+func TestGatewayRefusesAToolOnTwoPages(t *testing.T) {
+	page := func(cursor, tools, next string) string {
+		res := `{"tools":[` + tools + `]`
+		if next != "" {
+			res += `,"nextCursor":"` + next + `"`
+		}
+		return `{"jsonrpc":"2.0","id":1,"result":` + res + `}}`
+	}
+	tool := func(name, desc string) string {
+		return `{"name":"` + name + `","description":"` + desc + `","inputSchema":{"type":"object"}}`
+	}
+	up := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		w.Header().Set("Content-Type", "application/json")
+		s := string(b)
+		switch {
+		case !strings.Contains(s, `"tools/list"`):
+			w.WriteHeader(http.StatusAccepted)
+		case strings.Contains(s, `"cursor":"good-2"`):
+			io.WriteString(w, page("good-2", tool("query", "q"), ""))
+		case strings.Contains(s, `"cursor":"bad-2"`):
+			io.WriteString(w, page("bad-2", tool("echo", "the other one"), ""))
+		default:
+			next := "good-2"
+			if strings.Contains(s, `"bad"`) {
+				next = "bad-2"
+			}
+			io.WriteString(w, page("", tool("echo", "e"), next))
+		}
+	})
+	f := newFixture(t, fixtureOpts{upstream: up})
+	ctx := testContext(t)
+	c := f.httpClient(f.fraud)
+	list := func(id int, params string) string {
+		_, _, b := f.rawPost(ctx, c, call(id, "tools/list", params), nil)
+		return string(b)
+	}
+	// Two lists at once: the bad one's first page, then a good list
+	// whole, then the bad one's second page.
+	if b := list(1, `{"_meta":{"x":"bad"}}`); !strings.Contains(b, `"bad-2"`) {
+		t.Fatalf("first page: %.300s", b)
+	}
+	if b := list(2, `{}`); !strings.Contains(b, `"good-2"`) {
+		t.Fatalf("first page of the good list: %.300s", b)
+	}
+	if b := list(3, `{"cursor":"good-2"}`); !strings.Contains(b, `"query"`) || strings.Contains(b, `"error"`) {
+		t.Fatalf("second page of the good list: %.300s", b)
+	}
+	if b := list(4, `{"cursor":"bad-2"}`); strings.Contains(b, "the other one") || !strings.Contains(b, `"error"`) {
+		t.Fatalf("a page repeating a tool of the list passed: %.300s", b)
+	}
+	if _, err := f.rec.WaitFor(ctx, func(e audit.Event) bool {
+		return e.Method == "tools/list" && e.Reason == reason.Malformed && strings.Contains(e.Detail, `"echo" is on two pages`)
+	}); err != nil {
+		t.Fatalf("no audit event for the refused page: %v", err)
+	}
+	// A fresh list names echo again: not a repeat.
+	if b := list(5, `{}`); strings.Contains(b, `"error"`) {
+		t.Fatalf("a fresh list after a refused page: %.300s", b)
+	}
+}

@@ -79,7 +79,9 @@ type session struct {
 	views  map[listKind]map[string]bool // name -> shown
 	// tools maps each tool name to the hash of the definition this
 	// session last listed (pins.go).
-	tools   map[string]string
+	tools map[string]string
+	// pages follows the session's paginated tool lists (toolpages.go).
+	pages   pageChains
 	pending listKind // to deliver when a stream opens
 	streams map[*stream]struct{}
 	// inject, if set, delivers list_changed itself (stdio sessions).

@@ -51,7 +51,7 @@ type stdioBridge struct {
 	sess   *session
 
 	mu    sync.Mutex
-	lists map[jsonrpc.ID]listKind // list requests awaiting their result
+	lists map[jsonrpc.ID]pendingList // list requests awaiting their result
 	// tasks are requests awaiting a result that may be a task handle.
 	tasks map[jsonrpc.ID]*taskOrigin
 	// progress maps the progress token of each client request in flight
@@ -105,7 +105,7 @@ func (u *commandUpstream) forward(w http.ResponseWriter, r *http.Request, x *exc
 			if id, err := jsonrpc.MakeID(rawID(x.msg.ID)); err == nil {
 				b.mu.Lock()
 				if x.v.filter != 0 {
-					b.lists[id] = x.v.filter
+					b.lists[id] = pendingList{x.v.filter, x.v.page}
 				} else {
 					b.tasks[id] = x.v.origin
 				}
@@ -189,7 +189,7 @@ func (u *commandUpstream) start(x *exchange) (*session, error) {
 	}
 	b := &stdioBridge{g: g, t: t, client: client, proc: proc, cmd: cmd, sess: s, procSlot: x.slots.process,
 		started: started, command: command,
-		lists: make(map[jsonrpc.ID]listKind), tasks: make(map[jsonrpc.ID]*taskOrigin),
+		lists: make(map[jsonrpc.ID]pendingList), tasks: make(map[jsonrpc.ID]*taskOrigin),
 		progress: make(map[string]jsonrpc.ID)}
 	x.slots.process = nil
 	g.cfg.Metrics.AddProcesses(1)
@@ -280,7 +280,7 @@ func (b *stdioBridge) pumpToClient() {
 		switch m := msg.(type) {
 		case *jsonrpc.Response:
 			b.mu.Lock()
-			k := b.lists[m.ID]
+			l := b.lists[m.ID]
 			delete(b.lists, m.ID)
 			origin := b.tasks[m.ID]
 			delete(b.tasks, m.ID)
@@ -290,8 +290,8 @@ func (b *stdioBridge) pumpToClient() {
 				}
 			}
 			b.mu.Unlock()
-			if k != 0 && m.Error == nil {
-				msg = b.filter(m, k)
+			if l.kind != 0 && m.Error == nil {
+				msg = b.filter(m, l)
 			}
 			if origin != nil && m.Error == nil {
 				if rm, err := responseMessage(m); err == nil {
@@ -352,9 +352,17 @@ func (c requestContext) Value(key any) any {
 	return c.Context.Value(key)
 }
 
+// pendingList is a list request awaiting its result: what it lists and
+// which page.
+type pendingList struct {
+	kind listKind
+	page listPage
+}
+
 // filter returns resp with its list filtered under the current state, or an
 // error response if it cannot be (never the unfiltered list).
-func (b *stdioBridge) filter(resp *jsonrpc.Response, k listKind) jsonrpc.Message {
+func (b *stdioBridge) filter(resp *jsonrpc.Response, l pendingList) jsonrpc.Message {
+	k := l.kind
 	st := b.g.state.Load()
 	vis, ok := visibleFor(b.sess, st)
 	fail := &jsonrpc.Response{ID: resp.ID, Error: &jsonrpc.Error{Code: mcpwire.CodeInternalError, Message: "gateway: cannot filter list"}}
@@ -364,7 +372,7 @@ func (b *stdioBridge) filter(resp *jsonrpc.Response, k listKind) jsonrpc.Message
 	m, err := responseMessage(resp)
 	var out []byte
 	if err == nil {
-		out, err = b.g.filterResult(m, k, b.g.keeper(k, vis, b.sess.ref()), b.sess)
+		out, err = b.g.filterResult(m, k, l.page, b.g.keeper(k, vis, b.sess.ref()), b.sess)
 	}
 	if err != nil {
 		b.g.log.Warn("cannot filter list response", "session", b.sess.id, "err", err)

@@ -89,6 +89,7 @@ func FuzzDecode(f *testing.F) {
 			m.Listen()
 			m.CreatedTaskID()
 			m.DeclaresElicitation()
+			m.ListCursor()
 			if in, err := m.InputRetry(); err == nil && !batch {
 				// What the gateway forwards after taking a retry of its own
 				// is still one valid message with nothing of the retry left.

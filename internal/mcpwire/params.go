@@ -321,3 +321,25 @@ func (m *Message) paramsMeta() ([]byte, error) {
 	}
 	return v, nil
 }
+
+// ListCursor returns params.cursor of a list request (tools/list,
+// prompts/list, resources/list, resources/templates/list, tasks/list):
+// "" when params, or the cursor, is absent or null. A cursor that is not a
+// string is ErrInvalidParams, and a key that differs from "cursor" only in
+// case is ErrCaseVariantKey.
+func (m *Message) ListCursor() (string, error) {
+	p, err := m.validParams()
+	if err != nil || len(p) == 0 || p[0] != '{' {
+		return "", err
+	}
+	v, err := member(p, "cursor")
+	switch {
+	case err != nil:
+		return "", fmt.Errorf("list params: %w", err)
+	case len(v) == 0 || v[0] == 'n':
+		return "", nil
+	case v[0] != '"':
+		return "", fmt.Errorf("list params: %w", invalidParams("cursor must be a string"))
+	}
+	return string(stringBytes(nil, v)), nil
+}

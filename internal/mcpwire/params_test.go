@@ -282,3 +282,27 @@ func TestProtocolVersionMeta(t *testing.T) {
 		t.Errorf("ProtocolVersionMeta of hand-built params with duplicate key = %q, %v; want an error", got, err)
 	}
 }
+
+func TestListCursor(t *testing.T) {
+	tests := []struct {
+		params, want string
+		err          error
+	}{
+		{``, "", nil},
+		{`{}`, "", nil},
+		{`{"cursor":null}`, "", nil},
+		{`{"cursor":"p\u0032"}`, "p2", nil},
+		{`{"cursor":2}`, "", ErrInvalidParams},
+		{`{"Cursor":"x"}`, "", ErrCaseVariantKey},
+	}
+	for _, tt := range tests {
+		in := `{"jsonrpc":"2.0","id":1,"method":"tools/list"}`
+		if tt.params != "" {
+			in = req("tools/list", tt.params)
+		}
+		got, err := decodeOne(t, in).ListCursor()
+		if got != tt.want || !errors.Is(err, tt.err) || (tt.err == nil) != (err == nil) {
+			t.Errorf("ListCursor(%s) = %q, %v; want %q, %v", tt.params, got, err, tt.want, tt.err)
+		}
+	}
+}
