@@ -71,6 +71,7 @@ func (p *Policy) Lint(nodes []Node) []Warning {
 		return nil
 	}
 	srcs, dsts := p.grantSides()
+	budget := maxCoverChecks
 	var out []Warning
 	warn := func(off int, path, code, format string, args ...any) {
 		line, col := lineColumn(p.doc, off)
@@ -91,7 +92,7 @@ func (p *Policy) Lint(nodes []Node) []Warning {
 			}
 		}
 		p.lintPins(i, rg, dsts[i], path, warn)
-		if by, ok := p.shadowedBy(i, srcs[i], dsts[i]); ok {
+		if by, ok := p.shadowedBy(i, srcs[i], dsts[i], &budget); ok {
 			msg := "shadowed: earlier grants (" + joinInts(by) + ") allow everything it allows, so it never decides"
 			if p.grants[i].approval != "" || p.grants[i].when != nil {
 				msg += "; its when and approval never apply"
@@ -164,11 +165,27 @@ func (p *Policy) lintPins(i int, rg *rawGrant, dsts []nodeKey, path string, warn
 	}
 }
 
+// maxCoverChecks bounds the grant comparisons of one Lint: a document of
+// many grants that all link the same pair would otherwise cost the square
+// of their number. Once it is spent, no more grants are found shadowed
+// (fewer warnings, never a wrong one).
+const maxCoverChecks = 20_000_000
+
 // shadowedBy reports whether grant j never decides, and the earlier
-// grants that decide instead.
-func (p *Policy) shadowedBy(j int, srcs, dsts []nodeKey) ([]int, bool) {
+// grants that decide instead; each earlier grant looked at spends one of
+// budget.
+func (p *Policy) shadowedBy(j int, srcs, dsts []nodeKey, budget *int) ([]int, bool) {
 	if j == 0 || len(srcs) == 0 || len(dsts) == 0 {
 		return nil, false
+	}
+	memo := map[int32]bool{}
+	covers := func(i int32) bool {
+		c, ok := memo[i]
+		if !ok {
+			c = p.coversGrant(int(i), j)
+			memo[i] = c
+		}
+		return c
 	}
 	all := nodeKey{kind: keyAll}
 	var by []int
@@ -181,7 +198,10 @@ func (p *Policy) shadowedBy(j int, srcs, dsts []nodeKey) ([]int, bool) {
 						if int(gi) >= j || (found >= 0 && int(gi) >= found) {
 							break
 						}
-						if p.coversGrant(int(gi), j) {
+						if *budget--; *budget < 0 {
+							return nil, false
+						}
+						if covers(gi) {
 							found = int(gi)
 							break
 						}

@@ -97,18 +97,18 @@ func (p *Policy) grantSides() (src, dst [][]nodeKey) {
 	for dk, bySrc := range p.index {
 		for sk, grants := range bySrc {
 			for _, gi := range grants {
-				if !slices.Contains(dst[gi], dk) {
-					dst[gi] = append(dst[gi], dk)
-				}
-				if !slices.Contains(src[gi], sk) {
-					src[gi] = append(src[gi], sk)
-				}
+				// Duplicates (one per pair) go below; the index holds
+				// at most MaxIndexEntries pairs.
+				dst[gi] = append(dst[gi], dk)
+				src[gi] = append(src[gi], sk)
 			}
 		}
 	}
 	for i := range p.grants {
 		slices.SortFunc(src[i], cmpKey)
+		src[i] = slices.Compact(src[i])
 		slices.SortFunc(dst[i], cmpKey)
+		dst[i] = slices.Compact(dst[i])
 	}
 	return src, dst
 }
