@@ -128,10 +128,14 @@ func policyRights(ctx context.Context, env Env, a rightsArgs, who bool) error {
 		return err
 	}
 	// The node's tags: the registry's, unless --tags says.
+	registered := false
 	for _, n := range nodes {
 		if n.Kind == node.Kind && n.Name == node.Name {
-			node.Tags = n.Tags
+			node.Tags, registered = n.Tags, true
 		}
+	}
+	if nodes != nil && !registered {
+		printf(env.Stderr, "warning: no active node %s is registered (a typo?); its tags are taken as none unless --tags says\n", a.sel)
 	}
 	if a.tags != "" {
 		if node.Tags, err = identity.SplitTags(a.tags); err != nil {
@@ -199,13 +203,14 @@ func printRights(env Env, rep rightsReport, who bool) {
 		if r.Member != "" {
 			v += " (" + r.Member + ")"
 		}
-		printRow(tw, p, orDash(strings.Join(r.Tags, ",")), v, fmt.Sprintf("%d (line %d)", r.Grant, r.Line), gives(r), condition(r))
+		printRow(tw, p, orDash(strings.Join(r.Tags, ",")), v, fmt.Sprintf("%d (line %d)", r.Grant, r.Line), gives(r, rep.Tool, rep.ToolReports), condition(r))
 	}
 	tw.Flush()
 }
 
-// gives says in a few words what a right gives.
-func gives(r policy.Right) string {
+// gives says in a few words what a right gives; toolFilter and
+// toolReports are the report's.
+func gives(r policy.Right, toolFilter string, toolReports bool) string {
 	if r.Connect {
 		return "connect only"
 	}
@@ -215,7 +220,11 @@ func gives(r policy.Right) string {
 			parts = append(parts, name+": "+orText(strings.Join(items, " "), "(none of the reported tools)"))
 		}
 	}
-	add("tools", r.Tools)
+	if r.Tools != nil && !r.ToolsSeen && len(r.Tools) == 1 && toolFilter != "" && toolReports {
+		parts = append(parts, "tools: "+r.Tools[0]+" (not among the tools its gateway reported)")
+	} else {
+		add("tools", r.Tools)
+	}
 	add("resources", r.Resources)
 	add("prompts", r.Prompts)
 	add("models", r.Models)

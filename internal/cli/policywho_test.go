@@ -126,6 +126,10 @@ func TestPolicyWhoAndCanAgainstARealCoordinator(t *testing.T) {
 	if !rep.Registry || rep.ToolReports || len(rep.Rights) != 3 || !slices.Equal(rep.Rights[0].Tools, []string{"bal*"}) {
 		t.Errorf("offline who: %+v", rep)
 	}
+	code, out, errOut = run(t, nil, "policy", "who", "--dst", "tool:ledgr", "--state", admin)
+	if code != 0 || !strings.Contains(errOut, "warning: no active node tool:ledgr is registered") || !strings.Contains(out, "nobody may reach tool:ledgr") {
+		t.Errorf("who of a typo: %d %q %q", code, out, errOut)
+	}
 	if code, _, errOut := run(t, nil, "policy", "who", "--policy", file); code != 2 || !strings.Contains(errOut, "--dst") {
 		t.Errorf("who without --dst: %d %q", code, errOut)
 	}
