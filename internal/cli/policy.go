@@ -20,18 +20,27 @@ import (
 func init() {
 	register(&command{
 		name:  "policy",
-		usage: "validate|apply|get|history|rollback|check [ARGS] [flags]",
-		short: "validate, apply, inspect, roll back and explain policy",
+		usage: "validate|apply|get|history|rollback|check|who|can [ARGS] [flags]",
+		short: "validate, apply, inspect, roll back and explain policy; who may reach what",
 		long: `Examples:
   agentmesh policy validate examples/policy.hujson
   agentmesh policy apply examples/policy.hujson --state ./mesh/admin
   agentmesh policy check --file examples/policy.hujson --src agent:fraud-detector \
-      --dst tool:payments-db --tool query --args '{"sql":"select 1"}'`,
+      --dst tool:payments-db --tool query --args '{"sql":"select 1"}'
+  agentmesh policy who --dst tool:ledger --tool transfer
+  agentmesh policy can --src agent:teller --json`,
 		subs: []*subcommand{
 			{name: "validate", usage: "FILE [--state DIR [--strict]]", short: "check a file offline (exit 0 when valid; tests in it run)",
 				long: `With --state (given on the command line; $AGENTMESH_STATE is not used, so validate
 stays offline unless asked), it also warns about selectors that match no registered node
-and tags no node carries; --strict makes those an error.`,
+and tags no node carries; --strict makes those an error.
+
+It also warns (lint), with line and column, about grants shadowed by earlier grants
+(they never decide), "!" exclusions that exclude nothing, tools entries that match no
+tool pinned for the grant's dst, and, with --state, grants whose src or dst no
+registered node matches. Exit status: 0 when the file is valid and its tests pass,
+warnings or not; 1 when it is not (or, with --strict, a selector matches no node,
+or the coordinator cannot be asked); 2 for a usage error.`,
 				flags: policyValidate},
 			{name: "apply", usage: "FILE [--strict] [--json]", short: "apply a new version (admin); a failing file changes nothing",
 				long: `Warns, on stderr, about selectors that match no registered node and tags no node
@@ -46,6 +55,10 @@ nothing is applied.`,
 				long: `With --file the decision is made offline, otherwise against the coordinator's current
 policy and the registry's tags. Exit status 0 whether allowed or denied.`,
 				flags: policyCheckFlags},
+			{name: "who", usage: "--dst KIND:NAME [--tool NAME] [--tags tag:a,tag:b] [--policy FILE] [--nodes FILE] [--tools FILE] [--json]",
+				short: "who may reach a service or tool, and through which grant", long: whoLong, flags: policyWhoFlags},
+			{name: "can", usage: "--src KIND:NAME [--tags tag:a,tag:b] [--policy FILE] [--nodes FILE] [--tools FILE] [--json]",
+				short: "everything an identity may use, and through which grant", long: whoLong, flags: policyCanFlags},
 		},
 	})
 }
@@ -78,10 +91,14 @@ func policyValidate(fs *flag.FlagSet, env Env) func(context.Context, []string) e
 		if err != nil {
 			return err
 		}
+		var nodes []policy.Node
 		if *state != "" {
-			if err := checkUnmatched(ctx, env, *state, p, *strict); err != nil {
+			if nodes, err = checkUnmatched(ctx, env, *state, p, *strict); err != nil {
 				return err
 			}
+		}
+		for _, w := range p.Lint(nodes) {
+			printf(env.Stderr, "warning: %s:%s\n", pos[0], w.String())
 		}
 		printf(env.Stdout, "%s: valid (%s)\n", pos[0], p.Summary())
 		return nil
@@ -100,7 +117,7 @@ func policyApply(fs *flag.FlagSet, env Env) func(context.Context, []string) erro
 		if err != nil {
 			return fmt.Errorf("%w (nothing was applied)", err)
 		}
-		if err := checkUnmatched(ctx, env, *state, p, *strict); err != nil {
+		if _, err := checkUnmatched(ctx, env, *state, p, *strict); err != nil {
 			return fmt.Errorf("%w (nothing was applied)", err)
 		}
 		var pv controlapi.PolicyVersion
@@ -121,13 +138,13 @@ func strictFlag(fs *flag.FlagSet) *bool {
 
 // checkUnmatched warns on stderr about each selector of p that matches no
 // active node in the coordinator's registry (policy.Policy.Unmatched);
-// with strict, any is an error.
-func checkUnmatched(ctx context.Context, env Env, state string, p *policy.Policy, strict bool) error {
+// with strict, any is an error. It returns those nodes.
+func checkUnmatched(ctx context.Context, env Env, state string, p *policy.Policy, strict bool) ([]policy.Node, error) {
 	var infos []controlapi.NodeInfo
 	if err := adminCall(ctx, state, http.MethodGet, controlapi.PathNodes, nil, &infos); err != nil {
-		return err
+		return nil, err
 	}
-	var nodes []policy.Node
+	nodes := []policy.Node{}
 	for _, n := range infos {
 		kind, err := identity.ParseKind(n.Kind)
 		if err != nil || n.Status != "active" {
@@ -144,9 +161,9 @@ func checkUnmatched(ctx context.Context, env Env, state string, p *policy.Policy
 		printf(env.Stderr, "warning: %s\n", u.String())
 	}
 	if strict && len(unmatched) > 0 {
-		return fmt.Errorf("--strict: %d selector(s) match no registered node", len(unmatched))
+		return nil, fmt.Errorf("--strict: %d selector(s) match no registered node", len(unmatched))
 	}
-	return nil
+	return nodes, nil
 }
 
 func policyGet(fs *flag.FlagSet, env Env) func(context.Context, []string) error {
