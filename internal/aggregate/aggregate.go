@@ -123,6 +123,9 @@ type Aggregator struct {
 	backends map[string]*backend // by service name
 	owner    map[string]*backend // aggregated tool name → the backend serving it
 	wg       sync.WaitGroup
+
+	clients  *clients        // client sessions' own sessions (routing.go)
+	progress *progressRoutes // calls' progress tokens (routing.go)
 }
 
 // New returns an aggregator with no services yet.
@@ -138,13 +141,14 @@ func New(cfg Config) (*Aggregator, error) {
 		log = slog.New(slog.DiscardHandler)
 	}
 	a := &Aggregator{cfg: cfg, log: log, backends: map[string]*backend{}, owner: map[string]*backend{}}
+	a.clients, a.progress = newClients(a), newProgressRoutes(a)
 	a.server = mcp.NewServer(&mcp.Implementation{Name: "agentmesh-aggregate", Version: cfg.Version}, &mcp.ServerOptions{
-		// Tools only, always with list_changed: the set changes as
-		// services come and go. No logging capability (none is routed).
-		Capabilities: &mcp.ServerCapabilities{Tools: &mcp.ToolCapabilities{ListChanged: true}},
+		// Tools always with list_changed: the set changes as services
+		// come and go. Logging: services' messages are routed (routing.go).
+		Capabilities: &mcp.ServerCapabilities{Tools: &mcp.ToolCapabilities{ListChanged: true}, Logging: &mcp.LoggingCapabilities{}},
 		Logger:       log,
 	})
-	a.server.AddReceivingMiddleware(a.initializeMeta)
+	a.server.AddReceivingMiddleware(a.initializeMeta, a.routing)
 	return a, nil
 }
 
@@ -267,6 +271,7 @@ func (a *Aggregator) Close() {
 		delete(a.backends, name)
 	}
 	a.mu.Unlock()
+	a.clients.close()
 	a.wg.Wait()
 }
 
@@ -274,6 +279,7 @@ func (a *Aggregator) Close() {
 // that a successor for the same service finds their names free.
 func (a *Aggregator) dropLocked(be *backend) {
 	be.stop()
+	a.clients.dropBackend(be)
 	var gone []string
 	for name := range be.tools {
 		if a.owner[name] == be {
