@@ -82,9 +82,9 @@ type client struct {
 	inflight, asks chan struct{}
 
 	// Guarded by clients.mu:
-	level mcp.LoggingLevel      // set by logging/setLevel; "" before
+	level mcp.LoggingLevel         // set by logging/setLevel; "" before
 	ups   map[*backend]*ownSession // its sessions, by service
-	reqs  []context.Context      // contexts of its requests in flight
+	reqs  []context.Context        // contexts of its requests in flight
 }
 
 // ownSession is one client's session to one service.
