@@ -278,6 +278,14 @@ func (c *clients) open(b *backend, cl *client) (*mcp.Client, *mcp.ClientSession,
 					return cl.ss.Elicit(ctx, req.Params)
 				})
 			}
+			opts.ElicitationCompleteHandler = func(ctx context.Context, req *mcp.ElicitationCompleteNotificationRequest) {
+				if req.Params == nil {
+					return
+				}
+				if err := cl.ss.NotifyElicitationComplete(ctx, req.Params); err != nil {
+					c.a.log.Debug("aggregate: a service's elicitation/complete did not reach the client", "service", b.svc.Name, "err", err)
+				}
+			}
 		}
 	}
 	client := mcp.NewClient(impl, opts)

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
+	"net/http"
 	"runtime"
 	"strings"
 	"sync"
@@ -12,6 +14,8 @@ import (
 
 	"github.com/modelcontextprotocol/go-sdk/jsonrpc"
 	"github.com/modelcontextprotocol/go-sdk/mcp"
+
+	"github.com/agentmesh/agentmesh/internal/loopback"
 )
 
 const protocol2025 = "2025-11-25"
@@ -122,6 +126,7 @@ func routedUpstream(block chan<- string) *mcp.Server {
 // sampling, elicitation and roots/list with its name, and recording the
 // progress and log messages it gets.
 type routedClient struct {
+	client   *mcp.Client
 	cs       *mcp.ClientSession
 	progress chan *mcp.ProgressNotificationParams
 	logs     chan *mcp.LoggingMessageParams
@@ -143,6 +148,7 @@ func connectRouted(t *testing.T, a *Aggregator, name, version string) *routedCli
 		LoggingMessageHandler: func(_ context.Context, req *mcp.LoggingMessageRequest) { rc.logs <- req.Params },
 	})
 	cl.AddRoots(&mcp.Root{URI: "file:///" + name})
+	rc.client = cl
 	ct, st := mcp.NewInMemoryTransports()
 	ctx := context.Background()
 	ss, err := a.Server().Connect(ctx, st, nil)
@@ -415,4 +421,98 @@ func TestAClientCannotHoldMoreThanItsRequestsInFlight(t *testing.T) {
 	<-started
 	close(release)
 	released = true
+}
+
+// TestCancellingAnHTTPCallCancelsItAtTheService: over Streamable HTTP,
+// a client that cancels its call (notifications/cancelled on its
+// session) cancels it at the service. The HTTP endpoint keeps sessions
+// (the SDK serves 2026-07-28 only statelessly): a client asking for
+// 2026-07-28 falls back to 2025-11-25, which the second case shows.
+func TestCancellingAnHTTPCallCancelsItAtTheService(t *testing.T) {
+	for _, version := range []string{protocol2025, protocol2026} {
+		t.Run(version, func(t *testing.T) {
+			block := make(chan string, 2)
+			a, cs, changed := newFixture(t, map[string]*mcp.Server{"svc": routedUpstream(block)})
+			a.Update(Snapshot{Services: []Service{{Name: "svc", Addr: "1"}}})
+			waitTools(t, cs, changed, "svc__block", "svc__elicit", "svc__log", "svc__progress", "svc__roots", "svc__sample")
+			ln, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			sctx, stop := context.WithCancel(context.Background())
+			served := make(chan error, 1)
+			go func() { served <- a.ServeListener(sctx, ln, loopback.Auth{NoToken: true}) }()
+			defer func() {
+				stop()
+				if err := <-served; err != nil {
+					t.Errorf("ServeListener: %v", err)
+				}
+			}()
+			tr := &http.Transport{}
+			defer tr.CloseIdleConnections()
+			cl := mcp.NewClient(&mcp.Implementation{Name: "http", Version: "1"}, nil)
+			hcs, err := cl.Connect(context.Background(), &mcp.StreamableClientTransport{Endpoint: "http://" + ln.Addr().String() + "/mcp",
+				MaxRetries: -1, HTTPClient: &http.Client{Transport: tr}}, &mcp.ClientSessionOptions{ProtocolVersion: version})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer hcs.Close()
+			if got := hcs.InitializeResult().ProtocolVersion; got != protocol2025 {
+				t.Errorf("negotiated %s over HTTP, want %s", got, protocol2025)
+			}
+			ctx, cancel := context.WithCancel(context.Background())
+			done := make(chan error, 1)
+			go func() {
+				_, err := hcs.CallTool(ctx, &mcp.CallToolParams{Name: "svc__block"})
+				done <- err
+			}()
+			if got := <-block; got != "started" {
+				t.Fatalf("block: %s", got)
+			}
+			cancel()
+			if err := <-done; err == nil {
+				t.Error("a cancelled call succeeded")
+			}
+			select {
+			case <-block:
+			case <-time.After(30 * time.Second):
+				t.Fatal("the service's handler never saw the call cancelled")
+			}
+		})
+	}
+}
+
+
+// TestRootsChangesReachTheServicesAClientUses: a client's
+// roots/list_changed goes on to the services it has sessions to, whose
+// roots/list then gets its new roots.
+func TestRootsChangesReachTheServicesAClientUses(t *testing.T) {
+	up := routedUpstream(make(chan string, 2))
+	rootsChanged := make(chan struct{}, 4)
+	up.AddReceivingMiddleware(func(next mcp.MethodHandler) mcp.MethodHandler {
+		return func(ctx context.Context, method string, req mcp.Request) (mcp.Result, error) {
+			if method == "notifications/roots/list_changed" {
+				rootsChanged <- struct{}{}
+			}
+			return next(ctx, method, req)
+		}
+	})
+	a, cs, changed := newFixture(t, map[string]*mcp.Server{"svc": up})
+	a.Update(Snapshot{Services: []Service{{Name: "svc", Addr: "1"}}})
+	waitTools(t, cs, changed, "svc__block", "svc__elicit", "svc__log", "svc__progress", "svc__roots", "svc__sample")
+	rc := connectRouted(t, a, "alice", protocol2025)
+	if got := callText(t, rc.cs, &mcp.CallToolParams{Name: "svc__roots"}); got != "request: file:///alice" {
+		t.Fatalf("roots: %q", got)
+	}
+	for i, uri := range []string{"file:///more", "file:///again"} {
+		rc.client.AddRoots(&mcp.Root{URI: uri})
+		select {
+		case <-rootsChanged:
+		case <-time.After(30 * time.Second):
+			t.Fatalf("change %d: the service got no roots/list_changed", i+1)
+		}
+	}
+	if got := callText(t, rc.cs, &mcp.CallToolParams{Name: "svc__roots"}); got != "request: file:///again,file:///alice,file:///more" {
+		t.Fatalf("roots after the changes: %q", got)
+	}
 }
