@@ -482,7 +482,6 @@ func TestCancellingAnHTTPCallCancelsItAtTheService(t *testing.T) {
 	}
 }
 
-
 // TestRootsChangesReachTheServicesAClientUses: a client's
 // roots/list_changed goes on to the services it has sessions to, whose
 // roots/list then gets its new roots.
