@@ -6,10 +6,24 @@
 // routes calls, and passes a gateway's errors (denials among them) back
 // unchanged.
 //
-// This first version aggregates tools only: resources, resource
-// templates, prompts, subscriptions, server-to-client requests (sampling,
-// elicitation) and progress or cancellation beyond what the SDK does for a
-// tool call are not aggregated yet.
+// Sessions. Each service has one session of the aggregator's own, for
+// lists (and for the requests of 2026-07-28 clients, which have no
+// session). A client session of an earlier protocol gets, in addition, a
+// session of its own to each service it uses, opened on its first request
+// there and closed when it ends (clientsessions.go): a service's
+// server-to-client requests (sampling, elicitation, roots/list) and log
+// messages on it can then only belong to that client, and reach it; the
+// gateway sees one session per client, as with single-service connect.
+// A 2026-07-28 client gets what a service asks of it in an input_required
+// result, passed through both ways. Progress tokens are replaced by the
+// aggregator's own and routed back; a client's cancellation cancels the
+// aggregator's request, which the SDK passes on; logging/setLevel applies
+// to the client's own sessions (routing.go). What a client can make the
+// aggregator hold is bounded (MaxInFlightPerClient, MaxSessionsPerClient,
+// MaxClientSessions, MaxAsksPerClient, MaxProgressRoutes).
+//
+// Resources, resource templates, prompts and subscriptions are not
+// aggregated yet.
 package aggregate
 
 import (
