@@ -97,6 +97,13 @@ func (b *backend) serve() error {
 		// that can answer it (routing.go), not answered here.
 		MultiRoundTrip:              &mcp.MultiRoundTripOptions{Disabled: true},
 		ProgressNotificationHandler: b.a.progress.forward,
+		// Declared so that a service lists the tools it offers only to
+		// clients that can sample or be asked (the lists are read
+		// here); whether a client can is decided on its own session.
+		// A request on this session belongs to no client: refused.
+		Capabilities:                  sharedCapabilities(),
+		CreateMessageWithToolsHandler: refuseSampling,
+		ElicitationHandler:            refuseElicitation,
 		ToolListChangedHandler: func(context.Context, *mcp.ToolListChangedRequest) {
 			select {
 			case b.changed <- struct{}{}:

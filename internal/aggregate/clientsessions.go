@@ -390,3 +390,29 @@ func (c *clients) log(ctx context.Context, cl *client, svc string, p *mcp.Loggin
 		c.a.log.Debug("aggregate: a service's log message did not reach the client", "service", svc, "err", err)
 	}
 }
+
+// sharedCapabilities are those the backend's own session declares:
+// roots (always empty there), sampling and elicitation, so that its
+// lists include the tools a service offers only to clients that have
+// them. A client that has not gets its own session without them.
+func sharedCapabilities() *mcp.ClientCapabilities {
+	return &mcp.ClientCapabilities{
+		RootsV2:     &mcp.RootCapabilities{},
+		Sampling:    &mcp.SamplingCapabilities{},
+		Elicitation: &mcp.ElicitationCapabilities{Form: &mcp.FormElicitationCapabilities{}, URL: &mcp.URLElicitationCapabilities{}},
+	}
+}
+
+// errNoClient answers a service's request on the backend's own session,
+// which is no client's: sent outside a call of a client before
+// 2026-07-28, or to a 2026-07-28 client other than in an input_required
+// result.
+var errNoClient = &jsonrpc.Error{Code: jsonrpc.CodeInvalidRequest, Message: "agentmesh aggregated endpoint: this session belongs to no single client; a request to the client must come on the client's own session or in an input_required result"}
+
+func refuseSampling(context.Context, *mcp.CreateMessageWithToolsRequest) (*mcp.CreateMessageWithToolsResult, error) {
+	return nil, errNoClient
+}
+
+func refuseElicitation(context.Context, *mcp.ElicitRequest) (*mcp.ElicitResult, error) {
+	return nil, errNoClient
+}
