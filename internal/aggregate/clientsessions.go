@@ -114,9 +114,9 @@ func (c *clients) getLocked(ss *mcp.ServerSession) (*client, error) {
 	}
 	cl := &client{ss: ss, inflight: make(chan struct{}, MaxInFlightPerClient), asks: make(chan struct{}, MaxAsksPerClient), ups: map[*backend]*ownSession{}}
 	c.by[ss] = cl
-	c.wg.Add(1)
+	// Not waited for by close: ss is the server's, and may outlive the
+	// aggregator; once closed, end has nothing left to close.
 	go func() {
-		defer c.wg.Done()
 		ss.Wait()
 		c.end(cl)
 	}()
@@ -205,13 +205,17 @@ func (c *clients) session(ctx context.Context, b *backend, ss *mcp.ServerSession
 		if up.err != nil && current {
 			delete(cl.ups, b) // the next request tries again
 		}
+		if up.err == nil && current {
+			c.wg.Add(1) // under mu: close has not begun waiting
+		}
 		c.mu.Unlock()
-		if up.err == nil && !current { // the client or service left meanwhile
+		if up.err == nil && !current {
+			// The client or the service left, or the aggregator closed,
+			// meanwhile (close then also closes it).
 			up.cs.Close()
 			return nil, unavailable(b.svc.Name, errors.New("its session was closed"))
 		}
 		if up.err == nil {
-			c.wg.Add(1)
 			go func() {
 				defer c.wg.Done()
 				up.cs.Wait()

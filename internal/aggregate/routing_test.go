@@ -515,3 +515,32 @@ func TestRootsChangesReachTheServicesAClientUses(t *testing.T) {
 		t.Fatalf("roots after the changes: %q", got)
 	}
 }
+
+// TestCloseDoesNotWaitForClientSessions: Close ends the client's own
+// sessions to services while the client's session to the aggregator is
+// still open (over HTTP it may never end on its own).
+func TestCloseDoesNotWaitForClientSessions(t *testing.T) {
+	up := routedUpstream(make(chan string, 2))
+	a, cs, changed := newFixture(t, map[string]*mcp.Server{"svc": up})
+	a.Update(Snapshot{Services: []Service{{Name: "svc", Addr: "1"}}})
+	waitTools(t, cs, changed, "svc__block", "svc__elicit", "svc__log", "svc__progress", "svc__roots", "svc__sample")
+	rc := connectRouted(t, a, "alice", protocol2025)
+	callText(t, rc.cs, &mcp.CallToolParams{Name: "svc__progress"})
+	closed := make(chan struct{})
+	go func() {
+		a.Close()
+		close(closed)
+	}()
+	select {
+	case <-closed:
+	case <-time.After(30 * time.Second):
+		t.Fatal("Close waits for a client session that is still open")
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for upstreamSessions(up) != 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d sessions at the service after Close", upstreamSessions(up))
+		}
+		runtime.Gosched()
+	}
+}
