@@ -544,3 +544,32 @@ func TestCloseDoesNotWaitForClientSessions(t *testing.T) {
 		runtime.Gosched()
 	}
 }
+
+// TestAClientCannotOpenSessionsToMoreThanItsShareOfServices: past
+// MaxSessionsPerClient services used, a client's call to one more is
+// refused with CodeLimited, too_many_sessions.
+func TestAClientCannotOpenSessionsToMoreThanItsShareOfServices(t *testing.T) {
+	up := map[string]*mcp.Server{}
+	var svcs []Service
+	var names []string
+	for i := range MaxSessionsPerClient + 1 {
+		name := fmt.Sprintf("s%02d", i)
+		up[name] = upstream("", "x")
+		svcs = append(svcs, Service{Name: name, Addr: name})
+		names = append(names, name+Separator+"x")
+	}
+	a, cs, changed := newFixture(t, up)
+	a.Update(Snapshot{Services: svcs})
+	waitTools(t, cs, changed, names...)
+	rc := connectRouted(t, a, "alice", protocol2025)
+	for _, name := range names[:MaxSessionsPerClient] {
+		if got := callText(t, rc.cs, &mcp.CallToolParams{Name: name}); got != "x" {
+			t.Fatalf("%s: %q", name, got)
+		}
+	}
+	_, err := rc.cs.CallTool(context.Background(), &mcp.CallToolParams{Name: names[MaxSessionsPerClient]})
+	var je *jsonrpc.Error
+	if !errors.As(err, &je) || je.Code != CodeLimited || !strings.Contains(string(je.Data), "too_many_sessions") {
+		t.Fatalf("a call to one service too many: %v, want CodeLimited too_many_sessions", err)
+	}
+}
