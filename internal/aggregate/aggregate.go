@@ -6,10 +6,24 @@
 // routes calls, and passes a gateway's errors (denials among them) back
 // unchanged.
 //
-// This first version aggregates tools only: resources, resource
-// templates, prompts, subscriptions, server-to-client requests (sampling,
-// elicitation) and progress or cancellation beyond what the SDK does for a
-// tool call are not aggregated yet.
+// Sessions. Each service has one session of the aggregator's own, for
+// lists (and for the requests of 2026-07-28 clients, which have no
+// session). A client session of an earlier protocol gets, in addition, a
+// session of its own to each service it uses, opened on its first request
+// there and closed when it ends (clientsessions.go): a service's
+// server-to-client requests (sampling, elicitation, roots/list) and log
+// messages on it can then only belong to that client, and reach it; the
+// gateway sees one session per client, as with single-service connect.
+// A 2026-07-28 client gets what a service asks of it in an input_required
+// result, passed through both ways. Progress tokens are replaced by the
+// aggregator's own and routed back; a client's cancellation cancels the
+// aggregator's request, which the SDK passes on; logging/setLevel applies
+// to the client's own sessions (routing.go). What a client can make the
+// aggregator hold is bounded (MaxInFlightPerClient, MaxSessionsPerClient,
+// MaxClientSessions, MaxAsksPerClient, MaxProgressRoutes).
+//
+// Resources, resource templates, prompts and subscriptions are not
+// aggregated yet.
 package aggregate
 
 import (
@@ -123,6 +137,9 @@ type Aggregator struct {
 	backends map[string]*backend // by service name
 	owner    map[string]*backend // aggregated tool name → the backend serving it
 	wg       sync.WaitGroup
+
+	clients  *clients        // client sessions' own sessions (routing.go)
+	progress *progressRoutes // calls' progress tokens (routing.go)
 }
 
 // New returns an aggregator with no services yet.
@@ -138,13 +155,14 @@ func New(cfg Config) (*Aggregator, error) {
 		log = slog.New(slog.DiscardHandler)
 	}
 	a := &Aggregator{cfg: cfg, log: log, backends: map[string]*backend{}, owner: map[string]*backend{}}
+	a.clients, a.progress = newClients(a), newProgressRoutes(a)
 	a.server = mcp.NewServer(&mcp.Implementation{Name: "agentmesh-aggregate", Version: cfg.Version}, &mcp.ServerOptions{
-		// Tools only, always with list_changed: the set changes as
-		// services come and go. No logging capability (none is routed).
-		Capabilities: &mcp.ServerCapabilities{Tools: &mcp.ToolCapabilities{ListChanged: true}},
+		// Tools always with list_changed: the set changes as services
+		// come and go. Logging: services' messages are routed (routing.go).
+		Capabilities: &mcp.ServerCapabilities{Tools: &mcp.ToolCapabilities{ListChanged: true}, Logging: &mcp.LoggingCapabilities{}},
 		Logger:       log,
 	})
-	a.server.AddReceivingMiddleware(a.initializeMeta)
+	a.server.AddReceivingMiddleware(a.initializeMeta, a.routing)
 	return a, nil
 }
 
@@ -267,6 +285,7 @@ func (a *Aggregator) Close() {
 		delete(a.backends, name)
 	}
 	a.mu.Unlock()
+	a.clients.close()
 	a.wg.Wait()
 }
 
@@ -274,6 +293,7 @@ func (a *Aggregator) Close() {
 // that a successor for the same service finds their names free.
 func (a *Aggregator) dropLocked(be *backend) {
 	be.stop()
+	a.clients.dropBackend(be)
 	var gone []string
 	for name := range be.tools {
 		if a.owner[name] == be {

@@ -93,6 +93,17 @@ func (b *backend) serve() error {
 		return err
 	}
 	cl := mcp.NewClient(&mcp.Implementation{Name: "agentmesh-aggregate", Version: b.a.cfg.Version}, &mcp.ClientOptions{
+		// A service's input_required result goes back to the client
+		// that can answer it (routing.go), not answered here.
+		MultiRoundTrip:              &mcp.MultiRoundTripOptions{Disabled: true},
+		ProgressNotificationHandler: b.a.progress.forward,
+		// Declared so that a service lists the tools it offers only to
+		// clients that can sample or be asked (the lists are read
+		// here); whether a client can is decided on its own session.
+		// A request on this session belongs to no client: refused.
+		Capabilities:                  sharedCapabilities(),
+		CreateMessageWithToolsHandler: refuseSampling,
+		ElicitationHandler:            refuseElicitation,
 		ToolListChangedHandler: func(context.Context, *mcp.ToolListChangedRequest) {
 			select {
 			case b.changed <- struct{}{}:
@@ -172,7 +183,11 @@ func (b *backend) call(tool string) mcp.ToolHandler {
 		if err != nil {
 			return nil, err
 		}
-		p := &mcp.CallToolParams{Name: tool, Meta: forwardMeta(req.Params.Meta)}
+		meta, done := b.a.withProgress(ctx, req.Session, req.Params.Meta, forwardMeta(req.Params.Meta))
+		defer done()
+		// A 2026-07-28 client's retry answers what the service asked
+		// in its input_required result: pass the answers on.
+		p := &mcp.CallToolParams{Name: tool, Meta: meta, InputResponses: req.Params.InputResponses, RequestState: req.Params.RequestState}
 		if len(req.Params.Arguments) > 0 {
 			p.Arguments = req.Params.Arguments
 		}
@@ -190,16 +205,23 @@ func (b *backend) call(tool string) mcp.ToolHandler {
 
 // sessionFor returns the session to the service that carries a request
 // of the aggregated client session cs (a call, a read, a get): the one
-// place that routes requests to a service. Today every client shares the
-// backend's session; an error is the unavailable answer to give.
-func (b *backend) sessionFor(_ context.Context, _ *mcp.ServerSession) (*mcp.ClientSession, error) {
+// place that routes requests to a service. A client session of a
+// protocol before 2026-07-28 gets a session of its own, opened on its
+// first request (clientsessions.go), so that what the service sends back
+// outside the answer (its requests, log messages) reaches that client
+// only; a 2026-07-28 client (or none) shares the backend's. An error is
+// the answer to give the client.
+func (b *backend) sessionFor(ctx context.Context, cs *mcp.ServerSession) (*mcp.ClientSession, error) {
 	b.mu.Lock()
 	s, why := b.session, b.lastErr
 	b.mu.Unlock()
 	if s == nil {
 		return nil, unavailable(b.svc.Name, why)
 	}
-	return s, nil
+	if !ownSessions(cs) {
+		return s, nil
+	}
+	return b.a.clients.session(ctx, b, cs)
 }
 
 // forwardMeta is what of a call's _meta goes on to the gateway: the
@@ -208,7 +230,7 @@ func (b *backend) sessionFor(_ context.Context, _ *mcp.ServerSession) (*mcp.Clie
 // the aggregator, not the aggregator's with the gateway: a 2026-07-28
 // client's protocolVersion there fails the call at a gateway whose
 // session negotiated an earlier version) and without progressToken
-// (progress is not routed back yet).
+// (withProgress replaces it with one routed back to the client).
 func forwardMeta(m mcp.Meta) mcp.Meta {
 	var out mcp.Meta
 	for k, v := range m {
