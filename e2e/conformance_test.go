@@ -171,9 +171,10 @@ func startConformanceServer(t *testing.T) string {
 // waitHTTP polls url until it answers (any status) and reports whether it
 // did before p exited or timeout passed.
 func waitHTTP(p *proc, url string, timeout time.Duration) bool {
+	hc := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}, Timeout: 5 * time.Second}
 	deadline := time.Now().Add(timeout)
 	for time.Now().Before(deadline) {
-		resp, err := http.Get(url)
+		resp, err := hc.Get(url)
 		if err == nil {
 			resp.Body.Close()
 			return true
