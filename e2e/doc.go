@@ -34,4 +34,12 @@
 // surfaces as an APIError with our reason code, a client without the
 // endpoint's token (its API key) as an AuthenticationError with local_auth,
 // and the audit trail records status, time to first byte and token usage.
+//
+// TestConformanceThroughTheMesh runs the official MCP conformance suite
+// (@modelcontextprotocol/conformance, its server mode) against the Go
+// SDK's conformance server (built from the module's go-sdk requirement)
+// directly, through `connect SERVICE --listen` and through `connect --all
+// --no-prefix --listen`, and compares the scenarios that pass; the runner
+// gets the endpoints' bearer token from bearer.mjs, preloaded with
+// node --import.
 package e2e

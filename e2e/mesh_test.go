@@ -119,6 +119,8 @@ func missingPackage() string {
 		"@modelcontextprotocol/server-everything/dist/index.js",
 		"@modelcontextprotocol/server-filesystem/dist/index.js",
 		"openai/package.json",
+		"@modelcontextprotocol/conformance/dist/index.js",
+		"undici/package.json",
 	} {
 		if _, err := os.Stat(filepath.Join(nodeModules, p)); err != nil {
 			return p

@@ -103,7 +103,8 @@ type Meta struct {
 	PolicyVersion int64 `json:"policy_version"`
 	// Services are the tool services aggregated, sorted.
 	Services []string `json:"services"`
-	// Separator joins a service's name and its tool's name.
+	// Separator joins a service's name and its tool's name; empty
+	// when tools keep their own names (Config.NoPrefix).
 	Separator string `json:"separator"`
 }
 
@@ -122,6 +123,9 @@ type Config struct {
 	ListTimeout time.Duration
 	// Version is the aggregated server's version in serverInfo.
 	Version string
+	// NoPrefix lists tools under their own names, and then aggregates
+	// at most one service (see noprefix.go).
+	NoPrefix bool
 }
 
 // Aggregator serves the aggregated MCP server. Update feeds it the
@@ -203,7 +207,7 @@ func (a *Aggregator) withMeta(meta mcp.Meta) (mcp.Meta, string) {
 func (a *Aggregator) describe() (Meta, string) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	m := Meta{SPIFFEID: a.cfg.SPIFFEID, PolicyVersion: a.policy, Services: []string{}, Separator: Separator}
+	m := Meta{SPIFFEID: a.cfg.SPIFFEID, PolicyVersion: a.policy, Services: []string{}, Separator: a.separator()}
 	var b strings.Builder
 	for name := range a.backends {
 		m.Services = append(m.Services, name)
@@ -211,7 +215,7 @@ func (a *Aggregator) describe() (Meta, string) {
 	sort.Strings(m.Services)
 	for _, name := range m.Services {
 		if in := a.backends[name].instructions(); in != "" {
-			fmt.Fprintf(&b, "## %s (tools %s%s*)\n%s\n\n", name, name, Separator, strings.TrimSpace(in))
+			fmt.Fprintf(&b, "## %s (tools %s)\n%s\n\n", name, a.aggregatedName(name, "*"), strings.TrimSpace(in))
 		}
 	}
 	return m, strings.TrimSpace(b.String())
@@ -235,6 +239,7 @@ func (a *Aggregator) Update(s Snapshot) {
 		}
 		want[svc.Name] = svc
 	}
+	want = a.atMostOne(want)
 	for name, be := range a.backends {
 		if svc, ok := want[name]; !ok || svc != be.svc {
 			a.dropLocked(be)
@@ -349,7 +354,7 @@ func (a *Aggregator) setTools(be *backend, tools []*mcp.Tool) {
 // another service owns the name.
 func (a *Aggregator) admit(be *backend, tool string, taken map[string]*mcp.Tool) (string, bool) {
 	svc := be.svc.Name
-	name := svc + Separator + tool
+	name := a.aggregatedName(svc, tool)
 	skip := func(why string) (string, bool) {
 		a.log.Warn("aggregate: skipping a tool: "+why, "service", svc, "tool", tool)
 		return "", false
@@ -357,7 +362,7 @@ func (a *Aggregator) admit(be *backend, tool string, taken map[string]*mcp.Tool)
 	switch {
 	case tool == "":
 		return skip("it has no name")
-	case strings.Contains(tool, Separator):
+	case !a.cfg.NoPrefix && strings.Contains(tool, Separator):
 		return skip("its name contains the separator " + Separator)
 	case len(name) > maxToolName:
 		return skip(fmt.Sprintf("its aggregated name is longer than %d characters", maxToolName))

@@ -103,6 +103,7 @@ type Scenario struct {
 func Scenarios() []Scenario {
 	return []Scenario{
 		{"latency", "tools/call latency, sequential", scenarioLatency},
+		{"aggregate", "tools/call through connect --all vs connect SERVICE", scenarioAggregate},
 		{"work", "tools/call that does 10 ms of work", scenarioWork},
 		{"throughput", "tools/call throughput at concurrency 1, 16 and 64", scenarioThroughput},
 		{"session", "new session setup (connection + initialize)", scenarioSession},
@@ -371,6 +372,10 @@ func (rep *Report) WriteText(w io.Writer) error {
 			if env >= 0 {
 				fmt.Fprint(tw, "env/am\t")
 			}
+			agg := slices.Index(s.Columns, ColAggregate)
+			if agg >= 0 {
+				fmt.Fprint(tw, "all/am\t")
+			}
 			fmt.Fprintln(tw)
 			for _, row := range s.Rows {
 				fmt.Fprintf(tw, "%s (%s)\t", row.Metric, row.Unit)
@@ -382,6 +387,9 @@ func (rep *Report) WriteText(w io.Writer) error {
 				}
 				if env >= 0 {
 					fmt.Fprintf(tw, "%s\t", ratio(row, env, am))
+				}
+				if agg >= 0 {
+					fmt.Fprintf(tw, "%s\t", ratio(row, agg, am))
 				}
 				fmt.Fprintln(tw)
 			}

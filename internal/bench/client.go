@@ -72,7 +72,12 @@ func (r *runner) available(res *Result, names ...string) []*column {
 }
 
 func callEcho(ctx context.Context, s *mcp.ClientSession, msg string) error {
-	res, err := s.CallTool(ctx, &mcp.CallToolParams{Name: "echo", Arguments: echoIn{Msg: msg}})
+	return callEchoAs(ctx, s, "echo", msg)
+}
+
+// callEchoAs calls the upstream's echo tool listed under name.
+func callEchoAs(ctx context.Context, s *mcp.ClientSession, name, msg string) error {
+	res, err := s.CallTool(ctx, &mcp.CallToolParams{Name: name, Arguments: echoIn{Msg: msg}})
 	if err != nil {
 		return err
 	}

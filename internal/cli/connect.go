@@ -10,7 +10,7 @@ import (
 func init() {
 	register(&command{
 		name:  "connect",
-		usage: "SERVICE|--all --state DIR [--listen 127.0.0.1:PORT|unix:PATH [--no-token]] [--tailnet [--ts-*]] [--ready-fd N] " + metricsUsage,
+		usage: "SERVICE|--all [--no-prefix] --state DIR [--listen 127.0.0.1:PORT|unix:PATH [--no-token]] [--tailnet [--ts-*]] [--ready-fd N] " + metricsUsage,
 		short: "expose a mesh tool server to a local MCP client (stdio, or HTTP on loopback), or a model API to a local OpenAI client",
 		long: `SERVICE is a node name or tool:NAME, resolved through the netmap. The connection to its
 gateway uses this node's identity (mTLS) and is re-established after failures.
@@ -45,7 +45,9 @@ With --all (and no SERVICE) it is one MCP server for every tool service this age
 named SERVICE__TOOL, each call sent to its service's gateway, which decides and audits it as
 always. The set follows the netmap and each gateway's changes (tools/list_changed); a service that
 is down only loses its own tools. The initialize result's _meta.agentmesh carries this agent's
-SPIFFE ID, the policy version and the services aggregated. Not supported yet through --all:
+SPIFFE ID, the policy version and the services aggregated. --no-prefix keeps the tools' own
+names (for a client or test suite written for one server): it then serves at most one service,
+and none while this agent may reach more (no tool may shadow another's). Not supported yet through --all:
 resources, resource templates, prompts, subscriptions, server-to-client requests (sampling,
 elicitation), progress and cancellation beyond a tool call's own, protocol 2026-07-28 specifics,
 model services and --tailnet.
@@ -76,6 +78,7 @@ func runConnect(ctx context.Context, env Env, args []string) error {
 	listen := fs.String("listen", "", "serve Streamable HTTP on this loopback `ADDR` (127.0.0.1:PORT, or unix:PATH for a private Unix socket) instead of stdio")
 	noToken := fs.Bool("no-token", false, "serve a TCP --listen endpoint without its bearer token: every local user and process that can reach the port then acts as this agent")
 	all := fs.Bool("all", false, "serve one MCP server aggregating every tool service this agent may reach (tools only), instead of SERVICE")
+	noPrefix := fs.Bool("no-prefix", false, "with --all: list tools under their own names, not SERVICE__TOOL; serves at most one service (none while this agent may reach more)")
 	verbose := fs.Bool("v", false, "log to stderr at debug level")
 	tf := addTailnetFlags(fs, false)
 	readyFD := readyFlag(fs)
@@ -87,6 +90,8 @@ func runConnect(ctx context.Context, env Env, args []string) error {
 	}
 	service := ""
 	switch {
+	case *noPrefix && !*all:
+		return usagef("--no-prefix is an option of --all")
 	case *all && len(pos) != 0:
 		return usagef("give either SERVICE or --all, not both")
 	case !*all && len(pos) != 1:
@@ -94,7 +99,7 @@ func runConnect(ctx context.Context, env Env, args []string) error {
 	case !*all:
 		service = pos[0]
 	}
-	cfg := engine.ConnectConfig{State: *state, Service: service, All: *all, Listen: *listen, NoToken: *noToken,
+	cfg := engine.ConnectConfig{State: *state, Service: service, All: *all, NoPrefix: *noPrefix, Listen: *listen, NoToken: *noToken,
 		Stdin: env.Stdin, Stdout: env.Stdout, Logger: newLogger(env, *verbose, slog.LevelWarn), Metrics: *mc}
 	if cfg.Tailnet, err = tf.config(fs, env); err != nil {
 		return err

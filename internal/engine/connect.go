@@ -38,6 +38,10 @@ type ConnectConfig struct {
 	// (package aggregate). Service must then be empty; not over a
 	// tailnet.
 	All bool
+	// NoPrefix, with All, lists tools under their own names instead of
+	// SERVICE__TOOL; the endpoint then serves at most one service (none
+	// while the agent may reach more), so no tool can shadow another's.
+	NoPrefix bool
 	// Listen serves Streamable HTTP (or, for a model, the OpenAI API) on
 	// a loopback address (127.0.0.1:PORT) or a private Unix socket
 	// (unix:PATH); "" relays MCP over Stdin and Stdout. Listener, when
@@ -167,6 +171,8 @@ func (cfg *ConnectConfig) check() (identity.Kind, error) {
 	switch {
 	case err != nil:
 		return "", fmt.Errorf("%w: %v", ErrConfig, err)
+	case cfg.NoPrefix:
+		return "", fmt.Errorf("%w: no-prefix is an option of the aggregated endpoint (--all): a single service's tools keep their names anyway", ErrConfig)
 	case kind == identity.KindModel && cfg.Listen == "" && cfg.Listener == nil:
 		return "", fmt.Errorf("%w: a model endpoint is HTTP: give a loopback listen address (stdio makes no sense for a model)", ErrConfig)
 	case cfg.Tailnet == nil && cfg.State == "":

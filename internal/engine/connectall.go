@@ -75,7 +75,7 @@ func connectAll(ctx context.Context, cfg ConnectConfig) (err error) {
 	defer n.Close()
 	s.Node = n.ID().String()
 	self := n.ID()
-	a, err := aggregate.New(aggregate.Config{SPIFFEID: self.String(), Logger: log, Version: "agentmesh",
+	a, err := aggregate.New(aggregate.Config{SPIFFEID: self.String(), Logger: log, Version: "agentmesh", NoPrefix: cfg.NoPrefix,
 		Transport: func(svc aggregate.Service) (mcp.Transport, error) { return meshTransport(n, svc) }})
 	if err != nil {
 		return err
