@@ -120,6 +120,9 @@ type Request struct {
 	// Args are the tool call's arguments (or the model request's fields), as
 	// decoded by the strict decoder; `when` sees them as `args`.
 	Args map[string]any
+	// kept, set only by DecideRecorded, is the argument paths a record
+	// kept: a when reading others is not evaluated (auditargs.go).
+	kept *keptPaths
 }
 
 // Decision is the answer to a Request. The zero Decision denies.
@@ -142,4 +145,7 @@ type Decision struct {
 	// it proceeds, and ApprovalTimeout how long it may wait (approvals.go).
 	Approval        string
 	ApprovalTimeout time.Duration
+	// unjudged, only from DecideRecorded, says the answer depends on a
+	// when that reads arguments the record did not keep.
+	unjudged bool
 }

@@ -1,0 +1,311 @@
+package policy
+
+import (
+	"bytes"
+	"encoding/json"
+	"slices"
+	"strings"
+
+	"github.com/google/cel-go/cel"
+	"github.com/google/cel-go/common/ast"
+	"github.com/google/cel-go/common/operators"
+	"github.com/google/cel-go/common/types"
+)
+
+// What the audit trail keeps of a request's arguments, so that a decision
+// can be made again later (`agentmesh policy replay`) exactly as the
+// gateway made it. The rule is the policy's own: an argument value is kept
+// only when a `when` condition of the policy reads it, at the path it
+// reads, and never under a key named like a secret (secretKeyParts).
+// Everything else in the arguments is never recorded. A when whose
+// arguments were not kept cannot be evaluated again; replay counts such
+// requests as not judged rather than guessing.
+//
+// Paths are constant field selections from args: args.opts.mode reads
+// "opts.mode", args["a b"] reads "a b", "k" in args reads "k", has(args.x)
+// reads "x". A path ends where the expression stops selecting constant
+// keys (a list index, a computed key, a comprehension, a function), and the
+// whole value there is kept: args.items.all(i, i.price > 0) keeps "items".
+// A when that reads args itself as a value (size(args), iterating over its
+// keys) reads everything, which is never kept: its requests are not judged.
+
+// secretKeyParts are the lower-case substrings of an argument key that
+// mark it as a secret: a path with such a key anywhere is not kept, even
+// when a when reads it.
+var secretKeyParts = []string{"password", "passwd", "passphrase", "secret", "token", "apikey", "api_key", "api-key", "authorization", "cookie", "credential", "private_key", "privatekey"}
+
+// secretKey reports whether an argument key is named like a secret.
+func secretKey(k string) bool {
+	k = strings.ToLower(k)
+	for _, s := range secretKeyParts {
+		if strings.Contains(k, s) {
+			return true
+		}
+	}
+	return false
+}
+
+// argPaths is what one when reads in args: its constant paths (dotted,
+// each a slice of keys) and whether it also reads args whole.
+type argPaths struct {
+	paths [][]string
+	whole bool
+}
+
+// argPathsOf extracts the argument paths of a checked when.
+func argPathsOf(checked *cel.Ast) argPaths {
+	var out argPaths
+	idents := ast.MatchDescendants(ast.NavigateAST(checked.NativeRep()), func(e ast.NavigableExpr) bool {
+		return e.Kind() == ast.IdentKind && e.AsIdent() == "args"
+	})
+	for _, id := range idents {
+		var path []string
+		cur := id
+		for {
+			parent, ok := cur.Parent()
+			if !ok {
+				break
+			}
+			key, ok := selectedKey(parent, cur)
+			if !ok {
+				break
+			}
+			path = append(path, key)
+			if parent.Kind() == ast.CallKind && parent.AsCall().FunctionName() == operators.In {
+				break // "k" in args tests presence: nothing selects below it
+			}
+			cur = parent
+		}
+		if len(path) == 0 {
+			out.whole = true
+			continue
+		}
+		out.paths = append(out.paths, path)
+	}
+	return out
+}
+
+// selectedKey returns the constant key parent selects from its child
+// operand: a field selection, an index with a string literal, or a string
+// literal tested with in.
+func selectedKey(parent, child ast.NavigableExpr) (string, bool) {
+	switch parent.Kind() {
+	case ast.SelectKind:
+		s := parent.AsSelect()
+		if s.Operand().ID() == child.ID() {
+			return s.FieldName(), true
+		}
+	case ast.CallKind:
+		c := parent.AsCall()
+		args := c.Args()
+		if len(args) != 2 || c.IsMemberFunction() {
+			return "", false
+		}
+		operand, key := args[0], args[1]
+		switch c.FunctionName() {
+		case operators.Index:
+		case operators.In:
+			operand, key = args[1], args[0]
+		default:
+			return "", false
+		}
+		if operand.ID() != child.ID() || key.Kind() != ast.LiteralKind {
+			return "", false
+		}
+		if s, ok := key.AsLiteral().(types.String); ok {
+			return string(s), true
+		}
+	}
+	return "", false
+}
+
+// keptPaths is a set of argument paths as a tree: a node marked whole
+// keeps the entire value at its path.
+type keptPaths struct {
+	fields map[string]*keptPaths
+	whole  bool
+}
+
+// add keeps path; a path under one already kept whole adds nothing, and a
+// path above kept ones replaces them.
+func (k *keptPaths) add(path []string) {
+	n := k
+	for _, key := range path {
+		if n.whole {
+			return
+		}
+		if n.fields == nil {
+			n.fields = make(map[string]*keptPaths)
+		}
+		c := n.fields[key]
+		if c == nil {
+			c = &keptPaths{}
+			n.fields[key] = c
+		}
+		n = c
+	}
+	n.whole, n.fields = true, nil
+}
+
+// covers reports whether every value at path is kept.
+func (k *keptPaths) covers(path []string) bool {
+	n := k
+	for _, key := range path {
+		if n.whole {
+			return true
+		}
+		if n = n.fields[key]; n == nil {
+			return false
+		}
+	}
+	return n.whole
+}
+
+// list returns the kept paths, dotted and sorted.
+func (k *keptPaths) list() []string {
+	var out []string
+	var walk func(n *keptPaths, prefix string)
+	walk = func(n *keptPaths, prefix string) {
+		for key, c := range n.fields {
+			p := key
+			if prefix != "" {
+				p = prefix + "." + key
+			}
+			if c.whole {
+				out = append(out, p)
+			} else {
+				walk(c, p)
+			}
+		}
+	}
+	walk(k, "")
+	slices.Sort(out)
+	return out
+}
+
+// parseKeptPaths reads back a list made by list. Keys holding a dot
+// cannot be told apart from paths, so such a key is recorded as a deeper
+// path: replay then finds the when's real path not covered and does not
+// judge, which is safe.
+func parseKeptPaths(paths []string) *keptPaths {
+	k := &keptPaths{}
+	for _, p := range paths {
+		k.add(strings.Split(p, "."))
+	}
+	return k
+}
+
+// auditPaths computes the paths p keeps: those its whens read, minus any
+// under a secret-named key.
+func auditPathsOf(p *Policy) []string {
+	k := &keptPaths{}
+	for i := range p.grants {
+		w := p.grants[i].when
+		if w == nil {
+			continue
+		}
+		for _, path := range w.args.paths {
+			if !slices.ContainsFunc(path, secretKey) {
+				k.add(path)
+			}
+		}
+	}
+	return k.list()
+}
+
+// AuditArgPaths returns the argument paths whose values the audit trail
+// keeps for a request decided by p (see the rule at the top of
+// auditargs.go), dotted and sorted; nil when p's whens read no argument
+// or p is nil.
+func (p *Policy) AuditArgPaths() []string {
+	if p == nil {
+		return nil
+	}
+	return p.auditPaths
+}
+
+// KeepArgs returns the JSON object a record keeps of args under paths (as
+// AuditArgPaths returns them): the values args has at those paths, and
+// null under any key spelled like a kept key in another case, so that a
+// case_variant_key refusal can be decided again. It returns "" for nil
+// args or no paths, and ok false when the kept text exceeds limit bytes.
+func KeepArgs(paths []string, args map[string]any, limit int) (kept string, ok bool) {
+	if len(paths) == 0 || args == nil {
+		return "", true
+	}
+	v := project(parseKeptPaths(paths), args)
+	var b bytes.Buffer
+	enc := json.NewEncoder(&b)
+	if err := enc.Encode(v); err != nil {
+		return "", false
+	}
+	s := strings.TrimSuffix(b.String(), "\n")
+	if len(s) > limit {
+		return "", false
+	}
+	return s, true
+}
+
+// project keeps of v what k keeps.
+func project(k *keptPaths, v map[string]any) map[string]any {
+	out := make(map[string]any)
+	for key, val := range v {
+		c, exact := k.fields[key]
+		if !exact {
+			for f := range k.fields {
+				if strings.EqualFold(f, key) {
+					out[key] = nil
+					break
+				}
+			}
+			continue
+		}
+		if m, isMap := val.(map[string]any); isMap && !c.whole {
+			out[key] = project(c, m)
+			continue
+		}
+		out[key] = val
+	}
+	return out
+}
+
+// judges reports whether w can be evaluated on arguments that kept k: it
+// reads no argument outside k and does not read args whole.
+func (k *keptPaths) judges(w *whenProg) bool {
+	if w.args.whole {
+		return false
+	}
+	for _, p := range w.args.paths {
+		if !k.covers(p) {
+			return false
+		}
+	}
+	return true
+}
+
+// KeptArgs is the set of argument paths one record kept
+// (audit.Basis.ArgPaths), parsed once; replay reuses it for every event
+// that kept the same paths. The nil *KeptArgs kept nothing.
+type KeptArgs struct{ k *keptPaths }
+
+// ParseKeptArgs parses the dotted paths a record lists.
+func ParseKeptArgs(paths []string) *KeptArgs {
+	return &KeptArgs{k: parseKeptPaths(paths)}
+}
+
+// DecideRecorded decides r as Decide does, for a request read back from
+// the audit trail whose arguments are only those kept at the paths of
+// kept. It reports judged false, with Grant naming the grant, when the
+// answer depends on a when that reads an argument the record did not keep
+// (or reads args whole): that when could have gone either way.
+func (p *Policy) DecideRecorded(r Request, kept *KeptArgs) (d Decision, judged bool) {
+	r.kept = &keptPaths{}
+	if kept != nil && kept.k != nil {
+		r.kept = kept.k
+	}
+	d = p.decide(&r)
+	if d.Grant >= 0 && p.grantNumbers != nil {
+		d.Grant = p.grantNumbers[d.Grant]
+	}
+	return d, !d.unjudged
+}

@@ -1,0 +1,111 @@
+package policy
+
+import (
+	"encoding/json"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/agentmesh/agentmesh/internal/reason"
+)
+
+const auditArgsDoc = `{
+  "grants": [
+    {"src": ["agent:teller"], "dst": ["tool:ledger"], "tools": ["transfer"],
+     "when": "args.amount <= 1000 && has(args.opts.mode) && args.opts.mode == 'safe' && 'memo' in args"},
+    {"src": ["agent:teller"], "dst": ["tool:ledger"], "tools": ["batch"], "when": "args.items.all(i, i.price < 10) && args['a b'] == 1"},
+    {"src": ["agent:teller"], "dst": ["tool:ledger"], "tools": ["login"], "when": "args.api_token != '' && args.user == 'x'"},
+    {"src": ["agent:teller"], "dst": ["tool:ledger"], "tools": ["count"], "when": "size(args) < 3"},
+    {"src": ["agent:teller"], "dst": ["tool:ledger"], "tools": ["other"], "when": "src.name == 'teller'"},
+  ],
+}`
+
+func TestAuditArgPathsAreWhatWhensReadMinusSecrets(t *testing.T) {
+	p := mustCompile(t, auditArgsDoc)
+	got := p.AuditArgPaths()
+	want := []string{"a b", "amount", "items", "memo", "opts.mode", "user"}
+	if !slices.Equal(got, want) {
+		t.Fatalf("AuditArgPaths = %q, want %q (api_token is a secret, size(args) reads no path)", got, want)
+	}
+	if (*Policy)(nil).AuditArgPaths() != nil {
+		t.Fatal("a nil policy keeps paths")
+	}
+}
+
+func TestKeepArgsKeepsOnlyReadPathsAndCaseVariants(t *testing.T) {
+	args := map[string]any{
+		"amount": json.Number("12"), "memo": "hi", "password": "hunter2",
+		"opts":  map[string]any{"mode": "safe", "other": "x"},
+		"Items": []any{"a"}, "unread": "y",
+	}
+	paths := []string{"amount", "items", "memo", "opts.mode"}
+	got, ok := KeepArgs(paths, args, 4096)
+	if !ok {
+		t.Fatal("over limit")
+	}
+	const want = `{"Items":null,"amount":12,"memo":"hi","opts":{"mode":"safe"}}`
+	if got != want {
+		t.Fatalf("KeepArgs = %s, want %s", got, want)
+	}
+	if _, ok := KeepArgs(paths, map[string]any{"memo": strings.Repeat("x", 100)}, 50); ok {
+		t.Fatal("KeepArgs kept more than its limit")
+	}
+	if s, ok := KeepArgs(nil, args, 10); s != "" || !ok {
+		t.Fatal("KeepArgs kept something with no paths")
+	}
+}
+
+func TestDecideRecordedMatchesDecideOnKeptArgs(t *testing.T) {
+	p := mustCompile(t, auditArgsDoc)
+	kept := ParseKeptArgs(p.AuditArgPaths())
+	teller, ledger := agent("teller"), tool("ledger")
+	for _, tc := range []struct {
+		tool    string
+		args    string
+		judged  bool
+		outcome reason.Code
+	}{
+		{"transfer", `{"amount":10,"opts":{"mode":"safe","x":1},"memo":"m","junk":"zzz"}`, true, reason.Allowed},
+		{"transfer", `{"amount":1e4,"opts":{"mode":"safe"},"memo":"m"}`, true, reason.WhenFalse},
+		{"transfer", `{"amount":10,"opts":{"mode":"safe"}}`, true, reason.WhenFalse},
+		{"transfer", `{"Amount":10,"opts":{"mode":"safe"},"memo":"m"}`, true, reason.CaseVariantKey},
+		{"transfer", `{"amount":"x","opts":{"mode":"safe"},"memo":"m"}`, true, reason.WhenError},
+		{"batch", `{"items":[{"price":1},{"price":2}],"a b":1}`, true, reason.Allowed},
+		{"batch", `{"items":[{"price":11}],"a b":1}`, true, reason.WhenFalse},
+		{"login", `{"api_token":"s3cret","user":"x"}`, false, ""},
+		{"count", `{"a":1}`, false, ""},
+		{"other", `{"a":1}`, true, reason.Allowed}, // grant 4 needs no argument
+	} {
+		var args map[string]any
+		dec := json.NewDecoder(strings.NewReader(tc.args))
+		dec.UseNumber()
+		if err := dec.Decode(&args); err != nil {
+			t.Fatal(err)
+		}
+		live := p.Decide(callTool(teller, ledger, tc.tool, args))
+		s, ok := KeepArgs(p.AuditArgPaths(), args, 4096)
+		if !ok {
+			t.Fatal("over limit")
+		}
+		var back map[string]any
+		dec = json.NewDecoder(strings.NewReader(s))
+		dec.UseNumber()
+		if err := dec.Decode(&back); err != nil {
+			t.Fatal(err)
+		}
+		again, judged := p.DecideRecorded(callTool(teller, ledger, tc.tool, back), kept)
+		if judged != tc.judged {
+			t.Fatalf("%s %s: judged %v, want %v", tc.tool, tc.args, judged, tc.judged)
+		}
+		if !judged {
+			continue
+		}
+		if live.Reason != tc.outcome || again.Reason != live.Reason || again.Grant != live.Grant || again.Allow != live.Allow {
+			t.Fatalf("%s %s: live %+v, replayed from %s %+v, want %s", tc.tool, tc.args, live, s, again, tc.outcome)
+		}
+	}
+	// A record that kept no paths cannot judge a when reading one.
+	if _, judged := p.DecideRecorded(callTool(teller, ledger, "transfer", nil), nil); judged {
+		t.Fatal("judged a when without its arguments")
+	}
+}
