@@ -26,10 +26,9 @@ func Basis(r *policy.Request, eventMethod string, pol *policy.Policy) *audit.Bas
 		b.Method = r.Method
 	}
 	if paths := pol.AuditArgPaths(); len(paths) > 0 {
-		b.ArgPaths = paths
-		if args, ok := policy.KeepArgs(paths, r.Args, audit.MaxBasisArgs); ok {
-			b.Args = args
-		} else {
+		args, kept, ok := policy.KeepArgs(paths, r.Args, audit.MaxBasisArgs)
+		b.ArgPaths, b.Args = kept, args
+		if !ok {
 			b.Unjudged = audit.BasisArgsOverLimit
 		}
 	}

@@ -20,7 +20,7 @@ import (
 func init() {
 	register(&command{
 		name:  "policy",
-		usage: "validate|apply|get|history|rollback|check [ARGS] [flags]",
+		usage: "validate|apply|get|history|rollback|check|replay [ARGS] [flags]",
 		short: "validate, apply, inspect, roll back and explain policy",
 		long: `Examples:
   agentmesh policy validate examples/policy.hujson
@@ -46,6 +46,9 @@ nothing is applied.`,
 				long: `With --file the decision is made offline, otherwise against the coordinator's current
 policy and the registry's tags. Exit status 0 whether allowed or denied.`,
 				flags: policyCheckFlags},
+			{name: "replay", usage: "FILE [--since DURATION|TIME] [--src SEL] [--dst SEL] [--json]",
+				short: "what-if: decide the recorded requests again under FILE and list what would change",
+				long:  policyReplayLong, flags: policyReplay},
 		},
 	})
 }

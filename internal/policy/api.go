@@ -4,6 +4,9 @@
 // annotations (trusted tool classes, annotations.go) and tests. Grants carry tools, resources, prompts, models and paths (HTTP
 // "METHOD /path" globs for model nodes); limits declare requests per minute
 // and tokens per day for model requests (see Policy.Limits).
+// An audit_args section adjusts which argument values the audit trail
+// keeps for replay (auditargs.go: by default those the whens read, never
+// secret-named keys).
 // A tool_pins section pins tool servers' tool definitions by hash (the
 // policy's tool lockfile, see pins.go and package toolpin); a test's
 // tool_hashes makes its tools/call expectations check those pins.

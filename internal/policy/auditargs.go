@@ -3,8 +3,11 @@ package policy
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"slices"
 	"strings"
+
+	"github.com/tailscale/hujson"
 
 	"github.com/google/cel-go/cel"
 	"github.com/google/cel-go/common/ast"
@@ -195,9 +198,88 @@ func parseKeptPaths(paths []string) *keptPaths {
 	return k
 }
 
+// The audit_args section of a policy document adjusts the rule:
+//
+//	"audit_args": {
+//	  "keep": "when",                 // the default; "none" keeps no argument value
+//	  "omit": ["customer.ssn", "notes"], // paths (and what is under them) never kept
+//	}
+//
+// A path omitted, or under a secret-named key, is not kept even when a when
+// reads it: replay then counts the requests whose decision depended on that
+// when as not judged.
+type rawAuditArgs struct {
+	off  int
+	keep *str
+	omit *strList
+}
+
+// Values of audit_args.keep.
+const (
+	AuditKeepWhen = "when"
+	AuditKeepNone = "none"
+)
+
+type projectedAuditArgs struct {
+	Keep string   `json:"keep,omitempty"`
+	Omit []string `json:"omit,omitempty"`
+}
+
+func projectAuditArgs(a *rawAuditArgs) *projectedAuditArgs {
+	if a == nil {
+		return nil
+	}
+	out := &projectedAuditArgs{}
+	if a.keep != nil {
+		out.Keep = a.keep.s
+	}
+	if a.omit != nil {
+		out.Omit = strs(*a.omit)
+	}
+	return out
+}
+
+func (d *decoder) auditArgs(v *hujson.Value) *rawAuditArgs {
+	a := &rawAuditArgs{off: v.StartOffset}
+	d.object(v, "audit_args", func(name string, fv *hujson.Value) bool {
+		switch name {
+		case "keep":
+			if s, ok := d.string(fv, "audit_args.keep"); ok {
+				a.keep = &s
+			}
+		case "omit":
+			if l, ok := d.stringList(fv, "audit_args.omit"); ok {
+				a.omit = &l
+			}
+		default:
+			return false
+		}
+		return true
+	})
+	return a
+}
+
 // auditPaths computes the paths p keeps: those its whens read, minus any
-// under a secret-named key.
-func auditPathsOf(p *Policy) []string {
+// under a secret-named key or an omitted path, or none.
+func (c *compiler) auditPaths(p *Policy, a *rawAuditArgs) []string {
+	var omit [][]string
+	if a != nil {
+		if a.keep != nil && a.keep.s != AuditKeepWhen {
+			if a.keep.s != AuditKeepNone {
+				c.d.fail(a.keep.off, "audit_args.keep", ErrInvalid, "want %q or %q, got %q", AuditKeepWhen, AuditKeepNone, a.keep.s)
+			}
+			return nil
+		}
+		if a.omit != nil {
+			for i, s := range a.omit.items {
+				path := strings.Split(s.s, ".")
+				if slices.Contains(path, "") {
+					c.d.fail(s.off, fmt.Sprintf("audit_args.omit[%d]", i), ErrInvalid, "want a dotted argument path such as customer.ssn, got %q", s.s)
+				}
+				omit = append(omit, path)
+			}
+		}
+	}
 	k := &keptPaths{}
 	for i := range p.grants {
 		w := p.grants[i].when
@@ -205,12 +287,18 @@ func auditPathsOf(p *Policy) []string {
 			continue
 		}
 		for _, path := range w.args.paths {
-			if !slices.ContainsFunc(path, secretKey) {
-				k.add(path)
+			if slices.ContainsFunc(path, secretKey) || slices.ContainsFunc(omit, func(o []string) bool { return hasPrefix(path, o) || hasPrefix(o, path) }) {
+				continue
 			}
+			k.add(path)
 		}
 	}
 	return k.list()
+}
+
+// hasPrefix reports whether path starts with the keys of prefix.
+func hasPrefix(path, prefix []string) bool {
+	return len(path) >= len(prefix) && slices.Equal(path[:len(prefix)], prefix)
 }
 
 // AuditArgPaths returns the argument paths whose values the audit trail
@@ -227,27 +315,43 @@ func (p *Policy) AuditArgPaths() []string {
 // KeepArgs returns the JSON object a record keeps of args under paths (as
 // AuditArgPaths returns them): the values args has at those paths, and
 // null under any key spelled like a kept key in another case, so that a
-// case_variant_key refusal can be decided again. It returns "" for nil
-// args or no paths, and ok false when the kept text exceeds limit bytes.
-func KeepArgs(paths []string, args map[string]any, limit int) (kept string, ok bool) {
-	if len(paths) == 0 || args == nil {
-		return "", true
+// case_variant_key refusal can be decided again. A value to be kept whole
+// that holds a secret-named key anywhere inside is withheld: kept lists
+// the paths actually kept, which the record must name (a when reading a
+// withheld path is then not judged). It returns "" for nil args, and ok
+// false when the kept text exceeds limit bytes.
+func KeepArgs(paths []string, args map[string]any, limit int) (text string, kept []string, ok bool) {
+	if len(paths) == 0 {
+		return "", nil, true
 	}
-	v := project(parseKeptPaths(paths), args)
+	var withheld []string
+	var v map[string]any
+	if args != nil {
+		v = project(parseKeptPaths(paths), args, "", &withheld)
+	}
+	kept = paths
+	if len(withheld) > 0 {
+		kept = slices.DeleteFunc(slices.Clone(paths), func(p string) bool { return slices.Contains(withheld, p) })
+	}
+	if v == nil {
+		return "", kept, true
+	}
 	var b bytes.Buffer
 	enc := json.NewEncoder(&b)
 	if err := enc.Encode(v); err != nil {
-		return "", false
+		return "", kept, false
 	}
 	s := strings.TrimSuffix(b.String(), "\n")
 	if len(s) > limit {
-		return "", false
+		return "", kept, false
 	}
-	return s, true
+	return s, kept, true
 }
 
-// project keeps of v what k keeps.
-func project(k *keptPaths, v map[string]any) map[string]any {
+// project keeps of v what k keeps; prefix is v's dotted path. Values kept
+// whole that hold a secret-named key are left out and their paths added to
+// withheld.
+func project(k *keptPaths, v map[string]any, prefix string, withheld *[]string) map[string]any {
 	out := make(map[string]any)
 	for key, val := range v {
 		c, exact := k.fields[key]
@@ -260,13 +364,44 @@ func project(k *keptPaths, v map[string]any) map[string]any {
 			}
 			continue
 		}
+		path := key
+		if prefix != "" {
+			path = prefix + "." + key
+		}
 		if m, isMap := val.(map[string]any); isMap && !c.whole {
-			out[key] = project(c, m)
+			out[key] = project(c, m, path, withheld)
+			continue
+		}
+		if holdsSecret(val, 0) {
+			*withheld = append(*withheld, path)
 			continue
 		}
 		out[key] = val
 	}
 	return out
+}
+
+// holdsSecret reports whether v has a secret-named key at any depth (or is
+// nested too deep to tell).
+func holdsSecret(v any, depth int) bool {
+	if depth > maxFindDepth {
+		return true
+	}
+	switch x := v.(type) {
+	case map[string]any:
+		for k, e := range x {
+			if secretKey(k) || holdsSecret(e, depth+1) {
+				return true
+			}
+		}
+	case []any:
+		for _, e := range x {
+			if holdsSecret(e, depth+1) {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // judges reports whether w can be evaluated on arguments that kept k: it

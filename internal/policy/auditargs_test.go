@@ -39,18 +39,18 @@ func TestKeepArgsKeepsOnlyReadPathsAndCaseVariants(t *testing.T) {
 		"Items": []any{"a"}, "unread": "y",
 	}
 	paths := []string{"amount", "items", "memo", "opts.mode"}
-	got, ok := KeepArgs(paths, args, 4096)
-	if !ok {
+	got, kept, ok := KeepArgs(paths, args, 4096)
+	if !ok || !slices.Equal(kept, paths) {
 		t.Fatal("over limit")
 	}
 	const want = `{"Items":null,"amount":12,"memo":"hi","opts":{"mode":"safe"}}`
 	if got != want {
 		t.Fatalf("KeepArgs = %s, want %s", got, want)
 	}
-	if _, ok := KeepArgs(paths, map[string]any{"memo": strings.Repeat("x", 100)}, 50); ok {
+	if _, _, ok := KeepArgs(paths, map[string]any{"memo": strings.Repeat("x", 100)}, 50); ok {
 		t.Fatal("KeepArgs kept more than its limit")
 	}
-	if s, ok := KeepArgs(nil, args, 10); s != "" || !ok {
+	if s, _, ok := KeepArgs(nil, args, 10); s != "" || !ok {
 		t.Fatal("KeepArgs kept something with no paths")
 	}
 }
@@ -83,7 +83,7 @@ func TestDecideRecordedMatchesDecideOnKeptArgs(t *testing.T) {
 			t.Fatal(err)
 		}
 		live := p.Decide(callTool(teller, ledger, tc.tool, args))
-		s, ok := KeepArgs(p.AuditArgPaths(), args, 4096)
+		s, _, ok := KeepArgs(p.AuditArgPaths(), args, 4096)
 		if !ok {
 			t.Fatal("over limit")
 		}
@@ -107,5 +107,48 @@ func TestDecideRecordedMatchesDecideOnKeptArgs(t *testing.T) {
 	// A record that kept no paths cannot judge a when reading one.
 	if _, judged := p.DecideRecorded(callTool(teller, ledger, "transfer", nil), nil); judged {
 		t.Fatal("judged a when without its arguments")
+	}
+}
+
+func TestKeepArgsWithholdsAWholeValueHoldingASecret(t *testing.T) {
+	args := map[string]any{"items": []any{map[string]any{"price": 1, "Api_Key": "k"}}, "memo": "m"}
+	got, kept, ok := KeepArgs([]string{"items", "memo"}, args, 4096)
+	if !ok || got != `{"memo":"m"}` || !slices.Equal(kept, []string{"memo"}) {
+		t.Fatalf("KeepArgs = %s %q %v", got, kept, ok)
+	}
+}
+
+func TestAuditArgsSectionAdjustsWhatIsKept(t *testing.T) {
+	const grants = `"grants": [{"src": ["*"], "dst": ["tool:t"], "tools": ["*"], "when": "args.customer.ssn != '' && args.customer.name != '' && args.notes != '' && args.n > 1"}]`
+	for _, tc := range []struct {
+		section string
+		want    []string
+	}{
+		{``, []string{"customer.name", "customer.ssn", "n", "notes"}},
+		{`"audit_args": {"keep": "when", "omit": ["customer.ssn", "notes"]},`, []string{"customer.name", "n"}},
+		{`"audit_args": {"omit": ["customer"]},`, []string{"n", "notes"}},
+		{`"audit_args": {"keep": "none"},`, nil},
+	} {
+		p := mustCompile(t, "{"+tc.section+grants+"}")
+		if got := p.AuditArgPaths(); !slices.Equal(got, tc.want) {
+			t.Errorf("%s: AuditArgPaths = %q, want %q", tc.section, got, tc.want)
+		}
+		// A gateway's projection keeps what the whole document keeps.
+		pr, err := p.Project(tool("t"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		pp, err := CompileProjection(pr, "p")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := pp.AuditArgPaths(); !slices.Equal(got, tc.want) {
+			t.Errorf("%s: projection keeps %q, want %q", tc.section, got, tc.want)
+		}
+	}
+	for _, bad := range []string{`"audit_args": {"keep": "all"},`, `"audit_args": {"omit": ["a..b"]},`, `"audit_args": {"other": 1},`} {
+		if _, err := Compile([]byte("{"+bad+grants+"}"), "x"); err == nil {
+			t.Errorf("%s compiled", bad)
+		}
 	}
 }

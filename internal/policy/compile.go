@@ -230,7 +230,7 @@ func (c *compiler) compile(raw *rawDoc) *Policy {
 	c.compileLimits(p, raw.limits)
 	c.compileAnnotations(p, raw.annotations)
 	c.compilePins(p, raw.pins)
-	p.auditPaths = auditPathsOf(p)
+	p.auditPaths = c.auditPaths(p, raw.auditArgs)
 	return p
 }
 
