@@ -152,3 +152,58 @@ func TestAuditArgsSectionAdjustsWhatIsKept(t *testing.T) {
 		}
 	}
 }
+
+const replayFuzzDoc = `{
+  "grants": [
+    {"src": ["*"], "dst": ["tool:t"], "tools": ["a"], "when": "has(args.opts.mode) && args.opts.mode == 'x' || args.n > 3"},
+    {"src": ["*"], "dst": ["tool:t"], "tools": ["a", "b"], "when": "'flag' in args && args.items.exists(i, i == 2)"},
+    {"src": ["*"], "dst": ["tool:t"], "tools": ["b", "c"], "when": "args['k'].size() < 4 && !(args.opts.level in [1, 2])"},
+    {"src": ["*"], "dst": ["tool:t"], "tools": ["c"], "when": "args.secret_token == 'x'"},
+    {"src": ["*"], "dst": ["tool:t"], "tools": ["d"], "when": "size(args) == 2"},
+  ],
+}`
+
+// FuzzDecideRecordedAgreesWithDecide: whatever the arguments, a decision
+// made again from what the trail keeps (KeepArgs, DecideRecorded) is the
+// decision made live, or is reported as not judged; never another one.
+func FuzzDecideRecordedAgreesWithDecide(f *testing.F) {
+	for _, s := range []string{
+		`{"opts":{"mode":"x","level":3},"n":1,"k":"ab"}`, `{"n":4}`, `{"flag":1,"items":[1,2]}`, `{"Opts":{"mode":"x"}}`,
+		`{"opts":{"Mode":"x"}}`, `{"k":"abcdef","opts":{"level":2}}`, `{"secret_token":"x"}`, `{"a":1,"b":2}`,
+		`{"opts":"str","n":"4"}`, `{"items":[{"x":1}],"flag":null}`, `{"opts":{"mode":"x","api_key":"k"},"k":[1]}`,
+	} {
+		for _, tool := range []string{"a", "b", "c", "d"} {
+			f.Add(s, tool)
+		}
+	}
+	p := mustCompile(f, replayFuzzDoc)
+	src, dst := agent("x"), tool("t")
+	f.Fuzz(func(t *testing.T, js, toolName string) {
+		var args map[string]any
+		dec := json.NewDecoder(strings.NewReader(js))
+		dec.UseNumber()
+		if dec.Decode(&args) != nil || dec.More() {
+			t.Skip()
+		}
+		live := p.Decide(callTool(src, dst, toolName, args))
+		text, kept, ok := KeepArgs(p.AuditArgPaths(), args, 1<<20)
+		if !ok {
+			t.Skip()
+		}
+		var back map[string]any
+		if text != "" {
+			dec = json.NewDecoder(strings.NewReader(text))
+			dec.UseNumber()
+			if err := dec.Decode(&back); err != nil {
+				t.Fatalf("kept %s does not decode: %v", text, err)
+			}
+		}
+		again, judged := p.DecideRecorded(callTool(src, dst, toolName, back), ParseKeptArgs(kept))
+		if !judged {
+			return
+		}
+		if again.Allow != live.Allow || again.Reason != live.Reason || again.Grant != live.Grant || again.When != live.When {
+			t.Fatalf("args %s, tool %q: live %+v, replayed from %s (paths %q) %+v", js, toolName, live, text, kept, again)
+		}
+	})
+}
