@@ -82,6 +82,7 @@ func TestPolicyReplayOfRecordedTraffic(t *testing.T) {
 		call(teller, "transfer", map[string]any{"from": "alice", "to": "bob", "amount": amount})
 	}
 	call(teller, "list_accounts", nil)
+	call(teller, "transfer", map[string]any{"from": "alice", "to": "bob", "amount": 100, "password": "hunter2"})
 	for range 2 {
 		call(auditor, "balance", map[string]any{"account": "bob"})
 		call(auditor, "transfer", map[string]any{"from": "bob", "to": "alice", "amount": 1})
@@ -104,6 +105,11 @@ func TestPolicyReplayOfRecordedTraffic(t *testing.T) {
 
 	env := map[string]string{"AGENTMESH_STATE": d.Coordinator.AdminDir()}
 	dir := t.TempDir()
+	// The trail keeps the one argument a when reads, and nothing else.
+	_, trail, _ := run(t, env, "audit", "export", "--format", "jsonl", "--method", "tools/call")
+	if strings.Contains(trail, "hunter2") || strings.Contains(trail, `\"from\"`) || !strings.Contains(trail, `"args":"{\"amount\":400}"`) {
+		t.Fatalf("the trail keeps other arguments than the when reads:\n%s", trail)
+	}
 	replayFile := func(doc string) (int, replay.Report, string) {
 		t.Helper()
 		f := filepath.Join(dir, "p.hujson")
