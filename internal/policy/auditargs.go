@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"unicode"
 
 	"github.com/tailscale/hujson"
 
@@ -32,20 +33,60 @@ import (
 // A when that reads args itself as a value (size(args), iterating over its
 // keys) reads everything, which is never kept: its requests are not judged.
 
-// secretKeyParts are the lower-case substrings of an argument key that
-// mark it as a secret: a path with such a key anywhere is not kept, even
-// when a when reads it.
-var secretKeyParts = []string{"password", "passwd", "passphrase", "secret", "token", "apikey", "api_key", "api-key", "authorization", "cookie", "credential", "private_key", "privatekey"}
+// secretWords are the words of an argument key that mark it as a secret
+// (compared lower-case, words split at anything not a letter or digit and
+// at lower-to-upper case changes: "accessToken", "client_secret",
+// "X-Api-Key"); secretPairs are two adjacent words that do. A path with
+// such a key anywhere is not kept, even when a when reads it. Whole words,
+// so that "max_tokens" (a model request's field) is not a secret.
+var (
+	secretWords = map[string]bool{
+		"password": true, "passwords": true, "passwd": true, "pwd": true, "passphrase": true,
+		"secret": true, "secrets": true, "token": true, "auth": true, "authorization": true,
+		"cookie": true, "cookies": true, "credential": true, "credentials": true,
+		"apikey": true, "privatekey": true, "accesskey": true, "secretkey": true,
+	}
+	secretPairs = map[string]bool{"apikey": true, "privatekey": true, "accesskey": true, "secretkey": true}
+)
 
 // secretKey reports whether an argument key is named like a secret.
 func secretKey(k string) bool {
-	k = strings.ToLower(k)
-	for _, s := range secretKeyParts {
-		if strings.Contains(k, s) {
+	words := keyWords(k)
+	for i, w := range words {
+		if secretWords[w] || i > 0 && secretPairs[words[i-1]+w] {
 			return true
 		}
 	}
 	return false
+}
+
+// keyWords splits a key into lower-case words.
+func keyWords(k string) []string {
+	var words []string
+	var cur []rune
+	var prevLower bool
+	flush := func() {
+		if len(cur) > 0 {
+			words = append(words, strings.ToLower(string(cur)))
+			cur = cur[:0]
+		}
+	}
+	for _, r := range k {
+		switch {
+		case unicode.IsUpper(r):
+			if prevLower {
+				flush()
+			}
+			cur, prevLower = append(cur, r), false
+		case unicode.IsLetter(r) || unicode.IsDigit(r):
+			cur, prevLower = append(cur, r), true
+		default:
+			flush()
+			prevLower = false
+		}
+	}
+	flush()
+	return words
 }
 
 // argPaths is what one when reads in args: its constant paths (dotted,

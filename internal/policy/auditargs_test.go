@@ -207,3 +207,16 @@ func FuzzDecideRecordedAgreesWithDecide(f *testing.F) {
 		}
 	})
 }
+
+func TestSecretKeysAreWholeWords(t *testing.T) {
+	for _, k := range []string{"password", "db_password", "accessToken", "client_secret", "X-Api-Key", "api_key", "apiKey", "Authorization", "privateKey", "credentials", "session-cookie"} {
+		if !secretKey(k) {
+			t.Errorf("%q is not taken for a secret", k)
+		}
+	}
+	for _, k := range []string{"max_tokens", "tokens", "amount", "author", "keyboard", "api", "key", "secretary"} {
+		if secretKey(k) {
+			t.Errorf("%q is taken for a secret", k)
+		}
+	}
+}

@@ -279,3 +279,56 @@ func BenchmarkReplayFromLines(b *testing.B) {
 		e.Add(&ev)
 	}
 }
+
+func TestReplayDecidesModelRequestsAndPaths(t *testing.T) {
+	const doc = `{"grants": [{"src": ["agent:bot"], "dst": ["model:llm"], "models": ["llama-*"], "paths": ["POST /v1/audio/*"], "when": "!has(args.max_tokens) || args.max_tokens <= 100"}]}`
+	pol := compile(t, doc, "3")
+	var evs []audit.Event
+	for i, tc := range []struct {
+		model, httpMethod, path, args string
+	}{
+		{"llama-3", "POST", "/v1/chat/completions", `{"max_tokens":50,"messages":[]}`},
+		{"llama-3", "POST", "/v1/chat/completions", `{"max_tokens":500}`},
+		{"gpt-x", "POST", "/v1/chat/completions", `{}`},
+		{"", "POST", "/v1/audio/speech", ``},
+		{"", "POST", "/v1/files", ``},
+	} {
+		var a map[string]any
+		if tc.args != "" {
+			dec := json.NewDecoder(strings.NewReader(tc.args))
+			dec.UseNumber()
+			if err := dec.Decode(&a); err != nil {
+				t.Fatal(err)
+			}
+		}
+		r := policy.Request{
+			Src: policy.Node{Kind: identity.KindAgent, Name: "bot"}, Dst: policy.Node{Kind: identity.KindModel, Name: "llm"},
+			Action: policy.ActionModel, Method: tc.path, Model: tc.model, HTTPMethod: tc.httpMethod, Path: tc.path, Args: a,
+		}
+		if tc.model == "" {
+			r.Action = policy.ActionPath
+		}
+		d := pol.Decide(r)
+		ev := audit.Event{V: audit.SchemaVersion, ID: fmt.Sprintf("%032x", i+1), Time: t0, Kind: audit.KindRequest,
+			Src: td + "agent/bot", Dst: td + "model/llm", Method: tc.httpMethod + " " + tc.path, Model: tc.model,
+			Decision: audit.Deny, Reason: d.Reason, PolicyVersion: "3", Basis: admission.Basis(&r, tc.httpMethod+" "+tc.path, pol)}
+		if d.Allow {
+			ev.Decision = audit.Allow
+		}
+		if d.Grant >= 0 {
+			ev.Rule = strconv.Itoa(d.Grant)
+		}
+		evs = append(evs, ev)
+	}
+	e := New(Options{Candidate: compile(t, strings.Replace(doc, "<= 100", "<= 10", 1), "c"), Active: pol, ActiveVersion: "3"})
+	for i := range evs {
+		e.Add(&evs[i])
+	}
+	rep := e.Report()
+	if rep.DisagreementCount != 0 || rep.Checked != 5 || rep.Judged != 5 {
+		t.Fatalf("report %s %+v %+v", rep.Summary(), rep.Disagreements, rep.NotJudged)
+	}
+	if len(rep.Changes) != 1 || rep.Changes[0].Item != "model:llama-3" || rep.Changes[0].Count != 1 || rep.Changes[0].To != "deny (when_false)" {
+		t.Fatalf("changes %+v", rep.Changes)
+	}
+}
