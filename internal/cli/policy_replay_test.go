@@ -75,20 +75,28 @@ func TestPolicyReplayOfRecordedTraffic(t *testing.T) {
 		calls++
 		s.CallTool(ctx, &mcp.CallToolParams{Name: tool, Arguments: args}) // denials are answers too
 	}
-	for range 3 {
-		call(teller, "balance", map[string]any{"account": "alice"})
+	// rounds of a day's traffic: 20 calls each, of which the narrowed
+	// policy newly denies 5 (3 balances, the transfers of 400 and 500).
+	rounds := 100
+	if testing.Short() {
+		rounds = 1
 	}
-	for amount := 100; amount <= 1000; amount += 100 {
-		call(teller, "transfer", map[string]any{"from": "alice", "to": "bob", "amount": amount})
-	}
-	call(teller, "list_accounts", nil)
-	call(teller, "transfer", map[string]any{"from": "alice", "to": "bob", "amount": 100, "password": "hunter2"})
-	for range 2 {
-		call(auditor, "balance", map[string]any{"account": "bob"})
-		call(auditor, "transfer", map[string]any{"from": "bob", "to": "alice", "amount": 1})
+	for range rounds {
+		for range 3 {
+			call(teller, "balance", map[string]any{"account": "alice"})
+		}
+		for amount := 100; amount <= 1000; amount += 100 {
+			call(teller, "transfer", map[string]any{"from": "alice", "to": "bob", "amount": amount})
+		}
+		call(teller, "list_accounts", nil)
+		call(teller, "transfer", map[string]any{"from": "alice", "to": "bob", "amount": 100, "password": "hunter2"})
+		for range 2 {
+			call(auditor, "balance", map[string]any{"account": "bob"})
+			call(auditor, "transfer", map[string]any{"from": "bob", "to": "alice", "amount": 1})
+		}
 	}
 	// Wait until the gateway has shipped every call's event.
-	deadline = time.Now().Add(20 * time.Second)
+	deadline = time.Now().Add(60 * time.Second)
 	for {
 		appended := d.Coordinator.AuditAppended()
 		if requestEvents(t, ctx, d, "allow")+requestEvents(t, ctx, d, "deny") >= calls {
@@ -106,7 +114,7 @@ func TestPolicyReplayOfRecordedTraffic(t *testing.T) {
 	env := map[string]string{"AGENTMESH_STATE": d.Coordinator.AdminDir()}
 	dir := t.TempDir()
 	// The trail keeps the one argument a when reads, and nothing else.
-	_, trail, _ := run(t, env, "audit", "export", "--format", "jsonl", "--method", "tools/call")
+	_, trail, _ := run(t, env, "audit", "export", "--format", "jsonl", "--method", "tools/call", "--src", "agent:teller")
 	if strings.Contains(trail, "hunter2") || strings.Contains(trail, `\"from\"`) || !strings.Contains(trail, `"args":"{\"amount\":400}"`) {
 		t.Fatalf("the trail keeps other arguments than the when reads:\n%s", trail)
 	}
@@ -149,10 +157,10 @@ func TestPolicyReplayOfRecordedTraffic(t *testing.T) {
 		got = append(got, group{c.Src, c.Item, c.From, c.To, c.Count})
 	}
 	want := []group{
-		{"agent:teller", "tool:balance", "allow", "deny (not_granted)", 3},
-		{"agent:teller", "tool:transfer", "allow", "deny (when_false)", 2}, // 400 and 500
+		{"agent:teller", "tool:balance", "allow", "deny (not_granted)", 3 * int64(rounds)},
+		{"agent:teller", "tool:transfer", "allow", "deny (when_false)", 2 * int64(rounds)}, // 400 and 500
 	}
-	if !slices.Equal(got, want) || rep.Changed != 5 {
+	if !slices.Equal(got, want) || rep.Changed != 5*int64(rounds) {
 		t.Fatalf("changes %+v, want %+v", got, want)
 	}
 
@@ -177,5 +185,21 @@ func TestPolicyReplayOfRecordedTraffic(t *testing.T) {
 	code, out, errOut = run(t, env, "policy", "replay", f)
 	if code == 0 || !strings.Contains(out, "replay disagrees with the recorded decision") || !strings.Contains(errOut, "bug") {
 		t.Fatalf("policy replay over an edited decision: exit %d\n%s\n%s", code, out, errOut)
+	}
+}
+
+func TestParseSinceAcceptsDays(t *testing.T) {
+	now := time.Date(2026, 12, 3, 12, 0, 0, 0, time.UTC)
+	for in, want := range map[string]time.Time{
+		"7d": now.AddDate(0, 0, -7), "0d": now, "90m": now.Add(-90 * time.Minute), "2026-11-01T00:00:00Z": time.Date(2026, 11, 1, 0, 0, 0, 0, time.UTC),
+	} {
+		if got, err := parseSince(in, now); err != nil || !got.Equal(want) {
+			t.Errorf("parseSince(%q) = %v, %v; want %v", in, got, err, want)
+		}
+	}
+	for _, bad := range []string{"7x", "-1d", "d", "-1h"} {
+		if _, err := parseSince(bad, now); err == nil {
+			t.Errorf("parseSince(%q) accepted", bad)
+		}
 	}
 }
