@@ -14,7 +14,8 @@ import (
 // saw when it is not the event's, the HTTP method and path of a model
 // request, and the argument values at the paths pol keeps
 // (policy.AuditArgPaths: what its whens read, never secret-named keys),
-// bounded by audit.MaxBasisArgs. The MCP and model gateways record it with
+// bounded by audit.MaxBasisArgs; a basis over its bounds is recorded as
+// audit.OverLimit. The MCP and model gateways record it with
 // every request event the policy decided, so that `agentmesh policy
 // replay` can make the decision again as it was made.
 func Basis(r *policy.Request, eventMethod string, pol *policy.Policy) *audit.Basis {
@@ -31,6 +32,11 @@ func Basis(r *policy.Request, eventMethod string, pol *policy.Policy) *audit.Bas
 		if !ok {
 			b.Unjudged = audit.BasisArgsOverLimit
 		}
+	}
+	if b.Check() != nil {
+		// Tags and paths are not bounded elsewhere: never let them make
+		// the event unrecordable, which would withhold the answer.
+		return audit.OverLimit()
 	}
 	return b
 }

@@ -58,7 +58,14 @@ type Basis struct {
 const (
 	BasisArgsOverLimit = "args_over_limit"
 	BasisSeveralItems  = "several_items"
+	// BasisOverLimit: the basis would exceed its bounds (more than 64 tags
+	// on a side or paths, or MaxBasisSize in all); only this reason is
+	// recorded, so the event itself stays valid.
+	BasisOverLimit = "basis_over_limit"
 )
+
+// MaxBasisSize bounds the text of a Basis in all.
+const MaxBasisSize = 16 << 10
 
 // MaxBasisArgs bounds Basis.Args: a request's kept argument values beyond
 // it are not recorded (Basis.Unjudged is then BasisArgsOverLimit), so a
@@ -105,6 +112,21 @@ func appendStrings(dst []byte, ss []string) []byte {
 	return append(dst, ']')
 }
 
+// Check reports whether b may be recorded: a recorder that builds a
+// Basis from what it cannot bound (a node's tags, a policy's paths) checks
+// it and records BasisOverLimit instead of an event that would be refused.
+func (b *Basis) Check() error {
+	if p := b.problem(); p != "" {
+		return fmt.Errorf("audit: %w: %s", ErrInvalidEvent, p)
+	}
+	return nil
+}
+
+// OverLimit is the Basis recorded instead of one that fails Check.
+func OverLimit() *Basis {
+	return &Basis{SrcTags: []string{}, DstTags: []string{}, Unjudged: BasisOverLimit}
+}
+
 // problem describes what is wrong with b, or returns "".
 func (b *Basis) problem() string {
 	if b.SrcTags == nil || b.DstTags == nil {
@@ -116,8 +138,12 @@ func (b *Basis) problem() string {
 	if len(b.Args) > MaxBasisArgs {
 		return fmt.Sprintf("basis args longer than %d bytes", MaxBasisArgs)
 	}
+	total := 0
 	for _, list := range [][]string{b.SrcTags, b.DstTags, b.ArgPaths, {b.SrcUser, b.Method, b.HTTPMethod, b.Path, b.Args, b.Unjudged}} {
 		for _, s := range list {
+			if total += len(s); total > MaxBasisSize {
+				return fmt.Sprintf("basis longer than %d bytes", MaxBasisSize)
+			}
 			if len(s) > maxFieldLen {
 				return fmt.Sprintf("basis field longer than %d bytes", maxFieldLen)
 			}

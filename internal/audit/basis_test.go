@@ -69,6 +69,11 @@ func TestValidateBoundsTheBasis(t *testing.T) {
 		"many tags":   func(b *Basis) { b.DstTags = make([]string, maxBasisTags+1) },
 		"bad utf8":    func(b *Basis) { b.Path = "\xff" },
 		"long method": func(b *Basis) { b.Method = strings.Repeat("m", maxFieldLen+1) },
+		"long in all": func(b *Basis) {
+			for range 60 {
+				b.SrcTags = append(b.SrcTags, "tag:"+strings.Repeat("t", 300))
+			}
+		},
 	} {
 		e := basisEvent()
 		set(e.Basis)
@@ -77,6 +82,10 @@ func TestValidateBoundsTheBasis(t *testing.T) {
 		}
 	}
 	e := basisEvent()
+	if err := e.Validate(); err != nil || e.Basis.Check() != nil {
+		t.Fatal(err)
+	}
+	e.Basis = OverLimit()
 	if err := e.Validate(); err != nil {
 		t.Fatal(err)
 	}

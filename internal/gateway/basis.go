@@ -13,7 +13,7 @@ import (
 // its basis says it cannot be judged again.
 func basisOf(q *question, m *mcpwire.Message, pol *policy.Policy) *audit.Basis {
 	b := admission.Basis(&q.req, m.Method, pol)
-	if len(q.more) > 0 {
+	if len(q.more) > 0 && b.Unjudged == "" {
 		b.Unjudged = audit.BasisSeveralItems
 	}
 	return b
