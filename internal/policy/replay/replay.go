@@ -185,7 +185,7 @@ func (e *Engine) Add(ev *audit.Event) {
 		if b != nil {
 			e.skipped["refused after the policy allowed it: "+string(ev.Reason)] += n
 		} else {
-			e.skipped["decided before the policy: "+reasonText(ev.Reason)] += n
+			e.skipped["not decided by the policy: "+reasonText(ev.Reason)] += n
 		}
 		return
 	case b == nil:

@@ -199,7 +199,7 @@ func TestReplaySaysWhatItCannotJudgeAndWhatIsNoPolicyDecision(t *testing.T) {
 	}
 	whys := fmt.Sprint(rep.NotJudged, rep.Skipped)
 	for _, want := range []string{"no basis recorded", "args_over_limit", "does not keep (candidate grant 1)",
-		"decided before the policy: malformed", "after the policy allowed it: tool_changed", "handshake"} {
+		"not decided by the policy: malformed", "after the policy allowed it: tool_changed", "handshake"} {
 		if !strings.Contains(whys, want) {
 			t.Errorf("report does not say %q: %s", want, whys)
 		}
