@@ -27,9 +27,10 @@ agentmesh audit --json). It also says how many requests it could not judge and w
 recorded, a when reading arguments the trail does not keep, ...) and how many events were not
 policy decisions (the handshake, lists, malformed input, pin or limit refusals).
 
-Every event recorded under the active policy is also decided again by the active policy and
-must come out exactly as recorded: a difference is reported as "replay disagrees with the
-recorded decision" and the exit status is 1. Nothing is applied.
+Every event is also decided again by the policy version it was recorded under (the active
+one, and earlier ones fetched from the coordinator's history) and must come out exactly as
+recorded: a difference is reported as "replay disagrees with the recorded decision" and the
+exit status is 1. Nothing is applied.
 
 Examples:
   agentmesh policy replay new-policy.hujson
@@ -82,6 +83,23 @@ func policyReplay(fs *flag.FlagSet, env Env) func(context.Context, []string) err
 			}
 			opts.ActiveVersion = label
 		}
+		// Events recorded under earlier versions are checked against
+		// theirs, fetched once each.
+		opts.Version = func(label string) *policy.Policy {
+			v, err := strconv.ParseInt(label, 10, 64)
+			if err != nil || v <= 0 {
+				return nil
+			}
+			var old controlapi.PolicyVersion
+			if cl.Call(ctx, http.MethodGet, controlapi.PathPolicy+"?version="+label, nil, &old) != nil || old.Version != v {
+				return nil
+			}
+			p, err := policy.Compile([]byte(old.Document), label)
+			if err != nil {
+				return nil
+			}
+			return p
+		}
 		e := replay.New(opts)
 		body, err := cl.Stream(ctx, controlapi.PathAudit+"?"+q.Encode())
 		if err != nil {
@@ -111,7 +129,7 @@ func policyReplay(fs *flag.FlagSet, env Env) func(context.Context, []string) err
 			printReplay(env, pos[0], from, pv.Version, &rep)
 		}
 		if rep.DisagreementCount > 0 {
-			return fmt.Errorf("replay disagrees with the recorded decision for %d events recorded under the active policy (version %d): this is a bug, please report it with the event ids above", rep.DisagreementCount, pv.Version)
+			return fmt.Errorf("replay disagrees with the recorded decision for %d events (decided again by the policy version they were recorded under): this is a bug, please report it with the event ids above", rep.DisagreementCount)
 		}
 		return nil
 	}
@@ -145,11 +163,12 @@ func printReplay(env Env, file string, from time.Time, active int64, rep *replay
 	}
 	switch {
 	case rep.DisagreementCount > 0:
-		printf(env.Stdout, "\nreplay disagrees with the recorded decision (%d events recorded under the active policy, version %d):\n", rep.DisagreementCount, active)
+		printf(env.Stdout, "\nreplay disagrees with the recorded decision (%d events):\n", rep.DisagreementCount)
 		for _, d := range rep.Disagreements {
-			printf(env.Stdout, "  event %s: recorded %s, replayed %s\n", d.EventID, d.Recorded, d.Replayed)
+			printf(env.Stdout, "  event %s (policy version %s): recorded %s, replayed %s\n", d.EventID, d.Version, d.Recorded, d.Replayed)
 		}
 	case rep.Checked > 0:
-		printf(env.Stdout, "\nself-check: the active policy (version %d) decides all %d events recorded under it as recorded\n", active, rep.Checked)
+		printf(env.Stdout, "\nself-check: the policy versions they were recorded under (%s; active %d) decide all %d checked events as recorded\n",
+			strings.Join(rep.CheckedVersions, ", "), active, rep.Checked)
 	}
 }

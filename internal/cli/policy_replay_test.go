@@ -137,7 +137,7 @@ func TestPolicyReplayOfRecordedTraffic(t *testing.T) {
 		t.Fatalf("replay of the active policy: exit %d, %+v, %s", code, rep, errOut)
 	}
 	// Every call was decided by the policy and is reproduced exactly.
-	if rep.Judged != int64(calls) || rep.Checked != int64(calls) || rep.NotJudgedTotal() != 0 {
+	if rep.Judged != int64(calls) || rep.Checked != int64(calls) || rep.NotJudgedTotal() != 0 || !slices.Equal(rep.CheckedVersions, []string{"2"}) {
 		t.Fatalf("replay of the active policy judged %d and checked %d of %d calls: %+v", rep.Judged, rep.Checked, calls, rep)
 	}
 

@@ -18,10 +18,11 @@
 // decisions: they are counted apart, by reason, and never replayed.
 //
 // The engine also checks itself: given the policy that was active (and its
-// version), every event recorded under that version is decided again by
-// it and must come out exactly as recorded (decision, reason and rule). A
-// difference is a bug, in replay or in what the gateway recorded, and is
-// reported as a Disagreement, never folded into the changes.
+// version), and any earlier version Options.Version can supply, every
+// event recorded under a known version is decided again by that version's
+// policy and must come out exactly as recorded (decision, reason and
+// rule). A difference is a bug, in replay or in what the gateway recorded,
+// and is reported as a Disagreement, never folded into the changes.
 //
 // Usage:
 //
@@ -67,6 +68,11 @@ type Options struct {
 	// as recorded (see Disagreement).
 	Active        *policy.Policy
 	ActiveVersion string
+	// Version, when set, returns the policy an event's PolicyVersion
+	// names, or nil when it cannot: events recorded under earlier
+	// versions are then checked against theirs as those under the active
+	// one are (it is asked once per version).
+	Version func(label string) *policy.Policy
 	// Examples is how many example event ids each change group keeps; 0
 	// means DefaultExamples.
 	Examples int
@@ -82,6 +88,8 @@ type Engine struct {
 	// caches of parsed record parts, which repeat across events
 	nodes map[string]nodeEntry
 	kept  map[string]*policy.KeptArgs
+	// versions caches Options.Version's answers, nil included.
+	versions map[string]*policy.Policy
 }
 
 type nodeEntry struct {
@@ -117,8 +125,11 @@ type Report struct {
 	// listed; DisagreementCount counts them all).
 	Disagreements     []Disagreement `json:"disagreements"`
 	DisagreementCount int64          `json:"disagreement_count"`
-	// Checked is how many events were checked against the active policy.
-	Checked int64 `json:"checked"`
+	// Checked is how many events were checked against the policy they
+	// were recorded under (the active one, and others Options.Version
+	// gave), and CheckedVersions those versions.
+	Checked         int64    `json:"checked"`
+	CheckedVersions []string `json:"checked_versions"`
 }
 
 // Change is one group of recorded decisions the candidate would change.
@@ -140,10 +151,12 @@ type Count struct {
 	Count int64  `json:"count"`
 }
 
-// Disagreement is an event the active policy decides differently than the
-// gateway recorded: replay disagrees with the recorded decision.
+// Disagreement is an event the policy it was recorded under decides
+// differently now than the gateway recorded: replay disagrees with the
+// recorded decision.
 type Disagreement struct {
 	EventID  string `json:"event_id"`
+	Version  string `json:"policy_version"`
 	Recorded string `json:"recorded"`
 	Replayed string `json:"replayed"`
 }
@@ -156,7 +169,28 @@ func New(opts Options) *Engine {
 	return &Engine{
 		opts: opts, changes: make(map[changeKey]*Change), skipped: make(map[string]int64),
 		unjudge: make(map[string]int64), nodes: make(map[string]nodeEntry), kept: make(map[string]*policy.KeptArgs),
+		versions: make(map[string]*policy.Policy),
 	}
+}
+
+// maxVersions bounds the versions an engine asks Options.Version about.
+const maxVersions = 1 << 10
+
+// recordedPolicy is the policy an event recorded under label was decided
+// by, when known.
+func (e *Engine) recordedPolicy(label string) *policy.Policy {
+	if e.opts.Active != nil && label == e.opts.ActiveVersion {
+		return e.opts.Active
+	}
+	if e.opts.Version == nil || label == "" {
+		return nil
+	}
+	p, ok := e.versions[label]
+	if !ok && len(e.versions) < maxVersions {
+		p = e.opts.Version(label)
+		e.versions[label] = p
+	}
+	return p
 }
 
 // policyReasons are the reasons only a policy decision gives.
@@ -201,11 +235,14 @@ func (e *Engine) Add(ev *audit.Event) {
 		return
 	}
 	kept := e.keptArgs(b.ArgPaths)
-	if e.opts.Active != nil && ev.PolicyVersion == e.opts.ActiveVersion {
+	if recorded := e.recordedPolicy(ev.PolicyVersion); recorded != nil {
 		// A when reading what the trail does not keep (a secret-named
 		// key) cannot be checked; the candidate's replay counts it.
-		if d, judged := e.opts.Active.DecideRecorded(req, kept); judged {
+		if d, judged := recorded.DecideRecorded(req, kept); judged {
 			e.report.Checked += n
+			if !slices.Contains(e.report.CheckedVersions, ev.PolicyVersion) {
+				e.report.CheckedVersions = append(e.report.CheckedVersions, ev.PolicyVersion)
+			}
 			if got := exact(d); got != recordedExact(ev) {
 				e.disagree(ev, got)
 			}
@@ -247,7 +284,7 @@ func (e *Engine) Add(ev *audit.Event) {
 func (e *Engine) disagree(ev *audit.Event, replayed string) {
 	e.report.DisagreementCount += ev.Attempts()
 	if len(e.report.Disagreements) < maxDisagreements {
-		e.report.Disagreements = append(e.report.Disagreements, Disagreement{EventID: ev.ID, Recorded: recordedExact(ev), Replayed: replayed})
+		e.report.Disagreements = append(e.report.Disagreements, Disagreement{EventID: ev.ID, Version: ev.PolicyVersion, Recorded: recordedExact(ev), Replayed: replayed})
 	}
 }
 
@@ -398,6 +435,8 @@ func (e *Engine) Report() Report {
 	})
 	rep.NotJudged, rep.Skipped = counts(e.unjudge), counts(e.skipped)
 	rep.Disagreements = slices.Clone(rep.Disagreements)
+	rep.CheckedVersions = slices.Clone(rep.CheckedVersions)
+	slices.Sort(rep.CheckedVersions)
 	return rep
 }
 

@@ -3,6 +3,7 @@ package replay
 import (
 	"encoding/json"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -330,5 +331,30 @@ func TestReplayDecidesModelRequestsAndPaths(t *testing.T) {
 	}
 	if len(rep.Changes) != 1 || rep.Changes[0].Item != "model:llama-3" || rep.Changes[0].Count != 1 || rep.Changes[0].To != "deny (when_false)" {
 		t.Fatalf("changes %+v", rep.Changes)
+	}
+}
+
+func TestReplayChecksEventsAgainstThePolicyOfTheirVersion(t *testing.T) {
+	v1, v2 := compile(t, narrowedDoc, "1"), compile(t, activeDoc, "2")
+	old, cur := &recorder{pol: v1, version: "1"}, &recorder{pol: v2, version: "2", n: 1000}
+	evs := append(traffic(t, old), traffic(t, cur)...)
+	asked := 0
+	e := New(Options{Candidate: v2, Active: v2, ActiveVersion: "2", Version: func(label string) *policy.Policy {
+		asked++
+		if label == "1" {
+			return v1
+		}
+		return nil
+	}})
+	for i := range evs {
+		e.Add(&evs[i])
+	}
+	rep := e.Report()
+	if rep.DisagreementCount != 0 || rep.Checked != 112 || !slices.Equal(rep.CheckedVersions, []string{"1", "2"}) || asked != 1 {
+		t.Fatalf("checked %d under %q (asked %d): %+v", rep.Checked, rep.CheckedVersions, asked, rep.Disagreements)
+	}
+	// Under v2, the calls v1 denied and v2 allows are changes, not bugs.
+	if rep.Changed != 17 {
+		t.Fatalf("changed %d: %+v", rep.Changed, rep.Changes)
 	}
 }
