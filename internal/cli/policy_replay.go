@@ -148,6 +148,9 @@ func printReplay(env Env, file string, from time.Time, active int64, rep *replay
 				strings.Join(c.Examples, ","))
 		}
 		tw.Flush()
+		if rep.Ungrouped > 0 {
+			printf(env.Stdout, "and %d more changed decisions in groups beyond the first %d (narrow with --src, --dst or --since)\n", rep.Ungrouped, replay.MaxGroups)
+		}
 	}
 	for _, part := range []struct {
 		title string

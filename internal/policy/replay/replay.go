@@ -31,7 +31,8 @@
 //	rep := e.Report()
 //
 // The engine holds memory in proportion to the number of distinct change
-// groups and not-judged reasons, not to the number of events.
+// groups (at most MaxGroups) and not-judged reasons, not to the number of
+// events.
 package replay
 
 import (
@@ -51,6 +52,9 @@ import (
 
 // DefaultExamples is how many example event ids a group keeps by default.
 const DefaultExamples = 3
+
+// MaxGroups bounds the change groups an engine keeps.
+const MaxGroups = 10_000
 
 // maxDisagreements bounds the disagreements a report lists; Report counts
 // them all.
@@ -113,8 +117,12 @@ type Report struct {
 	Judged        int64 `json:"judged"`
 	Changed       int64 `json:"changed"`
 	ReasonChanged int64 `json:"reason_changed"`
-	// Changes groups the changed decisions, largest group first.
-	Changes []*Change `json:"changes"`
+	// Changes groups the changed decisions, largest group first; changes
+	// that would open a group beyond MaxGroups are only counted, in
+	// Ungrouped (peers choose tool names: a group per name must not
+	// grow without bound).
+	Changes   []*Change `json:"changes"`
+	Ungrouped int64     `json:"ungrouped"`
 	// NotJudged counts the policy decisions that could not be decided
 	// again exactly, by why; Skipped, the events that were not policy
 	// decisions, by why.
@@ -265,6 +273,10 @@ func (e *Engine) Add(ev *audit.Event) {
 	k := changeKey{src: identity.Short(ev.Src), dst: identity.Short(ev.Dst), item: item(&req),
 		from: label(ev.Decision == audit.Allow, ev.Reason), to: label(d.Allow, d.Reason)}
 	c := e.changes[k]
+	if c == nil && len(e.changes) >= MaxGroups {
+		e.report.Ungrouped += n
+		return
+	}
 	if c == nil {
 		c = &Change{Src: k.src, Dst: k.dst, Item: k.item, From: k.from, To: k.to, First: ev.Time}
 		e.changes[k] = c

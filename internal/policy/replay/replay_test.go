@@ -358,3 +358,18 @@ func TestReplayChecksEventsAgainstThePolicyOfTheirVersion(t *testing.T) {
 		t.Fatalf("changed %d: %+v", rep.Changed, rep.Changes)
 	}
 }
+
+func TestReplayBoundsItsGroups(t *testing.T) {
+	active := compile(t, activeDoc, "7")
+	rc := &recorder{pol: active, version: "7"}
+	ev := rc.call(t, "auditor", nil, "delete", "") // not granted
+	e := New(Options{Candidate: compile(t, `{"grants": [{"src": ["*"], "dst": ["*"], "tools": ["*"]}]}`, "c")})
+	for i := range MaxGroups + 5 {
+		ev.Tool = "t" + strconv.Itoa(i)
+		e.Add(&ev)
+	}
+	rep := e.Report()
+	if len(rep.Changes) != MaxGroups || rep.Ungrouped != 5 || rep.Changed != MaxGroups+5 {
+		t.Fatalf("%d groups, %d ungrouped, %d changed", len(rep.Changes), rep.Ungrouped, rep.Changed)
+	}
+}
