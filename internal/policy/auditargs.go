@@ -354,7 +354,8 @@ func (p *Policy) AuditArgPaths() []string {
 }
 
 // KeepArgs returns the JSON object a record keeps of args under paths (as
-// AuditArgPaths returns them): the values args has at those paths, and
+// AuditArgPaths returns them; args as the strict decoder gives them, with
+// numbers as json.Number, so that they are written back as sent): the values args has at those paths, and
 // null under any key spelled like a kept key in another case, so that a
 // case_variant_key refusal can be decided again. A value to be kept whole
 // that holds a secret-named key anywhere inside is withheld: kept lists
