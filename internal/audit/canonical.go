@@ -79,6 +79,9 @@ func appendCanonical(dst []byte, e *Event) ([]byte, error) {
 		dst = f.AppendFormat(dst, time.RFC3339Nano)
 		dst = append(dst, '"')
 	}
+	if e.Basis != nil {
+		dst = appendBasis(dst, e.Basis)
+	}
 	return append(dst, '}'), nil
 }
 

@@ -37,7 +37,18 @@ func fillEvent(t testing.TB, s string, n int64) Event {
 			f.Set(reflect.New(f.Type().Elem()))
 			u := f.Elem()
 			for j := 0; j < u.NumField(); j++ {
-				u.Field(j).SetInt(n + int64(j))
+				switch uf := u.Field(j); uf.Kind() {
+				case reflect.Int, reflect.Int64:
+					uf.SetInt(n + int64(j))
+				case reflect.String:
+					uf.SetString(s + u.Type().Field(j).Name)
+				case reflect.Bool:
+					uf.SetBool(true)
+				case reflect.Slice:
+					uf.Set(reflect.ValueOf([]string{s + u.Type().Field(j).Name, "tag:x"}))
+				default:
+					t.Fatalf("field %s.%s has a type this test does not know; update appendCanonical and this test", v.Type().Field(i).Name, u.Type().Field(j).Name)
+				}
 			}
 		case reflect.Struct:
 			if f.Type() != reflect.TypeOf(time.Time{}) {

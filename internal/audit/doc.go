@@ -48,6 +48,13 @@
 // up to every attempt. Gateways record through their spool, the
 // coordinator through its store.
 //
+// A request event the policy decided carries a Basis: what that decision
+// depended on beyond the event's other fields (the tags of both sides at
+// the time, the argument values the policy's whens read, by the policy's
+// own rule), so that `agentmesh policy replay` can make it again. It is
+// part of the canonical encoding like every other field, and omitted when
+// absent, so events recorded before it keep their bytes and still verify.
+//
 // # Hash chain and canonical encoding
 //
 // The canonical encoding of an event (Canonical) is encoding/json applied to

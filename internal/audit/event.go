@@ -118,6 +118,10 @@ type Event struct {
 	// First is the time of the first attempt an aggregate (Count > 0)
 	// accounts for; Time is the last one's. Zero otherwise.
 	First time.Time `json:"first,omitzero"`
+	// Basis is what the policy decision of a request event depended on,
+	// kept so that the decision can be made again (see Basis); nil for
+	// every other event, and for events recorded before gateways kept it.
+	Basis *Basis `json:"basis,omitempty"`
 }
 
 // Attempts is how many attempts e accounts for: Count, or 1 for an event

@@ -86,7 +86,7 @@ func auditFilters(fs *flag.FlagSet) func(now time.Time) (url.Values, error) {
 	kind := fs.String("kind", "", "event `KIND`: connection, request, admin, session, integrity")
 	method := fs.String("method", "", "MCP `METHOD`, such as tools/call")
 	tool := fs.String("tool", "", "tool `NAME`")
-	since := fs.String("since", "", "events after this: a duration back from now (1h) or an RFC 3339 time")
+	since := fs.String("since", "", "events after this: a duration back from now (1h, 7d) or an RFC 3339 time")
 	until := fs.String("until", "", "events before this RFC 3339 `TIME`")
 	return func(now time.Time) (url.Values, error) {
 		q := url.Values{}
@@ -251,8 +251,14 @@ func auditExport(fs *flag.FlagSet, env Env) func(context.Context, []string) erro
 	}
 }
 
-// parseSince accepts a duration back from now or an RFC 3339 time.
+// parseSince accepts a duration back from now (Go's units, or whole days
+// such as 7d) or an RFC 3339 time.
 func parseSince(s string, now time.Time) (time.Time, error) {
+	if days, ok := strings.CutSuffix(s, "d"); ok {
+		if n, err := strconv.Atoi(days); err == nil && n >= 0 {
+			return now.AddDate(0, 0, -n), nil
+		}
+	}
 	if d, err := time.ParseDuration(s); err == nil {
 		if d < 0 {
 			return time.Time{}, fmt.Errorf("duration must be positive")

@@ -20,8 +20,8 @@ import (
 func init() {
 	register(&command{
 		name:  "policy",
-		usage: "validate|apply|get|history|rollback|check|who|can [ARGS] [flags]",
-		short: "validate, apply, inspect, roll back and explain policy; who may reach what",
+		usage: "validate|apply|get|history|rollback|check|who|can|replay [ARGS] [flags]",
+		short: "validate, apply, inspect, roll back and explain policy; who may reach what; replay",
 		long: `Examples:
   agentmesh policy validate examples/policy.hujson
   agentmesh policy apply examples/policy.hujson --state ./mesh/admin
@@ -59,6 +59,9 @@ policy and the registry's tags. Exit status 0 whether allowed or denied.`,
 				short: "who may reach a service or tool, and through which grant", long: whoLong, flags: policyWhoFlags},
 			{name: "can", usage: "--src KIND:NAME [--tags tag:a,tag:b] [--policy FILE] [--nodes FILE] [--tools FILE] [--json]",
 				short: "everything an identity may use, and through which grant", long: whoLong, flags: policyCanFlags},
+			{name: "replay", usage: "FILE [--since DURATION|TIME] [--src SEL] [--dst SEL] [--json]",
+				short: "what-if: decide the recorded requests again under FILE and list what would change",
+				long:  policyReplayLong, flags: policyReplay},
 		},
 	})
 }

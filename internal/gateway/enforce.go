@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/agentmesh/agentmesh/internal/audit"
 	"github.com/agentmesh/agentmesh/internal/mcpwire"
 	"github.com/agentmesh/agentmesh/internal/policy"
 	"github.com/agentmesh/agentmesh/internal/reason"
@@ -34,6 +35,9 @@ type verdict struct {
 	// the group that must approve it first (holds.go).
 	approval        string
 	approvalTimeout time.Duration
+	// basis is what the policy's decision depended on, for the audit
+	// event (basis.go); nil when the policy was not asked.
+	basis *audit.Basis
 }
 
 func (v verdict) rule() string {
@@ -103,6 +107,7 @@ func (g *Gateway) decide(p *peerInfo, m *mcpwire.Message) verdict {
 	if st.Policy == nil {
 		return v.denied(CodeDenied, reason.NoPolicy)
 	}
+	v.basis = basisOf(&q, m, st.Policy)
 	d := q.ask(st.Policy, &v)
 	v.grant, v.version = d.Grant, d.Version
 	if !d.Allow {

@@ -26,7 +26,7 @@ const module = "github.com/agentmesh/agentmesh"
 var layers = []layer{
 	{name: "foundation", may: []string{"foundation"}, pkgs: []string{
 		"alert", "audit", "authkey", "backoff", "budget", "connlimit", "controlapi", "dirlock", "durable", "httpserver",
-		"identity", "loopback", "mcpwire", "metrics", "modelwire", "netmap", "pki", "policy", "reason", "sealed", "sse",
+		"identity", "loopback", "mcpwire", "metrics", "modelwire", "netmap", "pki", "policy", "policy/replay", "reason", "sealed", "sse",
 		"store", "termtext", "textdiff", "toolpin", "tracing", "transport", "/examples", "/examples/ledger",
 	}},
 	{name: "components", may: []string{"foundation", "components"}, pkgs: []string{
@@ -61,7 +61,7 @@ var layers = []layer{
 
 // client is what the CLI may import below the engine: the admin API's
 // client and wire shapes, the node's state directory, and what it prints.
-var client = []string{"audit", "controlapi", "controlclient", "identity", "nodestate", "policy", "reason", "termtext", "toolpin"}
+var client = []string{"audit", "controlapi", "controlclient", "identity", "nodestate", "policy", "policy/replay", "reason", "termtext", "toolpin"}
 
 func full(p string) string {
 	if strings.HasPrefix(p, "/") {

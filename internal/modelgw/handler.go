@@ -233,6 +233,9 @@ func (g *Gateway) decidePolicy(w http.ResponseWriter, r *http.Request, x *reques
 	d := x.st.Policy.Decide(x.decide)
 	g.cfg.Metrics.Decision(g.now().Sub(decided))
 	x.ev.PolicyVersion = d.Version
+	if !x.filterList {
+		x.ev.Basis = admission.Basis(&x.decide, x.ev.Method, x.st.Policy)
+	}
 	if d.Grant >= 0 {
 		x.ev.Rule = strconv.Itoa(d.Grant)
 	}

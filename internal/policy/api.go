@@ -4,6 +4,9 @@
 // annotations (trusted tool classes, annotations.go) and tests. Grants carry tools, resources, prompts, models and paths (HTTP
 // "METHOD /path" globs for model nodes); limits declare requests per minute
 // and tokens per day for model requests (see Policy.Limits).
+// An audit_args section adjusts which argument values the audit trail
+// keeps for replay (auditargs.go: by default those the whens read, never
+// secret-named keys).
 // A tool_pins section pins tool servers' tool definitions by hash (the
 // policy's tool lockfile, see pins.go and package toolpin); a test's
 // tool_hashes makes its tools/call expectations check those pins.
@@ -120,6 +123,9 @@ type Request struct {
 	// Args are the tool call's arguments (or the model request's fields), as
 	// decoded by the strict decoder; `when` sees them as `args`.
 	Args map[string]any
+	// kept, set only by DecideRecorded, is the argument paths a record
+	// kept: a when reading others is not evaluated (auditargs.go).
+	kept *keptPaths
 }
 
 // Decision is the answer to a Request. The zero Decision denies.
@@ -142,4 +148,7 @@ type Decision struct {
 	// it proceeds, and ApprovalTimeout how long it may wait (approvals.go).
 	Approval        string
 	ApprovalTimeout time.Duration
+	// unjudged, only from DecideRecorded, says the answer depends on a
+	// when that reads arguments the record did not keep.
+	unjudged bool
 }

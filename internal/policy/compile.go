@@ -45,6 +45,9 @@ type Policy struct {
 	approvers map[string]map[nodeKey]bool
 	// pins are the tool_pins section by server name (pins.go).
 	pins map[string]ServerPins
+	// auditPaths are the argument paths the audit trail keeps
+	// (auditargs.go).
+	auditPaths []string
 }
 
 type grant struct {
@@ -227,6 +230,7 @@ func (c *compiler) compile(raw *rawDoc) *Policy {
 	c.compileLimits(p, raw.limits)
 	c.compileAnnotations(p, raw.annotations)
 	c.compilePins(p, raw.pins)
+	p.auditPaths = c.auditPaths(p, raw.auditArgs)
 	return p
 }
 

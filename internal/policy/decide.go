@@ -55,6 +55,9 @@ func (p *Policy) decide(r *Request) Decision {
 		// variantAt is the lowest grant whose when reads a key that the
 		// arguments hold only in another case (see ArgKeys).
 		variantAt = int32(-1)
+		// unjudgedAt is the lowest grant whose when reads arguments a
+		// record did not keep (DecideRecorded only).
+		unjudgedAt = int32(-1)
 	)
 	for i := 0; ; i++ {
 		dk, ok := keyAt(&r.Dst, dstKind, i)
@@ -90,6 +93,12 @@ func (p *Policy) decide(r *Request) Decision {
 				if (falseAt >= 0 && gi == falseAt) || (errorAt >= 0 && gi == errorAt) || gi == variantAt {
 					continue // reached again through another key
 				}
+				if r.kept != nil && !r.kept.judges(g.when) {
+					if unjudgedAt < 0 || gi < unjudgedAt {
+						unjudgedAt = gi
+					}
+					continue
+				}
 				if _, bad := g.when.keys.Find(r.Args); bad {
 					// The when would judge arguments without the key an
 					// upstream that folds case binds: refuse, never guess.
@@ -113,6 +122,11 @@ func (p *Policy) decide(r *Request) Decision {
 				}
 			}
 		}
+	}
+	if unjudgedAt >= 0 && (best < 0 || unjudgedAt < best) && (variantAt < 0 || unjudgedAt < variantAt) {
+		// That when could have allowed, or given another reason.
+		d.unjudged, d.Grant = true, int(unjudgedAt)
+		return d
 	}
 	switch {
 	case variantAt >= 0 && (best < 0 || variantAt < best):

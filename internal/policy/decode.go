@@ -72,6 +72,8 @@ type (
 		// annotations are the trusted tool classes (annotations.go).
 		annotations []rawAnnotation
 		pins        []rawServerPins
+		// auditArgs is the audit_args section (auditargs.go), or nil.
+		auditArgs *rawAuditArgs
 	}
 )
 
@@ -225,6 +227,8 @@ func decodeDocument(doc []byte) (*rawDoc, []error) {
 			raw.annotations = d.annotations(v)
 		case "tool_pins":
 			raw.pins = d.toolPins(v)
+		case "audit_args":
+			raw.auditArgs = d.auditArgs(v)
 		case "tests":
 			d.array(v, "tests", func(i int, tv *hujson.Value) {
 				if i == MaxTests {

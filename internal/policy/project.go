@@ -131,6 +131,7 @@ func (p *Policy) Project(dst Node) (Projection, error) {
 		doc.Annotations = projectAnnotations(raw, self[0])
 	}
 	doc.ToolPins = p.projectPins(dst)
+	doc.AuditArgs = projectAuditArgs(raw.auditArgs)
 	var b bytes.Buffer
 	enc := json.NewEncoder(&b)
 	enc.SetEscapeHTML(false)
@@ -179,6 +180,8 @@ type projectedDoc struct {
 	Annotations map[string]map[string][]string `json:"annotations,omitempty"`
 	// ToolPins is the destination's own tool_pins entry (pins.go).
 	ToolPins map[string]projectedPins `json:"tool_pins,omitempty"`
+	// AuditArgs is the audit_args section, as written (auditargs.go).
+	AuditArgs *projectedAuditArgs `json:"audit_args,omitempty"`
 }
 
 type projectedGrant struct {

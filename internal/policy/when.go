@@ -97,6 +97,7 @@ type whenProg struct {
 	fastMax uint64
 	vars    whenVars // the variables the expression names
 	keys    *ArgKeys // what the expression reads in args
+	args    argPaths // the argument paths it reads, for the audit trail (auditargs.go)
 }
 
 var errBackspace = errors.New(`regular expression contains a backspace: inside a CEL quoted string '\b' is a backspace, not a word boundary; write a raw string such as r'\bdelete\b'`)
@@ -127,7 +128,7 @@ func compileWhen(src string) (*whenProg, error) {
 	if err != nil {
 		return nil, fmt.Errorf("program: %w", err)
 	}
-	w := &whenProg{src: src, prg: prg, vars: whenVarsOf(checked), keys: argKeysOf(checked.NativeRep().Expr())}
+	w := &whenProg{src: src, prg: prg, vars: whenVarsOf(checked), keys: argKeysOf(checked.NativeRep().Expr()), args: argPathsOf(checked)}
 	if w.fastMax, err = fastSizeBound(env, checked); err != nil {
 		return nil, fmt.Errorf("cost estimate: %w", err)
 	}
