@@ -79,6 +79,9 @@ func appendCanonical(dst []byte, e *Event) ([]byte, error) {
 		dst = f.AppendFormat(dst, time.RFC3339Nano)
 		dst = append(dst, '"')
 	}
+	if e.Shadow != nil {
+		dst = appendShadow(dst, e.Shadow)
+	}
 	return append(dst, '}'), nil
 }
 

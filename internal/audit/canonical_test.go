@@ -37,7 +37,12 @@ func fillEvent(t testing.TB, s string, n int64) Event {
 			f.Set(reflect.New(f.Type().Elem()))
 			u := f.Elem()
 			for j := 0; j < u.NumField(); j++ {
-				u.Field(j).SetInt(n + int64(j))
+				switch uf := u.Field(j); uf.Kind() {
+				case reflect.String:
+					uf.SetString(s + u.Type().Field(j).Name)
+				default:
+					uf.SetInt(n + int64(j))
+				}
 			}
 		case reflect.Struct:
 			if f.Type() != reflect.TypeOf(time.Time{}) {

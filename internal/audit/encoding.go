@@ -168,6 +168,9 @@ func (e *Event) problem() string {
 	if !utf8.ValidString(e.Detail) {
 		return "detail is not valid UTF-8"
 	}
+	if e.Shadow != nil {
+		return e.Shadow.problem()
+	}
 	return ""
 }
 

@@ -118,6 +118,9 @@ type Event struct {
 	// First is the time of the first attempt an aggregate (Count > 0)
 	// accounts for; Time is the last one's. Zero otherwise.
 	First time.Time `json:"first,omitzero"`
+	// Shadow, on a request event, is the shadow policy's decision when it
+	// differs from the active one (shadow.go); nil otherwise.
+	Shadow *ShadowDecision `json:"shadow,omitempty"`
 }
 
 // Attempts is how many attempts e accounts for: Count, or 1 for an event
