@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/agentmesh/agentmesh/internal/audit"
 	"github.com/agentmesh/agentmesh/internal/mcpwire"
 	"github.com/agentmesh/agentmesh/internal/policy"
 	"github.com/agentmesh/agentmesh/internal/reason"
@@ -34,6 +35,8 @@ type verdict struct {
 	// the group that must approve it first (holds.go).
 	approval        string
 	approvalTimeout time.Duration
+	// shadow is the shadow policy's decision when it differs (shadow.go).
+	shadow *audit.ShadowDecision
 }
 
 func (v verdict) rule() string {
@@ -101,9 +104,11 @@ func (g *Gateway) decide(p *peerInfo, m *mcpwire.Message) verdict {
 		return v
 	}
 	if st.Policy == nil {
+		v.shadow = shadowOf(st, q, policy.Decision{Reason: reason.NoPolicy, Grant: -1})
 		return v.denied(CodeDenied, reason.NoPolicy)
 	}
 	d := q.ask(st.Policy, &v)
+	v.shadow = shadowOf(st, q, d)
 	v.grant, v.version = d.Grant, d.Version
 	if !d.Allow {
 		return v.refusedBy(d)
