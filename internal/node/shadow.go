@@ -2,16 +2,10 @@ package node
 
 import (
 	"log/slog"
-	"strconv"
 
 	"github.com/agentmesh/agentmesh/internal/netmap"
 	"github.com/agentmesh/agentmesh/internal/policy"
 )
-
-// ShadowVersion is the version string a shadow policy of version v is
-// compiled with, and so the one its decisions carry: "shadow-V", never
-// confused with an active version.
-func ShadowVersion(v int64) string { return "shadow-" + strconv.FormatInt(v, 10) }
 
 // sameShadow reports whether a and b compile to the same shadow policy.
 func sameShadow(a, b *netmap.Policy) bool {
@@ -28,7 +22,7 @@ func compileShadow(p *netmap.Policy, log *slog.Logger) (*policy.Policy, string) 
 	if p == nil || p.Version == 0 {
 		return nil, ""
 	}
-	version := ShadowVersion(p.Version)
+	version := netmap.ShadowVersion(p.Version)
 	var pol *policy.Policy
 	var err error
 	if p.Projected() {
