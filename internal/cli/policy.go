@@ -20,7 +20,7 @@ import (
 func init() {
 	register(&command{
 		name:  "policy",
-		usage: "validate|apply|get|history|rollback|check|who|can [ARGS] [flags]",
+		usage: "validate|apply|get|history|rollback|check|who|can|shadow [ARGS] [flags]",
 		short: "validate, apply, inspect, roll back and explain policy; who may reach what",
 		long: `Examples:
   agentmesh policy validate examples/policy.hujson
@@ -59,6 +59,8 @@ policy and the registry's tags. Exit status 0 whether allowed or denied.`,
 				short: "who may reach a service or tool, and through which grant", long: whoLong, flags: policyWhoFlags},
 			{name: "can", usage: "--src KIND:NAME [--tags tag:a,tag:b] [--policy FILE] [--nodes FILE] [--tools FILE] [--json]",
 				short: "everything an identity may use, and through which grant", long: whoLong, flags: policyCanFlags},
+			{name: "shadow", usage: shadowUsage, short: "run a candidate policy next to the active one and see where they differ",
+				long: shadowLong, flags: policyShadow},
 		},
 	})
 }
