@@ -10,6 +10,7 @@ import (
 
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 
+	"github.com/agentmesh/agentmesh/internal/audit"
 	"github.com/agentmesh/agentmesh/internal/controlapi"
 	"github.com/agentmesh/agentmesh/internal/demo"
 )
@@ -198,5 +199,17 @@ func TestShadowPolicyRecordsLiveDifferencesThenPromotes(t *testing.T) {
 	var hist []controlapi.PolicyVersion
 	if json.Unmarshal([]byte(out), &hist) != nil || len(hist) != 2 || !strings.Contains(hist[1].Note, "shadow-1") {
 		t.Fatalf("history after promote: %q", out)
+	}
+}
+
+func TestAuditTableShowsTheShadowDecision(t *testing.T) {
+	e := audit.Event{Kind: audit.KindRequest, Method: "tools/call", Tool: "transfer", Decision: audit.Deny, Reason: "not_granted",
+		Shadow: &audit.ShadowDecision{Decision: audit.Allow, Reason: "allowed", Rule: "1", PolicyVersion: "shadow-1"}}
+	if got := eventRow(e)[6]; got != "not_granted (shadow-1: allow allowed)" {
+		t.Fatalf("reason cell = %q", got)
+	}
+	e.Shadow = nil
+	if got := eventRow(e)[6]; got != "not_granted" {
+		t.Fatalf("reason cell without a shadow = %q", got)
 	}
 }
