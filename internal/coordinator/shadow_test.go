@@ -10,6 +10,9 @@ import (
 	"github.com/agentmesh/agentmesh/internal/audit"
 	"github.com/agentmesh/agentmesh/internal/controlapi"
 	"github.com/agentmesh/agentmesh/internal/controlclient"
+	"github.com/agentmesh/agentmesh/internal/coordinator/coordinatortest"
+	"github.com/agentmesh/agentmesh/internal/netmap"
+	"github.com/agentmesh/agentmesh/internal/store/pgtest"
 )
 
 const (
@@ -182,4 +185,24 @@ func reverse(s []string) []string {
 		out[len(s)-1-i] = v
 	}
 	return out
+}
+
+// TestShadowPolicyAcrossACluster: on PostgreSQL, a shadow applied at one
+// coordinator reaches a gateway watching another, and a promote at the
+// second clears it at the first.
+func TestShadowPolicyAcrossACluster(t *testing.T) {
+	srv := pgtest.Shared(t)
+	m := startShared(t, srv, 2)
+	ctx := context.Background()
+	coordinatortest.ApplyPolicy(t, m.admin[0], `{"grants":[{"src":["*"],"dst":["tool:gw"],"tools":["read","write"]}]}`)
+	_, dir := m.joinThrough(0, 0, "gw")
+	if err := m.admin[0].Call(ctx, http.MethodPost, controlapi.PathShadow, controlapi.PolicyApplyRequest{Document: `{"grants":[{"src":["*"],"dst":["tool:gw"],"tools":["read"]}]}`}, nil); err != nil {
+		t.Fatal(err)
+	}
+	awaitNetmap(t, m.clientOf(dir, 1), func(nm *netmap.Netmap) bool { return nm.Shadow != nil && nm.Shadow.Version == 1 })
+	var pv controlapi.PolicyVersion
+	if err := m.admin[1].Call(ctx, http.MethodPost, controlapi.PathShadowPromote, struct{}{}, &pv); err != nil {
+		t.Fatal(err)
+	}
+	awaitNetmap(t, m.clientOf(dir, 0), func(nm *netmap.Netmap) bool { return nm.Shadow == nil && nm.Policy.Version == pv.Version })
 }
