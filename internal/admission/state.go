@@ -12,6 +12,13 @@ import (
 type State struct {
 	// Policy decides every request; nil denies everything.
 	Policy *policy.Policy
+	// Shadow is the shadow policy: evaluated next to Policy on each
+	// decided request, never enforced; where the two differ the request's
+	// audit event carries Shadow's decision. Nil: no shadow, unless
+	// ShadowFailed names one that could not be compiled (every shadow
+	// decision is then an error).
+	Shadow       *policy.Policy
+	ShadowFailed string
 	// Self is this gateway's node, the destination of every request.
 	Self policy.Node
 	// SelfID is this gateway's SPIFFE ID, written as the destination of
@@ -173,5 +180,7 @@ func (s *State) For(c *Caller) *State {
 	}
 	cs := *s
 	cs.Policy = c.Policy
+	// The shadow is a candidate for the mesh's policy, not the caller's.
+	cs.Shadow, cs.ShadowFailed = nil, ""
 	return &cs
 }

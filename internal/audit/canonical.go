@@ -82,6 +82,9 @@ func appendCanonical(dst []byte, e *Event) ([]byte, error) {
 	if e.Basis != nil {
 		dst = appendBasis(dst, e.Basis)
 	}
+	if e.Shadow != nil {
+		dst = appendShadow(dst, e.Shadow)
+	}
 	return append(dst, '}'), nil
 }
 

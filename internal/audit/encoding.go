@@ -169,7 +169,12 @@ func (e *Event) problem() string {
 		return "detail is not valid UTF-8"
 	}
 	if e.Basis != nil {
-		return e.Basis.problem()
+		if p := e.Basis.problem(); p != "" {
+			return p
+		}
+	}
+	if e.Shadow != nil {
+		return e.Shadow.problem()
 	}
 	return ""
 }

@@ -122,6 +122,9 @@ type Event struct {
 	// kept so that the decision can be made again (see Basis); nil for
 	// every other event, and for events recorded before gateways kept it.
 	Basis *Basis `json:"basis,omitempty"`
+	// Shadow, on a request event, is the shadow policy's decision when it
+	// differs from the active one (shadow.go); nil otherwise.
+	Shadow *ShadowDecision `json:"shadow,omitempty"`
 }
 
 // Attempts is how many attempts e accounts for: Count, or 1 for an event

@@ -348,8 +348,13 @@ func eventRow(e audit.Event) []string {
 			what = strings.TrimSpace(what + " " + s)
 		}
 	}
+	why := string(e.Reason)
+	if sh := e.Shadow; sh != nil {
+		// Shadow mode: what the shadow policy would have decided.
+		why = strings.TrimSpace(why + " (" + sh.PolicyVersion + ": " + string(sh.Decision) + " " + string(sh.Reason) + ")")
+	}
 	row := []string{e.Time.Local().Format(eventTimeLayout), string(e.Kind), identity.Short(e.Src), identity.Short(e.Dst),
-		what, string(e.Decision), string(e.Reason)}
+		what, string(e.Decision), why}
 	for i, c := range row {
 		row[i] = orDash(termtext.Escape(c))
 	}

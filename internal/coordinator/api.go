@@ -62,6 +62,7 @@ func (c *Coordinator) routes() http.Handler {
 	mux.HandleFunc("GET "+controlapi.PathPolicy, c.admin(c.handlePolicyGet))
 	mux.HandleFunc("GET "+controlapi.PathHistory, c.admin(c.handlePolicyHistory))
 	mux.HandleFunc("POST "+controlapi.PathRollback, c.admin(body(small, c.handlePolicyRollback)))
+	c.shadowRoutes(mux, body)
 	c.approvalRoutes(mux, body)
 	mux.HandleFunc("POST "+controlapi.PathTools, c.node(body(controlapi.MaxReportBytes+64<<10, c.handleToolReport)))
 	mux.HandleFunc("GET "+controlapi.PathTools, c.admin(c.handleToolList))
@@ -679,8 +680,10 @@ func (c *Coordinator) publish(ctx context.Context) error {
 		// Coordinators: nodes learn where else to turn from their view.
 		Coordinators: coordinators,
 	}
+	var shadowPol *policy.Policy
+	nm.Shadow, shadowPol = c.publishShadow(st.shadow)
 	c.mu.Lock()
-	c.current, c.pol = nm, pol
+	c.current, c.pol, c.shadowPol = nm, pol, shadowPol
 	c.index = &meshIndex{of: nm, services: st.services}
 	close(c.changed)
 	c.changed = make(chan struct{})

@@ -63,11 +63,11 @@ const (
 )
 
 // backupTables are the coordinator's tables, in the order a backup holds
-// them: registry (meta, authkeys, nodes, policies), audit, secrets and
+// them: registry (meta, authkeys, nodes, policies, shadow_policies), audit, secrets and
 // cluster. schema_versions is not among them: its content is the
 // header's schema, and restore's own migrations write it.
 var backupTables = []string{
-	"meta", "authkeys", "nodes", "policies",
+	"meta", "authkeys", "nodes", "policies", "shadow_policies",
 	"audit_events", "audit_checkpoints", "audit_prune",
 	"secrets", "coordinators",
 }

@@ -53,6 +53,7 @@ const (
 	// The payloads, after the sender's instance id and a space.
 	changedNode         = "node "
 	changedPolicy       = "policy"
+	changedShadow       = "shadow"
 	changedCoordinators = "coordinators"
 	// heartbeat is how often a coordinator renews its registration; one
 	// not renewed for three is left out of netmaps.
@@ -290,6 +291,8 @@ func (c *Coordinator) onNotify(ctx context.Context, payload string) {
 		c.reg.refreshNode(ctx, strings.TrimPrefix(what, changedNode))
 	case what == changedPolicy:
 		c.reg.refreshPolicy(ctx)
+	case what == changedShadow:
+		c.reg.refreshShadow(ctx)
 	case what == changedCoordinators:
 		if err := c.readPeers(ctx); err != nil {
 			c.log.Warn("coordinator: reading the live coordinators", "err", err)

@@ -182,6 +182,10 @@ type Coordinator struct {
 	index   *meshIndex     // of current: set by publish, or by the first view
 
 	projections projectionCache
+	// shadowPol is current.Shadow compiled (nil: none, or broken), with
+	// its own projections (shadow.go).
+	shadowPol         *policy.Policy
+	shadowProjections projectionCache
 
 	cluster *cluster // this coordinator's part in a cluster (cluster.go)
 	alerts  *alerter // nil: no alerts configured (alerts.go)

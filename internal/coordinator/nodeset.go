@@ -34,6 +34,9 @@ type committed struct {
 	// (tags, addresses) are never changed in place: a publish shares them.
 	nodes  []nodeRow
 	policy controlapi.PolicyVersion
+	// shadow is the newest shadow version; Document "" when it was
+	// cleared or promoted (shadow.go).
+	shadow controlapi.PolicyVersion
 	// seq counts the changes applied; a publish that read seq n includes
 	// every change up to n.
 	seq   uint64
@@ -97,7 +100,11 @@ func (r *registry) load(ctx context.Context, now time.Time) error {
 	if err != nil {
 		return fmt.Errorf("load policy: %w", err)
 	}
-	r.mem.nodes, r.mem.policy, r.mem.stale, r.mem.asOf = nodes, p, false, now
+	sh, err := r.shadow(ctx)
+	if err != nil {
+		return fmt.Errorf("load shadow policy: %w", err)
+	}
+	r.mem.nodes, r.mem.policy, r.mem.shadow, r.mem.stale, r.mem.asOf = nodes, p, sh, false, now
 	r.mem.oldestRevoked = time.Time{}
 	for _, n := range nodes {
 		r.noteRevoked(n)
@@ -157,6 +164,7 @@ type netmapState struct {
 	nodes    []netmap.Node
 	services []int
 	policy   controlapi.PolicyVersion
+	shadow   controlapi.PolicyVersion
 	seq      uint64
 }
 
@@ -181,7 +189,7 @@ func (r *registry) snapshot(ctx context.Context, now time.Time) (netmapState, er
 			r.noteRevoked(n)
 		}
 	}
-	st := netmapState{nodes: make([]netmap.Node, len(r.mem.nodes)), policy: r.mem.policy, seq: r.mem.seq}
+	st := netmapState{nodes: make([]netmap.Node, len(r.mem.nodes)), policy: r.mem.policy, shadow: r.mem.shadow, seq: r.mem.seq}
 	for i := range r.mem.nodes {
 		n := &r.mem.nodes[i].Node
 		st.nodes[i] = *n

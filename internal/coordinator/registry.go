@@ -79,6 +79,8 @@ CREATE TABLE policies (
 	{Version: 5, SQL: approvalsTable},
 	// The tool definitions gateways report, for review (tools.go).
 	{Version: 6, SQL: toolsTable},
+	// Shadow policy versions (shadow.go).
+	{Version: 7, SQL: shadowTable},
 }
 
 // registryPostgres is step 1 on PostgreSQL: times in nanoseconds need

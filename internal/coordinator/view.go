@@ -32,7 +32,7 @@ import (
 // watching agent costs each O(services), not O(nodes).
 func (c *Coordinator) viewFor(self netmap.Node) (*netmap.Netmap, error) {
 	c.mu.Lock()
-	full, pol := c.current, c.pol
+	full, pol, shadowPol := c.current, c.pol, c.shadowPol
 	if c.index == nil || c.index.of != full {
 		c.index = newMeshIndex(full)
 	}
@@ -111,6 +111,13 @@ func (c *Coordinator) viewFor(self netmap.Node) (*netmap.Netmap, error) {
 			return nil, fmt.Errorf("view for %s: %w", self.Name, err)
 		}
 		nm.Policy.Document, nm.Policy.Grants, nm.Policy.Limits = string(pr.Document), pr.Grants, pr.Limits
+	}
+	if serves && full.Shadow != nil {
+		pr, err := c.shadowProjections.get(shadowPol, full.Shadow.Version, me)
+		if err != nil {
+			return nil, fmt.Errorf("view for %s: shadow %w", self.Name, err)
+		}
+		nm.Shadow = &netmap.Policy{Version: full.Shadow.Version, Document: string(pr.Document), Grants: pr.Grants, Limits: pr.Limits}
 	}
 	return nm, nil
 }

@@ -160,13 +160,21 @@ type gatewayNode struct {
 	viewOnce sync.Once
 }
 
+// stateOf is what the gateway of self enforces from view v: its policy,
+// and the shadow policy evaluated next to it.
+func stateOf(self identity.ID, v node.View) *admission.State {
+	st := admission.NewState(self, v.Netmap, v.Policy, v.Stale)
+	st.Shadow, st.ShadowFailed = v.Shadow, v.ShadowFailed
+	return st
+}
+
 // onView hands a new view to every gateway of the node.
 func (g *gatewayNode) onView(v node.View) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	g.latest = &v
 	for _, f := range g.fronts {
-		f.Update(admission.NewState(g.self, v.Netmap, v.Policy, v.Stale))
+		f.Update(stateOf(g.self, v))
 	}
 	if v.Netmap != nil {
 		// What the gateway enforces from now on; the policy bench reads it
@@ -215,7 +223,7 @@ func (g *gatewayNode) newFrontend(tlsCfg *tls.Config, ident admission.Identifier
 	defer g.mu.Unlock()
 	g.fronts = append(g.fronts, f)
 	if g.latest != nil {
-		f.Update(admission.NewState(g.self, g.latest.Netmap, g.latest.Policy, g.latest.Stale))
+		f.Update(stateOf(g.self, *g.latest))
 	}
 	return f, nil
 }

@@ -38,6 +38,8 @@ type verdict struct {
 	// basis is what the policy's decision depended on, for the audit
 	// event (basis.go); nil when the policy was not asked.
 	basis *audit.Basis
+	// shadow is the shadow policy's decision when it differs (shadow.go).
+	shadow *audit.ShadowDecision
 }
 
 func (v verdict) rule() string {
@@ -105,10 +107,12 @@ func (g *Gateway) decide(p *peerInfo, m *mcpwire.Message) verdict {
 		return v
 	}
 	if st.Policy == nil {
+		v.shadow = shadowOf(st, q, policy.Decision{Reason: reason.NoPolicy, Grant: -1})
 		return v.denied(CodeDenied, reason.NoPolicy)
 	}
 	v.basis = basisOf(&q, m, st.Policy)
 	d := q.ask(st.Policy, &v)
+	v.shadow = shadowOf(st, q, d)
 	v.grant, v.version = d.Grant, d.Version
 	if !d.Allow {
 		return v.refusedBy(d)

@@ -268,7 +268,7 @@ func (g *Gateway) servePost(w http.ResponseWriter, r *http.Request, x *exchange)
 	g.cfg.Metrics.Decision(g.metricsNow().Sub(decided))
 	x.v = v
 	ev.Tool, ev.Resource, ev.Prompt, ev.ArgsSHA256 = v.tool, v.resource, v.prompt, v.argsHash
-	ev.Rule, ev.PolicyVersion, ev.Basis = v.rule(), v.version, v.basis
+	ev.Rule, ev.PolicyVersion, ev.Basis, ev.Shadow = v.rule(), v.version, v.basis, v.shadow
 	g.traceDecided(r, x, v)
 	// A retry of a call the gateway answered input_required takes over its
 	// parked hold (holdinput.go), whatever the policy now says of it.

@@ -3,6 +3,7 @@ package metrics
 import (
 	"strings"
 
+	"github.com/agentmesh/agentmesh/internal/audit"
 	"github.com/agentmesh/agentmesh/internal/reason"
 )
 
@@ -69,6 +70,16 @@ func peerKind(src string) string {
 	switch kind {
 	case "agent", "tool", "model", "admin":
 		return kind
+	}
+	return "other"
+}
+
+// shadowLabel is a shadow decision as a label: allow, deny or error (the
+// three values audit.ShadowDecision may hold), anything else "other".
+func shadowLabel(d audit.Decision) string {
+	switch d {
+	case audit.Allow, audit.Deny, audit.ShadowError:
+		return string(d)
 	}
 	return "other"
 }

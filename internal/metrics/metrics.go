@@ -59,6 +59,7 @@ const (
 	nameRevocations     = "agentmesh_coordinator_revocations_total"
 	nameIngested        = "agentmesh_coordinator_audit_events_ingested_total"
 	nameChainHead       = "agentmesh_coordinator_audit_chain_head_seq"
+	nameShadowDiffs     = "agentmesh_gateway_shadow_differences_total"
 )
 
 // defs is every metric agentmesh exports, in the README's order.
@@ -92,6 +93,8 @@ var defs = []Def{
 	{nameRevocations, Counter, []string{"what"}, "Revocations at the coordinator: node or key."},
 	{nameIngested, Counter, []string{"result"}, "Audit events received from nodes in accepted batches: added, duplicate (stored before) or conflict."},
 	{nameChainHead, Gauge, nil, "Seq of the audit hash chain's head after the last batch this coordinator ingested (its own admin events move the head too, and show at the next ingest)."},
+	{nameShadowDiffs, Counter, []string{"active", "shadow"},
+		"Requests on which the shadow policy (agentmesh policy shadow) decided otherwise than the enforced one: the active decision (allow, deny) and the shadow's (allow, deny, error)."},
 }
 
 // Defs returns every metric agentmesh exports (a copy).
@@ -133,6 +136,7 @@ type Set struct {
 	joins, renewals, revocations   *prometheus.CounterVec
 	ingested                       *prometheus.CounterVec
 	chainHead                      prometheus.Gauge
+	shadowDiffs                    *prometheus.CounterVec
 	lastNetmap, lastPolicy         atomic.Int64
 	spoolPending                   atomic.Pointer[func() uint64]
 	spoolOldest                    atomic.Int64 // unix nanoseconds; 0 when nothing waits
@@ -182,6 +186,7 @@ func New() *Set {
 	s.ingested = s.counterVec(nameIngested)
 	s.ingestAdded, s.ingestDup, s.ingCfl = s.ingested.WithLabelValues("added"), s.ingested.WithLabelValues("duplicate"), s.ingested.WithLabelValues("conflict")
 	s.chainHead = s.gauge(nameChainHead)
+	s.shadowDiffs = s.counterVec(nameShadowDiffs)
 	return s
 }
 
@@ -248,6 +253,9 @@ func (s *Set) Event(e *audit.Event) {
 		return
 	}
 	s.requests.WithLabelValues(methodLabel(e.Method), string(e.Decision), reasonLabel(e.Reason), peerKind(e.Src)).Inc()
+	if sh := e.Shadow; sh != nil {
+		s.shadowDiffs.WithLabelValues(string(e.Decision), shadowLabel(sh.Decision)).Inc()
+	}
 	if e.Usage != nil && e.Usage.TotalTokens > 0 {
 		s.tokens.WithLabelValues(s.tokenModels.value(e.Model), s.tokenSources.value(e.Src)).Add(float64(e.Usage.TotalTokens))
 	}

@@ -86,7 +86,8 @@ func TestREADMEDocumentsExactlyTheRegisteredMetrics(t *testing.T) {
 // exercise records something in every metric of s.
 func exercise(s *Set) {
 	s.Event(&audit.Event{Kind: audit.KindRequest, Method: "tools/call", Decision: audit.Allow, Reason: reason.Allowed,
-		Src: "spiffe://agentmesh.local/agent/a", Model: "m", Usage: &audit.Usage{TotalTokens: 7}})
+		Src: "spiffe://agentmesh.local/agent/a", Model: "m", Usage: &audit.Usage{TotalTokens: 7},
+		Shadow: &audit.ShadowDecision{Decision: audit.Deny, PolicyVersion: "shadow-1"}})
 	s.Refused(&audit.Event{Reason: reason.UnknownCA})
 	s.Decision(time.Microsecond)
 	s.Upstream(time.Millisecond)

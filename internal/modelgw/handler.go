@@ -232,6 +232,8 @@ func (g *Gateway) decidePolicy(w http.ResponseWriter, r *http.Request, x *reques
 	decided := g.now()
 	d := x.st.Policy.Decide(x.decide)
 	g.cfg.Metrics.Decision(g.now().Sub(decided))
+	// Shadow mode: the shadow policy is asked the same, never enforced.
+	x.ev.Shadow = x.st.ShadowOf(d, func(p *policy.Policy) policy.Decision { return p.Decide(x.decide) })
 	x.ev.PolicyVersion = d.Version
 	if !x.filterList {
 		x.ev.Basis = admission.Basis(&x.decide, x.ev.Method, x.st.Policy)

@@ -194,6 +194,11 @@ type Netmap struct {
 	IssuedAt time.Time `json:"issued_at,omitzero"`
 	Nodes    []Node    `json:"nodes"`
 	Policy   Policy    `json:"policy"`
+	// Shadow is the shadow policy (`agentmesh policy shadow`), projected
+	// for a gateway as Policy is: evaluated next to Policy on every
+	// request, never enforced, its differing decisions recorded. Nil when
+	// there is none, and for nodes that do not serve.
+	Shadow *Policy `json:"shadow,omitempty"`
 	// Coordinators are the API URLs of every live coordinator of the
 	// mesh, sorted and without duplicates (CheckCoordinators): a node
 	// fails over between them, and learns of new ones and forgets

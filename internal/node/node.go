@@ -40,6 +40,14 @@ import (
 type View struct {
 	Netmap *netmap.Netmap
 	Policy *policy.Policy
+	// Shadow is the netmap's shadow policy compiled (version
+	// "shadow-N"), nil when there is none or it does not compile: a
+	// gateway evaluates it next to Policy and records where they differ.
+	Shadow *policy.Policy
+	// ShadowFailed is the version ("shadow-N") of a shadow policy that
+	// does not compile here, "" otherwise: a gateway records every
+	// request's shadow decision as an error meanwhile.
+	ShadowFailed string
 	// Confirmed is when the coordinator last confirmed this view, by the
 	// node's clock (zero: never, as far as the cache says).
 	Confirmed time.Time
@@ -231,6 +239,7 @@ func (n *Node) followViews(ctx context.Context, updates <-chan update, clock pki
 	var (
 		cur     View
 		lastPol *netmap.Policy   // the one cur.Policy was compiled from
+		lastSh  *netmap.Policy   // the one cur.Shadow was compiled from
 		expiry  <-chan time.Time // fires when cur may have gone stale
 	)
 	for {
@@ -243,6 +252,10 @@ func (n *Node) followViews(ctx context.Context, updates <-chan update, clock pki
 				if lastPol == nil || !samePolicy(*lastPol, u.nm.Policy) {
 					cur.Policy = compile(u.nm.Policy, n.log)
 					lastPol = &u.nm.Policy
+				}
+				if !sameShadow(lastSh, u.nm.Shadow) {
+					cur.Shadow, cur.ShadowFailed = compileShadow(u.nm.Shadow, n.log)
+					lastSh = u.nm.Shadow
 				}
 				cur.Netmap, changed = u.nm, true
 			}
