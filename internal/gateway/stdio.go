@@ -13,6 +13,7 @@ import (
 	"reflect"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/modelcontextprotocol/go-sdk/jsonrpc"
@@ -69,6 +70,11 @@ type stdioBridge struct {
 	// per session costs seconds with npx, and a person waits for it.
 	started time.Time
 	command string
+	// answered is set once the process sent its first message; failOnce
+	// logs, once, a process that failed before (read or write, whichever
+	// pump notices first: the other then sees the session ended).
+	answered atomic.Bool
+	failOnce sync.Once
 }
 
 func (u *commandUpstream) forward(w http.ResponseWriter, r *http.Request, x *exchange) {
@@ -255,25 +261,33 @@ func (b *stdioBridge) pumpToProcess() {
 			}
 		}
 		if err := b.proc.Write(b.ctx, msg); err != nil {
+			b.failed(err)
 			return
 		}
 	}
 }
 
+// failed logs a process that failed before it answered, unless the bridge
+// was stopped (its context ended) or the process had answered.
+func (b *stdioBridge) failed(err error) {
+	if b.answered.Load() || b.ctx.Err() != nil {
+		return
+	}
+	b.failOnce.Do(func() {
+		b.g.log.Warn(fmt.Sprintf("serve: upstream `%s` failed after %s, before it answered", b.command, b.since()),
+			"session", b.sess.id, "err", err)
+	})
+}
+
 func (b *stdioBridge) pumpToClient() {
 	defer b.g.endSession(b.sess)
-	ready := false
 	for {
 		msg, err := b.proc.Read(b.ctx)
 		if err != nil {
-			if !ready && b.ctx.Err() == nil {
-				b.g.log.Warn(fmt.Sprintf("serve: upstream `%s` failed after %s, before it answered", b.command, b.since()),
-					"session", b.sess.id, "err", err)
-			}
+			b.failed(err)
 			return
 		}
-		if !ready {
-			ready = true
+		if !b.answered.Swap(true) {
 			b.g.log.Info(fmt.Sprintf("serve: upstream `%s` ready after %s", b.command, b.since()), "session", b.sess.id)
 		}
 		ctx := b.ctx

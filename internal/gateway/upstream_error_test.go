@@ -78,9 +78,11 @@ func TestGatewayLogsEachStdioUpstreamItStartsAndWhenItIsReadyOrFailed(t *testing
 		f := newFixture(t, fixtureOpts{log: &log, config: func(c *Config) { c.Upstream = CommandUpstream{Argv: argv} }})
 		ctx := testContext(t)
 		f.rawPost(ctx, f.httpClient(f.fraud), initializeBody, nil)
+		// The answer may reach the client before the process's end is
+		// read and logged.
 		for _, want := range []string{"serve: starting upstream `/bin/sh -c exit 3` for a new session", "serve: upstream `/bin/sh -c exit 3` failed after "} {
-			if !strings.Contains(log.String(), want) {
-				t.Errorf("the log lacks %q:\n%s", want, log.String())
+			if err := log.WaitFor(ctx, want); err != nil {
+				t.Errorf("%v:\n%s", err, log.String())
 			}
 		}
 		if strings.Contains(log.String(), "ready after") {

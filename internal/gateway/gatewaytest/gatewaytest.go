@@ -300,12 +300,39 @@ func (r *Recorder) CheckAccounted(tb testing.TB, why reason.Code, told map[strin
 type Log struct {
 	mu  sync.Mutex
 	buf bytes.Buffer
+	// grew is closed, and replaced, by every Write.
+	grew chan struct{}
 }
 
 func (l *Log) Write(p []byte) (int, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	if l.grew != nil {
+		close(l.grew)
+		l.grew = nil
+	}
 	return l.buf.Write(p)
+}
+
+// WaitFor waits until the log contains s, or ctx ends.
+func (l *Log) WaitFor(ctx context.Context, s string) error {
+	for {
+		l.mu.Lock()
+		if strings.Contains(l.buf.String(), s) {
+			l.mu.Unlock()
+			return nil
+		}
+		if l.grew == nil {
+			l.grew = make(chan struct{})
+		}
+		grew := l.grew
+		l.mu.Unlock()
+		select {
+		case <-grew:
+		case <-ctx.Done():
+			return fmt.Errorf("the log never contained %q: %w", s, ctx.Err())
+		}
+	}
 }
 
 // String returns what was written.
