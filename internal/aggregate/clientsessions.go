@@ -341,16 +341,24 @@ func ask[R any](c *clients, cl *client, ctx context.Context, f func(context.Cont
 	default:
 		return zero, fmt.Errorf("the aggregated client already has %d requests from services waiting on it", MaxAsksPerClient)
 	}
+	ctx = c.relatedTo(ctx, cl)
+	return f(ctx)
+}
+
+// relatedTo is ctx carrying the values of cl's latest request in flight,
+// if any: over HTTP, what the aggregator sends cl goes on that request's
+// stream.
+func (c *clients) relatedTo(ctx context.Context, cl *client) context.Context {
 	c.mu.Lock()
 	var rel context.Context
 	if n := len(cl.reqs); n > 0 {
 		rel = cl.reqs[n-1]
 	}
 	c.mu.Unlock()
-	if rel != nil {
-		ctx = related{Context: ctx, values: rel}
+	if rel == nil {
+		return ctx
 	}
-	return f(ctx)
+	return related{Context: ctx, values: rel}
 }
 
 // related is a context cancelled as Context is, whose values are first
@@ -381,15 +389,7 @@ func (c *clients) log(ctx context.Context, cl *client, svc string, p *mcp.Loggin
 	if p.Logger != "" {
 		q.Logger = svc + "/" + p.Logger
 	}
-	c.mu.Lock()
-	var rel context.Context
-	if n := len(cl.reqs); n > 0 {
-		rel = cl.reqs[n-1]
-	}
-	c.mu.Unlock()
-	if rel != nil {
-		ctx = related{Context: ctx, values: rel}
-	}
+	ctx = c.relatedTo(ctx, cl)
 	if err := cl.ss.Log(ctx, &q); err != nil {
 		c.a.log.Debug("aggregate: a service's log message did not reach the client", "service", svc, "err", err)
 	}

@@ -149,18 +149,7 @@ func checkUnmatched(ctx context.Context, env Env, state string, p *policy.Policy
 	if err := adminCall(ctx, state, http.MethodGet, controlapi.PathNodes, nil, &infos); err != nil {
 		return nil, err
 	}
-	nodes := []policy.Node{}
-	for _, n := range infos {
-		kind, err := identity.ParseKind(n.Kind)
-		if err != nil || n.Status != "active" {
-			continue
-		}
-		tags, err := identity.ParseTags(n.Tags)
-		if err != nil {
-			continue
-		}
-		nodes = append(nodes, policy.Node{Kind: kind, Name: identity.Name(n.Name), Tags: tags})
-	}
+	nodes := activeNodes(infos)
 	unmatched := p.Unmatched(nodes)
 	for _, u := range unmatched {
 		printf(env.Stderr, "warning: %s\n", u.String())

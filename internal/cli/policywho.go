@@ -299,6 +299,12 @@ func (s *rightsSource) nodes(ctx context.Context, file string) ([]policy.Node, e
 	default:
 		return nil, nil
 	}
+	return activeNodes(infos), nil
+}
+
+// activeNodes are the active nodes of a registry listing, as the policy
+// sees them; a row it cannot read is skipped.
+func activeNodes(infos []controlapi.NodeInfo) []policy.Node {
 	nodes := []policy.Node{}
 	for _, n := range infos {
 		kind, err := identity.ParseKind(n.Kind)
@@ -315,7 +321,7 @@ func (s *rightsSource) nodes(ctx context.Context, file string) ([]policy.Node, e
 		}
 		nodes = append(nodes, policy.Node{Kind: kind, Name: name, Tags: tags})
 	}
-	return nodes, nil
+	return nodes
 }
 
 // tools returns the tools each server's gateway reports now, by server
