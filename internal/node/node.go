@@ -343,14 +343,7 @@ func compile(p netmap.Policy, log *slog.Logger) *policy.Policy {
 		// here is allowed; an agent's connector has nothing to log.
 		return nil
 	}
-	version := strconv.FormatInt(p.Version, 10)
-	var pol *policy.Policy
-	var err error
-	if p.Projected() {
-		pol, err = policy.CompileProjection(policy.Projection{Document: []byte(p.Document), Grants: p.Grants, Limits: p.Limits}, version)
-	} else {
-		pol, err = policy.Compile([]byte(p.Document), version)
-	}
+	pol, err := compileAs(&p, strconv.FormatInt(p.Version, 10))
 	if err != nil {
 		log.Error("node: policy does not compile here; denying everything until a good one arrives", "version", p.Version, "err", err)
 		return nil

@@ -23,16 +23,19 @@ func compileShadow(p *netmap.Policy, log *slog.Logger) (*policy.Policy, string) 
 		return nil, ""
 	}
 	version := netmap.ShadowVersion(p.Version)
-	var pol *policy.Policy
-	var err error
-	if p.Projected() {
-		pol, err = policy.CompileProjection(policy.Projection{Document: []byte(p.Document), Grants: p.Grants, Limits: p.Limits}, version)
-	} else {
-		pol, err = policy.Compile([]byte(p.Document), version)
-	}
+	pol, err := compileAs(p, version)
 	if err != nil {
 		log.Error("node: shadow policy does not compile here; recording its decisions as errors", "version", p.Version, "err", err)
 		return nil, version
 	}
 	return pol, ""
+}
+
+// compileAs compiles the netmap's policy p (a gateway's projection, or a
+// whole document) under version.
+func compileAs(p *netmap.Policy, version string) (*policy.Policy, error) {
+	if p.Projected() {
+		return policy.CompileProjection(policy.Projection{Document: []byte(p.Document), Grants: p.Grants, Limits: p.Limits}, version)
+	}
+	return policy.Compile([]byte(p.Document), version)
 }
