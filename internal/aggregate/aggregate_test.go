@@ -66,28 +66,40 @@ func (f *fixture) close() {
 }
 
 func newFixture(t *testing.T, up map[string]*mcp.Server) (*Aggregator, *mcp.ClientSession, chan struct{}) {
+	return newFixtureWith(t, up, "", nil, "")
+}
+
+// newFixtureWith is newFixture with a separator, client options (nil:
+// list_changed of any kind signals the returned channel) and the
+// client's protocol version ("": the SDK's latest).
+func newFixtureWith(t *testing.T, up map[string]*mcp.Server, sep string, opts *mcp.ClientOptions, version string) (*Aggregator, *mcp.ClientSession, chan struct{}) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	f := &fixture{t: t, ctx: ctx, up: up}
-	a, err := New(Config{SPIFFEID: "spiffe://test/agent/bot", Transport: f.transport, ListTimeout: 200 * time.Millisecond})
+	a, err := New(Config{SPIFFEID: "spiffe://test/agent/bot", Transport: f.transport, ListTimeout: 200 * time.Millisecond, Separator: sep})
 	if err != nil {
 		t.Fatal(err)
 	}
 	changed := make(chan struct{}, 16)
-	cl := mcp.NewClient(&mcp.Implementation{Name: "client", Version: "1"}, &mcp.ClientOptions{
-		ToolListChangedHandler: func(context.Context, *mcp.ToolListChangedRequest) {
-			select {
-			case changed <- struct{}{}:
-			default:
-			}
-		},
-	})
+	signal := func() {
+		select {
+		case changed <- struct{}{}:
+		default:
+		}
+	}
+	if opts == nil {
+		opts = &mcp.ClientOptions{}
+	}
+	opts.ToolListChangedHandler = func(context.Context, *mcp.ToolListChangedRequest) { signal() }
+	opts.PromptListChangedHandler = func(context.Context, *mcp.PromptListChangedRequest) { signal() }
+	opts.ResourceListChangedHandler = func(context.Context, *mcp.ResourceListChangedRequest) { signal() }
+	cl := mcp.NewClient(&mcp.Implementation{Name: "client", Version: "1"}, opts)
 	ct, st := mcp.NewInMemoryTransports()
 	ss, err := a.Server().Connect(ctx, st, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	cs, err := cl.Connect(ctx, ct, nil)
+	cs, err := cl.Connect(ctx, ct, &mcp.ClientSessionOptions{ProtocolVersion: version})
 	if err != nil {
 		t.Fatal(err)
 	}
