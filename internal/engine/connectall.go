@@ -43,6 +43,11 @@ func connectAll(ctx context.Context, cfg ConnectConfig) (err error) {
 	case cfg.Listen == "" && cfg.Listener == nil && (cfg.Stdin == nil || cfg.Stdout == nil):
 		return fmt.Errorf("%w: stdio mode needs Stdin and Stdout", ErrConfig)
 	}
+	if cfg.Separator != "" {
+		if err := aggregate.CheckSeparator(cfg.Separator); err != nil {
+			return fmt.Errorf("%w: --separator: %v", ErrConfig, err)
+		}
+	}
 	log := logger(cfg.Logger)
 	m, err := openMetrics(cfg.Metrics)
 	if err != nil {
@@ -75,7 +80,7 @@ func connectAll(ctx context.Context, cfg ConnectConfig) (err error) {
 	defer n.Close()
 	s.Node = n.ID().String()
 	self := n.ID()
-	a, err := aggregate.New(aggregate.Config{SPIFFEID: self.String(), Logger: log, Version: "agentmesh", NoPrefix: cfg.NoPrefix,
+	a, err := aggregate.New(aggregate.Config{SPIFFEID: self.String(), Logger: log, Version: "agentmesh", NoPrefix: cfg.NoPrefix, Separator: cfg.Separator,
 		Transport: func(svc aggregate.Service) (mcp.Transport, error) { return meshTransport(n, svc) }})
 	if err != nil {
 		return err
