@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -307,5 +308,45 @@ func TestTheSeparatorIsConfigurableAndChecked(t *testing.T) {
 	res, err := cs2.CallTool(context.Background(), &mcp.CallToolParams{Name: "a___x"})
 	if err != nil || res.Content[0].(*mcp.TextContent).Text != "_x" {
 		t.Fatalf("a___x: %v, %v; want service a's _x", res, err)
+	}
+}
+
+// TestWhatAServiceListsIsBounded: past MaxPromptsPerService prompts are
+// skipped, as are a resource URI that is too long, a definition that is
+// too large, a resource listed twice and a template that is not one
+// (which the SDK would panic on); the rest are served.
+func TestWhatAServiceListsIsBounded(t *testing.T) {
+	up := rich("a", []string{"p"}, []string{"file:///x"}, []string{"file:///t/{id}"}, nil)
+	up.AddReceivingMiddleware(func(next mcp.MethodHandler) mcp.MethodHandler {
+		return func(ctx context.Context, method string, req mcp.Request) (mcp.Result, error) {
+			switch method {
+			case "prompts/list":
+				res := &mcp.ListPromptsResult{}
+				for i := range MaxPromptsPerService + 5 {
+					res.Prompts = append(res.Prompts, &mcp.Prompt{Name: fmt.Sprintf("p%04d", i)})
+				}
+				return res, nil
+			case "resources/list":
+				return &mcp.ListResourcesResult{Resources: []*mcp.Resource{
+					{URI: "file:///ok", Name: "ok"},
+					{URI: "file:///ok", Name: "twice"},
+					{URI: "file:///" + strings.Repeat("x", maxURI), Name: "long"},
+					{URI: "file:///big", Name: "big", Description: strings.Repeat("x", maxItemBytes)},
+				}}, nil
+			case "resources/templates/list":
+				return &mcp.ListResourceTemplatesResult{ResourceTemplates: []*mcp.ResourceTemplate{
+					{URITemplate: "file:///t/{id}", Name: "ok"},
+					{URITemplate: "file:///{unclosed", Name: "bad"},
+				}}, nil
+			}
+			return next(ctx, method, req)
+		}
+	})
+	a, cs, changed := newFixture(t, map[string]*mcp.Server{"a": up})
+	a.Update(Snapshot{Services: []Service{{Name: "a", Addr: "1"}}})
+	waitList(t, changed, resourceURIs(cs), "T agentmesh://a/file:///t/{id}", "agentmesh://a/file:///ok")
+	names, err := promptNames(cs)(context.Background())
+	if err != nil || len(names) != MaxPromptsPerService {
+		t.Fatalf("%d prompts (%v), want %d", len(names), err, MaxPromptsPerService)
 	}
 }
