@@ -23,8 +23,8 @@ const settleWait = 5 * time.Second
 
 // connectAll runs the aggregated endpoint (ConnectConfig.All): one MCP
 // server, over stdio or on a loopback listener with the same token and
-// guard as a single-service connector, whose tools are those of every
-// tool service in the agent's netmap, kept current as the netmap and each
+// guard as a single-service connector, whose tools, prompts and
+// resources are those of every tool service in the agent's netmap, kept current as the netmap and each
 // gateway's lists change (package aggregate).
 func connectAll(ctx context.Context, cfg ConnectConfig) (err error) {
 	ln := cfg.Listener
