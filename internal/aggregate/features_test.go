@@ -145,11 +145,11 @@ func TestResourcesLiveUnderTheirServicesPrefix(t *testing.T) {
 	up := rich("a", nil, []string{"file:///same.txt", "file:///only-a.txt"}, []string{"file:///dyn/{id}"}, nil)
 	a, cs, changed := newFixture(t, map[string]*mcp.Server{
 		"a": up,
-		"c": rich("c", nil, []string{"file:///same.txt"}, nil, nil),
+		"c": rich("c", nil, []string{"file:///same.txt"}, []string{"{+any}"}, nil),
 	})
 	a.Update(Snapshot{Services: []Service{{Name: "a", Addr: "1"}, {Name: "c", Addr: "2"}}})
 	waitList(t, changed, resourceURIs(cs),
-		"T agentmesh://a/file:///dyn/{id}",
+		"T agentmesh://a/file:///dyn/{id}", "T agentmesh://c/{+any}",
 		"agentmesh://a/file:///only-a.txt", "agentmesh://a/file:///same.txt", "agentmesh://c/file:///same.txt")
 	ctx := context.Background()
 	for uri, want := range map[string][2]string{
@@ -164,16 +164,23 @@ func TestResourcesLiveUnderTheirServicesPrefix(t *testing.T) {
 			t.Errorf("read %s: %+v, %v; want %v", uri, res, err, want)
 		}
 	}
-	for _, uri := range []string{"file:///same.txt", "agentmesh://c/file:///only-a.txt", "agentmesh://nobody/file:///same.txt"} {
+	for _, uri := range []string{"file:///same.txt", "agentmesh://a/file:///nothing.txt", "agentmesh://nobody/file:///same.txt"} {
 		if res, err := cs.ReadResource(ctx, &mcp.ReadResourceParams{URI: uri}); err == nil {
 			t.Errorf("read %s: %+v, want not found", uri, res)
 		}
 	}
 	up.RemoveResources("file:///only-a.txt")
 	waitList(t, changed, resourceURIs(cs),
-		"T agentmesh://a/file:///dyn/{id}", "agentmesh://a/file:///same.txt", "agentmesh://c/file:///same.txt")
+		"T agentmesh://a/file:///dyn/{id}", "T agentmesh://c/{+any}", "agentmesh://a/file:///same.txt", "agentmesh://c/file:///same.txt")
 	a.Update(Snapshot{Services: []Service{{Name: "c", Addr: "2"}}})
-	waitList(t, changed, resourceURIs(cs), "agentmesh://c/file:///same.txt")
+	waitList(t, changed, resourceURIs(cs), "T agentmesh://c/{+any}", "agentmesh://c/file:///same.txt")
+	// c's catch-all template never takes a bare URI; its own form works.
+	if res, err := cs.ReadResource(ctx, &mcp.ReadResourceParams{URI: "file:///dyn/9"}); err == nil {
+		t.Errorf("a bare URI went to c's catch-all template: %+v", res)
+	}
+	if res, err := cs.ReadResource(ctx, &mcp.ReadResourceParams{URI: "agentmesh://c/file:///dyn/9"}); err != nil || res.Contents[0].Text != "c:file:///dyn/9" {
+		t.Errorf("read through c's template: %+v, %v", res, err)
+	}
 }
 
 // TestSubscriptionsAreRoutedAndUpdatesMappedBack: a subscription reaches

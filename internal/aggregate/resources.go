@@ -254,8 +254,9 @@ func (b *backend) readResource() mcp.ResourceHandler {
 // bareURIs lets a client read a resource by the service's own URI (as a
 // resource link in a tool's result gives it) when that URI is not
 // already an aggregated one and exactly one service lists it, or, if
-// none lists it, exactly one service's template matches it: the read
-// then goes to that service. Subscriptions take aggregated URIs only.
+// none lists it, exactly one service's template whose scheme is literal
+// matches it: the read then goes to that service. Subscriptions take
+// aggregated URIs only.
 func (a *Aggregator) bareURIs(next mcp.MethodHandler) mcp.MethodHandler {
 	return func(ctx context.Context, method string, req mcp.Request) (mcp.Result, error) {
 		if r, ok := req.(*mcp.ReadResourceRequest); ok && method == "resources/read" && r.Params != nil {
@@ -285,7 +286,7 @@ func (a *Aggregator) resolveBare(uri string) (string, bool) {
 			continue
 		}
 		for _, t := range be.more.templates {
-			if t.match.Regexp().MatchString(uri) {
+			if literalScheme(t.def.URITemplate) && t.match.Regexp().MatchString(uri) {
 				matched = append(matched, agg)
 				break
 			}
@@ -298,6 +299,14 @@ func (a *Aggregator) resolveBare(uri string) (string, bool) {
 		return matched[0], true
 	}
 	return "", false
+}
+
+// literalScheme reports whether template's scheme is literal text (no
+// expression before its ':'): only such a template takes a bare URI, so
+// that a service cannot catch every bare URI with "{+uri}".
+func literalScheme(template string) bool {
+	lit, _, _ := strings.Cut(template, "{")
+	return strings.Contains(lit, ":")
 }
 
 // subscribe routes a client's resources/subscribe to the service whose
