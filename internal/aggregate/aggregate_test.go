@@ -66,17 +66,26 @@ func (f *fixture) close() {
 }
 
 func newFixture(t *testing.T, up map[string]*mcp.Server) (*Aggregator, *mcp.ClientSession, chan struct{}) {
-	return newFixtureWith(t, up, "", nil, "")
+	return newFixtureWith(t, up, fixtureOptions{})
 }
 
-// newFixtureWith is newFixture with a separator, client options (nil:
-// list_changed of any kind signals the returned channel) and the
-// client's protocol version ("": the SDK's latest).
-func newFixtureWith(t *testing.T, up map[string]*mcp.Server, sep string, opts *mcp.ClientOptions, version string) (*Aggregator, *mcp.ClientSession, chan struct{}) {
+// fixtureOptions are newFixtureWith's options.
+type fixtureOptions struct {
+	sep     string             // the aggregator's separator
+	client  *mcp.ClientOptions // list_changed handlers are set over them
+	version string             // the client's protocol version ("": the SDK's latest)
+	// services, if set, are aggregated (and settled) before the client
+	// initializes, so that it is offered their capabilities.
+	services []Service
+}
+
+// newFixtureWith is newFixture with options; list_changed of any kind
+// signals the returned channel.
+func newFixtureWith(t *testing.T, up map[string]*mcp.Server, o fixtureOptions) (*Aggregator, *mcp.ClientSession, chan struct{}) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	f := &fixture{t: t, ctx: ctx, up: up}
-	a, err := New(Config{SPIFFEID: "spiffe://test/agent/bot", Transport: f.transport, ListTimeout: 200 * time.Millisecond, Separator: sep})
+	a, err := New(Config{SPIFFEID: "spiffe://test/agent/bot", Transport: f.transport, ListTimeout: 200 * time.Millisecond, Separator: o.sep})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -87,8 +96,15 @@ func newFixtureWith(t *testing.T, up map[string]*mcp.Server, sep string, opts *m
 		default:
 		}
 	}
+	opts := o.client
 	if opts == nil {
 		opts = &mcp.ClientOptions{}
+	}
+	if o.services != nil {
+		a.Update(Snapshot{Services: o.services})
+		if err := a.WaitSettled(ctx); err != nil {
+			t.Fatal(err)
+		}
 	}
 	opts.ToolListChangedHandler = func(context.Context, *mcp.ToolListChangedRequest) { signal() }
 	opts.PromptListChangedHandler = func(context.Context, *mcp.PromptListChangedRequest) { signal() }
@@ -99,7 +115,7 @@ func newFixtureWith(t *testing.T, up map[string]*mcp.Server, sep string, opts *m
 	if err != nil {
 		t.Fatal(err)
 	}
-	cs, err := cl.Connect(ctx, ct, &mcp.ClientSessionOptions{ProtocolVersion: version})
+	cs, err := cl.Connect(ctx, ct, &mcp.ClientSessionOptions{ProtocolVersion: o.version})
 	if err != nil {
 		t.Fatal(err)
 	}

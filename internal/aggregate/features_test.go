@@ -73,6 +73,23 @@ func waitList(t *testing.T, changed chan struct{}, list func(context.Context) ([
 	}
 }
 
+// drain empties changed.
+func drain(changed chan struct{}) {
+	for len(changed) > 0 {
+		<-changed
+	}
+}
+
+// awaitChanged waits for a list_changed notification to reach the client.
+func awaitChanged(t *testing.T, changed chan struct{}) {
+	t.Helper()
+	select {
+	case <-changed:
+	case <-time.After(30 * time.Second):
+		t.Fatal("no list_changed reached the client")
+	}
+}
+
 func promptNames(cs *mcp.ClientSession) func(context.Context) ([]string, error) {
 	return func(ctx context.Context) ([]string, error) {
 		var out []string
@@ -112,8 +129,8 @@ func resourceURIs(cs *mcp.ClientSession) func(context.Context) ([]string, error)
 // prompts/list_changed reaches the client.
 func TestPromptsAreNamespacedAndRouted(t *testing.T) {
 	up := rich("a", []string{"greet", "c__greet", "deny"}, nil, nil, nil)
-	a, cs, changed := newFixture(t, map[string]*mcp.Server{"a": up, "c": rich("c", []string{"greet"}, nil, nil, nil)})
-	a.Update(Snapshot{Services: []Service{{Name: "a", Addr: "1"}, {Name: "c", Addr: "2"}}})
+	a, cs, changed := newFixtureWith(t, map[string]*mcp.Server{"a": up, "c": rich("c", []string{"greet"}, nil, nil, nil)},
+		fixtureOptions{services: []Service{{Name: "a", Addr: "1"}, {Name: "c", Addr: "2"}}})
 	waitList(t, changed, promptNames(cs), "a__deny", "a__greet", "c__greet")
 	ctx := context.Background()
 	for name, want := range map[string]string{"a__greet": "a/greet: ann", "c__greet": "c/greet: ann"} {
@@ -127,9 +144,11 @@ func TestPromptsAreNamespacedAndRouted(t *testing.T) {
 	if !errors.As(err, &je) || je.Code != -32040 {
 		t.Errorf("a__deny: %v, want the upstream's error unchanged", err)
 	}
+	drain(changed)
 	up.AddPrompt(&mcp.Prompt{Name: "late"}, func(context.Context, *mcp.GetPromptRequest) (*mcp.GetPromptResult, error) {
 		return &mcp.GetPromptResult{}, nil
 	})
+	awaitChanged(t, changed)
 	waitList(t, changed, promptNames(cs), "a__deny", "a__greet", "a__late", "c__greet")
 	a.Update(Snapshot{Services: []Service{{Name: "c", Addr: "2"}}})
 	waitList(t, changed, promptNames(cs), "c__greet")
@@ -143,11 +162,10 @@ func TestPromptsAreNamespacedAndRouted(t *testing.T) {
 // is ambiguous.
 func TestResourcesLiveUnderTheirServicesPrefix(t *testing.T) {
 	up := rich("a", nil, []string{"file:///same.txt", "file:///only-a.txt"}, []string{"file:///dyn/{id}"}, nil)
-	a, cs, changed := newFixture(t, map[string]*mcp.Server{
+	a, cs, changed := newFixtureWith(t, map[string]*mcp.Server{
 		"a": up,
 		"c": rich("c", nil, []string{"file:///same.txt"}, []string{"{+any}"}, nil),
-	})
-	a.Update(Snapshot{Services: []Service{{Name: "a", Addr: "1"}, {Name: "c", Addr: "2"}}})
+	}, fixtureOptions{services: []Service{{Name: "a", Addr: "1"}, {Name: "c", Addr: "2"}}})
 	waitList(t, changed, resourceURIs(cs),
 		"T agentmesh://a/file:///dyn/{id}", "T agentmesh://c/{+any}",
 		"agentmesh://a/file:///only-a.txt", "agentmesh://a/file:///same.txt", "agentmesh://c/file:///same.txt")
@@ -169,7 +187,9 @@ func TestResourcesLiveUnderTheirServicesPrefix(t *testing.T) {
 			t.Errorf("read %s: %+v, want not found", uri, res)
 		}
 	}
+	drain(changed)
 	up.RemoveResources("file:///only-a.txt")
+	awaitChanged(t, changed)
 	waitList(t, changed, resourceURIs(cs),
 		"T agentmesh://a/file:///dyn/{id}", "T agentmesh://c/{+any}", "agentmesh://a/file:///same.txt", "agentmesh://c/file:///same.txt")
 	a.Update(Snapshot{Services: []Service{{Name: "c", Addr: "2"}}})
@@ -199,10 +219,11 @@ func testSubscriptions(t *testing.T, version string) {
 	subs := make(chan string, 8)
 	up := rich("a", nil, []string{"file:///x.txt"}, nil, subs)
 	updated := make(chan string, 8)
-	a, cs, changed := newFixtureWith(t, map[string]*mcp.Server{"a": up}, "", &mcp.ClientOptions{
-		ResourceUpdatedHandler: func(_ context.Context, r *mcp.ResourceUpdatedNotificationRequest) { updated <- r.Params.URI },
-	}, version)
-	a.Update(Snapshot{Services: []Service{{Name: "a", Addr: "1"}}})
+	_, cs, changed := newFixtureWith(t, map[string]*mcp.Server{"a": up}, fixtureOptions{version: version,
+		services: []Service{{Name: "a", Addr: "1"}},
+		client: &mcp.ClientOptions{
+			ResourceUpdatedHandler: func(_ context.Context, r *mcp.ResourceUpdatedNotificationRequest) { updated <- r.Params.URI },
+		}})
 	waitList(t, changed, resourceURIs(cs), "agentmesh://a/file:///x.txt")
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -221,10 +242,23 @@ func testSubscriptions(t *testing.T, version string) {
 		t.Fatal(err)
 	}
 	recv(subs, "+file:///x.txt")
-	if err := up.ResourceUpdated(ctx, &mcp.ResourceUpdatedNotificationParams{URI: "file:///x.txt"}); err != nil {
-		t.Fatal(err)
+	// The upstream's handler tells of the subscription before the SDK
+	// records it: send the update until it comes through.
+	for done := false; !done; {
+		if err := up.ResourceUpdated(ctx, &mcp.ResourceUpdatedNotificationParams{URI: "file:///x.txt"}); err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case got := <-updated:
+			if got != "agentmesh://a/file:///x.txt" {
+				t.Fatalf("resources/updated for %q, want the aggregated URI", got)
+			}
+			done = true
+		case <-ctx.Done():
+			t.Fatal("no resources/updated reached the client")
+		case <-time.After(20 * time.Millisecond):
+		}
 	}
-	recv(updated, "agentmesh://a/file:///x.txt")
 	if err := cs.Unsubscribe(ctx, &mcp.UnsubscribeParams{URI: "agentmesh://a/file:///x.txt"}); err != nil {
 		t.Fatal(err)
 	}
@@ -299,7 +333,7 @@ func TestTheSeparatorIsConfigurableAndChecked(t *testing.T) {
 		t.Error("New accepted the separator ::")
 	}
 
-	a, cs, changed := newFixtureWith(t, map[string]*mcp.Server{"a": rich("a", []string{"p.q", "p"}, nil, nil, nil), "b-c": upstream("", "x")}, ".", nil, "")
+	a, cs, changed := newFixtureWith(t, map[string]*mcp.Server{"a": rich("a", []string{"p.q", "p"}, nil, nil, nil), "b-c": upstream("", "x")}, fixtureOptions{sep: "."})
 	a.Update(Snapshot{Services: []Service{{Name: "a", Addr: "1"}, {Name: "b-c", Addr: "2"}}})
 	waitTools(t, cs, changed, "a.t", "b-c.x")
 	waitList(t, changed, promptNames(cs), "a.p")
