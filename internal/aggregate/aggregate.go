@@ -239,7 +239,7 @@ func (a *Aggregator) describe() (Meta, string) {
 	sort.Strings(m.Services)
 	for _, name := range m.Services {
 		if in := a.backends[name].instructions(); in != "" {
-			fmt.Fprintf(&b, "## %s (tools and prompts %s, resources %s*)\n%s\n\n", name, a.aggregatedName(name, "*"), a.uriPrefix(name), strings.TrimSpace(in))
+			fmt.Fprintf(&b, "## %s%s\n%s\n\n", name, a.where(name), strings.TrimSpace(in))
 		}
 	}
 	return m, strings.TrimSpace(b.String())

@@ -18,18 +18,19 @@ type features struct {
 	resOwner    map[string]*backend // aggregated resource URI → its backend
 	tmplOwner   map[string]*backend // aggregated URI template → its backend
 	// subs are the client sessions subscribed to each aggregated
-	// resource URI through this aggregator (the SDK keeps its own table
-	// to send them the updates; this one decides when a service's
-	// subscription is no longer needed and what to subscribe again after
-	// a reconnect).
-	subs map[string]map[*mcp.ServerSession]bool
+	// resource URI, oldest first, each with the session to the service
+	// that carries it (the SDK keeps its own table to send them the
+	// updates; this one decides which session's updates are heard, when
+	// a service's subscription is no longer needed and what to subscribe
+	// again after a reconnect).
+	subs map[string][]subscription
 }
 
 func (f *features) init() {
 	f.promptOwner = map[string]*backend{}
 	f.resOwner = map[string]*backend{}
 	f.tmplOwner = map[string]*backend{}
-	f.subs = map[string]map[*mcp.ServerSession]bool{}
+	f.subs = map[string][]subscription{}
 }
 
 // backendFeatures is what one service contributes besides tools,
@@ -147,6 +148,6 @@ func tooBig(v any) bool {
 // notifications/resources/updated (resources.go).
 func (b *backend) resourceUpdated(ctx context.Context, req *mcp.ResourceUpdatedNotificationRequest) {
 	if req.Params != nil {
-		b.a.resourceUpdated(ctx, b, req.Params.URI)
+		b.a.resourceUpdated(ctx, b, req.Session, req.Params.URI)
 	}
 }

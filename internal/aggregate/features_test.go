@@ -391,3 +391,24 @@ func TestWhatAServiceListsIsBounded(t *testing.T) {
 		t.Fatalf("%d prompts (%v), want %d", len(names), err, MaxPromptsPerService)
 	}
 }
+
+// TestNoPrefixKeepsPromptsAndResourcesOwnNames: under NoPrefix the one
+// service's prompts and resources keep their own names and URIs, and a
+// read and a get reach it with them.
+func TestNoPrefixKeepsPromptsAndResourcesOwnNames(t *testing.T) {
+	a, cs, changed := newNoPrefixFixture(t, map[string]*mcp.Server{"a": rich("a", []string{"greet"}, []string{"file:///x"}, []string{"file:///t/{id}"}, nil)})
+	a.Update(Snapshot{Services: []Service{{Name: "a", Addr: "1"}}})
+	waitList(t, changed, resourceURIs(cs), "T file:///t/{id}", "file:///x")
+	waitList(t, changed, promptNames(cs), "greet")
+	ctx := context.Background()
+	for uri, want := range map[string]string{"file:///x": "a:file:///x", "file:///t/5": "a:file:///t/5"} {
+		res, err := cs.ReadResource(ctx, &mcp.ReadResourceParams{URI: uri})
+		if err != nil || res.Contents[0].URI != uri || res.Contents[0].Text != want {
+			t.Errorf("read %s: %+v, %v", uri, res, err)
+		}
+	}
+	res, err := cs.GetPrompt(ctx, &mcp.GetPromptParams{Name: "greet", Arguments: map[string]string{"who": "bo"}})
+	if err != nil || res.Messages[0].Content.(*mcp.TextContent).Text != "a/greet: bo" {
+		t.Errorf("greet: %+v, %v", res, err)
+	}
+}

@@ -1,5 +1,7 @@
 package aggregate
 
+import "fmt"
+
 // Config.NoPrefix: an aggregated endpoint in front of a single service
 // whose tools keep their own names, so that a client written for that
 // service (or a conformance suite calling tools by fixed names) works
@@ -48,4 +50,14 @@ func (a *Aggregator) uriPrefix(svc string) string {
 		return ""
 	}
 	return uriPrefix(svc)
+}
+
+// where says, after a service's heading in the instructions, under which
+// names its tools, prompts and resources are: nothing under NoPrefix,
+// where they keep their own.
+func (a *Aggregator) where(svc string) string {
+	if a.cfg.NoPrefix {
+		return ""
+	}
+	return fmt.Sprintf(" (tools and prompts %s, resources %s*)", a.aggregatedName(svc, "*"), a.uriPrefix(svc))
 }

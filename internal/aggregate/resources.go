@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
+	"slices"
 	"sort"
 	"strings"
 
@@ -128,7 +129,7 @@ func (a *Aggregator) setResources(be *backend, resources []*mcp.Resource, templa
 }
 
 func (a *Aggregator) setResourcesLocked(be *backend, resources []*mcp.Resource, templates []*mcp.ResourceTemplate) {
-	svc, prefix := be.svc.Name, uriPrefix(be.svc.Name)
+	svc, prefix := be.svc.Name, a.uriPrefix(be.svc.Name)
 	skip := func(kind, uri, why string) {
 		a.log.Warn("aggregate: skipping a "+kind+": "+why, "service", svc, kind, uri)
 	}
@@ -228,7 +229,7 @@ func (a *Aggregator) setResourcesLocked(be *backend, resources []*mcp.Resource, 
 // result comes back with its contents' URIs in the aggregated form; a
 // gateway's error comes back unchanged.
 func (b *backend) readResource() mcp.ResourceHandler {
-	prefix := uriPrefix(b.svc.Name)
+	prefix := b.a.uriPrefix(b.svc.Name)
 	return func(ctx context.Context, req *mcp.ReadResourceRequest) (*mcp.ReadResourceResult, error) {
 		own, ok := strings.CutPrefix(req.Params.URI, prefix)
 		if !ok {
@@ -275,6 +276,9 @@ func (a *Aggregator) bareURIs(next mcp.MethodHandler) mcp.MethodHandler {
 func (a *Aggregator) resolveBare(uri string) (string, bool) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
+	if a.cfg.NoPrefix {
+		return "", false // URIs are the services' own
+	}
 	if svc, _, ok := splitURI(uri); ok && a.backends[svc] != nil {
 		return "", false // already aggregated
 	}
@@ -309,9 +313,17 @@ func literalScheme(template string) bool {
 	return strings.Contains(lit, ":")
 }
 
+// subscription is one client session's subscription to an aggregated
+// URI, and the session to the service that carries it (sessionFor's).
+type subscription struct {
+	client *mcp.ServerSession
+	up     *mcp.ClientSession
+}
+
 // subscribe routes a client's resources/subscribe to the service whose
-// aggregated URI it names, and remembers the client session for it (the
-// SDK sends it the updates, resourceUpdated).
+// aggregated URI it names, over the session sessionFor gives, and
+// remembers which (the SDK sends the client the updates,
+// resourceUpdated).
 func (a *Aggregator) subscribe(ctx context.Context, req *mcp.SubscribeRequest) error {
 	uri := req.Params.URI
 	be, own, err := a.owning(uri)
@@ -319,9 +331,9 @@ func (a *Aggregator) subscribe(ctx context.Context, req *mcp.SubscribeRequest) e
 		return err
 	}
 	a.mu.Lock()
-	if n := a.countSubsLocked(); n >= MaxSubscriptions {
+	if a.countSubsLocked() >= MaxSubscriptions {
 		a.pruneSubsLocked()
-		if a.countSubsLocked() >= MaxSubscriptions && !a.more.subs[uri][req.Session] {
+		if a.countSubsLocked() >= MaxSubscriptions {
 			a.mu.Unlock()
 			return &jsonrpc.Error{Code: jsonrpc.CodeInvalidRequest, Message: fmt.Sprintf("too many resource subscriptions (at most %d)", MaxSubscriptions)}
 		}
@@ -336,46 +348,67 @@ func (a *Aggregator) subscribe(ctx context.Context, req *mcp.SubscribeRequest) e
 	}
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	if a.more.subs[uri] == nil {
-		a.more.subs[uri] = map[*mcp.ServerSession]bool{}
+	subs := a.more.subs[uri]
+	for i, sub := range subs {
+		if sub.client == req.Session {
+			subs[i].up = s
+			return nil
+		}
 	}
-	a.more.subs[uri][req.Session] = true
+	a.more.subs[uri] = append(subs, subscription{client: req.Session, up: s})
 	return nil
 }
 
-// unsubscribe forgets a client session's subscription, and ends the
-// service's subscription when no live client session keeps one.
+// unsubscribe forgets a client session's subscription, and ends it at the
+// service when no other client session's subscription rides on the same
+// session to the service.
 func (a *Aggregator) unsubscribe(ctx context.Context, req *mcp.UnsubscribeRequest) error {
 	uri := req.Params.URI
 	a.mu.Lock()
-	delete(a.more.subs[uri], req.Session)
+	var up *mcp.ClientSession
+	subs := a.more.subs[uri]
+	for i, sub := range subs {
+		if sub.client == req.Session {
+			up = sub.up
+			subs = append(subs[:i:i], subs[i+1:]...)
+			break
+		}
+	}
+	a.more.subs[uri] = subs
 	a.pruneSubsLocked()
-	last := len(a.more.subs[uri]) == 0
+	shared := false
+	for _, sub := range a.more.subs[uri] {
+		shared = shared || sub.up == up
+	}
 	a.mu.Unlock()
-	if !last {
-		return nil
-	}
 	be, own, err := a.owning(uri)
-	if err != nil {
-		return nil // the service is gone: so is its subscription
+	if up == nil || shared || err != nil {
+		return nil // not ours, still needed, or the service is gone with it
 	}
-	s, err := be.sessionFor(ctx, req.Session)
-	if err != nil {
-		return nil // down: its next session starts without it
-	}
-	if err := s.Unsubscribe(ctx, &mcp.UnsubscribeParams{URI: own, Meta: forwardMeta(req.Params.Meta)}); err != nil {
-		return upstreamError(be.svc.Name, err)
+	if err := up.Unsubscribe(ctx, &mcp.UnsubscribeParams{URI: own, Meta: forwardMeta(req.Params.Meta)}); err != nil {
+		var je *jsonrpc.Error
+		if errors.As(err, &je) {
+			return je
+		}
+		be.a.log.Debug("aggregate: a service's subscription could not be ended; its session has", "service", be.svc.Name, "err", err)
 	}
 	return nil
 }
 
 // owning returns the backend of an aggregated URI and the service's own
-// URI, or the error to answer.
+// URI, or the error to answer. Under NoPrefix the one service owns every
+// URI.
 func (a *Aggregator) owning(uri string) (*backend, string, error) {
-	svc, own, ok := splitURI(uri)
 	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.cfg.NoPrefix {
+		for _, be := range a.backends {
+			return be, uri, nil
+		}
+		return nil, "", mcp.ResourceNotFoundError(uri)
+	}
+	svc, own, ok := splitURI(uri)
 	be := a.backends[svc]
-	a.mu.Unlock()
 	if !ok || be == nil {
 		return nil, "", mcp.ResourceNotFoundError(uri)
 	}
@@ -384,8 +417,8 @@ func (a *Aggregator) owning(uri string) (*backend, string, error) {
 
 func (a *Aggregator) countSubsLocked() int {
 	n := 0
-	for _, ss := range a.more.subs {
-		n += len(ss)
+	for _, subs := range a.more.subs {
+		n += len(subs)
 	}
 	return n
 }
@@ -397,55 +430,66 @@ func (a *Aggregator) pruneSubsLocked() {
 	for ss := range a.server.Sessions() {
 		live[ss] = true
 	}
-	for uri, ss := range a.more.subs {
-		for s := range ss {
-			if !live[s] {
-				delete(ss, s)
-			}
-		}
-		if len(ss) == 0 {
+	for uri, subs := range a.more.subs {
+		subs = slices.DeleteFunc(subs, func(sub subscription) bool { return !live[sub.client] })
+		if len(subs) == 0 {
 			delete(a.more.subs, uri)
+		} else {
+			a.more.subs[uri] = subs
 		}
 	}
 }
 
-// resourceUpdated passes a service's notifications/resources/updated on
-// to the client sessions subscribed to its aggregated URI.
-func (a *Aggregator) resourceUpdated(ctx context.Context, be *backend, own string) {
-	agg := uriPrefix(be.svc.Name) + own
-	a.mu.Lock()
-	current := a.backends[be.svc.Name] == be && len(a.more.subs[agg]) > 0
-	a.mu.Unlock()
-	if !current || own == "" || len(agg) > maxURI {
+// resourceUpdated passes a service's notifications/resources/updated,
+// received on its session from, on to the client sessions subscribed to
+// its aggregated URI. The SDK sends an update to every client session
+// subscribed to the URI, so only the session to the service that carries
+// the earliest of their subscriptions is heard: one update from the
+// service is one notification to each client.
+func (a *Aggregator) resourceUpdated(ctx context.Context, be *backend, from *mcp.ClientSession, own string) {
+	agg := a.uriPrefix(be.svc.Name) + own
+	if own == "" || len(agg) > maxURI {
 		return
 	}
-	_ = a.server.ResourceUpdated(ctx, &mcp.ResourceUpdatedNotificationParams{URI: agg})
+	a.mu.Lock()
+	subs := a.more.subs[agg]
+	heard := a.backends[be.svc.Name] == be && len(subs) > 0 && subs[0].up == from
+	a.mu.Unlock()
+	if heard {
+		_ = a.server.ResourceUpdated(ctx, &mcp.ResourceUpdatedNotificationParams{URI: agg})
+	}
 }
 
-// resubscribe makes, on a new session s to the service, the
-// subscriptions client sessions hold to its resources: the previous
-// session's ended with it.
+// resubscribe makes again, on a new session s of the backend's own, the
+// subscriptions that rode on its previous one, which ended with it.
 func (b *backend) resubscribe(s *mcp.ClientSession) {
 	a := b.a
 	a.mu.Lock()
-	if b.more.subscribedOn == s {
+	old := b.more.subscribedOn
+	if old == s {
 		a.mu.Unlock()
 		return
 	}
-	first := b.more.subscribedOn == nil
 	b.more.subscribedOn = s
 	a.pruneSubsLocked()
-	prefix := uriPrefix(b.svc.Name)
+	prefix := a.uriPrefix(b.svc.Name)
 	var uris []string
-	for uri := range a.more.subs {
-		if own, ok := strings.CutPrefix(uri, prefix); ok {
+	for uri, subs := range a.more.subs {
+		own, ok := strings.CutPrefix(uri, prefix)
+		if !ok || old == nil {
+			continue
+		}
+		moved := false
+		for i := range subs {
+			if subs[i].up == old {
+				subs[i].up, moved = s, true
+			}
+		}
+		if moved {
 			uris = append(uris, own)
 		}
 	}
 	a.mu.Unlock()
-	if first && len(uris) == 0 {
-		return
-	}
 	sort.Strings(uris)
 	ctx, cancel := context.WithTimeout(b.ctx, b.a.cfg.ListTimeout)
 	defer cancel()
