@@ -9,6 +9,7 @@ require (
 	github.com/modelcontextprotocol/go-sdk v1.8.0 // MCP: the official SDK's client and server sessions, so the gateway and connector speak the protocol as its authors do, not as we read it
 	github.com/prometheus/client_golang v1.25.0 // --metrics: the Prometheus client the field scrapes (registries, histograms, the text format, Go runtime and process collectors); writing the exposition format by hand would be a second, untested one
 	github.com/tailscale/hujson v0.0.0-20260727124030-b80ff77dac4f // policy files: HuJSON (JSON with comments, trailing commas) parsed to a tree with byte offsets, so errors name a line; encoding/json has neither
+	github.com/yosida95/uritemplate/v3 v3.0.2 // aggregated endpoint: parse a service's resource URI templates (RFC 6570) as the MCP Go SDK does, which links it already, so one that would make the SDK panic is skipped and a bare URI can be matched to its service
 	go.opentelemetry.io/otel v1.47.0 // traces: the OpenTelemetry API (attributes, W3C Trace Context propagator), the field's standard for distributed tracing
 	go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracehttp v1.47.0 // traces: OTLP export over HTTP/protobuf, configured by the standard OTEL_EXPORTER_OTLP_* environment; not the gRPC exporter (its client stack), though the OTLP proto package it imports still links grpc-go's service stubs (see deps/)
 	go.opentelemetry.io/otel/sdk v1.47.0 // traces: the SDK's TracerProvider, batch span processor, sampler and resource from OTEL_* environment; tests record spans in memory (tracetest)
@@ -123,7 +124,6 @@ require (
 	github.com/u-root/uio v0.0.0-20240224005618-d2acac8f3701 // indirect
 	github.com/vishvananda/netns v0.0.5 // indirect
 	github.com/x448/float16 v0.8.4 // indirect
-	github.com/yosida95/uritemplate/v3 v3.0.2 // indirect
 	go.opentelemetry.io/auto/sdk v1.2.1 // indirect
 	go.opentelemetry.io/otel/exporters/otlp/otlptrace v1.47.0 // indirect
 	go.opentelemetry.io/otel/log v1.47.0 // indirect

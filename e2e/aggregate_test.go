@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"os"
@@ -19,6 +20,9 @@ const aggregatePolicyMore = `{
   "grants": [
     {"src": ["agent:bot"], "dst": ["tool:everything"], "tools": ["echo", "get-sum", "get-env"],
      "when": "tool.name != 'echo' || !args.message.contains('forbidden')"},
+    {"src": ["agent:bot"], "dst": ["tool:everything"], "prompts": ["simple-prompt"],
+     "resources": ["demo://resource/static/document/*", "!demo://resource/static/document/startup.md",
+                   "demo://resource/dynamic/text/*", "!demo://resource/dynamic/text/2"]},
     {"src": ["agent:bot"], "dst": ["tool:files"], "tools": ["read_text_file", "list_directory"],
      "when": "tool.name == '' || ((args.path == '%[1]s' || args.path.startsWith('%[1]s/')) && !args.path.matches(r'(^|/)\\.\\.(/|$)'))"},
   ],
@@ -26,11 +30,16 @@ const aggregatePolicyMore = `{
 
 // aggregatePolicy lets agent:bot use part of each of two real servers:
 // everything's echo (unless the message says "forbidden") and get-sum,
-// and files' read_text_file and list_directory inside %[1]s.
+// its simple-prompt, its static documents but startup.md and its dynamic
+// text resources but the second, and files' read_text_file and
+// list_directory inside %[1]s.
 const aggregatePolicy = `{
   "grants": [
     {"src": ["agent:bot"], "dst": ["tool:everything"], "tools": ["echo", "get-sum"],
      "when": "tool.name != 'echo' || !args.message.contains('forbidden')"},
+    {"src": ["agent:bot"], "dst": ["tool:everything"], "prompts": ["simple-prompt"],
+     "resources": ["demo://resource/static/document/*", "!demo://resource/static/document/startup.md",
+                   "demo://resource/dynamic/text/*", "!demo://resource/dynamic/text/2"]},
     {"src": ["agent:bot"], "dst": ["tool:files"], "tools": ["read_text_file", "list_directory"],
      "when": "tool.name == '' || ((args.path == '%[1]s' || args.path.startsWith('%[1]s/')) && !args.path.matches(r'(^|/)\\.\\.(/|$)'))"},
   ],
@@ -40,9 +49,13 @@ const aggregatePolicy = `{
 // --all' in front of server-everything and server-filesystem, each
 // behind its own gateway, driven by the TypeScript SDK client over stdio
 // and HTTP: one merged, filtered list (SERVICE__TOOL), calls to both, and
-// a denial from each gateway, audited by that gateway; then, with the Go
-// SDK's client, list_changed when a policy change adds a tool and when
-// one gateway stops.
+// a denial from each gateway, audited by that gateway; everything's
+// prompts and resources, filtered by its gateway and served under
+// SERVICE__PROMPT and agentmesh://everything/, a prompt got and resources
+// read through the mesh (by the aggregated URI, through a template, and
+// by the bare URI a resource link gives), and a read its gateway denies;
+// then, with the Go SDK's client, list_changed when a policy change adds
+// a tool and when one gateway stops.
 func TestAggregatedEndpointInFrontOfTwoRealServers(t *testing.T) {
 	m := newMesh(t)
 	root, err := filepath.EvalSymlinks(t.TempDir())
@@ -81,9 +94,17 @@ func TestAggregatedEndpointInFrontOfTwoRealServers(t *testing.T) {
 		{Op: "callTool", Name: "files__read_text_file", Arguments: map[string]any{"path": filepath.Join(allowed, "hello.txt")}},
 		{Op: "callTool", Name: "everything__echo", Arguments: map[string]any{"message": "forbidden words"}},
 		{Op: "callTool", Name: "files__read_text_file", Arguments: map[string]any{"path": filepath.Join(root, "secret.txt")}},
+		{Op: "listPrompts"},
+		{Op: "getPrompt", Name: "everything__simple-prompt"},
+		{Op: "listResources"},
+		{Op: "listResourceTemplates"},
+		{Op: "readResource", URI: "agentmesh://everything/demo://resource/static/document/architecture.md"},
+		{Op: "readResource", URI: "agentmesh://everything/demo://resource/dynamic/text/1"},
+		{Op: "readResource", URI: "demo://resource/dynamic/text/3"},
+		{Op: "readResource", URI: "agentmesh://everything/demo://resource/dynamic/text/2"},
 	}
 	want := map[string]bool{"everything__echo": true, "everything__get-sum": true, "files__read_text_file": true, "files__list_directory": true}
-	var denials []string
+	var denials, deniers []string
 	for _, tc := range []struct {
 		transport string
 		spec      clientSpec
@@ -112,6 +133,64 @@ func TestAggregatedEndpointInFrontOfTwoRealServers(t *testing.T) {
 				t.Errorf("files__read_text_file returned %q, want %q", got, helloText)
 			}
 			denials = append(denials, policyDenial(t, r[4], "when_false"), policyDenial(t, r[5], "when_false"))
+			deniers = append(deniers, "everything", "files")
+
+			var lists struct {
+				Prompts []struct {
+					Name string `json:"name"`
+				} `json:"prompts"`
+				Resources []struct {
+					URI string `json:"uri"`
+				} `json:"resources"`
+				ResourceTemplates []struct {
+					URITemplate string `json:"uriTemplate"`
+				} `json:"resourceTemplates"`
+			}
+			for _, i := range []int{6, 8, 9} {
+				if r[i].Error != nil || json.Unmarshal(r[i].Result, &lists) != nil {
+					t.Fatalf("%s: %+v %s", r[i].Op, r[i].Error, r[i].Result)
+				}
+			}
+			if len(lists.Prompts) != 1 || lists.Prompts[0].Name != "everything__simple-prompt" {
+				t.Errorf("prompts/list = %+v, want everything__simple-prompt alone (its gateway filters the others)", lists.Prompts)
+			}
+			if got := texts(t, r[7]); got == "" {
+				t.Errorf("everything__simple-prompt returned no text: %s", r[7].Result)
+			}
+			const doc = "agentmesh://everything/demo://resource/static/document/"
+			uris := map[string]bool{}
+			for _, res := range lists.Resources {
+				uris[res.URI] = true
+				if !strings.HasPrefix(res.URI, doc) {
+					t.Errorf("resources/list has %s, want only everything's granted documents under %s", res.URI, doc)
+				}
+			}
+			if !uris[doc+"architecture.md"] || uris[doc+"startup.md"] {
+				t.Errorf("resources/list = %v, want architecture.md and not startup.md", uris)
+			}
+			templates := map[string]bool{}
+			for _, tpl := range lists.ResourceTemplates {
+				templates[tpl.URITemplate] = true
+			}
+			if !templates["agentmesh://everything/demo://resource/dynamic/text/{resourceId}"] {
+				t.Errorf("resources/templates/list = %v, want everything's text template under agentmesh://everything/", templates)
+			}
+			if got := texts(t, r[10]); !strings.Contains(strings.ToLower(got), "architecture") {
+				t.Errorf("reading architecture.md returned %q", got)
+			}
+			for _, i := range []int{11, 12} {
+				var read struct {
+					Contents []struct {
+						URI string `json:"uri"`
+					} `json:"contents"`
+				}
+				if got := texts(t, r[i]); got == "" || json.Unmarshal(r[i].Result, &read) != nil || len(read.Contents) == 0 ||
+					!strings.HasPrefix(read.Contents[0].URI, "agentmesh://everything/demo://resource/dynamic/text/") {
+					t.Errorf("reading %s returned %s", tc.spec.Steps[i].URI, r[i].Result)
+				}
+			}
+			denials = append(denials, policyDenial(t, r[13], "not_granted"))
+			deniers = append(deniers, "everything")
 		})
 	}
 	if t.Failed() {
@@ -120,7 +199,7 @@ func TestAggregatedEndpointInFrontOfTwoRealServers(t *testing.T) {
 	events := m.waitAudit(denials...)
 	for i, id := range denials {
 		e := findEvent(t, events, id)
-		dst := []string{"everything", "files"}[i%2]
+		dst := deniers[i]
 		if e.Decision != "deny" || !strings.HasSuffix(e.Dst, "/"+dst) || !strings.Contains(e.Src, "/bot") {
 			t.Errorf("the denial %s was audited as %+v, want a deny by %s's gateway for bot", id, e, dst)
 		}

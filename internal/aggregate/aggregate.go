@@ -22,8 +22,9 @@
 // aggregator hold is bounded (MaxInFlightPerClient, MaxSessionsPerClient,
 // MaxClientSessions, MaxAsksPerClient, MaxProgressRoutes).
 //
-// Resources, resource templates, prompts and subscriptions are not
-// aggregated yet.
+// Prompts are aggregated as tools are (SERVICE__PROMPT, prompts.go);
+// resources and resource templates under agentmesh://SERVICE/ followed by
+// the service's own URI, with subscriptions routed (resources.go).
 package aggregate
 
 import (
@@ -44,9 +45,11 @@ import (
 	"github.com/agentmesh/agentmesh/internal/reason"
 )
 
-// Separator joins a service's name and its tool's name: SERVICE__TOOL.
-// Service names cannot contain it (identity names are letters, digits and
-// hyphens); a tool whose own name contains it is skipped, so that the
+// Separator is the default separator joining a service's name and its
+// tool's (or prompt's) name: SERVICE__TOOL. Config.Separator replaces it
+// (CheckSeparator says which are allowed). A service whose name contains
+// the separator, a tool whose own name contains it, and a name whose first
+// separator is not where the service's name ends are skipped, so that the
 // first separator of an aggregated name always ends the service's name and
 // no service can list a name that reads as another's tool.
 const Separator = "__"
@@ -103,8 +106,8 @@ type Meta struct {
 	PolicyVersion int64 `json:"policy_version"`
 	// Services are the tool services aggregated, sorted.
 	Services []string `json:"services"`
-	// Separator joins a service's name and its tool's name; empty
-	// when tools keep their own names (Config.NoPrefix).
+	// Separator joins a service's name and its tools' and prompts'
+	// names; empty when they keep their own names (Config.NoPrefix).
 	Separator string `json:"separator"`
 }
 
@@ -123,9 +126,12 @@ type Config struct {
 	ListTimeout time.Duration
 	// Version is the aggregated server's version in serverInfo.
 	Version string
-	// NoPrefix lists tools under their own names, and then aggregates
-	// at most one service (see noprefix.go).
+	// NoPrefix lists tools, prompts and resources under their own names
+	// and URIs, and then aggregates at most one service (see noprefix.go).
 	NoPrefix bool
+	// Separator joins a service's name and its tools' and prompts'
+	// names; "" is Separator. New refuses one CheckSeparator refuses.
+	Separator string
 }
 
 // Aggregator serves the aggregated MCP server. Update feeds it the
@@ -134,12 +140,14 @@ type Aggregator struct {
 	cfg    Config
 	log    *slog.Logger
 	server *mcp.Server
+	sep    string
 
 	mu       sync.Mutex
 	closed   bool
 	policy   int64
 	backends map[string]*backend // by service name
 	owner    map[string]*backend // aggregated tool name → the backend serving it
+	more     features            // prompts, resources, subscriptions
 	wg       sync.WaitGroup
 
 	clients  *clients        // client sessions' own sessions (routing.go)
@@ -154,19 +162,33 @@ func New(cfg Config) (*Aggregator, error) {
 	if cfg.ListTimeout <= 0 {
 		cfg.ListTimeout = DefaultListTimeout
 	}
+	if cfg.Separator == "" {
+		cfg.Separator = Separator
+	}
+	if err := CheckSeparator(cfg.Separator); err != nil {
+		return nil, fmt.Errorf("aggregate: %w", err)
+	}
 	log := cfg.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	a := &Aggregator{cfg: cfg, log: log, backends: map[string]*backend{}, owner: map[string]*backend{}}
+	a := &Aggregator{cfg: cfg, log: log, sep: cfg.Separator, backends: map[string]*backend{}, owner: map[string]*backend{}}
+	a.more.init()
 	a.clients, a.progress = newClients(a), newProgressRoutes(a)
 	a.server = mcp.NewServer(&mcp.Implementation{Name: "agentmesh-aggregate", Version: cfg.Version}, &mcp.ServerOptions{
 		// Tools always with list_changed: the set changes as services
 		// come and go. Logging: services' messages are routed (routing.go).
-		Capabilities: &mcp.ServerCapabilities{Tools: &mcp.ToolCapabilities{ListChanged: true}, Logging: &mcp.LoggingCapabilities{}},
-		Logger:       log,
+		// Prompts and resources here too, so that the SDK grants a
+		// 2026-07-28 client's subscriptions to them; what a client is
+		// offered at initialize is what the services offer (capabilities).
+		Capabilities: &mcp.ServerCapabilities{Tools: &mcp.ToolCapabilities{ListChanged: true}, Logging: &mcp.LoggingCapabilities{},
+			Prompts:   &mcp.PromptCapabilities{ListChanged: true},
+			Resources: &mcp.ResourceCapabilities{ListChanged: true, Subscribe: true}},
+		Logger:             log,
+		SubscribeHandler:   a.subscribe,
+		UnsubscribeHandler: a.unsubscribe,
 	})
-	a.server.AddReceivingMiddleware(a.initializeMeta, a.routing)
+	a.server.AddReceivingMiddleware(a.initializeMeta, a.routing, a.bareURIs)
 	return a, nil
 }
 
@@ -185,8 +207,10 @@ func (a *Aggregator) initializeMeta(next mcp.MethodHandler) mcp.MethodHandler {
 		switch r := res.(type) {
 		case *mcp.InitializeResult:
 			r.Meta, r.Instructions = a.withMeta(r.Meta)
+			r.Capabilities = a.capabilities(r.Capabilities)
 		case *mcp.DiscoverResult: // server/discover, from MCP 2026-07-28 on
 			r.Meta, r.Instructions = a.withMeta(r.Meta)
+			r.Capabilities = a.capabilities(r.Capabilities)
 		}
 		return res, nil
 	}
@@ -215,7 +239,7 @@ func (a *Aggregator) describe() (Meta, string) {
 	sort.Strings(m.Services)
 	for _, name := range m.Services {
 		if in := a.backends[name].instructions(); in != "" {
-			fmt.Fprintf(&b, "## %s (tools %s)\n%s\n\n", name, a.aggregatedName(name, "*"), strings.TrimSpace(in))
+			fmt.Fprintf(&b, "## %s%s\n%s\n\n", name, a.where(name), strings.TrimSpace(in))
 		}
 	}
 	return m, strings.TrimSpace(b.String())
@@ -233,8 +257,8 @@ func (a *Aggregator) Update(s Snapshot) {
 	a.policy = s.PolicyVersion
 	want := map[string]Service{}
 	for _, svc := range s.Services {
-		if strings.Contains(svc.Name, Separator) || svc.Name == "" {
-			a.log.Warn("aggregate: skipping a service whose name contains the separator", "service", svc.Name, "separator", Separator)
+		if strings.Contains(svc.Name, a.sep) || svc.Name == "" {
+			a.log.Warn("aggregate: skipping a service whose name contains the separator", "service", svc.Name, "separator", a.sep)
 			continue
 		}
 		want[svc.Name] = svc
@@ -310,6 +334,7 @@ func (a *Aggregator) dropLocked(be *backend) {
 	if len(gone) > 0 {
 		a.server.RemoveTools(gone...)
 	}
+	a.dropMoreLocked(be)
 }
 
 // setTools makes be's tools in the server exactly tools (nil: none),
@@ -322,7 +347,7 @@ func (a *Aggregator) setTools(be *backend, tools []*mcp.Tool) {
 	}
 	next := map[string]*mcp.Tool{}
 	for _, t := range tools {
-		name, ok := a.admit(be, t.Name, next)
+		name, ok := a.admit(be, "tool", t.Name, func(n string) bool { return next[n] != nil }, a.owner)
 		if !ok {
 			continue
 		}
@@ -348,28 +373,33 @@ func (a *Aggregator) setTools(be *backend, tools []*mcp.Tool) {
 	be.tools = next
 }
 
-// admit returns the aggregated name of be's tool, or false with a
-// warning when it must be skipped: its name contains the separator, the
-// aggregated name is too long, it repeats a tool of the same list, or
-// another service owns the name.
-func (a *Aggregator) admit(be *backend, tool string, taken map[string]*mcp.Tool) (string, bool) {
+// admit returns the aggregated name of be's tool or prompt (kind says
+// which), or false with a warning when it must be skipped: its name
+// contains the separator, the aggregated name's first separator is not
+// where the service's name ends (a service named "a_" and the separator
+// "__"), the aggregated name is too long, it repeats one of the same list
+// (taken), or another service owns the name in owner. Every admitted name
+// thus reads back as exactly one service's item.
+func (a *Aggregator) admit(be *backend, kind, item string, taken func(string) bool, owner map[string]*backend) (string, bool) {
 	svc := be.svc.Name
-	name := a.aggregatedName(svc, tool)
+	name := a.aggregatedName(svc, item)
 	skip := func(why string) (string, bool) {
-		a.log.Warn("aggregate: skipping a tool: "+why, "service", svc, "tool", tool)
+		a.log.Warn("aggregate: skipping a "+kind+": "+why, "service", svc, kind, item)
 		return "", false
 	}
 	switch {
-	case tool == "":
+	case item == "":
 		return skip("it has no name")
-	case !a.cfg.NoPrefix && strings.Contains(tool, Separator):
-		return skip("its name contains the separator " + Separator)
+	case !a.cfg.NoPrefix && strings.Contains(item, a.sep):
+		return skip("its name contains the separator " + a.sep)
+	case !a.cfg.NoPrefix && strings.Index(name, a.sep) != len(svc):
+		return skip("its aggregated name would read as another service's (the service's name ends with part of the separator " + a.sep + ")")
 	case len(name) > maxToolName:
 		return skip(fmt.Sprintf("its aggregated name is longer than %d characters", maxToolName))
-	case taken[name] != nil:
+	case taken(name):
 		return skip("the service lists it twice")
-	case a.owner[name] != nil && a.owner[name] != be:
-		return skip("another session, of " + a.owner[name].svc.Name + ", has that aggregated name")
+	case owner[name] != nil && owner[name] != be:
+		return skip("another session, of " + owner[name].svc.Name + ", has that aggregated name")
 	}
 	return name, true
 }

@@ -66,28 +66,56 @@ func (f *fixture) close() {
 }
 
 func newFixture(t *testing.T, up map[string]*mcp.Server) (*Aggregator, *mcp.ClientSession, chan struct{}) {
+	return newFixtureWith(t, up, fixtureOptions{})
+}
+
+// fixtureOptions are newFixtureWith's options.
+type fixtureOptions struct {
+	sep     string             // the aggregator's separator
+	client  *mcp.ClientOptions // list_changed handlers are set over them
+	version string             // the client's protocol version ("": the SDK's latest)
+	// services, if set, are aggregated (and settled) before the client
+	// initializes, so that it is offered their capabilities.
+	services []Service
+}
+
+// newFixtureWith is newFixture with options; list_changed of any kind
+// signals the returned channel.
+func newFixtureWith(t *testing.T, up map[string]*mcp.Server, o fixtureOptions) (*Aggregator, *mcp.ClientSession, chan struct{}) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	f := &fixture{t: t, ctx: ctx, up: up}
-	a, err := New(Config{SPIFFEID: "spiffe://test/agent/bot", Transport: f.transport, ListTimeout: 200 * time.Millisecond})
+	a, err := New(Config{SPIFFEID: "spiffe://test/agent/bot", Transport: f.transport, ListTimeout: 200 * time.Millisecond, Separator: o.sep})
 	if err != nil {
 		t.Fatal(err)
 	}
 	changed := make(chan struct{}, 16)
-	cl := mcp.NewClient(&mcp.Implementation{Name: "client", Version: "1"}, &mcp.ClientOptions{
-		ToolListChangedHandler: func(context.Context, *mcp.ToolListChangedRequest) {
-			select {
-			case changed <- struct{}{}:
-			default:
-			}
-		},
-	})
+	signal := func() {
+		select {
+		case changed <- struct{}{}:
+		default:
+		}
+	}
+	opts := o.client
+	if opts == nil {
+		opts = &mcp.ClientOptions{}
+	}
+	if o.services != nil {
+		a.Update(Snapshot{Services: o.services})
+		if err := a.WaitSettled(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	opts.ToolListChangedHandler = func(context.Context, *mcp.ToolListChangedRequest) { signal() }
+	opts.PromptListChangedHandler = func(context.Context, *mcp.PromptListChangedRequest) { signal() }
+	opts.ResourceListChangedHandler = func(context.Context, *mcp.ResourceListChangedRequest) { signal() }
+	cl := mcp.NewClient(&mcp.Implementation{Name: "client", Version: "1"}, opts)
 	ct, st := mcp.NewInMemoryTransports()
 	ss, err := a.Server().Connect(ctx, st, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	cs, err := cl.Connect(ctx, ct, nil)
+	cs, err := cl.Connect(ctx, ct, &mcp.ClientSessionOptions{ProtocolVersion: o.version})
 	if err != nil {
 		t.Fatal(err)
 	}

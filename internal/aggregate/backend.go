@@ -32,6 +32,11 @@ type backend struct {
 	session *mcp.ClientSession // nil while down
 	lastErr error              // why it is down
 	instr   string
+	caps    *mcp.ServerCapabilities // the last session's; kept while down
+
+	// more is what the service offers besides tools (prompts.go,
+	// resources.go), guarded by the Aggregator's mu.
+	more backendFeatures
 
 	// tools is guarded by the Aggregator's mu: aggregated name → the
 	// gateway's definition.
@@ -63,11 +68,11 @@ func (b *backend) instructions() string {
 // aggregated server while the session lives.
 func (b *backend) run() {
 	log := b.a.log.With("service", b.svc.Name)
-	defer b.a.setTools(b, nil)
+	defer b.a.withdraw(b)
 	wait := retryMin
 	for b.ctx.Err() == nil {
 		err := b.serve()
-		b.a.setTools(b, nil)
+		b.a.withdraw(b)
 		b.settle()
 		if b.ctx.Err() != nil {
 			return
@@ -104,12 +109,11 @@ func (b *backend) serve() error {
 		Capabilities:                  sharedCapabilities(),
 		CreateMessageWithToolsHandler: refuseSampling,
 		ElicitationHandler:            refuseElicitation,
-		ToolListChangedHandler: func(context.Context, *mcp.ToolListChangedRequest) {
-			select {
-			case b.changed <- struct{}{}:
-			default:
-			}
-		},
+		// Every list_changed lists the service again (features.go).
+		ToolListChangedHandler:     func(context.Context, *mcp.ToolListChangedRequest) { b.relist() },
+		PromptListChangedHandler:   func(context.Context, *mcp.PromptListChangedRequest) { b.relist() },
+		ResourceListChangedHandler: func(context.Context, *mcp.ResourceListChangedRequest) { b.relist() },
+		ResourceUpdatedHandler:     b.resourceUpdated,
 	})
 	cctx, cancel := context.WithTimeout(b.ctx, b.a.cfg.ListTimeout)
 	s, err := cl.Connect(cctx, tr, nil)
@@ -123,7 +127,7 @@ func (b *backend) serve() error {
 	b.mu.Lock()
 	b.session, b.lastErr = s, nil
 	if ir := s.InitializeResult(); ir != nil {
-		b.instr = ir.Instructions
+		b.instr, b.caps = ir.Instructions, ir.Capabilities
 	}
 	b.mu.Unlock()
 	defer b.down(errors.New("its session ended"))
@@ -153,8 +157,10 @@ func (b *backend) down(err error) {
 	b.session, b.lastErr = nil, err
 }
 
-// list reads the service's tools (every page, within ListTimeout) and
-// puts them in the aggregated server. A list that fails or times out
+// list reads the service's tools (every page, within ListTimeout), then
+// its prompts, resources and resource templates (listMore), and puts them
+// in the aggregated server; a list_changed of any kind lists them all
+// again. A list that fails or times out
 // ends the session: the service is then down until it answers again.
 func (b *backend) list(s *mcp.ClientSession) error {
 	ctx, cancel := context.WithTimeout(b.ctx, b.a.cfg.ListTimeout)
@@ -170,6 +176,9 @@ func (b *backend) list(s *mcp.ClientSession) error {
 		}
 	}
 	b.a.setTools(b, validTools(b.a.log, b.svc.Name, tools))
+	if err := b.listMore(s); err != nil {
+		return err
+	}
 	b.settle()
 	return nil
 }

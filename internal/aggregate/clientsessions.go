@@ -254,6 +254,7 @@ func (c *clients) open(b *backend, cl *client) (*mcp.Client, *mcp.ClientSession,
 		Capabilities:                &mcp.ClientCapabilities{},
 		MultiRoundTrip:              &mcp.MultiRoundTripOptions{Disabled: true},
 		ProgressNotificationHandler: c.a.progress.forward,
+		ResourceUpdatedHandler:      b.resourceUpdated, // resources.go
 		LoggingMessageHandler: func(ctx context.Context, req *mcp.LoggingMessageRequest) {
 			c.log(ctx, cl, b.svc.Name, req.Params)
 		},

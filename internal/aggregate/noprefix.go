@@ -1,5 +1,7 @@
 package aggregate
 
+import "fmt"
+
 // Config.NoPrefix: an aggregated endpoint in front of a single service
 // whose tools keep their own names, so that a client written for that
 // service (or a conformance suite calling tools by fixed names) works
@@ -10,13 +12,13 @@ package aggregate
 // than pick one.
 
 // aggregatedName is the name under which the aggregated server lists the
-// tool of service svc: SERVICE__TOOL, or the tool's own name under
-// NoPrefix.
+// tool (or prompt) of service svc: SERVICE__TOOL, or the tool's own name
+// under NoPrefix.
 func (a *Aggregator) aggregatedName(svc, tool string) string {
 	if a.cfg.NoPrefix {
 		return tool
 	}
-	return svc + Separator + tool
+	return svc + a.sep + tool
 }
 
 // separator is the Meta's Separator: empty when names are not prefixed.
@@ -24,7 +26,7 @@ func (a *Aggregator) separator() string {
 	if a.cfg.NoPrefix {
 		return ""
 	}
-	return Separator
+	return a.sep
 }
 
 // atMostOne is want, or no service at all when NoPrefix is set and want
@@ -39,4 +41,23 @@ func (a *Aggregator) atMostOne(want map[string]Service) map[string]Service {
 	}
 	a.log.Error("aggregate: tools keep their own names (no prefix), so only one service can be aggregated, yet this agent may reach several: serving none until it is one again", "services", names)
 	return map[string]Service{}
+}
+
+// uriPrefix is the prefix of svc's aggregated resource URIs (resources.go):
+// none under NoPrefix.
+func (a *Aggregator) uriPrefix(svc string) string {
+	if a.cfg.NoPrefix {
+		return ""
+	}
+	return uriPrefix(svc)
+}
+
+// where says, after a service's heading in the instructions, under which
+// names its tools, prompts and resources are: nothing under NoPrefix,
+// where they keep their own.
+func (a *Aggregator) where(svc string) string {
+	if a.cfg.NoPrefix {
+		return ""
+	}
+	return fmt.Sprintf(" (tools and prompts %s, resources %s*)", a.aggregatedName(svc, "*"), a.uriPrefix(svc))
 }

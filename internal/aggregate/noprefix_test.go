@@ -61,7 +61,7 @@ func TestNoPrefixServesOneServiceUnderItsOwnNames(t *testing.T) {
 		t.Fatalf("y__z: %v, %v; want a's y__z", res, err)
 	}
 	m, instr := a.describe()
-	if m.Separator != "" || len(m.Services) != 1 || m.Services[0] != "a" || instr != "## a (tools *)\nUse a." {
+	if m.Separator != "" || len(m.Services) != 1 || m.Services[0] != "a" || instr != "## a\nUse a." {
 		t.Errorf("describe() = %+v, %q; want no separator, service a, a's instructions", m, instr)
 	}
 

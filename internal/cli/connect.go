@@ -2,6 +2,7 @@ package cli
 
 import (
 	"context"
+	"flag"
 	"log/slog"
 
 	"github.com/agentmesh/agentmesh/internal/engine"
@@ -10,7 +11,7 @@ import (
 func init() {
 	register(&command{
 		name:  "connect",
-		usage: "SERVICE|--all [--no-prefix] --state DIR [--listen 127.0.0.1:PORT|unix:PATH [--no-token]] [--tailnet [--ts-*]] [--ready-fd N] " + metricsUsage,
+		usage: "SERVICE|--all [--no-prefix] [--separator S] --state DIR [--listen 127.0.0.1:PORT|unix:PATH [--no-token]] [--tailnet [--ts-*]] [--ready-fd N] " + metricsUsage,
 		short: "expose a mesh tool server to a local MCP client (stdio, or HTTP on loopback), or a model API to a local OpenAI client",
 		long: `SERVICE is a node name or tool:NAME, resolved through the netmap. The connection to its
 gateway uses this node's identity (mTLS) and is re-established after failures.
@@ -41,16 +42,19 @@ identity the credential, so --state is optional (it supplies defaults for --ts-h
 (or --ts-authkey).
 
 With --all (and no SERVICE) it is one MCP server for every tool service this agent may reach
-(README, "One endpoint per agent"): the tools of each, as its gateway lists them for this agent,
-named SERVICE__TOOL, each call sent to its service's gateway, which decides and audits it as
-always. The set follows the netmap and each gateway's changes (tools/list_changed); a service that
-is down only loses its own tools. The initialize result's _meta.agentmesh carries this agent's
-SPIFFE ID, the policy version and the services aggregated. --no-prefix keeps the tools' own
-names (for a client or test suite written for one server): it then serves at most one service,
-and none while this agent may reach more (no tool may shadow another's). Not supported yet through --all:
-resources, resource templates, prompts, subscriptions, server-to-client requests (sampling,
-elicitation), progress and cancellation beyond a tool call's own, protocol 2026-07-28 specifics,
-model services and --tailnet.
+(README, "One endpoint per agent"): the tools and prompts of each, as its gateway lists them for
+this agent, named SERVICE__NAME, and its resources and resource templates under
+agentmesh://SERVICE/ followed by the service's own URI; each call, get, read and subscription is
+sent to its service's gateway, which decides and audits it as always. --separator S replaces "__"
+(1 to 8 characters, each '_', '.' or '-'; "." never appears in a service's name). The set follows
+the netmap and each gateway's list_changed; a service that is down only loses its own tools,
+prompts and resources. The initialize result's _meta.agentmesh carries this agent's SPIFFE ID,
+the policy version, the services aggregated and the separator. --no-prefix keeps the tools' and
+prompts' own names and the resources' own URIs (for a client or test suite written for one
+server): it then serves at most one service, and none while this agent may reach more (no tool
+may shadow another's). Not supported yet through --all:
+server-to-client requests (sampling, elicitation), progress and cancellation beyond a call's own,
+protocol 2026-07-28 specifics, model services and --tailnet.
 
 With --ready-fd N, the local endpoint is announced as one JSON line on file descriptor N once it
 serves (component, node, api, network, addr, url, token_file); with --metrics, the metrics
@@ -63,6 +67,7 @@ Examples:
   agentmesh connect payments-db --state ./fraud
   agentmesh connect tool:files --state ./fraud --listen 127.0.0.1:7801
   agentmesh connect --all --state ./fraud
+  agentmesh connect --all --separator . --state ./fraud
   agentmesh connect tool:files --state ./fraud --listen unix:$XDG_RUNTIME_DIR/agentmesh/files.sock
   agentmesh connect model:llm --state ./fraud --listen 127.0.0.1:7802
     OPENAI_BASE_URL=http://127.0.0.1:7802/v1 OPENAI_API_KEY=$(cat ./fraud/local-7802.token) python agent.py
@@ -77,8 +82,9 @@ func runConnect(ctx context.Context, env Env, args []string) error {
 	state := stateFlag(fs, env)
 	listen := fs.String("listen", "", "serve Streamable HTTP on this loopback `ADDR` (127.0.0.1:PORT, or unix:PATH for a private Unix socket) instead of stdio")
 	noToken := fs.Bool("no-token", false, "serve a TCP --listen endpoint without its bearer token: every local user and process that can reach the port then acts as this agent")
-	all := fs.Bool("all", false, "serve one MCP server aggregating every tool service this agent may reach (tools only), instead of SERVICE")
+	all := fs.Bool("all", false, "serve one MCP server aggregating every tool service this agent may reach (tools, prompts, resources), instead of SERVICE")
 	noPrefix := fs.Bool("no-prefix", false, "with --all: list tools under their own names, not SERVICE__TOOL; serves at most one service (none while this agent may reach more)")
+	separator := fs.String("separator", "", "with --all, join a service's name and its tools' and prompts' names with `S` instead of __ (1 to 8 characters, each '_', '.' or '-')")
 	verbose := fs.Bool("v", false, "log to stderr at debug level")
 	tf := addTailnetFlags(fs, false)
 	readyFD := readyFlag(fs)
@@ -99,7 +105,17 @@ func runConnect(ctx context.Context, env Env, args []string) error {
 	case !*all:
 		service = pos[0]
 	}
-	cfg := engine.ConnectConfig{State: *state, Service: service, All: *all, NoPrefix: *noPrefix, Listen: *listen, NoToken: *noToken,
+	sepSet := false
+	fs.Visit(func(f *flag.Flag) { sepSet = sepSet || f.Name == "separator" })
+	switch {
+	case sepSet && !*all:
+		return usagef("--separator goes with --all")
+	case sepSet && *noPrefix:
+		return usagef("--separator and --no-prefix exclude each other")
+	case sepSet && *separator == "":
+		return usagef("--separator is empty (1 to 8 characters, each '_', '.' or '-')")
+	}
+	cfg := engine.ConnectConfig{State: *state, Service: service, All: *all, NoPrefix: *noPrefix, Separator: *separator, Listen: *listen, NoToken: *noToken,
 		Stdin: env.Stdin, Stdout: env.Stdout, Logger: newLogger(env, *verbose, slog.LevelWarn), Metrics: *mc}
 	if cfg.Tailnet, err = tf.config(fs, env); err != nil {
 		return err

@@ -34,14 +34,17 @@ type ConnectConfig struct {
 	// or NAME.TAILNET.ts.net, with model: for a model API).
 	Service string
 	// All serves the aggregated endpoint instead of one service: every
-	// tool service in the netmap, tools only, named SERVICE__TOOL
-	// (package aggregate). Service must then be empty; not over a
-	// tailnet.
+	// tool service in the netmap, its tools and prompts named
+	// SERVICE__NAME, its resources under agentmesh://SERVICE/ (package
+	// aggregate). Service must then be empty; not over a tailnet.
 	All bool
 	// NoPrefix, with All, lists tools under their own names instead of
 	// SERVICE__TOOL; the endpoint then serves at most one service (none
 	// while the agent may reach more), so no tool can shadow another's.
 	NoPrefix bool
+	// Separator, with All, replaces "__" between a service's name and
+	// its tools' and prompts' names (aggregate.CheckSeparator).
+	Separator string
 	// Listen serves Streamable HTTP (or, for a model, the OpenAI API) on
 	// a loopback address (127.0.0.1:PORT) or a private Unix socket
 	// (unix:PATH); "" relays MCP over Stdin and Stdout. Listener, when

@@ -23,8 +23,8 @@ const settleWait = 5 * time.Second
 
 // connectAll runs the aggregated endpoint (ConnectConfig.All): one MCP
 // server, over stdio or on a loopback listener with the same token and
-// guard as a single-service connector, whose tools are those of every
-// tool service in the agent's netmap, kept current as the netmap and each
+// guard as a single-service connector, whose tools, prompts and
+// resources are those of every tool service in the agent's netmap, kept current as the netmap and each
 // gateway's lists change (package aggregate).
 func connectAll(ctx context.Context, cfg ConnectConfig) (err error) {
 	ln := cfg.Listener
@@ -42,6 +42,11 @@ func connectAll(ctx context.Context, cfg ConnectConfig) (err error) {
 		return fmt.Errorf("%w: a state directory is required (from 'agentmesh join')", ErrConfig)
 	case cfg.Listen == "" && cfg.Listener == nil && (cfg.Stdin == nil || cfg.Stdout == nil):
 		return fmt.Errorf("%w: stdio mode needs Stdin and Stdout", ErrConfig)
+	}
+	if cfg.Separator != "" {
+		if err := aggregate.CheckSeparator(cfg.Separator); err != nil {
+			return fmt.Errorf("%w: --separator: %v", ErrConfig, err)
+		}
 	}
 	log := logger(cfg.Logger)
 	m, err := openMetrics(cfg.Metrics)
@@ -75,7 +80,7 @@ func connectAll(ctx context.Context, cfg ConnectConfig) (err error) {
 	defer n.Close()
 	s.Node = n.ID().String()
 	self := n.ID()
-	a, err := aggregate.New(aggregate.Config{SPIFFEID: self.String(), Logger: log, Version: "agentmesh", NoPrefix: cfg.NoPrefix,
+	a, err := aggregate.New(aggregate.Config{SPIFFEID: self.String(), Logger: log, Version: "agentmesh", NoPrefix: cfg.NoPrefix, Separator: cfg.Separator,
 		Transport: func(svc aggregate.Service) (mcp.Transport, error) { return meshTransport(n, svc) }})
 	if err != nil {
 		return err
