@@ -36,8 +36,12 @@ const conformancePolicy = `{
 // agent", Not supported yet). The test fails when one of them passes, so
 // that the list only ever shrinks to the truth.
 var aggregateGaps = map[string]string{
-	"completion-complete":       "completion/complete is not routed",
-	"elicitation-sep1330-enums": "the service's elicitation for this scenario does not reach the client",
+	// The aggregator's MCP client (Go SDK v1.8.0) checks an elicitation's
+	// schema before its handler sees it, and refuses this scenario's
+	// titled multi-select (items of type string with anyOf and no enum:
+	// its validateElicitArrayProperty wants enum whenever items has a
+	// type), so the request never reaches the aggregator to pass on.
+	"elicitation-sep1330-enums": "the Go SDK client inside the aggregator refuses the titled multi-select schema before passing it on",
 }
 
 // TestConformanceThroughTheMesh runs the official MCP conformance suite

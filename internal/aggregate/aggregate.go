@@ -183,10 +183,11 @@ func New(cfg Config) (*Aggregator, error) {
 		// offered at initialize is what the services offer (capabilities).
 		Capabilities: &mcp.ServerCapabilities{Tools: &mcp.ToolCapabilities{ListChanged: true}, Logging: &mcp.LoggingCapabilities{},
 			Prompts:   &mcp.PromptCapabilities{ListChanged: true},
-			Resources: &mcp.ResourceCapabilities{ListChanged: true, Subscribe: true}},
+			Resources: &mcp.ResourceCapabilities{ListChanged: true, Subscribe: true}, Completions: &mcp.CompletionCapabilities{}},
 		Logger:             log,
 		SubscribeHandler:   a.subscribe,
 		UnsubscribeHandler: a.unsubscribe,
+		CompletionHandler:  a.complete,
 	})
 	a.server.AddReceivingMiddleware(a.initializeMeta, a.routing, a.bareURIs)
 	return a, nil

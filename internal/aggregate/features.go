@@ -91,9 +91,9 @@ func (a *Aggregator) dropMoreLocked(be *backend) {
 }
 
 // capabilities are the aggregated server's capabilities for a client's
-// initialize (or server/discover): the SDK's (tools), with prompts and
-// resources offered only when some aggregated service offered them in
-// its last session, always with listChanged (the set follows the
+// initialize (or server/discover): the SDK's (tools), with prompts,
+// resources and completions offered only when some aggregated service
+// offered them in its last session, always with listChanged (the set follows the
 // services), and subscribe when some service supports it. They are fixed
 // at the client's initialize: a kind that appears later reaches the
 // client only as a list_changed, and a new client session sees it.
@@ -103,7 +103,7 @@ func (a *Aggregator) capabilities(base *mcp.ServerCapabilities) *mcp.ServerCapab
 		cc := *base
 		c = &cc
 	}
-	c.Prompts, c.Resources = nil, nil
+	c.Prompts, c.Resources, c.Completions = nil, nil, nil
 	a.mu.Lock()
 	backends := make([]*backend, 0, len(a.backends))
 	for _, be := range a.backends {
@@ -119,6 +119,9 @@ func (a *Aggregator) capabilities(base *mcp.ServerCapabilities) *mcp.ServerCapab
 		}
 		if caps.Prompts != nil {
 			c.Prompts = &mcp.PromptCapabilities{ListChanged: true}
+		}
+		if caps.Completions != nil {
+			c.Completions = &mcp.CompletionCapabilities{}
 		}
 		if caps.Resources != nil {
 			if c.Resources == nil {
