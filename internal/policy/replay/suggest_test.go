@@ -198,3 +198,37 @@ func BenchmarkSuggest(b *testing.B) {
 	}
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/events, "ns/event")
 }
+
+// BenchmarkSuggestFromLines adds what `agentmesh policy suggest` pays per
+// event on top of the suggester: decoding the JSON line the coordinator
+// streams. One op is 1,000,000 events.
+func BenchmarkSuggestFromLines(b *testing.B) {
+	active := compile(b, activeDoc, "7")
+	rc := &recorder{pol: active, version: "7"}
+	lines := make([][]byte, 0, 1000)
+	for i := range 1000 {
+		ev := rc.call(b, "teller"+strconv.Itoa(i%13), []identity.Tag{"tag:tellers"}, "transfer", fmt.Sprintf(`{"amount":%d}`, i))
+		line, err := json.Marshal(&ev)
+		if err != nil {
+			b.Fatal(err)
+		}
+		lines = append(lines, line)
+	}
+	const events = 1_000_000
+	b.ReportAllocs()
+	b.ResetTimer()
+	for range b.N {
+		s := NewSuggester(SuggestOptions{Active: active, ActiveVersion: "7", Args: true})
+		for i := range events {
+			var ev audit.Event
+			if err := json.Unmarshal(lines[i%len(lines)], &ev); err != nil {
+				b.Fatal(err)
+			}
+			s.Add(&ev)
+		}
+		if _, err := s.Suggest(); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/events, "ns/event")
+}
