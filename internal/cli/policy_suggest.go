@@ -73,7 +73,7 @@ func policySuggest(fs *flag.FlagSet, env Env) func(context.Context, []string) er
 		if err := cl.Call(ctx, http.MethodGet, controlapi.PathPolicy, nil, &pv); err != nil {
 			return err
 		}
-		opts := replay.SuggestOptions{Args: *args, Since: from}
+		opts := replay.SuggestOptions{Args: *args, Since: from, SeenDestinationsOnly: *dst != ""}
 		if pv.Version > 0 {
 			label := strconv.FormatInt(pv.Version, 10)
 			if opts.Active, err = policy.Compile([]byte(pv.Document), label); err != nil {

@@ -64,3 +64,28 @@ func GlobMatch(pattern, s string) bool {
 	g := compileGlob(pattern)
 	return g.match(s)
 }
+
+// GrantReaches reports whether grant gi links some source to dst (by its
+// name, a tag it carries, or *): whether the grant is about dst at all.
+func (p *Policy) GrantReaches(gi int, dst Node) bool {
+	if p == nil {
+		return false
+	}
+	kind, ok := validNode(&dst)
+	if !ok {
+		return false
+	}
+	for i := 0; ; i++ {
+		k, ok := keyAt(&dst, kind, i)
+		if !ok {
+			return false
+		}
+		for _, grants := range p.index[k] {
+			for _, g := range grants {
+				if int(g) == gi {
+					return true
+				}
+			}
+		}
+	}
+}

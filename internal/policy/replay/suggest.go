@@ -87,6 +87,10 @@ type SuggestOptions struct {
 	// MaxShapes bounds the distinct requests kept; 0 means
 	// DefaultMaxShapes.
 	MaxShapes int
+	// SeenDestinationsOnly limits the report of unused grants to those
+	// about a destination that the evidence holds (for a window read
+	// for one destination: grants about others saw no traffic in it).
+	SeenDestinationsOnly bool
 	// Since is the start of the window, for the header.
 	Since time.Time
 	// Examples is how many example event ids an item keeps; 0 means
@@ -328,6 +332,7 @@ func (s *Suggester) Suggest() (*Suggestion, error) {
 	cells := make(map[cellKey]*cell)
 	seen := make(map[string]map[string]map[string]bool) // dst -> field -> names seen
 	members := make(map[memberKey]*memberTests)
+	dsts := make(map[string]policy.Node)
 	var allowed, denied []*shape
 	for _, sh := range s.order {
 		ev := &sh.ev
@@ -349,6 +354,9 @@ func (s *Suggester) Suggest() (*Suggestion, error) {
 			seen[dst][field] = make(map[string]bool)
 		}
 		seen[dst][field][name] = true
+		if _, ok := dsts[dst]; !ok {
+			dsts[dst] = req.Dst
+		}
 		src := identity.Short(ev.Src)
 		mk := memberKey{src, dst}
 		mt := members[mk]
@@ -476,6 +484,11 @@ func (s *Suggester) Suggest() (*Suggestion, error) {
 	// What the active policy grants that nothing used.
 	sg.UnusedGrants, sg.UnusedEntries = []policy.GrantInfo{}, []UnusedEntry{}
 	for _, g := range infos {
+		if s.opts.SeenDestinationsOnly && !slices.ContainsFunc(slices.Collect(maps.Values(dsts)), func(n policy.Node) bool {
+			return s.opts.Active.GrantReaches(g.Index, n)
+		}) {
+			continue
+		}
 		if usedGrant[g.Index] == 0 {
 			sg.UnusedGrants = append(sg.UnusedGrants, g)
 			continue

@@ -2,12 +2,15 @@ package replay
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"slices"
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/agentmesh/agentmesh/internal/admission"
 	"github.com/agentmesh/agentmesh/internal/audit"
 	"github.com/agentmesh/agentmesh/internal/identity"
 	"github.com/agentmesh/agentmesh/internal/policy"
@@ -231,4 +234,95 @@ func BenchmarkSuggestFromLines(b *testing.B) {
 		}
 	}
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/events, "ns/event")
+}
+
+// record makes the request event a gateway records for r, as recorder
+// does for tool calls at the ledger.
+func record(t testing.TB, pol *policy.Policy, version string, n int, r policy.Request) audit.Event {
+	d := pol.Decide(r)
+	ev := audit.Event{
+		V: audit.SchemaVersion, ID: fmt.Sprintf("%032x", n), Time: t0.Add(time.Duration(n) * time.Second),
+		Kind: audit.KindRequest, Src: td + "agent/" + string(r.Src.Name), Dst: td + "tool/" + string(r.Dst.Name), Method: r.Method,
+		Tool: r.Tool, Resource: r.Resource, Decision: audit.Deny, Reason: d.Reason, PolicyVersion: version,
+		Basis: admission.Basis(&r, r.Method, pol),
+	}
+	if d.Allow {
+		ev.Decision = audit.Allow
+	}
+	if d.Grant >= 0 {
+		ev.Rule = strconv.Itoa(d.Grant)
+	}
+	if err := ev.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	return ev
+}
+
+func TestSuggestKeepsApprovalsAndRestrictionsAndGlobsResources(t *testing.T) {
+	const doc = `{
+  "groups": {"group:oncall": ["admin:alice"]},
+  "grants": [
+    {"src": ["agent:ops"], "dst": ["tool:ledger"], "tools": ["drop_table"], "approval": "group:oncall", "approval_timeout": "10m"},
+    {"src": ["agent:ops"], "dst": ["tool:ledger"], "tools": ["*"]},
+    {"src": ["agent:ops"], "dst": ["tool:files"], "resources": ["file:///srv/*"]},
+    {"src": ["agent:ops"], "dst": ["tool:other"], "tools": ["*"]},
+  ],
+  "limits": [{"src": ["agent:ops"], "dst": ["model:llm"], "rpm": 10}],
+}`
+	active := compile(t, doc, "4")
+	ops := policy.Node{Kind: identity.KindAgent, Name: "ops"}
+	ledger, files := policy.Node{Kind: identity.KindTool, Name: "ledger"}, policy.Node{Kind: identity.KindTool, Name: "files"}
+	var evs []audit.Event
+	add := func(r policy.Request) { evs = append(evs, record(t, active, "4", len(evs)+1, r)) }
+	add(policy.Request{Src: ops, Dst: ledger, Action: policy.ActionTool, Method: "tools/call", Tool: "drop_table"})
+	add(policy.Request{Src: ops, Dst: ledger, Action: policy.ActionTool, Method: "tools/call", Tool: "balance"})
+	for _, u := range []string{"file:///srv/a/1", "file:///srv/a/2", "file:///srv/a/3", "file:///srv/b"} {
+		add(policy.Request{Src: ops, Dst: files, Action: policy.ActionResource, Method: "resources/read", Resource: u})
+	}
+	sg := suggestFrom(t, SuggestOptions{Active: active, ActiveVersion: "4"}, evs)
+	p := compile(t, sg.Document, "s")
+	for _, want := range []string{`"approval": "group:oncall", "approval_timeout": "10m0s"`, `"file:///srv/a/*", //`, `"file:///srv/b", //`,
+		`"resources/read file:///srv/a/1"`, `"limits": [{"src": ["agent:ops"], "dst": ["model:llm"], "rpm": 10}]`} {
+		if !strings.Contains(sg.Document, want) {
+			t.Errorf("no %s in\n%s", want, sg.Document)
+		}
+	}
+	if !slices.Equal(sg.Carried, []string{"groups", "limits"}) {
+		t.Errorf("carried %v", sg.Carried)
+	}
+	// The held call is still held, by the grant that holds it.
+	d := p.Decide(policy.Request{Src: ops, Dst: ledger, Action: policy.ActionTool, Method: "tools/call", Tool: "drop_table"})
+	if !d.Allow || d.Approval != "group:oncall" {
+		t.Errorf("drop_table under the suggestion: %+v", d)
+	}
+	if d := p.Decide(policy.Request{Src: ops, Dst: ledger, Action: policy.ActionTool, Method: "tools/call", Tool: "history"}); d.Allow {
+		t.Error("the suggestion allows a tool nobody called")
+	}
+	// Unused: the grant to tool:other, which saw no traffic; unless the
+	// report is limited to the destinations the evidence holds.
+	if len(sg.UnusedGrants) != 1 || sg.UnusedGrants[0].Index != 3 || len(sg.UnusedEntries) != 0 {
+		t.Errorf("unused %+v %+v", sg.UnusedGrants, sg.UnusedEntries)
+	}
+	sg = suggestFrom(t, SuggestOptions{Active: active, ActiveVersion: "4", SeenDestinationsOnly: true}, evs)
+	if len(sg.UnusedGrants) != 0 {
+		t.Errorf("unused with SeenDestinationsOnly %+v", sg.UnusedGrants)
+	}
+}
+
+func TestSuggestWithoutEvidenceOrWithTooMuch(t *testing.T) {
+	// No events: an empty policy that compiles, everything unused.
+	active := compile(t, activeDoc, "7")
+	sg := suggestFrom(t, SuggestOptions{Active: active, ActiveVersion: "7"}, nil)
+	if p := compile(t, sg.Document, "s"); p == nil || len(sg.Grants) != 0 || len(sg.UnusedGrants) != 4 {
+		t.Fatalf("suggestion from nothing: %+v", sg)
+	}
+	// More distinct requests than it keeps: an error, not a partial policy.
+	s := NewSuggester(SuggestOptions{Active: active, ActiveVersion: "7", MaxShapes: 3})
+	evs := suggestTraffic(t, &recorder{pol: active, version: "7"})
+	for i := range evs {
+		s.Add(&evs[i])
+	}
+	if _, err := s.Suggest(); !errors.Is(err, ErrTooManyShapes) {
+		t.Fatalf("Suggest over the bound: %v", err)
+	}
 }
