@@ -282,6 +282,11 @@ func TestDoneWhenPolicyChangesAreNeverAGuess(t *testing.T) {
 	if !slices.Equal(unused, []string{"history", "history", "history"}) || len(sg.UnusedGrants) != 0 {
 		t.Fatalf("unused entries %+v, grants %+v", sg.UnusedEntries, sg.UnusedGrants)
 	}
+	// The known denial over the cap is pinned with the amount it was
+	// refused for (the first one, 600).
+	if !strings.Contains(sg.Document, `{"src": "agent:teller", "src_tags": [], "dst": "tool:ledger", "dst_tags": [], "args": {"amount":600}, "deny": ["tools/call transfer"]}`) {
+		t.Errorf("the refused transfer is not pinned:\n%s", sg.Document)
+	}
 	// The text form: the policy on stdout, the report on stderr.
 	code, out, errOut = run(t, env, "policy", "suggest", "--since", since)
 	if code != 0 || !strings.HasPrefix(out, "// Suggested by `agentmesh policy suggest`") || strings.Contains(out, `"when"`) ||

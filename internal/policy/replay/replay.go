@@ -30,6 +30,10 @@
 //	for each request event ev, oldest first: e.Add(&ev)
 //	rep := e.Report()
 //
+// Suggester (suggest.go) reads the same events to propose a
+// least-privilege policy (`agentmesh policy suggest`), and checks it with
+// an Engine before returning it.
+//
 // The engine holds memory in proportion to the number of distinct change
 // groups (at most MaxGroups) and not-judged reasons, not to the number of
 // events.
