@@ -656,7 +656,7 @@ func (e *evidence) when() string {
 			vals := slices.Sorted(maps.Keys(st.strs))
 			q := make([]string, len(vals))
 			for i, v := range vals {
-				q[i] = strconv.Quote(v)
+				q[i] = jsonQuote(v)
 			}
 			if len(q) == 1 {
 				parts = append(parts, ref+" == "+q[0])
@@ -681,7 +681,7 @@ func celPath(p string) string {
 		if ident(k) {
 			b.WriteString("." + k)
 		} else {
-			b.WriteString("[" + strconv.Quote(k) + "]")
+			b.WriteString("[" + jsonQuote(k) + "]")
 		}
 	}
 	return b.String()
@@ -923,15 +923,15 @@ func (s *Suggester) render(sg *Suggestion, carry []carried, tests []string, chec
 		if len(g.SrcTags) > 0 {
 			tags = "tags " + strings.Join(g.SrcTags, ",")
 		}
-		fmt.Fprintf(&b, "    // %s (%s) -> %s: %d allowed calls, %s to %s\n", strings.Join(g.Src, ", "), tags, g.Dst, count,
+		fmt.Fprintf(&b, "    // %s (%s) -> %s: %d allowed calls, %s to %s\n", commentSafe(strings.Join(g.Src, ", ")), commentSafe(tags), commentSafe(g.Dst), count,
 			first.UTC().Format(time.RFC3339), last.UTC().Format(time.RFC3339))
 		b.WriteString("    {\n")
-		fmt.Fprintf(&b, "      \"src\": %s,\n      \"dst\": [%s],\n", quoteList(g.Src), strconv.Quote(g.Dst))
+		fmt.Fprintf(&b, "      \"src\": %s,\n      \"dst\": [%s],\n", quoteList(g.Src), jsonQuote(g.Dst))
 		if g.When != "" {
-			fmt.Fprintf(&b, "      \"when\": %s, // from the kept argument values of those calls\n", strconv.Quote(g.When))
+			fmt.Fprintf(&b, "      \"when\": %s, // from the kept argument values of those calls\n", jsonQuote(g.When))
 		}
 		if g.Approval != "" {
-			fmt.Fprintf(&b, "      \"approval\": %s, \"approval_timeout\": %s, // as the active grant that allowed them\n", strconv.Quote(g.Approval), strconv.Quote(g.ApprovalTimeout))
+			fmt.Fprintf(&b, "      \"approval\": %s, \"approval_timeout\": %s, // as the active grant that allowed them\n", jsonQuote(g.Approval), jsonQuote(g.ApprovalTimeout))
 		}
 		field := ""
 		for _, it := range g.Items {
@@ -940,15 +940,15 @@ func (s *Suggester) render(sg *Suggestion, carry []carried, tests []string, chec
 					b.WriteString("      ],\n")
 				}
 				field = it.Field
-				fmt.Fprintf(&b, "      %s: [\n", strconv.Quote(field))
+				fmt.Fprintf(&b, "      %s: [\n", jsonQuote(field))
 			}
-			fmt.Fprintf(&b, "        %s, // %d calls by %d sources, %s to %s, e.g. %s", strconv.Quote(it.Entry), it.Count, it.Sources,
+			fmt.Fprintf(&b, "        %s, // %d calls by %d sources, %s to %s, e.g. %s", jsonQuote(it.Entry), it.Count, it.Sources,
 				it.First.UTC().Format(time.RFC3339), it.Last.UTC().Format(time.RFC3339), strings.Join(it.Examples, " "))
 			if len(it.Covers) > 0 {
-				fmt.Fprintf(&b, "; covers %s, every name seen there with this prefix", strings.Join(it.Covers, " "))
+				fmt.Fprintf(&b, "; covers %s, every name seen there with this prefix", commentSafe(strings.Join(it.Covers, " ")))
 			}
-			if it.Field == "resources" && strings.ContainsAny(it.Entry[:len(it.Entry)-min(1, len(it.Covers))], "*?") {
-				b.WriteString("; note: * and ? in the URI are wildcards")
+			if strings.ContainsAny(it.Entry[:len(it.Entry)-min(1, len(it.Covers))], "*?") {
+				b.WriteString("; note: * and ? in the name are wildcards, so this matches more than the name")
 			}
 			b.WriteString("\n")
 		}
@@ -959,7 +959,7 @@ func (s *Suggester) render(sg *Suggestion, carry []carried, tests []string, chec
 	}
 	b.WriteString("  ],\n")
 	for _, c := range carry {
-		fmt.Fprintf(&b, "  // kept from the active policy\n  %s: %s,\n", strconv.Quote(c.name), c.text)
+		fmt.Fprintf(&b, "  // kept from the active policy\n  %s: %s,\n", jsonQuote(c.name), c.text)
 	}
 	if tests != nil {
 		b.WriteString("  // The observed allowed calls and known denials, pinned.\n  \"tests\": [\n")
@@ -975,7 +975,7 @@ func (s *Suggester) render(sg *Suggestion, carry []carried, tests []string, chec
 func quoteList(l []string) string {
 	q := make([]string, len(l))
 	for i, s := range l {
-		q[i] = strconv.Quote(s)
+		q[i] = jsonQuote(s)
 	}
 	return "[" + strings.Join(q, ", ") + "]"
 }
@@ -1075,8 +1075,8 @@ func (s *Suggester) tests(cand *policy.Policy, members map[memberKey]*memberTest
 				continue
 			}
 			var b strings.Builder
-			fmt.Fprintf(&b, `{"src": %s, "src_tags": %s, "dst": %s, "dst_tags": %s`, strconv.Quote(mt.srcSel), quoteList(identity.TagStrings(mt.src.Tags)),
-				strconv.Quote(mt.dstSel), quoteList(identity.TagStrings(mt.dst.Tags)))
+			fmt.Fprintf(&b, `{"src": %s, "src_tags": %s, "dst": %s, "dst_tags": %s`, jsonQuote(mt.srcSel), quoteList(identity.TagStrings(mt.src.Tags)),
+				jsonQuote(mt.dstSel), quoteList(identity.TagStrings(mt.dst.Tags)))
 			if a.args != "" {
 				fmt.Fprintf(&b, `, "args": %s`, a.args)
 			}
@@ -1129,4 +1129,27 @@ func decodeArgs(s string) map[string]any {
 		return nil
 	}
 	return m
+}
+
+// jsonQuote writes s as a JSON string, which is also a CEL string
+// literal (strconv.Quote's \x escapes are neither).
+func jsonQuote(s string) string {
+	var b bytes.Buffer
+	enc := json.NewEncoder(&b)
+	enc.SetEscapeHTML(false)
+	if enc.Encode(s) != nil {
+		return `""`
+	}
+	return strings.TrimSuffix(b.String(), "\n")
+}
+
+// commentSafe keeps a name from ending a line comment early: control
+// characters become '?'.
+func commentSafe(s string) string {
+	return strings.Map(func(r rune) rune {
+		if r < 0x20 || r == 0x7f || r == 0x2028 || r == 0x2029 {
+			return '?'
+		}
+		return r
+	}, s)
 }

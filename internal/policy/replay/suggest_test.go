@@ -326,3 +326,30 @@ func TestSuggestWithoutEvidenceOrWithTooMuch(t *testing.T) {
 		t.Fatalf("Suggest over the bound: %v", err)
 	}
 }
+
+// Argument bounds are written so that CEL and HuJSON read them as they
+// were observed: strings with quotes and control characters, keys that
+// are not identifiers.
+func TestSuggestBoundsOddStringsAndKeys(t *testing.T) {
+	const doc = `{"grants": [{"src": ["agent:bot"], "dst": ["tool:ledger"], "tools": ["set"], "when": "args.mode != 'x' && args['x-y'] != 'q'"}]}`
+	active := compile(t, doc, "1")
+	bot, ledger := policy.Node{Kind: identity.KindAgent, Name: "bot"}, policy.Node{Kind: identity.KindTool, Name: "ledger"}
+	var evs []audit.Event
+	for _, mode := range []string{"a\u0001b", `c"d`, "plain\n"} {
+		r := policy.Request{Src: bot, Dst: ledger, Action: policy.ActionTool, Method: "tools/call", Tool: "set",
+			Args: map[string]any{"mode": mode, "x-y": "z"}}
+		evs = append(evs, record(t, active, "1", len(evs)+1, r))
+	}
+	sg := suggestFrom(t, SuggestOptions{Active: active, ActiveVersion: "1", Args: true}, evs)
+	p := compile(t, sg.Document, "s")
+	if !strings.Contains(sg.Document, `args.mode in [\"a\\u0001b\", \"c\\\"d\", \"plain\\n\"]`) || !strings.Contains(sg.Document, `args[\"x-y\"] == \"z\"`) {
+		t.Fatalf("bounds:\n%s", sg.Document)
+	}
+	for mode, want := range map[string]bool{"a\u0001b": true, `c"d`: true, "plain\n": true, "plain": false} {
+		d := p.Decide(policy.Request{Src: bot, Dst: ledger, Action: policy.ActionTool, Method: "tools/call", Tool: "set",
+			Args: map[string]any{"mode": mode, "x-y": "z"}})
+		if d.Allow != want {
+			t.Errorf("mode %q: %+v", mode, d)
+		}
+	}
+}
