@@ -12,6 +12,7 @@ import (
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 
 	"github.com/agentmesh/agentmesh/internal/controlapi"
+	"github.com/agentmesh/agentmesh/internal/policy"
 	"github.com/agentmesh/agentmesh/internal/policy/replay"
 )
 
@@ -268,6 +269,24 @@ func TestDoneWhenPolicyChangesAreNeverAGuess(t *testing.T) {
 		if !decide("", c.src, c.tool, c.args) || decide(sugFile, c.src, c.tool, c.args) {
 			t.Errorf("%s %s %s: the active policy should allow it and the suggestion deny it", c.src, c.tool, c.args)
 		}
+	}
+	// policy who says the same from the other end: three identities may
+	// call history under the active policy, none under the suggestion.
+	whoHistory := func(extra ...string) []string {
+		t.Helper()
+		code, out, errOut := run(t, env, append([]string{"policy", "who", "--dst", "tool:ledger", "--tool", "history", "--json"}, extra...)...)
+		var res struct{ Rights []policy.Right }
+		if code != 0 || json.Unmarshal([]byte(out), &res) != nil {
+			t.Fatalf("policy who: exit %d %q %q", code, out, errOut)
+		}
+		var srcs []string
+		for _, r := range res.Rights {
+			srcs = append(srcs, r.Src)
+		}
+		return srcs
+	}
+	if got, sugg := whoHistory(), whoHistory("--policy", sugFile); !slices.Equal(got, []string{"agent:auditor", "agent:clerk", "agent:teller"}) || len(sugg) != 0 {
+		t.Errorf("who may call history: active %v, suggestion %v", got, sugg)
 	}
 	// ... and grants nothing the active policy does not: every call of
 	// the window it allows was allowed (no denial replayed as allowed).
