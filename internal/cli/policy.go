@@ -20,8 +20,8 @@ import (
 func init() {
 	register(&command{
 		name:  "policy",
-		usage: "validate|apply|get|history|rollback|check|who|can|replay|shadow [ARGS] [flags]",
-		short: "validate, apply, inspect, roll back and explain policy; who may reach what; replay; shadow",
+		usage: "validate|apply|get|history|rollback|check|who|can|replay|suggest|shadow [ARGS] [flags]",
+		short: "validate, apply, inspect, roll back and explain policy; who may reach what; replay; suggest; shadow",
 		long: `Examples:
   agentmesh policy validate examples/policy.hujson
   agentmesh policy apply examples/policy.hujson --state ./mesh/admin
@@ -62,6 +62,9 @@ policy and the registry's tags. Exit status 0 whether allowed or denied.`,
 			{name: "replay", usage: "FILE [--since DURATION|TIME] [--src SEL] [--dst SEL] [--json]",
 				short: "what-if: decide the recorded requests again under FILE and list what would change",
 				long:  policyReplayLong, flags: policyReplay},
+			{name: "suggest", usage: policySuggestUsage,
+				short: "propose a least-privilege policy from the recorded requests, with its evidence",
+				long:  policySuggestLong, flags: policySuggest},
 			{name: "shadow", usage: shadowUsage, short: "run a candidate policy next to the active one and see where they differ",
 				long: shadowLong, flags: policyShadow},
 		},

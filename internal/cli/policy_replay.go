@@ -15,6 +15,7 @@ import (
 
 	"github.com/agentmesh/agentmesh/internal/audit"
 	"github.com/agentmesh/agentmesh/internal/controlapi"
+	"github.com/agentmesh/agentmesh/internal/controlclient"
 	"github.com/agentmesh/agentmesh/internal/policy"
 	"github.com/agentmesh/agentmesh/internal/policy/replay"
 	"github.com/agentmesh/agentmesh/internal/termtext"
@@ -101,24 +102,10 @@ func policyReplay(fs *flag.FlagSet, env Env) func(context.Context, []string) err
 			return p
 		}
 		e := replay.New(opts)
-		body, err := cl.Stream(ctx, controlapi.PathAudit+"?"+q.Encode())
-		if err != nil {
-			return err
-		}
-		defer body.Close()
 		// One event at a time: the engine's memory grows with the
 		// groups it reports, not with the window.
-		sc := bufio.NewScanner(body)
-		sc.Buffer(make([]byte, 0, 64<<10), 4<<20)
-		for sc.Scan() {
-			var ev audit.Event
-			if err := json.Unmarshal(sc.Bytes(), &ev); err != nil {
-				return fmt.Errorf("bad event from coordinator: %w", err)
-			}
-			e.Add(&ev)
-		}
-		if err := sc.Err(); err != nil {
-			return fmt.Errorf("reading the audit trail: %w", err)
+		if err := streamEvents(ctx, cl, q, e.Add); err != nil {
+			return err
 		}
 		rep := e.Report()
 		if *asJSON {
@@ -174,4 +161,28 @@ func printReplay(env Env, file string, from time.Time, active int64, rep *replay
 		printf(env.Stdout, "\nself-check: the policy versions they were recorded under (%s; active %d) decide all %d checked events as recorded\n",
 			strings.Join(rep.CheckedVersions, ", "), active, rep.Checked)
 	}
+}
+
+// streamEvents reads the audit events the admin API's GET /v1/audit
+// answers for q, one at a time, and hands each to add: what replay and
+// suggest read.
+func streamEvents(ctx context.Context, cl *controlclient.Client, q url.Values, add func(*audit.Event)) error {
+	body, err := cl.Stream(ctx, controlapi.PathAudit+"?"+q.Encode())
+	if err != nil {
+		return err
+	}
+	defer body.Close()
+	sc := bufio.NewScanner(body)
+	sc.Buffer(make([]byte, 0, 64<<10), 4<<20)
+	for sc.Scan() {
+		var ev audit.Event
+		if err := json.Unmarshal(sc.Bytes(), &ev); err != nil {
+			return fmt.Errorf("bad event from coordinator: %w", err)
+		}
+		add(&ev)
+	}
+	if err := sc.Err(); err != nil {
+		return fmt.Errorf("reading the audit trail: %w", err)
+	}
+	return nil
 }

@@ -30,6 +30,10 @@
 //	for each request event ev, oldest first: e.Add(&ev)
 //	rep := e.Report()
 //
+// Suggester (suggest.go) reads the same events to propose a
+// least-privilege policy (`agentmesh policy suggest`), and checks it with
+// an Engine before returning it.
+//
 // The engine holds memory in proportion to the number of distinct change
 // groups (at most MaxGroups) and not-judged reasons, not to the number of
 // events.
@@ -215,28 +219,15 @@ func (e *Engine) Add(ev *audit.Event) {
 	}
 	n := ev.Attempts()
 	e.report.Events += n
-	b := ev.Basis
-	switch {
-	case b == nil && ev.Decision == audit.Allow && ev.Reason == reason.Allowed && ev.Tool == "" && ev.Resource == "" && ev.Prompt == "" && ev.Model == "":
-		e.skipped["allowed without a policy decision (handshake, lists, notifications, responses)"] += n
-		return
-	case b == nil && ev.Method == "tasks/cancel":
-		e.skipped["allowed without a policy decision (a task's owner cancels it)"] += n
-		return
-	case !policyReasons[ev.Reason]:
-		if b != nil {
-			e.skipped["refused after the policy allowed it: "+string(ev.Reason)] += n
+	if why, decided := classify(ev); why != "" {
+		if decided {
+			e.unjudge[why] += n
 		} else {
-			e.skipped["not decided by the policy: "+reasonText(ev.Reason)] += n
+			e.skipped[why] += n
 		}
 		return
-	case b == nil:
-		e.unjudge["no basis recorded (a gateway older than replay, or no policy then)"] += n
-		return
-	case b.Unjudged != "":
-		e.unjudge["the gateway could not record its basis: "+b.Unjudged] += n
-		return
 	}
+	b := ev.Basis
 	req, why := e.request(ev)
 	if why != "" {
 		e.unjudge[why] += n
@@ -291,6 +282,29 @@ func (e *Engine) Add(ev *audit.Event) {
 	if len(c.Examples) < e.opts.Examples {
 		c.Examples = append(c.Examples, ev.ID)
 	}
+}
+
+// classify says why a request event cannot be decided again: "" when it
+// can; otherwise the reason, with decided true when the event was a
+// policy decision (not judged) and false when it was not one (skipped).
+func classify(ev *audit.Event) (why string, decided bool) {
+	b := ev.Basis
+	switch {
+	case b == nil && ev.Decision == audit.Allow && ev.Reason == reason.Allowed && ev.Tool == "" && ev.Resource == "" && ev.Prompt == "" && ev.Model == "":
+		return "allowed without a policy decision (handshake, lists, notifications, responses)", false
+	case b == nil && ev.Method == "tasks/cancel":
+		return "allowed without a policy decision (a task's owner cancels it)", false
+	case !policyReasons[ev.Reason]:
+		if b != nil {
+			return "refused after the policy allowed it: " + string(ev.Reason), false
+		}
+		return "not decided by the policy: " + reasonText(ev.Reason), false
+	case b == nil:
+		return "no basis recorded (a gateway older than replay, or no policy then)", true
+	case b.Unjudged != "":
+		return "the gateway could not record its basis: " + b.Unjudged, true
+	}
+	return "", true
 }
 
 func (e *Engine) disagree(ev *audit.Event, replayed string) {
