@@ -35,14 +35,7 @@ const conformancePolicy = `{
 // aggregated endpoint does not route yet (README, "One endpoint per
 // agent", Not supported yet). The test fails when one of them passes, so
 // that the list only ever shrinks to the truth.
-var aggregateGaps = map[string]string{
-	// The aggregator's MCP client (Go SDK v1.8.0) checks an elicitation's
-	// schema before its handler sees it, and refuses this scenario's
-	// titled multi-select (items of type string with anyOf and no enum:
-	// its validateElicitArrayProperty wants enum whenever items has a
-	// type), so the request never reaches the aggregator to pass on.
-	"elicitation-sep1330-enums": "the Go SDK client inside the aggregator refuses the titled multi-select schema before passing it on",
-}
+var aggregateGaps = map[string]string{}
 
 // TestConformanceThroughTheMesh runs the official MCP conformance suite
 // (@modelcontextprotocol/conformance, server mode) against the Go SDK's

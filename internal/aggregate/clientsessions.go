@@ -294,6 +294,22 @@ func (c *clients) open(b *backend, cl *client) (*mcp.Client, *mcp.ClientSession,
 		}
 	}
 	client := mcp.NewClient(impl, opts)
+	if opts.ElicitationHandler != nil {
+		// The SDK's client checks an elicitation's schema before its
+		// handler sees it, and refuses some the specification allows (a
+		// titled multi-select whose items have a type and anyOf): pass
+		// the request on as the service sent it; the client at the end
+		// checks it, and the service checks the answer.
+		client.AddReceivingMiddleware(func(next mcp.MethodHandler) mcp.MethodHandler {
+			return func(ctx context.Context, method string, req mcp.Request) (mcp.Result, error) {
+				r, ok := req.(*mcp.ElicitRequest)
+				if method != "elicitation/create" || !ok || r.Params == nil {
+					return next(ctx, method, req)
+				}
+				return opts.ElicitationHandler(ctx, r)
+			}
+		})
+	}
 	if roots {
 		// The SDK's client answers roots/list from its own list: answer
 		// it with the aggregated client's instead.
