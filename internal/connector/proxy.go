@@ -93,7 +93,7 @@ func (p *proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// thousand this way.
 	rc := http.NewResponseController(w)
 	_ = rc.EnableFullDuplex()
-	body := &replayGuard{r: r.Body}
+	body := &replayGuard{r: r.Body, length: r.ContentLength}
 	defer body.finish(rc)
 	stopWatch := func() {}
 	if r.Method == http.MethodPost {
@@ -247,11 +247,14 @@ func streamFlushing(w http.ResponseWriter, body io.Reader) {
 // Body.Read call", recovered and logged with a stack trace, the
 // connection closed): the demo's revocation step showed it.
 type replayGuard struct {
-	r       io.ReadCloser
+	r io.ReadCloser
+	// length is the request's Content-Length (-1: unknown).
+	length  int64
 	touched atomic.Bool
 
 	mu   sync.Mutex // held by a read in progress
 	done bool       // the handler has returned: reads end
+	eof  bool       // a read reached the body's end
 }
 
 // errHandlerDone ends a read of a body whose handler has returned.
@@ -264,7 +267,11 @@ func (g *replayGuard) Read(p []byte) (int, error) {
 	if g.done {
 		return 0, errHandlerDone
 	}
-	return g.r.Read(p)
+	n, err := g.r.Read(p)
+	if err == io.EOF {
+		g.eof = true
+	}
+	return n, err
 }
 
 // finish waits for a read in progress to end, making it end at once if it
@@ -279,12 +286,23 @@ func (g *replayGuard) Read(p []byte) (int, error) {
 // panics ("invalid concurrent Body.Read call", golang/go#68560) and drops
 // the agent's keep-alive connection. Drained here, the background read
 // starts now and the server stops it as it finishes the request.
+//
+// A body the agent has not sent whole (the gateway answered first) is not
+// drained: closing it would wait for bytes the agent may never send, with
+// the answer still in the server's buffer. The read deadline in the past
+// ends that drain at once (and the connection with it: its next bytes
+// would be the rest of this body).
 func (g *replayGuard) finish(rc *http.ResponseController) {
+	deadline := false
 	if !g.mu.TryLock() {
 		_ = rc.SetReadDeadline(time.Now())
+		deadline = true
 		g.mu.Lock()
 	}
 	g.done = true
+	if !g.eof && g.length != 0 && !deadline {
+		_ = rc.SetReadDeadline(time.Now())
+	}
 	g.mu.Unlock()
 	_ = g.r.Close()
 }
