@@ -64,6 +64,7 @@ func (c *Coordinator) routes() http.Handler {
 	mux.HandleFunc("POST "+controlapi.PathRollback, c.admin(body(small, c.handlePolicyRollback)))
 	c.shadowRoutes(mux, body)
 	c.approvalRoutes(mux, body)
+	c.ssoRoutes(mux)
 	mux.HandleFunc("POST "+controlapi.PathTools, c.node(body(controlapi.MaxReportBytes+64<<10, c.handleToolReport)))
 	mux.HandleFunc("GET "+controlapi.PathTools, c.admin(c.handleToolList))
 	mux.HandleFunc("GET "+controlapi.PathServices, c.node(c.handleServices)) // any node: its own view (services.go)
@@ -75,6 +76,17 @@ type caller struct {
 	id   identity.ID
 	node nodeRow
 	addr string
+	// user is set instead of id and node for a person admitted by an
+	// OIDC admin group (sso.go).
+	user identity.UserID
+}
+
+// actor is who the caller is, for the audit trail and records.
+func (who caller) actor() string {
+	if who.user.User != "" {
+		return who.user.String()
+	}
+	return who.actor()
 }
 
 type handler func(w http.ResponseWriter, r *http.Request, who caller)
@@ -91,7 +103,7 @@ func (c *Coordinator) node(h handler) http.HandlerFunc {
 			return
 		}
 		if err != nil {
-			ev := c.event(audit.KindConnection, who.id.String(), "coordinator")
+			ev := c.event(audit.KindConnection, who.actor(), "coordinator")
 			ev.SrcAddr = r.RemoteAddr
 			ev.Method = r.Method + " " + r.URL.Path
 			ev.Decision, ev.Reason, ev.Outcome, ev.Detail = audit.Deny, code, audit.OutcomeRefused, err.Error()
@@ -104,11 +116,24 @@ func (c *Coordinator) node(h handler) http.HandlerFunc {
 	}
 }
 
-// admin is node plus: the caller must be of kind admin.
+// admin is node plus: the caller must be of kind admin, or a person in an
+// OIDC admin group (userAdmin, sso.go).
 func (c *Coordinator) admin(h handler) http.HandlerFunc {
+	nodeAdmin := c.nodeAdmin(h)
+	userAdmin := c.userAdmin(h)
+	return func(w http.ResponseWriter, r *http.Request) {
+		if isUserCert(r) {
+			userAdmin(w, r)
+			return
+		}
+		nodeAdmin(w, r)
+	}
+}
+
+func (c *Coordinator) nodeAdmin(h handler) http.HandlerFunc {
 	return c.node(func(w http.ResponseWriter, r *http.Request, who caller) {
 		if who.id.Kind != identity.KindAdmin {
-			ev := c.event(audit.KindConnection, who.id.String(), "coordinator")
+			ev := c.event(audit.KindConnection, who.actor(), "coordinator")
 			ev.SrcAddr, ev.Method = r.RemoteAddr, r.Method+" "+r.URL.Path
 			ev.Decision, ev.Reason, ev.Outcome = audit.Deny, reason.NotAdmin, audit.OutcomeRefused
 			c.refuse(r.Context(), ev)
@@ -194,6 +219,10 @@ func (c *Coordinator) handleJoin(w http.ResponseWriter, r *http.Request) {
 	}
 	if name == ServerName {
 		refuse(http.StatusBadRequest, reason.BadName, audit.OutcomeRejected, fmt.Sprintf("the name %q is reserved", ServerName))
+		return
+	}
+	if req.IDToken != "" { // a person joining with --sso (sso.go)
+		c.joinSSO(w, r, req, name, refuse)
 		return
 	}
 	if !authkey.ValidID(req.KeyID) {
@@ -434,7 +463,7 @@ func (c *Coordinator) handleKeyCreate(w http.ResponseWriter, r *http.Request, wh
 	}
 	now := c.now()
 	info := controlapi.KeyInfo{ID: k.ID, Kind: string(kind), Tags: identity.TagStrings(tags), Reusable: req.Reusable,
-		CreatedAt: now.UTC(), ExpiresAt: now.Add(req.Expiry).UTC(), CreatedBy: who.id.String(), Name: req.Name}
+		CreatedAt: now.UTC(), ExpiresAt: now.Add(req.Expiry).UTC(), CreatedBy: who.actor(), Name: req.Name}
 	if err := c.reg.createKey(r.Context(), keyRecord{KeyInfo: info, SecretHash: authkey.HashSecret(k.Secret)}); err != nil {
 		c.internalError(w, r, "keys: create", err)
 		return
@@ -486,7 +515,7 @@ func (c *Coordinator) handleNodeList(w http.ResponseWriter, r *http.Request, who
 		id, _ := identity.New(c.td, n.Kind, n.Name)
 		out = append(out, controlapi.NodeInfo{Name: string(n.Name), Kind: string(n.Kind), ID: id.String(), Tags: identity.TagStrings(n.Tags),
 			Status: string(n.Status), Addrs: n.Addrs, Serving: c.serving(n.Node, now), LastSeen: n.LastSeen, Created: n.CreatedAt,
-			CertExpires: n.CertExpires})
+			CertExpires: n.CertExpires, Owner: n.Owner})
 	}
 	writeJSON(w, http.StatusOK, out)
 }
@@ -551,7 +580,7 @@ func (c *Coordinator) handlePolicyApply(w http.ResponseWriter, r *http.Request, 
 
 func (c *Coordinator) applyPolicy(w http.ResponseWriter, r *http.Request, who caller, doc, note string) {
 	if _, err := policy.Compile([]byte(doc), "pending"); err != nil {
-		ev := c.event(audit.KindAdmin, who.id.String(), "coordinator")
+		ev := c.event(audit.KindAdmin, who.actor(), "coordinator")
 		ev.Action, ev.Decision, ev.Reason, ev.Outcome, ev.Detail = "policy.apply", audit.Deny, reason.InvalidPolicy, audit.OutcomeRejected, err.Error()
 		c.record(r.Context(), ev)
 		writeError(w, http.StatusUnprocessableEntity, reason.InvalidPolicy, err.Error())
@@ -562,7 +591,7 @@ func (c *Coordinator) applyPolicy(w http.ResponseWriter, r *http.Request, who ca
 		c.internalError(w, r, "policy: apply", err)
 		return
 	}
-	v, err := c.reg.addPolicy(r.Context(), doc, who.id.String(), note, c.now())
+	v, err := c.reg.addPolicy(r.Context(), doc, who.actor(), note, c.now())
 	if err != nil {
 		c.internalError(w, r, "policy: apply", err)
 		return
@@ -576,7 +605,7 @@ func (c *Coordinator) applyPolicy(w http.ResponseWriter, r *http.Request, who ca
 		c.internalError(w, r, "policy: publish", err)
 		return
 	}
-	writeJSON(w, http.StatusOK, controlapi.PolicyVersion{Version: v, AppliedAt: c.now().UTC(), AppliedBy: who.id.String(), Note: note})
+	writeJSON(w, http.StatusOK, controlapi.PolicyVersion{Version: v, AppliedAt: c.now().UTC(), AppliedBy: who.actor(), Note: note})
 }
 
 func (c *Coordinator) handlePolicyGet(w http.ResponseWriter, r *http.Request, who caller) {
@@ -703,7 +732,7 @@ func (c *Coordinator) event(kind audit.Kind, src, dst string) audit.Event {
 }
 
 func (c *Coordinator) adminEvent(r *http.Request, who caller, action, target, detail string) {
-	ev := c.event(audit.KindAdmin, who.id.String(), "coordinator")
+	ev := c.event(audit.KindAdmin, who.actor(), "coordinator")
 	ev.SrcAddr, ev.Action, ev.Target, ev.Detail, ev.Decision = who.addr, action, target, detail, audit.Allow
 	c.record(r.Context(), ev)
 }
