@@ -86,7 +86,7 @@ func (who caller) actor() string {
 	if who.user.User != "" {
 		return who.user.String()
 	}
-	return who.actor()
+	return who.id.String()
 }
 
 type handler func(w http.ResponseWriter, r *http.Request, who caller)
