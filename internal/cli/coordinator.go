@@ -135,7 +135,7 @@ func runCoordinator(ctx context.Context, env Env, args []string) error {
 	}
 	co, err := engine.StartCoordinatorWithMetrics(ctx, engine.CoordinatorConfig{
 		SSO:            engine.SSOConfig{Issuer: *ssoIssuer, ClientID: *ssoClient, GroupsClaim: *ssoGroups, Skew: *ssoSkew},
-		SSOAdminGroups: admins,DataDir: *data, Database: *db, DatabaseKeyFile: *dbKey,
+		SSOAdminGroups: admins, DataDir: *data, Database: *db, DatabaseKeyFile: *dbKey,
 		AdvertiseURL: *advertise, Limits: engine.CoordinatorLimits{JoinRate: *joinRate, JoinBurst: *joinBurst}, Listen: *listen, TrustDomain: *td, CertTTL: *ttl, Logger: log, AuditRetention: *retention, AuditKeyFile: *auditKey, AlertsFile: *alerts}, *mc)
 	if err != nil {
 		return err

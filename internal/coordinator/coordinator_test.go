@@ -36,8 +36,8 @@ import (
 	"github.com/agentmesh/agentmesh/internal/nodestate"
 	"github.com/agentmesh/agentmesh/internal/pki"
 	"github.com/agentmesh/agentmesh/internal/reason"
-	"github.com/agentmesh/agentmesh/internal/store"
 	"github.com/agentmesh/agentmesh/internal/sso"
+	"github.com/agentmesh/agentmesh/internal/store"
 	"github.com/agentmesh/agentmesh/internal/store/pgtest"
 )
 

@@ -7,11 +7,11 @@ import (
 
 	"github.com/agentmesh/agentmesh/internal/alert"
 	"github.com/agentmesh/agentmesh/internal/coordinator"
-	"github.com/agentmesh/agentmesh/internal/sso"
 	"github.com/agentmesh/agentmesh/internal/httpserver"
 	"github.com/agentmesh/agentmesh/internal/identity"
 	"github.com/agentmesh/agentmesh/internal/metrics"
 	"github.com/agentmesh/agentmesh/internal/sealed"
+	"github.com/agentmesh/agentmesh/internal/sso"
 )
 
 // CoordinatorConfig configures StartCoordinator; see coordinator.Config.
