@@ -45,6 +45,10 @@ CREATE TABLE logins (
 	groups      TEXT NOT NULL,
 	created_at  BIGINT NOT NULL,
 	expires_at  BIGINT NOT NULL
+);
+CREATE TABLE sso_tokens (
+	hash       TEXT PRIMARY KEY,
+	expires_at BIGINT NOT NULL
 );`
 
 // startSSO runs discovery against the configured issuer, so that a wrong
@@ -92,7 +96,31 @@ func (c *Coordinator) verifyPerson(ctx context.Context, token string) (sso.Perso
 	if err != nil {
 		return p, reason.SSOBadToken, err.Error()
 	}
+	// An ID token is a bearer credential: it signs in once, so that one
+	// read from a log, a proxy or a shell history cannot sign in again.
+	fresh, err := c.reg.useToken(ctx, token, p.Expiry.Add(sso.MaxSkew), c.now())
+	if err != nil {
+		return p, reason.Internal, "could not record the ID token's use"
+	}
+	if !fresh {
+		return p, reason.SSOTokenUsed, "this ID token has signed in already; sign in again for a new one"
+	}
 	return p, "", ""
+}
+
+// useToken records that the ID token raw was used, until keep, and
+// reports whether it had not been before. Expired records are dropped.
+func (r *registry) useToken(ctx context.Context, raw string, keep, now time.Time) (bool, error) {
+	h := sha256.Sum256([]byte(raw))
+	if _, err := r.db.ExecContext(ctx, `DELETE FROM sso_tokens WHERE expires_at < $1`, now.UnixNano()); err != nil {
+		return false, err
+	}
+	res, err := r.db.ExecContext(ctx, `INSERT INTO sso_tokens(hash, expires_at) VALUES($1, $2) ON CONFLICT (hash) DO NOTHING`, hex.EncodeToString(h[:]), keep.UnixNano())
+	if err != nil {
+		return false, err
+	}
+	n, err := res.RowsAffected()
+	return n == 1, err
 }
 
 // handleLogin gives a person a certificate for their user identity.
@@ -129,6 +157,10 @@ func (c *Coordinator) handleLogin(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	person, code, msg := c.verifyPerson(r.Context(), req.IDToken)
+	if code == reason.Internal {
+		c.internalError(w, r, "login", errors.New(msg))
+		return
+	}
 	if code != "" {
 		refuse(http.StatusUnauthorized, code, audit.OutcomeRefused, msg, "")
 		return
@@ -180,6 +212,10 @@ func (c *Coordinator) ssoAdmin(groups []string) bool {
 // for, and the policy's node_owners must let this person join them.
 func (c *Coordinator) joinSSO(w http.ResponseWriter, r *http.Request, req controlapi.JoinRequest, name identity.Name, refuse func(int, reason.Code, audit.Outcome, string)) {
 	person, code, msg := c.verifyPerson(r.Context(), req.IDToken)
+	if code == reason.Internal {
+		c.internalError(w, r, "join: sso", errors.New(msg))
+		return
+	}
 	if code != "" {
 		refuse(http.StatusUnauthorized, code, audit.OutcomeRefused, msg)
 		return
@@ -303,6 +339,10 @@ type loginRow struct {
 }
 
 func (r *registry) addLogin(ctx context.Context, inc string, p sso.Person, now, expires time.Time) error {
+	// A login is needed while its certificate is valid; older ones go.
+	if _, err := r.db.ExecContext(ctx, `DELETE FROM logins WHERE expires_at < $1`, now.UnixNano()); err != nil {
+		return err
+	}
 	groups, _ := json.Marshal(p.Groups)
 	_, err := r.db.ExecContext(ctx, `INSERT INTO logins(incarnation, email, groups, created_at, expires_at) VALUES($1, $2, $3, $4, $5)`,
 		inc, string(p.User), string(groups), now.UnixNano(), expires.UnixNano())

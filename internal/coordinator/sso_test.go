@@ -234,6 +234,11 @@ func TestSSORefusesBadTokensEachWithItsReason(t *testing.T) {
 	if got := post(good); got != "ok" {
 		t.Fatalf("a good token: %s", got)
 	}
+	// A token signs in once.
+	if got := post(good); got != string(reason.SSOTokenUsed) {
+		t.Fatalf("the good token again: %s, want %s", got, reason.SSOTokenUsed)
+	}
+	waitAudit(t, m, "reason="+string(reason.SSOTokenUsed))
 	for _, c := range cases {
 		if got := post(c.tok); got != string(c.want) {
 			t.Errorf("%s: %s, want %s", c.name, got, c.want)

@@ -354,6 +354,9 @@ const (
 	// SSONoEmail: the ID token names no verified e-mail address that is a
 	// valid user name.
 	SSONoEmail Code = "sso_no_email"
+	// SSOTokenUsed: the ID token signed in once already; each signs in
+	// once, so a copied token cannot sign in again.
+	SSOTokenUsed Code = "sso_token_used"
 	// OwnerNotAllowed: the policy's node_owners does not let this person
 	// join a node of this kind with these tags.
 	OwnerNotAllowed Code = "owner_not_allowed"
