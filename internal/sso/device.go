@@ -29,10 +29,11 @@ type DeviceOptions struct {
 // (slowing down when told to, giving up when the code expires or ctx
 // ends). It returns the raw ID token.
 func DeviceLogin(ctx context.Context, o DeviceOptions) (string, error) {
-	if o.HTTPClient != nil {
-		ctx = oidc.ClientContext(ctx, o.HTTPClient)
-		ctx = context.WithValue(ctx, oauth2.HTTPClient, o.HTTPClient)
+	if o.HTTPClient == nil {
+		o.HTTPClient = &http.Client{Timeout: DiscoveryTimeout} // each request; the polling ends at the code's expiry
 	}
+	ctx = oidc.ClientContext(ctx, o.HTTPClient)
+	ctx = context.WithValue(ctx, oauth2.HTTPClient, o.HTTPClient)
 	p, err := oidc.NewProvider(ctx, o.Issuer)
 	if err != nil {
 		return "", fmt.Errorf("sign in: OpenID Connect discovery at %s failed: %w", o.Issuer, err)

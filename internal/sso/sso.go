@@ -30,6 +30,9 @@ const DefaultSkew = 2 * time.Minute
 // MaxSkew bounds Config.Skew.
 const MaxSkew = 10 * time.Minute
 
+// DiscoveryTimeout bounds discovery and each fetch of the issuer's keys.
+const DiscoveryTimeout = 30 * time.Second
+
 // MaxGroups bounds the groups taken from one token.
 const MaxGroups = 256
 
@@ -85,10 +88,15 @@ func New(ctx context.Context, cfg Config) (*Verifier, error) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	if cfg.HTTPClient != nil {
-		ctx = oidc.ClientContext(ctx, cfg.HTTPClient)
+	if cfg.HTTPClient == nil {
+		// Discovery and key fetches are bounded: an issuer that hangs
+		// must not hang the start or a sign-in.
+		cfg.HTTPClient = &http.Client{Timeout: DiscoveryTimeout}
 	}
-	p, err := oidc.NewProvider(ctx, cfg.Issuer)
+	ctx = oidc.ClientContext(ctx, cfg.HTTPClient)
+	dctx, cancel := context.WithTimeout(ctx, DiscoveryTimeout)
+	defer cancel()
+	p, err := oidc.NewProvider(dctx, cfg.Issuer)
 	if err != nil {
 		return nil, fmt.Errorf("sso: OpenID Connect discovery at %s failed: %w (check --sso-issuer: it must be the issuer URL exactly as the provider states it)", cfg.Issuer, err)
 	}
