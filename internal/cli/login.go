@@ -11,7 +11,7 @@ import (
 func init() {
 	register(&command{
 		name:  "login",
-		usage: "--coordinator URL[,URL...] --ca-fingerprint SHA256 --state DIR",
+		usage: "--coordinator URL[,URL...] --ca-fingerprint SHA256 --state DIR [--json]",
 		short: "sign in as a person through the coordinator's OpenID Connect issuer",
 		long: `Signs you in by the OAuth 2.0 device authorization flow: it prints a URL and a code, you open
 the URL on any device, sign in at your identity provider and enter the code; meanwhile login polls
@@ -38,6 +38,7 @@ func runLogin(ctx context.Context, env Env, args []string) error {
 	state := stateFlag(fs, env)
 	coordinators := fs.String("coordinator", "", "comma-separated API `URLs` of the mesh's coordinators")
 	fp := fs.String("ca-fingerprint", "", "the mesh CA's `SHA256` fingerprint, as the coordinator prints it at start")
+	asJSON := jsonFlag(fs)
 	pos, _, err := parse(fs, args)
 	if err != nil {
 		return err
@@ -61,6 +62,16 @@ func runLogin(ctx context.Context, env Env, args []string) error {
 	})
 	if err != nil {
 		return err
+	}
+	if *asJSON {
+		return printJSON(env.Stdout, struct {
+			User    string    `json:"user"`
+			ID      string    `json:"id"`
+			Groups  []string  `json:"groups"`
+			Admin   bool      `json:"admin"`
+			Expires time.Time `json:"expires"`
+			State   string    `json:"state"`
+		}{string(res.User.User), res.User.String(), res.Groups, res.Admin, res.Expires.UTC(), *state})
 	}
 	printf(env.Stdout, "logged in as %s (state in %s)\n", res.User.User.Selector(), *state)
 	printf(env.Stdout, "identity: %s\n", res.User)

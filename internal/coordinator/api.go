@@ -272,8 +272,19 @@ func (c *Coordinator) handleJoin(w http.ResponseWriter, r *http.Request) {
 		c.internalError(w, r, "join", err)
 		return
 	}
-	retried := inc != n.Incarnation
+	detail := "key " + req.KeyID
+	if inc != n.Incarnation {
+		detail += "; the same node again (same key pair): its earlier join had committed, its answer was lost"
+	}
 	n.Incarnation = inc
+	n.Kind = id.Kind
+	c.admitJoined(w, r, n, id, csr, now, detail)
+}
+
+// admitJoined finishes a join the registry recorded (with an auth key, or
+// by a person with --sso): the certificate, the audit event, the publish
+// and the answer with the node's first netmap.
+func (c *Coordinator) admitJoined(w http.ResponseWriter, r *http.Request, n netmap.Node, id identity.ID, csr *x509.CertificateRequest, now time.Time, detail string) {
 	cert, der, err := c.ca.Issue(csr, pki.IssueRequest{ID: id, Incarnation: n.Incarnation, TTL: c.cfg.CertTTL, Now: now})
 	if err != nil {
 		c.internalError(w, r, "join: issue", err)
@@ -281,11 +292,8 @@ func (c *Coordinator) handleJoin(w http.ResponseWriter, r *http.Request) {
 	}
 	c.certIssued(r.Context(), n.Incarnation, cert)
 	ev := c.event(audit.KindAdmin, id.String(), "coordinator")
-	ev.Action, ev.Target, ev.SrcAddr, ev.Decision = "node.join", string(name), r.RemoteAddr, audit.Allow
-	ev.Detail = "key " + req.KeyID
-	if retried {
-		ev.Detail += "; the same node again (same key pair): its earlier join had committed, its answer was lost"
-	}
+	ev.Action, ev.Target, ev.SrcAddr, ev.Decision = "node.join", string(id.Name), r.RemoteAddr, audit.Allow
+	ev.Detail = detail
 	c.record(r.Context(), ev)
 	c.cfg.Metrics.Join(reason.Allowed)
 	if err := c.publish(r.Context()); err != nil {

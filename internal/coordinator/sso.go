@@ -260,31 +260,7 @@ func (c *Coordinator) joinSSO(w http.ResponseWriter, r *http.Request, req contro
 		c.internalError(w, r, "join: sso", err)
 		return
 	}
-	cert, der, err := c.ca.Issue(csr, pki.IssueRequest{ID: id, Incarnation: n.Incarnation, TTL: c.cfg.CertTTL, Now: now})
-	if err != nil {
-		c.internalError(w, r, "join: issue", err)
-		return
-	}
-	c.certIssued(r.Context(), n.Incarnation, cert)
-	ev := c.event(audit.KindAdmin, id.String(), "coordinator")
-	ev.Action, ev.Target, ev.SrcAddr, ev.Decision = "node.join", string(name), r.RemoteAddr, audit.Allow
-	ev.Detail = "sso, owner " + person.User.Selector()
-	c.record(r.Context(), ev)
-	c.cfg.Metrics.Join(reason.Allowed)
-	if err := c.publish(r.Context()); err != nil {
-		c.internalError(w, r, "join: publish", err)
-		return
-	}
-	view, err := c.viewFor(n)
-	if err != nil {
-		c.internalError(w, r, "join: view", err)
-		return
-	}
-	writeJSON(w, http.StatusOK, controlapi.CertResponse{
-		Certificate: string(pki.EncodeCertPEM(&x509.Certificate{Raw: der})),
-		CABundle:    string(pki.EncodeCertPEM(c.ca.Certificate())),
-		Netmap:      view,
-	})
+	c.admitJoined(w, r, n, id, csr, now, "sso, owner "+person.User.Selector())
 }
 
 // isUserCert reports whether the request's client certificate names a
