@@ -67,8 +67,16 @@ func TestLoginAndJoinSSOThroughTheCLI(t *testing.T) {
 	if code != 0 || !strings.Contains(out, "joined as spiffe://agentmesh.local/agent/bob-agent") {
 		t.Fatalf("bob joining an agent: %d\n%s\n%s", code, out, errOut)
 	}
+	// Alice joins with her login state: no second sign-in, and her
+	// login's groups are hers still.
+	code, out, errOut = run(t, nil, "join", "--sso", "--login", login, "--name", "alice-pay", "--tags", "tag:payments",
+		"--state", filepath.Join(t.TempDir(), "alice-pay"))
+	if code != 0 || !strings.Contains(out, "joined as spiffe://agentmesh.local/agent/alice-pay") {
+		t.Fatalf("alice joining with her login state: %d\n%s\n%s", code, out, errOut)
+	}
 	code, out, errOut = run(t, nil, "nodes", "list", "--state", login)
-	if code != 0 || !strings.Contains(out, "OWNER") || !strings.Contains(out, "user:bob@example.com") || strings.Contains(out, "bob-pay") {
+	if code != 0 || !strings.Contains(out, "OWNER") || !strings.Contains(out, "user:bob@example.com") ||
+		!strings.Contains(out, "user:alice@example.com") || strings.Contains(out, "bob-pay") {
 		t.Fatalf("nodes list: %d\n%s\n%s", code, out, errOut)
 	}
 }

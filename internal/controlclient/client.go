@@ -637,7 +637,12 @@ func Join(ctx context.Context, o JoinOptions) (identity.ID, error) {
 	var k authkey.Key
 	var urls []string
 	var err error
-	if o.SSO != nil {
+	var login *tls.Certificate
+	if o.SSO != nil && o.SSO.Login != "" {
+		if login, urls, k.CAFingerprint, err = loginState(o.SSO.Login, o.Coordinators); err != nil {
+			return identity.ID{}, fmt.Errorf("join: %w", err)
+		}
+	} else if o.SSO != nil {
 		if urls, err = ssoURLs(o.Coordinators); err != nil {
 			return identity.ID{}, fmt.Errorf("join: %w", err)
 		}
@@ -685,12 +690,19 @@ func Join(ctx context.Context, o JoinOptions) (identity.ID, error) {
 	if err != nil {
 		return identity.ID{}, err
 	}
-	hc := &http.Client{Transport: &http.Transport{TLSClientConfig: pki.PinnedClientTLS(k.CAFingerprint)}, Timeout: 30 * time.Second}
+	tcfg := pki.PinnedClientTLS(k.CAFingerprint)
+	if login != nil {
+		// The person's login certificate says who joins (sso.go).
+		tcfg.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return login, nil }
+	}
+	hc := &http.Client{Transport: &http.Transport{TLSClientConfig: tcfg}, Timeout: 30 * time.Second}
 	defer hc.CloseIdleConnections()
 	jr := controlapi.JoinRequest{KeyID: k.ID, Secret: k.Secret, Name: string(name), Kind: o.Kind, CSR: string(pki.EncodeCSRPEM(csr))}
 	if o.SSO != nil {
-		if jr.IDToken, err = signIn(ctx, hc, urls, *o.SSO); err != nil {
-			return identity.ID{}, fmt.Errorf("join: %w", err)
+		if login == nil {
+			if jr.IDToken, err = signIn(ctx, hc, urls, *o.SSO); err != nil {
+				return identity.ID{}, fmt.Errorf("join: %w", err)
+			}
 		}
 		jr.Tags = o.Tags
 	}

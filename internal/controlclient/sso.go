@@ -3,11 +3,13 @@ package controlclient
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"net/http"
+	"slices"
 	"strings"
 	"time"
 
@@ -33,6 +35,40 @@ type SSOOptions struct {
 	Out io.Writer
 	// IssuerHTTP talks to the issuer (nil: http.DefaultClient).
 	IssuerHTTP *http.Client
+	// Login, for a join, is a login state ('agentmesh login'): its
+	// certificate says who joins, without signing in again, and its
+	// configuration names the coordinators and the CA fingerprint.
+	Login string
+}
+
+// loginState reads a login state for a join: its certificate, the
+// coordinators to try (given ones first) and the CA fingerprint.
+func loginState(path string, given []string) (*tls.Certificate, []string, string, error) {
+	dir, err := nodestate.Open(path)
+	if err != nil {
+		return nil, nil, "", err
+	}
+	cfg, err := dir.Config()
+	if err != nil {
+		return nil, nil, "", err
+	}
+	if cfg.Kind != identity.KindUser {
+		return nil, nil, "", fmt.Errorf("%s is a node's state, not a login state (agentmesh login --state DIR)", path)
+	}
+	cert, _, err := dir.Certificate()
+	if err != nil {
+		return nil, nil, "", err
+	}
+	urls := slices.Clone(given)
+	for _, u := range cfg.Known() {
+		if !slices.Contains(urls, u) {
+			urls = append(urls, u)
+		}
+	}
+	if _, err := ssoURLs(urls); err != nil {
+		return nil, nil, "", err
+	}
+	return cert, urls, cfg.CAFingerprint, nil
 }
 
 func ssoURLs(given []string) ([]string, error) {

@@ -221,7 +221,7 @@ func (c *Coordinator) handleJoin(w http.ResponseWriter, r *http.Request) {
 		refuse(http.StatusBadRequest, reason.BadName, audit.OutcomeRejected, fmt.Sprintf("the name %q is reserved", ServerName))
 		return
 	}
-	if req.IDToken != "" { // a person joining with --sso (sso.go)
+	if req.IDToken != "" || req.KeyID == "" && isUserCert(r) { // a person joining with --sso (sso.go)
 		c.joinSSO(w, r, req, name, refuse)
 		return
 	}

@@ -211,7 +211,14 @@ func (c *Coordinator) ssoAdmin(groups []string) bool {
 // key: the node's kind (agent when not given) and tags are the ones asked
 // for, and the policy's node_owners must let this person join them.
 func (c *Coordinator) joinSSO(w http.ResponseWriter, r *http.Request, req controlapi.JoinRequest, name identity.Name, refuse func(int, reason.Code, audit.Outcome, string)) {
-	person, code, msg := c.verifyPerson(r.Context(), req.IDToken)
+	var person sso.Person
+	var code reason.Code
+	var msg string
+	if req.IDToken != "" {
+		person, code, msg = c.verifyPerson(r.Context(), req.IDToken)
+	} else {
+		person, code, msg = c.personOfCert(r)
+	}
 	if code == reason.Internal {
 		c.internalError(w, r, "join: sso", errors.New(msg))
 		return
@@ -287,26 +294,45 @@ func (c *Coordinator) userAdmin(h handler) http.HandlerFunc {
 			closeAfter(w)
 			writeError(w, status, code, msg)
 		}
-		uid, err := c.verifier.VerifyUser(r.TLS.PeerCertificates)
-		if err != nil {
-			deny(http.StatusUnauthorized, pki.ReasonOf(err), "client certificate refused: "+err.Error())
-			return
-		}
-		who.user = uid
-		l, err := c.reg.login(r.Context(), pki.Incarnation(r.TLS.PeerCertificates[0]))
+		p, code, msg := c.personOfCert(r)
+		who.user, _ = identity.NewUserID(c.td, p.User)
 		switch {
-		case errors.Is(err, errNotFound) || err == nil && l.email != string(uid.User):
-			deny(http.StatusUnauthorized, reason.UnknownPeer, "this coordinator knows no login of this certificate; run agentmesh login again")
+		case code == reason.Internal:
+			c.internalError(w, r, "authenticate user", errors.New(msg))
 			return
-		case err != nil:
-			c.internalError(w, r, "authenticate user", err)
+		case code != "":
+			deny(http.StatusUnauthorized, code, msg)
 			return
-		case !c.ssoAdmin(l.groups):
-			deny(http.StatusForbidden, reason.NotAdmin, "this operation needs an admin identity: "+uid.User.Selector()+" is in none of the coordinator's --sso-admin-group groups")
+		case !c.ssoAdmin(p.Groups):
+			deny(http.StatusForbidden, reason.NotAdmin, "this operation needs an admin identity: "+p.User.Selector()+" is in none of the coordinator's --sso-admin-group groups")
 			return
 		}
 		h(w, r, who)
 	}
+}
+
+// personOfCert is the person a request's client certificate names: a
+// certificate of the mesh CA for their user ID, valid now, from a login
+// the coordinator recorded; their groups are the login's.
+func (c *Coordinator) personOfCert(r *http.Request) (sso.Person, reason.Code, string) {
+	if c.sso == nil {
+		return sso.Person{}, reason.SSONotConfigured, "this coordinator has no OpenID Connect issuer (--sso-issuer)"
+	}
+	if r.TLS == nil || len(r.TLS.PeerCertificates) == 0 {
+		return sso.Person{}, reason.NoCertificate, "a login certificate or an ID token is required (run agentmesh login first)"
+	}
+	uid, err := c.verifier.VerifyUser(r.TLS.PeerCertificates)
+	if err != nil {
+		return sso.Person{}, pki.ReasonOf(err), "client certificate refused: " + err.Error()
+	}
+	l, err := c.reg.login(r.Context(), pki.Incarnation(r.TLS.PeerCertificates[0]))
+	switch {
+	case errors.Is(err, errNotFound) || err == nil && l.email != string(uid.User):
+		return sso.Person{User: uid.User}, reason.UnknownPeer, "this coordinator knows no login of this certificate; run agentmesh login again"
+	case err != nil:
+		return sso.Person{User: uid.User}, reason.Internal, err.Error()
+	}
+	return sso.Person{User: uid.User, Groups: l.groups}, "", ""
 }
 
 type loginRow struct {

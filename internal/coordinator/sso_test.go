@@ -164,6 +164,23 @@ func TestSSOJoinRecordsOwnerAndNodeOwnersRefuses(t *testing.T) {
 	if err := join("bob", "bob-agent"); err != nil {
 		t.Fatalf("bob joining an untagged agent: %v", err)
 	}
+	// With a login state instead of an ID token: the same rules, the
+	// groups of the login.
+	bobLogin, _, err := login(t, m, p, "bob")
+	if err != nil {
+		t.Fatal(err)
+	}
+	withLogin := func(dir, name string, tags ...string) error {
+		_, err := controlclient.Join(context.Background(), controlclient.JoinOptions{
+			Name: name, State: filepath.Join(t.TempDir(), name), Tags: tags, SSO: &controlclient.SSOOptions{Login: dir}})
+		return err
+	}
+	if err := withLogin(bobLogin, "bob-pay2", "tag:payments"); apiCode(err) != string(reason.OwnerNotAllowed) {
+		t.Fatalf("bob's login state joining with tag:payments: %v, want %s", err, reason.OwnerNotAllowed)
+	}
+	if err := withLogin(bobLogin, "bob-agent2"); err != nil {
+		t.Fatalf("bob's login state joining an agent: %v", err)
+	}
 	var nodes []controlapi.NodeInfo
 	if err := m.admin.Call(context.Background(), http.MethodGet, controlapi.PathNodes, nil, &nodes); err != nil {
 		t.Fatal(err)
@@ -172,7 +189,7 @@ func TestSSOJoinRecordsOwnerAndNodeOwnersRefuses(t *testing.T) {
 	for _, n := range nodes {
 		owners[n.Name] = n.Owner
 	}
-	if owners["alice-pay"] != "alice@example.com" || owners["bob-agent"] != "bob@example.com" || owners["admin"] != "" {
+	if owners["alice-pay"] != "alice@example.com" || owners["bob-agent"] != "bob@example.com" || owners["bob-agent2"] != "bob@example.com" || owners["admin"] != "" {
 		t.Fatalf("owners %v", owners)
 	}
 	if _, ok := owners["bob-pay"]; ok {
