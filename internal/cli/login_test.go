@@ -3,11 +3,11 @@ package cli
 import (
 	"bytes"
 	"context"
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/agentmesh/agentmesh/internal/coordinator"
 	"github.com/agentmesh/agentmesh/internal/sso"
@@ -18,15 +18,17 @@ import (
 // prints, for person; it returns the exit code and both outputs.
 func runApproved(t *testing.T, p *ssotest.Provider, person string, env map[string]string, args ...string) (int, string, string) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
 	var out bytes.Buffer
-	errw := ssotest.NewCodeWriter()
-	approved := make(chan error, 1)
-	go func() { approved <- p.ApproveWhenPrinted(ctx, errw, person) }()
-	code := Run(ctx, args, Env{Stdout: &out, Stderr: errw, Getenv: func(k string) string { return env[k] }})
-	cancel()
-	<-approved
+	var code int
+	var errw *ssotest.CodeWriter
+	p.WhileApproving(t, person, func(w *ssotest.CodeWriter) error {
+		errw = w
+		code = Run(context.Background(), args, Env{Stdout: &out, Stderr: w, Getenv: func(k string) string { return env[k] }})
+		if code != 0 {
+			return errors.New("failed") // the caller looks at the code; an approval it never asked for is no failure
+		}
+		return nil
+	})
 	return code, out.String(), errw.String()
 }
 

@@ -39,21 +39,9 @@ func startSSOMesh(t *testing.T) (*mesh, *ssotest.Provider) {
 	return m, p
 }
 
-// approving runs f, a sign-in that prints its user code to out, while
-// the provider approves that code for person, as their browser would.
 func approving(t *testing.T, p *ssotest.Provider, person string, f func(out *ssotest.CodeWriter) error) error {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	out := ssotest.NewCodeWriter()
-	approved := make(chan error, 1)
-	go func() { approved <- p.ApproveWhenPrinted(ctx, out, person) }()
-	err := f(out)
-	cancel()
-	if aerr := <-approved; err == nil && aerr != nil {
-		t.Fatalf("approve: %v", aerr)
-	}
-	return err
+	return p.WhileApproving(t, person, f)
 }
 
 // deviceToken gets an ID token by the device flow, for clientID.

@@ -14,15 +14,12 @@ import (
 
 func token(t *testing.T, p *ssotest.Provider, person string) string {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	out := ssotest.NewCodeWriter()
-	approved := make(chan error, 1)
-	go func() { approved <- p.ApproveWhenPrinted(ctx, out, person) }()
-	tok, err := sso.DeviceLogin(ctx, sso.DeviceOptions{Issuer: p.Issuer, ClientID: p.ClientID, ClientSecret: p.Secret, Out: out})
-	if aerr := <-approved; aerr != nil {
-		t.Fatalf("approve: %v", aerr)
-	}
+	var tok string
+	err := p.WhileApproving(t, person, func(out *ssotest.CodeWriter) error {
+		var err error
+		tok, err = sso.DeviceLogin(context.Background(), sso.DeviceOptions{Issuer: p.Issuer, ClientID: p.ClientID, ClientSecret: p.Secret, Out: out})
+		return err
+	})
 	if err != nil {
 		t.Fatal(err)
 	}

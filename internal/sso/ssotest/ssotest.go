@@ -174,3 +174,22 @@ func (s *store) SetUserinfoFromScopes(ctx context.Context, info *oidc.UserInfo, 
 	}
 	return nil
 }
+
+// WhileApproving runs signIn, a sign-in that prints its user code to the
+// writer it is given, while the provider approves that code for the
+// person with personID, as their browser would. It returns signIn's
+// error; a failed approval fails the test.
+func (p *Provider) WhileApproving(t testing.TB, personID string, signIn func(out *CodeWriter) error) error {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	out := NewCodeWriter()
+	approved := make(chan error, 1)
+	go func() { approved <- p.ApproveWhenPrinted(ctx, out, personID) }()
+	err := signIn(out)
+	cancel()
+	if aerr := <-approved; err == nil && aerr != nil {
+		t.Fatalf("approve the sign-in of %s: %v", personID, aerr)
+	}
+	return err
+}
