@@ -2,10 +2,14 @@ package cli
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"strings"
 	"time"
 
 	"github.com/agentmesh/agentmesh/internal/controlclient"
+	"github.com/agentmesh/agentmesh/internal/identity"
+	"github.com/agentmesh/agentmesh/internal/nodestate"
 )
 
 func init() {
@@ -86,5 +90,58 @@ func runLogin(ctx context.Context, env Env, args []string) error {
 	}
 	printf(env.Stdout, "admin:    %s\n", admin)
 	printf(env.Stdout, "expires:  %s\n", res.Expires.UTC().Format(time.RFC3339))
+	return nil
+}
+
+// errNotLogin says that a state directory is not a login state.
+var errNotLogin = errors.New("not a login state")
+
+// loginStatus is 'status' for a login state ('agentmesh login'): who,
+// until when, and which coordinator; a person runs no node, so none of a
+// node's status applies. It returns errNotLogin for any other directory.
+func loginStatus(env Env, state string, asJSON bool) error {
+	d, err := nodestate.Open(state)
+	if err != nil {
+		return errNotLogin
+	}
+	cfg, err := d.Config()
+	if err != nil || cfg.Kind != identity.KindUser {
+		return errNotLogin
+	}
+	_, leaf, err := d.Certificate()
+	if err != nil {
+		return err
+	}
+	uid, err := identity.UserFromCertificate(leaf)
+	if err != nil {
+		return fmt.Errorf("state %s: %w", state, err)
+	}
+	valid := time.Now().Before(leaf.NotAfter)
+	if asJSON {
+		if err := printJSON(env.Stdout, struct {
+			User        string    `json:"user"`
+			ID          string    `json:"id"`
+			Expires     time.Time `json:"expires"`
+			Valid       bool      `json:"valid"`
+			Coordinator string    `json:"coordinator"`
+		}{string(uid.User), uid.String(), leaf.NotAfter.UTC(), valid, cfg.CoordinatorURL}); err != nil {
+			return err
+		}
+	} else {
+		printf(env.Stdout, "login:        %s (a person, not a node)\n", uid.User.Selector())
+		printf(env.Stdout, "identity:     %s\n", uid)
+		word := "valid until"
+		if !valid {
+			word = "EXPIRED at"
+		}
+		printf(env.Stdout, "certificate:  %s %s\n", word, leaf.NotAfter.UTC().Format(time.RFC3339))
+		printf(env.Stdout, "coordinator:  %s\n", cfg.CoordinatorURL)
+	}
+	if !valid {
+		if !asJSON {
+			printf(env.Stderr, "run agentmesh login again\n")
+		}
+		return errSilent
+	}
 	return nil
 }

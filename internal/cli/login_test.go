@@ -50,6 +50,9 @@ func TestLoginAndJoinSSOThroughTheCLI(t *testing.T) {
 		!strings.Contains(errOut, "To sign in, open "+p.Issuer) {
 		t.Fatalf("login: %d\n%s\n%s", code, out, errOut)
 	}
+	if code, out, errOut := run(t, nil, "status", "--state", login); code != 0 || !strings.Contains(out, "login:        user:alice@example.com (a person, not a node)") {
+		t.Fatalf("status of a login state: %d\n%s\n%s", code, out, errOut)
+	}
 	// Alice's login state is an admin's: she writes the policy.
 	pol := filepath.Join(t.TempDir(), "policy.hujson")
 	if err := os.WriteFile(pol, []byte(`{"node_owners": {"agent": ["user:*"], "tag:payments": ["user:alice@example.com"]}}`), 0o600); err != nil {
