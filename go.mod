@@ -21,7 +21,7 @@ require (
 	golang.org/x/oauth2 v0.38.0 // agentmesh login: the OAuth 2.0 device authorization flow (RFC 8628) with its polling, slow_down and expiry rules; go-oidc links it already
 	golang.org/x/sync v0.24.0 // errgroup: tasks that run together (a gateway's listeners) stop together, first error wins
 	golang.org/x/sys v0.49.0 // unix: fallocate and mmap for the audit spool's segments (package syscall is frozen), ioctls in tailnet tests
-	golang.org/x/text v0.43.0 // unicode/norm: NFC before policy matches resource URIs; the standard library has no Unicode normalisation (and language tags for the test OpenID provider)
+	golang.org/x/text v0.43.0 // unicode/norm: NFC before policy matches resource URIs; the standard library has no Unicode normalisation
 	google.golang.org/protobuf v1.36.12 // tests only (tracing, e2e): protobuf decoding of OTLP requests; the exporter links it anyway
 	modernc.org/sqlite v1.62.0 // the coordinator's registry and audit store: SQLite in pure Go, so the binary builds without cgo
 	tailscale.com v1.102.5 // tailnet mode: tsnet runs a node inside the process (userspace, no root) and WhoIs names the caller; tests use its control server
