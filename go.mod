@@ -4,18 +4,21 @@ go 1.26.6
 
 require (
 	github.com/chromedp/chromedp v0.23.1 // tests only: the web console's tests drive a real headless Chromium (Debian's chromium) over the DevTools protocol; nothing in the standard library speaks it
+	github.com/coreos/go-oidc/v3 v3.21.0 // single sign-on: OpenID Connect discovery, the issuer's key set and ID token signature, issuer and audience checks, maintained and widely used; verifying JWTs by hand is where such products go wrong
 	github.com/google/cel-go v0.31.0 // policy `when` conditions: a typed, side-effect-free expression language with cost limits (Kubernetes' and Envoy's choice); no such thing in the standard library
 	github.com/jackc/pgx/v5 v5.12.0 // several coordinators on PostgreSQL: the database/sql driver, and LISTEN/NOTIFY on a connection of its own; pure Go, no libpq
 	github.com/modelcontextprotocol/go-sdk v1.8.0 // MCP: the official SDK's client and server sessions, so the gateway and connector speak the protocol as its authors do, not as we read it
 	github.com/prometheus/client_golang v1.25.0 // --metrics: the Prometheus client the field scrapes (registries, histograms, the text format, Go runtime and process collectors); writing the exposition format by hand would be a second, untested one
 	github.com/tailscale/hujson v0.0.0-20260727124030-b80ff77dac4f // policy files: HuJSON (JSON with comments, trailing commas) parsed to a tree with byte offsets, so errors name a line; encoding/json has neither
 	github.com/yosida95/uritemplate/v3 v3.0.2 // aggregated endpoint: parse a service's resource URI templates (RFC 6570) as the MCP Go SDK does, which links it already, so one that would make the SDK panic is skipped and a bare URI can be matched to its service
+	github.com/zitadel/oidc/v3 v3.52.0 // tests only: a real OpenID Connect provider in process (pkg/op, with the device authorization flow) for the single sign-on tests, instead of a hand-written token minter
 	go.opentelemetry.io/otel v1.47.0 // traces: the OpenTelemetry API (attributes, W3C Trace Context propagator), the field's standard for distributed tracing
 	go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracehttp v1.47.0 // traces: OTLP export over HTTP/protobuf, configured by the standard OTEL_EXPORTER_OTLP_* environment; not the gRPC exporter (its client stack), though the OTLP proto package it imports still links grpc-go's service stubs (see deps/)
 	go.opentelemetry.io/otel/sdk v1.47.0 // traces: the SDK's TracerProvider, batch span processor, sampler and resource from OTEL_* environment; tests record spans in memory (tracetest)
 	go.opentelemetry.io/otel/trace v1.47.0 // traces: span and span context types that the gateway and connector start and propagate
 	go.opentelemetry.io/proto/otlp v1.11.0 // tests only (tracing, e2e): decode the OTLP ExportTraceServiceRequest an in-process receiver gets; the exporter links it anyway
 	go.uber.org/goleak v1.3.0 // tests only: fail a test that leaves a goroutine running; the standard library has no leak check
+	golang.org/x/oauth2 v0.38.0 // agentmesh login: the OAuth 2.0 device authorization flow (RFC 8628) with its polling, slow_down and expiry rules; go-oidc links it already
 	golang.org/x/sync v0.24.0 // errgroup: tasks that run together (a gateway's listeners) stop together, first error wins
 	golang.org/x/sys v0.49.0 // unix: fallocate and mmap for the audit spool's segments (package syscall is frozen), ioctls in tailnet tests
 	golang.org/x/text v0.43.0 // unicode/norm: NFC before policy matches resource URIs; the standard library has no Unicode normalisation
@@ -50,6 +53,7 @@ require (
 	github.com/aws/smithy-go v1.27.3 // indirect
 	github.com/axiomhq/hyperloglog v0.0.0-20240319100328-84253e514e02 // indirect
 	github.com/beorn7/perks v1.0.1 // indirect
+	github.com/bmatcuk/doublestar/v4 v4.10.4 // indirect
 	github.com/cenkalti/backoff/v5 v5.0.3 // indirect
 	github.com/cespare/xxhash/v2 v2.3.0 // indirect
 	github.com/chromedp/cdproto v0.160.1 // indirect
@@ -64,6 +68,8 @@ require (
 	github.com/dustin/go-humanize v1.1.0 // indirect
 	github.com/fxamacker/cbor/v2 v2.9.0 // indirect
 	github.com/gaissmai/bart v0.26.1 // indirect
+	github.com/go-chi/chi/v5 v5.5.0 // indirect
+	github.com/go-jose/go-jose/v4 v4.1.9 // indirect
 	github.com/go-json-experiment/json v0.0.0-20260214004413-d219187c3433 // indirect
 	github.com/go-logr/logr v1.4.4 // indirect
 	github.com/go-logr/stdr v1.2.2 // indirect
@@ -78,6 +84,7 @@ require (
 	github.com/google/jsonschema-go v0.4.3 // indirect
 	github.com/google/nftables v0.2.1-0.20240414091927-5e242ec57806 // indirect
 	github.com/google/uuid v1.6.0 // indirect
+	github.com/gorilla/securecookie v1.1.2 // indirect
 	github.com/grpc-ecosystem/grpc-gateway/v2 v2.30.0 // indirect
 	github.com/hdevalence/ed25519consensus v0.2.0 // indirect
 	github.com/huin/goupnp v1.3.0 // indirect
@@ -99,6 +106,8 @@ require (
 	github.com/mdlayher/sdnotify v1.0.0 // indirect
 	github.com/mdlayher/socket v0.5.0 // indirect
 	github.com/mitchellh/go-ps v1.0.0 // indirect
+	github.com/muhlemmer/gu v0.3.1 // indirect
+	github.com/muhlemmer/httpforwarded v0.1.0 // indirect
 	github.com/munnerz/goautoneg v0.0.0-20191010083416-a7dc8b61c822 // indirect
 	github.com/ncruces/go-strftime v1.1.0 // indirect
 	github.com/pierrec/lz4/v4 v4.1.26 // indirect
@@ -108,6 +117,7 @@ require (
 	github.com/prometheus/common v0.72.0 // indirect
 	github.com/prometheus/procfs v0.22.0 // indirect
 	github.com/remyoudompheng/bigfft v0.0.0-20230129092748-24d4a6f8daec // indirect
+	github.com/rs/cors v1.11.1 // indirect
 	github.com/safchain/ethtool v0.3.0 // indirect
 	github.com/segmentio/asm v1.1.3 // indirect
 	github.com/segmentio/encoding v0.5.4 // indirect
@@ -124,6 +134,7 @@ require (
 	github.com/u-root/uio v0.0.0-20240224005618-d2acac8f3701 // indirect
 	github.com/vishvananda/netns v0.0.5 // indirect
 	github.com/x448/float16 v0.8.4 // indirect
+	github.com/zitadel/schema v1.3.2 // indirect
 	go.opentelemetry.io/auto/sdk v1.2.1 // indirect
 	go.opentelemetry.io/otel/exporters/otlp/otlptrace v1.47.0 // indirect
 	go.opentelemetry.io/otel/log v1.47.0 // indirect
@@ -136,7 +147,6 @@ require (
 	golang.org/x/exp/typeparams v0.0.0-20240314144324-c7f7c6466f7f // indirect
 	golang.org/x/mod v0.42.0 // indirect
 	golang.org/x/net v0.62.0 // indirect
-	golang.org/x/oauth2 v0.37.0 // indirect
 	golang.org/x/term v0.47.0 // indirect
 	golang.org/x/time v0.15.0 // indirect
 	golang.org/x/tools v0.52.0 // indirect

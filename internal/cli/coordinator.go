@@ -12,7 +12,7 @@ import (
 func init() {
 	register(&command{
 		name:  "coordinator",
-		usage: "--data DIR [--db postgres://...] [--database-key FILE] [--listen ADDR] [--advertise URL] [--trust-domain NAME] [--join-rate N] [--join-burst N] [--cert-ttl DURATION] [--audit-retention DURATION] [--audit-key FILE] [--alerts FILE] [--ready-fd N] " + metricsUsage + " | keygen|backup|restore|migrate ...",
+		usage: "--data DIR [--db postgres://...] [--database-key FILE] [--listen ADDR] [--advertise URL] [--trust-domain NAME] [--join-rate N] [--join-burst N] [--cert-ttl DURATION] [--audit-retention DURATION] [--audit-key FILE] [--alerts FILE] [--ready-fd N] " + metricsUsage + " [--sso-issuer URL --sso-client-id ID [--sso-groups-claim NAME] [--sso-admin-group GROUP[,GROUP...]] [--sso-clock-skew DURATION]] | keygen|backup|restore|migrate ...",
 		short: "run the control plane: CA, registry, auth keys, policy store, audit store",
 		long: `The first start initialises DIR (CA key and certificate, audit signing key, a first admin
 identity in DIR/admin, and the SQLite database in DIR/db). Later starts reuse it. The API is
@@ -41,6 +41,11 @@ answers and its schema is current (503 with the reason otherwise). Neither needs
 With --alerts FILE (HuJSON), the coordinator sends signed webhooks on denial bursts, newly refused
 identities, nodes that fail to renew, backed-up spools and audit verify findings; each delivery is
 audited (README, "Alerts"). A file with an error stops the start, with the line named.
+
+With --sso-issuer URL and --sso-client-id ID, people sign in through that OpenID Connect issuer
+('agentmesh login', 'agentmesh join --sso'; README, "People: single sign-on"). Discovery runs at
+start: an issuer that does not answer stops the start. --sso-admin-group names the issuer's groups
+(from the --sso-groups-claim claim) whose members may run admin commands with their login state.
 
 With --ready-fd N, the API is announced as one JSON line on file descriptor N once it serves.
 With --ready-fd N, the API is announced as one JSON line on file descriptor N once it serves
@@ -95,6 +100,11 @@ func runCoordinator(ctx context.Context, env Env, args []string) error {
 	alerts := fs.String("alerts", "", "alerts `FILE` (HuJSON): webhooks, the alert kinds each gets, thresholds (README, \"Alerts\")")
 	joinRate := fs.Float64("join-rate", 0, "join attempts per second each source address gets back (default 1; raise it for many nodes behind one address)")
 	joinBurst := fs.Int("join-burst", 0, "join attempts one source address may make at once (default 20)")
+	ssoIssuer := fs.String("sso-issuer", "", "OpenID Connect issuer `URL` people sign in with (README, \"People: single sign-on\")")
+	ssoClient := fs.String("sso-client-id", "", "the `ID` of agentmesh's client at the issuer: the audience of ID tokens")
+	ssoGroups := fs.String("sso-groups-claim", "groups", "the ID token `CLAIM` listing a person's groups")
+	ssoAdmins := fs.String("sso-admin-group", "", "comma-separated issuer `GROUPS` whose members have admin rights")
+	ssoSkew := fs.Duration("sso-clock-skew", 0, "clock skew allowed with the issuer, at most 10m (default 2m)")
 	verbose := fs.Bool("v", false, "log requests and background work to stderr")
 	readyFD := readyFlag(fs)
 	mc := metricsFlags(fs)
@@ -114,7 +124,18 @@ func runCoordinator(ctx context.Context, env Env, args []string) error {
 		return err
 	}
 	defer closeReady()
-	co, err := engine.StartCoordinatorWithMetrics(ctx, engine.CoordinatorConfig{DataDir: *data, Database: *db, DatabaseKeyFile: *dbKey,
+	var admins []string
+	if *ssoAdmins != "" {
+		for _, g := range strings.Split(*ssoAdmins, ",") {
+			admins = append(admins, strings.TrimSpace(g))
+		}
+	}
+	if *ssoIssuer == "" && *ssoClient != "" {
+		return usagef("--sso-client-id needs --sso-issuer")
+	}
+	co, err := engine.StartCoordinatorWithMetrics(ctx, engine.CoordinatorConfig{
+		SSO:            engine.SSOConfig{Issuer: *ssoIssuer, ClientID: *ssoClient, GroupsClaim: *ssoGroups, Skew: *ssoSkew},
+		SSOAdminGroups: admins, DataDir: *data, Database: *db, DatabaseKeyFile: *dbKey,
 		AdvertiseURL: *advertise, Limits: engine.CoordinatorLimits{JoinRate: *joinRate, JoinBurst: *joinBurst}, Listen: *listen, TrustDomain: *td, CertTTL: *ttl, Logger: log, AuditRetention: *retention, AuditKeyFile: *auditKey, AlertsFile: *alerts}, *mc)
 	if err != nil {
 		return err

@@ -50,15 +50,19 @@ func nodesList(fs *flag.FlagSet, env Env) func(context.Context, []string) error 
 			return printJSON(env.Stdout, nodes)
 		}
 		tw := tabwriter.NewWriter(env.Stdout, 2, 4, 2, ' ', 0)
-		fmt.Fprintln(tw, "NAME\tKIND\tID\tTAGS\tSTATUS\tADDRESSES\tLAST SEEN")
+		fmt.Fprintln(tw, "NAME\tKIND\tID\tTAGS\tSTATUS\tADDRESSES\tLAST SEEN\tOWNER")
 		now := time.Now()
 		for _, n := range nodes {
 			seen := "-"
 			if !n.LastSeen.IsZero() {
 				seen = now.Sub(n.LastSeen).Round(time.Second).String() + " ago"
 			}
-			printf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", n.Name, n.Kind, n.ID, orDash(strings.Join(n.Tags, ",")),
-				nodeState(n), orDash(strings.Join(n.Addrs, ",")), seen)
+			owner := "-" // joined with an auth key
+			if n.Owner != "" {
+				owner = "user:" + n.Owner
+			}
+			printf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", n.Name, n.Kind, n.ID, orDash(strings.Join(n.Tags, ",")),
+				nodeState(n), orDash(strings.Join(n.Addrs, ",")), seen, owner)
 		}
 		return tw.Flush()
 	}

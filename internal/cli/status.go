@@ -42,6 +42,9 @@ func runStatus(ctx context.Context, env Env, args []string) error {
 	if err := needState(*state); err != nil {
 		return err
 	}
+	if err := loginStatus(env, *state, *asJSON); err != errNotLogin {
+		return err
+	}
 	st, err := engine.Status(ctx, *state, time.Now())
 	if err != nil {
 		return err

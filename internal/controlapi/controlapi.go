@@ -27,6 +27,8 @@ const (
 	PathAudit    = "/v1/audit"    // POST: ship a batch of events; GET: query (admin)
 	PathVerify   = "/v1/audit/verify"
 	PathKeys     = "/v1/keys"
+	PathSSO      = "/v1/sso"
+	PathLogin    = "/v1/login"
 	PathNodes    = "/v1/nodes"
 	PathPolicy   = "/v1/policy"
 	PathHistory  = "/v1/policy/history"
@@ -41,8 +43,9 @@ const (
 const MaxBody = 1 << 20
 
 // MaxJoinBody bounds a join request, which anybody may send: a key, a
-// name and a certificate request fit in a few hundred bytes.
-const MaxJoinBody = 16 << 10
+// name and a certificate request fit in a few hundred bytes; a person's
+// ID token ('join --sso', 'login') in at most 16 KiB more.
+const MaxJoinBody = 24 << 10
 
 // MaxAuditBody bounds an audit batch.
 const MaxAuditBody = 16 << 20
@@ -83,6 +86,35 @@ type JoinRequest struct {
 	Kind   string `json:"kind"`
 	// CSR is a PEM certificate request signed by the node's own key.
 	CSR string `json:"csr"`
+	// IDToken, instead of an auth key, joins as a person signed in
+	// through the coordinator's OpenID Connect issuer ('join --sso');
+	// Tags are then the tags asked for, which the policy's node_owners
+	// must let the person give.
+	IDToken string   `json:"id_token,omitempty"`
+	Tags    []string `json:"tags,omitempty"`
+}
+
+// SSOInfo is what the coordinator tells anyone about its OpenID Connect
+// issuer, for 'agentmesh login' to sign in with (nothing secret).
+type SSOInfo struct {
+	Issuer   string `json:"issuer"`
+	ClientID string `json:"client_id"`
+}
+
+// LoginRequest presents a person's ID token and a CSR for their key.
+type LoginRequest struct {
+	IDToken string `json:"id_token"`
+	CSR     string `json:"csr"`
+}
+
+// LoginResponse carries the person's certificate.
+type LoginResponse struct {
+	Certificate string   `json:"certificate"` // PEM
+	CABundle    string   `json:"ca_bundle"`   // PEM
+	User        string   `json:"user"`        // the e-mail address
+	Groups      []string `json:"groups"`
+	// Admin says whether the person's groups give admin rights.
+	Admin bool `json:"admin"`
 }
 
 // CertResponse carries an issued certificate.
@@ -239,4 +271,7 @@ type NodeInfo struct {
 	// recorded (a node that has not renewed since the coordinator began
 	// recording it).
 	CertExpires time.Time `json:"cert_expires,omitzero"`
+	// Owner is the person (an e-mail address) who joined the node with
+	// 'join --sso'; "" for a node joined with an auth key.
+	Owner string `json:"owner,omitempty"`
 }

@@ -114,6 +114,10 @@ func New(dir *nodestate.Dir, opts Options) (*Client, error) {
 		return nil, err
 	}
 	id, err := identity.FromCertificate(leaf)
+	if err != nil && cfg.Kind == identity.KindUser {
+		// A person's login state: admin commands only (sso.go).
+		_, err = identity.UserFromCertificate(leaf)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("state %s: %w", dir.Path(), err)
 	}
@@ -615,6 +619,11 @@ type JoinOptions struct {
 	// means the key's alone. Each is authenticated by the CA fingerprint
 	// the key pins.
 	Coordinators []string
+	// SSO joins as a person instead of with an auth key: AuthKey is then
+	// empty, Coordinators required, and SSO says how to sign in (sso.go).
+	SSO *SSOOptions
+	// Tags are the tags asked for with SSO (an auth key has its own).
+	Tags []string
 }
 
 // Join creates the node's key in the state directory, proves the
@@ -625,13 +634,29 @@ type JoinOptions struct {
 // does not hold the pinned CA ends the join. On a refusal nothing is left
 // in the state directory but the key (which can be reused for a retry).
 func Join(ctx context.Context, o JoinOptions) (identity.ID, error) {
-	k, err := authkey.Parse(o.AuthKey)
-	if err != nil {
-		return identity.ID{}, err
-	}
-	urls, err := joinOrder(o.Coordinators, k.CoordinatorURL)
-	if err != nil {
-		return identity.ID{}, fmt.Errorf("join: %w", err)
+	var k authkey.Key
+	var urls []string
+	var err error
+	var login *tls.Certificate
+	if o.SSO != nil && o.SSO.Login != "" {
+		if login, urls, k.CAFingerprint, err = loginState(o.SSO.Login, o.Coordinators); err != nil {
+			return identity.ID{}, fmt.Errorf("join: %w", err)
+		}
+	} else if o.SSO != nil {
+		if urls, err = ssoURLs(o.Coordinators); err != nil {
+			return identity.ID{}, fmt.Errorf("join: %w", err)
+		}
+		k.CAFingerprint = NormalizeFingerprint(o.SSO.CAFingerprint)
+		if err := checkFingerprint(k.CAFingerprint); err != nil {
+			return identity.ID{}, fmt.Errorf("join: %w", err)
+		}
+	} else {
+		if k, err = authkey.Parse(o.AuthKey); err != nil {
+			return identity.ID{}, err
+		}
+		if urls, err = joinOrder(o.Coordinators, k.CoordinatorURL); err != nil {
+			return identity.ID{}, fmt.Errorf("join: %w", err)
+		}
 	}
 	name, err := identity.ParseName(o.Name)
 	if err != nil {
@@ -665,9 +690,23 @@ func Join(ctx context.Context, o JoinOptions) (identity.ID, error) {
 	if err != nil {
 		return identity.ID{}, err
 	}
-	hc := &http.Client{Transport: &http.Transport{TLSClientConfig: pki.PinnedClientTLS(k.CAFingerprint)}, Timeout: 30 * time.Second}
+	tcfg := pki.PinnedClientTLS(k.CAFingerprint)
+	if login != nil {
+		// The person's login certificate says who joins (sso.go).
+		tcfg.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return login, nil }
+	}
+	hc := &http.Client{Transport: &http.Transport{TLSClientConfig: tcfg}, Timeout: 30 * time.Second}
 	defer hc.CloseIdleConnections()
-	body, _ := json.Marshal(controlapi.JoinRequest{KeyID: k.ID, Secret: k.Secret, Name: string(name), Kind: o.Kind, CSR: string(pki.EncodeCSRPEM(csr))})
+	jr := controlapi.JoinRequest{KeyID: k.ID, Secret: k.Secret, Name: string(name), Kind: o.Kind, CSR: string(pki.EncodeCSRPEM(csr))}
+	if o.SSO != nil {
+		if login == nil {
+			if jr.IDToken, err = signIn(ctx, hc, urls, *o.SSO); err != nil {
+				return identity.ID{}, fmt.Errorf("join: %w", err)
+			}
+		}
+		jr.Tags = o.Tags
+	}
+	body, _ := json.Marshal(jr)
 	var resp *http.Response
 	var joined string
 	var tried []Attempt

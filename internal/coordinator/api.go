@@ -64,6 +64,7 @@ func (c *Coordinator) routes() http.Handler {
 	mux.HandleFunc("POST "+controlapi.PathRollback, c.admin(body(small, c.handlePolicyRollback)))
 	c.shadowRoutes(mux, body)
 	c.approvalRoutes(mux, body)
+	c.ssoRoutes(mux)
 	mux.HandleFunc("POST "+controlapi.PathTools, c.node(body(controlapi.MaxReportBytes+64<<10, c.handleToolReport)))
 	mux.HandleFunc("GET "+controlapi.PathTools, c.admin(c.handleToolList))
 	mux.HandleFunc("GET "+controlapi.PathServices, c.node(c.handleServices)) // any node: its own view (services.go)
@@ -75,6 +76,17 @@ type caller struct {
 	id   identity.ID
 	node nodeRow
 	addr string
+	// user is set instead of id and node for a person admitted by an
+	// OIDC admin group (sso.go).
+	user identity.UserID
+}
+
+// actor is who the caller is, for the audit trail and records.
+func (who caller) actor() string {
+	if who.user.User != "" {
+		return who.user.String()
+	}
+	return who.id.String()
 }
 
 type handler func(w http.ResponseWriter, r *http.Request, who caller)
@@ -91,7 +103,7 @@ func (c *Coordinator) node(h handler) http.HandlerFunc {
 			return
 		}
 		if err != nil {
-			ev := c.event(audit.KindConnection, who.id.String(), "coordinator")
+			ev := c.event(audit.KindConnection, who.actor(), "coordinator")
 			ev.SrcAddr = r.RemoteAddr
 			ev.Method = r.Method + " " + r.URL.Path
 			ev.Decision, ev.Reason, ev.Outcome, ev.Detail = audit.Deny, code, audit.OutcomeRefused, err.Error()
@@ -104,11 +116,24 @@ func (c *Coordinator) node(h handler) http.HandlerFunc {
 	}
 }
 
-// admin is node plus: the caller must be of kind admin.
+// admin is node plus: the caller must be of kind admin, or a person in an
+// OIDC admin group (userAdmin, sso.go).
 func (c *Coordinator) admin(h handler) http.HandlerFunc {
+	nodeAdmin := c.nodeAdmin(h)
+	userAdmin := c.userAdmin(h)
+	return func(w http.ResponseWriter, r *http.Request) {
+		if isUserCert(r) {
+			userAdmin(w, r)
+			return
+		}
+		nodeAdmin(w, r)
+	}
+}
+
+func (c *Coordinator) nodeAdmin(h handler) http.HandlerFunc {
 	return c.node(func(w http.ResponseWriter, r *http.Request, who caller) {
 		if who.id.Kind != identity.KindAdmin {
-			ev := c.event(audit.KindConnection, who.id.String(), "coordinator")
+			ev := c.event(audit.KindConnection, who.actor(), "coordinator")
 			ev.SrcAddr, ev.Method = r.RemoteAddr, r.Method+" "+r.URL.Path
 			ev.Decision, ev.Reason, ev.Outcome = audit.Deny, reason.NotAdmin, audit.OutcomeRefused
 			c.refuse(r.Context(), ev)
@@ -196,6 +221,10 @@ func (c *Coordinator) handleJoin(w http.ResponseWriter, r *http.Request) {
 		refuse(http.StatusBadRequest, reason.BadName, audit.OutcomeRejected, fmt.Sprintf("the name %q is reserved", ServerName))
 		return
 	}
+	if req.IDToken != "" || req.KeyID == "" && isUserCert(r) { // a person joining with --sso (sso.go)
+		c.joinSSO(w, r, req, name, refuse)
+		return
+	}
 	if !authkey.ValidID(req.KeyID) {
 		refuse(http.StatusBadRequest, reason.BadRequest, audit.OutcomeRejected, "malformed auth key id")
 		return
@@ -243,8 +272,19 @@ func (c *Coordinator) handleJoin(w http.ResponseWriter, r *http.Request) {
 		c.internalError(w, r, "join", err)
 		return
 	}
-	retried := inc != n.Incarnation
+	detail := "key " + req.KeyID
+	if inc != n.Incarnation {
+		detail += "; the same node again (same key pair): its earlier join had committed, its answer was lost"
+	}
 	n.Incarnation = inc
+	n.Kind = id.Kind
+	c.admitJoined(w, r, n, id, csr, now, detail)
+}
+
+// admitJoined finishes a join the registry recorded (with an auth key, or
+// by a person with --sso): the certificate, the audit event, the publish
+// and the answer with the node's first netmap.
+func (c *Coordinator) admitJoined(w http.ResponseWriter, r *http.Request, n netmap.Node, id identity.ID, csr *x509.CertificateRequest, now time.Time, detail string) {
 	cert, der, err := c.ca.Issue(csr, pki.IssueRequest{ID: id, Incarnation: n.Incarnation, TTL: c.cfg.CertTTL, Now: now})
 	if err != nil {
 		c.internalError(w, r, "join: issue", err)
@@ -252,11 +292,8 @@ func (c *Coordinator) handleJoin(w http.ResponseWriter, r *http.Request) {
 	}
 	c.certIssued(r.Context(), n.Incarnation, cert)
 	ev := c.event(audit.KindAdmin, id.String(), "coordinator")
-	ev.Action, ev.Target, ev.SrcAddr, ev.Decision = "node.join", string(name), r.RemoteAddr, audit.Allow
-	ev.Detail = "key " + req.KeyID
-	if retried {
-		ev.Detail += "; the same node again (same key pair): its earlier join had committed, its answer was lost"
-	}
+	ev.Action, ev.Target, ev.SrcAddr, ev.Decision = "node.join", string(id.Name), r.RemoteAddr, audit.Allow
+	ev.Detail = detail
 	c.record(r.Context(), ev)
 	c.cfg.Metrics.Join(reason.Allowed)
 	if err := c.publish(r.Context()); err != nil {
@@ -434,7 +471,7 @@ func (c *Coordinator) handleKeyCreate(w http.ResponseWriter, r *http.Request, wh
 	}
 	now := c.now()
 	info := controlapi.KeyInfo{ID: k.ID, Kind: string(kind), Tags: identity.TagStrings(tags), Reusable: req.Reusable,
-		CreatedAt: now.UTC(), ExpiresAt: now.Add(req.Expiry).UTC(), CreatedBy: who.id.String(), Name: req.Name}
+		CreatedAt: now.UTC(), ExpiresAt: now.Add(req.Expiry).UTC(), CreatedBy: who.actor(), Name: req.Name}
 	if err := c.reg.createKey(r.Context(), keyRecord{KeyInfo: info, SecretHash: authkey.HashSecret(k.Secret)}); err != nil {
 		c.internalError(w, r, "keys: create", err)
 		return
@@ -486,7 +523,7 @@ func (c *Coordinator) handleNodeList(w http.ResponseWriter, r *http.Request, who
 		id, _ := identity.New(c.td, n.Kind, n.Name)
 		out = append(out, controlapi.NodeInfo{Name: string(n.Name), Kind: string(n.Kind), ID: id.String(), Tags: identity.TagStrings(n.Tags),
 			Status: string(n.Status), Addrs: n.Addrs, Serving: c.serving(n.Node, now), LastSeen: n.LastSeen, Created: n.CreatedAt,
-			CertExpires: n.CertExpires})
+			CertExpires: n.CertExpires, Owner: n.Owner})
 	}
 	writeJSON(w, http.StatusOK, out)
 }
@@ -551,7 +588,7 @@ func (c *Coordinator) handlePolicyApply(w http.ResponseWriter, r *http.Request, 
 
 func (c *Coordinator) applyPolicy(w http.ResponseWriter, r *http.Request, who caller, doc, note string) {
 	if _, err := policy.Compile([]byte(doc), "pending"); err != nil {
-		ev := c.event(audit.KindAdmin, who.id.String(), "coordinator")
+		ev := c.event(audit.KindAdmin, who.actor(), "coordinator")
 		ev.Action, ev.Decision, ev.Reason, ev.Outcome, ev.Detail = "policy.apply", audit.Deny, reason.InvalidPolicy, audit.OutcomeRejected, err.Error()
 		c.record(r.Context(), ev)
 		writeError(w, http.StatusUnprocessableEntity, reason.InvalidPolicy, err.Error())
@@ -562,7 +599,7 @@ func (c *Coordinator) applyPolicy(w http.ResponseWriter, r *http.Request, who ca
 		c.internalError(w, r, "policy: apply", err)
 		return
 	}
-	v, err := c.reg.addPolicy(r.Context(), doc, who.id.String(), note, c.now())
+	v, err := c.reg.addPolicy(r.Context(), doc, who.actor(), note, c.now())
 	if err != nil {
 		c.internalError(w, r, "policy: apply", err)
 		return
@@ -576,7 +613,7 @@ func (c *Coordinator) applyPolicy(w http.ResponseWriter, r *http.Request, who ca
 		c.internalError(w, r, "policy: publish", err)
 		return
 	}
-	writeJSON(w, http.StatusOK, controlapi.PolicyVersion{Version: v, AppliedAt: c.now().UTC(), AppliedBy: who.id.String(), Note: note})
+	writeJSON(w, http.StatusOK, controlapi.PolicyVersion{Version: v, AppliedAt: c.now().UTC(), AppliedBy: who.actor(), Note: note})
 }
 
 func (c *Coordinator) handlePolicyGet(w http.ResponseWriter, r *http.Request, who caller) {
@@ -703,7 +740,7 @@ func (c *Coordinator) event(kind audit.Kind, src, dst string) audit.Event {
 }
 
 func (c *Coordinator) adminEvent(r *http.Request, who caller, action, target, detail string) {
-	ev := c.event(audit.KindAdmin, who.id.String(), "coordinator")
+	ev := c.event(audit.KindAdmin, who.actor(), "coordinator")
 	ev.SrcAddr, ev.Action, ev.Target, ev.Detail, ev.Decision = who.addr, action, target, detail, audit.Allow
 	c.record(r.Context(), ev)
 }

@@ -146,7 +146,7 @@ func (c *Coordinator) handleApprovalHold(w http.ResponseWriter, r *http.Request,
 		return
 	}
 	now := c.now()
-	gw := who.id.String()
+	gw := who.actor()
 	a := controlapi.Approval{ID: newApprovalID(), Status: controlapi.ApprovalPending, Gateway: gw, ApprovalRequest: req,
 		CreatedAt: now.UTC(), ExpiresAt: now.Add(req.Timeout).UTC()}
 	err := c.reg.addApproval(r.Context(), a, now)
@@ -211,7 +211,7 @@ func (c *Coordinator) lookupApproval(ctx context.Context, id string) (controlapi
 // itself when there is none of that gateway's.
 func (c *Coordinator) ownApproval(w http.ResponseWriter, r *http.Request, who caller, id string) (controlapi.Approval, bool) {
 	a, err := c.lookupApproval(r.Context(), id)
-	if errors.Is(err, errNotFound) || err == nil && a.Gateway != who.id.String() {
+	if errors.Is(err, errNotFound) || err == nil && a.Gateway != who.actor() {
 		writeError(w, http.StatusNotFound, reason.NotFound, "no approval "+id+" of this node")
 		return a, false
 	} else if err != nil {
@@ -239,7 +239,7 @@ func (c *Coordinator) handleApprovalWithdraw(w http.ResponseWriter, r *http.Requ
 		return
 	}
 	if err := c.reg.decideApproval(r.Context(), a.ID, status, "", "", c.now()); err == nil {
-		ev := c.event(audit.KindAdmin, who.id.String(), "coordinator")
+		ev := c.event(audit.KindAdmin, who.actor(), "coordinator")
 		ev.SrcAddr, ev.Action, ev.Target, ev.Decision = who.addr, "approvals."+status, a.ID, audit.Allow
 		ev.Tool, ev.Detail = a.Tool, "call by "+a.Caller
 		c.record(r.Context(), ev)
@@ -284,7 +284,7 @@ func (c *Coordinator) handleApprovalDecide(w http.ResponseWriter, r *http.Reques
 		c.internalError(w, r, "approvals: read", err)
 		return
 	}
-	ev := c.event(audit.KindAdmin, who.id.String(), "coordinator")
+	ev := c.event(audit.KindAdmin, who.actor(), "coordinator")
 	ev.SrcAddr, ev.Action, ev.Target = who.addr, action, a.ID
 	ev.Tool, ev.Rule, ev.PolicyVersion = a.Tool, strconv.Itoa(a.Grant), a.PolicyVersion
 	ev.Detail = "call by " + a.Caller + " at " + a.Gateway + ", approval group " + a.Group
@@ -295,10 +295,10 @@ func (c *Coordinator) handleApprovalDecide(w http.ResponseWriter, r *http.Reques
 	if !c.currentPolicy().Approves(a.Group, approver) {
 		ev.Decision, ev.Reason, ev.Outcome = audit.Deny, reason.NotApprover, audit.OutcomeRefused
 		c.record(r.Context(), ev)
-		writeError(w, http.StatusForbidden, reason.NotApprover, who.id.String()+" is not a member of "+a.Group)
+		writeError(w, http.StatusForbidden, reason.NotApprover, who.actor()+" is not a member of "+a.Group)
 		return
 	}
-	err = c.reg.decideApproval(r.Context(), a.ID, status, who.id.String(), req.Reason, c.now())
+	err = c.reg.decideApproval(r.Context(), a.ID, status, who.actor(), req.Reason, c.now())
 	if errors.Is(err, errConflict) {
 		ev.Decision, ev.Reason, ev.Outcome = audit.Deny, reason.ApprovalDecided, audit.OutcomeRejected
 		c.record(r.Context(), ev)

@@ -22,7 +22,7 @@ import (
 // audited. Ingest is idempotent by (dst, id), so a batch re-sent after a
 // lost answer adds nothing; the answer accounts for every event.
 func (c *Coordinator) handleAuditIngest(w http.ResponseWriter, r *http.Request, who caller) {
-	self := who.id.String()
+	self := who.actor()
 	if !who.id.Kind.Serves() {
 		why := fmt.Sprintf("a node of kind %s records no decisions", who.id.Kind)
 		c.refuseForeign(r, who, why)
@@ -68,7 +68,7 @@ func (c *Coordinator) handleAuditIngest(w http.ResponseWriter, r *http.Request, 
 
 // refuseForeign audits a refused audit batch, aggregated per node.
 func (c *Coordinator) refuseForeign(r *http.Request, who caller, why string) {
-	ev := c.event(audit.KindIntegrity, who.id.String(), "coordinator")
+	ev := c.event(audit.KindIntegrity, who.actor(), "coordinator")
 	ev.SrcAddr, ev.Action = r.RemoteAddr, "audit.ingest"
 	ev.Decision, ev.Reason, ev.Detail = audit.Deny, reason.ForeignEvent, why
 	c.refuse(r.Context(), ev)
@@ -124,7 +124,7 @@ func (c *Coordinator) handleAuditVerify(w http.ResponseWriter, r *http.Request, 
 		c.internalError(w, r, "audit: verify", err)
 		return
 	}
-	c.alerts.verified(rep, "asked by "+who.id.String())
+	c.alerts.verified(rep, "asked by "+who.actor())
 	writeJSON(w, http.StatusOK, rep)
 }
 

@@ -62,6 +62,7 @@ import (
 	"github.com/agentmesh/agentmesh/internal/policy"
 	"github.com/agentmesh/agentmesh/internal/reason"
 	"github.com/agentmesh/agentmesh/internal/sealed"
+	"github.com/agentmesh/agentmesh/internal/sso"
 	"github.com/agentmesh/agentmesh/internal/store"
 )
 
@@ -140,6 +141,11 @@ type Config struct {
 	// them (see metrics.go); the coordinator owns it from Start on.
 	Metrics         *metrics.Set
 	MetricsListener net.Listener
+	// SSO, when its Issuer is set, signs people in through that OpenID
+	// Connect issuer (sso.go); discovery runs at Start. SSOAdminGroups are
+	// the issuer's groups whose members have admin rights.
+	SSO            sso.Config
+	SSOAdminGroups []string
 }
 
 // Coordinator is a running control plane. Close stops it.
@@ -150,6 +156,7 @@ type Coordinator struct {
 	td       identity.TrustDomain
 	ca       *pki.CA
 	verifier *pki.Verifier
+	sso      *sso.Verifier // nil: no OpenID Connect issuer (sso.go)
 	db       *store.DB
 	reg      *registry
 	audit    *auditstore.Store
@@ -259,6 +266,9 @@ func Start(ctx context.Context, cfg Config) (c *Coordinator, err error) {
 	// nothing but the lock before the address is known to be free, so a
 	// coordinator that cannot start leaves the directory as it was (and
 	// one that finds it in use leaves the admin state to its holder).
+	if err := c.startSSO(ctx); err != nil {
+		return nil, err
+	}
 	if err := c.lockData(); err != nil {
 		return nil, err
 	}
@@ -575,6 +585,9 @@ func (c *Coordinator) presentsMeshCertificate(cs tls.ConnectionState) bool {
 		return false
 	}
 	_, err := c.verifier.Verify(cs.PeerCertificates, x509.ExtKeyUsageClientAuth)
+	if err != nil && c.sso != nil {
+		_, err = c.verifier.VerifyUser(cs.PeerCertificates)
+	}
 	return err == nil
 }
 

@@ -137,7 +137,7 @@ func readBody(w http.ResponseWriter, r *http.Request, max int64, timeout time.Du
 func (c *Coordinator) withBody(max int64, h handler) handler {
 	return func(w http.ResponseWriter, r *http.Request, who caller) {
 		if be := readBody(w, r, max, c.limits.BodyTimeout); be != nil {
-			ev := c.event(audit.KindConnection, who.id.String(), "coordinator")
+			ev := c.event(audit.KindConnection, who.actor(), "coordinator")
 			ev.SrcAddr, ev.Method = r.RemoteAddr, r.Method+" "+r.URL.Path
 			ev.Decision, ev.Reason, ev.Outcome, ev.Detail = audit.Deny, be.code, be.outcome, be.msg
 			c.refuse(r.Context(), ev)

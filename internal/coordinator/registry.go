@@ -81,6 +81,9 @@ CREATE TABLE policies (
 	{Version: 6, SQL: toolsTable},
 	// Shadow policy versions (shadow.go).
 	{Version: 7, SQL: shadowTable},
+	// People signed in through the OpenID Connect issuer, and the person
+	// who joined each node with --sso (sso.go).
+	{Version: 8, SQL: `ALTER TABLE nodes ADD COLUMN owner TEXT NOT NULL DEFAULT '';` + loginsTable},
 }
 
 // registryPostgres is step 1 on PostgreSQL: times in nanoseconds need
@@ -341,9 +344,10 @@ type nodeRow struct {
 	CreatedAt   time.Time
 	RevokedAt   time.Time
 	CertExpires time.Time // zero: not recorded
+	Owner       string    // the person who joined it with --sso (an e-mail address), or ""
 }
 
-const nodeColumns = `incarnation, name, kind, tags, status, addrs, created_at, revoked_at, last_seen, cert_expires`
+const nodeColumns = `incarnation, name, kind, tags, status, addrs, created_at, revoked_at, last_seen, cert_expires, owner`
 
 // scanNode reads a node row, parsing its name, kind, tags and status once:
 // a row that does not parse is an error, never a node that lookups skip.
@@ -353,7 +357,7 @@ func scanNode(s interface{ Scan(...any) error }) (nodeRow, error) {
 	var name, kind, tags, status, addrs string
 	var created, certExpires int64
 	var revoked, seen sql.NullInt64
-	if err := s.Scan(&n.Incarnation, &name, &kind, &tags, &status, &addrs, &created, &revoked, &seen, &certExpires); err != nil {
+	if err := s.Scan(&n.Incarnation, &name, &kind, &tags, &status, &addrs, &created, &revoked, &seen, &certExpires, &n.Owner); err != nil {
 		return n, err
 	}
 	var err error

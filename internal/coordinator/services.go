@@ -50,7 +50,7 @@ func (c *Coordinator) handleServices(w http.ResponseWriter, r *http.Request, who
 	case !admin:
 		if s != "" && s != who.id.Selector() {
 			// As the admin API refuses a non-admin: audited.
-			ev := c.event(audit.KindConnection, who.id.String(), "coordinator")
+			ev := c.event(audit.KindConnection, who.actor(), "coordinator")
 			ev.SrcAddr, ev.Method = r.RemoteAddr, r.Method+" "+r.URL.Path
 			ev.Decision, ev.Reason, ev.Outcome = audit.Deny, reason.NotAdmin, audit.OutcomeRefused
 			c.refuse(ctx, ev)

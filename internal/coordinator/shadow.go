@@ -224,7 +224,7 @@ func (c *Coordinator) handleShadowApply(w http.ResponseWriter, r *http.Request, 
 		return
 	}
 	if _, err := policy.Compile([]byte(req.Document), "pending"); err != nil {
-		ev := c.event(audit.KindAdmin, who.id.String(), "coordinator")
+		ev := c.event(audit.KindAdmin, who.actor(), "coordinator")
 		ev.Action, ev.Decision, ev.Reason, ev.Outcome, ev.Detail = "policy.shadow.apply", audit.Deny, reason.InvalidPolicy, audit.OutcomeRejected, err.Error()
 		c.record(r.Context(), ev)
 		writeError(w, http.StatusUnprocessableEntity, reason.InvalidPolicy, err.Error())
@@ -236,7 +236,7 @@ func (c *Coordinator) handleShadowApply(w http.ResponseWriter, r *http.Request, 
 		return
 	}
 	now := c.now()
-	v, err := c.reg.addShadow(r.Context(), req.Document, who.id.String(), "", now)
+	v, err := c.reg.addShadow(r.Context(), req.Document, who.actor(), "", now)
 	if err != nil {
 		c.internalError(w, r, "policy: shadow apply", err)
 		return
@@ -247,7 +247,7 @@ func (c *Coordinator) handleShadowApply(w http.ResponseWriter, r *http.Request, 
 		c.internalError(w, r, "policy: publish", err)
 		return
 	}
-	writeJSON(w, http.StatusOK, controlapi.ShadowPolicy{Version: v, Name: netmap.ShadowVersion(v), AppliedAt: now.UTC(), AppliedBy: who.id.String()})
+	writeJSON(w, http.StatusOK, controlapi.ShadowPolicy{Version: v, Name: netmap.ShadowVersion(v), AppliedAt: now.UTC(), AppliedBy: who.actor()})
 }
 
 func (c *Coordinator) handleShadowGet(w http.ResponseWriter, r *http.Request, who caller) {
@@ -260,7 +260,7 @@ func (c *Coordinator) handleShadowClear(w http.ResponseWriter, r *http.Request, 
 		writeError(w, http.StatusNotFound, reason.NotFound, "there is no shadow policy")
 		return
 	}
-	if _, err := c.reg.addShadow(r.Context(), "", who.id.String(), "cleared "+netmap.ShadowVersion(sh.Version), c.now()); err != nil {
+	if _, err := c.reg.addShadow(r.Context(), "", who.actor(), "cleared "+netmap.ShadowVersion(sh.Version), c.now()); err != nil {
 		c.internalError(w, r, "policy: shadow clear", err)
 		return
 	}
@@ -279,7 +279,7 @@ func (c *Coordinator) handleShadowPromote(w http.ResponseWriter, r *http.Request
 		return
 	}
 	now := c.now()
-	v, sh, err := c.reg.promoteShadow(r.Context(), who.id.String(), now)
+	v, sh, err := c.reg.promoteShadow(r.Context(), who.actor(), now)
 	if errors.Is(err, errNotFound) {
 		writeError(w, http.StatusNotFound, reason.NotFound, "there is no shadow policy to promote")
 		return
@@ -294,7 +294,7 @@ func (c *Coordinator) handleShadowPromote(w http.ResponseWriter, r *http.Request
 		c.internalError(w, r, "policy: publish", err)
 		return
 	}
-	writeJSON(w, http.StatusOK, controlapi.PolicyVersion{Version: v, AppliedAt: now.UTC(), AppliedBy: who.id.String(), Note: note})
+	writeJSON(w, http.StatusOK, controlapi.PolicyVersion{Version: v, AppliedAt: now.UTC(), AppliedBy: who.actor(), Note: note})
 }
 
 func (c *Coordinator) handleShadowStatus(w http.ResponseWriter, r *http.Request, who caller) {

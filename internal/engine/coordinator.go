@@ -11,6 +11,7 @@ import (
 	"github.com/agentmesh/agentmesh/internal/identity"
 	"github.com/agentmesh/agentmesh/internal/metrics"
 	"github.com/agentmesh/agentmesh/internal/sealed"
+	"github.com/agentmesh/agentmesh/internal/sso"
 )
 
 // CoordinatorConfig configures StartCoordinator; see coordinator.Config.
@@ -81,3 +82,6 @@ func MetricsServing(co *Coordinator) (s Serving, ok bool) {
 // NewDatabaseKey returns a new key that seals the CA and audit keys in a
 // shared database, as the text of a key file (base64 and a newline).
 func NewDatabaseKey() ([]byte, error) { return sealed.Generate() }
+
+// SSOConfig names a coordinator's OpenID Connect issuer; see sso.Config.
+type SSOConfig = sso.Config

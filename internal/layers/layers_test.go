@@ -27,7 +27,7 @@ var layers = []layer{
 	{name: "foundation", may: []string{"foundation"}, pkgs: []string{
 		"alert", "audit", "authkey", "backoff", "budget", "connlimit", "controlapi", "dirlock", "durable", "httpserver",
 		"identity", "loopback", "mcpwire", "metrics", "modelwire", "netmap", "pki", "policy", "policy/replay", "reason", "sealed", "sse",
-		"store", "termtext", "textdiff", "toolpin", "tracing", "transport", "/examples", "/examples/ledger",
+		"sso", "store", "termtext", "textdiff", "toolpin", "tracing", "transport", "/examples", "/examples/ledger",
 	}},
 	{name: "components", may: []string{"foundation", "components"}, pkgs: []string{
 		"admission", "aggregate", "audit/auditstore", "audit/spool", "connector", "connector/modelconn",
@@ -55,7 +55,7 @@ var layers = []layer{
 	// import them.
 	{name: "test helpers", may: []string{"foundation", "components", "engine", "test helpers"}, pkgs: []string{
 		"audit/audittest", "connector/connectortest", "coordinator/coordinatortest", "gateway/gatewaytest",
-		"modelgw/modelgwtest", "pki/pkitest", "store/pgtest", "tailnet/tailnettest", "tools/depslist", "tools/gotest", "layers", "/e2e",
+		"modelgw/modelgwtest", "pki/pkitest", "sso/ssotest", "store/pgtest", "tailnet/tailnettest", "tools/depslist", "tools/gotest", "layers", "/e2e",
 	}},
 }
 

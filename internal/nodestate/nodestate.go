@@ -396,6 +396,14 @@ func (c Config) Validate() error {
 	if !validFingerprint(c.CAFingerprint) {
 		return fmt.Errorf("%w: ca_fingerprint %q is not 64 lowercase hex digits", ErrInvalid, c.CAFingerprint)
 	}
+	if c.Kind == identity.KindUser {
+		// A person's login state ('agentmesh login'): Name is the e-mail
+		// address, in its canonical form.
+		if u, err := identity.ParseUser(c.Name); err != nil || string(u) != c.Name {
+			return fmt.Errorf("%w: name: %s is not a user name (%s)", ErrInvalid, c.Name, identity.UserRule)
+		}
+		return nil
+	}
 	if _, err := identity.ParseName(c.Name); err != nil {
 		return fmt.Errorf("%w: name: %w", ErrInvalid, err)
 	}

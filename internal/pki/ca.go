@@ -279,6 +279,12 @@ func (ca *CA) template(csr *x509.CertificateRequest, req IssueRequest) (*x509.Ce
 	if id.TrustDomain != ca.td {
 		return nil, fmt.Errorf("%w: %s is not in %s", ErrWrongTrustDomain, id, ca.td)
 	}
+	return ca.leafTemplate(id.URL(), string(id.Name), req, []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth, x509.ExtKeyUsageServerAuth})
+}
+
+// leafTemplate is the part of a leaf certificate common to nodes and
+// people: the checks of req but its ID, and the template naming uri.
+func (ca *CA) leafTemplate(uri *url.URL, cn string, req IssueRequest, usage []x509.ExtKeyUsage) (*x509.Certificate, error) {
 	if err := checkIncarnation(req.Incarnation); err != nil {
 		return nil, err
 	}
@@ -309,14 +315,14 @@ func (ca *CA) template(csr *x509.CertificateRequest, req IssueRequest) (*x509.Ce
 	}
 	return &x509.Certificate{
 		SerialNumber:          serial,
-		Subject:               pkix.Name{CommonName: string(id.Name), SerialNumber: req.Incarnation},
+		Subject:               pkix.Name{CommonName: cn, SerialNumber: req.Incarnation},
 		NotBefore:             notBefore,
 		NotAfter:              notAfter,
 		KeyUsage:              x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth, x509.ExtKeyUsageServerAuth},
+		ExtKeyUsage:           usage,
 		BasicConstraintsValid: true,
 		IsCA:                  false,
-		URIs:                  []*url.URL{id.URL()},
+		URIs:                  []*url.URL{uri},
 		DNSNames:              req.DNSNames,
 		IPAddresses:           req.IPs,
 	}, nil

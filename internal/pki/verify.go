@@ -91,25 +91,42 @@ func (v *Verifier) Verify(chain []*x509.Certificate, usage x509.ExtKeyUsage) (id
 }
 
 func (v *Verifier) verify(chain []*x509.Certificate, usage x509.ExtKeyUsage) (identity.ID, error) {
+	leaf, err := v.verifyChain(chain, usage)
+	if err != nil {
+		return identity.ID{}, err
+	}
+	id, err := identity.FromCertificate(leaf)
+	if err != nil {
+		return identity.ID{}, err
+	}
+	if id.TrustDomain != v.td {
+		return identity.ID{}, fmt.Errorf("%w: %s is not in %s", ErrWrongTrustDomain, id, v.td)
+	}
+	return id, nil
+}
+
+// verifyChain checks everything but the identity the leaf names, and
+// returns the leaf.
+func (v *Verifier) verifyChain(chain []*x509.Certificate, usage x509.ExtKeyUsage) (*x509.Certificate, error) {
 	if v == nil {
-		return identity.ID{}, fmt.Errorf("%w: no verifier configured", ErrUnknownCA)
+		return nil, fmt.Errorf("%w: no verifier configured", ErrUnknownCA)
 	}
 	if usage != x509.ExtKeyUsageClientAuth && usage != x509.ExtKeyUsageServerAuth {
-		return identity.ID{}, fmt.Errorf("%w: verifier cannot check usage %v", ErrWrongUsage, usage)
+		return nil, fmt.Errorf("%w: verifier cannot check usage %v", ErrWrongUsage, usage)
 	}
 	if len(chain) == 0 || chain[0] == nil {
-		return identity.ID{}, ErrNoCertificate
+		return nil, ErrNoCertificate
 	}
 	if len(chain) > maxChain {
-		return identity.ID{}, fmt.Errorf("%w: chain of %d certificates (at most %d)", ErrBadCertificate, len(chain), maxChain)
+		return nil, fmt.Errorf("%w: chain of %d certificates (at most %d)", ErrBadCertificate, len(chain), maxChain)
 	}
 	leaf := chain[0]
 	if leaf.IsCA {
-		return identity.ID{}, fmt.Errorf("%w: a CA certificate is not a node certificate", ErrBadCertificate)
+		return nil, fmt.Errorf("%w: a CA certificate is not a node certificate", ErrBadCertificate)
 	}
 	rs := v.roots.Load()
 	if rs == nil || len(rs.certs) == 0 {
-		return identity.ID{}, fmt.Errorf("%w: no CA bundle", ErrUnknownCA)
+		return nil, fmt.Errorf("%w: no CA bundle", ErrUnknownCA)
 	}
 	now := v.now()
 	opts := x509.VerifyOptions{
@@ -126,16 +143,9 @@ func (v *Verifier) verify(chain []*x509.Certificate, usage x509.ExtKeyUsage) (id
 		}
 	}
 	if _, err := leaf.Verify(opts); err != nil {
-		return identity.ID{}, classify(err, now)
+		return nil, classify(err, now)
 	}
-	id, err := identity.FromCertificate(leaf)
-	if err != nil {
-		return identity.ID{}, err
-	}
-	if id.TrustDomain != v.td {
-		return identity.ID{}, fmt.Errorf("%w: %s is not in %s", ErrWrongTrustDomain, id, v.td)
-	}
-	return id, nil
+	return leaf, nil
 }
 
 // classify maps an x509 verification error to our sentinels, keeping the

@@ -48,6 +48,8 @@ type Policy struct {
 	// auditPaths are the argument paths the audit trail keeps
 	// (auditargs.go).
 	auditPaths []string
+	// owners is the node_owners section by kind or tag (owners.go).
+	owners map[string]*owners
 }
 
 type grant struct {
@@ -231,6 +233,7 @@ func (c *compiler) compile(raw *rawDoc) *Policy {
 	c.compileAnnotations(p, raw.annotations)
 	c.compilePins(p, raw.pins)
 	p.auditPaths = c.auditPaths(p, raw.auditArgs)
+	p.owners = c.nodeOwners(raw.owners)
 	return p
 }
 

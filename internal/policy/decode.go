@@ -74,6 +74,8 @@ type (
 		pins        []rawServerPins
 		// auditArgs is the audit_args section (auditargs.go), or nil.
 		auditArgs *rawAuditArgs
+		// owners is the node_owners section (owners.go), or nil.
+		owners *rawOwners
 	}
 )
 
@@ -229,6 +231,8 @@ func decodeDocument(doc []byte) (*rawDoc, []error) {
 			raw.pins = d.toolPins(v)
 		case "audit_args":
 			raw.auditArgs = d.auditArgs(v)
+		case "node_owners":
+			raw.owners = d.nodeOwners(v)
 		case "tests":
 			d.array(v, "tests", func(i int, tv *hujson.Value) {
 				if i == MaxTests {

@@ -331,3 +331,33 @@ const (
 	// the stored event is left as it was.
 	IDConflict Code = "id_conflict"
 )
+
+// Single sign-on (the coordinator's OpenID Connect issuer): why an ID
+// token, a login or a join by a person was refused.
+const (
+	// SSONotConfigured: the coordinator has no OpenID Connect issuer, so
+	// it signs nobody in.
+	SSONotConfigured Code = "sso_not_configured"
+	// SSOBadToken: the ID token is malformed or its signature does not
+	// verify against the issuer's published keys.
+	SSOBadToken Code = "sso_bad_token"
+	// SSOExpired: the ID token expired longer ago than the allowed clock skew.
+	SSOExpired Code = "sso_expired"
+	// SSOClockSkew: the ID token is issued in the future beyond the
+	// allowed clock skew.
+	SSOClockSkew Code = "sso_clock_skew"
+	// SSOForeignIssuer: the ID token comes from another issuer than the
+	// coordinator's.
+	SSOForeignIssuer Code = "sso_foreign_issuer"
+	// SSOWrongAudience: the ID token was issued to another client.
+	SSOWrongAudience Code = "sso_wrong_audience"
+	// SSONoEmail: the ID token names no verified e-mail address that is a
+	// valid user name.
+	SSONoEmail Code = "sso_no_email"
+	// SSOTokenUsed: the ID token signed in once already; each signs in
+	// once, so a copied token cannot sign in again.
+	SSOTokenUsed Code = "sso_token_used"
+	// OwnerNotAllowed: the policy's node_owners does not let this person
+	// join a node of this kind with these tags.
+	OwnerNotAllowed Code = "owner_not_allowed"
+)

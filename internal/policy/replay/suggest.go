@@ -870,8 +870,9 @@ type carried struct{ name, text string }
 
 // carrySections returns the sections of the active policy that restrict
 // or describe rather than grant, and that the suggestion keeps: groups
-// (approval groups, limits' selectors), limits, tool_pins, audit_args.
-// Annotations are left out (the suggestion names no tool class) and so
+// (approval groups, limits' selectors), limits, tool_pins, audit_args,
+// and node_owners (who may join with --sso is not what the trail of calls
+// can judge). Annotations are left out (the suggestion names no tool class) and so
 // are the tests (they pin the old grants).
 func carrySections(active *policy.Policy) []carried {
 	if active == nil {
@@ -889,7 +890,7 @@ func carrySections(active *policy.Policy) []carried {
 	for _, m := range obj.Members {
 		name, _ := m.Name.Value.(hujson.Literal)
 		switch n := name.String(); n {
-		case "groups", "limits", "tool_pins", "audit_args":
+		case "groups", "limits", "tool_pins", "audit_args", "node_owners":
 			val := m.Value.Clone()
 			val.BeforeExtra, val.AfterExtra = nil, nil
 			out = append(out, carried{n, string(val.Pack())})

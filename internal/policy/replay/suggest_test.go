@@ -268,6 +268,7 @@ func TestSuggestKeepsApprovalsAndRestrictionsAndGlobsResources(t *testing.T) {
     {"src": ["agent:ops"], "dst": ["tool:other"], "tools": ["*"]},
   ],
   "limits": [{"src": ["agent:ops"], "dst": ["model:llm"], "rpm": 10}],
+  "node_owners": {"agent": ["sso:ops"]},
 }`
 	active := compile(t, doc, "4")
 	ops := policy.Node{Kind: identity.KindAgent, Name: "ops"}
@@ -287,7 +288,7 @@ func TestSuggestKeepsApprovalsAndRestrictionsAndGlobsResources(t *testing.T) {
 			t.Errorf("no %s in\n%s", want, sg.Document)
 		}
 	}
-	if !slices.Equal(sg.Carried, []string{"groups", "limits"}) {
+	if !slices.Equal(sg.Carried, []string{"groups", "limits", "node_owners"}) {
 		t.Errorf("carried %v", sg.Carried)
 	}
 	// The held call is still held, by the grant that holds it.
