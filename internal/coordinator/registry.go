@@ -484,6 +484,18 @@ func (r *registry) bumpNetmapVersion(ctx context.Context) (int64, error) {
 // with it (see writeNode for why under r.mu, and what a failed commit
 // does).
 func (r *registry) addPolicy(ctx context.Context, doc, by, note string, now time.Time) (int64, error) {
+	return r.addVersion(ctx, policyTableName, changedPolicy, &r.mem.policy, doc, by, note, now)
+}
+
+// The tables of versioned documents: the policy and its shadow.
+const (
+	policyTableName = "policies"
+	shadowTableName = "shadow_policies"
+)
+
+// addVersion stores doc as the newest version in table, tells the other
+// coordinators (changed), and sets *mem, r's memory copy, to it.
+func (r *registry) addVersion(ctx context.Context, table, changed string, mem *controlapi.PolicyVersion, doc, by, note string, now time.Time) (int64, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	tx, err := r.db.BeginWrite(ctx, store.LockRegistry)
@@ -491,23 +503,30 @@ func (r *registry) addPolicy(ctx context.Context, doc, by, note string, now time
 		return 0, err
 	}
 	defer tx.Rollback()
-	var v int64
-	err = tx.QueryRowContext(ctx, `INSERT INTO policies(version, document, applied_by, applied_at, note)
-		VALUES((SELECT coalesce(max(version), 0) + 1 FROM policies), $1, $2, $3, $4) RETURNING version`,
-		doc, by, now.UnixNano(), note).Scan(&v)
+	v, err := insertVersion(ctx, tx, table, doc, by, note, now)
 	if err != nil {
 		return 0, err
 	}
-	if err := r.db.Notify(ctx, tx, changeChannel, r.notifyAs+" "+changedPolicy); err != nil {
+	if err := r.db.Notify(ctx, tx, changeChannel, r.notifyAs+" "+changed); err != nil {
 		return 0, err
 	}
 	if err := tx.Commit(); err != nil {
 		r.doubt()
 		return 0, err
 	}
-	r.mem.policy = controlapi.PolicyVersion{Version: v, Document: doc, AppliedBy: by, AppliedAt: time.Unix(0, now.UnixNano()).UTC(), Note: note}
+	*mem = controlapi.PolicyVersion{Version: v, Document: doc, AppliedBy: by, AppliedAt: time.Unix(0, now.UnixNano()).UTC(), Note: note}
 	r.mem.seq++
 	return v, nil
+}
+
+// insertVersion adds a row to table (policyTableName or shadowTableName)
+// in tx and returns its version, one past the newest.
+func insertVersion(ctx context.Context, tx *sql.Tx, table, doc, by, note string, now time.Time) (int64, error) {
+	var v int64
+	err := tx.QueryRowContext(ctx, `INSERT INTO `+table+`(version, document, applied_by, applied_at, note)
+		VALUES((SELECT coalesce(max(version), 0) + 1 FROM `+table+`), $1, $2, $3, $4) RETURNING version`,
+		doc, by, now.UnixNano(), note).Scan(&v)
+	return v, err
 }
 
 // policy returns the given version, or the newest when version is 0.

@@ -50,39 +50,10 @@ CREATE TABLE shadow_policies (
 // events: gateways stamp events by their own clocks.
 const shadowSkew = 5 * time.Minute
 
-// insertShadow adds a shadow row in tx and returns its version.
-func insertShadow(ctx context.Context, tx *sql.Tx, doc, by, note string, now time.Time) (int64, error) {
-	var v int64
-	err := tx.QueryRowContext(ctx, `INSERT INTO shadow_policies(version, document, applied_by, applied_at, note)
-		VALUES((SELECT coalesce(max(version), 0) + 1 FROM shadow_policies), $1, $2, $3, $4) RETURNING version`,
-		doc, by, now.UnixNano(), note).Scan(&v)
-	return v, err
-}
-
 // addShadow stores doc as the newest shadow version ("" clears the
 // shadow), and the memory copy with it, as addPolicy does.
 func (r *registry) addShadow(ctx context.Context, doc, by, note string, now time.Time) (int64, error) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	tx, err := r.db.BeginWrite(ctx, store.LockRegistry)
-	if err != nil {
-		return 0, err
-	}
-	defer tx.Rollback()
-	v, err := insertShadow(ctx, tx, doc, by, note, now)
-	if err != nil {
-		return 0, err
-	}
-	if err := r.db.Notify(ctx, tx, changeChannel, r.notifyAs+" "+changedShadow); err != nil {
-		return 0, err
-	}
-	if err := tx.Commit(); err != nil {
-		r.doubt()
-		return 0, err
-	}
-	r.mem.shadow = controlapi.PolicyVersion{Version: v, Document: doc, AppliedBy: by, AppliedAt: time.Unix(0, now.UnixNano()).UTC(), Note: note}
-	r.mem.seq++
-	return v, nil
+	return r.addVersion(ctx, shadowTableName, changedShadow, &r.mem.shadow, doc, by, note, now)
 }
 
 // promoteShadow makes the current shadow the newest policy version and
@@ -105,14 +76,11 @@ func (r *registry) promoteShadow(ctx context.Context, by string, now time.Time) 
 		return 0, sh, errNotFound
 	}
 	note := "promoted from " + netmap.ShadowVersion(sh.Version)
-	var v int64
-	err = tx.QueryRowContext(ctx, `INSERT INTO policies(version, document, applied_by, applied_at, note)
-		VALUES((SELECT coalesce(max(version), 0) + 1 FROM policies), $1, $2, $3, $4) RETURNING version`,
-		sh.Document, by, now.UnixNano(), note).Scan(&v)
+	v, err := insertVersion(ctx, tx, policyTableName, sh.Document, by, note, now)
 	if err != nil {
 		return 0, sh, err
 	}
-	sv, err := insertShadow(ctx, tx, "", by, "promoted to v"+strconv.FormatInt(v, 10), now)
+	sv, err := insertVersion(ctx, tx, shadowTableName, "", by, "promoted to v"+strconv.FormatInt(v, 10), now)
 	if err != nil {
 		return 0, sh, err
 	}
