@@ -324,13 +324,7 @@ func (a *Aggregator) Close() {
 func (a *Aggregator) dropLocked(be *backend) {
 	be.stop()
 	a.clients.dropBackend(be)
-	var gone []string
-	for name := range be.tools {
-		if a.owner[name] == be {
-			gone = append(gone, name)
-			delete(a.owner, name)
-		}
-	}
+	gone := released(be, be.tools, nil, a.owner)
 	be.tools = map[string]*mcp.Tool{}
 	if len(gone) > 0 {
 		a.server.RemoveTools(gone...)
@@ -354,18 +348,11 @@ func (a *Aggregator) setTools(be *backend, tools []*mcp.Tool) {
 		}
 		next[name] = t
 	}
-	var gone []string
-	for name := range be.tools {
-		if _, ok := next[name]; !ok && a.owner[name] == be {
-			gone = append(gone, name)
-			delete(a.owner, name)
-		}
-	}
-	if len(gone) > 0 {
+	if gone := released(be, be.tools, next, a.owner); len(gone) > 0 {
 		a.server.RemoveTools(gone...)
 	}
 	for name, t := range next {
-		if old, ok := be.tools[name]; ok && sameTool(old, t) {
+		if old, ok := be.tools[name]; ok && same(old, t) {
 			continue
 		}
 		a.owner[name] = be
@@ -415,11 +402,17 @@ func namespaced(name string, t *mcp.Tool) *mcp.Tool {
 	return &c
 }
 
-// sameTool reports whether a and b have the same definition.
-func sameTool(a, b *mcp.Tool) bool {
-	ja, err1 := json.Marshal(a)
-	jb, err2 := json.Marshal(b)
-	return err1 == nil && err2 == nil && string(ja) == string(jb)
+// released returns the names of was that next lacks and that be owns,
+// and forgets that be owns them.
+func released[T any](be *backend, was, next map[string]T, owner map[string]*backend) []string {
+	var gone []string
+	for name := range was {
+		if _, ok := next[name]; !ok && owner[name] == be {
+			gone = append(gone, name)
+			delete(owner, name)
+		}
+	}
+	return gone
 }
 
 // unavailable is the error answering a call to svc's tool while svc has

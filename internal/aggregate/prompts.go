@@ -71,14 +71,7 @@ func (a *Aggregator) setPromptsLocked(be *backend, prompts []*mcp.Prompt) {
 		}
 		next[name] = p
 	}
-	var gone []string
-	for name := range be.more.prompts {
-		if _, ok := next[name]; !ok && a.more.promptOwner[name] == be {
-			gone = append(gone, name)
-			delete(a.more.promptOwner, name)
-		}
-	}
-	if len(gone) > 0 {
+	if gone := released(be, be.more.prompts, next, a.more.promptOwner); len(gone) > 0 {
 		a.server.RemovePrompts(gone...)
 	}
 	for name, p := range next {

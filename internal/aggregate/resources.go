@@ -184,19 +184,8 @@ func (a *Aggregator) setResourcesLocked(be *backend, resources []*mcp.Resource, 
 		nextTmpl[agg] = &serviceTemplate{def: t, match: own}
 	}
 
-	var goneRes, goneTmpl []string
-	for agg := range be.more.resources {
-		if _, ok := nextRes[agg]; !ok && a.more.resOwner[agg] == be {
-			goneRes = append(goneRes, agg)
-			delete(a.more.resOwner, agg)
-		}
-	}
-	for agg := range be.more.templates {
-		if _, ok := nextTmpl[agg]; !ok && a.more.tmplOwner[agg] == be {
-			goneTmpl = append(goneTmpl, agg)
-			delete(a.more.tmplOwner, agg)
-		}
-	}
+	goneRes := released(be, be.more.resources, nextRes, a.more.resOwner)
+	goneTmpl := released(be, be.more.templates, nextTmpl, a.more.tmplOwner)
 	if len(goneRes) > 0 {
 		a.server.RemoveResources(goneRes...)
 	}
