@@ -325,14 +325,8 @@ func policyCheck(ctx context.Context, env Env, a checkArgs) error {
 			return err
 		}
 		defer cl.Close()
-		var pv controlapi.PolicyVersion
-		if err := cl.Call(ctx, http.MethodGet, controlapi.PathPolicy, nil, &pv); err != nil {
+		if p, _, _, err = activePolicy(ctx, cl); err != nil {
 			return err
-		}
-		if pv.Version > 0 {
-			if p, err = policy.Compile([]byte(pv.Document), strconv.FormatInt(pv.Version, 10)); err != nil {
-				return fmt.Errorf("the coordinator's policy version %d does not compile here: %w", pv.Version, err)
-			}
 		}
 		var nodes []controlapi.NodeInfo
 		if err := cl.Call(ctx, http.MethodGet, controlapi.PathNodes, nil, &nodes); err != nil {

@@ -72,17 +72,10 @@ func policyReplay(fs *flag.FlagSet, env Env) func(context.Context, []string) err
 			return err
 		}
 		defer cl.Close()
-		var pv controlapi.PolicyVersion
-		if err := cl.Call(ctx, http.MethodGet, controlapi.PathPolicy, nil, &pv); err != nil {
-			return err
-		}
 		opts := replay.Options{Candidate: cand}
-		if pv.Version > 0 {
-			label := strconv.FormatInt(pv.Version, 10)
-			if opts.Active, err = policy.Compile([]byte(pv.Document), label); err != nil {
-				return fmt.Errorf("the coordinator's policy version %d does not compile here: %w", pv.Version, err)
-			}
-			opts.ActiveVersion = label
+		var active int64
+		if opts.Active, opts.ActiveVersion, active, err = activePolicy(ctx, cl); err != nil {
+			return err
 		}
 		// Events recorded under earlier versions are checked against
 		// theirs, fetched once each.
@@ -113,7 +106,7 @@ func policyReplay(fs *flag.FlagSet, env Env) func(context.Context, []string) err
 				return err
 			}
 		} else {
-			printReplay(env, pos[0], from, pv.Version, &rep)
+			printReplay(env, pos[0], from, active, &rep)
 		}
 		if rep.DisagreementCount > 0 {
 			return fmt.Errorf("replay disagrees with the recorded decision for %d events (decided again by the policy version they were recorded under): this is a bug, please report it with the event ids above", rep.DisagreementCount)
@@ -185,4 +178,22 @@ func streamEvents(ctx context.Context, cl *controlclient.Client, q url.Values, a
 		return fmt.Errorf("reading the audit trail: %w", err)
 	}
 	return nil
+}
+
+// activePolicy fetches and compiles the coordinator's current policy,
+// labelled with its version: nil, "" and 0 when none was ever applied.
+func activePolicy(ctx context.Context, cl *controlclient.Client) (_ *policy.Policy, label string, version int64, _ error) {
+	var pv controlapi.PolicyVersion
+	if err := cl.Call(ctx, http.MethodGet, controlapi.PathPolicy, nil, &pv); err != nil {
+		return nil, "", 0, err
+	}
+	if pv.Version <= 0 {
+		return nil, "", 0, nil
+	}
+	label = strconv.FormatInt(pv.Version, 10)
+	p, err := policy.Compile([]byte(pv.Document), label)
+	if err != nil {
+		return nil, "", 0, fmt.Errorf("the coordinator's policy version %d does not compile here: %w", pv.Version, err)
+	}
+	return p, label, pv.Version, nil
 }

@@ -4,15 +4,11 @@ import (
 	"context"
 	"flag"
 	"fmt"
-	"net/http"
 	"net/url"
-	"strconv"
 	"strings"
 	"time"
 
 	"github.com/agentmesh/agentmesh/internal/audit"
-	"github.com/agentmesh/agentmesh/internal/controlapi"
-	"github.com/agentmesh/agentmesh/internal/policy"
 	"github.com/agentmesh/agentmesh/internal/policy/replay"
 	"github.com/agentmesh/agentmesh/internal/termtext"
 )
@@ -69,17 +65,10 @@ func policySuggest(fs *flag.FlagSet, env Env) func(context.Context, []string) er
 			return err
 		}
 		defer cl.Close()
-		var pv controlapi.PolicyVersion
-		if err := cl.Call(ctx, http.MethodGet, controlapi.PathPolicy, nil, &pv); err != nil {
-			return err
-		}
 		opts := replay.SuggestOptions{Args: *args, Since: from, SeenDestinationsOnly: *dst != ""}
-		if pv.Version > 0 {
-			label := strconv.FormatInt(pv.Version, 10)
-			if opts.Active, err = policy.Compile([]byte(pv.Document), label); err != nil {
-				return fmt.Errorf("the coordinator's policy version %d does not compile here: %w", pv.Version, err)
-			}
-			opts.ActiveVersion = label
+		var active int64
+		if opts.Active, opts.ActiveVersion, active, err = activePolicy(ctx, cl); err != nil {
+			return err
 		}
 		s := replay.NewSuggester(opts)
 		if err := streamEvents(ctx, cl, q, s.Add); err != nil {
@@ -93,7 +82,7 @@ func policySuggest(fs *flag.FlagSet, env Env) func(context.Context, []string) er
 			return printJSON(env.Stdout, sg)
 		}
 		fmt.Fprint(env.Stdout, sg.Document)
-		printSuggestReport(env, pv.Version, sg)
+		printSuggestReport(env, active, sg)
 		return nil
 	}
 }
