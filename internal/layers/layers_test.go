@@ -25,7 +25,7 @@ const module = "github.com/agentmesh/agentmesh"
 // root.
 var layers = []layer{
 	{name: "foundation", may: []string{"foundation"}, pkgs: []string{
-		"alert", "audit", "authkey", "backoff", "budget", "connlimit", "controlapi", "dirlock", "durable", "httpserver",
+		"alert", "audit", "authkey", "backoff", "budget", "connlimit", "controlapi", "delegation", "dirlock", "durable", "httpserver",
 		"identity", "loopback", "mcpwire", "metrics", "modelwire", "netmap", "pki", "policy", "policy/replay", "reason", "sealed", "sse",
 		"sso", "store", "termtext", "textdiff", "toolpin", "tracing", "transport", "/examples", "/examples/ledger",
 	}},

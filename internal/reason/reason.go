@@ -361,3 +361,38 @@ const (
 	// join a node of this kind with these tags.
 	OwnerNotAllowed Code = "owner_not_allowed"
 )
+
+// Delegation (package delegation, checked by gateways; issued by the
+// coordinator): why a delegation a caller presented, or asked for, was
+// refused.
+const (
+	// DelegationMalformed: the delegation is not one agentmesh issues (bad
+	// encoding, an impossible chain, too long).
+	DelegationMalformed Code = "delegation_malformed"
+	// DelegationBadSignature: the delegation's signature does not verify
+	// under the mesh CA.
+	DelegationBadSignature Code = "delegation_bad_signature"
+	// DelegationForeign: the delegation is for another trust domain.
+	DelegationForeign Code = "delegation_foreign"
+	// DelegationWrongAgent: the delegation was issued to another node (or
+	// another incarnation of it) than the one presenting it.
+	DelegationWrongAgent Code = "delegation_wrong_agent"
+	// DelegationExpired: the delegation expired longer ago than the
+	// allowed clock skew.
+	DelegationExpired Code = "delegation_expired"
+	// DelegationClockSkew: the delegation is issued in the future beyond
+	// the allowed clock skew.
+	DelegationClockSkew Code = "delegation_clock_skew"
+	// DelegationTooDeep: the chain of delegations (person to agent to
+	// sub-agent ...) is longer than allowed.
+	DelegationTooDeep Code = "delegation_too_deep"
+	// DelegationRevoked: the delegation, one it was made from, or the
+	// person who granted it has been revoked.
+	DelegationRevoked Code = "delegation_revoked"
+	// DelegationOutOfScope: the request is outside the tools the
+	// delegation names.
+	DelegationOutOfScope Code = "delegation_out_of_scope"
+	// DelegationExceedsGrantor: the delegation (asked for, or used) covers
+	// more than the person or agent granting it may do under the policy.
+	DelegationExceedsGrantor Code = "delegation_exceeds_grantor"
+)
