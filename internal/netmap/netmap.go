@@ -205,7 +205,24 @@ type Netmap struct {
 	// removed ones from each netmap. Empty from a coordinator that
 	// predates the list: the node keeps the one it joined through.
 	Coordinators []string `json:"coordinators,omitempty"`
+	// RevokedDelegations and RevokedUsers are what a gateway refuses in a
+	// delegation (package delegation): revoked delegation IDs and people
+	// whose delegations are revoked, each listed until every delegation it
+	// could affect has expired, so the lists stay short. Empty for nodes
+	// that do not serve.
+	RevokedDelegations []string `json:"revoked_delegations,omitempty"`
+	RevokedUsers       []string `json:"revoked_users,omitempty"`
+	// Delegations are the live delegations issued to this node (encoded,
+	// as delegation.Sign makes them), for its connector to present; only
+	// in the netmap of the agent they are issued to.
+	Delegations []string `json:"delegations,omitempty"`
 }
+
+// Bounds of the delegation lists: a netmap is a peer's bytes.
+const (
+	MaxRevocations = 1 << 16
+	MaxDelegations = 256
+)
 
 // Bounds of Netmap.Coordinators: a netmap is a peer's bytes, so the list
 // a node keeps (and saves) is bounded in count and in size.
