@@ -125,8 +125,14 @@ func policyApply(fs *flag.FlagSet, env Env) func(context.Context, []string) erro
 		if err != nil {
 			return fmt.Errorf("%w (nothing was applied)", err)
 		}
-		if _, err := checkUnmatched(ctx, env, *state, p, *strict); err != nil {
+		nodes, err := checkUnmatched(ctx, env, *state, p, *strict)
+		if err != nil {
 			return fmt.Errorf("%w (nothing was applied)", err)
+		}
+		// The same warnings validate prints: apply is where a mistake
+		// starts to matter, so it must not be quieter than validate.
+		for _, w := range p.Lint(nodes) {
+			printf(env.Stderr, "warning: %s:%s\n", pos[0], w.String())
 		}
 		var pv controlapi.PolicyVersion
 		if err := adminCall(ctx, *state, http.MethodPost, controlapi.PathPolicy, controlapi.PolicyApplyRequest{Document: string(doc)}, &pv); err != nil {

@@ -15,6 +15,7 @@ func TestPolicyApplyAndValidateWarnAboutSelectorsThatMatchNoNode(t *testing.T) {
 	if err := os.WriteFile(file, []byte(`{"grants": [
   {"src": ["agent:teller"], "dst": ["tool:ledger"], "tools": ["balance"]},
   {"src": ["agent:tellr"], "dst": ["tag:prd"], "tools": ["*"]},
+  {"src": ["agent:teller"], "dst": ["tool:ledger"], "tools": ["balance"]},
 ]}`), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -31,7 +32,9 @@ func TestPolicyApplyAndValidateWarnAboutSelectorsThatMatchNoNode(t *testing.T) {
 	}
 
 	// validate is offline unless --state is given on the command line.
-	if code, out, errOut := run(t, env, "policy", "validate", file); code != 0 || errOut != "" || !strings.Contains(out, "valid") {
+	// Offline it still lints: grants[2] repeats grants[0].
+	lint := "warning: " + file + ":4:3: grants[2]: shadowed: earlier grants (0)"
+	if code, out, errOut := run(t, env, "policy", "validate", file); code != 0 || strings.Contains(errOut, "matches no node") || !strings.Contains(errOut, lint) || !strings.Contains(out, "valid") {
 		t.Fatalf("offline validate: %d %q %q", code, out, errOut)
 	}
 	code, out, errOut := run(t, nil, "policy", "validate", file, "--state", d.Coordinator.AdminDir())
@@ -58,4 +61,8 @@ func TestPolicyApplyAndValidateWarnAboutSelectorsThatMatchNoNode(t *testing.T) {
 		t.Fatalf("apply: %d %q %q", code, out, errOut)
 	}
 	wantWarnings("apply", errOut)
+	// apply lints as validate does: it is where a mistake starts to count.
+	if !strings.Contains(errOut, lint) {
+		t.Errorf("apply: stderr lacks the lint warning %q:\n%s", lint, errOut)
+	}
 }
