@@ -84,6 +84,9 @@ CREATE TABLE policies (
 	// People signed in through the OpenID Connect issuer, and the person
 	// who joined each node with --sso (sso.go).
 	{Version: 8, SQL: `ALTER TABLE nodes ADD COLUMN owner TEXT NOT NULL DEFAULT '';` + loginsTable},
+	// What each used ID token was used for, so that the same request may
+	// be made again with it after a lost answer (sso.go, useToken).
+	{Version: 9, SQL: `ALTER TABLE sso_tokens ADD COLUMN binding TEXT NOT NULL DEFAULT '';`},
 }
 
 // registryPostgres is step 1 on PostgreSQL: times in nanoseconds need

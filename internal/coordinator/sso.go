@@ -83,8 +83,9 @@ func (c *Coordinator) handleSSOInfo(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, controlapi.SSOInfo{Issuer: c.sso.Issuer(), ClientID: c.sso.ClientID()})
 }
 
-// verifyPerson checks an ID token; the refusal's code comes back with it.
-func (c *Coordinator) verifyPerson(ctx context.Context, token string) (sso.Person, reason.Code, string) {
+// verifyPerson checks an ID token for the request whose fingerprint is
+// bind (requestBinding); the refusal's code comes back with it.
+func (c *Coordinator) verifyPerson(ctx context.Context, token, bind string) (sso.Person, reason.Code, string) {
 	if c.sso == nil {
 		return sso.Person{}, reason.SSONotConfigured, "this coordinator has no OpenID Connect issuer (--sso-issuer)"
 	}
@@ -98,7 +99,11 @@ func (c *Coordinator) verifyPerson(ctx context.Context, token string) (sso.Perso
 	}
 	// An ID token is a bearer credential: it signs in once, so that one
 	// read from a log, a proxy or a shell history cannot sign in again.
-	fresh, err := c.reg.useToken(ctx, token, p.Expiry.Add(sso.MaxSkew), c.now())
+	// The one exception is the same request again (same public key, and
+	// for a join the same name, kind and tags): a client whose answer was
+	// lost retries with the token it has, and whoever replays that
+	// request gets a certificate for a key only the client holds.
+	fresh, err := c.reg.useToken(ctx, token, bind, p.Expiry.Add(sso.MaxSkew), c.now())
 	if err != nil {
 		return p, reason.Internal, "could not record the ID token's use"
 	}
@@ -108,19 +113,47 @@ func (c *Coordinator) verifyPerson(ctx context.Context, token string) (sso.Perso
 	return p, "", ""
 }
 
-// useToken records that the ID token raw was used, until keep, and
-// reports whether it had not been before. Expired records are dropped.
-func (r *registry) useToken(ctx context.Context, raw string, keep, now time.Time) (bool, error) {
+// useToken records that the ID token raw was used for the request bind,
+// until keep, and reports whether it may sign in: it had not been used
+// before, or only for this same request. Expired records are dropped.
+func (r *registry) useToken(ctx context.Context, raw, bind string, keep, now time.Time) (bool, error) {
 	h := sha256.Sum256([]byte(raw))
+	hash := hex.EncodeToString(h[:])
 	if _, err := r.db.ExecContext(ctx, `DELETE FROM sso_tokens WHERE expires_at < $1`, now.UnixNano()); err != nil {
 		return false, err
 	}
-	res, err := r.db.ExecContext(ctx, `INSERT INTO sso_tokens(hash, expires_at) VALUES($1, $2) ON CONFLICT (hash) DO NOTHING`, hex.EncodeToString(h[:]), keep.UnixNano())
+	res, err := r.db.ExecContext(ctx, `INSERT INTO sso_tokens(hash, expires_at, binding) VALUES($1, $2, $3) ON CONFLICT (hash) DO NOTHING`, hash, keep.UnixNano(), bind)
 	if err != nil {
 		return false, err
 	}
 	n, err := res.RowsAffected()
-	return n == 1, err
+	if err != nil || n == 1 {
+		return n == 1, err
+	}
+	var first string
+	if err := r.db.QueryRowContext(ctx, `SELECT binding FROM sso_tokens WHERE hash = $1`, hash).Scan(&first); err != nil {
+		if errors.Is(err, sql.ErrNoRows) {
+			return false, nil
+		}
+		return false, err
+	}
+	return bind != "" && first == bind, nil
+}
+
+// requestBinding fingerprints what a sign-in asks for, so that a token is
+// honoured again only for the same request: the purpose ("login" or
+// "join"), the CSR's public key and, for a join, the node's name, kind and
+// tags as the request spelled them.
+func requestBinding(purpose string, csr *x509.CertificateRequest, fields ...string) string {
+	h := sha256.New()
+	h.Write([]byte(purpose))
+	h.Write([]byte{0})
+	h.Write(csr.RawSubjectPublicKeyInfo)
+	for _, f := range fields {
+		h.Write([]byte{0})
+		h.Write([]byte(f))
+	}
+	return hex.EncodeToString(h.Sum(nil))
 }
 
 // handleLogin gives a person a certificate for their user identity.
@@ -156,7 +189,12 @@ func (c *Coordinator) handleLogin(w http.ResponseWriter, r *http.Request) {
 		refuse(http.StatusBadRequest, reason.BadRequest, audit.OutcomeRejected, "malformed login request: "+peerText(err.Error()), "")
 		return
 	}
-	person, code, msg := c.verifyPerson(r.Context(), req.IDToken)
+	csr, err := parseCSR(req.CSR)
+	if err != nil {
+		refuse(http.StatusBadRequest, reason.BadCSR, audit.OutcomeRejected, err.Error(), "")
+		return
+	}
+	person, code, msg := c.verifyPerson(r.Context(), req.IDToken, requestBinding("login", csr))
 	if code == reason.Internal {
 		c.internalError(w, r, "login", errors.New(msg))
 		return
@@ -168,11 +206,6 @@ func (c *Coordinator) handleLogin(w http.ResponseWriter, r *http.Request) {
 	uid, err := identity.NewUserID(c.td, person.User)
 	if err != nil {
 		refuse(http.StatusUnauthorized, reason.SSONoEmail, audit.OutcomeRefused, err.Error(), "")
-		return
-	}
-	csr, err := parseCSR(req.CSR)
-	if err != nil {
-		refuse(http.StatusBadRequest, reason.BadCSR, audit.OutcomeRejected, err.Error(), uid.String())
 		return
 	}
 	now := c.now()
@@ -214,8 +247,14 @@ func (c *Coordinator) joinSSO(w http.ResponseWriter, r *http.Request, req contro
 	var person sso.Person
 	var code reason.Code
 	var msg string
+	csr, err := parseCSR(req.CSR)
+	if err != nil {
+		refuse(http.StatusBadRequest, reason.BadCSR, audit.OutcomeRejected, err.Error())
+		return
+	}
 	if req.IDToken != "" {
-		person, code, msg = c.verifyPerson(r.Context(), req.IDToken)
+		bind := requestBinding("join", csr, string(name), req.Kind, strings.Join(req.Tags, ","))
+		person, code, msg = c.verifyPerson(r.Context(), req.IDToken, bind)
 	} else {
 		person, code, msg = c.personOfCert(r)
 	}
@@ -245,11 +284,6 @@ func (c *Coordinator) joinSSO(w http.ResponseWriter, r *http.Request, req contro
 		refuse(http.StatusForbidden, reason.OwnerNotAllowed, audit.OutcomeRefused, why)
 		return
 	}
-	csr, err := parseCSR(req.CSR)
-	if err != nil {
-		refuse(http.StatusBadRequest, reason.BadCSR, audit.OutcomeRejected, err.Error())
-		return
-	}
 	id, err := identity.New(c.td, kind, name)
 	if err != nil {
 		refuse(http.StatusBadRequest, reason.BadName, audit.OutcomeRejected, err.Error())
@@ -258,7 +292,8 @@ func (c *Coordinator) joinSSO(w http.ResponseWriter, r *http.Request, req contro
 	now := c.now()
 	n := netmap.Node{ID: id, Name: name, Kind: kind, Tags: tags, Incarnation: newIncarnation()}
 	spki := sha256.Sum256(csr.RawSubjectPublicKeyInfo)
-	if err := c.reg.joinOwned(r.Context(), n, string(person.User), hex.EncodeToString(spki[:]), now); err != nil {
+	inc, err := c.reg.joinOwned(r.Context(), n, string(person.User), hex.EncodeToString(spki[:]), now)
+	if err != nil {
 		var je *joinError
 		if errors.As(err, &je) {
 			refuse(http.StatusForbidden, je.code, audit.OutcomeRefused, je.msg)
@@ -267,7 +302,12 @@ func (c *Coordinator) joinSSO(w http.ResponseWriter, r *http.Request, req contro
 		c.internalError(w, r, "join: sso", err)
 		return
 	}
-	c.admitJoined(w, r, n, id, csr, now, "sso, owner "+person.User.Selector())
+	detail := "sso, owner " + person.User.Selector()
+	if inc != n.Incarnation {
+		detail += "; the same node again (same owner and key pair): its earlier join had committed, its answer was lost"
+		n.Incarnation = inc
+	}
+	c.admitJoined(w, r, n, id, csr, now, detail)
 }
 
 // isUserCert reports whether the request's client certificate names a
@@ -365,8 +405,20 @@ func (r *registry) login(ctx context.Context, inc string) (loginRow, error) {
 }
 
 // joinOwned records a node joined by a person, who is its owner.
-func (r *registry) joinOwned(ctx context.Context, n netmap.Node, owner, spki string, now time.Time) error {
-	return r.writeNode(ctx, func(tx *sql.Tx) (string, error) {
+func (r *registry) joinOwned(ctx context.Context, n netmap.Node, owner, spki string, now time.Time) (string, error) {
+	inc := n.Incarnation
+	err := r.writeNode(ctx, func(tx *sql.Tx) (string, error) {
+		// The same node again: the same person joining the same name with
+		// the same key pair (and kind and tags), after an answer was lost.
+		tags, _ := json.Marshal(n.Tags)
+		err := tx.QueryRowContext(ctx, `SELECT incarnation FROM nodes WHERE name = $1 AND status = 'active'
+			AND owner = $2 AND key_spki = $3 AND kind = $4 AND tags = $5`, string(n.Name), owner, spki, string(n.Kind), string(tags)).Scan(&inc)
+		if err == nil {
+			return inc, nil
+		}
+		if !errors.Is(err, sql.ErrNoRows) {
+			return "", err
+		}
 		var held int
 		if err := tx.QueryRowContext(ctx, `SELECT count(*) FROM nodes WHERE name = $1 AND status = 'active'`, string(n.Name)).Scan(&held); err != nil {
 			return "", err
@@ -374,9 +426,9 @@ func (r *registry) joinOwned(ctx context.Context, n netmap.Node, owner, spki str
 		if held > 0 {
 			return "", &joinError{reason.NameTaken, fmt.Sprintf("name %q is held by another active node (revoke it first or pick another name)", n.Name)}
 		}
-		tags, _ := json.Marshal(n.Tags)
-		_, err := tx.ExecContext(ctx, `INSERT INTO nodes(incarnation, name, kind, tags, status, key_id, key_spki, created_at, last_seen, owner)
+		_, err = tx.ExecContext(ctx, `INSERT INTO nodes(incarnation, name, kind, tags, status, key_id, key_spki, created_at, last_seen, owner)
 			VALUES($1, $2, $3, $4, 'active', '', $5, $6, $7, $8)`, n.Incarnation, string(n.Name), string(n.Kind), string(tags), spki, now.UnixNano(), now.UnixNano(), owner)
 		return n.Incarnation, err
 	})
+	return inc, err
 }

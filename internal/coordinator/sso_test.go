@@ -285,3 +285,93 @@ func TestSSOStartFailsClearlyWhenDiscoveryFails(t *testing.T) {
 		t.Fatalf("start with a wrong issuer: %v", err)
 	}
 }
+
+// TestSSOTokenSignsInAgainOnlyForTheSameRequest: a client whose answer was
+// lost retries with the token it has; the same request (same key, and for
+// a join the same name, kind and tags) is answered again, the same node
+// keeps its incarnation, and the token does not sign in anything else.
+func TestSSOTokenSignsInAgainOnlyForTheSameRequest(t *testing.T) {
+	m, p := startSSOMesh(t)
+	m.applyPolicy(`{"node_owners": {"agent": ["user:*"]}}`)
+	hc := &http.Client{Transport: &http.Transport{TLSClientConfig: pki.PinnedClientTLSAt(m.co.CAFingerprint(), m.clock.Now)}}
+	defer hc.CloseIdleConnections()
+	post := func(path string, req any) (string, string) {
+		t.Helper()
+		body, _ := json.Marshal(req)
+		resp, err := hc.Post(m.co.URL()+path, "application/json", bytes.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var out struct {
+			Code        string `json:"code"`
+			Certificate string `json:"certificate"`
+		}
+		if err := json.NewDecoder(resp.Body).Decode(&out); err != nil {
+			t.Fatal(err)
+		}
+		if resp.StatusCode != http.StatusOK {
+			return out.Code, ""
+		}
+		certs, err := pki.DecodeCertsPEM([]byte(out.Certificate))
+		if err != nil || len(certs) == 0 {
+			t.Fatalf("answer's certificate: %v", err)
+		}
+		return "ok", pki.Incarnation(certs[0])
+	}
+	csrOf := func() string {
+		key, err := pki.NewKey()
+		if err != nil {
+			t.Fatal(err)
+		}
+		csr, err := pki.CreateCSR(key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return string(pki.EncodeCSRPEM(csr))
+	}
+
+	tok, csr := deviceToken(t, p, p.ClientID, "bob"), csrOf()
+	if got, _ := post(controlapi.PathLogin, controlapi.LoginRequest{IDToken: tok, CSR: csr}); got != "ok" {
+		t.Fatalf("login: %s", got)
+	}
+	if got, _ := post(controlapi.PathLogin, controlapi.LoginRequest{IDToken: tok, CSR: csr}); got != "ok" {
+		t.Fatalf("the same login again: %s", got)
+	}
+	if got, _ := post(controlapi.PathLogin, controlapi.LoginRequest{IDToken: tok, CSR: csrOf()}); got != string(reason.SSOTokenUsed) {
+		t.Fatalf("the token with another key: %s, want %s", got, reason.SSOTokenUsed)
+	}
+
+	tok, csr = deviceToken(t, p, p.ClientID, "bob"), csrOf()
+	join := controlapi.JoinRequest{Name: "bob-agent", IDToken: tok, CSR: csr}
+	got, inc := post(controlapi.PathJoin, join)
+	if got != "ok" {
+		t.Fatalf("join: %s", got)
+	}
+	got, again := post(controlapi.PathJoin, join)
+	if got != "ok" || again != inc {
+		t.Fatalf("the same join again: %s, incarnation %q, want %q", got, again, inc)
+	}
+	for name, req := range map[string]controlapi.JoinRequest{
+		"another name": {Name: "bob-other", IDToken: tok, CSR: csr},
+		"another key":  {Name: "bob-agent", IDToken: tok, CSR: csrOf()},
+		"tags added":   {Name: "bob-agent", IDToken: tok, CSR: csr, Tags: []string{"tag:x"}},
+	} {
+		if got, _ := post(controlapi.PathJoin, req); got != string(reason.SSOTokenUsed) {
+			t.Errorf("%s: %s, want %s", name, got, reason.SSOTokenUsed)
+		}
+	}
+	var nodes []controlapi.NodeInfo
+	if err := m.admin.Call(context.Background(), http.MethodGet, controlapi.PathNodes, nil, &nodes); err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, node := range nodes {
+		if node.Owner == "bob@example.com" {
+			n++
+		}
+	}
+	if n != 1 {
+		t.Fatalf("%d nodes owned by bob, want the one: %+v", n, nodes)
+	}
+}
