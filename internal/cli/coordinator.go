@@ -12,7 +12,7 @@ import (
 func init() {
 	register(&command{
 		name:  "coordinator",
-		usage: "--data DIR [--db postgres://...] [--database-key FILE] [--listen ADDR] [--advertise URL] [--trust-domain NAME] [--join-rate N] [--join-burst N] [--cert-ttl DURATION] [--audit-retention DURATION] [--audit-key FILE] [--alerts FILE] [--ready-fd N] " + metricsUsage + " [--sso-issuer URL --sso-client-id ID [--sso-groups-claim NAME] [--sso-admin-group GROUP[,GROUP...]] [--sso-clock-skew DURATION]] | keygen|backup|restore|migrate ...",
+		usage: "--data DIR [--db postgres://...] [--database-key FILE] [--listen ADDR] [--advertise URL] [--trust-domain NAME] [--join-rate N] [--join-burst N] [--cert-ttl DURATION] [--audit-retention DURATION] [--audit-key FILE] [--alerts FILE] [--ready-fd N] " + metricsUsage + " [--sso-issuer URL --sso-client-id ID [--sso-groups-claim NAME] [--sso-admin-group GROUP[,GROUP...]] [--sso-clock-skew DURATION] [--sso-email-claim NAME]] | keygen|backup|restore|migrate ...",
 		short: "run the control plane: CA, registry, auth keys, policy store, audit store",
 		long: `The first start initialises DIR (CA key and certificate, audit signing key, a first admin
 identity in DIR/admin, and the SQLite database in DIR/db). Later starts reuse it. The API is
@@ -105,6 +105,7 @@ func runCoordinator(ctx context.Context, env Env, args []string) error {
 	ssoGroups := fs.String("sso-groups-claim", "groups", "the ID token `CLAIM` listing a person's groups")
 	ssoAdmins := fs.String("sso-admin-group", "", "comma-separated issuer `GROUPS` whose members have admin rights")
 	ssoSkew := fs.Duration("sso-clock-skew", 0, "clock skew allowed with the issuer, at most 10m (default 2m)")
+	ssoEmail := fs.String("sso-email-claim", "", "the ID token `CLAIM` holding a person's address, trusted without email_verified, for issuers that do not send it (default: email, verified)")
 	verbose := fs.Bool("v", false, "log requests and background work to stderr")
 	readyFD := readyFlag(fs)
 	mc := metricsFlags(fs)
@@ -134,7 +135,7 @@ func runCoordinator(ctx context.Context, env Env, args []string) error {
 		return usagef("--sso-client-id needs --sso-issuer")
 	}
 	co, err := engine.StartCoordinatorWithMetrics(ctx, engine.CoordinatorConfig{
-		SSO:            engine.SSOConfig{Issuer: *ssoIssuer, ClientID: *ssoClient, GroupsClaim: *ssoGroups, Skew: *ssoSkew},
+		SSO:            engine.SSOConfig{Issuer: *ssoIssuer, ClientID: *ssoClient, GroupsClaim: *ssoGroups, Skew: *ssoSkew, EmailClaim: *ssoEmail},
 		SSOAdminGroups: admins, DataDir: *data, Database: *db, DatabaseKeyFile: *dbKey,
 		AdvertiseURL: *advertise, Limits: engine.CoordinatorLimits{JoinRate: *joinRate, JoinBurst: *joinBurst}, Listen: *listen, TrustDomain: *td, CertTTL: *ttl, Logger: log, AuditRetention: *retention, AuditKeyFile: *auditKey, AlertsFile: *alerts}, *mc)
 	if err != nil {

@@ -47,6 +47,13 @@ type Config struct {
 	ClientID string
 	// GroupsClaim names the claim holding the person's groups ("" : none).
 	GroupsClaim string
+	// EmailClaim names a claim other than "email" that holds the person's
+	// address, for issuers that do not send email_verified (Microsoft
+	// Entra ID's "upn", say): its value is trusted as the issuer's own,
+	// with no email_verified. "" (or "email") reads "email", and only
+	// when email_verified is true. It must name a claim the person cannot
+	// set themselves; "email" itself is never trusted unverified.
+	EmailClaim string
 	// Skew is the clock skew allowed (DefaultSkew when zero; at most MaxSkew).
 	Skew time.Duration
 	// Now is the clock (time.Now).
@@ -165,11 +172,15 @@ func (v *Verifier) Verify(ctx context.Context, raw string) (Person, error) {
 	// Only an address the issuer says it verified names a person: one
 	// without email_verified true could be anybody's.
 	var email string
-	var verified bool
-	_ = json.Unmarshal(claims["email"], &email)
-	_ = json.Unmarshal(claims["email_verified"], &verified) // a string "true" and the like stay false
-	if email == "" || !verified {
-		return refuse(reason.SSONoEmail, "the ID token carries no e-mail address marked email_verified (ask for the email scope; the provider must verify it)")
+	if v.cfg.EmailClaim == "" || v.cfg.EmailClaim == "email" {
+		var verified bool
+		_ = json.Unmarshal(claims["email"], &email)
+		_ = json.Unmarshal(claims["email_verified"], &verified) // a string "true" and the like stay false
+		if email == "" || !verified {
+			return refuse(reason.SSONoEmail, "the ID token carries no e-mail address marked email_verified (ask for the email scope; the provider must verify it, or name a claim it controls with --sso-email-claim)")
+		}
+	} else if _ = json.Unmarshal(claims[v.cfg.EmailClaim], &email); email == "" {
+		return refuse(reason.SSONoEmail, "the ID token carries no claim %q (--sso-email-claim) holding an address", v.cfg.EmailClaim)
 	}
 	user, err := identity.ParseUser(email)
 	if err != nil {

@@ -59,3 +59,41 @@ func TestOIDCVerifyGroupsAndClockSkew(t *testing.T) {
 		t.Fatal("a skew beyond MaxSkew was accepted")
 	}
 }
+
+// TestEmailClaimNamesTheAddressForIssuersWithoutEmailVerified: with
+// EmailClaim the named claim is the person's address, unverified e-mail
+// or not; without it an unverified e-mail names nobody, and "email" itself
+// is never trusted unverified.
+func TestEmailClaimNamesTheAddressForIssuersWithoutEmailVerified(t *testing.T) {
+	p := ssotest.Start(t,
+		ssotest.Person{ID: "eve", Email: "eve@mail.example", Unverified: true, Claims: map[string]any{"upn": "Eve@Corp.example"}},
+		ssotest.Person{ID: "bob", Email: "bob@example.com"})
+	eve, bob := token(t, p, "eve"), token(t, p, "bob")
+	verify := func(claim, tok string) (sso.Person, reason.Code) {
+		t.Helper()
+		v, err := sso.New(context.Background(), sso.Config{Issuer: p.Issuer, ClientID: p.ClientID, EmailClaim: claim})
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := v.Verify(context.Background(), tok)
+		var se *sso.Error
+		if errors.As(err, &se) {
+			return got, se.Code
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		return got, ""
+	}
+	for _, claim := range []string{"", "email"} {
+		if _, code := verify(claim, eve); code != reason.SSONoEmail {
+			t.Errorf("claim %q, unverified e-mail: %q, want %s", claim, code, reason.SSONoEmail)
+		}
+	}
+	if got, code := verify("upn", eve); code != "" || got.User != "eve@corp.example" {
+		t.Errorf("upn: %+v %q, want eve@corp.example", got, code)
+	}
+	if _, code := verify("upn", bob); code != reason.SSONoEmail {
+		t.Errorf("upn missing: %q, want %s", code, reason.SSONoEmail)
+	}
+}

@@ -29,6 +29,8 @@ type Person struct {
 	// Unverified marks the e-mail address email_verified: false.
 	Unverified bool
 	Groups     []string
+	// Claims are further claims of the person's ID tokens ("upn", say).
+	Claims map[string]any
 }
 
 // Provider is a running OpenID Connect provider.
@@ -171,6 +173,9 @@ func (s *store) SetUserinfoFromScopes(ctx context.Context, info *oidc.UserInfo, 
 	info.EmailVerified = oidc.Bool(!pe.Unverified)
 	if pe.Groups != nil {
 		info.AppendClaims(GroupsClaim, pe.Groups)
+	}
+	for k, v := range pe.Claims {
+		info.AppendClaims(k, v)
 	}
 	return nil
 }
