@@ -95,7 +95,7 @@ func dump(t *testing.T, target string) map[string][]string {
 		t.Fatal(err)
 	}
 	defer db.Close()
-	tables := []string{"meta", "authkeys", "nodes", "policies", "audit_events", "audit_checkpoints", "audit_prune", "secrets"}
+	tables := []string{"meta", "authkeys", "nodes", "policies", "shadow_policies", "logins", "sso_tokens", "audit_events", "audit_checkpoints", "audit_prune", "secrets"}
 	have, err := db.ExistingTables(context.Background(), tables)
 	if err != nil {
 		t.Fatal(err)

@@ -293,43 +293,8 @@ func TestSSOStartFailsClearlyWhenDiscoveryFails(t *testing.T) {
 func TestSSOTokenSignsInAgainOnlyForTheSameRequest(t *testing.T) {
 	m, p := startSSOMesh(t)
 	m.applyPolicy(`{"node_owners": {"agent": ["user:*"]}}`)
-	hc := &http.Client{Transport: &http.Transport{TLSClientConfig: pki.PinnedClientTLSAt(m.co.CAFingerprint(), m.clock.Now)}}
-	defer hc.CloseIdleConnections()
-	post := func(path string, req any) (string, string) {
-		t.Helper()
-		body, _ := json.Marshal(req)
-		resp, err := hc.Post(m.co.URL()+path, "application/json", bytes.NewReader(body))
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		var out struct {
-			Code        string `json:"code"`
-			Certificate string `json:"certificate"`
-		}
-		if err := json.NewDecoder(resp.Body).Decode(&out); err != nil {
-			t.Fatal(err)
-		}
-		if resp.StatusCode != http.StatusOK {
-			return out.Code, ""
-		}
-		certs, err := pki.DecodeCertsPEM([]byte(out.Certificate))
-		if err != nil || len(certs) == 0 {
-			t.Fatalf("answer's certificate: %v", err)
-		}
-		return "ok", pki.Incarnation(certs[0])
-	}
-	csrOf := func() string {
-		key, err := pki.NewKey()
-		if err != nil {
-			t.Fatal(err)
-		}
-		csr, err := pki.CreateCSR(key)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return string(pki.EncodeCSRPEM(csr))
-	}
+	post := func(path string, req any) (string, string) { return signInPost(t, m, path, req) }
+	csrOf := func() string { return newCSR(t) }
 
 	tok, csr := deviceToken(t, p, p.ClientID, "bob"), csrOf()
 	if got, _ := post(controlapi.PathLogin, controlapi.LoginRequest{IDToken: tok, CSR: csr}); got != "ok" {
@@ -373,5 +338,79 @@ func TestSSOTokenSignsInAgainOnlyForTheSameRequest(t *testing.T) {
 	}
 	if n != 1 {
 		t.Fatalf("%d nodes owned by bob, want the one: %+v", n, nodes)
+	}
+}
+
+// signInPost posts a login or join request to m's coordinator and returns
+// "ok" and the issued certificate's incarnation, or the refusal's code.
+func signInPost(t *testing.T, m *mesh, path string, req any) (string, string) {
+	t.Helper()
+	hc := &http.Client{Transport: &http.Transport{TLSClientConfig: pki.PinnedClientTLSAt(m.co.CAFingerprint(), m.clock.Now)}}
+	defer hc.CloseIdleConnections()
+	body, _ := json.Marshal(req)
+	resp, err := hc.Post(m.co.URL()+path, "application/json", bytes.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var out struct {
+		Code        string `json:"code"`
+		Certificate string `json:"certificate"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&out); err != nil {
+		t.Fatal(err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		return out.Code, ""
+	}
+	certs, err := pki.DecodeCertsPEM([]byte(out.Certificate))
+	if err != nil || len(certs) == 0 {
+		t.Fatalf("answer's certificate: %v", err)
+	}
+	return "ok", pki.Incarnation(certs[0])
+}
+
+// newCSR is a PEM certificate request for a new key.
+func newCSR(t *testing.T) string {
+	t.Helper()
+	key, err := pki.NewKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	csr, err := pki.CreateCSR(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(pki.EncodeCSRPEM(csr))
+}
+
+// TestBackupKeepsLoginsAndUsedIDTokens: a restore neither signs people
+// out nor lets an ID token that signed in before the backup sign in again.
+func TestBackupKeepsLoginsAndUsedIDTokens(t *testing.T) {
+	m, p := startSSOMesh(t)
+	tok := deviceToken(t, p, p.ClientID, "bob")
+	if got, _ := signInPost(t, m, controlapi.PathLogin, controlapi.LoginRequest{IDToken: tok, CSR: newCSR(t)}); got != "ok" {
+		t.Fatalf("login: %s", got)
+	}
+	m.stop()
+	var buf bytes.Buffer
+	if _, err := coordinator.Backup(context.Background(), coordinator.BackupConfig{DataDir: m.data}, &buf); err != nil {
+		t.Fatal(err)
+	}
+	restored := filepath.Join(t.TempDir(), "restored")
+	if _, err := coordinator.Restore(context.Background(), coordinator.RestoreConfig{DataDir: restored}, &buf); err != nil {
+		t.Fatal(err)
+	}
+	before, after := dump(t, coordinator.DatabasePath(m.data)), dump(t, coordinator.DatabasePath(restored))
+	for _, table := range []string{"logins", "sso_tokens"} {
+		if len(before[table]) != 1 || !slices.Equal(before[table], after[table]) {
+			t.Errorf("table %s: %q before, %q restored", table, before[table], after[table])
+		}
+	}
+	copyKeyFiles(t, m.data, restored)
+	m.data = restored
+	m.start()
+	if got, _ := signInPost(t, m, controlapi.PathLogin, controlapi.LoginRequest{IDToken: tok, CSR: newCSR(t)}); got != string(reason.SSOTokenUsed) {
+		t.Fatalf("the used token after a restore: %s, want %s", got, reason.SSOTokenUsed)
 	}
 }
