@@ -63,3 +63,28 @@ func TestUserSpellingsCannotBypass(t *testing.T) {
 		t.Errorf("a Kelvin-sign login was allowed as alice@kexample.com: %+v", d)
 	}
 }
+
+// A document's tests can speak of people: src_user is the owner of a
+// mesh node joined with --sso, src "user:LOGIN" a person's tailnet
+// device; both are decided alike, by the same grants.
+func TestPolicyTestsNamePeople(t *testing.T) {
+	const grants = `"grants": [
+	    {"src": ["user:alice@example.com"], "dst": ["tool:ledger"], "tools": ["write"]},
+	  ]`
+	mustCompile(t, `{`+grants+`, "tests": [
+	  {"src": "agent:laptop", "src_user": "alice@example.com", "dst": "tool:ledger", "allow": ["tools/call write"]},
+	  {"src": "user:alice@example.com", "dst": "tool:ledger", "allow": ["tools/call write"]},
+	  {"src": "agent:laptop", "src_user": "bob@example.com", "dst": "tool:ledger", "deny": ["tools/call write"]},
+	  {"src": "agent:laptop", "dst": "tool:ledger", "deny": ["tools/call write"]},
+	]}`)
+	for test, want := range map[string]error{
+		`{"src": "agent:laptop", "dst": "tool:ledger", "allow": ["tools/call write"]}`:                                         ErrTestFailed,
+		`{"src": "agent:laptop", "src_user": "Alice@example.com", "dst": "tool:ledger", "allow": ["tools/call write"]}`:        ErrInvalid,
+		`{"src": "user:Alice@example.com", "dst": "tool:ledger", "allow": ["tools/call write"]}`:                               ErrInvalid,
+		`{"src": "user:alice@example.com", "src_user": "bob@example.com", "dst": "tool:ledger", "deny": ["tools/call write"]}`: ErrInvalid,
+	} {
+		if _, err := Compile([]byte(`{`+grants+`, "tests": [`+test+`]}`), "1"); !errors.Is(err, want) {
+			t.Errorf("test %s: Compile = %v, want %v", test, err, want)
+		}
+	}
+}
