@@ -25,9 +25,9 @@ func (g *Gateway) identify(r *http.Request) (*peerInfo, string, string, reason.C
 	if why != "" {
 		return nil, a.Src, a.User, why
 	}
-	ref := peerRef{id: a.ID, incarnation: a.Incarnation}
+	ref := peerRef{id: a.ID, incarnation: a.Incarnation, user: a.User}
 	if a.Caller != nil {
-		ref = peerRef{key: a.Caller.Key, caller: a.Caller}
+		ref = peerRef{key: a.Caller.Key, caller: a.Caller, user: a.User}
 	}
 	return &peerInfo{ref: ref, node: a.Node, state: a.State, addr: r.RemoteAddr}, a.Src, a.User, ""
 }

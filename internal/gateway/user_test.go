@@ -55,4 +55,17 @@ func TestMeshCallersOwnerDecidesAndIsAudited(t *testing.T) {
 	if seen["alice@example.com"] != 1 || seen["bob@example.com"] != 1 {
 		t.Fatalf("echo events by user: %v", seen)
 	}
+	// Alice's node is revoked: the event that closes its connection names
+	// her too, though the view no longer lists the registration.
+	f.gw.Update(f.state(`{"grants": [{"src": ["agent:other"], "dst": ["tool:payments-db"], "tools": ["query"]}]}`, func(p map[identity.Name]admission.Peer) {
+		fraud := p["fraud"]
+		fraud.Revoked = true
+		p["fraud"] = fraud
+	}))
+	ev, err := f.rec.WaitFor(ctx, func(e audit.Event) bool {
+		return e.Kind == audit.KindConnection && e.Outcome == audit.OutcomeClosed && e.Src == f.peers["fraud"].ID.String()
+	})
+	if err != nil || ev.User != "alice@example.com" {
+		t.Fatalf("closed connection of alice's node: %+v, %v", ev, err)
+	}
 }
