@@ -14,7 +14,6 @@ import (
 
 	"github.com/agentmesh/agentmesh/internal/controlapi"
 	"github.com/agentmesh/agentmesh/internal/identity"
-	"github.com/agentmesh/agentmesh/internal/netmap"
 	"github.com/agentmesh/agentmesh/internal/policy"
 )
 
@@ -407,8 +406,8 @@ func selectorNode(sel, flagName string) (policy.Node, error) {
 // canonical spelling the registry keeps; "" for none, or for an owner
 // that is not in that spelling (no selector could match it).
 func registeredOwner(n controlapi.NodeInfo) string {
-	u, err := netmap.ParseOwner(n.Owner)
-	if err != nil {
+	u, err := identity.ParseUser(n.Owner)
+	if err != nil || string(u) != n.Owner {
 		return ""
 	}
 	return string(u)
