@@ -59,6 +59,12 @@ type Admitted struct {
 	// caller's Src. On a refusal it names the client as far as it could
 	// be named, and may be "".
 	Src string
+	// User is the person behind the client (audit.Event.User), as the
+	// policy sees it (Node.User): a tailnet caller's WhoIs login, a mesh
+	// node's owner from the netmap, never anything the client says. On
+	// a refusal it is set when the client was identified that far (a
+	// certificate of the registration the view lists), else "".
+	User string
 	// State is what to decide the client's requests under: the State it
 	// was admitted under, or a copy carrying the caller's own policy.
 	State *State
@@ -87,14 +93,14 @@ func Identify(st *State, r *http.Request, ident Identifier) (Admitted, reason.Co
 			}
 			a := Admitted{}
 			if c != nil {
-				a.Src = c.Src
+				a.Src, a.User = c.Src, c.Node.User
 			}
 			return a, why
 		}
 		if why := st.CheckCaller(c); why != "" {
-			return Admitted{Src: c.Src}, why
+			return Admitted{Src: c.Src, User: c.Node.User}, why
 		}
-		return Admitted{Node: c.Node, Src: c.Src, State: st.For(c), Caller: c}, ""
+		return Admitted{Node: c.Node, Src: c.Src, User: c.Node.User, State: st.For(c), Caller: c}, ""
 	}
 	if r.TLS == nil || len(r.TLS.PeerCertificates) == 0 {
 		return Admitted{}, reason.NoCertificate
@@ -107,6 +113,11 @@ func Identify(st *State, r *http.Request, ident Identifier) (Admitted, reason.Co
 	a := Admitted{Src: id.String(), ID: id, Incarnation: pki.Incarnation(leaf)}
 	if st == nil {
 		return a, reason.NoPolicy
+	}
+	if p, ok := st.Peers[id.Name]; ok && p.ID == id && p.Incarnation == a.Incarnation && !p.Revoked {
+		// The registration this certificate was issued for: its owner
+		// is the person behind the call, admitted or not.
+		a.User = p.Node.User
 	}
 	if why := st.Check(id, a.Incarnation); why != "" {
 		return a, why

@@ -40,7 +40,8 @@ type State struct {
 
 // Peer is one node that may connect, as the netmap describes it.
 type Peer struct {
-	// Node is the peer as the policy sees it (name, kind, tags).
+	// Node is the peer as the policy sees it (name, kind, tags, and its
+	// owner from the netmap as User).
 	Node policy.Node
 	// ID is the identity its certificate must carry.
 	ID identity.ID

@@ -25,8 +25,9 @@ type Basis struct {
 	// Basis always has both, empty ([]) for a node with no tags.
 	SrcTags []string `json:"src_tags"`
 	DstTags []string `json:"dst_tags"`
-	// SrcUser is the caller's user login (a tailnet caller identified by
-	// WhoIs), "" for none.
+	// SrcUser is the caller's user as the policy saw it (policy.Node.User:
+	// a tailnet caller's WhoIs login, a mesh node's registered owner), ""
+	// for none; the event's User says the same for every event.
 	SrcUser string `json:"src_user,omitempty"`
 	// Method is the method the policy was asked about when it is not the
 	// event's Method: a task method is decided as the request that created

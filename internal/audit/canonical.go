@@ -85,6 +85,7 @@ func appendCanonical(dst []byte, e *Event) ([]byte, error) {
 	if e.Shadow != nil {
 		dst = appendShadow(dst, e.Shadow)
 	}
+	dst = appendField(dst, `,"user":`, e.User)
 	return append(dst, '}'), nil
 }
 

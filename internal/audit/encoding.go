@@ -156,7 +156,7 @@ func (e *Event) problem() string {
 		{"tool", e.Tool}, {"resource", e.Resource}, {"prompt", e.Prompt}, {"model", e.Model},
 		{"action", e.Action}, {"target", e.Target}, {"reason", string(e.Reason)}, {"rule", e.Rule},
 		{"policy_version", e.PolicyVersion}, {"session", e.Session}, {"outcome", string(e.Outcome)},
-		{"args_sha256", e.ArgsSHA256},
+		{"args_sha256", e.ArgsSHA256}, {"user", e.User},
 	} {
 		if len(f.v) > maxFieldLen {
 			return fmt.Sprintf("%s longer than %d bytes", f.name, maxFieldLen)

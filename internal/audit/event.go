@@ -125,6 +125,15 @@ type Event struct {
 	// Shadow, on a request event, is the shadow policy's decision when it
 	// differs from the active one (shadow.go); nil otherwise.
 	Shadow *ShadowDecision `json:"shadow,omitempty"`
+	// User is the person behind the caller, the same on both transports:
+	// the login tailnet WhoIs reports for a person's device, or the owner
+	// the coordinator's registry holds for a mesh node joined with
+	// `agentmesh join --sso`; in lower case, as user:LOGIN selectors
+	// match it (policy.Node.User). "" when the caller has none (a node
+	// joined with an auth key, a tagged tailnet device), when it could not
+	// be identified, and in events recorded before gateways kept it.
+	// Never taken from the peer.
+	User string `json:"user,omitempty"`
 }
 
 // Attempts is how many attempts e accounts for: Count, or 1 for an event

@@ -84,4 +84,23 @@ func TestLoginAndJoinSSOThroughTheCLI(t *testing.T) {
 		!strings.Contains(out, "user:alice@example.com") || strings.Contains(out, "bob-pay") {
 		t.Fatalf("nodes list: %d\n%s\n%s", code, out, errOut)
 	}
+	// A grant to Alice reaches the node she joined, by its registered
+	// owner, in policy check and who alike; Bob's node it does not.
+	if err := os.WriteFile(pol, []byte(`{"node_owners": {"agent": ["user:*"], "tag:payments": ["user:alice@example.com"]},
+	  "grants": [{"src": ["user:alice@example.com"], "dst": ["tool:ledger"], "tools": ["write"]}]}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if code, out, errOut := run(t, nil, "policy", "apply", "--state", login, pol); code != 0 {
+		t.Fatalf("policy apply with a user: grant: %d\n%s\n%s", code, out, errOut)
+	}
+	for src, want := range map[string]string{"agent:alice-pay": "ALLOW", "agent:bob-agent": "DENY"} {
+		code, out, errOut := run(t, nil, "policy", "check", "--state", login, "--src", src, "--dst", "tool:ledger", "--tool", "write")
+		if code != 0 || !strings.HasPrefix(out, want) {
+			t.Fatalf("policy check %s: %d\n%s\n%s", src, code, out, errOut)
+		}
+	}
+	code, out, errOut = run(t, nil, "policy", "who", "--state", login, "--dst", "tool:ledger")
+	if code != 0 || !strings.Contains(out, "agent:alice-pay (user:alice@example.com)") || strings.Contains(out, "bob-agent") {
+		t.Fatalf("policy who: %d\n%s\n%s", code, out, errOut)
+	}
 }

@@ -342,11 +342,17 @@ func policyCheck(ctx context.Context, env Env, a checkArgs) error {
 			if n.Status != "active" {
 				continue
 			}
-			if n.Name == string(req.Src.Name) && n.Kind == string(req.Src.Kind) && a.srcTags == "" {
-				req.Src.Tags, _ = identity.ParseTags(n.Tags)
+			if n.Name == string(req.Src.Name) && n.Kind == string(req.Src.Kind) {
+				if a.srcTags == "" {
+					req.Src.Tags, _ = identity.ParseTags(n.Tags)
+				}
+				req.Src.User = registeredOwner(n)
 			}
-			if n.Name == string(req.Dst.Name) && n.Kind == string(req.Dst.Kind) && a.dstTags == "" {
-				req.Dst.Tags, _ = identity.ParseTags(n.Tags)
+			if n.Name == string(req.Dst.Name) && n.Kind == string(req.Dst.Kind) {
+				if a.dstTags == "" {
+					req.Dst.Tags, _ = identity.ParseTags(n.Tags)
+				}
+				req.Dst.User = registeredOwner(n)
 			}
 		}
 	}
@@ -373,11 +379,22 @@ func policyCheck(ctx context.Context, env Env, a checkArgs) error {
 	return nil
 }
 
-// selectorNode turns "agent:NAME" (or tool:, model:) into a policy node.
+// selectorNode turns "agent:NAME" (or tool:, model:) into a policy node,
+// and "user:LOGIN" into a person's tailnet device: an agent known only by
+// its owner's login, as tailnet WhoIs identifies it.
 func selectorNode(sel, flagName string) (policy.Node, error) {
 	kind, name, ok := strings.Cut(sel, ":")
 	if !ok {
-		return policy.Node{}, usagef("%s wants KIND:NAME, such as agent:fraud-detector", flagName)
+		return policy.Node{}, usagef("%s wants KIND:NAME, such as agent:fraud-detector, or user:LOGIN", flagName)
+	}
+	if kind == identity.KindUser {
+		if name == "" || len(name) > 256 || strings.ContainsFunc(name, func(r rune) bool { return r <= ' ' || r >= 0x7f }) {
+			return policy.Node{}, usagef("%s: user:LOGIN wants a login of printable ASCII characters, such as user:alice@example.com", flagName)
+		}
+		if lower := identity.LowerLogin(name); lower != name {
+			return policy.Node{}, usagef("%s: logins are compared in lower case: user:%s", flagName, lower)
+		}
+		return policy.Node{Kind: identity.KindAgent, User: name, Tags: []identity.Tag{}}, nil
 	}
 	k, err := identity.ParseKind(kind)
 	if err != nil {
@@ -388,4 +405,16 @@ func selectorNode(sel, flagName string) (policy.Node, error) {
 		return policy.Node{}, usagef("%s: %v", flagName, err)
 	}
 	return policy.Node{Name: n, Kind: k, Tags: []identity.Tag{}}, nil
+}
+
+// registeredOwner is the owner of a registry listing's node as the policy
+// sees it (policy.Node.User): a person who joined it with --sso, in the
+// canonical spelling the registry keeps; "" for none, or for an owner
+// that is not in that spelling (no selector could match it).
+func registeredOwner(n controlapi.NodeInfo) string {
+	u, err := identity.ParseUser(n.Owner)
+	if err != nil || string(u) != n.Owner {
+		return ""
+	}
+	return string(u)
 }

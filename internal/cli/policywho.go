@@ -130,11 +130,11 @@ func policyRights(ctx context.Context, env Env, a rightsArgs, who bool) error {
 	// The node's tags: the registry's, unless --tags says.
 	registered := false
 	for _, n := range nodes {
-		if n.Kind == node.Kind && n.Name == node.Name {
-			node.Tags, registered = n.Tags, true
+		if node.Name != "" && n.Kind == node.Kind && n.Name == node.Name {
+			node.Tags, node.User, registered = n.Tags, n.User, true
 		}
 	}
-	if nodes != nil && !registered {
+	if nodes != nil && !registered && node.Name != "" {
 		printf(env.Stderr, "warning: no active node %s is registered (a typo?); its tags are taken as none unless --tags says\n", a.sel)
 	}
 	if a.tags != "" {
@@ -198,6 +198,9 @@ func printRights(env Env, rep rightsReport, who bool) {
 		p := r.Src
 		if !who {
 			p = r.Dst
+		}
+		if r.User != "" && !strings.HasPrefix(p, "user:") {
+			p += " (user:" + r.User + ")"
 		}
 		v := r.Via
 		if r.Member != "" {
@@ -319,7 +322,7 @@ func activeNodes(infos []controlapi.NodeInfo) []policy.Node {
 		if err != nil {
 			continue
 		}
-		nodes = append(nodes, policy.Node{Kind: kind, Name: name, Tags: tags})
+		nodes = append(nodes, policy.Node{Kind: kind, Name: name, Tags: tags, User: registeredOwner(n)})
 	}
 	return nodes
 }

@@ -523,7 +523,7 @@ func (c *Coordinator) handleNodeList(w http.ResponseWriter, r *http.Request, who
 		id, _ := identity.New(c.td, n.Kind, n.Name)
 		out = append(out, controlapi.NodeInfo{Name: string(n.Name), Kind: string(n.Kind), ID: id.String(), Tags: identity.TagStrings(n.Tags),
 			Status: string(n.Status), Addrs: n.Addrs, Serving: c.serving(n.Node, now), LastSeen: n.LastSeen, Created: n.CreatedAt,
-			CertExpires: n.CertExpires, Owner: n.Owner})
+			CertExpires: n.CertExpires, Owner: string(n.Owner)})
 	}
 	writeJSON(w, http.StatusOK, out)
 }

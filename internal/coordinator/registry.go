@@ -347,7 +347,6 @@ type nodeRow struct {
 	CreatedAt   time.Time
 	RevokedAt   time.Time
 	CertExpires time.Time // zero: not recorded
-	Owner       string    // the person who joined it with --sso (an e-mail address), or ""
 }
 
 const nodeColumns = `incarnation, name, kind, tags, status, addrs, created_at, revoked_at, last_seen, cert_expires, owner`
@@ -357,13 +356,18 @@ const nodeColumns = `incarnation, name, kind, tags, status, addrs, created_at, r
 // The ID is left to the caller, who knows the trust domain.
 func scanNode(s interface{ Scan(...any) error }) (nodeRow, error) {
 	var n nodeRow
-	var name, kind, tags, status, addrs string
+	var name, kind, tags, status, addrs, owner string
 	var created, certExpires int64
 	var revoked, seen sql.NullInt64
-	if err := s.Scan(&n.Incarnation, &name, &kind, &tags, &status, &addrs, &created, &revoked, &seen, &certExpires, &n.Owner); err != nil {
+	if err := s.Scan(&n.Incarnation, &name, &kind, &tags, &status, &addrs, &created, &revoked, &seen, &certExpires, &owner); err != nil {
 		return n, err
 	}
 	var err error
+	// The owner (the person who joined it with --sso, or "") goes into
+	// gateways' netmaps: the registry is its only source.
+	if n.Owner, err = netmap.ParseOwner(owner); err != nil {
+		return n, fmt.Errorf("node %q: %w", name, err)
+	}
 	if n.Name, err = identity.ParseName(name); err != nil {
 		return n, fmt.Errorf("node %q: %w", name, err)
 	}

@@ -76,7 +76,8 @@ func (c *Coordinator) viewFor(self netmap.Node) (*netmap.Netmap, error) {
 		if pn.Kind.Serves() && pol.Links(me, pn) {
 			// A service this node may reach: where (no address while it
 			// is not serving, so that its connector can say so rather
-			// than call it unknown), and who answers.
+			// than call it unknown), and who answers. Its owner only
+			// with a peer's entry: a caller has no need to know it.
 			if !include {
 				entry = netmap.Node{ID: n.ID, Name: n.Name, Kind: n.Kind, Tags: []identity.Tag{}, Status: n.Status}
 			}
@@ -170,7 +171,9 @@ func (pc *projectionCache) get(pol *policy.Policy, version int64, gw policy.Node
 	if pol == nil {
 		return policy.Projection{Document: []byte("{}\n")}, nil
 	}
-	key := string(gw.Kind) + ":" + string(gw.Name) + " " + strings.Join(identity.TagStrings(gw.Tags), ",")
+	// The owner is part of the key: a grant whose dst is user:EMAIL
+	// projects onto the gateways that person owns.
+	key := string(gw.Kind) + ":" + string(gw.Name) + " " + strings.Join(identity.TagStrings(gw.Tags), ",") + " " + gw.User
 	pc.mu.Lock()
 	defer pc.mu.Unlock()
 	if pc.version != version || pc.byNode == nil {

@@ -60,7 +60,7 @@ func (g *Gateway) recheckCallers(ctx context.Context, st *admission.State) {
 			if sess.id != "" {
 				cst := st.For(c)
 				g.record(context.Background(), &audit.Event{
-					Kind: audit.KindSession, Src: c.Src, Dst: st.Dst(),
+					Kind: audit.KindSession, Src: c.Src, Dst: st.Dst(), User: c.Node.User,
 					Session: sess.id, Decision: audit.Deny, Reason: why, Outcome: audit.OutcomeClosed,
 					PolicyVersion: cst.PolicyVersion(),
 				})

@@ -31,6 +31,9 @@ type peerRef struct {
 	// key and caller are set instead of id for an Identifier caller.
 	key    string
 	caller *admission.Caller
+	// user is the person behind the caller (audit.Event.User), for the
+	// events of what it opens; not part of its identity (same).
+	user string
 }
 
 // same reports whether r and o name one caller: the same identity and

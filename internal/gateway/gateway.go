@@ -380,7 +380,7 @@ func (g *Gateway) Update(s *admission.State) {
 			g.log.Info("closing session of peer that lost access", "peer", sess.owner.String(), "session", sess.id, "reason", why)
 			g.endSession(sess)
 			g.record(context.Background(), &audit.Event{
-				Kind: audit.KindSession, Src: sess.owner.String(), Dst: s.Dst(),
+				Kind: audit.KindSession, Src: sess.owner.String(), Dst: s.Dst(), User: sess.user,
 				Session: sess.id, Decision: audit.Deny, Reason: why, Outcome: audit.OutcomeClosed,
 				PolicyVersion: s.PolicyVersion(),
 			})
@@ -425,7 +425,7 @@ func (g *Gateway) reapIdle() int {
 		}
 		g.log.Info("ended idle session", "peer", sess.owner.String(), "session", sess.id)
 		g.record(context.Background(), &audit.Event{
-			Kind: audit.KindSession, Src: sess.owner.String(), Dst: st.Dst(),
+			Kind: audit.KindSession, Src: sess.owner.String(), Dst: st.Dst(), User: sess.user,
 			Session: sess.id, Decision: audit.Allow, Reason: reason.Idle, Outcome: audit.OutcomeExpired,
 			PolicyVersion: st.PolicyVersion(),
 		})
@@ -446,9 +446,13 @@ func (g *Gateway) closeConn(tc *trackedConn, src string, why reason.Code, st *ad
 		addr = a.String()
 	}
 	tc.conn.Close()
+	user := ""
+	if p := tc.peer(); p != nil {
+		user = p.user
+	}
 	g.record(context.Background(), &audit.Event{
 		Kind: audit.KindConnection, Src: src, SrcAddr: addr, Dst: st.Dst(),
-		Decision: audit.Deny, Reason: why, Outcome: audit.OutcomeClosed, PolicyVersion: st.PolicyVersion(),
+		Decision: audit.Deny, Reason: why, Outcome: audit.OutcomeClosed, PolicyVersion: st.PolicyVersion(), User: user,
 	})
 }
 

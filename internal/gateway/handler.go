@@ -52,21 +52,21 @@ type exchange struct {
 
 func (g *Gateway) serveMCP(w http.ResponseWriter, r *http.Request) {
 	start := g.now()
-	p, src, why := g.identify(r)
+	p, src, user, why := g.identify(r)
 	if p == nil {
-		g.refuse(w, r, src, why)
+		g.refuse(w, r, src, user, why)
 		return
 	}
 	if tc := connOf(r.Context()); tc != nil && tc.bind(p.ref) {
 		g.record(r.Context(), &audit.Event{
 			Kind: audit.KindConnection, Src: src, SrcAddr: r.RemoteAddr,
 			Dst: p.state.Dst(), Decision: audit.Allow, Reason: reason.Allowed,
-			PolicyVersion: p.state.PolicyVersion(), Outcome: audit.OutcomeAccepted,
+			PolicyVersion: p.state.PolicyVersion(), Outcome: audit.OutcomeAccepted, User: user,
 		})
 	}
 	ev := &audit.Event{
 		ID: audit.NewID(), Kind: audit.KindRequest, Src: src, SrcAddr: r.RemoteAddr,
-		Dst: p.state.Dst(), PolicyVersion: p.state.PolicyVersion(),
+		Dst: p.state.Dst(), PolicyVersion: p.state.PolicyVersion(), User: user,
 	}
 	x := &exchange{peer: p, ev: ev, start: start}
 	g.traceBegin(r, x)
@@ -395,12 +395,12 @@ func (g *Gateway) deny(w http.ResponseWriter, r *http.Request, x *exchange, stat
 // refuse answers a request whose peer is not admitted, and audits it as a
 // connection refusal (aggregated when Config.Refusals is set); the answer
 // carries the id of the event that accounts for it.
-func (g *Gateway) refuse(w http.ResponseWriter, r *http.Request, src string, why reason.Code) {
+func (g *Gateway) refuse(w http.ResponseWriter, r *http.Request, src, user string, why reason.Code) {
 	st := g.state.Load()
 	ev := &audit.Event{
 		Kind: audit.KindConnection, Src: src, SrcAddr: r.RemoteAddr,
 		Dst: st.Dst(), Decision: audit.Deny, Reason: why, PolicyVersion: st.PolicyVersion(),
-		Outcome: audit.OutcomeRefused,
+		Outcome: audit.OutcomeRefused, User: user,
 	}
 	id, err := admission.RecordRefusal(r.Context(), g.cfg.Refusals, g.cfg.Audit, ev, g.now())
 	if err != nil {

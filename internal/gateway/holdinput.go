@@ -278,7 +278,7 @@ func (g *Gateway) endParked(p *parkedHold, why reason.Code, withdraw string) {
 	p.timer.Stop()
 	g.unpark(p, withdraw)
 	ev := &audit.Event{
-		Kind: audit.KindRequest, Src: p.ev.Src, SrcAddr: p.ev.SrcAddr, Dst: p.ev.Dst, Session: p.ev.Session,
+		Kind: audit.KindRequest, Src: p.ev.Src, SrcAddr: p.ev.SrcAddr, Dst: p.ev.Dst, Session: p.ev.Session, User: p.ev.User,
 		Method: p.ev.Method, Tool: p.ev.Tool, ArgsSHA256: p.ev.ArgsSHA256, Rule: p.ev.Rule, PolicyVersion: p.ev.PolicyVersion,
 		Decision: audit.Deny, Reason: why, Outcome: audit.OutcomeDenied,
 		Detail: "approval " + p.a.ID + " " + withdraw + ": the client did not call again after input_required (event " + p.ev.ID + ")",

@@ -63,6 +63,9 @@ type session struct {
 	id          string
 	owner       identity.ID
 	incarnation string
+	// user is the person behind the owner (audit.Event.User), fixed for a
+	// registration: its session events name them.
+	user string
 	// key is the owning Identifier caller's Key ("" for a certificate
 	// owner); hasCaller says caller (guarded by mu) is set.
 	key       string
@@ -104,7 +107,7 @@ type session struct {
 func newSession(base context.Context, id string, p peerRef, now time.Time) *session {
 	ctx, cancel := context.WithCancel(base)
 	return &session{
-		id: id, owner: p.id, incarnation: p.incarnation,
+		id: id, owner: p.id, incarnation: p.incarnation, user: p.user,
 		key: p.key, hasCaller: p.caller != nil, caller: p.caller,
 		ctx: ctx, cancel: cancel, lastUsed: now,
 		views:   make(map[listKind]map[string]bool),

@@ -30,13 +30,39 @@ const maxEmail = 254
 // selector or a table are allowed, so the address is its own canonical,
 // escape-free spelling: two spellings of one person cannot exist. An
 // address outside this rule is refused rather than escaped (fail closed).
+// Only ASCII letters are folded (LowerLogin): Unicode case mapping would
+// turn a foreign character into an ASCII one (the Kelvin sign U+212A
+// lower-cases to 'k'), so that an address the issuer holds to be another
+// person's would name this one; such an address stays as it is and fails
+// the rule.
 func ParseUser(email string) (User, error) {
-	s := strings.ToLower(email)
+	s := LowerLogin(email)
 	local, domain, ok := strings.Cut(s, "@")
 	if !ok || len(s) > maxEmail || !validLocal(local) || strings.Contains(domain, "@") || !validDotted(domain) || !strings.Contains(domain, ".") {
 		return "", fmt.Errorf("%w: %q (want %s)", ErrBadUser, email, UserRule)
 	}
 	return User(s), nil
+}
+
+// LowerLogin returns s with its ASCII letters in lower case and every
+// other byte unchanged: the canonical form of a person's login name
+// (an e-mail address, a tailnet WhoIs login), in which user:LOGIN
+// selectors and the logins of callers are compared. It never maps a
+// non-ASCII character to an ASCII one, so no spelling outside ASCII can
+// become an ASCII login it is not.
+func LowerLogin(s string) string {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c >= 'A' && c <= 'Z' {
+			b := []byte(s)
+			for j := i; j < len(b); j++ {
+				if c := b[j]; c >= 'A' && c <= 'Z' {
+					b[j] = c + 'a' - 'A'
+				}
+			}
+			return string(b)
+		}
+	}
+	return s
 }
 
 func validLocal(s string) bool {

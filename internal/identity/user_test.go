@@ -19,7 +19,10 @@ func TestUserParse(t *testing.T) {
 	}
 	for _, in := range []string{"", "alice", "@example.com", "alice@", "alice@localhost", "a@b@example.com",
 		"al ice@example.com", "alice/../x@example.com", "alice%40@example.com", ".alice@example.com", "al..ice@example.com",
-		"alice@exa_mple..com", "alice@example.com/extra", "alice?x@example.com"} {
+		"alice@exa_mple..com", "alice@example.com/extra", "alice?x@example.com",
+		// Unicode case mapping must not make another address this one:
+		// the Kelvin sign lower-cases to 'k', the dotted capital I to 'i'.
+		"alice@\u212Aexample.com", "\u0130ris@example.com"} {
 		if _, err := ParseUser(in); !errors.Is(err, ErrBadUser) {
 			t.Errorf("ParseUser(%q) = %v, want ErrBadUser", in, err)
 		}
@@ -55,5 +58,20 @@ func TestUserIDIsNotANodeID(t *testing.T) {
 	}
 	if u.Selector() != "user:alice@example.com" {
 		t.Fatalf("Selector %q", u.Selector())
+	}
+}
+
+func TestLowerLoginFoldsOnlyASCII(t *testing.T) {
+	for in, want := range map[string]string{
+		"":                    "",
+		"alice@example.com":   "alice@example.com",
+		"Alice@Example.COM":   "alice@example.com",
+		"alice@\u212Aexample": "alice@\u212Aexample",
+		"\u00C4lice@github":   "\u00C4lice@github",
+		"BOB\u00C4@x.example": "bob\u00C4@x.example",
+	} {
+		if got := LowerLogin(in); got != want {
+			t.Errorf("LowerLogin(%q) = %q, want %q", in, got, want)
+		}
 	}
 }

@@ -131,7 +131,7 @@ func (g *Gateway) serveHTTP(w http.ResponseWriter, r *http.Request) {
 // refused connection, aggregated per source, as the MCP gateway does.
 func (g *Gateway) admit(w http.ResponseWriter, r *http.Request, x *request) bool {
 	peer, why := admission.Identify(x.st, r, g.cfg.Identifier)
-	x.ev.Src = peer.Src
+	x.ev.Src, x.ev.User = peer.Src, peer.User
 	if why != "" {
 		x.ev.Kind, x.ev.Method = audit.KindConnection, ""
 		budget.SkipBody(w, r)

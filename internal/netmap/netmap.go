@@ -84,11 +84,22 @@ type Node struct {
 	// A service listed for a node to reach comes without one.
 	Incarnation string
 	LastSeen    time.Time
+	// Owner is the person who joined the node with `agentmesh join
+	// --sso`, as the coordinator's registry recorded it (never as the
+	// node says), in canonical form (identity.ParseUser); "" for a node
+	// joined with an auth key. A gateway gets it for its peers, so that
+	// user:EMAIL selectors match them and its audit names the person
+	// behind a call; a node listed only as a service to reach comes
+	// without it. On the wire it is "owner", left out when empty, so a
+	// netmap without owners reads as before; a node older than the field
+	// decodes strictly and refuses a netmap that names an owner.
+	Owner identity.User
 }
 
-// PolicyNode is n as the policy sees it: kind, name and tags.
+// PolicyNode is n as the policy sees it: kind, name, tags and the user
+// who owns it (Owner).
 func (n Node) PolicyNode() policy.Node {
-	return policy.Node{Kind: n.Kind, Name: n.Name, Tags: n.Tags}
+	return policy.Node{Kind: n.Kind, Name: n.Name, Tags: n.Tags, User: string(n.Owner)}
 }
 
 // wireNode is a Node as JSON carries it.
@@ -101,6 +112,7 @@ type wireNode struct {
 	Status      string    `json:"status"`
 	Incarnation string    `json:"incarnation"`
 	LastSeen    time.Time `json:"last_seen,omitzero"`
+	Owner       string    `json:"owner,omitempty"`
 }
 
 // MarshalJSON writes n in the wire format: its typed fields as strings.
@@ -112,6 +124,7 @@ func (n Node) MarshalJSON() ([]byte, error) {
 	return json.Marshal(wireNode{
 		ID: n.ID.String(), Name: string(n.Name), Kind: string(n.Kind), Tags: tags,
 		Addrs: n.Addrs, Status: string(n.Status), Incarnation: n.Incarnation, LastSeen: n.LastSeen,
+		Owner: string(n.Owner),
 	})
 }
 
@@ -158,8 +171,30 @@ func (w *wireNode) parse() (Node, error) {
 	if err != nil {
 		return Node{}, err
 	}
+	owner, err := ParseOwner(w.Owner)
+	if err != nil {
+		return Node{}, err
+	}
 	return Node{ID: id, Name: name, Kind: kind, Tags: tags, Addrs: w.Addrs, Status: status,
-		Incarnation: w.Incarnation, LastSeen: w.LastSeen}, nil
+		Incarnation: w.Incarnation, LastSeen: w.LastSeen, Owner: owner}, nil
+}
+
+// ParseOwner reads a node's owner: "" or a user name in its canonical
+// spelling. Another spelling of a person (upper case) is refused, not
+// folded: the coordinator writes only the canonical one, so anything else
+// did not come from it as it is.
+func ParseOwner(s string) (identity.User, error) {
+	if s == "" {
+		return "", nil
+	}
+	u, err := identity.ParseUser(s)
+	if err != nil {
+		return "", fmt.Errorf("owner: %w", err)
+	}
+	if string(u) != s {
+		return "", fmt.Errorf("owner %q is not in canonical form (%q)", s, u)
+	}
+	return u, nil
 }
 
 // Policy is the policy a gateway enforces: the projection for it of the
@@ -380,7 +415,10 @@ func (n *Node) validate(td identity.TrustDomain) error {
 	if !slices.Equal(parsed, n.Tags) {
 		return fmt.Errorf("tags %q are not in canonical form", tags)
 	}
-	_, err = ParseStatus(string(n.Status))
+	if _, err := ParseStatus(string(n.Status)); err != nil {
+		return err
+	}
+	_, err = ParseOwner(string(n.Owner))
 	return err
 }
 

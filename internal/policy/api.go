@@ -26,8 +26,19 @@
 // and HTTP method.
 //
 // Selectors are agent:NAME, tool:NAME, model:NAME, tag:NAME, group:NAME, *
-// and user:LOGIN; the last matches Node.User, which only a tailnet caller
-// identified with WhoIs has (a mesh certificate names no user). Groups may
+// and user:LOGIN; the last matches Node.User, the person behind a node:
+// for a tailnet caller the login WhoIs reports for an untagged device (a
+// tagged device belongs to the tailnet and has none); for a mesh node the
+// owner the coordinator's registry recorded when a person joined it with
+// `agentmesh join --sso`, carried in the netmap (a certificate names no
+// user, and the peer's word is never taken). One call has at most one
+// user, from its transport's authority: a certificate caller has no
+// WhoIs, a tailnet caller no registry entry. A mesh node with an owner is
+// known by both its kind:NAME and user:LOGIN (and its tags), so a grant
+// to either reaches it. Logins are compared in lower case (ASCII only,
+// identity.LowerLogin): a selector with an upper-case letter does not
+// compile, callers' logins are folded when identified, and a Node whose
+// User is not folded is denied everything. Groups may
 // also list admin:NAME, for approval groups (approvals.go).
 //
 // Grants only add access. Decide looks grants up in an index built at
@@ -74,9 +85,12 @@ type Node struct {
 	Name identity.Name
 	Kind identity.Kind
 	Tags []identity.Tag
-	// User is the login of the human who owns the node (for a tailnet
-	// node, as WhoIs reports it, such as "alice@example.com"); it is
-	// matched by user:LOGIN selectors. Empty matches no user: selector.
+	// User is the login of the human who owns the node, in lower case
+	// (identity.LowerLogin): for a tailnet node as WhoIs reports it, for
+	// a mesh node its registered owner (netmap.Node.Owner), such as
+	// "alice@example.com"; it is matched by user:LOGIN selectors. Empty
+	// matches no user: selector; one with an upper-case ASCII letter
+	// makes the request invalid (denied).
 	// A node with a User may have no Name (a person's tailnet device,
 	// whose self-chosen name proves nothing): it then matches no
 	// kind:NAME selector.

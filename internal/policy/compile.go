@@ -276,6 +276,12 @@ func (c *compiler) selector(s str, listPath string, idx int, inGroup bool) []nod
 			c.d.fail(s.off, at(), ErrInvalid, "selector %q: want user:LOGIN with LOGIN of 1-256 printable characters, no spaces", s.s)
 			return nil
 		}
+		if lower := identity.LowerLogin(name); lower != name {
+			// Logins are compared in lower case (a caller's login is
+			// folded when it is identified): one spelling per person.
+			c.d.fail(s.off, at(), ErrInvalid, "selector %q: logins are compared in lower case; write user:%s", s.s, lower)
+			return nil
+		}
 		return []nodeKey{{keyUser, name}}
 	case "group":
 		gs := c.groups[s.s]

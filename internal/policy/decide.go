@@ -152,7 +152,21 @@ func validNode(n *Node) (keyKind, bool) {
 	if !ok || n.Name == "" && n.User == "" {
 		return 0, false // a node needs a name, or a user who owns it
 	}
+	if !canonicalLogin(n.User) {
+		return 0, false // a login not in lower case would match no selector: deny, never skip a limit
+	}
 	return k, true
+}
+
+// canonicalLogin reports whether s has no upper-case ASCII letter, the
+// form identity.LowerLogin gives and user:LOGIN selectors are in.
+func canonicalLogin(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c >= 'A' && c <= 'Z' {
+			return false
+		}
+	}
+	return true
 }
 
 // requestItem returns the name the request is about and which grant list

@@ -279,7 +279,7 @@ func TestDecideMatchesUserSelectorsOnlyForThatLogin(t *testing.T) {
 		{"user selector matches its login", owned("bob@example.com"), "query", true},
 		{"user selector in a group", owned("alice@example.com"), "describe", true},
 		{"another login does not match", owned("alice@example.com"), "query", false},
-		{"logins compare case-sensitively", owned("Bob@example.com"), "query", false},
+		{"a login not in lower case is denied", owned("Bob@example.com"), "query", false},
 		{"a node without a user matches no user selector", agent("laptop"), "query", false},
 		{"tags do not stand in for the user", owned("", "tag:bob@example.com"), "query", false},
 		{"a nameless node is matched by its user", Node{Kind: identity.KindAgent, User: "bob@example.com"}, "query", true},

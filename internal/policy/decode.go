@@ -58,8 +58,10 @@ type (
 		off              int
 		src, dst         str
 		srcTags, dstTags *strList
-		args             map[string]any
-		allow, deny      []str
+		// srcUser is the person who owns src (src_user), or nil.
+		srcUser     *str
+		args        map[string]any
+		allow, deny []str
 		// hashes are the tool definition hashes the test's dst
 		// advertises (tool_hashes), or nil (see testPins).
 		hashes map[string]str
@@ -471,6 +473,10 @@ func (d *decoder) test(v *hujson.Value, path string) (rawTest, bool) {
 				} else {
 					t.dstTags = &l
 				}
+			}
+		case "src_user":
+			if s, ok := d.string(fv, fp); ok {
+				t.srcUser = &s
 			}
 		case "args":
 			if _, ok := fv.Value.(*hujson.Object); !ok {

@@ -17,6 +17,16 @@ func (p *Policy) runTests(tests []rawTest, doc []byte) []error {
 		path := fmt.Sprintf("tests[%d]", i)
 		src, ok1 := d.testNode(t.src, t.srcTags, path+".src")
 		dst, ok2 := d.testNode(t.dst, t.dstTags, path+".dst")
+		if ok1 && t.srcUser != nil {
+			// src_user: the person who joined src with --sso (its
+			// registered owner), as a gateway's netmap names it.
+			if u := t.srcUser; !validLogin(u.s) || identity.LowerLogin(u.s) != u.s || src.User != "" {
+				d.fail(u.off, path+".src_user", ErrInvalid, "src_user %q: want a lower-case login, such as alice@example.com, with a src of kind:NAME", u.s)
+				ok1 = false
+			} else {
+				src.User = u.s
+			}
+		}
 		if !ok1 || !ok2 {
 			continue
 		}
@@ -59,13 +69,27 @@ func (p *Policy) runTests(tests []rawTest, doc []byte) []error {
 	return d.errs
 }
 
-// testNode parses a test's "src" or "dst": a selector naming one node.
+// testNode parses a test's "src" or "dst": a selector naming one node,
+// or user:LOGIN, a person's tailnet device (an agent known only by its
+// owner's login, as WhoIs identifies it).
 func (d *decoder) testNode(s str, tags *strList, path string) (Node, bool) {
 	kind, name, ok := strings.Cut(s.s, ":")
+	if ok && kind == identity.KindUser {
+		if !validLogin(name) || identity.LowerLogin(name) != name {
+			d.fail(s.off, path, ErrInvalid, "%q: want user:LOGIN in lower case, such as user:alice@example.com", s.s)
+			return Node{}, false
+		}
+		node := Node{Kind: identity.KindAgent, User: name}
+		if tags != nil {
+			d.fail(tags.off, path+"_tags", ErrInvalid, "a person's device has no tags")
+			return Node{}, false
+		}
+		return node, true
+	}
 	k, kerr := identity.ParseKind(kind)
 	n, nerr := identity.ParseName(name)
 	if !ok || kerr != nil || nerr != nil || k == identity.KindAdmin {
-		d.fail(s.off, path, ErrInvalid, "%q: a test names one node, as agent:NAME, tool:NAME or model:NAME", s.s)
+		d.fail(s.off, path, ErrInvalid, "%q: a test names one node, as agent:NAME, tool:NAME or model:NAME, or a person's device as user:LOGIN", s.s)
 		return Node{}, false
 	}
 	node := Node{Name: n, Kind: k}

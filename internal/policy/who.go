@@ -32,6 +32,9 @@ type Right struct {
 	// Tags are the registered tags of the end that was looked up (the
 	// sources for Who, the destinations for Can).
 	Tags []string `json:"tags,omitempty"`
+	// User is the person who owns that end (Node.User: a registered
+	// node's owner), matched by user:LOGIN selectors; "" for none.
+	User string `json:"user,omitempty"`
 	// Via is the entry of the grant's src (for Who) or dst (for Can) that
 	// matches that end, as written: "agent:NAME", "tag:ci", "*" or
 	// "group:NAME" (then Member says which of its members matched).
@@ -233,7 +236,7 @@ func (p *Policy) right(gi int, fixed Node, peer *Node, key nodeKey, q WhoQuery, 
 	peerSel := key.selector()
 	if peer != nil {
 		peerSel = nodeSelector(peer)
-		r.Tags = identity.TagStrings(peer.Tags)
+		r.Tags, r.User = identity.TagStrings(peer.Tags), peer.User
 	}
 	r.Src, r.Dst = peerSel, nodeSelector(&fixed)
 	dst := fixed

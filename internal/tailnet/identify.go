@@ -199,7 +199,10 @@ func (id *Identifier) caller(who *apitype.WhoIsResponse, addr string) (*admissio
 			id.log.Info("tailnet caller refused: an untagged node without an owner", "node", fqdn)
 			return nil, reason.WhoIsFailed
 		}
-		pn.User = who.UserProfile.LoginName
+		// In lower case (ASCII only), the one spelling user:LOGIN
+		// selectors and mesh owners are compared in: a login spelled
+		// Alice@Example.com is alice@example.com's.
+		pn.User = identity.LowerLogin(who.UserProfile.LoginName)
 		src += "/" + pn.User
 	}
 	return &admission.Caller{Node: pn, Src: src, Key: SrcPrefix + string(n.StableID), Addr: addr}, ""

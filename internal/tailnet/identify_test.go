@@ -57,6 +57,7 @@ func TestIdentifierNamesCallerFromWhoIs(t *testing.T) {
 		"100.64.0.4:1": {Node: &tailcfg.Node{Name: "nostable.tail.ts.net."}},
 		"100.64.0.5:1": who("Bad_Name.tail.ts.net.", "n5", []string{"tag:agents"}, ""),
 		"100.64.0.6:1": who("orphan.tail.ts.net.", "n6", nil, ""),
+		"100.64.0.7:1": who("desk.tail.ts.net.", "n7", nil, "Carol@Example.COM"),
 	}
 	id := NewIdentifier(peers, IdentifierConfig{})
 	tests := []struct {
@@ -74,6 +75,9 @@ func TestIdentifierNamesCallerFromWhoIs(t *testing.T) {
 			"tailnet:laptop.tail.ts.net/alice@example.com", "tailnet:n2"},
 		{"100.64.0.3:1", "", policy.Node{Kind: identity.KindAgent, Tags: []identity.Tag{}, User: "bob@example.com"},
 			"tailnet:Bad_Name.tail.ts.net/bob@example.com", "tailnet:n3"},
+		// Logins are folded to lower case, as selectors and mesh owners are.
+		{"100.64.0.7:1", "", policy.Node{Kind: identity.KindAgent, Tags: []identity.Tag{}, User: "carol@example.com"},
+			"tailnet:desk.tail.ts.net/carol@example.com", "tailnet:n7"},
 		{"100.64.0.5:1", reason.BadNodeName, policy.Node{}, "", ""},
 		{"100.64.0.6:1", reason.WhoIsFailed, policy.Node{}, "", ""},
 		{"100.64.0.4:1", reason.WhoIsFailed, policy.Node{}, "", ""},

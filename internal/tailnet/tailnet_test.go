@@ -196,7 +196,7 @@ func TestTailnetEnforcesCapabilitiesAndPolicy(t *testing.T) {
 	}
 	pol, err := policy.Compile([]byte(`{"grants": [
 		{"src": ["tag:agents"], "dst": ["tag:tools"], "tools": ["query"]},
-		{"src": ["user:`+login+`"], "dst": ["tool:tools"], "tools": ["echo"]},
+		{"src": ["user:`+identity.LowerLogin(login)+`"], "dst": ["tool:tools"], "tools": ["echo"]},
 	]}`), "1")
 	if err != nil {
 		t.Fatal(err)
@@ -336,6 +336,11 @@ func TestTailnetEnforcesCapabilitiesAndPolicy(t *testing.T) {
 		}
 		if err := callErr(ctx, byUser, "query"); err == nil {
 			t.Fatal("query ran for a user the policy grants only echo")
+		}
+		// The person is in the event's user field, as for a mesh node's owner.
+		ev, err := rec.WaitFor(ctx, func(e audit.Event) bool { return e.Tool == "query" && e.Decision == audit.Deny && e.User != "" })
+		if err != nil || ev.User != identity.LowerLogin(login) || !strings.HasSuffix(ev.Src, "/"+ev.User) {
+			t.Fatalf("the user's denied query: event %+v, %v; want user %s", ev, err, identity.LowerLogin(login))
 		}
 	})
 

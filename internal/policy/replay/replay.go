@@ -367,7 +367,9 @@ func (e *Engine) request(ev *audit.Event) (policy.Request, string) {
 	if err1 != nil || err2 != nil {
 		return r, "the recorded tags do not parse"
 	}
-	r.Src = policy.Node{Kind: src.kind, Name: src.name, Tags: srcTags, User: b.SrcUser}
+	// A login recorded before gateways folded logins to lower case is
+	// decided as a gateway would decide it now.
+	r.Src = policy.Node{Kind: src.kind, Name: src.name, Tags: srcTags, User: identity.LowerLogin(b.SrcUser)}
 	r.Dst = policy.Node{Kind: dst.kind, Name: dst.name, Tags: dstTags}
 	r.Method = ev.Method
 	if b.Method != "" {
