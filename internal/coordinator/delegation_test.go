@@ -13,6 +13,7 @@ import (
 	"github.com/agentmesh/agentmesh/internal/audit"
 	"github.com/agentmesh/agentmesh/internal/controlapi"
 	"github.com/agentmesh/agentmesh/internal/controlclient"
+	"github.com/agentmesh/agentmesh/internal/coordinator"
 	"github.com/agentmesh/agentmesh/internal/delegation"
 	"github.com/agentmesh/agentmesh/internal/netmap"
 	"github.com/agentmesh/agentmesh/internal/pki"
@@ -377,5 +378,61 @@ func waitEvent(t *testing.T, m *mesh, match func(audit.Event) bool) audit.Event 
 			t.Fatal("no such audit event")
 		}
 		time.Sleep(20 * time.Millisecond) // polling the trail with a deadline
+	}
+}
+
+// A delegation is pushed to the nodes watching their netmaps, through
+// any coordinator on the database, as a node revocation is; and it is
+// bound to the agent's registration: the name joined again gets none.
+func TestDelegationReachesWatchersThroughEveryCoordinator(t *testing.T) {
+	dm := startDelegMesh(t, true)
+	other, err := coordinator.Start(context.Background(), coordinator.Config{
+		DataDir: filepath.Join(t.TempDir(), "other"), Database: dm.database, DatabaseKey: dm.dbKey,
+		Listen: "127.0.0.1:0", TrustDomain: "test.mesh", Now: dm.clock.Now, SSO: dm.sso, SSOAdminGroups: dm.ssoAdmins,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { other.Close() })
+	// The gateway and the agent watch through the other coordinator.
+	through := func(c *controlclient.Client) *controlclient.Client {
+		d := c.Dir()
+		cfg, err := d.Config()
+		if err != nil {
+			t.Fatal(err)
+		}
+		cfg.CoordinatorURL = other.URL()
+		if err := d.SaveConfig(cfg); err != nil {
+			t.Fatal(err)
+		}
+		nc := dm.client(d.Path())
+		t.Cleanup(nc.Close)
+		return nc
+	}
+	files, helper := through(dm.files), through(dm.agents["helper"])
+	d, err := delegate(dm.alice, controlapi.DelegationRequest{To: "helper", TTL: time.Hour, Tools: []string{"files/read"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	awaitNetmap(t, helper, func(nm *netmap.Netmap) bool { return slices.Equal(nm.Delegations, []string{d.Token}) })
+	if err := dm.alice.Call(context.Background(), http.MethodPost, controlapi.PathDelegations+"/"+d.ID+"/revoke", nil, nil); err != nil {
+		t.Fatal(err)
+	}
+	awaitNetmap(t, files, func(nm *netmap.Netmap) bool { return slices.Equal(nm.RevokedDelegations, []string{d.ID}) })
+	awaitNetmap(t, helper, func(nm *netmap.Netmap) bool { return len(nm.Delegations) == 0 })
+
+	// Bound to the registration: helper revoked and joined again holds
+	// nothing of the old one's.
+	d2, err := delegate(dm.alice, controlapi.DelegationRequest{To: "helper", TTL: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := dm.admin.Call(context.Background(), http.MethodPost, controlapi.PathNodes+"/helper/revoke", nil, nil); err != nil {
+		t.Fatal(err)
+	}
+	again := dm.mustJoin(dm.key(controlapi.KeyCreateRequest{Kind: "agent"}), "helper", "")
+	defer again.Close()
+	if nm := dm.view(t, again); len(nm.Delegations) != 0 {
+		t.Fatalf("the new helper holds the old one's delegation %s", d2.ID)
 	}
 }
