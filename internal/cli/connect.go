@@ -11,7 +11,7 @@ import (
 func init() {
 	register(&command{
 		name:  "connect",
-		usage: "SERVICE|--all [--no-prefix] [--separator S] --state DIR [--listen 127.0.0.1:PORT|unix:PATH [--no-token]] [--tailnet [--ts-*]] [--ready-fd N] " + metricsUsage,
+		usage: "SERVICE|--all [--no-prefix] [--separator S] --state DIR [--on-behalf-of EMAIL] [--listen 127.0.0.1:PORT|unix:PATH [--no-token]] [--tailnet [--ts-*]] [--ready-fd N] " + metricsUsage,
 		short: "expose a mesh tool server to a local MCP client (stdio, or HTTP on loopback), or a model API to a local OpenAI client",
 		long: `SERVICE is a node name or tool:NAME, resolved through the netmap. The connection to its
 gateway uses this node's identity (mTLS) and is re-established after failures.
@@ -60,6 +60,11 @@ With --ready-fd N, the local endpoint is announced as one JSON line on file desc
 serves (component, node, api, network, addr, url, token_file); with --metrics, the metrics
 endpoint is announced first (api "metrics").
 
+With --on-behalf-of EMAIL the agent acts for that person (README, "Delegation: agents acting for
+people"): every call carries the newest live delegation the person gave this agent, from its
+netmap, and a newer one as soon as it arrives; connect fails at once, saying how to get one, when
+there is none.
+
 With --metrics ADDR, Prometheus metrics are served at http://ADDR/metrics (README, "Metrics"):
 on loopback only, unless --metrics-allow-remote allows another address.
 
@@ -86,6 +91,7 @@ func runConnect(ctx context.Context, env Env, args []string) error {
 	noPrefix := fs.Bool("no-prefix", false, "with --all: list tools under their own names, not SERVICE__TOOL; serves at most one service (none while this agent may reach more)")
 	separator := fs.String("separator", "", "with --all, join a service's name and its tools' and prompts' names with `S` instead of __ (1 to 8 characters, each '_', '.' or '-')")
 	verbose := fs.Bool("v", false, "log to stderr at debug level")
+	onBehalfOf := fs.String("on-behalf-of", "", "act for the person `EMAIL`: send the newest live delegation they gave this agent ('agentmesh delegate') with every call")
 	tf := addTailnetFlags(fs, false)
 	readyFD := readyFlag(fs)
 	mc := metricsFlags(fs)
@@ -116,7 +122,7 @@ func runConnect(ctx context.Context, env Env, args []string) error {
 		return usagef("--separator is empty (1 to 8 characters, each '_', '.' or '-')")
 	}
 	cfg := engine.ConnectConfig{State: *state, Service: service, All: *all, NoPrefix: *noPrefix, Separator: *separator, Listen: *listen, NoToken: *noToken,
-		Stdin: env.Stdin, Stdout: env.Stdout, Logger: newLogger(env, *verbose, slog.LevelWarn), Metrics: *mc}
+		OnBehalfOf: *onBehalfOf, Stdin: env.Stdin, Stdout: env.Stdout, Logger: newLogger(env, *verbose, slog.LevelWarn), Metrics: *mc}
 	if cfg.Tailnet, err = tf.config(fs, env); err != nil {
 		return err
 	}

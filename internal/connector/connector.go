@@ -71,6 +71,11 @@ type Config struct {
 	// Metrics counts the local endpoint's refusals (a request without the
 	// token, a foreign Host or Origin); nil records nothing.
 	Metrics *metrics.Set
+	// Delegation, when set, is asked on every request to the gateway for
+	// the delegation to send with it (the agent acting for a person, as
+	// the header delegation.Header; see WithDelegation); an error fails
+	// the request instead of sending it without.
+	Delegation func() (string, error)
 }
 
 // DefaultSlowAfter is Config.SlowAfter's default.
@@ -144,6 +149,9 @@ func New(cfg Config) (*Connector, error) {
 		dialRaw: tr.DialContext,
 	}
 	tr.DialContext = c.dial
+	if cfg.Delegation != nil {
+		c.client.Transport = WithDelegation(tr, cfg.Delegation)
+	}
 	return c, nil
 }
 

@@ -65,6 +65,7 @@ func (c *Coordinator) routes() http.Handler {
 	c.shadowRoutes(mux, body)
 	c.approvalRoutes(mux, body)
 	c.ssoRoutes(mux)
+	c.delegationRoutes(mux)
 	mux.HandleFunc("POST "+controlapi.PathTools, c.node(body(controlapi.MaxReportBytes+64<<10, c.handleToolReport)))
 	mux.HandleFunc("GET "+controlapi.PathTools, c.admin(c.handleToolList))
 	mux.HandleFunc("GET "+controlapi.PathServices, c.node(c.handleServices)) // any node: its own view (services.go)
@@ -721,6 +722,7 @@ func (c *Coordinator) publish(ctx context.Context) error {
 	nm.Shadow, shadowPol = c.publishShadow(st.shadow)
 	c.mu.Lock()
 	c.current, c.pol, c.shadowPol = nm, pol, shadowPol
+	c.deleg = newDelegView(st.deleg, c.now())
 	c.index = &meshIndex{of: nm, services: st.services}
 	close(c.changed)
 	c.changed = make(chan struct{})

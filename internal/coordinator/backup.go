@@ -65,13 +65,15 @@ const (
 // backupTables are the coordinator's tables, in the order a backup holds
 // them: registry (meta, authkeys, nodes, policies, shadow_policies, and
 // people's logins and the ID tokens used, so that a restore neither signs
-// people out nor lets a used token sign in again), audit, secrets and
+// people out nor lets a used token sign in again; delegations and revoked
+// people, so that a restore forgets no revocation while a token it
+// revoked may still be valid), audit, secrets and
 // cluster. schema_versions is not among them: its content is the
 // header's schema, and restore's own migrations write it. Approvals, tool
 // reports and alert claims are transient views and left out (see their
 // files).
 var backupTables = []string{
-	"meta", "authkeys", "nodes", "policies", "shadow_policies", "logins", "sso_tokens",
+	"meta", "authkeys", "nodes", "policies", "shadow_policies", "logins", "sso_tokens", "delegations", "revoked_users",
 	"audit_events", "audit_checkpoints", "audit_prune",
 	"secrets", "coordinators",
 }

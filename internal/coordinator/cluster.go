@@ -293,6 +293,8 @@ func (c *Coordinator) onNotify(ctx context.Context, payload string) {
 		c.reg.refreshPolicy(ctx)
 	case what == changedShadow:
 		c.reg.refreshShadow(ctx)
+	case what == changedDelegations:
+		c.reg.refreshDelegations(ctx, c.now())
 	case what == changedCoordinators:
 		if err := c.readPeers(ctx); err != nil {
 			c.log.Warn("coordinator: reading the live coordinators", "err", err)

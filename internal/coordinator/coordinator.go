@@ -187,6 +187,7 @@ type Coordinator struct {
 	pol     *policy.Policy // current.Policy compiled (nil: none, or broken)
 	changed chan struct{}  // closed and replaced on every publish
 	index   *meshIndex     // of current: set by publish, or by the first view
+	deleg   *delegView     // of current: set by publish (delegation.go)
 
 	projections projectionCache
 	// shadowPol is current.Shadow compiled (nil: none, or broken), with

@@ -36,6 +36,7 @@ import (
 	"github.com/agentmesh/agentmesh/internal/nodestate"
 	"github.com/agentmesh/agentmesh/internal/pki"
 	"github.com/agentmesh/agentmesh/internal/reason"
+	"github.com/agentmesh/agentmesh/internal/sealed"
 	"github.com/agentmesh/agentmesh/internal/sso"
 	"github.com/agentmesh/agentmesh/internal/store"
 	"github.com/agentmesh/agentmesh/internal/store/pgtest"
@@ -86,6 +87,9 @@ type mesh struct {
 	// sso and ssoAdmins configure an OpenID Connect issuer (sso_test.go).
 	sso       sso.Config
 	ssoAdmins []string
+	// database and dbKey, when set, put the registry in PostgreSQL.
+	database string
+	dbKey    *sealed.Key
 }
 
 func startMesh(t testing.TB) *mesh {
@@ -105,7 +109,7 @@ func (m *mesh) start() {
 	m.t.Helper()
 	co, err := coordinator.Start(context.Background(), coordinator.Config{
 		DataDir: m.data, Listen: m.listen, TrustDomain: "test.mesh", Now: m.clock.Now, Limits: m.limits, Metrics: m.metrics,
-		SSO: m.sso, SSOAdminGroups: m.ssoAdmins,
+		SSO: m.sso, SSOAdminGroups: m.ssoAdmins, Database: m.database, DatabaseKey: m.dbKey,
 	})
 	if err != nil {
 		m.t.Fatal(err)

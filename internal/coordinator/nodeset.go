@@ -37,6 +37,8 @@ type committed struct {
 	// shadow is the newest shadow version; Document "" when it was
 	// cleared or promoted (shadow.go).
 	shadow controlapi.PolicyVersion
+	// deleg is what netmaps need of delegations (delegation.go).
+	deleg delegState
 	// seq counts the changes applied; a publish that read seq n includes
 	// every change up to n.
 	seq   uint64
@@ -104,6 +106,9 @@ func (r *registry) load(ctx context.Context, now time.Time) error {
 	if err != nil {
 		return fmt.Errorf("load shadow policy: %w", err)
 	}
+	if err := r.loadDelegations(ctx, now); err != nil {
+		return fmt.Errorf("load delegations: %w", err)
+	}
 	r.mem.nodes, r.mem.policy, r.mem.shadow, r.mem.stale, r.mem.asOf = nodes, p, sh, false, now
 	r.mem.oldestRevoked = time.Time{}
 	for _, n := range nodes {
@@ -165,6 +170,7 @@ type netmapState struct {
 	services []int
 	policy   controlapi.PolicyVersion
 	shadow   controlapi.PolicyVersion
+	deleg    delegState
 	seq      uint64
 }
 
@@ -189,7 +195,7 @@ func (r *registry) snapshot(ctx context.Context, now time.Time) (netmapState, er
 			r.noteRevoked(n)
 		}
 	}
-	st := netmapState{nodes: make([]netmap.Node, len(r.mem.nodes)), policy: r.mem.policy, shadow: r.mem.shadow, seq: r.mem.seq}
+	st := netmapState{nodes: make([]netmap.Node, len(r.mem.nodes)), policy: r.mem.policy, shadow: r.mem.shadow, deleg: r.mem.deleg, seq: r.mem.seq}
 	for i := range r.mem.nodes {
 		n := &r.mem.nodes[i].Node
 		st.nodes[i] = *n

@@ -87,6 +87,9 @@ CREATE TABLE policies (
 	// What each used ID token was used for, so that the same request may
 	// be made again with it after a lost answer (sso.go, useToken).
 	{Version: 9, SQL: `ALTER TABLE sso_tokens ADD COLUMN binding TEXT NOT NULL DEFAULT '';`},
+	// Delegations to agents acting for people, and revoked people
+	// (delegation.go).
+	{Version: 10, SQL: delegationsTable},
 }
 
 // registryPostgres is step 1 on PostgreSQL: times in nanoseconds need

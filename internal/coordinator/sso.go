@@ -203,6 +203,14 @@ func (c *Coordinator) handleLogin(w http.ResponseWriter, r *http.Request) {
 		refuse(http.StatusUnauthorized, code, audit.OutcomeRefused, msg, "")
 		return
 	}
+	if revoked, err := c.revokedPerson(r.Context(), person.User); err != nil || revoked {
+		if err != nil {
+			c.internalError(w, r, "login: revoked people", err)
+			return
+		}
+		refuse(http.StatusForbidden, reason.Revoked, audit.OutcomeRefused, person.User.Selector()+" has been revoked in this mesh (agentmesh users restore)", person.User.Selector())
+		return
+	}
 	uid, err := identity.NewUserID(c.td, person.User)
 	if err != nil {
 		refuse(http.StatusUnauthorized, reason.SSONoEmail, audit.OutcomeRefused, err.Error(), "")
@@ -264,6 +272,14 @@ func (c *Coordinator) joinSSO(w http.ResponseWriter, r *http.Request, req contro
 	}
 	if code != "" {
 		refuse(http.StatusUnauthorized, code, audit.OutcomeRefused, msg)
+		return
+	}
+	if revoked, err := c.revokedPerson(r.Context(), person.User); err != nil || revoked {
+		if err != nil {
+			c.internalError(w, r, "join: revoked people", err)
+			return
+		}
+		refuse(http.StatusForbidden, reason.Revoked, audit.OutcomeRefused, person.User.Selector()+" has been revoked in this mesh")
 		return
 	}
 	kind := identity.KindAgent

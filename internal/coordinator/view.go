@@ -32,7 +32,7 @@ import (
 // watching agent costs each O(services), not O(nodes).
 func (c *Coordinator) viewFor(self netmap.Node) (*netmap.Netmap, error) {
 	c.mu.Lock()
-	full, pol, shadowPol := c.current, c.pol, c.shadowPol
+	full, pol, shadowPol, deleg := c.current, c.pol, c.shadowPol, c.deleg
 	if c.index == nil || c.index.of != full {
 		c.index = newMeshIndex(full)
 	}
@@ -120,6 +120,7 @@ func (c *Coordinator) viewFor(self netmap.Node) (*netmap.Netmap, error) {
 		}
 		nm.Shadow = &netmap.Policy{Version: full.Shadow.Version, Document: string(pr.Document), Grants: pr.Grants, Limits: pr.Limits}
 	}
+	addDelegations(nm, self, deleg, nm.IssuedAt)
 	return nm, nil
 }
 

@@ -68,6 +68,13 @@ type ConnectConfig struct {
 	// Metrics serves Prometheus metrics when its Listen is set: the
 	// node's certificate and view.
 	Metrics MetricsConfig
+	// OnBehalfOf, an e-mail address, makes the agent act for that person:
+	// every request to a gateway carries the newest live delegation the
+	// person gave this agent (README "Delegation: agents acting for
+	// people"), switching to a newer one when the netmap brings it.
+	// Connect fails, saying how to get one, when there is none. Tool
+	// services only (one, or All), over mTLS only.
+	OnBehalfOf string
 }
 
 // resolveWait bounds how long a connection attempt waits for the service
@@ -88,6 +95,10 @@ func Connect(ctx context.Context, cfg ConnectConfig) (err error) {
 			ln.Close()
 		}
 	}()
+	if err != nil {
+		return err
+	}
+	person, err := cfg.onBehalfOf(kind)
 	if err != nil {
 		return err
 	}
@@ -131,6 +142,13 @@ func Connect(ctx context.Context, cfg ConnectConfig) (err error) {
 		s.Node = n.ID().String()
 		cc = meshConnector(n, kind, cfg.Service, log)
 		checkService(ctx, n, kind, cfg.Service, log)
+		if person != "" {
+			src := newDelegationSource(n, person)
+			if err := src.wait(ctx); err != nil {
+				return err
+			}
+			cc.Delegation = src.token
+		}
 	}
 	traces, stopTraces, err := startTraces(ctx, "connector", s.Node, log)
 	if err != nil {

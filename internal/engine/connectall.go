@@ -10,6 +10,7 @@ import (
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 
 	"github.com/agentmesh/agentmesh/internal/aggregate"
+	"github.com/agentmesh/agentmesh/internal/connector"
 	"github.com/agentmesh/agentmesh/internal/identity"
 	"github.com/agentmesh/agentmesh/internal/loopback"
 	"github.com/agentmesh/agentmesh/internal/netmap"
@@ -42,6 +43,10 @@ func connectAll(ctx context.Context, cfg ConnectConfig) (err error) {
 		return fmt.Errorf("%w: a state directory is required (from 'agentmesh join')", ErrConfig)
 	case cfg.Listen == "" && cfg.Listener == nil && (cfg.Stdin == nil || cfg.Stdout == nil):
 		return fmt.Errorf("%w: stdio mode needs Stdin and Stdout", ErrConfig)
+	}
+	person, err := cfg.onBehalfOf(identity.KindTool)
+	if err != nil {
+		return err
 	}
 	if cfg.Separator != "" {
 		if err := aggregate.CheckSeparator(cfg.Separator); err != nil {
@@ -80,8 +85,16 @@ func connectAll(ctx context.Context, cfg ConnectConfig) (err error) {
 	defer n.Close()
 	s.Node = n.ID().String()
 	self := n.ID()
+	var deleg func() (string, error)
+	if person != "" {
+		src := newDelegationSource(n, person)
+		if err := src.wait(ctx); err != nil {
+			return err
+		}
+		deleg = src.token
+	}
 	a, err := aggregate.New(aggregate.Config{SPIFFEID: self.String(), Logger: log, Version: "agentmesh", NoPrefix: cfg.NoPrefix, Separator: cfg.Separator,
-		Transport: func(svc aggregate.Service) (mcp.Transport, error) { return meshTransport(n, svc) }})
+		Transport: func(svc aggregate.Service) (mcp.Transport, error) { return meshTransport(n, svc, deleg) }})
 	if err != nil {
 		return err
 	}
@@ -161,7 +174,8 @@ func allServing(nm *netmap.Netmap) bool {
 
 // meshTransport is an SDK client transport to svc's gateway over this
 // node's mTLS, accepting only the SPIFFE ID the netmap named for it.
-func meshTransport(n *node.Node, svc aggregate.Service) (mcp.Transport, error) {
+// deleg, when set, supplies the delegation every request carries.
+func meshTransport(n *node.Node, svc aggregate.Service, deleg func() (string, error)) (mcp.Transport, error) {
 	id, err := identity.Parse(svc.ID)
 	if err != nil {
 		return nil, err
@@ -171,5 +185,9 @@ func meshTransport(n *node.Node, svc aggregate.Service) (mcp.Transport, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &mcp.StreamableClientTransport{Endpoint: "https://" + svc.Addr + "/mcp", HTTPClient: transport.Client(tr), MaxRetries: 2}, nil
+	hc := transport.Client(tr)
+	if deleg != nil {
+		hc.Transport = connector.WithDelegation(tr, deleg)
+	}
+	return &mcp.StreamableClientTransport{Endpoint: "https://" + svc.Addr + "/mcp", HTTPClient: hc, MaxRetries: 2}, nil
 }

@@ -382,6 +382,9 @@ func (m *Netmap) Validate() error {
 	if err := CheckCoordinators(m.Coordinators); err != nil {
 		return fmt.Errorf("netmap: %w", err)
 	}
+	if err := m.checkDelegationLists(); err != nil {
+		return err
+	}
 	td, err := identity.ParseTrustDomain(string(m.TrustDomain))
 	if err != nil && len(m.Nodes) > 0 {
 		return fmt.Errorf("netmap: %w", err)
