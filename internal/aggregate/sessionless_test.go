@@ -1,0 +1,215 @@
+package aggregate
+
+import (
+	"context"
+	"errors"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/modelcontextprotocol/go-sdk/jsonrpc"
+	"github.com/modelcontextprotocol/go-sdk/mcp"
+
+	"github.com/agentmesh/agentmesh/internal/loopback"
+)
+
+// httpEndpoint is a's HTTP endpoint, served until stop.
+type httpEndpoint struct {
+	url    string
+	tr     *http.Transport
+	stop   context.CancelFunc
+	served chan error
+}
+
+// serveHTTP serves a over HTTP on a loopback port until the test ends
+// (or the endpoint's stop, after which served says how ServeListener
+// ended).
+func serveHTTP(t *testing.T, a *Aggregator) *httpEndpoint {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, stop := context.WithCancel(context.Background())
+	e := &httpEndpoint{url: "http://" + ln.Addr().String() + "/mcp", tr: &http.Transport{}, stop: stop, served: make(chan error, 1)}
+	go func() { e.served <- a.ServeListener(ctx, ln, loopback.Auth{NoToken: true}) }()
+	t.Cleanup(func() {
+		// Connections first: one the client dialed for a request it
+		// then cancelled is new to the server, which a shutdown waits
+		// for (net/http treats it as idle only after 5 s).
+		e.tr.CloseIdleConnections()
+		stop()
+		if err := <-e.served; err != nil {
+			t.Errorf("ServeListener: %v", err)
+		}
+		e.served <- nil // for a later Cleanup's receive
+	})
+	return e
+}
+
+// connect connects an SDK client asking for version over HTTP.
+func (e *httpEndpoint) connect(t *testing.T, name, version string, opts *mcp.ClientOptions) *mcp.ClientSession {
+	t.Helper()
+	cl := mcp.NewClient(&mcp.Implementation{Name: name, Version: "1"}, opts)
+	cs, err := cl.Connect(context.Background(), &mcp.StreamableClientTransport{Endpoint: e.url, MaxRetries: -1,
+		HTTPClient: &http.Client{Transport: e.tr}}, &mcp.ClientSessionOptions{ProtocolVersion: version})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cs.Close() })
+	return cs
+}
+
+func toolNames(t *testing.T, cs *mcp.ClientSession) []string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	var names []string
+	for tool, err := range cs.Tools(ctx, nil) {
+		if err != nil {
+			t.Fatal(err)
+		}
+		names = append(names, tool.Name)
+	}
+	return names
+}
+
+// TestA2026ClientOverHTTPIsServedStatelessly: over the HTTP endpoint, a
+// client asking for 2026-07-28 gets it (server/discover, no session),
+// lists and calls the tools of two services and learns who it is in the
+// mesh; a client of an earlier version on the same endpoint still gets
+// its session.
+func TestA2026ClientOverHTTPIsServedStatelessly(t *testing.T) {
+	a, cs, changed := newFixture(t, map[string]*mcp.Server{"one": upstream("first", "x"), "two": upstream("", "y")})
+	a.Update(Snapshot{PolicyVersion: 7, Services: []Service{{Name: "one", Addr: "1"}, {Name: "two", Addr: "2"}}})
+	waitTools(t, cs, changed, "one__x", "two__y")
+	e := serveHTTP(t, a)
+
+	neu := e.connect(t, "new", protocol2026, nil)
+	ir := neu.InitializeResult()
+	if ir.ProtocolVersion != protocol2026 {
+		t.Fatalf("negotiated %s over HTTP, want %s", ir.ProtocolVersion, protocol2026)
+	}
+	if id := neu.ID(); id != "" {
+		t.Errorf("a 2026-07-28 client got the session %q", id)
+	}
+	// The SDK's client keeps no _meta of server/discover's result
+	// (TestInitializeTellsWhoAndUnderWhichPolicy reads it raw); the
+	// instructions show the aggregator answered it.
+	if !strings.Contains(ir.Instructions, "## one") {
+		t.Errorf("server/discover: instructions %q", ir.Instructions)
+	}
+	if got := strings.Join(toolNames(t, neu), ","); got != "one__x,two__y" {
+		t.Errorf("tools: %s", got)
+	}
+	for tool, want := range map[string]string{"one__x": "x", "two__y": "y"} {
+		if got := callText(t, neu, &mcp.CallToolParams{Name: tool}); got != want {
+			t.Errorf("%s answered %q", tool, got)
+		}
+	}
+	a.clients.mu.Lock()
+	n := len(a.clients.by)
+	a.clients.mu.Unlock()
+	if n != 0 {
+		t.Errorf("sessionless requests left %d client sessions' state behind", n)
+	}
+
+	old := e.connect(t, "old", protocol2025, nil)
+	if v := old.InitializeResult().ProtocolVersion; v != protocol2025 {
+		t.Fatalf("an older client negotiated %s", v)
+	}
+	if old.ID() == "" {
+		t.Error("an older client got no session")
+	}
+	if got := callText(t, old, &mcp.CallToolParams{Name: "two__y"}); got != "y" {
+		t.Errorf("the older client's call answered %q", got)
+	}
+	// The 2026-07-28 client still works beside it.
+	if got := callText(t, neu, &mcp.CallToolParams{Name: "one__x"}); got != "x" {
+		t.Errorf("after the older client: %q", got)
+	}
+}
+
+// TestStoppingTheEndpointEndsASessionlessCallInFlight: stopping the HTTP
+// endpoint while a 2026-07-28 call waits on its service returns (the
+// call's context ends first), and the service sees the call cancelled.
+func TestStoppingTheEndpointEndsASessionlessCallInFlight(t *testing.T) {
+	block := make(chan string, 2)
+	a, cs, changed := newFixture(t, map[string]*mcp.Server{"svc": routedUpstream(block)})
+	a.Update(Snapshot{Services: []Service{{Name: "svc", Addr: "1"}}})
+	waitTools(t, cs, changed, "svc__block", "svc__elicit", "svc__log", "svc__progress", "svc__roots", "svc__sample")
+	e := serveHTTP(t, a)
+	neu := e.connect(t, "new", protocol2026, nil)
+	done := make(chan error, 1)
+	go func() {
+		_, err := neu.CallTool(context.Background(), &mcp.CallToolParams{Name: "svc__block"})
+		done <- err
+	}()
+	if got := <-block; got != "started" {
+		t.Fatalf("block: %s", got)
+	}
+	e.stop()
+	select {
+	case err := <-e.served:
+		if err != nil {
+			t.Errorf("ServeListener: %v", err)
+		}
+		e.served <- nil
+	case <-time.After(httpGraceBound):
+		t.Fatal("the endpoint did not stop with a call in flight")
+	}
+	select {
+	case <-block:
+	case <-time.After(30 * time.Second):
+		t.Fatal("the service's handler never saw the call cancelled")
+	}
+	if err := <-done; err == nil {
+		t.Error("the call in flight succeeded")
+	}
+}
+
+// httpGraceBound is how long the test waits for a stop that should be
+// immediate: less than httpserver.Grace, past which a request that
+// ignores its context is cut and the stop returns anyway.
+const httpGraceBound = 4 * time.Second
+
+// TestSessionlessRequestsAreBounded: 2026-07-28 requests without a
+// session hold at most MaxSessionlessRequests slots of the endpoint;
+// one more is refused with CodeLimited, too_many_requests, while a
+// client with a session still gets through.
+func TestSessionlessRequestsAreBounded(t *testing.T) {
+	block := make(chan string, 2*MaxSessionlessRequests+4)
+	a, cs, changed := newFixture(t, map[string]*mcp.Server{"svc": routedUpstream(block)})
+	a.Update(Snapshot{Services: []Service{{Name: "svc", Addr: "1"}}})
+	waitTools(t, cs, changed, "svc__block", "svc__elicit", "svc__log", "svc__progress", "svc__roots", "svc__sample")
+	e := serveHTTP(t, a)
+	neu := e.connect(t, "new", protocol2026, nil)
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	defer func() {
+		cancel()
+		wg.Wait()
+	}()
+	for range MaxSessionlessRequests {
+		wg.Go(func() { neu.CallTool(ctx, &mcp.CallToolParams{Name: "svc__block"}) })
+	}
+	for range MaxSessionlessRequests {
+		if got := <-block; got != "started" {
+			t.Fatalf("block: %s", got)
+		}
+	}
+	cctx, ccancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer ccancel()
+	_, err := neu.CallTool(cctx, &mcp.CallToolParams{Name: "svc__block"})
+	var je *jsonrpc.Error
+	if !errors.As(err, &je) || je.Code != CodeLimited || !strings.Contains(string(je.Data), "too_many_requests") {
+		t.Fatalf("a sessionless call past the bound: %v, want CodeLimited too_many_requests", err)
+	}
+	old := e.connect(t, "old", protocol2025, nil)
+	if got := callText(t, old, &mcp.CallToolParams{Name: "svc__progress"}); got != "no token" {
+		t.Errorf("a client with a session: %q", got)
+	}
+}
