@@ -152,6 +152,9 @@ type Aggregator struct {
 
 	clients  *clients        // client sessions' own sessions (routing.go)
 	progress *progressRoutes // calls' progress tokens (routing.go)
+	// requestSessions holds a token per session open for one request
+	// (requestlog.go).
+	requestSessions chan struct{}
 }
 
 // New returns an aggregator with no services yet.
@@ -175,6 +178,7 @@ func New(cfg Config) (*Aggregator, error) {
 	a := &Aggregator{cfg: cfg, log: log, sep: cfg.Separator, backends: map[string]*backend{}, owner: map[string]*backend{}}
 	a.more.init()
 	a.clients, a.progress = newClients(a), newProgressRoutes(a)
+	a.requestSessions = make(chan struct{}, MaxRequestSessions)
 	a.server = mcp.NewServer(&mcp.Implementation{Name: "agentmesh-aggregate", Version: cfg.Version}, &mcp.ServerOptions{
 		// Tools always with list_changed: the set changes as services
 		// come and go. Logging: services' messages are routed (routing.go).

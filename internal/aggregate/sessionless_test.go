@@ -5,6 +5,8 @@ import (
 	"errors"
 	"net"
 	"net/http"
+	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -211,5 +213,111 @@ func TestSessionlessRequestsAreBounded(t *testing.T) {
 	old := e.connect(t, "old", protocol2025, nil)
 	if got := callText(t, old, &mcp.CallToolParams{Name: "svc__progress"}); got != "no token" {
 		t.Errorf("a client with a session: %q", got)
+	}
+}
+
+// TestA2026RequestGetsItsServiceLogMessagesAtItsLevel: a 2026-07-28
+// request that asks for log messages (io.modelcontextprotocol/logLevel
+// in its _meta) gets those its service sent while handling it, at that
+// level and named by the service, on its own response, over HTTP as
+// over stdio, and two clients at once get each their own; a request
+// without a level gets none.
+func TestA2026RequestGetsItsServiceLogMessagesAtItsLevel(t *testing.T) {
+	up := routedUpstream(make(chan string, 2))
+	a, cs, changed := newFixture(t, map[string]*mcp.Server{"svc": up})
+	a.Update(Snapshot{Services: []Service{{Name: "svc", Addr: "1"}}})
+	waitTools(t, cs, changed, "svc__block", "svc__elicit", "svc__log", "svc__progress", "svc__roots", "svc__sample")
+	e := serveHTTP(t, a)
+	type logClient struct {
+		cs   *mcp.ClientSession
+		logs chan *mcp.LoggingMessageParams
+	}
+	connect := func(name string, over string) logClient {
+		c := logClient{logs: make(chan *mcp.LoggingMessageParams, 16)}
+		opts := &mcp.ClientOptions{LoggingMessageHandler: func(_ context.Context, req *mcp.LoggingMessageRequest) { c.logs <- req.Params }}
+		if over == "http" {
+			c.cs = e.connect(t, name, protocol2026, opts)
+			return c
+		}
+		ct, st := mcp.NewInMemoryTransports()
+		ss, err := a.Server().Connect(context.Background(), st, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.cs, err = mcp.NewClient(&mcp.Implementation{Name: name, Version: "1"}, opts).Connect(context.Background(), ct, &mcp.ClientSessionOptions{ProtocolVersion: protocol2026})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.cs.Close(); ss.Close() })
+		return c
+	}
+	// got returns the levels of the next n log messages c gets (the
+	// client hands them to its handler apart from the calls' results),
+	// checking their logger.
+	got := func(c logClient, n int) string {
+		t.Helper()
+		var levels []string
+		for range n {
+			select {
+			case m := <-c.logs:
+				if m.Logger != "svc/up" || m.Data != string(m.Level) {
+					t.Errorf("log message %+v, want one from svc/up", m)
+				}
+				levels = append(levels, string(m.Level))
+			case <-time.After(30 * time.Second):
+				t.Fatalf("got log messages %v, want %d", levels, n)
+			}
+		}
+		slices.Sort(levels)
+		return strings.Join(levels, ",")
+	}
+	call := func(c logClient, level string) {
+		p := &mcp.CallToolParams{Name: "svc__log"}
+		if level != "" {
+			p.Meta = mcp.Meta{mcp.MetaKeyLogLevel: level}
+		}
+		if text := callText(t, c.cs, p); text != "logged" {
+			t.Fatalf("log: %q", text)
+		}
+	}
+	for _, over := range []string{"http", "stdio"} {
+		t.Run(over, func(t *testing.T) {
+			alice, bob := connect("alice", over), connect("bob", over)
+			if v := alice.cs.InitializeResult().ProtocolVersion; v != protocol2026 {
+				t.Fatalf("negotiated %s", v)
+			}
+			// The client handles its messages in the order they came, the
+			// first call's before the second's: the first got none.
+			call(alice, "")
+			call(alice, "info")
+			if l := got(alice, 1); l != "info" {
+				t.Errorf("a request without a level, then one at info, got %q", l)
+			}
+			var wg sync.WaitGroup
+			for range 3 {
+				wg.Go(func() { call(alice, "info") })
+				wg.Go(func() { call(bob, "debug") })
+			}
+			wg.Wait()
+			if l := got(alice, 3); l != "info,info,info" {
+				t.Errorf("alice at info got %q", l)
+			}
+			if l := got(bob, 6); l != "debug,debug,debug,info,info,info" {
+				t.Errorf("bob at debug got %q", l)
+			}
+			// Nothing more: the next messages are those of the next call.
+			call(alice, "info")
+			call(bob, "info")
+			if l := got(alice, 1) + " " + got(bob, 1); l != "info info" {
+				t.Errorf("after the concurrent calls: %q", l)
+			}
+		})
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for upstreamSessions(up) > 1 { // the backend's own
+		if time.Now().After(deadline) {
+			t.Fatalf("%d sessions at the service after the requests", upstreamSessions(up))
+		}
+		runtime.Gosched()
 	}
 }
