@@ -18,9 +18,13 @@
 // result, passed through both ways. Progress tokens are replaced by the
 // aggregator's own and routed back; a client's cancellation cancels the
 // aggregator's request, which the SDK passes on; logging/setLevel applies
-// to the client's own sessions (routing.go). What a client can make the
-// aggregator hold is bounded (MaxInFlightPerClient, MaxSessionsPerClient,
-// MaxClientSessions, MaxAsksPerClient, MaxProgressRoutes).
+// to the client's own sessions (routing.go), and a 2026-07-28 request that
+// asks for log messages gets a session of its own (requestlog.go). Over
+// HTTP, 2026-07-28 requests are served statelessly beside the sessions of
+// earlier clients (sessionless.go). What a client can make the aggregator
+// hold is bounded (MaxInFlightPerClient, MaxSessionsPerClient,
+// MaxClientSessions, MaxAsksPerClient, MaxProgressRoutes,
+// MaxSessionlessRequests, MaxSessionlessListens, MaxRequestSessions).
 //
 // Prompts are aggregated as tools are (SERVICE__PROMPT, prompts.go);
 // resources and resource templates under agentmesh://SERVICE/ followed by
