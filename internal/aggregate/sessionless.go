@@ -41,8 +41,9 @@ const (
 	// endpoint, as MaxInFlightPerClient is for one client session.
 	MaxSessionlessRequests = MaxInFlightPerClient
 	// MaxSessionlessListens is the most subscriptions/listen streams open
-	// at once on one HTTP endpoint.
-	MaxSessionlessListens = 16
+	// at once on one HTTP endpoint (a 2026-07-28 client keeps one open
+	// for the list_changed notifications).
+	MaxSessionlessListens = 64
 	// maxRefusedPeek is how much of a refused request's body is read to
 	// answer it under its JSON-RPC id.
 	maxRefusedPeek = 64 << 10

@@ -3,6 +3,7 @@ package aggregate
 import (
 	"context"
 	"errors"
+	"io"
 	"net"
 	"net/http"
 	"runtime"
@@ -319,5 +320,54 @@ func TestA2026RequestGetsItsServiceLogMessagesAtItsLevel(t *testing.T) {
 			t.Fatalf("%d sessions at the service after the requests", upstreamSessions(up))
 		}
 		runtime.Gosched()
+	}
+}
+
+// TestSessionlessListensAreBoundedApart: 2026-07-28 clients' open
+// subscriptions/listen streams hold at most MaxSessionlessListens slots
+// of their own: one more is refused (under its JSON-RPC id), while
+// calls still get through.
+func TestSessionlessListensAreBoundedApart(t *testing.T) {
+	a, cs, changed := newFixture(t, map[string]*mcp.Server{"svc": upstream("", "x")})
+	a.Update(Snapshot{Services: []Service{{Name: "svc", Addr: "1"}}})
+	waitTools(t, cs, changed, "svc__x")
+	e := serveHTTP(t, a)
+	// A 2026-07-28 client of the SDK with a list_changed handler keeps
+	// a listen open for it; each is a server session of its own while
+	// it lasts (beside the fixture's client's).
+	var clients []*mcp.ClientSession
+	for range MaxSessionlessListens {
+		clients = append(clients, e.connect(t, "c", protocol2026, &mcp.ClientOptions{ToolListChangedHandler: func(context.Context, *mcp.ToolListChangedRequest) {}}))
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for n := 0; n != 1+MaxSessionlessListens; {
+		n = 0
+		for range a.Server().Sessions() {
+			n++
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d server sessions, want %d listens and the fixture's", n, MaxSessionlessListens)
+		}
+		runtime.Gosched()
+	}
+	req, err := http.NewRequest(http.MethodPost, e.url, strings.NewReader(`{"jsonrpc":"2.0","id":7,"method":"subscriptions/listen","params":{}}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Accept", "application/json, text/event-stream")
+	req.Header.Set("Mcp-Protocol-Version", protocol2026)
+	req.Header.Set("Mcp-Method", "subscriptions/listen")
+	resp, err := (&http.Client{Transport: e.tr}).Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || !strings.Contains(string(body), `"id":7`) || !strings.Contains(string(body), `"code":-32042`) || !strings.Contains(string(body), "too_many_requests") {
+		t.Errorf("a listen past the bound: %d %s", resp.StatusCode, body)
+	}
+	if got := callText(t, clients[0], &mcp.CallToolParams{Name: "svc__x"}); got != "x" {
+		t.Errorf("a call beside the listens: %q", got)
 	}
 }
