@@ -19,8 +19,8 @@ import (
 // the request's, and goes to its client, filtered by its level, named
 // SERVICE or SERVICE/LOGGER as on a client's own session.
 //
-// Such a session speaks requestSessionProtocol, whose logging/setLevel
-// every gateway passes on. It costs the service a session per request
+// Such a session speaks requestSessionProtocol, the latest version with
+// sessions and logging/setLevel. It costs the service a session per request
 // (a gateway whose MCP server is a stdio command starts a process for
 // it), which a client pays only when it asks for log messages; at most
 // MaxRequestSessions are open at once. A request past that, or whose
