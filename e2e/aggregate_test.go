@@ -250,6 +250,32 @@ func TestAggregatedEndpointInFrontOfTwoRealServers(t *testing.T) {
 		}
 	}
 	waitTools("everything__echo", "everything__get-sum", "files__list_directory", "files__read_text_file")
+	// The SDK's client asks for its latest version, 2026-07-28, which
+	// the HTTP endpoint serves statelessly (list_changed then comes on a
+	// subscriptions/listen stream); a client of an earlier version on
+	// the same endpoint gets a session. Each calls both services.
+	if v := cs.InitializeResult().ProtocolVersion; v != "2026-07-28" || cs.ID() != "" {
+		t.Errorf("the Go SDK's client negotiated %s with session %q, want 2026-07-28 without one", v, cs.ID())
+	}
+	old, err := mcp.NewClient(&mcp.Implementation{Name: "bot-old", Version: "e2e"}, nil).Connect(ctx, &mcp.StreamableClientTransport{Endpoint: s.URL, MaxRetries: -1,
+		HTTPClient: &http.Client{Transport: bearer{tr, token}}}, &mcp.ClientSessionOptions{ProtocolVersion: "2025-11-25"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v := old.InitializeResult().ProtocolVersion; v != "2025-11-25" || old.ID() == "" {
+		t.Errorf("a 2025-11-25 client negotiated %s with session %q", v, old.ID())
+	}
+	for _, c := range []*mcp.ClientSession{cs, old} {
+		for _, p := range []*mcp.CallToolParams{
+			{Name: "files__list_directory", Arguments: map[string]any{"path": allowed}},
+			{Name: "everything__get-sum", Arguments: map[string]any{"a": 1, "b": 2}},
+		} {
+			if res, err := c.CallTool(ctx, p); err != nil || res.IsError {
+				t.Errorf("%s (%s): %v, %v", p.Name, c.InitializeResult().ProtocolVersion, res, err)
+			}
+		}
+	}
+	old.Close()
 	m.applyPolicy(fmt.Sprintf(aggregatePolicyMore, allowed))
 	waitTools("everything__echo", "everything__get-env", "everything__get-sum", "files__list_directory", "files__read_text_file")
 	filesGW.stop(t)

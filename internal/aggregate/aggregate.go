@@ -18,9 +18,13 @@
 // result, passed through both ways. Progress tokens are replaced by the
 // aggregator's own and routed back; a client's cancellation cancels the
 // aggregator's request, which the SDK passes on; logging/setLevel applies
-// to the client's own sessions (routing.go). What a client can make the
-// aggregator hold is bounded (MaxInFlightPerClient, MaxSessionsPerClient,
-// MaxClientSessions, MaxAsksPerClient, MaxProgressRoutes).
+// to the client's own sessions (routing.go), and a 2026-07-28 request that
+// asks for log messages gets a session of its own (requestlog.go). Over
+// HTTP, 2026-07-28 requests are served statelessly beside the sessions of
+// earlier clients (sessionless.go). What a client can make the aggregator
+// hold is bounded (MaxInFlightPerClient, MaxSessionsPerClient,
+// MaxClientSessions, MaxAsksPerClient, MaxProgressRoutes,
+// MaxSessionlessRequests, MaxSessionlessListens, MaxRequestSessions).
 //
 // Prompts are aggregated as tools are (SERVICE__PROMPT, prompts.go);
 // resources and resource templates under agentmesh://SERVICE/ followed by
@@ -152,6 +156,9 @@ type Aggregator struct {
 
 	clients  *clients        // client sessions' own sessions (routing.go)
 	progress *progressRoutes // calls' progress tokens (routing.go)
+	// requestSessions holds a token per session open for one request
+	// (requestlog.go).
+	requestSessions chan struct{}
 }
 
 // New returns an aggregator with no services yet.
@@ -175,6 +182,7 @@ func New(cfg Config) (*Aggregator, error) {
 	a := &Aggregator{cfg: cfg, log: log, sep: cfg.Separator, backends: map[string]*backend{}, owner: map[string]*backend{}}
 	a.more.init()
 	a.clients, a.progress = newClients(a), newProgressRoutes(a)
+	a.requestSessions = make(chan struct{}, MaxRequestSessions)
 	a.server = mcp.NewServer(&mcp.Implementation{Name: "agentmesh-aggregate", Version: cfg.Version}, &mcp.ServerOptions{
 		// Tools always with list_changed: the set changes as services
 		// come and go. Logging: services' messages are routed (routing.go).

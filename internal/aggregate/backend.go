@@ -188,10 +188,11 @@ func (b *backend) list(s *mcp.ClientSession) error {
 // error comes back unchanged.
 func (b *backend) call(tool string) mcp.ToolHandler {
 	return func(ctx context.Context, req *mcp.CallToolRequest) (*mcp.CallToolResult, error) {
-		s, err := b.sessionFor(ctx, req.Session)
+		s, end, err := b.sessionForRequest(ctx, req.Session, req.Params.Meta)
 		if err != nil {
 			return nil, err
 		}
+		defer end()
 		meta, done := b.a.withProgress(ctx, req.Session, req.Params.Meta, forwardMeta(req.Params.Meta))
 		defer done()
 		// A 2026-07-28 client's retry answers what the service asked

@@ -400,14 +400,8 @@ func (c *clients) log(ctx context.Context, cl *client, svc string, p *mcp.Loggin
 	if p == nil {
 		return
 	}
-	q := *p
-	q.Meta = nil
-	q.Logger = svc
-	if p.Logger != "" {
-		q.Logger = svc + "/" + p.Logger
-	}
 	ctx = c.relatedTo(ctx, cl)
-	if err := cl.ss.Log(ctx, &q); err != nil {
+	if err := cl.ss.Log(ctx, serviceLog(svc, p)); err != nil {
 		c.a.log.Debug("aggregate: a service's log message did not reach the client", "service", svc, "err", err)
 	}
 }

@@ -91,10 +91,11 @@ func (a *Aggregator) setPromptsLocked(be *backend, prompts []*mcp.Prompt) {
 // result or error comes back unchanged.
 func (b *backend) getPrompt(prompt string) mcp.PromptHandler {
 	return func(ctx context.Context, req *mcp.GetPromptRequest) (*mcp.GetPromptResult, error) {
-		s, err := b.sessionFor(ctx, req.Session)
+		s, end, err := b.sessionForRequest(ctx, req.Session, req.Params.Meta)
 		if err != nil {
 			return nil, err
 		}
+		defer end()
 		res, err := s.GetPrompt(ctx, &mcp.GetPromptParams{Name: prompt, Arguments: req.Params.Arguments, Meta: forwardMeta(req.Params.Meta)})
 		if err != nil {
 			return nil, upstreamError(b.svc.Name, err)

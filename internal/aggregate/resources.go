@@ -224,10 +224,11 @@ func (b *backend) readResource() mcp.ResourceHandler {
 		if !ok {
 			return nil, mcp.ResourceNotFoundError(req.Params.URI)
 		}
-		s, err := b.sessionFor(ctx, req.Session)
+		s, end, err := b.sessionForRequest(ctx, req.Session, req.Params.Meta)
 		if err != nil {
 			return nil, err
 		}
+		defer end()
 		res, err := s.ReadResource(ctx, &mcp.ReadResourceParams{URI: own, Meta: forwardMeta(req.Params.Meta)})
 		if err != nil {
 			return nil, upstreamError(b.svc.Name, err)

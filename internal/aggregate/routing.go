@@ -30,7 +30,14 @@ var bounded = map[string]bool{
 func (a *Aggregator) routing(next mcp.MethodHandler) mcp.MethodHandler {
 	return func(ctx context.Context, method string, req mcp.Request) (mcp.Result, error) {
 		ss, _ := req.GetSession().(*mcp.ServerSession)
-		if !ownSessions(ss) {
+		if ss == nil || isSessionless(ctx) {
+			// A sessionless HTTP request's session is its own alone:
+			// the endpoint's gate bounds them (sessionless.go).
+			return next(ctx, method, req)
+		}
+		if !ownSessions(ss) && !bounded[method] {
+			// A 2026-07-28 client session (stdio): bounded as any
+			// client session is, with nothing else to route.
 			return next(ctx, method, req)
 		}
 		c := a.clients

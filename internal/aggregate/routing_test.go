@@ -373,6 +373,14 @@ func TestAClientsOwnSessionsCloseWithIt(t *testing.T) {
 // MaxInFlightPerClient calls waiting at services, a client's next call
 // is refused with CodeLimited, too_many_requests; others are not.
 func TestAClientCannotHoldMoreThanItsRequestsInFlight(t *testing.T) {
+	// A 2026-07-28 client session (over stdio) has no sessions of its
+	// own to services, and is bounded all the same.
+	for _, version := range []string{protocol2025, protocol2026} {
+		t.Run(version, func(t *testing.T) { testInFlightBound(t, version) })
+	}
+}
+
+func testInFlightBound(t *testing.T, version string) {
 	release := make(chan struct{})
 	started := make(chan struct{}, MaxInFlightPerClient+1)
 	up := mcp.NewServer(&mcp.Implementation{Name: "slow", Version: "1"}, nil)
@@ -387,7 +395,7 @@ func TestAClientCannotHoldMoreThanItsRequestsInFlight(t *testing.T) {
 	a, cs, changed := newFixture(t, map[string]*mcp.Server{"svc": up})
 	a.Update(Snapshot{Services: []Service{{Name: "svc", Addr: "1"}}})
 	waitTools(t, cs, changed, "svc__wait")
-	rc := connectRouted(t, a, "alice", protocol2025)
+	rc := connectRouted(t, a, "alice", version)
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	released := false
@@ -412,7 +420,7 @@ func TestAClientCannotHoldMoreThanItsRequestsInFlight(t *testing.T) {
 		t.Fatalf("a call past the limit: %v, want CodeLimited too_many_requests", err)
 	}
 	// Another client's call still reaches the service.
-	bob := connectRouted(t, a, "bob", protocol2025)
+	bob := connectRouted(t, a, "bob", version)
 	wg.Go(func() {
 		if got := callText(t, bob.cs, &mcp.CallToolParams{Name: "svc__wait"}); got != "ok" {
 			t.Errorf("bob's call: %q", got)
@@ -424,10 +432,10 @@ func TestAClientCannotHoldMoreThanItsRequestsInFlight(t *testing.T) {
 }
 
 // TestCancellingAnHTTPCallCancelsItAtTheService: over Streamable HTTP,
-// a client that cancels its call (notifications/cancelled on its
-// session) cancels it at the service. The HTTP endpoint keeps sessions
-// (the SDK serves 2026-07-28 only statelessly): a client asking for
-// 2026-07-28 falls back to 2025-11-25, which the second case shows.
+// a client that cancels its call cancels it at the service: a client
+// before 2026-07-28 by notifications/cancelled on its session, a
+// 2026-07-28 one, served statelessly (sessionless.go), by dropping its
+// request.
 func TestCancellingAnHTTPCallCancelsItAtTheService(t *testing.T) {
 	for _, version := range []string{protocol2025, protocol2026} {
 		t.Run(version, func(t *testing.T) {
@@ -457,8 +465,8 @@ func TestCancellingAnHTTPCallCancelsItAtTheService(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer hcs.Close()
-			if got := hcs.InitializeResult().ProtocolVersion; got != protocol2025 {
-				t.Errorf("negotiated %s over HTTP, want %s", got, protocol2025)
+			if got := hcs.InitializeResult().ProtocolVersion; got != version {
+				t.Errorf("negotiated %s over HTTP, want %s", got, version)
 			}
 			ctx, cancel := context.WithCancel(context.Background())
 			done := make(chan error, 1)

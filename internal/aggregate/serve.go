@@ -38,7 +38,8 @@ type nopWriteCloser struct{ io.Writer }
 func (nopWriteCloser) Close() error { return nil }
 
 // ServeListener serves the aggregated server as Streamable HTTP at /mcp
-// on ln, a loopback listener, admitting only requests that pass the
+// on ln, a loopback listener (with sessions before MCP 2026-07-28,
+// statelessly from it on: sessionless.go), admitting only requests that pass the
 // loopback guard for auth (local Host and Origin; the bearer token on
 // TCP), until ctx ends. It closes ln.
 func (a *Aggregator) ServeListener(ctx context.Context, ln net.Listener, auth loopback.Auth) error {
@@ -47,9 +48,20 @@ func (a *Aggregator) ServeListener(ctx context.Context, ln net.Listener, auth lo
 		ln.Close()
 		return fmt.Errorf("serve listener: %w", err)
 	}
-	h := mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return a.server }, &mcp.StreamableHTTPOptions{Logger: a.log})
+	server := func(*http.Request) *mcp.Server { return a.server }
+	// Sessions for clients before 2026-07-28; 2026-07-28 requests
+	// without one statelessly, bounded by g (sessionless.go).
+	stateful := mcp.NewStreamableHTTPHandler(server, &mcp.StreamableHTTPOptions{Logger: a.log})
+	stateless := mcp.NewStreamableHTTPHandler(server, &mcp.StreamableHTTPOptions{Logger: a.log, Stateless: true, PropagateRequestCancellation: true})
+	g := newGate()
 	mux := http.NewServeMux()
-	mux.Handle("/mcp", h)
+	mux.Handle("/mcp", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if sessionless(r) {
+			a.serveSessionless(w, r, g, stateless)
+			return
+		}
+		stateful.ServeHTTP(w, r)
+	}))
 	srv := &http.Server{
 		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			if why := guard.Check(r); why != "" {
