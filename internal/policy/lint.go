@@ -227,7 +227,7 @@ func (p *Policy) coversGrant(i, j int) bool {
 	if gj.connOnly() {
 		return true // a connect is decided without when
 	}
-	if gi.when != nil {
+	if gi.when != nil || !gi.obo.covers(gj.obo) {
 		return false
 	}
 	for k := range gj.lists {
