@@ -1,0 +1,101 @@
+package admission
+
+import (
+	"crypto/x509"
+	"time"
+
+	"github.com/agentmesh/agentmesh/internal/delegation"
+	"github.com/agentmesh/agentmesh/internal/identity"
+	"github.com/agentmesh/agentmesh/internal/netmap"
+	"github.com/agentmesh/agentmesh/internal/pki"
+	"github.com/agentmesh/agentmesh/internal/reason"
+)
+
+// Delegations is what a gateway checks the delegations its callers
+// present against (package delegation): the CA bundle that signs them,
+// the trust domain, the revocations the netmap lists and the clock skew
+// allowed. A State without it refuses every delegation.
+type Delegations struct {
+	Roots       []*x509.Certificate
+	TrustDomain identity.TrustDomain
+	Revoked     *delegation.Revocations
+	// Skew is the clock skew allowed; zero is delegation.DefaultSkew.
+	Skew time.Duration
+}
+
+// DelegationsOf builds the Delegations of a netmap: its CA bundle, trust
+// domain and revocation lists. A netmap whose bundle names no
+// certificate gives nil: no delegation can be checked, so none is
+// accepted.
+func DelegationsOf(nm *netmap.Netmap) *Delegations {
+	if nm == nil {
+		return nil
+	}
+	roots, err := pki.DecodeCertsPEM([]byte(nm.CABundle))
+	if err != nil || len(roots) == 0 {
+		return nil
+	}
+	return &Delegations{
+		Roots: roots, TrustDomain: nm.TrustDomain,
+		Revoked: delegation.NewRevocations(nm.RevokedDelegations, nm.RevokedUsers),
+	}
+}
+
+// Delegation checks tok, a delegation presented by the holder of a
+// certificate for id issued for incarnation inc, at now: its signature
+// under the mesh CA, its binding to that certificate, its time, and the
+// revocations s knows. It returns the claims and "", or nil and the
+// reason of the refusal (delegation_revoked for a revoked link or
+// person; the chain's other agents are checked by the caller against its
+// peers). A State without Delegations refuses every delegation
+// (delegation_bad_signature: nothing can verify it).
+func (s *State) Delegation(tok string, id identity.ID, inc string, now time.Time) (*delegation.Claims, reason.Code) {
+	if s == nil || s.Delegations == nil {
+		return nil, reason.DelegationBadSignature
+	}
+	d := s.Delegations
+	c, why, _ := delegation.Verify(tok, delegation.VerifyOptions{
+		Roots: d.Roots, TrustDomain: d.TrustDomain, Peer: id, Incarnation: inc, Now: now, Skew: d.Skew,
+	})
+	if why != "" {
+		return nil, why
+	}
+	if why := s.DelegationStanding(c, now); why != "" {
+		return nil, why
+	}
+	return c, ""
+}
+
+// DelegationStanding says why an accepted delegation no longer holds
+// under s at now, or "": it expired (beyond the clock skew), the person
+// or a link of its chain is revoked, or an agent of its chain other than
+// the presenting one is revoked or no longer an active peer
+// (delegation_revoked). Gateways ask it again of open sessions on every
+// netmap, as they check their peers.
+func (s *State) DelegationStanding(c *delegation.Claims, now time.Time) reason.Code {
+	if s == nil || s.Delegations == nil {
+		return reason.DelegationRevoked
+	}
+	d := s.Delegations
+	skew := d.Skew
+	if skew <= 0 {
+		skew = delegation.DefaultSkew
+	}
+	if now.Add(-skew).Unix() >= c.Expires {
+		return reason.DelegationExpired
+	}
+	if d.Revoked.Revoked(c) {
+		return reason.DelegationRevoked
+	}
+	for _, l := range c.Chain[:len(c.Chain)-1] {
+		id, err := identity.Parse(l.To)
+		if err != nil {
+			return reason.DelegationRevoked
+		}
+		p, ok := s.Peers[id.Name]
+		if !ok || p.ID != id || p.Revoked {
+			return reason.DelegationRevoked
+		}
+	}
+	return ""
+}
