@@ -2,12 +2,15 @@ package admission
 
 import (
 	"crypto/x509"
+	"net/http"
 	"time"
 
+	"github.com/agentmesh/agentmesh/internal/audit"
 	"github.com/agentmesh/agentmesh/internal/delegation"
 	"github.com/agentmesh/agentmesh/internal/identity"
 	"github.com/agentmesh/agentmesh/internal/netmap"
 	"github.com/agentmesh/agentmesh/internal/pki"
+	"github.com/agentmesh/agentmesh/internal/policy"
 	"github.com/agentmesh/agentmesh/internal/reason"
 )
 
@@ -96,6 +99,95 @@ func (s *State) DelegationStanding(c *delegation.Claims, now time.Time) reason.C
 		if !ok || p.ID != id || p.Revoked {
 			return reason.DelegationRevoked
 		}
+	}
+	return ""
+}
+
+// Delegated is a delegation a caller presented, verified: its claims,
+// what the policy sees of it and what audit events record of it.
+type Delegated struct {
+	Claims     *delegation.Claims
+	Policy     *policy.Delegation
+	OnBehalfOf *audit.OnBehalfOf
+}
+
+// Presented reads the delegation the request r of the admitted client a
+// presents (the delegation.Header) and checks it under s at now. It
+// returns nil and "" when r presents none, the verified delegation and "",
+// or nil and the reason of the refusal: more than one header
+// (delegation_malformed), a client without a certificate, which nothing
+// binds a delegation to (delegation_wrong_agent), or what State.Delegation
+// says.
+func (s *State) Presented(r *http.Request, a Admitted, now time.Time) (*Delegated, reason.Code) {
+	vals := r.Header.Values(delegation.Header)
+	switch {
+	case len(vals) == 0:
+		return nil, ""
+	case a.Caller != nil || a.ID.IsZero():
+		return nil, reason.DelegationWrongAgent
+	case len(vals) != 1:
+		return nil, reason.DelegationMalformed
+	}
+	c, why := s.Delegation(vals[0], a.ID, a.Incarnation, now)
+	if why != "" {
+		return nil, why
+	}
+	parties := c.Parties()
+	return &Delegated{
+		Claims:     c,
+		Policy:     &policy.Delegation{User: c.User, Chain: parties, Depth: c.Depth()},
+		OnBehalfOf: &audit.OnBehalfOf{User: c.User, Chain: parties, Delegation: c.ID()},
+	}, ""
+}
+
+// Grantor is the policy's view of the person at the root of d: a node
+// only its User names, as a person's own device on a tailnet.
+func (d *Delegated) Grantor() policy.Node {
+	return policy.Node{Kind: identity.KindAgent, User: d.Claims.User}
+}
+
+// Grantors calls f with each party whose rights bound d under s: the
+// person (Grantor, with no delegation), then each agent of the chain
+// before the caller, as s's peers describe it, with the delegation it
+// acts under; f returns false to stop. It reports false when an agent of
+// the chain is not an active peer of s.
+func (s *State) Grantors(d *Delegated, f func(policy.Node, *policy.Delegation) bool) bool {
+	if !f(d.Grantor(), nil) {
+		return true
+	}
+	c := d.Claims
+	for i, l := range c.Chain[:len(c.Chain)-1] {
+		id, err := identity.Parse(l.To)
+		if err != nil {
+			return false
+		}
+		peer, ok := s.Peers[id.Name]
+		if !ok || peer.ID != id || peer.Revoked {
+			return false
+		}
+		pd := &policy.Delegation{User: c.User, Chain: d.Policy.Chain[:i+2], Depth: i + 1}
+		if !f(peer.Node, pd) {
+			return true
+		}
+	}
+	return true
+}
+
+// CheckGrantors says why a request the policy allowed the caller of d is
+// refused after all, or "": allows (the policy's answer for one grantor
+// asking the same) refuses the person or an agent before the caller
+// (delegation_exceeds_grantor), or such an agent is gone
+// (delegation_revoked).
+func (s *State) CheckGrantors(d *Delegated, allows func(policy.Node, *policy.Delegation) bool) reason.Code {
+	exceeds := false
+	if !s.Grantors(d, func(n policy.Node, pd *policy.Delegation) bool {
+		exceeds = !allows(n, pd)
+		return !exceeds
+	}) {
+		return reason.DelegationRevoked
+	}
+	if exceeds {
+		return reason.DelegationExceedsGrantor
 	}
 	return ""
 }

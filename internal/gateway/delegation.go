@@ -39,34 +39,26 @@ import (
 // Identifier (a tailnet) that presents a delegation is refused: there is
 // no certificate to bind it to.
 
-// delegated is a delegation a caller presented, verified.
+// delegated is a delegation a caller presented, verified, with its scope
+// at this gateway's service.
 type delegated struct {
-	claims *delegation.Claims
-	// pol is what the policy sees of it.
-	pol *policy.Delegation
-	// onBehalfOf is what audit events record of it.
-	onBehalfOf *audit.OnBehalfOf
+	*admission.Delegated
 	// scope is the delegation's scope at this gateway's service; scoped
 	// says it has one (else every tool the policy allows).
 	scope  *policy.ToolScope
 	scoped bool
 }
 
-// newDelegated prepares verified claims c for the service self. It
-// reports false for a scope whose globs do not compile.
-func newDelegated(c *delegation.Claims, self identity.Name) (*delegated, bool) {
-	parties := c.Parties()
-	d := &delegated{
-		claims:     c,
-		pol:        &policy.Delegation{User: c.User, Chain: parties, Depth: c.Depth()},
-		onBehalfOf: &audit.OnBehalfOf{User: c.User, Chain: parties, Delegation: c.ID()},
+// newDelegated prepares d for the service self. It reports false for a
+// scope whose globs do not compile.
+func newDelegated(d *admission.Delegated, self identity.Name) (*delegated, bool) {
+	out := &delegated{Delegated: d}
+	if len(d.Claims.Tools) == 0 {
+		return out, true
 	}
-	if len(c.Tools) == 0 {
-		return d, true
-	}
-	d.scoped = true
+	out.scoped = true
 	var globs []string
-	for _, t := range c.Tools {
+	for _, t := range d.Claims.Tools {
 		svc, glob, err := delegation.SplitTool(t)
 		if err != nil {
 			return nil, false
@@ -79,20 +71,27 @@ func newDelegated(c *delegation.Claims, self identity.Name) (*delegated, bool) {
 	if err != nil {
 		return nil, false
 	}
-	d.scope = scope
-	return d, true
+	out.scope = scope
+	return out, true
 }
 
 // admitDelegation reads the delegation x's caller presents, if any, and
 // binds the request to it. It answers a refusal itself, audited with the
 // delegation's reason code, and returns false when the request must stop.
 func (g *Gateway) admitDelegation(w http.ResponseWriter, r *http.Request, x *exchange) bool {
-	vals := r.Header.Values(delegation.Header)
-	if len(vals) == 0 {
+	p := x.peer
+	d, why := p.state.Presented(r, admission.Admitted{ID: p.ref.id, Incarnation: p.ref.incarnation, Caller: p.ref.caller}, g.now())
+	if why == "" && d == nil {
 		return true
 	}
-	p := x.peer
-	refuse := func(why reason.Code) bool {
+	var dd *delegated
+	if why == "" {
+		var ok bool
+		if dd, ok = newDelegated(d, p.state.Self.Name); !ok {
+			why = reason.DelegationMalformed
+		}
+	}
+	if why != "" {
 		if r.Method != http.MethodPost {
 			x.ev.Method = r.Method // a POST's method is in the unread body
 		}
@@ -101,52 +100,8 @@ func (g *Gateway) admitDelegation(w http.ResponseWriter, r *http.Request, x *exc
 		g.deny(w, r, x, http.StatusForbidden, nil, CodeDenied, why)
 		return false
 	}
-	if p.ref.caller != nil {
-		// Nothing binds a delegation to a caller without a certificate.
-		return refuse(reason.DelegationWrongAgent)
-	}
-	if len(vals) != 1 {
-		return refuse(reason.DelegationMalformed)
-	}
-	c, why := p.state.Delegation(vals[0], p.ref.id, p.ref.incarnation, g.now())
-	if why != "" {
-		return refuse(why)
-	}
-	d, ok := newDelegated(c, p.state.Self.Name)
-	if !ok {
-		return refuse(reason.DelegationMalformed)
-	}
-	p.ref.delegation, p.ref.del = c.ID(), d
-	x.ev.OnBehalfOf = d.onBehalfOf
-	return true
-}
-
-// grantor is the policy's view of the person at the root of d: a node
-// that only its User names, as a person's own device on a tailnet.
-func (d *delegated) grantor() policy.Node {
-	return policy.Node{Kind: identity.KindAgent, User: d.claims.User}
-}
-
-// intermediates calls f with each agent of d's chain before the caller,
-// as the policy sees it, and the delegation it acts under; f returns
-// false to stop. It reports false when one of them is not an active
-// peer (its standing is checked on every netmap, so this is a race).
-func (d *delegated) intermediates(st *admission.State, f func(policy.Node, *policy.Delegation) bool) bool {
-	c := d.claims
-	for i, l := range c.Chain[:len(c.Chain)-1] {
-		id, err := identity.Parse(l.To)
-		if err != nil {
-			return false
-		}
-		peer, ok := st.Peers[id.Name]
-		if !ok || peer.ID != id {
-			return false
-		}
-		pd := &policy.Delegation{User: c.User, Chain: d.pol.Chain[:i+2], Depth: i + 1}
-		if !f(peer.Node, pd) {
-			return true
-		}
-	}
+	p.ref.delegation, p.ref.del = d.Claims.ID(), dd
+	x.ev.OnBehalfOf = d.OnBehalfOf
 	return true
 }
 
@@ -158,45 +113,30 @@ func (d *delegated) check(st *admission.State, q question) reason.Code {
 	if d.scoped && (q.req.Action != policy.ActionTool || !d.scope.Match(q.req.Tool)) {
 		return reason.DelegationOutOfScope
 	}
-	pol := st.Policy
-	allows := func(src policy.Node, del *policy.Delegation) bool {
+	return st.CheckGrantors(d.Delegated, func(src policy.Node, del *policy.Delegation) bool {
 		r := q
 		r.req.Src, r.req.Delegation = src, del
 		var v verdict
-		return r.ask(pol, &v).Allow
-	}
-	if !allows(d.grantor(), nil) {
-		return reason.DelegationExceedsGrantor
-	}
-	exceeds := false
-	if !d.intermediates(st, func(n policy.Node, pd *policy.Delegation) bool {
-		exceeds = !allows(n, pd)
-		return !exceeds
-	}) {
-		return reason.DelegationRevoked
-	}
-	if exceeds {
-		return reason.DelegationExceedsGrantor
-	}
-	return ""
+		return r.ask(st.Policy, &v).Allow
+	})
 }
 
 // viewOf is what node, with the delegation d (nil: none), may see of st's
-// gateway: for a delegation, what the caller may see for the person, the
-// person and every agent before the caller may see too, and the scope
-// covers.
+// gateway under pol: for a delegation, what the caller may see for the
+// person, the person and every agent before the caller may see too, and
+// the scope covers.
 func viewOf(st *admission.State, pol *policy.Policy, node policy.Node, d *delegated) policy.Visibility {
 	if d == nil {
 		return pol.Visible(node, st.Self)
 	}
-	others := []policy.Visibility{pol.Visible(d.grantor(), st.Self)}
-	if !d.intermediates(st, func(n policy.Node, pd *policy.Delegation) bool {
+	var others []policy.Visibility
+	if !st.Grantors(d.Delegated, func(n policy.Node, pd *policy.Delegation) bool {
 		others = append(others, pol.VisibleFor(n, st.Self, pd))
 		return true
 	}) {
 		return policy.Visibility{} // an agent of the chain is gone: nothing
 	}
-	return pol.VisibleFor(node, st.Self, d.pol).Restrict(others, d.scope, d.scoped)
+	return pol.VisibleFor(node, st.Self, d.Policy).Restrict(others, d.scope, d.scoped)
 }
 
 // visibility is viewOf for an admitted peer.
@@ -207,7 +147,7 @@ func (p *peerInfo) visibility() policy.Visibility {
 // lapse is when d stops being accepted: its expiry plus the clock skew
 // gateways allow.
 func (d *delegated) lapse() time.Time {
-	return time.Unix(d.claims.Expires, 0).Add(delegation.DefaultSkew)
+	return time.Unix(d.Claims.Expires, 0).Add(delegation.DefaultSkew)
 }
 
 // delegationLapsed ends sess when the delegation it was opened with no
@@ -217,7 +157,7 @@ func (g *Gateway) delegationLapsed(sess *session, st *admission.State) bool {
 	if sess.del == nil {
 		return false
 	}
-	why := st.DelegationStanding(sess.del.claims, g.now())
+	why := st.DelegationStanding(sess.del.Claims, g.now())
 	if why == "" || !g.sessions.remove(sess) {
 		return false
 	}
@@ -227,7 +167,7 @@ func (g *Gateway) delegationLapsed(sess *session, st *admission.State) bool {
 	g.record(context.Background(), &audit.Event{
 		Kind: audit.KindSession, Src: sess.owner.String(), Dst: st.Dst(),
 		Session: sess.id, Decision: audit.Deny, Reason: why, Outcome: audit.OutcomeClosed,
-		PolicyVersion: st.PolicyVersion(), OnBehalfOf: sess.del.onBehalfOf,
+		PolicyVersion: st.PolicyVersion(), OnBehalfOf: sess.del.OnBehalfOf,
 	})
 	return true
 }

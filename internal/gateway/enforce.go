@@ -230,7 +230,7 @@ func (g *Gateway) target(p *peerInfo, m *mcpwire.Message, v *verdict) (q questio
 	req := &q.req
 	*req = policy.Request{Src: p.node, Dst: p.state.Self, Method: m.Method}
 	if d := p.ref.del; d != nil {
-		req.Delegation = d.pol
+		req.Delegation = d.Policy
 	}
 	malformed := func() (question, bool) {
 		v.denied(CodeRejected, reason.Malformed)
