@@ -2,19 +2,24 @@ package modelgw
 
 import (
 	"bytes"
+	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
 	"net/http"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/agentmesh/agentmesh/internal/admission"
+	"github.com/agentmesh/agentmesh/internal/audit"
 	"github.com/agentmesh/agentmesh/internal/delegation"
 	"github.com/agentmesh/agentmesh/internal/gateway/gatewaytest"
 	"github.com/agentmesh/agentmesh/internal/identity"
+	"github.com/agentmesh/agentmesh/internal/modelgw/modelgwtest"
 	"github.com/agentmesh/agentmesh/internal/reason"
+	"github.com/agentmesh/agentmesh/internal/sse"
 )
 
 // delegationPolicy: agent:fraud may use the gpt-4o family for Alice; Alice
@@ -127,5 +132,50 @@ func TestModelGatewayDecidesDelegatedRequests(t *testing.T) {
 	revoked := f.delegate(t, "alice@example.com", nil, true)
 	if res := do(t, f.delegClient(f.fraud, revoked), "POST", "https://"+f.addr+"/v1/chat/completions", chatBody("gpt-4o", "")); res.status != 403 || res.errBody(t).Reason != reason.DelegationRevoked {
 		t.Fatalf("revoked: %d %s", res.status, res.body)
+	}
+}
+
+func TestModelGatewayCutsTheStreamOfARevokedDelegation(t *testing.T) {
+	gate := make(chan struct{})
+	f := newFixture(t, fixtureOpts{gate: gate})
+	st := f.state(delegationPolicy)
+	st.Delegations = f.delegations()
+	f.gw.Update(st)
+	alice := f.delegate(t, "alice@example.com", nil, false)
+	c, why, _ := delegation.Verify(alice, delegation.VerifyOptions{Roots: []*x509.Certificate{f.mesh.CA.Certificate()}, TrustDomain: gatewaytest.TrustDomain,
+		Peer: gatewaytest.ID(t, identity.KindAgent, "fraud"), Incarnation: "inc1", Now: f.clock.now()})
+	if why != "" {
+		t.Fatal(why)
+	}
+	resp, err2 := f.delegClient(f.fraud, alice).Post("https://"+f.addr+"/v1/chat/completions", "application/json", strings.NewReader(chatBody("gpt-4o", streamWithUsage)))
+	if err2 != nil {
+		t.Fatal(err2)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Fatalf("status %d", resp.StatusCode)
+	}
+	sc := sse.NewReader(resp.Body, 1<<20)
+	if d, ok := nextData(t, sc); !ok || !strings.Contains(d, modelgwtest.StreamChunks[0]) {
+		t.Fatalf("first chunk %q", d)
+	}
+	st = f.state(delegationPolicy)
+	st.Delegations = f.delegations(c.ID())
+	f.gw.Update(st)
+	for {
+		d, ok := nextData(t, sc)
+		if !ok {
+			break
+		}
+		if d == "[DONE]" || strings.Contains(d, modelgwtest.StreamChunks[1]) {
+			t.Fatalf("stream went on after revocation: %q", d)
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := f.rec.WaitFor(ctx, func(e audit.Event) bool {
+		return e.Kind == audit.KindRequest && e.Outcome == "stream_cut" && e.OnBehalfOf != nil && e.OnBehalfOf.Delegation == c.ID()
+	}); err != nil {
+		t.Fatal(err)
 	}
 }
