@@ -227,3 +227,55 @@ func (o *oboList) covers(j *oboList) bool {
 	}
 	return true
 }
+
+// lintGrantors warns about each on_behalf_of entry naming people whom no
+// grant gives anything: a gateway asks the policy about the person (a
+// node only user:EMAIL names) before a delegated request goes on, and
+// only a src of user:EMAIL or "*" can match that node. Sound: with any
+// grant from "*", nothing is warned.
+func (p *Policy) lintGrantors(raw *rawDoc, srcs [][]nodeKey, warn warnFunc) {
+	have := map[string]bool{}
+	for _, keys := range srcs {
+		for _, k := range keys {
+			switch k.kind {
+			case keyAll:
+				return
+			case keyUser:
+				have[k.name] = true
+			}
+		}
+	}
+	var groups map[string][]string
+	for i := range p.grants {
+		o, rg := p.grants[i].obo, &raw.grants[i]
+		if o == nil || rg.obo == nil {
+			continue
+		}
+		for j, s := range rg.obo.items {
+			var missing []string
+			switch {
+			case strings.HasPrefix(s.s, "user:"):
+				if u := strings.TrimPrefix(s.s, "user:"); !have[u] {
+					missing = append(missing, u)
+				}
+			case strings.HasPrefix(s.s, "group:"):
+				if groups == nil {
+					groups = rawGroups(raw)
+				}
+				some := false
+				for _, m := range groups[s.s] {
+					if u, ok := strings.CutPrefix(m, "user:"); ok && have[u] {
+						some = true
+					}
+				}
+				if !some {
+					missing = append(missing, "none of its members")
+				}
+			}
+			if len(missing) > 0 {
+				warn(s.off, fmt.Sprintf("grants[%d].on_behalf_of[%d]", i, j), LintNoGrantorRights,
+					"no grant gives %s (%s) anything: every request made for them exceeds their rights (delegation_exceeds_grantor); grant the person too", s.s, strings.Join(missing, ", "))
+			}
+		}
+	}
+}

@@ -225,3 +225,32 @@ func TestLintDoesNotCallNarrowerOnBehalfOfShadowed(t *testing.T) {
 		t.Error("a grant for everyone covers one for Alice")
 	}
 }
+
+func TestLintWarnsOfPeopleWithoutRights(t *testing.T) {
+	p := mustCompile(t, `{"groups": {"group:sales": ["user:bob@example.com", "group:more"], "group:more": ["user:carol@example.com"], "group:ops": ["user:dan@example.com"]},
+	"grants": [
+	  {"src": ["agent:a"], "dst": ["tool:t"], "tools": ["*"], "on_behalf_of": ["user:alice@example.com", "group:sales", "group:ops", "*"]},
+	  {"src": ["user:carol@example.com"], "dst": ["tool:t"], "tools": ["x"]},
+	]}`)
+	var got []string
+	for _, w := range p.Lint(nil) {
+		if w.Code == LintNoGrantorRights {
+			got = append(got, w.Path)
+		}
+	}
+	// Alice and group:ops have no rights; group:sales has Carol's (through
+	// a nested group); "*" names nobody in particular.
+	if want := []string{"grants[0].on_behalf_of[0]", "grants[0].on_behalf_of[2]"}; strings.Join(got, ",") != strings.Join(want, ",") {
+		t.Fatalf("warned %v, want %v", got, want)
+	}
+	// A grant from "*" gives everyone something: nothing is warned.
+	p = mustCompile(t, `{"grants": [
+	  {"src": ["agent:a"], "dst": ["tool:t"], "tools": ["*"], "on_behalf_of": ["user:alice@example.com"]},
+	  {"src": ["*"], "dst": ["tool:t"], "tools": ["x"]},
+	]}`)
+	for _, w := range p.Lint(nil) {
+		if w.Code == LintNoGrantorRights {
+			t.Fatalf("warned %v", w)
+		}
+	}
+}

@@ -53,6 +53,10 @@ const (
 	// LintEmptyExclusion: a "!" entry excludes nothing the list's
 	// includes could match.
 	LintEmptyExclusion = "empty_exclusion"
+	// LintNoGrantorRights: an on_behalf_of entry names a person whom no
+	// grant gives anything, so every request made for them exceeds
+	// their rights at the gateway (delegation.go).
+	LintNoGrantorRights = "no_grantor_rights"
 )
 
 func (w Warning) String() string {
@@ -105,6 +109,7 @@ func (p *Policy) Lint(nodes []Node) []Warning {
 			}
 		}
 	}
+	p.lintGrantors(raw, srcs, warn)
 	slices.SortStableFunc(out, func(a, b Warning) int { return cmp.Or(cmp.Compare(a.Line, b.Line), cmp.Compare(a.Column, b.Column)) })
 	return out
 }
