@@ -165,7 +165,7 @@ func (g *Gateway) delegationLapsed(sess *session, st *admission.State) bool {
 	sess.cut()
 	g.up.closeSession(sess)
 	g.record(context.Background(), &audit.Event{
-		Kind: audit.KindSession, Src: sess.owner.String(), Dst: st.Dst(),
+		Kind: audit.KindSession, Src: sess.owner.String(), Dst: st.Dst(), User: sess.user,
 		Session: sess.id, Decision: audit.Deny, Reason: why, Outcome: audit.OutcomeClosed,
 		PolicyVersion: st.PolicyVersion(), OnBehalfOf: sess.del.OnBehalfOf,
 	})
