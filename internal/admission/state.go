@@ -36,6 +36,9 @@ type State struct {
 	// from is older than the mesh lets a gateway act on unconfirmed
 	// (netmap.Netmap.Fresh).
 	Stale bool
+	// Delegations checks the delegations callers present (delegation.go);
+	// nil refuses every one.
+	Delegations *Delegations
 }
 
 // Peer is one node that may connect, as the netmap describes it.
@@ -68,6 +71,7 @@ func NewState(self identity.ID, nm *netmap.Netmap, pol *policy.Policy, stale boo
 	if nm == nil {
 		return s
 	}
+	s.Delegations = DelegationsOf(nm)
 	for _, nn := range nm.Nodes {
 		if nn.Incarnation == "" {
 			continue

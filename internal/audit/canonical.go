@@ -86,6 +86,9 @@ func appendCanonical(dst []byte, e *Event) ([]byte, error) {
 		dst = appendShadow(dst, e.Shadow)
 	}
 	dst = appendField(dst, `,"user":`, e.User)
+	if e.OnBehalfOf != nil {
+		dst = appendOnBehalfOf(dst, e.OnBehalfOf)
+	}
 	return append(dst, '}'), nil
 }
 

@@ -173,6 +173,11 @@ func (e *Event) problem() string {
 			return p
 		}
 	}
+	if e.OnBehalfOf != nil {
+		if p := e.OnBehalfOf.problem(); p != "" {
+			return p
+		}
+	}
 	if e.Shadow != nil {
 		return e.Shadow.problem()
 	}

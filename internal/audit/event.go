@@ -134,6 +134,9 @@ type Event struct {
 	// be identified, and in events recorded before gateways kept it.
 	// Never taken from the peer.
 	User string `json:"user,omitempty"`
+	// OnBehalfOf, on an event of a request made with a delegation, is
+	// for whom the caller acted (onbehalf.go); nil otherwise.
+	OnBehalfOf *OnBehalfOf `json:"on_behalf_of,omitempty"`
 }
 
 // Attempts is how many attempts e accounts for: Count, or 1 for an event

@@ -95,7 +95,7 @@ func visibleFor(s *session, st *admission.State) (policy.Visibility, bool) {
 	if !ok || st.Policy == nil {
 		return policy.Visibility{}, false
 	}
-	return st.Policy.Visible(p.Node, st.Self), true
+	return viewOf(st, st.Policy, p.Node, s.del), true
 }
 
 // currentCaller returns the Identifier caller owning s as last checked, or

@@ -34,13 +34,21 @@ type peerRef struct {
 	// user is the person behind the caller (audit.Event.User), for the
 	// events of what it opens; not part of its identity (same).
 	user string
+	// delegation is the ID of the delegation the caller presents, and del
+	// what it was verified to say (delegation.go); "" and nil for none.
+	// Sessions, tasks and streams are bound to it as to the identity.
+	delegation string
+	del        *delegated
 }
 
 // same reports whether r and o name one caller: the same identity and
 // incarnation, or the same Identifier key.
 func (r peerRef) same(o peerRef) bool {
-	return r.id == o.id && r.incarnation == o.incarnation && r.key == o.key
+	return r.id == o.id && r.incarnation == o.incarnation && r.key == o.key && r.delegation == o.delegation
 }
+
+// owner names r as the owner of stateless sessions and tasks.
+func (r peerRef) owner() ownerKey { return ownerKey{r.id, r.key, r.delegation} }
 
 type connKey struct{}
 

@@ -77,6 +77,15 @@
 //     (enforce.go, each with the reason it needs no decision) and responses
 //     to server-initiated requests pass through; every other method is
 //     denied ("unknown_method"), with no prefix wildcard.
+//   - A delegation (the Agentmesh-Delegation header: the caller acts for
+//     a person) is verified against the CA bundle, the caller's own
+//     certificate and the netmap's revocations before anything else, and
+//     narrows, never widens: a delegated request must be allowed for the
+//     caller with the delegation, within its scope, and for the person and
+//     every agent before the caller in its chain (delegation.go). Sessions,
+//     tasks and streams are bound to it; sessions whose delegation lapses
+//     are ended on Update and the idle sweep. A caller without a
+//     certificate that presents one is refused.
 //   - Tool definitions are pinned by the policy (tool_pins, package
 //     toolpin; pins.go): every tools/list result is hashed where it is
 //     filtered, a tool whose definition does not match its pin is hidden

@@ -117,6 +117,11 @@ func (g *Gateway) decide(p *peerInfo, m *mcpwire.Message) verdict {
 	if !d.Allow {
 		return v.refusedBy(d)
 	}
+	if del := p.ref.del; del != nil {
+		if why := del.check(st, q); why != "" {
+			return v.denied(CodeDenied, why)
+		}
+	}
 	v.allow, v.reason = true, d.Reason
 	if m.Method == "tools/call" {
 		v.approval, v.approvalTimeout = d.Approval, d.ApprovalTimeout
@@ -224,6 +229,9 @@ func (v *verdict) bindTask(m *mcpwire.Message, req policy.Request) verdict {
 func (g *Gateway) target(p *peerInfo, m *mcpwire.Message, v *verdict) (q question, answered bool) {
 	req := &q.req
 	*req = policy.Request{Src: p.node, Dst: p.state.Self, Method: m.Method}
+	if d := p.ref.del; d != nil {
+		req.Delegation = d.Policy
+	}
 	malformed := func() (question, bool) {
 		v.denied(CodeRejected, reason.Malformed)
 		return q, true

@@ -386,6 +386,9 @@ func (g *Gateway) Update(s *admission.State) {
 			})
 			continue
 		}
+		if g.delegationLapsed(sess, s) {
+			continue
+		}
 		sess.recheck(s)
 	}
 	g.recheckCallers(context.Background(), s)
@@ -414,6 +417,9 @@ func (g *Gateway) reapIdle() int {
 	st := g.state.Load()
 	n := 0
 	for _, sess := range g.sessions.all() {
+		if g.delegationLapsed(sess, st) {
+			continue
+		}
 		if !sess.idleSince(cutoff) || !g.sessions.remove(sess) {
 			continue
 		}

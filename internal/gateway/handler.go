@@ -82,7 +82,7 @@ func (g *Gateway) serveMCP(w http.ResponseWriter, r *http.Request) {
 		x.slots.release()
 		x.inFlight.Release()
 	}()
-	if !g.admitRequest(w, r, x) {
+	if !g.admitRequest(w, r, x) || !g.admitDelegation(w, r, x) {
 		return
 	}
 	switch r.Method {
@@ -362,7 +362,7 @@ func (g *Gateway) bindSession(w http.ResponseWriter, r *http.Request, x *exchang
 		g.deny(w, r, x, http.StatusNotFound, id, CodeRejected, reason.UnknownSession)
 		return false
 	}
-	if s.owner != x.peer.ref.id || s.incarnation != x.peer.ref.incarnation || s.key != x.peer.ref.key {
+	if s.owner != x.peer.ref.id || s.incarnation != x.peer.ref.incarnation || s.key != x.peer.ref.key || s.delegation != x.peer.ref.delegation {
 		// Same answer as an unknown id, so that ids cannot be probed.
 		g.log.Warn("session presented by another identity", "session", s.id, "owner", s.owner.String(), "peer", x.peer.ref.id.String())
 		g.deny(w, r, x, http.StatusNotFound, id, CodeRejected, reason.SessionOwnerMismatch)

@@ -477,7 +477,7 @@ func (g *Gateway) keeper(k listKind, vis policy.Visibility, owner peerRef) func(
 
 // peerKeeper is keeper for an admitted peer.
 func (g *Gateway) peerKeeper(k listKind, p *peerInfo) func(string) bool {
-	return g.keeper(k, p.state.Policy.Visible(p.node, p.state.Self), p.ref)
+	return g.keeper(k, p.visibility(), p.ref)
 }
 
 // streamEvent processes one event of a server-to-client stream (a GET

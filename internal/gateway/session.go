@@ -70,6 +70,10 @@ type session struct {
 	// owner); hasCaller says caller (guarded by mu) is set.
 	key       string
 	hasCaller bool
+	// delegation and del are the delegation the session was opened with
+	// (delegation.go): every request on it must present the same one.
+	delegation string
+	del        *delegated
 	// elicit says the client declared form-mode elicitation in the
 	// initialize that created the session (holdelicit.go).
 	elicit bool
@@ -106,9 +110,15 @@ type session struct {
 
 func newSession(base context.Context, id string, p peerRef, now time.Time) *session {
 	ctx, cancel := context.WithCancel(base)
+	if p.del != nil {
+		// The session's streams end when its delegation expires, by the
+		// gateway's clock (now); the next sweep ends the session itself.
+		ctx, cancel = context.WithDeadline(base, time.Now().Add(p.del.lapse().Sub(now)))
+	}
 	return &session{
 		id: id, owner: p.id, incarnation: p.incarnation, user: p.user,
 		key: p.key, hasCaller: p.caller != nil, caller: p.caller,
+		delegation: p.delegation, del: p.del,
 		ctx: ctx, cancel: cancel, lastUsed: now,
 		views:   make(map[listKind]map[string]bool),
 		streams: make(map[*stream]struct{}),
@@ -342,13 +352,13 @@ func (t *sessionTable) add(s *session) bool {
 func (t *sessionTable) statelessFor(base context.Context, p peerRef, now time.Time) *session {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	s := t.stateless[ownerKey{p.id, p.key}]
+	s := t.stateless[p.owner()]
 	if s == nil || s.incarnation != p.incarnation {
 		if s != nil {
 			s.cut()
 		}
 		s = newSession(base, "", p, now)
-		t.stateless[ownerKey{p.id, p.key}] = s
+		t.stateless[p.owner()] = s
 	}
 	s.mu.Lock()
 	if now.After(s.lastUsed) {
@@ -362,8 +372,8 @@ func (t *sessionTable) remove(s *session) bool {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if s.id == "" {
-		if t.stateless[ownerKey{s.owner, s.key}] == s {
-			delete(t.stateless, ownerKey{s.owner, s.key})
+		if t.stateless[s.ref().owner()] == s {
+			delete(t.stateless, s.ref().owner())
 			return true
 		}
 		return false
@@ -408,4 +418,7 @@ func (t *sessionTable) removeAll() []*session {
 type ownerKey struct {
 	id  identity.ID
 	key string
+	// delegation is the ID of the delegation the owner presents (a node
+	// acting for different people owns different sessions).
+	delegation string
 }

@@ -76,7 +76,7 @@ func newTaskTable() *taskTable {
 // when the id is already bound to another owner (never shared); the same
 // handle seen again (a replayed answer) changes nothing.
 func (t *taskTable) add(id string, p peerRef, origin taskOrigin, now time.Time) bool {
-	owner := ownerKey{p.id, p.key}
+	owner := p.owner()
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if e := t.byID[id]; e != nil {
@@ -126,7 +126,7 @@ func (t *taskTable) lookup(id string, p peerRef, now time.Time) (taskOrigin, boo
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	e := t.byID[id]
-	if e == nil || e.owner != (ownerKey{p.id, p.key}) || e.incarnation != p.incarnation || now.Sub(e.created) > maxTaskAge {
+	if e == nil || e.owner != (p.owner()) || e.incarnation != p.incarnation || now.Sub(e.created) > maxTaskAge {
 		return taskOrigin{}, false
 	}
 	return e.origin, true
@@ -199,5 +199,5 @@ func (s *session) takeWatched(id string) *taskOrigin {
 
 // ref is the peer that owns s, as the task table names owners.
 func (s *session) ref() peerRef {
-	return peerRef{id: s.owner, incarnation: s.incarnation, key: s.key}
+	return peerRef{id: s.owner, incarnation: s.incarnation, key: s.key, delegation: s.delegation, del: s.del}
 }

@@ -370,7 +370,7 @@ func TestTaskTableBoundsWhatEachOwnerHolds(t *testing.T) {
 	if _, ok := tt.lookup("a-big-2", a, now); !ok {
 		t.Error("the newest task went")
 	}
-	if got := tt.bytes[ownerKey{a.id, ""}]; got > maxTaskBytesPerOwner {
+	if got := tt.bytes[a.owner()]; got > maxTaskBytesPerOwner {
 		t.Errorf("a holds %d bytes", got)
 	}
 
@@ -380,8 +380,8 @@ func TestTaskTableBoundsWhatEachOwnerHolds(t *testing.T) {
 		t.Error("an expired task reached")
 	}
 	tt.add("a-new", a, small, later)
-	if len(tt.byOwner[ownerKey{a.id, ""}]) != 1 || tt.bytes[ownerKey{a.id, ""}] != small.size {
-		t.Errorf("expired tasks kept: %d tasks, %d bytes", len(tt.byOwner[ownerKey{a.id, ""}]), tt.bytes[ownerKey{a.id, ""}])
+	if len(tt.byOwner[a.owner()]) != 1 || tt.bytes[a.owner()] != small.size {
+		t.Errorf("expired tasks kept: %d tasks, %d bytes", len(tt.byOwner[a.owner()]), tt.bytes[a.owner()])
 	}
 }
 

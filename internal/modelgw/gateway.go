@@ -222,7 +222,12 @@ func (g *Gateway) Recheck(context.Context) {
 // admits. g.mu is held.
 func (g *Gateway) recheckLocked(s *admission.State) {
 	for f := range g.flights {
-		if who, why := admission.Identify(s, f.r, g.cfg.Identifier); why != "" {
+		who, why := admission.Identify(s, f.r, g.cfg.Identifier)
+		if why == "" {
+			// The delegation the request presented must still hold.
+			_, why = s.Presented(f.r, who, g.now())
+		}
+		if why != "" {
 			g.log.Info("model gateway: cutting request of peer that lost access", "peer", who.Src, "reason", why)
 			f.cancel()
 		}

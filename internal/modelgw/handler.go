@@ -62,6 +62,9 @@ type request struct {
 	// for usage, whose tokens could not be counted.
 	streamNoUsage bool
 	limits        []policy.Limit
+	// del is the delegation the caller presented (delegation.go), nil
+	// for none.
+	del *admission.Delegated
 }
 
 // ErrorBody is the JSON body of every refusal (modelwire.ErrorBody, which
@@ -140,7 +143,7 @@ func (g *Gateway) admit(w http.ResponseWriter, r *http.Request, x *request) bool
 	}
 	x.src, x.st = peer.Node, peer.State
 	x.ev.PolicyVersion = x.st.PolicyVersion()
-	return true
+	return g.admitDelegation(w, r, x, peer)
 }
 
 // takeSlot counts the request among its caller's requests in flight,
@@ -204,6 +207,9 @@ func (g *Gateway) readBody(w http.ResponseWriter, r *http.Request, x *request) (
 func (g *Gateway) classify(w http.ResponseWriter, r *http.Request, x *request, body []byte) bool {
 	p := r.URL.Path
 	x.decide = policy.Request{Src: x.src, Dst: x.st.Self, Method: p, HTTPMethod: r.Method, Path: p}
+	if x.del != nil {
+		x.decide.Delegation = x.del.Policy
+	}
 	switch {
 	case r.Method == http.MethodPost && modelRoutes[p]:
 		model, fields, err := decodeModelBody(body)
@@ -252,6 +258,10 @@ func (g *Gateway) decidePolicy(w http.ResponseWriter, r *http.Request, x *reques
 	}
 	if x.filterList {
 		x.ev.Rule = ""
+	}
+	if why := g.checkDelegated(x); why != "" {
+		g.refuse(w, r, x, refusal{http.StatusForbidden, why, audit.OutcomeDenied, "request not allowed for the person this caller acts for (" + string(why) + ")"})
+		return false
 	}
 	return true
 }
@@ -448,7 +458,7 @@ func (g *Gateway) relayBuffered(w http.ResponseWriter, r *http.Request, x *reque
 		return
 	}
 	if x.filterList && resp.StatusCode == http.StatusOK {
-		fb, ok := filterModels(b, x.st.Policy.Visible(x.src, x.st.Self))
+		fb, ok := filterModels(b, g.visibility(x))
 		if !ok {
 			g.refuse(w, r, x, refusal{http.StatusBadGateway, reason.UpstreamError, audit.OutcomeUpstreamError, "the upstream's model list is malformed"})
 			return

@@ -21,9 +21,15 @@
 // hostile file.
 //
 // A when sees src, dst, method, tool, resource, prompt, model, path,
-// http_method and args; for a model request args is the request's JSON body
+// http_method, args, on_behalf_of and delegation; for a model request args is the request's JSON body
 // (args.max_tokens, args.stream), and path and http_method are its URL path
-// and HTTP method.
+// and HTTP method. on_behalf_of is the e-mail address of the person a
+// delegated request is made for ("" for none), delegation its user, chain
+// and depth (delegation.go).
+//
+// A grant's on_behalf_of (user:EMAIL, group:NAME, *) limits it to requests
+// made with a delegation from those people (Request.Delegation); a grant
+// without one applies to every request, delegated or not.
 //
 // Selectors are agent:NAME, tool:NAME, model:NAME, tag:NAME, group:NAME, *
 // and user:LOGIN; the last matches Node.User, the person behind a node:
@@ -137,6 +143,11 @@ type Request struct {
 	// Args are the tool call's arguments (or the model request's fields), as
 	// decoded by the strict decoder; `when` sees them as `args`.
 	Args map[string]any
+	// Delegation is the delegation the request is made with (the source
+	// acts for a person), nil for none: grants with on_behalf_of apply
+	// only to a request whose delegation's person they name, and a when
+	// sees it as on_behalf_of and delegation.
+	Delegation *Delegation
 	// kept, set only by DecideRecorded, is the argument paths a record
 	// kept: a when reading others is not evaluated (auditargs.go).
 	kept *keptPaths

@@ -63,6 +63,9 @@ type grant struct {
 	// approvalTimeout how long it is held (approvals.go).
 	approval        string
 	approvalTimeout time.Duration
+	// obo, when set, limits the grant to requests made on behalf of the
+	// people it names (on_behalf_of, delegation.go).
+	obo *oboList
 }
 
 // connOnly reports whether the grant gives connection-level access only.
@@ -211,6 +214,9 @@ func (c *compiler) compile(raw *rawDoc) *Policy {
 			g.when = c.when(*rg.when, path+".when")
 		}
 		c.compileApproval(p, rg, g, path)
+		if rg.obo != nil {
+			g.obo = c.oboList(*rg.obo, path+".on_behalf_of")
+		}
 		if len(c.d.errs) > 0 || entries > MaxIndexEntries {
 			continue
 		}

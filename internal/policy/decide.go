@@ -79,11 +79,13 @@ func (p *Policy) decide(r *Request) Decision {
 					break // lists are ascending: nothing lower follows
 				}
 				if r.Action == ActionConnect {
+					// on_behalf_of is not judged: a connection carries
+					// no delegation, each request on it does.
 					best = gi
 					break
 				}
 				g := &p.grants[gi]
-				if !p.matchItem(g, kind, item, &r.Dst) {
+				if !g.appliesTo(r.Delegation) || !p.matchItem(g, kind, item, &r.Dst) {
 					continue
 				}
 				if g.when == nil {
@@ -237,6 +239,12 @@ type Visibility struct {
 	p        *Policy
 	src, dst Node
 	grants   []int32 // linking grants, ascending, without duplicates
+	// del is the delegation the items would be asked with (VisibleFor).
+	del *Delegation
+	// also, scope and scoped narrow what is visible (Restrict).
+	also   []Visibility
+	scope  *ToolScope
+	scoped bool
 }
 
 // Visible returns what src may see at dst. A nil Policy shows nothing.
@@ -307,10 +315,13 @@ func (v Visibility) ResourceTemplate(uriTemplate string) bool {
 	if v.p == nil {
 		return false
 	}
-	r := Request{Src: v.src, Dst: v.dst, Action: ActionResource, Method: "resources/read", Resource: uriTemplate}
+	if !v.restricted(itemResource, uriTemplate, func(o Visibility) bool { return o.ResourceTemplate(uriTemplate) }) {
+		return false
+	}
+	r := Request{Src: v.src, Dst: v.dst, Action: ActionResource, Method: "resources/read", Resource: uriTemplate, Delegation: v.del}
 	for _, gi := range v.grants {
 		g := &v.p.grants[gi]
-		if g.lists[itemResource].mayMatchExpansion(prefix) && whenVisible(g, &r) {
+		if g.appliesTo(v.del) && g.lists[itemResource].mayMatchExpansion(prefix) && whenVisible(g, &r) {
 			return true
 		}
 	}
@@ -340,10 +351,13 @@ func (v Visibility) visible(k itemKind, name string, r Request) bool {
 	if v.p == nil || name == "" {
 		return false
 	}
-	r.Src, r.Dst = v.src, v.dst
+	if !v.restricted(k, name, func(o Visibility) bool { return o.visible(k, name, r) }) {
+		return false
+	}
+	r.Src, r.Dst, r.Delegation = v.src, v.dst, v.del
 	for _, gi := range v.grants {
 		g := &v.p.grants[gi]
-		if v.p.matchItem(g, k, name, &r.Dst) && whenVisible(g, &r) {
+		if g.appliesTo(v.del) && v.p.matchItem(g, k, name, &r.Dst) && whenVisible(g, &r) {
 			return true
 		}
 	}

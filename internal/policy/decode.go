@@ -53,6 +53,8 @@ type (
 		// approval and approvalTimeout hold the call for a person's
 		// approval (approvals.go); nil when absent.
 		approval, approvalTimeout *str
+		// obo is the on_behalf_of list (delegation.go); nil when absent.
+		obo *strList
 	}
 	rawTest struct {
 		off              int
@@ -65,6 +67,9 @@ type (
 		// hashes are the tool definition hashes the test's dst
 		// advertises (tool_hashes), or nil (see testPins).
 		hashes map[string]str
+		// obo is the person the test's requests are made for
+		// (on_behalf_of: "user:EMAIL"), or nil.
+		obo *str
 	}
 	rawDoc struct {
 		groups []rawGroup
@@ -424,6 +429,10 @@ func (d *decoder) grant(v *hujson.Value, path string) (rawGrant, bool) {
 			if s, ok := d.string(fv, fp); ok {
 				g.when = &s
 			}
+		case "on_behalf_of":
+			if l, ok := d.stringList(fv, fp); ok {
+				g.obo = &l
+			}
 		case "approval", "approval_timeout":
 			if s, ok := d.string(fv, fp); ok {
 				if name == "approval" {
@@ -488,6 +497,10 @@ func (d *decoder) test(v *hujson.Value, path string) (rawTest, bool) {
 			}
 		case "tool_hashes":
 			t.hashes = d.testHashes(fv, fp)
+		case "on_behalf_of":
+			if s, ok := d.string(fv, fp); ok {
+				t.obo = &s
+			}
 		case "allow", "deny":
 			if l, ok := d.stringList(fv, fp); ok {
 				if name == "allow" {

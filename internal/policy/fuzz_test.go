@@ -24,6 +24,8 @@ func FuzzCompile(f *testing.F) {
 	f.Add([]byte("// c\n{\"tests\": [{\"src\": \"agent:a\", \"dst\": \"tool:b\", \"args\": {\"k\": [1, 2.5, null, true]}, \"deny\": [\"connect\"]}],}"))
 	f.Add([]byte(`{"grants": [{"src": ["*"], "dst": ["*"], "when": "'\\b'.matches('\\b')"}]}`))
 	f.Add([]byte(pinnedDoc))
+	f.Add([]byte(oboDoc))
+	f.Add([]byte(`{"grants": [{"src": ["*"], "dst": ["*"], "tools": ["*"], "on_behalf_of": ["*"], "when": "delegation.depth < 2 && on_behalf_of != ''"}]}`))
 	if doc, err := os.ReadFile("../../examples/policy.hujson"); err == nil {
 		f.Add(doc)
 	}
@@ -48,6 +50,14 @@ func FuzzCompile(f *testing.F) {
 		}
 		v := p.Visible(agent("a"), tool("b"))
 		_ = v.Tool("t") || v.ResourceTemplate("x://{y}")
+		// The same with a delegation.
+		del := &Delegation{User: "a@b.example", Chain: []string{"user:a@b.example", "spiffe://f/agent/a"}, Depth: 1}
+		d = p.Decide(Request{Src: agent("a", "tag:x"), Dst: tool("b"), Action: ActionTool, Tool: "t", Delegation: del})
+		if d.Allow && d.Grant < 0 {
+			t.Fatalf("allowed with a delegation without a grant: %+v", d)
+		}
+		v = p.VisibleFor(agent("a"), tool("b"), del)
+		_ = v.Tool("t") || v.Prompt("p")
 	})
 }
 

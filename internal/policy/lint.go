@@ -53,6 +53,10 @@ const (
 	// LintEmptyExclusion: a "!" entry excludes nothing the list's
 	// includes could match.
 	LintEmptyExclusion = "empty_exclusion"
+	// LintNoGrantorRights: an on_behalf_of entry names a person whom no
+	// grant gives anything, so every request made for them exceeds
+	// their rights at the gateway (delegation.go).
+	LintNoGrantorRights = "no_grantor_rights"
 )
 
 func (w Warning) String() string {
@@ -105,6 +109,7 @@ func (p *Policy) Lint(nodes []Node) []Warning {
 			}
 		}
 	}
+	p.lintGrantors(raw, srcs, warn)
 	slices.SortStableFunc(out, func(a, b Warning) int { return cmp.Or(cmp.Compare(a.Line, b.Line), cmp.Compare(a.Column, b.Column)) })
 	return out
 }
@@ -227,7 +232,7 @@ func (p *Policy) coversGrant(i, j int) bool {
 	if gj.connOnly() {
 		return true // a connect is decided without when
 	}
-	if gi.when != nil {
+	if gi.when != nil || !gi.obo.covers(gj.obo) {
 		return false
 	}
 	for k := range gj.lists {

@@ -105,6 +105,9 @@ func (p *Policy) Project(dst Node) (Projection, error) {
 		if rg.approvalTimeout != nil {
 			g.ApprovalTimeout = &rg.approvalTimeout.s
 		}
+		if rg.obo != nil {
+			g.OnBehalfOf = needGroups(*rg.obo)
+		}
 		doc.Grants = append(doc.Grants, g)
 		out.Grants = append(out.Grants, i)
 	}
@@ -196,6 +199,8 @@ type projectedGrant struct {
 	Approval  *string  `json:"approval,omitempty"`
 	// ApprovalTimeout is as written.
 	ApprovalTimeout *string `json:"approval_timeout,omitempty"`
+	// OnBehalfOf is as written (delegation.go); nil when absent.
+	OnBehalfOf []string `json:"on_behalf_of,omitempty"`
 }
 
 type projectedLimit struct {

@@ -27,7 +27,8 @@ func (p *Policy) runTests(tests []rawTest, doc []byte) []error {
 				src.User = u.s
 			}
 		}
-		if !ok1 || !ok2 {
+		del, ok3 := d.testDelegation(t.obo, src, path+".on_behalf_of")
+		if !ok1 || !ok2 || !ok3 {
 			continue
 		}
 		for _, exp := range []struct {
@@ -42,7 +43,7 @@ func (p *Policy) runTests(tests []rawTest, doc []byte) []error {
 					d.fail(e.off, ep, ErrInvalid, "%v", err)
 					continue
 				}
-				r.Src, r.Dst, r.Args = src, dst, t.args
+				r.Src, r.Dst, r.Args, r.Delegation = src, dst, t.args, del
 				got := p.Decide(r)
 				if r.Action == ActionTool {
 					got = p.testPins(dst, t.hashes, got, r.Tool)
@@ -67,6 +68,20 @@ func (p *Policy) runTests(tests []rawTest, doc []byte) []error {
 		}
 	}
 	return d.errs
+}
+
+// testDelegation is the delegation a test's on_behalf_of names: the
+// person's, to the test's src directly (depth 1); nil without one.
+func (d *decoder) testDelegation(s *str, src Node, path string) (*Delegation, bool) {
+	if s == nil {
+		return nil, true
+	}
+	email, ok := strings.CutPrefix(s.s, "user:")
+	if u, err := identity.ParseUser(email); !ok || err != nil || string(u) != email {
+		d.fail(s.off, path, ErrInvalid, "%q: want user:EMAIL, a person's e-mail address in lower case", s.s)
+		return nil, false
+	}
+	return &Delegation{User: email, Chain: []string{s.s, string(src.Kind) + ":" + string(src.Name)}, Depth: 1}, true
 }
 
 // testNode parses a test's "src" or "dst": a selector naming one node,

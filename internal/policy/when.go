@@ -70,6 +70,8 @@ var celEnv = sync.OnceValues(func() (*cel.Env, error) {
 		cel.Variable("path", cel.StringType),
 		cel.Variable("http_method", cel.StringType),
 		cel.Variable("args", cel.MapType(cel.StringType, cel.DynType)),
+		cel.Variable("on_behalf_of", cel.StringType),
+		cel.Variable("delegation", cel.MapType(cel.StringType, cel.DynType)),
 		cel.CustomTypeAdapter(argAdapter{}),
 		ext.Strings(),
 		cel.ParserRecursionLimit(64),
@@ -207,7 +209,7 @@ func fastSizeBound(env *cel.Env, checked *cel.Ast) (uint64, error) {
 type whenVars uint16
 
 // whenVarNames lists the variables of celEnv, in bit order.
-var whenVarNames = [...]string{"src", "dst", "method", "tool", "resource", "prompt", "model", "path", "http_method", "args"}
+var whenVarNames = [...]string{"src", "dst", "method", "tool", "resource", "prompt", "model", "path", "http_method", "args", "on_behalf_of", "delegation"}
 
 func whenVarsOf(checked *cel.Ast) whenVars {
 	var v whenVars
@@ -240,6 +242,8 @@ func (v whenVars) within(r *Request, n uint64) bool {
 			ok = nodeWithin(&r.Dst, n)
 		case "args":
 			ok = jsonWithin(r.Args, n, 0)
+		case "on_behalf_of", "delegation":
+			ok = delegationWithin(r.Delegation, n)
 		default:
 			ok = uint64(len(reqString(r, name))) <= n
 		}
@@ -371,6 +375,10 @@ func (a *activation) ResolveName(name string) (any, bool) {
 			return emptyArgs, true
 		}
 		return r.Args, true
+	case "on_behalf_of":
+		return types.String(oboUser(r.Delegation)), true
+	case "delegation":
+		return delegationValue(r.Delegation), true
 	}
 	return nil, false
 }

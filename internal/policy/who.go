@@ -63,6 +63,10 @@ type Right struct {
 	// how long a call waits for it.
 	Approval        string `json:"approval,omitempty"`
 	ApprovalTimeout string `json:"approval_timeout,omitempty"`
+	// OnBehalfOf, when set, is the grant's on_behalf_of as written: the
+	// right holds only for requests made with a delegation from one of
+	// those people ("*": any delegation).
+	OnBehalfOf []string `json:"on_behalf_of,omitempty"`
 }
 
 // WhoQuery asks Who or Can.
@@ -178,6 +182,9 @@ func (p *Policy) rights(fixed Node, q WhoQuery, who bool) []Right {
 				return
 			}
 			r.Via, r.Member = via(rawSide, groups, key)
+			if raw != nil && gi < len(raw.grants) {
+				r.OnBehalfOf = describeObo(raw.grants[gi].obo)
+			}
 			out = append(out, r)
 		}
 		if q.Nodes == nil {

@@ -12,6 +12,10 @@
 // with the reason (no basis recorded, a when reading arguments the trail
 // does not keep, kept arguments over their size bound, one request that
 // decided several resources, a source that is not a mesh identity).
+// A request made with a delegation (audit.OnBehalfOf) is decided with
+// it, and, as the gateway does, for its person too; one made through a
+// sub-agent is not judged (the tags of the agents between are not
+// recorded).
 // Requests the gateway answered without asking the policy (the handshake,
 // lists, malformed or oversized input, admission refusals) or refused
 // after the policy allowed them (tool pins, model limits) are not policy
@@ -237,7 +241,7 @@ func (e *Engine) Add(ev *audit.Event) {
 	if recorded := e.recordedPolicy(ev.PolicyVersion); recorded != nil {
 		// A when reading what the trail does not keep (a secret-named
 		// key) cannot be checked; the candidate's replay counts it.
-		if d, judged := recorded.DecideRecorded(req, kept); judged {
+		if d, judged := decideRecorded(recorded, req, kept); judged {
 			e.report.Checked += n
 			if !slices.Contains(e.report.CheckedVersions, ev.PolicyVersion) {
 				e.report.CheckedVersions = append(e.report.CheckedVersions, ev.PolicyVersion)
@@ -247,7 +251,7 @@ func (e *Engine) Add(ev *audit.Event) {
 			}
 		}
 	}
-	d, judged := e.opts.Candidate.DecideRecorded(req, kept)
+	d, judged := decideRecorded(e.opts.Candidate, req, kept)
 	if !judged {
 		e.unjudge["a when reads arguments the trail does not keep (candidate grant "+strconv.Itoa(d.Grant)+")"] += n
 		return
@@ -390,6 +394,14 @@ func (e *Engine) request(ev *audit.Event) (policy.Request, string) {
 	default:
 		return r, "the event names no tool, resource, prompt, model or path"
 	}
+	if o := ev.OnBehalfOf; o != nil {
+		if len(o.Chain) != 2 {
+			// The gateway also asked for every agent between the person
+			// and the caller, whose tags the event does not record.
+			return r, "a delegated request through a sub-agent"
+		}
+		r.Delegation = &policy.Delegation{User: o.User, Chain: o.Chain, Depth: len(o.Chain) - 1}
+	}
 	if b.Args != "" {
 		dec := json.NewDecoder(strings.NewReader(b.Args))
 		dec.UseNumber() // as the gateway's strict decoder reads arguments
@@ -509,4 +521,27 @@ func (r *Report) Summary() string {
 	}
 	fmt.Fprintf(&b, ", %d not policy decisions", skipped)
 	return b.String()
+}
+
+// decideRecorded decides r under pol as the gateway did: for a request made
+// with a delegation (of one link: request refuses longer chains), the
+// policy must also allow the person the same request, else the gateway
+// refused it with delegation_exceeds_grantor after the policy allowed the
+// caller. (Its scope is the delegation's, not the policy's: a request
+// outside it was refused before and is not replayed.)
+func decideRecorded(pol *policy.Policy, r policy.Request, kept *policy.KeptArgs) (policy.Decision, bool) {
+	d, judged := pol.DecideRecorded(r, kept)
+	if !judged || !d.Allow || r.Delegation == nil {
+		return d, judged
+	}
+	g := r
+	g.Src, g.Delegation = policy.Node{Kind: identity.KindAgent, User: r.Delegation.User}, nil
+	gd, judged := pol.DecideRecorded(g, kept)
+	if !judged {
+		return gd, false
+	}
+	if !gd.Allow {
+		d.Allow, d.Reason, d.When, d.Approval, d.ApprovalTimeout = false, reason.DelegationExceedsGrantor, policy.WhenNone, "", 0
+	}
+	return d, true
 }

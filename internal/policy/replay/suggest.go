@@ -151,6 +151,12 @@ func (s *Suggester) Add(ev *audit.Event) {
 		s.notUsed[why] += n
 		return
 	}
+	if ev.OnBehalfOf != nil {
+		// A grant suggested from it would drop its on_behalf_of and give
+		// the agent, for everyone, what one person let it do.
+		s.notUsed["made with a delegation (suggest writes no on_behalf_of)"] += n
+		return
+	}
 	b := ev.Basis
 	k := shapeKey{
 		src: ev.Src, dst: ev.Dst, method: ev.Method, tool: ev.Tool, resource: ev.Resource, prompt: ev.Prompt, model: ev.Model,
