@@ -242,9 +242,14 @@ func orText(s, alt string) string {
 	return s
 }
 
-// condition is a right's CONDITION column: its when and approval.
+// condition is a right's CONDITION column: the people it is only for
+// (on_behalf_of: the right holds only for calls made with their
+// delegation), its when and approval.
 func condition(r policy.Right) string {
 	var parts []string
+	if len(r.OnBehalfOf) > 0 {
+		parts = append(parts, "on behalf of "+strings.Join(r.OnBehalfOf, ", "))
+	}
 	if r.Conditional {
 		parts = append(parts, "when "+r.When)
 	}

@@ -163,3 +163,28 @@ func TestPolicyValidateLintWarnsWithLinesAndExitsZero(t *testing.T) {
 		t.Errorf("invalid file: %d %q", code, errOut)
 	}
 }
+
+// TestPolicyWhoShowsOnBehalfOf: a right that holds only for calls made
+// with a person's delegation says so in the text output, not only in
+// --json.
+func TestPolicyWhoShowsOnBehalfOf(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "obo.hujson")
+	if err := os.WriteFile(file, []byte(`{"grants": [
+  {"src": ["user:alice@example.com"], "dst": ["tool:ledger"], "tools": ["*"]},
+  {"src": ["agent:helper"], "dst": ["tool:ledger"], "tools": ["transfer"], "on_behalf_of": ["user:alice@example.com"]},
+]}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	code, out, errOut := run(t, nil, "policy", "who", "--dst", "tool:ledger", "--policy", file)
+	if code != 0 {
+		t.Fatalf("who: %d %s", code, errOut)
+	}
+	for _, line := range strings.Split(out, "\n") {
+		if strings.Contains(line, "agent:helper") && !strings.Contains(line, "on behalf of user:alice@example.com") {
+			t.Errorf("helper's right does not say for whom: %q", line)
+		}
+	}
+	if !strings.Contains(out, "agent:helper") {
+		t.Fatalf("who lists no right of agent:helper:\n%s", out)
+	}
+}
