@@ -70,7 +70,12 @@ async function runStep(client, step) {
   const progress = [];
   const opts = { timeout: step.timeoutMs ?? 30000 };
   if (step.progress) {
-    opts.onprogress = (p) => progress.push(p);
+    opts.onprogress = (p) => {
+      progress.push(p);
+      // A line per notification as it arrives, for a test that acts
+      // while the request is in flight.
+      process.stderr.write(`client.mjs: progress ${JSON.stringify(p)}\n`);
+    };
   }
   try {
     switch (step.op) {

@@ -12,7 +12,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -426,6 +425,8 @@ type step struct {
 	Arguments map[string]any `json:"arguments,omitempty"`
 	URI       string         `json:"uri,omitempty"`
 	Progress  bool           `json:"progress,omitempty"`
+	// TimeoutMs is the SDK's request timeout for the step (default 30 s).
+	TimeoutMs int `json:"timeoutMs,omitempty"`
 }
 
 // clientSpec is client.mjs's input.
@@ -509,22 +510,43 @@ func runClient(t *testing.T, spec clientSpec) clientOutput {
 // to connect is returned in ConnectError.
 func runClientMayFail(t *testing.T, spec clientSpec) clientOutput {
 	t.Helper()
+	_, wait := startClient(t, spec)
+	return wait()
+}
+
+// startClient starts client.mjs with spec in the background and returns
+// it (its stderr, where it reports progress as it arrives, can be
+// followed with waitLine) and a function that waits for it and reads its
+// results as runClientMayFail does; call that from the test's goroutine.
+// The process (and the connector it may spawn) is stopped when the test
+// ends.
+func startClient(t *testing.T, spec clientSpec) (*proc, func() clientOutput) {
+	t.Helper()
 	in, err := json.Marshal(spec)
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), commandTimeout)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, "node", "client.mjs")
-	cmd.Stdin = bytes.NewReader(in)
-	// client.mjs spawns `agentmesh connect` for stdio; a process group lets
-	// a timeout take both down.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
-	cmd.WaitDelay = stopGrace
-	var out, errb bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &errb
-	runErr := cmd.Run()
+	p := startProc(t, "client.mjs", []string{"node", "client.mjs", string(in)}, os.Environ())
+	var res *clientOutput
+	return p, func() clientOutput {
+		t.Helper()
+		if res == nil {
+			select {
+			case <-p.exited:
+			case <-time.After(commandTimeout):
+				t.Fatalf("client.mjs did not finish within %v", commandTimeout)
+			}
+			out, errb := bytes.NewBufferString(p.stdout.String()), bytes.NewBufferString(p.stderr.String())
+			r := readClient(t, spec, p.waitErr, out, errb)
+			res = &r
+		}
+		return *res
+	}
+}
+
+// readClient reads what client.mjs printed once it exited with runErr.
+func readClient(t *testing.T, spec clientSpec, runErr error, out, errb *bytes.Buffer) clientOutput {
+	t.Helper()
 	var res clientOutput
 	if err := json.Unmarshal(out.Bytes(), &res); err != nil {
 		t.Fatalf("client.mjs printed %q: %v (exit: %v)\nstderr: %s", out.String(), err, runErr, errb.String())
