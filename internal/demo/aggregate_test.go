@@ -161,7 +161,11 @@ func TestAggregatedEndpointMergesRoutesAndFollowsChanges(t *testing.T) {
 	tr := &http.Transport{}
 	t.Cleanup(tr.CloseIdleConnections)
 	hc := &http.Client{Transport: loopback.WithToken(tr, strings.TrimSpace(string(token)))}
-	cs, err := cl.Connect(ctx, &mcp.StreamableClientTransport{Endpoint: s.URL, HTTPClient: hc, MaxRetries: -1}, nil)
+	// A session (2025-11-25): the SDK client keeps initialize's _meta only
+	// for it; the endpoint's stateless 2026-07-28 answer carries the same
+	// _meta in server/discover (internal/aggregate's tests read it raw).
+	cs, err := cl.Connect(ctx, &mcp.StreamableClientTransport{Endpoint: s.URL, HTTPClient: hc, MaxRetries: -1},
+		&mcp.ClientSessionOptions{ProtocolVersion: "2025-11-25"})
 	if err != nil {
 		t.Fatal(err)
 	}
