@@ -1,8 +1,10 @@
 package admission
 
 import (
+	"crypto/sha256"
 	"crypto/x509"
 	"net/http"
+	"sync"
 	"time"
 
 	"github.com/agentmesh/agentmesh/internal/audit"
@@ -24,6 +26,56 @@ type Delegations struct {
 	Revoked     *delegation.Revocations
 	// Skew is the clock skew allowed; zero is delegation.DefaultSkew.
 	Skew time.Duration
+
+	// verified remembers tokens whose signature, shape and binding
+	// delegation.Verify accepted, so that the requests of one delegated
+	// session pay for the signature once (DelegationsOf makes it; nil
+	// verifies every time).
+	verified *verifiedTokens
+}
+
+// maxVerified bounds the tokens a Delegations remembers; past it the
+// memory starts again empty.
+const maxVerified = 4096
+
+// verifiedTokens maps a token and the certificate that presented it
+// (hashed) to the claims Verify returned for them.
+type verifiedTokens struct {
+	mu sync.Mutex
+	m  map[[sha256.Size]byte]*delegation.Claims
+}
+
+func verifiedKey(tok string, id identity.ID, inc string) [sha256.Size]byte {
+	h := sha256.New()
+	h.Write([]byte(tok))
+	h.Write([]byte{0})
+	h.Write([]byte(id.String()))
+	h.Write([]byte{0})
+	h.Write([]byte(inc))
+	var k [sha256.Size]byte
+	h.Sum(k[:0])
+	return k
+}
+
+func (v *verifiedTokens) get(k [sha256.Size]byte) *delegation.Claims {
+	if v == nil {
+		return nil
+	}
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	return v.m[k]
+}
+
+func (v *verifiedTokens) put(k [sha256.Size]byte, c *delegation.Claims) {
+	if v == nil {
+		return
+	}
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if len(v.m) >= maxVerified {
+		v.m = make(map[[sha256.Size]byte]*delegation.Claims)
+	}
+	v.m[k] = c
 }
 
 // DelegationsOf builds the Delegations of a netmap: its CA bundle, trust
@@ -40,7 +92,8 @@ func DelegationsOf(nm *netmap.Netmap) *Delegations {
 	}
 	return &Delegations{
 		Roots: roots, TrustDomain: nm.TrustDomain,
-		Revoked: delegation.NewRevocations(nm.RevokedDelegations, nm.RevokedUsers),
+		Revoked:  delegation.NewRevocations(nm.RevokedDelegations, nm.RevokedUsers),
+		verified: &verifiedTokens{m: make(map[[sha256.Size]byte]*delegation.Claims)},
 	}
 }
 
@@ -57,11 +110,21 @@ func (s *State) Delegation(tok string, id identity.ID, inc string, now time.Time
 		return nil, reason.DelegationBadSignature
 	}
 	d := s.Delegations
-	c, why, _ := delegation.Verify(tok, delegation.VerifyOptions{
-		Roots: d.Roots, TrustDomain: d.TrustDomain, Peer: id, Incarnation: inc, Now: now, Skew: d.Skew,
-	})
-	if why != "" {
-		return nil, why
+	// What Verify checks besides the time does not change while the CA
+	// bundle stays (a new netmap makes new Delegations), and a token it
+	// accepted stays accepted as time passes until it expires, which
+	// DelegationStanding checks: a token seen before skips the signature.
+	key := verifiedKey(tok, id, inc)
+	c := d.verified.get(key)
+	if c == nil {
+		var why reason.Code
+		c, why, _ = delegation.Verify(tok, delegation.VerifyOptions{
+			Roots: d.Roots, TrustDomain: d.TrustDomain, Peer: id, Incarnation: inc, Now: now, Skew: d.Skew,
+		})
+		if why != "" {
+			return nil, why
+		}
+		d.verified.put(key, c)
 	}
 	if why := s.DelegationStanding(c, now); why != "" {
 		return nil, why
