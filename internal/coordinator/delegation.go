@@ -117,7 +117,7 @@ func (d *delegRow) api() controlapi.Delegation {
 
 const delegColumns = `id, parent, person, grantor, agent, incarnation, depth, tools, chain, token, issued_at, expires_at, revoked_at, revoked_by`
 
-func scanDeleg(s interface{ Scan(...any) error }) (delegRow, error) {
+func scanDeleg(s rowScanner) (delegRow, error) {
 	var d delegRow
 	var tools, chain string
 	var issued, expires int64
@@ -139,23 +139,8 @@ func scanDeleg(s interface{ Scan(...any) error }) (delegRow, error) {
 	return d, nil
 }
 
-func queryDelegs(ctx context.Context, q interface {
-	QueryContext(context.Context, string, ...any) (*sql.Rows, error)
-}, where string, args ...any) ([]delegRow, error) {
-	rows, err := q.QueryContext(ctx, `SELECT `+delegColumns+` FROM delegations `+where, args...)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	var out []delegRow
-	for rows.Next() {
-		d, err := scanDeleg(rows)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, d)
-	}
-	return out, rows.Err()
+func queryDelegs(ctx context.Context, q querier, where string, args ...any) ([]delegRow, error) {
+	return queryRows(ctx, q, scanDeleg, `SELECT `+delegColumns+` FROM delegations `+where, args...)
 }
 
 // revokedUser is a row of revoked_users: the person stays revoked; until
@@ -180,22 +165,14 @@ func (r *registry) loadDelegations(ctx context.Context, now time.Time) error {
 	if err != nil {
 		return err
 	}
-	rows, err := r.db.QueryContext(ctx, `SELECT email, until_at FROM revoked_users WHERE until_at > $1 ORDER BY email`, since)
-	if err != nil {
-		return err
-	}
-	defer rows.Close()
-	var users []revokedUser
-	for rows.Next() {
+	users, err := queryRows(ctx, r.db, func(s rowScanner) (revokedUser, error) {
 		var u revokedUser
 		var until int64
-		if err := rows.Scan(&u.email, &until); err != nil {
-			return err
-		}
+		err := s.Scan(&u.email, &until)
 		u.until = time.Unix(0, until).UTC()
-		users = append(users, u)
-	}
-	if err := rows.Err(); err != nil {
+		return u, err
+	}, `SELECT email, until_at FROM revoked_users WHERE until_at > $1 ORDER BY email`, since)
+	if err != nil {
 		return err
 	}
 	r.mem.deleg = delegState{live: live, users: users}
@@ -299,24 +276,11 @@ func revokeTx(ctx context.Context, tx *sql.Tx, ids []string, by string, now time
 func (r *registry) revokeDelegation(ctx context.Context, id, by string, now time.Time) ([]string, error) {
 	var revoked []string
 	err := r.writeDelegations(ctx, now, func(tx *sql.Tx) error {
-		rows, err := tx.QueryContext(ctx, `WITH RECURSIVE sub(id) AS (
+		ids, err := queryRows(ctx, tx, scanString, `WITH RECURSIVE sub(id) AS (
 			SELECT id FROM delegations WHERE id = $1
 			UNION SELECT d.id FROM delegations d JOIN sub ON d.parent = sub.id)
 			SELECT id FROM sub`, id)
 		if err != nil {
-			return err
-		}
-		var ids []string
-		for rows.Next() {
-			var s string
-			if err := rows.Scan(&s); err != nil {
-				rows.Close()
-				return err
-			}
-			ids = append(ids, s)
-		}
-		rows.Close()
-		if err := rows.Err(); err != nil {
 			return err
 		}
 		if len(ids) == 0 {

@@ -152,7 +152,7 @@ func (r *registry) createKey(ctx context.Context, k keyRecord) error {
 	return err
 }
 
-func scanKey(s interface{ Scan(...any) error }) (keyRecord, error) {
+func scanKey(s rowScanner) (keyRecord, error) {
 	var k keyRecord
 	var tags string
 	var created, expires int64
@@ -170,20 +170,10 @@ func scanKey(s interface{ Scan(...any) error }) (keyRecord, error) {
 const keyColumns = `id, secret_hash, kind, tags, reusable, uses, created_at, expires_at, revoked, created_by, name`
 
 func (r *registry) listKeys(ctx context.Context) ([]controlapi.KeyInfo, error) {
-	rows, err := r.db.QueryContext(ctx, `SELECT `+keyColumns+` FROM authkeys ORDER BY created_at`)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	out := []controlapi.KeyInfo{}
-	for rows.Next() {
-		k, err := scanKey(rows)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, k.KeyInfo)
-	}
-	return out, rows.Err()
+	return queryRows(ctx, r.db, func(s rowScanner) (controlapi.KeyInfo, error) {
+		k, err := scanKey(s)
+		return k.KeyInfo, err
+	}, `SELECT `+keyColumns+` FROM authkeys ORDER BY created_at`)
 }
 
 func (r *registry) revokeKey(ctx context.Context, id string) error {
@@ -357,7 +347,7 @@ const nodeColumns = `incarnation, name, kind, tags, status, addrs, created_at, r
 // scanNode reads a node row, parsing its name, kind, tags and status once:
 // a row that does not parse is an error, never a node that lookups skip.
 // The ID is left to the caller, who knows the trust domain.
-func scanNode(s interface{ Scan(...any) error }) (nodeRow, error) {
+func scanNode(s rowScanner) (nodeRow, error) {
 	var n nodeRow
 	var name, kind, tags, status, addrs, owner string
 	var created, certExpires int64
@@ -406,21 +396,8 @@ func scanNode(s interface{ Scan(...any) error }) (nodeRow, error) {
 // nodes lists nodes: every active one, and revoked ones revoked after
 // revokedSince (zero: all).
 func (r *registry) nodes(ctx context.Context, revokedSince time.Time) ([]nodeRow, error) {
-	rows, err := r.db.QueryContext(ctx, `SELECT `+nodeColumns+` FROM nodes
+	return queryRows(ctx, r.db, scanNode, `SELECT `+nodeColumns+` FROM nodes
 		WHERE status = 'active' OR revoked_at >= $1 ORDER BY name, created_at, incarnation`, revokedSince.UnixNano())
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	var out []nodeRow
-	for rows.Next() {
-		n, err := scanNode(rows)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, n)
-	}
-	return out, rows.Err()
 }
 
 // activeNode returns the active node with this name, or errNotFound.
@@ -562,22 +539,13 @@ func (r *registry) policy(ctx context.Context, version int64) (controlapi.Policy
 }
 
 func (r *registry) policyHistory(ctx context.Context) ([]controlapi.PolicyVersion, error) {
-	rows, err := r.db.QueryContext(ctx, `SELECT version, applied_by, applied_at, note FROM policies ORDER BY version`)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	out := []controlapi.PolicyVersion{}
-	for rows.Next() {
+	return queryRows(ctx, r.db, func(s rowScanner) (controlapi.PolicyVersion, error) {
 		var p controlapi.PolicyVersion
 		var at int64
-		if err := rows.Scan(&p.Version, &p.AppliedBy, &at, &p.Note); err != nil {
-			return nil, err
-		}
+		err := s.Scan(&p.Version, &p.AppliedBy, &at, &p.Note)
 		p.AppliedAt = time.Unix(0, at).UTC()
-		out = append(out, p)
-	}
-	return out, rows.Err()
+		return p, err
+	}, `SELECT version, applied_by, applied_at, note FROM policies ORDER BY version`)
 }
 
 func boolInt(b bool) int {
