@@ -92,7 +92,7 @@ func (b *backend) run() {
 // serve connects once and keeps the service's tools current until the
 // session ends or the backend stops.
 func (b *backend) serve() error {
-	tr, err := b.a.cfg.Transport(b.svc)
+	tr, err := b.a.transport(b.svc)
 	if err != nil {
 		b.down(err)
 		return err

@@ -108,7 +108,7 @@ func (b *backend) openRequestSession(ctx context.Context, ss *mcp.ServerSession,
 		},
 		Logger: b.a.log,
 	})
-	tr, err := b.a.cfg.Transport(b.svc)
+	tr, err := b.a.transport(b.svc)
 	if err != nil {
 		return nil, err
 	}
