@@ -142,6 +142,7 @@ type sseCounter struct {
 
 	line     []byte
 	long     bool // the current event is too long to scan
+	dropped  bool // so is the current line: its bytes were dropped
 	name     string
 	data     []byte
 	hasData  bool
@@ -172,8 +173,8 @@ func (s *sseCounter) scan(b []byte) {
 }
 
 func (s *sseCounter) add(b []byte) {
-	if s.long || len(s.line)+len(s.data)+len(b) > maxScannedEvent {
-		s.long, s.line = true, s.line[:0]
+	if s.dropped || len(s.line)+len(s.data)+len(b) > maxScannedEvent {
+		s.long, s.dropped, s.line = true, true, s.line[:0]
 		return
 	}
 	s.line = append(s.line, b...)
@@ -183,6 +184,10 @@ func (s *sseCounter) add(b []byte) {
 func (s *sseCounter) endLine() {
 	line := bytes.TrimRight(s.line, "\r")
 	s.line = s.line[:0]
+	if s.dropped { // a line too long to keep, not an empty one
+		s.dropped = false
+		return
+	}
 	if len(line) == 0 {
 		s.dispatch()
 		return

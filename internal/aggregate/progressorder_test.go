@@ -5,6 +5,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"strings"
 	"testing"
 	"time"
 
@@ -135,6 +136,9 @@ func TestSSECounterCountsProgressAsTheSDKReadsIt(t *testing.T) {
 		"data: {\"jsonrpc\":\"2.0\",\n" + "data: \"method\":\"notifications/progress\",\"params\":{\"progressToken\":\"agentmesh-1\",\"progress\":2}}\n\n" +
 		"event: other\ndata: " + prog("agentmesh-1") + "\n\n" +
 		"data: " + prog("agentmesh-2") + "\n\n" +
+		// An event too long to scan, whose later line is on its own a
+		// progress notification: not counted.
+		"data: \"" + strings.Repeat("x", maxScannedEvent) + "\"\n" + "data: " + prog("agentmesh-1") + "\n\n" +
 		"data: {\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"notifications/progress\",\"params\":{\"progressToken\":\"agentmesh-1\",\"progress\":3}}\n\n" +
 		"data: {\"jsonrpc\":\"2.0\",\"id\":1,\"result\":{}}\n\n" +
 		"data: " + prog("agentmesh-1") + "\n\n"
