@@ -6,6 +6,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net"
 	"net/http"
 	"os"
@@ -123,6 +124,14 @@ func TestConformanceThroughTheMesh(t *testing.T) {
 // URL once it answers.
 func startConformanceServer(t *testing.T) string {
 	t.Helper()
+	return startConformanceServerWith(t, false)
+}
+
+// startConformanceServerWith is startConformanceServer, serving
+// statelessly when stateless is set (the Go SDK serves MCP 2026-07-28
+// over HTTP only statelessly).
+func startConformanceServerWith(t *testing.T, stateless bool) string {
+	t.Helper()
 	bin := filepath.Join(t.TempDir(), "everything-server")
 	build := exec.Command("go", "build", "-o", bin, "github.com/modelcontextprotocol/go-sdk/conformance/everything-server")
 	if out, err := build.CombinedOutput(); err != nil {
@@ -138,7 +147,7 @@ func startConformanceServer(t *testing.T) string {
 		}
 		addr := ln.Addr().String()
 		ln.Close()
-		p := startProc(t, "conformance server", []string{bin, "--http", addr, "--stateless=false"}, os.Environ())
+		p := startProc(t, "conformance server", []string{bin, "--http", addr, fmt.Sprintf("--stateless=%t", stateless)}, os.Environ())
 		url := "http://" + addr + "/mcp"
 		if waitHTTP(p, url, startTimeout) {
 			return url

@@ -16,7 +16,8 @@
 // gateway sees one session per client, as with single-service connect.
 // A 2026-07-28 client gets what a service asks of it in an input_required
 // result, passed through both ways. Progress tokens are replaced by the
-// aggregator's own and routed back; a client's cancellation cancels the
+// aggregator's own and routed back, a call's answer after the progress
+// the service sent before it (progressorder.go); a client's cancellation cancels the
 // aggregator's request, which the SDK passes on; logging/setLevel applies
 // to the client's own sessions (routing.go), and a 2026-07-28 request that
 // asks for log messages gets a session of its own (requestlog.go). Over
@@ -28,7 +29,9 @@
 //
 // Prompts are aggregated as tools are (SERVICE__PROMPT, prompts.go);
 // resources and resource templates under agentmesh://SERVICE/ followed by
-// the service's own URI, with subscriptions routed (resources.go).
+// the service's own URI, with subscriptions routed (resources.go; over a
+// 2026-07-28 session to the gateway, on a 2025-11-25 one beside it, so
+// that a refusal comes back: subscriptions.go).
 package aggregate
 
 import (

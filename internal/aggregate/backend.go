@@ -38,6 +38,10 @@ type backend struct {
 	// resources.go), guarded by the Aggregator's mu.
 	more backendFeatures
 
+	// subs carries the subscriptions made over the shared session when
+	// it speaks 2026-07-28 (subscriptions.go).
+	subs carrierState
+
 	// tools is guarded by the Aggregator's mu: aggregated name → the
 	// gateway's definition.
 	tools map[string]*mcp.Tool
@@ -92,7 +96,7 @@ func (b *backend) run() {
 // serve connects once and keeps the service's tools current until the
 // session ends or the backend stops.
 func (b *backend) serve() error {
-	tr, err := b.a.cfg.Transport(b.svc)
+	tr, err := b.a.transport(b.svc)
 	if err != nil {
 		b.down(err)
 		return err
@@ -124,6 +128,7 @@ func (b *backend) serve() error {
 		return err
 	}
 	defer s.Close()
+	defer b.closeCarrier(s)
 	b.mu.Lock()
 	b.session, b.lastErr = s, nil
 	if ir := s.InitializeResult(); ir != nil {

@@ -325,7 +325,7 @@ func (c *clients) open(b *backend, cl *client) (*mcp.Client, *mcp.ClientSession,
 			}
 		})
 	}
-	tr, err := c.a.cfg.Transport(b.svc)
+	tr, err := c.a.transport(b.svc)
 	if err != nil {
 		return nil, nil, err
 	}

@@ -108,13 +108,17 @@ func (b *backend) openRequestSession(ctx context.Context, ss *mcp.ServerSession,
 		},
 		Logger: b.a.log,
 	})
-	tr, err := b.a.cfg.Transport(b.svc)
+	tr, err := b.a.transport(b.svc)
 	if err != nil {
 		return nil, err
 	}
-	cctx, cancel := context.WithTimeout(ctx, b.a.cfg.ListTimeout)
+	// Not under the request's context, but ending with it: the SDK's
+	// HTTP client takes the protocol version of an initialize's
+	// Mcp-Protocol-Version header from its context, where the SDK's
+	// server put the request's (2026-07-28, refused on an initialize).
+	cctx, cancel := context.WithTimeout(b.ctx, b.a.cfg.ListTimeout)
 	defer cancel()
-	stop := context.AfterFunc(b.ctx, cancel)
+	stop := context.AfterFunc(ctx, cancel)
 	defer stop()
 	s, err := cl.Connect(cctx, tr, &mcp.ClientSessionOptions{ProtocolVersion: requestSessionProtocol})
 	if err != nil {

@@ -304,10 +304,13 @@ func literalScheme(template string) bool {
 }
 
 // subscription is one client session's subscription to an aggregated
-// URI, and the session to the service that carries it (sessionFor's).
+// URI, and the session to the service that carries it (sessionFor's, or
+// its carrier: subscriptions.go); shared when it was made over the
+// backend's shared session (not one of the client's own).
 type subscription struct {
 	client *mcp.ServerSession
 	up     *mcp.ClientSession
+	shared bool
 }
 
 // subscribe routes a client's resources/subscribe to the service whose
@@ -333,19 +336,24 @@ func (a *Aggregator) subscribe(ctx context.Context, req *mcp.SubscribeRequest) e
 	if err != nil {
 		return err
 	}
+	// Over a 2026-07-28 session the SDK would not report a refusal.
+	if s, err = be.carrier(s); err != nil {
+		return err
+	}
 	if err := s.Subscribe(ctx, &mcp.SubscribeParams{URI: own, Meta: forwardMeta(req.Params.Meta)}); err != nil {
 		return upstreamError(be.svc.Name, err)
 	}
+	shared := !ownSessions(req.Session)
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	subs := a.more.subs[uri]
 	for i, sub := range subs {
 		if sub.client == req.Session {
-			subs[i].up = s
+			subs[i].up, subs[i].shared = s, shared
 			return nil
 		}
 	}
-	a.more.subs[uri] = append(subs, subscription{client: req.Session, up: s})
+	a.more.subs[uri] = append(subs, subscription{client: req.Session, up: s, shared: shared})
 	return nil
 }
 
@@ -375,6 +383,11 @@ func (a *Aggregator) unsubscribe(ctx context.Context, req *mcp.UnsubscribeReques
 	if up == nil || shared || err != nil {
 		return nil // not ours, still needed, or the service is gone with it
 	}
+	// A 2026-07-28 client unsubscribes by ending its listen, whose
+	// context has ended by then: the service's subscription is ended
+	// all the same.
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), be.a.cfg.ListTimeout)
+	defer cancel()
 	if err := up.Unsubscribe(ctx, &mcp.UnsubscribeParams{URI: own, Meta: forwardMeta(req.Params.Meta)}); err != nil {
 		var je *jsonrpc.Error
 		if errors.As(err, &je) {
@@ -450,8 +463,9 @@ func (a *Aggregator) resourceUpdated(ctx context.Context, be *backend, from *mcp
 	}
 }
 
-// resubscribe makes again, on a new session s of the backend's own, the
-// subscriptions that rode on its previous one, which ended with it.
+// resubscribe makes again, on a new session s of the backend's own (or
+// its carrier), the subscriptions made over its previous one, which ended
+// with it.
 func (b *backend) resubscribe(s *mcp.ClientSession) {
 	a := b.a
 	a.mu.Lock()
@@ -463,28 +477,42 @@ func (b *backend) resubscribe(s *mcp.ClientSession) {
 	b.more.subscribedOn = s
 	a.pruneSubsLocked()
 	prefix := a.uriPrefix(b.svc.Name)
-	var uris []string
+	// moving are the URIs (own and aggregated) with subscriptions
+	// made over the shared session.
+	moving := map[string]string{}
 	for uri, subs := range a.more.subs {
-		own, ok := strings.CutPrefix(uri, prefix)
-		if !ok || old == nil {
-			continue
+		if own, ok := strings.CutPrefix(uri, prefix); ok && old != nil && slices.ContainsFunc(subs, func(sub subscription) bool { return sub.shared }) {
+			moving[own] = uri
 		}
-		moved := false
+	}
+	a.mu.Unlock()
+	if len(moving) == 0 {
+		return
+	}
+	ctx, cancel := context.WithTimeout(b.ctx, b.a.cfg.ListTimeout)
+	defer cancel()
+	up, err := b.carrier(s)
+	if err != nil {
+		a.log.Warn("aggregate: could not subscribe again to resources after reconnecting", "service", b.svc.Name, "err", err)
+		return
+	}
+	var uris []string
+	a.mu.Lock()
+	for own, uri := range moving {
+		subs := a.more.subs[uri]
 		for i := range subs {
-			if subs[i].up == old {
-				subs[i].up, moved = s, true
+			if subs[i].shared {
+				subs[i].up = up
 			}
 		}
-		if moved {
+		if len(subs) > 0 {
 			uris = append(uris, own)
 		}
 	}
 	a.mu.Unlock()
 	sort.Strings(uris)
-	ctx, cancel := context.WithTimeout(b.ctx, b.a.cfg.ListTimeout)
-	defer cancel()
 	for _, own := range uris {
-		if err := s.Subscribe(ctx, &mcp.SubscribeParams{URI: own}); err != nil {
+		if err := up.Subscribe(ctx, &mcp.SubscribeParams{URI: own}); err != nil {
 			a.log.Warn("aggregate: could not subscribe again to a resource after reconnecting", "service", b.svc.Name, "err", err)
 		}
 	}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"strconv"
 	"sync"
+	"time"
 
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 
@@ -149,17 +150,18 @@ func (c *clients) rootsChanged(ss *mcp.ServerSession) {
 }
 
 // progressRoutes maps the progress token the aggregator sends a service
-// with a call to the client session and token of the client's call.
+// with a call to the client session and token of the client's call, and
+// keeps the call's answer behind the progress the service sent before it
+// (progressorder.go).
 //
-// A route outlives its call a little: the SDK hands a session's
-// notifications to their handler apart from the responses, so the
-// progress a service sent just before its answer may be handled after
-// the call returned. The last lingerRoutes finished routes are kept.
+// A route outlives its call a little: progress the service sends after
+// its answer may still be handled after the call returned. The last
+// lingerRoutes finished routes are kept.
 type progressRoutes struct {
 	a        *Aggregator
 	mu       sync.Mutex
 	next     uint64
-	m        map[string]progressRoute
+	m        map[string]*progressRoute
 	finished []string // oldest first
 }
 
@@ -170,16 +172,24 @@ type progressRoute struct {
 	ss    *mcp.ServerSession
 	ctx   context.Context // the client's request's, for its stream
 	token any
+	// seen counts the route's progress notifications read from the
+	// service, sent those forwarded (or dropped) by forward; guarded by
+	// progressRoutes.mu. wake is signalled when sent grows.
+	seen, sent int
+	wake       chan struct{}
 }
 
 func newProgressRoutes(a *Aggregator) *progressRoutes {
-	return &progressRoutes{a: a, m: map[string]progressRoute{}}
+	return &progressRoutes{a: a, m: map[string]*progressRoute{}}
 }
 
 // add routes the progress of a call of ss with the client's token to
 // it: the call goes to the service with the returned token, unique in
 // the aggregator (clients' tokens may collide on a shared session).
-// done ends the route. The token is "" past MaxProgressRoutes.
+// done, called once the service answered and before the call returns,
+// waits until every progress notification read before the answer has
+// been forwarded (within ctx and progressFlushTimeout), then ends the
+// route. The token is "" past MaxProgressRoutes.
 func (p *progressRoutes) add(ctx context.Context, ss *mcp.ServerSession, token any) (string, func()) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -188,14 +198,54 @@ func (p *progressRoutes) add(ctx context.Context, ss *mcp.ServerSession, token a
 	}
 	p.next++
 	up := "agentmesh-" + strconv.FormatUint(p.next, 10)
-	p.m[up] = progressRoute{ss: ss, ctx: context.WithoutCancel(ctx), token: token}
+	r := &progressRoute{ss: ss, ctx: context.WithoutCancel(ctx), token: token, wake: make(chan struct{}, 1)}
+	p.m[up] = r
 	return up, func() {
+		p.flush(ctx, r)
 		p.mu.Lock()
 		defer p.mu.Unlock()
 		p.finished = append(p.finished, up)
 		if len(p.finished) > lingerRoutes {
 			delete(p.m, p.finished[0])
 			p.finished = p.finished[1:]
+		}
+	}
+}
+
+// seen counts a progress notification for the route of up, read from a
+// service and not yet handled.
+func (p *progressRoutes) seen(up string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if r := p.m[up]; r != nil {
+		r.seen++
+	}
+}
+
+// flush waits until every progress notification seen for r has been
+// forwarded, or ctx ends, or progressFlushTimeout passes.
+func (p *progressRoutes) flush(ctx context.Context, r *progressRoute) {
+	var timeout <-chan time.Time
+	for {
+		p.mu.Lock()
+		seen, sent := r.seen, r.sent
+		p.mu.Unlock()
+		caughtUp := sent >= seen
+		if caughtUp {
+			return
+		}
+		if timeout == nil {
+			t := time.NewTimer(progressFlushTimeout)
+			defer t.Stop()
+			timeout = t.C
+		}
+		select {
+		case <-r.wake:
+		case <-ctx.Done():
+			return
+		case <-timeout:
+			p.a.log.Warn("aggregate: a service's progress notifications were not all forwarded before its answer", "seen", seen, "forwarded", sent)
+			return
 		}
 	}
 }
@@ -222,6 +272,13 @@ func (p *progressRoutes) forward(_ context.Context, req *mcp.ProgressNotificatio
 	q.ProgressToken = r.token
 	if err := r.ss.NotifyProgress(r.ctx, &q); err != nil {
 		p.a.log.Debug("aggregate: a service's progress did not reach the client", "err", err)
+	}
+	p.mu.Lock()
+	r.sent++
+	p.mu.Unlock()
+	select {
+	case r.wake <- struct{}{}:
+	default:
 	}
 }
 
