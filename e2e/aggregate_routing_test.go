@@ -44,6 +44,7 @@ func TestAggregatedEndpointRoutesRequestsAndProgressOfARealServer(t *testing.T) 
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	progress := make(chan *mcp.ProgressNotificationParams, 16)
+	listChanged := make(chan struct{}, 1)
 	asked := make(chan string, 8)
 	cl := mcp.NewClient(&mcp.Implementation{Name: "bot", Version: "e2e"}, &mcp.ClientOptions{
 		CreateMessageHandler: func(_ context.Context, req *mcp.CreateMessageRequest) (*mcp.CreateMessageResult, error) {
@@ -57,6 +58,12 @@ func TestAggregatedEndpointRoutesRequestsAndProgressOfARealServer(t *testing.T) 
 		ProgressNotificationHandler: func(_ context.Context, req *mcp.ProgressNotificationClientRequest) {
 			progress <- req.Params
 		},
+		ToolListChangedHandler: func(context.Context, *mcp.ToolListChangedRequest) {
+			select {
+			case listChanged <- struct{}{}:
+			default:
+			}
+		},
 	})
 	tr := &http.Transport{}
 	defer tr.CloseIdleConnections()
@@ -69,10 +76,22 @@ func TestAggregatedEndpointRoutesRequestsAndProgressOfARealServer(t *testing.T) 
 
 	// server-everything offers the sampling and elicitation tools only
 	// to a client that declared those capabilities: the list shows
-	// them, as the aggregator's own session declares them.
-	res, err := cs.ListTools(ctx, nil)
-	if err != nil {
-		t.Fatal(err)
+	// them, as the aggregator's own session declares them. connect
+	// serves before a slow service has listed (at most 5 s): until it
+	// has, the list is empty, and list_changed says when it is not.
+	var res *mcp.ListToolsResult
+	for {
+		if res, err = cs.ListTools(ctx, nil); err != nil {
+			t.Fatal(err)
+		}
+		if len(res.Tools) > 0 {
+			break
+		}
+		select {
+		case <-listChanged:
+		case <-ctx.Done():
+			t.Fatal("connect --all never listed the service's tools")
+		}
 	}
 	var names []string
 	for _, tl := range res.Tools {
