@@ -16,14 +16,20 @@ import (
 // aggregate scenario's second column.
 const ColAggregate = "agentmesh-all"
 
+// ColAggregateSession is the same endpoint for a client that asks for
+// MCP 2025-11-25, which it serves over a session; ColAggregate's client
+// asks for the latest version (2026-07-28), served statelessly.
+const ColAggregateSession = "agentmesh-all-2025"
+
 // scenarioAggregate measures the same tools/call (echo) through the
 // single-service connector of the agentmesh column and through the
 // aggregated endpoint of the same agent ('agentmesh connect --all
 // --listen', the tool named SERVICE__echo), which adds one MCP server
-// and client session in the connector process: sequential calls,
-// alternating the two in rounds.
+// and client session in the connector process, for a client of the
+// latest protocol (served statelessly) and one of 2025-11-25 (served over
+// a session): sequential calls, alternating the three in rounds.
 func scenarioAggregate(ctx context.Context, r *runner, res *Result) error {
-	res.Columns = []string{ColAgentmesh, ColAggregate}
+	res.Columns = []string{ColAgentmesh, ColAggregate, ColAggregateSession}
 	var single *column
 	for i := range r.columns {
 		if r.columns[i].name == ColAgentmesh {
@@ -42,8 +48,11 @@ func scenarioAggregate(ctx context.Context, r *runner, res *Result) error {
 	if err != nil {
 		return err
 	}
-	cols := []*column{single, all}
-	tools := map[string]string{ColAgentmesh: "echo", ColAggregate: toolName + aggregate.Separator + "echo"}
+	session := *all
+	session.name, session.protocol = ColAggregateSession, "2025-11-25"
+	cols := []*column{single, all, &session}
+	aggregated := toolName + aggregate.Separator + "echo"
+	tools := map[string]string{ColAgentmesh: "echo", ColAggregate: aggregated, ColAggregateSession: aggregated}
 	ss, closeAll, err := openSessions(ctx, cols)
 	if err != nil {
 		return err
@@ -81,10 +90,12 @@ func scenarioAggregate(ctx context.Context, r *runner, res *Result) error {
 		}
 	}
 	pctRows(res, got, "µs", us)
-	s, a := got[ColAgentmesh], got[ColAggregate]
-	if len(s) > 0 && len(a) > 0 {
-		res.note("the aggregated path adds %.0f µs at p50 (%.2fx the single-service path), %.0f µs at p99",
-			us(a.pct(50)-s.pct(50)), float64(a.pct(50))/float64(s.pct(50)), us(a.pct(99)-s.pct(99)))
+	s := got[ColAgentmesh]
+	for _, c := range []struct{ name, how string }{{ColAggregate, "2026-07-28, stateless"}, {ColAggregateSession, "2025-11-25, a session"}} {
+		if a := got[c.name]; len(s) > 0 && len(a) > 0 {
+			res.note("the aggregated path (%s) adds %.0f µs at p50 (%.2fx the single-service path), %.0f µs at p99",
+				c.how, us(a.pct(50)-s.pct(50)), float64(a.pct(50))/float64(s.pct(50)), us(a.pct(99)-s.pct(99)))
+		}
 	}
 	res.goal(res.Failed == 0, "zero lost calls", "%d of %d failed", res.Failed, res.Calls)
 	return nil

@@ -22,6 +22,9 @@ type column struct {
 	// procs are the processes of the column's hops (as deployed): what
 	// the memory scenario weighs.
 	procs []*proc
+	// protocol is the MCP version the column's clients ask for; "" is
+	// the SDK's latest.
+	protocol string
 }
 
 func newHTTPClient() *http.Client {
@@ -46,7 +49,11 @@ func (c *column) connect(ctx context.Context, hc *http.Client) (*mcp.ClientSessi
 		hc = c.hc
 	}
 	cl := mcp.NewClient(&mcp.Implementation{Name: "bench-client", Version: "1"}, nil)
-	s, err := cl.Connect(ctx, &mcp.StreamableClientTransport{Endpoint: c.url, HTTPClient: hc, MaxRetries: -1, MaxEventSize: 64 << 20}, nil)
+	var opts *mcp.ClientSessionOptions
+	if c.protocol != "" {
+		opts = &mcp.ClientSessionOptions{ProtocolVersion: c.protocol}
+	}
+	s, err := cl.Connect(ctx, &mcp.StreamableClientTransport{Endpoint: c.url, HTTPClient: hc, MaxRetries: -1, MaxEventSize: 64 << 20}, opts)
 	if err != nil {
 		return nil, fmt.Errorf("%s: connect: %w", c.name, err)
 	}
