@@ -150,6 +150,20 @@ func (f *fixture) wantCut(t *testing.T, ctx context.Context, answer <-chan cutAn
 	}
 }
 
+// waitCalls counts the wait calls the upstream runs (HTTP), or the calls
+// of session sid awaiting their answer from its process (stdio).
+func (f *fixture) waitCalls(sid string) func() int {
+	if f.up != nil {
+		return func() int { return f.up.Calls.Count("tool:wait") }
+	}
+	b, _ := f.gw.sessions.get(sid).up.(*stdioBridge)
+	return func() int {
+		b.mu.Lock()
+		defer b.mu.Unlock()
+		return len(b.calls)
+	}
+}
+
 // upstreamKinds are the upstream kinds a cut is tested against.
 var upstreamKinds = []struct {
 	name string
@@ -173,11 +187,8 @@ func TestGatewayTellsACallInFlightItsDelegationWasRevoked(t *testing.T) {
 			cl := f.delegClient(f.fraud, alice)
 			sid := f.rawSession(ctx, cl, "2025-11-25")
 			streaming := f.startWait(t, ctx, cl, sid, 41, 1, nil)
-			var pending <-chan cutAnswer
-			if f.up != nil {
-				// A call whose answer has not started: no notification.
-				pending = f.startWait(t, ctx, cl, sid, 42, 0, func() int { return f.up.Calls.Count("tool:wait") })
-			}
+			// A call whose answer has not started: no notification.
+			pending := f.startWait(t, ctx, cl, sid, 42, 0, f.waitCalls(sid))
 			// The same node, itself, keeps its call.
 			own := f.httpClient(f.fraud)
 			ownSID := f.rawSession(ctx, own, "2025-11-25")
@@ -185,9 +196,7 @@ func TestGatewayTellsACallInFlightItsDelegationWasRevoked(t *testing.T) {
 
 			f.gw.Update(f.delegState(waitPolicy, []string{aliceID}, nil))
 			f.wantCut(t, ctx, streaming, 41, reason.DelegationRevoked, audit.KindSession, false)
-			if pending != nil {
-				f.wantCut(t, ctx, pending, 42, reason.DelegationRevoked, audit.KindSession, true)
-			}
+			f.wantCut(t, ctx, pending, 42, reason.DelegationRevoked, audit.KindSession, true)
 			select {
 			case a := <-kept:
 				t.Fatalf("the node's own call ended too: %d %s %v", a.status, a.body, a.err)
@@ -209,10 +218,7 @@ func TestGatewayTellsACallInFlightItsPeerWasRevoked(t *testing.T) {
 			cl := f.httpClient(f.fraud)
 			sid := f.rawSession(ctx, cl, "2025-11-25")
 			streaming := f.startWait(t, ctx, cl, sid, 51, 1, nil)
-			var pending <-chan cutAnswer
-			if f.up != nil {
-				pending = f.startWait(t, ctx, cl, sid, 52, 0, func() int { return f.up.Calls.Count("tool:wait") })
-			}
+			pending := f.startWait(t, ctx, cl, sid, 52, 0, f.waitCalls(sid))
 			f.gw.Update(f.state(waitPolicy, func(p map[identity.Name]admission.Peer) {
 				fraud := p["fraud"]
 				fraud.Revoked = true
@@ -221,9 +227,7 @@ func TestGatewayTellsACallInFlightItsPeerWasRevoked(t *testing.T) {
 			// The connection is closed for the peer, after its requests
 			// in flight were told why.
 			f.wantCut(t, ctx, streaming, 51, reason.Revoked, audit.KindConnection, false)
-			if pending != nil {
-				f.wantCut(t, ctx, pending, 52, reason.Revoked, audit.KindConnection, true)
-			}
+			f.wantCut(t, ctx, pending, 52, reason.Revoked, audit.KindConnection, true)
 		})
 	}
 }
