@@ -56,29 +56,35 @@ func (g *Gateway) recheckCallers(ctx context.Context, st *admission.State) {
 		nc, why := check(c)
 		if nc == nil {
 			g.log.Info("closing session of caller that lost access", "peer", c.Src, "session", sess.id, "reason", why)
-			g.endSession(sess)
+			var cause error
 			if sess.id != "" {
 				cst := st.For(c)
-				g.record(context.Background(), &audit.Event{
+				ev := &audit.Event{
+					ID:   audit.NewID(),
 					Kind: audit.KindSession, Src: c.Src, Dst: st.Dst(), User: c.Node.User,
 					Session: sess.id, Decision: audit.Deny, Reason: why, Outcome: audit.OutcomeClosed,
 					PolicyVersion: cst.PolicyVersion(),
-				})
+				}
+				g.record(context.Background(), ev)
+				cause = &cutError{why: why, eventID: ev.ID}
 			}
+			g.endSessionFor(sess, cause)
 			continue
 		}
 		sess.setCaller(nc)
 		sess.recheck(st)
 	}
+	var cuts []connCut
 	for _, tc := range g.conns.snapshot() {
 		p := tc.peer()
 		if p == nil || p.caller == nil {
 			continue
 		}
 		if _, why := check(p.caller); why != "" {
-			g.closeConn(tc, p.caller.Src, why, st.For(p.caller))
+			cuts = append(cuts, connCut{tc, p.caller.Src, why, st.For(p.caller)})
 		}
 	}
+	g.closeConns(cuts)
 }
 
 // visibleFor returns what the owner of s may see under st, and false when

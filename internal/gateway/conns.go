@@ -22,6 +22,8 @@ type trackedConn struct {
 	conn net.Conn
 	mu   sync.Mutex
 	who  *peerRef // nil until a request on it was identified
+	// reqs are the requests in flight on the connection (cut.go).
+	reqs map[*connRequest]struct{}
 }
 
 // peerRef is who a connection or session belongs to.

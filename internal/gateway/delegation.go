@@ -162,12 +162,19 @@ func (g *Gateway) delegationLapsed(sess *session, st *admission.State) bool {
 		return false
 	}
 	g.log.Info("closing session whose delegation lapsed", "peer", sess.owner.String(), "session", sess.id, "reason", why)
-	sess.cut()
-	g.up.closeSession(sess)
+	// Recorded first: the requests in flight are told its id (cut.go). An
+	// expiry keeps the id its streams already ended with.
+	id := audit.NewID()
+	if why == reason.DelegationExpired && sess.expiryEvent != "" {
+		id = sess.expiryEvent
+	}
 	g.record(context.Background(), &audit.Event{
+		ID:   id,
 		Kind: audit.KindSession, Src: sess.owner.String(), Dst: st.Dst(), User: sess.user,
 		Session: sess.id, Decision: audit.Deny, Reason: why, Outcome: audit.OutcomeClosed,
 		PolicyVersion: st.PolicyVersion(), OnBehalfOf: sess.del.OnBehalfOf,
 	})
+	sess.cutFor(&cutError{why: why, eventID: id})
+	g.up.closeSession(sess)
 	return true
 }

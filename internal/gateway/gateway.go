@@ -363,27 +363,31 @@ func (g *Gateway) Update(s *admission.State) {
 	}
 	g.state.Store(s)
 	// Cut peers that are no longer admitted.
+	var cuts []connCut
 	for _, tc := range g.conns.snapshot() {
 		p := tc.peer()
 		if p == nil || p.caller != nil {
 			continue // Identifier callers are re-checked below
 		}
 		if why := s.Check(p.id, p.incarnation); why != "" {
-			g.closeConn(tc, p.id.String(), why, s)
+			cuts = append(cuts, connCut{tc, p.id.String(), why, s})
 		}
 	}
+	g.closeConns(cuts)
 	for _, sess := range g.sessions.all() {
 		if sess.hasCaller {
 			continue // re-checked below
 		}
 		if why := s.Check(sess.owner, sess.incarnation); why != "" {
 			g.log.Info("closing session of peer that lost access", "peer", sess.owner.String(), "session", sess.id, "reason", why)
-			g.endSession(sess)
-			g.record(context.Background(), &audit.Event{
+			ev := &audit.Event{
+				ID:   audit.NewID(),
 				Kind: audit.KindSession, Src: sess.owner.String(), Dst: s.Dst(), User: sess.user,
 				Session: sess.id, Decision: audit.Deny, Reason: why, Outcome: audit.OutcomeClosed,
 				PolicyVersion: s.PolicyVersion(),
-			})
+			}
+			g.record(context.Background(), ev)
+			g.endSessionFor(sess, &cutError{why: why, eventID: ev.ID})
 			continue
 		}
 		if g.delegationLapsed(sess, s) {
@@ -439,33 +443,70 @@ func (g *Gateway) reapIdle() int {
 	return n
 }
 
-// closeConn closes the connection of a peer (src, for the log and the
-// audit trail) that lost access under st for why, and audits it: the
-// peer's streams end with it, and a stateless client has no session whose
-// closing would otherwise show in the trail.
-func (g *Gateway) closeConn(tc *trackedConn, src string, why reason.Code, st *admission.State) {
-	g.log.Info("closing connection of peer that lost access", "peer", src, "reason", why)
-	// Read the address first: some transports (tsnet's) answer nil once
-	// the connection is closed.
-	addr := ""
-	if a := tc.conn.RemoteAddr(); a != nil {
-		addr = a.String()
+// connCut is a connection to close: its peer (src, for the log and the
+// audit trail) lost access for why under st.
+type connCut struct {
+	tc  *trackedConn
+	src string
+	why reason.Code
+	st  *admission.State
+}
+
+// closeConns closes the connections of peers that lost access, and
+// audits each: the peer's streams end with it, and a stateless client
+// has no session whose closing would otherwise show in the trail. The
+// requests in flight on them are cut first, with the reason and the
+// event's id, and given until cutGrace to answer so (cut.go).
+func (g *Gateway) closeConns(cuts []connCut) {
+	if len(cuts) == 0 {
+		return
 	}
-	tc.conn.Close()
-	user := ""
-	if p := tc.peer(); p != nil {
-		user = p.user
+	var waits []chan struct{}
+	for _, c := range cuts {
+		g.log.Info("closing connection of peer that lost access", "peer", c.src, "reason", c.why)
+		// Read the address first: some transports (tsnet's) answer nil
+		// once the connection is closed.
+		addr := ""
+		if a := c.tc.conn.RemoteAddr(); a != nil {
+			addr = a.String()
+		}
+		user := ""
+		if p := c.tc.peer(); p != nil {
+			user = p.user
+		}
+		ev := &audit.Event{
+			ID:   audit.NewID(),
+			Kind: audit.KindConnection, Src: c.src, SrcAddr: addr, Dst: c.st.Dst(),
+			Decision: audit.Deny, Reason: c.why, Outcome: audit.OutcomeClosed, PolicyVersion: c.st.PolicyVersion(), User: user,
+		}
+		g.record(context.Background(), ev)
+		waits = append(waits, c.tc.cutRequests(&cutError{why: c.why, eventID: ev.ID})...)
 	}
-	g.record(context.Background(), &audit.Event{
-		Kind: audit.KindConnection, Src: src, SrcAddr: addr, Dst: st.Dst(),
-		Decision: audit.Deny, Reason: why, Outcome: audit.OutcomeClosed, PolicyVersion: st.PolicyVersion(), User: user,
-	})
+	if len(waits) > 0 {
+		deadline := time.NewTimer(cutGrace)
+	wait:
+		for _, done := range waits {
+			select {
+			case <-done:
+			case <-deadline.C:
+				break wait
+			}
+		}
+		deadline.Stop()
+	}
+	for _, c := range cuts {
+		c.tc.conn.Close()
+	}
 }
 
 // endSession removes a session and releases everything it holds.
-func (g *Gateway) endSession(s *session) {
+func (g *Gateway) endSession(s *session) { g.endSessionFor(s, nil) }
+
+// endSessionFor is endSession with a cause for its requests in flight
+// (session.cutFor).
+func (g *Gateway) endSessionFor(s *session, cause error) {
 	if g.sessions.remove(s) {
-		s.cut()
+		s.cutFor(cause)
 		g.up.closeSession(s)
 	}
 }

@@ -134,13 +134,16 @@ func (g *Gateway) serveMCP(w http.ResponseWriter, r *http.Request) {
 func (g *Gateway) forward(w http.ResponseWriter, r *http.Request, x *exchange) {
 	r, end := g.traceUpstream(r, x)
 	defer end()
-	aw := &auditWriter{ResponseWriter: w, g: g, r: r, x: x}
+	r, cw, done := g.cuttable(w, r, x)
+	defer done()
+	aw := &auditWriter{ResponseWriter: cw, g: g, r: r, x: x}
 	if x.stream != nil {
 		g.cfg.Metrics.AddStreams(1)
 		defer g.cfg.Metrics.AddStreams(-1)
 	}
 	x.upstreamStart = g.metricsNow()
 	g.up.forward(aw, r, x)
+	g.answerCut(cw, aw, r, x)
 }
 
 // auditWriter is the http.ResponseWriter of a forwarded request; see

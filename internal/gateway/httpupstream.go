@@ -305,7 +305,7 @@ func (u *httpUpstream) copy(w http.ResponseWriter, resp *http.Response, x *excha
 				rc.Flush()
 			}
 		}
-		if errors.Is(err, io.EOF) {
+		if errors.Is(err, io.EOF) && !u.endedByCut(resp) {
 			break
 		}
 		if err != nil {
@@ -363,7 +363,7 @@ func (u *httpUpstream) relayMessages(w http.ResponseWriter, resp *http.Response,
 	for {
 		ev, err := er.Next()
 		if err != nil {
-			if errors.Is(err, io.EOF) {
+			if errors.Is(err, io.EOF) && !u.endedByCut(resp) {
 				x.outcome = audit.OutcomeOK
 			} else {
 				x.outcome = audit.OutcomeUpstreamError

@@ -7,9 +7,11 @@ import (
 	"time"
 
 	"github.com/agentmesh/agentmesh/internal/admission"
+	"github.com/agentmesh/agentmesh/internal/audit"
 	"github.com/agentmesh/agentmesh/internal/budget"
 	"github.com/agentmesh/agentmesh/internal/identity"
 	"github.com/agentmesh/agentmesh/internal/metrics"
+	"github.com/agentmesh/agentmesh/internal/reason"
 )
 
 // listKind is one of the four filtered lists, as a bit so that pending
@@ -78,8 +80,12 @@ type session struct {
 	// initialize that created the session (holdelicit.go).
 	elicit bool
 
-	ctx    context.Context // cancelled by cut
-	cancel context.CancelFunc
+	ctx    context.Context // cancelled by cut, with a *cutError cause when ended for a reason
+	cancel context.CancelCauseFunc
+	// expiryEvent is the id of the audit event that records the end of
+	// the session when its delegation expires: its streams end at the
+	// expiry, with this id, before the sweep that records it.
+	expiryEvent string
 
 	mu     sync.Mutex
 	caller *admission.Caller            // the Identifier caller as last checked
@@ -103,31 +109,47 @@ type session struct {
 	// busy and was last used longer ago than the idle timeout is reaped.
 	busy     int
 	lastUsed time.Time
+	// reqs are the requests in flight on the session (cut.go).
+	reqs map[*connRequest]struct{}
 	// slot is the session's place among its owner's sessions, released
 	// when the session is cut.
 	slot *budget.Lease
 }
 
 func newSession(base context.Context, id string, p peerRef, now time.Time) *session {
-	ctx, cancel := context.WithCancel(base)
+	ctx, cancel := context.WithCancelCause(base)
+	expiry := ""
 	if p.del != nil {
 		// The session's streams end when its delegation expires, by the
-		// gateway's clock (now); the next sweep ends the session itself.
-		ctx, cancel = context.WithDeadline(base, time.Now().Add(p.del.lapse().Sub(now)))
+		// gateway's clock (now); the next sweep ends the session itself,
+		// and records it under expiry.
+		expiry = audit.NewID()
+		var stop context.CancelFunc
+		ctx, stop = context.WithDeadlineCause(ctx, time.Now().Add(p.del.lapse().Sub(now)),
+			&cutError{why: reason.DelegationExpired, eventID: expiry})
+		cancelCause := cancel
+		cancel = func(err error) { cancelCause(err); stop() }
 	}
 	return &session{
 		id: id, owner: p.id, incarnation: p.incarnation, user: p.user,
 		key: p.key, hasCaller: p.caller != nil, caller: p.caller,
 		delegation: p.delegation, del: p.del,
-		ctx: ctx, cancel: cancel, lastUsed: now,
+		ctx: ctx, cancel: cancel, expiryEvent: expiry, lastUsed: now,
 		views:   make(map[listKind]map[string]bool),
 		streams: make(map[*stream]struct{}),
 	}
 }
 
 // cut ends the session's streams and gives back its slot.
-func (s *session) cut() {
-	s.cancel()
+func (s *session) cut() { s.cutFor(nil) }
+
+// cutFor is cut with a cause: a *cutError gives the session's requests in
+// flight an error that says why (cut.go).
+func (s *session) cutFor(cause error) {
+	if cause != nil {
+		s.cutRequests(cause)
+	}
+	s.cancel(cause)
 	s.mu.Lock()
 	l := s.slot
 	s.slot = nil

@@ -59,7 +59,10 @@ type stdioBridge struct {
 	// (its raw JSON) to the request's id, so the process's progress
 	// notifications go out on that request's stream, before its result.
 	progress map[string]jsonrpc.ID
-	once     sync.Once
+	// calls are the client's requests whose response the process has not
+	// sent yet: one cut short is still owed its answer (cut.go).
+	calls map[jsonrpc.ID]struct{}
+	once  sync.Once
 
 	// procSlot counts the process in the process caps until it has
 	// exited.
@@ -120,12 +123,30 @@ func (u *commandUpstream) forward(w http.ResponseWriter, r *http.Request, x *exc
 		}
 		r.Body = io.NopCloser(bytes.NewReader(x.body))
 	}
+	var call jsonrpc.ID
+	if r.Method == http.MethodPost && x.msg.Kind == mcpwire.KindRequest {
+		if id, err := jsonrpc.MakeID(rawID(x.msg.ID)); err == nil && id.IsValid() {
+			call = id
+			b.mu.Lock()
+			b.calls[id] = struct{}{}
+			b.mu.Unlock()
+		}
+	}
 	ctx, cancel := context.WithCancel(r.Context())
 	defer cancel()
 	stop := context.AfterFunc(b.ctx, cancel)
 	defer stop()
 	b.t.ServeHTTP(w, r.WithContext(ctx))
 	x.outcome = audit.OutcomeOK
+	if call.IsValid() {
+		b.mu.Lock()
+		_, owed := b.calls[call]
+		delete(b.calls, call)
+		b.mu.Unlock()
+		if owed && cutOf(r.Context()) != nil {
+			x.outcome = audit.OutcomeClosed // answered by answerCut
+		}
+	}
 }
 
 // rawID turns a JSON id into the Go value jsonrpc.MakeID expects.
@@ -196,7 +217,7 @@ func (u *commandUpstream) start(x *exchange) (*session, error) {
 	b := &stdioBridge{g: g, t: t, client: client, proc: proc, cmd: cmd, sess: s, procSlot: x.slots.process,
 		started: started, command: command,
 		lists: make(map[jsonrpc.ID]pendingList), tasks: make(map[jsonrpc.ID]*taskOrigin),
-		progress: make(map[string]jsonrpc.ID)}
+		progress: make(map[string]jsonrpc.ID), calls: make(map[jsonrpc.ID]struct{})}
 	x.slots.process = nil
 	g.cfg.Metrics.AddProcesses(1)
 	b.ctx, b.cancel = context.WithCancel(s.ctx)
@@ -298,6 +319,7 @@ func (b *stdioBridge) pumpToClient() {
 			delete(b.lists, m.ID)
 			origin := b.tasks[m.ID]
 			delete(b.tasks, m.ID)
+			delete(b.calls, m.ID)
 			for tok, id := range b.progress {
 				if id == m.ID {
 					delete(b.progress, tok)

@@ -18,6 +18,7 @@ import (
 	"github.com/agentmesh/agentmesh/internal/gateway/gatewaytest"
 	"github.com/agentmesh/agentmesh/internal/identity"
 	"github.com/agentmesh/agentmesh/internal/modelgw/modelgwtest"
+	"github.com/agentmesh/agentmesh/internal/modelwire"
 	"github.com/agentmesh/agentmesh/internal/reason"
 	"github.com/agentmesh/agentmesh/internal/sse"
 )
@@ -162,6 +163,7 @@ func TestModelGatewayCutsTheStreamOfARevokedDelegation(t *testing.T) {
 	st = f.state(delegationPolicy)
 	st.Delegations = f.delegations(c.ID())
 	f.gw.Update(st)
+	last := ""
 	for {
 		d, ok := nextData(t, sc)
 		if !ok {
@@ -170,11 +172,19 @@ func TestModelGatewayCutsTheStreamOfARevokedDelegation(t *testing.T) {
 		if d == "[DONE]" || strings.Contains(d, modelgwtest.StreamChunks[1]) {
 			t.Fatalf("stream went on after revocation: %q", d)
 		}
+		last = d
+	}
+	// Its last event is an error that says why, naming the request's
+	// event.
+	var eb modelwire.ErrorBody
+	if err := json.Unmarshal([]byte(last), &eb); err != nil || eb.Error.Code != reason.DelegationRevoked || eb.Reason != reason.DelegationRevoked ||
+		eb.Error.AuditEvent == "" || !strings.Contains(eb.Error.Message, "delegation_revoked") {
+		t.Fatalf("the stream's last event %q (%v), want an error naming delegation_revoked", last, err)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	if _, err := f.rec.WaitFor(ctx, func(e audit.Event) bool {
-		return e.Kind == audit.KindRequest && e.Outcome == "stream_cut" && e.OnBehalfOf != nil && e.OnBehalfOf.Delegation == c.ID()
+		return e.ID == eb.Error.AuditEvent && e.Kind == audit.KindRequest && e.Outcome == "stream_cut" && e.OnBehalfOf != nil && e.OnBehalfOf.Delegation == c.ID()
 	}); err != nil {
 		t.Fatal(err)
 	}

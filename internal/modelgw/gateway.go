@@ -125,7 +125,7 @@ type Gateway struct {
 // flight is one admitted request in progress.
 type flight struct {
 	r      *http.Request // carries the verified TLS state
-	cancel context.CancelFunc
+	cancel context.CancelCauseFunc
 }
 
 // New checks cfg, loads the limit counters from cfg.StateDir and returns a
@@ -229,7 +229,7 @@ func (g *Gateway) recheckLocked(s *admission.State) {
 		}
 		if why != "" {
 			g.log.Info("model gateway: cutting request of peer that lost access", "peer", who.Src, "reason", why)
-			f.cancel()
+			f.cancel(&cutError{why: why})
 		}
 	}
 }
@@ -237,7 +237,7 @@ func (g *Gateway) recheckLocked(s *admission.State) {
 // track registers an admitted request so that Update can cut it; the
 // returned request carries the cancellable context, and done unregisters.
 func (g *Gateway) track(r *http.Request) (*http.Request, func()) {
-	ctx, cancel := context.WithCancel(r.Context())
+	ctx, cancel := context.WithCancelCause(r.Context())
 	f := &flight{r: r.WithContext(ctx), cancel: cancel}
 	g.mu.Lock()
 	g.flights[f] = struct{}{}
@@ -246,7 +246,7 @@ func (g *Gateway) track(r *http.Request) (*http.Request, func()) {
 		g.mu.Lock()
 		delete(g.flights, f)
 		g.mu.Unlock()
-		cancel()
+		cancel(nil)
 	}
 }
 

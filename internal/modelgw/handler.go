@@ -509,6 +509,7 @@ func (g *Gateway) relayStream(w http.ResponseWriter, r *http.Request, x *request
 	w.WriteHeader(resp.StatusCode)
 	http.NewResponseController(w).Flush()
 	var su sseUsage
+	var tail eventTail
 	first := true
 	end := relay(r, w, resp.Body, true, func(b []byte) {
 		if first {
@@ -519,7 +520,11 @@ func (g *Gateway) relayStream(w http.ResponseWriter, r *http.Request, x *request
 			g.cfg.Metrics.FirstByte(ttfb)
 		}
 		su.Write(b)
+		tail.note(b)
 	})
+	if end == audit.OutcomeStreamCut {
+		g.tellCut(w, r, x, tail.atBoundary())
+	}
 	g.finishStream(r, x, resp.StatusCode, su.last, end)
 }
 

@@ -12,12 +12,19 @@ import (
 // Calls counts tool, prompt and resource invocations that reached a server
 // built by NewServer.
 type Calls struct {
-	mu sync.Mutex
-	n  map[string]int
+	mu   sync.Mutex
+	n    map[string]int
+	stop chan struct{} // closed by Release
+	once sync.Once
 }
 
 // NewCalls returns an empty counter.
-func NewCalls() *Calls { return &Calls{n: make(map[string]int)} }
+func NewCalls() *Calls { return &Calls{n: make(map[string]int), stop: make(chan struct{})} }
+
+// Release ends every wait call in flight, and those to come: the SDK's
+// server does not cancel a call when its session closes, and closing it
+// waits for the call.
+func (c *Calls) Release() { c.once.Do(func() { close(c.stop) }) }
 
 func (c *Calls) add(key string) {
 	c.mu.Lock()
@@ -47,7 +54,7 @@ type Out struct {
 
 // Tools, prompts and resources that NewServer offers.
 var (
-	ToolNames     = []string{"echo", "query", "drop_table", "progress", "sample", "big"}
+	ToolNames     = []string{"echo", "query", "drop_table", "progress", "sample", "big", "wait"}
 	PromptNames   = []string{"greet", "secret"}
 	ResourceURIs  = []string{"db://public/a", "db://private/b"}
 	TemplateURIs  = []string{"db://public/{id}", "db://private/{id}"}
@@ -63,6 +70,10 @@ var (
 //   - sample asks the client for a sampling/createMessage and returns the
 //     model's text.
 //   - big returns a text of Size bytes.
+//   - wait sends Size progress notifications to the caller (given a
+//     progress token), then never answers: it returns only when its
+//     request is cancelled or the calls released (Calls.Release): a
+//     call in flight for a test to cut.
 func NewServer(calls *Calls) *mcp.Server {
 	s := mcp.NewServer(&mcp.Implementation{Name: "gatewaytest", Version: "1"}, &mcp.ServerOptions{
 		CompletionHandler: func(_ context.Context, req *mcp.CompleteRequest) (*mcp.CompleteResult, error) {
@@ -113,6 +124,21 @@ func NewServer(calls *Calls) *mcp.Server {
 	})
 	tool("big", func(_ context.Context, _ *mcp.CallToolRequest, in Text) (string, error) {
 		return strings.Repeat("x", in.Size), nil
+	})
+	tool("wait", func(ctx context.Context, req *mcp.CallToolRequest, in Text) (string, error) {
+		if token := req.Params.GetProgressToken(); token != nil {
+			for i := range in.Size {
+				if err := req.Session.NotifyProgress(ctx, &mcp.ProgressNotificationParams{ProgressToken: token, Progress: float64(i + 1)}); err != nil {
+					return "", err
+				}
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return "", ctx.Err()
+		case <-calls.stop:
+			return "", fmt.Errorf("released")
+		}
 	})
 	for _, name := range PromptNames {
 		s.AddPrompt(&mcp.Prompt{Name: name}, func(context.Context, *mcp.GetPromptRequest) (*mcp.GetPromptResult, error) {
