@@ -1,33 +1,19 @@
 package cli
 
 import (
-	"context"
 	"encoding/json"
 	"path/filepath"
 	"strings"
 	"testing"
 
 	"github.com/agentmesh/agentmesh/internal/controlapi"
-	"github.com/agentmesh/agentmesh/internal/coordinator"
-	"github.com/agentmesh/agentmesh/internal/sso"
-	"github.com/agentmesh/agentmesh/internal/sso/ssotest"
 )
 
 // A person delegates to their agent, the agent's connector finds the
 // delegation (and refuses to start for a person who gave none), and the
 // delegation and the person are revoked, all through the CLI.
 func TestDelegateThroughTheCLI(t *testing.T) {
-	p := ssotest.Start(t,
-		ssotest.Person{ID: "alice", Email: "alice@example.com", Groups: []string{"mesh-admins"}},
-		ssotest.Person{ID: "bob", Email: "bob@example.com"})
-	co, err := coordinator.Start(context.Background(), coordinator.Config{DataDir: filepath.Join(t.TempDir(), "mesh"), Listen: "127.0.0.1:0",
-		SSO: sso.Config{Issuer: p.Issuer, ClientID: p.ClientID, GroupsClaim: ssotest.GroupsClaim}, SSOAdminGroups: []string{"mesh-admins"}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer co.Close()
-	env := map[string]string{"AGENTMESH_SSO_CLIENT_SECRET": p.Secret}
-	fp := "sha256:" + co.CAFingerprint()
+	p, co, env, fp := startSSOCoordinator(t)
 	alice, bob := filepath.Join(t.TempDir(), "alice"), filepath.Join(t.TempDir(), "bob")
 	for person, dir := range map[string]string{"alice": alice, "bob": bob} {
 		if code, out, errOut := runApproved(t, p, person, env, "login", "--coordinator", co.URL(), "--ca-fingerprint", fp, "--state", dir); code != 0 {

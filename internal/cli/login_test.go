@@ -32,7 +32,12 @@ func runApproved(t *testing.T, p *ssotest.Provider, person string, env map[strin
 	return code, out.String(), errw.String()
 }
 
-func TestLoginAndJoinSSOThroughTheCLI(t *testing.T) {
+// startSSOCoordinator runs an OpenID provider with alice (in the
+// mesh-admins group) and bob, and a coordinator that signs people in
+// through it; it returns them, the environment the CLI needs for the
+// device flow and the CA fingerprint to pin.
+func startSSOCoordinator(t *testing.T) (*ssotest.Provider, *coordinator.Coordinator, map[string]string, string) {
+	t.Helper()
 	p := ssotest.Start(t,
 		ssotest.Person{ID: "alice", Email: "alice@example.com", Groups: []string{"mesh-admins"}},
 		ssotest.Person{ID: "bob", Email: "bob@example.com"})
@@ -41,9 +46,12 @@ func TestLoginAndJoinSSOThroughTheCLI(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer co.Close()
-	env := map[string]string{"AGENTMESH_SSO_CLIENT_SECRET": p.Secret}
-	fp := "sha256:" + co.CAFingerprint()
+	t.Cleanup(func() { co.Close() })
+	return p, co, map[string]string{"AGENTMESH_SSO_CLIENT_SECRET": p.Secret}, "sha256:" + co.CAFingerprint()
+}
+
+func TestLoginAndJoinSSOThroughTheCLI(t *testing.T) {
+	p, co, env, fp := startSSOCoordinator(t)
 	login := filepath.Join(t.TempDir(), "alice")
 	code, out, errOut := runApproved(t, p, "alice", env, "login", "--coordinator", co.URL(), "--ca-fingerprint", fp, "--state", login)
 	if code != 0 || !strings.Contains(out, "logged in as user:alice@example.com") || !strings.Contains(out, "admin:    yes") ||
