@@ -77,7 +77,8 @@ func cutResponse(id json.RawMessage, c *cutError) []byte {
 
 // cuttable prepares a forwarded request to be cut with a reason: its
 // context ends with the cause when its session's does or when its
-// connection is closed for a reason, and the writer it returns follows the
+// connection is closed for a reason (or, made with a delegation in no
+// session, when its delegation lapses: statelesscut.go), and the writer it returns follows the
 // response so that answerCut can tell what may still be written. done
 // must be called when the request is over.
 func (g *Gateway) cuttable(w http.ResponseWriter, r *http.Request, x *exchange) (*http.Request, *cutWriter, func()) {
@@ -91,6 +92,7 @@ func (g *Gateway) cuttable(w http.ResponseWriter, r *http.Request, x *exchange) 
 	if tc := connOf(r.Context()); tc != nil {
 		stops = append(stops, tc.track(cancel))
 	}
+	stops = append(stops, g.trackStateless(ctx, cancel, x))
 	return r.WithContext(ctx), &cutWriter{ResponseWriter: w}, func() {
 		for _, stop := range stops {
 			stop()

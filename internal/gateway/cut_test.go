@@ -32,7 +32,8 @@ type cutAnswer struct {
 	err    error
 }
 
-// startWait calls the wait tool on session sid (size progress
+// startWait calls the wait tool on session sid ("": a stateless
+// 2026-07-28 call) (size progress
 // notifications before it waits for ever) and returns the answer to come.
 // With size > 0 it returns once the first notification arrived, with size
 // 0 once the upstream runs the call (up, the count of its wait calls).
@@ -42,16 +43,27 @@ func (f *fixture) startWait(t *testing.T, ctx context.Context, c *http.Client, s
 	if up != nil {
 		before = up()
 	}
+	meta := `"progressToken":"p` + strconv.Itoa(id) + `"`
+	if sid == "" {
+		meta += `,"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientCapabilities":{}`
+	}
 	body := `{"jsonrpc":"2.0","id":` + strconv.Itoa(id) + `,"method":"tools/call","params":{"name":"wait","arguments":{"size":` +
-		strconv.Itoa(size) + `},"_meta":{"progressToken":"p` + strconv.Itoa(id) + `"}}}`
+		strconv.Itoa(size) + `},"_meta":{` + meta + `}}}`
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, f.url, strings.NewReader(body))
 	if err != nil {
 		t.Fatal(err)
 	}
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("Accept", "application/json, text/event-stream")
-	req.Header.Set("Mcp-Protocol-Version", "2025-11-25")
-	req.Header.Set("Mcp-Session-Id", sid)
+	if sid == "" {
+		// A stateless (2026-07-28) call, in no session.
+		req.Header.Set("Mcp-Protocol-Version", "2026-07-28")
+		req.Header.Set("Mcp-Method", "tools/call")
+		req.Header.Set("Mcp-Name", "wait")
+	} else {
+		req.Header.Set("Mcp-Protocol-Version", "2025-11-25")
+		req.Header.Set("Mcp-Session-Id", sid)
+	}
 	out := make(chan cutAnswer, 1)
 	progressed := make(chan struct{})
 	go func() {

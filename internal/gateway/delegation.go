@@ -35,7 +35,8 @@ import (
 // one delegation is refused with another or none, and the other way
 // round. On every netmap (Update) and every idle sweep, open sessions
 // whose delegation has expired or been revoked are ended, their streams
-// cut, as sessions of revoked peers are. A caller identified by an
+// cut, as sessions of revoked peers are; stateless requests made with
+// such a delegation are cut too (statelesscut.go). A caller identified by an
 // Identifier (a tailnet) that presents a delegation is refused: there is
 // no certificate to bind it to.
 

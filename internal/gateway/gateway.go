@@ -169,12 +169,15 @@ type Gateway struct {
 	up       upstream
 	sessions *sessionTable
 	conns    *connTable
-	caps     caps
-	tasks    *taskTable
-	params   *paramHeaders
-	holds    holdTable
-	elicits  elicitTable // holdelicit.go
-	parked   parkTable   // holdinput.go
+	// stateless are the delegated requests in flight in no session
+	// (statelesscut.go).
+	stateless statelessCalls
+	caps      caps
+	tasks     *taskTable
+	params    *paramHeaders
+	holds     holdTable
+	elicits   elicitTable // holdelicit.go
+	parked    parkTable   // holdinput.go
 	// parkGrace is how long a parked hold outlives its approval timeout.
 	parkGrace time.Duration
 	tools     *toolDefs
@@ -395,6 +398,7 @@ func (g *Gateway) Update(s *admission.State) {
 		}
 		sess.recheck(s)
 	}
+	g.lapsedStateless(s)
 	g.recheckCallers(context.Background(), s)
 	g.endParkedOf(func(p *parkedHold) bool { return p.ref.caller == nil && s.Check(p.ref.id, p.ref.incarnation) != "" })
 }

@@ -202,7 +202,9 @@ func NewUpstreamIdle(tb testing.TB, idle time.Duration) *Upstream {
 	u := &Upstream{Server: srv, Calls: calls}
 	get := func(*http.Request) *mcp.Server { return srv }
 	stateful := mcp.NewStreamableHTTPHandler(get, nil)
-	stateless := mcp.NewStreamableHTTPHandler(get, &mcp.StreamableHTTPOptions{Stateless: true})
+	// A stateless (2026-07-28) request's POST is its whole lifecycle: its
+	// end cancels the call (a call the gateway cuts ends at the server).
+	stateless := mcp.NewStreamableHTTPHandler(get, &mcp.StreamableHTTPOptions{Stateless: true, PropagateRequestCancellation: true})
 	u.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.Method == http.MethodPost {
 			b, err := io.ReadAll(r.Body)
