@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"time"
 
 	"github.com/modelcontextprotocol/go-sdk/jsonrpc"
 	"github.com/modelcontextprotocol/go-sdk/mcp"
@@ -94,6 +95,7 @@ type ownSession struct {
 	client *mcp.Client
 	err    error
 	flip   bool // placeholder root present (see rootsChanged)
+	opened time.Time
 }
 
 func newClients(a *Aggregator) *clients {
@@ -195,7 +197,7 @@ func (c *clients) session(ctx context.Context, b *backend, ss *mcp.ServerSession
 			c.mu.Unlock()
 			return nil, limited(reason.TooManySessions, fmt.Sprintf("this client session already has %d sessions to services", MaxSessionsPerClient))
 		}
-		up = &ownSession{ready: make(chan struct{})}
+		up = &ownSession{ready: make(chan struct{}), opened: time.Now()}
 		cl.ups[b] = up
 		c.mu.Unlock()
 		up.client, up.cs, up.err = c.open(b, cl)
@@ -220,10 +222,17 @@ func (c *clients) session(ctx context.Context, b *backend, ss *mcp.ServerSession
 				defer c.wg.Done()
 				up.cs.Wait()
 				c.mu.Lock()
-				if cl.ups[b] == up {
+				// Still current: the service's side ended it (not the
+				// client leaving, the service leaving or a close).
+				ended := cl.ups[b] == up
+				if ended {
 					delete(cl.ups, b) // the next request reopens it
 				}
 				c.mu.Unlock()
+				if ended {
+					// Its subscriptions, made on it, ended with it.
+					b.resubscribeOwn(cl.ss, time.Until(up.opened.Add(retryMin)))
+				}
 			}()
 		}
 	} else {

@@ -215,16 +215,25 @@ func TestSubscriptionsAreRoutedAndUpdatesMappedBack(t *testing.T) {
 	}
 }
 
-func testSubscriptions(t *testing.T, version string) {
-	subs := make(chan string, 8)
-	up := rich("a", nil, []string{"file:///x.txt"}, nil, subs)
-	updated := make(chan string, 8)
+// subscribable aggregates one service "a" that lists file:///x.txt and
+// tells subs of each subscribe (+URI) and unsubscribe (-URI), for a client
+// of version whose resources/updated arrive on updated.
+func subscribable(t *testing.T, version string) (up *mcp.Server, subs, updated chan string, cs *mcp.ClientSession) {
+	t.Helper()
+	subs = make(chan string, 16)
+	up = rich("a", nil, []string{"file:///x.txt"}, nil, subs)
+	updated = make(chan string, 16)
 	_, cs, changed := newFixtureWith(t, map[string]*mcp.Server{"a": up}, fixtureOptions{version: version,
 		services: []Service{{Name: "a", Addr: "1"}},
 		client: &mcp.ClientOptions{
 			ResourceUpdatedHandler: func(_ context.Context, r *mcp.ResourceUpdatedNotificationRequest) { updated <- r.Params.URI },
 		}})
 	waitList(t, changed, resourceURIs(cs), "agentmesh://a/file:///x.txt")
+	return up, subs, updated, cs
+}
+
+func testSubscriptions(t *testing.T, version string) {
+	up, subs, updated, cs := subscribable(t, version)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	recv := func(ch chan string, want string) {
@@ -242,23 +251,7 @@ func testSubscriptions(t *testing.T, version string) {
 		t.Fatal(err)
 	}
 	recv(subs, "+file:///x.txt")
-	// The upstream's handler tells of the subscription before the SDK
-	// records it: send the update until it comes through.
-	for done := false; !done; {
-		if err := up.ResourceUpdated(ctx, &mcp.ResourceUpdatedNotificationParams{URI: "file:///x.txt"}); err != nil {
-			t.Fatal(err)
-		}
-		select {
-		case got := <-updated:
-			if got != "agentmesh://a/file:///x.txt" {
-				t.Fatalf("resources/updated for %q, want the aggregated URI", got)
-			}
-			done = true
-		case <-ctx.Done():
-			t.Fatal("no resources/updated reached the client")
-		case <-time.After(20 * time.Millisecond):
-		}
-	}
+	deliverUpdate(t, ctx, up, updated)
 	if err := cs.Unsubscribe(ctx, &mcp.UnsubscribeParams{URI: "agentmesh://a/file:///x.txt"}); err != nil {
 		t.Fatal(err)
 	}
@@ -267,6 +260,72 @@ func testSubscriptions(t *testing.T, version string) {
 		if err := cs.Subscribe(ctx, &mcp.SubscribeParams{URI: "agentmesh://nobody/file:///x.txt"}); err == nil {
 			t.Error("a subscription to no service's URI succeeded")
 		}
+	}
+}
+
+// deliverUpdate has up send resources/updated for file:///x.txt until the
+// client gets it under its aggregated URI: the upstream's subscribe
+// handler tells of a subscription before the SDK records it.
+func deliverUpdate(t *testing.T, ctx context.Context, up *mcp.Server, updated chan string) {
+	t.Helper()
+	for {
+		if err := up.ResourceUpdated(ctx, &mcp.ResourceUpdatedNotificationParams{URI: "file:///x.txt"}); err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case got := <-updated:
+			if got != "agentmesh://a/file:///x.txt" {
+				t.Fatalf("resources/updated for %q, want the aggregated URI", got)
+			}
+			return
+		case <-ctx.Done():
+			t.Fatal("no resources/updated reached the client")
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
+
+// TestAClientsSubscriptionOutlivesItsSessionToTheService: a client of MCP
+// before 2026-07-28 subscribes over a session of its own to the service.
+// When the service's side ends that session (a gateway restart or its
+// idle timeout: the client is not told), the subscription is made again
+// on a new one and updates keep reaching the client; so too when every
+// session to the service ends at once.
+func TestAClientsSubscriptionOutlivesItsSessionToTheService(t *testing.T) {
+	for _, every := range []bool{false, true} {
+		t.Run(fmt.Sprintf("every=%v", every), func(t *testing.T) {
+			up, subs, updated, cs := subscribable(t, "2025-11-25")
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			if err := cs.Subscribe(ctx, &mcp.SubscribeParams{URI: "agentmesh://a/file:///x.txt"}); err != nil {
+				t.Fatal(err)
+			}
+			if got := <-subs; got != "+file:///x.txt" {
+				t.Fatalf("the service got %q", got)
+			}
+			deliverUpdate(t, ctx, up, updated)
+
+			closed := 0
+			for ss := range up.Sessions() {
+				// The client's own session carries its clientInfo.
+				if every || ss.InitializeParams().ClientInfo.Name == "client" {
+					ss.Close()
+					closed++
+				}
+			}
+			if closed == 0 {
+				t.Fatal("no session of the client's own at the service")
+			}
+			select {
+			case got := <-subs:
+				if got != "+file:///x.txt" {
+					t.Fatalf("the service got %q, want the subscription made again", got)
+				}
+			case <-ctx.Done():
+				t.Fatal("the subscription was not made again")
+			}
+			deliverUpdate(t, ctx, up, updated)
+		})
 	}
 }
 

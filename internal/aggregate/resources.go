@@ -8,6 +8,7 @@ import (
 	"slices"
 	"sort"
 	"strings"
+	"time"
 
 	"github.com/modelcontextprotocol/go-sdk/jsonrpc"
 	"github.com/modelcontextprotocol/go-sdk/mcp"
@@ -485,6 +486,18 @@ func (b *backend) resubscribe(s *mcp.ClientSession) {
 			moving[own] = uri
 		}
 	}
+	// Clients whose subscriptions ride on sessions of their own: those
+	// sessions ended too if the service restarted (and each remakes its
+	// own then), or the service was down when they ended.
+	if old != nil {
+		for _, ss := range a.ownSubscribersLocked(prefix) {
+			a.wg.Add(1) // on the backend's run, which a.wg counts
+			go func() {
+				defer a.wg.Done()
+				b.resubscribeOwn(ss, 0)
+			}()
+		}
+	}
 	a.mu.Unlock()
 	if len(moving) == 0 {
 		return
@@ -514,6 +527,98 @@ func (b *backend) resubscribe(s *mcp.ClientSession) {
 	for _, own := range uris {
 		if err := up.Subscribe(ctx, &mcp.SubscribeParams{URI: own}); err != nil {
 			a.log.Warn("aggregate: could not subscribe again to a resource after reconnecting", "service", b.svc.Name, "err", err)
+		}
+	}
+}
+
+// ownSubscribersLocked returns the client sessions with subscriptions to
+// URIs under prefix made over sessions of their own.
+func (a *Aggregator) ownSubscribersLocked(prefix string) []*mcp.ServerSession {
+	var out []*mcp.ServerSession
+	for uri, subs := range a.more.subs {
+		if !strings.HasPrefix(uri, prefix) {
+			continue
+		}
+		for _, sub := range subs {
+			if !sub.shared && !slices.Contains(out, sub.client) {
+				out = append(out, sub.client)
+			}
+		}
+	}
+	return out
+}
+
+// ownSubscriptionLocked returns the index of ss's subscription to uri made
+// over a session of its own, or -1.
+func (a *Aggregator) ownSubscriptionLocked(uri string, ss *mcp.ServerSession) int {
+	return slices.IndexFunc(a.more.subs[uri], func(sub subscription) bool { return sub.client == ss && !sub.shared })
+}
+
+// resubscribeOwn makes again the subscriptions the client session ss
+// made to b's service over a session of its own that has since ended (a
+// gateway restart, its idle timeout), over ss's current session, opened
+// if need be: a client is not told that a subscription ended, so it must
+// not end while the client and the service are still there. It first
+// waits delay, so that a service that ends every session it opens is not
+// asked again in a loop. One that cannot be made again is logged and
+// tried on the next reconnect to the service.
+func (b *backend) resubscribeOwn(ss *mcp.ServerSession, delay time.Duration) {
+	a := b.a
+	if delay > 0 {
+		t := time.NewTimer(delay)
+		select {
+		case <-b.ctx.Done():
+			t.Stop()
+			return
+		case <-t.C:
+		}
+	}
+	prefix := a.uriPrefix(b.svc.Name)
+	var uris []string
+	a.mu.Lock()
+	if a.backends[b.svc.Name] == b {
+		a.pruneSubsLocked()
+		for uri := range a.more.subs {
+			if strings.HasPrefix(uri, prefix) && a.ownSubscriptionLocked(uri, ss) >= 0 {
+				uris = append(uris, uri)
+			}
+		}
+	}
+	a.mu.Unlock()
+	if len(uris) == 0 {
+		return
+	}
+	sort.Strings(uris)
+	ctx, cancel := context.WithTimeout(b.ctx, a.cfg.ListTimeout)
+	defer cancel()
+	s, err := b.sessionFor(ctx, ss)
+	if err != nil {
+		a.log.Warn("aggregate: could not make a client's resource subscriptions again", "service", b.svc.Name, "err", err)
+		return
+	}
+	for _, uri := range uris {
+		own := strings.TrimPrefix(uri, prefix)
+		a.mu.Lock()
+		i := a.ownSubscriptionLocked(uri, ss)
+		stale := i >= 0 && a.more.subs[uri][i].up != s
+		a.mu.Unlock()
+		if !stale {
+			continue
+		}
+		if err := s.Subscribe(ctx, &mcp.SubscribeParams{URI: own}); err != nil {
+			a.log.Warn("aggregate: could not make a client's resource subscription again", "service", b.svc.Name, "err", err)
+			continue
+		}
+		a.mu.Lock()
+		i = a.ownSubscriptionLocked(uri, ss)
+		if i >= 0 {
+			a.more.subs[uri][i].up = s
+		}
+		a.mu.Unlock()
+		if i < 0 { // unsubscribed meanwhile
+			if err := s.Unsubscribe(ctx, &mcp.UnsubscribeParams{URI: own}); err != nil {
+				a.log.Debug("aggregate: a subscription made again could not be ended", "service", b.svc.Name, "err", err)
+			}
 		}
 	}
 }
