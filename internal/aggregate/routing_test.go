@@ -20,6 +20,16 @@ import (
 
 const protocol2025 = "2025-11-25"
 
+// routedFixture aggregates up (a routedUpstream) as the one service
+// "svc" and waits until the fixture's client lists its tools.
+func routedFixture(t *testing.T, up *mcp.Server) (*Aggregator, *mcp.ClientSession) {
+	t.Helper()
+	a, cs, changed := newFixture(t, map[string]*mcp.Server{"svc": up})
+	a.Update(Snapshot{Services: []Service{{Name: "svc", Addr: "1"}}})
+	waitTools(t, cs, changed, "svc__block", "svc__elicit", "svc__log", "svc__progress", "svc__roots", "svc__sample")
+	return a, cs
+}
+
 // routedUpstream is an MCP server whose tools need what flows besides a
 // call and its result:
 //
@@ -186,9 +196,7 @@ func callText(t *testing.T, cs *mcp.ClientSession, p *mcp.CallToolParams) string
 func TestServerToClientRequestsReachTheClientWhoseCallCausedThem(t *testing.T) {
 	for _, version := range []string{protocol2025, protocol2026} {
 		t.Run(version, func(t *testing.T) {
-			a, cs, changed := newFixture(t, map[string]*mcp.Server{"svc": routedUpstream(make(chan string, 2))})
-			a.Update(Snapshot{Services: []Service{{Name: "svc", Addr: "1"}}})
-			waitTools(t, cs, changed, "svc__block", "svc__elicit", "svc__log", "svc__progress", "svc__roots", "svc__sample")
+			a, _ := routedFixture(t, routedUpstream(make(chan string, 2)))
 			alice, bob := connectRouted(t, a, "alice", version), connectRouted(t, a, "bob", version)
 			// Before 2026-07-28 the service asks on the client's own
 			// session; from then on in the result of the shared one.
@@ -220,9 +228,7 @@ func TestServerToClientRequestsReachTheClientWhoseCallCausedThem(t *testing.T) {
 func TestProgressReachesTheCallerUnderItsToken(t *testing.T) {
 	for _, version := range []string{protocol2025, protocol2026} {
 		t.Run(version, func(t *testing.T) {
-			a, cs, changed := newFixture(t, map[string]*mcp.Server{"svc": routedUpstream(make(chan string, 2))})
-			a.Update(Snapshot{Services: []Service{{Name: "svc", Addr: "1"}}})
-			waitTools(t, cs, changed, "svc__block", "svc__elicit", "svc__log", "svc__progress", "svc__roots", "svc__sample")
+			a, _ := routedFixture(t, routedUpstream(make(chan string, 2)))
 			clients := []*routedClient{connectRouted(t, a, "alice", version), connectRouted(t, a, "bob", version)}
 			var wg sync.WaitGroup
 			for _, rc := range clients {
@@ -261,9 +267,7 @@ func TestCancellingACallCancelsItAtTheService(t *testing.T) {
 	for _, version := range []string{protocol2025, protocol2026} {
 		t.Run(version, func(t *testing.T) {
 			block := make(chan string, 2)
-			a, cs, changed := newFixture(t, map[string]*mcp.Server{"svc": routedUpstream(block)})
-			a.Update(Snapshot{Services: []Service{{Name: "svc", Addr: "1"}}})
-			waitTools(t, cs, changed, "svc__block", "svc__elicit", "svc__log", "svc__progress", "svc__roots", "svc__sample")
+			a, _ := routedFixture(t, routedUpstream(block))
 			rc := connectRouted(t, a, "alice", version)
 			ctx, cancel := context.WithCancel(context.Background())
 			done := make(chan error, 1)
@@ -292,9 +296,7 @@ func TestCancellingACallCancelsItAtTheService(t *testing.T) {
 // or after it; their messages reach it with the logger named by the
 // service.
 func TestServiceLogMessagesReachTheClientAtItsLevel(t *testing.T) {
-	a, cs, changed := newFixture(t, map[string]*mcp.Server{"svc": routedUpstream(make(chan string, 2))})
-	a.Update(Snapshot{Services: []Service{{Name: "svc", Addr: "1"}}})
-	waitTools(t, cs, changed, "svc__block", "svc__elicit", "svc__log", "svc__progress", "svc__roots", "svc__sample")
+	a, cs := routedFixture(t, routedUpstream(make(chan string, 2)))
 	if cs.InitializeResult().Capabilities.Logging == nil {
 		t.Error("the aggregated server does not offer logging")
 	}
@@ -346,9 +348,7 @@ func upstreamSessions(srv *mcp.Server) int {
 // request, reused, and closed when the client session ends.
 func TestAClientsOwnSessionsCloseWithIt(t *testing.T) {
 	up := routedUpstream(make(chan string, 2))
-	a, cs, changed := newFixture(t, map[string]*mcp.Server{"svc": up})
-	a.Update(Snapshot{Services: []Service{{Name: "svc", Addr: "1"}}})
-	waitTools(t, cs, changed, "svc__block", "svc__elicit", "svc__log", "svc__progress", "svc__roots", "svc__sample")
+	a, _ := routedFixture(t, up)
 	if n := upstreamSessions(up); n != 1 {
 		t.Fatalf("%d sessions at the service before any call, want the shared one", n)
 	}
@@ -440,9 +440,7 @@ func TestCancellingAnHTTPCallCancelsItAtTheService(t *testing.T) {
 	for _, version := range []string{protocol2025, protocol2026} {
 		t.Run(version, func(t *testing.T) {
 			block := make(chan string, 2)
-			a, cs, changed := newFixture(t, map[string]*mcp.Server{"svc": routedUpstream(block)})
-			a.Update(Snapshot{Services: []Service{{Name: "svc", Addr: "1"}}})
-			waitTools(t, cs, changed, "svc__block", "svc__elicit", "svc__log", "svc__progress", "svc__roots", "svc__sample")
+			a, _ := routedFixture(t, routedUpstream(block))
 			ln, err := net.Listen("tcp", "127.0.0.1:0")
 			if err != nil {
 				t.Fatal(err)
@@ -504,9 +502,7 @@ func TestRootsChangesReachTheServicesAClientUses(t *testing.T) {
 			return next(ctx, method, req)
 		}
 	})
-	a, cs, changed := newFixture(t, map[string]*mcp.Server{"svc": up})
-	a.Update(Snapshot{Services: []Service{{Name: "svc", Addr: "1"}}})
-	waitTools(t, cs, changed, "svc__block", "svc__elicit", "svc__log", "svc__progress", "svc__roots", "svc__sample")
+	a, _ := routedFixture(t, up)
 	rc := connectRouted(t, a, "alice", protocol2025)
 	if got := callText(t, rc.cs, &mcp.CallToolParams{Name: "svc__roots"}); got != "request: file:///alice" {
 		t.Fatalf("roots: %q", got)
@@ -529,9 +525,7 @@ func TestRootsChangesReachTheServicesAClientUses(t *testing.T) {
 // still open (over HTTP it may never end on its own).
 func TestCloseDoesNotWaitForClientSessions(t *testing.T) {
 	up := routedUpstream(make(chan string, 2))
-	a, cs, changed := newFixture(t, map[string]*mcp.Server{"svc": up})
-	a.Update(Snapshot{Services: []Service{{Name: "svc", Addr: "1"}}})
-	waitTools(t, cs, changed, "svc__block", "svc__elicit", "svc__log", "svc__progress", "svc__roots", "svc__sample")
+	a, _ := routedFixture(t, up)
 	rc := connectRouted(t, a, "alice", protocol2025)
 	callText(t, rc.cs, &mcp.CallToolParams{Name: "svc__progress"})
 	closed := make(chan struct{})

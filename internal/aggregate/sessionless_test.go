@@ -141,9 +141,7 @@ func TestA2026ClientOverHTTPIsServedStatelessly(t *testing.T) {
 // at the service, and the stop returns.
 func TestStoppingTheEndpointEndsASessionlessCallInFlight(t *testing.T) {
 	block := make(chan string, 2)
-	a, cs, changed := newFixture(t, map[string]*mcp.Server{"svc": routedUpstream(block)})
-	a.Update(Snapshot{Services: []Service{{Name: "svc", Addr: "1"}}})
-	waitTools(t, cs, changed, "svc__block", "svc__elicit", "svc__log", "svc__progress", "svc__roots", "svc__sample")
+	a, _ := routedFixture(t, routedUpstream(block))
 	e := serveHTTP(t, a)
 	neu := e.connect(t, "new", protocol2026, nil)
 	done := make(chan error, 1)
@@ -183,9 +181,7 @@ func TestStoppingTheEndpointEndsASessionlessCallInFlight(t *testing.T) {
 // client with a session still gets through.
 func TestSessionlessRequestsAreBounded(t *testing.T) {
 	block := make(chan string, 2*MaxSessionlessRequests+4)
-	a, cs, changed := newFixture(t, map[string]*mcp.Server{"svc": routedUpstream(block)})
-	a.Update(Snapshot{Services: []Service{{Name: "svc", Addr: "1"}}})
-	waitTools(t, cs, changed, "svc__block", "svc__elicit", "svc__log", "svc__progress", "svc__roots", "svc__sample")
+	a, _ := routedFixture(t, routedUpstream(block))
 	e := serveHTTP(t, a)
 	neu := e.connect(t, "new", protocol2026, nil)
 	ctx, cancel := context.WithCancel(context.Background())
@@ -223,9 +219,7 @@ func TestSessionlessRequestsAreBounded(t *testing.T) {
 // without a level gets none.
 func TestA2026RequestGetsItsServiceLogMessagesAtItsLevel(t *testing.T) {
 	up := routedUpstream(make(chan string, 2))
-	a, cs, changed := newFixture(t, map[string]*mcp.Server{"svc": up})
-	a.Update(Snapshot{Services: []Service{{Name: "svc", Addr: "1"}}})
-	waitTools(t, cs, changed, "svc__block", "svc__elicit", "svc__log", "svc__progress", "svc__roots", "svc__sample")
+	a, _ := routedFixture(t, up)
 	e := serveHTTP(t, a)
 	type logClient struct {
 		cs   *mcp.ClientSession
@@ -348,18 +342,7 @@ func TestSessionlessListensAreBoundedApart(t *testing.T) {
 		}
 		runtime.Gosched()
 	}
-	req, err := http.NewRequest(http.MethodPost, e.url, strings.NewReader(`{"jsonrpc":"2.0","id":7,"method":"subscriptions/listen","params":{}}`))
-	if err != nil {
-		t.Fatal(err)
-	}
-	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set("Accept", "application/json, text/event-stream")
-	req.Header.Set("Mcp-Protocol-Version", protocol2026)
-	req.Header.Set("Mcp-Method", "subscriptions/listen")
-	resp, err := (&http.Client{Transport: e.tr}).Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
+	resp := postListen(t, context.Background(), e, `{"jsonrpc":"2.0","id":7,"method":"subscriptions/listen","params":{}}`)
 	body, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
 	if resp.StatusCode != http.StatusOK || !strings.Contains(string(body), `"id":7`) || !strings.Contains(string(body), `"code":-32042`) || !strings.Contains(string(body), "too_many_requests") {

@@ -41,15 +41,10 @@ func refusingUpstream(subs chan string) *mcp.Server {
 	return s
 }
 
-// listen sends a 2026-07-28 subscriptions/listen for uri to the HTTP
-// endpoint e and returns its first message: the refusal, or the
-// acknowledgement of a listen that stays open (closed on return).
-func listen(t *testing.T, e *httpEndpoint, uri string) string {
+// postListen POSTs body, a 2026-07-28 subscriptions/listen, to the HTTP
+// endpoint e, with the headers a 2026-07-28 client sends.
+func postListen(t *testing.T, ctx context.Context, e *httpEndpoint, body string) *http.Response {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	body := `{"jsonrpc":"2.0","id":7,"method":"subscriptions/listen","params":{"notifications":{"resourceSubscriptions":["` + uri + `"]},` +
-		`"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientInfo":{"name":"raw","version":"1"},"io.modelcontextprotocol/clientCapabilities":{}}}}`
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, e.url, strings.NewReader(body))
 	if err != nil {
 		t.Fatal(err)
@@ -62,6 +57,19 @@ func listen(t *testing.T, e *httpEndpoint, uri string) string {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return resp
+}
+
+// listen sends a 2026-07-28 subscriptions/listen for uri to the HTTP
+// endpoint e and returns its first message: the refusal, or the
+// acknowledgement of a listen that stays open (closed on return).
+func listen(t *testing.T, e *httpEndpoint, uri string) string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	body := `{"jsonrpc":"2.0","id":7,"method":"subscriptions/listen","params":{"notifications":{"resourceSubscriptions":["` + uri + `"]},` +
+		`"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientInfo":{"name":"raw","version":"1"},"io.modelcontextprotocol/clientCapabilities":{}}}}`
+	resp := postListen(t, ctx, e, body)
 	defer resp.Body.Close()
 	sc := bufio.NewScanner(resp.Body)
 	for sc.Scan() {
