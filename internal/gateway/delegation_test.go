@@ -15,6 +15,7 @@ import (
 
 	"github.com/agentmesh/agentmesh/internal/admission"
 	"github.com/agentmesh/agentmesh/internal/audit"
+	"github.com/agentmesh/agentmesh/internal/connector"
 	"github.com/agentmesh/agentmesh/internal/delegation"
 	"github.com/agentmesh/agentmesh/internal/gateway/gatewaytest"
 	"github.com/agentmesh/agentmesh/internal/identity"
@@ -96,23 +97,12 @@ func (f *fixture) delegate(t *testing.T, o delegOpts) (string, string) {
 	return tok, c.ID()
 }
 
-// withHeader is a RoundTripper adding the delegation header.
-type withHeader struct {
-	rt  http.RoundTripper
-	tok string
-}
-
-func (w withHeader) RoundTrip(r *http.Request) (*http.Response, error) {
-	r = r.Clone(r.Context())
-	r.Header.Set(delegation.Header, w.tok)
-	return w.rt.RoundTrip(r)
-}
-
 // delegClient is an HTTP client presenting cert and, on every request,
 // the delegation tok.
 func (f *fixture) delegClient(cert *tls.Certificate, tok string) *http.Client {
 	c := f.httpClient(cert)
-	return &http.Client{Transport: withHeader{rt: c.Transport, tok: tok}}
+	// The connector's own carrier of the header.
+	return &http.Client{Transport: connector.WithDelegation(c.Transport, func() (string, error) { return tok, nil })}
 }
 
 // delegCall makes a stateless tools/call as cert presenting tok ("" for

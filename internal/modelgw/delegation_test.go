@@ -14,6 +14,7 @@ import (
 
 	"github.com/agentmesh/agentmesh/internal/admission"
 	"github.com/agentmesh/agentmesh/internal/audit"
+	"github.com/agentmesh/agentmesh/internal/connector"
 	"github.com/agentmesh/agentmesh/internal/delegation"
 	"github.com/agentmesh/agentmesh/internal/gateway/gatewaytest"
 	"github.com/agentmesh/agentmesh/internal/identity"
@@ -30,20 +31,10 @@ const delegationPolicy = `{"grants": [
   {"src": ["user:alice@example.com"], "dst": ["model:llm"], "models": ["gpt-4o", "text-embedding-*"]},
 ]}`
 
-type withHeader struct {
-	rt  http.RoundTripper
-	tok string
-}
-
-func (w withHeader) RoundTrip(r *http.Request) (*http.Response, error) {
-	r = r.Clone(r.Context())
-	r.Header.Set(delegation.Header, w.tok)
-	return w.rt.RoundTrip(r)
-}
-
 func (f *fixture) delegClient(cert *tls.Certificate, tok string) *http.Client {
 	c := f.client(cert)
-	return &http.Client{Transport: withHeader{rt: c.Transport, tok: tok}}
+	// The connector's own carrier of the header.
+	return &http.Client{Transport: connector.WithDelegation(c.Transport, func() (string, error) { return tok, nil })}
 }
 
 func (f *fixture) delegate(t *testing.T, user string, tools []string, revoked bool) string {
