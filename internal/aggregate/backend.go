@@ -101,24 +101,13 @@ func (b *backend) serve() error {
 		b.down(err)
 		return err
 	}
-	cl := mcp.NewClient(&mcp.Implementation{Name: "agentmesh-aggregate", Version: b.a.cfg.Version}, &mcp.ClientOptions{
-		// A service's input_required result goes back to the client
-		// that can answer it (routing.go), not answered here.
-		MultiRoundTrip:              &mcp.MultiRoundTripOptions{Disabled: true},
-		ProgressNotificationHandler: b.a.progress.forward,
-		// Declared so that a service lists the tools it offers only to
-		// clients that can sample or be asked (the lists are read
-		// here); whether a client can is decided on its own session.
-		// A request on this session belongs to no client: refused.
-		Capabilities:                  sharedCapabilities(),
-		CreateMessageWithToolsHandler: refuseSampling,
-		ElicitationHandler:            refuseElicitation,
-		// Every list_changed lists the service again (features.go).
-		ToolListChangedHandler:     func(context.Context, *mcp.ToolListChangedRequest) { b.relist() },
-		PromptListChangedHandler:   func(context.Context, *mcp.PromptListChangedRequest) { b.relist() },
-		ResourceListChangedHandler: func(context.Context, *mcp.ResourceListChangedRequest) { b.relist() },
-		ResourceUpdatedHandler:     b.resourceUpdated,
-	})
+	opts := b.sharedOptions()
+	// Every list_changed lists the service again (features.go).
+	opts.ToolListChangedHandler = func(context.Context, *mcp.ToolListChangedRequest) { b.relist() }
+	opts.PromptListChangedHandler = func(context.Context, *mcp.PromptListChangedRequest) { b.relist() }
+	opts.ResourceListChangedHandler = func(context.Context, *mcp.ResourceListChangedRequest) { b.relist() }
+	opts.ResourceUpdatedHandler = b.resourceUpdated
+	cl := b.newClient(opts)
 	cctx, cancel := context.WithTimeout(b.ctx, b.a.cfg.ListTimeout)
 	s, err := cl.Connect(cctx, tr, nil)
 	cancel()
@@ -152,6 +141,32 @@ func (b *backend) serve() error {
 			return err
 		case <-b.changed:
 		}
+	}
+}
+
+// newClient is an MCP client of the aggregator's with opts.
+func (b *backend) newClient(opts *mcp.ClientOptions) *mcp.Client {
+	return mcp.NewClient(&mcp.Implementation{Name: "agentmesh-aggregate", Version: b.a.cfg.Version}, opts)
+}
+
+// sharedOptions are the client options of a session to the service that
+// belongs to no client: the backend's shared one, and a 2026-07-28
+// request's own (requestlog.go).
+func (b *backend) sharedOptions() *mcp.ClientOptions {
+	return &mcp.ClientOptions{
+		// A service's input_required result goes back to the client
+		// that can answer it (routing.go), not answered here.
+		MultiRoundTrip:              &mcp.MultiRoundTripOptions{Disabled: true},
+		ProgressNotificationHandler: b.a.progress.forward,
+		// Declared so that a service lists the tools it offers only to
+		// clients that can sample or be asked (the lists are read on
+		// the shared session); whether a client can is decided on its
+		// own session. A request on such a session belongs to no
+		// client: refused.
+		Capabilities:                  sharedCapabilities(),
+		CreateMessageWithToolsHandler: refuseSampling,
+		ElicitationHandler:            refuseElicitation,
+		Logger:                        b.a.log,
 	}
 }
 

@@ -90,24 +90,18 @@ func (b *backend) sessionForRequest(ctx context.Context, ss *mcp.ServerSession, 
 // of ss (whose context is ctx), at level.
 func (b *backend) openRequestSession(ctx context.Context, ss *mcp.ServerSession, level mcp.LoggingLevel) (*mcp.ClientSession, error) {
 	svc := b.svc.Name
-	cl := mcp.NewClient(&mcp.Implementation{Name: "agentmesh-aggregate", Version: b.a.cfg.Version}, &mcp.ClientOptions{
-		// As the backend's shared session (backend.go): what a service
-		// asks of a 2026-07-28 client comes back in the result.
-		MultiRoundTrip:                &mcp.MultiRoundTripOptions{Disabled: true},
-		ProgressNotificationHandler:   b.a.progress.forward,
-		Capabilities:                  sharedCapabilities(),
-		CreateMessageWithToolsHandler: refuseSampling,
-		ElicitationHandler:            refuseElicitation,
-		LoggingMessageHandler: func(_ context.Context, req *mcp.LoggingMessageRequest) {
-			if req.Params == nil {
-				return
-			}
-			if err := ss.Log(ctx, serviceLog(svc, req.Params)); err != nil {
-				b.a.log.Debug("aggregate: a service's log message did not reach the client", "service", svc, "err", err)
-			}
-		},
-		Logger: b.a.log,
-	})
+	// As the backend's shared session: what a service asks of a
+	// 2026-07-28 client comes back in the result.
+	opts := b.sharedOptions()
+	opts.LoggingMessageHandler = func(_ context.Context, req *mcp.LoggingMessageRequest) {
+		if req.Params == nil {
+			return
+		}
+		if err := ss.Log(ctx, serviceLog(svc, req.Params)); err != nil {
+			b.a.log.Debug("aggregate: a service's log message did not reach the client", "service", svc, "err", err)
+		}
+	}
+	cl := b.newClient(opts)
 	tr, err := b.a.transport(b.svc)
 	if err != nil {
 		return nil, err

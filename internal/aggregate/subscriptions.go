@@ -99,7 +99,7 @@ func (b *backend) closeCarrier(s *mcp.ClientSession) {
 // SDK's server put the client's (2026-07-28, which a server refuses on
 // an initialize).
 func (b *backend) openCarrier() (*mcp.ClientSession, error) {
-	cl := mcp.NewClient(&mcp.Implementation{Name: "agentmesh-aggregate", Version: b.a.cfg.Version}, &mcp.ClientOptions{
+	cl := b.newClient(&mcp.ClientOptions{
 		Capabilities:           &mcp.ClientCapabilities{},
 		ResourceUpdatedHandler: b.resourceUpdated,
 		Logger:                 b.a.log,
