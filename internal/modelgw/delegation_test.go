@@ -105,19 +105,7 @@ func TestModelGatewayDecidesDelegatedRequests(t *testing.T) {
 	}
 	// The model list: what the agent may use for Alice that she may use.
 	res := do(t, f.delegClient(f.fraud, alice), "GET", "https://"+f.addr+"/v1/models", "")
-	var list struct {
-		Data []struct {
-			ID string `json:"id"`
-		} `json:"data"`
-	}
-	if err := json.Unmarshal(res.body, &list); err != nil {
-		t.Fatal(err)
-	}
-	var got []string
-	for _, m := range list.Data {
-		got = append(got, m.ID)
-	}
-	if !slices.Equal(got, []string{"gpt-4o"}) {
+	if _, got := modelIDs(t, res.body); !slices.Equal(got, []string{"gpt-4o"}) {
 		t.Fatalf("models %v", got)
 	}
 	// Revoked: refused.

@@ -96,21 +96,9 @@ func TestGatewayFiltersModelList(t *testing.T) {
 			if res.status != 200 {
 				t.Fatalf("status %d: %s", res.status, res.body)
 			}
-			var list struct {
-				Object string `json:"object"`
-				Data   []struct {
-					ID string `json:"id"`
-				} `json:"data"`
-			}
-			if err := json.Unmarshal(res.body, &list); err != nil {
-				t.Fatal(err)
-			}
-			var got []string
-			for _, m := range list.Data {
-				got = append(got, m.ID)
-			}
-			if list.Object != "list" || !slices.Equal(got, tt.want) {
-				t.Fatalf("models %v (object %q), want %v", got, list.Object, tt.want)
+			object, got := modelIDs(t, res.body)
+			if object != "list" || !slices.Equal(got, tt.want) {
+				t.Fatalf("models %v (object %q), want %v", got, object, tt.want)
 			}
 		})
 	}
@@ -356,4 +344,23 @@ func TestLocalEndpointAnswersUnreachableAsTheGatewayNotItsUpstream(t *testing.T)
 	if eb := res.errBody(t); res.status != http.StatusBadGateway || eb.Reason != reason.GatewayUnreachable || eb.Error.Type != "api_error" {
 		t.Fatalf("gateway down: %d %s", res.status, res.body)
 	}
+}
+
+// modelIDs decodes a /v1/models answer: its object and its models' IDs.
+func modelIDs(t *testing.T, body []byte) (string, []string) {
+	t.Helper()
+	var list struct {
+		Object string `json:"object"`
+		Data   []struct {
+			ID string `json:"id"`
+		} `json:"data"`
+	}
+	if err := json.Unmarshal(body, &list); err != nil {
+		t.Fatalf("%v: %s", err, body)
+	}
+	var ids []string
+	for _, m := range list.Data {
+		ids = append(ids, m.ID)
+	}
+	return list.Object, ids
 }
