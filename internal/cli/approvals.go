@@ -3,10 +3,8 @@ package cli
 import (
 	"context"
 	"flag"
-	"fmt"
 	"net/http"
 	"net/url"
-	"text/tabwriter"
 	"time"
 
 	"github.com/agentmesh/agentmesh/internal/controlapi"
@@ -53,16 +51,11 @@ func approvalsList(fs *flag.FlagSet, env Env) func(context.Context, []string) er
 		if *asJSON {
 			return printJSON(env.Stdout, list)
 		}
-		tw := tabwriter.NewWriter(env.Stdout, 2, 4, 2, ' ', 0)
-		fmt.Fprintln(tw, "ID\tSTATUS\tCALLER\tTOOL\tGATEWAY\tGROUP\tEXPIRES\tDECIDED BY")
+		var rows [][]string
 		for _, a := range list {
-			row := []string{a.ID, a.Status, a.Caller, a.Tool, a.Gateway, a.Group, a.ExpiresAt.Local().Format(time.RFC3339), a.DecidedBy}
-			for i := range row {
-				row[i] = orDash(termtext.Escape(row[i]))
-			}
-			printf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", row[0], row[1], row[2], row[3], row[4], row[5], row[6], row[7])
+			rows = append(rows, []string{a.ID, a.Status, a.Caller, a.Tool, a.Gateway, a.Group, a.ExpiresAt.Local().Format(time.RFC3339), a.DecidedBy})
 		}
-		return tw.Flush()
+		return printTable(env.Stdout, "ID\tSTATUS\tCALLER\tTOOL\tGATEWAY\tGROUP\tEXPIRES\tDECIDED BY", rows)
 	}
 }
 

@@ -3,11 +3,10 @@ package cli
 import (
 	"context"
 	"flag"
-	"fmt"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
-	"text/tabwriter"
 	"time"
 
 	"github.com/agentmesh/agentmesh/internal/controlapi"
@@ -151,8 +150,7 @@ func delegateList(fs *flag.FlagSet, env Env) func(context.Context, []string) err
 		if *asJSON {
 			return printJSON(env.Stdout, ds)
 		}
-		tw := tabwriter.NewWriter(env.Stdout, 2, 4, 2, ' ', 0)
-		fmt.Fprintln(tw, "ID\tUSER\tAGENT\tGRANTOR\tDEPTH\tTOOLS\tEXPIRES\tSTATE")
+		var rows [][]string
 		now := time.Now()
 		for _, d := range ds {
 			st := "live"
@@ -166,9 +164,9 @@ func delegateList(fs *flag.FlagSet, env Env) func(context.Context, []string) err
 			if tools == "" {
 				tools = "*"
 			}
-			printf(tw, "%s\t%s\t%s\t%s\t%d\t%s\t%s\t%s\n", d.ID, d.User, d.Agent, d.Grantor, d.Depth, tools, d.ExpiresAt.Local().Format(time.RFC3339), st)
+			rows = append(rows, []string{d.ID, d.User, d.Agent, d.Grantor, strconv.Itoa(d.Depth), tools, d.ExpiresAt.Local().Format(time.RFC3339), st})
 		}
-		return tw.Flush()
+		return printTable(env.Stdout, "ID\tUSER\tAGENT\tGRANTOR\tDEPTH\tTOOLS\tEXPIRES\tSTATE", rows)
 	}
 }
 

@@ -5,7 +5,7 @@ import (
 	"flag"
 	"fmt"
 	"net/http"
-	"text/tabwriter"
+	"strconv"
 	"time"
 
 	"github.com/agentmesh/agentmesh/internal/controlapi"
@@ -128,8 +128,7 @@ func keysList(fs *flag.FlagSet, env Env) func(context.Context, []string) error {
 		if *asJSON {
 			return printJSON(env.Stdout, keys)
 		}
-		tw := tabwriter.NewWriter(env.Stdout, 2, 4, 2, ' ', 0)
-		fmt.Fprintln(tw, "ID\tKIND\tTAGS\tNAME\tREUSABLE\tUSES\tEXPIRES\tSTATE")
+		var rows [][]string
 		now := time.Now()
 		for _, k := range keys {
 			st := "usable"
@@ -141,9 +140,10 @@ func keysList(fs *flag.FlagSet, env Env) func(context.Context, []string) error {
 			case !k.Reusable && k.Uses > 0:
 				st = "used"
 			}
-			printf(tw, "%s\t%s\t%s\t%s\t%v\t%d\t%s\t%s\n", k.ID, k.Kind, k.Tags, keyName(k), k.Reusable, k.Uses, k.ExpiresAt.Local().Format(time.RFC3339), st)
+			rows = append(rows, []string{k.ID, k.Kind, fmt.Sprint(k.Tags), keyName(k), strconv.FormatBool(k.Reusable), strconv.Itoa(k.Uses),
+				k.ExpiresAt.Local().Format(time.RFC3339), st})
 		}
-		return tw.Flush()
+		return printTable(env.Stdout, "ID\tKIND\tTAGS\tNAME\tREUSABLE\tUSES\tEXPIRES\tSTATE", rows)
 	}
 }
 

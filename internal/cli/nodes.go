@@ -3,11 +3,9 @@ package cli
 import (
 	"context"
 	"flag"
-	"fmt"
 	"net/http"
 	"slices"
 	"strings"
-	"text/tabwriter"
 	"time"
 
 	"github.com/agentmesh/agentmesh/internal/controlapi"
@@ -49,8 +47,7 @@ func nodesList(fs *flag.FlagSet, env Env) func(context.Context, []string) error 
 		if *asJSON {
 			return printJSON(env.Stdout, nodes)
 		}
-		tw := tabwriter.NewWriter(env.Stdout, 2, 4, 2, ' ', 0)
-		fmt.Fprintln(tw, "NAME\tKIND\tID\tTAGS\tSTATUS\tADDRESSES\tLAST SEEN\tOWNER")
+		var rows [][]string
 		now := time.Now()
 		for _, n := range nodes {
 			seen := "-"
@@ -61,10 +58,9 @@ func nodesList(fs *flag.FlagSet, env Env) func(context.Context, []string) error 
 			if n.Owner != "" {
 				owner = "user:" + n.Owner
 			}
-			printf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", n.Name, n.Kind, n.ID, orDash(strings.Join(n.Tags, ",")),
-				nodeState(n), orDash(strings.Join(n.Addrs, ",")), seen, owner)
+			rows = append(rows, []string{n.Name, n.Kind, n.ID, strings.Join(n.Tags, ","), nodeState(n), strings.Join(n.Addrs, ","), seen, owner})
 		}
-		return tw.Flush()
+		return printTable(env.Stdout, "NAME\tKIND\tID\tTAGS\tSTATUS\tADDRESSES\tLAST SEEN\tOWNER", rows)
 	}
 }
 
@@ -82,14 +78,6 @@ func nodeState(n controlapi.NodeInfo) string {
 		return "not serving"
 	}
 	return n.Status
-}
-
-// orDash is s, or "-" for an empty column.
-func orDash(s string) string {
-	if s == "" {
-		return "-"
-	}
-	return s
 }
 
 // nodeArg checks the one NAME argument of 'nodes tag' and 'nodes revoke'.
