@@ -62,8 +62,9 @@ func (g *Gateway) trackStateless(ctx context.Context, cancel context.CancelCause
 	})
 	t.mu.Unlock()
 	// A netmap that arrived between the request's admission and now did
-	// not find it registered: judge it once more under the state in force.
-	if st := g.state.Load(); st != nil {
+	// not find it registered: judge it once more under the state in force
+	// (only then: its expiry is the timer's).
+	if st := g.state.Load(); st != nil && st != x.peer.state {
 		if why := st.DelegationStanding(q.ref.del.Claims, g.now()); why != "" {
 			g.cutStateless([]*statelessCall{q}, why, st)
 		}
